@@ -1,0 +1,65 @@
+/* The command line: the only code that prints or exits.  One file per verb
+ * (cmd_<verb>.c) over the library.  stdout carries results (a digest, a table,
+ * or --json), stderr carries progress and errors. */
+#ifndef SBX_CLI_H
+#define SBX_CLI_H
+
+#include <getopt.h>
+#include <stdio.h>
+
+#include "sbx/error.h"
+#include "sbx/store.h"
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
+
+typedef struct sbx_cli {
+    const char *store_root; /* --store DIR, else NULL (SBX_STORE or the default) */
+    int json;               /* --json: machine-readable results on stdout */
+    int verbose;            /* -v: debug logs */
+    int tty;                /* stderr is a terminal: draw progress bars */
+} sbx_cli;
+
+/* Options every verb accepts; put at the end of a verb's long options. */
+#define CLI_COMMON_OPTS                                    \
+    {"json", no_argument, NULL, 'J'},                      \
+    {"store", required_argument, NULL, 'S'},               \
+    {"verbose", no_argument, NULL, 'v'},                   \
+    {"help", no_argument, NULL, 'h'}
+#define CLI_COMMON_SHORT "vh"
+
+/* Handle a common option; returns 1 when it was one. */
+int cli_common_opt(sbx_cli *cli, int c, const char *arg);
+
+/* Print "sbx-image: error: <where>: <msg>" to stderr; returns CLI_EXIT_FAIL. */
+int cli_fail(const sbx_error *err);
+/* Print "sbx-image <verb>: <message>" and a hint to --help; returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Open the store chosen by --store / SBX_STORE / default; prints on failure. */
+int cli_open_store(sbx_cli *cli, sbx_store **out);
+/* Human-readable byte count ("12.3 MB"). */
+const char *cli_human_bytes(unsigned long long n, char *buf, size_t len);
+/* Install log and progress sinks according to cli (tty bars or plain lines). */
+void cli_install_sinks(sbx_cli *cli);
+/* Finish any progress line in place (before printing results). */
+void cli_progress_done(void);
+
+typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
+
+#define CLI_COMMANDS(X)                                                                 \
+    X(build, "build an image from a recipe")                                            \
+    X(pull, "pull an image from a registry into the store")                             \
+    X(resolve, "print the manifest digest an image ref points to")                      \
+    X(inspect, "show an image's manifest, config and layers")                           \
+    X(images, "list named images in the store")                                         \
+    X(rm, "remove names from the store")                                                \
+    X(gc, "delete what no name or lease reaches")                                       \
+    X(fsck, "verify every blob and repair the store's records")                         \
+    X(df, "show bytes stored against bytes the images take uncompressed")               \
+    X(digest, "print a recipe's digest")                                                \
+    X(recipe, "work with recipes (show the canonical form)")
+
+#define X(name, summary) int cmd_##name(sbx_cli *cli, int argc, char **argv);
+CLI_COMMANDS(X)
+#undef X
+
+#endif

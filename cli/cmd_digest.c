@@ -1,0 +1,11 @@
+#include "cli.h"
+
+int cmd_digest(sbx_cli *cli, int argc, char **argv)
+{
+    (void)cli;
+    (void)argc;
+    (void)argv;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_error_set(&err, SBX_EUNSUPPORTED, "'digest' is not implemented yet");
+    return cli_fail(&err);
+}

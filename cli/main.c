@@ -1,0 +1,77 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#ifndef SBX_VERSION
+#define SBX_VERSION "0.1.0"
+#endif
+
+static const struct {
+    const char *name;
+    cli_cmd_fn fn;
+    const char *summary;
+} commands[] = {
+#define X(n, s) {#n, cmd_##n, s},
+    CLI_COMMANDS(X)
+#undef X
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: sbx-image [--store DIR] [--json] [-v] COMMAND [ARGS]\n\n"
+               "Build, pull and keep OCI images for sandboxes.\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nglobal options (also accepted after the command):\n"
+               "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
+               "                else $XDG_DATA_HOME/sbx-image)\n"
+               "  --json        machine-readable results on stdout\n"
+               "  -v, --verbose debug messages on stderr\n"
+               "  --version     print the version\n\n"
+               "Run 'sbx-image COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    sbx_cli cli = {.tty = isatty(STDERR_FILENO)};
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        } else if (!strcmp(a, "--version")) {
+            printf("sbx-image %s\n", SBX_VERSION);
+            return CLI_EXIT_OK;
+        } else if (!strcmp(a, "--json")) {
+            cli.json = 1;
+        } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
+            cli.verbose = 1;
+        } else if (!strcmp(a, "--store") && i + 1 < argc) {
+            cli.store_root = argv[++i];
+        } else if (!strncmp(a, "--store=", 8)) {
+            cli.store_root = a + 8;
+        } else {
+            fprintf(stderr, "sbx-image: unknown option '%s'\n", a);
+            usage(stderr);
+            return CLI_EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+        if (strcmp(argv[i], commands[c].name) == 0) {
+            cli_install_sinks(&cli);
+            optind = 1;
+            return commands[c].fn(&cli, argc - i, argv + i);
+        }
+    }
+    fprintf(stderr, "sbx-image: unknown command '%s'\n", argv[i]);
+    usage(stderr);
+    return CLI_EXIT_USAGE;
+}

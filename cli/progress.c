@@ -1,0 +1,64 @@
+/* Log and progress sinks for the terminal.  On a tty, progress redraws one
+ * status line per item in place; otherwise each phase change is one plain line. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "sbx/log.h"
+
+static int g_tty;
+static int g_line_open;
+static char g_last_id[128];
+static char g_last_phase[32];
+
+void cli_progress_done(void)
+{
+    if (g_line_open) {
+        fputc('\n', stderr);
+        g_line_open = 0;
+    }
+}
+
+static void log_sink(void *ud, sbx_log_level level, const char *msg)
+{
+    (void)ud;
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    cli_progress_done();
+    if (level == SBX_LOG_INFO)
+        fprintf(stderr, "%s\n", msg);
+    else
+        fprintf(stderr, "%s: %s\n", names[level], msg);
+}
+
+static void progress_sink(void *ud, const sbx_progress *p)
+{
+    (void)ud;
+    char done[32], total[32];
+    cli_human_bytes(p->done, done, sizeof done);
+    cli_human_bytes(p->total, total, sizeof total);
+    int same = !strcmp(g_last_id, p->id) && !strcmp(g_last_phase, p->phase);
+    if (g_tty) {
+        if (strcmp(g_last_id, p->id) != 0)
+            cli_progress_done();
+        if (p->total)
+            fprintf(stderr, "\r\033[K%s: %s %s / %s (%d%%)", p->id, p->phase, done, total,
+                    (int)(p->done * 100 / p->total));
+        else
+            fprintf(stderr, "\r\033[K%s: %s %s", p->id, p->phase, p->done ? done : "");
+        g_line_open = 1;
+    } else if (!same) {
+        fprintf(stderr, "%s: %s%s%s\n", p->id, p->phase, p->total ? " " : "",
+                p->total ? total : "");
+    }
+    snprintf(g_last_id, sizeof g_last_id, "%s", p->id);
+    snprintf(g_last_phase, sizeof g_last_phase, "%s", p->phase);
+    fflush(stderr);
+}
+
+void cli_install_sinks(sbx_cli *cli)
+{
+    g_tty = cli->tty;
+    sbx_log_set_sink(log_sink, NULL);
+    sbx_log_set_level(cli->verbose ? SBX_LOG_DEBUG : SBX_LOG_INFO);
+    sbx_progress_set_sink(progress_sink, NULL);
+}

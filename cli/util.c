@@ -1,0 +1,60 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "sbx/log.h"
+
+int cli_common_opt(sbx_cli *cli, int c, const char *arg)
+{
+    switch (c) {
+    case 'J': cli->json = 1; return 1;
+    case 'S': cli->store_root = arg; return 1;
+    case 'v': cli->verbose = 1; sbx_log_set_level(SBX_LOG_DEBUG); return 1;
+    default: return 0;
+    }
+}
+
+int cli_fail(const sbx_error *err)
+{
+    char buf[2048];
+    cli_progress_done();
+    fprintf(stderr, "sbx-image: error: %s\n", sbx_error_format(err, buf, sizeof buf));
+    return CLI_EXIT_FAIL;
+}
+
+int cli_usage_error(const char *verb, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "sbx-image %s: ", verb);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\nRun 'sbx-image %s --help' for usage.\n", verb);
+    va_end(ap);
+    return CLI_EXIT_USAGE;
+}
+
+int cli_open_store(sbx_cli *cli, sbx_store **out)
+{
+    sbx_error err = SBX_ERROR_INIT;
+    if (sbx_store_open(out, cli->store_root, &err) < 0)
+        return cli_fail(&err);
+    return CLI_EXIT_OK;
+}
+
+const char *cli_human_bytes(unsigned long long n, char *buf, size_t len)
+{
+    static const char *units[] = {"B", "kB", "MB", "GB", "TB"};
+    double v = (double)n;
+    size_t u = 0;
+    while (v >= 1000 && u + 1 < sizeof units / sizeof units[0]) {
+        v /= 1000;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%llu B", n);
+    else
+        snprintf(buf, len, "%.1f %s", v, units[u]);
+    return buf;
+}

@@ -1,0 +1,7 @@
+/* sbx-image: the library the platform links.  One header per module. */
+#ifndef SBX_H
+#define SBX_H
+#include "sbx/error.h"
+#include "sbx/log.h"
+#include "sbx/store.h"
+#endif

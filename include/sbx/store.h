@@ -1,0 +1,225 @@
+/* sbx-image: the content-addressed store.
+ *
+ * One root directory holds blobs by the sha256 of their bytes (manifests and
+ * configs, kept exactly), image layers zstd-compressed at rest and addressed by
+ * the digest of the uncompressed tar (the OCI diff_id), and SQLite metadata.
+ *
+ * Invariants:
+ *  - Writes stream into a temp file inside the store, are hashed while written,
+ *    synced, checked against the expected digest when one is given, and only
+ *    then linked into place.  Nothing half-written is ever visible.
+ *  - Everything a live store handle committed is protected by that handle's
+ *    process lease until the handle is freed, so gc in another process never
+ *    deletes work in flight; leases of dead processes are ignored.
+ *  - Names (refs, recipe digests) point to manifest digests; manifests record
+ *    what they reference (sbx_store_child), so gc keeps what names and live
+ *    leases reach.
+ *  - Many processes may share one store.  No call here touches the network.
+ */
+#ifndef SBX_STORE_H
+#define SBX_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sbx/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef SBX_DIGEST_BUFSZ
+#define SBX_DIGEST_BUFSZ 72 /* "sha256:" + 64 hex + NUL */
+#endif
+
+typedef struct sbx_store sbx_store;
+typedef struct sbx_blob_writer sbx_blob_writer;
+typedef struct sbx_layer_writer sbx_layer_writer;
+typedef struct sbx_layer_reader sbx_layer_reader;
+typedef struct sbx_lease sbx_lease;
+
+/* ---- opening ------------------------------------------------------------ */
+
+/* Default root: $SBX_STORE, else /var/lib/sbx-image for root, else
+ * $XDG_DATA_HOME/sbx-image (~/.local/share/sbx-image). */
+int sbx_store_default_root(char *buf, size_t len, sbx_error *err);
+
+/* Open (creating with mode 0700 if needed) the store at root; NULL means the
+ * default root.  The handle is owned by the caller; free with sbx_store_free.
+ * One handle may be used by one thread at a time. */
+int sbx_store_open(sbx_store **out, const char *root, sbx_error *err);
+void sbx_store_free(sbx_store *s);
+const char *sbx_store_root(const sbx_store *s);
+
+/* ---- blobs: exact bytes (manifests, configs) ----------------------------- */
+
+/* Start writing a blob.  expected_digest may be NULL; when given, commit fails
+ * with SBX_EDIGEST on mismatch and nothing is stored. */
+int sbx_store_blob_begin(sbx_blob_writer **out, sbx_store *s, const char *expected_digest,
+                         sbx_error *err);
+int sbx_blob_writer_write(sbx_blob_writer *w, const void *buf, size_t len, sbx_error *err);
+/* Verify, sync and link into place; writes the digest to digest_out (may be
+ * NULL).  An already present blob is success.  The writer is freed either way. */
+int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ],
+                           sbx_error *err);
+/* Discard: removes the temp file and frees the writer.  Accepts NULL. */
+void sbx_blob_writer_abort(sbx_blob_writer *w);
+
+/* One-shot put of a buffer (media_type may be NULL: recorded for inspect). */
+int sbx_store_put_blob(sbx_store *s, const void *data, size_t len, const char *media_type,
+                       const char *expected_digest, char digest_out[SBX_DIGEST_BUFSZ],
+                       sbx_error *err);
+/* 1 if present, 0 if not. */
+int sbx_store_has_blob(sbx_store *s, const char *digest);
+/* Read a whole blob (re-hashed; SBX_EDIGEST if the file was damaged).
+ * Refuses blobs over max bytes with SBX_ELIMIT.  *out is NUL-terminated and
+ * owned by the caller. */
+int sbx_store_read_blob(sbx_store *s, const char *digest, size_t max, char **out, size_t *len,
+                        sbx_error *err);
+
+/* ---- layers: uncompressed tar in, zstd at rest, addressed by diff_id ---- */
+
+/* Start writing a layer from its uncompressed tar stream.  expected_diff_id
+ * may be NULL. */
+int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expected_diff_id,
+                          sbx_error *err);
+int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err);
+/* Finish: verify, sync, link.  diff_id_out may be NULL.  Frees the writer. */
+int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUFSZ],
+                            sbx_error *err);
+void sbx_layer_writer_abort(sbx_layer_writer *w);
+
+int sbx_store_has_layer(sbx_store *s, const char *diff_id);
+
+/* Record a compressed form seen for a layer (a registry's blob digest, its
+ * media type and size), so the same layer arriving another way is recognised. */
+int sbx_store_layer_add_source(sbx_store *s, const char *diff_id, const char *blob_digest,
+                               const char *media_type, uint64_t size, sbx_error *err);
+/* diff_id of the layer stored for a compressed blob digest; SBX_ENOTFOUND if none. */
+int sbx_store_layer_by_source(sbx_store *s, const char *blob_digest,
+                              char diff_id_out[SBX_DIGEST_BUFSZ], sbx_error *err);
+
+typedef struct sbx_layer_info {
+    char diff_id[SBX_DIGEST_BUFSZ];
+    uint64_t size;            /* uncompressed tar bytes */
+    uint64_t stored_size;     /* zstd bytes on disk */
+    char zstd_digest[SBX_DIGEST_BUFSZ]; /* sha256 of the stored zstd stream */
+} sbx_layer_info;
+int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out, sbx_error *err);
+
+/* Stream a stored layer back as its uncompressed tar. */
+int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_id,
+                         sbx_error *err);
+/* Read up to len bytes; *nread 0 means end of stream. */
+int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
+                          sbx_error *err);
+void sbx_layer_reader_free(sbx_layer_reader *r);
+/* Path of the stored zstd file (for export/push of the stored form). */
+int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
+                         sbx_error *err);
+
+/* Directory where a consumer (the builder) may keep the unpacked form of a
+ * layer: <root>/unpacked/<hex>.  The store removes it with the layer in gc. */
+int sbx_store_layer_unpacked_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
+                                  sbx_error *err);
+
+/* ---- manifests and what they reference ----------------------------------- */
+
+typedef enum {
+    SBX_CHILD_BLOB = 1,     /* a config or another exact blob, by digest */
+    SBX_CHILD_LAYER = 2,    /* a layer, by diff_id */
+    SBX_CHILD_MANIFEST = 3, /* an index's entry, by manifest digest */
+} sbx_child_kind;
+
+typedef struct sbx_store_child {
+    sbx_child_kind kind;
+    const char *digest;
+} sbx_store_child;
+
+/* Store a manifest's exact bytes and record what it references, in one
+ * transaction.  Children must already be stored (SBX_ENOTFOUND otherwise). */
+int sbx_store_put_manifest(sbx_store *s, const void *data, size_t len, const char *media_type,
+                           const char *expected_digest, const sbx_store_child *children,
+                           size_t nchildren, char digest_out[SBX_DIGEST_BUFSZ], sbx_error *err);
+
+/* ---- names -------------------------------------------------------------- */
+
+/* Names are free-form strings (a normalized ref such as
+ * "docker.io/library/node:22", a recipe digest "recipe:sha256:...", a builder
+ * cache key "cache:sha256:...").  Setting replaces atomically. */
+int sbx_store_name_set(sbx_store *s, const char *name, const char *manifest_digest,
+                       sbx_error *err);
+int sbx_store_name_get(sbx_store *s, const char *name, char digest_out[SBX_DIGEST_BUFSZ],
+                       sbx_error *err);
+int sbx_store_name_remove(sbx_store *s, const char *name, sbx_error *err);
+
+typedef struct sbx_name_entry {
+    char *name;
+    char digest[SBX_DIGEST_BUFSZ];
+    int64_t created;   /* unix seconds */
+    int64_t last_used; /* unix seconds */
+} sbx_name_entry;
+/* All names whose text starts with prefix (NULL or "" for all), sorted. */
+int sbx_store_name_list(sbx_store *s, const char *prefix, sbx_name_entry **out, size_t *n,
+                        sbx_error *err);
+void sbx_name_entries_free(sbx_name_entry *e, size_t n);
+/* Mark a manifest as used now (for LRU eviction in gc --max-bytes). */
+int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err);
+
+/* ---- small metadata: key/value with a timestamp (e.g. resolve cache) ----- */
+int sbx_store_meta_set(sbx_store *s, const char *ns, const char *key, const char *value,
+                       sbx_error *err);
+/* *value_out owned by the caller; *stamp_out the unix time it was set. */
+int sbx_store_meta_get(sbx_store *s, const char *ns, const char *key, char **value_out,
+                       int64_t *stamp_out, sbx_error *err);
+
+/* ---- leases ------------------------------------------------------------- */
+
+/* A lease keeps digests (blobs, layers, manifests and all they reach) from gc
+ * while it lives: until released, until ttl_seconds pass (0 = no expiry), or
+ * until the owning process dies. */
+int sbx_store_lease_acquire(sbx_lease **out, sbx_store *s, int64_t ttl_seconds,
+                            sbx_error *err);
+int sbx_lease_add(sbx_lease *l, const char *digest, sbx_error *err);
+/* Release and free; accepts NULL. */
+void sbx_lease_release(sbx_lease *l);
+
+/* ---- gc, fsck, df ------------------------------------------------------- */
+
+typedef struct sbx_gc_options {
+    uint64_t max_bytes; /* 0: no budget; else evict least recently used names */
+    int dry_run;
+} sbx_gc_options;
+#define SBX_GC_OPTIONS_INIT {0, 0}
+
+typedef struct sbx_gc_report {
+    uint64_t blobs_removed, layers_removed, names_evicted;
+    uint64_t bytes_freed, bytes_after;
+} sbx_gc_report;
+
+int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
+                 sbx_error *err);
+
+typedef struct sbx_fsck_report {
+    uint64_t blobs_checked, layers_checked;
+    uint64_t corrupt;            /* quarantined */
+    uint64_t dangling_repaired;  /* records without files, removed */
+    uint64_t orphans;            /* files without records, recorded or removed */
+} sbx_fsck_report;
+
+/* Re-hash everything; quarantine corrupt files under <root>/quarantine;
+ * repair dangling records.  Returns SBX_ECORRUPT when anything was wrong
+ * (the report says what), 0 when clean. */
+int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err);
+
+typedef struct sbx_df_report {
+    uint64_t stored_bytes;        /* bytes on disk: blobs + zstd layers */
+    uint64_t logical_bytes;       /* what the named images take uncompressed, counted per image */
+    uint64_t blobs, layers, names;
+} sbx_df_report;
+int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

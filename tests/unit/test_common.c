@@ -1,0 +1,98 @@
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "sbx_common.h"
+#include "testutil.h"
+
+static void test_sha256_known_vectors(void **state)
+{
+    (void)state;
+    char d[SBX_DIGEST_BUFSZ];
+    sbx_sha256_buf("", 0, d);
+    assert_string_equal(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    sbx_sha256 *h = NULL;
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx_sha256_new(&h, &err), 0);
+    sbx_sha256_update(h, "ab", 2);
+    sbx_sha256_update(h, "c", 1);
+    sbx_sha256_final(h, d);
+    assert_string_equal(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    sbx_sha256_free(h);
+}
+
+static void test_digest_validation(void **state)
+{
+    (void)state;
+    sbx_error err = SBX_ERROR_INIT;
+    assert_true(sbx_digest_valid("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_false(sbx_digest_valid("sha256:E3B0C44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_false(sbx_digest_valid("sha256:e3b0"));
+    assert_false(sbx_digest_valid("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_false(sbx_digest_valid(NULL));
+    assert_int_equal(sbx_digest_parse(NULL, "sha256:zz", &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "parse digest 'sha256:zz'");
+}
+
+static void test_error_wrap_and_format(void **state)
+{
+    (void)state;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_error_sys(&err, SBX_EIO, ENOENT, "open '%s'", "x");
+    sbx_error_wrap(&err, "pulling '%s'", "node:22");
+    sbx_error_where(&err, "recipe.yaml:%d:%d", 3, 5);
+    char buf[2048];
+    assert_string_equal(sbx_error_format(&err, buf, sizeof buf),
+                        "recipe.yaml:3:5: pulling 'node:22': open 'x': No such file or directory");
+}
+
+static void test_write_file_atomic_and_read_limit(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *p = tu_path(dir, "f");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx_write_file_atomic(p, "hello", 5, 0600, &err), 0);
+    char *data = NULL;
+    size_t len = 0;
+    assert_int_equal(sbx_read_file(&data, &len, p, 100, &err), 0);
+    assert_string_equal(data, "hello");
+    free(data);
+    assert_int_equal(sbx_read_file(&data, &len, p, 4, &err), SBX_ELIMIT);
+    tu_assert_error(&err, SBX_ELIMIT, "exceeds the limit of 4");
+    assert_int_equal(tu_count_files(dir), 1); /* no temp file left */
+    free(p);
+    tu_tmpdir_free(dir);
+}
+
+static void test_rm_rf_handles_nested_dirs(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *sub = tu_path(dir, "a/b/c");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx_mkdir_p(sub, 0755, &err), 0);
+    char *f = tu_path(sub, "file");
+    tu_write_file(f, "x");
+    char *top = tu_path(dir, "a");
+    assert_int_equal(sbx_rm_rf(top, &err), 0);
+    struct stat st;
+    assert_int_equal(lstat(top, &st), -1);
+    assert_int_equal(sbx_rm_rf(top, &err), 0); /* missing is fine */
+    free(f);
+    free(sub);
+    free(top);
+    tu_tmpdir_free(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_known_vectors),
+        cmocka_unit_test(test_digest_validation),
+        cmocka_unit_test(test_error_wrap_and_format),
+        cmocka_unit_test(test_write_file_atomic_and_read_limit),
+        cmocka_unit_test(test_rm_rf_handles_nested_dirs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
