@@ -1,0 +1,222 @@
+/* sbx-image: the OCI distribution client.
+ *
+ * Resolves image refs to manifest digests and pulls images into the store
+ * (include/sbx/store.h).  Talks the Distribution API v2 over libcurl: bearer
+ * tokens from WWW-Authenticate challenges, basic auth, Docker config
+ * credentials and helpers, TLS verified with per-registry CAs, docker.io
+ * mirrors.
+ *
+ * Trust: nothing from the network reaches the store unverified.  Manifests
+ * are size-limited before they are read and checked against the digest the
+ * registry announces and the digest a pinned ref names; layers are checked
+ * against the descriptor digest (compressed) and the config's diff_id
+ * (uncompressed) before they are committed.  Credentials and tokens never
+ * appear in logs or error messages.
+ *
+ * Threads: the functions here may be called from several threads at once
+ * when each call has its own store handle (a store handle is one thread at a
+ * time).  Call sbx_registry_global_init() once before starting threads.
+ */
+#ifndef SBX_REGISTRY_H
+#define SBX_REGISTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sbx/error.h"
+#include "sbx/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef SBX_DIGEST_BUFSZ
+#define SBX_DIGEST_BUFSZ 72
+#endif
+
+/* ---- references ----------------------------------------------------------- */
+
+/* Limits from the Docker reference grammar. */
+#define SBX_REF_DOMAIN_MAX 255
+#define SBX_REF_PATH_MAX 255
+#define SBX_REF_TAG_MAX 128
+
+/* A parsed, normalized image reference (a value type: no free needed). */
+typedef struct sbx_ref {
+    char domain[SBX_REF_DOMAIN_MAX + 1]; /* "docker.io", "127.0.0.1:5000", "[::1]:5000" */
+    char path[SBX_REF_PATH_MAX + 1];     /* "library/node", "a/b" */
+    char tag[SBX_REF_TAG_MAX + 1];       /* "22"; "latest" when neither tag nor digest given;
+                                            "" for a digest-only ref */
+    char digest[SBX_DIGEST_BUFSZ];       /* "sha256:..." or "" ; when set it wins over tag */
+    /* Normalized full form: "docker.io/library/node:22",
+     * "host:5000/a/b@sha256:...", "docker.io/library/node:22@sha256:...". */
+    char str[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + SBX_REF_TAG_MAX + SBX_DIGEST_BUFSZ + 4];
+} sbx_ref;
+
+/* Parse and normalize a ref as Docker does: "node:22" ->
+ * "docker.io/library/node:22"; "index.docker.io" and "registry-1.docker.io"
+ * are docker.io; a first component with '.', ':' or "localhost" is a
+ * registry host; default tag "latest" unless a digest is given.
+ * Returns SBX_EINVAL with a message saying what is wrong (uppercase
+ * repository, bad digest, empty component, too long ...), where = the ref. */
+int sbx_ref_parse(sbx_ref *out, const char *s, sbx_error *err);
+
+/* The manifest reference to ask the registry for: the digest if set, else the tag. */
+const char *sbx_ref_reference(const sbx_ref *r);
+
+/* ---- platforms ------------------------------------------------------------ */
+
+typedef struct sbx_platform {
+    char os[32];           /* "linux" */
+    char architecture[32]; /* "amd64", "arm64", "arm" */
+    char variant[32];      /* "" or "v8", "v7"; normalized as containerd does */
+} sbx_platform;
+
+/* Parse "os/arch[/variant]" (also "arch" alone = linux/arch) and normalize
+ * (aarch64 -> arm64, x86_64 -> amd64, arm64 -> arm64/v8, arm -> arm/v7,
+ * amd64/v1 -> amd64 ...).  SBX_EINVAL on a malformed string. */
+int sbx_platform_parse(sbx_platform *out, const char *s, sbx_error *err);
+/* The platform of this host, normalized. */
+void sbx_platform_host(sbx_platform *out);
+/* Normalize in place (fields as found in an index or a config). */
+void sbx_platform_normalize(sbx_platform *p);
+/* "linux/arm64/v8" into buf; returns buf. */
+const char *sbx_platform_format(const sbx_platform *p, char *buf, size_t len);
+/* 1 when an image entry `have` (normalized) satisfies the wanted platform. */
+int sbx_platform_match(const sbx_platform *want, const sbx_platform *have);
+
+/* ---- options -------------------------------------------------------------- */
+
+typedef struct sbx_registry_options {
+    /* Store: required by pull; used by resolve for its cache and by inspect
+     * to answer from local data.  May be NULL for resolve (no cache). */
+    sbx_store *store;
+    /* "os/arch[/variant]"; NULL means this host's platform. */
+    const char *platform;
+    /* Per-call credentials (the control plane passes these with a sandbox
+     * create request).  When set they are used for the ref's registry
+     * instead of the Docker config.  Either username+password, or an
+     * identity token (an OAuth2 refresh token, as Docker's `identitytoken`),
+     * or a registry token sent as is as the bearer token. */
+    const char *username;
+    const char *password;
+    const char *identity_token;
+    const char *registry_token;
+    /* Overrides; NULL means the environment or the default:
+     * docker_config: path of config.json ($DOCKER_CONFIG/config.json, ~/.docker/config.json)
+     * certs_dir: $SBX_CERTS_DIR, /etc/sbx-image/certs.d (<host[:port]>/ca.crt)
+     * registries_config: $SBX_REGISTRIES_CONFIG, /etc/sbx-image/registries.json */
+    const char *docker_config;
+    const char *certs_dir;
+    const char *registries_config;
+    /* Resolve cache lifetime for tags in seconds; -1 means $SBX_RESOLVE_TTL
+     * or 60; 0 disables the cache for this call.  Digests are cached forever. */
+    int64_t resolve_ttl;
+    /* Layers downloaded at once; 0 means the default (3). */
+    unsigned parallel;
+} sbx_registry_options;
+
+#define SBX_REGISTRY_OPTIONS_INIT \
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0}
+
+/* Initialise libcurl's global state.  Idempotent; the functions below call
+ * it themselves, but a threaded program should call it first. */
+int sbx_registry_global_init(sbx_error *err);
+
+/* ---- resolve ---------------------------------------------------------------- */
+
+typedef struct sbx_resolve_result {
+    char ref[sizeof(((sbx_ref *)0)->str)];   /* normalized ref */
+    char digest[SBX_DIGEST_BUFSZ];           /* manifest digest for the platform */
+    char media_type[128];                    /* that manifest's media type */
+    char index_digest[SBX_DIGEST_BUFSZ];     /* what the ref names (an index), or = digest */
+    sbx_platform platform;                   /* the platform chosen */
+    int cached;                              /* answered from the store's cache */
+} sbx_resolve_result;
+
+/* Resolve ref to the digest of the image manifest for the platform (an
+ * index is followed to its matching entry).  Uses HEAD where the registry
+ * allows.  Tag answers are cached in opts->store for the TTL; digest answers
+ * forever.  Errors: SBX_EINVAL (bad ref), SBX_ENOTFOUND (no such manifest,
+ * or no platform match: the message lists the image's platforms), SBX_EAUTH,
+ * SBX_ENET, SBX_EDIGEST, SBX_EUNSUPPORTED (schema1), SBX_ELIMIT. */
+int sbx_registry_resolve(char digest_out[SBX_DIGEST_BUFSZ], const char *ref,
+                         const sbx_registry_options *opts, sbx_error *err);
+/* As sbx_registry_resolve, with details. */
+int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
+                            const sbx_registry_options *opts, sbx_error *err);
+
+/* ---- pull ------------------------------------------------------------------- */
+
+typedef struct sbx_pull_layer {
+    char digest[SBX_DIGEST_BUFSZ];  /* compressed blob digest (descriptor) */
+    char diff_id[SBX_DIGEST_BUFSZ]; /* uncompressed tar digest (config rootfs) */
+    char media_type[128];
+    uint64_t size;                  /* compressed size (descriptor) */
+    int present;                    /* already in the store: not downloaded */
+} sbx_pull_layer;
+
+typedef struct sbx_pull_result {
+    char ref[sizeof(((sbx_ref *)0)->str)]; /* normalized ref, the store name set */
+    char digest[SBX_DIGEST_BUFSZ];         /* image manifest for the platform */
+    char media_type[128];
+    char index_digest[SBX_DIGEST_BUFSZ];   /* what the ref names, or = digest */
+    char config[SBX_DIGEST_BUFSZ];         /* config blob digest */
+    sbx_platform platform;
+    size_t nlayers;
+    sbx_pull_layer *layers;                /* owned; free with sbx_pull_result_free */
+} sbx_pull_result;
+
+/* Pull ref into opts->store: manifest(s), config and layers (layers the
+ * store already has, by blob digest or diff_id, are not downloaded; several
+ * download at once).  On success the store names the normalized ref ->
+ * image manifest digest (for an index, the index is stored too and the
+ * name points at the platform's manifest).  Progress via sbx_progress_emit
+ * with id = layer digest (short) and phases "present", "download",
+ * "commit", "done".  Errors as resolve, plus store errors. */
+int sbx_registry_pull(sbx_pull_result *out, const char *ref, const sbx_registry_options *opts,
+                      sbx_error *err);
+/* Frees what the result owns (not the struct).  Accepts NULL. */
+void sbx_pull_result_free(sbx_pull_result *r);
+
+/* ---- inspect ---------------------------------------------------------------- */
+
+typedef struct sbx_image_platform {
+    sbx_platform platform;
+    char digest[SBX_DIGEST_BUFSZ];
+    char media_type[128];
+    uint64_t size;
+} sbx_image_platform;
+
+typedef struct sbx_image_info {
+    char ref[sizeof(((sbx_ref *)0)->str)];
+    int from_store;                        /* 1: answered from the store */
+    char top_digest[SBX_DIGEST_BUFSZ];     /* what the ref names */
+    char top_media_type[128];
+    char *top_raw;                         /* exact bytes of that manifest/index */
+    size_t top_len;
+    size_t nplatforms;                     /* entries of an index; 0 for a single manifest */
+    sbx_image_platform *platforms;
+    char digest[SBX_DIGEST_BUFSZ];         /* the platform's image manifest */
+    char media_type[128];
+    char *manifest_raw;                    /* its exact bytes */
+    size_t manifest_len;
+    char config_digest[SBX_DIGEST_BUFSZ];
+    char *config_raw;                      /* the config JSON bytes */
+    size_t config_len;
+    sbx_platform platform;                 /* from the config */
+    size_t nlayers;
+    sbx_pull_layer *layers;                /* present = in the store */
+} sbx_image_info;
+
+/* Describe an image: from opts->store when it names ref (or holds the
+ * pinned digest), else from the registry (manifests and config only, no
+ * layers downloaded).  *out owned by the caller: sbx_image_info_free. */
+int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_registry_options *opts,
+                         sbx_error *err);
+void sbx_image_info_free(sbx_image_info *info);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
