@@ -1,0 +1,254 @@
+#!/usr/bin/python3
+"""Fault-injecting HTTP proxy for the registry tests, and the blob server that
+stands in for another host (a CDN) that blob GETs are redirected to.
+
+  faultproxy.py proxy --upstream http://127.0.0.1:PORT --dir DIR
+      listens on 127.0.0.1, port in DIR/proxy.port; forwards every request to
+      the registry and injects the fault described by DIR/mode.json, re-read on
+      every request (a changed file resets the counters).  Each request is
+      appended to DIR/proxy.log as a JSON line.
+  faultproxy.py blobs --blobs BLOBDIR --dir DIR [--host 127.0.0.2]
+      serves GET/HEAD /blobs/sha256:HEX from BLOBDIR/HEX (Range supported),
+      port in DIR/blobs.port, log in DIR/blobs.log (records whether an
+      Authorization header arrived; never its value).
+
+mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
+  count: how many matching requests get the fault (default 1; -1 = all);
+  the rest pass through.  Modes:
+  pass                        forward untouched
+  status   status, retry_after   answer with that status (429, 500, 503...)
+  reset    fraction          send headers and that fraction of the body, then RST
+  stall    fraction, stall   send headers and part of the body, then go silent
+  corrupt                    flip one byte in the middle of the body (same length);
+                             the log records the sha256 of what was sent
+  tamper                     add a space after the first '{' of the body (a
+                             different but valid JSON document, same headers)
+  redirect target            307 to TARGET/blobs/DIGEST?X-Amz-Signature=...
+  huge     chunked           answer 200 claiming a 1 GiB body (or, chunked, no
+                             length) and keep sending until the client hangs up
+"""
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import httpd  # noqa: E402
+
+HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
+       "proxy-authorization", "proxy-authenticate", "host"}
+
+
+class Abort(Exception):
+    """The fault ended the connection on purpose."""
+
+
+class ProxyHandler(httpd.Handler):
+    upstream = None
+    mode_path = None
+    _lock = threading.Lock()
+    _state = {"raw": None, "applied": 0}
+
+    def fault(self):
+        """The fault to apply to this request, or None; counts it."""
+        try:
+            with open(self.mode_path) as f:
+                raw = f.read()
+        except FileNotFoundError:
+            raw = ""
+        with self._lock:
+            if raw != self._state["raw"]:
+                self._state.update(raw=raw, applied=0)
+            if not raw.strip():
+                return None
+            m = json.loads(raw)
+            if m.get("mode", "pass") == "pass":
+                return None
+            if not re.search(m.get("match", "/blobs/sha256:"), self.path):
+                return None
+            if m.get("method", "GET") not in (self.command, "*"):
+                return None
+            count = m.get("count", 1)
+            if count >= 0 and self._state["applied"] >= count:
+                return None
+            self._state["applied"] += 1
+            return m
+
+    def do_GET(self):
+        self.forward()
+
+    do_HEAD = do_GET
+    do_POST = do_GET
+    do_PUT = do_GET
+    do_PATCH = do_GET
+    do_DELETE = do_GET
+
+    def forward(self):
+        entry = {"t": time.time(), "method": self.command, "path": self.path,
+                 "range": self.headers.get("Range"), "auth": "Authorization" in self.headers}
+        try:
+            m = self.fault()
+            entry["fault"] = m.get("mode") if m else None
+            self.run(m, entry)
+        except Abort:
+            self.close_connection = True
+        except (ConnectionError, BrokenPipeError, TimeoutError, OSError) as e:
+            entry["client_gone"] = str(e)
+            self.close_connection = True
+        finally:
+            self.record(entry)
+
+    def run(self, m, entry):
+        mode = m.get("mode") if m else None
+        if mode == "status":
+            st = int(m.get("status", 500))
+            h = {"Retry-After": str(m["retry_after"])} if "retry_after" in m else {}
+            entry["status"] = st
+            self.reply(st, {"errors": [{"code": "TOOMANYREQUESTS" if st == 429 else "UNKNOWN",
+                                        "message": "injected by the fault proxy"}]}, h)
+            return
+        if mode == "redirect":
+            digest = self.path.rsplit("/", 1)[-1].split("?")[0]
+            loc = m["target"].rstrip("/") + "/blobs/" + digest + "?X-Amz-Signature=sbxtest"
+            entry["status"] = 307
+            self.reply(307, b"", {"Location": loc})
+            return
+        if mode == "huge":
+            self.huge(m, entry)
+            return
+
+        n = int(self.headers.get("Content-Length", "0") or 0)
+        body = self.rfile.read(n) if n else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        conn = http.client.HTTPConnection(self.upstream, timeout=60)
+        conn.request(self.command, self.path, body=body, headers=headers)
+        r = conn.getresponse()
+        entry["status"] = r.status
+        out = [(k, v) for k, v in r.getheaders() if k.lower() not in HOP]
+        if self.command == "HEAD":
+            self.send_response(r.status)
+            for k, v in out:
+                self.send_header(k, v)
+            self.end_headers()
+            return
+        data = r.read()
+        conn.close()
+        if mode == "corrupt" and data:
+            b = bytearray(data)
+            b[len(b) // 2] ^= 0xFF
+            data = bytes(b)
+            entry["sha256"] = "sha256:" + hashlib.sha256(data).hexdigest()
+        elif mode == "tamper" and data:
+            data = data.replace(b"{", b"{ ", 1)
+            entry["sha256"] = "sha256:" + hashlib.sha256(data).hexdigest()
+        self.send_response(r.status)
+        for k, v in out:
+            if k.lower() != "content-length":
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if mode in ("reset", "stall"):
+            cut = int(len(data) * float(m.get("fraction", 0.5)))
+            self.wfile.write(data[:cut])
+            self.wfile.flush()
+            entry["sent"] = cut
+            if mode == "stall":
+                deadline = time.time() + float(m.get("stall", 300))
+                while time.time() < deadline:
+                    time.sleep(0.2)
+                self.connection.shutdown(socket.SHUT_RDWR)
+                raise Abort()
+            # SO_LINGER 0: close() sends RST instead of FIN
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            raise Abort()
+        self.wfile.write(data)
+        entry["sent"] = len(data)
+
+    def huge(self, m, entry):
+        entry["status"] = 200
+        self.send_response(200)
+        self.send_header("Content-Type", m.get("content_type",
+                                               "application/vnd.oci.image.manifest.v1+json"))
+        if m.get("chunked"):
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(1 << 30))
+        self.end_headers()
+        chunk = b'{"schemaVersion":2,' + b" " * 65000
+        sent, limit = 0, 256 << 20
+        while sent < limit:
+            if m.get("chunked"):
+                self.wfile.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            else:
+                self.wfile.write(chunk)
+            sent += len(chunk)
+            chunk = b" " * 65536
+        entry["sent"] = sent
+        raise Abort()
+
+
+class BlobHandler(httpd.Handler):
+    blobs = None
+
+    def do_GET(self):
+        u = urllib.parse.urlsplit(self.path)
+        entry = {"t": time.time(), "method": self.command, "path": u.path,
+                 "auth": "Authorization" in self.headers,
+                 "headers": sorted(self.headers.keys()), "range": self.headers.get("Range")}
+        mt = re.fullmatch(r"/blobs/sha256:([0-9a-f]{64})", u.path)
+        p = os.path.join(self.blobs, mt.group(1)) if mt else None
+        if not p or not os.path.exists(p):
+            entry["status"] = 404
+            self.record(entry)
+            self.reply(404, b"no such blob\n", content_type="text/plain")
+            return
+        with open(p, "rb") as f:
+            data = f.read()
+        status, start = 200, 0
+        rng = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "") or "")
+        if rng and int(rng.group(1)) < len(data):
+            status, start = 206, int(rng.group(1))
+        entry["status"] = status
+        self.record(entry)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data) - start))
+        if status == 206:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data[start:])
+
+    do_HEAD = do_GET
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("role", choices=["proxy", "blobs"])
+    ap.add_argument("--dir", required=True)
+    ap.add_argument("--upstream")
+    ap.add_argument("--blobs")
+    ap.add_argument("--host", default="127.0.0.1")
+    a = ap.parse_args()
+    if a.role == "proxy":
+        ProxyHandler.upstream = urllib.parse.urlsplit(a.upstream).netloc
+        ProxyHandler.mode_path = os.path.join(a.dir, "mode.json")
+        ProxyHandler.log_path = os.path.join(a.dir, "proxy.log")
+        httpd.serve(ProxyHandler, a.host, os.path.join(a.dir, "proxy.port"))
+    else:
+        BlobHandler.blobs = a.blobs
+        BlobHandler.log_path = os.path.join(a.dir, "blobs.log")
+        httpd.serve(BlobHandler, a.host, os.path.join(a.dir, "blobs.port"))
+
+
+if __name__ == "__main__":
+    main()
