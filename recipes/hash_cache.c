@@ -1,0 +1,222 @@
+/* Per-file content hash cache: (dev, inode, size, mtime_ns, ctime_ns) ->
+ * sha256 of the content.
+ *
+ * One file, <cache dir>/file-hashes.v1, read whole at open and replaced
+ * atomically (temp file + rename) at close when something was added, so a
+ * reader never sees half a cache and concurrent writers lose at most each
+ * other's additions.  It is only a cache: a missing, foreign or damaged file
+ * is treated as empty.  In memory: an open-addressing table keyed by
+ * (dev, inode); an entry whose size or times differ is a miss and is
+ * replaced.  Layout: "SBXHC1\n\0", u64 count, then count records of five
+ * u64/i64 fields and 32 hash bytes, native byte order (the cache is local).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "recipe_internal.h"
+
+#define MAGIC "SBXHC1\n"
+#define MAX_ENTRIES (1u << 21) /* ~150 MiB of records: beyond this, stop adding */
+
+typedef struct rec {
+    uint64_t dev, ino, size;
+    int64_t mtime_ns, ctime_ns;
+    unsigned char hash[32];
+} rec;
+
+struct sbx_hash_cache {
+    pthread_mutex_t lock;
+    char *path;
+    rec *slots; /* ino == 0 && dev == 0: empty */
+    size_t cap, used;
+    bool dirty;
+};
+
+int sbx_recipe_cache_dir(char *buf, size_t len, sbx_error *err)
+{
+    const char *e = getenv("SBX_CACHE_DIR");
+    int n;
+    if (e && *e)
+        n = snprintf(buf, len, "%s", e);
+    else if (geteuid() == 0)
+        n = snprintf(buf, len, "/var/cache/sbx-image");
+    else if ((e = getenv("XDG_CACHE_HOME")) && *e == '/')
+        n = snprintf(buf, len, "%s/sbx-image", e);
+    else if ((e = getenv("HOME")) && *e)
+        n = snprintf(buf, len, "%s/.cache/sbx-image", e);
+    else
+        return sbx_error_set(err, SBX_ENOTFOUND,
+                             "find the cache directory: set SBX_CACHE_DIR or HOME");
+    if (n < 0 || (size_t)n >= len)
+        return sbx_error_set(err, SBX_ELIMIT, "find the cache directory: path too long");
+    return 0;
+}
+
+static size_t slot_of(const sbx_hash_cache *c, uint64_t dev, uint64_t ino)
+{
+    uint64_t h = (ino * 0x9E3779B97F4A7C15ull) ^ (dev * 0xC2B2AE3D27D4EB4Full);
+    h ^= h >> 29;
+    return (size_t)h & (c->cap - 1);
+}
+
+static rec *find(sbx_hash_cache *c, uint64_t dev, uint64_t ino)
+{
+    for (size_t i = slot_of(c, dev, ino);; i = (i + 1) & (c->cap - 1)) {
+        rec *r = &c->slots[i];
+        if ((r->dev == dev && r->ino == ino) || (r->dev == 0 && r->ino == 0))
+            return r;
+    }
+}
+
+static bool insert(sbx_hash_cache *c, const rec *in)
+{
+    if (in->dev == 0 && in->ino == 0)
+        return false;
+    rec *r = find(c, in->dev, in->ino);
+    if (r->dev == 0 && r->ino == 0) {
+        if (c->used + 1 > c->cap / 2 || c->used >= MAX_ENTRIES)
+            return false; /* full: the table never grows past half */
+        c->used++;
+    }
+    *r = *in;
+    return true;
+}
+
+static void load(sbx_hash_cache *c)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len = 0;
+    sbx_error err = SBX_ERROR_INIT;
+    if (sbx_read_file(&data, &len, c->path, 16 + (size_t)MAX_ENTRIES * sizeof(rec), &err) < 0)
+        return;
+    uint64_t count;
+    if (len < 16 || memcmp(data, MAGIC, 8) != 0)
+        return;
+    memcpy(&count, data + 8, 8);
+    if (count > MAX_ENTRIES || len != 16 + count * sizeof(rec))
+        return;
+    for (uint64_t i = 0; i < count; i++) {
+        rec r;
+        memcpy(&r, data + 16 + i * sizeof(rec), sizeof r);
+        insert(c, &r);
+    }
+}
+
+sbx_hash_cache *sbx_hash_cache_open(const char *dir)
+{
+    char buf[4096];
+    sbx_error err = SBX_ERROR_INIT;
+    if (!dir) {
+        if (sbx_recipe_cache_dir(buf, sizeof buf, &err) < 0) {
+            sbx_log(SBX_LOG_DEBUG, "file hash cache off: %s", err.msg);
+            return NULL;
+        }
+        dir = buf;
+    }
+    sbx_hash_cache *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    pthread_mutex_init(&c->lock, NULL);
+    c->path = sbx_strdup_printf("%s/file-hashes.v1", dir);
+    c->cap = 1u << 16;
+    /* Size the table for what is on disk, with room to add. */
+    struct stat st;
+    if (c->path && stat(c->path, &st) == 0 && st.st_size > 16) {
+        size_t n = (size_t)st.st_size / sizeof(rec);
+        while (c->cap < 4 * n && c->cap < 4 * (size_t)MAX_ENTRIES)
+            c->cap <<= 1;
+    }
+    c->slots = calloc(c->cap, sizeof *c->slots);
+    if (!c->path || !c->slots) {
+        free(c->path);
+        free(c->slots);
+        free(c);
+        return NULL;
+    }
+    load(c);
+    return c;
+}
+
+static void grow(sbx_hash_cache *c)
+{
+    if (c->used + 1 <= c->cap / 2 || c->cap >= 4 * (size_t)MAX_ENTRIES)
+        return;
+    rec *old = c->slots;
+    size_t oldcap = c->cap;
+    rec *n = calloc(oldcap * 2, sizeof *n);
+    if (!n)
+        return;
+    c->slots = n;
+    c->cap = oldcap * 2;
+    c->used = 0;
+    for (size_t i = 0; i < oldcap; i++)
+        insert(c, &old[i]);
+    free(old);
+}
+
+bool sbx_hash_cache_get(sbx_hash_cache *c, const sbx_copy_node *n, unsigned char out[32])
+{
+    if (!c)
+        return false;
+    pthread_mutex_lock(&c->lock);
+    rec *r = find(c, n->dev, n->ino);
+    bool hit = r->dev == n->dev && r->ino == n->ino && !(r->dev == 0 && r->ino == 0) &&
+               r->size == n->size && r->mtime_ns == n->mtime_ns && r->ctime_ns == n->ctime_ns;
+    if (hit)
+        memcpy(out, r->hash, 32);
+    pthread_mutex_unlock(&c->lock);
+    return hit;
+}
+
+void sbx_hash_cache_put(sbx_hash_cache *c, const sbx_copy_node *n, const unsigned char h[32])
+{
+    if (!c)
+        return;
+    rec r = {n->dev, n->ino, n->size, n->mtime_ns, n->ctime_ns, {0}};
+    memcpy(r.hash, h, 32);
+    pthread_mutex_lock(&c->lock);
+    grow(c);
+    if (insert(c, &r))
+        c->dirty = true;
+    pthread_mutex_unlock(&c->lock);
+}
+
+static void save(sbx_hash_cache *c)
+{
+    size_t len = 16 + c->used * sizeof(rec);
+    _cleanup_free_ char *data = malloc(len);
+    if (!data)
+        return;
+    memcpy(data, MAGIC, 8);
+    uint64_t count = 0;
+    for (size_t i = 0; i < c->cap; i++) {
+        const rec *r = &c->slots[i];
+        if (r->dev == 0 && r->ino == 0)
+            continue;
+        memcpy(data + 16 + count * sizeof(rec), r, sizeof *r);
+        count++;
+    }
+    memcpy(data + 8, &count, 8);
+    sbx_error err = SBX_ERROR_INIT;
+    _cleanup_free_ char *dir = strdup(c->path);
+    if (!dir)
+        return;
+    *strrchr(dir, '/') = '\0';
+    if (sbx_mkdir_p(dir, 0700, &err) < 0 ||
+        sbx_write_file_atomic(c->path, data, 16 + count * sizeof(rec), 0600, &err) < 0)
+        sbx_log(SBX_LOG_DEBUG, "file hash cache not saved: %s", err.msg);
+}
+
+void sbx_hash_cache_close(sbx_hash_cache *c)
+{
+    if (!c)
+        return;
+    if (c->dirty)
+        save(c);
+    pthread_mutex_destroy(&c->lock);
+    free(c->slots);
+    free(c->path);
+    free(c);
+}
