@@ -47,6 +47,13 @@ t_cleanup() {
 
 # t_init: temp dir, private store, DOCKER_CONFIG, certs dir; cleanup on exit.
 t_init() {
+    # Hermetic network: re-run the test in a new network namespace that has
+    # only loopback, so nothing can reach past 127.0.0.0/8 whatever the
+    # client does.  (Needs root; otherwise the proxy variables below guard.)
+    if [[ -z ${SBX_TEST_NETNS:-} ]] && command -v ip >/dev/null && unshare -n true 2>/dev/null; then
+        export SBX_TEST_NETNS=1
+        exec unshare -n -- bash -c 'ip link set lo up && exec bash "$0"' "$0"
+    fi
     t_need docker-registry curl jq openssl htpasswd zstd skopeo "$PY"
     [[ -x $SBX_BIN ]] || t_die "SBX_BIN '$SBX_BIN' is not executable"
     T=$(mktemp -d /tmp/sbx-regtest.XXXXXX)
@@ -287,6 +294,7 @@ sbx() {
     "$SBX_BIN" "$verb" --store "$STORE" "$@" >"$T/out" 2>"$T/err"
     RC=$?
     set -e
+    cat "$T/out" "$T/err" >>"$T/all-output"
     if grep -qE 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:' "$T/err"; then
         cat "$T/err"
         fail "sanitizer report from sbx-image $verb"
@@ -337,6 +345,16 @@ docker_login() {
     local h=${1}_HOST
     printf '{"auths":{"%s":{"auth":"%s"}}}\n' "${!h}" \
         "$(printf '%s:%s' "$TEST_USER" "$TEST_PASS" | base64 -w0)" >"$DOCKER_CONFIG/config.json"
+}
+
+# no_secrets: nothing sbx-image printed in this test holds the password or a JWT.
+no_secrets() {
+    [[ -f $T/all-output ]] || return 0
+    ! grep -qF -- "$TEST_PASS" "$T/all-output" || fail "sbx-image printed the password"
+    ! grep -qE 'eyJ[A-Za-z0-9_-]{10,}\.' "$T/all-output" || fail "sbx-image printed a token"
+    ! grep -qE 'Basic [A-Za-z0-9+/=]{8,}' "$T/all-output" || fail "sbx-image printed basic credentials"
+    ! grep -qF -- "$(printf '%s:%s' "$TEST_USER" "$TEST_PASS" | base64 -w0)" "$T/all-output" ||
+        fail "sbx-image printed the base64 credentials"
 }
 
 # store_lacks DIGEST: no file or record in the store mentions DIGEST.

@@ -1,0 +1,104 @@
+#!/bin/bash
+# Transient faults between sbx-image and the registry, injected by the fault
+# proxy: 429 with Retry-After, 500, a connection reset in the middle of a blob,
+# a stalled body.  Each case ends pulled and correct (digests and diff_ids as
+# built, fsck clean) or, when the fault never clears, with a clear error within
+# the retry bound.
+set -euo pipefail
+source "$SBX_SOURCE_DIR/tests/integration/lib/registry.sh"
+t_init
+fx_build
+reg_start r plain
+proxy_start p r
+fx_push r oci-multi=test/img:v1 oci-single=test/one:v1
+REF=$p_HOST/test/img:v1
+export SBX_RETRY_MAX=3 SBX_RETRY_BASE_MS=50 SBX_STALL_TIMEOUT=2
+BIG=$(fx oci-multi '.layers[0].digest')     # busybox, about 1 MB gzip
+N=0
+fresh() { N=$((N + 1)); STORE=$T/store-$N; proxy_mode p '{"mode":"pass"}'; }
+pulled_ok() { check_pulled oci-multi; fsck_clean; }
+blob_reqs() { proxy_reqs p ".method == \"GET\" and (.path | endswith(\"$BIG\")) $1"; }
+
+case_ "429 with Retry-After on a blob: waits, then pulls"
+fresh
+proxy_mode p '{"mode":"status","status":429,"retry_after":"2","count":1,"match":"/blobs/'"$BIG"'"}'
+ok pull --json "$REF"
+pulled_ok
+# the retry came no sooner than Retry-After said
+gap=$(jq -s --arg b "$BIG" '[.[] | select(.method == "GET" and (.path | endswith($b)))] | .[-1].t - .[-2].t' \
+    "$p_DIR/proxy.log")
+jq -n --argjson g "$gap" '$g >= 1.9' | grep -q true || fail "retried after ${gap}s despite Retry-After: 2"
+
+case_ "429 on the manifest: waits, then pulls"
+fresh
+proxy_mode p '{"mode":"status","status":429,"retry_after":"1","count":1,"match":"/manifests/","method":"*"}'
+ok pull --json "$REF"
+pulled_ok
+
+case_ "500 twice on a blob: retried, pulled"
+fresh
+proxy_mode p '{"mode":"status","status":500,"count":2,"match":"/blobs/'"$BIG"'"}'
+ok pull --json "$REF"
+pulled_ok
+
+case_ "500 that never clears: a clear error after a bounded number of attempts"
+fresh
+before=$(blob_reqs "")
+proxy_mode p '{"mode":"status","status":500,"count":-1,"match":"/blobs/'"$BIG"'"}'
+fails pull "$REF"
+err_has '500|server error|internal'
+err_has "$p_HOST/test/img"
+tries=$(( $(blob_reqs "") - before ))
+((tries >= 2 && tries <= SBX_RETRY_MAX + 1)) || fail "$tries attempts with SBX_RETRY_MAX=$SBX_RETRY_MAX"
+fsck_clean
+
+case_ "429 that never clears: a clear error"
+fresh
+proxy_mode p '{"mode":"status","status":429,"retry_after":"1","count":-1,"match":"/blobs/'"$BIG"'"}'
+fails pull "$REF"
+err_has '429|too many|rate'
+
+case_ "connection reset in the middle of a blob: resumed with Range"
+fresh
+proxy_mode p '{"mode":"reset","fraction":0.5,"match":"/blobs/'"$BIG"'"}'
+ok pull --json "$REF"
+pulled_ok
+sent=$(jq -s --arg b "$BIG" 'map(select(.fault == "reset" and (.path | endswith($b)))) | last | .sent' \
+    "$p_DIR/proxy.log")
+# the next request for that blob asks for the rest, from a point the client had
+rng=$(jq -rs --arg b "$BIG" '[.[] | select(.method == "GET" and (.path | endswith($b)))] | last | .range' \
+    "$p_DIR/proxy.log")
+[[ $rng =~ ^bytes=([0-9]+)- ]] || fail "no Range request after the reset (got '$rng')"
+from=${BASH_REMATCH[1]}
+((from > 0 && from <= sent)) || fail "resumed from $from, but only $sent bytes had been sent"
+
+case_ "connection reset twice: still pulled"
+fresh
+proxy_mode p '{"mode":"reset","fraction":0.3,"count":2,"match":"/blobs/'"$BIG"'"}'
+ok pull --json "$REF"
+pulled_ok
+
+case_ "a stalled body: abandoned after SBX_STALL_TIMEOUT, retried, pulled"
+fresh
+proxy_mode p '{"mode":"stall","fraction":0.4,"stall":60,"match":"/blobs/'"$BIG"'"}'
+start=$(date +%s)
+ok pull --json "$REF"
+pulled_ok
+(($(date +%s) - start < 30)) || fail "a stall of 60 s was not cut short by SBX_STALL_TIMEOUT=2"
+
+case_ "a body that stalls every time: a clear timeout error"
+fresh
+proxy_mode p '{"mode":"stall","fraction":0.4,"stall":60,"count":-1,"match":"/blobs/'"$BIG"'"}'
+start=$(date +%s)
+fails pull "$REF"
+err_has 'stall|timed? ?out|timeout|no progress'
+(($(date +%s) - start < 40)) || fail "giving up on a stalled blob took too long"
+fsck_clean
+
+case_ "the store is not left holding a partial blob"
+ok images
+proxy_mode p '{"mode":"pass"}'
+ok pull --json "$REF"
+pulled_ok
+
+echo PASS

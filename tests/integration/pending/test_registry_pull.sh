@@ -1,0 +1,122 @@
+#!/bin/bash
+# Pull, resolve and inspect of every fixture kind from a plain loopback
+# docker-registry: OCI and Docker media types, single and multi-layer, gzip,
+# zstd, uncompressed and mixed layers, an index and a manifest list (host
+# platform).  The answers are compared with the digests fixtures.py computed
+# itself; the store must pass fsck and not download what it already has.
+set -euo pipefail
+source "$SBX_SOURCE_DIR/tests/integration/lib/registry.sh"
+t_init
+fx_build
+reg_start r plain
+proxy_start p r            # pass-through, to count what the client fetches
+R=$p_HOST/test
+SINGLE=(oci-single oci-multi oci-zstd oci-tar oci-mixed docker-single docker-multi)
+specs=()
+for i in "${SINGLE[@]}" oci-index docker-list bad-diffid; do specs+=("$i=test/$i:v1"); done
+fx_push r "${specs[@]}"
+
+case $(uname -m) in
+x86_64) HOSTPLAT=linux/amd64 ;;
+aarch64) HOSTPLAT=linux/arm64/v8 ;;
+*) HOSTPLAT="" ;;
+esac
+
+for img in "${SINGLE[@]}"; do
+    case_ "$img: resolve, pull, inspect"
+    ok resolve "$R/$img:v1"
+    out_is "$(fx "$img" .digest)"
+    ok resolve --json "$R/$img:v1"
+    jq_is .digest "$(fx "$img" .digest)"
+    jq_is .media_type "$(fx "$img" .media_type)"
+    jq_is .ref "$R/$img:v1"
+    ok pull --json "$R/$img:v1"
+    check_pulled "$img"
+    jq_is .ref "$R/$img:v1"
+    ok inspect --json "$R/$img:v1"
+    for d in $(fx "$img" '.digest, .config, .layers[].digest, .layers[].diff_id'); do
+        out_has "$d"
+    done
+    ok inspect --raw "$R/$img:v1"
+    assert_eq "sha256:$(sha256sum <"$T/out" | cut -d' ' -f1)" "$(fx "$img" .digest)" \
+        "sha256 of inspect --raw (exact manifest bytes)"
+done
+
+case_ "plain output: pull prints the digest alone on stdout"
+STORE=$T/store-plain
+ok pull "$R/oci-single:v1"
+out_is "$(fx oci-single .digest)"
+
+if [[ -n $HOSTPLAT ]]; then
+    for img in oci-index docker-list; do
+        case_ "$img: the host's platform ($HOSTPLAT) by default"
+        ok resolve "$R/$img:v1"
+        out_is "$(fx "$img" ".platforms[\"$HOSTPLAT\"].digest")"
+        ok pull --json "$R/$img:v1"
+        check_pulled "$img" "$HOSTPLAT"
+        ok inspect --json "$R/$img:v1"
+        # inspect of an index shows every platform's manifest
+        for d in $(fx "$img" '.platforms[].digest'); do out_has "$d"; done
+    done
+fi
+
+case_ "the store is consistent and names what was pulled"
+STORE=$T/store
+fsck_clean
+ok images
+for img in "${SINGLE[@]}"; do out_has "$R/$img:v1"; done
+
+case_ "a second pull downloads no blob"
+before=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
+ok pull --json "$R/oci-multi:v1"
+check_pulled oci-multi
+jq_is '[.layers[].present] | all' true
+after=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
+assert_eq "$after" "$before" "blob GETs during a pull of a present image"
+
+case_ "layers the store has by diff_id are not downloaded again in another compression"
+STORE=$T/store-dedup
+ok pull --json "$R/oci-multi:v1"
+before=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
+ok pull --json "$R/oci-mixed:v1"
+check_pulled oci-mixed
+after=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
+# only the config is new: every layer's diff_id is already stored
+assert_eq "$((after - before))" 1 "blob GETs for oci-mixed after oci-multi"
+jq_is '[.layers[].present] | all' true
+fsck_clean
+
+case_ "pinned refs: name@digest, and name:tag@digest where the digest wins"
+STORE=$T/store-pin
+d=$(fx oci-zstd .digest)
+ok pull --json "$R/oci-zstd@$d"
+check_pulled oci-zstd
+ok resolve "$R/oci-zstd:nosuchtag@$d"
+out_is "$d"
+# the digest names a manifest that is not in this repository: not found
+fails pull "$R/oci-single:v1@$(fx oci-tar .digest)"
+err_has 'not found|unknown'
+err_has "$R/oci-single"
+fsck_clean
+
+case_ "inspect from the registry without pulling (empty store)"
+STORE=$T/store-empty
+layer_gets() {
+    local q='.method == "GET" and (.path | test("/blobs/"))'
+    proxy_reqs p "$q and .path != \"/v2/test/oci-multi/blobs/$(fx oci-multi .config)\""
+}
+before=$(layer_gets)
+ok inspect --json "$R/oci-multi:v1"
+for d in $(fx oci-multi '.digest, .config, .layers[].digest'); do out_has "$d"; done
+assert_eq "$(layer_gets)" "$before" "layer GETs during inspect"
+
+case_ "a config whose diff_id does not match its layer is refused and not named"
+STORE=$T/store-baddiff
+fails pull "$R/bad-diffid:v1"
+err_has 'diff_?id'
+err_has "bad-diffid"
+ok images
+if grep -q bad-diffid "$T/out"; then fail "the store names an image whose layer failed its diff_id"; fi
+fsck_clean
+
+echo PASS
