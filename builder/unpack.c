@@ -1,0 +1,363 @@
+/* Unpack a layer tar into a directory usable as an overlayfs lower.
+ *
+ * Trust: the tar is untrusted.  libarchive extracts relative to the current
+ * directory, and its ARCHIVE_EXTRACT_SECURE_* checks (no "..", no absolute
+ * paths, nothing through a symlink) only hold for relative paths, so the
+ * extraction runs in a forked child that chdir()s into the temp dir; the
+ * parent's cwd (and its threads) are never disturbed.  Overlay-private xattrs
+ * in the tar are dropped, so a layer cannot forge overlay metadata; the only
+ * overlay markers in the result are the ones made from OCI whiteouts.
+ *
+ * Atomicity: the dir is built as <dest>.tmp-<pid>-<n>, synced, and renamed to
+ * <dest>; losing a rename race to another unpacker is success.  Temp dirs of
+ * dead processes are removed by sbx_sandbox_cleanup_stale().
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+
+#include "layers.h"
+#include "sbx_common.h"
+
+#define UNPACK_FLAGS                                                                        \
+    (ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER |                  \
+     ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                              \
+     ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
+
+/* ---- child side: runs after fork, reports one message on errfd --------- */
+
+static void child_fail(int errfd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void child_fail(int errfd, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    (void)!write(errfd, msg, strlen(msg));
+    _exit(1);
+}
+
+static void drop_overlay_xattrs(struct archive_entry *e)
+{
+    if (archive_entry_xattr_reset(e) == 0)
+        return;
+    /* Rebuild the list without overlay-private names. */
+    struct { char *name; void *val; size_t len; } keep[64];
+    size_t n = 0;
+    const char *name;
+    const void *val;
+    size_t len;
+    bool dropped = false;
+    while (archive_entry_xattr_next(e, &name, &val, &len) == ARCHIVE_OK) {
+        if (!strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13)) {
+            dropped = true;
+            continue;
+        }
+        if (n < SBX_ARRAY_LEN(keep)) {
+            keep[n].name = strdup(name);
+            keep[n].val = malloc(len ? len : 1);
+            if (keep[n].name && keep[n].val) {
+                memcpy(keep[n].val, val, len);
+                keep[n].len = len;
+                n++;
+            }
+        }
+    }
+    if (dropped) {
+        archive_entry_xattr_clear(e);
+        for (size_t i = 0; i < n; i++)
+            archive_entry_xattr_add_entry(e, keep[i].name, keep[i].val, keep[i].len);
+    }
+    for (size_t i = 0; i < n; i++) {
+        free(keep[i].name);
+        free(keep[i].val);
+    }
+}
+
+/* Mark a dir opaque; the path was already accepted by libarchive's checks
+ * (it is an entry's parent), and O_NOFOLLOW on every part keeps it inside. */
+static int mark_opaque(const char *dir)
+{
+    int fd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", dir);
+    for (char *part = strtok(buf, "/"); part && fd >= 0; part = strtok(NULL, "/")) {
+        if (!strcmp(part, "."))
+            continue;
+        mkdirat(fd, part, 0755);
+        int next = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(fd);
+        fd = next;
+    }
+    if (fd < 0)
+        return -1;
+    int r = fsetxattr(fd, "trusted.overlay.opaque", "y", 1, 0);
+    close(fd);
+    return r;
+}
+
+static void copy_data(struct archive *in, struct archive *out, int errfd, const char *name)
+{
+    const void *buf;
+    size_t len;
+    la_int64_t off;
+    for (;;) {
+        int r = archive_read_data_block(in, &buf, &len, &off);
+        if (r == ARCHIVE_EOF)
+            return;
+        if (r != ARCHIVE_OK)
+            child_fail(errfd, "reading '%s': %s", name, archive_error_string(in));
+        if (archive_write_data_block(out, buf, len, off) != ARCHIVE_OK)
+            child_fail(errfd, "writing '%s': %s", name, archive_error_string(out));
+    }
+}
+
+/* Whiteout ".wh.NAME" in dir D becomes a 0/0 char device D/NAME. */
+static void to_overlay_whiteout(struct archive_entry *e, const char *name, const char *base)
+{
+    char path[4096];
+    size_t dirlen = (size_t)(base - name);
+    snprintf(path, sizeof(path), "%.*s%s", (int)dirlen, name, base + 4);
+    archive_entry_set_pathname(e, path);
+    archive_entry_set_filetype(e, AE_IFCHR);
+    archive_entry_set_perm(e, 0);
+    archive_entry_set_rdev(e, 0);
+    archive_entry_set_size(e, 0);
+    archive_entry_set_hardlink(e, NULL);
+    archive_entry_set_symlink(e, NULL);
+    archive_entry_xattr_clear(e);
+}
+
+static void child_extract(int tarfd, const char *dir, int errfd)
+{
+    if (chdir(dir) < 0)
+        child_fail(errfd, "entering '%s': %s", dir, strerror(errno));
+    umask(0);
+    struct archive *in = archive_read_new();
+    struct archive *out = archive_write_disk_new();
+    if (!in || !out)
+        child_fail(errfd, "out of memory");
+    archive_read_support_format_tar(in);
+    archive_read_support_format_gnutar(in);
+    archive_write_disk_set_options(out, UNPACK_FLAGS);
+    if (archive_read_open_fd(in, tarfd, 65536) != ARCHIVE_OK)
+        child_fail(errfd, "reading the tar: %s", archive_error_string(in));
+
+    char **opaque = NULL;
+    size_t nopaque = 0;
+    struct archive_entry *e;
+    int r;
+    while ((r = archive_read_next_header(in, &e)) == ARCHIVE_OK) {
+        const char *name = archive_entry_pathname(e);
+        if (!name || !*name)
+            child_fail(errfd, "refusing an entry without a name");
+        char orig[4096];
+        snprintf(orig, sizeof(orig), "%s", name);
+        const char *slash = strrchr(name, '/');
+        /* "dir/" names a dir; its base is the part before the slash */
+        const char *base = slash && slash[1] ? slash + 1 : (slash ? NULL : name);
+        if (base && !strcmp(base, ".wh..wh..opq")) {
+            /* Check the parent path the same way libarchive would. */
+            if (name[0] == '/' || strstr(name, "../") || !strncmp(name, "..", 2))
+                child_fail(errfd, "refusing entry '%s': path escapes the layer", orig);
+            char **n = realloc(opaque, (nopaque + 1) * sizeof(char *));
+            if (!n)
+                child_fail(errfd, "out of memory");
+            opaque = n;
+            opaque[nopaque++] = strndup(name, (size_t)(base - name));
+            continue;
+        }
+        if (base && !strncmp(base, ".wh.", 4) && base[4])
+            to_overlay_whiteout(e, name, base);
+        else
+            drop_overlay_xattrs(e);
+        if (archive_write_header(out, e) != ARCHIVE_OK)
+            child_fail(errfd, "refusing entry '%s': %s", orig, archive_error_string(out));
+        if (archive_entry_size(e) > 0)
+            copy_data(in, out, errfd, orig);
+        if (archive_write_finish_entry(out) != ARCHIVE_OK)
+            child_fail(errfd, "finishing entry '%s': %s", orig, archive_error_string(out));
+    }
+    if (r != ARCHIVE_EOF)
+        child_fail(errfd, "reading the tar: %s", archive_error_string(in));
+    /* Directory times and modes are applied at close. */
+    if (archive_write_close(out) != ARCHIVE_OK)
+        child_fail(errfd, "finishing: %s", archive_error_string(out));
+    for (size_t i = 0; i < nopaque; i++)
+        if (mark_opaque(*opaque[i] ? opaque[i] : ".") < 0)
+            child_fail(errfd, "marking '%s' opaque: %s", opaque[i], strerror(errno));
+    archive_read_free(in);
+    archive_write_free(out);
+    int dfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || syncfs(dfd) < 0)
+        child_fail(errfd, "syncing: %s", strerror(errno));
+    _exit(0);
+}
+
+/* ---- parent side -------------------------------------------------------- */
+
+static atomic_uint tmp_counter;
+
+/* Where the tar comes from: an fd the child reads directly, or a function
+ * this process calls to push bytes through a socket (the store handle never
+ * crosses a fork). */
+typedef int (*feed_fn)(void *ud, int sock, sbx_error *err);
+
+static int wait_child(pid_t pid)
+{
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return status;
+}
+
+static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *tmp,
+                            sbx_error *err)
+{
+    int pfd[2], sock[2] = {-1, -1};
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "unpacking: pipe");
+    if (feed && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sock) < 0) {
+        int e = errno;
+        close(pfd[0]);
+        close(pfd[1]);
+        return sbx_error_sys(err, SBX_EIO, e, "unpacking: socketpair");
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(pfd[0]);
+        close(pfd[1]);
+        if (feed) {
+            close(sock[0]);
+            close(sock[1]);
+        }
+        return sbx_error_sys(err, SBX_EIO, e, "unpacking: fork");
+    }
+    if (pid == 0) {
+        close(pfd[0]);
+        if (feed) {
+            close(sock[0]);
+            tarfd = sock[1];
+        }
+        child_extract(tarfd, tmp, pfd[1]);
+    }
+    close(pfd[1]);
+    int r = 0;
+    if (feed) {
+        close(sock[1]);
+        r = feed(feed_ud, sock[0], err);
+        close(sock[0]);
+        if (r < 0)
+            kill(pid, SIGKILL); /* a broken stream must never be renamed into place */
+    }
+    char msg[1024];
+    ssize_t n = sbx_read_full(pfd[0], msg, sizeof(msg) - 1);
+    close(pfd[0]);
+    msg[n > 0 ? n : 0] = '\0';
+    int status = wait_child(pid);
+    if (r < 0)
+        return r;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (!msg[0])
+        snprintf(msg, sizeof(msg), "extractor died (status 0x%x)", status);
+    bool hostile = strstr(msg, "refusing") != NULL;
+    return sbx_error_set(err, hostile ? SBX_EINVAL : SBX_EIO, "unpacking: %s", msg);
+}
+
+static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
+                       sbx_error *err)
+{
+    struct stat st;
+    if (lstat(dest, &st) == 0 && S_ISDIR(st.st_mode))
+        return 0;
+    _cleanup_free_ char *parent = strdup(dest);
+    if (!parent)
+        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    char *slash = strrchr(parent, '/');
+    bool has_parent = slash && slash != parent;
+    if (has_parent) {
+        *slash = '\0';
+        int r = sbx_mkdir_p(parent, 0700, err);
+        if (r < 0)
+            return r;
+    }
+    _cleanup_free_ char *tmp = sbx_strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
+                                                 atomic_fetch_add(&tmp_counter, 1));
+    if (!tmp)
+        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    if (mkdir(tmp, 0755) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "unpacking: creating '%s'", tmp);
+    int r = extract_in_child(tarfd, feed, feed_ud, tmp, err);
+    if (r == 0 && rename(tmp, dest) == 0) {
+        if (has_parent)
+            sbx_fsync_dir(parent, err);
+        return 0;
+    }
+    if (r == 0 && errno != EEXIST && errno != ENOTEMPTY)
+        r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: renaming '%s' into place", tmp);
+    /* else: another unpacker won the race; its dir is the same layer */
+    sbx_error tmp_err = SBX_ERROR_INIT;
+    sbx_rm_rf(tmp, &tmp_err);
+    if (r < 0)
+        sbx_error_where(err, "%s", dest);
+    return r;
+}
+
+int sbx_unpack_tar_fd(int fd, const char *dest, sbx_error *err)
+{
+    return unpack_into(dest, fd, NULL, NULL, err);
+}
+
+static int feed_layer(void *ud, int sock, sbx_error *err)
+{
+    sbx_layer_reader *rd = ud;
+    char buf[65536];
+    for (;;) {
+        size_t n = 0;
+        int r = sbx_layer_reader_read(rd, buf, sizeof(buf), &n, err);
+        if (r < 0)
+            return r;
+        if (n == 0)
+            return 0;
+        for (size_t off = 0; off < n;) {
+            ssize_t w = send(sock, buf + off, n - off, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) /* the extractor stopped (a refused entry): it reports why */
+                return 0;
+            off += (size_t)w;
+        }
+    }
+}
+
+int sbx_layer_unpack(sbx_store *s, const char *diff_id, char *path_out, size_t path_len,
+                     sbx_error *err)
+{
+    int r = sbx_store_layer_unpacked_path(s, diff_id, path_out, path_len, err);
+    if (r < 0)
+        return r;
+    struct stat st;
+    if (lstat(path_out, &st) == 0 && S_ISDIR(st.st_mode))
+        return 0;
+    sbx_layer_reader *rd = NULL;
+    r = sbx_store_layer_open(&rd, s, diff_id, err);
+    if (r < 0)
+        return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
+    r = unpack_into(path_out, -1, feed_layer, rd, err);
+    sbx_layer_reader_free(rd);
+    if (r < 0)
+        return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
+    return 0;
+}

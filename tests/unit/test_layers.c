@@ -1,0 +1,530 @@
+/* Layer capture and unpack: determinism, whiteouts, hostile tars, races,
+ * and a real overlayfs upper. */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "layers.h"
+#include "sbx_common.h"
+#include "testutil.h"
+
+/* ---- helpers ------------------------------------------------------------ */
+
+typedef struct membuf {
+    char *data;
+    size_t len;
+} membuf;
+
+static int mem_sink(void *ud, const void *buf, size_t len, sbx_error *err)
+{
+    membuf *m = ud;
+    char *n = realloc(m->data, m->len + len);
+    if (!n)
+        return sbx_error_set(err, SBX_ENOMEM, "oom");
+    memcpy(n + m->len, buf, len);
+    m->data = n;
+    m->len += len;
+    return 0;
+}
+
+static void capture_mem(const char *dir, const sbx_capture_options *o, membuf *m,
+                        sbx_capture_result *res)
+{
+    sbx_error err = SBX_ERROR_INIT;
+    m->data = NULL;
+    m->len = 0;
+    int r = sbx_capture_stream(res, dir, o, mem_sink, m, &err);
+    if (r != 0)
+        fail_msg("capture: %s", err.msg);
+}
+
+/* One tar entry, as "name", type, and content/target. */
+typedef struct tspec {
+    const char *name;
+    int type; /* AE_IFREG, AE_IFDIR, AE_IFLNK, or 1 for a hardlink */
+    const char *data;
+} tspec;
+
+static char *write_tar(const char *dir, const tspec *specs, size_t n)
+{
+    char *path = tu_path(dir, "in.tar");
+    struct archive *a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+    struct archive_entry *e = archive_entry_new();
+    for (size_t i = 0; i < n; i++) {
+        archive_entry_clear(e);
+        archive_entry_set_pathname(e, specs[i].name);
+        archive_entry_set_mtime(e, 1000, 0);
+        size_t len = 0;
+        if (specs[i].type == 1) {
+            archive_entry_set_filetype(e, AE_IFREG);
+            archive_entry_set_perm(e, 0644);
+            archive_entry_set_hardlink(e, specs[i].data);
+        } else if (specs[i].type == AE_IFLNK) {
+            archive_entry_set_filetype(e, AE_IFLNK);
+            archive_entry_set_perm(e, 0777);
+            archive_entry_set_symlink(e, specs[i].data);
+        } else {
+            archive_entry_set_filetype(e, (unsigned)specs[i].type);
+            archive_entry_set_perm(e, specs[i].type == AE_IFDIR ? 0755 : 0644);
+            len = specs[i].data ? strlen(specs[i].data) : 0;
+            archive_entry_set_size(e, (la_int64_t)len);
+        }
+        assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+        if (len)
+            assert_int_equal(archive_write_data(a, specs[i].data, len), (la_ssize_t)len);
+    }
+    archive_entry_free(e);
+    archive_write_close(a);
+    archive_write_free(a);
+    return path;
+}
+
+static int unpack_file(const char *tar, const char *dest, sbx_error *err)
+{
+    int fd = open(tar, O_RDONLY);
+    assert_true(fd >= 0);
+    int r = sbx_unpack_tar_fd(fd, dest, err);
+    close(fd);
+    return r;
+}
+
+/* Names of the entries of a tar in memory, '\n'-joined, with a type letter. */
+static char *list_tar(const membuf *m)
+{
+    struct archive *a = archive_read_new();
+    archive_read_support_format_tar(a);
+    assert_int_equal(archive_read_open_memory(a, m->data, m->len), ARCHIVE_OK);
+    size_t cap = 8192, len = 0;
+    char *out = calloc(1, cap);
+    struct archive_entry *e;
+    while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+        char t = archive_entry_hardlink(e) ? 'h'
+                 : archive_entry_filetype(e) == AE_IFDIR ? 'd'
+                 : archive_entry_filetype(e) == AE_IFLNK ? 'l'
+                 : archive_entry_filetype(e) == AE_IFCHR ? 'c'
+                                                         : 'f';
+        len += (size_t)snprintf(out + len, cap - len, "%c %s\n", t, archive_entry_pathname(e));
+        assert_true(len < cap);
+        const char *un = archive_entry_uname(e), *gn = archive_entry_gname(e);
+        assert_true(!un || !*un);
+        assert_true(!gn || !*gn);
+        assert_false(archive_entry_atime_is_set(e));
+        assert_false(archive_entry_ctime_is_set(e));
+    }
+    archive_read_free(a);
+    return out;
+}
+
+static void mkfile(const char *dir, const char *name, const char *content)
+{
+    char *p = tu_path(dir, name);
+    tu_write_file(p, content);
+    free(p);
+}
+
+static void mkd(const char *dir, const char *name)
+{
+    char *p = tu_path(dir, name);
+    assert_int_equal(mkdir(p, 0755), 0);
+    free(p);
+}
+
+static bool no_tmp_left(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "ls -a '%s' | grep -q '\\.tmp-'", dir);
+    return system(cmd) != 0;
+}
+
+/* ---- capture ------------------------------------------------------------ */
+
+static void test_capture_entries(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *src = tu_path(d, "src");
+    assert_int_equal(mkdir(src, 0755), 0);
+    mkd(src, "b");
+    mkfile(src, "b/z", "zz");
+    mkfile(src, "a", "hello");
+    mkfile(src, "a.b", "x");
+    char *a = tu_path(src, "a"), *hl = tu_path(src, "b/hard");
+    assert_int_equal(link(a, hl), 0);
+    char *sl = tu_path(src, "sym");
+    assert_int_equal(symlink("a", sl), 0);
+    assert_int_equal(setxattr(a, "user.keep", "1", 1, 0), 0);
+    assert_int_equal(setxattr(a, "trusted.overlay.origin", "x", 1, 0), 0);
+
+    sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
+    o.epoch = 100;
+    o.overlay_upper = false;
+    membuf m;
+    sbx_capture_result res;
+    capture_mem(src, &o, &m, &res);
+    assert_true(res.changed);
+    assert_true(sbx_digest_valid(res.diff_id));
+    assert_int_equal(res.size, m.len);
+    char want[SBX_DIGEST_BUFSZ];
+    sbx_sha256_buf(m.data, m.len, want);
+    assert_string_equal(want, res.diff_id);
+    char *list = list_tar(&m);
+    assert_string_equal(list, "f a\nf a.b\nd b/\nh b/hard\nf b/z\nl sym\n");
+
+    /* xattrs: user.keep kept, overlay-private dropped; mtime clamped */
+    struct archive *ar = archive_read_new();
+    archive_read_support_format_tar(ar);
+    archive_read_open_memory(ar, m.data, m.len);
+    struct archive_entry *e;
+    assert_int_equal(archive_read_next_header(ar, &e), ARCHIVE_OK);
+    assert_int_equal(archive_entry_mtime(e), 100);
+    /* libarchive writes (and reads back) both the SCHILY and LIBARCHIVE forms */
+    assert_true(archive_entry_xattr_reset(e) >= 1);
+    const char *xn;
+    const void *xv;
+    size_t xl;
+    while (archive_entry_xattr_next(e, &xn, &xv, &xl) == ARCHIVE_OK)
+        assert_string_equal(xn, "user.keep");
+    archive_read_free(ar);
+
+    free(list);
+    free(m.data);
+    free(a);
+    free(hl);
+    free(sl);
+    free(src);
+    tu_tmpdir_free(d);
+}
+
+static void build_tree(const char *root, bool reverse)
+{
+    assert_int_equal(mkdir(root, 0755), 0);
+    const char *names[] = {"one", "two", "three", "four"};
+    for (size_t k = 0; k < 4; k++) {
+        size_t i = reverse ? 3 - k : k;
+        mkfile(root, names[i], names[i]);
+    }
+    mkd(root, "dir");
+    mkfile(root, "dir/f", "content");
+}
+
+static void test_capture_deterministic(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *t1 = tu_path(d, "t1"), *t2 = tu_path(d, "t2");
+    build_tree(t1, false);
+    sleep(1); /* different mtimes and creation order must not matter */
+    build_tree(t2, true);
+    sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
+    o.overlay_upper = false;
+    o.epoch = 0;
+    membuf m1, m2, m3;
+    sbx_capture_result r1, r2, r3;
+    capture_mem(t1, &o, &m1, &r1);
+    capture_mem(t2, &o, &m2, &r2);
+    capture_mem(t1, &o, &m3, &r3);
+    assert_string_equal(r1.diff_id, r2.diff_id);
+    assert_string_equal(r1.diff_id, r3.diff_id);
+    assert_int_equal(m1.len, m2.len);
+    assert_memory_equal(m1.data, m2.data, m1.len);
+
+    /* SOURCE_DATE_EPOCH is the default clamp */
+    setenv("SOURCE_DATE_EPOCH", "12345", 1);
+    o.epoch = -1;
+    membuf m4;
+    sbx_capture_result r4;
+    capture_mem(t1, &o, &m4, &r4);
+    unsetenv("SOURCE_DATE_EPOCH");
+    assert_string_not_equal(r4.diff_id, r1.diff_id);
+
+    /* a content change changes the digest */
+    mkfile(t2, "dir/f", "contenT");
+    membuf m5;
+    sbx_capture_result r5;
+    capture_mem(t2, &o, &m5, &r5);
+    assert_string_not_equal(r5.diff_id, r1.diff_id);
+
+    free(m1.data), free(m2.data), free(m3.data), free(m4.data), free(m5.data);
+    free(t1), free(t2);
+    tu_tmpdir_free(d);
+}
+
+static void test_capture_empty_and_errors(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
+    membuf m;
+    sbx_capture_result res;
+    capture_mem(d, &o, &m, &res);
+    assert_false(res.changed);
+    assert_int_equal(m.len, 0);
+    assert_string_equal(res.diff_id, "");
+
+    sbx_error err = SBX_ERROR_INIT;
+    char *missing = tu_path(d, "missing");
+    assert_int_equal(sbx_capture_stream(&res, missing, &o, mem_sink, &m, &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "capturing");
+    assert_string_equal(err.where, missing);
+
+    sbx_error_clear(&err);
+    o.prefix = "../x";
+    assert_int_equal(sbx_capture_stream(&res, d, &o, mem_sink, &m, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "bad prefix '../x'");
+    assert_int_equal(m.len, 0);
+    free(missing);
+    tu_tmpdir_free(d);
+}
+
+static void test_capture_prefix_owner_mode(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *src = tu_path(d, "src");
+    assert_int_equal(mkdir(src, 0700), 0);
+    mkfile(src, "f", "x");
+    sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
+    o.overlay_upper = false;
+    o.prefix = "app/src";
+    o.set_owner = true;
+    o.uid = 1000;
+    o.gid = 1001;
+    o.file_mode = 0600;
+    membuf m;
+    sbx_capture_result res;
+    capture_mem(src, &o, &m, &res);
+    char *list = list_tar(&m);
+    assert_string_equal(list, "d app/\nd app/src/\nf app/src/f\n");
+    struct archive *ar = archive_read_new();
+    archive_read_support_format_tar(ar);
+    archive_read_open_memory(ar, m.data, m.len);
+    struct archive_entry *e;
+    int i = 0;
+    while (archive_read_next_header(ar, &e) == ARCHIVE_OK) {
+        if (i == 0)
+            assert_int_equal(archive_entry_uid(e), 0);
+        if (i == 2) {
+            assert_int_equal(archive_entry_uid(e), 1000);
+            assert_int_equal(archive_entry_gid(e), 1001);
+            assert_int_equal(archive_entry_perm(e), 0600);
+        }
+        i++;
+    }
+    archive_read_free(ar);
+    free(list);
+    free(m.data);
+
+    /* a single file with a prefix becomes that path */
+    char *f = tu_path(src, "f");
+    o.prefix = "etc/conf";
+    capture_mem(f, &o, &m, &res);
+    list = list_tar(&m);
+    assert_string_equal(list, "d etc/\nf etc/conf\n");
+    free(list);
+    free(m.data);
+    free(f);
+    free(src);
+    tu_tmpdir_free(d);
+}
+
+/* ---- unpack ------------------------------------------------------------- */
+
+static void test_unpack_whiteouts(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    tspec specs[] = {
+        {"etc/", AE_IFDIR, NULL},
+        {"etc/.wh.passwd", AE_IFREG, NULL},
+        {"opq/", AE_IFDIR, NULL},
+        {"opq/.wh..wh..opq", AE_IFREG, NULL},
+        {"opq/new", AE_IFREG, "new"},
+        {"file", AE_IFREG, "data"},
+        {"hard", 1, "file"},
+        {"link", AE_IFLNK, "file"},
+    };
+    char *tar = write_tar(d, specs, SBX_ARRAY_LEN(specs));
+    char *dest = tu_path(d, "layers/out");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(unpack_file(tar, dest, &err), 0);
+
+    char *wh = tu_path(dest, "etc/passwd");
+    struct stat st;
+    assert_int_equal(lstat(wh, &st), 0);
+    assert_true(S_ISCHR(st.st_mode));
+    assert_int_equal(st.st_rdev, makedev(0, 0));
+    char *opq = tu_path(dest, "opq");
+    char v[8] = "";
+    assert_int_equal(getxattr(opq, "trusted.overlay.opaque", v, sizeof(v)), 1);
+    assert_int_equal(v[0], 'y');
+    char *marker = tu_path(dest, "opq/.wh..wh..opq");
+    assert_int_equal(lstat(marker, &st), -1);
+    char *f = tu_path(dest, "file"), *h = tu_path(dest, "hard");
+    struct stat st2;
+    assert_int_equal(stat(f, &st), 0);
+    assert_int_equal(stat(h, &st2), 0);
+    assert_int_equal(st.st_ino, st2.st_ino);
+    assert_int_equal(st.st_mtime, 1000);
+
+    /* capture of the unpacked dir gives the whiteouts back */
+    sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
+    membuf m;
+    sbx_capture_result res;
+    capture_mem(dest, &o, &m, &res);
+    char *list = list_tar(&m);
+    assert_string_equal(list, "d etc/\nf etc/.wh.passwd\nf file\nh hard\nl link\nd opq/\n"
+                              "f opq/.wh..wh..opq\nf opq/new\n");
+
+    /* unpacking again is a no-op success */
+    assert_int_equal(unpack_file(tar, dest, &err), 0);
+    char *layers = tu_path(d, "layers");
+    assert_true(no_tmp_left(layers));
+    free(list), free(m.data), free(layers);
+    free(wh), free(opq), free(marker), free(f), free(h), free(tar), free(dest);
+    tu_tmpdir_free(d);
+}
+
+static void expect_refused(const tspec *specs, size_t n, const char *needle)
+{
+    char *d = tu_tmpdir();
+    char *tar = write_tar(d, specs, n);
+    char *dest = tu_path(d, "out");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(unpack_file(tar, dest, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, needle);
+    assert_string_equal(err.where, dest);
+    struct stat st;
+    assert_int_equal(lstat(dest, &st), -1);
+    assert_true(no_tmp_left(d));
+    free(tar);
+    free(dest);
+    tu_tmpdir_free(d);
+}
+
+static void test_unpack_refuses_traversal(void **state)
+{
+    (void)state;
+    tspec dotdot[] = {{"ok", AE_IFREG, "x"}, {"a/../../evil", AE_IFREG, "x"}};
+    expect_refused(dotdot, 2, "refusing entry 'a/../../evil'");
+    tspec abs[] = {{"/tmp/sbx-evil-abs", AE_IFREG, "x"}};
+    expect_refused(abs, 1, "refusing entry '/tmp/sbx-evil-abs'");
+    tspec sym[] = {{"esc", AE_IFLNK, "/tmp"}, {"esc/sbx-evil-sym", AE_IFREG, "x"}};
+    expect_refused(sym, 2, "refusing entry 'esc/sbx-evil-sym'");
+    tspec hard[] = {{"h", 1, "../../etc/passwd"}};
+    expect_refused(hard, 1, "refusing entry 'h'");
+    tspec opq[] = {{"../x/.wh..wh..opq", AE_IFREG, NULL}};
+    expect_refused(opq, 1, "refusing entry '../x/.wh..wh..opq'");
+    struct stat st;
+    assert_int_equal(lstat("/tmp/sbx-evil-abs", &st), -1);
+    assert_int_equal(lstat("/tmp/sbx-evil-sym", &st), -1);
+}
+
+static void test_unpack_concurrent(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    tspec specs[] = {{"a", AE_IFREG, "1"}, {"b/", AE_IFDIR, NULL}, {"b/c", AE_IFREG, "2"}};
+    char *tar = write_tar(d, specs, SBX_ARRAY_LEN(specs));
+    char *dest = tu_path(d, "u/layer");
+    pid_t kids[6];
+    for (int i = 0; i < 6; i++) {
+        kids[i] = fork();
+        assert_true(kids[i] >= 0);
+        if (kids[i] == 0) {
+            sbx_error err = SBX_ERROR_INIT;
+            _exit(unpack_file(tar, dest, &err) == 0 ? 0 : 1);
+        }
+    }
+    for (int i = 0; i < 6; i++) {
+        int st;
+        assert_int_equal(waitpid(kids[i], &st, 0), kids[i]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    char *u = tu_path(d, "u");
+    assert_int_equal(tu_count_files(u), 2);
+    assert_true(no_tmp_left(u));
+    free(u), free(tar), free(dest);
+    tu_tmpdir_free(d);
+}
+
+/* ---- a real overlay upper ----------------------------------------------- */
+
+static void test_capture_overlay_upper(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *lower = tu_path(d, "lower"), *upper = tu_path(d, "upper"), *work = tu_path(d, "work"),
+         *merged = tu_path(d, "merged");
+    assert_int_equal(mkdir(lower, 0755), 0);
+    assert_int_equal(mkdir(upper, 0755), 0);
+    assert_int_equal(mkdir(work, 0755), 0);
+    assert_int_equal(mkdir(merged, 0755), 0);
+    mkfile(lower, "gone", "bye");
+    mkd(lower, "dir");
+    mkfile(lower, "dir/old", "old");
+    mkfile(lower, "keep", "keep");
+    char *opts = sbx_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+    assert_int_equal(mount("overlay", merged, "overlay", 0, opts), 0);
+    char *p = tu_path(merged, "gone");
+    assert_int_equal(unlink(p), 0);
+    free(p);
+    sbx_error err = SBX_ERROR_INIT;
+    char *md = tu_path(merged, "dir");
+    assert_int_equal(sbx_rm_rf(md, &err), 0);
+    assert_int_equal(mkdir(md, 0755), 0); /* recreated: overlay makes it opaque */
+    mkfile(merged, "dir/new", "new");
+    assert_int_equal(umount(merged), 0);
+
+    sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
+    membuf m1, m2;
+    sbx_capture_result r1, r2;
+    capture_mem(upper, &o, &m1, &r1);
+    char *list = list_tar(&m1);
+    assert_string_equal(list, "d dir/\nf dir/.wh..wh..opq\nf dir/new\nf .wh.gone\n");
+    capture_mem(upper, &o, &m2, &r2);
+    assert_string_equal(r1.diff_id, r2.diff_id);
+
+    /* and it unpacks into a lower that hides the same things */
+    char *lay = tu_path(d, "lay");
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    assert_int_equal(write(pfd[1], m1.data, m1.len), (ssize_t)m1.len);
+    close(pfd[1]);
+    assert_int_equal(sbx_unpack_tar_fd(pfd[0], lay, &err), 0);
+    close(pfd[0]);
+    free(opts);
+    opts = sbx_strdup_printf("lowerdir=%s:%s", lay, lower);
+    assert_int_equal(mount("overlay", merged, "overlay", MS_RDONLY, opts), 0);
+    long n = tu_count_files(merged);
+    assert_int_equal(umount(merged), 0);
+    assert_int_equal(n, 2); /* keep, dir/new */
+
+    free(list), free(m1.data), free(m2.data), free(md), free(opts), free(lay);
+    free(lower), free(upper), free(work), free(merged);
+    tu_tmpdir_free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_capture_entries),
+        cmocka_unit_test(test_capture_deterministic),
+        cmocka_unit_test(test_capture_empty_and_errors),
+        cmocka_unit_test(test_capture_prefix_owner_mode),
+        cmocka_unit_test(test_unpack_whiteouts),
+        cmocka_unit_test(test_unpack_refuses_traversal),
+        cmocka_unit_test(test_unpack_concurrent),
+        cmocka_unit_test(test_capture_overlay_upper),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
