@@ -45,14 +45,15 @@ t_cleanup() {
     exit "$rc"
 }
 
-# t_init: temp dir, private store, DOCKER_CONFIG, certs dir; cleanup on exit.
+# t_init [SCRIPT-ARGS]: temp dir, private store, DOCKER_CONFIG, certs dir;
+# cleanup on exit.  Pass the script's arguments (they survive the re-exec).
 t_init() {
     # Hermetic network: re-run the test in a new network namespace that has
     # only loopback, so nothing can reach past 127.0.0.0/8 whatever the
     # client does.  (Needs root; otherwise the proxy variables below guard.)
     if [[ -z ${SBX_TEST_NETNS:-} ]] && command -v ip >/dev/null && unshare -n true 2>/dev/null; then
         export SBX_TEST_NETNS=1
-        exec unshare -n -- bash -c 'ip link set lo up && exec bash "$0"' "$0"
+        exec unshare -n -- bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
     fi
     t_need docker-registry curl jq openssl htpasswd zstd skopeo "$PY"
     [[ -x $SBX_BIN ]] || t_die "SBX_BIN '$SBX_BIN' is not executable"
