@@ -1,11 +1,67 @@
+/* sbx-image df: bytes stored against bytes the named images take. */
+#include <jansson.h>
+
 #include "cli.h"
+
+static const char USAGE[] =
+    "usage: sbx-image df [--json] [--store DIR]\n"
+    "\n"
+    "Show the bytes the store keeps on disk (blobs plus zstd-compressed layers,\n"
+    "each stored once) against the bytes the named images would take uncompressed\n"
+    "and undeduplicated (for every name: its manifests, configs and the\n"
+    "uncompressed size of its layers, counted again for each name).\n"
+    "\n"
+    "options:\n"
+    "  --json        print {stored_bytes, logical_bytes, blobs, layers, names}\n"
+    "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
+    "                else $XDG_DATA_HOME/sbx-image)\n"
+    "  -v, --verbose debug messages on stderr\n"
+    "  -h, --help    show this help\n";
 
 int cmd_df(sbx_cli *cli, int argc, char **argv)
 {
-    (void)cli;
-    (void)argc;
-    (void)argv;
+    static const struct option opts[] = {CLI_COMMON_OPTS, {NULL, 0, NULL, 0}};
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(USAGE, stdout);
+            return CLI_EXIT_OK;
+        } else if (!cli_common_opt(cli, c, optarg)) {
+            return cli_usage_error("df", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("df", "unexpected argument '%s'", argv[optind]);
+    sbx_store *s = NULL;
+    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
+        return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
-    sbx_error_set(&err, SBX_EUNSUPPORTED, "'df' is not implemented yet");
-    return cli_fail(&err);
+    sbx_df_report r = {0};
+    int rc = sbx_store_df(s, &r, &err);
+    sbx_store_free(s);
+    if (rc < 0)
+        return cli_fail(&err);
+    if (cli->json) {
+        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I}", "stored_bytes",
+                              (json_int_t)r.stored_bytes, "logical_bytes",
+                              (json_int_t)r.logical_bytes, "blobs", (json_int_t)r.blobs,
+                              "layers", (json_int_t)r.layers, "names", (json_int_t)r.names);
+        json_dumpf(j, stdout, JSON_INDENT(2));
+        fputc('\n', stdout);
+        json_decref(j);
+    } else {
+        char st[32], lg[32], saved[16] = "-";
+        if (r.logical_bytes)
+            snprintf(saved, sizeof saved, "%.0f%%",
+                     100.0 * (1.0 - (double)r.stored_bytes / (double)r.logical_bytes));
+        printf("%-10s %-10s %-7s %-7s %-7s %s\n", "STORED", "IMAGES", "SAVED", "BLOBS", "LAYERS",
+               "NAMES");
+        printf("%-10s %-10s %-7s %-7llu %-7llu %llu\n",
+               cli_human_bytes(r.stored_bytes, st, sizeof st),
+               cli_human_bytes(r.logical_bytes, lg, sizeof lg), saved,
+               (unsigned long long)r.blobs, (unsigned long long)r.layers,
+               (unsigned long long)r.names);
+    }
+    return CLI_EXIT_OK;
 }

@@ -1,11 +1,112 @@
+/* sbx-image gc: delete what no name or live lease reaches; optionally evict
+ * least recently used names until the store fits a byte budget. */
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli.h"
+
+static const char USAGE[] =
+    "usage: sbx-image gc [--max-bytes N] [--dry-run] [--json] [--store DIR]\n"
+    "\n"
+    "Delete every blob and layer that no name reaches and no running operation\n"
+    "holds (a live lease), and temp files of writers that died.  Prints what was\n"
+    "removed, the bytes freed and the bytes still stored.\n"
+    "\n"
+    "options:\n"
+    "  --max-bytes N  also remove least recently used names until what stays takes\n"
+    "                 at most N bytes (suffixes K, M, G, T: powers of 1024).  Images\n"
+    "                 a lease holds are never evicted, so the store may stay above N.\n"
+    "  --dry-run      report what would be removed, change nothing\n"
+    "  --json         print {blobs_removed, layers_removed, names_evicted,\n"
+    "                 bytes_freed, bytes_after, dry_run}\n"
+    "  --store DIR    store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
+    "                 else $XDG_DATA_HOME/sbx-image)\n"
+    "  -v, --verbose  debug messages on stderr\n"
+    "  -h, --help     show this help\n";
+
+/* "10", "512K", "1.5G", "2GiB" -> bytes; -1 when malformed. */
+static int parse_bytes(const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -1;
+    double mult = 1;
+    switch (toupper((unsigned char)*end)) {
+    case 'K': mult = 1024.0; end++; break;
+    case 'M': mult = 1024.0 * 1024; end++; break;
+    case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+    case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (mult > 1 && (*end == 'i' || *end == 'I'))
+        end++;
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end || v * mult >= 1.8e19)
+        return -1;
+    *out = (uint64_t)(v * mult);
+    return 0;
+}
 
 int cmd_gc(sbx_cli *cli, int argc, char **argv)
 {
-    (void)cli;
-    (void)argc;
-    (void)argv;
+    static const struct option opts[] = {{"max-bytes", required_argument, NULL, 'm'},
+                                         {"dry-run", no_argument, NULL, 'n'}, CLI_COMMON_OPTS,
+                                         {NULL, 0, NULL, 0}};
+    sbx_gc_options o = SBX_GC_OPTIONS_INIT;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(USAGE, stdout);
+            return CLI_EXIT_OK;
+        } else if (c == 'm') {
+            if (parse_bytes(optarg, &o.max_bytes) < 0 || o.max_bytes == 0)
+                return cli_usage_error("gc", "--max-bytes: '%s' is not a positive byte count "
+                                             "(like 500M or 20G)", optarg);
+        } else if (c == 'n') {
+            o.dry_run = 1;
+        } else if (c == '?' && optopt == 'm') {
+            return cli_usage_error("gc", "--max-bytes needs a value");
+        } else if (!cli_common_opt(cli, c, optarg)) {
+            return cli_usage_error("gc", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error("gc", "unexpected argument '%s'", argv[optind]);
+    sbx_store *s = NULL;
+    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
+        return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
-    sbx_error_set(&err, SBX_EUNSUPPORTED, "'gc' is not implemented yet");
-    return cli_fail(&err);
+    sbx_gc_report r = {0};
+    int rc = sbx_store_gc(s, &o, &r, &err);
+    sbx_store_free(s);
+    if (rc < 0)
+        return cli_fail(&err);
+    if (cli->json) {
+        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "blobs_removed",
+                              (json_int_t)r.blobs_removed, "layers_removed",
+                              (json_int_t)r.layers_removed, "names_evicted",
+                              (json_int_t)r.names_evicted, "bytes_freed",
+                              (json_int_t)r.bytes_freed, "bytes_after",
+                              (json_int_t)r.bytes_after, "dry_run", o.dry_run);
+        json_dumpf(j, stdout, JSON_INDENT(2));
+        fputc('\n', stdout);
+        json_decref(j);
+    } else {
+        char freed[32], after[32];
+        printf("%s%llu blobs, %llu layers, %llu names evicted; %s freed, %s stored\n",
+               o.dry_run ? "would remove " : "removed ", (unsigned long long)r.blobs_removed,
+               (unsigned long long)r.layers_removed, (unsigned long long)r.names_evicted,
+               cli_human_bytes(r.bytes_freed, freed, sizeof freed),
+               cli_human_bytes(r.bytes_after, after, sizeof after));
+    }
+    return CLI_EXIT_OK;
 }

@@ -1,11 +1,87 @@
+/* sbx-image images: list the names in the store. */
+#include <jansson.h>
+#include <string.h>
+#include <time.h>
+
 #include "cli.h"
+
+static const char USAGE[] =
+    "usage: sbx-image images [--all] [--json] [--store DIR] [PREFIX]\n"
+    "\n"
+    "List the named images in the store, sorted by name: NAME, DIGEST (the first\n"
+    "12 hex digits of the manifest digest) and CREATED (when the name was last set,\n"
+    "UTC).  With PREFIX, only names that start with it.\n"
+    "\n"
+    "options:\n"
+    "  --all         also list the builder's step cache names (\"cache:...\")\n"
+    "  --json        print a JSON array of {name, digest, created, last_used}\n"
+    "                (full digests, unix seconds)\n"
+    "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
+    "                else $XDG_DATA_HOME/sbx-image)\n"
+    "  -v, --verbose debug messages on stderr\n"
+    "  -h, --help    show this help\n";
+
+static void fmt_time(int64_t t, char *buf, size_t len)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
 
 int cmd_images(sbx_cli *cli, int argc, char **argv)
 {
-    (void)cli;
-    (void)argc;
-    (void)argv;
+    static const struct option opts[] = {{"all", no_argument, NULL, 'a'}, CLI_COMMON_OPTS,
+                                         {NULL, 0, NULL, 0}};
+    int all = 0, c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(USAGE, stdout);
+            return CLI_EXIT_OK;
+        } else if (c == 'a') {
+            all = 1;
+        } else if (!cli_common_opt(cli, c, optarg)) {
+            return cli_usage_error("images", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (argc - optind > 1)
+        return cli_usage_error("images", "expected at most one PREFIX");
+    const char *prefix = optind < argc ? argv[optind] : NULL;
+
+    sbx_store *s = NULL;
+    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
+        return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
-    sbx_error_set(&err, SBX_EUNSUPPORTED, "'images' is not implemented yet");
-    return cli_fail(&err);
+    sbx_name_entry *v = NULL;
+    size_t n = 0;
+    if (sbx_store_name_list(s, prefix, &v, &n, &err) < 0) {
+        sbx_store_free(s);
+        return cli_fail(&err);
+    }
+    json_t *arr = cli->json ? json_array() : NULL;
+    if (!cli->json)
+        printf("%-48s %-14s %s\n", "NAME", "DIGEST", "CREATED");
+    for (size_t i = 0; i < n; i++) {
+        if (!all && strncmp(v[i].name, "cache:", 6) == 0)
+            continue;
+        if (arr) {
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I}", "name", v[i].name,
+                                                 "digest", v[i].digest, "created",
+                                                 (json_int_t)v[i].created, "last_used",
+                                                 (json_int_t)v[i].last_used));
+        } else {
+            char when[32];
+            fmt_time(v[i].created, when, sizeof when);
+            printf("%-48s %-14.12s %s\n", v[i].name, v[i].digest + 7, when);
+        }
+    }
+    if (arr) {
+        json_dumpf(arr, stdout, JSON_INDENT(2));
+        fputc('\n', stdout);
+        json_decref(arr);
+    }
+    sbx_name_entries_free(v, n);
+    sbx_store_free(s);
+    return CLI_EXIT_OK;
 }

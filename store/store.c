@@ -1,0 +1,558 @@
+/* The content-addressed store: opening, locking, temp files and the commit
+ * protocol every write goes through.
+ *
+ * Layout under the root (created 0700):
+ *   blobs/sha256/<hex>        exact bytes (manifests, configs), named by their sha256
+ *   layers/sha256/<hex>.zst   a layer's tar, zstd level 3 with a frame checksum,
+ *                             named by the sha256 of the uncompressed tar (diff_id)
+ *   unpacked/<hex>            opaque directories a consumer fills for a layer;
+ *                             removed with the layer
+ *   tmp/                      temp files of writers in flight
+ *   quarantine/               files fsck found corrupt
+ *   meta.db                   SQLite (WAL, synchronous=FULL): records, names, leases
+ *   lock                      flock: shared around every commit, exclusive for gc/fsck
+ *
+ * Invariants:
+ *  - A file under blobs/ or layers/ is always complete and was verified
+ *    against its name before it was linked there: writers stream into
+ *    tmp/w.<pid>.<start>.<rand>, hash while writing, fsync, verify, rename to
+ *    tmp/<b|l>.<hex>.<pid>.<start>.<rand>, and only then link into place.
+ *  - A record (blobs/layers row) exists only for a file that is in place: the
+ *    link, the directory fsync and the record insert happen inside one
+ *    IMMEDIATE transaction (SQLite's write lock serialises writers of the same
+ *    object, so two writers end with one file and one record).  A writer killed
+ *    between link and commit leaves its named temp file with a link count of
+ *    2; open and gc see its owner is dead and unlink the unrecorded object, so
+ *    the store is back to "not stored" and the work simply runs again.
+ *  - Everything recorded goes into this handle's process lease (pid + process
+ *    start time, so pid reuse is detected) in the same transaction; has_* adds
+ *    what it found too.  gc ignores leases of dead processes and expired ones.
+ *  - Writers hold the lock file shared from their check to their commit; gc
+ *    and fsck hold it exclusively for mark and sweep, so gc never deletes
+ *    something between a writer's check and its record.
+ *  - Readers need no lock: files are immutable once linked, and an open fd
+ *    survives gc's unlink.
+ *  - Trust: files are re-hashed by read_blob and fsck; the layer reader relies
+ *    on zstd's frame checksum, fsck re-hashes the diff_id.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "store_internal.h"
+
+static const char *const SCHEMA =
+    "CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+    " media_type TEXT, is_manifest INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS layers(diff_id TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+    " stored_size INTEGER NOT NULL, zstd_digest TEXT NOT NULL, created INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS layer_sources(blob_digest TEXT PRIMARY KEY,"
+    " diff_id TEXT NOT NULL, media_type TEXT, size INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS layer_sources_diff ON layer_sources(diff_id);"
+    "CREATE TABLE IF NOT EXISTS children(parent TEXT NOT NULL, kind INTEGER NOT NULL,"
+    " child TEXT NOT NULL, PRIMARY KEY(parent, kind, child));"
+    "CREATE TABLE IF NOT EXISTS names(name TEXT PRIMARY KEY, digest TEXT NOT NULL,"
+    " created INTEGER NOT NULL, last_used INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS names_digest ON names(digest);"
+    "CREATE TABLE IF NOT EXISTS meta(ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    " stamp INTEGER NOT NULL, PRIMARY KEY(ns, key));"
+    "CREATE TABLE IF NOT EXISTS leases(id INTEGER PRIMARY KEY, pid INTEGER NOT NULL,"
+    " start_time INTEGER NOT NULL, expires INTEGER NOT NULL, created INTEGER NOT NULL,"
+    " implicit INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS lease_refs(lease INTEGER NOT NULL, digest TEXT NOT NULL,"
+    " PRIMARY KEY(lease, digest));"
+    "PRAGMA user_version=1;";
+
+static const char *const SUBDIRS[] = {"blobs", "blobs/sha256", "layers", "layers/sha256",
+                                      "unpacked", "tmp", "quarantine"};
+
+/* ---- small helpers -------------------------------------------------------- */
+
+int sbx_store__io_err(sbx_store *s, sbx_error *err, int e, const char *what)
+{
+    int code = sbx_errno_code(e);
+    if (e == ENOENT)
+        code = SBX_ENOTFOUND;
+    return sbx_error_sys(err, code, e, "%s in store '%s'", what, s->root);
+}
+
+void sbx_store__obj_relpath(char *buf, size_t len, sbx_obj_kind kind, const char *hex)
+{
+    if (kind == SBX_OBJ_BLOB)
+        snprintf(buf, len, "blobs/sha256/%s", hex);
+    else
+        snprintf(buf, len, "layers/sha256/%s.zst", hex);
+}
+
+char *sbx_store__obj_path(const sbx_store *s, sbx_obj_kind kind, const char *hex)
+{
+    char rel[128];
+    sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
+    return sbx_strdup_printf("%s/%s", s->root, rel);
+}
+
+int sbx_store__sql_err(sbx_store *s, sbx_error *err, const char *what)
+{
+    int rc = sqlite3_extended_errcode(s->db) & 0xff;
+    int code = SBX_EIO;
+    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+        code = SBX_EBUSY;
+    else if (rc == SQLITE_FULL)
+        code = SBX_ENOSPC;
+    else if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB)
+        code = SBX_ECORRUPT;
+    else if (rc == SQLITE_NOMEM)
+        code = SBX_ENOMEM;
+    sbx_error_set(err, code, "%s: %s", what, sqlite3_errmsg(s->db));
+    sbx_error_where(err, "%s/meta.db", s->root);
+    return code;
+}
+
+int sbx_store__exec(sbx_store *s, const char *sql, sbx_error *err)
+{
+    if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        return sbx_store__sql_err(s, err, "update metadata");
+    return 0;
+}
+
+int sbx_store__prepare(sbx_store *s, sqlite3_stmt **st, const char *sql, sbx_error *err)
+{
+    if (sqlite3_prepare_v2(s->db, sql, -1, st, NULL) != SQLITE_OK)
+        return sbx_store__sql_err(s, err, "query metadata");
+    return 0;
+}
+
+int sbx_store__begin(sbx_store *s, sbx_error *err)
+{
+    return sbx_store__exec(s, "BEGIN IMMEDIATE", err);
+}
+
+int sbx_store__commit(sbx_store *s, sbx_error *err)
+{
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        int rc = sbx_store__sql_err(s, err, "commit metadata");
+        sbx_store__rollback(s);
+        return rc;
+    }
+    return 0;
+}
+
+void sbx_store__rollback(sbx_store *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int sbx_store__exists(sbx_store *s, const char *sql, const char *arg, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, sql, err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    if (rc == SQLITE_DONE)
+        return 0;
+    return sbx_store__sql_err(s, err, "query metadata");
+}
+
+int sbx_store__lock(sbx_store *s, int exclusive, sbx_error *err)
+{
+    while (flock(s->lock_fd, exclusive ? LOCK_EX : LOCK_SH) < 0) {
+        if (errno != EINTR)
+            return sbx_store__io_err(s, err, errno, "lock");
+    }
+    return 0;
+}
+
+void sbx_store__unlock(sbx_store *s) { flock(s->lock_fd, LOCK_UN); }
+
+/* ---- processes ------------------------------------------------------------- */
+
+int64_t sbx_store__proc_start(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = sbx_read_full(fd, buf, sizeof buf - 1);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces and ')' */
+    if (!p)
+        return 0;
+    char state = 0;
+    if (sscanf(p + 1, " %c", &state) != 1 || state == 'Z' || state == 'X')
+        return 0; /* a zombie holds nothing */
+    /* p points at ')' before field 3 (state); field 22 is starttime. */
+    for (int field = 2; field < 22 && p; field++)
+        p = strchr(p + 1, ' ');
+    if (!p)
+        return 0;
+    return strtoll(p + 1, NULL, 10);
+}
+
+int sbx_store__proc_alive(pid_t pid, int64_t start)
+{
+    return pid > 0 && start > 0 && sbx_store__proc_start(pid) == start;
+}
+
+/* ---- temp files ------------------------------------------------------------- */
+
+int sbx_store__tmp_create(sbx_store *s, char *name_out, size_t len, sbx_error *err)
+{
+    char tmpl[PATH_MAX];
+    snprintf(tmpl, sizeof tmpl, "%s/tmp/w.%d.%lld.XXXXXX", s->root, (int)getpid(),
+             (long long)s->start_time);
+    int fd = mkostemp(tmpl, O_CLOEXEC);
+    if (fd < 0)
+        return sbx_store__io_err(s, err, errno, "create temp file");
+    fchmod(fd, 0600);
+    snprintf(name_out, len, "%s", strrchr(tmpl, '/') + 1);
+    return fd;
+}
+
+/* Parse "<k>.<...>.<pid>.<start>.<rand>": the owner of a temp file. */
+static int tmp_owner(const char *name, pid_t *pid, int64_t *start, char *kind, char hex[65])
+{
+    *kind = name[0];
+    if ((name[0] != 'w' && name[0] != 'b' && name[0] != 'l') || name[1] != '.')
+        return -1;
+    const char *p = name + 2;
+    hex[0] = '\0';
+    if (name[0] != 'w') {
+        if (strlen(p) < 65 || p[64] != '.')
+            return -1;
+        memcpy(hex, p, 64);
+        hex[64] = '\0';
+        p += 65;
+    }
+    long long a, b;
+    if (sscanf(p, "%lld.%lld.", &a, &b) != 2)
+        return -1;
+    *pid = (pid_t)a;
+    *start = b;
+    return 0;
+}
+
+/* A writer died after linking its named temp file into place but before its
+ * record committed: remove the unrecorded object (same inode) so the store is
+ * back to "not stored". */
+static void undo_half_link(sbx_store *s, char kind, const char *hex, const struct stat *tst)
+{
+    sbx_error err = SBX_ERROR_INIT;
+    char digest[SBX_DIGEST_BUFSZ], rel[128];
+    snprintf(digest, sizeof digest, "sha256:%s", hex);
+    sbx_obj_kind k = kind == 'l' ? SBX_OBJ_LAYER : SBX_OBJ_BLOB;
+    sbx_store__obj_relpath(rel, sizeof rel, k, hex);
+    if (sbx_store__begin(s, &err) < 0)
+        return;
+    int have = sbx_store__exists(s,
+                                 k == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
+                                                    : "SELECT 1 FROM blobs WHERE digest=?",
+                                 digest, &err);
+    struct stat fst;
+    if (have == 0 && fstatat(s->root_fd, rel, &fst, AT_SYMLINK_NOFOLLOW) == 0 &&
+        fst.st_ino == tst->st_ino && fst.st_dev == tst->st_dev)
+        unlinkat(s->root_fd, rel, 0);
+    sbx_store__rollback(s);
+}
+
+void sbx_store__clean_tmp(sbx_store *s)
+{
+    int dfd = openat(s->root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        pid_t pid = 0;
+        int64_t start = 0;
+        char kind, hex[65];
+        if (tmp_owner(de->d_name, &pid, &start, &kind, hex) == 0 &&
+            sbx_store__proc_alive(pid, start))
+            continue;
+        struct stat st;
+        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+            continue;
+        if (S_ISREG(st.st_mode) && st.st_nlink > 1 && kind != 'w' && hex[0])
+            undo_half_link(s, kind, hex, &st);
+        if (S_ISDIR(st.st_mode)) {
+            char *p = sbx_strdup_printf("%s/tmp/%s", s->root, de->d_name);
+            sbx_error err = SBX_ERROR_INIT;
+            if (p)
+                sbx_rm_rf(p, &err);
+            free(p);
+        } else {
+            unlinkat(dfd, de->d_name, 0);
+        }
+    }
+    closedir(d);
+}
+
+/* ---- the commit protocol --------------------------------------------------- */
+
+static int ensure_lease(sbx_store *s, sbx_error *err)
+{
+    if (s->lease_id)
+        return 0;
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "INSERT INTO leases(pid, start_time, expires, created, implicit)"
+                           " VALUES(?, ?, 0, ?, 1)",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_int64(st, 1, getpid());
+    sqlite3_bind_int64(st, 2, s->start_time);
+    sqlite3_bind_int64(st, 3, sbx_now_unix());
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "record process lease");
+    s->lease_id = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+int sbx_store__lease_self(sbx_store *s, const char *digest, sbx_error *err)
+{
+    if (ensure_lease(s, err) < 0)
+        return err->code;
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, "INSERT OR IGNORE INTO lease_refs(lease, digest) VALUES(?, ?)",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_int64(st, 1, s->lease_id);
+    sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "record lease");
+    return 0;
+}
+
+static int link_into_place(sbx_store *s, const char *named, const char *rel, sbx_error *err)
+{
+    char from[300];
+    snprintf(from, sizeof from, "tmp/%s", named);
+    if (linkat(s->root_fd, from, s->root_fd, rel, 0) == 0)
+        return 0;
+    if (errno != EEXIST)
+        return sbx_store__io_err(s, err, errno, "link object into place");
+    /* An unrecorded file (a writer died before its record): replace it with
+     * our verified copy.  We hold the write lock, so no one records it meanwhile. */
+    if (unlinkat(s->root_fd, rel, 0) < 0 && errno != ENOENT)
+        return sbx_store__io_err(s, err, errno, "replace unrecorded object");
+    if (linkat(s->root_fd, from, s->root_fd, rel, 0) < 0)
+        return sbx_store__io_err(s, err, errno, "link object into place");
+    return 0;
+}
+
+static int fsync_parent(sbx_store *s, sbx_obj_kind kind, sbx_error *err)
+{
+    _cleanup_close_ int fd = openat(s->root_fd, kind == SBX_OBJ_LAYER ? "layers/sha256"
+                                                                      : "blobs/sha256",
+                                    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fsync(fd) < 0)
+        return sbx_store__io_err(s, err, errno, "sync directory");
+    return 0;
+}
+
+int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpname,
+                             const char *digest, sbx_store__insert_fn insert, void *ud,
+                             sbx_error *err)
+{
+    const char *hex = digest + 7;
+    char named[256], rel[128], from[300], to[300];
+    snprintf(named, sizeof named, "%c.%s.%s", kind == SBX_OBJ_LAYER ? 'l' : 'b', hex,
+             tmpname + 2);
+    snprintf(from, sizeof from, "tmp/%s", tmpname);
+    snprintf(to, sizeof to, "tmp/%s", named);
+    sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
+
+    if (renameat(s->root_fd, from, s->root_fd, to) < 0) {
+        int e = errno;
+        unlinkat(s->root_fd, from, 0);
+        return sbx_store__io_err(s, err, e, "name temp file");
+    }
+    int rc = ensure_lease(s, err);
+    if (rc == 0)
+        rc = sbx_store__lock(s, 0, err);
+    if (rc < 0) {
+        unlinkat(s->root_fd, to, 0);
+        return rc;
+    }
+    int linked = 0;
+    rc = sbx_store__begin(s, err);
+    int present = 0;
+    if (rc == 0) {
+        present = sbx_store__exists(s,
+                                    kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
+                                                          : "SELECT 1 FROM blobs WHERE digest=?",
+                                    digest, err);
+        rc = present < 0 ? present : 0;
+    }
+    if (rc == 0 && !present) {
+        rc = link_into_place(s, named, rel, err);
+        linked = rc == 0;
+        if (rc == 0)
+            rc = fsync_parent(s, kind, err);
+    }
+    if (rc == 0)
+        rc = insert(s, ud, present, err);
+    if (rc == 0)
+        rc = sbx_store__lease_self(s, digest, err);
+    if (rc == 0)
+        rc = sbx_store__commit(s, err);
+    if (rc < 0) {
+        sbx_store__rollback(s);
+        if (linked)
+            unlinkat(s->root_fd, rel, 0);
+    }
+    sbx_store__unlock(s);
+    unlinkat(s->root_fd, to, 0);
+    return rc;
+}
+
+/* ---- open / free ------------------------------------------------------------ */
+
+int sbx_store_default_root(char *buf, size_t len, sbx_error *err)
+{
+    const char *env = getenv("SBX_STORE");
+    int n;
+    if (env && *env) {
+        n = snprintf(buf, len, "%s", env);
+    } else if (geteuid() == 0) {
+        n = snprintf(buf, len, "/var/lib/sbx-image");
+    } else {
+        const char *xdg = getenv("XDG_DATA_HOME");
+        const char *home = getenv("HOME");
+        if (xdg && *xdg == '/') {
+            n = snprintf(buf, len, "%s/sbx-image", xdg);
+        } else {
+            if (!home || !*home) {
+                struct passwd *pw = getpwuid(geteuid());
+                home = pw ? pw->pw_dir : NULL;
+            }
+            if (!home || !*home)
+                return sbx_error_set(err, SBX_EINVAL,
+                                     "find the store: set SBX_STORE, XDG_DATA_HOME or HOME");
+            n = snprintf(buf, len, "%s/.local/share/sbx-image", home);
+        }
+    }
+    if (n < 0 || (size_t)n >= len)
+        return sbx_error_set(err, SBX_ELIMIT, "find the store: path too long");
+    return 0;
+}
+
+static int open_db(sbx_store *s, sbx_error *err)
+{
+    char *path = sbx_strdup_printf("%s/meta.db", s->root);
+    if (!path)
+        return sbx_error_set(err, SBX_ENOMEM, "open store: out of memory");
+    /* Private even if the root's mode was loosened; SQLite gives -wal and
+     * -shm the database's mode. */
+    int pfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (pfd >= 0)
+        close(pfd);
+    int rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    free(path);
+    if (rc != SQLITE_OK)
+        return sbx_store__sql_err(s, err, "open metadata");
+    sqlite3_busy_timeout(s->db, 120000);
+    /* Schema and journal mode under the exclusive lock: two first opens at
+     * once would otherwise race on the WAL switch. */
+    if (sbx_store__lock(s, 1, err) < 0)
+        return err->code;
+    rc = sbx_store__exec(s, "PRAGMA journal_mode=WAL", err);
+    if (rc == 0)
+        rc = sbx_store__exec(s, "PRAGMA synchronous=FULL", err);
+    if (rc == 0)
+        rc = sbx_store__begin(s, err);
+    if (rc == 0)
+        rc = sbx_store__exec(s, SCHEMA, err);
+    if (rc == 0)
+        rc = sbx_store__commit(s, err);
+    sbx_store__rollback(s);
+    sbx_store__unlock(s);
+    return rc < 0 ? sbx_error_wrap(err, "open store '%s'", s->root) : 0;
+}
+
+int sbx_store_open(sbx_store **out, const char *root, sbx_error *err)
+{
+    char def[PATH_MAX];
+    *out = NULL;
+    if (!root || !*root) {
+        if (sbx_store_default_root(def, sizeof def, err) < 0)
+            return err->code;
+        root = def;
+    }
+    sbx_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return sbx_error_set(err, SBX_ENOMEM, "open store: out of memory");
+    s->root_fd = s->lock_fd = -1;
+    s->root = strdup(root);
+    s->start_time = sbx_store__proc_start(getpid());
+    int rc = s->root ? 0 : sbx_error_set(err, SBX_ENOMEM, "open store: out of memory");
+    if (rc == 0 && sbx_mkdir_p(root, 0700, err) < 0)
+        rc = sbx_error_wrap(err, "open store '%s'", root);
+    if (rc == 0) {
+        s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (s->root_fd < 0)
+            rc = sbx_store__io_err(s, err, errno, "open root");
+    }
+    for (size_t i = 0; rc == 0 && i < SBX_ARRAY_LEN(SUBDIRS); i++)
+        if (mkdirat(s->root_fd, SUBDIRS[i], 0700) < 0 && errno != EEXIST)
+            rc = sbx_store__io_err(s, err, errno, "create directory");
+    if (rc == 0) {
+        s->lock_fd = openat(s->root_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (s->lock_fd < 0)
+            rc = sbx_store__io_err(s, err, errno, "open lock file");
+    }
+    if (rc == 0)
+        rc = open_db(s, err);
+    if (rc < 0) {
+        sbx_store_free(s);
+        return rc;
+    }
+    sbx_store__clean_tmp(s);
+    *out = s;
+    return 0;
+}
+
+void sbx_store_free(sbx_store *s)
+{
+    if (!s)
+        return;
+    if (s->db && s->lease_id) {
+        sbx_error err = SBX_ERROR_INIT;
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM lease_refs WHERE lease=%lld; DELETE FROM leases WHERE id=%lld;",
+                 (long long)s->lease_id, (long long)s->lease_id);
+        if (sbx_store__begin(s, &err) == 0 && sbx_store__exec(s, sql, &err) == 0)
+            sbx_store__commit(s, &err);
+        sbx_store__rollback(s);
+    }
+    if (s->db)
+        sqlite3_close_v2(s->db);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    if (s->root_fd >= 0)
+        close(s->root_fd);
+    free(s->root);
+    free(s);
+}
+
+const char *sbx_store_root(const sbx_store *s) { return s ? s->root : NULL; }

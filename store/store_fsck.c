@@ -1,0 +1,280 @@
+/* fsck: re-hash every stored file against its name and its record; move
+ * corrupt files to quarantine/, drop records whose file is gone, record or
+ * quarantine files without records, drop names whose manifest is gone.
+ * Runs with the lock file held exclusively (no commit in flight). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+#define warn(...) sbx_log(SBX_LOG_WARN, __VA_ARGS__)
+
+static int quarantine(sbx_store *s, const char *dir, const char *name)
+{
+    char from[256], to[300];
+    snprintf(from, sizeof from, "%s/%s", dir, name);
+    snprintf(to, sizeof to, "quarantine/%s.%lld", name, (long long)sbx_now_unix());
+    if (renameat(s->root_fd, from, s->root_fd, to) < 0 && errno != ENOENT) {
+        unlinkat(s->root_fd, from, 0);
+        return -1;
+    }
+    return 0;
+}
+
+static int exec1(sbx_store *s, const char *sql, const char *arg, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, sql, err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "repair metadata");
+    return 0;
+}
+
+static int drop_record(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_error *err)
+{
+    if (kind == SBX_OBJ_LAYER)
+        return exec1(s, "DELETE FROM layers WHERE diff_id=?1", digest, err) < 0 ? err->code
+               : exec1(s, "DELETE FROM layer_sources WHERE diff_id=?1", digest, err);
+    return exec1(s, "DELETE FROM blobs WHERE digest=?1", digest, err) < 0 ? err->code
+           : exec1(s, "DELETE FROM children WHERE parent=?1", digest, err);
+}
+
+typedef struct {
+    char digest[SBX_DIGEST_BUFSZ];
+    uint64_t size, stored;
+    char zstd[SBX_DIGEST_BUFSZ];
+} rec;
+
+static int load_records(sbx_store *s, sbx_obj_kind kind, rec **out, size_t *n, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    const char *sql = kind == SBX_OBJ_LAYER
+                          ? "SELECT diff_id, size, stored_size, zstd_digest FROM layers"
+                          : "SELECT digest, size, size, '' FROM blobs";
+    if (sbx_store__prepare(s, &st, sql, err) < 0)
+        return err->code;
+    rec *v = NULL;
+    size_t len = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 64;
+            rec *nv = realloc(v, cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                return sbx_error_set(err, SBX_ENOMEM, "fsck: out of memory");
+            }
+            v = nv;
+        }
+        snprintf(v[len].digest, sizeof v[len].digest, "%s", sqlite3_column_text(st, 0));
+        v[len].size = (uint64_t)sqlite3_column_int64(st, 1);
+        v[len].stored = (uint64_t)sqlite3_column_int64(st, 2);
+        snprintf(v[len].zstd, sizeof v[len].zstd, "%s", sqlite3_column_text(st, 3));
+        len++;
+    }
+    if (rc != SQLITE_DONE) {
+        free(v);
+        return sbx_store__sql_err(s, err, "fsck: list records");
+    }
+    *out = v;
+    *n = len;
+    return 0;
+}
+
+static int fix_layer_record(sbx_store *s, const sbx_store__hash_result *h, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "INSERT OR REPLACE INTO layers(diff_id, size, stored_size,"
+                           " zstd_digest, created) VALUES(?, ?, ?, ?, ?)",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, h->digest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)h->size);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)h->stored_size);
+    sqlite3_bind_text(st, 4, h->zstd_digest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, sbx_now_unix());
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "repair layer record");
+    return 0;
+}
+
+static int fix_blob_record(sbx_store *s, const sbx_store__hash_result *h, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "INSERT INTO blobs(digest, size, media_type, is_manifest, created)"
+                           " VALUES(?1, ?2, NULL, 0, ?3) ON CONFLICT(digest) DO UPDATE SET"
+                           " size=excluded.size",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, h->digest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)h->size);
+    sqlite3_bind_int64(st, 3, sbx_now_unix());
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "repair blob record");
+    return 0;
+}
+
+/* Check one recorded object. */
+static int check_record(sbx_store *s, sbx_obj_kind kind, const rec *r, sbx_fsck_report *rep,
+                        sbx_error *err)
+{
+    const char *dir = kind == SBX_OBJ_LAYER ? "layers/sha256" : "blobs/sha256";
+    char rel[128];
+    sbx_store__obj_relpath(rel, sizeof rel, kind, r->digest + 7);
+    _cleanup_close_ int fd = openat(s->root_fd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
+            return sbx_store__io_err(s, err, errno, "fsck: open object");
+        warn("fsck: %s: recorded but its file is missing; record removed", r->digest);
+        rep->dangling_repaired++;
+        return drop_record(s, kind, r->digest, err);
+    }
+    sbx_store__hash_result h;
+    sbx_error herr = SBX_ERROR_INIT;
+    int rc = sbx_store__hash_file(s, kind, fd, &h, &herr);
+    if (rc == SBX_EIO || rc == SBX_ENOMEM)
+        return sbx_error_set(err, rc, "%s", herr.msg);
+    if (rc < 0 || strcmp(h.digest, r->digest) != 0) {
+        warn("fsck: %s: file is corrupt (%s); moved to quarantine", r->digest,
+             rc < 0 ? herr.msg : "content does not match its digest");
+        rep->corrupt++;
+        quarantine(s, dir, strrchr(rel, '/') + 1);
+        return drop_record(s, kind, r->digest, err);
+    }
+    if (h.size != r->size || h.stored_size != r->stored ||
+        (kind == SBX_OBJ_LAYER && strcmp(h.zstd_digest, r->zstd) != 0)) {
+        warn("fsck: %s: record did not match its file; record repaired", r->digest);
+        rep->dangling_repaired++;
+        return kind == SBX_OBJ_LAYER ? fix_layer_record(s, &h, err) : fix_blob_record(s, &h, err);
+    }
+    return 0;
+}
+
+/* A file with no record: record it when it verifies, else quarantine it. */
+static int check_unrecorded(sbx_store *s, sbx_obj_kind kind, int dfd, const char *name,
+                            sbx_fsck_report *rep, sbx_error *err)
+{
+    const char *dir = kind == SBX_OBJ_LAYER ? "layers/sha256" : "blobs/sha256";
+    char digest[SBX_DIGEST_BUFSZ + 8];
+    snprintf(digest, sizeof digest, "sha256:%.64s", name);
+    int named_ok = sbx_digest_valid(digest) &&
+                   strcmp(name + 64, kind == SBX_OBJ_LAYER ? ".zst" : "") == 0;
+    if (named_ok) {
+        int have = sbx_store__exists(s,
+                                     kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
+                                                           : "SELECT 1 FROM blobs WHERE digest=?",
+                                     digest, err);
+        if (have != 0)
+            return have < 0 ? have : 0;
+    }
+    rep->orphans++;
+    _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    sbx_store__hash_result h;
+    sbx_error herr = SBX_ERROR_INIT;
+    if (named_ok && fd >= 0 && sbx_store__hash_file(s, kind, fd, &h, &herr) == 0 &&
+        strcmp(h.digest, digest) == 0) {
+        warn("fsck: %s: file had no record; recorded", digest);
+        return kind == SBX_OBJ_LAYER ? fix_layer_record(s, &h, err) : fix_blob_record(s, &h, err);
+    }
+    warn("fsck: %s/%s: file with no record does not verify; moved to quarantine", dir, name);
+    rep->corrupt++;
+    quarantine(s, dir, name);
+    return 0;
+}
+
+static int scan_dir(sbx_store *s, sbx_obj_kind kind, sbx_fsck_report *rep, sbx_error *err)
+{
+    const char *dir = kind == SBX_OBJ_LAYER ? "layers/sha256" : "blobs/sha256";
+    int dfd = openat(s->root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return sbx_store__io_err(s, err, errno, "fsck: open directory");
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return sbx_store__io_err(s, err, errno, "fsck: list directory");
+    }
+    int rc = 0;
+    struct dirent *de;
+    while (rc == 0 && (de = readdir(d))) {
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        rc = check_unrecorded(s, kind, dirfd(d), de->d_name, rep, err);
+    }
+    closedir(d);
+    return rc;
+}
+
+static int fsck_kind(sbx_store *s, sbx_obj_kind kind, sbx_fsck_report *rep, sbx_error *err)
+{
+    rec *v = NULL;
+    size_t n = 0;
+    if (load_records(s, kind, &v, &n, err) < 0)
+        return err->code;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        rc = check_record(s, kind, &v[i], rep, err);
+        if (kind == SBX_OBJ_LAYER)
+            rep->layers_checked++;
+        else
+            rep->blobs_checked++;
+    }
+    free(v);
+    return rc == 0 ? scan_dir(s, kind, rep, err) : rc;
+}
+
+static int drop_broken_names(sbx_store *s, sbx_fsck_report *rep, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "SELECT name, digest FROM names WHERE digest NOT IN"
+                           " (SELECT digest FROM blobs)",
+                           err) < 0)
+        return err->code;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        warn("fsck: name '%s' pointed to missing manifest '%s'; name removed",
+             (const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1));
+        rep->dangling_repaired++;
+    }
+    return sbx_store__exec(s, "DELETE FROM names WHERE digest NOT IN (SELECT digest FROM blobs)",
+                           err);
+}
+
+int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err)
+{
+    sbx_fsck_report rep = {0};
+    if (sbx_store__lock(s, 1, err) < 0)
+        return sbx_error_wrap(err, "fsck");
+    sbx_store__clean_tmp(s);
+    /* One transaction: repairs land together, and no writer commits meanwhile. */
+    int rc = sbx_store__begin(s, err);
+    if (rc == 0)
+        rc = fsck_kind(s, SBX_OBJ_BLOB, &rep, err);
+    if (rc == 0)
+        rc = fsck_kind(s, SBX_OBJ_LAYER, &rep, err);
+    if (rc == 0)
+        rc = drop_broken_names(s, &rep, err);
+    if (rc == 0)
+        rc = sbx_store__commit(s, err);
+    sbx_store__rollback(s);
+    sbx_store__unlock(s);
+    if (report)
+        *report = rep;
+    if (rc < 0)
+        return sbx_error_wrap(err, "fsck");
+    if (rep.corrupt || rep.dangling_repaired || rep.orphans) {
+        sbx_error_set(err, SBX_ECORRUPT,
+                      "fsck: store '%s' had problems: %llu corrupt (quarantined), %llu dangling "
+                      "records repaired, %llu files without records",
+                      s->root, (unsigned long long)rep.corrupt,
+                      (unsigned long long)rep.dangling_repaired, (unsigned long long)rep.orphans);
+        sbx_error_where(err, "%s", s->root);
+        return SBX_ECORRUPT;
+    }
+    return 0;
+}

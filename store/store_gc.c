@@ -1,0 +1,318 @@
+/* gc: keep what names and live leases reach, delete the rest; with a byte
+ * budget, evict least recently used names first (never what a lease holds).
+ * df: bytes on disk against what the named images take unpacked.
+ *
+ * gc holds the lock file exclusively from mark to sweep, so no writer is
+ * between its check and its record meanwhile; records go in one transaction,
+ * files after it (a crash in between leaves unrecorded files, which the next
+ * gc removes and fsck reports). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+/* Everything reachable from roots: names not evicted, plus leases if asked. */
+static const char *const MARK_SQL =
+    "DELETE FROM gc_live;"
+    "INSERT INTO gc_live(d) WITH RECURSIVE r(d) AS ("
+    " SELECT digest FROM names WHERE name NOT IN (SELECT name FROM gc_evict)"
+    " UNION SELECT digest FROM lease_refs"
+    " UNION SELECT c.child FROM children c JOIN r ON c.parent = r.d)"
+    " SELECT d FROM r;";
+
+static const char *const LEASED_SQL =
+    "DELETE FROM gc_leased;"
+    "INSERT INTO gc_leased(d) WITH RECURSIVE r(d) AS ("
+    " SELECT digest FROM lease_refs"
+    " UNION SELECT c.child FROM children c JOIN r ON c.parent = r.d)"
+    " SELECT d FROM r;";
+
+static int query_u64(sbx_store *s, const char *sql, uint64_t *out, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, sql, err) < 0)
+        return err->code;
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return sbx_store__sql_err(s, err, "query metadata");
+    *out = (uint64_t)sqlite3_column_int64(st, 0);
+    return 0;
+}
+
+/* Drop leases whose process died (pid + start time) or whose ttl passed. */
+static int drop_dead_leases(sbx_store *s, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL, *del_refs = NULL, *del = NULL;
+    if (sbx_store__prepare(s, &st, "SELECT id, pid, start_time, expires FROM leases", err) < 0 ||
+        sbx_store__prepare(s, &del_refs, "DELETE FROM lease_refs WHERE lease=?", err) < 0 ||
+        sbx_store__prepare(s, &del, "DELETE FROM leases WHERE id=?", err) < 0)
+        return err->code;
+    int64_t now = sbx_now_unix();
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        pid_t pid = (pid_t)sqlite3_column_int64(st, 1);
+        int64_t start = sqlite3_column_int64(st, 2), expires = sqlite3_column_int64(st, 3);
+        if (sbx_store__proc_alive(pid, start) && (expires == 0 || expires > now))
+            continue;
+        sqlite3_reset(del_refs);
+        sqlite3_reset(del);
+        sqlite3_bind_int64(del_refs, 1, id);
+        sqlite3_bind_int64(del, 1, id);
+        if (sqlite3_step(del_refs) != SQLITE_DONE || sqlite3_step(del) != SQLITE_DONE)
+            return sbx_store__sql_err(s, err, "drop dead lease");
+    }
+    if (rc != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "list leases");
+    return 0;
+}
+
+static const char *const LIVE_BYTES_SQL =
+    "SELECT coalesce((SELECT sum(size) FROM blobs WHERE digest IN (SELECT d FROM gc_live)), 0)"
+    " + coalesce((SELECT sum(stored_size) FROM layers WHERE diff_id IN"
+    " (SELECT d FROM gc_live)), 0)";
+
+/* Evict least recently used names until what stays fits max_bytes. */
+static int evict(sbx_store *s, uint64_t max_bytes, sbx_gc_report *rep, sbx_error *err)
+{
+    if (sbx_store__exec(s, LEASED_SQL, err) < 0)
+        return err->code;
+    for (;;) {
+        uint64_t live = 0;
+        if (query_u64(s, LIVE_BYTES_SQL, &live, err) < 0)
+            return err->code;
+        if (live <= max_bytes)
+            return 0;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        if (sbx_store__prepare(s, &st,
+                               "INSERT INTO gc_evict(name) SELECT name FROM names WHERE name NOT"
+                               " IN (SELECT name FROM gc_evict) AND digest NOT IN"
+                               " (SELECT d FROM gc_leased) ORDER BY last_used, created, name"
+                               " LIMIT 1",
+                               err) < 0)
+            return err->code;
+        if (sqlite3_step(st) != SQLITE_DONE)
+            return sbx_store__sql_err(s, err, "choose name to evict");
+        if (sqlite3_changes(s->db) == 0)
+            return 0; /* nothing more may go: leases hold the rest */
+        rep->names_evicted++;
+        if (sbx_store__exec(s, MARK_SQL, err) < 0)
+            return err->code;
+    }
+}
+
+typedef struct {
+    char **v;
+    size_t n, cap;
+} strvec;
+
+static void strvec_free(strvec *sv)
+{
+    for (size_t i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+}
+
+static int strvec_push(strvec *sv, const char *s)
+{
+    if (sv->n == sv->cap) {
+        size_t cap = sv->cap ? sv->cap * 2 : 64;
+        char **nv = realloc(sv->v, cap * sizeof *nv);
+        if (!nv)
+            return -1;
+        sv->v = nv;
+        sv->cap = cap;
+    }
+    if (!(sv->v[sv->n] = strdup(s)))
+        return -1;
+    sv->n++;
+    return 0;
+}
+
+/* Collect the digests of dead records into sv, summing their bytes. */
+static int collect_dead(sbx_store *s, const char *sql, strvec *sv, uint64_t *count,
+                        uint64_t *bytes, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, sql, err) < 0)
+        return err->code;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (strvec_push(sv, (const char *)sqlite3_column_text(st, 0)) < 0)
+            return sbx_error_set(err, SBX_ENOMEM, "gc: out of memory");
+        (*count)++;
+        *bytes += (uint64_t)sqlite3_column_int64(st, 1);
+    }
+    return rc == SQLITE_DONE ? 0 : sbx_store__sql_err(s, err, "gc: list dead records");
+}
+
+/* Remove files under dir (blobs/sha256 or layers/sha256) that have no record:
+ * debris of a crash between sweep and unlink. */
+static void sweep_unrecorded(sbx_store *s, sbx_obj_kind kind, sbx_gc_report *rep, int dry_run)
+{
+    const char *dir = kind == SBX_OBJ_LAYER ? "layers/sha256" : "blobs/sha256";
+    int dfd = openat(s->root_fd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char digest[SBX_DIGEST_BUFSZ + 8];
+        snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
+        sbx_error err = SBX_ERROR_INIT;
+        int have = sbx_store__exists(s,
+                                     kind == SBX_OBJ_LAYER
+                                         ? "SELECT 1 FROM layers WHERE diff_id=?"
+                                         : "SELECT 1 FROM blobs WHERE digest=?",
+                                     digest, &err);
+        if (have != 0)
+            continue;
+        struct stat st;
+        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            rep->bytes_freed += (uint64_t)st.st_size;
+        if (kind == SBX_OBJ_LAYER)
+            rep->layers_removed++;
+        else
+            rep->blobs_removed++;
+        if (!dry_run)
+            unlinkat(dfd, de->d_name, 0);
+    }
+    closedir(d);
+}
+
+static void unlink_objects(sbx_store *s, sbx_obj_kind kind, const strvec *sv)
+{
+    for (size_t i = 0; i < sv->n; i++) {
+        const char *hex = sv->v[i] + 7;
+        char rel[128];
+        sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
+        unlinkat(s->root_fd, rel, 0);
+        if (kind == SBX_OBJ_LAYER) {
+            char *p = sbx_strdup_printf("%s/unpacked/%s", s->root, hex);
+            sbx_error err = SBX_ERROR_INIT;
+            if (p && sbx_rm_rf(p, &err) < 0) {
+                char buf[1400];
+                sbx_log(SBX_LOG_WARN, "gc: %s", sbx_error_format(&err, buf, sizeof buf));
+            }
+            free(p);
+        }
+    }
+}
+
+static const char *const DELETE_DEAD_SQL =
+    "DELETE FROM names WHERE name IN (SELECT name FROM gc_evict);"
+    "DELETE FROM blobs WHERE digest NOT IN (SELECT d FROM gc_live);"
+    "DELETE FROM layers WHERE diff_id NOT IN (SELECT d FROM gc_live);"
+    "DELETE FROM children WHERE parent NOT IN (SELECT digest FROM blobs);"
+    "DELETE FROM layer_sources WHERE diff_id NOT IN (SELECT diff_id FROM layers);";
+
+static int gc_locked(sbx_store *s, const sbx_gc_options *o, sbx_gc_report *rep, strvec *blobs,
+                     strvec *layers, sbx_error *err)
+{
+    int rc = sbx_store__exec(s,
+                             "CREATE TEMP TABLE IF NOT EXISTS gc_live(d TEXT PRIMARY KEY);"
+                             "CREATE TEMP TABLE IF NOT EXISTS gc_leased(d TEXT PRIMARY KEY);"
+                             "CREATE TEMP TABLE IF NOT EXISTS gc_evict(name TEXT PRIMARY KEY);"
+                             "DELETE FROM gc_evict;",
+                             err);
+    if (rc == 0)
+        rc = sbx_store__begin(s, err);
+    if (rc == 0)
+        rc = drop_dead_leases(s, err);
+    if (rc == 0)
+        rc = sbx_store__exec(s, MARK_SQL, err);
+    if (rc == 0 && o->max_bytes)
+        rc = evict(s, o->max_bytes, rep, err);
+    if (rc == 0)
+        rc = collect_dead(s,
+                          "SELECT digest, size FROM blobs WHERE digest NOT IN"
+                          " (SELECT d FROM gc_live)",
+                          blobs, &rep->blobs_removed, &rep->bytes_freed, err);
+    if (rc == 0)
+        rc = collect_dead(s,
+                          "SELECT diff_id, stored_size FROM layers WHERE diff_id NOT IN"
+                          " (SELECT d FROM gc_live)",
+                          layers, &rep->layers_removed, &rep->bytes_freed, err);
+    if (rc == 0)
+        rc = query_u64(s, LIVE_BYTES_SQL, &rep->bytes_after, err);
+    if (rc == 0 && !o->dry_run)
+        rc = sbx_store__exec(s, DELETE_DEAD_SQL, err);
+    if (rc == 0 && !o->dry_run)
+        rc = sbx_store__commit(s, err);
+    sbx_store__rollback(s); /* dry run: leases dropped and evictions undone too */
+    return rc;
+}
+
+int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
+                 sbx_error *err)
+{
+    sbx_gc_options def = SBX_GC_OPTIONS_INIT;
+    const sbx_gc_options *o = opts ? opts : &def;
+    sbx_gc_report rep = {0};
+    strvec blobs = {0}, layers = {0};
+    if (sbx_store__lock(s, 1, err) < 0)
+        return sbx_error_wrap(err, "gc");
+    sbx_store__clean_tmp(s);
+    int rc = gc_locked(s, o, &rep, &blobs, &layers, err);
+    if (rc == 0 && !o->dry_run) {
+        unlink_objects(s, SBX_OBJ_BLOB, &blobs);
+        unlink_objects(s, SBX_OBJ_LAYER, &layers);
+    }
+    if (rc == 0) {
+        sweep_unrecorded(s, SBX_OBJ_BLOB, &rep, o->dry_run);
+        sweep_unrecorded(s, SBX_OBJ_LAYER, &rep, o->dry_run);
+    }
+    sbx_store__unlock(s);
+    strvec_free(&blobs);
+    strvec_free(&layers);
+    if (rc < 0)
+        return sbx_error_wrap(err, "gc");
+    if (!o->dry_run)
+        sbx_store__exec(s, "PRAGMA wal_checkpoint(PASSIVE)", err);
+    if (report)
+        *report = rep;
+    return 0;
+}
+
+/* ---- df ---------------------------------------------------------------------- */
+
+static const char *const IMAGE_BYTES_SQL =
+    "WITH RECURSIVE r(d) AS (SELECT ?1 UNION SELECT c.child FROM children c"
+    " JOIN r ON c.parent = r.d)"
+    " SELECT coalesce((SELECT sum(size) FROM blobs WHERE digest IN (SELECT d FROM r)), 0)"
+    " + coalesce((SELECT sum(size) FROM layers WHERE diff_id IN (SELECT d FROM r)), 0)";
+
+int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t blob_bytes = 0, layer_bytes = 0;
+    if (query_u64(s, "SELECT coalesce(sum(size), 0) FROM blobs", &blob_bytes, err) < 0 ||
+        query_u64(s, "SELECT coalesce(sum(stored_size), 0) FROM layers", &layer_bytes, err) < 0 ||
+        query_u64(s, "SELECT count(*) FROM blobs", &out->blobs, err) < 0 ||
+        query_u64(s, "SELECT count(*) FROM layers", &out->layers, err) < 0 ||
+        query_u64(s, "SELECT count(*) FROM names", &out->names, err) < 0)
+        return sbx_error_wrap(err, "df");
+    out->stored_bytes = blob_bytes + layer_bytes;
+    _cleanup_stmt_ sqlite3_stmt *names = NULL, *img = NULL;
+    if (sbx_store__prepare(s, &names, "SELECT digest FROM names", err) < 0 ||
+        sbx_store__prepare(s, &img, IMAGE_BYTES_SQL, err) < 0)
+        return sbx_error_wrap(err, "df");
+    int rc;
+    while ((rc = sqlite3_step(names)) == SQLITE_ROW) {
+        sqlite3_reset(img);
+        sqlite3_bind_text(img, 1, (const char *)sqlite3_column_text(names, 0), -1,
+                          SQLITE_TRANSIENT);
+        if (sqlite3_step(img) != SQLITE_ROW)
+            return sbx_store__sql_err(s, err, "df");
+        out->logical_bytes += (uint64_t)sqlite3_column_int64(img, 0);
+    }
+    if (rc != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "df");
+    return 0;
+}

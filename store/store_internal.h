@@ -1,0 +1,87 @@
+/* Internal to the store module: the handle, SQLite helpers, the commit
+ * protocol shared by blob and layer writers.  See store.c for invariants. */
+#ifndef SBX_STORE_INTERNAL_H
+#define SBX_STORE_INTERNAL_H
+
+#include <sqlite3.h>
+#include <limits.h>
+#include <sys/stat.h>
+
+#include "sbx/store.h"
+#include "sbx_common.h"
+
+struct sbx_store {
+    char *root;
+    int root_fd;
+    int lock_fd;          /* <root>/lock, flock()ed shared around commits */
+    sqlite3 *db;
+    int64_t lease_id;     /* this handle's process lease (row in leases) */
+    int64_t start_time;   /* our process start time (/proc/self/stat field 22) */
+};
+
+/* Kinds of stored object, also the directory they live in. */
+typedef enum { SBX_OBJ_BLOB = 0, SBX_OBJ_LAYER = 1 } sbx_obj_kind;
+
+/* <root>/blobs/sha256/<hex> or <root>/layers/sha256/<hex>.zst, relative to root_fd. */
+void sbx_store__obj_relpath(char *buf, size_t len, sbx_obj_kind kind, const char *hex);
+/* Absolute path of the same. */
+char *sbx_store__obj_path(const sbx_store *s, sbx_obj_kind kind, const char *hex);
+
+/* SQLite helpers: every failure becomes an sbx_error naming the store. */
+int sbx_store__sql_err(sbx_store *s, sbx_error *err, const char *what);
+int sbx_store__exec(sbx_store *s, const char *sql, sbx_error *err);
+int sbx_store__prepare(sbx_store *s, sqlite3_stmt **st, const char *sql, sbx_error *err);
+static inline void sbx_store__finalizep(sqlite3_stmt **st) { sqlite3_finalize(*st); }
+#define _cleanup_stmt_ __attribute__((cleanup(sbx_store__finalizep)))
+/* BEGIN IMMEDIATE (takes the write lock now, so no upgrade deadlocks). */
+int sbx_store__begin(sbx_store *s, sbx_error *err);
+int sbx_store__commit(sbx_store *s, sbx_error *err);
+void sbx_store__rollback(sbx_store *s);
+/* 1 if a row exists for the single-text-parameter query, 0 if not, <0 on error. */
+int sbx_store__exists(sbx_store *s, const char *sql, const char *arg, sbx_error *err);
+
+/* flock on <root>/lock: shared for writers' commits, exclusive for gc/fsck. */
+int sbx_store__lock(sbx_store *s, int exclusive, sbx_error *err);
+void sbx_store__unlock(sbx_store *s);
+
+/* Add digest to this handle's process lease (inside the caller's transaction). */
+int sbx_store__lease_self(sbx_store *s, const char *digest, sbx_error *err);
+
+/* Temp files: <root>/tmp/w.<pid>.<starttime>.<random>, so stale ones (their
+ * writer died) are recognised and removed by open and gc. */
+int sbx_store__tmp_create(sbx_store *s, char *name_out, size_t len, sbx_error *err);
+/* Remove temp files whose writer is dead (and undo a half-done link). */
+void sbx_store__clean_tmp(sbx_store *s);
+
+/* Process identity for leases: start time in clock ticks since boot, 0 if
+ * the process does not exist. */
+int64_t sbx_store__proc_start(pid_t pid);
+int sbx_store__proc_alive(pid_t pid, int64_t start);
+
+/* The commit protocol (blob and layer writers): with the shared lock and an
+ * IMMEDIATE transaction, link tmp into place unless a record exists, fsync
+ * the directory, then run insert (which writes the record) and commit.
+ * Unlinks tmp in every case. */
+/* present: a record already existed (the object was not linked again). */
+typedef int (*sbx_store__insert_fn)(sbx_store *s, void *ud, int present, sbx_error *err);
+int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpname,
+                             const char *digest, sbx_store__insert_fn insert, void *ud,
+                             sbx_error *err);
+
+/* 1 if recorded (and then leased by this handle), else 0. */
+int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest);
+
+/* Map an errno from a write to an error naming the store. */
+int sbx_store__io_err(sbx_store *s, sbx_error *err, int e, const char *what);
+
+/* Hash a stored object's file: blobs by bytes; layers by decompressing
+ * (diff_id, size) and hashing the zstd stream. */
+typedef struct {
+    char digest[SBX_DIGEST_BUFSZ];      /* blob digest or diff_id */
+    char zstd_digest[SBX_DIGEST_BUFSZ]; /* layers only */
+    uint64_t size, stored_size;
+} sbx_store__hash_result;
+int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__hash_result *out,
+                         sbx_error *err);
+
+#endif

@@ -1,0 +1,499 @@
+/* Layers: the uncompressed tar streams in, is hashed (diff_id) while zstd
+ * compresses it in worker threads, and the compressed output is hashed too
+ * (zstd_digest).  Memory stays bounded: zstd's job size is pinned and the
+ * writer holds only one output buffer. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "store_internal.h"
+
+/* Pinned so the same tar gives the same zstd bytes (zstd's multithreaded
+ * output depends on the job size, not on the number of workers). */
+#define LAYER_ZSTD_LEVEL 3
+#define LAYER_ZSTD_JOB (4u << 20)
+#define LAYER_ZSTD_WORKERS 2
+
+struct sbx_layer_writer {
+    sbx_store *s;
+    int fd;
+    char tmpname[128];
+    sbx_sha256 *diff, *zhash;
+    uint64_t size, stored;
+    ZSTD_CCtx *cctx;
+    void *out;
+    size_t outcap;
+    char expected[SBX_DIGEST_BUFSZ];
+};
+
+struct sbx_layer_reader {
+    int fd;
+    ZSTD_DCtx *dctx;
+    void *in;
+    size_t incap;
+    ZSTD_inBuffer ib;
+    int eof;
+    size_t last; /* last ZSTD_decompressStream hint: 0 when a frame ended */
+    char diff_id[SBX_DIGEST_BUFSZ];
+};
+
+static int zstd_err(sbx_error *err, size_t rc, const char *what)
+{
+    return sbx_error_set(err, SBX_EINTERNAL, "%s: zstd: %s", what, ZSTD_getErrorName(rc));
+}
+
+int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expected_diff_id,
+                          sbx_error *err)
+{
+    *out = NULL;
+    if (expected_diff_id && sbx_digest_parse(NULL, expected_diff_id, err) < 0)
+        return sbx_error_wrap(err, "write layer");
+    sbx_layer_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
+    w->s = s;
+    w->fd = -1;
+    if (expected_diff_id)
+        snprintf(w->expected, sizeof w->expected, "%s", expected_diff_id);
+    w->outcap = ZSTD_CStreamOutSize();
+    w->out = malloc(w->outcap);
+    w->cctx = ZSTD_createCCtx();
+    if (!w->out || !w->cctx) {
+        sbx_layer_writer_abort(w);
+        return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
+    }
+    if (sbx_sha256_new(&w->diff, err) < 0 || sbx_sha256_new(&w->zhash, err) < 0) {
+        sbx_layer_writer_abort(w);
+        return err->code;
+    }
+    size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, LAYER_ZSTD_LEVEL);
+    if (!ZSTD_isError(zr))
+        zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_checksumFlag, 1);
+    if (ZSTD_isError(zr)) {
+        sbx_layer_writer_abort(w);
+        return zstd_err(err, zr, "write layer");
+    }
+    /* Worker threads compress while this thread hashes; a libzstd built
+     * without threads refuses, and then compresses inline. */
+    if (!ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_nbWorkers, LAYER_ZSTD_WORKERS)))
+        ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_jobSize, LAYER_ZSTD_JOB);
+    w->fd = sbx_store__tmp_create(s, w->tmpname, sizeof w->tmpname, err);
+    if (w->fd < 0) {
+        int rc = err->code;
+        w->fd = -1;
+        sbx_layer_writer_abort(w);
+        return sbx_error_wrap(err, "write layer"), rc;
+    }
+    *out = w;
+    return 0;
+}
+
+static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
+{
+    if (ob->pos == 0)
+        return 0;
+    sbx_sha256_update(w->zhash, ob->dst, ob->pos);
+    w->stored += ob->pos;
+    const char *b = ob->dst;
+    size_t len = ob->pos;
+    while (len > 0) {
+        ssize_t n = write(w->fd, b, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return sbx_store__io_err(w->s, err, errno, "write layer");
+        }
+        b += n;
+        len -= (size_t)n;
+    }
+    ob->pos = 0;
+    return 0;
+}
+
+int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
+{
+    sbx_sha256_update(w->diff, buf, len);
+    w->size += len;
+    ZSTD_inBuffer ib = {buf, len, 0};
+    while (ib.pos < ib.size) {
+        ZSTD_outBuffer ob = {w->out, w->outcap, 0};
+        size_t zr = ZSTD_compressStream2(w->cctx, &ob, &ib, ZSTD_e_continue);
+        if (ZSTD_isError(zr))
+            return zstd_err(err, zr, "write layer");
+        if (drain(w, &ob, err) < 0)
+            return err->code;
+    }
+    return 0;
+}
+
+void sbx_layer_writer_abort(sbx_layer_writer *w)
+{
+    if (!w)
+        return;
+    if (w->fd >= 0) {
+        close(w->fd);
+        char rel[160];
+        snprintf(rel, sizeof rel, "tmp/%s", w->tmpname);
+        unlinkat(w->s->root_fd, rel, 0);
+    }
+    ZSTD_freeCCtx(w->cctx);
+    sbx_sha256_free(w->diff);
+    sbx_sha256_free(w->zhash);
+    free(w->out);
+    free(w);
+}
+
+typedef struct {
+    sbx_layer_writer *w;
+    const char *diff_id;
+    const char *zdigest;
+} layer_insert_ctx;
+
+static int layer_insert(sbx_store *s, void *ud, int present, sbx_error *err)
+{
+    layer_insert_ctx *c = ud;
+    if (present)
+        return 0;
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "INSERT INTO layers(diff_id, size, stored_size, zstd_digest, created)"
+                           " VALUES(?, ?, ?, ?, ?)",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, c->diff_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c->w->size);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)c->w->stored);
+    sqlite3_bind_text(st, 4, c->zdigest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, sbx_now_unix());
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "record layer");
+    return 0;
+}
+
+int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUFSZ],
+                            sbx_error *err)
+{
+    sbx_store *s = w->s;
+    char diff_id[SBX_DIGEST_BUFSZ], zdigest[SBX_DIGEST_BUFSZ];
+    ZSTD_inBuffer ib = {NULL, 0, 0};
+    size_t left;
+    do {
+        ZSTD_outBuffer ob = {w->out, w->outcap, 0};
+        left = ZSTD_compressStream2(w->cctx, &ob, &ib, ZSTD_e_end);
+        if (ZSTD_isError(left)) {
+            zstd_err(err, left, "write layer");
+            sbx_layer_writer_abort(w);
+            return err->code;
+        }
+        if (drain(w, &ob, err) < 0) {
+            sbx_layer_writer_abort(w);
+            return err->code;
+        }
+    } while (left != 0);
+    sbx_sha256_final(w->diff, diff_id);
+    sbx_sha256_final(w->zhash, zdigest);
+    if (w->expected[0] && strcmp(diff_id, w->expected) != 0) {
+        sbx_error_set(err, SBX_EDIGEST,
+                      "write layer: diff_id mismatch: expected '%s', got '%s'", w->expected,
+                      diff_id);
+        sbx_error_where(err, "%s", w->expected);
+        sbx_layer_writer_abort(w);
+        return SBX_EDIGEST;
+    }
+    if (fsync(w->fd) < 0) {
+        int rc = sbx_store__io_err(s, err, errno, "sync layer");
+        sbx_layer_writer_abort(w);
+        return rc;
+    }
+    close(w->fd);
+    w->fd = -1;
+    layer_insert_ctx ctx = {w, diff_id, zdigest};
+    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, w->tmpname, diff_id, layer_insert, &ctx,
+                                      err);
+    sbx_layer_writer_abort(w);
+    if (rc < 0)
+        return sbx_error_wrap(err, "store layer '%s'", diff_id);
+    if (diff_id_out)
+        memcpy(diff_id_out, diff_id, SBX_DIGEST_BUFSZ);
+    return 0;
+}
+
+int sbx_store_has_layer(sbx_store *s, const char *diff_id)
+{
+    return sbx_store__has(s, SBX_OBJ_LAYER, diff_id);
+}
+
+/* ---- sources: compressed forms seen for a layer ----------------------------- */
+
+int sbx_store_layer_add_source(sbx_store *s, const char *diff_id, const char *blob_digest,
+                               const char *media_type, uint64_t size, sbx_error *err)
+{
+    if (sbx_digest_parse(NULL, diff_id, err) < 0 || sbx_digest_parse(NULL, blob_digest, err) < 0)
+        return sbx_error_wrap(err, "record layer source");
+    if (sbx_store__lock(s, 0, err) < 0)
+        return err->code;
+    int rc = sbx_store__begin(s, err);
+    if (rc == 0) {
+        int have = sbx_store__exists(s, "SELECT 1 FROM layers WHERE diff_id=?", diff_id, err);
+        if (have == 0) {
+            sbx_error_set(err, SBX_ENOTFOUND, "record layer source '%s': layer '%s' is not in "
+                          "the store", blob_digest, diff_id);
+            sbx_error_where(err, "%s", diff_id);
+        }
+        rc = have == 1 ? 0 : err->code;
+    }
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (rc == 0)
+        rc = sbx_store__prepare(s, &st,
+                                "INSERT OR REPLACE INTO layer_sources(blob_digest, diff_id,"
+                                " media_type, size) VALUES(?, ?, ?, ?)",
+                                err);
+    if (rc == 0) {
+        sqlite3_bind_text(st, 1, blob_digest, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, diff_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, media_type, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)size);
+        if (sqlite3_step(st) != SQLITE_DONE)
+            rc = sbx_store__sql_err(s, err, "record layer source");
+    }
+    if (rc == 0)
+        rc = sbx_store__commit(s, err);
+    sbx_store__rollback(s);
+    sbx_store__unlock(s);
+    return rc;
+}
+
+int sbx_store_layer_by_source(sbx_store *s, const char *blob_digest,
+                              char diff_id_out[SBX_DIGEST_BUFSZ], sbx_error *err)
+{
+    if (sbx_digest_parse(NULL, blob_digest, err) < 0)
+        return sbx_error_wrap(err, "look up layer source");
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "SELECT ls.diff_id FROM layer_sources ls JOIN layers l"
+                           " ON l.diff_id = ls.diff_id WHERE ls.blob_digest=?",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, blob_digest, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        snprintf(diff_id_out, SBX_DIGEST_BUFSZ, "%s", (const char *)sqlite3_column_text(st, 0));
+        return 0;
+    }
+    if (rc != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "look up layer source");
+    sbx_error_set(err, SBX_ENOTFOUND, "look up layer source '%s': no stored layer has it",
+                  blob_digest);
+    sbx_error_where(err, "%s", blob_digest);
+    return SBX_ENOTFOUND;
+}
+
+static int layer_not_found(sbx_store *s, const char *what, const char *diff_id, sbx_error *err)
+{
+    sbx_error_set(err, SBX_ENOTFOUND, "%s '%s': not in store '%s'", what, diff_id, s->root);
+    sbx_error_where(err, "%s", diff_id);
+    return SBX_ENOTFOUND;
+}
+
+int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out, sbx_error *err)
+{
+    if (sbx_digest_parse(NULL, diff_id, err) < 0)
+        return sbx_error_wrap(err, "get layer info");
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "SELECT size, stored_size, zstd_digest FROM layers WHERE diff_id=?",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, diff_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return layer_not_found(s, "get layer info", diff_id, err);
+    if (rc != SQLITE_ROW)
+        return sbx_store__sql_err(s, err, "get layer info");
+    memset(out, 0, sizeof *out);
+    snprintf(out->diff_id, sizeof out->diff_id, "%s", diff_id);
+    out->size = (uint64_t)sqlite3_column_int64(st, 0);
+    out->stored_size = (uint64_t)sqlite3_column_int64(st, 1);
+    snprintf(out->zstd_digest, sizeof out->zstd_digest, "%s",
+             (const char *)sqlite3_column_text(st, 2));
+    return 0;
+}
+
+int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
+                         sbx_error *err)
+{
+    const char *hex;
+    if (sbx_digest_parse(&hex, diff_id, err) < 0)
+        return sbx_error_wrap(err, "find layer");
+    char rel[128];
+    sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_LAYER, hex);
+    if (faccessat(s->root_fd, rel, F_OK, 0) < 0)
+        return layer_not_found(s, "find layer", diff_id, err);
+    if ((size_t)snprintf(buf, len, "%s/%s", s->root, rel) >= len)
+        return sbx_error_set(err, SBX_ELIMIT, "find layer '%s': path too long", diff_id);
+    return 0;
+}
+
+int sbx_store_layer_unpacked_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
+                                  sbx_error *err)
+{
+    const char *hex;
+    if (sbx_digest_parse(&hex, diff_id, err) < 0)
+        return sbx_error_wrap(err, "find unpacked layer");
+    if ((size_t)snprintf(buf, len, "%s/unpacked/%s", s->root, hex) >= len)
+        return sbx_error_set(err, SBX_ELIMIT, "find unpacked layer '%s': path too long",
+                             diff_id);
+    return 0;
+}
+
+/* ---- reading --------------------------------------------------------------- */
+
+int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_id,
+                         sbx_error *err)
+{
+    const char *hex;
+    *out = NULL;
+    if (sbx_digest_parse(&hex, diff_id, err) < 0)
+        return sbx_error_wrap(err, "open layer");
+    char rel[128];
+    sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_LAYER, hex);
+    int fd = openat(s->root_fd, rel, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? layer_not_found(s, "open layer", diff_id, err)
+                               : sbx_store__io_err(s, err, errno, "open layer");
+    sbx_layer_reader *r = calloc(1, sizeof *r);
+    if (!r) {
+        close(fd);
+        return sbx_error_set(err, SBX_ENOMEM, "open layer: out of memory");
+    }
+    r->fd = fd;
+    r->incap = ZSTD_DStreamInSize();
+    r->in = malloc(r->incap);
+    r->dctx = ZSTD_createDCtx();
+    r->ib = (ZSTD_inBuffer){r->in, 0, 0};
+    r->last = 1;
+    snprintf(r->diff_id, sizeof r->diff_id, "%s", diff_id);
+    if (!r->in || !r->dctx) {
+        sbx_layer_reader_free(r);
+        return sbx_error_set(err, SBX_ENOMEM, "open layer: out of memory");
+    }
+    *out = r;
+    return 0;
+}
+
+int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
+                          sbx_error *err)
+{
+    ZSTD_outBuffer ob = {buf, len, 0};
+    *nread = 0;
+    while (len > 0) {
+        if (r->ib.pos == r->ib.size && !r->eof) {
+            ssize_t n;
+            do
+                n = read(r->fd, r->in, r->incap);
+            while (n < 0 && errno == EINTR);
+            if (n < 0)
+                return sbx_error_sys(err, SBX_EIO, errno, "read layer '%s'", r->diff_id);
+            r->ib = (ZSTD_inBuffer){r->in, (size_t)n, 0};
+            r->eof = n == 0;
+        }
+        if (r->eof && r->ib.pos == r->ib.size && r->last == 0)
+            break; /* end of the last frame */
+        size_t inpos = r->ib.pos;
+        size_t zr = ZSTD_decompressStream(r->dctx, &ob, &r->ib);
+        if (ZSTD_isError(zr)) {
+            sbx_error_set(err, SBX_EDIGEST,
+                          "read layer '%s': stored file is damaged (%s); run 'sbx-image fsck'",
+                          r->diff_id, ZSTD_getErrorName(zr));
+            sbx_error_where(err, "%s", r->diff_id);
+            return SBX_EDIGEST;
+        }
+        r->last = zr;
+        if (ob.pos > 0)
+            break;
+        if (r->eof && r->ib.pos == inpos) {
+            sbx_error_set(err, SBX_EDIGEST,
+                          "read layer '%s': stored file is truncated; run 'sbx-image fsck'",
+                          r->diff_id);
+            sbx_error_where(err, "%s", r->diff_id);
+            return SBX_EDIGEST;
+        }
+    }
+    *nread = ob.pos;
+    return 0;
+}
+
+void sbx_layer_reader_free(sbx_layer_reader *r)
+{
+    if (!r)
+        return;
+    if (r->fd >= 0)
+        close(r->fd);
+    ZSTD_freeDCtx(r->dctx);
+    free(r->in);
+    free(r);
+}
+
+/* ---- hashing a stored file (fsck) ------------------------------------------ */
+
+int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__hash_result *out,
+                         sbx_error *err)
+{
+    _cleanup_sha256_ sbx_sha256 *h = NULL, *z = NULL;
+    if (sbx_sha256_new(&h, err) < 0 || sbx_sha256_new(&z, err) < 0)
+        return err->code;
+    memset(out, 0, sizeof *out);
+    size_t cap = 1 << 20;
+    _cleanup_free_ char *in = malloc(cap);
+    _cleanup_free_ char *ob = malloc(kind == SBX_OBJ_LAYER ? ZSTD_DStreamOutSize() : 1);
+    ZSTD_DCtx *d = kind == SBX_OBJ_LAYER ? ZSTD_createDCtx() : NULL;
+    if (!in || !ob || (kind == SBX_OBJ_LAYER && !d)) {
+        ZSTD_freeDCtx(d);
+        return sbx_error_set(err, SBX_ENOMEM, "hash file: out of memory");
+    }
+    int rc = 0;
+    size_t last = kind == SBX_OBJ_LAYER ? 1 : 0;
+    for (;;) {
+        ssize_t n = read(fd, in, cap);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = sbx_store__io_err(s, err, errno, "read");
+            break;
+        }
+        if (n == 0)
+            break;
+        out->stored_size += (uint64_t)n;
+        if (kind == SBX_OBJ_BLOB) {
+            sbx_sha256_update(h, in, (size_t)n);
+            out->size += (uint64_t)n;
+            continue;
+        }
+        sbx_sha256_update(z, in, (size_t)n);
+        ZSTD_inBuffer ib = {in, (size_t)n, 0};
+        ZSTD_outBuffer o;
+        do {
+            o = (ZSTD_outBuffer){ob, ZSTD_DStreamOutSize(), 0};
+            last = ZSTD_decompressStream(d, &o, &ib);
+            if (ZSTD_isError(last)) {
+                rc = sbx_error_set(err, SBX_EDIGEST, "decompress: %s", ZSTD_getErrorName(last));
+                break;
+            }
+            sbx_sha256_update(h, ob, o.pos);
+            out->size += o.pos;
+        } while (ib.pos < ib.size || o.pos == o.size);
+        if (rc < 0)
+            break;
+    }
+    ZSTD_freeDCtx(d);
+    if (rc == 0 && last != 0)
+        rc = sbx_error_set(err, SBX_EDIGEST, "decompress: truncated zstd stream");
+    if (rc < 0)
+        return rc;
+    sbx_sha256_final(h, out->digest);
+    if (kind == SBX_OBJ_LAYER)
+        sbx_sha256_final(z, out->zstd_digest);
+    return 0;
+}

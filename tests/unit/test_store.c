@@ -1,0 +1,661 @@
+/* Unit tests for the store: blobs, layers, sources, manifests, names, meta,
+ * leases.  gc, fsck and df are in test_store_gc.c. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "sbx/store.h"
+#include "sbx_common.h"
+#include "test_store_util.h"
+#include "testutil.h"
+
+static void test_open_creates_private_layout(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *root = tu_path(dir, "a/b/store");
+    sbx_store *s = NULL;
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx_store_open(&s, root, &err), 0);
+    assert_string_equal(sbx_store_root(s), root);
+    struct stat st;
+    assert_int_equal(stat(root, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0700);
+    const char *sub[] = {"blobs/sha256", "layers/sha256", "tmp", "quarantine", "unpacked",
+                         "meta.db", "lock"};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(sub); i++) {
+        char *p = tu_path(root, sub[i]);
+        assert_int_equal(stat(p, &st), 0);
+        free(p);
+    }
+    char *db = tu_path(root, "meta.db");
+    assert_int_equal(stat(db, &st), 0);
+    assert_int_equal(st.st_mode & 077, 0);
+    free(db);
+    sbx_store_free(s);
+    /* Reopening an existing store works. */
+    assert_int_equal(sbx_store_open(&s, root, &err), 0);
+    sbx_store_free(s);
+    sbx_store_free(NULL);
+    free(root);
+    tu_tmpdir_free(dir);
+}
+
+static void test_open_on_a_file_fails_clearly(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *root = tu_path(dir, "file");
+    tu_write_file(root, "x");
+    sbx_store *s = NULL;
+    sbx_error err = SBX_ERROR_INIT;
+    int rc = sbx_store_open(&s, root, &err);
+    assert_true(rc < 0);
+    assert_null(s);
+    assert_int_equal(err.code, rc);
+    assert_non_null(strstr(err.msg, root));
+    free(root);
+    tu_tmpdir_free(dir);
+}
+
+static void test_default_root(void **state)
+{
+    (void)state;
+    char buf[4096];
+    sbx_error err = SBX_ERROR_INIT;
+    char *old = getenv("SBX_STORE") ? strdup(getenv("SBX_STORE")) : NULL;
+    setenv("SBX_STORE", "/srv/images", 1);
+    assert_int_equal(sbx_store_default_root(buf, sizeof buf, &err), 0);
+    assert_string_equal(buf, "/srv/images");
+    unsetenv("SBX_STORE");
+    assert_int_equal(sbx_store_default_root(buf, sizeof buf, &err), 0);
+    if (geteuid() == 0)
+        assert_string_equal(buf, "/var/lib/sbx-image");
+    else
+        assert_non_null(strstr(buf, "sbx-image"));
+    assert_int_equal(sbx_store_default_root(buf, 4, &err), SBX_ELIMIT);
+    tu_assert_error(&err, SBX_ELIMIT, "path too long");
+    if (old)
+        setenv("SBX_STORE", old, 1);
+    free(old);
+}
+
+static void test_blob_put_read_dedup(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ], d2[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, "text/plain", NULL, d, &err), 0);
+    assert_string_equal(d, ABC_DIGEST);
+    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    /* The same bytes again, with the expected digest: success, one file. */
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, ABC_DIGEST, d2, &err), 0);
+    assert_string_equal(d2, d);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 1);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    char *data = NULL;
+    size_t len = 0;
+    assert_int_equal(sbx_store_read_blob(t->s, d, 100, &data, &len, &err), 0);
+    assert_int_equal(len, 3);
+    assert_string_equal(data, "abc");
+    free(data);
+    /* Empty blob. */
+    assert_int_equal(sbx_store_put_blob(t->s, "", 0, NULL, NULL, d, &err), 0);
+    assert_string_equal(d, EMPTY_DIGEST);
+    assert_int_equal(sbx_store_read_blob(t->s, d, 0, &data, &len, &err), 0);
+    assert_int_equal(len, 0);
+    free(data);
+}
+
+static void test_blob_digest_mismatch_stores_nothing(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abd", 3, NULL, ABC_DIGEST, d, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "digest mismatch: expected '" ABC_DIGEST "'");
+    assert_string_equal(err.where, ABC_DIGEST);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 0);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, ABC_DIGEST), 0);
+    /* A malformed expected digest is refused before anything is written. */
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, "sha256:xyz", d, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "write blob: parse digest 'sha256:xyz'");
+    assert_int_equal(ts_count(t, "tmp"), 0);
+}
+
+static void test_blob_writer_stream_and_abort(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_blob_writer *w = NULL;
+    assert_int_equal(sbx_store_blob_begin(&w, t->s, NULL, &err), 0);
+    assert_int_equal(sbx_blob_writer_write(w, "a", 1, &err), 0);
+    assert_int_equal(ts_count(t, "tmp"), 1); /* in flight: only a temp file */
+    assert_int_equal(ts_count(t, "blobs/sha256"), 0);
+    assert_int_equal(sbx_blob_writer_write(w, "bc", 2, &err), 0);
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_blob_writer_commit(w, d, &err), 0);
+    assert_string_equal(d, ABC_DIGEST);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+
+    assert_int_equal(sbx_store_blob_begin(&w, t->s, NULL, &err), 0);
+    assert_int_equal(sbx_blob_writer_write(w, "zzz", 3, &err), 0);
+    sbx_blob_writer_abort(w);
+    sbx_blob_writer_abort(NULL);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 1);
+    /* commit with digest_out NULL is fine. */
+    assert_int_equal(sbx_store_blob_begin(&w, t->s, EMPTY_DIGEST, &err), 0);
+    assert_int_equal(sbx_blob_writer_commit(w, NULL, &err), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, EMPTY_DIGEST), 1);
+}
+
+static void test_blob_read_errors(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char *data = NULL;
+    size_t len = 0;
+    assert_int_equal(sbx_store_read_blob(t->s, ABC_DIGEST, 10, &data, &len, &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "read blob '" ABC_DIGEST "': not in store");
+    assert_string_equal(err.where, ABC_DIGEST);
+    assert_int_equal(sbx_store_read_blob(t->s, "nope", 10, &data, &len, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "read blob: parse digest 'nope'");
+    assert_int_equal(sbx_store_has_blob(t->s, "nope"), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, ABC_DIGEST), 0);
+
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    assert_int_equal(sbx_store_read_blob(t->s, d, 2, &data, &len, &err), SBX_ELIMIT);
+    tu_assert_error(&err, SBX_ELIMIT, "3 bytes exceeds the limit of 2");
+    assert_null(data);
+    /* Damage the stored file: read notices. */
+    ts_damage(t, "blobs/sha256/" ABC_HEX, "abd");
+    assert_int_equal(sbx_store_read_blob(t->s, d, 10, &data, &len, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "stored file is damaged");
+    assert_non_null(strstr(err.where, "blobs/sha256/" ABC_HEX));
+    assert_null(data);
+}
+
+static void test_layer_roundtrip(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    size_t n = 3u << 20;
+    unsigned char *buf = ts_layer_bytes(n, 7);
+    char want[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ];
+    sbx_sha256_buf(buf, n, want);
+
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, want, &err), 0);
+    for (size_t off = 0; off < n; off += 100000)
+        assert_int_equal(sbx_layer_writer_write(w, buf + off, n - off < 100000 ? n - off : 100000,
+                                                &err), 0);
+    assert_int_equal(sbx_layer_writer_commit(w, got, &err), 0);
+    assert_string_equal(got, want);
+    assert_int_equal(sbx_store_has_layer(t->s, want), 1);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+
+    sbx_layer_info info;
+    assert_int_equal(sbx_store_layer_info(t->s, want, &info, &err), 0);
+    assert_string_equal(info.diff_id, want);
+    assert_int_equal(info.size, n);
+    assert_true(info.stored_size > 0 && info.stored_size < n);
+    char path[4096];
+    assert_int_equal(sbx_store_layer_path(t->s, want, path, sizeof path, &err), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal((uint64_t)st.st_size, info.stored_size);
+    char *zbytes = NULL;
+    size_t zlen = 0;
+    assert_int_equal(sbx_read_file(&zbytes, &zlen, path, 1 << 30, &err), 0);
+    char zd[SBX_DIGEST_BUFSZ];
+    sbx_sha256_buf(zbytes, zlen, zd);
+    assert_string_equal(zd, info.zstd_digest);
+    free(zbytes);
+
+    /* Read it back in odd-sized pieces. */
+    sbx_layer_reader *r = NULL;
+    assert_int_equal(sbx_store_layer_open(&r, t->s, want, &err), 0);
+    unsigned char *back = malloc(n + 1);
+    size_t total = 0, got_n;
+    do {
+        assert_int_equal(sbx_layer_reader_read(r, back + total, n + 1 - total < 7777
+                                                                    ? n + 1 - total : 7777,
+                                               &got_n, &err), 0);
+        total += got_n;
+    } while (got_n > 0);
+    assert_int_equal(total, n);
+    assert_memory_equal(back, buf, n);
+    sbx_layer_reader_free(r);
+    sbx_layer_reader_free(NULL);
+
+    /* Same layer again: one file. */
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, NULL, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, buf, n, &err), 0);
+    assert_int_equal(sbx_layer_writer_commit(w, NULL, &err), 0);
+    assert_int_equal(ts_count(t, "layers/sha256"), 1);
+    free(back);
+    free(buf);
+}
+
+static void test_layer_errors(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, ABC_DIGEST, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, "abd", 3, &err), 0);
+    assert_int_equal(sbx_layer_writer_commit(w, NULL, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "diff_id mismatch: expected '" ABC_DIGEST "'");
+    assert_int_equal(ts_count(t, "layers/sha256"), 0);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, "sha256:12", &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "write layer: parse digest 'sha256:12'");
+    assert_null(w);
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, NULL, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, "x", 1, &err), 0);
+    sbx_layer_writer_abort(w);
+    sbx_layer_writer_abort(NULL);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+
+    sbx_layer_reader *r = NULL;
+    assert_int_equal(sbx_store_layer_open(&r, t->s, ABC_DIGEST, &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "open layer '" ABC_DIGEST "': not in store");
+    sbx_layer_info info;
+    assert_int_equal(sbx_store_layer_info(t->s, ABC_DIGEST, &info, &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "get layer info '" ABC_DIGEST "'");
+    assert_string_equal(err.where, ABC_DIGEST);
+    char path[4096];
+    assert_int_equal(sbx_store_layer_path(t->s, ABC_DIGEST, path, sizeof path, &err),
+                     SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "find layer");
+    assert_int_equal(sbx_store_has_layer(t->s, ABC_DIGEST), 0);
+    assert_int_equal(sbx_store_layer_unpacked_path(t->s, "bad", path, sizeof path, &err),
+                     SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "find unpacked layer");
+    assert_int_equal(sbx_store_layer_unpacked_path(t->s, ABC_DIGEST, path, sizeof path, &err), 0);
+    char *want = sbx_strdup_printf("%s/unpacked/%s", t->root, ABC_HEX);
+    assert_string_equal(path, want);
+    free(want);
+    assert_int_equal(sbx_store_layer_unpacked_path(t->s, ABC_DIGEST, path, 10, &err),
+                     SBX_ELIMIT);
+}
+
+static void test_layer_damage_detected_on_read(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char diff[SBX_DIGEST_BUFSZ];
+    ts_put_layer(t, 200000, 3, diff);
+    char path[4096];
+    assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
+    /* Flip a byte in the middle of the zstd stream. */
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    struct stat st;
+    fstat(fd, &st);
+    unsigned char c;
+    assert_int_equal(pread(fd, &c, 1, st.st_size / 2), 1);
+    c ^= 0x55;
+    assert_int_equal(pwrite(fd, &c, 1, st.st_size / 2), 1);
+    close(fd);
+    sbx_layer_reader *r = NULL;
+    assert_int_equal(sbx_store_layer_open(&r, t->s, diff, &err), 0);
+    char buf[65536];
+    size_t n;
+    int rc;
+    while ((rc = sbx_layer_reader_read(r, buf, sizeof buf, &n, &err)) == 0 && n > 0)
+        ;
+    assert_int_equal(rc, SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "stored file is damaged");
+    sbx_layer_reader_free(r);
+
+    /* Truncated file: noticed at the end. */
+    assert_int_equal(truncate(path, st.st_size - 5), 0);
+    assert_int_equal(sbx_store_layer_open(&r, t->s, diff, &err), 0);
+    while ((rc = sbx_layer_reader_read(r, buf, sizeof buf, &n, &err)) == 0 && n > 0)
+        ;
+    assert_int_equal(rc, SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "read layer");
+    sbx_layer_reader_free(r);
+}
+
+static void test_layer_sources(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char diff[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ];
+    ts_put_layer(t, 1000, 1, diff);
+    const char *gz = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const char *zs = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    assert_int_equal(sbx_store_layer_by_source(t->s, gz, got, &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "look up layer source '");
+    assert_string_equal(err.where, gz);
+    assert_int_equal(sbx_store_layer_add_source(t->s, diff, gz,
+                                                "application/vnd.oci.image.layer.v1.tar+gzip",
+                                                400, &err), 0);
+    assert_int_equal(sbx_store_layer_add_source(t->s, diff, zs,
+                                                "application/vnd.oci.image.layer.v1.tar+zstd",
+                                                300, &err), 0);
+    /* Adding the same source twice is fine. */
+    assert_int_equal(sbx_store_layer_add_source(t->s, diff, zs, NULL, 300, &err), 0);
+    assert_int_equal(sbx_store_layer_by_source(t->s, gz, got, &err), 0);
+    assert_string_equal(got, diff);
+    assert_int_equal(sbx_store_layer_by_source(t->s, zs, got, &err), 0);
+    assert_string_equal(got, diff);
+    assert_int_equal(ts_count(t, "layers/sha256"), 1);
+    assert_int_equal(sbx_store_layer_add_source(t->s, ABC_DIGEST, gz, NULL, 1, &err),
+                     SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "layer '" ABC_DIGEST "' is not in the store");
+    assert_int_equal(sbx_store_layer_add_source(t->s, diff, "md5:x", NULL, 1, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "record layer source");
+    assert_int_equal(sbx_store_layer_by_source(t->s, "x", got, &err), SBX_EINVAL);
+}
+
+static void test_manifest_children(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char layer[SBX_DIGEST_BUFSZ], cfg[SBX_DIGEST_BUFSZ], m[SBX_DIGEST_BUFSZ];
+    ts_put_layer(t, 5000, 2, layer);
+    assert_int_equal(sbx_store_put_blob(t->s, "{\"config\":1}", 12, "application/json", NULL, cfg,
+                                        &err), 0);
+    sbx_store_child kids[] = {{SBX_CHILD_BLOB, cfg}, {SBX_CHILD_LAYER, layer}};
+    assert_int_equal(sbx_store_put_manifest(t->s, "{\"m\":1}", 7, "application/x", NULL, kids, 2,
+                                            m, &err), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, m), 1);
+    /* A missing child refuses the whole manifest. */
+    sbx_store_child bad[] = {{SBX_CHILD_BLOB, cfg}, {SBX_CHILD_LAYER, ABC_DIGEST}};
+    char m2[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_manifest(t->s, "{\"m\":2}", 7, NULL, NULL, bad, 2, m2, &err),
+                     SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "layer '" ABC_DIGEST "' is not in the store");
+    assert_int_equal(ts_count(t, "blobs/sha256"), 2);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    sbx_store_child badkind[] = {{(sbx_child_kind)9, cfg}};
+    assert_int_equal(sbx_store_put_manifest(t->s, "{}", 2, NULL, NULL, badkind, 1, m2, &err),
+                     SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "invalid child kind 9");
+    sbx_store_child baddigest[] = {{SBX_CHILD_BLOB, "sha256:00"}};
+    assert_int_equal(sbx_store_put_manifest(t->s, "{}", 2, NULL, NULL, baddigest, 1, m2, &err),
+                     SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "invalid child digest 'sha256:00'");
+    /* An index referencing the manifest; and a manifest first stored as a plain blob. */
+    sbx_store_child idx[] = {{SBX_CHILD_MANIFEST, m}};
+    char i1[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "{\"i\":1}", 7, NULL, NULL, i1, &err), 0);
+    assert_int_equal(sbx_store_put_manifest(t->s, "{\"i\":1}", 7, NULL, i1, idx, 1, i1, &err), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM children"), 3);
+    assert_int_equal(ts_sql_int(t, "SELECT is_manifest FROM blobs WHERE digest='%s'", i1), 1);
+    /* No children at all is fine (an empty image). */
+    assert_int_equal(sbx_store_put_manifest(t->s, "{\"e\":1}", 7, NULL, NULL, NULL, 0, m2, &err),
+                     0);
+}
+
+static void test_names(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m1[SBX_DIGEST_BUFSZ], m2[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, "one", 1, m1);
+    ts_put_image(t, NULL, 2, m2);
+    assert_int_equal(sbx_store_name_get(t->s, "one", got, &err), 0);
+    assert_string_equal(got, m1);
+    assert_int_equal(sbx_store_name_set(t->s, "docker.io/library/node:22", m2, &err), 0);
+    assert_int_equal(sbx_store_name_set(t->s, "recipe:sha256:aa", m2, &err), 0);
+    /* Replace. */
+    assert_int_equal(sbx_store_name_set(t->s, "one", m2, &err), 0);
+    assert_int_equal(sbx_store_name_get(t->s, "one", got, &err), 0);
+    assert_string_equal(got, m2);
+
+    sbx_name_entry *v = NULL;
+    size_t n = 0;
+    assert_int_equal(sbx_store_name_list(t->s, NULL, &v, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(v[0].name, "docker.io/library/node:22");
+    assert_string_equal(v[1].name, "one");
+    assert_string_equal(v[2].name, "recipe:sha256:aa");
+    assert_string_equal(v[2].digest, m2);
+    assert_true(v[0].created > 1700000000 && v[0].last_used >= v[0].created);
+    sbx_name_entries_free(v, n);
+    assert_int_equal(sbx_store_name_list(t->s, "recipe:", &v, &n, &err), 0);
+    assert_int_equal(n, 1);
+    sbx_name_entries_free(v, n);
+    assert_int_equal(sbx_store_name_list(t->s, "zzz", &v, &n, &err), 0);
+    assert_int_equal(n, 0);
+    sbx_name_entries_free(v, n);
+    sbx_name_entries_free(NULL, 0);
+
+    assert_int_equal(sbx_store_name_remove(t->s, "one", &err), 0);
+    assert_int_equal(sbx_store_name_get(t->s, "one", got, &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "get name: no image named 'one' in store");
+    assert_int_equal(sbx_store_name_remove(t->s, "one", &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "remove name: no image named 'one'");
+    assert_int_equal(sbx_store_name_set(t->s, "x", ABC_DIGEST, &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "set name 'x': manifest '" ABC_DIGEST "' is not in");
+    assert_int_equal(sbx_store_name_set(t->s, "", m1, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "set name: name is empty");
+    assert_int_equal(sbx_store_name_set(t->s, "a\nb", m1, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "control character");
+    assert_int_equal(sbx_store_name_set(t->s, "x", "sha256:1", &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "set name: parse digest");
+    assert_int_equal(sbx_store_name_get(t->s, NULL, got, &err), SBX_EINVAL);
+    assert_int_equal(sbx_store_name_remove(t->s, "", &err), SBX_EINVAL);
+}
+
+static void test_touch_and_meta(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, "img", 1, m);
+    ts_sql(t, "UPDATE names SET last_used = 1000");
+    assert_int_equal(sbx_store_touch(t->s, m, &err), 0);
+    assert_true(ts_sql_int(t, "SELECT last_used FROM names WHERE name='img'") > 1000);
+    assert_int_equal(sbx_store_touch(t->s, ABC_DIGEST, &err), SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "mark used: manifest '" ABC_DIGEST "'");
+    assert_int_equal(sbx_store_touch(t->s, "x", &err), SBX_EINVAL);
+
+    assert_int_equal(sbx_store_meta_set(t->s, "resolve", "node:22", "sha256:aa", &err), 0);
+    assert_int_equal(sbx_store_meta_set(t->s, "resolve", "node:22", "sha256:bb", &err), 0);
+    char *v = NULL;
+    int64_t stamp = 0;
+    assert_int_equal(sbx_store_meta_get(t->s, "resolve", "node:22", &v, &stamp, &err), 0);
+    assert_string_equal(v, "sha256:bb");
+    assert_true(stamp > 1700000000);
+    free(v);
+    assert_int_equal(sbx_store_meta_get(t->s, "resolve", "node:20", &v, NULL, &err),
+                     SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "get metadata: no 'node:20' in 'resolve'");
+    assert_string_equal(err.where, "resolve/node:20");
+    assert_null(v);
+    assert_int_equal(sbx_store_meta_set(t->s, "", "k", "v", &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "set metadata: namespace is empty");
+    assert_int_equal(sbx_store_meta_set(t->s, "n", "k", NULL, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "value is missing");
+    assert_int_equal(sbx_store_meta_get(t->s, "n", "", &v, NULL, &err), SBX_EINVAL);
+}
+
+static void test_lease_protects_from_gc_in_another_handle(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    ts_reopen(t); /* drops the writing handle's process lease */
+    sbx_store *h = NULL;
+    assert_int_equal(sbx_store_open(&h, t->root, &err), 0);
+    sbx_lease *l = NULL;
+    assert_int_equal(sbx_store_lease_acquire(&l, h, 0, &err), 0);
+    assert_int_equal(sbx_lease_add(l, d, &err), 0);
+    assert_int_equal(sbx_lease_add(l, d, &err), 0);
+    assert_int_equal(sbx_lease_add(l, "bad", &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "add to lease");
+    assert_int_equal(sbx_lease_add(NULL, d, &err), SBX_EINVAL);
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 0);
+    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    sbx_lease_release(l);
+    sbx_lease_release(NULL);
+    ts_reopen(t);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 1);
+    assert_int_equal(sbx_store_has_blob(t->s, d), 0);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 0);
+
+    assert_int_equal(sbx_store_lease_acquire(&l, h, -1, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "acquire lease: negative ttl -1");
+    assert_null(l);
+    sbx_store_free(h);
+}
+
+static void test_lease_ttl_expires(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    ts_reopen(t);
+    sbx_lease *l = NULL;
+    assert_int_equal(sbx_store_lease_acquire(&l, t->s, 3600, &err), 0);
+    assert_int_equal(sbx_lease_add(l, d, &err), 0);
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 0);
+    ts_sql(t, "UPDATE leases SET expires = 1 WHERE implicit = 0"); /* time passes */
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 1);
+    assert_int_equal(sbx_lease_add(l, d, &err), SBX_EBUSY);
+    tu_assert_error(&err, SBX_EBUSY, "the lease expired");
+    sbx_lease_release(l);
+}
+
+static void test_dead_process_lease_is_ignored(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    pid_t pid = fork();
+    if (pid == 0) {
+        sbx_store *s = NULL;
+        sbx_error e = SBX_ERROR_INIT;
+        char d[SBX_DIGEST_BUFSZ];
+        if (sbx_store_open(&s, t->root, &e) < 0 ||
+            sbx_store_put_blob(s, "abc", 3, NULL, NULL, d, &e) < 0)
+            _exit(1);
+        sbx_lease *l = NULL;
+        if (sbx_store_lease_acquire(&l, s, 0, &e) < 0 || sbx_lease_add(l, d, &e) < 0)
+            _exit(1);
+        _exit(0); /* dies holding both its process lease and an explicit one */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM leases"), 2);
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 1);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM leases"), 0);
+}
+
+static void test_has_leases_what_it_found(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    ts_reopen(t);
+    /* This handle relies on has_blob's answer; gc in another must keep it. */
+    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    sbx_store *g = NULL;
+    assert_int_equal(sbx_store_open(&g, t->root, &err), 0);
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 0);
+    ts_reopen(t);
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 1);
+    sbx_store_free(g);
+}
+
+static void test_crashed_writer_debris_is_undone_on_open(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    pid_t dead = ts_dead_pid();
+    /* A writer died after linking its named temp file into place, before
+     * its record committed; and another died mid-write. */
+    char *blob = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
+    char *named = sbx_strdup_printf("%s/tmp/b.%s.%d.12345.abcdef", t->root, ABC_HEX, (int)dead);
+    char *partial = sbx_strdup_printf("%s/tmp/w.%d.12345.ghijkl", t->root, (int)dead);
+    tu_write_file(named, "abc");
+    assert_int_equal(link(named, blob), 0);
+    tu_write_file(partial, "ab");
+    ts_reopen(t);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 0);
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    /* A live writer's temp file is left alone. */
+    char *live = sbx_strdup_printf("%s/tmp/w.%d.%lld.mnopqr", t->root, (int)getpid(),
+                                   (long long)ts_self_start());
+    tu_write_file(live, "a");
+    ts_reopen(t);
+    assert_int_equal(ts_count(t, "tmp"), 1);
+    unlink(live);
+    /* And the interrupted work completes when run again. */
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    free(live);
+    free(blob);
+    free(named);
+    free(partial);
+}
+
+static void test_unrecorded_file_is_replaced_by_next_writer(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char *blob = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
+    tu_write_file(blob, "abc");
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM blobs"), 1);
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    free(blob);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_open_creates_private_layout),
+        cmocka_unit_test(test_open_on_a_file_fails_clearly),
+        cmocka_unit_test(test_default_root),
+        TS_TEST(test_blob_put_read_dedup),
+        TS_TEST(test_blob_digest_mismatch_stores_nothing),
+        TS_TEST(test_blob_writer_stream_and_abort),
+        TS_TEST(test_blob_read_errors),
+        TS_TEST(test_layer_roundtrip),
+        TS_TEST(test_layer_errors),
+        TS_TEST(test_layer_damage_detected_on_read),
+        TS_TEST(test_layer_sources),
+        TS_TEST(test_manifest_children),
+        TS_TEST(test_names),
+        TS_TEST(test_touch_and_meta),
+        TS_TEST(test_lease_protects_from_gc_in_another_handle),
+        TS_TEST(test_lease_ttl_expires),
+        TS_TEST(test_dead_process_lease_is_ignored),
+        TS_TEST(test_has_leases_what_it_found),
+        TS_TEST(test_crashed_writer_debris_is_undone_on_open),
+        TS_TEST(test_unrecorded_file_is_replaced_by_next_writer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
