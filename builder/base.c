@@ -1,0 +1,388 @@
+/* Bases: the image a build starts from.
+ *
+ *  - from_registry: resolved to a manifest digest (the cache key uses it, so
+ *    a moved tag is never a silent hit) and pulled through the registry
+ *    client only when a step has to run.
+ *  - image: a name or manifest digest this store already holds.
+ *  - base: sbx: the platform base, made here with debootstrap from Debian's
+ *    archive, captured as one layer and named "sbx-base:<suite>-<variant>".
+ *    Made once per store: an exclusive flock on <root>/build/sbx-base.lock
+ *    serializes concurrent builders, and the loser finds the name set.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "build_base.h"
+#include "build_internal.h"
+#include "layers.h"
+#include "sbx/builder.h"
+#include "sbx/registry.h"
+#include "sbx_common.h"
+
+extern char **environ;
+
+int sbx_build_image_from_dir(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+                             const char *dir, const char *name, const char *created_by,
+                             sbx_error *err)
+{
+    sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
+    co.overlay_upper = false;
+    sbx_capture_result cr;
+    if (sbx_layer_capture(&cr, store, dir, &co, err) < 0)
+        return sbx_error_wrap(err, "capture '%s'", dir);
+    sbx_platform host;
+    sbx_platform_host(&host);
+    json_t *config = sbx_img_config_new(host.os, host.architecture);
+    if (!config)
+        return sbx_error_set(err, SBX_ENOMEM, "create image config");
+    if (host.variant[0])
+        json_object_set_new(config, "variant", json_string(host.variant));
+    int rc = sbx_img_add_history(config, cr.changed ? cr.diff_id : NULL, created_by, err);
+    if (rc == 0)
+        rc = sbx_img_commit(store, config, digest_out, err);
+    json_decref(config);
+    if (rc == 0 && name)
+        rc = sbx_store_name_set(store, name, digest_out, err);
+    return rc;
+}
+
+/* ---- base: sbx ------------------------------------------------------------ */
+
+/* The first http(s) URI in the host's apt sources that is not a security or
+ * updates archive; NULL when none is found. */
+static char *host_mirror(void)
+{
+    static const char *files[] = {"/etc/apt/sources.list.d/debian.sources",
+                                  "/etc/apt/sources.list"};
+    for (size_t f = 0; f < SBX_ARRAY_LEN(files); f++) {
+        _cleanup_fclose_ FILE *fp = fopen(files[f], "re");
+        if (!fp)
+            continue;
+        char line[1024];
+        while (fgets(line, sizeof line, fp)) {
+            char *p = line;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            if (!strncmp(p, "URIs:", 5))
+                p += 5;
+            else if (!strncmp(p, "deb ", 4))
+                p += 4;
+            else
+                continue;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            if (*p == '[') { /* deb [signed-by=...] URL */
+                char *e = strchr(p, ']');
+                if (!e)
+                    continue;
+                p = e + 1;
+                while (*p == ' ')
+                    p++;
+            }
+            size_t n = strcspn(p, " \t\r\n");
+            if (n == 0 || strncmp(p, "http", 4) != 0)
+                continue;
+            p[n] = '\0';
+            if (strstr(p, "security"))
+                continue;
+            return strdup(p);
+        }
+    }
+    return NULL;
+}
+
+static const char *pick(const char *opt, const char *env, const char *def)
+{
+    if (opt && *opt)
+        return opt;
+    const char *e = getenv(env);
+    return e && *e ? e : def;
+}
+
+int sbx_base_sbx_params(sbx_base_params *out, const sbx_build_options *opts)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->suite, sizeof out->suite, "%s",
+             pick(opts ? opts->base_suite : NULL, "SBX_BASE_SUITE", "bookworm"));
+    snprintf(out->variant, sizeof out->variant, "%s",
+             pick(opts ? opts->base_variant : NULL, "SBX_BASE_VARIANT", "minbase"));
+    const char *m = pick(opts ? opts->base_mirror : NULL, "SBX_BASE_MIRROR", NULL);
+    _cleanup_free_ char *hm = m ? NULL : host_mirror();
+    snprintf(out->mirror, sizeof out->mirror, "%s",
+             m ? m : hm ? hm : "http://deb.debian.org/debian");
+    snprintf(out->name, sizeof out->name, "sbx-base:%s-%s", out->suite, out->variant);
+    return 0;
+}
+
+static int valid_word(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.'))
+            return 0;
+    return 1;
+}
+
+/* Append a line to a '\n'-joined buffer, dropping the oldest lines. */
+static void tail_push(char *tail, size_t cap, const char *line, size_t ll)
+{
+    if (ll + 2 > cap)
+        ll = cap - 2;
+    size_t tl = strlen(tail);
+    while (tl && tl + ll + 2 > cap) {
+        char *nl = strchr(tail, '\n');
+        size_t drop = nl ? (size_t)(nl - tail) + 1 : tl;
+        memmove(tail, tail + drop, tl - drop + 1);
+        tl -= drop;
+    }
+    if (tl)
+        tail[tl++] = '\n';
+    memcpy(tail + tl, line, ll);
+    tail[tl + ll] = '\0';
+}
+
+/* Run argv, forwarding each output line to on_output (step index 0) and
+ * keeping the last ones for an error.  Returns the wait status or -1. */
+static int run_logged(char *const argv[], const sbx_build_options *opts, char *tail,
+                      size_t tail_len, sbx_error *err)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "create pipe");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, pfd[1], 2);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pfd[1]);
+    if (rc != 0) {
+        close(pfd[0]);
+        return sbx_error_sys(err, SBX_EUNSUPPORTED, rc, "run '%s'", argv[0]);
+    }
+    char buf[4096], line[4096];
+    size_t ll = 0;
+    tail[0] = '\0';
+    for (;;) {
+        ssize_t n = read(pfd[0], buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] != '\n' && ll < sizeof line - 1) {
+                line[ll++] = buf[i];
+                continue;
+            }
+            line[ll] = '\0';
+            if (opts && opts->on_output)
+                opts->on_output(opts->ud, 0, line);
+            /* keep the last few lines */
+            tail_push(tail, tail_len, line, ll);
+            ll = 0;
+        }
+    }
+    close(pfd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR)
+            return sbx_error_sys(err, SBX_EIO, errno, "wait for '%s'", argv[0]);
+    }
+    return status;
+}
+
+/* Empty <rootfs>/dev: device nodes do not belong in an image layer (the
+ * sandbox mounts its own /dev). */
+static int clear_dev(const char *rootfs, sbx_error *err)
+{
+    _cleanup_free_ char *dev = sbx_strdup_printf("%s/dev", rootfs);
+    DIR *d = dev ? opendir(dev) : NULL;
+    if (!d)
+        return 0;
+    struct dirent *e;
+    int rc = 0;
+    while ((e = readdir(d)) && rc == 0) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dev, e->d_name);
+        rc = p ? sbx_rm_rf(p, err) : sbx_error_set(err, SBX_ENOMEM, "clear /dev");
+    }
+    closedir(d);
+    return rc;
+}
+
+static int debootstrap_into(const char *rootfs, const sbx_base_params *bp,
+                            const sbx_build_options *opts, sbx_error *err)
+{
+    _cleanup_free_ char *variant = sbx_strdup_printf("--variant=%s", bp->variant);
+    if (!variant)
+        return sbx_error_set(err, SBX_ENOMEM, "run debootstrap");
+    char *argv[] = {"debootstrap", variant, (char *)bp->suite, (char *)rootfs,
+                    (char *)bp->mirror, NULL};
+    char tail[2048];
+    int st = run_logged(argv, opts, tail, sizeof tail, err);
+    if (st < 0)
+        return sbx_error_wrap(err, "build the sbx base (is debootstrap installed?)");
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return sbx_error_set(err, SBX_ESTEP,
+                             "build the sbx base: 'debootstrap %s %s %s' failed (%s %d); last "
+                             "output:\n%s",
+                             variant, bp->suite, bp->mirror,
+                             WIFEXITED(st) ? "exit code" : "signal",
+                             WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), tail);
+    return clear_dev(rootfs, err);
+}
+
+int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+                       const sbx_build_options *opts, sbx_error *err)
+{
+    sbx_base_params bp;
+    sbx_base_sbx_params(&bp, opts);
+    if (!valid_word(bp.suite) || !valid_word(bp.variant))
+        return sbx_error_set(err, SBX_EINVAL, "build the sbx base: bad suite '%s' or variant '%s'",
+                             bp.suite, bp.variant);
+    sbx_error e2 = SBX_ERROR_INIT;
+    if (sbx_store_name_get(store, bp.name, digest_out, &e2) == 0 &&
+        sbx_store_has_blob(store, digest_out) == 1)
+        return 0;
+
+    _cleanup_free_ char *dir = sbx_strdup_printf("%s/build", sbx_store_root(store));
+    _cleanup_free_ char *lock = sbx_strdup_printf("%s/sbx-base.lock", dir ? dir : "");
+    if (!dir || !lock)
+        return sbx_error_set(err, SBX_ENOMEM, "build the sbx base");
+    if (sbx_mkdir_p(dir, 0700, err) < 0)
+        return err->code;
+    _cleanup_close_ int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lfd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "open '%s'", lock);
+    sbx_log(SBX_LOG_DEBUG, "waiting for the sbx base lock '%s'", lock);
+    while (flock(lfd, LOCK_EX) < 0)
+        if (errno != EINTR)
+            return sbx_error_sys(err, SBX_EIO, errno, "lock '%s'", lock);
+    /* Someone else may have made it while we waited. */
+    if (sbx_store_name_get(store, bp.name, digest_out, &e2) == 0 &&
+        sbx_store_has_blob(store, digest_out) == 1)
+        return 0;
+
+    sbx_log(SBX_LOG_INFO, "building the sbx base '%s' with debootstrap --variant=%s %s %s",
+            bp.name, bp.variant, bp.suite, bp.mirror);
+    _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/%d-base", dir, (int)getpid());
+    if (!rootfs)
+        return sbx_error_set(err, SBX_ENOMEM, "build the sbx base");
+    sbx_rm_rf(rootfs, &e2);
+    int rc = sbx_mkdir_p(rootfs, 0755, err);
+    if (rc == 0)
+        rc = debootstrap_into(rootfs, &bp, opts, err);
+    if (rc == 0) {
+        _cleanup_free_ char *by = sbx_strdup_printf("debootstrap --variant=%s %s %s", bp.variant,
+                                                    bp.suite, bp.mirror);
+        rc = sbx_build_image_from_dir(digest_out, store, rootfs, bp.name,
+                                      by ? by : "debootstrap", err);
+        if (rc < 0)
+            sbx_error_wrap(err, "store the sbx base");
+    }
+    sbx_error e3 = SBX_ERROR_INIT;
+    sbx_rm_rf(rootfs, &e3);
+    return rc;
+}
+
+/* ---- resolving the base of a recipe -------------------------------------- */
+
+int sbx_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+                     const sbx_recipe_base *base, const sbx_build_options *opts,
+                     sbx_error *err)
+{
+    switch (base->kind) {
+    case SBX_BASE_SBX:
+        return sbx_build_sbx_base(digest_out, store, opts, err);
+    case SBX_BASE_IMAGE: {
+        const char *ref = base->ref;
+        if (sbx_digest_valid(ref)) {
+            if (sbx_store_has_blob(store, ref) == 1) {
+                snprintf(digest_out, SBX_DIGEST_BUFSZ, "%s", ref);
+                return 0;
+            }
+            sbx_error_set(err, SBX_ENOTFOUND, "find base image '%s': not in the store", ref);
+            sbx_error_where(err, "%s", ref);
+            return err->code;
+        }
+        sbx_error e2 = SBX_ERROR_INIT;
+        if (sbx_store_name_get(store, ref, digest_out, &e2) == 0 &&
+            sbx_store_has_blob(store, digest_out) == 1)
+            return 0;
+        /* A pulled image is named by its normalized ref. */
+        sbx_ref r;
+        if (sbx_ref_parse(&r, ref, &e2) == 0 &&
+            sbx_store_name_get(store, r.str, digest_out, &e2) == 0 &&
+            sbx_store_has_blob(store, digest_out) == 1)
+            return 0;
+        sbx_error_set(err, SBX_ENOTFOUND,
+                      "find base image '%s': the store has no image by that name or digest", ref);
+        sbx_error_where(err, "%s", ref);
+        return err->code;
+    }
+    case SBX_BASE_REGISTRY: {
+        sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
+        ro.store = store;
+        ro.platform = opts ? opts->platform : NULL;
+        if (sbx_registry_resolve(digest_out, base->ref, &ro, err) < 0)
+            return sbx_error_wrap(err, "resolve base '%s'", base->ref);
+        return 0;
+    }
+    }
+    return sbx_error_set(err, SBX_EINVAL, "resolve base: unknown kind %d", (int)base->kind);
+}
+
+int sbx_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *digest,
+                   const sbx_build_options *opts, sbx_error *err)
+{
+    if (base->kind != SBX_BASE_REGISTRY || sbx_store_has_blob(store, digest) == 1) {
+        /* A manifest is stored only with its children, so present = complete. */
+        if (base->kind != SBX_BASE_REGISTRY)
+            return 0;
+        json_t *cfg = NULL;
+        sbx_error e2 = SBX_ERROR_INIT;
+        if (sbx_img_load(&cfg, store, digest, &e2) == 0) {
+            size_t n = sbx_img_nlayers(cfg), have = 0;
+            for (size_t i = 0; i < n; i++)
+                have += sbx_store_has_layer(store, sbx_img_layer(cfg, i)) == 1;
+            json_decref(cfg);
+            if (have == n)
+                return 0;
+        }
+    }
+    sbx_ref r;
+    if (sbx_ref_parse(&r, base->ref, err) < 0)
+        return err->code;
+    /* Pull exactly what was resolved, even if the tag moved meanwhile. */
+    _cleanup_free_ char *pinned = NULL;
+    if (r.digest[0])
+        pinned = strdup(r.str);
+    else
+        pinned = sbx_strdup_printf("%s@%s", r.str, digest);
+    if (!pinned)
+        return sbx_error_set(err, SBX_ENOMEM, "pull base");
+    sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
+    ro.store = store;
+    ro.platform = opts ? opts->platform : NULL;
+    sbx_pull_result pr;
+    memset(&pr, 0, sizeof pr);
+    int rc = sbx_registry_pull(&pr, pinned, &ro, err);
+    if (rc == 0 && strcmp(pr.digest, digest) != 0)
+        rc = sbx_error_set(err, SBX_EDIGEST, "pull base '%s': got manifest '%s', resolved '%s'",
+                           base->ref, pr.digest, digest);
+    sbx_pull_result_free(&pr);
+    return rc < 0 ? sbx_error_wrap(err, "pull base '%s'", base->ref) : 0;
+}

@@ -1,0 +1,537 @@
+/* sbx_build: a recipe -> an OCI image in the store.
+ *
+ * Flow: resolve the base to a manifest digest; compute the chained step keys
+ * (sbx_recipe_cache_key); start from the deepest step whose key is cached
+ * (the whole recipe when nothing changed: no sandbox, no pull); run the
+ * remaining steps one by one, storing the state after each as an image
+ * manifest named "cache:<key>"; finally write the image with start/ready
+ * commands and name it "recipe:<digest>" and by tags.
+ *
+ * Failure: a failed step stores nothing (its upper dir is removed; its layer
+ * was never captured; no name is set).  Scratch dirs live under
+ * <root>/build/<pid>-<n>/ and are removed after each step; ones left by a
+ * killed builder (dead pid) are removed by the next build, and
+ * sbx_sandbox_cleanup_stale removes their bundles and mounts.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "build_base.h"
+#include "build_cache.h"
+#include "build_copy.h"
+#include "build_internal.h"
+#include "build_steps.h"
+#include "layers.h"
+#include "sandbox.h"
+#include "sbx/builder.h"
+#include "sbx_common.h"
+
+typedef struct build_ctx {
+    sbx_store *s;
+    const sbx_recipe *r;
+    const sbx_build_options *o;
+    sbx_build_result *res;
+    const char *root;
+    sbx_runtime_kind runtime;
+    unsigned timeout;
+    size_t total;
+    unsigned scratch_seq;
+    size_t cur_index; /* step whose output is streaming */
+} build_ctx;
+
+static void emit(build_ctx *c, sbx_build_event_kind kind, size_t index, const char *summary,
+                 const char *detail, const char *diff_id, double secs)
+{
+    if (!c->o || !c->o->on_event)
+        return;
+    sbx_build_event ev = {kind, index, c->total, summary, detail, diff_id, secs};
+    c->o->on_event(c->o->ud, &ev);
+}
+
+static void on_output(void *ud, const char *line, size_t len)
+{
+    build_ctx *c = ud;
+    if (!c->o || !c->o->on_output)
+        return;
+    char buf[4100];
+    if (len >= sizeof buf)
+        len = sizeof buf - 1;
+    memcpy(buf, line, len);
+    buf[len] = '\0';
+    c->o->on_output(c->o->ud, c->cur_index, buf);
+}
+
+/* ---- scratch directories ------------------------------------------------ */
+
+static int pid_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+/* Remove <root>/build/<pid>-* left by builders that died. */
+static void cleanup_dead_scratch(const char *root)
+{
+    _cleanup_free_ char *dir = sbx_strdup_printf("%s/build", root);
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (end == e->d_name || *end != '-' || pid_alive((pid_t)pid))
+            continue;
+        _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dir, e->d_name);
+        sbx_error e2 = SBX_ERROR_INIT;
+        if (p && sbx_rm_rf(p, &e2) == 0)
+            sbx_log(SBX_LOG_DEBUG, "removed '%s' left by a dead build", p);
+    }
+    closedir(d);
+}
+
+static char *scratch_new(build_ctx *c, sbx_error *err)
+{
+    char *p = sbx_strdup_printf("%s/build/%d-%u", c->root, (int)getpid(), c->scratch_seq++);
+    if (!p) {
+        sbx_error_set(err, SBX_ENOMEM, "create scratch dir");
+        return NULL;
+    }
+    sbx_error e2 = SBX_ERROR_INIT;
+    sbx_rm_rf(p, &e2);
+    if (sbx_mkdir_p(p, 0700, err) < 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void scratch_free(char *p)
+{
+    if (!p)
+        return;
+    sbx_error e = SBX_ERROR_INIT;
+    if (sbx_rm_rf(p, &e) < 0)
+        sbx_log(SBX_LOG_WARN, "%s", e.msg);
+    free(p);
+}
+
+/* ---- lowers ------------------------------------------------------------- */
+
+typedef struct lowers {
+    char **dirs; /* top-most first */
+    size_t n;
+} lowers;
+
+static void lowers_free(lowers *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->dirs[i]);
+    free(l->dirs);
+    l->dirs = NULL;
+    l->n = 0;
+}
+
+static int lowers_get(lowers *out, build_ctx *c, json_t *config, sbx_error *err)
+{
+    size_t n = sbx_img_nlayers(config);
+    out->dirs = calloc(n ? n : 1, sizeof *out->dirs);
+    out->n = 0;
+    if (!out->dirs)
+        return sbx_error_set(err, SBX_ENOMEM, "unpack layers");
+    for (size_t i = 0; i < n; i++) {
+        char path[4096];
+        const char *diff_id = sbx_img_layer(config, n - 1 - i);
+        if (sbx_layer_unpack(c->s, diff_id, path, sizeof path, err) < 0) {
+            lowers_free(out);
+            return sbx_error_wrap(err, "unpack layer %zu '%s'", n - i, diff_id);
+        }
+        out->dirs[out->n] = strdup(path);
+        if (!out->dirs[out->n]) {
+            lowers_free(out);
+            return sbx_error_set(err, SBX_ENOMEM, "unpack layers");
+        }
+        out->n++;
+    }
+    return 0;
+}
+
+/* ---- running a command step ------------------------------------------- */
+
+static void fail_info(build_ctx *c, size_t index, const char *summary, const char *display,
+                      const sbx_sandbox_result *sr)
+{
+    sbx_build_result *res = c->res;
+    res->failed_step = index;
+    free(res->failed_summary);
+    free(res->failed_command);
+    free(res->tail);
+    res->failed_summary = summary ? strdup(summary) : NULL;
+    res->failed_command = display ? strdup(display) : NULL;
+    res->tail = sr && sr->tail ? strdup(sr->tail) : NULL;
+    res->exit_code = sr && sr->exited ? sr->exit_code : -1;
+    res->term_signal = sr ? sr->term_signal : 0;
+    res->timed_out = sr ? sr->timed_out : 0;
+}
+
+static const char *last_line(const char *tail)
+{
+    if (!tail || !*tail)
+        return "";
+    const char *nl = strrchr(tail, '\n');
+    return nl ? nl + 1 : tail;
+}
+
+/* Run cmd on the state `config` (step index, 0 = add_python); on success add
+ * the captured layer (if any) and a history entry to config. */
+static int run_step(build_ctx *c, json_t *config, size_t index, const char *summary,
+                    const sbx_step_cmd *cmd, sbx_error *err)
+{
+    lowers low = {0};
+    if (lowers_get(&low, c, config, err) < 0)
+        return err->code;
+    if (low.n == 0) {
+        lowers_free(&low);
+        return sbx_error_set(err, SBX_EUNSUPPORTED,
+                             "run '%s': the image has no layers to run commands in", summary);
+    }
+    char *scratch = scratch_new(c, err);
+    if (!scratch) {
+        lowers_free(&low);
+        return err->code;
+    }
+    _cleanup_free_ char *upper = sbx_strdup_printf("%s/upper", scratch);
+    _cleanup_free_ char *work = sbx_strdup_printf("%s/work", scratch);
+    _cleanup_free_ const char **env = sbx_img_env(config);
+    int rc = 0;
+    if (!upper || !work || !env)
+        rc = sbx_error_set(err, SBX_ENOMEM, "prepare step");
+    if (rc == 0 && (sbx_mkdir_p(upper, 0755, err) < 0 || sbx_mkdir_p(work, 0700, err) < 0))
+        rc = err->code;
+
+    sbx_sandbox_result sr = SBX_SANDBOX_RESULT_INIT;
+    if (rc == 0) {
+        const char *argv[] = {"/bin/sh", "-c", cmd->script, NULL};
+        sbx_sandbox_options so = SBX_SANDBOX_OPTIONS_INIT;
+        so.store_root = c->root;
+        so.lowers = (const char *const *)low.dirs;
+        so.nlowers = low.n;
+        so.upper = upper;
+        so.work = work;
+        so.argv = argv;
+        so.env = env;
+        so.cwd = sbx_img_get_string(config, "WorkingDir");
+        so.user = cmd->user ? cmd->user : sbx_img_get_string(config, "User");
+        so.network = c->o && c->o->network_none ? SBX_NETWORK_NONE : SBX_NETWORK_HOST;
+        so.timeout_sec = c->timeout;
+        so.runtime = c->runtime;
+        so.on_output = on_output;
+        so.output_ud = c;
+        so.keep_lines = SBX_BUILD_TAIL_LINES;
+        c->cur_index = index;
+        rc = sbx_sandbox_run(&sr, &so, err);
+        if (rc < 0) {
+            fail_info(c, index, summary, cmd->display, &sr);
+            if (sr.exited && sr.exit_code == SBX_STEP_EXIT_UNAVAILABLE)
+                rc = sbx_error_set(err, SBX_EUNSUPPORTED, "%s", last_line(sr.tail));
+            else if (sr.timed_out)
+                rc = sbx_error_set(err, SBX_ETIMEOUT, "timed out after %u seconds", c->timeout);
+            else if (sr.interrupted)
+                rc = sbx_error_set(err, SBX_ESTEP, "interrupted by signal %d", sr.interrupted);
+            else if (sr.exited)
+                rc = sbx_error_set(err, SBX_ESTEP, "command failed with exit code %d",
+                                   sr.exit_code);
+            else if (sr.term_signal)
+                rc = sbx_error_set(err, SBX_ESTEP, "command killed by signal %d",
+                                   sr.term_signal);
+        }
+    }
+    if (rc == 0) {
+        sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
+        sbx_capture_result cr;
+        rc = sbx_layer_capture(&cr, c->s, upper, &co, err);
+        if (rc < 0)
+            sbx_error_wrap(err, "capture the layer");
+        else
+            rc = sbx_img_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
+    }
+    sbx_sandbox_result_clear(&sr);
+    scratch_free(scratch);
+    lowers_free(&low);
+    return rc;
+}
+
+static int copy_step(build_ctx *c, json_t *config, const sbx_step *st, const char *summary,
+                     sbx_error *err)
+{
+    lowers low = {0};
+    if (lowers_get(&low, c, config, err) < 0)
+        return err->code;
+    char *scratch = scratch_new(c, err);
+    if (!scratch) {
+        lowers_free(&low);
+        return err->code;
+    }
+    _cleanup_free_ char *stage = sbx_strdup_printf("%s/stage", scratch);
+    int rc = stage ? sbx_mkdir_p(stage, 0755, err)
+                   : sbx_error_set(err, SBX_ENOMEM, "prepare copy");
+    if (rc == 0)
+        rc = sbx_copy_stage(stage, sbx_recipe_context_dir(c->r), st,
+                            (const char *const *)low.dirs, low.n, err);
+    if (rc == 0) {
+        sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
+        co.overlay_upper = false;
+        sbx_capture_result cr;
+        rc = sbx_layer_capture(&cr, c->s, stage, &co, err);
+        if (rc < 0)
+            sbx_error_wrap(err, "capture the layer");
+        else
+            rc = sbx_img_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
+    }
+    scratch_free(scratch);
+    lowers_free(&low);
+    return rc;
+}
+
+static int config_step(json_t *config, const sbx_step *st, const char *summary, sbx_error *err)
+{
+    int rc = 0;
+    switch (st->kind) {
+    case SBX_STEP_ENV:
+        for (size_t i = 0; i < st->u.env.n && rc == 0; i++)
+            rc = sbx_img_set_env(config, st->u.env.names[i], st->u.env.values[i], err);
+        break;
+    case SBX_STEP_WORKDIR: rc = sbx_img_set_string(config, "WorkingDir", st->u.workdir.path, err);
+        break;
+    case SBX_STEP_USER: rc = sbx_img_set_string(config, "User", st->u.user.name, err); break;
+    default: return sbx_error_set(err, SBX_EINTERNAL, "'%s' is not a config step", summary);
+    }
+    return rc < 0 ? rc : sbx_img_add_history(config, NULL, summary, err);
+}
+
+/* One step of the recipe (1-based index) applied to config in place. */
+static int apply_step(build_ctx *c, json_t *config, size_t index, const sbx_step *st,
+                      const char *summary, sbx_error *err)
+{
+    switch (st->kind) {
+    case SBX_STEP_ENV:
+    case SBX_STEP_WORKDIR:
+    case SBX_STEP_USER: return config_step(config, st, summary, err);
+    case SBX_STEP_COPY: return copy_step(c, config, st, summary, err);
+    default: break;
+    }
+    sbx_step_cmd cmd;
+    int k = sbx_step_script(&cmd, st, sbx_img_get_string(config, "User"),
+                            sbx_img_get_string(config, "WorkingDir"));
+    if (k < 0)
+        return sbx_error_set(err, SBX_ENOMEM, "prepare '%s'", summary);
+    if (k == 0)
+        return sbx_error_set(err, SBX_EINTERNAL, "no command for '%s'", summary);
+    int rc = run_step(c, config, index, summary, &cmd, err);
+    sbx_step_cmd_free(&cmd);
+    return rc;
+}
+
+/* ---- the build ------------------------------------------------------------ */
+
+static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
+                        sbx_error *err)
+{
+    size_t n = 0;
+    const char *const *start = sbx_recipe_get_start_cmd(c->r, &n);
+    if (start) {
+        json_t *cmd = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(cmd, json_string(start[i]));
+        json_t *cc = json_object_get(config, "config");
+        json_object_set_new(cc, "Cmd", cmd);
+        json_object_del(cc, "Entrypoint");
+    }
+    const char *const *ready = sbx_recipe_get_ready_cmd(c->r, &n);
+    if (ready) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, json_string(ready[i]));
+        _cleanup_free_ char *s = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+        if (!s || sbx_img_set_label(config, SBX_LABEL_READY_CMD, s, err) < 0)
+            return err->code ? err->code : sbx_error_set(err, SBX_ENOMEM, "set ready command");
+    }
+    if (sbx_img_commit(c->s, config, c->res->digest, err) < 0)
+        return err->code;
+    _cleanup_free_ char *name = sbx_strdup_printf("recipe:%s", recipe_digest);
+    if (!name)
+        return sbx_error_set(err, SBX_ENOMEM, "name the image");
+    if (sbx_store_name_set(c->s, name, c->res->digest, err) < 0)
+        return sbx_error_wrap(err, "name the image '%s'", name);
+    for (size_t i = 0; c->o && i < c->o->n_tags; i++)
+        if (sbx_store_name_set(c->s, c->o->tags[i], c->res->digest, err) < 0)
+            return sbx_error_wrap(err, "tag the image '%s'", c->o->tags[i]);
+    return 0;
+}
+
+static const char *base_label(const sbx_recipe_base *b)
+{
+    switch (b->kind) {
+    case SBX_BASE_SBX: return "base: sbx";
+    case SBX_BASE_IMAGE: return "image";
+    case SBX_BASE_REGISTRY: return "from_registry";
+    }
+    return "base";
+}
+
+/* The state after key 0: the base, plus add_python when asked. */
+static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error *err)
+{
+    const sbx_recipe_base *b = sbx_recipe_get_base(c->r);
+    char d[SBX_DIGEST_BUFSZ];
+    if (!(c->o && c->o->no_cache) && sbx_cache_lookup(config, d, c->s, key0))
+        return 0;
+    if (sbx_base_fetch(c->s, b, c->res->base_digest, c->o, err) < 0)
+        return err->code;
+    if (sbx_img_load(config, c->s, c->res->base_digest, err) < 0)
+        return sbx_error_wrap(err, "read base '%s'", b->ref);
+    if (b->kind == SBX_BASE_REGISTRY && b->add_python) {
+        _cleanup_free_ char *summary = sbx_strdup_printf("add_python %s", b->add_python);
+        sbx_step_cmd cmd = {sbx_step_python_script(b->add_python), NULL, "0"};
+        cmd.display = sbx_strdup_printf("install python %s from the base's package manager",
+                                        b->add_python);
+        int rc = !summary || !cmd.script || !cmd.display
+                     ? sbx_error_set(err, SBX_ENOMEM, "prepare add_python")
+                     : 0;
+        if (rc == 0) {
+            emit(c, SBX_BUILD_EV_START, 0, summary, NULL, NULL, 0);
+            uint64_t t0 = sbx_now_monotonic_ns();
+            rc = run_step(c, *config, 0, summary, &cmd, err);
+            double secs = (double)(sbx_now_monotonic_ns() - t0) / 1e9;
+            emit(c, rc < 0 ? SBX_BUILD_EV_FAILED : SBX_BUILD_EV_DONE, 0, summary, NULL, NULL,
+                 secs);
+            if (rc < 0)
+                sbx_error_wrap(err, "add_python %s", b->add_python);
+        }
+        sbx_step_cmd_free(&cmd);
+        if (rc < 0) {
+            json_decref(*config);
+            *config = NULL;
+            return rc;
+        }
+    }
+    if (sbx_img_commit(c->s, *config, d, err) < 0 || sbx_cache_store(c->s, key0, d, err) < 0) {
+        json_decref(*config);
+        *config = NULL;
+        return err->code;
+    }
+    return 0;
+}
+
+static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
+{
+    size_t n = c->total;
+    char(*keys)[SBX_DIGEST_BUFSZ] = calloc(n + 1, sizeof *keys);
+    if (!keys)
+        return sbx_error_set(err, SBX_ENOMEM, "compute cache keys");
+    int rc = 0;
+    for (size_t i = 0; i <= n && rc == 0; i++)
+        rc = sbx_recipe_cache_key(keys[i], c->r, i, c->res->base_digest, err);
+    if (rc < 0) {
+        free(keys);
+        return rc;
+    }
+    json_t *config = NULL;
+    size_t start = 0; /* steps 1..start come from the cache */
+    char d[SBX_DIGEST_BUFSZ];
+    if (!c->o || !c->o->no_cache) {
+        for (size_t k = n; k >= 1; k--) {
+            if (sbx_cache_lookup(&config, d, c->s, keys[k])) {
+                start = k;
+                break;
+            }
+        }
+    }
+    if (!config)
+        rc = base_state(c, &config, keys[0], err);
+    for (size_t i = 1; i <= n && rc == 0; i++) {
+        const sbx_step *st = sbx_recipe_step(c->r, i - 1);
+        _cleanup_free_ char *summary = sbx_step_summary(st);
+        if (!summary) {
+            rc = sbx_error_set(err, SBX_ENOMEM, "describe step %zu", i);
+            break;
+        }
+        if (i <= start) {
+            c->res->steps_cached++;
+            emit(c, SBX_BUILD_EV_CACHED, i, summary, NULL, NULL, 0);
+            continue;
+        }
+        emit(c, SBX_BUILD_EV_START, i, summary, NULL, NULL, 0);
+        uint64_t t0 = sbx_now_monotonic_ns();
+        size_t layers_before = sbx_img_nlayers(config);
+        rc = apply_step(c, config, i, st, summary, err);
+        double secs = (double)(sbx_now_monotonic_ns() - t0) / 1e9;
+        if (rc < 0) {
+            if (!c->res->failed_step)
+                fail_info(c, i, summary, NULL, NULL);
+            emit(c, SBX_BUILD_EV_FAILED, i, summary, NULL, NULL, secs);
+            sbx_error_wrap(err, "step %zu/%zu '%s'", i, n, summary);
+            if (st->where && !err->where[0])
+                sbx_error_where(err, "%s", st->where);
+            break;
+        }
+        c->res->steps_run++;
+        size_t layers_after = sbx_img_nlayers(config);
+        const char *diff_id =
+            layers_after > layers_before ? sbx_img_layer(config, layers_after - 1) : NULL;
+        rc = sbx_img_commit(c->s, config, d, err);
+        if (rc == 0)
+            rc = sbx_cache_store(c->s, keys[i], d, err);
+        emit(c, rc < 0 ? SBX_BUILD_EV_FAILED : SBX_BUILD_EV_DONE, i, summary,
+             diff_id || st->kind == SBX_STEP_ENV || st->kind == SBX_STEP_WORKDIR ||
+                     st->kind == SBX_STEP_USER
+                 ? NULL
+                 : "no changes",
+             diff_id, secs);
+    }
+    if (rc == 0)
+        rc = finish_image(c, config, recipe_digest, err);
+    json_decref(config);
+    free(keys);
+    return rc;
+}
+
+int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
+              const sbx_build_options *opts, sbx_error *err)
+{
+    sbx_build_result none = SBX_BUILD_RESULT_INIT;
+    *result = none;
+    build_ctx c = {.s = store, .r = recipe, .o = opts, .res = result,
+                   .root = sbx_store_root(store), .total = sbx_recipe_n_steps(recipe)};
+    if (opts && opts->runtime && sbx_runtime_parse(&c.runtime, opts->runtime, err) < 0)
+        return err->code;
+    c.timeout = opts && opts->timeout_seconds ? opts->timeout_seconds : 0;
+    if (!c.timeout) {
+        const char *t = getenv("SBX_BUILD_TIMEOUT");
+        c.timeout = t && atoi(t) > 0 ? (unsigned)atoi(t) : 3600;
+    }
+    if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)
+        return err->code;
+
+    cleanup_dead_scratch(c.root);
+    sbx_error e2 = SBX_ERROR_INIT;
+    if (sbx_sandbox_cleanup_stale(c.root, NULL, &e2) < 0)
+        sbx_log(SBX_LOG_WARN, "clean up after killed builds: %s", e2.msg);
+
+    const sbx_recipe_base *b = sbx_recipe_get_base(recipe);
+    emit(&c, SBX_BUILD_EV_BASE, 0, base_label(b), b->ref, NULL, 0);
+    if (sbx_base_resolve(result->base_digest, store, b, opts, err) < 0)
+        return err->code;
+    return build_steps(&c, result->recipe_digest, err);
+}
+
+void sbx_build_result_free(sbx_build_result *r)
+{
+    if (!r)
+        return;
+    free(r->failed_summary);
+    free(r->failed_command);
+    free(r->tail);
+    r->failed_summary = r->failed_command = r->tail = NULL;
+}

@@ -1,0 +1,269 @@
+/* copy: from the build context into the image, as one layer made directly
+ * from a staged tree (no sandbox).  Owner and mode are applied while
+ * staging, so there is never a second layer for a chown.
+ *
+ * What the layer holds is a function of the recipe's copy digest only:
+ * regular files get `mode` when given, else 0755 or 0644 by their
+ * executable bit; directories 0755; symlinks as they are; every entry the
+ * owner (root by default).  The parents of the destination are emitted with
+ * the metadata they have in the image (found through the lower layers,
+ * following the image's symlinks, e.g. /bin -> usr/bin), so a copy never
+ * changes a parent's mode or replaces a symlink with a directory.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "build_copy.h"
+#include "sandbox.h"
+#include "sbx_common.h"
+
+/* snprintf into a path buffer; truncation is refused by callers through
+ * the return value (vsnprintf keeps the compiler's truncation checks quiet
+ * where lengths are already bounded by PATH_MAX). */
+static int __attribute__((format(printf, 3, 4))) pfmt(char *buf, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, len, fmt, ap);
+    va_end(ap);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* lstat relpath ("a/b", no leading '/') in the merged view of the lowers;
+ * 0 when found, -1 when absent or whited out. */
+static int lower_lstat(const char *const *lowers, size_t n, const char *relpath,
+                       struct stat *st, char *path, size_t plen)
+{
+    for (size_t i = 0; i < n; i++) {
+        pfmt(path, plen, "%s/%s", lowers[i], relpath);
+        if (lstat(path, st) == 0) {
+            if (S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0))
+                return -1; /* whiteout */
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Resolve the absolute path `in` inside the image, following symlinks found
+ * in the lowers (at most 40), into out as a relative path without a leading
+ * '/' ("" for the root). */
+static int resolve_in_image(char *out, size_t outlen, const char *in,
+                            const char *const *lowers, size_t n, int depth, sbx_error *err)
+{
+    if (depth > 40)
+        return sbx_error_set(err, SBX_EINVAL, "resolve '%s' in the image: too many symlinks", in);
+    char work[PATH_MAX];
+    pfmt(work, sizeof work, "%s", in);
+    out[0] = '\0';
+    char *save = NULL;
+    for (char *c = strtok_r(work, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        if (!strcmp(c, "."))
+            continue;
+        if (!strcmp(c, "..")) {
+            char *slash = strrchr(out, '/');
+            if (slash)
+                *slash = '\0';
+            else
+                out[0] = '\0';
+            continue;
+        }
+        char cand[PATH_MAX], host[PATH_MAX];
+        pfmt(cand, sizeof cand, "%s%s%s", out, out[0] ? "/" : "", c);
+        struct stat st;
+        if (lower_lstat(lowers, n, cand, &st, host, sizeof host) == 0 && S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            ssize_t tl = readlink(host, target, sizeof target - 1);
+            if (tl < 0)
+                return sbx_error_sys(err, SBX_EIO, errno, "read link '%s'", host);
+            target[tl] = '\0';
+            const char *rest = save && *save ? save : "";
+            char next[PATH_MAX];
+            if (target[0] == '/')
+                pfmt(next, sizeof next, "%s/%s", target, rest);
+            else
+                pfmt(next, sizeof next, "/%s/%s/%s", out, target, rest);
+            return resolve_in_image(out, outlen, next, lowers, n, depth + 1, err);
+        }
+        pfmt(out, outlen, "%s", cand);
+    }
+    return 0;
+}
+
+/* Create stage/<rel>'s parents and rel itself as directories carrying the
+ * image's metadata (or 0755 root:root when the image has none). */
+static int stage_image_dirs(const char *stage, const char *rel, const char *const *lowers,
+                            size_t n, sbx_error *err)
+{
+    char cur[PATH_MAX] = "";
+    char work[PATH_MAX];
+    pfmt(work, sizeof work, "%s", rel);
+    char *save = NULL;
+    for (char *c = strtok_r(work, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        size_t l = strlen(cur);
+        pfmt(cur + l, sizeof cur - l, "%s%s", l ? "/" : "", c);
+        char path[PATH_MAX], host[PATH_MAX];
+        pfmt(path, sizeof path, "%s/%s", stage, cur);
+        struct stat st;
+        mode_t mode = 0755;
+        uid_t uid = 0;
+        gid_t gid = 0;
+        if (lower_lstat(lowers, n, cur, &st, host, sizeof host) == 0 && S_ISDIR(st.st_mode)) {
+            mode = st.st_mode & 07777;
+            uid = st.st_uid;
+            gid = st.st_gid;
+        }
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+            return sbx_error_sys(err, SBX_EIO, errno, "create '%s'", path);
+        if (lchown(path, uid, gid) < 0 || chmod(path, mode) < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "set owner and mode of '%s'", path);
+    }
+    return 0;
+}
+
+typedef struct copy_ctx {
+    const char *stage;
+    char target[PATH_MAX]; /* relative to the image root */
+    uid_t uid;
+    gid_t gid;
+    int mode;
+    const char *const *lowers;
+    size_t nlowers;
+    uint64_t files, bytes;
+} copy_ctx;
+
+static int copy_file(const char *from, const char *to, mode_t mode, uid_t uid, gid_t gid,
+                     sbx_error *err)
+{
+    _cleanup_close_ int in = open(from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (in < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "open '%s'", from);
+    _cleanup_close_ int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                                   0600);
+    if (out < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "create '%s'", to);
+    char buf[65536];
+    for (;;) {
+        ssize_t r = read(in, buf, sizeof buf);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "read '%s'", from);
+        if (r == 0)
+            break;
+        if (sbx_write_all(out, buf, (size_t)r, err) < 0)
+            return sbx_error_wrap(err, "write '%s'", to);
+    }
+    if (fchown(out, uid, gid) < 0 || fchmod(out, mode) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "set owner and mode of '%s'", to);
+    return 0;
+}
+
+static int visit(const sbx_copy_entry *e, void *ud, sbx_error *err)
+{
+    copy_ctx *c = ud;
+    char to[PATH_MAX];
+    if (e->relpath[0] == '\0' && e->type != S_IFDIR) {
+        /* src is a file or link: target is its full path (computed by caller) */
+        pfmt(to, sizeof to, "%s/%s", c->stage, c->target);
+    } else if (e->relpath[0] == '\0') {
+        pfmt(to, sizeof to, "%s/%s", c->stage, c->target);
+    } else {
+        if (pfmt(to, sizeof to, "%s/%s/%s", c->stage, c->target, e->relpath) < 0)
+            return sbx_error_set(err, SBX_ELIMIT, "copy '%s': path too long", e->relpath);
+    }
+    if (e->type == S_IFDIR) {
+        if (mkdir(to, 0700) < 0 && errno != EEXIST)
+            return sbx_error_sys(err, SBX_EIO, errno, "create '%s'", to);
+        if (lchown(to, c->uid, c->gid) < 0 || chmod(to, 0755) < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "set owner and mode of '%s'", to);
+        return 0;
+    }
+    if (e->type == S_IFLNK) {
+        if (symlink(e->link_target, to) < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "create link '%s'", to);
+        if (lchown(to, c->uid, c->gid) < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "set owner of '%s'", to);
+        return 0;
+    }
+    mode_t mode = c->mode >= 0 ? (mode_t)c->mode : e->executable ? 0755 : 0644;
+    c->files++;
+    c->bytes += e->size;
+    return copy_file(e->path, to, mode, c->uid, c->gid, err);
+}
+
+/* Which lower holds the image's /etc/passwd (the top-most one). */
+static const char *passwd_root(const char *const *lowers, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char p[PATH_MAX];
+        struct stat st;
+        pfmt(p, sizeof p, "%s/etc/passwd", lowers[i]);
+        if (lstat(p, &st) == 0)
+            return S_ISREG(st.st_mode) ? lowers[i] : NULL;
+    }
+    return NULL;
+}
+
+int sbx_copy_stage(const char *stage, const char *context_dir, const sbx_step *st,
+                   const char *const *lowers, size_t nlowers, sbx_error *err)
+{
+    copy_ctx c = {.stage = stage, .mode = st->u.copy.mode, .lowers = lowers,
+                  .nlowers = nlowers};
+    if (st->u.copy.owner) {
+        sbx_user_ids ids;
+        const char *root = passwd_root(lowers, nlowers);
+        if (sbx_user_resolve(&ids, root ? root : stage, st->u.copy.owner, err) < 0)
+            return sbx_error_wrap(err, "copy: resolve owner '%s'", st->u.copy.owner);
+        c.uid = ids.uid;
+        c.gid = ids.gid;
+    }
+    /* Is src a directory?  The walk's first entry says; look before staging. */
+    char src[PATH_MAX];
+    pfmt(src, sizeof src, "%s/%s", context_dir, st->u.copy.src);
+    struct stat sst;
+    int src_dir = stat(src, &sst) == 0 && S_ISDIR(sst.st_mode);
+
+    const char *dest = st->u.copy.dest;
+    size_t dl = strlen(dest);
+    char full[PATH_MAX];
+    if (!src_dir && dl && dest[dl - 1] == '/') {
+        const char *base = strrchr(st->u.copy.src, '/');
+        base = base ? base + 1 : st->u.copy.src;
+        pfmt(full, sizeof full, "%s%s", dest, base);
+    } else {
+        pfmt(full, sizeof full, "%s", dest);
+    }
+    /* Parent of the target resolved in the image; the target's own name kept. */
+    char *slash = strrchr(full, '/');
+    const char *name = slash ? slash + 1 : full;
+    char parent_in[PATH_MAX];
+    pfmt(parent_in, sizeof parent_in, "%.*s", slash ? (int)(slash - full) : 0, full);
+    while (*name == '\0' && slash && slash != full) { /* "/a/b/" -> name "b" */
+        *slash = '\0';
+        slash = strrchr(full, '/');
+        name = slash ? slash + 1 : full;
+        pfmt(parent_in, sizeof parent_in, "%.*s", slash ? (int)(slash - full) : 0, full);
+    }
+    char parent[PATH_MAX];
+    if (resolve_in_image(parent, sizeof parent, parent_in[0] ? parent_in : "/", lowers, nlowers,
+                         0, err) < 0)
+        return err->code;
+    if (stage_image_dirs(stage, parent, lowers, nlowers, err) < 0)
+        return err->code;
+    if (*name == '\0') { /* dest is "/": copy into the root */
+        pfmt(c.target, sizeof c.target, "%s", parent[0] ? parent : ".");
+    } else {
+        pfmt(c.target, sizeof c.target, "%s%s%s", parent, parent[0] ? "/" : "", name);
+    }
+    if (sbx_recipe_copy_walk(context_dir, st->u.copy.src, visit, &c, err) < 0)
+        return err->code;
+    sbx_log(SBX_LOG_DEBUG, "copy: staged %llu files, %llu bytes", (unsigned long long)c.files,
+            (unsigned long long)c.bytes);
+    return 0;
+}

@@ -1,0 +1,123 @@
+/* sbx-image: the builder.  Turns a recipe (include/sbx/recipe.h) into an OCI
+ * image in the store (include/sbx/store.h).
+ *
+ * Every step that runs commands runs in a throwaway OCI container whose root
+ * is an overlay of the parent's unpacked layers plus a fresh upper
+ * directory; the upper becomes one deterministic layer (none when nothing
+ * changed).  After every step the state (an OCI config and manifest) is
+ * stored and named "cache:<step key>" (sbx_recipe_cache_key), so a rebuild
+ * of an unchanged recipe runs nothing and a change at step k reruns k and
+ * what follows.  The result is named "recipe:<recipe digest>" and by tags.
+ *
+ * A failed step leaves nothing of itself in the store: no layer, no name, no
+ * mount; the steps before it stay cached.
+ */
+#ifndef SBX_BUILDER_H
+#define SBX_BUILDER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sbx/error.h"
+#include "sbx/recipe.h"
+#include "sbx/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#ifndef SBX_DIGEST_BUFSZ
+#define SBX_DIGEST_BUFSZ 72
+#endif
+
+/* What happens to a step, reported through sbx_build_options.on_event. */
+typedef enum {
+    SBX_BUILD_EV_BASE = 1, /* the base is being resolved/pulled/built; detail says which */
+    SBX_BUILD_EV_START,    /* a step starts running */
+    SBX_BUILD_EV_CACHED,   /* a step's result came from the cache */
+    SBX_BUILD_EV_DONE,     /* a step finished; diff_id set when it added a layer */
+    SBX_BUILD_EV_FAILED,   /* a step failed; see sbx_build_result */
+} sbx_build_event_kind;
+
+typedef struct sbx_build_event {
+    sbx_build_event_kind kind;
+    size_t index;        /* 1-based step number; 0 for the base */
+    size_t total;        /* number of steps (base excluded) */
+    const char *summary; /* "apt_install curl git" */
+    const char *detail;  /* BASE: the base ref; DONE: "no changes" or NULL */
+    const char *diff_id; /* DONE: the new layer, or NULL */
+    double seconds;      /* DONE/FAILED: wall time of the step */
+} sbx_build_event;
+
+typedef void (*sbx_build_event_fn)(void *ud, const sbx_build_event *ev);
+/* One line of a running step's output (without the newline). */
+typedef void (*sbx_build_output_fn)(void *ud, size_t index, const char *line);
+
+typedef struct sbx_build_options {
+    const char *const *tags;   /* extra names for the result */
+    size_t n_tags;
+    int no_cache;              /* run every step; results are still cached */
+    const char *platform;      /* "os/arch[/variant]" for from_registry bases; NULL: host */
+    const char *runtime;       /* "auto" (NULL), "crun", "runc", "runsc" */
+    int network_none;          /* steps run without network */
+    unsigned timeout_seconds;  /* per step; 0: $SBX_BUILD_TIMEOUT or 3600 */
+    /* base: sbx.  NULL: $SBX_BASE_SUITE / $SBX_BASE_VARIANT / $SBX_BASE_MIRROR, else
+     * bookworm / minbase / the Debian mirror apt uses on this host. */
+    const char *base_suite;
+    const char *base_variant;
+    const char *base_mirror;
+    sbx_build_event_fn on_event;
+    sbx_build_output_fn on_output;
+    void *ud;
+} sbx_build_options;
+
+#define SBX_BUILD_OPTIONS_INIT \
+    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL}
+
+#define SBX_BUILD_TAIL_LINES 20
+
+typedef struct sbx_build_result {
+    char digest[SBX_DIGEST_BUFSZ];        /* the image manifest */
+    char recipe_digest[SBX_DIGEST_BUFSZ];
+    char base_digest[SBX_DIGEST_BUFSZ];   /* the resolved base manifest */
+    size_t steps_run, steps_cached;
+    /* On SBX_ESTEP / SBX_ETIMEOUT: which step failed and how. */
+    size_t failed_step;                   /* 1-based; 0 when no step failed */
+    char *failed_summary;                 /* owned */
+    char *failed_command;                 /* owned: the shell command */
+    int exit_code;                        /* -1 when killed by a signal or timed out */
+    int term_signal;
+    int timed_out;
+    char *tail;                           /* owned: last lines of output, '\n'-separated */
+} sbx_build_result;
+
+#define SBX_BUILD_RESULT_INIT {{0}, {0}, {0}, 0, 0, 0, NULL, NULL, 0, 0, 0, NULL}
+
+/* Build recipe into store.  On success result->digest names the image
+ * manifest, which the store names "recipe:<recipe digest>" and every tag.
+ * Errors: SBX_ENOTFOUND (base image missing), SBX_EINVAL (bad options,
+ * unknown owner, copy outside the context), SBX_ESTEP (a command failed:
+ * result says which), SBX_ETIMEOUT, SBX_EUNSUPPORTED (no usable runtime,
+ * python version not available), registry and store errors.  Free what
+ * result owns with sbx_build_result_free. */
+int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
+              const sbx_build_options *opts, sbx_error *err);
+void sbx_build_result_free(sbx_build_result *r);
+
+/* The platform base image (base: sbx): its store name for the options
+ * ("sbx-base:bookworm-minbase"), building it with debootstrap when the
+ * store does not have it.  digest_out gets its manifest digest. */
+int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+                       const sbx_build_options *opts, sbx_error *err);
+
+/* Store a plain directory tree as a one-layer image named `name` (owners,
+ * modes and symlinks as found).  The base images of tests and of base: sbx
+ * are made this way. */
+int sbx_build_image_from_dir(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+                             const char *dir, const char *name, const char *created_by,
+                             sbx_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

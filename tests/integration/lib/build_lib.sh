@@ -1,0 +1,104 @@
+# Builder test helpers, sourced by tests/integration/test_build_*.sh.
+#
+# Every test gets a temp dir $T and a private store $STORE, removed on exit.
+# Bases:
+#  - b_busybox_image NAME: a one-layer image from busybox-static (applet
+#    links, /etc/passwd with root and app(1000), /tmp 1777), put into $STORE
+#    by the unit-test binary's fixture mode (test_build_image --seed).
+#  - b_sbx_base: the debootstrap base (base: sbx) is built at most once per
+#    build dir, in a shared store under $SBX_BUILD_DIR/test-shared guarded by
+#    a flock; each test copies that store (nobody writes it after seeding).
+set -euo pipefail
+
+: "${SBX_BIN:?SBX_BIN must name the sbx-image binary}"
+: "${SBX_SOURCE_DIR:?SBX_SOURCE_DIR must name the source tree}"
+: "${SBX_BUILD_DIR:?SBX_BUILD_DIR must name the build dir}"
+B_DRIVER=$SBX_BUILD_DIR/tests/test_build_image
+
+b_die() { echo "build test: $*" >&2; exit 1; }
+b_pass() { echo "ok - $*"; }
+
+b_cleanup() {
+    local rc=$?
+    # Whatever a failing test left mounted must not outlive it.
+    if [[ -n ${T:-} ]]; then
+        grep -o " $T/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do
+            umount -l "$m" 2>/dev/null || true
+        done
+        [[ -n ${T_KEEP:-} ]] && echo "kept $T" || rm -rf "$T"
+    fi
+    exit "$rc"
+}
+
+b_init() {
+    local c
+    for c in busybox flock; do command -v $c >/dev/null || b_die "missing '$c' (scripts/deps.sh)"; done
+    [[ -x $SBX_BIN ]] || b_die "SBX_BIN '$SBX_BIN' is not executable"
+    [[ -x $B_DRIVER ]] || b_die "fixture driver '$B_DRIVER' is missing (build the tests)"
+    T=$(mktemp -d /tmp/sbx-buildtest.XXXXXX)
+    STORE=$T/store
+    export SBX_STORE=$STORE
+    trap b_cleanup EXIT
+}
+
+sbx() { "$SBX_BIN" --store "$STORE" "$@"; }
+
+# b_busybox_rootfs DIR
+b_busybox_rootfs() {
+    local d=$1 a
+    mkdir -p "$d"/{bin,etc,tmp,root,home/app,var}
+    cp "$(command -v busybox)" "$d/bin/busybox"
+    for a in $("$d/bin/busybox" --list); do
+        [[ $a == busybox ]] || ln -sf busybox "$d/bin/$a"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$d/etc/passwd"
+    printf 'root:x:0:\napp:x:1000:\nnogroup:x:65534:\n' >"$d/etc/group"
+    chmod 1777 "$d/tmp"
+    chmod 0700 "$d/root"
+    chown 1000:1000 "$d/home/app"
+}
+
+# b_busybox_image NAME [STORE]: prints the manifest digest.
+b_busybox_image() {
+    local name=$1 store=${2:-$STORE}
+    [[ -d $T/bb-rootfs ]] || b_busybox_rootfs "$T/bb-rootfs"
+    "$B_DRIVER" --seed "$store" "$T/bb-rootfs" "$name"
+}
+
+# b_state [STORE]: names and layer/blob counts, to compare before/after.
+b_state() { "$B_DRIVER" --state "${1:-$STORE}"; }
+
+# b_assert_clean: no mount, bundle or scratch dir left by a build.
+b_assert_clean() {
+    if grep -q " $STORE" /proc/self/mountinfo; then
+        grep " $STORE" /proc/self/mountinfo >&2
+        b_die "mounts left under $STORE"
+    fi
+    local left
+    left=$(find "$STORE/run" "$STORE/build" -mindepth 1 -maxdepth 1 ! -name '*.lock' 2>/dev/null | head -5)
+    [[ -z $left ]] || b_die "left behind: $left"
+}
+
+# b_sbx_base: make $STORE a copy of the shared store holding the base: sbx image.
+b_sbx_base() {
+    local shared=$SBX_BUILD_DIR/test-shared/sbx-base
+    mkdir -p "$shared"
+    (
+        flock 9
+        if [[ ! -e $shared/ready ]]; then
+            echo "building the shared debootstrap base (once per build dir)..." >&2
+            rm -rf "$shared/store"
+            mkdir -p "$shared/ctx"
+            printf 'base: sbx\nsteps:\n  - env: {SBX_TEST: "1"}\n' >"$shared/ctx/base.yaml"
+            "$SBX_BIN" --store "$shared/store" build "$shared/ctx/base.yaml" >&2 \
+                || b_die "building the debootstrap base failed"
+            rm -rf "$shared/store/unpacked" "$shared/store/build" "$shared/store/run"
+            touch "$shared/ready"
+        fi
+    ) 9>"$shared/lock"
+    rm -rf "$STORE"
+    cp -a "$shared/store" "$STORE"
+}
+
+# b_json_field JSON KEY
+b_json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }

@@ -1,0 +1,279 @@
+/* Unit tests of the builder's image writer (builder/image.c), step scripts
+ * (builder/steps.c) and cache lookups (builder/cache.c).
+ *
+ * Also a fixture driver for the integration tests: run as
+ *   test_build_image --seed STORE DIR NAME
+ * it stores the directory tree DIR as a one-layer image named NAME
+ * (sbx_build_image_from_dir) and prints the manifest digest, which is how
+ * the tests make their busybox base without any registry. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "build_cache.h"
+#include "build_internal.h"
+#include "build_steps.h"
+#include "sbx/builder.h"
+#include "sbx/recipe.h"
+#include "sbx/store.h"
+#include "testutil.h"
+
+typedef struct fx {
+    char *dir;
+    sbx_store *s;
+} fx;
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    f->dir = tu_tmpdir();
+    char *root = tu_path(f->dir, "store");
+    sbx_error err = SBX_ERROR_INIT;
+    if (sbx_store_open(&f->s, root, &err) < 0)
+        fail_msg("open store: %s", err.msg);
+    free(root);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    sbx_store_free(f->s);
+    tu_tmpdir_free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void put_layer(sbx_store *s, const char *content, char diff_id[SBX_DIGEST_BUFSZ])
+{
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, s, NULL, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, content, strlen(content), &err), 0);
+    assert_int_equal(sbx_layer_writer_commit(w, diff_id, &err), 0);
+}
+
+static void test_commit_roundtrip_and_determinism(void **state)
+{
+    fx *f = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char l1[SBX_DIGEST_BUFSZ];
+    put_layer(f->s, "layer one", l1);
+
+    unsetenv("SOURCE_DATE_EPOCH");
+    json_t *cfg = sbx_img_config_new("linux", "amd64");
+    assert_non_null(cfg);
+    assert_int_equal(sbx_img_add_history(cfg, l1, "copy a /a", &err), 0);
+    assert_int_equal(sbx_img_set_env(cfg, "A", "1", &err), 0);
+    assert_int_equal(sbx_img_set_env(cfg, "A", "2", &err), 0); /* replaces */
+    assert_int_equal(sbx_img_set_string(cfg, "WorkingDir", "/app", &err), 0);
+    assert_int_equal(sbx_img_set_label(cfg, SBX_LABEL_READY_CMD, "[\"true\"]", &err), 0);
+    assert_int_equal(sbx_img_add_history(cfg, NULL, "env A=2", &err), 0);
+
+    char d1[SBX_DIGEST_BUFSZ], d2[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_img_commit(f->s, cfg, d1, &err), 0);
+    assert_int_equal(sbx_img_commit(f->s, cfg, d2, &err), 0);
+    assert_string_equal(d1, d2);
+
+    json_t *back = NULL;
+    assert_int_equal(sbx_img_load(&back, f->s, d1, &err), 0);
+    assert_int_equal(sbx_img_nlayers(back), 1);
+    assert_string_equal(sbx_img_layer(back, 0), l1);
+    assert_string_equal(sbx_img_get_string(back, "WorkingDir"), "/app");
+    const char **env = sbx_img_env(back);
+    assert_string_equal(env[1], "A=2");
+    assert_null(env[2]);
+    free(env);
+    json_t *h = json_object_get(back, "history");
+    assert_int_equal(json_array_size(h), 2);
+    assert_true(json_is_true(json_object_get(json_array_get(h, 1), "empty_layer")));
+    assert_string_equal(json_string_value(json_object_get(back, "created")),
+                        "1970-01-01T00:00:00Z");
+
+    /* The manifest describes the layer in its stored zstd form. */
+    char *raw = NULL;
+    size_t len = 0;
+    assert_int_equal(sbx_store_read_blob(f->s, d1, 1 << 20, &raw, &len, &err), 0);
+    json_t *m = json_loads(raw, 0, NULL);
+    json_t *layer = json_array_get(json_object_get(m, "layers"), 0);
+    assert_string_equal(json_string_value(json_object_get(layer, "mediaType")),
+                        SBX_MT_OCI_LAYER_ZSTD);
+    sbx_layer_info info;
+    assert_int_equal(sbx_store_layer_info(f->s, l1, &info, &err), 0);
+    assert_string_equal(json_string_value(json_object_get(layer, "digest")), info.zstd_digest);
+    json_decref(m);
+    free(raw);
+
+    /* SOURCE_DATE_EPOCH changes the timestamps, hence the digest. */
+    setenv("SOURCE_DATE_EPOCH", "86400", 1);
+    char created[32];
+    assert_string_equal(sbx_img_created(created), "1970-01-02T00:00:00Z");
+    unsetenv("SOURCE_DATE_EPOCH");
+    json_decref(back);
+    json_decref(cfg);
+}
+
+static void test_commit_unknown_layer(void **state)
+{
+    fx *f = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    json_t *cfg = sbx_img_config_new("linux", "amd64");
+    const char *missing = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    assert_int_equal(sbx_img_add_history(cfg, missing, "run", &err), 0);
+    char d[SBX_DIGEST_BUFSZ];
+    assert_true(sbx_img_commit(f->s, cfg, d, &err) < 0);
+    tu_assert_error(&err, SBX_ENOTFOUND, "describe layer 1");
+    json_decref(cfg);
+}
+
+static void test_load_not_a_manifest(void **state)
+{
+    fx *f = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(f->s, "{\"a\":1}", 7, NULL, NULL, d, &err), 0);
+    json_t *cfg = NULL;
+    assert_true(sbx_img_load(&cfg, f->s, d, &err) < 0);
+    tu_assert_error(&err, SBX_EINVAL, "not an image manifest");
+    assert_null(cfg);
+}
+
+static void test_cache_lookup(void **state)
+{
+    fx *f = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char l1[SBX_DIGEST_BUFSZ], d[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ];
+    put_layer(f->s, "cached layer", l1);
+    json_t *cfg = sbx_img_config_new("linux", "amd64");
+    assert_int_equal(sbx_img_add_history(cfg, l1, "run", &err), 0);
+    assert_int_equal(sbx_img_commit(f->s, cfg, d, &err), 0);
+    const char *key = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    json_t *back = NULL;
+    assert_int_equal(sbx_cache_lookup(&back, got, f->s, key), 0);
+    assert_int_equal(sbx_cache_store(f->s, key, d, &err), 0);
+    assert_int_equal(sbx_cache_lookup(&back, got, f->s, key), 1);
+    assert_string_equal(got, d);
+    assert_string_equal(sbx_img_layer(back, 0), l1);
+    char named[SBX_DIGEST_BUFSZ];
+    char name[128];
+    snprintf(name, sizeof name, "cache:%s", key);
+    assert_int_equal(sbx_store_name_get(f->s, name, named, &err), 0);
+    json_decref(back);
+    json_decref(cfg);
+}
+
+static const sbx_step *one_step(sbx_recipe **keep, const char *yaml)
+{
+    sbx_error err = SBX_ERROR_INIT;
+    if (sbx_recipe_parse_buffer(keep, yaml, strlen(yaml), "t.yaml", NULL, &err) < 0)
+        fail_msg("parse: %s at %s", err.msg, err.where);
+    return sbx_recipe_step(*keep, 0);
+}
+
+static void test_step_scripts(void **state)
+{
+    (void)state;
+    sbx_recipe *r = NULL;
+    const sbx_step *st = one_step(&r, "image: x\nsteps:\n  - apt_install: [curl, \"git\"]\n");
+    char *sum = sbx_step_summary(st);
+    assert_string_equal(sum, "apt_install curl git");
+    free(sum);
+    sbx_step_cmd cmd;
+    assert_int_equal(sbx_step_script(&cmd, st, "app", "/w"), 1);
+    assert_non_null(strstr(cmd.script, "apt-get install -y -q --no-install-recommends 'curl' 'git'"));
+    assert_non_null(strstr(cmd.script, "rm -rf /var/lib/apt/lists/*"));
+    assert_non_null(strstr(cmd.script, "DEBIAN_FRONTEND=noninteractive"));
+    assert_string_equal(cmd.user, "0"); /* apt runs as root whatever the image user */
+    sbx_step_cmd_free(&cmd);
+    sbx_recipe_unref(r);
+
+    st = one_step(&r, "image: x\nsteps:\n  - run_cmd: {commands: [\"echo 'a'\", \"false\"], "
+                      "user: nobody}\n");
+    assert_int_equal(sbx_step_script(&cmd, st, NULL, NULL), 1);
+    assert_string_equal(cmd.script, "/bin/sh -c 'echo '\\''a'\\''' && /bin/sh -c 'false'");
+    assert_string_equal(cmd.display, "echo 'a' && false");
+    assert_string_equal(cmd.user, "nobody");
+    sbx_step_cmd_free(&cmd);
+    sbx_recipe_unref(r);
+
+    st = one_step(&r, "image: x\nsteps:\n  - pip_install: {packages: [tiny], index_url: "
+                      "\"http://127.0.0.1:1/simple\"}\n");
+    assert_int_equal(sbx_step_script(&cmd, st, NULL, NULL), 1);
+    assert_non_null(strstr(cmd.script, "PIP_BREAK_SYSTEM_PACKAGES=1"));
+    assert_non_null(strstr(cmd.script, "python3 -m pip install --no-cache-dir "
+                                       "--disable-pip-version-check --index-url "
+                                       "'http://127.0.0.1:1/simple' 'tiny'"));
+    sbx_step_cmd_free(&cmd);
+    sbx_recipe_unref(r);
+
+    st = one_step(&r, "image: x\nsteps:\n  - env: {A: b}\n");
+    assert_int_equal(sbx_step_script(&cmd, st, NULL, NULL), 0);
+    assert_null(cmd.script);
+    sbx_recipe_unref(r);
+}
+
+static int seed(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: %s --seed STORE DIR NAME\n", argv[0]);
+        return 2;
+    }
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_store *s = NULL;
+    char d[SBX_DIGEST_BUFSZ];
+    if (sbx_store_open(&s, argv[2], &err) < 0 ||
+        sbx_build_image_from_dir(d, s, argv[3], argv[4], "test fixture", &err) < 0) {
+        fprintf(stderr, "seed: %s\n", err.msg);
+        sbx_store_free(s);
+        return 1;
+    }
+    printf("%s\n", d);
+    sbx_store_free(s);
+    return 0;
+}
+
+/* --state STORE: every name with its digest, then the layer and blob counts,
+ * so a test can show that a failed build changed nothing. */
+static int state(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s --state STORE\n", argv[0]);
+        return 2;
+    }
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_store *s = NULL;
+    sbx_name_entry *names = NULL;
+    size_t n = 0;
+    sbx_df_report df;
+    if (sbx_store_open(&s, argv[2], &err) < 0 ||
+        sbx_store_name_list(s, NULL, &names, &n, &err) < 0 || sbx_store_df(s, &df, &err) < 0) {
+        fprintf(stderr, "state: %s\n", err.msg);
+        sbx_store_free(s);
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        printf("name %s %s\n", names[i].name, names[i].digest);
+    printf("layers %llu\nblobs %llu\n", (unsigned long long)df.layers,
+           (unsigned long long)df.blobs);
+    sbx_name_entries_free(names, n);
+    sbx_store_free(s);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--seed"))
+        return seed(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "--state"))
+        return state(argc, argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_commit_roundtrip_and_determinism, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_unknown_layer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_load_not_a_manifest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_lookup, setup, teardown),
+        cmocka_unit_test(test_step_scripts),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
