@@ -1,0 +1,4 @@
+#!/bin/sh
+set -e
+echo "$GREETING from setup" > /work/setup.txt
+touch /work/ready
