@@ -1,11 +1,170 @@
+/* sbx-image inspect REF|NAME: manifest, config, platforms, layers, sizes;
+ * from the store when it has the image, else from the registry. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
 #include "cli.h"
+#include "sbx/log.h"
+#include "sbx/registry.h"
+
+int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sbx-image inspect [OPTIONS] REF|NAME\n\n"
+            "Show an image: its manifest digest and media type, the platforms of its index,\n"
+            "its config (platform, digest), and its layers (digest, diff_id, size, media type,\n"
+            "whether the store has them).  Answers from the store when it holds the name,\n"
+            "the normalized ref or the pinned digest; otherwise asks the registry (manifests\n"
+            "and config only; no layer is downloaded).\n\n"
+            "options:\n"
+            "  --platform OS/ARCH[/VARIANT]  platform to show from an index (default: this host's)\n"
+            "  --creds USER:PASSWORD         credentials for the ref's registry\n"
+            "  --raw                         print the exact bytes of the manifest the ref names\n"
+            "                                (the index for a multi-platform image)\n"
+            "  --config                      print the exact bytes of the image config\n"
+            "  --json                        print everything as one JSON object\n"
+            "  --store DIR                   store to look in first\n"
+            "  -v, --verbose                 debug messages on stderr\n\n"
+            "output: a summary (or --json, --raw, --config) on stdout.  Exit 1 on error, 2 on\n"
+            "usage errors.\n");
+}
+
+static uint64_t total_size(const sbx_image_info *in)
+{
+    uint64_t t = 0;
+    for (size_t i = 0; i < in->nlayers; i++)
+        t += in->layers[i].size;
+    return t;
+}
+
+static int print_json(const sbx_image_info *in)
+{
+    char plat[100];
+    json_t *platforms = json_array(), *layers = json_array();
+    for (size_t i = 0; i < in->nplatforms; i++) {
+        const sbx_image_platform *p = &in->platforms[i];
+        json_array_append_new(platforms,
+                              json_pack("{s:s, s:s, s:s, s:I}", "platform",
+                                        sbx_platform_format(&p->platform, plat, sizeof plat),
+                                        "digest", p->digest, "media_type", p->media_type, "size",
+                                        (json_int_t)p->size));
+    }
+    for (size_t i = 0; i < in->nlayers; i++) {
+        const sbx_pull_layer *l = &in->layers[i];
+        json_array_append_new(layers,
+                              json_pack("{s:s, s:s, s:I, s:s, s:b}", "digest", l->digest, "diff_id",
+                                        l->diff_id, "size", (json_int_t)l->size, "media_type",
+                                        l->media_type, "present", l->present));
+    }
+    json_error_t jerr;
+    json_t *config = json_loadb(in->config_raw, in->config_len, 0, &jerr);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s, s:I, s:o*, s:o, s:I}", "ref", in->ref,
+        "source", in->from_store ? "store" : "registry", "digest", in->digest, "media_type",
+        in->media_type, "index_digest", in->top_digest, "index_media_type", in->top_media_type,
+        "platforms", platforms, "platform", sbx_platform_format(&in->platform, plat, sizeof plat),
+        "config", in->config_digest, "config_size", (json_int_t)in->config_len, "config_json",
+        config, "layers", layers, "size", (json_int_t)total_size(in));
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s)
+        return -1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
+
+static void print_human(const sbx_image_info *in)
+{
+    char plat[100], b[32];
+    printf("ref:         %s\n", in->ref);
+    printf("source:      %s\n", in->from_store ? "store" : "registry");
+    printf("digest:      %s\n", in->digest);
+    printf("media type:  %s\n", in->media_type);
+    if (strcmp(in->top_digest, in->digest) != 0)
+        printf("index:       %s (%s)\n", in->top_digest, in->top_media_type);
+    for (size_t i = 0; i < in->nplatforms; i++) {
+        const sbx_image_platform *p = &in->platforms[i];
+        printf("%s %-16s %s%s\n", i == 0 ? "platforms:  " : "            ",
+               sbx_platform_format(&p->platform, plat, sizeof plat), p->digest,
+               strcmp(p->digest, in->digest) ? "" : "  (shown)");
+    }
+    printf("platform:    %s\n", sbx_platform_format(&in->platform, plat, sizeof plat));
+    printf("config:      %s (%s)\n", in->config_digest, cli_human_bytes(in->config_len, b, sizeof b));
+    printf("layers:      %zu, %s compressed\n", in->nlayers,
+           cli_human_bytes(total_size(in), b, sizeof b));
+    for (size_t i = 0; i < in->nlayers; i++) {
+        const sbx_pull_layer *l = &in->layers[i];
+        printf("  %2zu %s %10s %s%s\n", i + 1, l->digest, cli_human_bytes(l->size, b, sizeof b),
+               l->media_type, l->present ? "  [in store]" : "");
+        printf("     diff_id %s\n", l->diff_id);
+    }
+}
 
 int cmd_inspect(sbx_cli *cli, int argc, char **argv)
 {
-    (void)cli;
-    (void)argc;
-    (void)argv;
+    static const struct option longopts[] = {
+        {"platform", required_argument, NULL, 'p'},
+        {"creds", required_argument, NULL, 'c'},
+        {"raw", no_argument, NULL, 'r'},
+        {"config", no_argument, NULL, 'C'},
+        CLI_COMMON_OPTS,
+        {NULL, 0, NULL, 0},
+    };
+    sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    int raw = 0, config = 0, c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (cli_common_opt(cli, c, optarg))
+            continue;
+        switch (c) {
+        case 'p': opts.platform = optarg; break;
+        case 'c':
+            if (cli_registry_creds(&opts, optarg, "inspect"))
+                return CLI_EXIT_USAGE;
+            break;
+        case 'r': raw = 1; break;
+        case 'C': config = 1; break;
+        default: return cli_usage_error("inspect", "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage_error("inspect", "expected exactly one REF or NAME");
+    if (raw + config + cli->json > 1)
+        return cli_usage_error("inspect", "--raw, --config and --json exclude each other");
     sbx_error err = SBX_ERROR_INIT;
-    sbx_error_set(&err, SBX_EUNSUPPORTED, "'inspect' is not implemented yet");
-    return cli_fail(&err);
+    sbx_store *store = NULL;
+    if (sbx_store_open(&store, cli->store_root, &err) < 0) {
+        sbx_log(SBX_LOG_DEBUG, "inspecting without the store: %s", err.msg);
+        sbx_error_clear(&err);
+        store = NULL;
+    }
+    opts.store = store;
+    sbx_image_info *in = NULL;
+    int rc = sbx_registry_inspect(&in, argv[optind], &opts, &err);
+    if (store)
+        sbx_store_free(store);
+    if (rc < 0)
+        return cli_fail(&err);
+    if (raw)
+        fwrite(in->top_raw, 1, in->top_len, stdout);
+    else if (config)
+        fwrite(in->config_raw, 1, in->config_len, stdout);
+    else if (cli->json)
+        rc = print_json(in);
+    else
+        print_human(in);
+    sbx_image_info_free(in);
+    if (rc < 0) {
+        sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
+        return cli_fail(&err);
+    }
+    return CLI_EXIT_OK;
 }

@@ -1,11 +1,248 @@
+/* sbx-image pull REF: an image from a registry into the store.
+ *
+ * Progress on stderr: on a terminal one live line per layer (bytes, speed,
+ * "already present"); otherwise one plain line when a layer starts, is found
+ * present, or finishes (with its speed). */
+#include <stdlib.h>
+#include <stdbool.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
 #include "cli.h"
+#include "sbx/log.h"
+#include "sbx/registry.h"
+
+int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
+
+/* ---- progress display ------------------------------------------------------ */
+
+#define MAX_ITEMS 64
+
+typedef struct item {
+    char id[64];
+    char phase[16];
+    uint64_t done, total;
+    uint64_t start_ns, end_ns;
+} item;
+
+static struct {
+    int tty;
+    item items[MAX_ITEMS];
+    size_t n;
+    size_t drawn; /* lines drawn last time (tty) */
+    uint64_t last_draw_ns;
+} g_pp;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void fmt_speed(const item *it, char *buf, size_t len)
+{
+    uint64_t end = it->end_ns ? it->end_ns : now_ns();
+    double secs = (double)(end - it->start_ns) / 1e9;
+    char b[32];
+    if (secs < 0.001 || it->done == 0) {
+        snprintf(buf, len, "-");
+        return;
+    }
+    snprintf(buf, len, "%s/s", cli_human_bytes((unsigned long long)(it->done / secs), b, sizeof b));
+}
+
+static void draw_line(const item *it)
+{
+    char done[32], total[32], speed[32];
+    cli_human_bytes(it->done, done, sizeof done);
+    cli_human_bytes(it->total, total, sizeof total);
+    if (!strcmp(it->phase, "present")) {
+        fprintf(stderr, "%s: already present (%s)", it->id, total);
+        return;
+    }
+    fmt_speed(it, speed, sizeof speed);
+    if (!strcmp(it->phase, "done"))
+        fprintf(stderr, "%s: pulled %s (%s)", it->id, total, speed);
+    else if (!strcmp(it->phase, "commit"))
+        fprintf(stderr, "%s: storing %s", it->id, total);
+    else
+        fprintf(stderr, "%s: downloading %s / %s (%d%%) %s", it->id, done, total,
+                it->total ? (int)(it->done * 100 / it->total) : 0, speed);
+}
+
+static void redraw(void)
+{
+    if (g_pp.drawn)
+        fprintf(stderr, "\033[%zuA", g_pp.drawn);
+    for (size_t i = 0; i < g_pp.n; i++) {
+        fprintf(stderr, "\r\033[K");
+        draw_line(&g_pp.items[i]);
+        fputc('\n', stderr);
+    }
+    g_pp.drawn = g_pp.n;
+    fflush(stderr);
+}
+
+static void progress_sink(void *ud, const sbx_progress *p)
+{
+    (void)ud;
+    item *it = NULL;
+    for (size_t i = 0; i < g_pp.n; i++)
+        if (!strcmp(g_pp.items[i].id, p->id))
+            it = &g_pp.items[i];
+    bool is_new = false;
+    if (!it) {
+        if (g_pp.n == MAX_ITEMS)
+            return;
+        it = &g_pp.items[g_pp.n++];
+        memset(it, 0, sizeof *it);
+        snprintf(it->id, sizeof it->id, "%s", p->id);
+        it->start_ns = now_ns();
+        is_new = true;
+    }
+    bool changed = strcmp(it->phase, p->phase) != 0;
+    snprintf(it->phase, sizeof it->phase, "%s", p->phase);
+    it->done = p->done;
+    it->total = p->total;
+    if (!strcmp(p->phase, "done") || !strcmp(p->phase, "present"))
+        it->end_ns = now_ns();
+    if (g_pp.tty) {
+        uint64_t t = now_ns();
+        if (is_new || changed || t - g_pp.last_draw_ns > 100000000ull) {
+            g_pp.last_draw_ns = t;
+            redraw();
+        }
+    } else if ((is_new && strcmp(p->phase, "download") == 0) || (changed && !is_new &&
+               strcmp(p->phase, "commit") != 0) || !strcmp(p->phase, "present")) {
+        if (!strcmp(p->phase, "download"))
+            fprintf(stderr, "%s: downloading %llu bytes\n", it->id, (unsigned long long)p->total);
+        else {
+            draw_line(it);
+            fputc('\n', stderr);
+        }
+        fflush(stderr);
+    }
+}
+
+/* ---- command ------------------------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sbx-image pull [OPTIONS] REF\n\n"
+            "Pull an image into the store: the manifest for the platform (from an index if REF\n"
+            "names one), its config and its layers.  Every byte is checked: manifests against\n"
+            "their digests, layers against the descriptor digest and the config's diff_id.\n"
+            "Layers already in the store are not downloaded; up to 3 download at once.  The\n"
+            "store then names the normalized ref (e.g. docker.io/library/node:22).\n\n"
+            "options:\n"
+            "  --platform OS/ARCH[/VARIANT]  platform to pull (default: this host's)\n"
+            "  --creds USER:PASSWORD         credentials for the ref's registry (default: the\n"
+            "                                Docker config, $DOCKER_CONFIG/config.json)\n"
+            "  --parallel N                  layers downloaded at once (1-8, default 3)\n"
+            "  --json                        print {\"ref\",\"digest\",\"config\",\"layers\":[{\"digest\",\n"
+            "                                \"diff_id\",\"size\",\"media_type\",\"present\"}]}\n"
+            "  --store DIR                   store to pull into\n"
+            "  -v, --verbose                 debug messages (requests) on stderr\n\n"
+            "output: the image manifest digest on stdout (or --json); progress on stderr, live\n"
+            "per layer on a terminal.  Exit 1 on error, 2 on usage errors.\n"
+            "environment: SBX_STALL_TIMEOUT (s, default 30), SBX_RETRY_MAX (default 5),\n"
+            "SBX_RETRY_BASE_MS (default 500), SBX_REGISTRIES_CONFIG, SBX_CERTS_DIR, DOCKER_CONFIG.\n");
+}
+
+static int print_json(const sbx_pull_result *r)
+{
+    json_t *layers = json_array();
+    for (size_t i = 0; layers && i < r->nlayers; i++) {
+        const sbx_pull_layer *l = &r->layers[i];
+        json_array_append_new(layers,
+                              json_pack("{s:s, s:s, s:I, s:s, s:b}", "digest", l->digest, "diff_id",
+                                        l->diff_id, "size", (json_int_t)l->size, "media_type",
+                                        l->media_type, "present", l->present));
+    }
+    char plat[100];
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "ref", r->ref, "digest", r->digest,
+                          "media_type", r->media_type, "index_digest", r->index_digest, "config",
+                          r->config, "platform", sbx_platform_format(&r->platform, plat, sizeof plat),
+                          "layers", layers);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s)
+        return -1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
 
 int cmd_pull(sbx_cli *cli, int argc, char **argv)
 {
-    (void)cli;
-    (void)argc;
-    (void)argv;
+    static const struct option longopts[] = {
+        {"platform", required_argument, NULL, 'p'},
+        {"creds", required_argument, NULL, 'c'},
+        {"parallel", required_argument, NULL, 'P'},
+        CLI_COMMON_OPTS,
+        {NULL, 0, NULL, 0},
+    };
+    sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (cli_common_opt(cli, c, optarg))
+            continue;
+        switch (c) {
+        case 'p': opts.platform = optarg; break;
+        case 'c':
+            if (cli_registry_creds(&opts, optarg, "pull"))
+                return CLI_EXIT_USAGE;
+            break;
+        case 'P': {
+            char *end;
+            long n = strtol(optarg, &end, 10);
+            if (*end || n < 1 || n > 8)
+                return cli_usage_error("pull", "--parallel wants a number from 1 to 8");
+            opts.parallel = (unsigned)n;
+            break;
+        }
+        default: return cli_usage_error("pull", "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage_error("pull", "expected exactly one REF");
+    const char *ref = argv[optind];
+    sbx_store *store = NULL;
+    int rc = cli_open_store(cli, &store);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    g_pp.tty = cli->tty;
+    sbx_progress_set_sink(progress_sink, NULL);
+    opts.store = store;
     sbx_error err = SBX_ERROR_INIT;
-    sbx_error_set(&err, SBX_EUNSUPPORTED, "'pull' is not implemented yet");
-    return cli_fail(&err);
+    sbx_pull_result r;
+    rc = sbx_registry_pull(&r, ref, &opts, &err);
+    sbx_progress_set_sink(NULL, NULL);
+    sbx_store_free(store);
+    if (rc < 0)
+        return cli_fail(&err);
+    size_t present = 0;
+    for (size_t i = 0; i < r.nlayers; i++)
+        present += r.layers[i].present ? 1 : 0;
+    if (!cli->json || g_pp.tty)
+        fprintf(stderr, "pulled %s: %zu layers (%zu already present)\n", r.ref, r.nlayers, present);
+    if (cli->json) {
+        if (print_json(&r) < 0) {
+            sbx_pull_result_free(&r);
+            sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
+            return cli_fail(&err);
+        }
+    } else {
+        printf("%s\n", r.digest);
+    }
+    sbx_pull_result_free(&r);
+    return CLI_EXIT_OK;
 }

@@ -1,11 +1,110 @@
+/* sbx-image resolve REF: the manifest digest a ref points to, for a platform. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
 #include "cli.h"
+#include "sbx/log.h"
+#include "sbx/registry.h"
+
+/* Shared by resolve, pull and inspect: --creds USER:PASS into opts.  The
+ * strings point into arg (argv), which outlives the call. */
+int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
+int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
+{
+    char *colon = strchr(arg, ':');
+    if (!colon || colon == arg)
+        return cli_usage_error(verb, "--creds wants USER:PASSWORD");
+    *colon = '\0';
+    opts->username = arg;
+    opts->password = colon + 1;
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sbx-image resolve [OPTIONS] REF\n\n"
+            "Print the digest of the image manifest REF points to for a platform (an index is\n"
+            "followed to the platform's entry).  Asks the registry with HEAD where it can.\n"
+            "Answers for tags are cached in the store for $SBX_RESOLVE_TTL seconds (default\n"
+            "60); answers for digest refs forever.\n\n"
+            "options:\n"
+            "  --platform OS/ARCH[/VARIANT]  platform to resolve for (default: this host's)\n"
+            "  --creds USER:PASSWORD         credentials for the ref's registry (default: the\n"
+            "                                Docker config, $DOCKER_CONFIG/config.json)\n"
+            "  --no-cache                    ask the registry even if the store has an answer\n"
+            "  --json                        print {\"ref\",\"digest\",\"media_type\",\"platform\",\n"
+            "                                \"index_digest\",\"cached\"}\n"
+            "  --store DIR                   store holding the resolve cache\n"
+            "  -v, --verbose                 debug messages (requests) on stderr\n\n"
+            "output: the digest (sha256:...) on stdout.  Exit 1 on error, 2 on usage errors.\n");
+}
 
 int cmd_resolve(sbx_cli *cli, int argc, char **argv)
 {
-    (void)cli;
-    (void)argc;
-    (void)argv;
+    static const struct option longopts[] = {
+        {"platform", required_argument, NULL, 'p'},
+        {"creds", required_argument, NULL, 'c'},
+        {"no-cache", no_argument, NULL, 'n'},
+        CLI_COMMON_OPTS,
+        {NULL, 0, NULL, 0},
+    };
+    sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (cli_common_opt(cli, c, optarg))
+            continue;
+        switch (c) {
+        case 'p': opts.platform = optarg; break;
+        case 'c':
+            if (cli_registry_creds(&opts, optarg, "resolve"))
+                return CLI_EXIT_USAGE;
+            break;
+        case 'n': opts.resolve_ttl = 0; break;
+        default: return cli_usage_error("resolve", "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage_error("resolve", "expected exactly one REF");
+    const char *ref = argv[optind];
     sbx_error err = SBX_ERROR_INIT;
-    sbx_error_set(&err, SBX_EUNSUPPORTED, "'resolve' is not implemented yet");
-    return cli_fail(&err);
+    sbx_store *store = NULL;
+    if (sbx_store_open(&store, cli->store_root, &err) < 0) {
+        /* the cache is an optimisation: resolve works without a store */
+        sbx_log(SBX_LOG_DEBUG, "resolving without the store's cache: %s", err.msg);
+        sbx_error_clear(&err);
+        store = NULL;
+    }
+    opts.store = store;
+    sbx_resolve_result r;
+    int rc = sbx_registry_resolve_ex(&r, ref, &opts, &err);
+    if (store)
+        sbx_store_free(store);
+    if (rc < 0)
+        return cli_fail(&err);
+    if (cli->json) {
+        char plat[100];
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "ref", r.ref, "digest", r.digest,
+                              "media_type", r.media_type, "platform",
+                              sbx_platform_format(&r.platform, plat, sizeof plat), "index_digest",
+                              r.index_digest, "cached", r.cached);
+        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (!s) {
+            json_decref(o);
+            sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
+            return cli_fail(&err);
+        }
+        printf("%s\n", s);
+        free(s);
+        json_decref(o);
+    } else {
+        printf("%s\n", r.digest);
+    }
+    return CLI_EXIT_OK;
 }

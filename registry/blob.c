@@ -1,0 +1,283 @@
+/* Streamed layer download:
+ *
+ *   curl write callback -> sha256 of the compressed bytes
+ *                       -> gzip (zlib) / zstd (streaming) / none, chosen by
+ *                          the stream's magic bytes (as containerd does)
+ *                       -> sbx_layer_writer (hashes the diff_id, zstd at rest)
+ *
+ * Nothing is committed until the whole blob has arrived, its size and digest
+ * match the descriptor, and the decompressed stream ended cleanly; the
+ * writer's commit then checks the diff_id.  Any mismatch aborts the writer, so
+ * a wrong digest never reaches the store.  Memory is bounded by fixed buffers
+ * and the zstd window limit, whatever the layer size. */
+#include <string.h>
+#include <zlib.h>
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include "registry_internal.h"
+
+#define OUTBUF (128u << 10)
+#define ZSTD_WINDOWLOG_LIMIT 24 /* 16 MiB: every standard level up to 19 */
+
+static pthread_mutex_t g_progress_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void reg_progress(const char *id, const char *phase, uint64_t done, uint64_t total)
+{
+    pthread_mutex_lock(&g_progress_lock);
+    sbx_progress_emit(id, phase, done, total);
+    pthread_mutex_unlock(&g_progress_lock);
+}
+
+reg_compression reg_layer_compression(const char *mt)
+{
+    if (!mt)
+        return REG_COMP_AUTO;
+    size_t n = strlen(mt);
+    if ((n > 5 && !strcmp(mt + n - 5, "+gzip")) || (n > 5 && !strcmp(mt + n - 5, ".gzip")))
+        return REG_COMP_GZIP;
+    if (n > 5 && !strcmp(mt + n - 5, "+zstd"))
+        return REG_COMP_ZSTD;
+    if (n > 4 && !strcmp(mt + n - 4, ".tar"))
+        return REG_COMP_NONE;
+    return REG_COMP_AUTO;
+}
+
+typedef struct layer_pipe {
+    sbx_store *store;
+    const reg_desc *desc;
+    const char *diff_id;
+    const char *pid; /* progress id */
+    sbx_layer_writer *w;
+    sbx_sha256 *h;
+    uint64_t nbytes;
+    reg_compression comp; /* decided from the magic bytes */
+    unsigned char head[4];
+    size_t nhead;
+    z_stream z;
+    bool z_init, z_end;
+    ZSTD_DCtx *zd;
+    size_t zstd_ret; /* last ZSTD_decompressStream result: 0 = frame complete */
+    unsigned char *out;
+    uint64_t last_emit_ns;
+    sbx_error *err;
+} layer_pipe;
+
+static int pipe_start(layer_pipe *p, sbx_error *err)
+{
+    p->nbytes = 0;
+    p->nhead = 0;
+    p->comp = REG_COMP_AUTO;
+    p->z_end = false;
+    p->zstd_ret = 0;
+    if (p->z_init) {
+        inflateEnd(&p->z);
+        p->z_init = false;
+    }
+    if (p->zd)
+        ZSTD_DCtx_reset(p->zd, ZSTD_reset_session_only);
+    sbx_sha256_free(p->h);
+    p->h = NULL;
+    int rc = sbx_sha256_new(&p->h, err);
+    if (rc < 0)
+        return rc;
+    sbx_layer_writer_abort(p->w);
+    p->w = NULL;
+    return sbx_store_layer_begin(&p->w, p->store, p->diff_id, err);
+}
+
+static int emit_out(layer_pipe *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    return sbx_layer_writer_write(p->w, p->out, n, p->err);
+}
+
+static int feed_gzip(layer_pipe *p, const unsigned char *buf, size_t len)
+{
+    if (!p->z_init) {
+        memset(&p->z, 0, sizeof p->z);
+        if (inflateInit2(&p->z, 16 + MAX_WBITS) != Z_OK)
+            return sbx_error_set(p->err, SBX_ENOMEM, "starting gzip decompression");
+        p->z_init = true;
+    }
+    p->z.next_in = (unsigned char *)buf;
+    p->z.avail_in = (uInt)len;
+    while (p->z.avail_in > 0) {
+        if (p->z_end) {
+            /* another gzip member follows (concatenated gzip is valid) */
+            if (inflateReset(&p->z) != Z_OK)
+                return sbx_error_set(p->err, SBX_EINTERNAL, "restarting gzip decompression");
+            p->z_end = false;
+        }
+        p->z.next_out = p->out;
+        p->z.avail_out = OUTBUF;
+        int r = inflate(&p->z, Z_NO_FLUSH);
+        if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR)
+            return sbx_error_set(p->err, SBX_EDIGEST, "decompressing layer '%s': corrupt gzip "
+                                 "data (%s)", p->desc->digest, p->z.msg ? p->z.msg : "zlib error");
+        int rc = emit_out(p, OUTBUF - p->z.avail_out);
+        if (rc < 0)
+            return rc;
+        if (r == Z_STREAM_END)
+            p->z_end = true;
+        else if (r == Z_BUF_ERROR && p->z.avail_out != 0)
+            break;
+    }
+    return 0;
+}
+
+static int feed_zstd(layer_pipe *p, const unsigned char *buf, size_t len)
+{
+    if (!p->zd) {
+        if (!(p->zd = ZSTD_createDCtx()))
+            return sbx_error_set(p->err, SBX_ENOMEM, "starting zstd decompression");
+        ZSTD_DCtx_setParameter(p->zd, ZSTD_d_windowLogMax, ZSTD_WINDOWLOG_LIMIT);
+    }
+    ZSTD_inBuffer in = {buf, len, 0};
+    while (in.pos < in.size) {
+        ZSTD_outBuffer out = {p->out, OUTBUF, 0};
+        size_t r = ZSTD_decompressStream(p->zd, &out, &in);
+        if (ZSTD_isError(r)) {
+            if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
+                return sbx_error_set(p->err, SBX_ELIMIT,
+                                     "decompressing layer '%s': zstd window larger than %u MiB",
+                                     p->desc->digest, (1u << ZSTD_WINDOWLOG_LIMIT) >> 20);
+            return sbx_error_set(p->err, SBX_EDIGEST, "decompressing layer '%s': corrupt zstd "
+                                 "data (%s)", p->desc->digest, ZSTD_getErrorName(r));
+        }
+        p->zstd_ret = r;
+        int rc = emit_out(p, out.pos);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int feed(layer_pipe *p, const unsigned char *buf, size_t len)
+{
+    switch (p->comp) {
+    case REG_COMP_GZIP: return feed_gzip(p, buf, len);
+    case REG_COMP_ZSTD: return feed_zstd(p, buf, len);
+    default: return len ? sbx_layer_writer_write(p->w, buf, len, p->err) : 0;
+    }
+}
+
+static void decide(layer_pipe *p)
+{
+    static const unsigned char gz[] = {0x1f, 0x8b}, zs[] = {0x28, 0xb5, 0x2f, 0xfd};
+    if (p->nhead >= 2 && !memcmp(p->head, gz, 2))
+        p->comp = REG_COMP_GZIP;
+    else if (p->nhead >= 4 && !memcmp(p->head, zs, 4))
+        p->comp = REG_COMP_ZSTD;
+    else
+        p->comp = REG_COMP_NONE;
+}
+
+static int pipe_write(void *ud, const void *vbuf, size_t len)
+{
+    layer_pipe *p = ud;
+    const unsigned char *buf = vbuf;
+    if (p->nbytes + len > p->desc->size) {
+        sbx_error_set(p->err, SBX_EDIGEST,
+                      "layer '%s': registry sent more than the %llu bytes the manifest declares",
+                      p->desc->digest, (unsigned long long)p->desc->size);
+        return -1;
+    }
+    sbx_sha256_update(p->h, buf, len);
+    p->nbytes += len;
+    if (p->comp == REG_COMP_AUTO) {
+        /* collect the magic bytes before choosing the decompressor */
+        size_t take = sizeof p->head - p->nhead < len ? sizeof p->head - p->nhead : len;
+        memcpy(p->head + p->nhead, buf, take);
+        p->nhead += take;
+        buf += take;
+        len -= take;
+        if (p->nhead < sizeof p->head && p->nbytes < p->desc->size)
+            return 0;
+        decide(p);
+        if (feed(p, p->head, p->nhead) < 0)
+            return -1;
+    }
+    if (feed(p, buf, len) < 0)
+        return -1;
+    uint64_t now = sbx_now_monotonic_ns();
+    if (now - p->last_emit_ns > 100000000ull) {
+        p->last_emit_ns = now;
+        reg_progress(p->pid, "download", p->nbytes, p->desc->size);
+    }
+    return 0;
+}
+
+static int pipe_reset(void *ud, sbx_error *err)
+{
+    layer_pipe *p = ud;
+    sbx_log(SBX_LOG_DEBUG, "layer '%s': starting over from byte 0", p->desc->digest);
+    return pipe_start(p, err);
+}
+
+/* After the last byte: flush and verify everything but the diff_id. */
+static int pipe_finish(layer_pipe *p, sbx_error *err)
+{
+    if (p->comp == REG_COMP_AUTO) {
+        decide(p);
+        if (feed(p, p->head, p->nhead) < 0)
+            return err->code;
+    }
+    if (p->nbytes != p->desc->size)
+        return sbx_error_set(err, SBX_EDIGEST, "layer '%s': got %llu bytes, the manifest declares "
+                             "%llu", p->desc->digest, (unsigned long long)p->nbytes,
+                             (unsigned long long)p->desc->size);
+    char got[SBX_DIGEST_BUFSZ];
+    sbx_sha256_final(p->h, got);
+    if (strcmp(got, p->desc->digest) != 0)
+        return sbx_error_set(err, SBX_EDIGEST, "layer '%s': downloaded content has digest '%s'",
+                             p->desc->digest, got);
+    if (p->comp == REG_COMP_GZIP && !p->z_end)
+        return sbx_error_set(err, SBX_EDIGEST, "layer '%s': gzip stream is truncated",
+                             p->desc->digest);
+    if (p->comp == REG_COMP_ZSTD && p->zstd_ret != 0)
+        return sbx_error_set(err, SBX_EDIGEST, "layer '%s': zstd stream is truncated",
+                             p->desc->digest);
+    return 0;
+}
+
+static void pipe_free(layer_pipe *p)
+{
+    sbx_layer_writer_abort(p->w);
+    sbx_sha256_free(p->h);
+    if (p->z_init)
+        inflateEnd(&p->z);
+    ZSTD_freeDCtx(p->zd);
+    free(p->out);
+}
+
+int reg_pull_layer(reg_client *c, sbx_store *store, const reg_desc *desc,
+                   const char *expected_diff_id, const char *progress_id, sbx_error *err)
+{
+    layer_pipe p = {.store = store, .desc = desc, .diff_id = expected_diff_id,
+                    .pid = progress_id, .err = err};
+    if (!(p.out = malloc(OUTBUF)))
+        return sbx_error_set(err, SBX_ENOMEM, "pulling layer '%s': out of memory", desc->digest);
+    int rc = pipe_start(&p, err);
+    if (rc == 0) {
+        reg_progress(progress_id, "download", 0, desc->size);
+        reg_sink sink = {.write = pipe_write, .reset = pipe_reset, .ud = &p, .err = err};
+        rc = reg_get_blob_stream(c, desc->digest, &sink, err);
+    }
+    if (rc == 0)
+        rc = pipe_finish(&p, err);
+    if (rc == 0) {
+        reg_progress(progress_id, "commit", p.nbytes, desc->size);
+        char diff_id[SBX_DIGEST_BUFSZ];
+        sbx_layer_writer *w = SBX_STEAL(p.w);
+        rc = sbx_layer_writer_commit(w, diff_id, err);
+        if (rc == 0)
+            rc = sbx_store_layer_add_source(store, diff_id, desc->digest, desc->media_type,
+                                            desc->size, err);
+    }
+    pipe_free(&p);
+    if (rc == 0)
+        reg_progress(progress_id, "done", desc->size, desc->size);
+    return rc;
+}

@@ -1,0 +1,1033 @@
+/* One registry endpoint over libcurl: scheme choice, auth, retries, redirects.
+ *
+ * - Scheme: https, verified, with <certs_dir>/<host>/ca.crt when present.
+ *   Loopback and insecure-listed registries fall back to http only when the
+ *   server does not speak TLS; a certificate that fails verification is an
+ *   error that says where the CA goes.
+ * - Auth: the first request pings /v2/; a 401 challenge decides Bearer or
+ *   Basic.  Bearer tokens come from the realm (anonymous, with basic
+ *   credentials, or an OAuth2 refresh token) and are cached per
+ *   (realm, service, scope, credentials) until they expire.
+ * - Redirects are followed here, not by curl: the Authorization header goes
+ *   only to the registry's own origin, never to a CDN or another scheme.
+ * - 429, 5xx and transport failures are retried with exponential backoff
+ *   that honors Retry-After (up to REG_RETRY_AFTER_MAX seconds).  A streamed
+ *   blob resumes with Range and accepts only a 206 starting where it stopped.
+ * - Stalls: CURLOPT_LOW_SPEED_* abandons a transfer after SBX_STALL_TIMEOUT
+ *   seconds without a byte.
+ * Secrets never appear in logs or errors; URLs logged carry none. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <openssl/crypto.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "registry_internal.h"
+
+typedef enum { AUTH_UNKNOWN = 0, AUTH_NONE, AUTH_BEARER, AUTH_BASIC } auth_kind;
+
+struct reg_client {
+    CURL *curl;
+    sbx_ref ref;
+    char host[SBX_REF_DOMAIN_MAX + 1]; /* host[:port]: creds, certs, messages */
+    char base[1200];                   /* "https://host:port" or a mirror URL */
+    bool fixed_scheme;                 /* mirror URL: no probing */
+    bool may_fallback_http;            /* loopback or insecure */
+    bool pinged;
+    char certs_dir[PATH_MAX];
+    reg_creds creds;
+    auth_kind auth;
+    reg_challenge chal;
+    char *token;
+    char token_key[SBX_DIGEST_BUFSZ];
+    char cred_id[SBX_DIGEST_BUFSZ];
+    const sbx_registry_options *opts;
+    const reg_config *cfg;
+    int retry_max;
+    int64_t retry_base_ms;
+    long stall;
+};
+
+static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
+static CURLcode g_curl_rc;
+static void curl_init_once(void) { g_curl_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+int reg_global_init(sbx_error *err)
+{
+    pthread_once(&g_curl_once, curl_init_once);
+    if (g_curl_rc != CURLE_OK)
+        return sbx_error_set(err, SBX_EINTERNAL, "initialising libcurl: %s",
+                             curl_easy_strerror(g_curl_rc));
+    return 0;
+}
+
+int sbx_registry_global_init(sbx_error *err) { return reg_global_init(err); }
+
+const char *reg_client_name(const reg_client *c) { return c->host; }
+
+void reg_resp_clear(reg_resp *r)
+{
+    free(r->body);
+    memset(r, 0, sizeof *r);
+    r->content_length = -1;
+}
+
+/* ---- client lifecycle ------------------------------------------------------- */
+
+static void cred_identity(reg_client *c)
+{
+    _cleanup_free_ char *s = sbx_strdup_printf(
+        "%s\n%s\n%s\n%s", c->creds.username ? c->creds.username : "",
+        c->creds.password ? c->creds.password : "",
+        c->creds.identity_token ? c->creds.identity_token : "",
+        c->creds.registry_token ? c->creds.registry_token : "");
+    if (reg_creds_empty(&c->creds) || !s)
+        snprintf(c->cred_id, sizeof c->cred_id, "anonymous");
+    else
+        sbx_sha256_buf(s, strlen(s), c->cred_id);
+    if (s)
+        OPENSSL_cleanse(s, strlen(s));
+}
+
+static int dup_creds(reg_creds *dst, const reg_creds *src)
+{
+    memset(dst, 0, sizeof *dst);
+#define DUP(f) if (src->f && !(dst->f = strdup(src->f))) return SBX_ENOMEM;
+    DUP(username) DUP(password) DUP(identity_token) DUP(registry_token)
+#undef DUP
+    return 0;
+}
+
+static int client_alloc(reg_client **out, sbx_error *err)
+{
+    reg_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return sbx_error_set(err, SBX_ENOMEM, "creating registry client: out of memory");
+    if (!(c->curl = curl_easy_init())) {
+        free(c);
+        return sbx_error_set(err, SBX_EINTERNAL, "creating registry client: curl_easy_init failed");
+    }
+    *out = c;
+    return 0;
+}
+
+int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
+                   const sbx_registry_options *opts, const reg_config *cfg, sbx_error *err)
+{
+    int rc = reg_global_init(err);
+    if (rc < 0)
+        return rc;
+    reg_client *c;
+    if ((rc = client_alloc(&c, err)) < 0)
+        return rc;
+    c->ref = *ref;
+    c->opts = opts;
+    c->cfg = cfg;
+    snprintf(c->certs_dir, sizeof c->certs_dir, "%s", reg_certs_dir(opts));
+    c->retry_max = (int)reg_env_int("SBX_RETRY_MAX", 5, 1, 100);
+    c->retry_base_ms = reg_env_int("SBX_RETRY_BASE_MS", 500, 0, 60000);
+    c->stall = (long)reg_env_int("SBX_STALL_TIMEOUT", 30, 1, 3600);
+    if (endpoint && *endpoint) {
+        /* a mirror: "scheme://host[:port][/prefix]" */
+        size_t n = strlen(endpoint);
+        while (n && endpoint[n - 1] == '/')
+            n--;
+        snprintf(c->base, sizeof c->base, "%.*s", (int)n, endpoint);
+        const char *h = strstr(c->base, "://") + 3;
+        snprintf(c->host, sizeof c->host, "%.*s", (int)strcspn(h, "/"), h);
+        c->fixed_scheme = true;
+    } else {
+        const char *d = ref->domain;
+        snprintf(c->host, sizeof c->host, "%s", d);
+        if (!strcmp(d, "docker.io"))
+            snprintf(c->base, sizeof c->base, "https://registry-1.docker.io");
+        else
+            snprintf(c->base, sizeof c->base, "https://%s", d);
+        c->may_fallback_http = reg_host_is_loopback(d) || (cfg && reg_config_is_insecure(cfg, d));
+    }
+    /* Credentials: per call for the ref's own registry, else Docker config. */
+    bool per_call = opts && (opts->username || opts->password || opts->identity_token ||
+                             opts->registry_token);
+    if (per_call && !c->fixed_scheme) {
+#define SETC(f) if (opts->f && !(c->creds.f = strdup(opts->f))) rc = SBX_ENOMEM;
+        SETC(username) SETC(password) SETC(identity_token) SETC(registry_token)
+#undef SETC
+        if (rc < 0) {
+            reg_client_free(c);
+            return sbx_error_set(err, SBX_ENOMEM, "copying credentials: out of memory");
+        }
+    } else {
+        rc = reg_docker_creds(&c->creds, opts ? opts->docker_config : NULL,
+                              c->fixed_scheme ? c->host : ref->domain, err);
+        if (rc < 0 && rc != SBX_ENOTFOUND) {
+            reg_client_free(c);
+            return rc;
+        }
+        rc = 0;
+    }
+    cred_identity(c);
+    *out = c;
+    return 0;
+}
+
+int reg_client_clone(reg_client **out, reg_client *src, sbx_error *err)
+{
+    reg_client *c;
+    int rc = client_alloc(&c, err);
+    if (rc < 0)
+        return rc;
+    CURL *curl = c->curl;
+    *c = *src;
+    c->curl = curl;
+    c->token = src->token ? strdup(src->token) : NULL;
+    if (dup_creds(&c->creds, &src->creds) < 0 || (src->token && !c->token)) {
+        reg_client_free(c);
+        return sbx_error_set(err, SBX_ENOMEM, "creating registry client: out of memory");
+    }
+    *out = c;
+    return 0;
+}
+
+void reg_client_free(reg_client *c)
+{
+    if (!c)
+        return;
+    if (c->curl)
+        curl_easy_cleanup(c->curl);
+    reg_creds_clear(&c->creds);
+    if (c->token) {
+        OPENSSL_cleanse(c->token, strlen(c->token));
+        free(c->token);
+    }
+    free(c);
+}
+
+/* ---- one transfer ------------------------------------------------------------ */
+
+typedef struct xfer {
+    reg_resp *resp;
+    size_t max_body;   /* buffered bodies of 2xx */
+    reg_sink *sink;    /* streamed bodies of 200/206 */
+    uint64_t range_from;
+    bool started;      /* first body byte seen */
+    bool bad_range;    /* 206 not starting where asked */
+    int abort_code;    /* our own reason to abort */
+    sbx_error *err;
+    size_t cap;
+} xfer;
+
+static void trim_copy(char *dst, size_t len, const char *v, size_t vlen)
+{
+    while (vlen && (v[0] == ' ' || v[0] == '\t'))
+        v++, vlen--;
+    while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+        vlen--;
+    if (vlen >= len)
+        vlen = len - 1;
+    memcpy(dst, v, vlen);
+    dst[vlen] = '\0';
+}
+
+static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
+{
+    xfer *x = ud;
+    size_t n = size * nitems;
+    reg_resp *r = x->resp;
+    if (n >= 5 && !strncmp(buf, "HTTP/", 5)) {
+        /* a new response (after 100-continue, or our own hop): reset fields */
+        char *b = r->body;
+        memset(r, 0, sizeof *r);
+        r->body = b;
+        r->content_length = -1;
+        const char *sp = memchr(buf, ' ', n);
+        if (sp)
+            r->status = strtol(sp + 1, NULL, 10);
+        return n;
+    }
+    const char *colon = memchr(buf, ':', n);
+    if (!colon)
+        return n;
+    size_t kl = (size_t)(colon - buf);
+    const char *v = colon + 1;
+    size_t vl = n - kl - 1;
+#define HDR(name) (kl == sizeof(name) - 1 && !strncasecmp(buf, name, kl))
+    if (HDR("content-type"))
+        trim_copy(r->content_type, sizeof r->content_type, v, vl);
+    else if (HDR("docker-content-digest"))
+        trim_copy(r->docker_digest, sizeof r->docker_digest, v, vl);
+    else if (HDR("content-range"))
+        trim_copy(r->content_range, sizeof r->content_range, v, vl);
+    else if (HDR("www-authenticate") && !r->www_authenticate[0])
+        trim_copy(r->www_authenticate, sizeof r->www_authenticate, v, vl);
+    else if (HDR("location"))
+        trim_copy(r->location, sizeof r->location, v, vl);
+    else if (HDR("retry-after"))
+        trim_copy(r->retry_after, sizeof r->retry_after, v, vl);
+    else if (HDR("content-length")) {
+        char tmp[32];
+        trim_copy(tmp, sizeof tmp, v, vl);
+        char *end;
+        errno = 0;
+        long long cl = strtoll(tmp, &end, 10);
+        if (!errno && *end == '\0' && cl >= 0)
+            r->content_length = cl;
+    }
+#undef HDR
+    return n;
+}
+
+static bool status_ok(long s) { return s == 200 || s == 206; }
+
+/* Where a "bytes A-B/T" Content-Range starts; -1 when malformed. */
+static int64_t content_range_start(const char *cr)
+{
+    if (strncasecmp(cr, "bytes ", 6) != 0)
+        return -1;
+    char *end;
+    errno = 0;
+    long long a = strtoll(cr + 6, &end, 10);
+    if (errno || end == cr + 6 || *end != '-' || a < 0)
+        return -1;
+    return a;
+}
+
+static int buffer_append(xfer *x, const char *buf, size_t n, size_t max)
+{
+    reg_resp *r = x->resp;
+    if (r->len + n > max)
+        return -1;
+    if (r->len + n + 1 > x->cap) {
+        size_t cap = x->cap ? x->cap : 16384;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        if (cap > max + 1)
+            cap = max + 1;
+        char *b = realloc(r->body, cap);
+        if (!b)
+            return -2;
+        r->body = b;
+        x->cap = cap;
+    }
+    memcpy(r->body + r->len, buf, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    return 0;
+}
+
+static size_t write_cb(char *buf, size_t size, size_t nitems, void *ud)
+{
+    xfer *x = ud;
+    size_t n = size * nitems;
+    reg_resp *r = x->resp;
+    if (r->status >= 300 && r->status < 400)
+        return n; /* redirect bodies are ignored */
+    if (!status_ok(r->status)) {
+        /* keep the start of an error body for the message */
+        if (r->len < REG_ERRBODY_MAX)
+            buffer_append(x, buf, n < REG_ERRBODY_MAX - r->len ? n : REG_ERRBODY_MAX - r->len,
+                          REG_ERRBODY_MAX);
+        return n;
+    }
+    if (x->sink) {
+        if (!x->started) {
+            x->started = true;
+            if (r->status == 206) {
+                if (content_range_start(r->content_range) != (int64_t)x->range_from) {
+                    x->bad_range = true;
+                    return 0;
+                }
+            } else if (x->range_from > 0) {
+                /* the server sent the whole blob: start over cleanly */
+                if (x->sink->reset(x->sink->ud, x->err) < 0) {
+                    x->abort_code = x->err->code ? x->err->code : SBX_EINTERNAL;
+                    return 0;
+                }
+                x->sink->offset = 0;
+            }
+        }
+        if (x->sink->write(x->sink->ud, buf, n) != 0) {
+            x->abort_code = x->err->code ? x->err->code : SBX_EINTERNAL;
+            return 0;
+        }
+        x->sink->offset += n;
+        return n;
+    }
+    int b = buffer_append(x, buf, n, x->max_body);
+    if (b < 0) {
+        x->abort_code = b == -1 ? SBX_ELIMIT : SBX_ENOMEM;
+        return 0;
+    }
+    return n;
+}
+
+/* Apply TLS settings for the origin of url: the registry's CA for its own
+ * host, certs.d for others. */
+static void set_tls(reg_client *c, const char *host_port)
+{
+    char path[PATH_MAX + 64];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s/ca.crt", c->certs_dir, host_port);
+    if (stat(path, &st) == 0)
+        curl_easy_setopt(c->curl, CURLOPT_CAINFO, path);
+    snprintf(path, sizeof path, "%s/%s/client.cert", c->certs_dir, host_port);
+    if (stat(path, &st) == 0) {
+        curl_easy_setopt(c->curl, CURLOPT_SSLCERT, path);
+        snprintf(path, sizeof path, "%s/%s/client.key", c->certs_dir, host_port);
+        curl_easy_setopt(c->curl, CURLOPT_SSLKEY, path);
+    }
+}
+
+/* "host[:port]" of an absolute URL (as written: default ports omitted). */
+static void url_hostport(const char *url, char *buf, size_t len)
+{
+    const char *h = strstr(url, "://");
+    h = h ? h + 3 : url;
+    size_t n = strcspn(h, "/?#");
+    const char *at = memchr(h, '@', n);
+    if (at) {
+        n -= (size_t)(at + 1 - h);
+        h = at + 1;
+    }
+    snprintf(buf, len, "%.*s", (int)n, h);
+}
+
+typedef struct perform_args {
+    const char *method; /* GET, HEAD, POST */
+    const char *url;
+    const char *accept;
+    const char *authorization; /* full header value or NULL */
+    const char *postfields;    /* POST form body */
+    size_t max_body;
+    reg_sink *sink;
+    uint64_t range_from;
+} perform_args;
+
+/* One HTTP exchange.  Returns the CURLcode; *abort_code is set when our own
+ * callbacks aborted (limit, sink error, bad range), with err filled. */
+static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xfer *x,
+                        char *errbuf)
+{
+    CURL *h = c->curl;
+    curl_easy_reset(h);
+    reg_resp_clear(resp);
+    memset(x, 0, sizeof *x);
+    x->resp = resp;
+    x->max_body = a->max_body;
+    x->sink = a->sink;
+    x->range_from = a->range_from;
+    x->err = a->sink ? a->sink->err : NULL;
+    errbuf[0] = '\0';
+    curl_easy_setopt(h, CURLOPT_URL, a->url);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "sbx-image/0.1");
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->stall < 30 ? c->stall : 30L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->stall);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 131072L);
+    char hp[300];
+    url_hostport(a->url, hp, sizeof hp);
+    set_tls(c, hp);
+    if (!strcmp(a->method, "HEAD"))
+        curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+    else if (!strcmp(a->method, "POST"))
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, a->postfields ? a->postfields : "");
+    char range[64];
+    if (a->range_from > 0) {
+        snprintf(range, sizeof range, "%llu-", (unsigned long long)a->range_from);
+        curl_easy_setopt(h, CURLOPT_RANGE, range);
+    }
+    struct curl_slist *hdrs = NULL;
+    char *accept = NULL, *auth = NULL;
+    if (a->accept && (accept = sbx_strdup_printf("Accept: %s", a->accept)))
+        hdrs = curl_slist_append(hdrs, accept);
+    if (a->authorization && (auth = sbx_strdup_printf("Authorization: %s", a->authorization)))
+        hdrs = curl_slist_append(hdrs, auth);
+    if (hdrs)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    CURLcode cc = curl_easy_perform(h);
+    long code = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+    if (code)
+        resp->status = code;
+    curl_slist_free_all(hdrs);
+    free(accept);
+    if (auth) {
+        OPENSSL_cleanse(auth, strlen(auth));
+        free(auth);
+    }
+    sbx_log(SBX_LOG_DEBUG, "%s %s -> %ld%s%s", a->method, a->url, resp->status,
+            cc ? " " : "", cc ? curl_easy_strerror(cc) : "");
+    return cc;
+}
+
+/* ---- error helpers ------------------------------------------------------------ */
+
+/* The registry's own message from an error body {"errors":[{code,message}]}. */
+static void registry_message(const reg_resp *r, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    if (!r->body || !r->len)
+        return;
+    json_error_t jerr;
+    json_t *root = json_loadb(r->body, r->len, 0, &jerr);
+    json_t *e0 = json_array_get(json_object_get(root, "errors"), 0);
+    const char *code = json_string_value(json_object_get(e0, "code"));
+    const char *msg = json_string_value(json_object_get(e0, "message"));
+    if (code || msg)
+        snprintf(buf, len, ": %s%s%.200s", code ? code : "", code && msg ? ": " : "",
+                 msg ? msg : "");
+    json_decref(root);
+}
+
+static bool retryable_curl(CURLcode cc)
+{
+    switch (cc) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_GOT_NOTHING:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_HTTP3:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static int curl_error(reg_client *c, CURLcode cc, const char *errbuf, const char *what,
+                      sbx_error *err)
+{
+    const char *detail = errbuf && errbuf[0] ? errbuf : curl_easy_strerror(cc);
+    if (cc == CURLE_PEER_FAILED_VERIFICATION || cc == CURLE_SSL_CACERT_BADFILE)
+        return sbx_error_set(err, SBX_ENET,
+                             "%s: TLS certificate of '%s' not trusted (%s); put the "
+                             "registry's CA certificate in '%s/%s/ca.crt'",
+                             what, c->host, detail, c->certs_dir, c->host);
+    if (cc == CURLE_OPERATION_TIMEDOUT)
+        return sbx_error_set(err, SBX_ETIMEOUT, "%s: '%s' stalled (no data for %ld s): %s", what,
+                             c->host, c->stall, detail);
+    return sbx_error_set(err, SBX_ENET, "%s: talking to '%s': %s", what, c->host, detail);
+}
+
+/* Milliseconds to wait before attempt number `attempt` (1-based retry). */
+static int64_t backoff_ms(reg_client *c, int attempt, const reg_resp *r, bool *too_long)
+{
+    *too_long = false;
+    if (r && r->retry_after[0]) {
+        char *end;
+        long long s = strtoll(r->retry_after, &end, 10);
+        if (*end != '\0') {
+            time_t t = curl_getdate(r->retry_after, NULL);
+            s = t < 0 ? -1 : (long long)(t - time(NULL));
+            if (t >= 0 && s < 0)
+                s = 0;
+        }
+        if (s >= 0) {
+            if (s > REG_RETRY_AFTER_MAX) {
+                *too_long = true;
+                return 0;
+            }
+            return s * 1000;
+        }
+    }
+    int64_t ms = c->retry_base_ms;
+    for (int i = 1; i < attempt && ms < 30000; i++)
+        ms *= 2;
+    if (ms > 30000)
+        ms = 30000;
+    /* jitter: up to a quarter more, so parallel pulls do not retry in step */
+    if (ms > 0)
+        ms += (int64_t)((uint64_t)sbx_now_monotonic_ns() % (uint64_t)(ms / 4 + 1));
+    return ms;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* ---- auth ---------------------------------------------------------------------- */
+
+static char *basic_header(const reg_creds *cr)
+{
+    _cleanup_free_ char *up =
+        sbx_strdup_printf("%s:%s", cr->username ? cr->username : "", cr->password ? cr->password : "");
+    if (!up)
+        return NULL;
+    char *b = reg_base64_encode(up, strlen(up));
+    OPENSSL_cleanse(up, strlen(up));
+    char *h = b ? sbx_strdup_printf("Basic %s", b) : NULL;
+    if (b) {
+        OPENSSL_cleanse(b, strlen(b));
+        free(b);
+    }
+    return h;
+}
+
+static char *auth_header(reg_client *c)
+{
+    if (c->auth == AUTH_BEARER && c->token)
+        return sbx_strdup_printf("Bearer %s", c->token);
+    if (c->auth == AUTH_BASIC && (c->creds.username || c->creds.password))
+        return basic_header(&c->creds);
+    return NULL;
+}
+
+static char *esc(CURL *h, const char *s) { return curl_easy_escape(h, s ? s : "", 0); }
+
+/* Ask the challenge's realm for a token with `scope`. */
+static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
+{
+    const reg_challenge *ch = &c->chal;
+    _cleanup_free_ char *keysrc =
+        sbx_strdup_printf("%s\n%s\n%s\n%s", ch->realm, ch->service, scope, c->cred_id);
+    if (!keysrc)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    sbx_sha256_buf(keysrc, strlen(keysrc), c->token_key);
+    char *cached = reg_token_cache_get(c->token_key);
+    if (c->creds.registry_token && !cached)
+        cached = strdup(c->creds.registry_token);
+    if (cached) {
+        if (c->token) {
+            OPENSSL_cleanse(c->token, strlen(c->token));
+            free(c->token);
+        }
+        c->token = cached;
+        return 0;
+    }
+    if (strncmp(ch->realm, "https://", 8) && strncmp(ch->realm, "http://", 7))
+        return sbx_error_set(err, SBX_EAUTH, "authenticating to '%s': token realm '%.200s' is "
+                             "not an http(s) URL", c->host, ch->realm);
+    char realm_host[300];
+    url_hostport(ch->realm, realm_host, sizeof realm_host);
+    bool has_secret = !reg_creds_empty(&c->creds);
+    if (has_secret && !strncmp(ch->realm, "http://", 7) && !reg_host_is_loopback(realm_host) &&
+        !(c->cfg && reg_config_is_insecure(c->cfg, realm_host)))
+        return sbx_error_set(err, SBX_EAUTH,
+                             "authenticating to '%s': refusing to send credentials over plain "
+                             "HTTP to '%s'", c->host, realm_host);
+    _cleanup_free_ char *e_service = esc(c->curl, ch->service);
+    _cleanup_free_ char *e_scope = esc(c->curl, scope);
+    _cleanup_free_ char *url = NULL, *form = NULL, *authz = NULL;
+    perform_args a = {.method = "GET", .max_body = REG_TOKEN_MAX};
+    if (c->creds.identity_token) {
+        _cleanup_free_ char *e_tok = esc(c->curl, c->creds.identity_token);
+        form = sbx_strdup_printf("grant_type=refresh_token&client_id=sbx-image&service=%s&scope=%s"
+                                 "&refresh_token=%s", e_service, e_scope, e_tok);
+        if (e_tok)
+            OPENSSL_cleanse(e_tok, strlen(e_tok));
+        url = strdup(ch->realm);
+        a.method = "POST";
+        a.postfields = form;
+    } else {
+        bool q = strchr(ch->realm, '?') != NULL;
+        url = sbx_strdup_printf("%s%cservice=%s&scope=%s", ch->realm, q ? '&' : '?', e_service,
+                                e_scope);
+        if (c->creds.username || c->creds.password)
+            authz = basic_header(&c->creds);
+    }
+    if (!url || (c->creds.identity_token && !form))
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    a.url = url;
+    a.authorization = authz;
+    reg_resp resp = {.content_length = -1};
+    xfer x;
+    char errbuf[CURL_ERROR_SIZE];
+    int rc = 0;
+    for (int attempt = 1;; attempt++) {
+        CURLcode cc = perform(c, &a, &resp, &x, errbuf);
+        bool retry = false;
+        if (cc == CURLE_OK && resp.status == 200) {
+            char *tok = NULL;
+            int64_t exp = 60;
+            rc = reg_token_parse(&tok, &exp, resp.body ? resp.body : "", resp.len, err);
+            if (rc == 0) {
+                reg_token_cache_put(c->token_key, tok, exp);
+                if (c->token) {
+                    OPENSSL_cleanse(c->token, strlen(c->token));
+                    free(c->token);
+                }
+                c->token = tok;
+            } else {
+                sbx_error_wrap(err, "authenticating to '%s' via '%s'", c->host, realm_host);
+            }
+            break;
+        } else if (cc == CURLE_OK && (resp.status == 401 || resp.status == 403)) {
+            rc = sbx_error_set(err, SBX_EAUTH,
+                               has_secret ? "authenticating to '%s': token server '%s' refused "
+                                            "the credentials (HTTP %ld)"
+                                          : "authenticating to '%s': token server '%s' refused "
+                                            "anonymous access (HTTP %ld); give credentials",
+                               c->host, realm_host, resp.status);
+            break;
+        } else if (cc == CURLE_OK && resp.status != 429 && resp.status < 500) {
+            rc = sbx_error_set(err, SBX_EAUTH,
+                               "authenticating to '%s': token server '%s' answered HTTP %ld",
+                               c->host, realm_host, resp.status);
+            break;
+        } else if (cc != CURLE_OK && !retryable_curl(cc)) {
+            rc = curl_error(c, cc, errbuf, "authenticating", err);
+            break;
+        }
+        retry = true;
+        bool too_long;
+        int64_t ms = backoff_ms(c, attempt, cc == CURLE_OK ? &resp : NULL, &too_long);
+        if (!retry || attempt >= c->retry_max || too_long) {
+            rc = cc != CURLE_OK ? curl_error(c, cc, errbuf, "authenticating", err)
+                                : sbx_error_set(err, SBX_ENET,
+                                                "authenticating to '%s': token server '%s' "
+                                                "answered HTTP %ld after %d attempts",
+                                                c->host, realm_host, resp.status, attempt);
+            break;
+        }
+        sleep_ms(ms);
+    }
+    if (form)
+        OPENSSL_cleanse(form, strlen(form));
+    if (authz)
+        OPENSSL_cleanse(authz, strlen(authz));
+    if (resp.body)
+        OPENSSL_cleanse(resp.body, resp.len);
+    reg_resp_clear(&resp);
+    return rc;
+}
+
+static void repo_scope(reg_client *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "repository:%s:pull", c->ref.path);
+}
+
+/* React to a 401: parse the challenge and get a token (or switch to basic).
+ * Returns 0 when the request should be tried again. */
+static int handle_401(reg_client *c, const reg_resp *r, sbx_error *err)
+{
+    reg_challenge ch;
+    if (reg_challenge_parse(&ch, r->www_authenticate, err) < 0)
+    {
+        sbx_error_wrap(err, "authenticating to '%s'", c->host);
+        err->code = SBX_EAUTH;
+        return SBX_EAUTH;
+    }
+    c->chal = ch;
+    if (!strcmp(ch.scheme, "basic")) {
+        if (c->auth == AUTH_BASIC || (!c->creds.username && !c->creds.password))
+            return sbx_error_set(err, SBX_EAUTH,
+                                 c->auth == AUTH_BASIC
+                                     ? "authenticating to '%s': credentials refused (basic auth)"
+                                     : "authenticating to '%s': registry wants a username and "
+                                       "password (basic auth); none given",
+                                 c->host);
+        c->auth = AUTH_BASIC;
+        return 0;
+    }
+    char scope[1100];
+    if (ch.scope[0])
+        snprintf(scope, sizeof scope, "%s", ch.scope);
+    else
+        repo_scope(c, scope, sizeof scope);
+    c->auth = AUTH_BEARER;
+    return fetch_token(c, scope, err);
+}
+
+/* ---- the request loop --------------------------------------------------------- */
+
+typedef struct reg_req {
+    const char *method;
+    const char *path; /* "/v2/..." */
+    const char *accept;
+    size_t max_body;
+    reg_sink *sink;
+    const char *what; /* "fetching manifest 'x'" for messages */
+} reg_req;
+
+static bool same_origin(const char *a, const char *b)
+{
+    CURLU *ua = curl_url(), *ub = curl_url();
+    bool same = false;
+    char *sa = NULL, *sb = NULL, *ha = NULL, *hb = NULL, *pa = NULL, *pb = NULL;
+    if (ua && ub && !curl_url_set(ua, CURLUPART_URL, a, 0) &&
+        !curl_url_set(ub, CURLUPART_URL, b, 0) && !curl_url_get(ua, CURLUPART_SCHEME, &sa, 0) &&
+        !curl_url_get(ub, CURLUPART_SCHEME, &sb, 0) && !curl_url_get(ua, CURLUPART_HOST, &ha, 0) &&
+        !curl_url_get(ub, CURLUPART_HOST, &hb, 0) &&
+        !curl_url_get(ua, CURLUPART_PORT, &pa, CURLU_DEFAULT_PORT) &&
+        !curl_url_get(ub, CURLUPART_PORT, &pb, CURLU_DEFAULT_PORT))
+        same = !strcasecmp(sa, sb) && !strcasecmp(ha, hb) && !strcmp(pa, pb);
+    curl_free(sa), curl_free(sb), curl_free(ha), curl_free(hb), curl_free(pa), curl_free(pb);
+    curl_url_cleanup(ua);
+    curl_url_cleanup(ub);
+    return same;
+}
+
+/* Resolve a Location against the current URL; caller frees. */
+static char *resolve_location(const char *cur, const char *loc)
+{
+    CURLU *u = curl_url();
+    char *out = NULL, *res = NULL;
+    if (u && !curl_url_set(u, CURLUPART_URL, cur, 0) && !curl_url_set(u, CURLUPART_URL, loc, 0) &&
+        !curl_url_get(u, CURLUPART_URL, &out, 0))
+        res = strdup(out);
+    curl_free(out);
+    curl_url_cleanup(u);
+    if (res && strncmp(res, "http://", 7) && strncmp(res, "https://", 8)) {
+        free(res);
+        res = NULL;
+    }
+    return res;
+}
+
+static int ping(reg_client *c, sbx_error *err);
+
+static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_error *err)
+{
+    int rc;
+    if (!c->pinged && (rc = ping(c, err)) < 0)
+        return rc;
+    bool auth_retried = false, restart_clean = false;
+    char errbuf[CURL_ERROR_SIZE];
+    for (int attempt = 1;;) {
+        _cleanup_free_ char *url = sbx_strdup_printf("%s%s", c->base, rq->path);
+        if (!url)
+            return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+        if (restart_clean && rq->sink) {
+            if ((rc = rq->sink->reset(rq->sink->ud, err)) < 0)
+                return rc;
+            rq->sink->offset = 0;
+            restart_clean = false;
+        }
+        bool send_auth = true;
+        CURLcode cc = CURLE_OK;
+        xfer x;
+        for (int hop = 0;; hop++) {
+            _cleanup_free_ char *authz = send_auth ? auth_header(c) : NULL;
+            perform_args a = {.method = rq->method, .url = url, .accept = rq->accept,
+                              .authorization = authz, .max_body = rq->max_body, .sink = rq->sink,
+                              .range_from = rq->sink ? rq->sink->offset : 0};
+            cc = perform(c, &a, resp, &x, errbuf);
+            if (authz)
+                OPENSSL_cleanse(authz, strlen(authz));
+            if (cc != CURLE_OK || resp->status < 300 || resp->status >= 400 ||
+                resp->status == 304 || !resp->location[0])
+                break;
+            if (hop >= REG_MAX_REDIRECTS)
+                return sbx_error_set(err, SBX_ENET, "%s: more than %d redirects from '%s'",
+                                     rq->what, REG_MAX_REDIRECTS, c->host);
+            char *next = resolve_location(url, resp->location);
+            if (!next)
+                return sbx_error_set(err, SBX_ENET, "%s: '%s' redirected to an unusable location",
+                                     rq->what, c->host);
+            /* Credentials stay with the registry: never to another origin. */
+            if (!same_origin(next, url))
+                send_auth = false;
+            free(url);
+            url = next;
+        }
+        if (x.abort_code == SBX_ELIMIT)
+            return sbx_error_set(err, SBX_ELIMIT, "%s: answer from '%s' exceeds %zu bytes",
+                                 rq->what, c->host, rq->max_body);
+        if (x.abort_code == SBX_ENOMEM)
+            return sbx_error_set(err, SBX_ENOMEM, "%s: out of memory", rq->what);
+        if (x.abort_code)
+            return x.abort_code; /* the sink's own error, already in err */
+        if (cc == CURLE_OK && resp->status == 401 && !auth_retried) {
+            auth_retried = true;
+            if ((rc = handle_401(c, resp, err)) < 0)
+                return rc;
+            continue;
+        }
+        if (cc == CURLE_OK && status_ok(resp->status))
+            return 0;
+        if (cc == CURLE_OK && resp->status == 200 && !rq->sink)
+            return 0;
+        if (cc == CURLE_OK && !strcmp(rq->method, "HEAD") && resp->status >= 200 &&
+            resp->status < 300)
+            return 0;
+        bool retry;
+        if (x.bad_range) {
+            retry = true;
+            restart_clean = true;
+            sbx_log(SBX_LOG_WARN, "%s: '%s' answered the range request from the wrong offset; "
+                    "starting over", rq->what, c->host);
+        } else if (cc != CURLE_OK) {
+            retry = retryable_curl(cc);
+            if (!retry)
+                return curl_error(c, cc, errbuf, rq->what, err);
+        } else {
+            retry = resp->status == 429 || resp->status >= 500 || resp->status == 408;
+        }
+        if (!retry) {
+            char msg[300];
+            registry_message(resp, msg, sizeof msg);
+            if (resp->status == 404)
+                return sbx_error_set(err, SBX_ENOTFOUND, "%s: not found on '%s'%s", rq->what,
+                                     c->host, msg);
+            if (resp->status == 401 || resp->status == 403)
+                return sbx_error_set(err, SBX_EAUTH, "%s: access denied by '%s' (HTTP %ld)%s",
+                                     rq->what, c->host, resp->status, msg);
+            return sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld%s", rq->what, c->host,
+                                 resp->status, msg);
+        }
+        bool too_long;
+        int64_t ms = backoff_ms(c, attempt, cc == CURLE_OK ? resp : NULL, &too_long);
+        if (too_long)
+            return sbx_error_set(err, SBX_ENET,
+                                 "%s: '%s' asked to retry after '%s' (more than %d s)", rq->what,
+                                 c->host, resp->retry_after, REG_RETRY_AFTER_MAX);
+        if (attempt >= c->retry_max) {
+            if (cc != CURLE_OK) {
+                curl_error(c, cc, errbuf, rq->what, err);
+                return sbx_error_wrap(err, "giving up after %d attempts", attempt);
+            }
+            char msg[300];
+            registry_message(resp, msg, sizeof msg);
+            return sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld%s; gave up after %d "
+                                 "attempts", rq->what, c->host, resp->status, msg, attempt);
+        }
+        sbx_log(SBX_LOG_INFO, "%s: %s from '%s', retrying in %lld ms (attempt %d of %d)",
+                rq->what, cc != CURLE_OK ? curl_easy_strerror(cc) : "server error", c->host,
+                (long long)ms, attempt + 1, c->retry_max);
+        sleep_ms(ms);
+        attempt++;
+    }
+}
+
+/* GET /v2/: decide the scheme and learn the auth challenge. */
+static int ping(reg_client *c, sbx_error *err)
+{
+    char errbuf[CURL_ERROR_SIZE];
+    reg_resp resp = {.content_length = -1};
+    xfer x;
+    for (int attempt = 1;; attempt++) {
+        _cleanup_free_ char *url = sbx_strdup_printf("%s/v2/", c->base);
+        perform_args a = {.method = "GET", .url = url, .max_body = 65536};
+        CURLcode cc = perform(c, &a, &resp, &x, errbuf);
+        if (cc == CURLE_SSL_CONNECT_ERROR && c->may_fallback_http && !c->fixed_scheme &&
+            !strncmp(c->base, "https://", 8)) {
+            /* no TLS there: a loopback or insecure registry may speak plain HTTP */
+            char tmp[sizeof c->base];
+            snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
+            snprintf(c->base, sizeof c->base, "%s", tmp);
+            sbx_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
+            attempt--;
+            continue;
+        }
+        if (cc == CURLE_OK && resp.status != 429 && resp.status < 500) {
+            c->pinged = true;
+            if (resp.status == 401) {
+                reg_challenge ch;
+                if (reg_challenge_parse(&ch, resp.www_authenticate, err) < 0) {
+                    reg_resp_clear(&resp);
+                    return sbx_error_wrap(err, "authenticating to '%s'", c->host);
+                }
+                c->chal = ch;
+                if (!strcmp(ch.scheme, "basic")) {
+                    c->auth = AUTH_BASIC;
+                } else {
+                    char scope[600];
+                    repo_scope(c, scope, sizeof scope);
+                    c->auth = AUTH_BEARER;
+                    int rc = fetch_token(c, scope, err);
+                    if (rc < 0) {
+                        reg_resp_clear(&resp);
+                        return rc;
+                    }
+                }
+            } else {
+                c->auth = AUTH_NONE;
+            }
+            reg_resp_clear(&resp);
+            return 0;
+        }
+        if (cc != CURLE_OK && !retryable_curl(cc)) {
+            reg_resp_clear(&resp);
+            return curl_error(c, cc, errbuf, "connecting", err);
+        }
+        bool too_long;
+        int64_t ms = backoff_ms(c, attempt, cc == CURLE_OK ? &resp : NULL, &too_long);
+        if (attempt >= c->retry_max || too_long) {
+            int rc = cc != CURLE_OK
+                         ? curl_error(c, cc, errbuf, "connecting", err)
+                         : sbx_error_set(err, SBX_ENET, "connecting: '%s' answered HTTP %ld",
+                                         c->host, resp.status);
+            reg_resp_clear(&resp);
+            return rc;
+        }
+        sleep_ms(ms);
+    }
+}
+
+/* ---- public-to-the-module operations ------------------------------------------- */
+
+int reg_get_manifest(reg_client *c, const char *reference, bool head_only, reg_resp *resp,
+                     sbx_error *err)
+{
+    _cleanup_free_ char *path = sbx_strdup_printf("/v2/%s/manifests/%s", c->ref.path, reference);
+    _cleanup_free_ char *what = sbx_strdup_printf("fetching manifest '%s'", reference);
+    if (!path || !what)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    reg_req rq = {.method = head_only ? "HEAD" : "GET", .path = path, .accept = REG_ACCEPT,
+                  .max_body = REG_MANIFEST_MAX, .what = what};
+    int rc = do_request(c, &rq, resp, err);
+    if (rc == 0 && !head_only && resp->content_length > (int64_t)REG_MANIFEST_MAX)
+        rc = sbx_error_set(err, SBX_ELIMIT, "%s: manifest larger than %u bytes", what,
+                           REG_MANIFEST_MAX);
+    return rc;
+}
+
+int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out, size_t *len,
+                       sbx_error *err)
+{
+    _cleanup_free_ char *path = sbx_strdup_printf("/v2/%s/blobs/%s", c->ref.path, digest);
+    _cleanup_free_ char *what = sbx_strdup_printf("fetching blob '%s'", digest);
+    if (!path || !what)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    reg_resp resp = {.content_length = -1};
+    reg_req rq = {.method = "GET", .path = path, .max_body = max, .what = what};
+    int rc = do_request(c, &rq, &resp, err);
+    if (rc < 0) {
+        reg_resp_clear(&resp);
+        return rc;
+    }
+    char got[SBX_DIGEST_BUFSZ];
+    sbx_sha256_buf(resp.body ? resp.body : "", resp.len, got);
+    if (strcmp(got, digest) != 0) {
+        reg_resp_clear(&resp);
+        return sbx_error_set(err, SBX_EDIGEST, "%s: content from '%s' has digest '%s'", what,
+                             c->host, got);
+    }
+    *out = resp.body ? resp.body : strdup("");
+    *len = resp.len;
+    resp.body = NULL;
+    return *out ? 0 : sbx_error_set(err, SBX_ENOMEM, "out of memory");
+}
+
+int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_error *err)
+{
+    _cleanup_free_ char *path = sbx_strdup_printf("/v2/%s/blobs/%s", c->ref.path, digest);
+    _cleanup_free_ char *what = sbx_strdup_printf("fetching blob '%s'", digest);
+    if (!path || !what)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    reg_resp resp = {.content_length = -1};
+    sink->err = err;
+    reg_req rq = {.method = "GET", .path = path, .sink = sink, .max_body = 0, .what = what};
+    int rc = do_request(c, &rq, &resp, err);
+    reg_resp_clear(&resp);
+    return rc;
+}

@@ -1,0 +1,338 @@
+/* Pull: manifests, config and layers into the store.
+ *
+ * Order of writes (so nothing points at what is not stored): config blob,
+ * layers (each verified, see blob.c), the image manifest with its children,
+ * the index (when the ref names one) with the chosen manifest as its child,
+ * then the name.  Layers the store already has (by blob digest or diff_id)
+ * are not downloaded.  Missing layers download on worker threads, each with
+ * its own store handle and curl handle; the handles stay open until the
+ * manifest is stored, so their leases keep fresh layers from gc meanwhile. */
+#include <string.h>
+
+#include "registry_internal.h"
+
+#define DEFAULT_PARALLEL 3
+#define MAX_PARALLEL 8
+
+void sbx_pull_result_free(sbx_pull_result *r)
+{
+    if (!r)
+        return;
+    free(r->layers);
+    r->layers = NULL;
+    r->nlayers = 0;
+}
+
+static void short_id(const char *digest, char *buf, size_t len)
+{
+    snprintf(buf, len, "%.19s", digest); /* "sha256:" + 12 hex */
+}
+
+/* ---- parallel layer downloads ------------------------------------------------ */
+
+typedef struct job {
+    const reg_desc *desc;
+    const char *diff_id;
+    char pid[32];
+} job;
+
+typedef struct pool {
+    pthread_mutex_t lock;
+    job *jobs;
+    size_t njobs, next;
+    bool failed;
+    sbx_error err;
+    reg_client *proto;
+    const char *store_root;
+} pool;
+
+typedef struct worker {
+    pthread_t tid;
+    pool *p;
+    sbx_store *store;
+    reg_client *client;
+    bool started;
+} worker;
+
+static void pool_fail(pool *p, const sbx_error *e)
+{
+    pthread_mutex_lock(&p->lock);
+    if (!p->failed) {
+        p->failed = true;
+        p->err = *e;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    pool *p = w->p;
+    for (;;) {
+        pthread_mutex_lock(&p->lock);
+        job *j = (!p->failed && p->next < p->njobs) ? &p->jobs[p->next++] : NULL;
+        pthread_mutex_unlock(&p->lock);
+        if (!j)
+            break;
+        sbx_error e = SBX_ERROR_INIT;
+        if (reg_pull_layer(w->client, w->store, j->desc, j->diff_id, j->pid, &e) < 0) {
+            pool_fail(p, &e);
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Download jobs; the worker handles are returned for freeing after the
+ * manifest is stored. */
+static int download_all(job *jobs, size_t njobs, unsigned parallel, reg_client *client,
+                        sbx_store *store, worker **workers_out, size_t *nworkers_out,
+                        sbx_error *err)
+{
+    *workers_out = NULL;
+    *nworkers_out = 0;
+    if (njobs == 0)
+        return 0;
+    if (parallel <= 1 || njobs == 1) {
+        for (size_t i = 0; i < njobs; i++) {
+            int rc = reg_pull_layer(client, store, jobs[i].desc, jobs[i].diff_id, jobs[i].pid, err);
+            if (rc < 0)
+                return rc;
+        }
+        return 0;
+    }
+    size_t nw = parallel < njobs ? parallel : njobs;
+    pool p = {.jobs = jobs, .njobs = njobs, .proto = client, .store_root = sbx_store_root(store)};
+    pthread_mutex_init(&p.lock, NULL);
+    worker *ws = calloc(nw, sizeof *ws);
+    if (!ws)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    int rc = 0;
+    for (size_t i = 0; i < nw && rc == 0; i++) {
+        ws[i].p = &p;
+        if ((rc = sbx_store_open(&ws[i].store, p.store_root, err)) < 0)
+            break;
+        if ((rc = reg_client_clone(&ws[i].client, client, err)) < 0)
+            break;
+        if (pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]) != 0) {
+            rc = sbx_error_set(err, SBX_EINTERNAL, "starting a download thread");
+            break;
+        }
+        ws[i].started = true;
+    }
+    if (rc < 0) {
+        pthread_mutex_lock(&p.lock);
+        p.failed = true; /* stop the others */
+        pthread_mutex_unlock(&p.lock);
+    }
+    for (size_t i = 0; i < nw; i++)
+        if (ws[i].started)
+            pthread_join(ws[i].tid, NULL);
+    pthread_mutex_destroy(&p.lock);
+    if (rc == 0 && p.failed) {
+        *err = p.err;
+        rc = err->code ? err->code : SBX_EINTERNAL;
+    }
+    *workers_out = ws;
+    *nworkers_out = nw;
+    return rc;
+}
+
+static void free_workers(worker *ws, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        reg_client_free(ws[i].client);
+        sbx_store_free(ws[i].store);
+    }
+    free(ws);
+}
+
+/* ---- resolve cache (shared with resolve.c) ------------------------------------ */
+
+void reg_cache_key(char *buf, size_t len, const sbx_ref *ref, const sbx_platform *want)
+{
+    char p[100];
+    snprintf(buf, len, "%s %s", ref->str, sbx_platform_format(want, p, sizeof p));
+}
+
+/* ---- pull ----------------------------------------------------------------------- */
+
+static int fetch_config(char **cfg, size_t *cfg_len, reg_image_config *ic, reg_client *c,
+                        sbx_store *store, const reg_manifest *m, sbx_error *err)
+{
+    if (m->config.size > REG_CONFIG_MAX)
+        return sbx_error_set(err, SBX_ELIMIT, "image config '%s' declares %llu bytes (limit %u)",
+                             m->config.digest, (unsigned long long)m->config.size, REG_CONFIG_MAX);
+    int rc = -1;
+    sbx_error e = SBX_ERROR_INIT;
+    if (sbx_store_has_blob(store, m->config.digest) == 1)
+        rc = sbx_store_read_blob(store, m->config.digest, REG_CONFIG_MAX, cfg, cfg_len, &e);
+    if (rc < 0)
+        rc = reg_get_blob_small(c, m->config.digest, REG_CONFIG_MAX, cfg, cfg_len, err);
+    if (rc < 0)
+        return rc;
+    if ((rc = reg_config_parse(ic, *cfg, *cfg_len, err)) < 0)
+        return rc;
+    if (ic->ndiff_ids != m->nlayers)
+        return sbx_error_set(err, SBX_EINVAL,
+                             "image config lists %zu diff_ids but the manifest has %zu layers",
+                             ic->ndiff_ids, m->nlayers);
+    return 0;
+}
+
+/* Is layer i already stored?  Records the source when found by diff_id. */
+static int layer_present(sbx_store *store, const reg_desc *d, const char *diff_id, bool *present,
+                         sbx_error *err)
+{
+    char have[SBX_DIGEST_BUFSZ];
+    sbx_error e = SBX_ERROR_INIT;
+    *present = false;
+    if (sbx_store_layer_by_source(store, d->digest, have, &e) == 0 && !strcmp(have, diff_id) &&
+        sbx_store_has_layer(store, diff_id) == 1) {
+        *present = true;
+        return 0;
+    }
+    if (sbx_store_has_layer(store, diff_id) == 1) {
+        *present = true;
+        return sbx_store_layer_add_source(store, diff_id, d->digest, d->media_type, d->size, err);
+    }
+    return 0;
+}
+
+static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sbx_error *err)
+{
+    reg_fetched f;
+    reg_client *c = NULL;
+    int rc = reg_fetch_image(&f, &c, s, err);
+    if (rc < 0)
+        return rc;
+    const reg_manifest *m = &f.image;
+    _cleanup_free_ char *cfg = NULL;
+    size_t cfg_len = 0;
+    reg_image_config ic = {0};
+    job *jobs = NULL;
+    sbx_store_child *children = NULL;
+    worker *ws = NULL;
+    size_t nws = 0;
+    if ((rc = fetch_config(&cfg, &cfg_len, &ic, c, store, m, err)) < 0)
+        goto out;
+    if (f.top.kind == REG_MANIFEST_IMAGE && s->opts->platform && *s->opts->platform &&
+        ic.platform.architecture[0] && !registry_platform_rank(&s->want, &ic.platform)) {
+        char w[100], h[100];
+        rc = sbx_error_set(err, SBX_ENOTFOUND, "no image for platform '%s'; the image has: %s",
+                           sbx_platform_format(&s->want, w, sizeof w),
+                           sbx_platform_format(&ic.platform, h, sizeof h));
+        goto out;
+    }
+    if ((rc = sbx_store_put_blob(store, cfg, cfg_len,
+                                 m->config.media_type[0] ? m->config.media_type : MT_OCI_CONFIG,
+                                 m->config.digest, NULL, err)) < 0)
+        goto out;
+
+    out->layers = calloc(m->nlayers ? m->nlayers : 1, sizeof *out->layers);
+    jobs = calloc(m->nlayers ? m->nlayers : 1, sizeof *jobs);
+    children = calloc(m->nlayers + 1, sizeof *children);
+    if (!out->layers || !jobs || !children) {
+        rc = sbx_error_set(err, SBX_ENOMEM, "out of memory");
+        goto out;
+    }
+    size_t njobs = 0;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        const reg_desc *d = &m->layers[i];
+        sbx_pull_layer *l = &out->layers[i];
+        snprintf(l->digest, sizeof l->digest, "%s", d->digest);
+        snprintf(l->diff_id, sizeof l->diff_id, "%s", ic.diff_ids[i]);
+        snprintf(l->media_type, sizeof l->media_type, "%s", d->media_type);
+        l->size = d->size;
+        out->nlayers++;
+        if (strstr(d->media_type, "foreign") || strstr(d->media_type, "nondistributable")) {
+            rc = sbx_error_set(err, SBX_EUNSUPPORTED, "layer %zu '%s' is a foreign layer ('%s')",
+                               i + 1, d->digest, d->media_type);
+            goto out;
+        }
+        bool present;
+        if ((rc = layer_present(store, d, ic.diff_ids[i], &present, err)) < 0)
+            goto out;
+        bool dup = false;
+        for (size_t k = 0; k < njobs; k++)
+            if (!strcmp(jobs[k].desc->digest, d->digest))
+                dup = true;
+        l->present = present;
+        char pid[32];
+        short_id(d->digest, pid, sizeof pid);
+        if (present)
+            reg_progress(pid, "present", d->size, d->size);
+        else if (!dup) {
+            jobs[njobs].desc = d;
+            jobs[njobs].diff_id = ic.diff_ids[i];
+            snprintf(jobs[njobs].pid, sizeof jobs[njobs].pid, "%s", pid);
+            njobs++;
+        }
+    }
+    unsigned par = s->opts->parallel ? s->opts->parallel : DEFAULT_PARALLEL;
+    if (par > MAX_PARALLEL)
+        par = MAX_PARALLEL;
+    if ((rc = download_all(jobs, njobs, par, c, store, &ws, &nws, err)) < 0)
+        goto out;
+
+    children[0].kind = SBX_CHILD_BLOB;
+    children[0].digest = m->config.digest;
+    for (size_t i = 0; i < m->nlayers; i++) {
+        children[i + 1].kind = SBX_CHILD_LAYER;
+        children[i + 1].digest = ic.diff_ids[i];
+    }
+    if ((rc = sbx_store_put_manifest(store, f.raw, f.len, f.media_type, f.digest, children,
+                                     m->nlayers + 1, NULL, err)) < 0)
+        goto out;
+    if (f.top.kind == REG_MANIFEST_INDEX) {
+        sbx_store_child idx_child = {SBX_CHILD_MANIFEST, f.digest};
+        if ((rc = sbx_store_put_manifest(store, f.top_raw, f.top_len, f.top_media_type,
+                                         f.top_digest, &idx_child, 1, NULL, err)) < 0)
+            goto out;
+    }
+    if ((rc = sbx_store_name_set(store, s->ref.str, f.digest, err)) < 0)
+        goto out;
+    /* the pull answers resolve too */
+    char key[REG_CACHE_KEY_MAX], val[400];
+    reg_cache_key(key, sizeof key, &s->ref, &s->want);
+    snprintf(val, sizeof val, "%s %s %s", f.digest, f.media_type, f.top_digest);
+    sbx_error cerr = SBX_ERROR_INIT;
+    sbx_store_meta_set(store, "resolve", key, val, &cerr);
+    sbx_store_meta_set(store, REG_META_TOP, s->ref.str, f.top_digest, &cerr);
+
+    snprintf(out->ref, sizeof out->ref, "%s", s->ref.str);
+    snprintf(out->digest, sizeof out->digest, "%s", f.digest);
+    snprintf(out->media_type, sizeof out->media_type, "%s", f.media_type);
+    snprintf(out->index_digest, sizeof out->index_digest, "%s", f.top_digest);
+    snprintf(out->config, sizeof out->config, "%s", m->config.digest);
+    out->platform = ic.platform.architecture[0] ? ic.platform : s->want;
+out:
+    free_workers(ws, nws);
+    free(children);
+    free(jobs);
+    reg_image_config_free(&ic);
+    reg_fetched_free(&f);
+    reg_client_free(c);
+    return rc;
+}
+
+int sbx_registry_pull(sbx_pull_result *out, const char *ref, const sbx_registry_options *opts,
+                      sbx_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (!opts || !opts->store)
+        return sbx_error_set(err, SBX_EINVAL, "pulling '%s': no store given", ref ? ref : "");
+    reg_session s;
+    int rc = reg_session_init(&s, ref, opts, err);
+    if (rc == 0)
+        rc = pull_image(out, &s, opts->store, err);
+    if (rc < 0) {
+        sbx_pull_result_free(out);
+        if (!strstr(err->msg, "parsing image ref"))
+            sbx_error_wrap(err, "pulling '%s'", s.ref.str[0] ? s.ref.str : ref);
+        if (!err->where[0])
+            sbx_error_where(err, "%s", s.ref.str[0] ? s.ref.str : ref);
+    }
+    reg_session_free(&s);
+    return rc;
+}

@@ -1,0 +1,249 @@
+/* Internal interfaces of the registry client (not installed).
+ *
+ * Layers:  ref.c, platform.c      pure parsing
+ *          auth.c                 WWW-Authenticate parsing, token cache, credentials
+ *          config.c               registries.json, certs.d, environment knobs
+ *          http.c                 one registry endpoint: scheme, auth, retries, redirects
+ *          manifest.c             manifest / index / config JSON
+ *          blob.c                 streamed layer download into the store
+ *          pull.c resolve.c inspect.c   the public operations */
+#ifndef SBX_REGISTRY_INTERNAL_H
+#define SBX_REGISTRY_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "sbx/registry.h"
+#include "sbx_common.h"
+
+/* ---- limits ---------------------------------------------------------------- */
+#define REG_MANIFEST_MAX (4u << 20)  /* manifests and indexes */
+#define REG_CONFIG_MAX (8u << 20)    /* image config JSON */
+#define REG_ERRBODY_MAX 4096         /* error bodies kept for messages */
+#define REG_TOKEN_MAX (64u << 10)    /* token endpoint answers */
+#define REG_MAX_LAYERS 1000
+#define REG_MAX_INDEX_ENTRIES 10000
+#define REG_MAX_REDIRECTS 5
+#define REG_RETRY_AFTER_MAX 60
+#define REG_CACHE_KEY_MAX 900
+
+/* ---- media types ----------------------------------------------------------- */
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1+json"
+#define MT_DOCKER_V1_SIGNED "application/vnd.docker.distribution.manifest.v1+prettyjws"
+#define MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
+#define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+#define REG_ACCEPT                                                                        \
+    MT_OCI_INDEX ", " MT_OCI_MANIFEST ", " MT_DOCKER_LIST ", " MT_DOCKER_MANIFEST
+
+/* ---- platform -------------------------------------------------------------- */
+int registry_platform_rank(const sbx_platform *want, const sbx_platform *have);
+
+/* ---- auth ------------------------------------------------------------------ */
+typedef struct reg_challenge {
+    char scheme[16];   /* "bearer" or "basic" (lowercased); "" when none usable */
+    char realm[1024];
+    char service[256];
+    char scope[1024];
+    char error[64];    /* error="insufficient_scope" etc. */
+} reg_challenge;
+
+/* Parse a WWW-Authenticate header value (RFC 7235: one or more challenges,
+ * auth-params with token or quoted-string values).  Picks the first Bearer
+ * challenge, else the first Basic one.  SBX_EINVAL on malformed input or
+ * when no Bearer/Basic challenge is present. */
+int reg_challenge_parse(reg_challenge *out, const char *header, sbx_error *err);
+
+typedef struct reg_creds {
+    char *username;
+    char *password;
+    char *identity_token; /* OAuth2 refresh token */
+    char *registry_token; /* a bearer token used as is */
+} reg_creds;
+void reg_creds_clear(reg_creds *c); /* wipes and frees the strings */
+bool reg_creds_empty(const reg_creds *c);
+
+/* Look up credentials for host ("docker.io", "127.0.0.1:5000") in a Docker
+ * config file (path NULL = $DOCKER_CONFIG/config.json or ~/.docker/config.json):
+ * credHelpers[host], else auths[host] (auth base64, username/password,
+ * identitytoken), else credsStore.  0 when found, SBX_ENOTFOUND when the config
+ * has nothing for host, other codes on a broken config or helper. */
+int reg_docker_creds(reg_creds *out, const char *config_path, const char *host,
+                     sbx_error *err);
+/* Run docker-credential-<helper> get for server (exposed for tests). */
+int reg_cred_helper_get(reg_creds *out, const char *helper, const char *server,
+                        sbx_error *err);
+
+/* Parse a token endpoint answer: token or access_token, expires_in (default 60). */
+int reg_token_parse(char **token_out, int64_t *expires_in, const char *body, size_t len,
+                    sbx_error *err);
+
+/* Process-wide token cache keyed by (realm, service, scope, credential identity). */
+char *reg_token_cache_get(const char *key);
+void reg_token_cache_put(const char *key, const char *token, int64_t expires_in);
+
+/* base64 helpers (OpenSSL). Caller frees. */
+char *reg_base64_encode(const void *data, size_t len);
+int reg_base64_decode(char **out, size_t *outlen, const char *in, sbx_error *err);
+
+/* ---- configuration --------------------------------------------------------- */
+typedef struct reg_config {
+    char **insecure;
+    size_t ninsecure;
+    char **mirrors; /* for docker.io, "scheme://host[:port][/prefix]" */
+    size_t nmirrors;
+} reg_config;
+int reg_config_load(reg_config *out, const char *path, sbx_error *err);
+void reg_config_free(reg_config *c);
+bool reg_config_is_insecure(const reg_config *c, const char *host);
+bool reg_host_is_loopback(const char *host);
+const char *reg_certs_dir(const sbx_registry_options *opts);
+int64_t reg_env_int(const char *name, int64_t def, int64_t min, int64_t max);
+
+/* ---- HTTP client for one endpoint ------------------------------------------ */
+typedef struct reg_client reg_client;
+
+typedef struct reg_resp {
+    long status;
+    char content_type[256];
+    char docker_digest[SBX_DIGEST_BUFSZ + 8];
+    char content_range[128];
+    char www_authenticate[2048];
+    char location[4096];
+    char retry_after[64];
+    int64_t content_length; /* -1 when absent */
+    char *body;             /* buffered body (NUL-terminated) when no sink */
+    size_t len;
+} reg_resp;
+void reg_resp_clear(reg_resp *r);
+
+/* A streaming body consumer for GETs of large blobs.  `offset` is how many
+ * bytes were consumed so far: a retry asks for Range from there. */
+typedef struct reg_sink {
+    /* Called with body bytes of a 200/206; nonzero aborts the transfer. */
+    int (*write)(void *ud, const void *buf, size_t len);
+    /* Start over from byte 0 (the server ignored or botched our Range). */
+    int (*reset)(void *ud, sbx_error *err);
+    void *ud;
+    uint64_t offset;
+    sbx_error *err; /* where write() puts its error */
+} reg_sink;
+
+/* Create a client for `ref`'s repository at `endpoint` ("" = the ref's own
+ * registry; else a mirror base URL).  Loads credentials (per-call or Docker
+ * config), CA and scheme rules. */
+int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
+                   const sbx_registry_options *opts, const reg_config *cfg, sbx_error *err);
+void reg_client_free(reg_client *c);
+/* A sibling client for another thread: same endpoint, own curl handle. */
+int reg_client_clone(reg_client **out, reg_client *c, sbx_error *err);
+const char *reg_client_name(const reg_client *c); /* "host[:port]" for messages */
+
+/* Fetch a manifest by tag or digest (HEAD when head_only); buffered, limited
+ * to REG_MANIFEST_MAX.  SBX_ENOTFOUND on 404. */
+int reg_get_manifest(reg_client *c, const char *reference, bool head_only, reg_resp *resp,
+                     sbx_error *err);
+/* Fetch a small blob into memory, refusing more than max bytes, verified
+ * against digest. */
+int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out, size_t *len,
+                       sbx_error *err);
+/* Stream a blob into sink, resuming with Range on interruption. */
+int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_error *err);
+
+/* ---- manifests ------------------------------------------------------------- */
+typedef struct reg_desc {
+    char media_type[128];
+    char digest[SBX_DIGEST_BUFSZ];
+    uint64_t size;
+    bool has_platform;
+    sbx_platform platform;
+} reg_desc;
+
+typedef enum { REG_MANIFEST_IMAGE = 1, REG_MANIFEST_INDEX = 2 } reg_manifest_kind;
+
+typedef struct reg_manifest {
+    reg_manifest_kind kind;
+    char media_type[128];
+    reg_desc config;   /* image */
+    reg_desc *layers;  /* image */
+    size_t nlayers;
+    reg_desc *entries; /* index */
+    size_t nentries;
+} reg_manifest;
+
+/* Parse manifest bytes.  The media type is Content-Type when it names one of
+ * the four supported types, else the document's mediaType field, else guessed
+ * from its shape.  schema1 is SBX_EUNSUPPORTED. */
+int reg_manifest_parse(reg_manifest *out, const char *content_type, const char *body, size_t len,
+                       sbx_error *err);
+void reg_manifest_free(reg_manifest *m);
+/* Choose the index entry for want; SBX_ENOTFOUND listing the platforms. */
+int reg_manifest_pick(const reg_desc **out, const reg_manifest *index, const sbx_platform *want,
+                      sbx_error *err);
+
+typedef struct reg_image_config {
+    sbx_platform platform;
+    char **diff_ids;
+    size_t ndiff_ids;
+} reg_image_config;
+int reg_config_parse(reg_image_config *out, const char *body, size_t len, sbx_error *err);
+void reg_image_config_free(reg_image_config *c);
+
+bool reg_media_is_index(const char *mt);
+bool reg_media_is_manifest(const char *mt);
+
+/* ---- blobs ----------------------------------------------------------------- */
+typedef enum { REG_COMP_AUTO = 0, REG_COMP_NONE, REG_COMP_GZIP, REG_COMP_ZSTD } reg_compression;
+reg_compression reg_layer_compression(const char *media_type);
+
+/* Download one layer into store: verify compressed digest and size against
+ * desc, diff_id against expected_diff_id; record the source.  progress_id
+ * names the layer in progress events. */
+int reg_pull_layer(reg_client *c, sbx_store *store, const reg_desc *desc,
+                   const char *expected_diff_id, const char *progress_id, sbx_error *err);
+
+/* Thread-safe progress emission (the sink may not be). */
+void reg_progress(const char *id, const char *phase, uint64_t done, uint64_t total);
+
+/* ---- shared operations ----------------------------------------------------- */
+int reg_global_init(sbx_error *err);
+/* Open clients in order (mirrors first for docker.io, then the source). */
+typedef struct reg_session {
+    sbx_ref ref;
+    sbx_platform want;
+    reg_config cfg;
+    const sbx_registry_options *opts;
+} reg_session;
+int reg_session_init(reg_session *s, const char *ref, const sbx_registry_options *opts,
+                     sbx_error *err);
+void reg_session_free(reg_session *s);
+
+/* Fetch the manifest the ref names and, for an index, the platform's
+ * manifest, verified; tries mirrors then the source.  On success *client is
+ * the endpoint that answered (caller frees). */
+typedef struct reg_fetched {
+    char top_digest[SBX_DIGEST_BUFSZ];
+    char top_media_type[128];
+    char *top_raw;
+    size_t top_len;
+    reg_manifest top;
+    char digest[SBX_DIGEST_BUFSZ];
+    char media_type[128];
+    char *raw; /* the platform manifest (== top_raw's copy when not an index) */
+    size_t len;
+    reg_manifest image;
+} reg_fetched;
+int reg_fetch_image(reg_fetched *out, reg_client **client, reg_session *s, sbx_error *err);
+void reg_fetched_free(reg_fetched *f);
+
+/* Store meta namespace: normalized ref -> digest of what it named at the last
+ * pull (an index or the manifest), so inspect can show every platform. */
+#define REG_META_TOP "ref-top"
+/* Resolve cache key in the store's "resolve" meta namespace: "<ref> <platform>". */
+void reg_cache_key(char *buf, size_t len, const sbx_ref *ref, const sbx_platform *want);
+
+#endif
