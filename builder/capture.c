@@ -53,7 +53,7 @@ static la_ssize_t ar_write_cb(struct archive *a, void *p, const void *buf, size_
     capture_ctx *c = p;
     if (c->discard)
         return (la_ssize_t)len;
-    if (c->write_fn(c->ud, buf, len, c->err) < 0) {
+    if (c->write_fn && c->write_fn(c->ud, buf, len, c->err) < 0) {
         c->write_failed = 1;
         archive_set_error(a, EIO, "layer sink failed");
         return -1;

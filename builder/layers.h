@@ -70,8 +70,8 @@ typedef struct sbx_capture_result {
 /* Sink for the tar bytes; return 0 or a negative SBX_E* (with err set). */
 typedef int (*sbx_capture_write_fn)(void *ud, const void *buf, size_t len, sbx_error *err);
 
-/* Capture dir as a tar stream into write_fn.  An empty dir writes nothing and
- * returns changed=false. */
+/* Capture dir as a tar stream into write_fn (NULL: only compute the
+ * diff_id).  An empty dir writes nothing and returns changed=false. */
 int sbx_capture_stream(sbx_capture_result *out, const char *dir,
                        const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
                        void *ud, sbx_error *err);

@@ -1,0 +1,410 @@
+/* OCI runtimes: finding them, probing them, calling them.
+ *
+ * Detection is by evidence, not by assumption: a runtime counts as working
+ * when it takes a real container through create to the point of exec'ing its
+ * process (a probe bundle whose executable does not exist; reaching the
+ * "not found" error proves namespaces, mounts and cgroups were set up).  The
+ * answer is cached per process.
+ *
+ * Hybrid cgroups (cgroup2 mounted beside v1 controllers, e.g. at
+ * /sys/fs/cgroup/unified) make crun refuse to run.  When mountinfo shows that
+ * layout, crun is started in a forked child that enters a private mount
+ * namespace, unmounts the cgroup2 mount there and then execs crun with
+ * --cgroup-manager=disabled; no shell is involved.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/pidfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "sandbox_internal.h"
+#include "sbx_common.h"
+
+static const char *const rt_names[] = {"auto", "crun", "runc", "runsc"};
+
+const char *sbx_runtime_name(sbx_runtime_kind kind)
+{
+    return (unsigned)kind < SBX_ARRAY_LEN(rt_names) ? rt_names[kind] : "unknown";
+}
+
+int sbx_runtime_parse(sbx_runtime_kind *out, const char *name, sbx_error *err)
+{
+    for (size_t i = 0; i < SBX_ARRAY_LEN(rt_names); i++)
+        if (name && !strcmp(name, rt_names[i])) {
+            *out = (sbx_runtime_kind)i;
+            return 0;
+        }
+    return sbx_error_set(err, SBX_EINVAL, "unknown runtime '%s' (want crun, runc, runsc or auto)",
+                         name ? name : "");
+}
+
+/* ---- cgroup layout ------------------------------------------------------ */
+
+/* Mount points of cgroup2 filesystems that sit beside v1 hierarchies. */
+static int hybrid_mounts(char paths[][256], int max)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return 0;
+    char line[4096];
+    int n2 = 0, n1 = 0;
+    while (fgets(line, sizeof(line), f)) {
+        /* id parent maj:min root mountpoint opts... - fstype source superopts */
+        char mnt[256];
+        if (sscanf(line, "%*s %*s %*s %*s %255s", mnt) != 1)
+            continue;
+        const char *dash = strstr(line, " - ");
+        if (!dash)
+            continue;
+        char fstype[64];
+        if (sscanf(dash + 3, "%63s", fstype) != 1)
+            continue;
+        if (!strcmp(fstype, "cgroup"))
+            n1++;
+        else if (!strcmp(fstype, "cgroup2") && n2 < max)
+            snprintf(paths[n2++], 256, "%s", mnt);
+    }
+    fclose(f);
+    return n1 > 0 ? n2 : 0;
+}
+
+bool sbx_cgroup_is_hybrid(void)
+{
+    char paths[4][256];
+    return hybrid_mounts(paths, 4) > 0;
+}
+
+/* ---- spawning ----------------------------------------------------------- */
+
+int sbx_wait_pid(pid_t pid)
+{
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    return status;
+}
+
+/* In the child, before exec: a private mount namespace without cgroup2. */
+static void child_leave_hybrid(void)
+{
+    char paths[4][256];
+    int n = hybrid_mounts(paths, 4);
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
+        dprintf(2, "sbx-image: entering a private mount namespace for crun: %s\n",
+                strerror(errno));
+        _exit(125);
+    }
+    for (int i = 0; i < n; i++)
+        if (umount2(paths[i], MNT_DETACH) < 0) {
+            dprintf(2, "sbx-image: unmounting '%s' for crun: %s\n", paths[i], strerror(errno));
+            _exit(125);
+        }
+}
+
+int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, sbx_error *err)
+{
+    const sbx_runtime_info *rt = call->rt;
+    const char *argv[64];
+    size_t n = 0;
+    argv[n++] = rt->path;
+    if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroup_workaround)
+        argv[n++] = "--cgroup-manager=disabled";
+    if (rt->kind == SBX_RUNTIME_RUNSC) {
+        argv[n++] = "--ignore-cgroups";
+        argv[n++] = "--platform=ptrace";
+        argv[n++] = call->network == SBX_NETWORK_NONE ? "--network=none" : "--network=host";
+    }
+    for (size_t i = 0; args[i]; i++) {
+        if (n + 1 >= SBX_ARRAY_LEN(argv))
+            return sbx_error_set(err, SBX_EINTERNAL, "running %s: too many arguments", rt->path);
+        argv[n++] = args[i];
+    }
+    argv[n] = NULL;
+
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "opening /dev/null");
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(devnull);
+        return sbx_error_sys(err, SBX_EIO, e, "starting %s", rt->path);
+    }
+    if (pid == 0) {
+        setpgid(0, 0); /* a terminal's ^C reaches us, not the runtime: we clean up */
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        signal(SIGPIPE, SIG_DFL);
+        int out = call->out_fd >= 0 ? call->out_fd : devnull;
+        if (dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+            _exit(126);
+        if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroup_workaround)
+            child_leave_hybrid();
+        execv(rt->path, (char *const *)argv);
+        dprintf(2, "sbx-image: executing '%s': %s\n", rt->path, strerror(errno));
+        _exit(127);
+    }
+    close(devnull);
+    *pid_out = pid;
+    return 0;
+}
+
+int sbx_rt_run(const rt_call *call0, const char *const *args, unsigned timeout_sec, char *out,
+               size_t outlen, sbx_error *err)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "running %s: pipe", call0->rt->path);
+    rt_call call = *call0;
+    call.out_fd = pfd[1];
+    pid_t pid;
+    int r = sbx_rt_spawn(&pid, &call, args, err);
+    close(pfd[1]);
+    if (r < 0) {
+        close(pfd[0]);
+        return r;
+    }
+    size_t len = 0;
+    uint64_t deadline = sbx_now_monotonic_ns() + (uint64_t)timeout_sec * 1000000000ull;
+    bool killed = false;
+    for (;;) {
+        int64_t left = (int64_t)(deadline - sbx_now_monotonic_ns()) / 1000000;
+        if (left <= 0 && !killed) {
+            kill(-pid, SIGKILL);
+            killed = true;
+        }
+        struct pollfd p = {pfd[0], POLLIN, 0};
+        int pr = poll(&p, 1, killed ? 1000 : (int)left);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr <= 0) {
+            if (killed)
+                break;
+            continue;
+        }
+        char buf[4096];
+        ssize_t got = read(pfd[0], buf, sizeof(buf));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        if (out && len + 1 < outlen) {
+            size_t take = (size_t)got < outlen - 1 - len ? (size_t)got : outlen - 1 - len;
+            memcpy(out + len, buf, take);
+            len += take;
+        }
+    }
+    close(pfd[0]);
+    if (out && outlen)
+        out[len] = '\0';
+    int status = sbx_wait_pid(pid);
+    if (killed)
+        return sbx_error_set(err, SBX_ETIMEOUT, "running %s %s: no answer after %us",
+                             call0->rt->path, args[0], timeout_sec);
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+void sbx_rt_destroy(const sbx_runtime_info *rt, const char *id)
+{
+    rt_call call = {rt, SBX_NETWORK_HOST, -1};
+    sbx_error err = SBX_ERROR_INIT;
+    const char *del_args[] = {"delete", "-f", id, NULL};
+    /* -f kills a running container first; a missing one is no error here */
+    sbx_rt_run(&call, del_args, 20, NULL, 0, &err);
+}
+
+/* ---- finding and probing ------------------------------------------------ */
+
+int sbx_rt_find(sbx_runtime_info *out, sbx_runtime_kind kind, sbx_error *err)
+{
+    memset(out, 0, sizeof(*out));
+    out->kind = kind;
+    const char *name = sbx_runtime_name(kind);
+    const char *path = getenv("PATH");
+    _cleanup_free_ char *dirs =
+        strdup(path && *path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    if (!dirs)
+        return sbx_error_set(err, SBX_ENOMEM, "finding %s: out of memory", name);
+    /* root's PATH may lack sbin (runc lives in /usr/sbin) */
+    const char *extra[] = {"/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin",
+                           "/sbin", "/bin"};
+    char *save = NULL;
+    for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(out->path, sizeof(out->path), "%s/%s", d, name);
+        if (*d == '/' && access(out->path, X_OK) == 0)
+            goto found;
+    }
+    for (size_t i = 0; i < SBX_ARRAY_LEN(extra); i++) {
+        snprintf(out->path, sizeof(out->path), "%s/%s", extra[i], name);
+        if (access(out->path, X_OK) == 0)
+            goto found;
+    }
+    out->path[0] = '\0';
+    return sbx_error_set(err, SBX_ENOTFOUND, "%s: not installed (no '%s' on PATH%s)", name, name,
+                         kind == SBX_RUNTIME_RUNSC ? "; Debian package 'runsc'"
+                         : kind == SBX_RUNTIME_RUNC ? "; Debian package 'runc'"
+                                                    : "; Debian package 'crun'");
+found:
+    out->cgroup_workaround = kind == SBX_RUNTIME_CRUN && sbx_cgroup_is_hybrid();
+    return 0;
+}
+
+/* Bounded copy that always terminates (snprintf("%s") trips -Wformat-truncation). */
+static void copy_str(char *dst, size_t len, const char *src)
+{
+    size_t n = strnlen(src, len - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+/* The runtime's complaint, reduced to one line for an error message. */
+static void first_line(char *dst, size_t len, const char *out)
+{
+    const char *p = out;
+    while (*p == '\n' || *p == ' ')
+        p++;
+    size_t n = strcspn(p, "\n");
+    if (n >= len)
+        n = len - 1;
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+    if (!*dst)
+        snprintf(dst, len, "no output");
+}
+
+static int write_probe_bundle(const char *bundle, sbx_error *err)
+{
+    _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/rootfs", bundle);
+    _cleanup_free_ char *cfg = sbx_strdup_printf("%s/config.json", bundle);
+    if (!rootfs || !cfg)
+        return sbx_error_set(err, SBX_ENOMEM, "probing: out of memory");
+    int r = sbx_mkdir_p(rootfs, 0755, err);
+    if (r < 0)
+        return r;
+    sbx_user_ids root = {0};
+    snprintf(root.home, sizeof(root.home), "/");
+    const char *argv[] = {"/sbx-exec-check", NULL};
+    const char *env[] = {"PATH=/", NULL};
+    spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", SBX_NETWORK_NONE};
+    json_t *spec = NULL;
+    r = sbx_spec_build(&spec, &in, err);
+    if (r < 0)
+        return r;
+    /* the probe's rootfs is empty: nothing to mount resolv.conf onto, and
+     * /dev, /proc, /sys are created by the runtime */
+    int w = json_dump_file(spec, cfg, JSON_COMPACT);
+    json_decref(spec);
+    if (w < 0)
+        return sbx_error_set(err, SBX_EIO, "probing: writing '%s'", cfg);
+    return 0;
+}
+
+static int probe(const sbx_runtime_info *rt, const char *store_root, char *why, size_t whylen)
+{
+    static unsigned counter;
+    sbx_error err = SBX_ERROR_INIT;
+    char id[96];
+    snprintf(id, sizeof(id), "sbx-probe-%ld-%u", (long)getpid(),
+             __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+    _cleanup_free_ char *bundle = sbx_strdup_printf("%s/run/%s", store_root, id);
+    if (!bundle) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    int r = write_probe_bundle(bundle, &err);
+    if (r == 0) {
+        _cleanup_free_ char *owner = sbx_strdup_printf("%s/owner", bundle);
+        char pidtxt[32];
+        int n = snprintf(pidtxt, sizeof(pidtxt), "%ld\n", (long)getpid());
+        if (owner)
+            sbx_write_file_atomic(owner, pidtxt, (size_t)n, 0600, &err);
+    }
+    char out[2048] = "";
+    int status = -1;
+    if (r == 0) {
+        rt_call call = {rt, SBX_NETWORK_NONE, -1};
+        const char *args[] = {"run", "--bundle", bundle, id, NULL};
+        status = sbx_rt_run(&call, args, 30, out, sizeof(out), &err);
+        sbx_rt_destroy(rt, id);
+    }
+    sbx_error e2 = SBX_ERROR_INIT;
+    sbx_rm_rf(bundle, &e2);
+    if (r < 0 || status < 0) {
+        copy_str(why, whylen, err.msg);
+        return -1;
+    }
+    if (strstr(out, "sbx-exec-check"))
+        return 0; /* it got as far as exec'ing the process */
+    char line[512];
+    first_line(line, sizeof(line), out);
+    snprintf(why, whylen, "probe container failed (exit %d): %s", status, line);
+    return -1;
+}
+
+typedef struct probe_cache {
+    bool done;
+    int ok;
+    sbx_runtime_info info;
+    char why[600];
+} probe_cache;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static probe_cache cache[4];
+
+static int check_one(sbx_runtime_info *out, sbx_runtime_kind kind, const char *store_root,
+                     char *why, size_t whylen)
+{
+    pthread_mutex_lock(&cache_lock);
+    probe_cache *c = &cache[kind];
+    if (!c->done) {
+        sbx_error err = SBX_ERROR_INIT;
+        c->ok = -1;
+        if (sbx_rt_find(&c->info, kind, &err) < 0)
+            copy_str(c->why, sizeof(c->why), err.msg);
+        else if (probe(&c->info, store_root, c->why, sizeof(c->why)) == 0)
+            c->ok = 0;
+        else {
+            char tmp[600];
+            snprintf(tmp, sizeof(tmp), "%s: %s%s", sbx_runtime_name(kind), c->why,
+                     c->info.cgroup_workaround ? " (with the hybrid-cgroup workaround)" : "");
+            copy_str(c->why, sizeof(c->why), tmp);
+        }
+        c->done = true;
+    }
+    int ok = c->ok;
+    *out = c->info;
+    copy_str(why, whylen, c->why);
+    pthread_mutex_unlock(&cache_lock);
+    return ok;
+}
+
+int sbx_runtime_detect(sbx_runtime_info *out, sbx_runtime_kind want, const char *store_root,
+                       sbx_error *err)
+{
+    char why1[600], why2[600];
+    if (want != SBX_RUNTIME_AUTO) {
+        if ((unsigned)want >= SBX_ARRAY_LEN(cache))
+            return sbx_error_set(err, SBX_EINVAL, "unknown runtime %d", (int)want);
+        if (check_one(out, want, store_root, why1, sizeof(why1)) == 0)
+            return 0;
+        return sbx_error_set(err, SBX_EUNSUPPORTED, "runtime '%s' does not work here: %s",
+                             sbx_runtime_name(want), why1);
+    }
+    if (check_one(out, SBX_RUNTIME_CRUN, store_root, why1, sizeof(why1)) == 0)
+        return 0;
+    if (check_one(out, SBX_RUNTIME_RUNC, store_root, why2, sizeof(why2)) == 0) {
+        sbx_log(SBX_LOG_INFO, "using runc: %s", why1);
+        return 0;
+    }
+    return sbx_error_set(err, SBX_EUNSUPPORTED, "no working OCI runtime: %s; %s", why1, why2);
+}

@@ -1,0 +1,733 @@
+/* Run one build step in a throwaway OCI container.
+ *
+ * Lifecycle of a bundle <store>/run/sbx-<pid>-<n>/:
+ *   owner    "<pid> <starttime>": who made it (cleanup_stale checks it is dead)
+ *   runtime  "<runtime> <workaround>": how to kill what it started
+ *   l/<i>    short links to the lower dirs, u and w to upper and work, so the
+ *            overlay option string stays far below the 4 KiB page limit
+ *   rootfs/  the overlay mount point; config.json
+ * Every exit path after the bundle exists goes through teardown(): delete the
+ * container, unmount, remove the mount points the runtime had to create in
+ * the upper dir, remove the bundle.  SIGINT/SIGTERM are blocked for the
+ * duration and read from a signalfd, so they end the step the same way.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/pidfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "sandbox_internal.h"
+#include "sbx_common.h"
+
+#define LINE_MAX_BYTES 4096
+#define KILL_GRACE_NS (10ull * 1000000000ull)
+#define DRAIN_GRACE_NS (2ull * 1000000000ull)
+
+typedef struct run_state {
+    const sbx_sandbox_options *o;
+    sbx_runtime_info rt;
+    char id[96];
+    char *bundle;
+    char *rootfs;        /* what the runtime sees as root */
+    bool mounted;
+    const char *target;  /* dir that takes the container's writes (upper or rootfs) */
+    char *remove_after[12];
+    size_t nremove;
+    /* output */
+    char line[LINE_MAX_BYTES];
+    size_t linelen;
+    char **ring;
+    size_t ring_cap, ring_next, ring_count;
+} run_state;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static uint64_t proc_starttime(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* comm may hold spaces */
+    if (!p)
+        return 0;
+    unsigned long long v = 0;
+    /* fields after comm: state(3) ... starttime(22) */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
+                      "%*d %*d %llu", &v) != 1)
+        return 0;
+    return v;
+}
+
+static bool owner_alive(pid_t pid, uint64_t start)
+{
+    if (pid <= 0)
+        return false;
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return false;
+    return start == 0 || proc_starttime(pid) == start;
+}
+
+static char *join_cmd(const char *const *argv)
+{
+    char buf[256];
+    size_t len = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; argv[i] && len < sizeof(buf) - 1; i++)
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s", i ? " " : "", argv[i]);
+    if (len >= sizeof(buf) - 1)
+        memcpy(buf + sizeof(buf) - 4, "...", 4);
+    return strdup(buf);
+}
+
+/* ---- output: lines to the callback and into a ring ---------------------- */
+
+static void emit_line(run_state *st)
+{
+    const sbx_sandbox_options *o = st->o;
+    if (o->on_output)
+        o->on_output(o->output_ud, st->line, st->linelen);
+    char *copy = strndup(st->line, st->linelen);
+    if (copy && st->ring_cap) {
+        free(st->ring[st->ring_next]);
+        st->ring[st->ring_next] = copy;
+        st->ring_next = (st->ring_next + 1) % st->ring_cap;
+        if (st->ring_count < st->ring_cap)
+            st->ring_count++;
+    } else {
+        free(copy);
+    }
+    st->linelen = 0;
+}
+
+static void feed_output(run_state *st, const char *buf, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (buf[i] == '\n') {
+            emit_line(st);
+            continue;
+        }
+        st->line[st->linelen++] = buf[i];
+        if (st->linelen == sizeof(st->line))
+            emit_line(st);
+    }
+}
+
+static char *ring_join(run_state *st)
+{
+    size_t total = 1;
+    for (size_t i = 0; i < st->ring_count; i++) {
+        size_t idx = (st->ring_next + st->ring_cap - st->ring_count + i) % st->ring_cap;
+        total += strlen(st->ring[idx]) + 1;
+    }
+    char *out = malloc(total);
+    if (!out)
+        return NULL;
+    size_t len = 0;
+    for (size_t i = 0; i < st->ring_count; i++) {
+        size_t idx = (st->ring_next + st->ring_cap - st->ring_count + i) % st->ring_cap;
+        len += (size_t)sprintf(out + len, "%s%s", i ? "\n" : "", st->ring[idx]);
+    }
+    out[len] = '\0';
+    return out;
+}
+
+/* ---- bundle and rootfs -------------------------------------------------- */
+
+static int write_small(const char *dir, const char *name, const char *text, sbx_error *err)
+{
+    _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dir, name);
+    if (!p)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    return sbx_write_file_atomic(p, text, strlen(text), 0600, err);
+}
+
+static int make_bundle(run_state *st, sbx_error *err)
+{
+    static unsigned counter;
+    _cleanup_free_ char *run = sbx_strdup_printf("%s/run", st->o->store_root);
+    if (!run)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    int r = sbx_mkdir_p(run, 0700, err);
+    if (r < 0)
+        return sbx_error_wrap(err, "preparing the sandbox");
+    snprintf(st->id, sizeof(st->id), "sbx-%ld-%u", (long)getpid(),
+             __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
+    st->bundle = sbx_strdup_printf("%s/%s", run, st->id);
+    if (!st->bundle)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    if (mkdir(st->bundle, 0700) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: creating '%s'",
+                             st->bundle);
+    char text[128];
+    snprintf(text, sizeof(text), "%ld %llu\n", (long)getpid(),
+             (unsigned long long)proc_starttime(getpid()));
+    r = write_small(st->bundle, "owner", text, err);
+    if (r == 0) {
+        snprintf(text, sizeof(text), "%s %d\n", sbx_runtime_name(st->rt.kind),
+                 st->rt.cgroup_workaround);
+        r = write_small(st->bundle, "runtime", text, err);
+    }
+    return r;
+}
+
+static int mount_overlay(run_state *st, sbx_error *err)
+{
+    const sbx_sandbox_options *o = st->o;
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/l", st->bundle);
+    if (mkdir(path, 0700) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: creating '%s'", path);
+    _cleanup_free_ char *opts = malloc(8192);
+    if (!opts)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    size_t len = (size_t)snprintf(opts, 8192, "lowerdir=");
+    for (size_t i = 0; i < o->nlowers; i++) {
+        snprintf(path, sizeof(path), "%s/l/%zu", st->bundle, i);
+        if (symlink(o->lowers[i], path) < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: linking '%s'",
+                                 o->lowers[i]);
+        len += (size_t)snprintf(opts + len, 8192 - len, "%sl/%zu", i ? ":" : "", i);
+        if (len >= 4000)
+            return sbx_error_set(err, SBX_ELIMIT, "preparing the sandbox: %zu layers is more "
+                                 "than overlayfs can stack", o->nlowers);
+    }
+    const char *names[] = {"u", "w"};
+    const char *dirs[] = {o->upper, o->work};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof(path), "%s/%s", st->bundle, names[i]);
+        if (dirs[i] ? symlink(dirs[i], path) : mkdir(path, 0755))
+            return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: '%s'", path);
+    }
+    snprintf(opts + len, 8192 - len, ",upperdir=u,workdir=w");
+    snprintf(path, sizeof(path), "%s/rootfs", st->bundle);
+    if (mkdir(path, 0755) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: creating '%s'", path);
+
+    /* Relative option paths resolve against the mounter's cwd: mount from a
+     * child so this process's cwd is never touched. */
+    pid_t pid = fork();
+    if (pid < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "mounting the rootfs: fork");
+    if (pid == 0) {
+        if (chdir(st->bundle) < 0)
+            _exit(errno);
+        /* no copy-up shortcuts: every change must be a real file in upper */
+        char full[8300];
+        snprintf(full, sizeof(full), "%s,index=off,metacopy=off,redirect_dir=off", opts);
+        if (mount("overlay", "rootfs", "overlay", 0, full) == 0)
+            _exit(0);
+        if (errno == EINVAL && mount("overlay", "rootfs", "overlay", 0, opts) == 0)
+            _exit(0);
+        _exit(errno);
+    }
+    int status = sbx_wait_pid(pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return sbx_error_sys(err, SBX_EIO, WIFEXITED(status) ? WEXITSTATUS(status) : EIO,
+                             "mounting the overlay rootfs at '%s' (%zu lowers)", path,
+                             o->nlowers);
+    st->mounted = true;
+    st->rootfs = strdup(path);
+    st->target = o->upper;
+    return st->rootfs ? 0 : sbx_error_set(err, SBX_ENOMEM, "out of memory");
+}
+
+/* Paths the runtime creates when they are missing; they must not end up in
+ * the captured layer. */
+static void note_missing_mountpoints(run_state *st, int rootfd)
+{
+    static const char *const targets[] = {"etc/resolv.conf", "etc/hosts", "proc", "dev", "sys"};
+    if (!st->target)
+        return;
+    _cleanup_close_ int tfd = open(st->target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (size_t i = 0; i < SBX_ARRAY_LEN(targets); i++) {
+        if (i < 2 && st->o->network == SBX_NETWORK_NONE)
+            continue;
+        int fd = sbx_open_in_root(rootfd, targets[i], O_PATH);
+        if (fd >= 0) {
+            close(fd);
+            continue;
+        }
+        if (st->nremove < SBX_ARRAY_LEN(st->remove_after))
+            st->remove_after[st->nremove++] = strdup(targets[i]);
+        /* a parent copied up only to hold the mount point goes too */
+        struct stat sb;
+        if (i < 2 && tfd >= 0 && fstatat(tfd, "etc", &sb, AT_SYMLINK_NOFOLLOW) < 0 &&
+            st->nremove < SBX_ARRAY_LEN(st->remove_after))
+            st->remove_after[st->nremove++] = strdup("etc");
+    }
+}
+
+static void remove_created(run_state *st)
+{
+    _cleanup_close_ int tfd =
+        st->target ? open(st->target, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    for (size_t i = 0; i < st->nremove; i++) {
+        char *p = st->remove_after[i];
+        if (!p || tfd < 0)
+            continue;
+        char *slash = strrchr(p, '/');
+        const char *base = slash ? slash + 1 : p;
+        int pfd = tfd;
+        if (slash) {
+            *slash = '\0';
+            struct open_how how = {.flags = O_PATH | O_DIRECTORY | O_CLOEXEC,
+                                   .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS};
+            pfd = (int)syscall(SYS_openat2, tfd, p, &how, sizeof(how));
+        }
+        struct stat sb;
+        if (pfd >= 0 && fstatat(pfd, base, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+            if (S_ISREG(sb.st_mode) && sb.st_size == 0)
+                unlinkat(pfd, base, 0);
+            else if (S_ISDIR(sb.st_mode))
+                unlinkat(pfd, base, AT_REMOVEDIR); /* only when empty */
+        }
+        if (slash && pfd >= 0)
+            close(pfd);
+    }
+}
+
+static void teardown(run_state *st, bool started)
+{
+    if (started)
+        sbx_rt_destroy(&st->rt, st->id);
+    if (st->mounted && st->rootfs) {
+        if (umount2(st->rootfs, 0) < 0 && umount2(st->rootfs, MNT_DETACH) < 0)
+            sbx_log(SBX_LOG_WARN, "unmounting '%s': %s", st->rootfs, strerror(errno));
+        else
+            st->mounted = false;
+    }
+    if (!st->mounted)
+        remove_created(st);
+    if (st->bundle && !st->mounted) {
+        sbx_error e = SBX_ERROR_INIT;
+        if (sbx_rm_rf(st->bundle, &e) < 0)
+            sbx_log(SBX_LOG_WARN, "removing '%s': %s", st->bundle, e.msg);
+    }
+}
+
+/* ---- the process -------------------------------------------------------- */
+
+static int build_env(char ***out, const sbx_sandbox_options *o, const sbx_user_ids *u)
+{
+    size_t n = 0;
+    bool has_path = false, has_home = false;
+    for (; o->env && o->env[n]; n++) {
+        has_path |= !strncmp(o->env[n], "PATH=", 5);
+        has_home |= !strncmp(o->env[n], "HOME=", 5);
+    }
+    char **env = calloc(n + 3, sizeof(char *));
+    if (!env)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        env[k++] = strdup(o->env[i]);
+    if (!has_path)
+        env[k++] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    if (!has_home)
+        env[k++] = sbx_strdup_printf("HOME=%s", u->home);
+    *out = env;
+    for (size_t i = 0; i < k; i++)
+        if (!env[i])
+            return -1;
+    return 0;
+}
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int prepare_root(run_state *st, sbx_user_ids *user, sbx_error *err)
+{
+    const sbx_sandbox_options *o = st->o;
+    _cleanup_close_ int rootfd = open(st->rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "opening the rootfs '%s'", st->rootfs);
+    int r = sbx_user_resolve(user, st->rootfs, o->user, err);
+    if (r < 0)
+        return r;
+    note_missing_mountpoints(st, rootfd);
+    if (o->cwd && o->cwd[0] != '/')
+        return sbx_error_set(err, SBX_EINVAL, "working directory '%s' is not absolute", o->cwd);
+    if (o->cwd) {
+        r = sbx_mkdir_in_root(rootfd, o->cwd, err);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+static int write_config(run_state *st, const sbx_user_ids *user, sbx_error *err)
+{
+    const sbx_sandbox_options *o = st->o;
+    char **env = NULL;
+    if (build_env(&env, o, user) < 0) {
+        free_strv(env);
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    }
+    spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
+                     o->cwd ? o->cwd : "/", user, o->hostname, o->network};
+    json_t *spec = NULL;
+    int r = sbx_spec_build(&spec, &in, err);
+    free_strv(env);
+    if (r < 0)
+        return r;
+    char *text = json_dumps(spec, JSON_INDENT(1));
+    json_decref(spec);
+    if (!text)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    r = write_small(st->bundle, "config.json", text, err);
+    free(text);
+    return r;
+}
+
+typedef struct wait_state {
+    pid_t pid;
+    int status;
+    bool exited;
+    bool killing;
+    uint64_t kill_deadline;
+} wait_state;
+
+static void start_kill(run_state *st, wait_state *w)
+{
+    if (w->killing)
+        return;
+    w->killing = true;
+    w->kill_deadline = sbx_now_monotonic_ns() + KILL_GRACE_NS;
+    rt_call call = {&st->rt, st->o->network, -1};
+    const char *args[] = {"kill", st->id, "KILL", NULL};
+    sbx_error e = SBX_ERROR_INIT;
+    sbx_rt_run(&call, args, 10, NULL, 0, &e);
+}
+
+static bool reap(wait_state *w)
+{
+    if (w->exited)
+        return true;
+    int status;
+    pid_t r = waitpid(w->pid, &status, WNOHANG);
+    if (r == w->pid) {
+        w->status = status;
+        w->exited = true;
+    }
+    return w->exited;
+}
+
+/* Pump output until the runtime exits (and its output is drained), killing
+ * the container on timeout or on SIGINT/SIGTERM. */
+static void supervise(run_state *st, sbx_sandbox_result *res, wait_state *w, int outfd,
+                      int sigfd)
+{
+    const sbx_sandbox_options *o = st->o;
+    uint64_t start = sbx_now_monotonic_ns();
+    uint64_t deadline = o->timeout_sec ? start + (uint64_t)o->timeout_sec * 1000000000ull : 0;
+    uint64_t drain_deadline = 0;
+    int pidfd = pidfd_open(w->pid, 0);
+    while (!(w->exited && outfd < 0)) {
+        uint64_t now = sbx_now_monotonic_ns();
+        if (deadline && now >= deadline && !w->killing) {
+            res->timed_out = true;
+            start_kill(st, w);
+        }
+        if (w->killing && !w->exited && now >= w->kill_deadline) {
+            kill(-w->pid, SIGKILL); /* the runtime itself hangs */
+            w->kill_deadline = now + KILL_GRACE_NS;
+        }
+        if (w->exited && now >= drain_deadline)
+            break; /* something in the container kept the pipe open */
+        uint64_t next = UINT64_MAX;
+        if (deadline && !w->killing)
+            next = deadline;
+        if (w->killing && !w->exited)
+            next = w->kill_deadline;
+        if (w->exited)
+            next = drain_deadline;
+        int tmo = next == UINT64_MAX ? -1 : (int)((next - now) / 1000000 + 1);
+        if (pidfd < 0 && (tmo < 0 || tmo > 100))
+            tmo = 100;
+        struct pollfd p[3] = {{outfd, POLLIN, 0}, {sigfd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+        int pr = poll(p, 3, tmo);
+        if (pr < 0 && errno != EINTR)
+            break;
+        if (pr > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+            char buf[16384];
+            ssize_t n = read(outfd, buf, sizeof(buf));
+            if (n > 0)
+                feed_output(st, buf, (size_t)n);
+            else if (n == 0 || errno != EINTR) {
+                close(outfd);
+                outfd = -1;
+            }
+        }
+        if (pr > 0 && (p[1].revents & POLLIN)) {
+            struct signalfd_siginfo si;
+            if (read(sigfd, &si, sizeof(si)) == sizeof(si) && !res->interrupted) {
+                res->interrupted = (int)si.ssi_signo;
+                start_kill(st, w);
+            }
+        }
+        if (!w->exited && reap(w))
+            drain_deadline = sbx_now_monotonic_ns() + DRAIN_GRACE_NS;
+    }
+    if (outfd >= 0)
+        close(outfd);
+    if (pidfd >= 0)
+        close(pidfd);
+    if (!w->exited) {
+        w->status = sbx_wait_pid(w->pid);
+        w->exited = true;
+    }
+    if (st->linelen)
+        emit_line(st);
+    res->duration_ms = (sbx_now_monotonic_ns() - start) / 1000000;
+}
+
+static int start_and_supervise(run_state *st, sbx_sandbox_result *res, int sigfd,
+                               bool *started, sbx_error *err)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "running the step: pipe");
+    rt_call call = {&st->rt, st->o->network, pfd[1]};
+    const char *args[] = {"run", "--bundle", st->bundle, st->id, NULL};
+    wait_state w = {0};
+    int r = sbx_rt_spawn(&w.pid, &call, args, err);
+    close(pfd[1]);
+    if (r < 0) {
+        close(pfd[0]);
+        return r;
+    }
+    *started = true;
+    supervise(st, res, &w, pfd[0], sigfd);
+    res->runtime = st->rt.kind;
+    if (WIFEXITED(w.status)) {
+        res->exited = !res->timed_out && !res->interrupted;
+        res->exit_code = WEXITSTATUS(w.status);
+    } else if (WIFSIGNALED(w.status)) {
+        res->term_signal = WTERMSIG(w.status);
+    }
+    return 0;
+}
+
+static int verdict(const sbx_sandbox_options *o, const sbx_sandbox_result *res, sbx_error *err)
+{
+    _cleanup_free_ char *cmd = join_cmd(o->argv);
+    const char *c = cmd ? cmd : o->argv[0];
+    if (res->interrupted)
+        return sbx_error_set(err, SBX_ESTEP, "running '%s': interrupted by %s", c,
+                             strsignal(res->interrupted));
+    if (res->timed_out)
+        return sbx_error_set(err, SBX_ETIMEOUT, "running '%s': timed out after %us", c,
+                             o->timeout_sec);
+    if (res->term_signal)
+        return sbx_error_set(err, SBX_ESTEP, "running '%s': runtime killed by %s", c,
+                             strsignal(res->term_signal));
+    if (res->exit_code != 0)
+        return sbx_error_set(err, SBX_ESTEP, "running '%s': exited with status %d", c,
+                             res->exit_code);
+    return 0;
+}
+
+static int check_options(const sbx_sandbox_options *o, sbx_error *err)
+{
+    if (!o->store_root || !o->argv || !o->argv[0])
+        return sbx_error_set(err, SBX_EINVAL, "running a step: store root and argv are required");
+    if (o->nlowers == 0 && !o->rootfs)
+        return sbx_error_set(err, SBX_EINVAL, "running a step: no lower dirs and no rootfs");
+    if (!o->upper != !o->work)
+        return sbx_error_set(err, SBX_EINVAL, "running a step: give both upper and work, or "
+                             "neither");
+    for (size_t i = 0; i < o->nlowers; i++)
+        if (!o->lowers[i] || o->lowers[i][0] != '/')
+            return sbx_error_set(err, SBX_EINVAL, "running a step: lower dir '%s' is not "
+                                 "absolute", o->lowers[i] ? o->lowers[i] : "");
+    if ((o->upper && o->upper[0] != '/') || (o->work && o->work[0] != '/') ||
+        (o->rootfs && o->rootfs[0] != '/'))
+        return sbx_error_set(err, SBX_EINVAL, "running a step: upper, work and rootfs must be "
+                             "absolute paths");
+    return 0;
+}
+
+int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *o, sbx_error *err)
+{
+    *res = (sbx_sandbox_result)SBX_SANDBOX_RESULT_INIT;
+    int r = check_options(o, err);
+    if (r < 0)
+        return r;
+    run_state st = {.o = o};
+    r = sbx_runtime_detect(&st.rt, o->runtime, o->store_root, err);
+    if (r < 0)
+        return r;
+    st.ring_cap = o->keep_lines ? o->keep_lines : 20;
+    st.ring = calloc(st.ring_cap, sizeof(char *));
+    if (!st.ring)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+
+    /* From here on SIGINT/SIGTERM end the step through teardown. */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int sigfd = signalfd(-1, &block, SFD_CLOEXEC | SFD_NONBLOCK);
+
+    bool started = false;
+    sbx_user_ids user;
+    r = make_bundle(&st, err);
+    if (r == 0 && o->nlowers > 0)
+        r = mount_overlay(&st, err);
+    else if (r == 0) {
+        st.rootfs = strdup(o->rootfs);
+        st.target = o->rootfs;
+    }
+    if (r == 0)
+        r = prepare_root(&st, &user, err);
+    if (r == 0)
+        r = write_config(&st, &user, err);
+    if (r == 0) {
+        struct signalfd_siginfo si;
+        if (sigfd >= 0 && read(sigfd, &si, sizeof(si)) == sizeof(si))
+            res->interrupted = (int)si.ssi_signo; /* arrived during setup: do not start */
+        else
+            r = start_and_supervise(&st, res, sigfd, &started, err);
+    }
+    teardown(&st, started);
+    if (sigfd >= 0)
+        close(sigfd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    res->tail = ring_join(&st);
+    for (size_t i = 0; i < st.ring_cap; i++)
+        free(st.ring[i]);
+    free(st.ring);
+    for (size_t i = 0; i < st.nremove; i++)
+        free(st.remove_after[i]);
+    free(st.bundle);
+    free(st.rootfs);
+    if (r < 0)
+        return sbx_error_wrap(err, "running '%s'", o->argv[0]);
+    return verdict(o, res, err);
+}
+
+void sbx_sandbox_result_clear(sbx_sandbox_result *res)
+{
+    if (!res)
+        return;
+    free(res->tail);
+    res->tail = NULL;
+}
+
+/* ---- what killed runs left ---------------------------------------------- */
+
+static bool is_mountpoint(const char *path)
+{
+    struct stat a, b;
+    _cleanup_free_ char *parent = sbx_strdup_printf("%s/..", path);
+    return parent && stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
+}
+
+static void clean_bundle(const char *run, const char *name, unsigned *removed)
+{
+    _cleanup_free_ char *bundle = sbx_strdup_printf("%s/%s", run, name);
+    _cleanup_free_ char *owner = sbx_strdup_printf("%s/owner", bundle);
+    _cleanup_free_ char *rtfile = sbx_strdup_printf("%s/runtime", bundle);
+    _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/rootfs", bundle);
+    if (!bundle || !owner || !rtfile || !rootfs)
+        return;
+    long pid = 0;
+    unsigned long long start = 0;
+    sbx_error e = SBX_ERROR_INIT;
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+    if (sbx_read_file(&text, &len, owner, 256, &e) == 0)
+        sscanf(text, "%ld %llu", &pid, &start);
+    else if (sscanf(name, "sbx-%ld-", &pid) != 1 && sscanf(name, "sbx-probe-%ld-", &pid) != 1)
+        pid = 0;
+    if (owner_alive((pid_t)pid, start))
+        return;
+
+    _cleanup_free_ char *rtt = NULL;
+    char rtname[16] = "";
+    if (sbx_read_file(&rtt, &len, rtfile, 256, &e) == 0)
+        sscanf(rtt, "%15s", rtname);
+    sbx_runtime_kind kinds[3] = {SBX_RUNTIME_CRUN, SBX_RUNTIME_RUNC, SBX_RUNTIME_RUNSC};
+    sbx_runtime_kind one;
+    bool known = sbx_runtime_parse(&one, rtname, &e) == 0 && one != SBX_RUNTIME_AUTO;
+    for (size_t i = 0; i < 3; i++) {
+        sbx_runtime_info rt;
+        if (known && kinds[i] != one)
+            continue;
+        if (sbx_rt_find(&rt, kinds[i], &e) == 0)
+            sbx_rt_destroy(&rt, name);
+    }
+    for (int i = 0; i < 8 && is_mountpoint(rootfs); i++)
+        if (umount2(rootfs, 0) < 0)
+            umount2(rootfs, MNT_DETACH);
+    if (is_mountpoint(rootfs)) {
+        sbx_log(SBX_LOG_WARN, "cannot unmount stale '%s'; leaving it", rootfs);
+        return;
+    }
+    if (sbx_rm_rf(bundle, &e) == 0 && removed)
+        (*removed)++;
+}
+
+/* Unpack temp dirs "<hex>.tmp-<pid>-<n>" of dead processes. */
+static void clean_unpack_tmp(const char *root)
+{
+    _cleanup_free_ char *dir = sbx_strdup_printf("%s/unpacked", root);
+    DIR *d = dir ? opendir(dir) : NULL;
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *t = strstr(de->d_name, ".tmp-");
+        long pid;
+        if (!t || sscanf(t, ".tmp-%ld-", &pid) != 1 || owner_alive((pid_t)pid, 0))
+            continue;
+        _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dir, de->d_name);
+        sbx_error e = SBX_ERROR_INIT;
+        if (p)
+            sbx_rm_rf(p, &e);
+    }
+    closedir(d);
+}
+
+int sbx_sandbox_cleanup_stale(const char *store_root, unsigned *removed, sbx_error *err)
+{
+    if (removed)
+        *removed = 0;
+    _cleanup_free_ char *run = sbx_strdup_printf("%s/run", store_root);
+    if (!run)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    DIR *d = opendir(run);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)))
+            if (!strncmp(de->d_name, "sbx-", 4))
+                clean_bundle(run, de->d_name, removed);
+        closedir(d);
+    } else if (errno != ENOENT) {
+        return sbx_error_sys(err, SBX_EIO, errno, "cleaning '%s'", run);
+    }
+    clean_unpack_tmp(store_root);
+    return 0;
+}

@@ -1,0 +1,57 @@
+/* Builder internals shared by sandbox*.c and runtime*.c; not for other modules. */
+#ifndef SBX_BUILDER_SANDBOX_INTERNAL_H
+#define SBX_BUILDER_SANDBOX_INTERNAL_H
+
+#include <jansson.h>
+#include <sys/types.h>
+
+#include "sandbox.h"
+
+/* Extra per-invocation flags for runtimes that take them globally (runsc). */
+typedef struct rt_call {
+    const sbx_runtime_info *rt;
+    sbx_network_mode network;
+    int out_fd;  /* stdout+stderr of the runtime (and the container); -1: /dev/null */
+} rt_call;
+
+/* Start `<runtime> [global flags] args...` in its own process group with
+ * stdin on /dev/null; in the hybrid-cgroup case the child first enters a
+ * private mount namespace without the cgroup2 mount.  Signals blocked by the
+ * caller are unblocked in the child.  Returns the pid. */
+int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, sbx_error *err);
+
+/* Run a runtime command to completion within timeout_sec, collecting up to
+ * outlen-1 bytes of its output into out (NUL-terminated; may be NULL).
+ * Returns its exit status (>= 0) or a negative SBX_E*. */
+int sbx_rt_run(const rt_call *call, const char *const *args, unsigned timeout_sec, char *out,
+               size_t outlen, sbx_error *err);
+
+/* `delete -f ID` (kills it if running), ignoring "does not exist". */
+void sbx_rt_destroy(const sbx_runtime_info *rt, const char *id);
+
+/* Find the binary of a runtime on PATH (no probe). */
+int sbx_rt_find(sbx_runtime_info *out, sbx_runtime_kind kind, sbx_error *err);
+
+/* Wait for pid, handling EINTR; returns the wait status. */
+int sbx_wait_pid(pid_t pid);
+
+/* The runtime-spec config for one step. */
+typedef struct spec_input {
+    const char *root_path;            /* "rootfs" or an absolute dir */
+    const char *const *argv;
+    const char *const *env;           /* complete: PATH/HOME already added */
+    const char *cwd;
+    const sbx_user_ids *user;
+    const char *hostname;
+    sbx_network_mode network;
+} spec_input;
+
+/* Build config.json; *out owned by the caller (json_decref). */
+int sbx_spec_build(json_t **out, const spec_input *in, sbx_error *err);
+
+/* Open a path inside root without leaving it (openat2 RESOLVE_IN_ROOT). */
+int sbx_open_in_root(int rootfd, const char *path, int flags);
+/* mkdir -p of an absolute in-container path, staying inside root. */
+int sbx_mkdir_in_root(int rootfd, const char *path, sbx_error *err);
+
+#endif

@@ -1,0 +1,130 @@
+/* The OCI runtime-spec config.json for one build step.
+ *
+ * Isolation: own mount, pid, uts and ipc namespaces, plus a network namespace
+ * (loopback only) for network none; /proc, /dev (tmpfs), /dev/pts, /dev/shm,
+ * /dev/mqueue and a read-only /sys; the host's resolv.conf and hosts bound
+ * read-only when the host network is shared.  Root gets the capability set a
+ * package manager needs (Docker's default set); other users get none
+ * effective.  no_new_privs is set, so setuid binaries cannot raise privileges.
+ */
+#include <string.h>
+#include <sys/resource.h>
+
+#include "sandbox_internal.h"
+#include "sbx_common.h"
+
+static const char *const default_caps[] = {
+    "CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FSETID",  "CAP_FOWNER",       "CAP_MKNOD",
+    "CAP_NET_RAW", "CAP_SETGID",      "CAP_SETUID",  "CAP_SETFCAP",      "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+};
+
+static const char *const masked_paths[] = {
+    "/proc/acpi",        "/proc/asound",       "/proc/kcore",     "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi",        "/sys/firmware",
+};
+
+static const char *const readonly_paths[] = {
+    "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+};
+
+static json_t *str_array(const char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && (n == (size_t)-1 ? v[i] != NULL : i < n); i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+static json_t *mount_entry(const char *dest, const char *type, const char *source,
+                           const char *const *opts)
+{
+    return json_pack("{s:s, s:s, s:s, s:o}", "destination", dest, "type", type, "source", source,
+                     "options", str_array(opts, (size_t)-1));
+}
+
+static json_t *build_mounts(sbx_network_mode net)
+{
+    static const char *const proc_o[] = {"nosuid", "noexec", "nodev", NULL};
+    static const char *const dev_o[] = {"nosuid", "strictatime", "mode=755", "size=65536k", NULL};
+    static const char *const pts_o[] = {"nosuid", "noexec", "newinstance", "ptmxmode=0666",
+                                        "mode=0620", NULL};
+    static const char *const shm_o[] = {"nosuid", "noexec", "nodev", "mode=1777", "size=65536k",
+                                        NULL};
+    static const char *const mq_o[] = {"nosuid", "noexec", "nodev", NULL};
+    static const char *const sys_o[] = {"nosuid", "noexec", "nodev", "ro", NULL};
+    static const char *const bind_ro[] = {"rbind", "ro", "nosuid", "nodev", "noexec", NULL};
+    json_t *m = json_array();
+    json_array_append_new(m, mount_entry("/proc", "proc", "proc", proc_o));
+    json_array_append_new(m, mount_entry("/dev", "tmpfs", "tmpfs", dev_o));
+    json_array_append_new(m, mount_entry("/dev/pts", "devpts", "devpts", pts_o));
+    json_array_append_new(m, mount_entry("/dev/shm", "tmpfs", "shm", shm_o));
+    json_array_append_new(m, mount_entry("/dev/mqueue", "mqueue", "mqueue", mq_o));
+    json_array_append_new(m, mount_entry("/sys", "sysfs", "sysfs", sys_o));
+    if (net == SBX_NETWORK_HOST) {
+        json_array_append_new(m, mount_entry("/etc/resolv.conf", "bind", "/etc/resolv.conf",
+                                             bind_ro));
+        json_array_append_new(m, mount_entry("/etc/hosts", "bind", "/etc/hosts", bind_ro));
+    }
+    return m;
+}
+
+static json_t *build_process(const spec_input *in)
+{
+    const sbx_user_ids *u = in->user;
+    json_t *gids = json_array();
+    for (size_t i = 0; i < u->ngroups; i++)
+        json_array_append_new(gids, json_integer(u->groups[i]));
+    json_t *user = json_pack("{s:I, s:I, s:o}", "uid", (json_int_t)u->uid, "gid",
+                             (json_int_t)u->gid, "additionalGids", gids);
+    size_t ncaps = SBX_ARRAY_LEN(default_caps);
+    json_t *caps = json_pack("{s:o, s:o, s:o}", "bounding", str_array(default_caps, ncaps),
+                             "effective", str_array(default_caps, u->uid == 0 ? ncaps : 0),
+                             "permitted", str_array(default_caps, u->uid == 0 ? ncaps : 0));
+    /* as many open files as this process may have: never above the host's cap */
+    struct rlimit nofile = {1024, 1024};
+    getrlimit(RLIMIT_NOFILE, &nofile);
+    json_t *rlimits = json_pack("[{s:s, s:I, s:I}]", "type", "RLIMIT_NOFILE", "hard",
+                                (json_int_t)nofile.rlim_max, "soft", (json_int_t)nofile.rlim_max);
+    return json_pack("{s:b, s:o, s:o, s:o, s:s, s:o, s:o, s:b}", "terminal", 0, "user", user,
+                     "args", str_array(in->argv, (size_t)-1), "env",
+                     str_array(in->env, (size_t)-1), "cwd", in->cwd, "capabilities", caps,
+                     "rlimits", rlimits, "noNewPrivileges", 1);
+}
+
+static json_t *build_linux(const spec_input *in)
+{
+    json_t *ns = json_pack("[{s:s}, {s:s}, {s:s}, {s:s}]", "type", "pid", "type", "ipc", "type",
+                           "uts", "type", "mount");
+    if (in->network == SBX_NETWORK_NONE)
+        json_array_append_new(ns, json_pack("{s:s}", "type", "network"));
+    json_t *devices = json_pack("[{s:b, s:s}]", "allow", 0, "access", "rwm");
+    return json_pack("{s:o, s:o, s:o, s:o}", "namespaces", ns, "resources",
+                     json_pack("{s:o}", "devices", devices), "maskedPaths",
+                     str_array(masked_paths, SBX_ARRAY_LEN(masked_paths)), "readonlyPaths",
+                     str_array(readonly_paths, SBX_ARRAY_LEN(readonly_paths)));
+}
+
+int sbx_spec_build(json_t **out, const spec_input *in, sbx_error *err)
+{
+    json_t *process = build_process(in);
+    json_t *linux_ = build_linux(in);
+    json_t *mounts = build_mounts(in->network);
+    json_t *root = json_pack("{s:s, s:b}", "path", in->root_path, "readonly", 0);
+    if (!process || !linux_ || !mounts || !root) {
+        json_decref(process);
+        json_decref(linux_);
+        json_decref(mounts);
+        json_decref(root);
+        return sbx_error_set(err, SBX_ENOMEM, "building the container config: out of memory");
+    }
+    json_t *spec = json_pack("{s:s, s:o, s:o, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process",
+                             process, "root", root, "hostname",
+                             in->hostname ? in->hostname : "sbx-build", "mounts", mounts,
+                             "linux", linux_);
+    if (!spec)
+        return sbx_error_set(err, SBX_ENOMEM, "building the container config: out of memory");
+    *out = spec;
+    return 0;
+}

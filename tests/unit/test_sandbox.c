@@ -1,0 +1,559 @@
+/* The step sandbox against real runtimes (runc, crun with the hybrid-cgroup
+ * workaround), real overlayfs and a busybox-static rootfs. */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "layers.h"
+#include "sandbox.h"
+#include "sbx_common.h"
+#include "testutil.h"
+
+/* ---- fixtures ----------------------------------------------------------- */
+
+static char *g_base;  /* a busybox rootfs used as the bottom lower */
+static char *g_work;  /* per-test scratch */
+
+static void must(int r, const sbx_error *err)
+{
+    if (r != 0)
+        fail_msg("code %d: %s (where '%s')", r, err->msg, err->where);
+}
+
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    if (st != 0)
+        fail_msg("command failed (%d): %s", st, cmd);
+}
+
+static int make_base(void **state)
+{
+    (void)state;
+    g_base = tu_tmpdir();
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "set -e; cd %s; mkdir -p bin etc proc dev sys tmp data/dir home/builder; "
+             "cp /bin/busybox bin/busybox; "
+             "for a in sh ls cat echo id rm mkdir touch true false sleep grep wc ip env pwd "
+             "hostname chmod ln test; do ln -s busybox bin/$a; done; "
+             "printf 'root:x:0:0:root:/root:/bin/sh\\nbuilder:x:1000:1000::/home/builder:/bin/sh\\n'"
+             " > etc/passwd; "
+             "printf 'root:x:0:\\nbuilder:x:1000:\\nextra:x:2000:builder\\n' > etc/group; "
+             "echo old > etc/deleteme; echo old > data/dir/old; echo keep > data/keep; "
+             "echo '127.0.0.1 localhost' > etc/hosts; touch etc/resolv.conf",
+             g_base);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int drop_base(void **state)
+{
+    (void)state;
+    tu_tmpdir_free(g_base);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    g_work = tu_tmpdir();
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/store %s/upper %s/work", g_work, g_work, g_work);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int teardown_test(void **state)
+{
+    (void)state;
+    tu_tmpdir_free(g_work);
+    g_work = NULL;
+    return 0;
+}
+
+typedef struct run_ctx {
+    sbx_sandbox_options o;
+    const char *lowers[2];
+    char store[512], upper[512], work[512];
+    char out[8192];
+    size_t outlen;
+    int lines;
+} run_ctx;
+
+static void on_line(void *ud, const char *line, size_t len)
+{
+    run_ctx *c = ud;
+    c->lines++;
+    if (c->outlen + len + 2 < sizeof(c->out)) {
+        memcpy(c->out + c->outlen, line, len);
+        c->outlen += len;
+        c->out[c->outlen++] = '\n';
+        c->out[c->outlen] = '\0';
+    }
+}
+
+static void ctx_init(run_ctx *c, sbx_runtime_kind rt, const char *script)
+{
+    memset(c, 0, sizeof(*c));
+    sbx_sandbox_options o = SBX_SANDBOX_OPTIONS_INIT;
+    c->o = o;
+    snprintf(c->store, sizeof(c->store), "%s/store", g_work);
+    snprintf(c->upper, sizeof(c->upper), "%s/upper", g_work);
+    snprintf(c->work, sizeof(c->work), "%s/work", g_work);
+    c->lowers[0] = g_base;
+    c->o.store_root = c->store;
+    c->o.lowers = c->lowers;
+    c->o.nlowers = 1;
+    c->o.upper = c->upper;
+    c->o.work = c->work;
+    static const char *argv[4];
+    argv[0] = "/bin/sh";
+    argv[1] = "-c";
+    argv[2] = script;
+    argv[3] = NULL;
+    c->o.argv = argv;
+    c->o.runtime = rt;
+    c->o.on_output = on_line;
+    c->o.output_ud = c;
+}
+
+/* No mount, bundle or container of ours is left. */
+static void assert_nothing_left(const char *store)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "grep -q '%s' /proc/self/mountinfo", store);
+    assert_int_not_equal(system(cmd), 0);
+    snprintf(cmd, sizeof(cmd), "%s/run", store);
+    long n = tu_count_files(cmd);
+    assert_true(n <= 0);
+    snprintf(cmd, sizeof(cmd), "(runc list -q; crun list -q) 2>/dev/null | grep -q '^sbx-%ld-'",
+             (long)getpid());
+    assert_int_not_equal(system(cmd), 0);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void run_output_and_exit(sbx_runtime_kind rt)
+{
+    run_ctx c;
+    ctx_init(&c, rt, "echo hello; echo oops >&2; hostname; pwd");
+    c.o.cwd = "/srv/app";
+    sbx_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_sandbox_run(&res, &c.o, &err), &err);
+    assert_true(res.exited);
+    assert_int_equal(res.exit_code, 0);
+    assert_int_equal(res.runtime, rt);
+    assert_string_equal(c.out, "hello\noops\nsbx-build\n/srv/app\n");
+    assert_string_equal(res.tail, "hello\noops\nsbx-build\n/srv/app");
+    sbx_sandbox_result_clear(&res);
+    assert_nothing_left(c.store);
+
+    /* only the working directory landed in the upper layer */
+    sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
+    sbx_capture_result cr;
+    char path[600];
+    snprintf(path, sizeof(path), "%s/srv/app", c.upper);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s/srv", c.upper);
+    sh("%s", cmd);
+    int r = sbx_capture_stream(&cr, c.upper, &co, NULL, NULL, &err);
+    assert_int_equal(r, 0);
+    assert_false(cr.changed);
+}
+
+static void test_runc_output_and_exit(void **state)
+{
+    (void)state;
+    run_output_and_exit(SBX_RUNTIME_RUNC);
+}
+
+static void test_crun_output_and_exit(void **state)
+{
+    (void)state;
+    run_output_and_exit(SBX_RUNTIME_CRUN);
+    sbx_runtime_info rt;
+    sbx_error err = SBX_ERROR_INIT;
+    char store[600];
+    snprintf(store, sizeof(store), "%s/store", g_work);
+    must(sbx_runtime_detect(&rt, SBX_RUNTIME_CRUN, store, &err), &err);
+    /* the workaround is there exactly when mountinfo shows a hybrid layout */
+    int v2 = system("grep -q ' - cgroup2 ' /proc/self/mountinfo") == 0;
+    int v1 = system("grep -q ' - cgroup ' /proc/self/mountinfo") == 0;
+    assert_int_equal(rt.cgroup_workaround, v1 && v2);
+    assert_int_equal(sbx_cgroup_is_hybrid(), v1 && v2);
+}
+
+static void test_nonzero_exit(void **state)
+{
+    (void)state;
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_RUNC, "echo before; exit 3");
+    sbx_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
+    tu_assert_error(&err, SBX_ESTEP, "exited with status 3");
+    assert_true(res.exited);
+    assert_int_equal(res.exit_code, 3);
+    assert_string_equal(res.tail, "before");
+    sbx_sandbox_result_clear(&res);
+    assert_nothing_left(c.store);
+}
+
+static void test_timeout_kills_and_cleans(void **state)
+{
+    (void)state;
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_CRUN, "echo started; sleep 100 & sleep 100");
+    c.o.timeout_sec = 1;
+    sbx_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    uint64_t t0 = sbx_now_monotonic_ns();
+    assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_ETIMEOUT);
+    uint64_t ms = (sbx_now_monotonic_ns() - t0) / 1000000;
+    tu_assert_error(&err, SBX_ETIMEOUT, "timed out after 1s");
+    assert_true(res.timed_out);
+    assert_false(res.exited);
+    assert_string_equal(res.tail, "started");
+    assert_true(ms < 10000);
+    sbx_sandbox_result_clear(&res);
+    assert_nothing_left(c.store);
+    assert_int_not_equal(system("pgrep -f 'slee[p] 100' >/dev/null"), 0);
+}
+
+static void test_whiteouts_and_opaque(void **state)
+{
+    (void)state;
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_RUNC,
+             "rm /etc/deleteme && rm -rf /data/dir && mkdir /data/dir && echo x > /data/dir/new");
+    sbx_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_sandbox_run(&res, &c.o, &err), &err);
+    sbx_sandbox_result_clear(&res);
+
+    sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
+    co.epoch = 0;
+    sbx_capture_result cr1, cr2;
+    must(sbx_capture_stream(&cr1, c.upper, &co, NULL, NULL, &err), &err);
+    assert_true(cr1.changed);
+    /* deterministic: a second capture gives the same diff_id */
+    must(sbx_capture_stream(&cr2, c.upper, &co, NULL, NULL, &err), &err);
+    assert_string_equal(cr1.diff_id, cr2.diff_id);
+
+    char path[700];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/etc/deleteme", c.upper);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISCHR(st.st_mode) && st.st_rdev == 0);
+    snprintf(path, sizeof(path), "%s/data/dir", c.upper);
+    char v[4] = "";
+    assert_int_equal(getxattr(path, "trusted.overlay.opaque", v, sizeof(v)), 1);
+    assert_int_equal(v[0], 'y');
+    assert_nothing_left(c.store);
+}
+
+/* Collect a capture into memory and list it. */
+typedef struct mem {
+    char *d;
+    size_t n;
+} mem;
+static int mem_sink(void *ud, const void *buf, size_t len, sbx_error *err)
+{
+    mem *m = ud;
+    char *p = realloc(m->d, m->n + len);
+    if (!p)
+        return sbx_error_set(err, SBX_ENOMEM, "oom");
+    memcpy(p + m->n, buf, len);
+    m->d = p;
+    m->n += len;
+    return 0;
+}
+
+static void test_whiteout_entries_in_layer(void **state)
+{
+    (void)state;
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_CRUN, "rm /etc/deleteme; rm -rf /data/dir; mkdir /data/dir");
+    sbx_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_sandbox_run(&res, &c.o, &err), &err);
+    sbx_sandbox_result_clear(&res);
+    sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
+    sbx_capture_result cr;
+    mem m = {0};
+    must(sbx_capture_stream(&cr, c.upper, &co, mem_sink, &m, &err), &err);
+    struct archive *a = archive_read_new();
+    archive_read_support_format_tar(a);
+    assert_int_equal(archive_read_open_memory(a, m.d, m.n), ARCHIVE_OK);
+    struct archive_entry *e;
+    char names[1024] = "";
+    while (archive_read_next_header(a, &e) == ARCHIVE_OK) {
+        strcat(names, archive_entry_pathname(e));
+        strcat(names, " ");
+    }
+    archive_read_free(a);
+    free(m.d);
+    /* exactly the changes: no resolv.conf, hosts, proc, dev or sys mount points */
+    assert_string_equal(names, "data/ data/dir/ data/dir/.wh..wh..opq etc/ etc/.wh.deleteme ");
+}
+
+static void test_no_change_no_layer(void **state)
+{
+    (void)state;
+    /* a base without the mount points the runtime needs */
+    char *bare = tu_path(g_work, "bare");
+    sh("mkdir -p %s/bin && cp -a %s/bin/. %s/bin/ && mkdir -p %s/etc && cp %s/etc/passwd "
+       "%s/etc/", bare, g_base, bare, bare, g_base, bare);
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_RUNC, "true");
+    c.lowers[0] = bare;
+    sbx_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_sandbox_run(&res, &c.o, &err), &err);
+    sbx_sandbox_result_clear(&res);
+    sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
+    sbx_capture_result cr;
+    must(sbx_capture_stream(&cr, c.upper, &co, NULL, NULL, &err), &err);
+    assert_false(cr.changed);
+    assert_int_equal(tu_count_files(c.upper), 0);
+    free(bare);
+}
+
+static char *run_capture(sbx_runtime_kind rt, const char *user, const char *script,
+                         sbx_network_mode net, int *code, sbx_error *err)
+{
+    run_ctx c;
+    ctx_init(&c, rt, script);
+    c.o.user = user;
+    c.o.network = net;
+    sbx_sandbox_result res;
+    *code = sbx_sandbox_run(&res, &c.o, err);
+    sbx_sandbox_result_clear(&res);
+    return strdup(c.out);
+}
+
+static void test_user_switching(void **state)
+{
+    (void)state;
+    sbx_error err = SBX_ERROR_INIT;
+    int code;
+    char *out = run_capture(SBX_RUNTIME_RUNC, "builder", "id -u; id -g; id -G; echo $HOME",
+                            SBX_NETWORK_HOST, &code, &err);
+    must(code, &err);
+    assert_string_equal(out, "1000\n1000\n1000 2000\n/home/builder\n");
+    free(out);
+    out = run_capture(SBX_RUNTIME_CRUN, "1000:2000", "id -u; id -g", SBX_NETWORK_HOST, &code,
+                      &err);
+    must(code, &err);
+    assert_string_equal(out, "1000\n2000\n");
+    free(out);
+    out = run_capture(SBX_RUNTIME_RUNC, "4242", "id -u; id -g", SBX_NETWORK_HOST, &code, &err);
+    must(code, &err);
+    assert_string_equal(out, "4242\n0\n");
+    free(out);
+
+    out = run_capture(SBX_RUNTIME_RUNC, "nobody2", "true", SBX_NETWORK_HOST, &code, &err);
+    assert_int_equal(code, SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "no user 'nobody2' in the image's /etc/passwd");
+    free(out);
+    sbx_error_clear(&err);
+    out = run_capture(SBX_RUNTIME_RUNC, "builder:nogroup", "true", SBX_NETWORK_HOST, &code,
+                      &err);
+    assert_int_equal(code, SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "no group 'nogroup'");
+    free(out);
+    char store[600];
+    snprintf(store, sizeof(store), "%s/store", g_work);
+    assert_nothing_left(store);
+}
+
+static void test_user_resolve_stays_in_root(void **state)
+{
+    (void)state;
+    /* /etc/passwd pointing at the host's file is read inside the rootfs */
+    char *root = tu_path(g_work, "r");
+    sh("mkdir -p %s/etc && ln -s /etc/hostpasswd %s/etc/passwd && "
+       "echo 'evil:x:7:7::/:/bin/sh' > %s/etc/hostpasswd", root, root, root);
+    sbx_user_ids u;
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_user_resolve(&u, root, "evil", &err), &err);
+    assert_int_equal(u.uid, 7);
+    assert_int_equal(sbx_user_resolve(&u, root, "root", &err), 0);
+    assert_int_equal(u.uid, 0);
+    assert_int_equal(sbx_user_resolve(&u, root, "sshd", &err), SBX_ENOTFOUND);
+    sbx_error_clear(&err);
+    assert_int_equal(sbx_user_resolve(&u, root, "a:b:c", &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "want NAME, UID, UID:GID or NAME:GROUP");
+    free(root);
+}
+
+static void test_network_none(void **state)
+{
+    (void)state;
+    sbx_error err = SBX_ERROR_INIT;
+    int code;
+    char *out = run_capture(SBX_RUNTIME_RUNC, NULL,
+                            "grep : /proc/net/dev | while read a b; do echo ${a%%:*}; done",
+                            SBX_NETWORK_NONE, &code, &err);
+    must(code, &err);
+    assert_string_equal(out, "lo\n");
+    free(out);
+    out = run_capture(SBX_RUNTIME_CRUN, NULL,
+                      "grep : /proc/net/dev | while read a b; do echo ${a%%:*}; done",
+                      SBX_NETWORK_NONE, &code, &err);
+    must(code, &err);
+    assert_string_equal(out, "lo\n");
+    free(out);
+    /* the host network has more than loopback */
+    out = run_capture(SBX_RUNTIME_RUNC, NULL, "grep -c : /proc/net/dev", SBX_NETWORK_HOST,
+                      &code, &err);
+    must(code, &err);
+    assert_true(atoi(out) >= 1);
+    free(out);
+}
+
+static void test_runtime_errors(void **state)
+{
+    (void)state;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_runtime_kind k;
+    assert_int_equal(sbx_runtime_parse(&k, "docker", &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "unknown runtime 'docker'");
+    assert_int_equal(sbx_runtime_parse(&k, "runsc", &err), 0);
+    assert_int_equal(k, SBX_RUNTIME_RUNSC);
+    assert_string_equal(sbx_runtime_name(SBX_RUNTIME_CRUN), "crun");
+
+    sbx_runtime_info rt;
+    char store[600];
+    snprintf(store, sizeof(store), "%s/store", g_work);
+    sbx_error_clear(&err);
+    must(sbx_runtime_detect(&rt, SBX_RUNTIME_AUTO, store, &err), &err);
+    assert_int_equal(rt.kind, SBX_RUNTIME_CRUN); /* crun works here, with the workaround */
+    if (system("command -v runsc >/dev/null") != 0) {
+        assert_int_equal(sbx_runtime_detect(&rt, SBX_RUNTIME_RUNSC, store, &err),
+                         SBX_EUNSUPPORTED);
+        tu_assert_error(&err, SBX_EUNSUPPORTED, "runsc: not installed");
+        assert_non_null(strstr(err.msg, "Debian package 'runsc'"));
+    }
+
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_RUNC, "true");
+    c.o.nlowers = 0;
+    sbx_sandbox_result res;
+    sbx_error_clear(&err);
+    assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "no lower dirs and no rootfs");
+    assert_nothing_left(store);
+}
+
+/* A run killed with SIGKILL leaves a bundle, a mount and a container; the
+ * next cleanup removes them. */
+static pid_t start_child_run(const char *store, const char *marker)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        run_ctx c;
+        ctx_init(&c, SBX_RUNTIME_RUNC, marker);
+        snprintf(c.store, sizeof(c.store), "%s", store);
+        c.o.store_root = c.store;
+        sbx_sandbox_result res;
+        sbx_error err = SBX_ERROR_INIT;
+        int r = sbx_sandbox_run(&res, &c.o, &err);
+        _exit(r == SBX_ESTEP && res.interrupted == SIGTERM ? 42 : 1);
+    }
+    return pid;
+}
+
+static void wait_running(const char *store)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof(cmd), "for i in $(seq 100); do ls %s/run/sbx-*/rootfs/bin >/dev/null "
+             "2>&1 && (runc list -q | grep -q .) && sleep 0.3 && exit 0; sleep 0.1; done; exit 1",
+             store);
+    sh("%s", cmd);
+}
+
+static void test_killed_run_cleaned_next_time(void **state)
+{
+    (void)state;
+    char store[600];
+    snprintf(store, sizeof(store), "%s/store", g_work);
+    pid_t pid = start_child_run(store, "sleep 101");
+    wait_running(store);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd), "grep -q '%s/run' /proc/self/mountinfo", store);
+    sh("%s", cmd); /* left behind */
+
+    /* a bundle of a live owner is not touched */
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s/run/sbx-%ld-999 && echo '%ld 0' > "
+             "%s/run/sbx-%ld-999/owner", store, (long)getpid(), (long)getpid(), store,
+             (long)getpid());
+    sh("%s", cmd);
+    unsigned removed = 0;
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_sandbox_cleanup_stale(store, &removed, &err), &err);
+    assert_int_equal(removed, 1);
+    snprintf(cmd, sizeof(cmd), "grep -q '%s/run' /proc/self/mountinfo", store);
+    assert_int_not_equal(system(cmd), 0);
+    assert_int_not_equal(system("pgrep -f 'slee[p] 101' >/dev/null"), 0);
+    snprintf(cmd, sizeof(cmd), "test -d %s/run/sbx-%ld-999 && test $(ls %s/run | wc -l) = 1",
+             store, (long)getpid(), store);
+    sh("%s", cmd);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s/run/sbx-%ld-999", store, (long)getpid());
+    sh("%s", cmd);
+    assert_int_not_equal(system("runc list -q | grep -q '^sbx-'"), 0);
+}
+
+static void test_sigterm_during_step_cleans(void **state)
+{
+    (void)state;
+    char store[600];
+    snprintf(store, sizeof(store), "%s/store", g_work);
+    pid_t pid = start_child_run(store, "sleep 102");
+    wait_running(store);
+    kill(pid, SIGTERM);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 42);
+    assert_nothing_left(store);
+    assert_int_not_equal(system("pgrep -f 'slee[p] 102' >/dev/null"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_runc_output_and_exit, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_crun_output_and_exit, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_nonzero_exit, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_timeout_kills_and_cleans, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_whiteouts_and_opaque, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_whiteout_entries_in_layer, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_no_change_no_layer, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_user_switching, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_user_resolve_stays_in_root, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_network_none, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_runtime_errors, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_sigterm_during_step_cleans, setup, teardown_test),
+    };
+    return cmocka_run_group_tests(tests, make_base, drop_base);
+}
