@@ -20,7 +20,7 @@
 
 __thread sbx_copy_stats sbx_copy_last_stats;
 
-#define READ_CHUNK (1u << 20)
+#define READ_CHUNK (128u << 10) /* stays in L2 between the copy and the hash */
 #define MAX_THREADS 8
 
 typedef struct job {
@@ -70,11 +70,13 @@ static int hash_file(sbx_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool
     if (!S_ISREG(st.st_mode) || (uint64_t)st.st_ino != n->ino)
         return sbx_error_set(err, SBX_EIO, "hash '%s': it was replaced while the context was read",
                              n->path);
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     uint64_t total = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf, READ_CHUNK);
+    /* Read up to the size seen by the walk; a file that grows or shrinks
+     * meanwhile shows in the fstat below and is not cached. */
+    while (total < n->size) {
+        size_t want = n->size - total < READ_CHUNK ? (size_t)(n->size - total) : READ_CHUNK;
+        ssize_t r = read(fd, buf, want);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -88,8 +90,12 @@ static int hash_file(sbx_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool
     unsigned int len = 0;
     EVP_DigestFinal_ex(ctx, n->hash, &len);
     struct stat after;
-    *stable = fstat(fd, &after) == 0 && total == n->size && (uint64_t)after.st_size == n->size &&
-              (int64_t)after.st_mtim.tv_sec * 1000000000 + after.st_mtim.tv_nsec == n->mtime_ns &&
+    if (fstat(fd, &after) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", n->path);
+    if (total != n->size || (uint64_t)after.st_size != n->size)
+        return sbx_error_set(err, SBX_EIO,
+                             "hash '%s': it changed size while it was read (try again)", n->path);
+    *stable = (int64_t)after.st_mtim.tv_sec * 1000000000 + after.st_mtim.tv_nsec == n->mtime_ns &&
               (int64_t)after.st_ctim.tv_sec * 1000000000 + after.st_ctim.tv_nsec == n->ctime_ns;
     *bytes = (size_t)total;
     return 0;

@@ -4,12 +4,16 @@
  * One file, <cache dir>/file-hashes.v1, read whole at open and replaced
  * atomically (temp file + rename) at close when something was added, so a
  * reader never sees half a cache and concurrent writers lose at most each
- * other's additions.  It is only a cache: a missing, foreign or damaged file
- * is treated as empty.  In memory: an open-addressing table keyed by
+ * other's additions.  It is not fsynced: a cache may be lost in a power cut,
+ * and the trailing sha256 over the whole file makes a torn or zero-filled one
+ * read as empty rather than as wrong hashes.  A missing, foreign or damaged
+ * file is an empty cache.  In memory: an open-addressing table keyed by
  * (dev, inode); an entry whose size or times differ is a miss and is
- * replaced.  Layout: "SBXHC1\n\0", u64 count, then count records of five
- * u64/i64 fields and 32 hash bytes, native byte order (the cache is local).
+ * replaced.  Layout: "SBXHC1\n\0", u64 count, count records of five u64/i64
+ * fields and 32 hash bytes, native byte order (the cache is local), then the
+ * sha256 of everything before it.
  */
+#include <fcntl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
@@ -89,13 +93,17 @@ static void load(sbx_hash_cache *c)
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_read_file(&data, &len, c->path, 16 + (size_t)MAX_ENTRIES * sizeof(rec), &err) < 0)
+    if (sbx_read_file(&data, &len, c->path, 48 + (size_t)MAX_ENTRIES * sizeof(rec), &err) < 0)
         return;
     uint64_t count;
-    if (len < 16 || memcmp(data, MAGIC, 8) != 0)
+    unsigned char sum[32];
+    if (len < 48 || memcmp(data, MAGIC, 8) != 0)
         return;
     memcpy(&count, data + 8, 8);
-    if (count > MAX_ENTRIES || len != 16 + count * sizeof(rec))
+    if (count > MAX_ENTRIES || len != 48 + count * sizeof(rec))
+        return;
+    sbx_sha256_raw(data, len - 32, sum);
+    if (memcmp(sum, data + len - 32, 32) != 0)
         return;
     for (uint64_t i = 0; i < count; i++) {
         rec r;
@@ -183,9 +191,27 @@ void sbx_hash_cache_put(sbx_hash_cache *c, const sbx_copy_node *n, const unsigne
     pthread_mutex_unlock(&c->lock);
 }
 
+/* Temp file + rename, without fsync (see the top of this file). */
+static int write_replace(const char *path, const void *data, size_t len, sbx_error *err)
+{
+    _cleanup_free_ char *tmp = sbx_strdup_printf("%s.tmp.XXXXXX", path);
+    if (!tmp)
+        return sbx_error_set(err, SBX_ENOMEM, "allocate path");
+    _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return sbx_error_sys(err, sbx_errno_code(errno), errno, "create '%s'", tmp);
+    if (sbx_write_all(fd, data, len, err) < 0 || rename(tmp, path) < 0) {
+        if (!err->code)
+            sbx_error_sys(err, SBX_EIO, errno, "rename '%s'", tmp);
+        unlink(tmp);
+        return err->code;
+    }
+    return 0;
+}
+
 static void save(sbx_hash_cache *c)
 {
-    size_t len = 16 + c->used * sizeof(rec);
+    size_t len = 48 + c->used * sizeof(rec);
     _cleanup_free_ char *data = malloc(len);
     if (!data)
         return;
@@ -199,13 +225,16 @@ static void save(sbx_hash_cache *c)
         count++;
     }
     memcpy(data + 8, &count, 8);
+    len = 16 + count * sizeof(rec);
+    sbx_sha256_raw(data, len, (unsigned char *)data + len);
+    len += 32;
     sbx_error err = SBX_ERROR_INIT;
     _cleanup_free_ char *dir = strdup(c->path);
     if (!dir)
         return;
     *strrchr(dir, '/') = '\0';
     if (sbx_mkdir_p(dir, 0700, &err) < 0 ||
-        sbx_write_file_atomic(c->path, data, 16 + count * sizeof(rec), 0600, &err) < 0)
+        write_replace(c->path, data, len, &err) < 0)
         sbx_log(SBX_LOG_DEBUG, "file hash cache not saved: %s", err.msg);
 }
 
