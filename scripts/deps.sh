@@ -8,7 +8,7 @@ PKGS=(
   libcurl4-openssl-dev libssl-dev libzstd-dev libarchive-dev libyaml-dev
   libjansson-dev libsqlite3-dev zlib1g-dev libcmocka-dev
   # runtime: OCI runtimes, the platform base image
-  crun runc debootstrap
+  crun runc runsc debootstrap
   # tests: registry, fixtures, harness tools
   docker-registry busybox-static zstd sqlite3 openssl apache2-utils
   python3 python3-cryptography curl jq util-linux e2fsprogs

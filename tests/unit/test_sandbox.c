@@ -138,7 +138,7 @@ static void assert_nothing_left(const char *store)
     snprintf(cmd, sizeof(cmd), "%s/run", store);
     long n = tu_count_files(cmd);
     assert_true(n <= 0);
-    snprintf(cmd, sizeof(cmd), "(runc list -q; crun list -q) 2>/dev/null | grep -q '^sbx-%ld-'",
+    snprintf(cmd, sizeof(cmd), "(runc list -q; crun list -q; runsc list -q) 2>/dev/null | grep -q '^sbx-%ld-'",
              (long)getpid());
     assert_int_not_equal(system(cmd), 0);
 }
@@ -448,7 +448,7 @@ static void test_runtime_errors(void **state)
     sbx_error_clear(&err);
     must(sbx_runtime_detect(&rt, SBX_RUNTIME_AUTO, store, &err), &err);
     assert_int_equal(rt.kind, SBX_RUNTIME_CRUN); /* crun works here, with the workaround */
-    if (system("command -v runsc >/dev/null") != 0) {
+    if (access("/usr/bin/runsc", X_OK) != 0 && access("/usr/sbin/runsc", X_OK) != 0) {
         assert_int_equal(sbx_runtime_detect(&rt, SBX_RUNTIME_RUNSC, store, &err),
                          SBX_EUNSUPPORTED);
         tu_assert_error(&err, SBX_EUNSUPPORTED, "runsc: not installed");
@@ -463,6 +463,88 @@ static void test_runtime_errors(void **state)
     assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "no lower dirs and no rootfs");
     assert_nothing_left(store);
+}
+
+static void test_runsc(void **state)
+{
+    (void)state;
+    /* gVisor: the same bundle, its own kernel; network none still has lo */
+    sbx_error err = SBX_ERROR_INIT;
+    int code;
+    char *out = run_capture(SBX_RUNTIME_RUNSC, "builder",
+                            "id -u; grep : /proc/net/dev | while read a b; do echo ${a%%:*}; done",
+                            SBX_NETWORK_NONE, &code, &err);
+    must(code, &err);
+    assert_string_equal(out, "1000\nlo\n");
+    free(out);
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_RUNSC, "echo gone > /data/new; rm /etc/deleteme; exit 4");
+    sbx_sandbox_result res;
+    assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
+    assert_int_equal(res.exit_code, 4);
+    assert_int_equal(res.runtime, SBX_RUNTIME_RUNSC);
+    sbx_sandbox_result_clear(&res);
+    char path[700];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/etc/deleteme", c.upper);
+    assert_int_equal(lstat(path, &st), 0);
+    assert_true(S_ISCHR(st.st_mode));
+    assert_nothing_left(c.store);
+}
+
+/* Many layers with long paths: the overlay option string must stay under a
+ * page, which the sandbox manages with short links in the bundle. */
+static void test_many_lowers(void **state)
+{
+    (void)state;
+    enum { N = 120 };
+    static char paths[N][300];
+    const char *lowers[N + 1];
+    for (int i = 0; i < N; i++) {
+        snprintf(paths[i], sizeof(paths[i]),
+                 "%s/layers/%064d/a-rather-long-directory-name-for-layer-%03d", g_work, i, i);
+        sh("mkdir -p %s && echo %d > %s/f%03d", paths[i], i, paths[i], i);
+        lowers[i] = paths[i];
+    }
+    lowers[N] = g_base;
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_CRUN, "cat /f000 /f119; ls / | grep -c '^f'");
+    c.o.lowers = lowers;
+    c.o.nlowers = N + 1;
+    sbx_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_sandbox_run(&res, &c.o, &err), &err);
+    sbx_sandbox_result_clear(&res);
+    assert_string_equal(c.out, "0\n119\n120\n");
+    assert_nothing_left(c.store);
+}
+
+/* A plain rootfs dir, no overlay: writes land in it; scratch upper/work
+ * (none given) are discarded with the bundle. */
+static void test_plain_rootfs_and_scratch_upper(void **state)
+{
+    (void)state;
+    char *root = tu_path(g_work, "plain");
+    sh("cp -a %s %s", g_base, root);
+    run_ctx c;
+    ctx_init(&c, SBX_RUNTIME_RUNC, "echo made > /made");
+    c.o.nlowers = 0;
+    c.o.rootfs = root;
+    c.o.upper = c.o.work = NULL;
+    sbx_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_sandbox_run(&res, &c.o, &err), &err);
+    sbx_sandbox_result_clear(&res);
+    sh("test \"$(cat %s/made)\" = made", root);
+
+    ctx_init(&c, SBX_RUNTIME_RUNC, "echo lost > /lost; cat /lost");
+    c.o.upper = c.o.work = NULL;
+    must(sbx_sandbox_run(&res, &c.o, &err), &err);
+    sbx_sandbox_result_clear(&res);
+    assert_string_equal(c.out, "lost\n");
+    assert_int_equal(tu_count_files(c.upper), 0);
+    assert_nothing_left(c.store);
+    free(root);
 }
 
 /* A run killed with SIGKILL leaves a bundle, a mount and a container; the
@@ -556,6 +638,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_user_resolve_stays_in_root, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_network_none, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_runtime_errors, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_runsc, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_many_lowers, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_plain_rootfs_and_scratch_upper, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_during_step_cleans, setup, teardown_test),
     };
