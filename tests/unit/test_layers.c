@@ -514,6 +514,72 @@ static void test_capture_overlay_upper(void **state)
     tu_tmpdir_free(d);
 }
 
+/* ---- through the store -------------------------------------------------- */
+
+static void test_store_capture_and_unpack(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *root = tu_path(d, "store"), *src = tu_path(d, "src"), *empty = tu_path(d, "empty");
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_store *s = NULL;
+    if (sbx_store_open(&s, root, &err) != 0)
+        fail_msg("store: %s", err.msg);
+    build_tree(src, false);
+    assert_int_equal(mkdir(empty, 0755), 0);
+
+    sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
+    o.overlay_upper = false;
+    sbx_capture_result res;
+    if (sbx_layer_capture(&res, s, src, &o, &err) != 0)
+        fail_msg("capture: %s", err.msg);
+    assert_true(res.changed);
+    assert_int_equal(sbx_store_has_layer(s, res.diff_id), 1);
+    sbx_capture_result none;
+    assert_int_equal(sbx_layer_capture(&none, s, empty, &o, &err), 0);
+    assert_false(none.changed);
+
+    /* several processes unpack the same layer at once: one dir results */
+    pid_t kids[4];
+    for (int i = 0; i < 4; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {
+            sbx_store *cs = NULL;
+            sbx_error e = SBX_ERROR_INIT;
+            char path[1024];
+            if (sbx_store_open(&cs, root, &e) != 0 ||
+                sbx_layer_unpack(cs, res.diff_id, path, sizeof(path), &e) != 0)
+                _exit(1);
+            sbx_store_free(cs);
+            _exit(0);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        int st;
+        waitpid(kids[i], &st, 0);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    char path[1024];
+    if (sbx_layer_unpack(s, res.diff_id, path, sizeof(path), &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    membuf m;
+    sbx_capture_result again;
+    capture_mem(path, &o, &m, &again);
+    assert_string_equal(again.diff_id, res.diff_id); /* the round trip is exact */
+    free(m.data);
+    char *parent = strdup(path);
+    *strrchr(parent, '/') = '\0';
+    assert_true(no_tmp_left(parent));
+
+    assert_int_equal(sbx_layer_unpack(s, "sha256:0000000000000000000000000000000000000000000000"
+                                         "000000000000000000", path, sizeof(path), &err),
+                     SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "unpacking layer 'sha256:0000");
+    sbx_store_free(s);
+    free(parent), free(root), free(src), free(empty);
+    tu_tmpdir_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -525,6 +591,7 @@ int main(void)
         cmocka_unit_test(test_unpack_refuses_traversal),
         cmocka_unit_test(test_unpack_concurrent),
         cmocka_unit_test(test_capture_overlay_upper),
+        cmocka_unit_test(test_store_capture_and_unpack),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
