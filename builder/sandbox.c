@@ -567,9 +567,15 @@ static int check_options(const sbx_sandbox_options *o, sbx_error *err)
     return 0;
 }
 
-int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *o, sbx_error *err)
+int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *opts, sbx_error *err)
 {
     *res = (sbx_sandbox_result)SBX_SANDBOX_RESULT_INIT;
+    sbx_sandbox_options copy = *opts;
+    if (copy.cwd && !*copy.cwd)
+        copy.cwd = NULL; /* an image config without WorkingDir */
+    if (copy.user && !*copy.user)
+        copy.user = NULL;
+    const sbx_sandbox_options *o = &copy;
     int r = check_options(o, err);
     if (r < 0)
         return r;

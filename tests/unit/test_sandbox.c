@@ -207,6 +207,8 @@ static void test_nonzero_exit(void **state)
     (void)state;
     run_ctx c;
     ctx_init(&c, SBX_RUNTIME_RUNC, "echo before; exit 3");
+    c.o.cwd = ""; /* unset WorkingDir / User in an image config */
+    c.o.user = "";
     sbx_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
     assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
