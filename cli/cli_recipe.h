@@ -8,7 +8,7 @@
 
 /* Parse "RECIPE [--context DIR]" plus the common options.  Returns -1 to go
  * on, or an exit status (help printed, usage error). */
-int cli_recipe_args(sbx_cli *cli, const char *verb, int argc, char **argv, void (*usage)(FILE *),
+int cli_recipe_args(sbx_cli *cli, const char *verb, int argc, char **argv, void (*usage_fn)(FILE *),
                     const char **recipe, const char **context);
 
 #endif

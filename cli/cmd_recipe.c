@@ -23,7 +23,7 @@ static void usage(FILE *f)
                "Prints the canonical form and a newline on stdout.\n");
 }
 
-int cli_recipe_args(sbx_cli *cli, const char *verb, int argc, char **argv, void (*usage)(FILE *),
+int cli_recipe_args(sbx_cli *cli, const char *verb, int argc, char **argv, void (*usage_fn)(FILE *),
                     const char **recipe, const char **context)
 {
     static const struct option opts[] = {{"context", required_argument, NULL, 'C'},
@@ -35,7 +35,7 @@ int cli_recipe_args(sbx_cli *cli, const char *verb, int argc, char **argv, void 
         if (c == 'C') {
             *context = optarg;
         } else if (c == 'h') {
-            usage(stdout);
+            usage_fn(stdout);
             return CLI_EXIT_OK;
         } else if (!cli_common_opt(cli, c, optarg)) {
             return cli_usage_error(verb, "unknown option '%s'", argv[optind - 1]);
