@@ -118,8 +118,9 @@ int reg_cred_helper_get(reg_creds *out, const char *helper, const char *server, 
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        bool not_found = strstr(buf, "credentials not found") != NULL;
         OPENSSL_cleanse(buf, n);
-        if (strstr(buf, "credentials not found"))
+        if (not_found)
             return sbx_error_set(err, SBX_ENOTFOUND, "'%s' has no credentials for '%s'", prog,
                                  server);
         return sbx_error_set(err, SBX_EAUTH, "credential helper '%s' failed for '%s'", prog,

@@ -4,8 +4,8 @@
  *   Loopback and insecure-listed registries fall back to http only when the
  *   server does not speak TLS; a certificate that fails verification is an
  *   error that says where the CA goes.
- * - Auth: the first request pings /v2/; a 401 challenge decides Bearer or
- *   Basic.  Bearer tokens come from the realm (anonymous, with basic
+ * - Auth: requests go out without credentials until a 401 challenge
+ *   decides Bearer or Basic (no /v2/ ping: one round trip less).  Bearer tokens come from the realm (anonymous, with basic
  *   credentials, or an OAuth2 refresh token) and are cached per
  *   (realm, service, scope, credentials) until they expire.
  * - Redirects are followed here, not by curl: the Authorization header goes
@@ -37,7 +37,6 @@ struct reg_client {
     char base[1200];                   /* "https://host:port" or a mirror URL */
     bool fixed_scheme;                 /* mirror URL: no probing */
     bool may_fallback_http;            /* loopback or insecure */
-    bool pinged;
     char certs_dir[PATH_MAX];
     reg_creds creds;
     auth_kind auth;
@@ -793,13 +792,9 @@ static char *resolve_location(const char *cur, const char *loc)
     return res;
 }
 
-static int ping(reg_client *c, sbx_error *err);
-
 static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_error *err)
 {
     int rc;
-    if (!c->pinged && (rc = ping(c, err)) < 0)
-        return rc;
     bool auth_retried = false, restart_clean = false;
     char errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;;) {
@@ -838,6 +833,15 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
                 send_auth = false;
             free(url);
             url = next;
+        }
+        if (cc == CURLE_SSL_CONNECT_ERROR && c->may_fallback_http &&
+            !strncmp(c->base, "https://", 8)) {
+            /* no TLS there: a loopback or insecure registry may speak plain HTTP */
+            char tmp[sizeof c->base];
+            snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
+            snprintf(c->base, sizeof c->base, "%s", tmp);
+            sbx_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
+            continue;
         }
         if (x.abort_code == SBX_ELIMIT)
             return sbx_error_set(err, SBX_ELIMIT, "%s: answer from '%s' exceeds %zu bytes",
@@ -905,71 +909,6 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
                 (long long)ms, attempt + 1, c->retry_max);
         sleep_ms(ms);
         attempt++;
-    }
-}
-
-/* GET /v2/: decide the scheme and learn the auth challenge. */
-static int ping(reg_client *c, sbx_error *err)
-{
-    char errbuf[CURL_ERROR_SIZE];
-    reg_resp resp = {.content_length = -1};
-    xfer x;
-    for (int attempt = 1;; attempt++) {
-        _cleanup_free_ char *url = sbx_strdup_printf("%s/v2/", c->base);
-        perform_args a = {.method = "GET", .url = url, .max_body = 65536};
-        CURLcode cc = perform(c, &a, &resp, &x, errbuf);
-        if (cc == CURLE_SSL_CONNECT_ERROR && c->may_fallback_http && !c->fixed_scheme &&
-            !strncmp(c->base, "https://", 8)) {
-            /* no TLS there: a loopback or insecure registry may speak plain HTTP */
-            char tmp[sizeof c->base];
-            snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
-            snprintf(c->base, sizeof c->base, "%s", tmp);
-            sbx_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
-            attempt--;
-            continue;
-        }
-        if (cc == CURLE_OK && resp.status != 429 && resp.status < 500) {
-            c->pinged = true;
-            if (resp.status == 401) {
-                reg_challenge ch;
-                if (reg_challenge_parse(&ch, resp.www_authenticate, err) < 0) {
-                    reg_resp_clear(&resp);
-                    return sbx_error_wrap(err, "authenticating to '%s'", c->host);
-                }
-                c->chal = ch;
-                if (!strcmp(ch.scheme, "basic")) {
-                    c->auth = AUTH_BASIC;
-                } else {
-                    char scope[600];
-                    repo_scope(c, scope, sizeof scope);
-                    c->auth = AUTH_BEARER;
-                    int rc = fetch_token(c, scope, err);
-                    if (rc < 0) {
-                        reg_resp_clear(&resp);
-                        return rc;
-                    }
-                }
-            } else {
-                c->auth = AUTH_NONE;
-            }
-            reg_resp_clear(&resp);
-            return 0;
-        }
-        if (cc != CURLE_OK && !retryable_curl(cc)) {
-            reg_resp_clear(&resp);
-            return curl_error(c, cc, errbuf, "connecting", err);
-        }
-        bool too_long;
-        int64_t ms = backoff_ms(c, attempt, cc == CURLE_OK ? &resp : NULL, &too_long);
-        if (attempt >= c->retry_max || too_long) {
-            int rc = cc != CURLE_OK
-                         ? curl_error(c, cc, errbuf, "connecting", err)
-                         : sbx_error_set(err, SBX_ENET, "connecting: '%s' answered HTTP %ld",
-                                         c->host, resp.status);
-            reg_resp_clear(&resp);
-            return rc;
-        }
-        sleep_ms(ms);
     }
 }
 

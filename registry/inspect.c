@@ -75,8 +75,10 @@ static int store_manifest(sbx_store *store, const char *digest, char **raw, size
     return rc;
 }
 
+/* prefer: the manifest the store's name points to, shown from an index
+ * unless a platform was asked for explicitly (NULL then). */
 static int from_store(sbx_image_info *info, sbx_store *store, const char *top_digest,
-                      const sbx_platform *want, sbx_error *err)
+                      const sbx_platform *want, const char *prefer, sbx_error *err)
 {
     info->from_store = 1;
     reg_manifest top = {0}, img = {0};
@@ -86,9 +88,13 @@ static int from_store(sbx_image_info *info, sbx_store *store, const char *top_di
     snprintf(info->top_digest, sizeof info->top_digest, "%s", top_digest);
     snprintf(info->top_media_type, sizeof info->top_media_type, "%s", top.media_type);
     if (top.kind == REG_MANIFEST_INDEX) {
-        const reg_desc *d;
-        if ((rc = fill_platforms(info, &top, err)) < 0 ||
-            (rc = reg_manifest_pick(&d, &top, want, err)) < 0)
+        const reg_desc *d = NULL;
+        if ((rc = fill_platforms(info, &top, err)) < 0)
+            goto out;
+        for (size_t i = 0; prefer && i < top.nentries; i++)
+            if (!strcmp(top.entries[i].digest, prefer))
+                d = &top.entries[i];
+        if (!d && (rc = reg_manifest_pick(&d, &top, want, err)) < 0)
             goto out;
         snprintf(info->digest, sizeof info->digest, "%s", d->digest);
         if ((rc = store_manifest(store, d->digest, &info->manifest_raw, &info->manifest_len, &img,
@@ -148,15 +154,17 @@ static int from_registry(sbx_image_info *info, reg_session *s, sbx_store *store,
 }
 
 /* What the store knows for this argument: a top digest to start from. */
-static bool store_lookup(char top[SBX_DIGEST_BUFSZ], sbx_store *store, const char *arg,
-                         const reg_session *s, bool parsed)
+static bool store_lookup(char top[SBX_DIGEST_BUFSZ], char named[SBX_DIGEST_BUFSZ],
+                         sbx_store *store, const char *arg, const reg_session *s, bool parsed)
 {
     sbx_error e = SBX_ERROR_INIT;
+    named[0] = '\0';
     if (parsed && s->ref.digest[0] && sbx_store_has_blob(store, s->ref.digest) == 1) {
         snprintf(top, SBX_DIGEST_BUFSZ, "%s", s->ref.digest);
         return true;
     }
     if (parsed && sbx_store_name_get(store, s->ref.str, top, &e) == 0) {
+        snprintf(named, SBX_DIGEST_BUFSZ, "%s", top);
         /* the manifest the ref named at the last pull (an index), when still stored */
         _cleanup_free_ char *val = NULL;
         int64_t stamp;
@@ -186,9 +194,12 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
     char top[SBX_DIGEST_BUFSZ];
     snprintf(info->ref, sizeof info->ref, "%s", parsed ? s.ref.str : ref);
     rc = SBX_ENOTFOUND;
-    bool local = store && store_lookup(top, store, ref, &s, parsed);
+    char named[SBX_DIGEST_BUFSZ] = "";
+    bool local = store && store_lookup(top, named, store, ref, &s, parsed);
+    bool explicit_platform = opts && opts->platform && *opts->platform;
     if (local)
-        rc = from_store(info, store, top, &s.want, err);
+        rc = from_store(info, store, top, &s.want, named[0] && !explicit_platform ? named : NULL,
+                        err);
     if (local && rc == SBX_ENOTFOUND && parsed && !strstr(err->msg, "no image for platform")) {
         /* partly stored (say, another platform's manifest only): ask the registry */
         sbx_image_info_free(info);
