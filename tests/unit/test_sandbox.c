@@ -138,8 +138,9 @@ static void assert_nothing_left(const char *store)
     snprintf(cmd, sizeof(cmd), "%s/run", store);
     long n = tu_count_files(cmd);
     assert_true(n <= 0);
-    snprintf(cmd, sizeof(cmd), "(runc list -q; crun list -q; runsc list -q) 2>/dev/null | grep -q '^sbx-%ld-'",
-             (long)getpid());
+    /* `list` shows each container's bundle path, which lies in the store */
+    snprintf(cmd, sizeof(cmd), "(runc list; crun list; runsc list) 2>/dev/null | grep -q '%s'",
+             store);
     assert_int_not_equal(system(cmd), 0);
 }
 
@@ -551,13 +552,13 @@ static void test_plain_rootfs_and_scratch_upper(void **state)
 
 /* A run killed with SIGKILL leaves a bundle, a mount and a container; the
  * next cleanup removes them. */
-static pid_t start_child_run(const char *store, const char *marker)
+static pid_t start_child_run(const char *store, sbx_runtime_kind rt, const char *script)
 {
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         run_ctx c;
-        ctx_init(&c, SBX_RUNTIME_RUNC, marker);
+        ctx_init(&c, rt, script);
         snprintf(c.store, sizeof(c.store), "%s", store);
         c.o.store_root = c.store;
         sbx_sandbox_result res;
@@ -568,12 +569,12 @@ static pid_t start_child_run(const char *store, const char *marker)
     return pid;
 }
 
-static void wait_running(const char *store)
+/* The step's script touches /ready once it runs; it lands in the upper dir. */
+static void wait_running(void)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof(cmd), "for i in $(seq 100); do ls %s/run/sbx-*/rootfs/bin >/dev/null "
-             "2>&1 && (runc list -q | grep -q .) && sleep 0.3 && exit 0; sleep 0.1; done; exit 1",
-             store);
+    snprintf(cmd, sizeof(cmd), "for i in $(seq 200); do test -e %s/upper/ready && exit 0; "
+             "sleep 0.05; done; exit 1", g_work);
     sh("%s", cmd);
 }
 
@@ -582,8 +583,8 @@ static void test_killed_run_cleaned_next_time(void **state)
     (void)state;
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
-    pid_t pid = start_child_run(store, "sleep 101");
-    wait_running(store);
+    pid_t pid = start_child_run(store, SBX_RUNTIME_RUNC, "touch /ready; sleep 101");
+    wait_running();
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     char cmd[4096];
@@ -607,7 +608,8 @@ static void test_killed_run_cleaned_next_time(void **state)
     sh("%s", cmd);
     snprintf(cmd, sizeof(cmd), "rm -rf %s/run/sbx-%ld-999", store, (long)getpid());
     sh("%s", cmd);
-    assert_int_not_equal(system("runc list -q | grep -q '^sbx-'"), 0);
+    snprintf(cmd, sizeof(cmd), "runc list -q | grep -q '^sbx-%ld-'", (long)pid);
+    assert_int_not_equal(system(cmd), 0);
 }
 
 static void test_sigterm_during_step_cleans(void **state)
@@ -615,8 +617,8 @@ static void test_sigterm_during_step_cleans(void **state)
     (void)state;
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
-    pid_t pid = start_child_run(store, "sleep 102");
-    wait_running(store);
+    pid_t pid = start_child_run(store, SBX_RUNTIME_CRUN, "touch /ready; sleep 102");
+    wait_running();
     kill(pid, SIGTERM);
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
