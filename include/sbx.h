@@ -3,5 +3,6 @@
 #define SBX_H
 #include "sbx/error.h"
 #include "sbx/log.h"
+#include "sbx/recipe.h"
 #include "sbx/store.h"
 #endif
