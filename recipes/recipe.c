@@ -371,8 +371,6 @@ static step_node *step_new(sbx_step_kind kind, sbx_error *err)
     return s;
 }
 
-/* Set where a step came from (the YAML front end). */
-int sbx_recipe_set_last_where(sbx_recipe *r, const char *where);
 int sbx_recipe_set_last_where(sbx_recipe *r, const char *where)
 {
     if (!r->n_steps)

@@ -15,6 +15,10 @@
 #define SBX_RECIPE_MAX_STEPS 4096
 #define SBX_RECIPE_MAX_LIST 4096       /* packages, commands, env vars per step */
 
+/* Record where the last step came from ("file:line:col"); the YAML front end
+ * calls it on a recipe only it holds.  -1 when out of memory. */
+int sbx_recipe_set_last_where(sbx_recipe *r, const char *where);
+
 /* ---- validators: 0 or SBX_EINVAL with "expected ..." in err->msg ---------- */
 /* Any text: valid UTF-8, no control characters but tab (and newline/CR when
  * multiline).  what names the field in the message. */

@@ -8,7 +8,6 @@
 #include "recipe_internal.h"
 #include "yaml_tree.h"
 
-int sbx_recipe_set_last_where(sbx_recipe *r, const char *where);
 
 typedef struct pctx {
     const char *name;

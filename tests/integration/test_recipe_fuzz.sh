@@ -2,12 +2,12 @@
 # Bounded fuzz run of the recipe parser (tests/fuzz/fuzz_recipe.c): build the
 # libFuzzer target with clang (ASan+UBSan, coverage on the recipes and common
 # libraries) in its own build directory, run it for SBX_FUZZ_SECONDS (default
-# 40) over the checked-in seed corpus.  Any crash, leak, sanitizer report or
+# 30) over the checked-in seed corpus.  Any crash, leak, sanitizer report or
 # timeout fails the test and prints the reproducer.
 set -euo pipefail
 src=${SBX_SOURCE_DIR:?set SBX_SOURCE_DIR}
 bld=${SBX_BUILD_DIR:?set SBX_BUILD_DIR}
-seconds=${SBX_FUZZ_SECONDS:-40}
+seconds=${SBX_FUZZ_SECONDS:-30}
 command -v clang >/dev/null || { echo "FAIL: clang is not installed (scripts/deps.sh)"; exit 1; }
 
 dir="$bld/fuzz-recipes"
