@@ -11,6 +11,7 @@
  *   quarantine/               files fsck found corrupt
  *   meta.db                   SQLite (WAL, synchronous=FULL): records, names, leases
  *   lock                      flock: shared around every commit, exclusive for gc/fsck
+ *   reserve                   4 MiB held back so rm and gc work on a full disk
  *
  * Invariants:
  *  - A file under blobs/ or layers/ is always complete and was verified
@@ -99,18 +100,20 @@ char *sbx_store__obj_path(const sbx_store *s, sbx_obj_kind kind, const char *hex
 int sbx_store__sql_err(sbx_store *s, sbx_error *err, const char *what)
 {
     int rc = sqlite3_extended_errcode(s->db) & 0xff;
+    int sys = sqlite3_system_errno(s->db);
     int code = SBX_EIO;
     if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
         code = SBX_EBUSY;
-    else if (rc == SQLITE_FULL)
+    else if (rc == SQLITE_FULL || sys == ENOSPC || sys == EDQUOT)
         code = SBX_ENOSPC;
     else if (rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB)
         code = SBX_ECORRUPT;
     else if (rc == SQLITE_NOMEM)
         code = SBX_ENOMEM;
-    sbx_error_set(err, code, "%s: %s", what, sqlite3_errmsg(s->db));
-    sbx_error_where(err, "%s/meta.db", s->root);
-    return code;
+    if (code == SBX_ENOSPC && sys == 0)
+        sys = ENOSPC;
+    return sbx_error_sys(err, code, rc == SQLITE_IOERR || code == SBX_ENOSPC ? sys : 0,
+                         "%s in store '%s': %s", what, s->root, sqlite3_errmsg(s->db));
 }
 
 int sbx_store__exec(sbx_store *s, const char *sql, sbx_error *err)
@@ -423,6 +426,33 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpnam
     return rc;
 }
 
+/* ---- space reserve ---------------------------------------------------------- */
+
+/* <root>/reserve holds a little disk space back so that on a full disk the
+ * operations that free space (rm, gc) can still write their metadata: they
+ * release the reserve and retry once. */
+#define RESERVE_BYTES (4 << 20)
+
+void sbx_store__reserve_ensure(sbx_store *s)
+{
+    if (faccessat(s->root_fd, "reserve", F_OK, 0) == 0)
+        return;
+    int fd = openat(s->root_fd, "reserve", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    if (posix_fallocate(fd, 0, RESERVE_BYTES) != 0)
+        unlinkat(s->root_fd, "reserve", 0); /* no room: try again next time */
+    close(fd);
+}
+
+int sbx_store__reserve_release(sbx_store *s)
+{
+    if (unlinkat(s->root_fd, "reserve", 0) < 0)
+        return 0;
+    sbx_log(SBX_LOG_WARN, "store '%s' is out of disk space; using its reserve", s->root);
+    return 1;
+}
+
 /* ---- open / free ------------------------------------------------------------ */
 
 int sbx_store_default_root(char *buf, size_t len, sbx_error *err)
@@ -459,11 +489,15 @@ static int open_db(sbx_store *s, sbx_error *err)
     char *path = sbx_strdup_printf("%s/meta.db", s->root);
     if (!path)
         return sbx_error_set(err, SBX_ENOMEM, "open store: out of memory");
-    /* Private even if the root's mode was loosened; SQLite gives -wal and
-     * -shm the database's mode. */
-    int pfd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (pfd >= 0)
-        close(pfd);
+    /* Private even if the root's mode was loosened (SQLite gives -wal and
+     * -shm the database's mode).  Only ever create it here: closing another
+     * fd on an open database would drop this process's SQLite locks. */
+    struct stat st;
+    if (stat(path, &st) < 0 && errno == ENOENT) {
+        int pfd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (pfd >= 0)
+            close(pfd);
+    }
     int rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
@@ -471,6 +505,19 @@ static int open_db(sbx_store *s, sbx_error *err)
     if (rc != SQLITE_OK)
         return sbx_store__sql_err(s, err, "open metadata");
     sqlite3_busy_timeout(s->db, 120000);
+    /* Keep -wal and -shm when the last connection closes, so a store on a
+     * full disk can still be opened (and gc can free space). */
+    int one = 1;
+    sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL, &one);
+    /* An existing store needs no schema work (and so no wait for a running gc). */
+    sqlite3_stmt *vst = NULL;
+    int version = 0;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &vst, NULL) == SQLITE_OK &&
+        sqlite3_step(vst) == SQLITE_ROW)
+        version = sqlite3_column_int(vst, 0);
+    sqlite3_finalize(vst);
+    if (version == 1)
+        return sbx_store__exec(s, "PRAGMA synchronous=FULL", err);
     /* Schema and journal mode under the exclusive lock: two first opens at
      * once would otherwise race on the WAL switch. */
     if (sbx_store__lock(s, 1, err) < 0)
@@ -527,6 +574,7 @@ int sbx_store_open(sbx_store **out, const char *root, sbx_error *err)
         return rc;
     }
     sbx_store__clean_tmp(s);
+    sbx_store__reserve_ensure(s);
     *out = s;
     return 0;
 }

@@ -1,6 +1,8 @@
 /* fsck: re-hash every stored file against its name and its record; move
  * corrupt files to quarantine/, drop records whose file is gone, record or
  * quarantine files without records, drop names whose manifest is gone.
+ * Damage (corrupt files, records without files) makes it return
+ * SBX_ECORRUPT; verified files without records do not.
  * Runs with the lock file held exclusively (no commit in flight). */
 #include <dirent.h>
 #include <errno.h>
@@ -267,12 +269,14 @@ int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err)
         *report = rep;
     if (rc < 0)
         return sbx_error_wrap(err, "fsck");
-    if (rep.corrupt || rep.dangling_repaired || rep.orphans) {
+    /* Verified files without records (debris of a gc or a power cut between
+     * its steps) lost nothing: reported and recorded, not a failure. */
+    if (rep.corrupt || rep.dangling_repaired) {
         sbx_error_set(err, SBX_ECORRUPT,
                       "fsck: store '%s' had problems: %llu corrupt (quarantined), %llu dangling "
-                      "records repaired, %llu files without records",
+                      "records repaired",
                       s->root, (unsigned long long)rep.corrupt,
-                      (unsigned long long)rep.dangling_repaired, (unsigned long long)rep.orphans);
+                      (unsigned long long)rep.dangling_repaired);
         sbx_error_where(err, "%s", s->root);
         return SBX_ECORRUPT;
     }

@@ -186,6 +186,34 @@ static void sweep_unrecorded(sbx_store *s, sbx_obj_kind kind, sbx_gc_report *rep
     closedir(d);
 }
 
+/* Unpacked directories whose layer is gone (a crash between sweep and rm). */
+static void sweep_unpacked(sbx_store *s, int dry_run)
+{
+    int dfd = openat(s->root_fd, "unpacked", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        if (dfd >= 0)
+            close(dfd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.')
+            continue;
+        char digest[SBX_DIGEST_BUFSZ + 8];
+        snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
+        sbx_error err = SBX_ERROR_INIT;
+        if (dry_run || sbx_store__exists(s, "SELECT 1 FROM layers WHERE diff_id=?", digest,
+                                         &err) != 0)
+            continue;
+        char *p = sbx_strdup_printf("%s/unpacked/%s", s->root, de->d_name);
+        if (p)
+            sbx_rm_rf(p, &err);
+        free(p);
+    }
+    closedir(d);
+}
+
 static void unlink_objects(sbx_store *s, sbx_obj_kind kind, const strvec *sv)
 {
     for (size_t i = 0; i < sv->n; i++) {
@@ -260,6 +288,14 @@ int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report
         return sbx_error_wrap(err, "gc");
     sbx_store__clean_tmp(s);
     int rc = gc_locked(s, o, &rep, &blobs, &layers, err);
+    if (rc == SBX_ENOSPC && sbx_store__reserve_release(s)) {
+        strvec_free(&blobs);
+        strvec_free(&layers);
+        memset(&blobs, 0, sizeof blobs);
+        memset(&layers, 0, sizeof layers);
+        memset(&rep, 0, sizeof rep);
+        rc = gc_locked(s, o, &rep, &blobs, &layers, err);
+    }
     if (rc == 0 && !o->dry_run) {
         unlink_objects(s, SBX_OBJ_BLOB, &blobs);
         unlink_objects(s, SBX_OBJ_LAYER, &layers);
@@ -267,14 +303,17 @@ int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report
     if (rc == 0) {
         sweep_unrecorded(s, SBX_OBJ_BLOB, &rep, o->dry_run);
         sweep_unrecorded(s, SBX_OBJ_LAYER, &rep, o->dry_run);
+        sweep_unpacked(s, o->dry_run);
     }
     sbx_store__unlock(s);
     strvec_free(&blobs);
     strvec_free(&layers);
     if (rc < 0)
         return sbx_error_wrap(err, "gc");
-    if (!o->dry_run)
+    if (!o->dry_run) {
         sbx_store__exec(s, "PRAGMA wal_checkpoint(PASSIVE)", err);
+        sbx_store__reserve_ensure(s);
+    }
     if (report)
         *report = rep;
     return 0;

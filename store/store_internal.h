@@ -71,6 +71,11 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpnam
 /* 1 if recorded (and then leased by this handle), else 0. */
 int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest);
 
+/* The space reserve: created on open when there is room; released (returns
+ * 1) by rm and gc when they hit a full disk, before they retry once. */
+void sbx_store__reserve_ensure(sbx_store *s);
+int sbx_store__reserve_release(sbx_store *s);
+
 /* Map an errno from a write to an error naming the store. */
 int sbx_store__io_err(sbx_store *s, sbx_error *err, int e, const char *what);
 

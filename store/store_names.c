@@ -89,10 +89,8 @@ int sbx_store_name_get(sbx_store *s, const char *name, char digest_out[SBX_DIGES
     return 0;
 }
 
-int sbx_store_name_remove(sbx_store *s, const char *name, sbx_error *err)
+static int name_remove_once(sbx_store *s, const char *name, sbx_error *err)
 {
-    if (check_text("name", name, NAME_MAX_LEN, err) < 0)
-        return sbx_error_wrap(err, "remove name");
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st, "DELETE FROM names WHERE name=?", err) < 0)
         return err->code;
@@ -102,6 +100,16 @@ int sbx_store_name_remove(sbx_store *s, const char *name, sbx_error *err)
     if (sqlite3_changes(s->db) == 0)
         return name_not_found(s, "remove name", name, err);
     return 0;
+}
+
+int sbx_store_name_remove(sbx_store *s, const char *name, sbx_error *err)
+{
+    if (check_text("name", name, NAME_MAX_LEN, err) < 0)
+        return sbx_error_wrap(err, "remove name");
+    int rc = name_remove_once(s, name, err);
+    if (rc == SBX_ENOSPC && sbx_store__reserve_release(s))
+        rc = name_remove_once(s, name, err);
+    return rc;
 }
 
 void sbx_name_entries_free(sbx_name_entry *e, size_t n)

@@ -1,0 +1,294 @@
+/* Unit tests for the store's gc, fsck and df. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "sbx/store.h"
+#include "sbx_common.h"
+#include "test_store_util.h"
+#include "testutil.h"
+
+static void test_gc_keeps_named_removes_the_rest(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char keep[SBX_DIGEST_BUFSZ], drop[SBX_DIGEST_BUFSZ], unpacked[4096];
+    ts_put_image(t, "keep", 1, keep);
+    ts_put_image(t, NULL, 2, drop);
+    /* The dropped image's layer has an unpacked form and a source record. */
+    char dl[SBX_DIGEST_BUFSZ];
+    ts_put_layer(t, 20000, 2, dl);
+    assert_int_equal(sbx_store_layer_add_source(
+                         t->s, dl,
+                         "sha256:3333333333333333333333333333333333333333333333333333333333333333",
+                         NULL, 10, &err), 0);
+    assert_int_equal(sbx_store_layer_unpacked_path(t->s, dl, unpacked, sizeof unpacked, &err), 0);
+    assert_int_equal(mkdir(unpacked, 0700), 0);
+    char *f = tu_path(unpacked, "file");
+    tu_write_file(f, "x");
+    free(f);
+    ts_reopen(t);
+
+    sbx_gc_options o = SBX_GC_OPTIONS_INIT;
+    o.dry_run = 1;
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 2);  /* config + manifest */
+    assert_int_equal(rep.layers_removed, 1);
+    assert_true(rep.bytes_freed > 0);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 4); /* dry run: nothing gone */
+    assert_int_equal(ts_count(t, "layers/sha256"), 2);
+
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 2);
+    assert_int_equal(rep.layers_removed, 1);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 2);
+    assert_int_equal(ts_count(t, "layers/sha256"), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, keep), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, drop), 0);
+    assert_int_equal(sbx_store_has_layer(t->s, dl), 0);
+    struct stat st;
+    assert_int_equal(stat(unpacked, &st), -1);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM layer_sources"), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM children"), 2);
+    sbx_df_report df;
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    assert_int_equal(rep.bytes_after, df.stored_bytes);
+    /* Nothing left to do. */
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed + rep.layers_removed, 0);
+    sbx_fsck_report fr;
+    assert_int_equal(sbx_store_fsck(t->s, &fr, &err), 0);
+}
+
+static void test_gc_keeps_what_an_index_reaches(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m[SBX_DIGEST_BUFSZ], idx[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, NULL, 1, m);
+    sbx_store_child kids[] = {{SBX_CHILD_MANIFEST, m}};
+    assert_int_equal(sbx_store_put_manifest(t->s, "{\"index\":1}", 11, NULL, NULL, kids, 1, idx,
+                                            &err), 0);
+    assert_int_equal(sbx_store_name_set(t->s, "multi", idx, &err), 0);
+    ts_reopen(t);
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed + rep.layers_removed, 0);
+    assert_int_equal(sbx_store_name_remove(t->s, "multi", &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 3);
+    assert_int_equal(rep.layers_removed, 1);
+}
+
+static void test_gc_max_bytes_evicts_lru_never_leased(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char a[SBX_DIGEST_BUFSZ], b[SBX_DIGEST_BUFSZ], c[SBX_DIGEST_BUFSZ];
+    ts_put_image_sized(t, "a", 1, 200000, a);
+    ts_put_image_sized(t, "b", 2, 200000, b);
+    ts_put_image_sized(t, "c", 3, 200000, c);
+    ts_reopen(t);
+    ts_sql(t, "UPDATE names SET last_used = 100 WHERE name = 'a';"
+              "UPDATE names SET last_used = 300 WHERE name = 'b';"
+              "UPDATE names SET last_used = 200 WHERE name = 'c';");
+    sbx_df_report df;
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    uint64_t one = df.stored_bytes / 3;
+    /* Lease 'a' (the least recently used) from another handle. */
+    sbx_store *h = NULL;
+    assert_int_equal(sbx_store_open(&h, t->root, &err), 0);
+    sbx_lease *l = NULL;
+    assert_int_equal(sbx_store_lease_acquire(&l, h, 0, &err), 0);
+    assert_int_equal(sbx_lease_add(l, a, &err), 0);
+
+    sbx_gc_options o = SBX_GC_OPTIONS_INIT;
+    o.max_bytes = one * 2 + one / 2; /* room for two images */
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(rep.names_evicted, 1);
+    assert_true(rep.bytes_after <= o.max_bytes);
+    char got[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_name_get(t->s, "a", got, &err), 0); /* leased: kept */
+    assert_int_equal(sbx_store_name_get(t->s, "c", got, &err), SBX_ENOTFOUND); /* LRU of the rest */
+    assert_int_equal(sbx_store_name_get(t->s, "b", got, &err), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, c), 0);
+
+    /* A budget nothing fits: every unleased name goes, the leased image stays. */
+    o.max_bytes = 1;
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(rep.names_evicted, 1);
+    assert_int_equal(sbx_store_has_blob(t->s, a), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, b), 0);
+    assert_true(rep.bytes_after > 1);
+    sbx_lease_release(l);
+    sbx_store_free(h);
+}
+
+static void test_gc_removes_unrecorded_files_and_stale_tmp(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char *stray = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
+    tu_write_file(stray, "abc");
+    char *tmp = sbx_strdup_printf("%s/tmp/w.%d.1.xxxxxx", t->root, (int)ts_dead_pid());
+    tu_write_file(tmp, "partial");
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 1);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 0);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    free(stray);
+    free(tmp);
+}
+
+static void test_fsck_clean_store(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, "img", 1, m);
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(rep.blobs_checked, 2);
+    assert_int_equal(rep.layers_checked, 1);
+    assert_int_equal(rep.corrupt + rep.dangling_repaired + rep.orphans, 0);
+}
+
+static void test_fsck_quarantines_corrupt_blob(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    ts_damage(t, "blobs/sha256/" ABC_HEX, "abd");
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), SBX_ECORRUPT);
+    tu_assert_error(&err, SBX_ECORRUPT, "1 corrupt (quarantined)");
+    assert_non_null(strstr(err.msg, t->root));
+    assert_string_equal(err.where, t->root);
+    assert_int_equal(rep.corrupt, 1);
+    assert_int_equal(ts_count(t, "quarantine"), 1);
+    assert_int_equal(ts_count(t, "blobs/sha256"), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, d), 0);
+    /* Repaired: the next run is clean, and the blob can be stored again. */
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+}
+
+static void test_fsck_quarantines_corrupt_layer(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ], path[4096];
+    ts_put_image(t, "img", 1, m);
+    sbx_name_entry *v = NULL;
+    size_t n = 0;
+    char layer[SBX_DIGEST_BUFSZ];
+    ts_put_layer(t, 20000, 1, layer); /* same layer as the image's */
+    assert_int_equal(sbx_store_layer_path(t->s, layer, path, sizeof path, &err), 0);
+    int fd = open(path, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "XXXX", 4, 40), 4);
+    close(fd);
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), SBX_ECORRUPT);
+    assert_int_equal(rep.corrupt, 1);
+    assert_int_equal(sbx_store_has_layer(t->s, layer), 0);
+    /* The name stays: its manifest is intact, only a layer must be fetched again. */
+    assert_int_equal(sbx_store_name_get(t->s, "img", got, &err), 0);
+    assert_int_equal(sbx_store_name_list(t->s, NULL, &v, &n, &err), 0);
+    assert_int_equal(n, 1);
+    sbx_name_entries_free(v, n);
+}
+
+static void test_fsck_repairs_dangling_and_records_orphans(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m[SBX_DIGEST_BUFSZ], d[SBX_DIGEST_BUFSZ], layer[SBX_DIGEST_BUFSZ], path[4096];
+    ts_put_image(t, "img", 1, m);
+    /* Dangling: the manifest's file is gone, so the name goes too. */
+    char *mp = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, m + 7);
+    assert_int_equal(unlink(mp), 0);
+    /* Orphan: a valid layer file whose record is gone. */
+    ts_put_layer(t, 30000, 9, layer);
+    ts_sql(t, "DELETE FROM layers WHERE diff_id = '%q'", layer);
+    /* A record that disagrees with its (valid) file. */
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    ts_sql(t, "UPDATE blobs SET size = 99 WHERE digest = '%q'", d);
+    /* A stray file that is not even named like an object. */
+    ts_damage(t, "blobs/sha256/garbage", "x");
+
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), SBX_ECORRUPT);
+    assert_int_equal(rep.dangling_repaired, 3); /* manifest record, its name, blob size */
+    assert_int_equal(rep.orphans, 2);
+    assert_int_equal(rep.corrupt, 1);
+    assert_int_equal(sbx_store_has_layer(t->s, layer), 1);
+    sbx_layer_info info;
+    assert_int_equal(sbx_store_layer_info(t->s, layer, &info, &err), 0);
+    assert_int_equal(info.size, 30000);
+    assert_int_equal(sbx_store_layer_path(t->s, layer, path, sizeof path, &err), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT size FROM blobs WHERE digest='%q'", d), 3);
+    char got[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_name_get(t->s, "img", got, &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    free(mp);
+}
+
+static void test_fsck_orphan_alone_is_not_a_failure(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    /* What an interrupted gc leaves: a valid file whose record it deleted. */
+    ts_damage(t, "blobs/sha256/" ABC_HEX, "abc");
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(rep.orphans, 1);
+    assert_int_equal(rep.corrupt + rep.dangling_repaired, 0);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM blobs"), 1);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(rep.orphans, 0);
+}
+
+static void test_df_counts_each_image(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_df_report df;
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    assert_int_equal(df.stored_bytes + df.logical_bytes + df.blobs + df.layers + df.names, 0);
+    char m[SBX_DIGEST_BUFSZ];
+    ts_put_image_sized(t, "one", 1, 100000, m);
+    assert_int_equal(sbx_store_name_set(t->s, "two", m, &err), 0);
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    assert_int_equal(df.names, 2);
+    assert_int_equal(df.blobs, 2);
+    assert_int_equal(df.layers, 1);
+    long long cfgman = ts_sql_int(t, "SELECT sum(size) FROM blobs");
+    long long zst = ts_sql_int(t, "SELECT stored_size FROM layers");
+    assert_int_equal(df.stored_bytes, cfgman + zst);
+    assert_int_equal(df.logical_bytes, 2 * (cfgman + 100000));
+    assert_true(df.stored_bytes < df.logical_bytes / 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        TS_TEST(test_gc_keeps_named_removes_the_rest),
+        TS_TEST(test_gc_keeps_what_an_index_reaches),
+        TS_TEST(test_gc_max_bytes_evicts_lru_never_leased),
+        TS_TEST(test_gc_removes_unrecorded_files_and_stale_tmp),
+        TS_TEST(test_fsck_clean_store),
+        TS_TEST(test_fsck_quarantines_corrupt_blob),
+        TS_TEST(test_fsck_quarantines_corrupt_layer),
+        TS_TEST(test_fsck_repairs_dangling_and_records_orphans),
+        TS_TEST(test_fsck_orphan_alone_is_not_a_failure),
+        TS_TEST(test_df_counts_each_image),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
