@@ -6,7 +6,9 @@ tests/recipes/golden/NAME.yaml,
     separators, UTF-8) is byte for byte the same,
   - sha256 of it is NAME.digest,
   - every copy step's "content" is the Merkle hash of its source, computed
-    here from the files (honoring .sbxignore).
+    here from the files (honoring .sbxignore),
+  - NAME.cachekeys holds the chained per-step cache keys for its resolved
+    base digest.
 Exit status 1 with a message on the first mismatch."""
 import fnmatch, hashlib, json, os, stat, sys
 
@@ -93,6 +95,17 @@ def main(golden):
                 c = copy_digest(golden, step["src"])
                 if c != step["content"]:
                     sys.exit(f"{name}: copy of {step['src']}: Merkle {c}, canonical says {step['content']}")
+        keys = open(os.path.join(golden, name + ".cachekeys")).read().split("\n")
+        resolved = keys[0].split()[-1]
+        enc = lambda o: json.dumps(o, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        k = "sha256:" + hashlib.sha256(b"sbx-cache-v1\n" + enc(obj["base"]) + b"\n" + resolved.encode()).hexdigest()
+        chain = [k]
+        for step in obj["steps"]:
+            k = "sha256:" + hashlib.sha256(k.encode() + b"\n" + enc(step)).hexdigest()
+            chain.append(k)
+        want_keys = [l.split()[1] for l in keys[1:] if l.strip()]
+        if chain != want_keys:
+            sys.exit(f"{name}: cache keys differ:\n{chain}\n{want_keys}")
         print(f"ok {name} {want}")
 
 main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "golden"))

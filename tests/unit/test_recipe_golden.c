@@ -1,5 +1,5 @@
 /* Golden vectors: tests/recipes/golden/NAME.yaml -> NAME.canonical ->
- * NAME.digest.  These are the contract with every other implementation (the
+ * NAME.digest, and the builder's chained cache keys (NAME.cachekeys).  These are the contract with every other implementation (the
  * SDK); tests/recipes/golden_check.py checks the same files from Python.  A
  * change here is a change of every image's identity: never regenerate them to
  * make a test pass. */
@@ -29,6 +29,31 @@ static char *read_trimmed(const char *dir, const char *name, const char *ext)
         data[len - 1] = '\0';
     free(path);
     return data;
+}
+
+/* NAME.cachekeys: "# resolved base digest D", then "i key(i)" per line. */
+static void check_cache_keys(const char *dir, const char *name, const sbx_recipe *r)
+{
+    char *text = read_trimmed(dir, name, ".cachekeys");
+    const char *tag = "# resolved base digest ";
+    assert_memory_equal(text, tag, strlen(tag));
+    char resolved[SBX_DIGEST_BUFSZ];
+    snprintf(resolved, sizeof resolved, "%.71s", text + strlen(tag));
+    size_t lines = 0;
+    for (char *line = strchr(text, '\n'); line; line = strchr(line + 1, '\n')) {
+        size_t i;
+        char want[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ];
+        sbx_error err = SBX_ERROR_INIT;
+        if (sscanf(line + 1, "%zu %71s", &i, want) != 2)
+            fail_msg("%s.cachekeys: bad line '%.80s'", name, line + 1);
+        assert_int_equal(i, lines);
+        assert_int_equal(sbx_recipe_cache_key(got, r, i, resolved, &err), 0);
+        if (strcmp(got, want))
+            fail_msg("%s: cache key %zu is %s, golden %s", name, i, got, want);
+        lines++;
+    }
+    assert_int_equal(lines, sbx_recipe_n_steps(r) + 1);
+    free(text);
 }
 
 static void test_golden_vectors(void **state)
@@ -64,6 +89,7 @@ static void test_golden_vectors(void **state)
         char check[SBX_DIGEST_BUFSZ];
         sbx_sha256_buf(want_canon, strlen(want_canon), check);
         assert_string_equal(check, want_digest);
+        check_cache_keys(dir, name, r);
         free(want_canon);
         free(want_digest);
         free(canon);
