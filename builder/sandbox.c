@@ -149,12 +149,17 @@ static char *ring_join(run_state *st)
 
 /* ---- bundle and rootfs -------------------------------------------------- */
 
+/* Bundle files live as long as one step: no fsync (after a power cut there
+ * is no container to find, and the owner's start time tells a reused pid). */
 static int write_small(const char *dir, const char *name, const char *text, sbx_error *err)
 {
     _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dir, name);
     if (!p)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    return sbx_write_file_atomic(p, text, strlen(text), 0600, err);
+    _cleanup_close_ int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: creating '%s'", p);
+    return sbx_write_all(fd, text, strlen(text), err);
 }
 
 static int make_bundle(run_state *st, sbx_error *err)
@@ -229,7 +234,7 @@ static int mount_overlay(run_state *st, sbx_error *err)
             _exit(errno);
         /* no copy-up shortcuts: every change must be a real file in upper */
         char full[8300];
-        snprintf(full, sizeof(full), "%s,index=off,metacopy=off,redirect_dir=off", opts);
+        snprintf(full, sizeof(full), "%s,index=off,metacopy=off,redirect_dir=off,volatile", opts);
         if (mount("overlay", "rootfs", "overlay", 0, full) == 0)
             _exit(0);
         if (errno == EINVAL && mount("overlay", "rootfs", "overlay", 0, opts) == 0)
@@ -302,9 +307,26 @@ static void remove_created(run_state *st)
     }
 }
 
-static void teardown(run_state *st, bool started)
+/* `run` removes its container when it exits by itself; only a container that
+ * may still exist (we killed it, the runtime died, its state is still there)
+ * costs a `delete -f`.  runsc keeps its state elsewhere: always deleted. */
+static bool container_may_exist(const run_state *st, const sbx_sandbox_result *res)
 {
-    if (started)
+    if (res->timed_out || res->interrupted || res->term_signal || !res->exited)
+        return true;
+    const char *dir = st->rt.kind == SBX_RUNTIME_CRUN   ? "/run/crun"
+                      : st->rt.kind == SBX_RUNTIME_RUNC ? "/run/runc"
+                                                        : NULL;
+    if (!dir)
+        return true;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, st->id);
+    return access(path, F_OK) == 0 || errno != ENOENT;
+}
+
+static void teardown(run_state *st, bool started, const sbx_sandbox_result *res)
+{
+    if (started && container_may_exist(st, res))
         sbx_rt_destroy(&st->rt, st->id);
     if (st->mounted && st->rootfs) {
         if (umount2(st->rootfs, 0) < 0 && umount2(st->rootfs, MNT_DETACH) < 0)
@@ -598,6 +620,7 @@ int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *opts, sb
 
     bool started = false;
     sbx_user_ids user;
+    uint64_t t0 = sbx_now_monotonic_ns();
     r = make_bundle(&st, err);
     if (r == 0 && o->nlowers > 0)
         r = mount_overlay(&st, err);
@@ -616,7 +639,12 @@ int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *opts, sb
         else
             r = start_and_supervise(&st, res, sigfd, &started, err);
     }
-    teardown(&st, started);
+    uint64_t t1 = sbx_now_monotonic_ns();
+    teardown(&st, started, res);
+    uint64_t t2 = sbx_now_monotonic_ns();
+    sbx_log(SBX_LOG_DEBUG, "sandbox %s (%s): setup+run %llu ms, teardown %llu ms", st.id,
+            sbx_runtime_name(st.rt.kind), (unsigned long long)((t1 - t0) / 1000000),
+            (unsigned long long)((t2 - t1) / 1000000));
     if (sigfd >= 0)
         close(sigfd);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
