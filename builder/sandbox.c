@@ -191,6 +191,14 @@ static int make_bundle(run_state *st, sbx_error *err)
     return r;
 }
 
+static void drop_volatile_marker(const run_state *st)
+{
+    _cleanup_free_ char *p = sbx_strdup_printf("%s/w/work/incompat", st->bundle);
+    sbx_error e = SBX_ERROR_INIT;
+    if (p)
+        sbx_rm_rf(p, &e);
+}
+
 static int mount_overlay(run_state *st, sbx_error *err)
 {
     const sbx_sandbox_options *o = st->o;
@@ -220,6 +228,8 @@ static int mount_overlay(run_state *st, sbx_error *err)
             return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: '%s'", path);
     }
     snprintf(opts + len, 8192 - len, ",upperdir=u,workdir=w");
+    /* a volatile mount leaves <work>/work/incompat/volatile, refusing a remount */
+    drop_volatile_marker(st);
     snprintf(path, sizeof(path), "%s/rootfs", st->bundle);
     if (mkdir(path, 0755) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: creating '%s'", path);
@@ -237,8 +247,8 @@ static int mount_overlay(run_state *st, sbx_error *err)
         snprintf(full, sizeof(full), "%s,index=off,metacopy=off,redirect_dir=off,volatile", opts);
         if (mount("overlay", "rootfs", "overlay", 0, full) == 0)
             _exit(0);
-        if (errno == EINVAL && mount("overlay", "rootfs", "overlay", 0, opts) == 0)
-            _exit(0);
+        if (mount("overlay", "rootfs", "overlay", 0, opts) == 0)
+            _exit(0); /* a kernel without some of those options */
         _exit(errno);
     }
     int status = sbx_wait_pid(pid);
@@ -333,6 +343,8 @@ static void teardown(run_state *st, bool started, const sbx_sandbox_result *res)
             sbx_log(SBX_LOG_WARN, "unmounting '%s': %s", st->rootfs, strerror(errno));
         else
             st->mounted = false;
+        if (!st->mounted)
+            drop_volatile_marker(st);
     }
     if (!st->mounted)
         remove_created(st);
