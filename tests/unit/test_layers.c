@@ -337,6 +337,54 @@ static void test_capture_prefix_owner_mode(void **state)
     tu_tmpdir_free(d);
 }
 
+/* File capabilities and device nodes survive capture and unpack. */
+static void test_caps_and_devices_roundtrip(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *src = tu_path(d, "src"), *out = tu_path(d, "out");
+    assert_int_equal(mkdir(src, 0755), 0);
+    mkfile(src, "ping", "binary");
+    char *ping = tu_path(src, "ping"), *null = tu_path(src, "null");
+    /* vfs_cap_data revision 2: effective, permitted CAP_NET_RAW (13) */
+    uint32_t cap[5] = {0x02000001, 1u << 13, 0, 0, 0};
+    assert_int_equal(setxattr(ping, "security.capability", cap, sizeof(cap), 0), 0);
+    assert_int_equal(mknod(null, S_IFCHR | 0666, makedev(1, 3)), 0);
+
+    sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
+    o.overlay_upper = false;
+    membuf m;
+    sbx_capture_result res;
+    capture_mem(src, &o, &m, &res);
+    char *list = list_tar(&m);
+    assert_string_equal(list, "c null\nf ping\n");
+    /* even as an overlay upper, only 0/0 devices are whiteouts */
+    membuf m2;
+    sbx_capture_result res2;
+    o.overlay_upper = true;
+    capture_mem(src, &o, &m2, &res2);
+    assert_string_equal(res.diff_id, res2.diff_id);
+
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    assert_int_equal(write(pfd[1], m.data, m.len), (ssize_t)m.len);
+    close(pfd[1]);
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx_unpack_tar_fd(pfd[0], out, &err), 0);
+    close(pfd[0]);
+    char *ping2 = tu_path(out, "ping"), *null2 = tu_path(out, "null");
+    uint32_t got[5] = {0};
+    assert_int_equal(getxattr(ping2, "security.capability", got, sizeof(got)), sizeof(cap));
+    assert_memory_equal(got, cap, sizeof(cap));
+    struct stat st;
+    assert_int_equal(lstat(null2, &st), 0);
+    assert_true(S_ISCHR(st.st_mode));
+    assert_int_equal(st.st_rdev, makedev(1, 3));
+    free(list), free(m.data), free(m2.data);
+    free(ping), free(null), free(ping2), free(null2), free(src), free(out);
+    tu_tmpdir_free(d);
+}
+
 /* ---- unpack ------------------------------------------------------------- */
 
 static void test_unpack_whiteouts(void **state)
@@ -587,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_capture_deterministic),
         cmocka_unit_test(test_capture_empty_and_errors),
         cmocka_unit_test(test_capture_prefix_owner_mode),
+        cmocka_unit_test(test_caps_and_devices_roundtrip),
         cmocka_unit_test(test_unpack_whiteouts),
         cmocka_unit_test(test_unpack_refuses_traversal),
         cmocka_unit_test(test_unpack_concurrent),
