@@ -42,32 +42,40 @@ steps:
 Y
 sleep 0.1 # past the racy-clean guard (20 ms on ext4/xfs/btrfs/tmpfs)
 
-now() { date +%s.%N; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 
 # Warm the page cache so both sides read from memory.
 find "$tree" -type f -print0 | xargs -0 cat >/dev/null
 
-o=() c=() w=()
+# Each measurement: wall seconds, then CPU seconds (user + sys, children included).
+TIMEFORMAT='%R %U %S'
+measure() { # measure OUTFILE CMD...: prints "wall cpu"
+  local out=$1 t
+  shift
+  t=$({ time "$@" >"$out" 2>/dev/null; } 2>&1)
+  awk '{printf "%s %.3f\n", $1, $2 + $3}' <<<"$t"
+}
+openssl_all() { find "$tree" -type f -print0 | xargs -0 openssl dgst -sha256; }
+sbx_digest() { SBX_CACHE_DIR="$work/cache" "$bin" digest "$work/ctx/recipe.yaml"; }
+
+o=() c=() w=() oc=() cc=() wc=()
 for r in $(seq "$rounds"); do
-  t0=$(now)
-  find "$tree" -type f -print0 | xargs -0 openssl dgst -sha256 >/dev/null
-  t1=$(now)
+  read -r a b < <(measure /dev/null openssl_all)
+  o+=("$a") oc+=("$b")
   rm -rf "$work/cache"
-  SBX_CACHE_DIR="$work/cache" "$bin" digest "$work/ctx/recipe.yaml" >"$work/d.cold"
-  t2=$(now)
-  SBX_CACHE_DIR="$work/cache" "$bin" digest "$work/ctx/recipe.yaml" >"$work/d.warm"
-  t3=$(now)
+  read -r a b < <(measure "$work/d.cold" sbx_digest)
+  c+=("$a") cc+=("$b")
+  read -r a b < <(measure "$work/d.warm" sbx_digest)
+  w+=("$a") wc+=("$b")
+  grep -q '^sha256:' "$work/d.cold" || { echo "sbx-image digest failed" >&2; exit 1; }
   cmp -s "$work/d.cold" "$work/d.warm" || { echo "cached digest differs!" >&2; exit 1; }
-  o+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')")
-  c+=("$(awk -v a="$t1" -v b="$t2" 'BEGIN {print b - a}')")
-  w+=("$(awk -v a="$t2" -v b="$t3" 'BEGIN {print b - a}')")
-  echo "round $r: openssl ${o[-1]}s, sbx cold ${c[-1]}s, sbx cached ${w[-1]}s" >&2
+  echo "round $r: openssl ${o[-1]}s, sbx cold ${c[-1]}s, sbx cached ${w[-1]}s (wall)" >&2
 done
 mo=$(median "${o[@]}") mc=$(median "${c[@]}") mw=$(median "${w[@]}")
-echo "files: $nfiles, bytes: $bytes, cpus: $(nproc), rounds: $rounds (medians)"
-echo "openssl dgst -sha256 (one process):   ${mo}s"
-echo "sbx-image digest, cold (no cache):     ${mc}s   openssl/sbx = $(ratio "$mo" "$mc")x"
-echo "sbx-image digest, second run (cached): ${mw}s   cold/cached = $(ratio "$mc" "$mw")x"
+echo "files: $nfiles, bytes: $bytes, cpus: $(nproc), load: $(cut -d' ' -f1-3 /proc/loadavg), rounds: $rounds (medians)"
+echo "                                       wall       cpu (user+sys)"
+echo "openssl dgst -sha256 (one process):    ${mo}s   $(median "${oc[@]}")s"
+echo "sbx-image digest, cold (no cache):     ${mc}s   $(median "${cc[@]}")s   openssl/sbx = $(ratio "$mo" "$mc")x"
+echo "sbx-image digest, second run (cached): ${mw}s   $(median "${wc[@]}")s   cold/cached = $(ratio "$mc" "$mw")x"
 echo "digest: $(cat "$work/d.cold")"
