@@ -17,8 +17,12 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
-export SBX_BIN=$build/sbx-image SBX_SOURCE_DIR=$src SBX_BUILD_DIR=$build
+SBX_BIN=$build/cli/sbx-image
+[[ -x $SBX_BIN ]] || SBX_BIN=$build/sbx-image
+UNPACK_TOOL=$build/bench/bench_pull_unpack
+export SBX_BIN SBX_SOURCE_DIR=$src SBX_BUILD_DIR=$build
 RUNS=${RUNS:-5}
+((EUID == 0)) || ROOTLESS=1
 RESOLVE_RUNS=${RESOLVE_RUNS:-15}
 MB=${MB:-48}
 source "$src/tests/integration/lib/registry.sh"
@@ -55,8 +59,25 @@ measure() {
 median() { sort -n -k1,1 "$T/$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 maxrss() { sort -n -k2,2 "$T/$1" | tail -1 | awk '{print $2}'; }
 
-has_unpack=0
-"$SBX_BIN" --help 2>&1 | grep -qE '^\s+unpack\b' && has_unpack=1
+# Unpack: the CLI's unpack verb if it has one, else bench_pull_unpack (the
+# builder's sbx_layer_unpack: one cached directory per layer, as overlayfs
+# lowers; umoci instead merges all layers into one rootfs).
+has_unpack=0 unpack_how=""
+diff_ids=$(jq -r '.bench.diff_ids[]' "$FX/facts.json")
+if "$SBX_BIN" --help 2>&1 | grep -qE '^\s+unpack\b'; then
+    has_unpack=1 unpack_how="sbx-image unpack"
+elif [[ -x $UNPACK_TOOL ]]; then
+    has_unpack=1 unpack_how="bench_pull_unpack (sbx_layer_unpack per layer)"
+fi
+# unpack_cmd STORE DEST: sets UNPACK to the command that unpacks the image.
+unpack_cmd() {
+    if [[ $unpack_how == "sbx-image unpack" ]]; then
+        UNPACK=("$SBX_BIN" unpack --store "$1" "$REF" "$2")
+    else
+        # shellcheck disable=SC2206
+        UNPACK=("$UNPACK_TOOL" "$1" $diff_ids)
+    fi
+}
 
 echo "warm-up..."
 "$SBX_BIN" pull --store "$T/warm" "$REF" >/dev/null 2>&1
@@ -71,12 +92,13 @@ for i in $(seq "$RUNS"); do
         if [[ $who == sbx ]]; then
             measure sbx_pull "$SBX_BIN" pull --store "$T/s$i" "$REF"
             if ((has_unpack)); then
-                measure sbx_unpack "$SBX_BIN" unpack --store "$T/s$i" "$REF" "$T/s$i-root"
+                unpack_cmd "$T/s$i" "$T/s$i-root"
+                measure sbx_unpack "${UNPACK[@]}"
             fi
             rm -rf "$T/s$i" "$T/s$i-root"
         else
             measure skopeo_copy skopeo copy -q --src-tls-verify=false "docker://$REF" "oci:$T/o$i:img"
-            measure umoci_unpack umoci unpack --rootless --image "$T/o$i:img" "$T/o$i-bundle"
+            measure umoci_unpack umoci unpack ${ROOTLESS:+--rootless} --image "$T/o$i:img" "$T/o$i-bundle"
             rm -rf "$T/o$i" "$T/o$i-bundle"
         fi
     done
@@ -94,6 +116,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 echo
 echo "bench/pull: $nlayers layers, $((img_bytes / 1048576)) MiB gzip, $((raw_bytes / 1048576)) MiB uncompressed; medians of $RUNS runs (resolve: $RESOLVE_RUNS)"
 printf '%-34s %9s %9s %7s   %s\n' "" "sbx-image" "skopeo" "ratio" "peak RSS sbx / other (MiB)"
+[[ -z $unpack_how ]] || echo "(sbx unpack: $unpack_how)"
 printf '%-34s %8.3fs %8.3fs %7s   %d / %d\n' "pull (vs skopeo copy to oci:)" "$sp" "$kp" \
     "$(ratio "$sp" "$kp")" $(( $(maxrss sbx_pull) / 1024 )) $(( $(maxrss skopeo_copy) / 1024 ))
 if ((has_unpack)); then

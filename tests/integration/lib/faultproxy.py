@@ -161,6 +161,7 @@ class ProxyHandler(httpd.Handler):
             self.wfile.flush()
             entry["sent"] = cut
             if mode == "stall":
+                self.record(dict(entry, stalling=True, t_stall=time.time()))
                 deadline = time.time() + float(m.get("stall", 300))
                 while time.time() < deadline:
                     time.sleep(0.2)
@@ -185,14 +186,15 @@ class ProxyHandler(httpd.Handler):
         self.end_headers()
         chunk = b'{"schemaVersion":2,' + b" " * 65000
         sent, limit = 0, 256 << 20
+        entry["sent"] = 0
         while sent < limit:
             if m.get("chunked"):
                 self.wfile.write(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
             else:
                 self.wfile.write(chunk)
             sent += len(chunk)
+            entry["sent"] = sent
             chunk = b" " * 65536
-        entry["sent"] = sent
         raise Abort()
 
 

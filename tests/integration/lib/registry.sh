@@ -32,13 +32,15 @@ t_need() {
 
 t_cleanup() {
     local rc=$? pid
+    # a subshell that fails (fail inside $(...)) must not tear down the test
+    [[ $BASHPID == "$T_MAINPID" ]] || exit "$rc"
     for pid in "${T_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${T_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     if ((rc != 0)); then
         echo "---- harness logs (last lines) ----"
         local f
         for f in "$T"/*/registry.log "$T"/*/proxy.err "$T"/*/token.err; do
-            [[ -s $f ]] && { echo "== $f"; tail -n 15 "$f"; }
+            [[ -s $f ]] && { echo "== $f"; tail -n 8 "$f" | cut -c1-400; }
         done
     fi
     [[ -n ${T_KEEP:-} ]] && echo "kept $T" || rm -rf "$T"
@@ -58,6 +60,7 @@ t_init() {
     t_need docker-registry curl jq openssl htpasswd zstd skopeo "$PY"
     [[ -x $SBX_BIN ]] || t_die "SBX_BIN '$SBX_BIN' is not executable"
     T=$(mktemp -d /tmp/sbx-regtest.XXXXXX)
+    T_MAINPID=$BASHPID
     trap t_cleanup EXIT
     STORE=$T/store
     export DOCKER_CONFIG=$T/docker
@@ -282,7 +285,7 @@ fx_push() {
 }
 
 # fx IMAGE JQPATH: a fact about a fixture image, e.g. fx oci-multi .digest
-fx() { jq -r ".[\"$1\"]$2" "$FX/facts.json"; }
+fx() { jq -r ".[\"$1\"] | $2" "$FX/facts.json"; }
 
 # ------------------------------------------------------------------ running sbx-image
 
@@ -296,6 +299,7 @@ sbx() {
     RC=$?
     set -e
     cat "$T/out" "$T/err" >>"$T/all-output"
+    ((RC == 0)) || echo "  -> exit $RC: $(tail -n 1 "$T/err" | cut -c1-400)"
     if grep -qE 'ERROR: (Address|Leak|Undefined)Sanitizer|runtime error:' "$T/err"; then
         cat "$T/err"
         fail "sanitizer report from sbx-image $verb"
@@ -339,7 +343,7 @@ jq_is() {
 assert_eq() { [[ $1 == "$2" ]] || fail "${3:-value}: got '$1', expected '$2'"; }
 
 # case_ TEXT: start a named case (shows in ctest output).
-case_() { echo; echo "=== $*"; }
+case_() { echo; echo "=== [${SECONDS}s] $*"; }
 
 # docker_login REG: write $DOCKER_CONFIG/config.json with base64 auth for REG.
 docker_login() {
@@ -369,17 +373,19 @@ store_lacks() {
 fsck_clean() { ok fsck; }
 
 # check_pulled IMAGE [PLATFORM]: the last stdout is `pull --json` of fixture
-# IMAGE (the platform's entry for an index) and matches its facts.
+# IMAGE (the platform's entry for an index) and matches its facts: manifest
+# and config digests, and every layer's digest, diff_id, size and media type.
 check_pulled() {
-    local img=$1 plat=${2:-} sel=""
-    [[ -z $plat ]] || sel=".platforms[\"$plat\"]"
-    local want
-    want=$(fx "$img" "$sel.digest")
-    jq_is .digest "$want"
-    jq_is .config "$(fx "$img" "$sel.config")"
-    jq_is '[.layers[].digest] | join(",")' "$(fx "$img" "$sel | [.layers[].digest] | join(\",\")")"
-    jq_is '[.layers[].diff_id] | join(",")' "$(fx "$img" "$sel | [.layers[].diff_id] | join(\",\")")"
-    jq_is '[.layers[].size] | join(",")' "$(fx "$img" "$sel | [.layers[].size] | join(\",\")")"
-    jq_is '[.layers[].media_type] | join(",")' \
-        "$(fx "$img" "$sel | [.layers[].media_type] | join(\",\")")"
+    local img=$1 plat=${2:-} res
+    res=$(jq -r --slurpfile f "$FX/facts.json" --arg img "$img" --arg plat "$plat" '
+        ($f[0][$img] | if $plat == "" then . else .platforms[$plat] end) as $w
+        | [.layers[]? | {digest, diff_id, size, media_type}] as $got
+        | ($w.layers | map({digest, diff_id, size, media_type})) as $want
+        | [ (if .digest != $w.digest then "digest \(.digest) != \($w.digest)" else empty end),
+            (if .config != $w.config then "config \(.config) != \($w.config)" else empty end),
+            (if $got != $want then "layers \($got | tostring) != \($want | tostring)"
+             else empty end) ]
+        | if length == 0 then "ok" else join("; ") end' "$T/out" 2>&1) ||
+        fail "pull --json output is not JSON: $res"
+    [[ $res == ok ]] || fail "pulled $img${plat:+ ($plat)}: $res"
 }

@@ -42,8 +42,9 @@ jq_is '.platform | if type == "string" then . else [.os, .architecture, .variant
 case_ "pull --platform linux/arm64 stores the arm64/v8 image under the ref"
 ok pull --json --platform linux/arm64 "$R/multi:v1"
 check_pulled oci-index linux/arm64/v8
-ok inspect --json "$R/multi:v1"
+ok inspect --json --platform linux/arm64 "$R/multi:v1"
 out_has "$(fx oci-index '.platforms["linux/arm64/v8"].config')"
+jq_is .source store
 ok pull --json --platform linux/arm64/v8 "$R/list:v1"
 check_pulled docker-list linux/arm64
 fsck_clean

@@ -35,8 +35,9 @@ case_ "wrong bytes in a layer, every time: digest error, nothing stored"
 fresh
 proxy_mode p '{"mode":"corrupt","count":-1,"match":"/blobs/'"$L1"'"}'
 fails pull "$REF"
-err_has 'digest|mismatch|checksum'
+err_has 'digest|mismatch|checksum|corrupt'
 err_has "$p_HOST/test/img"
+err_has "${L1:7:12}"          # names the layer that failed
 bad=$(last_sent_digest corrupt)
 [[ $bad == sha256:* ]] || fail "proxy did not corrupt anything"
 store_lacks "$bad"
@@ -51,7 +52,7 @@ if ((RC == 0)); then
     check_pulled oci-multi
 else
     ((RC == 1)) || fail "exit $RC"
-    err_has 'digest|mismatch|checksum'
+    err_has 'digest|mismatch|checksum|corrupt'
 fi
 store_lacks "$(last_sent_digest corrupt)"
 fsck_clean
@@ -60,7 +61,7 @@ case_ "wrong bytes in the config blob: refused"
 fresh
 proxy_mode p '{"mode":"corrupt","count":-1,"match":"/blobs/'"$(fx oci-multi .config)"'"}'
 fails pull "$REF"
-err_has 'digest|mismatch|checksum'
+err_has 'digest|mismatch|checksum|corrupt'
 store_lacks "$(last_sent_digest corrupt)"
 not_named test/img
 
@@ -92,7 +93,7 @@ err_has 'large|limit|size|exceed|too big'
 case_ "a manifest streamed without a length that never ends: cut at the limit"
 fresh
 proxy_mode p '{"mode":"huge","chunked":true,"count":-1,"match":"/manifests/"}'
-fails resolve "$REF"
+fails pull "$REF"
 err_has 'large|limit|size|exceed|too big'
 sent=$(jq -s 'map(select(.fault == "huge")) | last | .sent' "$p_DIR/proxy.log")
 ((sent < 200 * 1024 * 1024)) || fail "the client read $sent bytes of a runaway manifest"
