@@ -89,6 +89,16 @@ static int add_pattern(sbx_ignore *ig, const char *line, size_t lineno, sbx_erro
     pattern pt = {.negate = negate};
     if (split(&pt.segs, &pt.n, p) < 0)
         return sbx_error_set(err, SBX_ENOMEM, "allocate pattern");
+    /* "**" followed by "**" matches what one does: collapse them, so that
+     * matching stays polynomial in the number of segments. */
+    size_t w = 0;
+    for (size_t i = 0; i < pt.n; i++) {
+        if (w > 0 && !strcmp(pt.segs[i], "**") && !strcmp(pt.segs[w - 1], "**"))
+            free(pt.segs[i]);
+        else
+            pt.segs[w++] = pt.segs[i];
+    }
+    pt.n = w;
     pattern *np = realloc(ig->pats, (ig->n + 1) * sizeof *np);
     if (!np) {
         for (size_t j = 0; j < pt.n; j++)

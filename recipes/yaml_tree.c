@@ -12,6 +12,7 @@
 #include "yaml_tree.h"
 
 #define YTREE_MAX_DEPTH 32
+#define YTREE_MAX_ITEMS 8192 /* per list or mapping: keeps the duplicate-key check cheap */
 
 void ytree_free(ynode *n)
 {
@@ -143,6 +144,12 @@ static int load_children(loader *l, ynode *n, int depth, yaml_event_type_t end)
         if (ev.type == end) {
             yaml_event_delete(&ev);
             return 0;
+        }
+        if (n->n >= (n->type == YNODE_MAP ? 2 : 1) * YTREE_MAX_ITEMS) {
+            int rc = fail_mark(l->err, l->name, ev.start_mark,
+                               "expected at most %d entries in a list or mapping", YTREE_MAX_ITEMS);
+            yaml_event_delete(&ev);
+            return rc;
         }
         ynode *c = NULL;
         int rc = load_node(l, &ev, depth + 1, &c);

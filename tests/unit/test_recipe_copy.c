@@ -214,6 +214,8 @@ static void test_ignore_patterns(void **state)
         {"\\#file", "#file", true},
         {".git", ".git/config", true},
         {"*", "anything/at/all", true},
+        {"**/**/**/**/**/**/**/**/**/**/**/**/**/**/**/**/**/**/**/**/z",
+         "a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y", false},
     };
     for (size_t i = 0; i < SBX_ARRAY_LEN(cases); i++) {
         sbx_ignore *ig = NULL;

@@ -191,6 +191,17 @@ static void test_file_errors(void **state)
     (void)state;
     sbx_error err = SBX_ERROR_INIT;
     sbx_recipe *r = NULL;
+    /* A huge mapping is refused before its duplicate-key check gets costly. */
+    size_t cap = 20000 * 16, len = 0;
+    char *huge = malloc(cap);
+    assert_non_null(huge);
+    len += (size_t)snprintf(huge, cap, "base: sbx\nsteps:\n  - env:\n");
+    for (int i = 0; i < 10000; i++)
+        len += (size_t)snprintf(huge + len, cap - len, "      V%d: x\n", i);
+    assert_int_equal(sbx_recipe_parse_buffer(&r, huge, len, "huge.yaml", g_ctx, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "expected at most 8192 entries in a list or mapping");
+    assert_string_equal(err.where, "huge.yaml:8196:7");
+    free(huge);
     char *path = tu_path(g_ctx, "big.yaml");
     FILE *f = fopen(path, "w");
     assert_non_null(f);
