@@ -13,8 +13,8 @@
  * - 429, 5xx and transport failures are retried with exponential backoff
  *   that honors Retry-After (up to REG_RETRY_AFTER_MAX seconds).  A streamed
  *   blob resumes with Range and accepts only a 206 starting where it stopped.
- * - Stalls: CURLOPT_LOW_SPEED_* abandons a transfer after SBX_STALL_TIMEOUT
- *   seconds without a byte.
+ * - Stalls: a progress callback abandons a transfer after SBX_STALL_TIMEOUT
+ *   seconds without a byte (libcurl's LOW_SPEED_* averages and reacts late).
  * Secrets never appear in logs or errors; URLs logged carry none. */
 #include <curl/curl.h>
 #include <errno.h>
@@ -217,7 +217,30 @@ typedef struct xfer {
     int abort_code;    /* our own reason to abort */
     sbx_error *err;
     size_t cap;
+    curl_off_t last_now;  /* stall watch: bytes seen at the last progress */
+    uint64_t last_ns;
+    uint64_t stall_ns;
+    bool stalled;
 } xfer;
+
+/* libcurl's LOW_SPEED_* averages speed over a window, so a silent body is
+ * only noticed seconds late; this watches for no new byte at all. */
+static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    xfer *x = ud;
+    uint64_t now = sbx_now_monotonic_ns();
+    if (dlnow != x->last_now || ulnow > 0) {
+        x->last_now = dlnow;
+        x->last_ns = now;
+        return 0;
+    }
+    if (now - x->last_ns > x->stall_ns) {
+        x->stalled = true;
+        return 1;
+    }
+    return 0;
+}
 
 static void trim_copy(char *dst, size_t len, const char *v, size_t vlen)
 {
@@ -419,6 +442,8 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     x->sink = a->sink;
     x->range_from = a->range_from;
     x->err = a->sink ? a->sink->err : NULL;
+    x->last_ns = sbx_now_monotonic_ns();
+    x->stall_ns = (uint64_t)c->stall * 1000000000ull;
     errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, a->url);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
@@ -427,8 +452,9 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_USERAGENT, "sbx-image/0.1");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->stall < 30 ? c->stall : 30L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, c->stall);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, xferinfo_cb);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, x);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, header_cb);
@@ -457,6 +483,10 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     if (hdrs)
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
     CURLcode cc = curl_easy_perform(h);
+    if (cc == CURLE_ABORTED_BY_CALLBACK && x->stalled) {
+        cc = CURLE_OPERATION_TIMEDOUT;
+        snprintf(errbuf, CURL_ERROR_SIZE, "no data for %ld s", c->stall);
+    }
     long code = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
     if (code)
@@ -519,8 +549,7 @@ static int curl_error(reg_client *c, CURLcode cc, const char *errbuf, const char
                              "registry's CA certificate in '%s/%s/ca.crt'",
                              what, c->host, detail, c->certs_dir, c->host);
     if (cc == CURLE_OPERATION_TIMEDOUT)
-        return sbx_error_set(err, SBX_ETIMEOUT, "%s: '%s' stalled (no data for %ld s): %s", what,
-                             c->host, c->stall, detail);
+        return sbx_error_set(err, SBX_ETIMEOUT, "%s: '%s' stalled: %s", what, c->host, detail);
     return sbx_error_set(err, SBX_ENET, "%s: talking to '%s': %s", what, c->host, detail);
 }
 
