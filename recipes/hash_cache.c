@@ -22,7 +22,10 @@
 #include "recipe_internal.h"
 
 #define MAGIC "SBXHC1\n"
-#define MAX_ENTRIES (1u << 21) /* ~150 MiB of records: beyond this, stop adding */
+/* The file keeps at most this many entries (18 MiB): those used by the last
+ * run first, then others, so entries of deleted files and old trees age out. */
+#define KEEP_ENTRIES (1u << 18)
+#define MAX_TABLE (4 * (size_t)KEEP_ENTRIES) /* slots; the table is kept under half full */
 
 typedef struct rec {
     uint64_t dev, ino, size;
@@ -30,10 +33,15 @@ typedef struct rec {
     unsigned char hash[32];
 } rec;
 
+typedef struct slot {
+    rec r;        /* dev == 0 && ino == 0: empty */
+    bool touched; /* looked up or added by this run */
+} slot;
+
 struct sbx_hash_cache {
     pthread_mutex_t lock;
     char *path;
-    rec *slots; /* ino == 0 && dev == 0: empty */
+    slot *slots;
     size_t cap, used;
     bool dirty;
 };
@@ -65,26 +73,29 @@ static size_t slot_of(const sbx_hash_cache *c, uint64_t dev, uint64_t ino)
     return (size_t)h & (c->cap - 1);
 }
 
-static rec *find(sbx_hash_cache *c, uint64_t dev, uint64_t ino)
+static bool is_empty(const rec *r) { return r->dev == 0 && r->ino == 0; }
+
+static slot *find(sbx_hash_cache *c, uint64_t dev, uint64_t ino)
 {
     for (size_t i = slot_of(c, dev, ino);; i = (i + 1) & (c->cap - 1)) {
-        rec *r = &c->slots[i];
-        if ((r->dev == dev && r->ino == ino) || (r->dev == 0 && r->ino == 0))
-            return r;
+        slot *s = &c->slots[i];
+        if ((s->r.dev == dev && s->r.ino == ino) || is_empty(&s->r))
+            return s;
     }
 }
 
-static bool insert(sbx_hash_cache *c, const rec *in)
+static bool insert(sbx_hash_cache *c, const rec *in, bool touched)
 {
-    if (in->dev == 0 && in->ino == 0)
+    if (is_empty(in))
         return false;
-    rec *r = find(c, in->dev, in->ino);
-    if (r->dev == 0 && r->ino == 0) {
-        if (c->used + 1 > c->cap / 2 || c->used >= MAX_ENTRIES)
+    slot *s = find(c, in->dev, in->ino);
+    if (is_empty(&s->r)) {
+        if (c->used + 1 > c->cap / 2)
             return false; /* full: the table never grows past half */
         c->used++;
     }
-    *r = *in;
+    s->r = *in;
+    s->touched = touched;
     return true;
 }
 
@@ -93,14 +104,14 @@ static void load(sbx_hash_cache *c)
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_read_file(&data, &len, c->path, 48 + (size_t)MAX_ENTRIES * sizeof(rec), &err) < 0)
+    if (sbx_read_file(&data, &len, c->path, 48 + (size_t)KEEP_ENTRIES * sizeof(rec), &err) < 0)
         return;
     uint64_t count;
     unsigned char sum[32];
     if (len < 48 || memcmp(data, MAGIC, 8) != 0)
         return;
     memcpy(&count, data + 8, 8);
-    if (count > MAX_ENTRIES || len != 48 + count * sizeof(rec))
+    if (count > KEEP_ENTRIES || len != 48 + count * sizeof(rec))
         return;
     sbx_sha256_raw(data, len - 32, sum);
     if (memcmp(sum, data + len - 32, 32) != 0)
@@ -108,7 +119,7 @@ static void load(sbx_hash_cache *c)
     for (uint64_t i = 0; i < count; i++) {
         rec r;
         memcpy(&r, data + 16 + i * sizeof(rec), sizeof r);
-        insert(c, &r);
+        insert(c, &r, false);
     }
 }
 
@@ -133,7 +144,7 @@ sbx_hash_cache *sbx_hash_cache_open(const char *dir)
     struct stat st;
     if (c->path && stat(c->path, &st) == 0 && st.st_size > 16) {
         size_t n = (size_t)st.st_size / sizeof(rec);
-        while (c->cap < 4 * n && c->cap < 4 * (size_t)MAX_ENTRIES)
+        while (c->cap < 4 * n && c->cap < MAX_TABLE)
             c->cap <<= 1;
     }
     c->slots = calloc(c->cap, sizeof *c->slots);
@@ -149,18 +160,18 @@ sbx_hash_cache *sbx_hash_cache_open(const char *dir)
 
 static void grow(sbx_hash_cache *c)
 {
-    if (c->used + 1 <= c->cap / 2 || c->cap >= 4 * (size_t)MAX_ENTRIES)
+    if (c->used + 1 <= c->cap / 2 || c->cap >= MAX_TABLE)
         return;
-    rec *old = c->slots;
+    slot *old = c->slots;
     size_t oldcap = c->cap;
-    rec *n = calloc(oldcap * 2, sizeof *n);
+    slot *n = calloc(oldcap * 2, sizeof *n);
     if (!n)
         return;
     c->slots = n;
     c->cap = oldcap * 2;
     c->used = 0;
     for (size_t i = 0; i < oldcap; i++)
-        insert(c, &old[i]);
+        insert(c, &old[i].r, old[i].touched);
     free(old);
 }
 
@@ -169,11 +180,16 @@ bool sbx_hash_cache_get(sbx_hash_cache *c, const sbx_copy_node *n, unsigned char
     if (!c)
         return false;
     pthread_mutex_lock(&c->lock);
-    rec *r = find(c, n->dev, n->ino);
-    bool hit = r->dev == n->dev && r->ino == n->ino && !(r->dev == 0 && r->ino == 0) &&
-               r->size == n->size && r->mtime_ns == n->mtime_ns && r->ctime_ns == n->ctime_ns;
-    if (hit)
+    slot *s = find(c, n->dev, n->ino);
+    const rec *r = &s->r;
+    bool hit = !is_empty(r) && r->dev == n->dev && r->ino == n->ino && r->size == n->size &&
+               r->mtime_ns == n->mtime_ns && r->ctime_ns == n->ctime_ns;
+    if (hit) {
         memcpy(out, r->hash, 32);
+        if (!s->touched && c->used > KEEP_ENTRIES)
+            c->dirty = true; /* over the cap, being used decides what is kept */
+        s->touched = true;
+    }
     pthread_mutex_unlock(&c->lock);
     return hit;
 }
@@ -186,7 +202,7 @@ void sbx_hash_cache_put(sbx_hash_cache *c, const sbx_copy_node *n, const unsigne
     memcpy(r.hash, h, 32);
     pthread_mutex_lock(&c->lock);
     grow(c);
-    if (insert(c, &r))
+    if (insert(c, &r, true))
         c->dirty = true;
     pthread_mutex_unlock(&c->lock);
 }
@@ -209,23 +225,26 @@ static int write_replace(const char *path, const void *data, size_t len, sbx_err
     return 0;
 }
 
+/* Append up to KEEP_ENTRIES records: touched ones first. */
 static void save(sbx_hash_cache *c)
 {
-    size_t len = 48 + c->used * sizeof(rec);
-    _cleanup_free_ char *data = malloc(len);
+    size_t keep = c->used < KEEP_ENTRIES ? c->used : KEEP_ENTRIES;
+    _cleanup_free_ char *data = malloc(48 + keep * sizeof(rec));
     if (!data)
         return;
     memcpy(data, MAGIC, 8);
     uint64_t count = 0;
-    for (size_t i = 0; i < c->cap; i++) {
-        const rec *r = &c->slots[i];
-        if (r->dev == 0 && r->ino == 0)
-            continue;
-        memcpy(data + 16 + count * sizeof(rec), r, sizeof *r);
-        count++;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < c->cap && count < keep; i++) {
+            const slot *s = &c->slots[i];
+            if (is_empty(&s->r) || s->touched != (pass == 0))
+                continue;
+            memcpy(data + 16 + count * sizeof(rec), &s->r, sizeof(rec));
+            count++;
+        }
     }
     memcpy(data + 8, &count, 8);
-    len = 16 + count * sizeof(rec);
+    size_t len = 16 + count * sizeof(rec);
     sbx_sha256_raw(data, len, (unsigned char *)data + len);
     len += 32;
     sbx_error err = SBX_ERROR_INIT;
@@ -233,8 +252,7 @@ static void save(sbx_hash_cache *c)
     if (!dir)
         return;
     *strrchr(dir, '/') = '\0';
-    if (sbx_mkdir_p(dir, 0700, &err) < 0 ||
-        write_replace(c->path, data, len, &err) < 0)
+    if (sbx_mkdir_p(dir, 0700, &err) < 0 || write_replace(c->path, data, len, &err) < 0)
         sbx_log(SBX_LOG_DEBUG, "file hash cache not saved: %s", err.msg);
 }
 
