@@ -118,7 +118,11 @@ typedef struct sbx_step {
             const char *src;   /* cleaned, relative to the context ("." is the context) */
             const char *dest;  /* absolute; a trailing '/' means "into this directory" */
             const char *owner; /* "user", "user:group", "uid:gid"; NULL: root */
-            int mode;          /* permission bits 0..07777; -1: keep the source's */
+            /* Permission bits 0..07777 for every copied file and directory;
+             * -1: files 0755 when owner-executable else 0644, directories
+             * 0755 (only the executable bit is in the digest, so the image
+             * must not depend on the other source bits, which umask sets). */
+            int mode;
             const char *content_digest; /* Merkle hash of src (sbx_recipe_copy_digest) */
         } copy;
     } u;
@@ -174,7 +178,7 @@ typedef struct sbx_copy_opts {
     const char *src;   /* relative to the recipe's context */
     const char *dest;  /* absolute */
     const char *owner; /* NULL: root */
-    int mode;          /* -1: keep the source's bits */
+    int mode;          /* -1: 0644/0755 by the executable bit (see sbx_step) */
 } sbx_copy_opts;
 #define SBX_COPY_OPTS_INIT {NULL, NULL, NULL, -1}
 /* Hashes the source now (sbx_recipe_copy_digest).  Errors as that function,
