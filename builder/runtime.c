@@ -114,7 +114,7 @@ int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
     const char *argv[64];
     size_t n = 0;
     argv[n++] = rt->path;
-    if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroup_workaround)
+    if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroups_disabled)
         argv[n++] = "--cgroup-manager=disabled";
     if (rt->kind == SBX_RUNTIME_RUNSC) {
         argv[n++] = "--ignore-cgroups";
@@ -282,7 +282,7 @@ static void first_line(char *dst, size_t len, const char *out)
         snprintf(dst, len, "no output");
 }
 
-static int write_probe_bundle(const char *bundle, sbx_error *err)
+static int write_probe_bundle(const char *bundle, bool no_mknod, sbx_error *err)
 {
     _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/rootfs", bundle);
     _cleanup_free_ char *cfg = sbx_strdup_printf("%s/config.json", bundle);
@@ -295,7 +295,7 @@ static int write_probe_bundle(const char *bundle, sbx_error *err)
     snprintf(root.home, sizeof(root.home), "/");
     const char *argv[] = {"/sbx-exec-check", NULL};
     const char *env[] = {"PATH=/", NULL};
-    spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", SBX_NETWORK_NONE};
+    spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", SBX_NETWORK_NONE, no_mknod};
     json_t *spec = NULL;
     r = sbx_spec_build(&spec, &in, err);
     if (r < 0)
@@ -321,7 +321,7 @@ static int probe(const sbx_runtime_info *rt, const char *store_root, char *why, 
         snprintf(why, whylen, "out of memory");
         return -1;
     }
-    int r = write_probe_bundle(bundle, &err);
+    int r = write_probe_bundle(bundle, rt->cgroups_disabled, &err);
     if (r == 0) {
         _cleanup_free_ char *owner = sbx_strdup_printf("%s/owner", bundle);
         char pidtxt[32];
@@ -373,7 +373,14 @@ static int check_one(sbx_runtime_info *out, sbx_runtime_kind kind, const char *s
             copy_str(c->why, sizeof(c->why), err.msg);
         else if (probe(&c->info, store_root, c->why, sizeof(c->why)) == 0)
             c->ok = 0;
-        else {
+        else if (c->info.cgroup_workaround && !c->info.cgroups_disabled &&
+                 (c->info.cgroups_disabled = true) &&
+                 probe(&c->info, store_root, c->why, sizeof(c->why)) == 0) {
+            /* v1 controllers unusable too: run without cgroups, and so
+             * without a devices cgroup (the spec then drops CAP_MKNOD) */
+            sbx_log(SBX_LOG_INFO, "crun runs with --cgroup-manager=disabled here");
+            c->ok = 0;
+        } else {
             char tmp[600];
             snprintf(tmp, sizeof(tmp), "%s: %s%s", sbx_runtime_name(kind), c->why,
                      c->info.cgroup_workaround ? " (with the hybrid-cgroup workaround)" : "");

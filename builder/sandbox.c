@@ -184,8 +184,8 @@ static int make_bundle(run_state *st, sbx_error *err)
              (unsigned long long)proc_starttime(getpid()));
     r = write_small(st->bundle, "owner", text, err);
     if (r == 0) {
-        snprintf(text, sizeof(text), "%s %d\n", sbx_runtime_name(st->rt.kind),
-                 st->rt.cgroup_workaround);
+        snprintf(text, sizeof(text), "%s %d %d\n", sbx_runtime_name(st->rt.kind),
+                 st->rt.cgroup_workaround, st->rt.cgroups_disabled);
         r = write_small(st->bundle, "runtime", text, err);
     }
     return r;
@@ -245,9 +245,11 @@ static int mount_overlay(run_state *st, sbx_error *err)
         /* no copy-up shortcuts: every change must be a real file in upper */
         char full[8300];
         snprintf(full, sizeof(full), "%s,index=off,metacopy=off,redirect_dir=off,volatile", opts);
-        if (mount("overlay", "rootfs", "overlay", 0, full) == 0)
+        /* nodev: a device node shipped in an image (say, the host's disk) must
+         * not open; the container's /dev is the runtime's own tmpfs */
+        if (mount("overlay", "rootfs", "overlay", MS_NODEV, full) == 0)
             _exit(0);
-        if (mount("overlay", "rootfs", "overlay", 0, opts) == 0)
+        if (mount("overlay", "rootfs", "overlay", MS_NODEV, opts) == 0)
             _exit(0); /* a kernel without some of those options */
         _exit(errno);
     }
@@ -418,7 +420,8 @@ static int write_config(run_state *st, const sbx_user_ids *user, sbx_error *err)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     }
     spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
-                     o->cwd ? o->cwd : "/", user, o->hostname, o->network};
+                     o->cwd ? o->cwd : "/", user, o->hostname, o->network,
+                     st->rt.cgroups_disabled};
     json_t *spec = NULL;
     int r = sbx_spec_build(&spec, &in, err);
     free_strv(env);
@@ -713,8 +716,9 @@ static void clean_bundle(const char *run, const char *name, unsigned *removed)
 
     _cleanup_free_ char *rtt = NULL;
     char rtname[16] = "";
+    int workaround = 0, disabled = 0;
     if (sbx_read_file(&rtt, &len, rtfile, 256, &e) == 0)
-        sscanf(rtt, "%15s", rtname);
+        sscanf(rtt, "%15s %d %d", rtname, &workaround, &disabled);
     sbx_runtime_kind kinds[3] = {SBX_RUNTIME_CRUN, SBX_RUNTIME_RUNC, SBX_RUNTIME_RUNSC};
     sbx_runtime_kind one;
     bool known = sbx_runtime_parse(&one, rtname, &e) == 0 && one != SBX_RUNTIME_AUTO;
@@ -722,8 +726,10 @@ static void clean_bundle(const char *run, const char *name, unsigned *removed)
         sbx_runtime_info rt;
         if (known && kinds[i] != one)
             continue;
-        if (sbx_rt_find(&rt, kinds[i], &e) == 0)
-            sbx_rt_destroy(&rt, name);
+        if (sbx_rt_find(&rt, kinds[i], &e) < 0)
+            continue;
+        rt.cgroups_disabled = known && rt.cgroup_workaround && disabled;
+        sbx_rt_destroy(&rt, name);
     }
     for (int i = 0; i < 8 && is_mountpoint(rootfs); i++)
         if (umount2(rootfs, 0) < 0)

@@ -114,7 +114,10 @@ typedef struct sbx_runtime_info {
     sbx_runtime_kind kind;
     char path[256];        /* absolute path of the binary */
     bool cgroup_workaround; /* hybrid cgroups: run crun in a private mount ns
-                               without /sys/fs/cgroup/unified, cgroups disabled */
+                               without the cgroup2 mount (/sys/fs/cgroup/unified),
+                               where it manages the v1 controllers */
+    bool cgroups_disabled;  /* ... and if even that fails: --cgroup-manager=disabled
+                               (no devices cgroup: CAP_MKNOD is dropped) */
 } sbx_runtime_info;
 
 /* "crun", "runc", "runsc", "auto" <-> kind.  Unknown name: SBX_EINVAL. */

@@ -44,6 +44,7 @@ typedef struct spec_input {
     const sbx_user_ids *user;
     const char *hostname;
     sbx_network_mode network;
+    bool no_mknod;                    /* no devices cgroup guards device nodes */
 } spec_input;
 
 /* Build config.json; *out owned by the caller (json_decref). */

@@ -4,8 +4,8 @@
  * (loopback only) for network none; /proc, /dev (tmpfs), /dev/pts, /dev/shm,
  * /dev/mqueue and a read-only /sys; the host's resolv.conf and hosts bound
  * read-only when the host network is shared.  Root gets the capability set a
- * package manager needs (Docker's default set); other users get none
- * effective.  no_new_privs is set, so setuid binaries cannot raise privileges.
+ * package manager needs (Docker's default set; without CAP_MKNOD when the
+ * runtime runs without a devices cgroup); other users get none effective.  no_new_privs is set, so setuid binaries cannot raise privileges.
  */
 #include <string.h>
 #include <sys/resource.h>
@@ -78,10 +78,14 @@ static json_t *build_process(const spec_input *in)
         json_array_append_new(gids, json_integer(u->groups[i]));
     json_t *user = json_pack("{s:I, s:I, s:o}", "uid", (json_int_t)u->uid, "gid",
                              (json_int_t)u->gid, "additionalGids", gids);
-    size_t ncaps = SBX_ARRAY_LEN(default_caps);
-    json_t *caps = json_pack("{s:o, s:o, s:o}", "bounding", str_array(default_caps, ncaps),
-                             "effective", str_array(default_caps, u->uid == 0 ? ncaps : 0),
-                             "permitted", str_array(default_caps, u->uid == 0 ? ncaps : 0));
+    const char *capv[SBX_ARRAY_LEN(default_caps)];
+    size_t ncaps = 0;
+    for (size_t i = 0; i < SBX_ARRAY_LEN(default_caps); i++)
+        if (!in->no_mknod || strcmp(default_caps[i], "CAP_MKNOD") != 0)
+            capv[ncaps++] = default_caps[i];
+    json_t *caps = json_pack("{s:o, s:o, s:o}", "bounding", str_array(capv, ncaps),
+                             "effective", str_array(capv, u->uid == 0 ? ncaps : 0),
+                             "permitted", str_array(capv, u->uid == 0 ? ncaps : 0));
     /* as many open files as this process may have: never above the host's cap */
     struct rlimit nofile = {1024, 1024};
     getrlimit(RLIMIT_NOFILE, &nofile);

@@ -49,7 +49,7 @@ static int make_base(void **state)
              "set -e; cd %s; mkdir -p bin etc proc dev sys tmp data/dir home/builder; "
              "cp /bin/busybox bin/busybox; "
              "for a in sh ls cat echo id rm mkdir touch true false sleep grep wc ip env pwd "
-             "hostname chmod ln test; do ln -s busybox bin/$a; done; "
+             "hostname chmod ln test head; do ln -s busybox bin/$a; done; "
              "printf 'root:x:0:0:root:/root:/bin/sh\\nbuilder:x:1000:1000::/home/builder:/bin/sh\\n'"
              " > etc/passwd; "
              "printf 'root:x:0:\\nbuilder:x:1000:\\nextra:x:2000:builder\\n' > etc/group; "
@@ -550,6 +550,28 @@ static void test_plain_rootfs_and_scratch_upper(void **state)
     free(root);
 }
 
+/* Device nodes are guarded: runc keeps the rootfs nodev (a node shipped in an
+ * image, say for the host's disk, does not open); crun on this hybrid host
+ * runs in its own v1 devices cgroup rather than with cgroups disabled. */
+static void test_device_guards(void **state)
+{
+    (void)state;
+    sbx_error err = SBX_ERROR_INIT;
+    int code;
+    char *out = run_capture(SBX_RUNTIME_RUNC, NULL, "grep ' / / ' /proc/self/mountinfo",
+                            SBX_NETWORK_HOST, &code, &err);
+    must(code, &err);
+    assert_non_null(strstr(out, "nodev"));
+    free(out);
+    out = run_capture(SBX_RUNTIME_CRUN, NULL, "grep :devices: /proc/self/cgroup",
+                      SBX_NETWORK_HOST, &code, &err);
+    if (system("grep -q ' - cgroup .*devices' /proc/self/mountinfo") == 0) {
+        must(code, &err);
+        assert_non_null(strstr(out, ":devices:/sbx-"));
+    }
+    free(out);
+}
+
 /* A run killed with SIGKILL leaves a bundle, a mount and a container; the
  * next cleanup removes them. */
 static pid_t start_child_run(const char *store, sbx_runtime_kind rt, const char *script)
@@ -645,6 +667,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_runsc, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_many_lowers, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_plain_rootfs_and_scratch_upper, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_device_guards, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_during_step_cleans, setup, teardown_test),
     };
