@@ -533,7 +533,11 @@ int sbx_capture_stream(sbx_capture_result *out, const char *dir,
         if (!c->ar || !c->entry)
             r = sbx_error_set(err, SBX_ENOMEM, "capturing '%s': out of memory", dir);
     }
+    /* hdrcharset=BINARY: names are bytes; without it libarchive converts them
+     * through the C locale and fails on non-ASCII (ca-certificates' links). */
     if (r == 0 && (archive_write_set_format_pax_restricted(c->ar) != ARCHIVE_OK ||
+                   archive_write_set_format_option(c->ar, "pax", "hdrcharset", "BINARY") !=
+                       ARCHIVE_OK ||
                    archive_write_set_bytes_per_block(c->ar, 10240) != ARCHIVE_OK ||
                    archive_write_set_bytes_in_last_block(c->ar, 1) != ARCHIVE_OK ||
                    archive_write_open(c->ar, c, NULL, ar_write_cb, NULL) != ARCHIVE_OK))
