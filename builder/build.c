@@ -380,7 +380,8 @@ static const char *base_label(const sbx_recipe_base *b)
     return "base";
 }
 
-/* The state after key 0: the base, plus add_python when asked. */
+/* The state after key 0: the base, plus add_python when asked (only then is
+ * it stored and named cache:<key 0>). */
 static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error *err)
 {
     const sbx_recipe_base *b = sbx_recipe_get_base(c->r);
@@ -410,17 +411,16 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
                 sbx_error_wrap(err, "add_python %s", b->add_python);
         }
         sbx_step_cmd_free(&cmd);
+        if (rc == 0 && (sbx_img_commit(c->s, *config, d, err) < 0 ||
+                        sbx_cache_store(c->s, key0, d, err) < 0))
+            rc = err->code;
         if (rc < 0) {
             json_decref(*config);
             *config = NULL;
             return rc;
         }
     }
-    if (sbx_img_commit(c->s, *config, d, err) < 0 || sbx_cache_store(c->s, key0, d, err) < 0) {
-        json_decref(*config);
-        *config = NULL;
-        return err->code;
-    }
+    /* Without add_python the state is the base itself: nothing to store. */
     return 0;
 }
 

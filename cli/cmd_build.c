@@ -1,11 +1,285 @@
+/* sbx-image build: a recipe -> an image in the store; prints its manifest
+ * digest on stdout.  Steps and their live output go to stderr: "[3/7] ..."
+ * lines (on a terminal and off it alike, output lines indented under their
+ * step), or one JSON object per line with --json. */
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "cli.h"
+#include "sbx/builder.h"
+#include "sbx/log.h"
+#include "sbx/recipe.h"
+
+static void usage(FILE *f)
+{
+    fputs("Usage: sbx-image build RECIPE.yaml [OPTIONS]\n"
+          "\n"
+          "Build the image a recipe describes into the store, running each step that\n"
+          "runs commands in a throwaway OCI container and caching the result of every\n"
+          "step (a rebuild of an unchanged recipe runs nothing).  Prints the image's\n"
+          "manifest digest on stdout; the store names it recipe:<recipe digest> and\n"
+          "every --tag.  Progress and step output go to stderr.\n"
+          "\n"
+          "Options:\n"
+          "  --context DIR       build context for copy steps (default: the recipe's directory)\n"
+          "  --tag NAME          also name the image NAME in the store (repeatable)\n"
+          "  --no-cache          run every step even when its result is cached\n"
+          "  --platform P        os/arch[/variant] of a from_registry base (default: this host)\n"
+          "  --runtime R         OCI runtime: auto (default: crun, then runc), crun, runc, runsc\n"
+          "  --network MODE      host (default: package managers work) or none\n"
+          "  --timeout SECONDS   per-step time limit (default: $SBX_BUILD_TIMEOUT or 3600)\n"
+          "  --base-suite S      base: sbx Debian suite (default: $SBX_BASE_SUITE or bookworm)\n"
+          "  --base-variant V    base: sbx debootstrap variant (default: $SBX_BASE_VARIANT or minbase)\n"
+          "  --base-mirror URL   base: sbx mirror (default: $SBX_BASE_MIRROR or the host's apt mirror)\n"
+          "  --json              stderr: one JSON event per line; stdout: a JSON result object\n"
+          "  --store DIR         the store (default: $SBX_STORE, /var/lib/sbx-image for root)\n"
+          "  -v, --verbose       debug logs\n"
+          "  -h, --help          this help\n"
+          "\n"
+          "On failure: the failing step, its command, its exit code or timeout and the last\n"
+          "lines of its output on stderr, exit status 1; the failed step leaves nothing in\n"
+          "the store (steps before it stay cached).\n",
+          f);
+}
+
+typedef struct ui {
+    int json;
+    int tty;
+} ui;
+
+static const char *ev_name(sbx_build_event_kind k)
+{
+    switch (k) {
+    case SBX_BUILD_EV_BASE: return "base";
+    case SBX_BUILD_EV_START: return "start";
+    case SBX_BUILD_EV_CACHED: return "cached";
+    case SBX_BUILD_EV_DONE: return "done";
+    case SBX_BUILD_EV_FAILED: return "failed";
+    }
+    return "event";
+}
+
+static void print_json_line(json_t *o)
+{
+    char *s = json_dumps(o, JSON_COMPACT);
+    if (s) {
+        fprintf(stderr, "%s\n", s);
+        free(s);
+    }
+    json_decref(o);
+    fflush(stderr);
+}
+
+static void on_event(void *ud, const sbx_build_event *ev)
+{
+    ui *u = ud;
+    if (u->json) {
+        json_t *o = json_pack("{s:s, s:I, s:I}", "event", ev_name(ev->kind), "step",
+                              (json_int_t)ev->index, "total", (json_int_t)ev->total);
+        if (ev->summary)
+            json_object_set_new(o, "summary", json_string(ev->summary));
+        if (ev->detail)
+            json_object_set_new(o, "detail", json_string(ev->detail));
+        if (ev->diff_id)
+            json_object_set_new(o, "diff_id", json_string(ev->diff_id));
+        if (ev->kind == SBX_BUILD_EV_DONE || ev->kind == SBX_BUILD_EV_FAILED)
+            json_object_set_new(o, "seconds", json_real(ev->seconds));
+        print_json_line(o);
+        return;
+    }
+    const char *bold = u->tty ? "\033[1m" : "", *dim = u->tty ? "\033[2m" : "",
+               *off = u->tty ? "\033[0m" : "";
+    switch (ev->kind) {
+    case SBX_BUILD_EV_BASE:
+        fprintf(stderr, "%s[base] %s %s%s\n", bold, ev->summary, ev->detail ? ev->detail : "",
+                off);
+        break;
+    case SBX_BUILD_EV_START:
+        fprintf(stderr, "%s[%zu/%zu] %s%s\n", bold, ev->index, ev->total, ev->summary, off);
+        break;
+    case SBX_BUILD_EV_CACHED:
+        fprintf(stderr, "%s[%zu/%zu] %s (cached)%s\n", dim, ev->index, ev->total, ev->summary,
+                off);
+        break;
+    case SBX_BUILD_EV_DONE:
+        fprintf(stderr, "%s      done in %.2fs%s%s%.19s%s\n", dim, ev->seconds,
+                ev->diff_id ? ", layer " : ev->detail ? ", " : "",
+                ev->diff_id ? "" : ev->detail ? ev->detail : "", ev->diff_id ? ev->diff_id : "",
+                off);
+        break;
+    case SBX_BUILD_EV_FAILED:
+        fprintf(stderr, "[%zu/%zu] %s: failed after %.2fs\n", ev->index, ev->total, ev->summary,
+                ev->seconds);
+        break;
+    }
+    fflush(stderr);
+}
+
+static void on_output(void *ud, size_t index, const char *line)
+{
+    ui *u = ud;
+    if (u->json) {
+        print_json_line(json_pack("{s:s, s:I, s:s}", "event", "output", "step", (json_int_t)index,
+                                  "line", line));
+        return;
+    }
+    fprintf(stderr, "      %s\n", line);
+}
+
+static void report_failure(const sbx_build_result *r, const sbx_error *err, int json)
+{
+    if (!r->failed_step && !r->failed_command)
+        return;
+    if (json) {
+        json_t *o = json_pack("{s:s, s:I}", "event", "error", "step", (json_int_t)r->failed_step);
+        if (r->failed_summary)
+            json_object_set_new(o, "summary", json_string(r->failed_summary));
+        if (r->failed_command)
+            json_object_set_new(o, "command", json_string(r->failed_command));
+        json_object_set_new(o, "exit_code", json_integer(r->exit_code));
+        json_object_set_new(o, "timed_out", json_boolean(r->timed_out));
+        if (r->tail)
+            json_object_set_new(o, "tail", json_string(r->tail));
+        json_object_set_new(o, "message", json_string(err->msg));
+        print_json_line(o);
+        return;
+    }
+    fprintf(stderr, "step %zu failed: %s\n", r->failed_step,
+            r->failed_summary ? r->failed_summary : "");
+    if (r->failed_command)
+        fprintf(stderr, "  command: %s\n", r->failed_command);
+    if (r->timed_out)
+        fprintf(stderr, "  timed out\n");
+    else if (r->exit_code >= 0)
+        fprintf(stderr, "  exit code: %d\n", r->exit_code);
+    else if (r->term_signal)
+        fprintf(stderr, "  killed by signal %d\n", r->term_signal);
+    if (r->tail && *r->tail) {
+        fprintf(stderr, "  last output:\n");
+        const char *p = r->tail;
+        while (*p) {
+            size_t n = strcspn(p, "\n");
+            fprintf(stderr, "    %.*s\n", (int)n, p);
+            p += n;
+            if (*p)
+                p++;
+        }
+    }
+}
 
 int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
-    (void)cli;
-    (void)argc;
-    (void)argv;
+    enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT,
+           O_SUITE, O_VARIANT, O_MIRROR };
+    static const struct option longopts[] = {
+        {"context", required_argument, NULL, O_CONTEXT},
+        {"tag", required_argument, NULL, O_TAG},
+        {"no-cache", no_argument, NULL, O_NOCACHE},
+        {"platform", required_argument, NULL, O_PLATFORM},
+        {"runtime", required_argument, NULL, O_RUNTIME},
+        {"network", required_argument, NULL, O_NETWORK},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"base-suite", required_argument, NULL, O_SUITE},
+        {"base-variant", required_argument, NULL, O_VARIANT},
+        {"base-mirror", required_argument, NULL, O_MIRROR},
+        CLI_COMMON_OPTS,
+        {NULL, 0, NULL, 0},
+    };
+    sbx_build_options bo = SBX_BUILD_OPTIONS_INIT;
+    const char *context = NULL;
+    const char *tags[64];
+    size_t ntags = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+        if (cli_common_opt(cli, c, optarg))
+            continue;
+        switch (c) {
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        case O_CONTEXT: context = optarg; break;
+        case O_TAG:
+            if (ntags == sizeof tags / sizeof tags[0])
+                return cli_usage_error("build", "too many --tag options");
+            if (!*optarg)
+                return cli_usage_error("build", "--tag needs a non-empty name");
+            tags[ntags++] = optarg;
+            break;
+        case O_NOCACHE: bo.no_cache = 1; break;
+        case O_PLATFORM: bo.platform = optarg; break;
+        case O_RUNTIME:
+            if (strcmp(optarg, "auto") && strcmp(optarg, "crun") && strcmp(optarg, "runc") &&
+                strcmp(optarg, "runsc"))
+                return cli_usage_error("build", "--runtime must be auto, crun, runc or runsc, "
+                                                "not '%s'", optarg);
+            bo.runtime = optarg;
+            break;
+        case O_NETWORK:
+            if (!strcmp(optarg, "none"))
+                bo.network_none = 1;
+            else if (strcmp(optarg, "host"))
+                return cli_usage_error("build", "--network must be host or none, not '%s'",
+                                       optarg);
+            break;
+        case O_TIMEOUT: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v <= 0 || v > INT_MAX)
+                return cli_usage_error("build", "--timeout needs a positive number of seconds, "
+                                                "not '%s'", optarg);
+            bo.timeout_seconds = (unsigned)v;
+            break;
+        }
+        case O_SUITE: bo.base_suite = optarg; break;
+        case O_VARIANT: bo.base_variant = optarg; break;
+        case O_MIRROR: bo.base_mirror = optarg; break;
+        default: return cli_usage_error("build", "unknown option");
+        }
+    }
+    if (optind + 1 != argc)
+        return cli_usage_error("build", optind == argc ? "missing RECIPE.yaml"
+                                                       : "expected one recipe file");
+    const char *path = argv[optind];
+    bo.tags = tags;
+    bo.n_tags = ntags;
+    cli_install_sinks(cli);
+
     sbx_error err = SBX_ERROR_INIT;
-    sbx_error_set(&err, SBX_EUNSUPPORTED, "'build' is not implemented yet");
-    return cli_fail(&err);
+    sbx_recipe *recipe = NULL;
+    if (sbx_recipe_parse_file(&recipe, path, context, &err) < 0)
+        return cli_fail(&err);
+    sbx_store *store = NULL;
+    int rc = cli_open_store(cli, &store);
+    if (rc != CLI_EXIT_OK) {
+        sbx_recipe_unref(recipe);
+        return rc;
+    }
+    ui u = {cli->json, cli->tty};
+    bo.on_event = on_event;
+    bo.on_output = on_output;
+    bo.ud = &u;
+    sbx_build_result res = SBX_BUILD_RESULT_INIT;
+    uint64_t t0 = 0;
+    (void)t0;
+    if (sbx_build(&res, store, recipe, &bo, &err) < 0) {
+        report_failure(&res, &err, cli->json);
+        rc = cli_fail(&err);
+    } else if (cli->json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I}", "digest", res.digest, "recipe_digest",
+                              res.recipe_digest, "base_digest", res.base_digest, "steps_run",
+                              (json_int_t)res.steps_run, "steps_cached",
+                              (json_int_t)res.steps_cached);
+        char *s = json_dumps(o, JSON_COMPACT);
+        printf("%s\n", s ? s : "{}");
+        free(s);
+        json_decref(o);
+    } else {
+        printf("%s\n", res.digest);
+    }
+    sbx_build_result_free(&res);
+    sbx_store_free(store);
+    sbx_recipe_unref(recipe);
+    return rc;
 }

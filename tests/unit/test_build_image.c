@@ -262,8 +262,32 @@ static int state(int argc, char **argv)
     return 0;
 }
 
+/* --config STORE DIGEST: the image config of a manifest, as stored. */
+static int config(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: %s --config STORE DIGEST\n", argv[0]);
+        return 2;
+    }
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_store *s = NULL;
+    json_t *cfg = NULL;
+    if (sbx_store_open(&s, argv[2], &err) < 0 || sbx_img_load(&cfg, s, argv[3], &err) < 0) {
+        fprintf(stderr, "config: %s\n", err.msg);
+        sbx_store_free(s);
+        return 1;
+    }
+    json_dumpf(cfg, stdout, JSON_INDENT(1) | JSON_SORT_KEYS);
+    printf("\n");
+    json_decref(cfg);
+    sbx_store_free(s);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "--config"))
+        return config(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--seed"))
         return seed(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "--state"))

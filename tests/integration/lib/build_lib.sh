@@ -22,9 +22,8 @@ b_cleanup() {
     local rc=$?
     # Whatever a failing test left mounted must not outlive it.
     if [[ -n ${T:-} ]]; then
-        grep -o " $T/[^ ]*" /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do
-            umount -l "$m" 2>/dev/null || true
-        done
+        { grep -o " $T/[^ ]*" /proc/self/mountinfo 2>/dev/null || true; } | sort -r |
+            while read -r m; do umount -l "$m" 2>/dev/null || true; done
         [[ -n ${T_KEEP:-} ]] && echo "kept $T" || rm -rf "$T"
     fi
     exit "$rc"

@@ -1,0 +1,91 @@
+#!/bin/bash
+# End-to-end build on a busybox base: run_cmd (as root and as a user), env,
+# workdir, user, copy with owner and mode, start_cmd and ready_cmd.  The
+# result's config is read back from the store and its filesystem is checked
+# by a second build that runs on top of it.
+set -euo pipefail
+source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
+b_init
+b_busybox_image busybox:test >/dev/null
+
+ctx=$T/ctx
+mkdir -p "$ctx/app/sub"
+echo hello >"$ctx/app/hello.txt"
+echo nested >"$ctx/app/sub/x"
+printf '#!/bin/sh\necho "$GREETING from run.sh"\n' >"$ctx/app/run.sh"
+chmod 0755 "$ctx/app/run.sh"
+cat >"$ctx/recipe.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - env: {GREETING: hi, MODE: test}
+  - workdir: /work
+  - run_cmd: mkdir -p /work && echo "$GREETING" > greeting && id -u > /work/uid-root && echo x > 'Főtanúsítvány.pem' && ln -s 'Főtanúsítvány.pem' /work/link.0
+  - run_cmd: {commands: ["id -u > /tmp/uid-app", "touch /home/app/made-by-app"], user: app}
+  - copy: {src: app, dest: /opt/app, owner: app, mode: "0640"}
+  - copy: {src: app/run.sh, dest: /usr/local/bin/}
+  - user: app
+  - run_cmd: whoami > /tmp/whoami
+start_cmd: /usr/local/bin/run.sh
+ready_cmd: test -f /work/greeting
+YAML
+
+sbx build "$ctx/recipe.yaml" --tag bb:built >"$T/out" 2>"$T/err" || { cat "$T/err"; b_die "build failed"; }
+digest=$(cat "$T/out")
+[[ $digest =~ ^sha256:[0-9a-f]{64}$ ]] || b_die "stdout is not one digest: $(cat "$T/out")"
+grep -q '^\[3/8\] run_cmd mkdir -p /work' "$T/err" || { cat "$T/err"; b_die "no step line for step 3"; }
+grep -q '^\[5/8\] copy app /opt/app owner=app mode=0640' "$T/err" || { cat "$T/err"; b_die "no step line for the copy"; }
+b_pass "build prints the digest and each step"
+
+# Named by recipe digest and tag.
+rd=$(sbx digest "$ctx/recipe.yaml")
+b_state | grep -q "^name recipe:$rd $digest$" || { b_state; b_die "no recipe:<digest> name"; }
+b_state | grep -q "^name bb:built $digest$" || b_die "no tag name"
+b_pass "image named by recipe digest and tag"
+
+# The config: Env, WorkingDir, User, Cmd, ready label, history, layers.
+"$B_DRIVER" --config "$STORE" "$digest" >"$T/config.json"
+python3 - "$T/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+cfg = c["config"]
+assert "GREETING=hi" in cfg["Env"] and "MODE=test" in cfg["Env"], cfg["Env"]
+assert any(e.startswith("PATH=") for e in cfg["Env"]), cfg["Env"]
+assert cfg["WorkingDir"] == "/work", cfg
+assert cfg["User"] == "app", cfg
+assert cfg["Cmd"] == ["/bin/sh", "-c", "/usr/local/bin/run.sh"], cfg["Cmd"]
+assert json.loads(cfg["Labels"]["sh.sbx.ready-cmd"]) == ["/bin/sh", "-c", "test -f /work/greeting"], cfg["Labels"]
+h = c["history"]
+assert len(h) == 9, h                       # base + 8 steps
+empty = [x.get("empty_layer", False) for x in h[1:]]
+assert empty == [True, True, False, False, False, False, True, False], empty
+assert len(c["rootfs"]["diff_ids"]) == 6, c["rootfs"]   # base + 5 layers
+assert c["created"] == "1970-01-01T00:00:00Z"
+PY
+b_pass "config has Env, WorkingDir, User, Cmd, ready label, history and diff_ids"
+
+# The filesystem, checked from inside a build on top of the image.
+cat >"$ctx/check.yaml" <<YAML
+image: $digest
+steps:
+  - run_cmd:
+      user: root
+      commands:
+        - test "\$(cat /work/greeting)" = hi
+        - test "\$(cat /work/link.0)" = x
+        - test "\$(cat /work/uid-root)" = 0
+        - test "\$(cat /tmp/uid-app)" = 1000
+        - test "\$(stat -c %u /home/app/made-by-app)" = 1000
+        - test "\$(cat /tmp/whoami)" = app
+        - test "\$(stat -c %u:%g:%a /opt/app/hello.txt)" = 1000:1000:640
+        - test "\$(stat -c %u:%g:%a /opt/app/sub/x)" = 1000:1000:640
+        - test "\$(stat -c %u:%g:%a /opt/app/sub)" = 1000:1000:755
+        - test "\$(stat -c %u:%g:%a /usr/local/bin/run.sh)" = 0:0:755
+        - test "\$(stat -c %a /tmp)" = 1777
+        - test "\$(pwd)" = /work
+        - test "\$MODE" = test
+        - test "\$(/usr/local/bin/run.sh)" = "hi from run.sh"
+YAML
+sbx build "$ctx/check.yaml" >"$T/out2" 2>"$T/err2" || { cat "$T/err2"; b_die "the image's files are not as built"; }
+b_pass "files, owners, modes, user and env inside the image"
+b_assert_clean
+b_pass "no mount, bundle or scratch dir left"

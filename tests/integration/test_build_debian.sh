@@ -1,0 +1,100 @@
+#!/bin/bash
+# End-to-end on the debootstrap base (base: sbx, built once per build dir):
+#  - apt_install from Debian's archive (python3-pip, npm, hello);
+#  - pip_install from a PEP 503 index served on 127.0.0.1 with a wheel this
+#    test makes by hand (Debian's python3 is externally managed: PEP 668);
+#  - npm_install of one small package from the npm registry, global and
+#    into the working directory.  Debian's npm package pulls ~390 packages
+#    (110 s of apt here), so the image gets Debian's nodejs and npm itself
+#    from the npm registry's tarball;
+#  - python: VERSION naming what is available when the version is not.
+set -euo pipefail
+source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
+b_init
+b_sbx_base
+
+# ---- a PEP 503 index with a wheel made here -----------------------------
+idx=$T/index
+mkdir -p "$idx/simple/sbx-tiny" "$idx/files"
+python3 - "$idx/files" <<'PY'
+import base64, hashlib, sys, zipfile
+out = sys.argv[1]
+name, ver = "sbx_tiny", "1.0"
+files = {
+    f"{name}/__init__.py": b'VALUE = "tiny 1.0"\n',
+    f"{name}-{ver}.dist-info/METADATA": b"Metadata-Version: 2.1\nName: sbx-tiny\nVersion: 1.0\nSummary: test wheel\n",
+    f"{name}-{ver}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+def rec(data):
+    d = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={d},{len(data)}"
+record = "".join(f"{p},{rec(d)}\n" for p, d in files.items()) + f"{name}-{ver}.dist-info/RECORD,,\n"
+files[f"{name}-{ver}.dist-info/RECORD"] = record.encode()
+whl = f"{out}/{name}-{ver}-py3-none-any.whl"
+with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as z:
+    for p, d in files.items():
+        z.writestr(zipfile.ZipInfo(p, (1980, 1, 1, 0, 0, 0)), d)
+PY
+whl=sbx_tiny-1.0-py3-none-any.whl
+sum=$(sha256sum "$idx/files/$whl" | cut -d' ' -f1)
+printf '<!DOCTYPE html><html><body><a href="sbx-tiny/">sbx-tiny</a></body></html>\n' >"$idx/simple/index.html"
+printf '<!DOCTYPE html><html><body><a href="../../files/%s#sha256=%s">%s</a></body></html>\n' \
+    "$whl" "$sum" "$whl" >"$idx/simple/sbx-tiny/index.html"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 -m http.server --bind 127.0.0.1 --directory "$idx" "$port" >"$T/http.log" 2>&1 &
+HTTP_PID=$!
+trap 'kill $HTTP_PID 2>/dev/null; b_cleanup' EXIT
+for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/simple/" >/dev/null 2>&1 && break; sleep 0.1; done
+
+ctx=$T/ctx
+mkdir -p "$ctx"
+# This host reaches the npm registry through a TLS-inspecting egress proxy
+# that only the host's trust store knows; hand that store to node and npm in
+# the image (a copy step, so it is part of the recipe like any other input).
+cp /etc/ssl/certs/ca-certificates.crt "$ctx/host-ca.crt"
+cat >"$ctx/recipe.yaml" <<YAML
+base: sbx
+steps:
+  - apt_install: [python3-pip, nodejs, hello]
+  - copy: {src: host-ca.crt, dest: /etc/ssl/host-ca.crt, mode: "0644"}
+  - env: {NODE_EXTRA_CA_CERTS: /etc/ssl/host-ca.crt, npm_config_cafile: /etc/ssl/host-ca.crt}
+  - pip_install: {packages: [sbx-tiny], index_url: "http://127.0.0.1:$port/simple"}
+  - run_cmd: |
+      node -e 'require("https").get("https://registry.npmjs.org/npm/-/npm-10.9.2.tgz", r => { if (r.statusCode != 200) process.exit(1); r.pipe(require("fs").createWriteStream("/tmp/npm.tgz")); })'
+      mkdir -p /usr/local/lib/node_modules/npm
+      tar -xzf /tmp/npm.tgz -C /usr/local/lib/node_modules/npm --strip-components=1
+      ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
+      rm /tmp/npm.tgz
+  - npm_install: {packages: [is-number@7.0.0], global: true}
+  - workdir: /srv/app
+  - npm_install: [is-odd@3.0.1]
+  - run_cmd:
+      - hello --version | head -n 1
+      - python3 -c 'import sbx_tiny; assert sbx_tiny.VALUE == "tiny 1.0"; print("pip ok")'
+      - node -e 'const n = require(process.argv[1] + "/is-number"); if (!n(5)) process.exit(1); console.log("npm -g ok")' "\$(npm root -g)"
+      - node -e 'const o = require("/srv/app/node_modules/is-odd"); if (!o(3)) process.exit(1); console.log("npm local ok")'
+      - test ! -e /var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease
+YAML
+sbx build "$ctx/recipe.yaml" >"$T/out" 2>"$T/err" || { tail -n 60 "$T/err"; b_die "debian build failed"; }
+grep -q '^\[1/9\] apt_install python3-pip nodejs hello' "$T/err" || b_die "no apt step line"
+grep -q '      pip ok' "$T/err" || { tail -n 30 "$T/err"; b_die "pip package not importable"; }
+grep -q '      npm -g ok' "$T/err" || b_die "global npm package missing"
+grep -q '      npm local ok' "$T/err" || b_die "local npm package missing"
+grep -q 'Hello, World\|GNU Hello\|hello (GNU' "$T/err" || b_die "hello did not run"
+grep -q "GET /simple/sbx-tiny/" "$T/http.log" || b_die "pip did not use the local index"
+b_pass "apt_install, pip_install (local PEP 503 index), npm_install global and local on base: sbx"
+
+# python: a version the archive does not have fails, naming what it has.
+cat >"$ctx/py.yaml" <<'YAML'
+base: sbx
+steps:
+  - python: "3.99"
+YAML
+b_state >"$T/before"
+rc=0; sbx build "$ctx/py.yaml" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 1 ]] || b_die "python 3.99 did not fail"
+grep -q 'python 3.99 is not available from apt; available: 3\.' "$T/err" || { tail "$T/err"; b_die "no list of available versions"; }
+b_state >"$T/after"
+diff "$T/before" "$T/after" >&2 || b_die "failed python step changed the store"
+b_assert_clean
+b_pass "python: unavailable version names what apt has"

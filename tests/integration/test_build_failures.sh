@@ -1,0 +1,86 @@
+#!/bin/bash
+# Failures leave the store as it was: a failing command, a timeout, a copy
+# from outside the context, a missing base.  Each prints what failed, exits 1,
+# and leaves no layer, no name, no mount, no bundle, no scratch dir.
+set -euo pipefail
+source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
+b_init
+b_busybox_image busybox:test >/dev/null
+ctx=$T/ctx
+mkdir -p "$ctx"
+echo secret >"$T/outside.txt"
+
+expect_fail() { # NAME RECIPE-FILE [BUILD-ARGS...] ; leaves stderr in $T/err
+    local name=$1 file=$2
+    shift 2
+    b_state >"$T/before"
+    local rc=0
+    sbx build "$@" "$file" >"$T/out" 2>"$T/err" || rc=$?
+    [[ $rc == 1 ]] || { cat "$T/err"; b_die "$name: exit status $rc, want 1"; }
+    [[ ! -s $T/out ]] || b_die "$name: printed a result: $(cat "$T/out")"
+    b_state >"$T/after"
+    diff "$T/before" "$T/after" >&2 || b_die "$name: the store changed"
+    b_assert_clean
+}
+
+cat >"$ctx/fail.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: echo preparing; echo something > /made; echo boom >&2; exit 3
+  - run_cmd: echo never
+YAML
+expect_fail "failing command" "$ctx/fail.yaml"
+grep -q 'step 1 failed: run_cmd' "$T/err" || { cat "$T/err"; b_die "no failed step"; }
+grep -q 'command: echo preparing; echo something > /made; echo boom >&2; exit 3' "$T/err" || b_die "no command"
+grep -q 'exit code: 3' "$T/err" || b_die "no exit code"
+grep -q '    boom' "$T/err" || b_die "no last output"
+grep -q 'error: .*fail.yaml:3:.*step 1/2' "$T/err" || { cat "$T/err"; b_die "error line does not name the recipe position and step"; }
+! grep -q 'never' "$T/err" || b_die "the step after the failure ran"
+b_pass "failing command: step, command, exit code, output; store unchanged"
+
+cat >"$ctx/slow.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: echo started; touch /partial; sleep 60
+YAML
+start=$(date +%s)
+expect_fail "timeout" "$ctx/slow.yaml" --timeout 2
+(( $(date +%s) - start < 30 )) || b_die "timeout did not stop the step"
+grep -q 'timed out' "$T/err" || { cat "$T/err"; b_die "no timeout message"; }
+grep -q '    started' "$T/err" || b_die "no last output on timeout"
+b_pass "timeout: reported, store unchanged"
+
+cat >"$ctx/outside.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - copy: {src: ../outside.txt, dest: /outside.txt}
+YAML
+expect_fail "copy outside the context" "$ctx/outside.yaml"
+grep -qi 'outside' "$T/err" || { cat "$T/err"; b_die "no 'outside the context' error"; }
+b_pass "copy from outside the context refused, store unchanged"
+
+cat >"$ctx/missing.yaml" <<'YAML'
+image: no-such-image:1
+steps:
+  - run_cmd: "true"
+YAML
+expect_fail "missing base" "$ctx/missing.yaml"
+grep -q "no-such-image:1" "$T/err" || { cat "$T/err"; b_die "error does not name the base"; }
+b_pass "missing base: named in the error, store unchanged"
+
+# A failure after cached steps keeps those steps and adds nothing of its own.
+cat >"$ctx/late.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: echo ok > /ok
+  - run_cmd: exit 7
+YAML
+rc=0; sbx build "$ctx/late.yaml" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 1 ]] && grep -q 'exit code: 7' "$T/err" || b_die "late failure not reported"
+b_state >"$T/before"
+rc=0; sbx build "$ctx/late.yaml" >/dev/null 2>"$T/err" || rc=$?
+[[ $rc == 1 ]] && grep -q '\[1/2\] run_cmd echo ok > /ok (cached)' "$T/err" || { cat "$T/err"; b_die "step 1 not cached after a later failure"; }
+b_state >"$T/after"
+diff "$T/before" "$T/after" >&2 || b_die "a repeated failure changed the store"
+b_assert_clean
+b_pass "failure after a good step: good step cached, failed one leaves nothing"
