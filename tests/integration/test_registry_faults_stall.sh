@@ -25,6 +25,13 @@ start=$(date +%s)
 ok pull --json "$REF"
 pulled_ok
 (($(date +%s) - start < 30)) || fail "a stall of 60 s was not cut short by SBX_STALL_TIMEOUT=2"
+# layers download at once: the other layers were fetched while this one hung
+others=$(jq -s --arg b "$BIG" '
+    (map(select(.stalling)) | first) as $s
+    | (map(select(.method == "GET" and (.path | endswith($b)) and .t > $s.t_stall)) | first | .t) as $retry
+    | map(select(.method == "GET" and (.path | test("/blobs/")) and (.path | endswith($b) | not)
+                 and .t >= $s.t and .t < $retry)) | length' "$p_DIR/proxy.log")
+((others >= 2)) || fail "only $others other blobs were fetched while one layer stalled (no parallel download?)"
 
 case_ "a body that stalls every time: a clear timeout error"
 fresh

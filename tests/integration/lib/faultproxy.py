@@ -26,6 +26,8 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
   redirect target            307 to TARGET/blobs/DIGEST?X-Amz-Signature=...
   huge     chunked           answer 200 claiming a 1 GiB body (or, chunked, no
                              length) and keep sending until the client hangs up
+  accept   accept            forward with the client's Accept replaced (the registry
+                             then converts a schema2 manifest to schema1)
 """
 import argparse
 import hashlib
@@ -128,6 +130,11 @@ class ProxyHandler(httpd.Handler):
         n = int(self.headers.get("Content-Length", "0") or 0)
         body = self.rfile.read(n) if n else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        if mode == "accept":  # what an old or broken client would ask for
+            headers = {k: v for k, v in headers.items() if k.lower() != "accept"}
+            if m.get("accept"):
+                headers["Accept"] = m["accept"]
+            entry["accept"] = m.get("accept")
         conn = http.client.HTTPConnection(self.upstream, timeout=60)
         conn.request(self.command, self.path, body=body, headers=headers)
         r = conn.getresponse()

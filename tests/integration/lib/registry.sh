@@ -68,17 +68,22 @@ t_init() {
     export SBX_CERTS_DIR=$T/certs.d
     export SBX_REGISTRIES_CONFIG=$T/registries.json   # absent unless a test writes it
     export SBX_RETRY_BASE_MS=${SBX_RETRY_BASE_MS:-50}
-    # Safety net: any traffic that is not for loopback goes to a dead local
-    # port instead of the Internet (libcurl honours these variables).
-    export http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9
-    export HTTP_PROXY=$http_proxy HTTPS_PROXY=$https_proxy
-    export no_proxy=127.0.0.1,127.0.0.2,localhost NO_PROXY=127.0.0.1,127.0.0.2,localhost
+    if [[ -z ${SBX_TEST_NETNS:-} ]]; then
+        # No namespace: any traffic that is not for loopback goes to a dead
+        # local port instead of the Internet (libcurl honours these variables).
+        export http_proxy=http://127.0.0.1:9 https_proxy=http://127.0.0.1:9
+        export HTTP_PROXY=$http_proxy HTTPS_PROXY=$https_proxy
+        export no_proxy=127.0.0.1,127.0.0.2,localhost NO_PROXY=127.0.0.1,127.0.0.2,localhost
+    else
+        unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
+    fi
     TEST_PASS=pw-$(openssl rand -hex 12)
 }
 
-# free_port: a port that was free a moment ago on 127.0.0.1.
+# free_port [IP]: a port that was free a moment ago on IP (default 127.0.0.1).
 free_port() {
-    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    "$PY" -c 'import socket,sys; s=socket.socket(); s.bind((sys.argv[1],0)); print(s.getsockname()[1])' \
+        "${1:-127.0.0.1}"
 }
 
 # wait_file FILE [SECONDS] [PID]: until FILE exists (a service's port file).
@@ -106,27 +111,30 @@ token_start() {
     printf -v "${name}_DIR" '%s' "$dir"
 }
 
-# make_tls DIR: a CA and a server cert for 127.0.0.1/localhost signed by it.
+# make_tls DIR [IP]: a CA and a server cert for IP (default 127.0.0.1) and
+# localhost, signed by it.
 make_tls() {
-    local d=$1
+    local d=$1 ip=${2:-127.0.0.1}
     mkdir -p "$d"
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=sbx test CA" \
         -keyout "$d/ca.key" -out "$d/ca.crt" -addext basicConstraints=critical,CA:TRUE \
         -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$ip" \
         -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/ext"
+    printf 'subjectAltName=IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth\n' "$ip" >"$d/ext"
     openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
         -CAcreateserial -days 2 -extfile "$d/ext" -out "$d/server.crt" 2>/dev/null
 }
 
-# reg_start NAME [plain|htpasswd|token] [tls]: a docker-registry on 127.0.0.1.
+# reg_start NAME [plain|htpasswd|token] [tls]: a docker-registry on 127.0.0.1
+# (or on $REG_IP, an address the test added to lo inside its namespace).
 # Sets NAME_HOST (127.0.0.1:PORT), NAME_URL, NAME_DIR, NAME_AUTH, NAME_CA
 # (the CA file for tls, else empty).  For tls the CA also goes to
 # $SBX_CERTS_DIR/127.0.0.1:PORT/ca.crt.  For token, a token issuer named
 # NAME_tok is started first.
 reg_start() {
     local name=$1 auth=${2:-plain} tls=${3:-} dir=$T/reg-$1 try port scheme=http
+    local ip=${REG_IP:-127.0.0.1}
     mkdir -p "$dir/storage"
     local auth_yaml=""
     case $auth in
@@ -151,14 +159,14 @@ reg_start() {
     esac
     local tls_yaml=""
     if [[ $tls == tls ]]; then
-        make_tls "$dir/tls"
+        make_tls "$dir/tls" "$ip"
         scheme=https
         tls_yaml="  tls:
     certificate: $dir/tls/server.crt
     key: $dir/tls/server.key"
     fi
     for try in 1 2 3; do
-        port=$(free_port)
+        port=$(free_port "$ip")
         cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
@@ -174,7 +182,7 @@ storage:
     uploadpurging:
       enabled: false
 http:
-  addr: 127.0.0.1:$port
+  addr: $ip:$port
   secret: sbx-test-secret
 $tls_yaml
 $auth_yaml
@@ -186,19 +194,19 @@ EOF
         while ((n-- > 0)); do
             kill -0 "$pid" 2>/dev/null || break
             code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 2 \
-                ${tls:+--cacert "$dir/tls/ca.crt"} "$scheme://127.0.0.1:$port/v2/" || true)
+                ${tls:+--cacert "$dir/tls/ca.crt"} "$scheme://$ip:$port/v2/" || true)
             [[ $code == 200 || $code == 401 ]] && break
             sleep 0.1
         done
         if [[ $code == 200 || $code == 401 ]]; then
-            printf -v "${name}_HOST" '127.0.0.1:%s' "$port"
-            printf -v "${name}_URL" '%s://127.0.0.1:%s' "$scheme" "$port"
+            printf -v "${name}_HOST" '%s:%s' "$ip" "$port"
+            printf -v "${name}_URL" '%s://%s:%s' "$scheme" "$ip" "$port"
             printf -v "${name}_DIR" '%s' "$dir"
             printf -v "${name}_AUTH" '%s' "$auth"
             printf -v "${name}_CA" '%s' "${tls:+$dir/tls/ca.crt}"
             if [[ $tls == tls ]]; then
-                mkdir -p "$SBX_CERTS_DIR/127.0.0.1:$port"
-                cp "$dir/tls/ca.crt" "$SBX_CERTS_DIR/127.0.0.1:$port/ca.crt"
+                mkdir -p "$SBX_CERTS_DIR/$ip:$port"
+                cp "$dir/tls/ca.crt" "$SBX_CERTS_DIR/$ip:$port/ca.crt"
             fi
             return 0
         fi
@@ -360,6 +368,13 @@ no_secrets() {
     ! grep -qE 'Basic [A-Za-z0-9+/=]{8,}' "$T/all-output" || fail "sbx-image printed basic credentials"
     ! grep -qF -- "$(printf '%s:%s' "$TEST_USER" "$TEST_PASS" | base64 -w0)" "$T/all-output" ||
         fail "sbx-image printed the base64 credentials"
+}
+
+# add_ip ADDR: put another address on lo (only inside the test's network
+# namespace), for a registry that is not on 127.0.0.0/8.
+add_ip() {
+    [[ -n ${SBX_TEST_NETNS:-} ]] || t_die "add_ip needs the test's network namespace (run as root)"
+    ip addr add "$1/32" dev lo
 }
 
 # store_lacks DIGEST: no file or record in the store mentions DIGEST.
