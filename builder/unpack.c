@@ -320,17 +320,30 @@ int sbx_unpack_tar_fd(int fd, const char *dest, sbx_error *err)
     return unpack_into(dest, fd, NULL, NULL, err);
 }
 
+typedef struct feed_state {
+    sbx_layer_reader *rd;
+    const char *diff_id;
+    uint64_t done, total, next_report;
+} feed_state;
+
 static int feed_layer(void *ud, int sock, sbx_error *err)
 {
-    sbx_layer_reader *rd = ud;
+    feed_state *f = ud;
     char buf[65536];
     for (;;) {
         size_t n = 0;
-        int r = sbx_layer_reader_read(rd, buf, sizeof(buf), &n, err);
+        int r = sbx_layer_reader_read(f->rd, buf, sizeof(buf), &n, err);
         if (r < 0)
             return r;
-        if (n == 0)
+        if (n == 0) {
+            sbx_progress_emit(f->diff_id, "unpack", f->done, f->total);
             return 0;
+        }
+        f->done += n;
+        if (f->done >= f->next_report) {
+            sbx_progress_emit(f->diff_id, "unpack", f->done, f->total);
+            f->next_report = f->done + (8u << 20);
+        }
         for (size_t off = 0; off < n;) {
             ssize_t w = send(sock, buf + off, n - off, MSG_NOSIGNAL);
             if (w < 0 && errno == EINTR)
@@ -355,7 +368,12 @@ int sbx_layer_unpack(sbx_store *s, const char *diff_id, char *path_out, size_t p
     r = sbx_store_layer_open(&rd, s, diff_id, err);
     if (r < 0)
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
-    r = unpack_into(path_out, -1, feed_layer, rd, err);
+    feed_state f = {rd, diff_id, 0, 0, 0};
+    sbx_layer_info info;
+    sbx_error ignore = SBX_ERROR_INIT;
+    if (sbx_store_layer_info(s, diff_id, &info, &ignore) == 0)
+        f.total = info.size;
+    r = unpack_into(path_out, -1, feed_layer, &f, err);
     sbx_layer_reader_free(rd);
     if (r < 0)
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
