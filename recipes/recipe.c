@@ -4,13 +4,10 @@
  * holds one reference on each of its steps; a step function builds a new
  * pointer array over the same step objects plus one new step.  Reference
  * counts use atomic builtins, so recipes may be shared between threads.
- * Each step's canonical JSON is computed once, when it is created; the
- * recipe's canonical form is the concatenation documented in
- * docs/recipe-digest.md, identical to what a JSON library with sorted keys
- * and compact separators prints for the same object.
+ * Each step's canonical JSON (canonical.c) is computed once, when the step is
+ * created, after its inputs were validated (validate.c).
  */
 #include <errno.h>
-#include <jansson.h>
 #include <limits.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -247,96 +244,6 @@ static int recipe_derive(sbx_recipe **out, const sbx_recipe *r, size_t extra, sb
     return 0;
 }
 
-/* ---- canonical JSON ------------------------------------------------------ */
-
-static char *dump_json(json_t *j)
-{
-    if (!j)
-        return NULL;
-    char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-    json_decref(j);
-    return s;
-}
-
-static json_t *jstr_or_null(const char *s) { return s ? json_string(s) : json_null(); }
-
-static json_t *jstrv(const char *const *v, size_t n)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; a && i < n; i++)
-        json_array_append_new(a, json_string(v[i]));
-    return a;
-}
-
-static json_t *step_json(const sbx_step *s)
-{
-    const char *op = NULL;
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    switch (s->kind) {
-    case SBX_STEP_PYTHON:
-        op = "python";
-        json_object_set_new(o, "version", json_string(s->u.python.version));
-        break;
-    case SBX_STEP_APT_INSTALL:
-        op = "apt_install";
-        json_object_set_new(o, "packages",
-                            jstrv(s->u.apt_install.packages, s->u.apt_install.n_packages));
-        break;
-    case SBX_STEP_PIP_INSTALL: {
-        const __typeof__(s->u.pip_install) *p = &s->u.pip_install;
-        op = "pip_install";
-        json_object_set_new(o, "packages", jstrv(p->packages, p->n_packages));
-        json_object_set_new(o, "user", jstr_or_null(p->user));
-        json_object_set_new(o, "index_url", jstr_or_null(p->index_url));
-        json_object_set_new(o, "extra_index_urls",
-                            jstrv(p->extra_index_urls, p->n_extra_index_urls));
-        json_object_set_new(o, "find_links", jstrv(p->find_links, p->n_find_links));
-        json_object_set_new(o, "pre", json_boolean(p->pre));
-        break;
-    }
-    case SBX_STEP_NPM_INSTALL:
-        op = "npm_install";
-        json_object_set_new(o, "packages",
-                            jstrv(s->u.npm_install.packages, s->u.npm_install.n_packages));
-        json_object_set_new(o, "global", json_boolean(s->u.npm_install.global));
-        break;
-    case SBX_STEP_RUN_CMD:
-        op = "run_cmd";
-        json_object_set_new(o, "commands", jstrv(s->u.run_cmd.commands, s->u.run_cmd.n_commands));
-        json_object_set_new(o, "user", jstr_or_null(s->u.run_cmd.user));
-        break;
-    case SBX_STEP_ENV: {
-        op = "env";
-        json_t *vars = json_object();
-        for (size_t i = 0; vars && i < s->u.env.n; i++)
-            json_object_set_new(vars, s->u.env.names[i], json_string(s->u.env.values[i]));
-        json_object_set_new(o, "vars", vars);
-        break;
-    }
-    case SBX_STEP_WORKDIR:
-        op = "workdir";
-        json_object_set_new(o, "path", json_string(s->u.workdir.path));
-        break;
-    case SBX_STEP_USER:
-        op = "user";
-        json_object_set_new(o, "name", json_string(s->u.user.name));
-        break;
-    case SBX_STEP_COPY:
-        op = "copy";
-        json_object_set_new(o, "src", json_string(s->u.copy.src));
-        json_object_set_new(o, "dest", json_string(s->u.copy.dest));
-        json_object_set_new(o, "owner", jstr_or_null(s->u.copy.owner));
-        json_object_set_new(o, "mode", s->u.copy.mode < 0 ? json_null()
-                                                           : json_integer(s->u.copy.mode));
-        json_object_set_new(o, "content", json_string(s->u.copy.content_digest));
-        break;
-    }
-    json_object_set_new(o, "op", json_string(op));
-    return o;
-}
-
 /* Finish a new step: compute its canonical JSON and append it to a derived
  * recipe.  Takes ownership of s. */
 static int append_step(sbx_recipe **out, const sbx_recipe *r, step_node *s, bool oom,
@@ -344,7 +251,7 @@ static int append_step(sbx_recipe **out, const sbx_recipe *r, step_node *s, bool
 {
     *out = NULL;
     if (!oom)
-        s->pub.canonical = own(s, dump_json(step_json(&s->pub)));
+        s->pub.canonical = own(s, sbx_step_canonical_json(&s->pub));
     if (oom || !s->pub.canonical) {
         step_unref(s);
         return sbx_error_set(err, SBX_ENOMEM, "allocate step");
@@ -655,95 +562,4 @@ const char *const *sbx_recipe_get_ready_cmd(const sbx_recipe *r, size_t *n)
 {
     *n = r->ready.n;
     return (const char *const *)r->ready.v;
-}
-
-/* ---- identity ------------------------------------------------------------- */
-
-int sbx_recipe_base_canonical(char **out, const sbx_recipe *r, sbx_error *err)
-{
-    json_t *o = json_object();
-    if (o) {
-        static const char *kinds[] = {[SBX_BASE_REGISTRY] = "from_registry",
-                                      [SBX_BASE_SBX] = "sbx",
-                                      [SBX_BASE_IMAGE] = "image"};
-        json_object_set_new(o, "kind", json_string(kinds[r->base.kind]));
-        if (r->base.kind != SBX_BASE_SBX)
-            json_object_set_new(o, "ref", json_string(r->base.ref));
-        if (r->base.kind == SBX_BASE_REGISTRY)
-            json_object_set_new(o, "add_python", jstr_or_null(r->base.add_python));
-    }
-    *out = dump_json(o);
-    return *out ? 0 : sbx_error_set(err, SBX_ENOMEM, "encode recipe base");
-}
-
-static char *argv_json(const argv_t *a)
-{
-    return dump_json(a->n ? jstrv((const char *const *)a->v, a->n) : json_null());
-}
-
-int sbx_recipe_canonical(char **out, const sbx_recipe *r, sbx_error *err)
-{
-    *out = NULL;
-    _cleanup_free_ char *base = NULL;
-    if (sbx_recipe_base_canonical(&base, r, err) < 0)
-        return err->code;
-    _cleanup_free_ char *start = argv_json(&r->start);
-    _cleanup_free_ char *ready = argv_json(&r->ready);
-    if (!start || !ready)
-        return sbx_error_set(err, SBX_ENOMEM, "encode recipe");
-    /* Keys in sorted order: base, ready_cmd, start_cmd, steps, version. */
-    size_t len = strlen(base) + strlen(start) + strlen(ready) + 64;
-    for (size_t i = 0; i < r->n_steps; i++)
-        len += strlen(r->steps[i]->pub.canonical) + 1;
-    char *s = malloc(len);
-    if (!s)
-        return sbx_error_set(err, SBX_ENOMEM, "encode recipe");
-    char *p = s + sprintf(s, "{\"base\":%s,\"ready_cmd\":%s,\"start_cmd\":%s,\"steps\":[", base,
-                          ready, start);
-    for (size_t i = 0; i < r->n_steps; i++)
-        p += sprintf(p, "%s%s", i ? "," : "", r->steps[i]->pub.canonical);
-    strcpy(p, "],\"version\":1}");
-    *out = s;
-    return 0;
-}
-
-int sbx_recipe_digest(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, sbx_error *err)
-{
-    _cleanup_free_ char *c = NULL;
-    if (sbx_recipe_canonical(&c, r, err) < 0)
-        return err->code;
-    sbx_sha256_buf(c, strlen(c), out);
-    return 0;
-}
-
-int sbx_recipe_cache_key(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, size_t n,
-                         const char *resolved_base_digest, sbx_error *err)
-{
-    if (n > r->n_steps)
-        return sbx_error_set(err, SBX_EINVAL, "compute cache key: step %zu of %zu", n,
-                             r->n_steps);
-    if (!sbx_digest_valid(resolved_base_digest))
-        return sbx_error_set(err, SBX_EINVAL,
-                             "compute cache key: expected the resolved base digest "
-                             "(sha256:<64 hex>), got '%.80s'",
-                             resolved_base_digest ? resolved_base_digest : "(null)");
-    _cleanup_free_ char *base = NULL;
-    if (sbx_recipe_base_canonical(&base, r, err) < 0)
-        return err->code;
-    _cleanup_sha256_ sbx_sha256 *h = NULL;
-    if (sbx_sha256_new(&h, err) < 0)
-        return err->code;
-    sbx_sha256_update(h, "sbx-cache-v1\n", 13);
-    sbx_sha256_update(h, base, strlen(base));
-    sbx_sha256_update(h, "\n", 1);
-    sbx_sha256_update(h, resolved_base_digest, strlen(resolved_base_digest));
-    sbx_sha256_final(h, out);
-    for (size_t i = 0; i < n; i++) {
-        const char *c = r->steps[i]->pub.canonical;
-        sbx_sha256_update(h, out, strlen(out));
-        sbx_sha256_update(h, "\n", 1);
-        sbx_sha256_update(h, c, strlen(c));
-        sbx_sha256_final(h, out);
-    }
-    return 0;
 }

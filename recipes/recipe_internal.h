@@ -19,6 +19,9 @@
  * calls it on a recipe only it holds.  -1 when out of memory. */
 int sbx_recipe_set_last_where(sbx_recipe *r, const char *where);
 
+/* A step's canonical JSON (canonical.c); NULL when out of memory. */
+char *sbx_step_canonical_json(const sbx_step *s);
+
 /* ---- validators: 0 or SBX_EINVAL with "expected ..." in err->msg ---------- */
 /* Any text: valid UTF-8, no control characters but tab (and newline/CR when
  * multiline).  what names the field in the message. */
