@@ -38,6 +38,7 @@ int cmd_digest(sbx_cli *cli, int argc, char **argv)
         sbx_recipe_unref(r);
         return cli_fail(&err);
     }
+    cli_progress_done();
     if (cli->json) {
         json_t *o = json_pack("{s:s, s:s, s:s}", "digest", digest, "recipe", recipe, "context",
                               sbx_recipe_context_dir(r));

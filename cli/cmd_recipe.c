@@ -64,6 +64,7 @@ static int show(sbx_cli *cli, int argc, char **argv)
         free(canon);
         return cli_fail(&err);
     }
+    cli_progress_done();
     if (cli->json) {
         json_t *steps = json_array();
         for (size_t i = 0; i < sbx_recipe_n_steps(r); i++) {

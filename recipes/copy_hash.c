@@ -33,7 +33,24 @@ typedef struct job {
     bool failed;
     sbx_error err;
     size_t hits, bytes;
+    /* Progress, reported by the calling thread only (sinks need not be
+     * thread-safe): bytes of finished files, atomic. */
+    const char *progress_id;
+    uint64_t done_bytes, total_bytes, last_report_ns;
 } job;
+
+#define PROGRESS_MIN_BYTES (64u << 20) /* smaller sources finish before anyone looks */
+#define PROGRESS_EVERY_NS 200000000ull
+
+static void report(job *j)
+{
+    uint64_t now = sbx_now_monotonic_ns();
+    if (now - j->last_report_ns < PROGRESS_EVERY_NS)
+        return;
+    j->last_report_ns = now;
+    sbx_progress_emit(j->progress_id, "hash", __atomic_load_n(&j->done_bytes, __ATOMIC_RELAXED),
+                      j->total_bytes);
+}
 
 static void collect_files(sbx_copy_node *n, sbx_copy_node ***v, size_t *len, size_t *cap,
                           bool *oom)
@@ -101,9 +118,16 @@ static int hash_file(sbx_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool
     return 0;
 }
 
+static void work(job *j, bool reporter);
+
 static void *worker(void *arg)
 {
-    job *j = arg;
+    work(arg, false);
+    return NULL;
+}
+
+static void work(job *j, bool reporter)
+{
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     unsigned char *buf = malloc(READ_CHUNK);
     size_t hits = 0, bytes = 0;
@@ -122,6 +146,7 @@ static void *worker(void *arg)
         sbx_copy_node *n = j->files[i];
         if (j->cache && sbx_hash_cache_get(j->cache, n, n->hash)) {
             hits++;
+            __atomic_add_fetch(&j->done_bytes, n->size, __ATOMIC_RELAXED);
             continue;
         }
         sbx_error e = SBX_ERROR_INIT;
@@ -136,6 +161,9 @@ static void *worker(void *arg)
             break;
         }
         bytes += got;
+        __atomic_add_fetch(&j->done_bytes, n->size, __ATOMIC_RELAXED);
+        if (reporter && j->progress_id)
+            report(j);
         if (j->cache && stable && n->ctime_ns < j->safe_before_ns &&
             n->mtime_ns < j->safe_before_ns)
             sbx_hash_cache_put(j->cache, n, n->hash);
@@ -147,7 +175,6 @@ out:
     pthread_mutex_unlock(&j->lock);
     free(buf);
     EVP_MD_CTX_free(ctx);
-    return NULL;
 }
 
 static char type_char(const sbx_copy_node *n)
@@ -208,7 +235,8 @@ static int64_t racy_margin_ns(const char *dir)
     return 2 * 1000000000LL;
 }
 
-static int hash_files(sbx_copy_node *root, const char *context_dir, sbx_error *err)
+static int hash_files(sbx_copy_node *root, const char *context_dir, const char *src,
+                      sbx_error *err)
 {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME_COARSE, &now);
@@ -222,6 +250,14 @@ static int hash_files(sbx_copy_node *root, const char *context_dir, sbx_error *e
         return sbx_error_set(err, SBX_ENOMEM, "allocate file list");
     }
     j.safe_before_ns = start_ns - racy_margin_ns(context_dir);
+    for (size_t i = 0; i < j.n_files; i++)
+        j.total_bytes += j.files[i]->size;
+    _cleanup_free_ char *id = NULL;
+    if (j.total_bytes >= PROGRESS_MIN_BYTES) {
+        id = sbx_strdup_printf("copy '%s'", src);
+        j.progress_id = id;
+        j.last_report_ns = sbx_now_monotonic_ns();
+    }
     j.cache = j.n_files ? sbx_hash_cache_open(NULL) : NULL;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     size_t nthreads = ncpu < 1 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (size_t)ncpu;
@@ -235,10 +271,12 @@ static int hash_files(sbx_copy_node *root, const char *context_dir, sbx_error *e
         started++;
     }
     if (j.n_files)
-        worker(&j);
+        work(&j, true);
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     sbx_copy_last_stats = (sbx_copy_stats){j.n_files, j.hits, j.bytes};
+    if (j.progress_id && !j.failed)
+        sbx_progress_emit(j.progress_id, "done", j.total_bytes, j.total_bytes);
     sbx_hash_cache_close(j.cache);
     free(j.files);
     pthread_mutex_destroy(&j.lock);
@@ -255,7 +293,7 @@ int sbx_recipe_copy_digest(char out[SBX_DIGEST_BUFSZ], const char *context_dir, 
     sbx_copy_node *root = NULL;
     if (sbx_copy_tree_build(&root, context_dir, src, err) < 0)
         return err->code;
-    int rc = hash_files(root, context_dir, err);
+    int rc = hash_files(root, context_dir, src, err);
     EVP_MD_CTX *ctx = rc == 0 ? EVP_MD_CTX_new() : NULL;
     if (rc == 0 && (!ctx || hash_tree(root, ctx) < 0))
         rc = sbx_error_set(err, SBX_EINTERNAL, "hash copy source '%s'", src);
