@@ -118,10 +118,10 @@ typedef struct sbx_step {
             const char *src;   /* cleaned, relative to the context ("." is the context) */
             const char *dest;  /* absolute; a trailing '/' means "into this directory" */
             const char *owner; /* "user", "user:group", "uid:gid"; NULL: root */
-            /* Permission bits 0..07777 for every copied file and directory;
-             * -1: files 0755 when owner-executable else 0644, directories
-             * 0755 (only the executable bit is in the digest, so the image
-             * must not depend on the other source bits, which umask sets). */
+            /* Permission bits 0..07777 of every copied regular file; -1:
+             * 0755 when owner-executable else 0644.  Directories are 0755,
+             * symlinks as they are (only the executable bit is in the digest,
+             * so the image must not depend on other source bits). */
             int mode;
             const char *content_digest; /* Merkle hash of src (sbx_recipe_copy_digest) */
         } copy;
