@@ -275,6 +275,8 @@ static int hash_files(sbx_copy_node *root, const char *context_dir, const char *
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     sbx_copy_last_stats = (sbx_copy_stats){j.n_files, j.hits, j.bytes};
+    sbx_log(SBX_LOG_DEBUG, "copy '%s': %zu files, %zu from the hash cache, %zu bytes hashed%s", src,
+            j.n_files, j.hits, j.bytes, j.cache ? "" : " (no cache)");
     if (j.progress_id && !j.failed)
         sbx_progress_emit(j.progress_id, "done", j.total_bytes, j.total_bytes);
     sbx_hash_cache_close(j.cache);

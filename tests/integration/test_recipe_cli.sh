@@ -99,6 +99,22 @@ grep -q "escape.yaml:3:17: copy 'app/etc/hostname': refusing a source outside th
   || fail "escape error: $(cat "$work/err")"
 echo "ok: --context, clones, touches, edits, exec bit, .sbxignore, escapes"
 
+# Several processes sharing one cache directory: same digest, a valid cache after.
+for i in $(seq 40); do printf 'file %d\n' "$i" >"$ctx/app/sub/f$i"; done
+sleep 0.1 # past the racy-clean guard
+rm -rf "$SBX_CACHE_DIR"
+pids=()
+for i in 1 2 3 4; do
+  "$bin" digest "$work/recipes/r.yaml" --context "$ctx" >"$work/par.$i" & pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || fail "a parallel digest failed"; done
+for i in 2 3 4; do cmp -s "$work/par.1" "$work/par.$i" || fail "parallel digests differ"; done
+"$bin" -v digest "$work/recipes/r.yaml" --context "$ctx" 2>"$work/err" >"$work/par.5"
+cmp -s "$work/par.1" "$work/par.5" || fail "digest after parallel runs differs"
+grep -q "copy 'app': 42 files, 42 from the hash cache, 0 bytes hashed" "$work/err" \
+  || fail "the shared cache was not used: $(cat "$work/err")"
+echo "ok: parallel digests share the hash cache"
+
 # Errors: one line on stderr with file:line:col, exit 1; usage errors exit 2.
 printf 'base: sbx\nsteps:\n  - workdir: relative\n' >"$work/bad.yaml"
 set +e
