@@ -37,6 +37,9 @@ struct reg_client {
     char base[1200];                   /* "https://host:port" or a mirror URL */
     bool fixed_scheme;                 /* mirror URL: no probing */
     bool may_fallback_http;            /* loopback or insecure */
+    bool http_from_memory;             /* plain HTTP because the store remembered it */
+    bool learned_http;                 /* fell back to plain HTTP in this session */
+    bool unlearned_http;               /* remembered plain HTTP turned out wrong */
     char certs_dir[PATH_MAX];
     reg_creds creds;
     auth_kind auth;
@@ -147,6 +150,17 @@ int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
         else
             snprintf(c->base, sizeof c->base, "https://%s", d);
         c->may_fallback_http = reg_host_is_loopback(d) || (cfg && reg_config_is_insecure(cfg, d));
+        /* A host that did not speak TLS last time: start with plain HTTP and
+         * skip the failing handshake (and loading the CA bundle for it). */
+        _cleanup_free_ char *mem = NULL;
+        int64_t stamp;
+        sbx_error merr = SBX_ERROR_INIT;
+        if (c->may_fallback_http && opts && opts->store &&
+            sbx_store_meta_get(opts->store, REG_META_SCHEME, d, &mem, &stamp, &merr) == 0 && mem &&
+            !strcmp(mem, "http")) {
+            snprintf(c->base, sizeof c->base, "http://%s", d);
+            c->http_from_memory = true;
+        }
     }
     /* Credentials: per call for the ref's own registry, else Docker config. */
     bool per_call = opts && (opts->username || opts->password || opts->identity_token ||
@@ -189,6 +203,14 @@ int reg_client_clone(reg_client **out, reg_client *src, sbx_error *err)
     }
     *out = c;
     return 0;
+}
+
+void reg_client_remember(reg_client *c, sbx_store *store)
+{
+    if (!store || !(c->learned_http || c->unlearned_http))
+        return;
+    sbx_error e = SBX_ERROR_INIT;
+    sbx_store_meta_set(store, REG_META_SCHEME, c->host, c->learned_http ? "http" : "https", &e);
 }
 
 void reg_client_free(reg_client *c)
@@ -388,10 +410,37 @@ static size_t write_cb(char *buf, size_t size, size_t nitems, void *ud)
 
 /* Apply TLS settings for the origin of url: the registry's CA for its own
  * host, certs.d for others. */
+/* Loading the whole system bundle costs tens of milliseconds per process
+ * (most of a resolve); the hashed directory beside it is looked up only for
+ * the issuers a server actually presents.  Used unless the environment
+ * names its own CA file. */
+static pthread_once_t g_ca_once = PTHREAD_ONCE_INIT;
+static const char *g_ca_dir;
+
+static void ca_dir_init(void)
+{
+    struct stat st;
+    if (!getenv("SSL_CERT_FILE") && !getenv("CURL_CA_BUNDLE") && !getenv("SSL_CERT_DIR") &&
+        stat("/etc/ssl/certs", &st) == 0 && S_ISDIR(st.st_mode) &&
+        access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
+        g_ca_dir = "/etc/ssl/certs";
+}
+
+static const char *system_ca_dir(void)
+{
+    pthread_once(&g_ca_once, ca_dir_init);
+    return g_ca_dir;
+}
+
 static void set_tls(reg_client *c, const char *host_port)
 {
     char path[PATH_MAX + 64];
     struct stat st;
+    const char *ca_dir = system_ca_dir();
+    if (ca_dir) {
+        curl_easy_setopt(c->curl, CURLOPT_CAINFO, NULL);
+        curl_easy_setopt(c->curl, CURLOPT_CAPATH, ca_dir);
+    }
     snprintf(path, sizeof path, "%s/%s/ca.crt", c->certs_dir, host_port);
     if (stat(path, &st) == 0)
         curl_easy_setopt(c->curl, CURLOPT_CAINFO, path);
@@ -870,6 +919,19 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
             snprintf(c->base, sizeof c->base, "%s", tmp);
             sbx_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
+            c->learned_http = true;
+            continue;
+        }
+        if (c->http_from_memory && !strncmp(c->base, "http://", 7) &&
+            ((cc != CURLE_OK && cc != CURLE_OPERATION_TIMEDOUT && cc != CURLE_COULDNT_CONNECT) ||
+             (cc == CURLE_OK && resp->status == 400))) {
+            /* it speaks TLS now: forget what we remembered */
+            char tmp[sizeof c->base];
+            snprintf(tmp, sizeof tmp, "https://%s", c->base + 7);
+            snprintf(c->base, sizeof c->base, "%s", tmp);
+            c->http_from_memory = false;
+            c->unlearned_http = true;
+            sbx_log(SBX_LOG_DEBUG, "'%s' no longer speaks plain HTTP; trying HTTPS", c->host);
             continue;
         }
         if (x.abort_code == SBX_ELIMIT)

@@ -11,7 +11,7 @@
 
 #include "registry_internal.h"
 
-#define DEFAULT_PARALLEL 3
+#define DEFAULT_PARALLEL 2
 #define MAX_PARALLEL 8
 
 void sbx_pull_result_free(sbx_pull_result *r)

@@ -142,6 +142,9 @@ void reg_client_free(reg_client *c);
 /* A sibling client for another thread: same endpoint, own curl handle. */
 int reg_client_clone(reg_client **out, reg_client *c, sbx_error *err);
 const char *reg_client_name(const reg_client *c); /* "host[:port]" for messages */
+/* Record in the store what was learned about the endpoint's scheme (main
+ * thread only: store handles are one thread at a time). */
+void reg_client_remember(reg_client *c, sbx_store *store);
 
 /* Fetch a manifest by tag or digest (HEAD when head_only); buffered, limited
  * to REG_MANIFEST_MAX.  SBX_ENOTFOUND on 404. */
@@ -243,6 +246,9 @@ void reg_fetched_free(reg_fetched *f);
 /* Store meta namespace: normalized ref -> digest of what it named at the last
  * pull (an index or the manifest), so inspect can show every platform. */
 #define REG_META_TOP "ref-top"
+/* Store meta namespace: host -> "http" for a loopback/insecure registry that
+ * did not speak TLS, so later runs skip the failing handshake. */
+#define REG_META_SCHEME "scheme"
 /* Resolve cache key in the store's "resolve" meta namespace: "<ref> <platform>". */
 void reg_cache_key(char *buf, size_t len, const sbx_ref *ref, const sbx_platform *want);
 

@@ -141,6 +141,8 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
             rc = reg_client_new(&c, &s.ref, ep, opts, &s.cfg, err);
             if (rc == 0)
                 rc = resolve_at(out, c, &s, err);
+            if (rc == 0)
+                reg_client_remember(c, store);
             reg_client_free(c);
             if (rc == 0)
                 break;

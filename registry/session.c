@@ -132,6 +132,7 @@ int reg_fetch_image(reg_fetched *out, reg_client **client, reg_session *s, sbx_e
         if (rc == 0)
             rc = fetch_one(out, c, s, err);
         if (rc == 0) {
+            reg_client_remember(c, s->opts ? s->opts->store : NULL);
             *client = c;
             return 0;
         }

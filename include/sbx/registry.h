@@ -112,7 +112,7 @@ typedef struct sbx_registry_options {
     /* Resolve cache lifetime for tags in seconds; -1 means $SBX_RESOLVE_TTL
      * or 60; 0 disables the cache for this call.  Digests are cached forever. */
     int64_t resolve_ttl;
-    /* Layers downloaded at once; 0 means the default (3). */
+    /* Layers downloaded at once; 0 means the default (2). */
     unsigned parallel;
 } sbx_registry_options;
 
