@@ -27,6 +27,10 @@
 #define KEEP_ENTRIES (1u << 18)
 #define MAX_TABLE (4 * (size_t)KEEP_ENTRIES) /* slots; the table is kept under half full */
 
+static size_t g_keep = KEEP_ENTRIES; /* lowered by tests only */
+
+void sbx_hash_cache_set_keep(size_t n) { g_keep = n && n < KEEP_ENTRIES ? n : KEEP_ENTRIES; }
+
 typedef struct rec {
     uint64_t dev, ino, size;
     int64_t mtime_ns, ctime_ns;
@@ -186,7 +190,7 @@ bool sbx_hash_cache_get(sbx_hash_cache *c, const sbx_copy_node *n, unsigned char
                r->mtime_ns == n->mtime_ns && r->ctime_ns == n->ctime_ns;
     if (hit) {
         memcpy(out, r->hash, 32);
-        if (!s->touched && c->used > KEEP_ENTRIES)
+        if (!s->touched && c->used > g_keep)
             c->dirty = true; /* over the cap, being used decides what is kept */
         s->touched = true;
     }
@@ -225,10 +229,10 @@ static int write_replace(const char *path, const void *data, size_t len, sbx_err
     return 0;
 }
 
-/* Append up to KEEP_ENTRIES records: touched ones first. */
+/* Write up to g_keep records: touched ones first. */
 static void save(sbx_hash_cache *c)
 {
-    size_t keep = c->used < KEEP_ENTRIES ? c->used : KEEP_ENTRIES;
+    size_t keep = c->used < g_keep ? c->used : g_keep;
     _cleanup_free_ char *data = malloc(48 + keep * sizeof(rec));
     if (!data)
         return;

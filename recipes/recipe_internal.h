@@ -87,6 +87,8 @@ typedef struct sbx_hash_cache sbx_hash_cache;
 sbx_hash_cache *sbx_hash_cache_open(const char *dir);
 bool sbx_hash_cache_get(sbx_hash_cache *c, const sbx_copy_node *n, unsigned char out[32]);
 void sbx_hash_cache_put(sbx_hash_cache *c, const sbx_copy_node *n, const unsigned char h[32]);
+/* Tests: keep at most n entries in the file (0: the default, 262,144). */
+void sbx_hash_cache_set_keep(size_t n);
 /* Write back atomically when something changed; failures are only logged. */
 void sbx_hash_cache_close(sbx_hash_cache *c);
 /* Cache statistics of the last sbx_recipe_copy_digest in this thread (tests). */

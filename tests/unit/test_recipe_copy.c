@@ -362,6 +362,41 @@ static void test_file_hash_cache(void **state)
     tu_tmpdir_free(big);
 }
 
+static void make_tree(const char *root, const char *dir, int n)
+{
+    mkdir_in(root, dir);
+    for (int i = 0; i < n; i++) {
+        char name[64], content[64];
+        snprintf(name, sizeof name, "%s/f%02d", dir, i);
+        snprintf(content, sizeof content, "%s %d\n", dir, i);
+        mkfile(root, name, content, 0644);
+    }
+}
+
+static void test_file_hash_cache_keeps_recent(void **state)
+{
+    /* With room for 10 entries, the file keeps what the last run used. */
+    (void)state;
+    char *root = tu_tmpdir();
+    make_tree(root, "a", 8);
+    make_tree(root, "b", 8);
+    backdate(root);
+    sbx_hash_cache_set_keep(10);
+    char d[SBX_DIGEST_BUFSZ];
+    digest(root, "a", d);
+    digest(root, "a", d);
+    assert_int_equal(sbx_copy_last_stats.cache_hits, 8);
+    digest(root, "b", d); /* 8 of b kept first, then 2 of a */
+    digest(root, "b", d);
+    assert_int_equal(sbx_copy_last_stats.cache_hits, 8);
+    digest(root, "a", d);
+    assert_int_equal(sbx_copy_last_stats.cache_hits, 2);
+    digest(root, "a", d); /* now a is the recent one */
+    assert_int_equal(sbx_copy_last_stats.cache_hits, 8);
+    sbx_hash_cache_set_keep(0);
+    tu_tmpdir_free(root);
+}
+
 static void test_path_clean(void **state)
 {
     (void)state;
@@ -392,6 +427,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sbxignore_in_walk_and_digest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_context_boundary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_hash_cache, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_hash_cache_keeps_recent, setup, teardown),
         cmocka_unit_test(test_path_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
