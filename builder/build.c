@@ -334,6 +334,17 @@ static int apply_step(build_ctx *c, json_t *config, size_t index, const sbx_step
 
 /* ---- the build ------------------------------------------------------------ */
 
+/* Names are set in a synced transaction; a no-op rebuild should not pay it. */
+static int name_set_if_changed(sbx_store *s, const char *name, const char *digest,
+                               sbx_error *err)
+{
+    char cur[SBX_DIGEST_BUFSZ];
+    sbx_error e2 = SBX_ERROR_INIT;
+    if (sbx_store_name_get(s, name, cur, &e2) == 0 && !strcmp(cur, digest))
+        return 0;
+    return sbx_store_name_set(s, name, digest, err);
+}
+
 static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
                         sbx_error *err)
 {
@@ -362,10 +373,10 @@ static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
     _cleanup_free_ char *name = sbx_strdup_printf("recipe:%s", recipe_digest);
     if (!name)
         return sbx_error_set(err, SBX_ENOMEM, "name the image");
-    if (sbx_store_name_set(c->s, name, c->res->digest, err) < 0)
+    if (name_set_if_changed(c->s, name, c->res->digest, err) < 0)
         return sbx_error_wrap(err, "name the image '%s'", name);
     for (size_t i = 0; c->o && i < c->o->n_tags; i++)
-        if (sbx_store_name_set(c->s, c->o->tags[i], c->res->digest, err) < 0)
+        if (name_set_if_changed(c->s, c->o->tags[i], c->res->digest, err) < 0)
             return sbx_error_wrap(err, "tag the image '%s'", c->o->tags[i]);
     return 0;
 }
@@ -373,7 +384,7 @@ static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
 static const char *base_label(const sbx_recipe_base *b)
 {
     switch (b->kind) {
-    case SBX_BASE_SBX: return "base: sbx";
+    case SBX_BASE_SBX: return "sbx";
     case SBX_BASE_IMAGE: return "image";
     case SBX_BASE_REGISTRY: return "from_registry";
     }
@@ -520,7 +531,8 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
         sbx_log(SBX_LOG_WARN, "clean up after killed builds: %s", e2.msg);
 
     const sbx_recipe_base *b = sbx_recipe_get_base(recipe);
-    emit(&c, SBX_BUILD_EV_BASE, 0, base_label(b), b->ref, NULL, 0);
+    emit(&c, SBX_BUILD_EV_BASE, 0, base_label(b), b->kind == SBX_BASE_SBX ? NULL : b->ref, NULL,
+         0);
     if (sbx_base_resolve(result->base_digest, store, b, opts, err) < 0)
         return err->code;
     return build_steps(&c, result->recipe_digest, err);

@@ -48,5 +48,9 @@ int sbx_cache_store(sbx_store *s, const char *key, const char *digest, sbx_error
     char name[SBX_DIGEST_BUFSZ + 16];
     if (sbx_cache_name(name, sizeof name, key) < 0)
         return sbx_error_set(err, SBX_EINVAL, "bad cache key '%s'", key);
+    char cur[SBX_DIGEST_BUFSZ];
+    sbx_error e2 = SBX_ERROR_INIT;
+    if (sbx_store_name_get(s, name, cur, &e2) == 0 && !strcmp(cur, digest))
+        return 0; /* --no-cache rebuilt the same state */
     return sbx_store_name_set(s, name, digest, err);
 }

@@ -219,7 +219,11 @@ int sbx_img_commit(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFS
         return sbx_error_set(err, SBX_ENOMEM, "serialize image config");
     size_t cfg_len = strlen(cfg);
     char cfg_digest[SBX_DIGEST_BUFSZ];
-    if (sbx_store_put_blob(s, cfg, cfg_len, SBX_MT_OCI_CONFIG, NULL, cfg_digest, err) < 0)
+    /* A rebuild commits states the store already has: skip the synced
+     * writes then (a present manifest was stored with all its children). */
+    sbx_sha256_buf(cfg, cfg_len, cfg_digest);
+    if (sbx_store_has_blob(s, cfg_digest) != 1 &&
+        sbx_store_put_blob(s, cfg, cfg_len, SBX_MT_OCI_CONFIG, NULL, cfg_digest, err) < 0)
         return sbx_error_wrap(err, "store image config");
 
     size_t n = sbx_img_nlayers(config);
@@ -255,6 +259,9 @@ int sbx_img_commit(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFS
     json_decref(manifest);
     if (!raw)
         return sbx_error_set(err, SBX_ENOMEM, "serialize image manifest");
+    sbx_sha256_buf(raw, strlen(raw), digest_out);
+    if (sbx_store_has_blob(s, digest_out) == 1)
+        return 0;
     if (sbx_store_put_manifest(s, raw, strlen(raw), SBX_MT_OCI_MANIFEST, NULL, children, n + 1,
                                digest_out, err) < 0)
         return sbx_error_wrap(err, "store image manifest");

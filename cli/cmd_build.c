@@ -95,7 +95,7 @@ static void on_event(void *ud, const sbx_build_event *ev)
                *off = u->tty ? "\033[0m" : "";
     switch (ev->kind) {
     case SBX_BUILD_EV_BASE:
-        fprintf(stderr, "%s[base] %s %s%s\n", bold, ev->summary, ev->detail ? ev->detail : "",
+        fprintf(stderr, "%s[base] %s%s%s%s\n", bold, ev->summary, ev->detail ? " " : "", ev->detail ? ev->detail : "",
                 off);
         break;
     case SBX_BUILD_EV_START:
