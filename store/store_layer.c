@@ -11,9 +11,11 @@
 #include "store_internal.h"
 
 /* Pinned so the same tar gives the same zstd bytes (zstd's multithreaded
- * output depends on the job size, not on the number of workers). */
+ * output depends on the job size, not on the number of workers).  The job
+ * size bounds memory: peak RSS measured 24 MiB with 1 MiB jobs, 37 MiB with
+ * 2 MiB, 62 MiB with 4 MiB, independent of the layer's size. */
 #define LAYER_ZSTD_LEVEL 3
-#define LAYER_ZSTD_JOB (4u << 20)
+#define LAYER_ZSTD_JOB (1u << 20)
 #define LAYER_ZSTD_WORKERS 2
 
 struct sbx_layer_writer {
