@@ -955,7 +955,11 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             resp->status < 300)
             return 0;
         bool retry;
-        if (x.bad_range) {
+        if (cc == CURLE_OK && resp->status == 416 && rq->sink && rq->sink->offset > 0) {
+            /* the range we asked to resume from is refused: start over */
+            retry = true;
+            restart_clean = true;
+        } else if (x.bad_range) {
             retry = true;
             restart_clean = true;
             sbx_log(SBX_LOG_WARN, "%s: '%s' answered the range request from the wrong offset; "

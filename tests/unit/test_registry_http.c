@@ -1,0 +1,417 @@
+/* The HTTP layer against a scripted in-process server on 127.0.0.1:
+ * resuming an interrupted blob with Range (a good 206, a 200 that ignores
+ * the range, a 206 from the wrong offset), Retry-After, the bearer flow, and
+ * a redirect to another origin that must not receive Authorization.  Cases
+ * the real-registry harness cannot produce. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "registry_internal.h"
+#include "testutil.h"
+
+#define BLOB_LEN (300 * 1024)
+
+typedef enum {
+    MODE_GOOD_206,  /* cut half way, then honor Range */
+    MODE_IGNORE_RANGE, /* cut half way, then send 200 with the whole blob */
+    MODE_BAD_206,   /* cut half way, then a 206 from the wrong offset */
+    MODE_RETRY_AFTER, /* 429 Retry-After: 1, then the blob */
+    MODE_REDIRECT,  /* bearer auth, blob GET redirected to "localhost" */
+} srv_mode;
+
+typedef struct srv {
+    int lfd;
+    int port;
+    srv_mode mode;
+    pthread_t tid;
+    unsigned char *blob;
+    char digest[SBX_DIGEST_BUFSZ];
+    /* what the server saw */
+    int blob_gets;
+    char ranges[8][64];       /* Range header of each blob GET ("" if none) */
+    int auth_on_registry;     /* blob GETs to 127.0.0.1 with Authorization */
+    int auth_on_cdn;          /* GETs to the redirect target with Authorization */
+    int cdn_gets;
+    int token_gets;
+    uint64_t first_ns, second_ns;
+} srv;
+
+static int send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void sendf(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sendf(int fd, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    send_all(fd, buf, (size_t)n);
+}
+
+static const char *header(const char *req, const char *name, char *out, size_t len)
+{
+    out[0] = '\0';
+    const char *p = req;
+    size_t nl = strlen(name);
+    while ((p = strchr(p, '\n'))) {
+        p++;
+        if (!strncasecmp(p, name, nl) && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            while (*v == ' ')
+                v++;
+            size_t n = strcspn(v, "\r\n");
+            snprintf(out, len, "%.*s", (int)n, v);
+            return out;
+        }
+    }
+    return NULL;
+}
+
+/* Serve one request; returns 0 to keep the connection, -1 to close it. */
+static int serve(srv *s, int fd, const char *req)
+{
+    char method[16], path[512], range[64], auth[256], host[128];
+    if (sscanf(req, "%15s %511s", method, path) != 2)
+        return -1;
+    header(req, "Range", range, sizeof range);
+    bool has_auth = header(req, "Authorization", auth, sizeof auth) != NULL;
+    header(req, "Host", host, sizeof host);
+    bool is_blob = strstr(path, "/blobs/") != NULL;
+    if (!strcmp(path, "/token?service=svc&scope=repository%3At%2Fx%3Apull")) {
+        s->token_gets++;
+        const char *body = "{\"token\":\"tok-123\",\"expires_in\":300}";
+        sendf(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+              strlen(body), body);
+        return 0;
+    }
+    if (!strncmp(path, "/cdn/", 5)) {
+        s->cdn_gets++;
+        if (has_auth)
+            s->auth_on_cdn++;
+        sendf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BLOB_LEN);
+        send_all(fd, s->blob, BLOB_LEN);
+        return 0;
+    }
+    if (!is_blob) {
+        sendf(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        return 0;
+    }
+    if (s->mode == MODE_REDIRECT) {
+        if (!has_auth || strcmp(auth, "Bearer tok-123") != 0) {
+            sendf(fd, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nWWW-Authenticate: Bearer "
+                      "realm=\"http://127.0.0.1:%d/token\",service=\"svc\"\r\n\r\n",
+                  s->port);
+            return 0;
+        }
+        s->auth_on_registry++;
+        sendf(fd, "HTTP/1.1 307 Temporary Redirect\r\nContent-Length: 0\r\n"
+                  "Location: http://localhost:%d/cdn/%s?X-Amz-Signature=x\r\n\r\n",
+              s->port, s->digest);
+        return 0;
+    }
+    int n = s->blob_gets++;
+    if (n < 8)
+        snprintf(s->ranges[n], sizeof s->ranges[n], "%s", range);
+    if (n == 0)
+        s->first_ns = sbx_now_monotonic_ns();
+    else if (n == 1)
+        s->second_ns = sbx_now_monotonic_ns();
+    if (s->mode == MODE_RETRY_AFTER && n == 0) {
+        sendf(fd, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n");
+        return 0;
+    }
+    if (s->mode != MODE_RETRY_AFTER && n == 0) {
+        /* half the blob, then the connection drops */
+        sendf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BLOB_LEN);
+        send_all(fd, s->blob, BLOB_LEN / 2);
+        return -1;
+    }
+    long from = 0;
+    if (range[0])
+        sscanf(range, "bytes=%ld-", &from);
+    if (s->mode == MODE_GOOD_206 && range[0]) {
+        sendf(fd, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %ld-%d/%d\r\n"
+                  "Content-Length: %ld\r\n\r\n",
+              from, BLOB_LEN - 1, BLOB_LEN, BLOB_LEN - from);
+        send_all(fd, s->blob + from, (size_t)(BLOB_LEN - from));
+        return 0;
+    }
+    if (s->mode == MODE_BAD_206 && range[0]) {
+        long wrong = from - 1000;
+        sendf(fd, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %ld-%d/%d\r\n"
+                  "Content-Length: %ld\r\n\r\n",
+              wrong, BLOB_LEN - 1, BLOB_LEN, BLOB_LEN - wrong);
+        send_all(fd, s->blob + wrong, (size_t)(BLOB_LEN - wrong));
+        return 0;
+    }
+    sendf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BLOB_LEN);
+    send_all(fd, s->blob, BLOB_LEN);
+    return 0;
+}
+
+typedef struct conn {
+    srv *s;
+    int fd;
+} conn;
+
+static pthread_mutex_t g_srv_lock = PTHREAD_MUTEX_INITIALIZER;
+static int g_live_conns;
+
+/* One connection: requests in sequence until either side closes. */
+static void *conn_main(void *arg)
+{
+    conn *cn = arg;
+    char req[8192];
+    size_t have = 0;
+    for (;;) {
+        ssize_t r = recv(cn->fd, req + have, sizeof req - 1 - have, 0);
+        if (r <= 0)
+            break;
+        have += (size_t)r;
+        req[have] = '\0';
+        if ((unsigned char)req[0] == 0x16) /* a TLS ClientHello: not here */
+            break;
+        char *end = strstr(req, "\r\n\r\n");
+        if (!end)
+            continue;
+        size_t used = (size_t)(end + 4 - req);
+        char one[8192];
+        memcpy(one, req, used);
+        one[used] = '\0';
+        memmove(req, req + used, have - used);
+        have -= used;
+        pthread_mutex_lock(&g_srv_lock);
+        int keep = serve(cn->s, cn->fd, one);
+        pthread_mutex_unlock(&g_srv_lock);
+        if (keep < 0)
+            break;
+    }
+    close(cn->fd);
+    free(cn);
+    pthread_mutex_lock(&g_srv_lock);
+    g_live_conns--;
+    pthread_mutex_unlock(&g_srv_lock);
+    return NULL;
+}
+
+static void *srv_main(void *arg)
+{
+    srv *s = arg;
+    for (;;) {
+        int fd = accept(s->lfd, NULL, NULL);
+        if (fd < 0)
+            return NULL;
+        conn *cn = malloc(sizeof *cn);
+        pthread_mutex_lock(&g_srv_lock);
+        g_live_conns++;
+        pthread_mutex_unlock(&g_srv_lock);
+        cn->s = s;
+        cn->fd = fd;
+        pthread_t t;
+        pthread_create(&t, NULL, conn_main, cn);
+        pthread_detach(t);
+    }
+}
+
+static void srv_start(srv *s, srv_mode mode)
+{
+    memset(s, 0, sizeof *s);
+    s->mode = mode;
+    s->blob = malloc(BLOB_LEN);
+    assert_non_null(s->blob);
+    for (size_t i = 0; i < BLOB_LEN; i++)
+        s->blob[i] = (unsigned char)((i * 2654435761u) >> 13);
+    sbx_sha256_buf(s->blob, BLOB_LEN, s->digest);
+    s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(s->lfd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(s->lfd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    assert_int_equal(getsockname(s->lfd, (struct sockaddr *)&a, &al), 0);
+    s->port = ntohs(a.sin_port);
+    assert_int_equal(listen(s->lfd, 16), 0);
+    assert_int_equal(pthread_create(&s->tid, NULL, srv_main, s), 0);
+}
+
+static void srv_stop(srv *s)
+{
+    shutdown(s->lfd, SHUT_RDWR);
+    close(s->lfd);
+    pthread_join(s->tid, NULL);
+    /* the client has closed its connections; let their threads finish */
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&g_srv_lock);
+        int live = g_live_conns;
+        pthread_mutex_unlock(&g_srv_lock);
+        if (!live)
+            break;
+        usleep(10000);
+    }
+    free(s->blob);
+}
+
+typedef struct fixture {
+    char *dir;
+    sbx_store *store;
+    srv s;
+} fixture;
+
+/* Pull the server's blob as an uncompressed layer (diff_id = digest). */
+static int pull_blob(fixture *f, sbx_error *err)
+{
+    char refs[128];
+    snprintf(refs, sizeof refs, "127.0.0.1:%d/t/x", f->s.port);
+    sbx_ref ref;
+    assert_int_equal(sbx_ref_parse(&ref, refs, err), 0);
+    sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    char *certs = tu_path(f->dir, "certs.d");
+    char *dcfg = tu_path(f->dir, "docker.json");
+    char *rcfg = tu_path(f->dir, "registries.json");
+    opts.certs_dir = certs;
+    opts.docker_config = dcfg;
+    opts.registries_config = rcfg;
+    reg_config cfg;
+    assert_int_equal(reg_config_load(&cfg, rcfg, err), 0);
+    reg_client *c = NULL;
+    assert_int_equal(reg_client_new(&c, &ref, "", &opts, &cfg, err), 0);
+    reg_desc d = {.size = BLOB_LEN};
+    snprintf(d.digest, sizeof d.digest, "%s", f->s.digest);
+    snprintf(d.media_type, sizeof d.media_type, "application/vnd.oci.image.layer.v1.tar");
+    int rc = reg_pull_layer(c, f->store, &d, f->s.digest, "test", err);
+    reg_client_free(c);
+    reg_config_free(&cfg);
+    free(certs);
+    free(dcfg);
+    free(rcfg);
+    return rc;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->dir = tu_tmpdir();
+    char *root = tu_path(f->dir, "store");
+    sbx_error err = SBX_ERROR_INIT;
+    if (sbx_store_open(&f->store, root, &err) < 0)
+        fail_msg("opening the store: %s", err.msg);
+    free(root);
+    setenv("SBX_RETRY_BASE_MS", "10", 1);
+    setenv("SBX_RETRY_MAX", "4", 1);
+    setenv("SBX_STALL_TIMEOUT", "5", 1);
+    unsetenv("http_proxy");
+    unsetenv("HTTP_PROXY");
+    unsetenv("https_proxy");
+    unsetenv("HTTPS_PROXY");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    srv_stop(&f->s);
+    sbx_store_free(f->store);
+    tu_tmpdir_free(f->dir);
+    free(f);
+    return 0;
+}
+
+static void test_resume_with_range(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_GOOD_206);
+    sbx_error err = SBX_ERROR_INIT;
+    if (pull_blob(f, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(f->s.blob_gets, 2);
+    assert_string_equal(f->s.ranges[0], "");
+    char want[64];
+    snprintf(want, sizeof want, "bytes=%d-", BLOB_LEN / 2);
+    assert_string_equal(f->s.ranges[1], want); /* resumed where it stopped */
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+}
+
+static void test_resume_ignored_restarts_cleanly(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_IGNORE_RANGE);
+    sbx_error err = SBX_ERROR_INIT;
+    if (pull_blob(f, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(f->s.blob_gets, 2);
+    assert_true(f->s.ranges[1][0] != '\0'); /* asked for a range, got 200: started over */
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+}
+
+static void test_resume_wrong_offset_restarts(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_BAD_206);
+    sbx_error err = SBX_ERROR_INIT;
+    if (pull_blob(f, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(f->s.blob_gets, 3);
+    assert_true(f->s.ranges[1][0] != '\0');
+    assert_string_equal(f->s.ranges[2], ""); /* the 206 was refused: whole blob again */
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+}
+
+static void test_retry_after(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_RETRY_AFTER);
+    sbx_error err = SBX_ERROR_INIT;
+    if (pull_blob(f, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(f->s.blob_gets, 2);
+    /* waited the second the server asked for, not the 10 ms backoff */
+    assert_true(f->s.second_ns - f->s.first_ns >= 900000000ull);
+}
+
+static void test_redirect_drops_authorization(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_REDIRECT);
+    sbx_error err = SBX_ERROR_INIT;
+    if (pull_blob(f, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(f->s.token_gets, 1);
+    assert_int_equal(f->s.auth_on_registry, 1); /* the registry got the token */
+    assert_int_equal(f->s.cdn_gets, 1);
+    assert_int_equal(f->s.auth_on_cdn, 0);      /* the other origin did not */
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_resume_with_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_ignored_restarts_cleanly, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_wrong_offset_restarts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_redirect_drops_authorization, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
