@@ -127,6 +127,25 @@ static void progress_sink(void *ud, const sbx_progress *p)
     }
 }
 
+/* Log lines interrupt the live display: print them above it and draw the
+ * layer lines afresh below. */
+static void log_sink(void *ud, sbx_log_level level, const char *msg)
+{
+    (void)ud;
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    if (g_pp.tty && g_pp.drawn) {
+        fprintf(stderr, "\033[%zuA\r\033[J", g_pp.drawn);
+        g_pp.drawn = 0;
+    }
+    if (level == SBX_LOG_INFO)
+        fprintf(stderr, "%s\n", msg);
+    else
+        fprintf(stderr, "%s: %s\n", names[level], msg);
+    if (g_pp.tty && g_pp.n)
+        redraw();
+    fflush(stderr);
+}
+
 /* ---- command ------------------------------------------------------------------ */
 
 static void usage(FILE *f)
@@ -221,6 +240,7 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
         return rc;
     g_pp.tty = cli->tty;
     sbx_progress_set_sink(progress_sink, NULL);
+    sbx_log_set_sink(log_sink, NULL);
     opts.store = store;
     sbx_error err = SBX_ERROR_INIT;
     sbx_pull_result r;

@@ -10,6 +10,7 @@
  * writer's commit then checks the diff_id.  Any mismatch aborts the writer, so
  * a wrong digest never reaches the store.  Memory is bounded by fixed buffers
  * and the zstd window limit, whatever the layer size. */
+#include <stdarg.h>
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -26,6 +27,18 @@ void reg_progress(const char *id, const char *phase, uint64_t done, uint64_t tot
 {
     pthread_mutex_lock(&g_progress_lock);
     sbx_progress_emit(id, phase, done, total);
+    pthread_mutex_unlock(&g_progress_lock);
+}
+
+void reg_log(sbx_log_level level, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&g_progress_lock);
+    sbx_log(level, "%s", buf);
     pthread_mutex_unlock(&g_progress_lock);
 }
 
@@ -212,7 +225,7 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
 static int pipe_reset(void *ud, sbx_error *err)
 {
     layer_pipe *p = ud;
-    sbx_log(SBX_LOG_DEBUG, "layer '%s': starting over from byte 0", p->desc->digest);
+    reg_log(SBX_LOG_DEBUG, "layer '%s': starting over from byte 0", p->desc->digest);
     return pipe_start(p, err);
 }
 

@@ -546,7 +546,7 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
         OPENSSL_cleanse(auth, strlen(auth));
         free(auth);
     }
-    sbx_log(SBX_LOG_DEBUG, "%s %s -> %ld%s%s", a->method, a->url, resp->status,
+    reg_log(SBX_LOG_DEBUG, "%s %s -> %ld%s%s", a->method, a->url, resp->status,
             cc ? " " : "", cc ? curl_easy_strerror(cc) : "");
     return cc;
 }
@@ -918,7 +918,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             char tmp[sizeof c->base];
             snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
             snprintf(c->base, sizeof c->base, "%s", tmp);
-            sbx_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
+            reg_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
             c->learned_http = true;
             continue;
         }
@@ -931,7 +931,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             snprintf(c->base, sizeof c->base, "%s", tmp);
             c->http_from_memory = false;
             c->unlearned_http = true;
-            sbx_log(SBX_LOG_DEBUG, "'%s' no longer speaks plain HTTP; trying HTTPS", c->host);
+            reg_log(SBX_LOG_DEBUG, "'%s' no longer speaks plain HTTP; trying HTTPS", c->host);
             continue;
         }
         if (x.abort_code == SBX_ELIMIT)
@@ -962,7 +962,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
         } else if (x.bad_range) {
             retry = true;
             restart_clean = true;
-            sbx_log(SBX_LOG_WARN, "%s: '%s' answered the range request from the wrong offset; "
+            reg_log(SBX_LOG_WARN, "%s: '%s' answered the range request from the wrong offset; "
                     "starting over", rq->what, c->host);
         } else if (cc != CURLE_OK) {
             retry = retryable_curl(cc);
@@ -999,7 +999,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             return sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld%s; gave up after %d "
                                  "attempts", rq->what, c->host, resp->status, msg, attempt);
         }
-        sbx_log(SBX_LOG_INFO, "%s: %s from '%s', retrying in %lld ms (attempt %d of %d)",
+        reg_log(SBX_LOG_INFO, "%s: %s from '%s', retrying in %lld ms (attempt %d of %d)",
                 rq->what, cc != CURLE_OK ? curl_easy_strerror(cc) : "server error", c->host,
                 (long long)ms, attempt + 1, c->retry_max);
         sleep_ms(ms);

@@ -209,8 +209,9 @@ reg_compression reg_layer_compression(const char *media_type);
 int reg_pull_layer(reg_client *c, sbx_store *store, const reg_desc *desc,
                    const char *expected_diff_id, const char *progress_id, sbx_error *err);
 
-/* Thread-safe progress emission (the sink may not be). */
+/* Thread-safe progress and log emission (the sinks may not be). */
 void reg_progress(const char *id, const char *phase, uint64_t done, uint64_t total);
+void reg_log(sbx_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- shared operations ----------------------------------------------------- */
 int reg_global_init(sbx_error *err);
