@@ -262,7 +262,9 @@ typedef int (*sbx_copy_visit_fn)(const sbx_copy_entry *e, void *ud, sbx_error *e
  * and symlinks) and refused with SBX_EINVAL when it lands outside the
  * context; entries excluded by <context>/.sbxignore skipped; sockets, fifos
  * and devices refused with SBX_EUNSUPPORTED; SBX_ENOTFOUND when src does not
- * exist.  A visitor returning < 0 stops the walk with that code. */
+ * exist or is itself excluded.  A visitor returning < 0 stops the walk with
+ * that code.  The builder copies exactly these entries, so the image matches
+ * the digest. */
 int sbx_recipe_copy_walk(const char *context_dir, const char *src, sbx_copy_visit_fn fn,
                          void *ud, sbx_error *err);
 
@@ -270,7 +272,9 @@ int sbx_recipe_copy_walk(const char *context_dir, const char *src, sbx_copy_visi
  * paths, file contents, symlink targets and the executable bit; not times,
  * owners or other mode bits.  Files are hashed in parallel; per-file hashes
  * are cached under sbx_recipe_cache_dir() keyed by (dev, inode, size,
- * mtime, ctime).  Errors as sbx_recipe_copy_walk. */
+ * mtime, ctime) and only for files older than the run (so an edit in the
+ * same clock tick is never hidden).  Errors as sbx_recipe_copy_walk, plus
+ * SBX_EIO when a file changes size while it is read.  Thread-safe. */
 int sbx_recipe_copy_digest(char out[SBX_DIGEST_BUFSZ], const char *context_dir,
                            const char *src, sbx_error *err);
 
