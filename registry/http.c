@@ -797,6 +797,9 @@ static void repo_scope(reg_client *c, char *buf, size_t len)
 static int handle_401(reg_client *c, const reg_resp *r, sbx_error *err)
 {
     reg_challenge ch;
+    /* a token the registry refused is not offered again, by anyone */
+    if (c->auth == AUTH_BEARER && c->token && c->token_key[0])
+        reg_token_cache_put(c->token_key, "", 0);
     if (reg_challenge_parse(&ch, r->www_authenticate, err) < 0)
     {
         sbx_error_wrap(err, "authenticating to '%s'", c->host);
@@ -978,8 +981,12 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
                 return sbx_error_set(err, SBX_ENOTFOUND, "%s: not found on '%s'%s", rq->what,
                                      c->host, msg);
             if (resp->status == 401 || resp->status == 403)
-                return sbx_error_set(err, SBX_EAUTH, "%s: access denied by '%s' (HTTP %ld)%s",
-                                     rq->what, c->host, resp->status, msg);
+                return sbx_error_set(err, SBX_EAUTH, "%s: access denied by '%s' (HTTP %ld)%s%s",
+                                     rq->what, c->host, resp->status, msg,
+                                     reg_creds_empty(&c->creds)
+                                         ? "; no credentials were given (--creds, or the Docker "
+                                           "config)"
+                                         : "");
             return sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld%s", rq->what, c->host,
                                  resp->status, msg);
         }
