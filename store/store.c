@@ -40,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -205,7 +206,11 @@ int64_t sbx_store__proc_start(pid_t pid)
 
 int sbx_store__proc_alive(pid_t pid, int64_t start)
 {
-    return pid > 0 && start > 0 && sbx_store__proc_start(pid) == start;
+    if (pid <= 0)
+        return 0;
+    if (start <= 0) /* recorded without /proc: all we can ask is whether the pid exists */
+        return kill(pid, 0) == 0 || errno == EPERM;
+    return sbx_store__proc_start(pid) == start;
 }
 
 /* ---- temp files ------------------------------------------------------------- */
@@ -601,6 +606,15 @@ void sbx_store_free(sbx_store *s)
         close(s->root_fd);
     free(s->root);
     free(s);
+}
+
+int sbx_store_lease_clear(sbx_store *s, sbx_error *err)
+{
+    if (!s->lease_id)
+        return 0;
+    char sql[96];
+    snprintf(sql, sizeof sql, "DELETE FROM lease_refs WHERE lease=%lld", (long long)s->lease_id);
+    return sbx_store__exec(s, sql, err);
 }
 
 const char *sbx_store_root(const sbx_store *s) { return s ? s->root : NULL; }

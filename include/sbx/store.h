@@ -184,6 +184,12 @@ int sbx_lease_add(sbx_lease *l, const char *digest, sbx_error *err);
 /* Release and free; accepts NULL. */
 void sbx_lease_release(sbx_lease *l);
 
+/* Empty this handle's process lease: what it committed or found through
+ * has_* so far is then kept only if a name or another lease reaches it.  A
+ * long-lived handle (a daemon that never frees its store) calls this between
+ * operations, or gc could never reclaim anything it once touched. */
+int sbx_store_lease_clear(sbx_store *s, sbx_error *err);
+
 /* ---- gc, fsck, df ------------------------------------------------------- */
 
 typedef struct sbx_gc_options {

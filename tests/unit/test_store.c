@@ -584,6 +584,28 @@ static void test_has_leases_what_it_found(void **state)
     sbx_store_free(g);
 }
 
+static void test_lease_clear_lets_gc_reclaim(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_lease_clear(t->s, &err), 0); /* nothing leased yet: fine */
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    sbx_store *g = NULL;
+    assert_int_equal(sbx_store_open(&g, t->root, &err), 0);
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 0); /* the writer's process lease holds it */
+    assert_int_equal(sbx_store_lease_clear(t->s, &err), 0);
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 1);
+    /* The handle keeps working, and its lease protects new work again. */
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(rep.blobs_removed, 0);
+    sbx_store_free(g);
+}
+
 static void test_crashed_writer_debris_is_undone_on_open(void **state)
 {
     ts_ctx *t = *state;
@@ -654,6 +676,7 @@ int main(void)
         TS_TEST(test_lease_ttl_expires),
         TS_TEST(test_dead_process_lease_is_ignored),
         TS_TEST(test_has_leases_what_it_found),
+        TS_TEST(test_lease_clear_lets_gc_reclaim),
         TS_TEST(test_crashed_writer_debris_is_undone_on_open),
         TS_TEST(test_unrecorded_file_is_replaced_by_next_writer),
     };

@@ -1,0 +1,83 @@
+#!/bin/bash
+# The store's CLI verbs (images, rm, gc, fsck, df) against a real store:
+# --help, table and --json output, exit codes, one-line errors on stderr.
+source "$(dirname "$0")/lib/store_env.sh"
+S=$WORK/store
+
+for verb in images rm gc fsck df; do
+  out=$(sbx "$verb" --help) || fail "$verb --help exit $?"
+  grep -q "^usage: sbx-image $verb" <<<"$out" || fail "$verb --help: no usage line"
+  grep -q -- "--json" <<<"$out" || fail "$verb --help does not mention --json"
+  grep -q -- "--store" <<<"$out" || fail "$verb --help does not mention --store"
+done
+sbx gc --help | grep -q -- "--max-bytes" || fail "gc --help lacks --max-bytes"
+sbx gc --help | grep -q -- "--dry-run" || fail "gc --help lacks --dry-run"
+
+# Empty store.
+[[ $(sbx --store "$S" images --json) == "[]" ]] || fail "empty images --json"
+sbx --store "$S" images | grep -q "^NAME  *DIGEST  *CREATED" || fail "images header"
+[[ -d $S && $(stat -c %a "$S") == 700 ]] || fail "store root not created 0700"
+
+m1=$("$STORE_TOOL" "$S" put-image docker.io/library/busybox:1 1 300000)
+m2=$("$STORE_TOOL" "$S" put-image recipe:sha256:abc 2 300000)
+"$STORE_TOOL" "$S" put-image cache:sha256:def 3 1000 >/dev/null
+sbx --store "$S" images >"$WORK/out"
+grep -q "^docker.io/library/busybox:1  *${m1:7:12}  *20" "$WORK/out" || fail "images row: $(cat "$WORK/out")"
+grep -q "cache:" "$WORK/out" && fail "images shows cache names without --all"
+sbx --store "$S" images --all | grep -q "^cache:sha256:def" || fail "images --all"
+sbx --store "$S" images recipe: | grep -q "^recipe:sha256:abc" || fail "images PREFIX"
+n=$(sbx --store "$S" images recipe: | wc -l); ((n == 2)) || fail "images PREFIX lists $n lines"
+sbx --store "$S" images --json | jq -e --arg d "$m2" \
+  '.[] | select(.name == "recipe:sha256:abc") | .digest == $d and (.created | type) == "number"' \
+  >/dev/null || fail "images --json"
+SBX_STORE=$S sbx images | grep -q busybox || fail "SBX_STORE is not honored"
+sbx images --store "$S" | grep -q busybox || fail "--store after the verb"
+
+# df
+sbx --store "$S" df --json | jq -e '.names == 3 and .layers == 3 and .blobs == 6 and
+  .logical_bytes > .stored_bytes' >/dev/null || fail "df --json: $(sbx --store "$S" df --json)"
+sbx --store "$S" df | grep -q "^STORED  *IMAGES  *SAVED" || fail "df table"
+
+# rm: unknown names are a one-line error, the others still go.
+rc=0
+sbx --store "$S" rm recipe:sha256:abc nosuch >"$WORK/out" 2>"$WORK/err" || rc=$?
+((rc == 1)) || fail "rm with an unknown name: exit $rc"
+[[ $(cat "$WORK/out") == "recipe:sha256:abc" ]] || fail "rm stdout: $(cat "$WORK/out")"
+[[ $(wc -l <"$WORK/err") == 1 ]] && grep -q "no image named 'nosuch'" "$WORK/err" ||
+  fail "rm stderr: $(cat "$WORK/err")"
+rc=0; sbx --store "$S" rm >/dev/null 2>&1 || rc=$?
+((rc == 2)) || fail "rm without names: exit $rc, want 2"
+
+# gc: dry run, then for real.
+sbx --store "$S" gc --dry-run --json | jq -e '.dry_run and .blobs_removed == 2 and
+  .layers_removed == 1' >/dev/null || fail "gc --dry-run"
+sbx --store "$S" gc --json | jq -e '.blobs_removed == 2 and .layers_removed == 1 and
+  .bytes_freed > 0' >/dev/null || fail "gc"
+sbx --store "$S" gc | grep -q "^removed 0 blobs, 0 layers" || fail "second gc"
+rc=0; sbx --store "$S" gc --max-bytes 12X 2>"$WORK/err" || rc=$?
+((rc == 2)) && grep -q "'12X' is not a positive byte count" "$WORK/err" || fail "bad --max-bytes: $rc $(cat "$WORK/err")"
+rc=0; sbx --store "$S" gc --bogus 2>"$WORK/err" || rc=$?
+((rc == 2)) && grep -q "unknown option '--bogus'" "$WORK/err" || fail "unknown option: $rc"
+sbx --store "$S" gc --max-bytes 1K --json | jq -e '.names_evicted == 2' >/dev/null ||
+  fail "gc --max-bytes 1K"
+[[ $(sbx --store "$S" images --all --json | jq length) == 0 ]] || fail "eviction left names"
+
+# fsck: clean, then damage: exit 1, one error line, the file quarantined.
+"$STORE_TOOL" "$S" put-image img 4 300000 >/dev/null
+sbx --store "$S" fsck | grep -q "^checked 2 blobs, 1 layers: 0 corrupt" || fail "fsck clean"
+f=$(ls "$S"/layers/sha256/*.zst)
+printf 'garbage' | dd of="$f" bs=1 seek=100 conv=notrunc 2>/dev/null
+rc=0
+sbx --store "$S" fsck --json >"$WORK/out" 2>"$WORK/err" || rc=$?
+((rc == 1)) || fail "fsck on a damaged store: exit $rc"
+jq -e '.clean == false and .corrupt == 1' "$WORK/out" >/dev/null || fail "fsck --json: $(cat "$WORK/out")"
+grep -q "^sbx-image: error: .*1 corrupt (quarantined)" "$WORK/err" || fail "fsck error line: $(cat "$WORK/err")"
+[[ -n $(ls "$S/quarantine") ]] || fail "nothing quarantined"
+sbx --store "$S" fsck >/dev/null || fail "fsck after repair"
+
+# A store that cannot be opened: one clear line, exit 1.
+touch "$WORK/afile"
+rc=0; sbx --store "$WORK/afile" images 2>"$WORK/err" || rc=$?
+((rc == 1)) && [[ $(wc -l <"$WORK/err") == 1 ]] && grep -q "afile" "$WORK/err" ||
+  fail "bad store: exit $rc: $(cat "$WORK/err")"
+echo "PASS: store CLI"
