@@ -84,3 +84,26 @@ b_state >"$T/after"
 diff "$T/before" "$T/after" >&2 || b_die "a repeated failure changed the store"
 b_assert_clean
 b_pass "failure after a good step: good step cached, failed one leaves nothing"
+
+# A builder killed with SIGKILL in the middle of a step leaves its bundle,
+# mount and scratch dir; the next build removes them before it starts.
+cat >"$ctx/killed.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: touch /half-done; sleep 120
+YAML
+"$SBX_BIN" --store "$STORE" build "$ctx/killed.yaml" >/dev/null 2>"$T/err" &
+pid=$!
+for _ in $(seq 100); do grep -q " $STORE" /proc/self/mountinfo && break; sleep 0.1; done
+grep -q " $STORE" /proc/self/mountinfo || { cat "$T/err"; b_die "the step never started"; }
+kill -9 "$pid"
+wait "$pid" 2>/dev/null || true
+[[ -n $(find "$STORE/build" -mindepth 1 -maxdepth 1 ! -name '*.lock') ]] || b_die "the killed build left nothing to clean (test is vacuous)"
+cat >"$ctx/after.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: echo after > /after
+YAML
+sbx build "$ctx/after.yaml" >/dev/null 2>"$T/err" || { cat "$T/err"; b_die "build after a killed build failed"; }
+b_assert_clean
+b_pass "a SIGKILLed build's bundle, mount and scratch dir are removed by the next build"
