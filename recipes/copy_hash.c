@@ -81,12 +81,6 @@ static int hash_file(sbx_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool
     if (fd < 0)
         return sbx_error_sys(err, errno == ENOENT ? SBX_ENOTFOUND : SBX_EIO, errno,
                              "open '%s' to hash it", n->path);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", n->path);
-    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_ino != n->ino)
-        return sbx_error_set(err, SBX_EIO, "hash '%s': it was replaced while the context was read",
-                             n->path);
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     uint64_t total = 0;
     /* Read up to the size seen by the walk; a file that grows or shrinks
@@ -109,6 +103,9 @@ static int hash_file(sbx_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool
     struct stat after;
     if (fstat(fd, &after) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", n->path);
+    if (!S_ISREG(after.st_mode) || (uint64_t)after.st_ino != n->ino)
+        return sbx_error_set(err, SBX_EIO, "hash '%s': it was replaced while the context was read",
+                             n->path);
     if (total != n->size || (uint64_t)after.st_size != n->size)
         return sbx_error_set(err, SBX_EIO,
                              "hash '%s': it changed size while it was read (try again)", n->path);
