@@ -77,7 +77,8 @@ static void collect_files(sbx_copy_node *n, sbx_copy_node ***v, size_t *len, siz
 static int hash_file(sbx_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool *stable,
                      size_t *bytes, sbx_error *err)
 {
-    _cleanup_close_ int fd = open(n->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC) /* never wait on a fifo swapped in */;
+    /* O_NONBLOCK: never wait on a fifo swapped in after the walk. */
+    _cleanup_close_ int fd = open(n->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return sbx_error_sys(err, errno == ENOENT ? SBX_ENOTFOUND : SBX_EIO, errno,
                              "open '%s' to hash it", n->path);
