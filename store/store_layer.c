@@ -17,6 +17,7 @@
 #define LAYER_ZSTD_LEVEL 3
 #define LAYER_ZSTD_JOB (1u << 20)
 #define LAYER_ZSTD_WORKERS 2
+#define LAYER_WRITEBACK_CHUNK (8u << 20)
 
 struct sbx_layer_writer {
     sbx_store *s;
@@ -24,6 +25,7 @@ struct sbx_layer_writer {
     char tmpname[128];
     sbx_sha256 *diff, *zhash;
     uint64_t size, stored;
+    uint64_t flushed; /* bytes handed to writeback so far (sync_file_range) */
     ZSTD_CCtx *cctx;
     void *out;
     size_t outcap;
@@ -111,6 +113,12 @@ static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
         len -= (size_t)n;
     }
     ob->pos = 0;
+    /* Start writeback as we go, so the fsync at commit has little left to do. */
+    if (w->stored - w->flushed >= LAYER_WRITEBACK_CHUNK) {
+        sync_file_range(w->fd, (off64_t)w->flushed, (off64_t)(w->stored - w->flushed),
+                        SYNC_FILE_RANGE_WRITE);
+        w->flushed = w->stored;
+    }
     return 0;
 }
 
