@@ -288,7 +288,9 @@ static int write_probe_bundle(const char *bundle, bool no_mknod, sbx_error *err)
     _cleanup_free_ char *cfg = sbx_strdup_printf("%s/config.json", bundle);
     if (!rootfs || !cfg)
         return sbx_error_set(err, SBX_ENOMEM, "probing: out of memory");
-    int r = sbx_mkdir_p(rootfs, 0755, err);
+    int r = sbx_mkdir_p(bundle, 0700, err); /* and <store>/run, private */
+    if (r == 0)
+        r = sbx_mkdir_p(rootfs, 0755, err);
     if (r < 0)
         return r;
     sbx_user_ids root = {0};

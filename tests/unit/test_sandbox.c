@@ -138,6 +138,9 @@ static void assert_nothing_left(const char *store)
     snprintf(cmd, sizeof(cmd), "%s/run", store);
     long n = tu_count_files(cmd);
     assert_true(n <= 0);
+    struct stat st;
+    if (stat(cmd, &st) == 0)
+        assert_int_equal(st.st_mode & 0777, 0700);
     /* `list` shows each container's bundle path, which lies in the store */
     snprintf(cmd, sizeof(cmd), "(runc list; crun list; runsc list) 2>/dev/null | grep -q '%s'",
              store);
