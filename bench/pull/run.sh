@@ -10,7 +10,7 @@
 # 2. pull + unpack to a directory           vs  skopeo copy + umoci unpack
 #    (only when this sbx-image has an unpack verb; otherwise reported as skipped)
 # 3. resolve of a tag (cache off)           vs  skopeo inspect --raw
-# Peak RSS of each comes from /usr/bin/time -v.  sbx-image does more work in
+# Times are fork-to-exit of each command; peak RSS is the child's ru_maxrss.  sbx-image does more work in
 # (1): it checks the compressed digest and the uncompressed diff_id, and
 # recompresses every layer to zstd for the store.
 set -euo pipefail
@@ -28,7 +28,6 @@ MB=${MB:-48}
 source "$src/tests/integration/lib/registry.sh"
 t_init "$@"
 command -v umoci >/dev/null || t_die "umoci missing (scripts/deps.sh installs it)"
-[[ -x /usr/bin/time ]] || t_die "/usr/bin/time missing (Debian package 'time')"
 if nm -an "$SBX_BIN" 2>/dev/null | grep -q __asan_init; then
     echo "warning: $SBX_BIN is built with sanitizers; numbers will be slow" >&2
 fi
@@ -44,19 +43,14 @@ raw_bytes=$(for d in $(jq -r '.bench.layers[].digest' "$FX/facts.json"); do
     gzip -dc "$FX/blobs/sha256/${d#sha256:}"; done | wc -c)
 nlayers=$(jq '.bench.layers | length' "$FX/facts.json")
 
-# measure NAME CMD...: wall seconds and peak RSS (KiB) appended to $T/NAME.
+# measure NAME CMD...: wall seconds and peak RSS (KiB) appended to $T/NAME
+# (timeit.py: fork-to-exit clock, ru_maxrss of the child).
 measure() {
     local name=$1; shift
-    local t0 t1
-    t0=$(date +%s.%N)
-    /usr/bin/time -v -o "$T/time.$name" "$@" >/dev/null 2>"$T/stderr.$name" ||
-        { cat "$T/stderr.$name" >&2; t_die "$name failed: $*"; }
-    t1=$(date +%s.%N)
-    local rss
-    rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$T/time.$name")
-    echo "$t0 $t1 $rss" | awk '{printf "%.6f %d\n", $2 - $1, $3}' >>"$T/$name"
+    "$PY" "$here/timeit.py" "$T/$name" "$@" || t_die "$name failed: $*"
 }
 median() { sort -n -k1,1 "$T/$1" | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+cpu_median() { sort -n -k3,3 "$T/$1" | awk '{a[NR]=$3} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 maxrss() { sort -n -k2,2 "$T/$1" | tail -1 | awk '{print $2}'; }
 
 # Unpack: the CLI's unpack verb if it has one, else bench_pull_unpack (the
@@ -107,29 +101,39 @@ done
 echo "resolve x$RESOLVE_RUNS..."
 for i in $(seq "$RESOLVE_RUNS"); do
     SBX_RESOLVE_TTL=0 measure sbx_resolve "$SBX_BIN" resolve --store "$T/r" "$REF"
+    measure sbx_resolve_cached "$SBX_BIN" resolve --store "$T/r" "$REF"
     measure skopeo_inspect skopeo inspect --raw --tls-verify=false "docker://$REF"
 done
 
-sp=$(median sbx_pull); kp=$(median skopeo_copy); ku=$(median umoci_unpack)
-sr=$(median sbx_resolve); kr=$(median skopeo_inspect)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+sum() { awk -v a="$1" -v b="$2" 'BEGIN {print a + b}'; }
+mib() { echo $(( $(maxrss "$1") / 1024 )); }
+# row LABEL SBX_WALL OTHER_WALL SBX_CPU OTHER_CPU SBX_RSS OTHER_RSS
+row() {
+    printf '%-38s %7.3fs %7.3fs %6s   %7.3fs %7.3fs %6s   %4s / %s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")" \
+        "$4" "$5" "$(ratio "$4" "$5")" "$6" "$7"
+}
 echo
-echo "bench/pull: $nlayers layers, $((img_bytes / 1048576)) MiB gzip, $((raw_bytes / 1048576)) MiB uncompressed; medians of $RUNS runs (resolve: $RESOLVE_RUNS)"
-printf '%-34s %9s %9s %7s   %s\n' "" "sbx-image" "skopeo" "ratio" "peak RSS sbx / other (MiB)"
-[[ -z $unpack_how ]] || echo "(sbx unpack: $unpack_how)"
-printf '%-34s %8.3fs %8.3fs %7s   %d / %d\n' "pull (vs skopeo copy to oci:)" "$sp" "$kp" \
-    "$(ratio "$sp" "$kp")" $(( $(maxrss sbx_pull) / 1024 )) $(( $(maxrss skopeo_copy) / 1024 ))
+echo "bench/pull: $nlayers layers, $((img_bytes / 1048576)) MiB gzip, $((raw_bytes / 1048576)) MiB uncompressed;" \
+    "medians of $RUNS runs (resolve: $RESOLVE_RUNS); load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-38s %8s %8s %6s   %8s %8s %6s   %s\n' "" "sbx wall" "other" "ratio" "sbx CPU" "other" \
+    "ratio" "peak RSS MiB sbx / other"
+row "pull  vs skopeo copy docker:// oci:" "$(median sbx_pull)" "$(median skopeo_copy)" \
+    "$(cpu_median sbx_pull)" "$(cpu_median skopeo_copy)" "$(mib sbx_pull)" "$(mib skopeo_copy)"
 if ((has_unpack)); then
-    su=$(median sbx_unpack)
-    tot_s=$(awk -v a="$sp" -v b="$su" 'BEGIN {print a + b}')
-    tot_k=$(awk -v a="$kp" -v b="$ku" 'BEGIN {print a + b}')
-    printf '%-34s %8.3fs %8.3fs %7s   %d / %d\n' "pull+unpack (vs copy+umoci unpack)" "$tot_s" \
-        "$tot_k" "$(ratio "$tot_s" "$tot_k")" $(( $(maxrss sbx_unpack) / 1024 )) \
-        $(( $(maxrss umoci_unpack) / 1024 ))
+    row "pull+unpack  vs copy + umoci unpack" \
+        "$(sum "$(median sbx_pull)" "$(median sbx_unpack)")" \
+        "$(sum "$(median skopeo_copy)" "$(median umoci_unpack)")" \
+        "$(sum "$(cpu_median sbx_pull)" "$(cpu_median sbx_unpack)")" \
+        "$(sum "$(cpu_median skopeo_copy)" "$(cpu_median umoci_unpack)")" \
+        "$(mib sbx_unpack)" "$(mib umoci_unpack)"
+    echo "  (sbx unpack: $unpack_how; umoci merges the layers into one rootfs)"
 else
-    printf '%-34s %9s %8.3fs %7s   (this sbx-image has no unpack verb: pull-only)\n' \
-        "pull+unpack (vs copy+umoci unpack)" "-" "$(awk -v a="$kp" -v b="$ku" 'BEGIN {print a + b}')" "-"
+    echo "pull+unpack: skipped, this sbx-image has no unpack verb and bench_pull_unpack is not built"
 fi
-printf '%-34s %8.3fs %8.3fs %7s   %d / %d\n' "resolve (vs skopeo inspect --raw)" "$sr" "$kr" \
-    "$(ratio "$sr" "$kr")" $(( $(maxrss sbx_resolve) / 1024 )) $(( $(maxrss skopeo_inspect) / 1024 ))
+row "resolve, no cache  vs skopeo inspect" "$(median sbx_resolve)" "$(median skopeo_inspect)" \
+    "$(cpu_median sbx_resolve)" "$(cpu_median skopeo_inspect)" "$(mib sbx_resolve)" "$(mib skopeo_inspect)"
+row "resolve, cached tag  vs skopeo inspect" "$(median sbx_resolve_cached)" "$(median skopeo_inspect)" \
+    "$(cpu_median sbx_resolve_cached)" "$(cpu_median skopeo_inspect)" "$(mib sbx_resolve_cached)" \
+    "$(mib skopeo_inspect)"
 echo "goals: pull ratio <= 1.5, resolve ratio <= 0.25, sbx-image peak RSS < 64 MiB"
