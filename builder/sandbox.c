@@ -243,14 +243,18 @@ static int mount_overlay(run_state *st, sbx_error *err)
         if (chdir(st->bundle) < 0)
             _exit(errno);
         /* no copy-up shortcuts: every change must be a real file in upper */
-        char full[8300];
-        snprintf(full, sizeof(full), "%s,index=off,metacopy=off,redirect_dir=off,volatile", opts);
         /* nodev: a device node shipped in an image (say, the host's disk) must
-         * not open; the container's /dev is the runtime's own tmpfs */
-        if (mount("overlay", "rootfs", "overlay", MS_NODEV, full) == 0)
-            _exit(0);
-        if (mount("overlay", "rootfs", "overlay", MS_NODEV, opts) == 0)
-            _exit(0); /* a kernel without some of those options */
+         * not open; the container's /dev is the runtime's own tmpfs.  Older
+         * kernels lack volatile (5.10) or the others: drop them in turn. */
+        static const char *const extras[] = {
+            ",index=off,metacopy=off,redirect_dir=off,volatile",
+            ",index=off,metacopy=off,redirect_dir=off", ""};
+        char full[8300];
+        for (size_t i = 0; i < SBX_ARRAY_LEN(extras); i++) {
+            snprintf(full, sizeof(full), "%s%s", opts, extras[i]);
+            if (mount("overlay", "rootfs", "overlay", MS_NODEV, full) == 0)
+                _exit(0);
+        }
         _exit(errno);
     }
     int status = sbx_wait_pid(pid);
