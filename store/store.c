@@ -291,7 +291,8 @@ void sbx_store__clean_tmp(sbx_store *s)
         pid_t pid = 0;
         int64_t start = 0;
         char kind, hex[65];
-        if (tmp_owner(de->d_name, &pid, &start, &kind, hex) == 0 &&
+        /* Only our own names: anything else in tmp/ is not ours to remove. */
+        if (tmp_owner(de->d_name, &pid, &start, &kind, hex) < 0 ||
             sbx_store__proc_alive(pid, start))
             continue;
         struct stat st;
@@ -299,15 +300,8 @@ void sbx_store__clean_tmp(sbx_store *s)
             continue;
         if (S_ISREG(st.st_mode) && st.st_nlink > 1 && kind != 'w' && hex[0])
             undo_half_link(s, kind, hex, &st);
-        if (S_ISDIR(st.st_mode)) {
-            char *p = sbx_strdup_printf("%s/tmp/%s", s->root, de->d_name);
-            sbx_error err = SBX_ERROR_INIT;
-            if (p)
-                sbx_rm_rf(p, &err);
-            free(p);
-        } else {
+        if (S_ISREG(st.st_mode))
             unlinkat(dfd, de->d_name, 0);
-        }
     }
     closedir(d);
 }
@@ -345,6 +339,20 @@ int sbx_store__lease_self(sbx_store *s, const char *digest, sbx_error *err)
     sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "record lease");
+    return 0;
+}
+
+static int drop_record(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           kind == SBX_OBJ_LAYER ? "DELETE FROM layers WHERE diff_id=?"
+                                                 : "DELETE FROM blobs WHERE digest=?",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "repair record");
     return 0;
 }
 
@@ -408,6 +416,11 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpnam
                                                           : "SELECT 1 FROM blobs WHERE digest=?",
                                     digest, err);
         rc = present < 0 ? present : 0;
+    }
+    if (rc == 0 && present && faccessat(s->root_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+        /* A record whose file is gone: this write repairs it. */
+        rc = drop_record(s, kind, digest, err);
+        present = 0;
     }
     if (rc == 0 && !present) {
         rc = link_into_place(s, named, rel, err);

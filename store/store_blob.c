@@ -241,8 +241,10 @@ int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest)
     const char *sql = kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
                                             : "SELECT 1 FROM blobs WHERE digest=?";
     int have = sbx_store__exists(s, sql, digest, &err);
-    if (have <= 0)
-        return 0;
+    char rel[128];
+    sbx_store__obj_relpath(rel, sizeof rel, kind, digest + 7);
+    if (have <= 0 || faccessat(s->root_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+        return 0; /* no record, or a record whose file is gone (fsck repairs it) */
     if (sbx_store__lock(s, 0, &err) < 0)
         return 1;
     if (sbx_store__begin(s, &err) == 0) {

@@ -641,6 +641,34 @@ static void test_crashed_writer_debris_is_undone_on_open(void **state)
     free(partial);
 }
 
+static void test_dangling_record_is_repaired_by_next_writer(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ], diff[SBX_DIGEST_BUFSZ], path[4096];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    ts_put_layer(t, 5000, 1, diff);
+    char *blob = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
+    assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
+    assert_int_equal(unlink(blob), 0);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, d), 0);  /* the file is gone: not "present" */
+    assert_int_equal(sbx_store_has_layer(t->s, diff), 0);
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    ts_put_layer(t, 5000, 1, diff);
+    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    assert_int_equal(sbx_store_has_layer(t->s, diff), 1);
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    /* Something else in tmp/ (not named like a writer's file) is left alone. */
+    char *other = sbx_strdup_printf("%s/tmp/not-ours", t->root);
+    tu_write_file(other, "x");
+    ts_reopen(t);
+    assert_int_equal(ts_count(t, "tmp"), 1);
+    free(other);
+    free(blob);
+}
+
 static void test_unrecorded_file_is_replaced_by_next_writer(void **state)
 {
     ts_ctx *t = *state;
@@ -679,6 +707,7 @@ int main(void)
         TS_TEST(test_lease_clear_lets_gc_reclaim),
         TS_TEST(test_crashed_writer_debris_is_undone_on_open),
         TS_TEST(test_unrecorded_file_is_replaced_by_next_writer),
+        TS_TEST(test_dangling_record_is_repaired_by_next_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
