@@ -277,6 +277,35 @@ static void test_sbxignore_in_walk_and_digest(void **state)
     free(p);
 }
 
+static int stop_at_lib(const sbx_copy_entry *e, void *ud, sbx_error *err)
+{
+    (*(int *)ud)++;
+    if (!strcmp(e->relpath, "lib"))
+        return sbx_error_set(err, SBX_ESTEP, "stop at '%s'", e->relpath);
+    return 0;
+}
+
+static void test_walk_errors(void **state)
+{
+    fixture *f = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    int seen = 0;
+    /* A visitor's error stops the walk and comes back as is. */
+    assert_int_equal(sbx_recipe_copy_walk(f->ctx, "src", stop_at_lib, &seen, &err), SBX_ESTEP);
+    tu_assert_error(&err, SBX_ESTEP, "stop at 'lib'");
+    assert_int_equal(seen, 4); /* "", a.txt, empty, lib */
+    assert_int_equal(sbx_recipe_copy_walk(f->ctx, "nope", stop_at_lib, &seen, &err),
+                     SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "copy 'nope': expected a path in the build context");
+    assert_int_equal(sbx_recipe_copy_walk("/nonexistent-ctx", "src", stop_at_lib, &seen, &err),
+                     SBX_ENOTFOUND);
+    tu_assert_error(&err, SBX_ENOTFOUND, "open build context '/nonexistent-ctx'");
+    /* A file source is one entry with an empty relative path. */
+    walk_acc acc = {""};
+    assert_int_equal(sbx_recipe_copy_walk(f->ctx, "src/run.sh", collect, &acc, &err), 0);
+    assert_string_equal(acc.list, "x:;");
+}
+
 static void test_context_boundary(void **state)
 {
     fixture *f = *state;
@@ -426,6 +455,7 @@ int main(void)
         cmocka_unit_test(test_ignore_patterns),
         cmocka_unit_test_setup_teardown(test_sbxignore_in_walk_and_digest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_context_boundary, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_walk_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_hash_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_hash_cache_keeps_recent, setup, teardown),
         cmocka_unit_test(test_path_clean),
