@@ -51,38 +51,6 @@ typedef struct run_state {
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static uint64_t proc_starttime(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* comm may hold spaces */
-    if (!p)
-        return 0;
-    unsigned long long v = 0;
-    /* fields after comm: state(3) ... starttime(22) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
-                      "%*d %*d %llu", &v) != 1)
-        return 0;
-    return v;
-}
-
-static bool owner_alive(pid_t pid, uint64_t start)
-{
-    if (pid <= 0)
-        return false;
-    if (kill(pid, 0) < 0 && errno == ESRCH)
-        return false;
-    return start == 0 || proc_starttime(pid) == start;
-}
-
 static char *join_cmd(const char *const *argv)
 {
     char buf[256];
@@ -181,7 +149,7 @@ static int make_bundle(run_state *st, sbx_error *err)
                              st->bundle);
     char text[128];
     snprintf(text, sizeof(text), "%ld %llu\n", (long)getpid(),
-             (unsigned long long)proc_starttime(getpid()));
+             (unsigned long long)sbx_proc_starttime(getpid()));
     r = write_small(st->bundle, "owner", text, err);
     if (r == 0) {
         snprintf(text, sizeof(text), "%s %d %d\n", sbx_runtime_name(st->rt.kind),
@@ -687,103 +655,4 @@ void sbx_sandbox_result_clear(sbx_sandbox_result *res)
         return;
     free(res->tail);
     res->tail = NULL;
-}
-
-/* ---- what killed runs left ---------------------------------------------- */
-
-static bool is_mountpoint(const char *path)
-{
-    struct stat a, b;
-    _cleanup_free_ char *parent = sbx_strdup_printf("%s/..", path);
-    return parent && stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
-}
-
-static void clean_bundle(const char *run, const char *name, unsigned *removed)
-{
-    _cleanup_free_ char *bundle = sbx_strdup_printf("%s/%s", run, name);
-    _cleanup_free_ char *owner = sbx_strdup_printf("%s/owner", bundle);
-    _cleanup_free_ char *rtfile = sbx_strdup_printf("%s/runtime", bundle);
-    _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/rootfs", bundle);
-    if (!bundle || !owner || !rtfile || !rootfs)
-        return;
-    long pid = 0;
-    unsigned long long start = 0;
-    sbx_error e = SBX_ERROR_INIT;
-    _cleanup_free_ char *text = NULL;
-    size_t len;
-    if (sbx_read_file(&text, &len, owner, 256, &e) == 0)
-        sscanf(text, "%ld %llu", &pid, &start);
-    else if (sscanf(name, "sbx-%ld-", &pid) != 1 && sscanf(name, "sbx-probe-%ld-", &pid) != 1)
-        pid = 0;
-    if (owner_alive((pid_t)pid, start))
-        return;
-
-    _cleanup_free_ char *rtt = NULL;
-    char rtname[16] = "";
-    int workaround = 0, disabled = 0;
-    if (sbx_read_file(&rtt, &len, rtfile, 256, &e) == 0)
-        sscanf(rtt, "%15s %d %d", rtname, &workaround, &disabled);
-    sbx_runtime_kind kinds[3] = {SBX_RUNTIME_CRUN, SBX_RUNTIME_RUNC, SBX_RUNTIME_RUNSC};
-    sbx_runtime_kind one;
-    bool known = sbx_runtime_parse(&one, rtname, &e) == 0 && one != SBX_RUNTIME_AUTO;
-    for (size_t i = 0; i < 3; i++) {
-        sbx_runtime_info rt;
-        if (known && kinds[i] != one)
-            continue;
-        if (sbx_rt_find(&rt, kinds[i], &e) < 0)
-            continue;
-        rt.cgroups_disabled = known && rt.cgroup_workaround && disabled;
-        sbx_rt_destroy(&rt, name);
-    }
-    for (int i = 0; i < 8 && is_mountpoint(rootfs); i++)
-        if (umount2(rootfs, 0) < 0)
-            umount2(rootfs, MNT_DETACH);
-    if (is_mountpoint(rootfs)) {
-        sbx_log(SBX_LOG_WARN, "cannot unmount stale '%s'; leaving it", rootfs);
-        return;
-    }
-    if (sbx_rm_rf(bundle, &e) == 0 && removed)
-        (*removed)++;
-}
-
-/* Unpack temp dirs "<hex>.tmp-<pid>-<n>" of dead processes. */
-static void clean_unpack_tmp(const char *root)
-{
-    _cleanup_free_ char *dir = sbx_strdup_printf("%s/unpacked", root);
-    DIR *d = dir ? opendir(dir) : NULL;
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        const char *t = strstr(de->d_name, ".tmp-");
-        long pid;
-        if (!t || sscanf(t, ".tmp-%ld-", &pid) != 1 || owner_alive((pid_t)pid, 0))
-            continue;
-        _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dir, de->d_name);
-        sbx_error e = SBX_ERROR_INIT;
-        if (p)
-            sbx_rm_rf(p, &e);
-    }
-    closedir(d);
-}
-
-int sbx_sandbox_cleanup_stale(const char *store_root, unsigned *removed, sbx_error *err)
-{
-    if (removed)
-        *removed = 0;
-    _cleanup_free_ char *run = sbx_strdup_printf("%s/run", store_root);
-    if (!run)
-        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    DIR *d = opendir(run);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)))
-            if (!strncmp(de->d_name, "sbx-", 4))
-                clean_bundle(run, de->d_name, removed);
-        closedir(d);
-    } else if (errno != ENOENT) {
-        return sbx_error_sys(err, SBX_EIO, errno, "cleaning '%s'", run);
-    }
-    clean_unpack_tmp(store_root);
-    return 0;
 }

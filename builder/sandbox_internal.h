@@ -32,6 +32,11 @@ void sbx_rt_destroy(const sbx_runtime_info *rt, const char *id);
 /* Find the binary of a runtime on PATH (no probe). */
 int sbx_rt_find(sbx_runtime_info *out, sbx_runtime_kind kind, sbx_error *err);
 
+/* Start time of a process (field 22 of /proc/PID/stat), 0 if unknown. */
+uint64_t sbx_proc_starttime(pid_t pid);
+/* pid is alive and, when start is not 0, still the same process. */
+bool sbx_owner_alive(pid_t pid, uint64_t start);
+
 /* Wait for pid, handling EINTR; returns the wait status. */
 int sbx_wait_pid(pid_t pid);
 
