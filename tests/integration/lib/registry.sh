@@ -52,10 +52,12 @@ t_cleanup() {
 t_init() {
     # Hermetic network: re-run the test in a new network namespace that has
     # only loopback, so nothing can reach past 127.0.0.0/8 whatever the
-    # client does.  (Needs root; otherwise the proxy variables below guard.)
-    if [[ -z ${SBX_TEST_NETNS:-} ]] && command -v ip >/dev/null && unshare -n true 2>/dev/null; then
+    # client does, and a private mount namespace (for fake_hosts).  (Needs
+    # root; otherwise the proxy variables below guard.)
+    if [[ -z ${SBX_TEST_NETNS:-} ]] && command -v ip >/dev/null && unshare -n -m true 2>/dev/null; then
         export SBX_TEST_NETNS=1
-        exec unshare -n -- bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
+        exec unshare -n -m --propagation private -- \
+            bash -c 'ip link set lo up && exec bash "$0" "$@"' "$0" "$@"
     fi
     t_need docker-registry curl jq openssl htpasswd zstd skopeo "$PY"
     [[ -x $SBX_BIN ]] || t_die "SBX_BIN '$SBX_BIN' is not executable"
@@ -111,23 +113,27 @@ token_start() {
     printf -v "${name}_DIR" '%s' "$dir"
 }
 
-# make_tls DIR [IP]: a CA and a server cert for IP (default 127.0.0.1) and
-# localhost, signed by it.
+# make_tls DIR [IP [DNS-NAME...]]: a CA and a server cert for IP (default
+# 127.0.0.1), localhost and the names, signed by it.
 make_tls() {
-    local d=$1 ip=${2:-127.0.0.1}
+    local d=$1 ip=${2:-127.0.0.1} san n
+    shift 2 || shift $#
+    san="IP:$ip,DNS:localhost"
+    for n in "$@"; do san+=",DNS:$n"; done
     mkdir -p "$d"
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=sbx test CA" \
         -keyout "$d/ca.key" -out "$d/ca.crt" -addext basicConstraints=critical,CA:TRUE \
         -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj "/CN=$ip" \
         -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
-    printf 'subjectAltName=IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth\n' "$ip" >"$d/ext"
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$san" >"$d/ext"
     openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
         -CAcreateserial -days 2 -extfile "$d/ext" -out "$d/server.crt" 2>/dev/null
 }
 
 # reg_start NAME [plain|htpasswd|token] [tls]: a docker-registry on 127.0.0.1
-# (or on $REG_IP, an address the test added to lo inside its namespace).
+# (or on $REG_IP, an address the test added to lo inside its namespace; on
+# $REG_PORT instead of a free port; $REG_DNS: extra names for its cert).
 # Sets NAME_HOST (127.0.0.1:PORT), NAME_URL, NAME_DIR, NAME_AUTH, NAME_CA
 # (the CA file for tls, else empty).  For tls the CA also goes to
 # $SBX_CERTS_DIR/127.0.0.1:PORT/ca.crt.  For token, a token issuer named
@@ -159,14 +165,15 @@ reg_start() {
     esac
     local tls_yaml=""
     if [[ $tls == tls ]]; then
-        make_tls "$dir/tls" "$ip"
+        # shellcheck disable=SC2086
+        make_tls "$dir/tls" "$ip" ${REG_DNS:-}
         scheme=https
         tls_yaml="  tls:
     certificate: $dir/tls/server.crt
     key: $dir/tls/server.key"
     fi
     for try in 1 2 3; do
-        port=$(free_port "$ip")
+        port=${REG_PORT:-$(free_port "$ip")}
         cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
@@ -375,6 +382,15 @@ no_secrets() {
 add_ip() {
     [[ -n ${SBX_TEST_NETNS:-} ]] || t_die "add_ip needs the test's network namespace (run as root)"
     ip addr add "$1/32" dev lo
+}
+
+# fake_hosts LINE...: replace /etc/hosts for this test (its own mount
+# namespace), e.g. to point registry-1.docker.io at a registry on 10.99.0.x.
+fake_hosts() {
+    [[ -n ${SBX_TEST_NETNS:-} ]] || t_die "fake_hosts needs the test's namespaces (run as root)"
+    printf '127.0.0.1 localhost\n' >"$T/hosts"
+    printf '%s\n' "$@" >>"$T/hosts"
+    mount --bind "$T/hosts" /etc/hosts
 }
 
 # store_lacks DIGEST: no file or record in the store mentions DIGEST.
