@@ -190,6 +190,20 @@ static int check_unrecorded(sbx_store *s, sbx_obj_kind kind, int dfd, const char
     return 0;
 }
 
+/* in_tx(s, expr, err): run expr inside its own IMMEDIATE transaction, so
+ * each object's repair is atomic and other processes' metadata writes wait
+ * for one object at a time, never for the whole fsck. */
+#define in_tx(s, expr, err)                                                          \
+    ({                                                                               \
+        int _rc = sbx_store__begin((s), (err));                                      \
+        if (_rc == 0)                                                                \
+            _rc = (expr);                                                            \
+        if (_rc == 0)                                                                \
+            _rc = sbx_store__commit((s), (err));                                     \
+        sbx_store__rollback(s);                                                      \
+        _rc;                                                                         \
+    })
+
 static int scan_dir(sbx_store *s, sbx_obj_kind kind, sbx_fsck_report *rep, sbx_error *err)
 {
     const char *dir = kind == SBX_OBJ_LAYER ? "layers/sha256" : "blobs/sha256";
@@ -206,7 +220,7 @@ static int scan_dir(sbx_store *s, sbx_obj_kind kind, sbx_fsck_report *rep, sbx_e
     while (rc == 0 && (de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        rc = check_unrecorded(s, kind, dirfd(d), de->d_name, rep, err);
+        rc = in_tx(s, check_unrecorded(s, kind, dirfd(d), de->d_name, rep, err), err);
     }
     closedir(d);
     return rc;
@@ -220,7 +234,7 @@ static int fsck_kind(sbx_store *s, sbx_obj_kind kind, sbx_fsck_report *rep, sbx_
         return err->code;
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = check_record(s, kind, &v[i], rep, err);
+        rc = in_tx(s, check_record(s, kind, &v[i], rep, err), err);
         if (kind == SBX_OBJ_LAYER)
             rep->layers_checked++;
         else
@@ -253,17 +267,13 @@ int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err)
     if (sbx_store__lock(s, 1, err) < 0)
         return sbx_error_wrap(err, "fsck");
     sbx_store__clean_tmp(s);
-    /* One transaction: repairs land together, and no writer commits meanwhile. */
-    int rc = sbx_store__begin(s, err);
-    if (rc == 0)
-        rc = fsck_kind(s, SBX_OBJ_BLOB, &rep, err);
+    /* The exclusive lock keeps writers from committing meanwhile; each
+     * repair is its own transaction. */
+    int rc = fsck_kind(s, SBX_OBJ_BLOB, &rep, err);
     if (rc == 0)
         rc = fsck_kind(s, SBX_OBJ_LAYER, &rep, err);
     if (rc == 0)
-        rc = drop_broken_names(s, &rep, err);
-    if (rc == 0)
-        rc = sbx_store__commit(s, err);
-    sbx_store__rollback(s);
+        rc = in_tx(s, drop_broken_names(s, &rep, err), err);
     sbx_store__unlock(s);
     if (report)
         *report = rep;
