@@ -72,6 +72,22 @@ rng=$(jq -rs --arg b "$BIG" '[.[] | select(.method == "GET" and (.path | endswit
 from=${BASH_REMATCH[1]}
 ((from > 0 && from <= sent)) || fail "resumed from $from, but only $sent bytes had been sent"
 
+case_ "reset, then the server ignores Range (200, whole body): restarted or refused, never spliced"
+fresh
+proxy_mode p '{"mode":"reset","fraction":0.5,"on_range":"ignore","match":"/blobs/'"$BIG"'"}'
+sbx pull --json "$REF"
+if ((RC == 0)); then pulled_ok; else ((RC == 1)) || fail "exit $RC"; err_has 'range|206|resum'; fi
+(($(proxy_reqs p '.on_range == "ignore"') >= 1)) || fail "the client never resumed with Range"
+fsck_clean
+
+case_ "reset, then a 206 that starts at byte 0 instead: restarted or refused, never spliced"
+fresh
+proxy_mode p '{"mode":"reset","fraction":0.5,"on_range":"misalign","match":"/blobs/'"$BIG"'"}'
+sbx pull --json "$REF"
+if ((RC == 0)); then pulled_ok; else ((RC == 1)) || fail "exit $RC"; err_has 'range|206|resum'; fi
+(($(proxy_reqs p '.on_range == "misalign"') >= 1)) || fail "the client never resumed with Range"
+fsck_clean
+
 case_ "connection reset twice: still pulled"
 fresh
 proxy_mode p '{"mode":"reset","fraction":0.3,"count":2,"match":"/blobs/'"$BIG"'"}'

@@ -28,6 +28,8 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
                              length) and keep sending until the client hangs up
   accept   accept            forward with the client's Accept replaced (the registry
                              then converts a schema2 manifest to schema1)
+  "on_range": "ignore" | "misalign" (any mode, not counted): a Range request on a
+  matching path is answered 200 with the whole body, or 206 from byte 0
 """
 import argparse
 import hashlib
@@ -60,7 +62,10 @@ class ProxyHandler(httpd.Handler):
     _state = {"raw": None, "applied": 0}
 
     def fault(self):
-        """The fault to apply to this request, or None; counts it."""
+        """The fault to apply to this request, or None; counts it.  Also sets
+        self.on_range: how to treat a Range request on a matching path
+        (whatever the count), from the mode's "on_range"."""
+        self.on_range = None
         try:
             with open(self.mode_path) as f:
                 raw = f.read()
@@ -78,6 +83,8 @@ class ProxyHandler(httpd.Handler):
                 return None
             if m.get("method", "GET") not in (self.command, "*"):
                 return None
+            if "Range" in self.headers:
+                self.on_range = m.get("on_range")
             count = m.get("count", 1)
             if count >= 0 and self._state["applied"] >= count:
                 return None
@@ -130,6 +137,13 @@ class ProxyHandler(httpd.Handler):
         n = int(self.headers.get("Content-Length", "0") or 0)
         body = self.rfile.read(n) if n else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        if self.on_range == "ignore":  # a server without Range support: 200, whole body
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
+            entry["on_range"] = "ignore"
+        elif self.on_range == "misalign":  # 206, but not from where the client asked
+            headers = {k: v for k, v in headers.items() if k.lower() != "range"}
+            headers["Range"] = "bytes=0-"
+            entry["on_range"] = "misalign"
         if mode == "accept":  # what an old or broken client would ask for
             headers = {k: v for k, v in headers.items() if k.lower() != "accept"}
             if m.get("accept"):
