@@ -58,7 +58,14 @@ static int resolve_at(sbx_resolve_result *out, reg_client *c, reg_session *s, sb
     reg_resp resp = {.content_length = -1};
     const char *reference = sbx_ref_reference(&s->ref);
     int rc = reg_get_manifest(c, reference, true, &resp, err);
-    if (rc < 0) {
+    if (rc < 0 && rc != SBX_ENOTFOUND && rc != SBX_EAUTH && resp.status >= 400 &&
+        resp.status < 500 && resp.status != 429) {
+        /* a registry (or proxy) that refuses HEAD (405 ...): ask with GET */
+        reg_log(SBX_LOG_DEBUG, "HEAD refused (%s); trying GET", err->msg);
+        sbx_error_clear(err);
+        reg_resp_clear(&resp);
+        rc = 0;
+    } else if (rc < 0) {
         reg_resp_clear(&resp);
         return rc;
     }

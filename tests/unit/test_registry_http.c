@@ -25,7 +25,15 @@ typedef enum {
     MODE_BAD_206,   /* cut half way, then a 206 from the wrong offset */
     MODE_RETRY_AFTER, /* 429 Retry-After: 1, then the blob */
     MODE_REDIRECT,  /* bearer auth, blob GET redirected to "localhost" */
+    MODE_REFRESH,   /* bearer auth where the token comes from an OAuth2 refresh token */
+    MODE_NO_HEAD,   /* manifests: HEAD answers 405, GET works */
 } srv_mode;
+
+#define MANIFEST_BODY                                                                       \
+    "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","     \
+    "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":"    \
+    "\"sha256:1111111111111111111111111111111111111111111111111111111111111111\",\"size\":2},"  \
+    "\"layers\":[]}"
 
 typedef struct srv {
     int lfd;
@@ -41,6 +49,9 @@ typedef struct srv {
     int auth_on_cdn;          /* GETs to the redirect target with Authorization */
     int cdn_gets;
     int token_gets;
+    int token_posts;
+    char post_body[1024];
+    int heads, manifest_gets;
     uint64_t first_ns, second_ns;
 } srv;
 
@@ -90,7 +101,7 @@ static const char *header(const char *req, const char *name, char *out, size_t l
 }
 
 /* Serve one request; returns 0 to keep the connection, -1 to close it. */
-static int serve(srv *s, int fd, const char *req)
+static int serve(srv *s, int fd, const char *req, const char *body)
 {
     char method[16], path[512], range[64], auth[256], host[128];
     if (sscanf(req, "%15s %511s", method, path) != 2)
@@ -101,9 +112,31 @@ static int serve(srv *s, int fd, const char *req)
     bool is_blob = strstr(path, "/blobs/") != NULL;
     if (!strcmp(path, "/token?service=svc&scope=repository%3At%2Fx%3Apull")) {
         s->token_gets++;
-        const char *body = "{\"token\":\"tok-123\",\"expires_in\":300}";
+        const char *tok = "{\"token\":\"tok-123\",\"expires_in\":300}";
         sendf(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-              strlen(body), body);
+              strlen(tok), tok);
+        return 0;
+    }
+    if (!strcmp(method, "POST") && !strcmp(path, "/token")) {
+        s->token_posts++;
+        snprintf(s->post_body, sizeof s->post_body, "%s", body);
+        const char *tok = "{\"access_token\":\"tok-456\",\"expires_in\":300}";
+        sendf(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+              strlen(tok), tok);
+        return 0;
+    }
+    if (strstr(path, "/manifests/")) {
+        char dg[SBX_DIGEST_BUFSZ];
+        sbx_sha256_buf(MANIFEST_BODY, strlen(MANIFEST_BODY), dg);
+        if (!strcmp(method, "HEAD")) {
+            s->heads++;
+            sendf(fd, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n");
+            return 0;
+        }
+        s->manifest_gets++;
+        sendf(fd, "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n"
+                  "Docker-Content-Digest: %s\r\nContent-Length: %zu\r\n\r\n%s",
+              dg, strlen(MANIFEST_BODY), MANIFEST_BODY);
         return 0;
     }
     if (!strncmp(path, "/cdn/", 5)) {
@@ -116,6 +149,18 @@ static int serve(srv *s, int fd, const char *req)
     }
     if (!is_blob) {
         sendf(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        return 0;
+    }
+    if (s->mode == MODE_REFRESH) {
+        if (!has_auth || strcmp(auth, "Bearer tok-456") != 0) {
+            sendf(fd, "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nWWW-Authenticate: Bearer "
+                      "realm=\"http://127.0.0.1:%d/token\",service=\"svc2\",scope=\"repository:t/x:pull\""
+                      "\r\n\r\n",
+                  s->port);
+            return 0;
+        }
+        sendf(fd, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BLOB_LEN);
+        send_all(fd, s->blob, BLOB_LEN);
         return 0;
     }
     if (s->mode == MODE_REDIRECT) {
@@ -197,13 +242,28 @@ static void *conn_main(void *arg)
         if (!end)
             continue;
         size_t used = (size_t)(end + 4 - req);
-        char one[8192];
+        char one[8192], cl[32], body[2048] = "";
         memcpy(one, req, used);
         one[used] = '\0';
         memmove(req, req + used, have - used);
         have -= used;
+        size_t blen = header(one, "Content-Length", cl, sizeof cl) ? (size_t)atol(cl) : 0;
+        if (blen >= sizeof body)
+            break;
+        while (have < blen) {
+            ssize_t r2 = recv(cn->fd, req + have, sizeof req - 1 - have, 0);
+            if (r2 <= 0)
+                break;
+            have += (size_t)r2;
+        }
+        if (have < blen)
+            break;
+        memcpy(body, req, blen);
+        body[blen] = '\0';
+        memmove(req, req + blen, have - blen);
+        have -= blen;
         pthread_mutex_lock(&g_srv_lock);
-        int keep = serve(cn->s, cn->fd, one);
+        int keep = serve(cn->s, cn->fd, one, body);
         pthread_mutex_unlock(&g_srv_lock);
         if (keep < 0)
             break;
@@ -273,27 +333,30 @@ static void srv_stop(srv *s)
 }
 
 typedef struct fixture {
-    char *dir;
+    char *dir, *certs, *dcfg, *rcfg;
     sbx_store *store;
     srv s;
 } fixture;
 
 /* Pull the server's blob as an uncompressed layer (diff_id = digest). */
-static int pull_blob(fixture *f, sbx_error *err)
+static void test_opts(fixture *f, sbx_registry_options *opts)
+{
+    opts->certs_dir = f->certs;
+    opts->docker_config = f->dcfg;
+    opts->registries_config = f->rcfg;
+}
+
+static int pull_blob_with(fixture *f, const char *identity_token, sbx_error *err)
 {
     char refs[128];
     snprintf(refs, sizeof refs, "127.0.0.1:%d/t/x", f->s.port);
     sbx_ref ref;
     assert_int_equal(sbx_ref_parse(&ref, refs, err), 0);
     sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
-    char *certs = tu_path(f->dir, "certs.d");
-    char *dcfg = tu_path(f->dir, "docker.json");
-    char *rcfg = tu_path(f->dir, "registries.json");
-    opts.certs_dir = certs;
-    opts.docker_config = dcfg;
-    opts.registries_config = rcfg;
+    test_opts(f, &opts);
+    opts.identity_token = identity_token;
     reg_config cfg;
-    assert_int_equal(reg_config_load(&cfg, rcfg, err), 0);
+    assert_int_equal(reg_config_load(&cfg, f->rcfg, err), 0);
     reg_client *c = NULL;
     assert_int_equal(reg_client_new(&c, &ref, "", &opts, &cfg, err), 0);
     reg_desc d = {.size = BLOB_LEN};
@@ -302,11 +365,10 @@ static int pull_blob(fixture *f, sbx_error *err)
     int rc = reg_pull_layer(c, f->store, &d, f->s.digest, "test", err);
     reg_client_free(c);
     reg_config_free(&cfg);
-    free(certs);
-    free(dcfg);
-    free(rcfg);
     return rc;
 }
+
+static int pull_blob(fixture *f, sbx_error *err) { return pull_blob_with(f, NULL, err); }
 
 static int setup(void **state)
 {
@@ -317,6 +379,9 @@ static int setup(void **state)
     if (sbx_store_open(&f->store, root, &err) < 0)
         fail_msg("opening the store: %s", err.msg);
     free(root);
+    f->certs = tu_path(f->dir, "certs.d");
+    f->dcfg = tu_path(f->dir, "docker.json");
+    f->rcfg = tu_path(f->dir, "registries.json");
     setenv("SBX_RETRY_BASE_MS", "10", 1);
     setenv("SBX_RETRY_MAX", "4", 1);
     setenv("SBX_STALL_TIMEOUT", "5", 1);
@@ -333,6 +398,9 @@ static int teardown(void **state)
     fixture *f = *state;
     srv_stop(&f->s);
     sbx_store_free(f->store);
+    free(f->certs);
+    free(f->dcfg);
+    free(f->rcfg);
     tu_tmpdir_free(f->dir);
     free(f);
     return 0;
@@ -404,6 +472,51 @@ static void test_redirect_drops_authorization(void **state)
     assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
 }
 
+static void test_identity_token(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_REFRESH);
+    sbx_error err = SBX_ERROR_INIT;
+    if (pull_blob_with(f, "refresh/abc=", &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(f->s.token_posts, 1);
+    assert_non_null(strstr(f->s.post_body, "grant_type=refresh_token"));
+    assert_non_null(strstr(f->s.post_body, "refresh_token=refresh%2Fabc%3D"));
+    assert_non_null(strstr(f->s.post_body, "service=svc2"));
+    assert_non_null(strstr(f->s.post_body, "scope=repository%3At%2Fx%3Apull"));
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+}
+
+static void test_resolve_without_head(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_NO_HEAD);
+    char ref[128], want[SBX_DIGEST_BUFSZ];
+    snprintf(ref, sizeof ref, "127.0.0.1:%d/t/x:v1", f->s.port);
+    sbx_sha256_buf(MANIFEST_BODY, strlen(MANIFEST_BODY), want);
+    sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    test_opts(f, &opts);
+    opts.store = f->store;
+    sbx_resolve_result r;
+    sbx_error err = SBX_ERROR_INIT;
+    if (sbx_registry_resolve_ex(&r, ref, &opts, &err) < 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(r.digest, want);
+    assert_int_equal(f->s.heads, 1);
+    assert_int_equal(f->s.manifest_gets, 1);
+    assert_int_equal(r.cached, 0);
+    /* the second answer comes from the store's cache: no request */
+    assert_int_equal(sbx_registry_resolve_ex(&r, ref, &opts, &err), 0);
+    assert_int_equal(r.cached, 1);
+    assert_string_equal(r.digest, want);
+    assert_int_equal(f->s.heads + f->s.manifest_gets, 2);
+    /* ttl 0: asked again */
+    opts.resolve_ttl = 0;
+    assert_int_equal(sbx_registry_resolve_ex(&r, ref, &opts, &err), 0);
+    assert_int_equal(r.cached, 0);
+    assert_int_equal(f->s.manifest_gets, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -412,6 +525,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resume_wrong_offset_restarts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_after, setup, teardown),
         cmocka_unit_test_setup_teardown(test_redirect_drops_authorization, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_identity_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolve_without_head, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
