@@ -42,10 +42,26 @@ for img in "${SINGLE[@]}"; do
         "sha256 of inspect --raw (exact manifest bytes)"
 done
 
-case_ "plain output: pull prints the digest alone on stdout"
+case_ "plain output: the digest alone on stdout, a line per layer on stderr, no escapes"
 STORE=$T/store-plain
-ok pull "$R/oci-single:v1"
-out_is "$(fx oci-single .digest)"
+ok pull "$R/oci-multi:v1"
+out_is "$(fx oci-multi .digest)"
+for d in $(fx oci-multi '.layers[].digest'); do err_has "${d:0:19}"; done
+! grep -q $'\e' "$T/err" || fail "terminal escapes in progress written to a pipe"
+ok pull "$R/oci-multi:v1"
+out_is "$(fx oci-multi .digest)"
+for d in $(fx oci-multi '.layers[].digest'); do
+    grep "${d:0:19}" "$T/err" | grep -qi 'present' || fail "second pull does not say layer ${d:0:19} is present"
+done
+
+case_ "on a terminal: progress drawn in place for each layer"
+script -q -e -c "'$SBX_BIN' pull --store '$T/store-tty' '$R/oci-multi:v1'" /dev/null >"$T/tty" 2>&1 ||
+    { cat "$T/tty"; fail "pull on a terminal failed"; }
+grep -q $'\e\[' "$T/tty" || fail "no terminal control sequences on a terminal"
+for d in $(fx oci-multi '.layers[].digest'); do
+    grep -q "${d:0:19}" "$T/tty" || fail "layer ${d:0:19} not shown on the terminal"
+done
+grep -q "$(fx oci-multi .digest)" "$T/tty" || fail "the digest is not printed on a terminal"
 
 if [[ -n $HOSTPLAT ]]; then
     for img in oci-index docker-list; do
