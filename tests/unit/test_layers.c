@@ -468,6 +468,15 @@ static void test_unpack_refuses_traversal(void **state)
     expect_refused(abs, 1, "refusing entry '/tmp/sbx-evil-abs'");
     tspec sym[] = {{"esc", AE_IFLNK, "/tmp"}, {"esc/sbx-evil-sym", AE_IFREG, "x"}};
     expect_refused(sym, 2, "refusing entry 'esc/sbx-evil-sym'");
+    tspec sym2[] = {{"esc", AE_IFLNK, "/tmp"}, {"./esc//sbx-evil-sym2", AE_IFREG, "x"}};
+    expect_refused(sym2, 2, "refusing entry './esc//sbx-evil-sym2'");
+    tspec sym3[] = {{"d/", AE_IFDIR, NULL},
+                    {"d/esc", AE_IFLNK, "../.."},
+                    {"d/esc/", AE_IFDIR, NULL},
+                    {"d/esc/sbx-evil-sym3", AE_IFREG, "x"}};
+    expect_refused(sym3, 4, "refusing entry 'd/esc");
+    tspec sym4[] = {{"esc", AE_IFLNK, "/etc"}, {"h", 1, "esc/passwd"}};
+    expect_refused(sym4, 2, "refusing entry 'h'");
     tspec hard[] = {{"h", 1, "../../etc/passwd"}};
     expect_refused(hard, 1, "refusing entry 'h'");
     tspec opq[] = {{"../x/.wh..wh..opq", AE_IFREG, NULL}};
@@ -475,6 +484,30 @@ static void test_unpack_refuses_traversal(void **state)
     struct stat st;
     assert_int_equal(lstat("/tmp/sbx-evil-abs", &st), -1);
     assert_int_equal(lstat("/tmp/sbx-evil-sym", &st), -1);
+    assert_int_equal(lstat("/tmp/sbx-evil-sym2", &st), -1);
+    assert_int_equal(lstat("/sbx-evil-sym3", &st), -1);
+}
+
+static void test_unpack_symlinks_allowed(void **state)
+{
+    (void)state;
+    /* links themselves (absolute or relative, dangling or not) are content */
+    char *d = tu_tmpdir();
+    tspec specs[] = {{"usr/", AE_IFDIR, NULL},         {"usr/lib/", AE_IFDIR, NULL},
+                     {"lib", AE_IFLNK, "usr/lib"},     {"abs", AE_IFLNK, "/etc/passwd"},
+                     {"usr/lib/x", AE_IFREG, "x"},     {"usr/libfoo", AE_IFREG, "y"},
+                     {"hl", 1, "usr/lib/x"}};
+    char *tar = write_tar(d, specs, SBX_ARRAY_LEN(specs));
+    char *dest = tu_path(d, "out");
+    sbx_error err = SBX_ERROR_INIT;
+    if (unpack_file(tar, dest, &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    char *abs = tu_path(dest, "abs");
+    char buf[64] = "";
+    assert_int_equal(readlink(abs, buf, sizeof(buf)), 11);
+    assert_string_equal(buf, "/etc/passwd");
+    free(abs), free(tar), free(dest);
+    tu_tmpdir_free(d);
 }
 
 static void test_unpack_concurrent(void **state)
@@ -638,6 +671,7 @@ int main(void)
         cmocka_unit_test(test_caps_and_devices_roundtrip),
         cmocka_unit_test(test_unpack_whiteouts),
         cmocka_unit_test(test_unpack_refuses_traversal),
+        cmocka_unit_test(test_unpack_symlinks_allowed),
         cmocka_unit_test(test_unpack_concurrent),
         cmocka_unit_test(test_capture_overlay_upper),
         cmocka_unit_test(test_store_capture_and_unpack),
