@@ -1,12 +1,15 @@
 /* Unpack a layer tar into a directory usable as an overlayfs lower.
  *
  * Trust: the tar is untrusted.  libarchive extracts relative to the current
- * directory, and its ARCHIVE_EXTRACT_SECURE_* checks (no "..", no absolute
- * paths, nothing through a symlink) only hold for relative paths, so the
- * extraction runs in a forked child that chdir()s into the temp dir; the
- * parent's cwd (and its threads) are never disturbed.  Overlay-private xattrs
- * in the tar are dropped, so a layer cannot forge overlay metadata; the only
- * overlay markers in the result are the ones made from OCI whiteouts.
+ * directory, so extraction runs in a forked child that chdir()s into the temp
+ * dir and chroot()s there: nothing it writes can land outside, and the
+ * parent's cwd (and its threads) are never disturbed.  Inside, ".." and
+ * absolute paths are refused by libarchive (ARCHIVE_EXTRACT_SECURE_NODOTDOT,
+ * _NOABSOLUTEPATHS) and paths through symlinks by the child's own record of
+ * the symlinks it made (or ARCHIVE_EXTRACT_SECURE_SYMLINKS when it cannot
+ * chroot).  Overlay-private xattrs in the tar are dropped, so a layer cannot
+ * forge overlay metadata; the only overlay markers in the result are the ones
+ * made from OCI whiteouts.
  *
  * Atomicity: the dir is built as <dest>.tmp-<pid>-<n>, synced, and renamed to
  * <dest>; losing a rename race to another unpacker is success.  Temp dirs of
