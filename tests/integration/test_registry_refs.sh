@@ -73,6 +73,14 @@ out_is "$(fx oci-single .digest)"
 assert_eq "$(proxy_reqs p "$mget")" "$before" "GETs made by resolve of a manifest"
 (($(proxy_reqs p '.method == "HEAD"') >= 1)) || fail "resolve made no HEAD request"
 
+case_ "a registry that refuses HEAD on manifests: resolve still answers"
+proxy_mode p '{"mode":"status","status":405,"method":"HEAD","match":"/manifests/","count":-1}'
+SBX_RESOLVE_TTL=0 ok resolve "$R/img:v1"
+out_is "$(fx oci-single .digest)"
+SBX_RESOLVE_TTL=0 ok resolve --platform linux/arm64 "$R/multi:v1"
+out_is "$(fx oci-index '.platforms["linux/arm64/v8"].digest')"
+proxy_mode p '{"mode":"pass"}'
+
 case_ "tag answers are cached for SBX_RESOLVE_TTL, digests for good"
 STORE=$T/store-cache
 export SBX_RESOLVE_TTL=600
