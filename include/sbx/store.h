@@ -69,7 +69,9 @@ void sbx_blob_writer_abort(sbx_blob_writer *w);
 int sbx_store_put_blob(sbx_store *s, const void *data, size_t len, const char *media_type,
                        const char *expected_digest, char digest_out[SBX_DIGEST_BUFSZ],
                        sbx_error *err);
-/* 1 if present, 0 if not. */
+/* 1 if present (recorded and its file in place), 0 if not.  A hit joins this
+ * handle's process lease, so gc keeps it while the caller relies on the
+ * answer (until sbx_store_free or sbx_store_lease_clear). */
 int sbx_store_has_blob(sbx_store *s, const char *digest);
 /* Read a whole blob (re-hashed; SBX_EDIGEST if the file was damaged).
  * Refuses blobs over max bytes with SBX_ELIMIT.  *out is NUL-terminated and
@@ -89,6 +91,7 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
                             sbx_error *err);
 void sbx_layer_writer_abort(sbx_layer_writer *w);
 
+/* As sbx_store_has_blob, for a layer by diff_id. */
 int sbx_store_has_layer(sbx_store *s, const char *diff_id);
 
 /* Record a compressed form seen for a layer (a registry's blob digest, its
@@ -214,8 +217,10 @@ typedef struct sbx_fsck_report {
 } sbx_fsck_report;
 
 /* Re-hash everything; quarantine corrupt files under <root>/quarantine;
- * repair dangling records.  Returns SBX_ECORRUPT when anything was wrong
- * (the report says what), 0 when clean. */
+ * repair dangling records.  Returns SBX_ECORRUPT when anything was corrupt
+ * or dangling (the report says what), 0 when clean.  Verified files without
+ * records (left by an interrupted gc) are recorded and counted in orphans
+ * but are not a failure. */
 int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err);
 
 typedef struct sbx_df_report {
