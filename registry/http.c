@@ -40,6 +40,7 @@ struct reg_client {
     bool http_from_memory;             /* plain HTTP because the store remembered it */
     bool learned_http;                 /* fell back to plain HTTP in this session */
     bool unlearned_http;               /* remembered plain HTTP turned out wrong */
+    bool probed;                       /* TLS probe done (or not needed) */
     char certs_dir[PATH_MAX];
     reg_creds creds;
     auth_kind auth;
@@ -873,9 +874,41 @@ static char *resolve_location(const char *cur, const char *loc)
     return res;
 }
 
+/* For a registry allowed to speak plain HTTP whose scheme is not known yet:
+ * does it speak TLS?  A connect-only handshake without verification sends
+ * nothing but a ClientHello and spares loading the CA store when the answer
+ * is no (verification happens on the real requests when it is yes). */
+static void probe_tls(reg_client *c)
+{
+    c->probed = true;
+    if (!c->may_fallback_http || c->fixed_scheme || strncmp(c->base, "https://", 8) != 0)
+        return;
+    CURL *h = curl_easy_init();
+    if (!h)
+        return;
+    _cleanup_free_ char *url = sbx_strdup_printf("%s/v2/", c->base);
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->stall < 30 ? c->stall : 30L);
+    CURLcode cc = url ? curl_easy_perform(h) : CURLE_OUT_OF_MEMORY;
+    curl_easy_cleanup(h);
+    if (cc == CURLE_SSL_CONNECT_ERROR) {
+        char tmp[sizeof c->base];
+        snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
+        snprintf(c->base, sizeof c->base, "%s", tmp);
+        c->learned_http = true;
+        reg_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
+    }
+}
+
 static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_error *err)
 {
     int rc;
+    if (!c->probed)
+        probe_tls(c);
     bool auth_retried = false, restart_clean = false;
     char errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;;) {
