@@ -412,19 +412,25 @@ static size_t write_cb(char *buf, size_t size, size_t nitems, void *ud)
 /* Apply TLS settings for the origin of url: the registry's CA for its own
  * host, certs.d for others. */
 /* Loading the whole system bundle costs tens of milliseconds per process
- * (most of a resolve); the hashed directory beside it is looked up only for
- * the issuers a server actually presents.  Used unless the environment
- * names its own CA file. */
+ * (most of a resolve); the hashed directory beside it holds the same
+ * certificates (update-ca-certificates writes both) and is looked up only
+ * for the issuers a server actually presents.  Used when libcurl's default
+ * bundle is the one in that directory. */
 static pthread_once_t g_ca_once = PTHREAD_ONCE_INIT;
 static const char *g_ca_dir;
 
 static void ca_dir_init(void)
 {
+    static const char dir[] = "/etc/ssl/certs";
     struct stat st;
-    if (!getenv("SSL_CERT_FILE") && !getenv("CURL_CA_BUNDLE") && !getenv("SSL_CERT_DIR") &&
-        stat("/etc/ssl/certs", &st) == 0 && S_ISDIR(st.st_mode) &&
-        access("/etc/ssl/certs/ca-certificates.crt", R_OK) == 0)
-        g_ca_dir = "/etc/ssl/certs";
+    CURL *h = curl_easy_init();
+    char *def = NULL;
+    if (h && curl_easy_getinfo(h, CURLINFO_CAINFO, &def) == CURLE_OK && def &&
+        !strncmp(def, dir, sizeof dir - 1) && def[sizeof dir - 1] == '/' &&
+        stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+        g_ca_dir = dir;
+    if (h)
+        curl_easy_cleanup(h);
 }
 
 static const char *system_ca_dir(void)
