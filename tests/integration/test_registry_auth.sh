@@ -64,6 +64,15 @@ printf '{"auths":{"%s":{"username":"%s","password":"%s"}}}\n' "$tr_HOST" "$TEST_
 ok pull --json "$PRIV"
 check_pulled oci-multi
 
+case_ "token auth: an identity token in config.json (OAuth2 refresh-token grant)"
+fresh idt
+printf '{"auths":{"%s":{"auth":"%s","identitytoken":"%s"}}}\n' "$tr_HOST" \
+    "$(printf '<token>:' | base64 -w0)" "idt-$TEST_PASS" >"$DOCKER_CONFIG/config.json"
+ok pull --json "$PRIV"
+check_pulled oci-multi
+jq -se 'map(select(.method == "POST refresh_token" and .user == "sbxuser")) | length >= 1' \
+    "$tr_tok_DIR/token.log" >/dev/null || fail "no refresh-token grant reached the issuer"
+
 # A docker-credential helper on PATH that logs the server it was asked about.
 mkdir -p "$T/bin"
 cat >"$T/bin/docker-credential-sbxtest" <<EOF
@@ -71,7 +80,7 @@ cat >"$T/bin/docker-credential-sbxtest" <<EOF
 [[ \$1 == get ]] || exit 1
 read -r server
 echo "\$server" >>"$T/helper.log"
-if [[ \$server == *"$tr_HOST"* ]]; then
+if [[ \$server == *"\$(cat "$T/helper-host")"* ]]; then
     printf '{"ServerURL":"%s","Username":"%s","Secret":"%s"}\n' "\$server" "$TEST_USER" "$TEST_PASS"
 else
     echo "credentials not found in native keychain"
@@ -79,6 +88,7 @@ else
 fi
 EOF
 chmod +x "$T/bin/docker-credential-sbxtest"
+printf '%s' "$tr_HOST" >"$T/helper-host"
 export PATH=$T/bin:$PATH
 
 case_ "token auth: credHelpers entry for the registry"
@@ -95,6 +105,15 @@ printf '{"credsStore":"sbxtest"}\n' >"$DOCKER_CONFIG/config.json"
 ok pull --json "$PRIV"
 check_pulled oci-multi
 [[ -s $T/helper.log ]] || fail "credsStore helper not run"
+
+case_ "credsStore that has nothing for the registry: anonymous, as docker does"
+fresh store-miss
+printf 'no-such-registry.invalid' >"$T/helper-host"
+ok pull --json "$tr_HOST/public/img:v1"
+check_pulled oci-single
+fails pull "$PRIV"
+err_has 'auth|denied|unauthori[sz]ed|credential|login'
+printf '%s' "$tr_HOST" >"$T/helper-host"
 
 case_ "token auth: -v output holds no secrets either"
 fresh verbose

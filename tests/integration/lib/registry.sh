@@ -101,11 +101,13 @@ wait_file() {
 # ------------------------------------------------------------------ services
 
 # token_start NAME: the token issuer; sets NAME_URL (realm base), NAME_DIR.
-# Users: $TEST_USER:$TEST_PASS; anonymous pull only under "public/".
+# Users: $TEST_USER:$TEST_PASS, or the identity token idt-$TEST_PASS;
+# anonymous pull only under "public/".
 token_start() {
     local name=$1 dir=$T/tok-$1
     mkdir -p "$dir"
     "$PY" "$HLIB/tokenserver.py" --dir "$dir" --user "$TEST_USER:$TEST_PASS" \
+        --refresh "$TEST_USER:idt-$TEST_PASS" \
         --anon-prefix public/ --expires "${TOKEN_EXPIRES:-300}" >"$dir/token.err" 2>&1 &
     T_PIDS+=($!)
     wait_file "$dir/token.port" 20 $!

@@ -13,7 +13,8 @@ bundle.  It writes its port to DIR/token.port when it listens.
 GET /token?service=..&scope=..[&scope=..]: with valid Basic credentials every
 requested action is granted; anonymous requests get `pull` on repositories under
 --anon-prefix and nothing else; wrong credentials get 401.  POST /token with an
-OAuth2 password grant is answered the same way.  Every request is appended to
+OAuth2 password grant is answered the same way, and so is a refresh_token grant
+whose token was given with --refresh NAME:TOKEN (Docker's identity tokens).  Every request is appended to
 DIR/token.log as a JSON line (user, scopes, whether credentials came); the log
 never holds the secrets themselves.
 """
@@ -59,6 +60,7 @@ class TokenHandler(httpd.Handler):
     key = None
     cert_der = None
     users = {}
+    refresh = {}
     anon_prefix = None
     expires = 300
     service = "sbx-test-registry"
@@ -133,21 +135,27 @@ class TokenHandler(httpd.Handler):
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
         form = urllib.parse.parse_qs(self.rfile.read(n).decode())
-        if self.path.split("?")[0] != "/token" or form.get("grant_type") != ["password"]:
+        grant = form.get("grant_type", [""])[0]
+        if self.path.split("?")[0] != "/token" or grant not in ("password", "refresh_token"):
             self.reply(400, {"error": "unsupported_grant_type"})
             return
-        name = form.get("username", [""])[0]
-        ok = self.check(name, form.get("password", [""])[0])
+        if grant == "password":
+            name = form.get("username", [""])[0]
+            ok = self.check(name, form.get("password", [""])[0])
+        else:  # an identity token (Docker's `identitytoken`) stands for a user
+            name = self.refresh.get(form.get("refresh_token", [""])[0], "")
+            ok = bool(name)
         scopes = []
         for s in form.get("scope", []):
             scopes.extend(s.split(" "))
-        self.answer(name if ok else None, True, ok, scopes, "POST")
+        self.answer(name if ok else None, True, ok, scopes, "POST " + grant)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
     ap.add_argument("--user", action="append", default=[])
+    ap.add_argument("--refresh", action="append", default=[], help="NAME:TOKEN")
     ap.add_argument("--anon-prefix")
     ap.add_argument("--expires", type=int, default=300)
     ap.add_argument("--service", default="sbx-test-registry")
@@ -155,6 +163,7 @@ def main():
     a = ap.parse_args()
     TokenHandler.key, TokenHandler.cert_der = make_key(a.dir)
     TokenHandler.users = dict(u.split(":", 1) for u in a.user)
+    TokenHandler.refresh = {t: n for n, t in (r.split(":", 1) for r in a.refresh)}
     TokenHandler.anon_prefix = a.anon_prefix
     TokenHandler.expires = a.expires
     TokenHandler.service = a.service
