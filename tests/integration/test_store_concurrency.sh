@@ -8,6 +8,15 @@ S=$WORK/store
 WORKERS=${STORE_CONC_WORKERS:-8}
 ROUNDS=${STORE_CONC_ROUNDS:-8}
 
+# Many first opens of a fresh store at once: one schema, no errors.
+F=$WORK/fresh
+opens=()
+for ((i = 0; i < 8; i++)); do sbx --store "$F" images --json >"$WORK/open.$i" 2>&1 & opens+=($!); done
+for i in "${!opens[@]}"; do
+  wait "${opens[$i]}" || fail "concurrent first open $i: $(cat "$WORK/open.$i")"
+done
+check_fsck_clean "$F"
+
 "$STORE_TOOL" "$S" put-image base 1 100000 >/dev/null
 touch "$WORK/gc.run"
 ( n=0
