@@ -589,7 +589,7 @@ static pid_t start_child_run(const char *store, sbx_runtime_kind rt, const char 
         sbx_sandbox_result res;
         sbx_error err = SBX_ERROR_INIT;
         int r = sbx_sandbox_run(&res, &c.o, &err);
-        _exit(r == SBX_ESTEP && res.interrupted == SIGTERM ? 42 : 1);
+        _exit(r == SBX_ESTEP ? 40 + res.interrupted : 1); /* 42 SIGINT, 55 SIGTERM */
     }
     return pid;
 }
@@ -637,20 +637,32 @@ static void test_killed_run_cleaned_next_time(void **state)
     assert_int_not_equal(system(cmd), 0);
 }
 
-static void test_sigterm_during_step_cleans(void **state)
+static void signal_during_step_cleans(sbx_runtime_kind rt, int sig, const char *script)
 {
-    (void)state;
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
-    pid_t pid = start_child_run(store, SBX_RUNTIME_CRUN, "touch /ready; sleep 102");
+    pid_t pid = start_child_run(store, rt, script);
     wait_running();
-    kill(pid, SIGTERM);
+    kill(pid, sig);
     int st;
     assert_int_equal(waitpid(pid, &st, 0), pid);
     assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 42);
+    assert_int_equal(WEXITSTATUS(st), 40 + sig);
     assert_nothing_left(store);
+}
+
+static void test_sigterm_during_step_cleans(void **state)
+{
+    (void)state;
+    signal_during_step_cleans(SBX_RUNTIME_CRUN, SIGTERM, "touch /ready; sleep 102");
     assert_int_not_equal(system("pgrep -f 'slee[p] 102' >/dev/null"), 0);
+}
+
+static void test_sigint_during_step_cleans(void **state)
+{
+    (void)state;
+    signal_during_step_cleans(SBX_RUNTIME_RUNC, SIGINT, "touch /ready; sleep 103");
+    assert_int_not_equal(system("pgrep -f 'slee[p] 103' >/dev/null"), 0);
 }
 
 int main(void)
@@ -673,6 +685,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_device_guards, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_during_step_cleans, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_sigint_during_step_cleans, setup, teardown_test),
     };
     return cmocka_run_group_tests(tests, make_base, drop_base);
 }
