@@ -162,6 +162,25 @@ proxy_mode p '{"mode":"huge","match":"/manifests/"}'
     "$P/v2/test/oci-single/manifests/v1" 2>/dev/null || true
 grep -qi '^Content-Length: 1073741824' "$T/h" || fail "huge mode does not claim 1 GiB"
 
+proxy_mode p '{"mode":"reset","count":0,"on_range":"ignore"}'
+code=$("${C[@]}" -o /dev/null -w '%{http_code}' -H 'Range: bytes=100-' "$burl")
+assert_eq "$code" 200 "on_range ignore: status of a Range request"
+proxy_mode p '{"mode":"reset","count":0,"on_range":"misalign"}'
+"${C[@]}" -D "$T/h" -o /dev/null -H 'Range: bytes=100-' "$burl"
+grep -qi '^Content-Range: bytes 0-' "$T/h" || fail "on_range misalign: $(grep -i content-range "$T/h")"
+
+proxy_mode p '{"mode":"slow","rate":2000000,"count":1}'
+t0=$(date +%s%N)
+got=$("${C[@]}" "$burl" | sha256sum | cut -d' ' -f1)
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+assert_eq "$got" "$want" "blob at a slow rate"
+((ms >= 400)) || fail "slow mode sent $size bytes at 2 MB/s in $ms ms"
+
+proxy_mode p '{"mode":"accept","accept":"application/vnd.docker.distribution.manifest.v1+prettyjws","match":"/manifests/"}'
+"${C[@]}" -D "$T/h" -o /dev/null -H "$ACCEPT" "$P/v2/test/docker-single/manifests/v1"
+grep -qi '^Content-Type: application/vnd.docker.distribution.manifest.v1+prettyjws' "$T/h" ||
+    fail "accept mode: the registry did not serve schema1"
+
 proxy_mode p '{"mode":"pass"}'
 code=$("${C[@]}" -o /dev/null -w '%{http_code}' "https://$p_HOST/v2/" 2>/dev/null || true)
 grep -q tls_probe "$p_DIR/proxy.log" || fail "proxy did not answer a TLS probe"

@@ -42,12 +42,14 @@ fsck_clean
 case_ "killed at random points, 8 rounds, one store"
 STORE=$T/store-random
 killed=0
+# a slow link (about 1.5 s for the image), so that most kills land mid-pull
+proxy_mode p '{"mode":"slow","rate":800000,"count":-1}'
 for round in 1 2 3 4 5 6 7 8; do
     img=oci-multi; ref=$REF
     ((round % 2)) || { img=oci-mixed; ref=$p_HOST/test/mixed:v1; }
     "$SBX_BIN" pull --store "$STORE" "$ref" >/dev/null 2>&1 &
     pid=$!
-    sleep "0.$((RANDOM % 4))$((RANDOM % 10))"
+    sleep "0.$((RANDOM % 8))$((RANDOM % 10))"
     kill -9 "$pid" 2>/dev/null || true
     st=0; wait "$pid" 2>/dev/null || st=$?
     if ((st == 137)); then killed=$((killed + 1)); echo "round $round: killed a $img pull"
@@ -55,6 +57,7 @@ for round in 1 2 3 4 5 6 7 8; do
     ok fsck
 done
 ((killed >= 3)) || fail "only $killed of 8 pulls were killed in flight"
+proxy_mode p '{"mode":"pass"}'
 ok pull --json "$REF"
 check_pulled oci-multi
 ok pull --json "$p_HOST/test/mixed:v1"

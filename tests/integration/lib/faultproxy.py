@@ -26,6 +26,7 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
   redirect target            307 to TARGET/blobs/DIGEST?X-Amz-Signature=...
   huge     chunked           answer 200 claiming a 1 GiB body (or, chunked, no
                              length) and keep sending until the client hangs up
+  slow     rate              send the body at about RATE bytes/s
   accept   accept            forward with the client's Accept replaced (the registry
                              then converts a schema2 manifest to schema1)
   "on_range": "ignore" | "misalign" (any mode, not counted): a Range request on a
@@ -192,6 +193,13 @@ class ProxyHandler(httpd.Handler):
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
             raise Abort()
+        if mode == "slow":  # a slow link: the body at about `rate` bytes/s
+            rate, step = float(m.get("rate", 1 << 20)), 16384
+            for i in range(0, len(data), step):
+                self.wfile.write(data[i:i + step])
+                entry["sent"] = min(len(data), i + step)
+                time.sleep(len(data[i:i + step]) / rate)
+            return
         self.wfile.write(data)
         entry["sent"] = len(data)
 
