@@ -32,7 +32,9 @@ echo "ok: golden vectors via the CLI"
 
 python3 "$src/tests/recipes/golden_check.py" "$golden" >/dev/null \
   || fail "the independent Python implementation disagrees with the golden vectors"
-echo "ok: Python re-implementation agrees"
+python3 "$src/tests/recipes/sdk_reference.py" "$golden" >/dev/null \
+  || fail "the Python API reference (an SDK written from the docs) disagrees with the golden digests"
+echo "ok: Python re-implementation and API reference agree"
 
 # Every example recipe parses.
 for y in "$src"/recipes/examples/*.yaml; do

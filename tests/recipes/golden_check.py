@@ -108,4 +108,5 @@ def main(golden):
             sys.exit(f"{name}: cache keys differ:\n{chain}\n{want_keys}")
         print(f"ok {name} {want}")
 
-main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "golden"))
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "golden"))
