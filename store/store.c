@@ -7,7 +7,8 @@
  *                             named by the sha256 of the uncompressed tar (diff_id)
  *   unpacked/<hex>            opaque directories a consumer fills for a layer;
  *                             removed with the layer
- *   tmp/                      temp files of writers in flight
+ *   tmp/                      temp files of writers in flight (w., b., l.), unpacked
+ *                             trees gc is removing (u.)
  *   quarantine/               files fsck found corrupt
  *   meta.db                   SQLite (WAL, synchronous=FULL): records, names, leases
  *   lock                      flock: shared around every commit, exclusive for gc/fsck
@@ -232,11 +233,12 @@ int sbx_store__tmp_create(sbx_store *s, char *name_out, size_t len, sbx_error *e
 static int tmp_owner(const char *name, pid_t *pid, int64_t *start, char *kind, char hex[65])
 {
     *kind = name[0];
-    if ((name[0] != 'w' && name[0] != 'b' && name[0] != 'l') || name[1] != '.')
+    if ((name[0] != 'w' && name[0] != 'b' && name[0] != 'l' && name[0] != 'u') ||
+        name[1] != '.')
         return -1;
     const char *p = name + 2;
     hex[0] = '\0';
-    if (name[0] != 'w') {
+    if (name[0] == 'b' || name[0] == 'l') {
         if (strlen(p) < 65 || p[64] != '.')
             return -1;
         memcpy(hex, p, 64);
@@ -300,8 +302,16 @@ void sbx_store__clean_tmp(sbx_store *s)
             continue;
         if (S_ISREG(st.st_mode) && st.st_nlink > 1 && kind != 'w' && hex[0])
             undo_half_link(s, kind, hex, &st);
-        if (S_ISREG(st.st_mode))
+        if (S_ISREG(st.st_mode)) {
             unlinkat(dfd, de->d_name, 0);
+        } else if (S_ISDIR(st.st_mode) && kind == 'u') {
+            /* An unpacked tree a gc moved here and did not get to remove. */
+            char *path = sbx_strdup_printf("%s/tmp/%s", s->root, de->d_name);
+            sbx_error err = SBX_ERROR_INIT;
+            if (path)
+                sbx_rm_rf(path, &err);
+            free(path);
+        }
     }
     closedir(d);
 }

@@ -187,7 +187,40 @@ static void sweep_unrecorded(sbx_store *s, sbx_obj_kind kind, sbx_gc_report *rep
 }
 
 /* Unpacked directories whose layer is gone (a crash between sweep and rm). */
-static void sweep_unpacked(sbx_store *s, int dry_run)
+/* Unlink dead files under the lock.  Unpacked trees can be large, so they
+ * are only moved to tmp/u.<pid>.<start>.<n> here (a rename) and removed
+ * after the lock is released; if gc dies first, the next open removes them. */
+static void unlink_objects(sbx_store *s, sbx_obj_kind kind, const strvec *sv, strvec *trash)
+{
+    for (size_t i = 0; i < sv->n; i++) {
+        const char *hex = sv->v[i] + 7;
+        char rel[128], from[128], to[128];
+        sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
+        unlinkat(s->root_fd, rel, 0);
+        if (kind != SBX_OBJ_LAYER)
+            continue;
+        snprintf(from, sizeof from, "unpacked/%s", hex);
+        snprintf(to, sizeof to, "tmp/u.%d.%lld.%zu", (int)getpid(), (long long)s->start_time,
+                 trash->n);
+        if (renameat(s->root_fd, from, s->root_fd, to) == 0)
+            strvec_push(trash, to);
+    }
+}
+
+static void empty_trash(sbx_store *s, const strvec *trash)
+{
+    for (size_t i = 0; i < trash->n; i++) {
+        char *p = sbx_strdup_printf("%s/%s", s->root, trash->v[i]);
+        sbx_error err = SBX_ERROR_INIT;
+        if (p && sbx_rm_rf(p, &err) < 0) {
+            char buf[1400];
+            sbx_log(SBX_LOG_WARN, "gc: %s", sbx_error_format(&err, buf, sizeof buf));
+        }
+        free(p);
+    }
+}
+
+static void sweep_unpacked(sbx_store *s, int dry_run, strvec *trash)
 {
     int dfd = openat(s->root_fd, "unpacked", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
@@ -206,31 +239,14 @@ static void sweep_unpacked(sbx_store *s, int dry_run)
         if (dry_run || sbx_store__exists(s, "SELECT 1 FROM layers WHERE diff_id=?", digest,
                                          &err) != 0)
             continue;
-        char *p = sbx_strdup_printf("%s/unpacked/%s", s->root, de->d_name);
-        if (p)
-            sbx_rm_rf(p, &err);
-        free(p);
+        char from[300], to[128];
+        snprintf(from, sizeof from, "unpacked/%s", de->d_name);
+        snprintf(to, sizeof to, "tmp/u.%d.%lld.%zu", (int)getpid(), (long long)s->start_time,
+                 trash->n);
+        if (renameat(s->root_fd, from, s->root_fd, to) == 0)
+            strvec_push(trash, to);
     }
     closedir(d);
-}
-
-static void unlink_objects(sbx_store *s, sbx_obj_kind kind, const strvec *sv)
-{
-    for (size_t i = 0; i < sv->n; i++) {
-        const char *hex = sv->v[i] + 7;
-        char rel[128];
-        sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
-        unlinkat(s->root_fd, rel, 0);
-        if (kind == SBX_OBJ_LAYER) {
-            char *p = sbx_strdup_printf("%s/unpacked/%s", s->root, hex);
-            sbx_error err = SBX_ERROR_INIT;
-            if (p && sbx_rm_rf(p, &err) < 0) {
-                char buf[1400];
-                sbx_log(SBX_LOG_WARN, "gc: %s", sbx_error_format(&err, buf, sizeof buf));
-            }
-            free(p);
-        }
-    }
 }
 
 static const char *const DELETE_DEAD_SQL =
@@ -283,7 +299,7 @@ int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report
     sbx_gc_options def = SBX_GC_OPTIONS_INIT;
     const sbx_gc_options *o = opts ? opts : &def;
     sbx_gc_report rep = {0};
-    strvec blobs = {0}, layers = {0};
+    strvec blobs = {0}, layers = {0}, trash = {0};
     if (sbx_store__lock(s, 1, err) < 0)
         return sbx_error_wrap(err, "gc");
     sbx_store__clean_tmp(s);
@@ -297,15 +313,17 @@ int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report
         rc = gc_locked(s, o, &rep, &blobs, &layers, err);
     }
     if (rc == 0 && !o->dry_run) {
-        unlink_objects(s, SBX_OBJ_BLOB, &blobs);
-        unlink_objects(s, SBX_OBJ_LAYER, &layers);
+        unlink_objects(s, SBX_OBJ_BLOB, &blobs, &trash);
+        unlink_objects(s, SBX_OBJ_LAYER, &layers, &trash);
     }
     if (rc == 0) {
         sweep_unrecorded(s, SBX_OBJ_BLOB, &rep, o->dry_run);
         sweep_unrecorded(s, SBX_OBJ_LAYER, &rep, o->dry_run);
-        sweep_unpacked(s, o->dry_run);
+        sweep_unpacked(s, o->dry_run, &trash);
     }
     sbx_store__unlock(s);
+    empty_trash(s, &trash);
+    strvec_free(&trash);
     strvec_free(&blobs);
     strvec_free(&layers);
     if (rc < 0)

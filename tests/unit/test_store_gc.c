@@ -135,13 +135,27 @@ static void test_gc_removes_unrecorded_files_and_stale_tmp(void **state)
     tu_write_file(stray, "abc");
     char *tmp = sbx_strdup_printf("%s/tmp/w.%d.1.xxxxxx", t->root, (int)ts_dead_pid());
     tu_write_file(tmp, "partial");
+    /* An unpacked tree a killed gc had moved aside, and an unpacked tree
+     * whose layer is gone. */
+    char *trash = sbx_strdup_printf("%s/tmp/u.%d.1.0", t->root, (int)ts_dead_pid());
+    assert_int_equal(mkdir(trash, 0700), 0);
+    char *inner = tu_path(trash, "f");
+    tu_write_file(inner, "x");
+    char *lost = sbx_strdup_printf("%s/unpacked/%s", t->root, ABC_HEX);
+    assert_int_equal(mkdir(lost, 0700), 0);
     sbx_gc_report rep;
     assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
     assert_int_equal(rep.blobs_removed, 1);
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
     assert_int_equal(ts_count(t, "tmp"), 0);
+    struct stat st;
+    assert_int_equal(stat(trash, &st), -1);
+    assert_int_equal(stat(lost, &st), -1);
     free(stray);
     free(tmp);
+    free(trash);
+    free(inner);
+    free(lost);
 }
 
 static void test_fsck_clean_store(void **state)
