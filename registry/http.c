@@ -983,7 +983,8 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             return sbx_error_set(err, SBX_ENOMEM, "%s: out of memory", rq->what);
         if (x.abort_code)
             return x.abort_code; /* the sink's own error, already in err */
-        if (cc == CURLE_OK && resp->status == 401 && !auth_retried) {
+        /* a challenge counts only from the registry itself, not from a CDN */
+        if (cc == CURLE_OK && resp->status == 401 && !auth_retried && send_auth) {
             auth_retried = true;
             if ((rc = handle_401(c, resp, err)) < 0)
                 return rc;
