@@ -3,7 +3,8 @@
 # in one run, as ratios of medians.
 #
 #   bench/pull/run.sh [BUILD_DIR]        (default: build; use a non-sanitized build)
-#   env: RUNS (default 5), MB (image size, default 48), RESOLVE_RUNS (default 15)
+#   env: RUNS (default 5), MB (image size, default 48), RESOLVE_RUNS (default 15),
+#        BIG_MB (a one-layer image of that size for peak memory, default 128; 0: skip)
 #
 # 1. pull of a multi-layer gzip image (busybox + 4 layers of random and
 #    text-like files) into an empty store  vs  skopeo copy docker:// oci:DIR
@@ -25,6 +26,7 @@ RUNS=${RUNS:-5}
 ((EUID == 0)) || ROOTLESS=1
 RESOLVE_RUNS=${RESOLVE_RUNS:-15}
 MB=${MB:-48}
+BIG_MB=${BIG_MB:-128}
 source "$src/tests/integration/lib/registry.sh"
 t_init "$@"
 command -v umoci >/dev/null || t_die "umoci missing (scripts/deps.sh installs it)"
@@ -98,6 +100,18 @@ for i in $(seq "$RUNS"); do
     done
 done
 
+if ((BIG_MB > 0)); then
+    echo "one ${BIG_MB} MB layer (peak memory against layer size), x3..."
+    FXB=$T/bench-big
+    "$PY" "$HLIB/fixtures.py" bench "$FXB" --mb "$BIG_MB" --layers 1
+    FX=$FXB fx_push r bench=bench/big:v1
+    for i in 1 2 3; do
+        measure big_sbx "$SBX_BIN" pull --store "$T/b$i" "$r_HOST/bench/big:v1"
+        measure big_skopeo skopeo copy -q --src-tls-verify=false "docker://$r_HOST/bench/big:v1" "oci:$T/bo$i:img"
+        rm -rf "$T/b$i" "$T/bo$i"
+    done
+fi
+
 echo "resolve x$RESOLVE_RUNS..."
 for i in $(seq "$RESOLVE_RUNS"); do
     SBX_RESOLVE_TTL=0 measure sbx_resolve "$SBX_BIN" resolve --store "$T/r" "$REF"
@@ -136,4 +150,11 @@ row "resolve, no cache  vs skopeo inspect" "$(median sbx_resolve)" "$(median sko
 row "resolve, cached tag  vs skopeo inspect" "$(median sbx_resolve_cached)" "$(median skopeo_inspect)" \
     "$(cpu_median sbx_resolve_cached)" "$(cpu_median skopeo_inspect)" "$(mib sbx_resolve_cached)" \
     "$(mib skopeo_inspect)"
+if ((BIG_MB > 0)); then
+    printf '%-38s %7.3fs %7.3fs %6s   %7.3fs %7.3fs %6s   %4s / %s\n' \
+        "pull, one ${BIG_MB} MB layer" "$(median big_sbx)" "$(median big_skopeo)" \
+        "$(ratio "$(median big_sbx)" "$(median big_skopeo)")" "$(cpu_median big_sbx)" \
+        "$(cpu_median big_skopeo)" "$(ratio "$(cpu_median big_sbx)" "$(cpu_median big_skopeo)")" \
+        "$(mib big_sbx)" "$(mib big_skopeo)"
+fi
 echo "goals: pull ratio <= 1.5, resolve ratio <= 0.25, sbx-image peak RSS < 64 MiB"

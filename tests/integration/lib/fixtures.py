@@ -3,7 +3,9 @@
 
   fixtures.py build DIR                 every fixture image into the OCI layout DIR,
                                         plus DIR/facts.json (what each image must pull as)
-  fixtures.py bench DIR --mb N          a multi-layer image of about N MB for bench/pull
+  fixtures.py bench DIR --mb N [--layers K]
+                                        an image of about N MB in K layers (default 4)
+                                        plus busybox, for bench/pull
   fixtures.py push DIR URL NAME=REPO:TAG ... [--user U --password P] [--cacert F]
                                         push images from DIR through the distribution API
 
@@ -273,12 +275,13 @@ def build(root):
     lay.finish()
 
 
-def build_bench(root, mb):
-    """busybox plus several layers of mixed compressible/random files, gzip."""
+def build_bench(root, mb, nlayers=4):
+    """busybox plus nlayers layers of mixed compressible/random files (about
+    mb MB uncompressed in all), gzip."""
     lay = Layout(root)
     layers = [(layer_busybox(), "gzip")]
-    per_layer = max(1, mb // 4)
-    for i in range(4):
+    per_layer = max(1, mb // nlayers)
+    for i in range(nlayers):
         t = TarBuilder()
         t.dir("data%d" % i)
         for j in range(per_layer):
@@ -410,7 +413,8 @@ def main(argv):
         build(argv[1])
     elif len(argv) >= 2 and argv[0] == "bench":
         mb = int(argv[argv.index("--mb") + 1]) if "--mb" in argv else 40
-        build_bench(argv[1], mb)
+        n = int(argv[argv.index("--layers") + 1]) if "--layers" in argv else 4
+        build_bench(argv[1], mb, n)
     elif len(argv) >= 3 and argv[0] == "push":
         opts = {"--user": None, "--password": None, "--cacert": None}
         rest = []
