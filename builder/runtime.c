@@ -91,11 +91,11 @@ int sbx_wait_pid(pid_t pid)
     return status;
 }
 
-/* In the child, before exec: a private mount namespace without cgroup2. */
-static void child_leave_hybrid(void)
+/* In the child, before exec: a private mount namespace without cgroup2.
+ * The mount list is read before fork (no stdio after fork in a threaded
+ * process). */
+static void child_leave_hybrid(char paths[][256], int n)
 {
-    char paths[4][256];
-    int n = hybrid_mounts(paths, 4);
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
         dprintf(2, "sbx-image: entering a private mount namespace for crun: %s\n",
                 strerror(errno));
@@ -128,6 +128,10 @@ int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
     }
     argv[n] = NULL;
 
+    char hybrid[4][256];
+    int nhybrid = 0;
+    if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroup_workaround)
+        nhybrid = hybrid_mounts(hybrid, 4);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "opening /dev/null");
@@ -147,7 +151,7 @@ int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
         if (dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
             _exit(126);
         if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroup_workaround)
-            child_leave_hybrid();
+            child_leave_hybrid(hybrid, nhybrid);
         execv(rt->path, (char *const *)argv);
         dprintf(2, "sbx-image: executing '%s': %s\n", rt->path, strerror(errno));
         _exit(127);
