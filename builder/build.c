@@ -188,8 +188,10 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
                     const sbx_step_cmd *cmd, sbx_error *err)
 {
     lowers low = {0};
+    uint64_t t0 = sbx_now_monotonic_ns();
     if (lowers_get(&low, c, config, err) < 0)
         return err->code;
+    uint64_t t1 = sbx_now_monotonic_ns();
     if (low.n == 0) {
         lowers_free(&low);
         return sbx_error_set(err, SBX_EUNSUPPORTED,
@@ -246,6 +248,7 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
                                    sr.term_signal);
         }
     }
+    uint64_t t2 = sbx_now_monotonic_ns();
     if (rc == 0) {
         sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
         sbx_capture_result cr;
@@ -254,7 +257,13 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
             sbx_error_wrap(err, "capture the layer");
         else
             rc = sbx_img_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
+        if (rc == 0)
+            sbx_log(SBX_LOG_DEBUG, "step %zu: %llu tar bytes captured", index,
+                    (unsigned long long)cr.size);
     }
+    uint64_t t3 = sbx_now_monotonic_ns();
+    sbx_log(SBX_LOG_DEBUG, "step %zu: layers ready %.3fs, ran %.3fs, captured %.3fs", index,
+            (double)(t1 - t0) / 1e9, (double)(t2 - t1) / 1e9, (double)(t3 - t2) / 1e9);
     sbx_sandbox_result_clear(&sr);
     scratch_free(scratch);
     lowers_free(&low);

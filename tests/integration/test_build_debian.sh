@@ -7,7 +7,8 @@
 #    into the working directory.  Debian's npm package pulls ~390 packages
 #    (110 s of apt here), so the image gets Debian's nodejs and npm itself
 #    from the npm registry's tarball;
-#  - python: VERSION naming what is available when the version is not.
+#  - python: VERSION from apt when the archive has it, and naming what is
+#    available when it has not.
 set -euo pipefail
 source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
 b_init
@@ -66,22 +67,25 @@ steps:
       ln -s ../lib/node_modules/npm/bin/npm-cli.js /usr/local/bin/npm
       rm /tmp/npm.tgz
   - npm_install: {packages: [is-number@7.0.0], global: true}
+  - python: "3.11"
   - workdir: /srv/app
   - npm_install: [is-odd@3.0.1]
   - run_cmd:
       - hello --version | head -n 1
+      - python3.11 -c 'import sys; print("python", sys.version_info[:2])'
       - python3 -c 'import sbx_tiny; assert sbx_tiny.VALUE == "tiny 1.0"; print("pip ok")'
       - node -e 'const n = require(process.argv[1] + "/is-number"); if (!n(5)) process.exit(1); console.log("npm -g ok")' "\$(npm root -g)"
       - node -e 'const o = require("/srv/app/node_modules/is-odd"); if (!o(3)) process.exit(1); console.log("npm local ok")'
       - test ! -e /var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease
 YAML
 sbx build "$ctx/recipe.yaml" >"$T/out" 2>"$T/err" || { tail -n 60 "$T/err"; b_die "debian build failed"; }
-grep -q '^\[1/9\] apt_install python3-pip nodejs hello' "$T/err" || b_die "no apt step line"
+grep -q '^\[1/10\] apt_install python3-pip nodejs hello' "$T/err" || b_die "no apt step line"
 grep -q '      pip ok' "$T/err" || { tail -n 30 "$T/err"; b_die "pip package not importable"; }
 grep -q '      npm -g ok' "$T/err" || b_die "global npm package missing"
 grep -q '      npm local ok' "$T/err" || b_die "local npm package missing"
 grep -q 'Hello, World\|GNU Hello\|hello (GNU' "$T/err" || b_die "hello did not run"
 grep -q "GET /simple/sbx-tiny/" "$T/http.log" || b_die "pip did not use the local index"
+grep -q '      python (3, 11)' "$T/err" || b_die "python: 3.11 step did not give python3.11"
 b_pass "apt_install, pip_install (local PEP 503 index), npm_install global and local on base: sbx"
 
 # python: a version the archive does not have fails, naming what it has.
