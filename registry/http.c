@@ -41,6 +41,7 @@ struct reg_client {
     bool learned_http;                 /* fell back to plain HTTP in this session */
     bool unlearned_http;               /* remembered plain HTTP turned out wrong */
     bool probed;                       /* TLS probe done (or not needed) */
+    const volatile int *cancel;        /* nonzero: abandon transfers (a sibling failed) */
     char certs_dir[PATH_MAX];
     reg_creds creds;
     auth_kind auth;
@@ -206,6 +207,8 @@ int reg_client_clone(reg_client **out, reg_client *src, sbx_error *err)
     return 0;
 }
 
+void reg_client_set_cancel(reg_client *c, const volatile int *flag) { c->cancel = flag; }
+
 void reg_client_remember(reg_client *c, sbx_store *store)
 {
     if (!store || !(c->learned_http || c->unlearned_http))
@@ -244,6 +247,7 @@ typedef struct xfer {
     uint64_t last_ns;
     uint64_t stall_ns;
     bool stalled;
+    const volatile int *cancel;
 } xfer;
 
 /* libcurl's LOW_SPEED_* averages speed over a window, so a silent body is
@@ -252,6 +256,8 @@ static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
                        curl_off_t ulnow)
 {
     xfer *x = ud;
+    if (x->cancel && __atomic_load_n(x->cancel, __ATOMIC_RELAXED))
+        return 1;
     uint64_t now = sbx_now_monotonic_ns();
     if (dlnow != x->last_now || ulnow > 0) {
         x->last_now = dlnow;
@@ -500,6 +506,7 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     x->err = a->sink ? a->sink->err : NULL;
     x->last_ns = sbx_now_monotonic_ns();
     x->stall_ns = (uint64_t)c->stall * 1000000000ull;
+    x->cancel = c->cancel;
     errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, a->url);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
@@ -976,6 +983,9 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             reg_log(SBX_LOG_DEBUG, "'%s' no longer speaks plain HTTP; trying HTTPS", c->host);
             continue;
         }
+        if (cc == CURLE_ABORTED_BY_CALLBACK)
+            return sbx_error_set(err, SBX_EINTERNAL, "%s: abandoned (another download failed)",
+                                 rq->what);
         if (x.abort_code == SBX_ELIMIT)
             return sbx_error_set(err, SBX_ELIMIT, "%s: answer from '%s' exceeds %zu bytes",
                                  rq->what, c->host, rq->max_body);

@@ -41,6 +41,7 @@ typedef struct pool {
     job *jobs;
     size_t njobs, next;
     bool failed;
+    volatile int cancel; /* set with failed: running transfers stop */
     sbx_error err;
     reg_client *proto;
     const char *store_root;
@@ -60,6 +61,7 @@ static void pool_fail(pool *p, const sbx_error *e)
     if (!p->failed) {
         p->failed = true;
         p->err = *e;
+        __atomic_store_n(&p->cancel, 1, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -114,6 +116,7 @@ static int download_all(job *jobs, size_t njobs, unsigned parallel, reg_client *
             break;
         if ((rc = reg_client_clone(&ws[i].client, client, err)) < 0)
             break;
+        reg_client_set_cancel(ws[i].client, &p.cancel);
         if (pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]) != 0) {
             rc = sbx_error_set(err, SBX_EINTERNAL, "starting a download thread");
             break;
@@ -123,6 +126,7 @@ static int download_all(job *jobs, size_t njobs, unsigned parallel, reg_client *
     if (rc < 0) {
         pthread_mutex_lock(&p.lock);
         p.failed = true; /* stop the others */
+        __atomic_store_n(&p.cancel, 1, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&p.lock);
     }
     for (size_t i = 0; i < nw; i++)

@@ -145,6 +145,8 @@ const char *reg_client_name(const reg_client *c); /* "host[:port]" for messages 
 /* Record in the store what was learned about the endpoint's scheme (main
  * thread only: store handles are one thread at a time). */
 void reg_client_remember(reg_client *c, sbx_store *store);
+/* Transfers of c stop soon after *flag becomes nonzero (read atomically). */
+void reg_client_set_cancel(reg_client *c, const volatile int *flag);
 
 /* Fetch a manifest by tag or digest (HEAD when head_only); buffered, limited
  * to REG_MANIFEST_MAX.  SBX_ENOTFOUND on 404. */
