@@ -11,6 +11,7 @@ struct sbx_blob_writer {
     char tmpname[128];
     sbx_sha256 *hash;
     uint64_t size;
+    int failed; /* a write failed: the hash no longer matches the file */
     char expected[SBX_DIGEST_BUFSZ];
     char *media_type;
     /* put_manifest: child edges to record with the blob. */
@@ -59,6 +60,7 @@ int sbx_blob_writer_write(sbx_blob_writer *w, const void *buf, size_t len, sbx_e
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            w->failed = 1;
             return sbx_store__io_err(w->s, err, errno, "write blob");
         }
         b += n;
@@ -166,6 +168,12 @@ int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ]
 {
     char digest[SBX_DIGEST_BUFSZ];
     sbx_store *s = w->s;
+    struct stat st;
+    if (w->failed || fstat(w->fd, &st) < 0 || (uint64_t)st.st_size != w->size) {
+        sbx_error_set(err, SBX_EIO, "store blob: an earlier write failed; nothing stored");
+        sbx_blob_writer_abort(w);
+        return SBX_EIO;
+    }
     sbx_sha256_final(w->hash, digest);
     if (w->expected[0] && strcmp(digest, w->expected) != 0) {
         sbx_error_set(err, SBX_EDIGEST, "write blob: digest mismatch: expected '%s', got '%s'",

@@ -26,6 +26,7 @@ struct sbx_layer_writer {
     sbx_sha256 *diff, *zhash;
     uint64_t size, stored;
     uint64_t flushed; /* bytes handed to writeback so far (sync_file_range) */
+    int failed;       /* a write failed: digests no longer match the file */
     ZSTD_CCtx *cctx;
     void *out;
     size_t outcap;
@@ -107,6 +108,7 @@ static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            w->failed = 1;
             return sbx_store__io_err(w->s, err, errno, "write layer");
         }
         b += n;
@@ -130,8 +132,10 @@ int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx
     while (ib.pos < ib.size) {
         ZSTD_outBuffer ob = {w->out, w->outcap, 0};
         size_t zr = ZSTD_compressStream2(w->cctx, &ob, &ib, ZSTD_e_continue);
-        if (ZSTD_isError(zr))
+        if (ZSTD_isError(zr)) {
+            w->failed = 1;
             return zstd_err(err, zr, "write layer");
+        }
         if (drain(w, &ob, err) < 0)
             return err->code;
     }
@@ -187,6 +191,11 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
 {
     sbx_store *s = w->s;
     char diff_id[SBX_DIGEST_BUFSZ], zdigest[SBX_DIGEST_BUFSZ];
+    if (w->failed) {
+        sbx_error_set(err, SBX_EIO, "store layer: an earlier write failed; nothing stored");
+        sbx_layer_writer_abort(w);
+        return SBX_EIO;
+    }
     ZSTD_inBuffer ib = {NULL, 0, 0};
     size_t left;
     do {
@@ -211,6 +220,12 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
         sbx_error_where(err, "%s", w->expected);
         sbx_layer_writer_abort(w);
         return SBX_EDIGEST;
+    }
+    struct stat st;
+    if (fstat(w->fd, &st) < 0 || (uint64_t)st.st_size != w->stored) {
+        sbx_error_set(err, SBX_EIO, "store layer: the temp file is not what was written");
+        sbx_layer_writer_abort(w);
+        return SBX_EIO;
     }
     if (fsync(w->fd) < 0) {
         int rc = sbx_store__io_err(s, err, errno, "sync layer");

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -152,6 +154,46 @@ static void test_blob_writer_stream_and_abort(void **state)
     assert_int_equal(sbx_store_blob_begin(&w, t->s, EMPTY_DIGEST, &err), 0);
     assert_int_equal(sbx_blob_writer_commit(w, NULL, &err), 0);
     assert_int_equal(sbx_store_has_blob(t->s, EMPTY_DIGEST), 1);
+}
+
+/* A write that fails (here: RLIMIT_FSIZE) poisons the writer: committing it
+ * anyway stores nothing rather than a file that does not match its name. */
+static void test_commit_after_failed_write_stores_nothing(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    static char big[300000];
+    memset(big, 'x', sizeof big);
+    sbx_blob_writer *bw = NULL;
+    sbx_layer_writer *lw = NULL;
+    assert_int_equal(sbx_store_blob_begin(&bw, t->s, NULL, &err), 0);
+    assert_int_equal(sbx_store_layer_begin(&lw, t->s, NULL, &err), 0);
+    struct rlimit old, lim = {1000, RLIM_INFINITY};
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim.rlim_max = old.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rb = sbx_blob_writer_write(bw, big, sizeof big, &err);
+    char bmsg[1024];
+    snprintf(bmsg, sizeof bmsg, "%s", err.msg);
+    unsigned char *noise = ts_layer_bytes(sizeof big, 5);
+    int rl = 0;
+    for (int i = 0; i < 50 && rl == 0; i++) /* zstd buffers: write until output spills */
+        rl = sbx_layer_writer_write(lw, noise, sizeof big, &err);
+    free(noise);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    assert_int_equal(rb, SBX_EIO);
+    assert_non_null(strstr(bmsg, "write blob in store '"));
+    assert_int_equal(rl, SBX_EIO);
+    tu_assert_error(&err, SBX_EIO, "write layer in store '");
+    assert_int_equal(err.sys_errno, EFBIG);
+    assert_int_equal(sbx_blob_writer_commit(bw, NULL, &err), SBX_EIO);
+    tu_assert_error(&err, SBX_EIO, "an earlier write failed; nothing stored");
+    assert_int_equal(sbx_layer_writer_commit(lw, NULL, &err), SBX_EIO);
+    tu_assert_error(&err, SBX_EIO, "an earlier write failed; nothing stored");
+    assert_int_equal(ts_count(t, "blobs/sha256"), 0);
+    assert_int_equal(ts_count(t, "layers/sha256"), 0);
+    assert_int_equal(ts_count(t, "tmp"), 0);
 }
 
 static void test_blob_read_errors(void **state)
@@ -692,6 +734,7 @@ int main(void)
         TS_TEST(test_blob_put_read_dedup),
         TS_TEST(test_blob_digest_mismatch_stores_nothing),
         TS_TEST(test_blob_writer_stream_and_abort),
+        TS_TEST(test_commit_after_failed_write_stores_nothing),
         TS_TEST(test_blob_read_errors),
         TS_TEST(test_layer_roundtrip),
         TS_TEST(test_layer_errors),
