@@ -14,12 +14,13 @@ int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: sbx-image inspect [OPTIONS] REF|NAME\n\n"
+            "usage: sbx-image inspect [OPTIONS] REF|NAME|DIGEST\n\n"
             "Show an image: its manifest digest and media type, the platforms of its index,\n"
             "its config (platform, digest), and its layers (digest, diff_id, size, media type,\n"
             "whether the store has them).  Answers from the store when it holds the name,\n"
-            "the normalized ref or the pinned digest; otherwise asks the registry (manifests\n"
-            "and config only; no layer is downloaded).\n\n"
+            "the normalized ref, the pinned digest or a bare manifest digest (as build\n"
+            "prints); otherwise asks the registry (manifests and config only; no layer is\n"
+            "downloaded).\n\n"
             "options:\n"
             "  --platform OS/ARCH[/VARIANT]  platform to show from an index (default: this host's)\n"
             "  --creds USER:PASSWORD         credentials for the ref's registry\n"

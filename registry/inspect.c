@@ -159,6 +159,11 @@ static bool store_lookup(char top[SBX_DIGEST_BUFSZ], char named[SBX_DIGEST_BUFSZ
 {
     sbx_error e = SBX_ERROR_INIT;
     named[0] = '\0';
+    /* a manifest digest, as build prints it */
+    if (sbx_digest_valid(arg) && sbx_store_has_blob(store, arg) == 1) {
+        snprintf(top, SBX_DIGEST_BUFSZ, "%s", arg);
+        return true;
+    }
     if (parsed && s->ref.digest[0] && sbx_store_has_blob(store, s->ref.digest) == 1) {
         snprintf(top, SBX_DIGEST_BUFSZ, "%s", s->ref.digest);
         return true;
@@ -192,7 +197,9 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
         sbx_platform_host(&s.want);
     int rc;
     char top[SBX_DIGEST_BUFSZ];
-    snprintf(info->ref, sizeof info->ref, "%s", parsed ? s.ref.str : ref);
+    /* a bare manifest digest is not the ref "docker.io/library/sha256:<hex>" */
+    bool is_digest = sbx_digest_valid(ref);
+    snprintf(info->ref, sizeof info->ref, "%s", parsed && !is_digest ? s.ref.str : ref);
     rc = SBX_ENOTFOUND;
     char named[SBX_DIGEST_BUFSZ] = "";
     bool local = store && store_lookup(top, named, store, ref, &s, parsed);
@@ -212,7 +219,10 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
             local = false;
         }
     }
-    if (!local && !parsed) {
+    if (!local && is_digest) {
+        rc = sbx_error_set(err, SBX_ENOTFOUND, "inspecting '%s': the store has no manifest with "
+                           "that digest (name a ref to ask a registry)", ref);
+    } else if (!local && !parsed) {
         *err = perr;
         rc = perr.code;
         if (store && !strstr(err->msg, "parsing image ref"))
@@ -224,7 +234,7 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
         if (parsed && !strstr(err->msg, "inspecting"))
             sbx_error_wrap(err, "inspecting '%s'", s.ref.str);
         if (!err->where[0])
-            sbx_error_where(err, "%s", parsed ? s.ref.str : ref);
+            sbx_error_where(err, "%s", parsed && !is_digest ? s.ref.str : ref);
         sbx_image_info_free(info);
     } else {
         *out = info;
