@@ -89,3 +89,18 @@ sbx build "$ctx/check.yaml" >"$T/out2" 2>"$T/err2" || { cat "$T/err2"; b_die "th
 b_pass "files, owners, modes, user and env inside the image"
 b_assert_clean
 b_pass "no mount, bundle or scratch dir left"
+
+# --network none: the step sees only loopback; by default it shares the host's.
+cat >"$ctx/net.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: |
+      tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ' ' > /ifaces; cat /ifaces
+YAML
+sbx build --network none --json "$ctx/net.yaml" >/dev/null 2>"$T/err-net" || { cat "$T/err-net"; b_die "--network none build failed"; }
+grep -q '"line":"lo "' "$T/err-net" || { cat "$T/err-net"; b_die "--network none: the step saw more than loopback"; }
+sbx build --no-cache --json "$ctx/net.yaml" >/dev/null 2>"$T/err-net2" || b_die "host network build failed"
+host_ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ' ')
+grep -qF "\"line\":\"$host_ifaces\"" "$T/err-net2" || { cat "$T/err-net2"; b_die "default network is not the host's ($host_ifaces)"; }
+b_pass "--network none gives loopback only; the default shares the host network"
+b_assert_clean

@@ -107,3 +107,18 @@ YAML
 sbx build "$ctx/after.yaml" >/dev/null 2>"$T/err" || { cat "$T/err"; b_die "build after a killed build failed"; }
 b_assert_clean
 b_pass "a SIGKILLed build's bundle, mount and scratch dir are removed by the next build"
+
+# SIGINT while a step runs: the build stops, says so, and leaves nothing.
+b_state >"$T/before"
+"$SBX_BIN" --store "$STORE" build "$ctx/killed.yaml" >/dev/null 2>"$T/err" &
+pid=$!
+for _ in $(seq 100); do grep -q " $STORE" /proc/self/mountinfo && break; sleep 0.1; done
+grep -q " $STORE" /proc/self/mountinfo || { cat "$T/err"; b_die "the step never started"; }
+kill -INT "$pid"
+rc=0; wait "$pid" || rc=$?
+[[ $rc != 0 ]] || b_die "an interrupted build exited 0"
+grep -qi 'interrupted' "$T/err" || { cat "$T/err"; b_die "no 'interrupted' in the error"; }
+b_state >"$T/after"
+diff "$T/before" "$T/after" >&2 || b_die "an interrupted build changed the store"
+b_assert_clean
+b_pass "SIGINT mid-step: reported, store unchanged, nothing left"
