@@ -286,7 +286,7 @@ static void first_line(char *dst, size_t len, const char *out)
         snprintf(dst, len, "no output");
 }
 
-static int write_probe_bundle(const char *bundle, bool no_mknod, sbx_error *err)
+static int write_probe_bundle(const char *bundle, bool no_mknod, bool seccomp, sbx_error *err)
 {
     _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/rootfs", bundle);
     _cleanup_free_ char *cfg = sbx_strdup_printf("%s/config.json", bundle);
@@ -301,7 +301,8 @@ static int write_probe_bundle(const char *bundle, bool no_mknod, sbx_error *err)
     snprintf(root.home, sizeof(root.home), "/");
     const char *argv[] = {"/sbx-exec-check", NULL};
     const char *env[] = {"PATH=/", NULL};
-    spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", SBX_NETWORK_NONE, no_mknod};
+    spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", SBX_NETWORK_NONE, no_mknod,
+                     seccomp};
     json_t *spec = NULL;
     r = sbx_spec_build(&spec, &in, err);
     if (r < 0)
@@ -327,7 +328,7 @@ static int probe(const sbx_runtime_info *rt, const char *store_root, char *why, 
         snprintf(why, whylen, "out of memory");
         return -1;
     }
-    int r = write_probe_bundle(bundle, rt->cgroups_disabled, &err);
+    int r = write_probe_bundle(bundle, rt->cgroups_disabled, rt->kind != SBX_RUNTIME_RUNSC, &err);
     if (r == 0) {
         _cleanup_free_ char *owner = sbx_strdup_printf("%s/owner", bundle);
         char pidtxt[32];

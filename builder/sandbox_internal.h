@@ -50,6 +50,7 @@ typedef struct spec_input {
     const char *hostname;
     sbx_network_mode network;
     bool no_mknod;                    /* no devices cgroup guards device nodes */
+    bool seccomp;                     /* add the syscall deny list (not for runsc) */
 } spec_input;
 
 /* Build config.json; *out owned by the caller (json_decref). */

@@ -29,6 +29,21 @@ static const char *const readonly_paths[] = {
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 };
 
+/* Syscalls a build step never needs and that widen the kernel surface a
+ * hostile step can reach (Docker's default profile refuses the same ones):
+ * new namespaces and their entry points, keyrings (not namespaced), bpf,
+ * perf, userfaultfd, modules, kexec, handles that bypass paths, clocks, swap,
+ * reboot.  Refused with EPERM; everything else is allowed.  Most already
+ * need capabilities the step does not have; this holds if one is granted. */
+static const char *const denied_syscalls[] = {
+    "unshare", "setns", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
+    "userfaultfd", "init_module", "finit_module", "delete_module", "kexec_load",
+    "kexec_file_load", "open_by_handle_at", "name_to_handle_at", "iopl", "ioperm", "swapon",
+    "swapoff", "reboot", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "acct",
+    "lookup_dcookie", "quotactl", "pivot_root", "mount", "umount2", "fsopen", "fsmount",
+    "move_mount", "open_tree", "fspick", "mount_setattr",
+};
+
 static json_t *str_array(const char *const *v, size_t n)
 {
     json_t *a = json_array();
@@ -97,6 +112,16 @@ static json_t *build_process(const spec_input *in)
                      "rlimits", rlimits, "noNewPrivileges", 1);
 }
 
+static json_t *build_seccomp(void)
+{
+    static const char *const arches[] = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32",
+                                         "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"};
+    return json_pack("{s:s, s:o, s:[{s:o, s:s, s:i}]}", "defaultAction", "SCMP_ACT_ALLOW",
+                     "architectures", str_array(arches, SBX_ARRAY_LEN(arches)), "syscalls",
+                     "names", str_array(denied_syscalls, SBX_ARRAY_LEN(denied_syscalls)),
+                     "action", "SCMP_ACT_ERRNO", "errnoRet", 1);
+}
+
 static json_t *build_linux(const spec_input *in)
 {
     json_t *ns = json_pack("[{s:s}, {s:s}, {s:s}, {s:s}]", "type", "pid", "type", "ipc", "type",
@@ -104,10 +129,14 @@ static json_t *build_linux(const spec_input *in)
     if (in->network == SBX_NETWORK_NONE)
         json_array_append_new(ns, json_pack("{s:s}", "type", "network"));
     json_t *devices = json_pack("[{s:b, s:s}]", "allow", 0, "access", "rwm");
-    return json_pack("{s:o, s:o, s:o, s:o}", "namespaces", ns, "resources",
-                     json_pack("{s:o}", "devices", devices), "maskedPaths",
-                     str_array(masked_paths, SBX_ARRAY_LEN(masked_paths)), "readonlyPaths",
-                     str_array(readonly_paths, SBX_ARRAY_LEN(readonly_paths)));
+    json_t *lx = json_pack("{s:o, s:o, s:o, s:o}", "namespaces", ns, "resources",
+                           json_pack("{s:o}", "devices", devices), "maskedPaths",
+                           str_array(masked_paths, SBX_ARRAY_LEN(masked_paths)),
+                           "readonlyPaths",
+                           str_array(readonly_paths, SBX_ARRAY_LEN(readonly_paths)));
+    if (lx && in->seccomp)
+        json_object_set_new(lx, "seccomp", build_seccomp());
+    return lx;
 }
 
 int sbx_spec_build(json_t **out, const spec_input *in, sbx_error *err)

@@ -49,7 +49,7 @@ static int make_base(void **state)
              "set -e; cd %s; mkdir -p bin etc proc dev sys tmp data/dir home/builder; "
              "cp /bin/busybox bin/busybox; "
              "for a in sh ls cat echo id rm mkdir touch true false sleep grep wc ip env pwd "
-             "hostname chmod ln test head; do ln -s busybox bin/$a; done; "
+             "hostname chmod ln test head unshare; do ln -s busybox bin/$a; done; "
              "printf 'root:x:0:0:root:/root:/bin/sh\\nbuilder:x:1000:1000::/home/builder:/bin/sh\\n'"
              " > etc/passwd; "
              "printf 'root:x:0:\\nbuilder:x:1000:\\nextra:x:2000:builder\\n' > etc/group; "
@@ -553,6 +553,23 @@ static void test_plain_rootfs_and_scratch_upper(void **state)
     free(root);
 }
 
+/* A step cannot make namespaces (seccomp refuses unshare with EPERM). */
+static void test_seccomp_refuses_unshare(void **state)
+{
+    (void)state;
+    sbx_error err = SBX_ERROR_INIT;
+    int code;
+    const char *script = "unshare -U true 2>&1 | grep -q 'Operation not permitted' && echo refused";
+    char *out = run_capture(SBX_RUNTIME_RUNC, NULL, script, SBX_NETWORK_HOST, &code, &err);
+    must(code, &err);
+    assert_string_equal(out, "refused\n");
+    free(out);
+    out = run_capture(SBX_RUNTIME_CRUN, NULL, script, SBX_NETWORK_HOST, &code, &err);
+    must(code, &err);
+    assert_string_equal(out, "refused\n");
+    free(out);
+}
+
 /* Device nodes are guarded: runc keeps the rootfs nodev (a node shipped in an
  * image, say for the host's disk, does not open); crun on this hybrid host
  * runs in its own v1 devices cgroup rather than with cgroups disabled. */
@@ -683,6 +700,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_many_lowers, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_plain_rootfs_and_scratch_upper, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_device_guards, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_seccomp_refuses_unshare, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_during_step_cleans, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigint_during_step_cleans, setup, teardown_test),
