@@ -407,6 +407,14 @@ static size_t write_cb(char *buf, size_t size, size_t nitems, void *ud)
         x->sink->offset += n;
         return n;
     }
+    if (!x->started) {
+        x->started = true;
+        /* refuse a declared size over the limit before reading any of it */
+        if (r->content_length > (int64_t)x->max_body) {
+            x->abort_code = SBX_ELIMIT;
+            return 0;
+        }
+    }
     int b = buffer_append(x, buf, n, x->max_body);
     if (b < 0) {
         x->abort_code = b == -1 ? SBX_ELIMIT : SBX_ENOMEM;
