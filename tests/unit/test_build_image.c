@@ -10,10 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "build_cache.h"
+#include "build_copy.h"
 #include "build_internal.h"
 #include "build_steps.h"
+#include "sbx_common.h"
 #include "sbx/builder.h"
 #include "sbx/recipe.h"
 #include "sbx/store.h"
@@ -214,6 +217,68 @@ static void test_step_scripts(void **state)
     sbx_recipe_unref(r);
 }
 
+/* copy stages parents as the image has them: through its symlinks
+ * (/bin -> usr/bin), with their modes (/tmp 1777), and files with the
+ * recipe's mode or 0644/0755 by the executable bit. */
+static void test_copy_stage_parents_and_modes(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *ctx = tu_path(dir, "ctx"), *lower = tu_path(dir, "lower"), *stage = tu_path(dir, "stage");
+    char p[4096];
+    assert_int_equal(mkdir(ctx, 0755), 0);
+    snprintf(p, sizeof p, "%s/tool", ctx);
+    tu_write_file(p, "#!/bin/sh\n");
+    chmod(p, 0700);
+    snprintf(p, sizeof p, "%s/notes", ctx);
+    tu_write_file(p, "n\n");
+    /* the image: usr/bin (0751), bin -> usr/bin, tmp 1777 */
+    snprintf(p, sizeof p, "%s/usr/bin", lower);
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx_mkdir_p(p, 0755, &err), 0);
+    chmod(p, 0751);
+    snprintf(p, sizeof p, "%s/bin", lower);
+    assert_int_equal(symlink("usr/bin", p), 0);
+    snprintf(p, sizeof p, "%s/tmp", lower);
+    assert_int_equal(mkdir(p, 0700), 0);
+    chmod(p, 01777);
+
+    const char *yaml = "image: x\nsteps:\n  - copy: {src: tool, dest: /bin/}\n"
+                       "  - copy: {src: notes, dest: /tmp/sub/notes.txt, mode: \"0600\"}\n";
+    sbx_recipe *r = NULL;
+    if (sbx_recipe_parse_buffer(&r, yaml, strlen(yaml), "t.yaml", ctx, &err) < 0)
+        fail_msg("parse: %s", err.msg);
+    const char *lowers[] = {lower};
+    assert_int_equal(mkdir(stage, 0755), 0);
+    if (sbx_copy_stage(stage, ctx, sbx_recipe_step(r, 0), lowers, 1, &err) < 0 ||
+        sbx_copy_stage(stage, ctx, sbx_recipe_step(r, 1), lowers, 1, &err) < 0)
+        fail_msg("stage: %s", err.msg);
+    struct stat st;
+    snprintf(p, sizeof p, "%s/usr/bin/tool", stage);
+    assert_int_equal(lstat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0755); /* executable -> 0755, umask-free */
+    snprintf(p, sizeof p, "%s/usr/bin", stage);
+    assert_int_equal(lstat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0751); /* the image's mode, not ours */
+    snprintf(p, sizeof p, "%s/bin", stage);
+    assert_int_equal(lstat(p, &st), -1); /* the symlink is left alone */
+    snprintf(p, sizeof p, "%s/tmp", stage);
+    assert_int_equal(lstat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 01777);
+    snprintf(p, sizeof p, "%s/tmp/sub", stage);
+    assert_int_equal(lstat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0755); /* new parents: 0755 root */
+    snprintf(p, sizeof p, "%s/tmp/sub/notes.txt", stage);
+    assert_int_equal(lstat(p, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(st.st_uid, 0);
+    sbx_recipe_unref(r);
+    free(ctx);
+    free(lower);
+    free(stage);
+    tu_tmpdir_free(dir);
+}
+
 static int seed(int argc, char **argv)
 {
     if (argc != 5) {
@@ -298,6 +363,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_load_not_a_manifest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_lookup, setup, teardown),
         cmocka_unit_test(test_step_scripts),
+        cmocka_unit_test(test_copy_stage_parents_and_modes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
