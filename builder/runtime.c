@@ -235,8 +235,8 @@ int sbx_rt_find(sbx_runtime_info *out, sbx_runtime_kind kind, sbx_error *err)
     out->kind = kind;
     const char *name = sbx_runtime_name(kind);
     const char *path = getenv("PATH");
-    _cleanup_free_ char *dirs =
-        strdup(path && *path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    _cleanup_free_ char *dirs = strdup(
+        path && *path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     if (!dirs)
         return sbx_error_set(err, SBX_ENOMEM, "finding %s: out of memory", name);
     /* root's PATH may lack sbin (runc lives in /usr/sbin) */
