@@ -149,4 +149,24 @@ ok images
 if grep -q bad-diffid "$T/out"; then fail "the store names an image whose layer failed its diff_id"; fi
 fsck_clean
 
+case_ "exact config bytes: inspect --config"
+STORE=$T/store
+ok inspect --config "$R/oci-multi:v1"
+assert_eq "sha256:$(sha256sum <"$T/out" | cut -d' ' -f1)" "$(fx oci-multi .config)" "sha256 of inspect --config"
+
+case_ "with the registry gone: inspect from the store, pinned and cached resolves still answer"
+STORE=$T/store
+ok resolve "$R/oci-zstd@$(fx oci-zstd .digest)"
+reg_stop r
+ok inspect --json "$R/oci-multi:v1"
+jq_is .source store
+jq_is .digest "$(fx oci-multi .digest)"
+ok resolve "$R/oci-zstd@$(fx oci-zstd .digest)"
+out_is "$(fx oci-zstd .digest)"
+SBX_RESOLVE_TTL=3600 ok resolve "$R/oci-multi:v1"
+out_is "$(fx oci-multi .digest)"
+fails resolve --no-cache "$R/oci-multi:v1"
+err_has 'connect|refused|reach|answered|HTTP|reply'
+fsck_clean
+
 echo PASS

@@ -213,6 +213,7 @@ EOF
             printf -v "${name}_DIR" '%s' "$dir"
             printf -v "${name}_AUTH" '%s' "$auth"
             printf -v "${name}_CA" '%s' "${tls:+$dir/tls/ca.crt}"
+            printf -v "${name}_PID" '%s' "$pid"
             if [[ $tls == tls ]]; then
                 mkdir -p "$SBX_CERTS_DIR/$ip:$port"
                 cp "$dir/tls/ca.crt" "$SBX_CERTS_DIR/$ip:$port/ca.crt"
@@ -224,6 +225,13 @@ EOF
     done
     tail -n 20 "$dir/registry.log" >&2 || true
     t_die "docker-registry '$name' ($auth${tls:+, tls}) did not come up"
+}
+
+# reg_stop NAME: stop a registry (a test of what works without it).
+reg_stop() {
+    local p=${1}_PID
+    kill "${!p}" 2>/dev/null || true
+    wait "${!p}" 2>/dev/null || true
 }
 
 # proxy_start NAME REG: the fault proxy in front of registry REG (plain HTTP).
