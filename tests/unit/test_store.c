@@ -285,6 +285,50 @@ static void test_layer_roundtrip(void **state)
     free(buf);
 }
 
+/* Memory stays bounded whatever the layer's size: a 128 MiB layer, written
+ * in a child so its peak RSS is measured alone. */
+static void test_layer_memory_is_bounded(void **state)
+{
+    ts_ctx *t = *state;
+    pid_t pid = fork();
+    if (pid == 0) {
+        struct rusage before, after;
+        getrusage(RUSAGE_SELF, &before);
+        sbx_store *s = NULL;
+        sbx_error err = SBX_ERROR_INIT;
+        sbx_layer_writer *w = NULL;
+        if (sbx_store_open(&s, t->root, &err) < 0 || sbx_store_layer_begin(&w, s, NULL, &err) < 0)
+            _exit(3);
+        static unsigned char chunk[1 << 20];
+        uint64_t x = 88172645463325252ull;
+        for (int i = 0; i < 128; i++) {
+            for (size_t j = 0; j < sizeof chunk; j += 8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                memcpy(chunk + j, &x, (j / 8) % 3 ? 8 : 1); /* half noise, half repeats */
+            }
+            if (sbx_layer_writer_write(w, chunk, sizeof chunk, &err) < 0)
+                _exit(4);
+        }
+        if (sbx_layer_writer_commit(w, NULL, &err) < 0)
+            _exit(5);
+        sbx_store_free(s);
+        getrusage(RUSAGE_SELF, &after);
+        long grew_mib = (after.ru_maxrss - before.ru_maxrss) / 1024;
+        fprintf(stderr, "layer of 128 MiB: peak RSS grew by %ld MiB\n", grew_mib);
+#if defined(__SANITIZE_ADDRESS__)
+        _exit(0); /* ASan's quarantine and shadow memory make RSS meaningless */
+#else
+        _exit(grew_mib < 64 ? 0 : 6);
+#endif
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
 static void test_layer_errors(void **state)
 {
     ts_ctx *t = *state;
@@ -737,6 +781,7 @@ int main(void)
         TS_TEST(test_commit_after_failed_write_stores_nothing),
         TS_TEST(test_blob_read_errors),
         TS_TEST(test_layer_roundtrip),
+        TS_TEST(test_layer_memory_is_bounded),
         TS_TEST(test_layer_errors),
         TS_TEST(test_layer_damage_detected_on_read),
         TS_TEST(test_layer_sources),
