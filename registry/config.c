@@ -79,11 +79,26 @@ int reg_config_load(reg_config *out, const char *path, sbx_error *err)
             rc = load_strings(&out->mirrors, &out->nmirrors, val, "mirrors.docker.io", path, err);
         }
     }
-    for (size_t i = 0; rc == 0 && i < out->nmirrors; i++)
-        if (strncmp(out->mirrors[i], "http://", 7) && strncmp(out->mirrors[i], "https://", 8))
+    for (size_t i = 0; rc == 0 && i < out->nmirrors; i++) {
+        const char *m = out->mirrors[i];
+        if (strncmp(m, "http://", 7) && strncmp(m, "https://", 8)) {
             rc = sbx_error_set(err, SBX_EINVAL,
                                "parsing '%s': mirror '%.200s' must start with http:// or https://",
-                               path, out->mirrors[i]);
+                               path, m);
+        } else {
+            const char *auth = strstr(m, "://") + 3;
+            size_t n = strcspn(auth, "/?#");
+            /* never echo it: it may hold a password */
+            if (memchr(auth, '@', n))
+                rc = sbx_error_set(err, SBX_EINVAL,
+                                   "parsing '%s': mirror %zu has credentials in its URL; put them "
+                                   "in the Docker config instead",
+                                   path, i + 1);
+            else if (n == 0)
+                rc = sbx_error_set(err, SBX_EINVAL, "parsing '%s': mirror %zu has no host", path,
+                                   i + 1);
+        }
+    }
     json_decref(root);
     if (rc < 0) {
         sbx_error_where(err, "%s", path);

@@ -280,6 +280,10 @@ static void test_registries_config(void **state)
     tu_write_file(p, "{\"mirrors\":{\"docker.io\":[\"ftp://x\"]}}");
     assert_int_equal(reg_config_load(&cfg, p, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "must start with http:// or https://");
+    tu_write_file(p, "{\"mirrors\":{\"docker.io\":[\"https://u:s3cret@m.example.com\"]}}");
+    assert_int_equal(reg_config_load(&cfg, p, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "mirror 1 has credentials in its URL");
+    assert_null(strstr(err.msg, "s3cret"));
     tu_write_file(p, "{\"insecure\":\"x\"}");
     assert_int_equal(reg_config_load(&cfg, p, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "'insecure' must be a list");
