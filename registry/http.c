@@ -568,7 +568,9 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
         OPENSSL_cleanse(auth, strlen(auth));
         free(auth);
     }
-    reg_log(SBX_LOG_DEBUG, "%s %s -> %ld%s%s", a->method, a->url, resp->status,
+    /* no query string: presigned redirect targets carry signatures there */
+    reg_log(SBX_LOG_DEBUG, "%s %.*s -> %ld%s%s", a->method, (int)strcspn(a->url, "?"), a->url,
+            resp->status,
             cc ? " " : "", cc ? curl_easy_strerror(cc) : "");
     return cc;
 }
