@@ -621,6 +621,12 @@ static int curl_error(reg_client *c, CURLcode cc, const char *errbuf, const char
                              "%s: TLS certificate of '%s' not trusted (%s); put the "
                              "registry's CA certificate in '%s/%s/ca.crt'",
                              what, c->host, detail, c->certs_dir, c->host);
+    if (cc == CURLE_SSL_CONNECT_ERROR && !c->may_fallback_http && !c->fixed_scheme)
+        return sbx_error_set(err, SBX_ENET,
+                             "%s: TLS handshake with '%s' failed (%s); if it is a plain-HTTP "
+                             "registry you trust, list it under \"insecure\" in the registries "
+                             "config ($SBX_REGISTRIES_CONFIG, /etc/sbx-image/registries.json)",
+                             what, c->host, detail);
     if (cc == CURLE_OPERATION_TIMEDOUT)
         return sbx_error_set(err, SBX_ETIMEOUT, "%s: '%s' stalled: %s", what, c->host, detail);
     return sbx_error_set(err, SBX_ENET, "%s: talking to '%s': %s", what, c->host, detail);
@@ -944,7 +950,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             rq->sink->offset = 0;
             restart_clean = false;
         }
-        bool send_auth = true;
+        bool send_auth = true, hopped = false;
         CURLcode cc = CURLE_OK;
         xfer x;
         for (int hop = 0;; hop++) {
@@ -970,6 +976,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
                 send_auth = false;
             free(url);
             url = next;
+            hopped = true;
         }
         if (cc == CURLE_SSL_CONNECT_ERROR && c->may_fallback_http &&
             !strncmp(c->base, "https://", 8)) {
@@ -1035,8 +1042,14 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             retry = resp->status == 429 || resp->status >= 500 || resp->status == 408;
         }
         if (!retry) {
-            char msg[300];
+            char msg[300], who[300];
             registry_message(resp, msg, sizeof msg);
+            /* name the host that answered: a redirect target is not the registry */
+            url_hostport(url, who, sizeof who);
+            if (resp->status == 404 && hopped)
+                return sbx_error_set(err, SBX_ENOTFOUND,
+                                     "%s: not found on '%s' (redirected there by '%s')%s",
+                                     rq->what, who, c->host, msg);
             if (resp->status == 404)
                 return sbx_error_set(err, SBX_ENOTFOUND, "%s: not found on '%s'%s", rq->what,
                                      c->host, msg);

@@ -89,6 +89,9 @@ static int resolve_at(sbx_resolve_result *out, reg_client *c, reg_session *s, sb
     /* an index (or a registry that does not say): GET and pick */
     rc = reg_get_manifest(c, reference, false, &resp, err);
     char top[SBX_DIGEST_BUFSZ];
+    reg_manifest m = {0};
+    if (rc == 0) /* parse first: schema1 is refused as such, not as a digest mismatch */
+        rc = reg_manifest_parse(&m, resp.content_type, resp.body ? resp.body : "", resp.len, err);
     if (rc == 0) {
         sbx_sha256_buf(resp.body ? resp.body : "", resp.len, top);
         if (resp.docker_digest[0] && strcmp(resp.docker_digest, top) != 0)
@@ -99,12 +102,11 @@ static int resolve_at(sbx_resolve_result *out, reg_client *c, reg_session *s, sb
             rc = sbx_error_set(err, SBX_EDIGEST, "manifest from '%s' has digest '%s', expected "
                                "'%s'", reg_client_name(c), top, s->ref.digest);
     }
-    reg_manifest m = {0};
-    if (rc == 0)
-        rc = reg_manifest_parse(&m, resp.content_type, resp.body ? resp.body : "", resp.len, err);
     reg_resp_clear(&resp);
-    if (rc < 0)
+    if (rc < 0) {
+        reg_manifest_free(&m);
         return rc;
+    }
     snprintf(out->index_digest, sizeof out->index_digest, "%s", top);
     if (m.kind == REG_MANIFEST_IMAGE) {
         snprintf(out->digest, sizeof out->digest, "%s", top);

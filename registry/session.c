@@ -60,12 +60,14 @@ static int fetch_one(reg_fetched *out, reg_client *c, reg_session *s, sbx_error 
     reg_resp resp = {.content_length = -1};
     const char *reference = sbx_ref_reference(&s->ref);
     int rc = reg_get_manifest(c, reference, false, &resp, err);
-    if (rc == 0)
-        rc = verify_manifest(c, &resp, s->ref.digest[0] ? s->ref.digest : NULL, out->top_digest,
-                             err);
+    /* parse first: a schema1 manifest is refused as what it is, not as a
+     * digest mismatch (its announced digest covers the unsigned payload) */
     if (rc == 0)
         rc = reg_manifest_parse(&out->top, resp.content_type, resp.body ? resp.body : "",
                                 resp.len, err);
+    if (rc == 0)
+        rc = verify_manifest(c, &resp, s->ref.digest[0] ? s->ref.digest : NULL, out->top_digest,
+                             err);
     if (rc < 0) {
         reg_resp_clear(&resp);
         return rc;
