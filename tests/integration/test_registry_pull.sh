@@ -126,17 +126,18 @@ ok inspect --json "$R/oci-multi:v1"
 for d in $(fx oci-multi '.digest, .config, .layers[].digest'); do out_has "$d"; done
 assert_eq "$(layer_gets)" "$before" "layer GETs during inspect"
 
-case_ "three pulls of the same image at once into one store"
+case_ "four pulls at once into one store: the same image twice, and two sharing its layers"
 STORE=$T/store-concurrent
+imgs=(oci-multi oci-multi oci-mixed docker-multi)
 pids=()
-for i in 1 2 3; do
-    "$SBX_BIN" pull --json --store "$STORE" "$R/oci-multi:v1" >"$T/c$i.out" 2>"$T/c$i.err" &
+for i in 0 1 2 3; do
+    "$SBX_BIN" pull --json --store "$STORE" "$R/${imgs[$i]}:v1" >"$T/c$i.out" 2>"$T/c$i.err" &
     pids+=($!)
 done
-for i in 1 2 3; do
-    wait "${pids[$((i - 1))]}" || { cat "$T/c$i.err"; fail "concurrent pull $i failed"; }
+for i in 0 1 2 3; do
+    wait "${pids[$i]}" || { cat "$T/c$i.err"; fail "concurrent pull of ${imgs[$i]} failed"; }
     cp "$T/c$i.out" "$T/out"
-    check_pulled oci-multi
+    check_pulled "${imgs[$i]}"
 done
 fsck_clean
 
