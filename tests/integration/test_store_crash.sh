@@ -1,8 +1,8 @@
 #!/bin/bash
 # Crash test: writers and gc are killed with SIGKILL at random points, 50
-# rounds.  After each, fsck is clean, no partial blob is visible (checked with
-# sha256sum and zstd, not the store's code), tmp/ is empty, and the
-# interrupted work completes when run again.
+# rounds.  After each, fsck is clean (it re-hashes every file), tmp/ is empty,
+# and the interrupted work completes when run again; every 5th round, every
+# file is also checked with sha256sum and zstd (no store code involved).
 source "$(dirname "$0")/lib/store_env.sh"
 S=$WORK/store
 ROUNDS=${STORE_CRASH_ROUNDS:-50}
@@ -41,9 +41,9 @@ for ((r = 0; r < ROUNDS; r++)); do
     ((st == 137)) && killed=$((killed + 1))   # died of the SIGKILL, not finished
   done
 
-  check_fsck_clean "$S"         # opens the store, which undoes half-done links
+  check_fsck_clean "$S"         # opens the store, undoes half-done links, re-hashes all
   check_tmp_empty "$S"
-  check_no_partial "$S"
+  ((r % 5 == 4)) && check_no_partial "$S"   # the same, with sha256sum and zstd
   # The interrupted work completes when run again, and reads back.
   m=$("$STORE_TOOL" "$S" put-image "img-$r" "$seed" "$size") || fail "round $r: rerun failed"
   got=$(sbx --store "$S" images --json | jq -r --arg n "img-$r" '.[] | select(.name == $n) | .digest')
