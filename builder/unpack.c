@@ -207,8 +207,9 @@ static void linkset_add(linkset *ls, const char *path, int errfd)
     linkset_insert(ls, v);
 }
 
-/* "./a//b/./c/" -> "a/b/c"; false when a ".." part makes it libarchive's call. */
-static bool normalize(char *out, size_t len, const char *name)
+/* "./a//b/./c/" -> "a/b/c".  1: done; 0: a ".." part (libarchive refuses
+ * those itself); -1: longer than len. */
+static int normalize(char *out, size_t len, const char *name)
 {
     size_t o = 0;
     for (const char *p = name; *p;) {
@@ -218,10 +219,10 @@ static bool normalize(char *out, size_t len, const char *name)
         if (n == 0)
             break;
         if (n == 2 && p[0] == '.' && p[1] == '.')
-            return false;
+            return 0;
         if (!(n == 1 && p[0] == '.')) {
             if (o + n + 2 > len)
-                return false;
+                return -1;
             if (o)
                 out[o++] = '/';
             memcpy(out + o, p, n);
@@ -230,13 +231,19 @@ static bool normalize(char *out, size_t len, const char *name)
         p += n;
     }
     out[o] = '\0';
-    return true;
+    return 1;
 }
 
-/* The first proper prefix of path that is a symlink made earlier, or NULL. */
+/* The first proper prefix of path that is a symlink made earlier, or NULL;
+ * a path too long to check counts as passing through one. */
 static const char *through_link(const linkset *ls, const char *path, char *buf, size_t len)
 {
-    if (!normalize(buf, len, path))
+    int n = normalize(buf, len, path);
+    if (n < 0) {
+        snprintf(buf, len, "(path too long to check)");
+        return buf;
+    }
+    if (n == 0)
         return NULL;
     for (char *p = strchr(buf, '/'); p; p = strchr(p + 1, '/'))
         if (linkset_has(ls, buf, (size_t)(p - buf))) {
@@ -313,7 +320,7 @@ static void child_extract(int tarfd, const char *dir, int errfd)
             child_fail(errfd, "refusing entry '%s': %s", orig, archive_error_string(out));
         if (chrooted && archive_entry_filetype(e) == AE_IFLNK) {
             char norm[4096];
-            if (normalize(norm, sizeof(norm), archive_entry_pathname(e)))
+            if (normalize(norm, sizeof(norm), archive_entry_pathname(e)) == 1)
                 linkset_add(&links, norm, errfd);
         }
         if (archive_entry_size(e) > 0)

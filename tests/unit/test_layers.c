@@ -477,6 +477,12 @@ static void test_unpack_refuses_traversal(void **state)
     expect_refused(sym3, 4, "refusing entry 'd/esc");
     tspec sym4[] = {{"esc", AE_IFLNK, "/etc"}, {"h", 1, "esc/passwd"}};
     expect_refused(sym4, 2, "refusing entry 'h'");
+    static char deep[5200];
+    for (int i = 0; i < 2550; i++)
+        memcpy(deep + 2 * i, "a/", 2);
+    strcpy(deep + 5100, "x");
+    tspec toolong[] = {{deep, AE_IFREG, "x"}};
+    expect_refused(toolong, 1, "refusing entry 'a/a/a/");
     tspec hard[] = {{"h", 1, "../../etc/passwd"}};
     expect_refused(hard, 1, "refusing entry 'h'");
     tspec opq[] = {{"../x/.wh..wh..opq", AE_IFREG, NULL}};
