@@ -130,24 +130,58 @@ static void on_output(void *ud, size_t index, const char *line)
     fprintf(stderr, "      %s\n", line);
 }
 
-static void report_failure(const sbx_build_result *r, const sbx_error *err, int json)
+/* --json: library logs and progress (pulls, unpacks) as events too, so every
+ * stderr line is one JSON object. */
+static void json_log(void *ud, sbx_log_level level, const char *msg)
+{
+    (void)ud;
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    print_json_line(json_pack("{s:s, s:s, s:s}", "event", "log", "level", names[level],
+                              "message", msg));
+}
+
+static void json_progress(void *ud, const sbx_progress *p)
+{
+    (void)ud;
+    print_json_line(json_pack("{s:s, s:s, s:s, s:I, s:I}", "event", "progress", "id", p->id,
+                              "phase", p->phase, "done", (json_int_t)p->done, "total",
+                              (json_int_t)p->total));
+}
+
+/* A failure: with --json one "error" event (and nothing else on stderr),
+ * else the failed step's details and the usual error line. */
+static void report_failure(const sbx_build_result *r);
+
+static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
+{
+    if (json) {
+        char buf[2048];
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message",
+                              sbx_error_format(err, buf, sizeof buf), "code",
+                              sbx_error_code_name(err->code), "where", err->where);
+        if (r && r->failed_step) {
+            json_object_set_new(o, "step", json_integer((json_int_t)r->failed_step));
+            if (r->failed_summary)
+                json_object_set_new(o, "summary", json_string(r->failed_summary));
+            if (r->failed_command)
+                json_object_set_new(o, "command", json_string(r->failed_command));
+            json_object_set_new(o, "exit_code", json_integer(r->exit_code));
+            json_object_set_new(o, "timed_out", json_boolean(r->timed_out));
+            if (r->tail)
+                json_object_set_new(o, "tail", json_string(r->tail));
+        }
+        print_json_line(o);
+        return CLI_EXIT_FAIL;
+    }
+    if (r)
+        report_failure(r);
+    return cli_fail(err);
+}
+
+static void report_failure(const sbx_build_result *r)
 {
     if (!r->failed_step && !r->failed_command)
         return;
-    if (json) {
-        json_t *o = json_pack("{s:s, s:I}", "event", "error", "step", (json_int_t)r->failed_step);
-        if (r->failed_summary)
-            json_object_set_new(o, "summary", json_string(r->failed_summary));
-        if (r->failed_command)
-            json_object_set_new(o, "command", json_string(r->failed_command));
-        json_object_set_new(o, "exit_code", json_integer(r->exit_code));
-        json_object_set_new(o, "timed_out", json_boolean(r->timed_out));
-        if (r->tail)
-            json_object_set_new(o, "tail", json_string(r->tail));
-        json_object_set_new(o, "message", json_string(err->msg));
-        print_json_line(o);
-        return;
-    }
     fprintf(stderr, "step %zu failed: %s\n", r->failed_step,
             r->failed_summary ? r->failed_summary : "");
     if (r->failed_command)
@@ -245,27 +279,28 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     bo.tags = tags;
     bo.n_tags = ntags;
     cli_install_sinks(cli);
+    if (cli->json) {
+        sbx_log_set_sink(json_log, NULL);
+        sbx_progress_set_sink(json_progress, NULL);
+    }
 
     sbx_error err = SBX_ERROR_INIT;
     sbx_recipe *recipe = NULL;
     if (sbx_recipe_parse_file(&recipe, path, context, &err) < 0)
-        return cli_fail(&err);
+        return build_fail(NULL, &err, cli->json);
     sbx_store *store = NULL;
-    int rc = cli_open_store(cli, &store);
-    if (rc != CLI_EXIT_OK) {
+    if (sbx_store_open(&store, cli->store_root, &err) < 0) {
         sbx_recipe_unref(recipe);
-        return rc;
+        return build_fail(NULL, &err, cli->json);
     }
+    int rc = CLI_EXIT_OK;
     ui u = {cli->json, cli->tty};
     bo.on_event = on_event;
     bo.on_output = on_output;
     bo.ud = &u;
     sbx_build_result res = SBX_BUILD_RESULT_INIT;
-    uint64_t t0 = 0;
-    (void)t0;
     if (sbx_build(&res, store, recipe, &bo, &err) < 0) {
-        report_failure(&res, &err, cli->json);
-        rc = cli_fail(&err);
+        rc = build_fail(&res, &err, cli->json);
     } else if (cli->json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I}", "digest", res.digest, "recipe_digest",
                               res.recipe_digest, "base_digest", res.base_digest, "steps_run",

@@ -38,6 +38,17 @@ grep -q 'error: .*fail.yaml:3:.*step 1/2' "$T/err" || { cat "$T/err"; b_die "err
 ! grep -q 'never' "$T/err" || b_die "the step after the failure ran"
 b_pass "failing command: step, command, exit code, output; store unchanged"
 
+expect_fail "failing command (--json)" "$ctx/fail.yaml" --json
+python3 - "$T/err" <<'PY' || b_die "--json failure output is not one JSON event per line"
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1])]   # every line parses
+last = events[-1]
+assert last["event"] == "error" and last["step"] == 1 and last["exit_code"] == 3, last
+assert "boom" in last["tail"] and "fail.yaml:3" in last["where"], last
+assert any(e["event"] == "output" and e["line"] == "boom" for e in events), events
+PY
+b_pass "failing command with --json: one JSON event per line, the error event says it all"
+
 cat >"$ctx/slow.yaml" <<'YAML'
 image: busybox:test
 steps:
