@@ -29,6 +29,25 @@ gap=$(jq -s --arg b "$BIG" '[.[] | select(.method == "GET" and (.path | endswith
     "$p_DIR/proxy.log")
 jq -n --argjson g "$gap" '$g >= 1.9' | grep -q true || fail "retried after ${gap}s despite Retry-After: 2"
 
+case_ "503 with Retry-After as an HTTP-date: waits until then, pulls"
+fresh
+proxy_mode p '{"mode":"status","status":503,"retry_after_date":3,"count":1,"match":"/blobs/'"$BIG"'"}'
+ok pull --json "$REF"
+pulled_ok
+gap=$(jq -s --arg b "$BIG" '[.[] | select(.method == "GET" and (.path | endswith($b)))] | .[-1].t - .[-2].t' \
+    "$p_DIR/proxy.log")
+# the date has one-second resolution: 3 s ahead means at least 2 s of wait
+jq -n --argjson g "$gap" '$g >= 1.9' | grep -q true || fail "retried after ${gap}s despite a Retry-After date 3 s ahead"
+
+case_ "Retry-After far beyond the bound: a clear error at once, no hour-long wait"
+fresh
+proxy_mode p '{"mode":"status","status":429,"retry_after":"3600","count":-1,"match":"/blobs/'"$BIG"'"}'
+start=$(date +%s)
+fails pull "$REF"
+err_has 'retry'
+err_has '3600|429'
+(($(date +%s) - start < 20)) || fail "waited on a Retry-After of an hour"
+
 case_ "429 on the manifest: waits, then pulls"
 fresh
 proxy_mode p '{"mode":"status","status":429,"retry_after":"1","count":1,"match":"/manifests/","method":"*"}'

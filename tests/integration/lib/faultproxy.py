@@ -16,7 +16,8 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
   count: how many matching requests get the fault (default 1; -1 = all);
   the rest pass through.  Modes:
   pass                        forward untouched
-  status   status, retry_after   answer with that status (429, 500, 503...)
+  status   status, retry_after   answer with that status (429, 500, 503...);
+           retry_after_date      Retry-After as an HTTP-date that many seconds ahead
   reset    fraction          send headers and that fraction of the body, then RST
   stall    fraction, stall   send headers and part of the body, then go silent
   corrupt                    flip one byte in the middle of the body (same length);
@@ -33,6 +34,7 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
   matching path is answered 200 with the whole body, or 206 from byte 0
 """
 import argparse
+import email.utils
 import hashlib
 import http.client
 import json
@@ -121,6 +123,9 @@ class ProxyHandler(httpd.Handler):
         if mode == "status":
             st = int(m.get("status", 500))
             h = {"Retry-After": str(m["retry_after"])} if "retry_after" in m else {}
+            if "retry_after_date" in m:  # the HTTP-date form, N seconds from now
+                h["Retry-After"] = email.utils.formatdate(time.time() + m["retry_after_date"],
+                                                          usegmt=True)
             entry["status"] = st
             self.reply(st, {"errors": [{"code": "TOOMANYREQUESTS" if st == 429 else "UNKNOWN",
                                         "message": "injected by the fault proxy"}]}, h)
