@@ -139,4 +139,4 @@ case_ "no password, base64 credentials or token in anything sbx-image printed"
 no_secrets
 ! grep -qF -- "$TEST_PASS" "$tr_tok_DIR/token.log" || fail "token log holds the password"
 
-echo PASS
+t_pass

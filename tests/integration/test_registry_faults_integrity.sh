@@ -129,4 +129,4 @@ err_has '404|not found|status'
 not_named test/img
 fsck_clean
 
-echo PASS
+t_pass

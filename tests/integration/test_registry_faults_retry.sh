@@ -119,4 +119,4 @@ proxy_mode p '{"mode":"pass"}'
 ok pull --json "$REF"
 pulled_ok
 
-echo PASS
+t_pass

@@ -58,4 +58,4 @@ proxy_mode p '{"mode":"pass"}'
 ok pull --json "$REF"
 pulled_ok
 
-echo PASS
+t_pass

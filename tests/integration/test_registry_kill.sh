@@ -64,4 +64,4 @@ ok pull --json "$p_HOST/test/mixed:v1"
 check_pulled oci-mixed
 fsck_clean
 
-echo PASS
+t_pass

@@ -66,4 +66,4 @@ mirrors "\"http://$m1_HOST\""
 ok pull --json "$m2_HOST/library/alpine:3"
 check_pulled oci-tar
 
-echo PASS
+t_pass

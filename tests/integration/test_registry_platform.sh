@@ -78,4 +78,4 @@ sbx resolve --platform 'a/b/c/d' "$R/multi:v1"
 ((RC == 1 || RC == 2)) || fail "exit $RC for --platform a/b/c/d"
 err_has 'platform'
 
-echo PASS
+t_pass

@@ -170,4 +170,4 @@ fails resolve --no-cache "$R/oci-multi:v1"
 err_has 'connect|refused|reach|answered|HTTP|reply'
 fsck_clean
 
-echo PASS
+t_pass

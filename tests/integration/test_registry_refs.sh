@@ -121,4 +121,4 @@ out_has 'docker.io/library/busybox:latest'
 fsck_clean
 rm -f "$SBX_REGISTRIES_CONFIG"
 
-echo PASS
+t_pass

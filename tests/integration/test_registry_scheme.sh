@@ -48,4 +48,4 @@ err_has 'certificate|verif|tls|ssl'
 rm -f "$SBX_REGISTRIES_CONFIG"
 fsck_clean
 
-echo PASS
+t_pass

@@ -56,4 +56,4 @@ check_pulled oci-single
 fsck_clean
 no_secrets
 
-echo PASS
+t_pass

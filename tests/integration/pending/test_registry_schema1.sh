@@ -26,4 +26,4 @@ ok images
 ! grep -q test/img "$T/out" || fail "a schema1 image was named"
 fsck_clean
 
-echo PASS
+t_pass
