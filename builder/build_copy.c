@@ -74,7 +74,8 @@ static int resolve_in_image(char *out, size_t outlen, const char *in,
             continue;
         }
         char cand[PATH_MAX], host[PATH_MAX];
-        pfmt(cand, sizeof cand, "%s%s%s", out, out[0] ? "/" : "", c);
+        if (pfmt(cand, sizeof cand, "%s%s%s", out, out[0] ? "/" : "", c) < 0)
+            return sbx_error_set(err, SBX_ELIMIT, "resolve '%s' in the image: path too long", in);
         struct stat st;
         if (lower_lstat(lowers, n, cand, &st, host, sizeof host) == 0 && S_ISLNK(st.st_mode)) {
             char target[PATH_MAX];
@@ -84,10 +85,11 @@ static int resolve_in_image(char *out, size_t outlen, const char *in,
             target[tl] = '\0';
             const char *rest = save && *save ? save : "";
             char next[PATH_MAX];
-            if (target[0] == '/')
-                pfmt(next, sizeof next, "%s/%s", target, rest);
-            else
-                pfmt(next, sizeof next, "/%s/%s/%s", out, target, rest);
+            int r = target[0] == '/' ? pfmt(next, sizeof next, "%s/%s", target, rest)
+                                     : pfmt(next, sizeof next, "/%s/%s/%s", out, target, rest);
+            if (r < 0)
+                return sbx_error_set(err, SBX_ELIMIT, "resolve '%s' in the image: path too long",
+                                     in);
             return resolve_in_image(out, outlen, next, lowers, n, depth + 1, err);
         }
         pfmt(out, outlen, "%s", cand);
@@ -106,9 +108,10 @@ static int stage_image_dirs(const char *stage, const char *rel, const char *cons
     char *save = NULL;
     for (char *c = strtok_r(work, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
         size_t l = strlen(cur);
-        pfmt(cur + l, sizeof cur - l, "%s%s", l ? "/" : "", c);
         char path[PATH_MAX], host[PATH_MAX];
-        pfmt(path, sizeof path, "%s/%s", stage, cur);
+        if (pfmt(cur + l, sizeof cur - l, "%s%s", l ? "/" : "", c) < 0 ||
+            pfmt(path, sizeof path, "%s/%s", stage, cur) < 0)
+            return sbx_error_set(err, SBX_ELIMIT, "copy: path '%s' too long", rel);
         struct stat st;
         mode_t mode = 0755;
         uid_t uid = 0;
@@ -168,11 +171,10 @@ static int visit(const sbx_copy_entry *e, void *ud, sbx_error *err)
 {
     copy_ctx *c = ud;
     char to[PATH_MAX];
-    if (e->relpath[0] == '\0' && e->type != S_IFDIR) {
-        /* src is a file or link: target is its full path (computed by caller) */
-        pfmt(to, sizeof to, "%s/%s", c->stage, c->target);
-    } else if (e->relpath[0] == '\0') {
-        pfmt(to, sizeof to, "%s/%s", c->stage, c->target);
+    if (e->relpath[0] == '\0') {
+        /* src itself: the target path computed by sbx_copy_stage */
+        if (pfmt(to, sizeof to, "%s/%s", c->stage, c->target) < 0)
+            return sbx_error_set(err, SBX_ELIMIT, "copy: target '%s' too long", c->target);
     } else {
         if (pfmt(to, sizeof to, "%s/%s/%s", c->stage, c->target, e->relpath) < 0)
             return sbx_error_set(err, SBX_ELIMIT, "copy '%s': path too long", e->relpath);
@@ -232,13 +234,11 @@ int sbx_copy_stage(const char *stage, const char *context_dir, const sbx_step *s
     const char *dest = st->u.copy.dest;
     size_t dl = strlen(dest);
     char full[PATH_MAX];
-    if (!src_dir && dl && dest[dl - 1] == '/') {
-        const char *base = strrchr(st->u.copy.src, '/');
-        base = base ? base + 1 : st->u.copy.src;
-        pfmt(full, sizeof full, "%s%s", dest, base);
-    } else {
-        pfmt(full, sizeof full, "%s", dest);
-    }
+    const char *base = strrchr(st->u.copy.src, '/');
+    base = base ? base + 1 : st->u.copy.src;
+    if ((!src_dir && dl && dest[dl - 1] == '/') ? pfmt(full, sizeof full, "%s%s", dest, base) < 0
+                                                : pfmt(full, sizeof full, "%s", dest) < 0)
+        return sbx_error_set(err, SBX_ELIMIT, "copy: destination '%s' too long", dest);
     /* Parent of the target resolved in the image; the target's own name kept. */
     char *slash = strrchr(full, '/');
     const char *name = slash ? slash + 1 : full;
@@ -256,11 +256,11 @@ int sbx_copy_stage(const char *stage, const char *context_dir, const sbx_step *s
         return err->code;
     if (stage_image_dirs(stage, parent, lowers, nlowers, err) < 0)
         return err->code;
-    if (*name == '\0') { /* dest is "/": copy into the root */
-        pfmt(c.target, sizeof c.target, "%s", parent[0] ? parent : ".");
-    } else {
-        pfmt(c.target, sizeof c.target, "%s%s%s", parent, parent[0] ? "/" : "", name);
-    }
+    int r = *name == '\0' /* dest is "/": copy into the root */
+                ? pfmt(c.target, sizeof c.target, "%s", parent[0] ? parent : ".")
+                : pfmt(c.target, sizeof c.target, "%s%s%s", parent, parent[0] ? "/" : "", name);
+    if (r < 0)
+        return sbx_error_set(err, SBX_ELIMIT, "copy: destination '%s' too long", dest);
     if (sbx_recipe_copy_walk(context_dir, st->u.copy.src, visit, &c, err) < 0)
         return err->code;
     sbx_log(SBX_LOG_DEBUG, "copy: staged %llu files, %llu bytes", (unsigned long long)c.files,
