@@ -64,4 +64,8 @@ sbx build --json --no-cache "$ctx/r.yaml" >"$T/r6" 2>"$T/e6" || { cat "$T/e6"; b
 [[ $(field steps_run <"$T/r6") == 5 ]] || b_die "--no-cache did not run every step"
 [[ $(field digest <"$T/r6") == $(field digest <"$T/r5") ]] || b_die "--no-cache rebuild gave another image"
 b_pass "same recipe from an empty cache: same diff_ids and manifest"
+
+sbx build --json --no-cache --runtime runc "$ctx/r.yaml" >"$T/r7" 2>"$T/e7" || { cat "$T/e7"; b_die "--runtime runc build failed"; }
+[[ $(field digest <"$T/r7") == $(field digest <"$T/r5") ]] || b_die "runc and the default runtime built different images"
+b_pass "the same image whichever runtime ran the steps (runc vs default)"
 b_assert_clean
