@@ -56,4 +56,13 @@ check_pulled oci-single
 fsck_clean
 no_secrets
 
+case_ "a loopback registry that moves from plain HTTP to TLS on the same port"
+STORE=$T/store-http          # has pulled from it over plain HTTP above
+reg_stop h
+REG_PORT=${h_HOST#*:} reg_start h2 plain tls
+fx_push h2 oci-multi=test/img:v2
+ok pull --json "$h_HOST/test/img:v2"
+check_pulled oci-multi
+fsck_clean
+
 t_pass
