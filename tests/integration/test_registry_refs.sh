@@ -90,6 +90,8 @@ before=$(reqs)
 ok resolve "$R/img:v1"
 out_is "$(fx oci-single .digest)"
 assert_eq "$(reqs)" "$before" "requests for a cached tag"
+ok resolve --json "$R/img:v1"
+jq_is .cached true
 # move the tag: the cached answer stands until the TTL runs out ...
 fx_push r oci-multi=test/img:v1
 ok resolve "$R/img:v1"
