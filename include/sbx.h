@@ -4,5 +4,7 @@
 #include "sbx/error.h"
 #include "sbx/log.h"
 #include "sbx/recipe.h"
+#include "sbx/registry.h"
 #include "sbx/store.h"
+#include "sbx/builder.h"
 #endif
