@@ -357,7 +357,12 @@ int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err)
         return sbx_error_wrap(err, "df");
     out->stored_bytes = blob_bytes + layer_bytes;
     _cleanup_stmt_ sqlite3_stmt *names = NULL, *img = NULL;
-    if (sbx_store__prepare(s, &names, "SELECT digest FROM names", err) < 0 ||
+    /* Each image once, however many names it has (a tag and its recipe digest);
+     * the builder's intermediate step images ("cache:...") are not images a
+     * user asked for. */
+    if (sbx_store__prepare(s, &names,
+                           "SELECT DISTINCT digest FROM names WHERE name NOT LIKE 'cache:%'",
+                           err) < 0 ||
         sbx_store__prepare(s, &img, IMAGE_BYTES_SQL, err) < 0)
         return sbx_error_wrap(err, "df");
     int rc;

@@ -278,16 +278,34 @@ static void test_df_counts_each_image(void **state)
     assert_int_equal(df.stored_bytes + df.logical_bytes + df.blobs + df.layers + df.names, 0);
     char m[SBX_DIGEST_BUFSZ];
     ts_put_image_sized(t, "one", 1, 100000, m);
+    /* The same image under another name, and as a builder step cache entry:
+     * still one image. */
     assert_int_equal(sbx_store_name_set(t->s, "two", m, &err), 0);
+    assert_int_equal(sbx_store_name_set(t->s, "cache:sha256:00", m, &err), 0);
     assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
-    assert_int_equal(df.names, 2);
+    assert_int_equal(df.names, 3);
     assert_int_equal(df.blobs, 2);
     assert_int_equal(df.layers, 1);
     long long cfgman = ts_sql_int(t, "SELECT sum(size) FROM blobs");
     long long zst = ts_sql_int(t, "SELECT stored_size FROM layers");
     assert_int_equal(df.stored_bytes, cfgman + zst);
-    assert_int_equal(df.logical_bytes, 2 * (cfgman + 100000));
+    assert_int_equal(df.logical_bytes, cfgman + 100000);
+
+    /* A second image sharing the layer: the layer counts once per image. */
+    char layer[SBX_DIGEST_BUFSZ], cfg[SBX_DIGEST_BUFSZ], m2[SBX_DIGEST_BUFSZ];
+    ts_put_layer(t, 100000, 1, layer);
+    const char *c = "{\"config\":2}";
+    char *man = sbx_strdup_printf("{\"manifest\":2,\"layer\":\"%s\"}", layer);
+    assert_int_equal(sbx_store_put_blob(t->s, c, strlen(c), NULL, NULL, cfg, &err), 0);
+    sbx_store_child kids[] = {{SBX_CHILD_BLOB, cfg}, {SBX_CHILD_LAYER, layer}};
+    assert_int_equal(sbx_store_put_manifest(t->s, man, strlen(man), NULL, NULL, kids, 2, m2, &err),
+                     0);
+    assert_int_equal(sbx_store_name_set(t->s, "three", m2, &err), 0);
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    assert_int_equal(df.layers, 1);
+    assert_int_equal(df.logical_bytes, cfgman + 100000 + strlen(c) + strlen(man) + 100000);
     assert_true(df.stored_bytes < df.logical_bytes / 2);
+    free(man);
 }
 
 int main(void)
