@@ -60,8 +60,15 @@ int cmd_images(sbx_cli *cli, int argc, char **argv)
         return cli_fail(&err);
     }
     json_t *arr = cli->json ? json_array() : NULL;
+    /* The NAME column is as wide as the longest name shown (recipe digests are 78). */
+    int width = 4;
+    for (size_t i = 0; i < n; i++) {
+        int len = (int)strlen(v[i].name);
+        if ((all || strncmp(v[i].name, "cache:", 6) != 0) && len > width)
+            width = len;
+    }
     if (!cli->json)
-        printf("%-48s %-14s %s\n", "NAME", "DIGEST", "CREATED");
+        printf("%-*s  %-12s  %s\n", width, "NAME", "DIGEST", "CREATED");
     for (size_t i = 0; i < n; i++) {
         if (!all && strncmp(v[i].name, "cache:", 6) == 0)
             continue;
@@ -73,7 +80,7 @@ int cmd_images(sbx_cli *cli, int argc, char **argv)
         } else {
             char when[32];
             fmt_time(v[i].created, when, sizeof when);
-            printf("%-48s %-14.12s %s\n", v[i].name, v[i].digest + 7, when);
+            printf("%-*s  %-12.12s  %s\n", width, v[i].name, v[i].digest + 7, when);
         }
     }
     if (arr) {
