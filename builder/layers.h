@@ -7,6 +7,9 @@
  *   through symlinks) are refused and nothing is left behind.  The directory
  *   is built under a temp name and renamed into place, so it is complete or
  *   absent; concurrent unpackers of the same layer end with one directory.
+ *   Nothing is synced: the directory's root carries SBX_UNPACK_MARK_XATTR =
+ *   the boot id, and a directory from another boot (a power cut may have
+ *   lost part of it) or without the mark is unpacked again.
  *
  * capture: a directory -> a deterministic tar stream: entries sorted by path
  *   (byte order), mtimes clamped to the epoch, no atime/ctime, numeric owners
@@ -28,6 +31,16 @@
 
 /* ---- unpack -------------------------------------------------------------- */
 
+/* xattr on an unpacked dir's root naming the boot it was unpacked in (the
+ * user.* one is used when trusted.* cannot be set, e.g. without
+ * CAP_SYS_ADMIN).  Layers cannot carry either: they are dropped from tars. */
+#define SBX_UNPACK_MARK_XATTR "trusted.sbx.unpacked-boot"
+#define SBX_UNPACK_MARK_XATTR_USER "user.sbx.unpacked-boot"
+
+/* Whether dir is a complete unpacked dir of this boot (its mark names the
+ * current boot id).  Anything else must not be used as a lower. */
+bool sbx_unpacked_is_current(const char *dir);
+
 /* Unpack the stored layer diff_id into its unpacked dir
  * (sbx_store_layer_unpacked_path), unless it is already there.  Writes the
  * dir's path to path_out.  Errors: SBX_ENOTFOUND (no such layer), SBX_EINVAL
@@ -36,8 +49,9 @@ int sbx_layer_unpack(sbx_store *s, const char *diff_id, char *path_out, size_t p
                      sbx_error *err);
 
 /* Unpack an uncompressed tar read from fd into dest, created atomically
- * (temp dir beside it + rename).  dest already existing is success (someone
- * else unpacked it).  Same conversions and refusals as above. */
+ * (temp dir beside it + rename).  dest already there and current (see
+ * sbx_unpacked_is_current) is success; an untrusted dest is replaced.  Same
+ * conversions and refusals as above. */
 int sbx_unpack_tar_fd(int fd, const char *dest, sbx_error *err);
 
 /* ---- capture ------------------------------------------------------------- */

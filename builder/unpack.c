@@ -7,13 +7,29 @@
  * absolute paths are refused by libarchive (ARCHIVE_EXTRACT_SECURE_NODOTDOT,
  * _NOABSOLUTEPATHS) and paths through symlinks by the child's own record of
  * the symlinks it made (or ARCHIVE_EXTRACT_SECURE_SYMLINKS when it cannot
- * chroot).  Overlay-private xattrs in the tar are dropped, so a layer cannot
- * forge overlay metadata; the only overlay markers in the result are the ones
- * made from OCI whiteouts.
+ * chroot).  Overlay-private xattrs and our own marker xattr in the tar are
+ * dropped, so a layer cannot forge overlay metadata or claim to be unpacked;
+ * the only overlay markers in the result are the ones made from OCI
+ * whiteouts.
  *
- * Atomicity: the dir is built as <dest>.tmp-<pid>-<n>, synced, and renamed to
- * <dest>; losing a rename race to another unpacker is success.  Temp dirs of
- * dead processes are removed by sbx_sandbox_cleanup_stale().
+ * Atomicity: the dir is built as <dest>.tmp-<pid>-<n> and renamed to <dest>;
+ * losing a rename race to another unpacker is success.  Every change of
+ * <dest> (rename into place, moving an untrusted one aside) happens under an
+ * flock of its parent dir, so a trusted <dest> is never replaced or removed
+ * by an unpacker (only gc removes it).  Temp dirs of dead processes are
+ * removed by sbx_sandbox_cleanup_stale().
+ *
+ * Durability without syncing: nothing is fsync'ed (a syncfs of the whole
+ * filesystem cost 1.7 s per unpack on a busy host).  Instead the finished
+ * tree's root carries the xattr SBX_UNPACK_MARK_XATTR = this boot's id
+ * (/proc/sys/kernel/random/boot_id), set before the rename.  A <dest> is
+ * trusted only when its mark names the current boot: a process crash keeps
+ * the page cache, so a dir renamed into place in this boot is complete; a
+ * power cut or kernel crash means a new boot, and then every dir unpacked
+ * before it (possibly half on disk) is moved aside and unpacked again.  A dir
+ * without a mark (from an interrupted or older unpacker) is untrusted too.
+ * The mark is an xattr of the root dir rather than a file so containers do
+ * not see it: the overlay's root is the upper dir, whose xattrs it shows.
  */
 #include <archive.h>
 #include <archive_entry.h>
@@ -23,6 +39,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -62,7 +79,8 @@ static void drop_overlay_xattrs(struct archive_entry *e)
     size_t len;
     bool dropped = false;
     while (archive_entry_xattr_next(e, &name, &val, &len) == ARCHIVE_OK) {
-        if (!strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13)) {
+        if (!strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13) ||
+            !strncmp(name, "trusted.sbx.", 12) || !strncmp(name, "user.sbx.", 9)) {
             dropped = true;
             continue;
         }
@@ -85,6 +103,51 @@ static void drop_overlay_xattrs(struct archive_entry *e)
         free(keep[i].name);
         free(keep[i].val);
     }
+}
+
+/* ---- the boot mark (see the top comment) -------------------------------- */
+
+static int set_mark(const char *dir, const char *boot_id)
+{
+    size_t n = strlen(boot_id);
+    if (lsetxattr(dir, SBX_UNPACK_MARK_XATTR, boot_id, n, 0) == 0)
+        return 0;
+    if (errno != EPERM && errno != ENOTSUP)
+        return -1;
+    /* No CAP_SYS_ADMIN (or no trusted.* here): the user namespace. */
+    return lsetxattr(dir, SBX_UNPACK_MARK_XATTR_USER, boot_id, n, 0);
+}
+
+static bool mark_is(const char *dir, const char *boot_id)
+{
+    char v[80];
+    ssize_t n = lgetxattr(dir, SBX_UNPACK_MARK_XATTR, v, sizeof(v));
+    if (n < 0)
+        n = lgetxattr(dir, SBX_UNPACK_MARK_XATTR_USER, v, sizeof(v));
+    return n > 0 && (size_t)n == strlen(boot_id) && !memcmp(v, boot_id, (size_t)n);
+}
+
+static int read_boot_id(char *out, size_t len, sbx_error *err)
+{
+    static const char path[] = "/proc/sys/kernel/random/boot_id";
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "unpacking: reading '%s'", path);
+    ssize_t n = sbx_read_full(fd, out, len - 1);
+    close(fd);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+        n--;
+    if (n <= 0)
+        return sbx_error_set(err, SBX_EIO, "unpacking: no boot id in '%s'", path);
+    out[n] = '\0';
+    return 0;
+}
+
+bool sbx_unpacked_is_current(const char *dir)
+{
+    char boot[80];
+    sbx_error ignore = SBX_ERROR_INIT;
+    return read_boot_id(boot, sizeof(boot), &ignore) == 0 && mark_is(dir, boot);
 }
 
 /* Mark a dir opaque; the path was already accepted by libarchive's checks
@@ -266,7 +329,7 @@ static void check_entry_paths(const linkset *ls, struct archive_entry *e, const 
                    "'%s'", orig, via);
 }
 
-static void child_extract(int tarfd, const char *dir, int errfd)
+static void child_extract(int tarfd, const char *dir, const char *boot_id, int errfd)
 {
     if (chdir(dir) < 0)
         child_fail(errfd, "entering '%s': %s", dir, strerror(errno));
@@ -338,9 +401,9 @@ static void child_extract(int tarfd, const char *dir, int errfd)
             child_fail(errfd, "marking '%s' opaque: %s", opaque[i], strerror(errno));
     archive_read_free(in);
     archive_write_free(out);
-    int dfd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || syncfs(dfd) < 0)
-        child_fail(errfd, "syncing: %s", strerror(errno));
+    /* Last, so a tree with the mark is complete (see the top comment). */
+    if (set_mark(".", boot_id) < 0)
+        child_fail(errfd, "marking the unpacked dir: %s", strerror(errno));
     _exit(0);
 }
 
@@ -362,7 +425,7 @@ static int wait_child(pid_t pid)
 }
 
 static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *tmp,
-                            sbx_error *err)
+                            const char *boot_id, sbx_error *err)
 {
     int pfd[2], sock[2] = {-1, -1};
     if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -390,7 +453,7 @@ static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *
             close(sock[0]);
             tarfd = sock[1];
         }
-        child_extract(tarfd, tmp, pfd[1]);
+        child_extract(tarfd, tmp, boot_id, pfd[1]);
     }
     close(pfd[1]);
     int r = 0;
@@ -416,20 +479,75 @@ static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *
     return sbx_error_set(err, hostile ? SBX_EINVAL : SBX_EIO, "unpacking: %s", msg);
 }
 
+/* Put the finished tmp at dest unless a trusted dest is already there; an
+ * untrusted dest (another boot's, or unmarked) is first moved to *trash.  All
+ * under an flock of the parent, so no unpacker ever moves a trusted dir. */
+static int install(const char *parent, const char *tmp, const char *dest, const char *boot,
+                   char **trash, bool *installed, sbx_error *err)
+{
+    int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (pfd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "unpacking: opening '%s'", parent);
+    int r;
+    while ((r = flock(pfd, LOCK_EX)) < 0 && errno == EINTR)
+        ;
+    if (r < 0) {
+        r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: locking '%s'", parent);
+        goto out;
+    }
+    if (mark_is(dest, boot))
+        goto out; /* another unpacker won; its dir is the same layer */
+    struct stat st;
+    if (lstat(dest, &st) == 0) {
+        *trash = sbx_strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
+                                   atomic_fetch_add(&tmp_counter, 1));
+        if (!*trash) {
+            r = sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+            goto out;
+        }
+        if (rename(dest, *trash) < 0) {
+            r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: moving the untrusted '%s' aside",
+                              dest);
+            free(*trash);
+            *trash = NULL;
+            goto out;
+        }
+        sbx_log(SBX_LOG_INFO, "unpacked dir '%s' is not from this boot: unpacked again", dest);
+    }
+    if (rename(tmp, dest) < 0)
+        r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: renaming '%s' into place", tmp);
+    else
+        *installed = true;
+out:
+    close(pfd); /* drops the lock */
+    return r;
+}
+
 static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
                        sbx_error *err)
 {
-    struct stat st;
-    if (lstat(dest, &st) == 0 && S_ISDIR(st.st_mode))
+    char boot[80];
+    int r = read_boot_id(boot, sizeof(boot), err);
+    if (r < 0) {
+        sbx_error_where(err, "%s", dest);
+        return r;
+    }
+    if (mark_is(dest, boot))
         return 0;
     _cleanup_free_ char *parent = strdup(dest);
     if (!parent)
         return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
     char *slash = strrchr(parent, '/');
-    bool has_parent = slash && slash != parent;
-    if (has_parent) {
+    if (!slash) {
+        free(parent);
+        parent = strdup(".");
+        if (!parent)
+            return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    } else if (slash == parent) {
+        slash[1] = '\0';
+    } else {
         *slash = '\0';
-        int r = sbx_mkdir_p(parent, 0700, err);
+        r = sbx_mkdir_p(parent, 0700, err);
         if (r < 0)
             return r;
     }
@@ -439,17 +557,16 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
         return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
     if (mkdir(tmp, 0755) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "unpacking: creating '%s'", tmp);
-    int r = extract_in_child(tarfd, feed, feed_ud, tmp, err);
-    if (r == 0 && rename(tmp, dest) == 0) {
-        if (has_parent)
-            sbx_fsync_dir(parent, err);
-        return 0;
-    }
-    if (r == 0 && errno != EEXIST && errno != ENOTEMPTY)
-        r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: renaming '%s' into place", tmp);
-    /* else: another unpacker won the race; its dir is the same layer */
+    r = extract_in_child(tarfd, feed, feed_ud, tmp, boot, err);
+    bool installed = false;
+    _cleanup_free_ char *trash = NULL;
+    if (r == 0)
+        r = install(parent, tmp, dest, boot, &trash, &installed, err);
     sbx_error tmp_err = SBX_ERROR_INIT;
-    sbx_rm_rf(tmp, &tmp_err);
+    if (!installed)
+        sbx_rm_rf(tmp, &tmp_err);
+    if (trash)
+        sbx_rm_rf(trash, &tmp_err);
     if (r < 0)
         sbx_error_where(err, "%s", dest);
     return r;
@@ -501,8 +618,7 @@ int sbx_layer_unpack(sbx_store *s, const char *diff_id, char *path_out, size_t p
     int r = sbx_store_layer_unpacked_path(s, diff_id, path_out, path_len, err);
     if (r < 0)
         return r;
-    struct stat st;
-    if (lstat(path_out, &st) == 0 && S_ISDIR(st.st_mode))
+    if (sbx_unpacked_is_current(path_out))
         return 0;
     sbx_layer_reader *rd = NULL;
     r = sbx_store_layer_open(&rd, s, diff_id, err);

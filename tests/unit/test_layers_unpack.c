@@ -1,0 +1,239 @@
+/* Unpack durability: an unpacked dir is trusted only when its mark names the
+ * current boot; anything else is moved aside and unpacked again. */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "layers.h"
+#include "sbx_common.h"
+#include "testutil.h"
+
+/* A tar with dir "sub/" (carrying a forged mark when forge_mark is set, plus
+ * a harmless user xattr) and the file "sub/f" = "data". */
+static char *write_layer(const char *dir, const char *forge_mark)
+{
+    char *path = tu_path(dir, "in.tar");
+    struct archive *a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+    struct archive_entry *e = archive_entry_new();
+    archive_entry_set_pathname(e, "sub/");
+    archive_entry_set_filetype(e, AE_IFDIR);
+    archive_entry_set_perm(e, 0755);
+    archive_entry_xattr_add_entry(e, "user.keep", "k", 1);
+    if (forge_mark) {
+        archive_entry_xattr_add_entry(e, SBX_UNPACK_MARK_XATTR, forge_mark, strlen(forge_mark));
+        archive_entry_xattr_add_entry(e, SBX_UNPACK_MARK_XATTR_USER, forge_mark,
+                                      strlen(forge_mark));
+    }
+    assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+    archive_entry_clear(e);
+    archive_entry_set_pathname(e, "sub/f");
+    archive_entry_set_filetype(e, AE_IFREG);
+    archive_entry_set_perm(e, 0644);
+    archive_entry_set_size(e, 4);
+    assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+    assert_int_equal(archive_write_data(a, "data", 4), 4);
+    archive_entry_free(e);
+    archive_write_close(a);
+    archive_write_free(a);
+    return path;
+}
+
+static int unpack_file(const char *tar, const char *dest, sbx_error *err)
+{
+    int fd = open(tar, O_RDONLY);
+    assert_true(fd >= 0);
+    int r = sbx_unpack_tar_fd(fd, dest, err);
+    close(fd);
+    return r;
+}
+
+static void boot_id(char *out, size_t len)
+{
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, out, len - 1);
+    close(fd);
+    assert_true(n > 1);
+    out[n - 1] = '\0'; /* the newline */
+}
+
+static bool no_tmp_left(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "ls -a '%s' | grep -q '\\.tmp-'", dir);
+    return system(cmd) != 0;
+}
+
+/* dest is a complete unpack of write_layer's tar, marked with this boot. */
+static void assert_fresh(const char *dest)
+{
+    char boot[64], v[64] = "";
+    boot_id(boot, sizeof(boot));
+    ssize_t n = getxattr(dest, SBX_UNPACK_MARK_XATTR, v, sizeof(v) - 1);
+    assert_int_equal(n, (ssize_t)strlen(boot));
+    assert_string_equal(v, boot);
+    assert_true(sbx_unpacked_is_current(dest));
+    char *f = tu_path(dest, "sub/f"), *stale = tu_path(dest, "stale");
+    struct stat st;
+    assert_int_equal(stat(f, &st), 0);
+    assert_int_equal(st.st_size, 4);
+    assert_int_equal(lstat(stale, &st), -1); /* the old tree is gone */
+    free(f), free(stale);
+}
+
+/* What an older boot (or an interrupted unpacker) left: the tree with an
+ * extra file, so a re-unpack is visible. */
+static void make_stale(const char *dest, const char *mark)
+{
+    char *stale = tu_path(dest, "stale");
+    tu_write_file(stale, "old");
+    free(stale);
+    if (mark)
+        assert_int_equal(setxattr(dest, SBX_UNPACK_MARK_XATTR, mark, strlen(mark), 0), 0);
+    else
+        assert_int_equal(removexattr(dest, SBX_UNPACK_MARK_XATTR), 0);
+    assert_false(sbx_unpacked_is_current(dest));
+}
+
+static void test_unpack_marks_boot(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *tar = write_layer(d, NULL);
+    char *dest = tu_path(d, "u/layer");
+    sbx_error err = SBX_ERROR_INIT;
+    if (unpack_file(tar, dest, &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    assert_fresh(dest);
+    /* a current dir is kept as is */
+    char *extra = tu_path(dest, "extra");
+    tu_write_file(extra, "x");
+    assert_int_equal(unpack_file(tar, dest, &err), 0);
+    struct stat st;
+    assert_int_equal(lstat(extra, &st), 0);
+    free(extra), free(tar), free(dest);
+    tu_tmpdir_free(d);
+}
+
+static void test_unpack_other_boot_redone(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *tar = write_layer(d, NULL);
+    char *dest = tu_path(d, "u/layer"), *u = tu_path(d, "u");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(unpack_file(tar, dest, &err), 0);
+    make_stale(dest, "00000000-0000-0000-0000-000000000000");
+    if (unpack_file(tar, dest, &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    assert_fresh(dest);
+    assert_true(no_tmp_left(u));
+    free(u), free(tar), free(dest);
+    tu_tmpdir_free(d);
+}
+
+static void test_unpack_unmarked_redone(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *tar = write_layer(d, NULL);
+    char *dest = tu_path(d, "u/layer"), *u = tu_path(d, "u");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(unpack_file(tar, dest, &err), 0);
+    make_stale(dest, NULL);
+    if (unpack_file(tar, dest, &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    assert_fresh(dest);
+    assert_true(no_tmp_left(u));
+
+    /* not even a dir (an older tool, a stray file): replaced as well */
+    assert_int_equal(sbx_rm_rf(dest, &err), 0);
+    tu_write_file(dest, "junk");
+    if (unpack_file(tar, dest, &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    assert_fresh(dest);
+    assert_true(no_tmp_left(u));
+    free(u), free(tar), free(dest);
+    tu_tmpdir_free(d);
+}
+
+/* Several unpackers find the same stale dir: one fresh dir results, and
+ * none of them removes the dir another one put in place. */
+static void test_unpack_stale_concurrent(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *tar = write_layer(d, NULL);
+    char *dest = tu_path(d, "u/layer"), *u = tu_path(d, "u");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(unpack_file(tar, dest, &err), 0);
+    make_stale(dest, "another-boot");
+    pid_t kids[6];
+    for (int i = 0; i < 6; i++) {
+        kids[i] = fork();
+        assert_true(kids[i] >= 0);
+        if (kids[i] == 0) {
+            sbx_error e = SBX_ERROR_INIT;
+            if (unpack_file(tar, dest, &e) != 0 || !sbx_unpacked_is_current(dest))
+                _exit(1);
+            char *f = tu_path(dest, "sub/f");
+            struct stat st;
+            _exit(stat(f, &st) == 0 ? 0 : 1); /* still there after it returned */
+        }
+    }
+    for (int i = 0; i < 6; i++) {
+        int st;
+        assert_int_equal(waitpid(kids[i], &st, 0), kids[i]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    assert_fresh(dest);
+    assert_int_equal(tu_count_files(u), 1);
+    assert_true(no_tmp_left(u));
+    free(u), free(tar), free(dest);
+    tu_tmpdir_free(d);
+}
+
+/* A layer cannot carry the mark (on any dir), so it cannot make a later
+ * reader trust a half-written tree. */
+static void test_unpack_drops_forged_mark(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char boot[64];
+    boot_id(boot, sizeof(boot));
+    char *tar = write_layer(d, boot);
+    char *dest = tu_path(d, "out");
+    sbx_error err = SBX_ERROR_INIT;
+    if (unpack_file(tar, dest, &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    char *sub = tu_path(dest, "sub");
+    char v[64];
+    assert_int_equal(getxattr(sub, SBX_UNPACK_MARK_XATTR, v, sizeof(v)), -1);
+    assert_int_equal(errno, ENODATA);
+    assert_int_equal(getxattr(sub, SBX_UNPACK_MARK_XATTR_USER, v, sizeof(v)), -1);
+    assert_int_equal(getxattr(sub, "user.keep", v, sizeof(v)), 1); /* others kept */
+    assert_false(sbx_unpacked_is_current(sub));
+    assert_fresh(dest);
+    free(sub), free(tar), free(dest);
+    tu_tmpdir_free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unpack_marks_boot),
+        cmocka_unit_test(test_unpack_other_boot_redone),
+        cmocka_unit_test(test_unpack_unmarked_redone),
+        cmocka_unit_test(test_unpack_stale_concurrent),
+        cmocka_unit_test(test_unpack_drops_forged_mark),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
