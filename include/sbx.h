@@ -7,4 +7,5 @@
 #include "sbx/registry.h"
 #include "sbx/store.h"
 #include "sbx/builder.h"
+#include "sbx/rootfs.h"
 #endif

@@ -1,0 +1,340 @@
+/* sbx_rootfs_unpack: an image in the store -> a root filesystem directory.
+ *
+ * The image is looked up in the store only (never a registry) and leased
+ * for the whole call, so gc cannot take its layers away.  Each layer is
+ * unpacked once into the store's cache (sbx_layer_unpack; concurrent
+ * unpackers of one layer end with one dir), then rootfs_merge.c flattens
+ * them top to bottom into a sibling temp dir of the destination, which is
+ * synced and renamed into place.
+ *
+ * Temp dirs are named ".<name>.sbx-unpack-<pid>-<n>" beside the destination
+ * and flock'ed by their maker while it works; one whose lock can be taken
+ * belongs to a dead process and is removed by the next unpack there.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "layers.h"
+#include "sbx_common.h"
+#include "sbx/log.h"
+#include "sbx/registry.h"
+#include "sbx/rootfs.h"
+
+static atomic_uint tmp_counter;
+
+/* ---- finding the image ----------------------------------------------------- */
+
+/* As inspect looks in the store: a manifest digest, a pinned ref's digest,
+ * the normalized ref as pull names it, the name as given (build tags). */
+static int find_image(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *image,
+                      sbx_error *err)
+{
+    sbx_error e = SBX_ERROR_INIT;
+    if (sbx_digest_valid(image)) {
+        if (sbx_store_has_blob(s, image) == 1) {
+            snprintf(digest, SBX_DIGEST_BUFSZ, "%s", image);
+            return 0;
+        }
+    } else {
+        sbx_ref ref;
+        if (sbx_ref_parse(&ref, image, &e) == 0) {
+            if (ref.digest[0] && sbx_store_has_blob(s, ref.digest) == 1) {
+                snprintf(digest, SBX_DIGEST_BUFSZ, "%s", ref.digest);
+                return 0;
+            }
+            if (sbx_store_name_get(s, ref.str, digest, &e) == 0)
+                return 0;
+        }
+        sbx_error_clear(&e);
+        if (sbx_store_name_get(s, image, digest, &e) == 0)
+            return 0;
+    }
+    sbx_error_set(err, SBX_ENOTFOUND,
+                  "unpacking '%s': no such image in the store '%s' (pull it first: "
+                  "sbx-image pull %s)",
+                  image, sbx_store_root(s), image);
+    sbx_error_where(err, "%s", image);
+    return SBX_ENOTFOUND;
+}
+
+/* ---- the destination and its temp dir ------------------------------------- */
+
+typedef struct dest {
+    char *path;    /* as given, without trailing slashes */
+    char *parent;  /* its directory */
+    char *base;    /* its last component */
+    char *tmp;     /* the temp dir beside it */
+    int lock_fd;   /* flock on tmp while we work */
+    bool existed;  /* dest was an empty dir */
+} dest;
+
+static void dest_free(dest *d)
+{
+    free(d->path);
+    free(d->parent);
+    free(d->base);
+    free(d->tmp);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
+}
+
+static int split_dest(dest *d, const char *dir, sbx_error *err)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    if (!(d->path = strndup(dir, n)))
+        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    char *slash = strrchr(d->path, '/');
+    d->parent = slash ? (slash == d->path ? strdup("/") : strndup(d->path, (size_t)(slash - d->path)))
+                      : strdup(".");
+    d->base = strdup(slash ? slash + 1 : d->path);
+    if (!d->parent || !d->base)
+        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    if (!d->base[0] || !strcmp(d->base, ".") || !strcmp(d->base, ".."))
+        return sbx_error_set(err, SBX_EINVAL, "unpacking: '%s' is not a usable directory name",
+                             dir);
+    return 0;
+}
+
+/* dest must be absent or an empty directory. */
+static int check_dest(dest *d, sbx_error *err)
+{
+    struct stat st;
+    if (lstat(d->path, &st) < 0) {
+        if (errno == ENOENT)
+            return 0;
+        return sbx_error_sys(err, SBX_EIO, errno, "unpacking: checking '%s'", d->path);
+    }
+    if (!S_ISDIR(st.st_mode))
+        return sbx_error_set(err, SBX_EINVAL, "unpacking: '%s' exists and is not a directory",
+                             d->path);
+    DIR *dd = opendir(d->path);
+    if (!dd)
+        return sbx_error_sys(err, SBX_EIO, errno, "unpacking: reading '%s'", d->path);
+    struct dirent *de;
+    bool empty = true;
+    while (empty && (de = readdir(dd)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            empty = false;
+    closedir(dd);
+    if (!empty)
+        return sbx_error_set(err, SBX_EINVAL,
+                             "unpacking: '%s' is not empty (give a new or empty directory)",
+                             d->path);
+    d->existed = true;
+    return 0;
+}
+
+/* Remove temp dirs of dead unpackers into the same destination. */
+static void clean_stale(const dest *d)
+{
+    DIR *dd = opendir(d->parent);
+    if (!dd)
+        return;
+    _cleanup_free_ char *prefix = sbx_strdup_printf(".%s.sbx-unpack-", d->base);
+    size_t pl = prefix ? strlen(prefix) : 0;
+    struct dirent *de;
+    while (prefix && (de = readdir(dd))) {
+        if (strncmp(de->d_name, prefix, pl) != 0)
+            continue;
+        int fd = openat(dirfd(dd), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", d->parent, de->d_name);
+            sbx_error e = SBX_ERROR_INIT;
+            if (p) {
+                sbx_log(SBX_LOG_DEBUG, "removing '%s' left by a killed unpack", p);
+                sbx_rm_rf(p, &e);
+            }
+        }
+        close(fd);
+    }
+    closedir(dd);
+}
+
+static int make_tmp(dest *d, sbx_error *err)
+{
+    for (int tries = 0; tries < 8; tries++) {
+        free(d->tmp);
+        d->tmp = sbx_strdup_printf("%s/.%s.sbx-unpack-%ld-%u", d->parent, d->base, (long)getpid(),
+                                   atomic_fetch_add(&tmp_counter, 1));
+        if (!d->tmp)
+            return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+        if (mkdir(d->tmp, 0700) < 0) {
+            if (errno == EEXIST)
+                continue;
+            return sbx_error_sys(err, sbx_errno_code(errno), errno, "unpacking: creating '%s'",
+                                 d->tmp);
+        }
+        d->lock_fd = open(d->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        if (d->lock_fd >= 0 && flock(d->lock_fd, LOCK_EX) == 0 && fstat(d->lock_fd, &st) == 0 &&
+            st.st_nlink > 0)
+            return 0;
+        /* a stale-dir cleaner took it between mkdir and flock: try another name */
+        if (d->lock_fd >= 0)
+            close(d->lock_fd);
+        d->lock_fd = -1;
+    }
+    return sbx_error_set(err, SBX_EIO, "unpacking: could not make a temp dir in '%s'", d->parent);
+}
+
+/* ---- the work ---------------------------------------------------------------- */
+
+static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *in,
+                         sbx_error *err)
+{
+    char **dirs = calloc(in->nlayers + 1, sizeof *dirs);
+    if (!dirs)
+        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    *dirs_out = dirs;
+    for (size_t i = 0; i < in->nlayers; i++) {
+        const char *diff_id = in->layers[i].diff_id;
+        char id[96], path[4096];
+        snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, in->nlayers, diff_id);
+        if (!sbx_digest_valid(diff_id))
+            return sbx_error_set(err, SBX_ENOTFOUND, "unpacking: layer %zu has no diff_id in the "
+                                 "image config", i + 1);
+        if (sbx_store_has_layer(s, diff_id) != 1)
+            return sbx_error_set(err, SBX_ENOTFOUND,
+                                 "unpacking: layer %zu/%zu '%s' is not in the store (pull the "
+                                 "image again: sbx-image pull)", i + 1, in->nlayers, diff_id);
+        int r = sbx_store_layer_unpacked_path(s, diff_id, path, sizeof path, err);
+        if (r < 0)
+            return r;
+        struct stat st;
+        bool cached = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+        sbx_progress_emit(id, cached ? "cached" : "unpack", 0, in->layers[i].size);
+        if (!cached && (r = sbx_layer_unpack(s, diff_id, path, sizeof path, err)) < 0)
+            return sbx_error_wrap(err, "unpacking layer %zu/%zu", i + 1, in->nlayers);
+        if (!(dirs[i] = strdup(path)))
+            return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    }
+    return 0;
+}
+
+static int merge_into_tmp(sbx_rootfs_result *out, const dest *d, char **dirs, size_t n,
+                          const sbx_rootfs_options *o, sbx_error *err)
+{
+    /* overlayfs order: top-most first */
+    const char **top_first = calloc(n + 1, sizeof *top_first);
+    if (!top_first)
+        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    for (size_t i = 0; i < n; i++)
+        top_first[i] = dirs[n - 1 - i];
+    sbx_progress_emit("rootfs", "merge", 0, n);
+    int r = n ? sbx_rootfs_merge(d->tmp, top_first, n, o->link, &out->stats, err) : 0;
+    free(top_first);
+    if (r == 0 && !n && chmod(d->tmp, 0755) < 0)
+        r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: setting mode of '%s'", d->tmp);
+    if (r == 0 && !o->no_sync && syncfs(d->lock_fd) < 0)
+        r = sbx_error_sys(err, sbx_errno_code(errno), errno, "unpacking: syncing '%s'", d->tmp);
+    return r;
+}
+
+static int write_config(const sbx_image_info *in, const char *path, sbx_error *err)
+{
+    int r = sbx_write_file_atomic(path, in->config_raw, in->config_len, 0644, err);
+    if (r < 0)
+        sbx_error_wrap(err, "unpacking: writing the image config to '%s'", path);
+    return r;
+}
+
+static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, dest *d,
+               const sbx_rootfs_options *o, sbx_error *err)
+{
+    char digest[SBX_DIGEST_BUFSZ];
+    int r = find_image(digest, s, image, err);
+    if (r < 0)
+        return r;
+    sbx_lease *lease = NULL;
+    if ((r = sbx_store_lease_acquire(&lease, s, 0, err)) < 0 ||
+        (r = sbx_lease_add(lease, digest, err)) < 0) {
+        sbx_lease_release(lease);
+        return sbx_error_wrap(err, "unpacking '%s': leasing the image", image);
+    }
+    /* by digest, inspect reads the store only: never a registry */
+    sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
+    ro.store = s;
+    ro.platform = o->platform;
+    sbx_image_info *in = NULL;
+    char **dirs = NULL;
+    bool config_written = false;
+    if ((r = sbx_registry_inspect(&in, digest, &ro, err)) < 0) {
+        sbx_error_wrap(err, "unpacking '%s'", image);
+        goto out;
+    }
+    snprintf(out->digest, sizeof out->digest, "%s", in->digest);
+    snprintf(out->config, sizeof out->config, "%s", in->config_digest);
+    out->layers = in->nlayers;
+    if ((r = unpack_layers(&dirs, s, in, err)) < 0)
+        goto out;
+    if ((r = make_tmp(d, err)) < 0)
+        goto out;
+    if ((r = merge_into_tmp(out, d, dirs, in->nlayers, o, err)) < 0)
+        goto out;
+    if (o->config_path) {
+        if ((r = write_config(in, o->config_path, err)) < 0)
+            goto out;
+        config_written = true;
+    }
+    if (rename(d->tmp, d->path) < 0) {
+        int e = errno;
+        r = e == ENOTEMPTY || e == EEXIST
+                ? sbx_error_set(err, SBX_EINVAL, "unpacking: '%s' was filled by someone else "
+                                "meanwhile", d->path)
+                : sbx_error_sys(err, SBX_EIO, e, "unpacking: renaming '%s' to '%s'", d->tmp,
+                                d->path);
+        goto out;
+    }
+    free(d->tmp);
+    d->tmp = NULL;
+    sbx_error fe = SBX_ERROR_INIT;
+    if (!o->no_sync)
+        sbx_fsync_dir(d->parent, &fe);
+    sbx_store_touch(s, out->digest, &fe);
+    sbx_progress_emit("rootfs", "done", out->stats.bytes, out->stats.bytes);
+out:
+    if (r < 0 && config_written)
+        unlink(o->config_path);
+    if (dirs)
+        for (size_t i = 0; dirs[i]; i++)
+            free(dirs[i]);
+    free(dirs);
+    sbx_image_info_free(in);
+    sbx_lease_release(lease);
+    return r;
+}
+
+int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *image,
+                      const char *dir, const sbx_rootfs_options *opts, sbx_error *err)
+{
+    static const sbx_rootfs_options defaults = SBX_ROOTFS_OPTIONS_INIT;
+    const sbx_rootfs_options *o = opts ? opts : &defaults;
+    memset(out, 0, sizeof *out);
+    if (!image || !*image || !dir || !*dir)
+        return sbx_error_set(err, SBX_EINVAL, "unpacking: an image and a directory are needed");
+    dest d = {.lock_fd = -1};
+    int r = split_dest(&d, dir, err);
+    if (r == 0)
+        r = check_dest(&d, err);
+    if (r == 0) {
+        clean_stale(&d);
+        r = run(out, store, image, &d, o, err);
+    }
+    if (d.tmp) {
+        sbx_error e = SBX_ERROR_INIT;
+        sbx_rm_rf(d.tmp, &e);
+    }
+    if (r < 0 && !err->where[0])
+        sbx_error_where(err, "%s", dir);
+    dest_free(&d);
+    return r;
+}

@@ -1,0 +1,119 @@
+/* sbx-image unpack IMAGE DIR: materialize an image's root filesystem. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "sbx/log.h"
+#include "sbx/rootfs.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sbx-image unpack [OPTIONS] IMAGE DIR\n\n"
+            "Materialize the root filesystem of an image in the store into DIR, for a\n"
+            "sandbox.  IMAGE is a store name (a build --tag), a ref as pulled (node:22), a\n"
+            "pinned ref or a manifest digest; it is looked up in the store only, never in a\n"
+            "registry (run `sbx-image pull REF` first).  DIR must not exist or be empty.\n\n"
+            "Each layer is unpacked once into the store's cache; the layers are then merged\n"
+            "top to bottom (whiteouts and opaque directories applied, as overlayfs does) into\n"
+            "a temp dir beside DIR, which is synced and renamed to DIR: DIR appears complete\n"
+            "or not at all.  Owners, modes, xattrs, times, symlinks and device nodes are kept.\n"
+            "The image is leased in the store while it is read, so gc cannot remove it.\n\n"
+            "options:\n"
+            "  --link             place files as hardlinks to the store's cached layer files\n"
+            "                     instead of copies (fastest, no extra disk).  The tree then\n"
+            "                     shares inodes with the cache and with every other --link\n"
+            "                     tree: treat it as READ-ONLY (mount it read-only or use it as\n"
+            "                     an overlay lower dir); writing to a file there changes the\n"
+            "                     cache for every later unpack.  Falls back to copies across\n"
+            "                     filesystems (EXDEV) or at the link limit (EMLINK).\n"
+            "                     Default: copies (reflink or copy_file_range where the\n"
+            "                     filesystem allows), safe to modify.\n"
+            "  --config FILE      also write the image's OCI config JSON to FILE (exact bytes)\n"
+            "  --platform OS/ARCH[/VARIANT]  the entry to use when IMAGE names an index\n"
+            "                     (default: this host's)\n"
+            "  --no-sync          skip syncing DIR before it is renamed into place\n"
+            "  --json             print {\"image\",\"digest\",\"dir\",\"layers\",\"files\",\"bytes\",\n"
+            "                     \"dirs\",\"linked\",\"copied\"}\n"
+            "  --store DIR        store to read the image from\n"
+            "  -v, --verbose      debug messages on stderr\n\n"
+            "output: DIR on stdout (or --json: files counts non-directory entries, bytes the\n"
+            "regular files' sizes); progress on stderr, one line per layer.  Exit 1 on error\n"
+            "(nothing is left at DIR), 2 on usage errors.\n");
+}
+
+static int print_json(const char *image, const char *dir, const sbx_rootfs_result *r)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "image", image,
+                          "digest", r->digest, "dir", dir, "layers", (json_int_t)r->layers,
+                          "files", (json_int_t)r->stats.files, "bytes",
+                          (json_int_t)r->stats.bytes, "dirs", (json_int_t)r->stats.dirs,
+                          "linked", (json_int_t)r->stats.linked, "copied",
+                          (json_int_t)r->stats.copied);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s)
+        return -1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
+
+int cmd_unpack(sbx_cli *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"link", no_argument, NULL, 'l'},
+        {"config", required_argument, NULL, 'c'},
+        {"platform", required_argument, NULL, 'p'},
+        {"no-sync", no_argument, NULL, 'n'},
+        CLI_COMMON_OPTS,
+        {NULL, 0, NULL, 0},
+    };
+    sbx_rootfs_options opts = SBX_ROOTFS_OPTIONS_INIT;
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (cli_common_opt(cli, c, optarg))
+            continue;
+        switch (c) {
+        case 'l': opts.link = true; break;
+        case 'c':
+            if (!*optarg)
+                return cli_usage_error("unpack", "--config needs a file name");
+            opts.config_path = optarg;
+            break;
+        case 'p': opts.platform = optarg; break;
+        case 'n': opts.no_sync = true; break;
+        default: return cli_usage_error("unpack", "unknown option");
+        }
+    }
+    if (optind + 2 != argc)
+        return cli_usage_error("unpack", "expected IMAGE and DIR");
+    const char *image = argv[optind], *dir = argv[optind + 1];
+    if (!*image || !*dir)
+        return cli_usage_error("unpack", "IMAGE and DIR must not be empty");
+    sbx_store *store = NULL;
+    if (cli_open_store(cli, &store) != 0)
+        return CLI_EXIT_FAIL;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_rootfs_result res;
+    int rc = sbx_rootfs_unpack(&res, store, image, dir, &opts, &err);
+    sbx_store_free(store);
+    cli_progress_done();
+    if (rc < 0)
+        return cli_fail(&err);
+    if (cli->json) {
+        if (print_json(image, dir, &res) < 0) {
+            sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
+            return cli_fail(&err);
+        }
+    } else {
+        printf("%s\n", dir);
+    }
+    return CLI_EXIT_OK;
+}
