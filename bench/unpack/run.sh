@@ -9,10 +9,13 @@
 # sbx-image is timed twice: from a plain tar (sbx_unpack_tar_fd) and from the
 # store (sbx_layer_unpack: zstd decompression + extraction, the builder's path).
 # Every run starts after `sync`, so no one pays for the previous run's writes.
+# BUSY=1 models a busy host instead: before each timed run, a neighbour writes
+# a copy of the layer (about its size of dirty data, not synced) on the same
+# filesystem, as other unpacks and builds on a runtime host do.
 # Input: LAYER=path (a .tar, or a .zst of one, e.g. a stored Debian base layer
 # <store>/layers/sha256/<hex>.zst); default: a tar of real files under /usr
 # and /etc (about 200 MB).
-# Usage: bench/unpack/run.sh [BUILD_DIR]   (env: LAYER= RUNS=5 BENCH_DIR=/tmp)
+# Usage: bench/unpack/run.sh [BUILD_DIR]   (env: LAYER= RUNS=5 BUSY=0 UMOCI=1 BENCH_DIR=/tmp)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${1:-build}
@@ -39,7 +42,7 @@ hex=${diff_id#sha256:}
 stored=$W/store/layers/sha256/$hex.zst
 
 have_umoci=0
-if command -v umoci >/dev/null; then
+if [[ ${UMOCI:-1} == 1 ]] && command -v umoci >/dev/null; then
   have_umoci=1
   o=$W/oci
   mkdir -p "$o/blobs/sha256"
@@ -57,37 +60,53 @@ fi
 cat "$W/layer.tar" "$stored" >/dev/null # warm the page cache for every side
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Wall seconds on stdout; CPU seconds (user+sys, children included) appended to
+# $W/<name>.cpu.  The machine is shared, so CPU time is the steadier figure;
+# waiting for the disk (a sync) only shows in wall time.
 secs() {
-  local TIMEFORMAT='%R'
-  { time "$@" >/dev/null 2>&1; } 2>&1
+  local name=$1; shift
+  local TIMEFORMAT='%R %U %S'
+  { time "$@" >/dev/null 2>&1; } 2>"$W/time"
+  awk '{print $2 + $3}' "$W/time" >>"$W/$name.cpu"
+  awk '{print $1}' "$W/time"
 }
 calc() { awk "BEGIN {print $*}"; }
-fresh() { rm -rf "$W/out" "$W/store/unpacked/$hex" "$W/bundle"; sync; }
+fresh() {
+  rm -rf "$W/out" "$W/store/unpacked/$hex" "$W/bundle" "$W/neighbour"
+  sync
+  if [[ ${BUSY:-0} == 1 ]]; then cp "$W/layer.tar" "$W/neighbour"; fi
+}
 
-for f in sbx_tar sbx_store tar zstd_tar umoci; do : >"$W/$f"; done
+for f in sbx_tar sbx_store tar zstd_tar umoci; do : >"$W/$f"; : >"$W/$f.cpu"; done
 for ((i = 0; i < RUNS; i++)); do
-  fresh; a=$("$TOOL" tar "$W/layer.tar" "$W/out")
-  fresh; b=$("$TOOL" store "$W/store" "$diff_id")
+  fresh; a=$(secs sbx_tar "$TOOL" tar "$W/layer.tar" "$W/out")
+  fresh; b=$(secs sbx_store "$TOOL" store "$W/store" "$diff_id")
   fresh; mkdir "$W/out"
-  c=$(secs tar --xattrs --xattrs-include='*' -xpf "$W/layer.tar" -C "$W/out")
+  c=$(secs tar tar --xattrs --xattrs-include='*' -xpf "$W/layer.tar" -C "$W/out")
   fresh; mkdir "$W/out"
-  d=$(secs bash -c "zstd -dcq '$stored' | tar --xattrs --xattrs-include='*' -xpf - -C '$W/out'")
+  d=$(secs zstd_tar bash -c "zstd -dcq '$stored' | tar --xattrs --xattrs-include='*' -xpf - -C '$W/out'")
   e=0
-  if ((have_umoci)); then fresh; e=$(secs umoci unpack --image "$W/oci:bench" "$W/bundle"); fi
+  if ((have_umoci)); then fresh; e=$(secs umoci umoci unpack --image "$W/oci:bench" "$W/bundle"); fi
   echo "$a" >>"$W/sbx_tar"; echo "$b" >>"$W/sbx_store"; echo "$c" >>"$W/tar"
   echo "$d" >>"$W/zstd_tar"; echo "$e" >>"$W/umoci"
   echo "run $((i + 1)): sbx tar ${a}s, sbx store ${b}s; tar -x ${c}s, zstd|tar ${d}s, umoci ${e}s" >&2
 done
 fresh
-a=$(median <"$W/sbx_tar"); b=$(median <"$W/sbx_store"); c=$(median <"$W/tar")
-d=$(median <"$W/zstd_tar"); e=$(median <"$W/umoci")
-printf '\nbench/unpack: %d MiB layer, %d entries, median of %d runs (2 shared cores)\n' \
-  "$((bytes >> 20))" "$entries" "$RUNS"
-printf '  sbx-image unpack, plain tar:        %6.2f s   ratio vs tar -x:      %.2f\n' "$a" "$(calc "$a / $c")"
-printf '  sbx-image unpack, from the store:   %6.2f s   ratio vs zstd | tar: %.2f\n' "$b" "$(calc "$b / $d")"
-printf '  tar -xpf (uncompressed):            %6.2f s\n' "$c"
-printf '  zstd -dc stored | tar -xpf -:       %6.2f s\n' "$d"
+m() { median <"$W/$1"; }
+a=$(m sbx_tar); b=$(m sbx_store); c=$(m tar); d=$(m zstd_tar); e=$(m umoci)
+ac=$(m sbx_tar.cpu); bc=$(m sbx_store.cpu); cc=$(m tar.cpu); dc=$(m zstd_tar.cpu)
+ec=$(m umoci.cpu)
+printf '\nbench/unpack: %d MiB layer, %d entries, median of %d runs (2 shared cores)%s\n' \
+  "$((bytes >> 20))" "$entries" "$RUNS" "$([[ ${BUSY:-0} == 1 ]] && echo ', busy: a neighbour'"'"'s dirty data pending')"
+printf '                                      wall s   CPU s   wall ratio   CPU ratio\n'
+printf '  sbx-image unpack, plain tar:        %6.2f  %6.2f   %5.2f        %5.2f   (vs tar -x)\n' \
+  "$a" "$ac" "$(calc "$a / $c")" "$(calc "$ac / $cc")"
+printf '  sbx-image unpack, from the store:   %6.2f  %6.2f   %5.2f        %5.2f   (vs zstd | tar)\n' \
+  "$b" "$bc" "$(calc "$b / $d")" "$(calc "$bc / $dc")"
+printf '  tar -xpf (uncompressed):            %6.2f  %6.2f\n' "$c" "$cc"
+printf '  zstd -dc stored | tar -xpf -:       %6.2f  %6.2f\n' "$d" "$dc"
 if ((have_umoci)); then
-  printf '  umoci unpack (uncompressed layer):  %6.2f s   sbx store / umoci:   %.2f\n' "$e" "$(calc "$b / $e")"
+  printf '  umoci unpack (uncompressed layer):  %6.2f  %6.2f   %5.2f        %5.2f   (sbx store vs umoci)\n' \
+    "$e" "$ec" "$(calc "$b / $e")" "$(calc "$bc / $ec")"
 fi
 printf '  load average at the end: %s\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
