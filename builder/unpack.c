@@ -53,6 +53,10 @@
      ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                              \
      ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
 
+/* Bytes per read of the tar and per chunk fed to the extractor: large files
+ * are then written in 1 MiB pieces rather than 64 KiB ones. */
+#define UNPACK_BLOCK (1u << 20)
+
 /* ---- child side: runs after fork, reports one message on errfd --------- */
 
 static void child_fail(int errfd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -346,7 +350,7 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
     archive_write_disk_set_options(out, chrooted ? UNPACK_FLAGS & ~ARCHIVE_EXTRACT_SECURE_SYMLINKS
                                                  : UNPACK_FLAGS);
     linkset links = {0};
-    if (archive_read_open_fd(in, tarfd, 65536) != ARCHIVE_OK)
+    if (archive_read_open_fd(in, tarfd, UNPACK_BLOCK) != ARCHIVE_OK)
         child_fail(errfd, "reading the tar: %s", archive_error_string(in));
 
     char **opaque = NULL;
@@ -586,10 +590,12 @@ typedef struct feed_state {
 static int feed_layer(void *ud, int sock, sbx_error *err)
 {
     feed_state *f = ud;
-    char buf[65536];
+    _cleanup_free_ char *buf = malloc(UNPACK_BLOCK);
+    if (!buf)
+        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
     for (;;) {
         size_t n = 0;
-        int r = sbx_layer_reader_read(f->rd, buf, sizeof(buf), &n, err);
+        int r = sbx_layer_reader_read(f->rd, buf, UNPACK_BLOCK, &n, err);
         if (r < 0)
             return r;
         if (n == 0) {
