@@ -54,6 +54,26 @@ int sbx_build_image_from_dir(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store
     return rc;
 }
 
+/* A stored manifest, checked by reading it (no lease, no write: a no-op
+ * rebuild should not pay has_blob's synced lease transaction; the build
+ * leases the base when a step actually uses it). */
+static int manifest_readable(sbx_store *store, const char *digest)
+{
+    char *raw = NULL;
+    size_t len = 0;
+    sbx_error e = SBX_ERROR_INIT;
+    int ok = sbx_store_read_blob(store, digest, 4u << 20, &raw, &len, &e) == 0;
+    free(raw);
+    return ok;
+}
+
+static int named_manifest(sbx_store *store, const char *name, char digest_out[SBX_DIGEST_BUFSZ])
+{
+    sbx_error e = SBX_ERROR_INIT;
+    return sbx_store_name_get(store, name, digest_out, &e) == 0 &&
+           manifest_readable(store, digest_out);
+}
+
 /* ---- base: sbx ------------------------------------------------------------ */
 
 /* The first http(s) URI in the host's apt sources that is not a security or
@@ -254,8 +274,7 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         return sbx_error_set(err, SBX_EINVAL, "build the sbx base: bad suite '%s' or variant '%s'",
                              bp.suite, bp.variant);
     sbx_error e2 = SBX_ERROR_INIT;
-    if (sbx_store_name_get(store, bp.name, digest_out, &e2) == 0 &&
-        sbx_store_has_blob(store, digest_out) == 1)
+    if (named_manifest(store, bp.name, digest_out))
         return 0;
 
     _cleanup_free_ char *dir = sbx_strdup_printf("%s/build", sbx_store_root(store));
@@ -272,8 +291,7 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         if (errno != EINTR)
             return sbx_error_sys(err, SBX_EIO, errno, "lock '%s'", lock);
     /* Someone else may have made it while we waited. */
-    if (sbx_store_name_get(store, bp.name, digest_out, &e2) == 0 &&
-        sbx_store_has_blob(store, digest_out) == 1)
+    if (named_manifest(store, bp.name, digest_out))
         return 0;
 
     sbx_log(SBX_LOG_INFO, "building the sbx base '%s' with debootstrap --variant=%s %s %s",
@@ -310,7 +328,7 @@ int sbx_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     case SBX_BASE_IMAGE: {
         const char *ref = base->ref;
         if (sbx_digest_valid(ref)) {
-            if (sbx_store_has_blob(store, ref) == 1) {
+            if (manifest_readable(store, ref)) {
                 snprintf(digest_out, SBX_DIGEST_BUFSZ, "%s", ref);
                 return 0;
             }
@@ -319,14 +337,11 @@ int sbx_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
             return err->code;
         }
         sbx_error e2 = SBX_ERROR_INIT;
-        if (sbx_store_name_get(store, ref, digest_out, &e2) == 0 &&
-            sbx_store_has_blob(store, digest_out) == 1)
+        if (named_manifest(store, ref, digest_out))
             return 0;
         /* A pulled image is named by its normalized ref. */
         sbx_ref r;
-        if (sbx_ref_parse(&r, ref, &e2) == 0 &&
-            sbx_store_name_get(store, r.str, digest_out, &e2) == 0 &&
-            sbx_store_has_blob(store, digest_out) == 1)
+        if (sbx_ref_parse(&r, ref, &e2) == 0 && named_manifest(store, r.str, digest_out))
             return 0;
         sbx_error_set(err, SBX_ENOTFOUND,
                       "find base image '%s': the store has no image by that name or digest", ref);
@@ -349,9 +364,13 @@ int sbx_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *di
                    const sbx_build_options *opts, sbx_error *err)
 {
     if (base->kind != SBX_BASE_REGISTRY || sbx_store_has_blob(store, digest) == 1) {
-        /* A manifest is stored only with its children, so present = complete. */
+        /* A manifest is stored only with its children, so present = complete.
+         * has_blob leases it (and what it reaches) for the steps that run. */
         if (base->kind != SBX_BASE_REGISTRY)
-            return 0;
+            return sbx_store_has_blob(store, digest) == 1
+                       ? 0
+                       : sbx_error_set(err, SBX_ENOTFOUND, "base '%s' is no longer in the store",
+                                       digest);
         json_t *cfg = NULL;
         sbx_error e2 = SBX_ERROR_INIT;
         if (sbx_img_load(&cfg, store, digest, &e2) == 0) {

@@ -48,7 +48,32 @@ static void emit(build_ctx *c, sbx_build_event_kind kind, size_t index, const ch
 {
     if (!c->o || !c->o->on_event)
         return;
-    sbx_build_event ev = {kind, index, c->total, summary, detail, diff_id, secs};
+    sbx_build_event ev = {kind, index, c->total, summary, detail, diff_id, secs, NULL};
+    c->o->on_event(c->o->ud, &ev);
+}
+
+/* The base line: "sbx" with its suite and variant before it is (maybe)
+ * built, so debootstrap's output follows it; "image" and "from_registry"
+ * with their ref and the manifest digest it resolved to. */
+static void emit_base(build_ctx *c, const sbx_recipe_base *b, const char *digest)
+{
+    if (!c->o || !c->o->on_event)
+        return;
+    sbx_build_event ev = {SBX_BUILD_EV_BASE, 0, c->total, NULL, b->ref, NULL, 0, digest};
+    char what[200];
+    switch (b->kind) {
+    case SBX_BASE_SBX: {
+        sbx_base_params bp;
+        sbx_base_sbx_params(&bp, c->o);
+        snprintf(what, sizeof what, "debian %s %s", bp.suite, bp.variant);
+        ev.summary = "sbx";
+        ev.detail = what;
+        break;
+    }
+    case SBX_BASE_IMAGE: ev.summary = "image"; break;
+    case SBX_BASE_REGISTRY: ev.summary = "from_registry"; break;
+    default: ev.summary = "base"; break;
+    }
     c->o->on_event(c->o->ud, &ev);
 }
 
@@ -354,6 +379,44 @@ static int name_set_if_changed(sbx_store *s, const char *name, const char *diges
     return sbx_store_name_set(s, name, digest, err);
 }
 
+/* LRU eviction (gc --max-bytes) orders names by last use in seconds; an
+ * update per use would cost every no-op rebuild a synced transaction, so a
+ * name's last use is refreshed only when it is older than this. */
+#define SBX_BUILD_TOUCH_SECONDS 60
+
+/* Mark the manifest `name` points to as used, if its last use is stale.
+ * Best effort: a failed touch only makes eviction less accurate. */
+static void touch_if_stale(sbx_store *s, const char *name)
+{
+    sbx_name_entry *v = NULL;
+    size_t n = 0;
+    sbx_error e = SBX_ERROR_INIT;
+    if (sbx_store_name_list(s, name, &v, &n, &e) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].name, name) != 0)
+            continue;
+        if (sbx_now_unix() - v[i].last_used >= SBX_BUILD_TOUCH_SECONDS &&
+            sbx_store_touch(s, v[i].digest, &e) < 0)
+            sbx_log(SBX_LOG_DEBUG, "mark '%s' used: %s", name, e.msg);
+        break;
+    }
+    sbx_name_entries_free(v, n);
+}
+
+/* 1 when the image and every name it should have are already in place. */
+static int image_named(build_ctx *c, const char *name, const char *digest)
+{
+    char cur[SBX_DIGEST_BUFSZ];
+    sbx_error e = SBX_ERROR_INIT;
+    if (sbx_store_name_get(c->s, name, cur, &e) < 0 || strcmp(cur, digest) != 0)
+        return 0;
+    for (size_t i = 0; c->o && i < c->o->n_tags; i++)
+        if (sbx_store_name_get(c->s, c->o->tags[i], cur, &e) < 0 || strcmp(cur, digest) != 0)
+            return 0;
+    return 1;
+}
+
 static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
                         sbx_error *err)
 {
@@ -377,27 +440,24 @@ static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
         if (!s || sbx_img_set_label(config, SBX_LABEL_READY_CMD, s, err) < 0)
             return err->code ? err->code : sbx_error_set(err, SBX_ENOMEM, "set ready command");
     }
-    if (sbx_img_commit(c->s, config, c->res->digest, err) < 0)
-        return err->code;
     _cleanup_free_ char *name = sbx_strdup_printf("recipe:%s", recipe_digest);
     if (!name)
         return sbx_error_set(err, SBX_ENOMEM, "name the image");
+    /* A no-op rebuild: the same manifest, already named; write nothing. */
+    if (sbx_img_digest(c->s, config, c->res->digest, err) < 0)
+        return err->code;
+    if (image_named(c, name, c->res->digest)) {
+        touch_if_stale(c->s, name);
+        return 0;
+    }
+    if (sbx_img_commit(c->s, config, c->res->digest, err) < 0)
+        return err->code;
     if (name_set_if_changed(c->s, name, c->res->digest, err) < 0)
         return sbx_error_wrap(err, "name the image '%s'", name);
     for (size_t i = 0; c->o && i < c->o->n_tags; i++)
         if (name_set_if_changed(c->s, c->o->tags[i], c->res->digest, err) < 0)
             return sbx_error_wrap(err, "tag the image '%s'", c->o->tags[i]);
     return 0;
-}
-
-static const char *base_label(const sbx_recipe_base *b)
-{
-    switch (b->kind) {
-    case SBX_BASE_SBX: return "sbx";
-    case SBX_BASE_IMAGE: return "image";
-    case SBX_BASE_REGISTRY: return "from_registry";
-    }
-    return "base";
 }
 
 /* The state after key 0: the base, plus add_python when asked (only then is
@@ -467,6 +527,14 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
                 break;
             }
         }
+    }
+    if (config && start < n) {
+        /* Steps run on this state: lease it (and its layers) against gc. */
+        sbx_store_has_blob(c->s, d);
+    } else if (config) {
+        char name[SBX_DIGEST_BUFSZ + 16];
+        if (sbx_cache_name(name, sizeof name, keys[n]) == 0)
+            touch_if_stale(c->s, name);
     }
     if (!config)
         rc = base_state(c, &config, keys[0], err);
@@ -540,10 +608,12 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
         sbx_log(SBX_LOG_WARN, "clean up after killed builds: %s", e2.msg);
 
     const sbx_recipe_base *b = sbx_recipe_get_base(recipe);
-    emit(&c, SBX_BUILD_EV_BASE, 0, base_label(b), b->kind == SBX_BASE_SBX ? NULL : b->ref, NULL,
-         0);
+    if (b->kind == SBX_BASE_SBX)
+        emit_base(&c, b, NULL);
     if (sbx_base_resolve(result->base_digest, store, b, opts, err) < 0)
         return err->code;
+    if (b->kind != SBX_BASE_SBX)
+        emit_base(&c, b, result->base_digest);
     return build_steps(&c, result->recipe_digest, err);
 }
 

@@ -55,5 +55,9 @@ const char **sbx_img_env(json_t *config);
  * digest_out.  Same config, same bytes, same digest. */
 int sbx_img_commit(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFSZ],
                    sbx_error *err);
+/* The manifest digest sbx_img_commit would give, without writing anything
+ * (reads the layers' stored forms). */
+int sbx_img_digest(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFSZ],
+                   sbx_error *err);
 
 #endif

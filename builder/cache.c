@@ -3,6 +3,10 @@
  * digest and every step's canonical form (sbx_recipe_cache_key).  A hit
  * needs the name, the manifest and every layer it lists; anything less is a
  * miss (a partial hit would fail later in unpack, far from the cause).
+ *
+ * A lookup only reads: no has_* (each of which is a synced transaction that
+ * adds to the process lease).  The name keeps a hit from gc; what a step
+ * then builds on is leased when it is unpacked or committed.
  */
 #include <string.h>
 
@@ -33,7 +37,10 @@ int sbx_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx
     size_t n = sbx_img_nlayers(cfg);
     for (size_t i = 0; i < n; i++) {
         const char *l = sbx_img_layer(cfg, i);
-        if (!l || sbx_store_has_layer(s, l) != 1) {
+        sbx_layer_info info;
+        char path[4096];
+        if (!l || sbx_store_layer_info(s, l, &info, &e) < 0 ||
+            sbx_store_layer_path(s, l, path, sizeof path, &e) < 0) {
             sbx_log(SBX_LOG_DEBUG, "cache entry '%s' misses layer %zu", name, i + 1);
             json_decref(cfg);
             return 0;

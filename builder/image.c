@@ -211,29 +211,42 @@ const char **sbx_img_env(json_t *config)
     return out;
 }
 
-int sbx_img_commit(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFSZ],
-                   sbx_error *err)
-{
-    _cleanup_free_ char *cfg = json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS);
-    if (!cfg)
-        return sbx_error_set(err, SBX_ENOMEM, "serialize image config");
-    size_t cfg_len = strlen(cfg);
+/* The config and manifest bytes of `config` as sbx_img_commit stores them
+ * (layers described by their stored zstd form, read from the store). */
+typedef struct img_bytes {
+    char *cfg, *raw; /* owned */
+    size_t cfg_len;
     char cfg_digest[SBX_DIGEST_BUFSZ];
-    /* A rebuild commits states the store already has: skip the synced
-     * writes then (a present manifest was stored with all its children). */
-    sbx_sha256_buf(cfg, cfg_len, cfg_digest);
-    if (sbx_store_has_blob(s, cfg_digest) != 1 &&
-        sbx_store_put_blob(s, cfg, cfg_len, SBX_MT_OCI_CONFIG, NULL, cfg_digest, err) < 0)
-        return sbx_error_wrap(err, "store image config");
+    sbx_store_child *children; /* owned array; digests borrowed from config */
+    size_t nchildren;
+} img_bytes;
+
+static void img_bytes_clear(img_bytes *b)
+{
+    free(b->cfg);
+    free(b->raw);
+    free(b->children);
+    memset(b, 0, sizeof *b);
+}
+
+static int img_serialize(img_bytes *b, sbx_store *s, json_t *config,
+                         char digest_out[SBX_DIGEST_BUFSZ], sbx_error *err)
+{
+    memset(b, 0, sizeof *b);
+    b->cfg = json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!b->cfg)
+        return sbx_error_set(err, SBX_ENOMEM, "serialize image config");
+    b->cfg_len = strlen(b->cfg);
+    sbx_sha256_buf(b->cfg, b->cfg_len, b->cfg_digest);
 
     size_t n = sbx_img_nlayers(config);
-    _cleanup_free_ sbx_store_child *children = calloc(n + 1, sizeof *children);
+    b->children = calloc(n + 1, sizeof *b->children);
     json_t *layers = json_array();
-    if (!children || !layers) {
+    if (!b->children || !layers) {
         json_decref(layers);
         return sbx_error_set(err, SBX_ENOMEM, "build image manifest");
     }
-    children[0] = (sbx_store_child){SBX_CHILD_BLOB, cfg_digest};
+    b->children[0] = (sbx_store_child){SBX_CHILD_BLOB, b->cfg_digest};
     for (size_t i = 0; i < n; i++) {
         const char *diff_id = sbx_img_layer(config, i);
         sbx_layer_info info;
@@ -247,23 +260,49 @@ int sbx_img_commit(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFS
         json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType",
                                                 SBX_MT_OCI_LAYER_ZSTD, "digest", info.zstd_digest,
                                                 "size", (json_int_t)info.stored_size));
-        children[i + 1] = (sbx_store_child){SBX_CHILD_LAYER, diff_id};
+        b->children[i + 1] = (sbx_store_child){SBX_CHILD_LAYER, diff_id};
     }
+    b->nchildren = n + 1;
     json_t *manifest = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:o}", "schemaVersion", 2,
                                  "mediaType", SBX_MT_OCI_MANIFEST, "config", "mediaType",
-                                 SBX_MT_OCI_CONFIG, "digest", cfg_digest, "size",
-                                 (json_int_t)cfg_len, "layers", layers);
+                                 SBX_MT_OCI_CONFIG, "digest", b->cfg_digest, "size",
+                                 (json_int_t)b->cfg_len, "layers", layers);
     if (!manifest)
         return sbx_error_set(err, SBX_ENOMEM, "build image manifest");
-    _cleanup_free_ char *raw = json_dumps(manifest, JSON_COMPACT | JSON_SORT_KEYS);
+    b->raw = json_dumps(manifest, JSON_COMPACT | JSON_SORT_KEYS);
     json_decref(manifest);
-    if (!raw)
+    if (!b->raw)
         return sbx_error_set(err, SBX_ENOMEM, "serialize image manifest");
-    sbx_sha256_buf(raw, strlen(raw), digest_out);
-    if (sbx_store_has_blob(s, digest_out) == 1)
-        return 0;
-    if (sbx_store_put_manifest(s, raw, strlen(raw), SBX_MT_OCI_MANIFEST, NULL, children, n + 1,
-                               digest_out, err) < 0)
-        return sbx_error_wrap(err, "store image manifest");
+    sbx_sha256_buf(b->raw, strlen(b->raw), digest_out);
     return 0;
+}
+
+int sbx_img_digest(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFSZ],
+                   sbx_error *err)
+{
+    img_bytes b;
+    int rc = img_serialize(&b, s, config, digest_out, err);
+    img_bytes_clear(&b);
+    return rc;
+}
+
+int sbx_img_commit(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFSZ],
+                   sbx_error *err)
+{
+    img_bytes b;
+    int rc = img_serialize(&b, s, config, digest_out, err);
+    /* A rebuild commits states the store already has: skip the synced
+     * writes then (a present manifest was stored with all its children). */
+    if (rc == 0 && sbx_store_has_blob(s, digest_out) == 1) {
+        img_bytes_clear(&b);
+        return 0;
+    }
+    if (rc == 0 && sbx_store_has_blob(s, b.cfg_digest) != 1 &&
+        sbx_store_put_blob(s, b.cfg, b.cfg_len, SBX_MT_OCI_CONFIG, NULL, b.cfg_digest, err) < 0)
+        rc = sbx_error_wrap(err, "store image config");
+    if (rc == 0 && sbx_store_put_manifest(s, b.raw, strlen(b.raw), SBX_MT_OCI_MANIFEST, NULL,
+                                          b.children, b.nchildren, digest_out, err) < 0)
+        rc = sbx_error_wrap(err, "store image manifest");
+    img_bytes_clear(&b);
+    return rc;
 }

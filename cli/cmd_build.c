@@ -86,6 +86,8 @@ static void on_event(void *ud, const sbx_build_event *ev)
             json_object_set_new(o, "detail", json_string(ev->detail));
         if (ev->diff_id)
             json_object_set_new(o, "diff_id", json_string(ev->diff_id));
+        if (ev->digest)
+            json_object_set_new(o, "digest", json_string(ev->digest));
         if (ev->kind == SBX_BUILD_EV_DONE || ev->kind == SBX_BUILD_EV_FAILED)
             json_object_set_new(o, "seconds", json_real(ev->seconds));
         print_json_line(o);
@@ -93,10 +95,19 @@ static void on_event(void *ud, const sbx_build_event *ev)
     }
     const char *bold = u->tty ? "\033[1m" : "", *dim = u->tty ? "\033[2m" : "",
                *off = u->tty ? "\033[0m" : "";
+    cli_progress_done(); /* end a progress line a pull or unpack left open */
     switch (ev->kind) {
     case SBX_BUILD_EV_BASE:
-        fprintf(stderr, "%s[base] %s%s%s%s\n", bold, ev->summary, ev->detail ? " " : "", ev->detail ? ev->detail : "",
-                off);
+        /* "[base] sbx (debian bookworm minbase)",
+         * "[base] from_registry REF -> sha256:<12 hex>", "[base] image NAME -> ..." */
+        if (!ev->digest)
+            fprintf(stderr, "%s[base] %s%s%s%s%s\n", bold, ev->summary, ev->detail ? " (" : "",
+                    ev->detail ? ev->detail : "", ev->detail ? ")" : "", off);
+        else if (ev->detail && strcmp(ev->detail, ev->digest) != 0)
+            fprintf(stderr, "%s[base] %s %s -> %.19s%s\n", bold, ev->summary, ev->detail,
+                    ev->digest, off);
+        else
+            fprintf(stderr, "%s[base] %s %.19s%s\n", bold, ev->summary, ev->digest, off);
         break;
     case SBX_BUILD_EV_START:
         fprintf(stderr, "%s[%zu/%zu] %s%s\n", bold, ev->index, ev->total, ev->summary, off);
@@ -146,6 +157,23 @@ static void json_progress(void *ud, const sbx_progress *p)
     print_json_line(json_pack("{s:s, s:s, s:s, s:I, s:I}", "event", "progress", "id", p->id,
                               "phase", p->phase, "done", (json_int_t)p->done, "total",
                               (json_int_t)p->total));
+}
+
+/* Plain (not a terminal, not --json): pull and unpack progress as one line
+ * per phase, indented under the step like its output, with short digests. */
+static void plain_progress(void *ud, const sbx_progress *p)
+{
+    (void)ud;
+    static char last[200];
+    char key[200], total[32];
+    snprintf(key, sizeof key, "%s %s", p->id, p->phase);
+    if (!strcmp(key, last))
+        return;
+    snprintf(last, sizeof last, "%s", key);
+    int digest = !strncmp(p->id, "sha256:", 7);
+    fprintf(stderr, "      %s %.*s%s%s\n", p->phase, digest ? 19 : (int)strlen(p->id), p->id,
+            p->total ? " " : "", p->total ? cli_human_bytes(p->total, total, sizeof total) : "");
+    fflush(stderr);
 }
 
 /* A failure: with --json one "error" event (and nothing else on stderr),
@@ -282,6 +310,8 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     if (cli->json) {
         sbx_log_set_sink(json_log, NULL);
         sbx_progress_set_sink(json_progress, NULL);
+    } else if (!cli->tty) {
+        sbx_progress_set_sink(plain_progress, NULL);
     }
 
     sbx_error err = SBX_ERROR_INIT;

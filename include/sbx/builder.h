@@ -32,7 +32,7 @@ extern "C" {
 
 /* What happens to a step, reported through sbx_build_options.on_event. */
 typedef enum {
-    SBX_BUILD_EV_BASE = 1, /* the base is being resolved/pulled/built; detail says which */
+    SBX_BUILD_EV_BASE = 1, /* the base: summary its kind, detail what, digest when resolved */
     SBX_BUILD_EV_START,    /* a step starts running */
     SBX_BUILD_EV_CACHED,   /* a step's result came from the cache */
     SBX_BUILD_EV_DONE,     /* a step finished; diff_id set when it added a layer */
@@ -43,10 +43,13 @@ typedef struct sbx_build_event {
     sbx_build_event_kind kind;
     size_t index;        /* 1-based step number; 0 for the base */
     size_t total;        /* number of steps (base excluded) */
-    const char *summary; /* "apt_install curl git" */
-    const char *detail;  /* BASE: the base ref; DONE: "no changes" or NULL */
+    const char *summary; /* "apt_install curl git"; BASE: "sbx", "image" or "from_registry" */
+    const char *detail;  /* BASE: the ref as written, or for sbx "debian bookworm minbase";
+                          * DONE: "no changes" or NULL */
     const char *diff_id; /* DONE: the new layer, or NULL */
     double seconds;      /* DONE/FAILED: wall time of the step */
+    const char *digest;  /* BASE: the resolved base manifest (NULL for sbx: the event
+                          * comes before the base is built, so its output follows it) */
 } sbx_build_event;
 
 typedef void (*sbx_build_event_fn)(void *ud, const sbx_build_event *ev);

@@ -34,7 +34,14 @@ digest=$(cat "$T/out")
 [[ $digest =~ ^sha256:[0-9a-f]{64}$ ]] || b_die "stdout is not one digest: $(cat "$T/out")"
 grep -q '^\[3/8\] run_cmd mkdir -p /work' "$T/err" || { cat "$T/err"; b_die "no step line for step 3"; }
 grep -q '^\[5/8\] copy app /opt/app owner=app mode=0640' "$T/err" || { cat "$T/err"; b_die "no step line for the copy"; }
-b_pass "build prints the digest and each step"
+base=$("$B_DRIVER" --state "$STORE" | awk '$1 == "name" && $2 == "busybox:test" {print $3}')
+[[ $(head -n 1 "$T/err") == "[base] image busybox:test -> ${base:0:19}" ]] \
+    || { head -n 3 "$T/err"; b_die "first line is not '[base] image busybox:test -> ${base:0:19}'"; }
+# Off a terminal: only step lines, indented output/progress and no escapes.
+! grep -v -e '^\[base\] ' -e '^\[[0-9]/8\] ' -e '^      ' "$T/err" | grep -q . \
+    || { cat "$T/err"; b_die "unexpected unindented lines on stderr"; }
+! grep -q $'\033' "$T/err" || b_die "terminal escapes off a terminal"
+b_pass "build prints the digest, the base and each step"
 
 # Named by recipe digest and tag.
 rd=$(sbx digest "$ctx/recipe.yaml")
@@ -97,7 +104,15 @@ steps:
   - run_cmd: |
       tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ' ' > /ifaces; cat /ifaces
 YAML
-sbx build --network none --json "$ctx/net.yaml" >/dev/null 2>"$T/err-net" || { cat "$T/err-net"; b_die "--network none build failed"; }
+sbx build --network none --json "$ctx/net.yaml" >"$T/out-net" 2>"$T/err-net" || { cat "$T/err-net"; b_die "--network none build failed"; }
+python3 - "$T/out-net" "$T/err-net" <<'PY' || b_die "--json: stderr is not all JSON events, or the base event is wrong"
+import json, sys
+res = json.load(open(sys.argv[1]))
+events = [json.loads(l) for l in open(sys.argv[2])]
+base = events[0]
+assert base["event"] == "base" and base["summary"] == "image", base
+assert base["detail"] == "busybox:test" and base["digest"] == res["base_digest"], base
+PY
 grep -q '"line":"lo "' "$T/err-net" || { cat "$T/err-net"; b_die "--network none: the step saw more than loopback"; }
 sbx build --no-cache --json "$ctx/net.yaml" >/dev/null 2>"$T/err-net2" || b_die "host network build failed"
 host_ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ' ')

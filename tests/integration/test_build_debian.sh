@@ -80,6 +80,7 @@ steps:
 YAML
 sbx build "$ctx/recipe.yaml" >"$T/out" 2>"$T/err" || { tail -n 60 "$T/err"; b_die "debian build failed"; }
 grep -q '^\[1/10\] apt_install python3-pip nodejs hello' "$T/err" || b_die "no apt step line"
+[[ $(head -n 1 "$T/err") == "[base] sbx (debian bookworm minbase)" ]] || { head -n 2 "$T/err"; b_die "no '[base] sbx (debian bookworm minbase)' line"; }
 grep -q '      pip ok' "$T/err" || { tail -n 30 "$T/err"; b_die "pip package not importable"; }
 grep -q '      npm -g ok' "$T/err" || b_die "global npm package missing"
 grep -q '      npm local ok' "$T/err" || b_die "local npm package missing"

@@ -32,6 +32,12 @@ case_ "rebuild: nothing runs"
 ok build --json "$T/ctx/r.yaml"
 assert_eq "$(res steps_run)" 0 "steps run"
 assert_eq "$(res digest)" "$d1" "digest"
+base1=$(res base_digest)
+
+case_ "plain output names the registry base and what it resolved to"
+ok build "$T/ctx/r.yaml"
+assert_eq "$(head -n 1 "$T/err")" "[base] from_registry $r1_HOST/bb/base:1 -> ${base1:0:19}" "base line"
+assert_eq "$(sed -n 2p "$T/err")" "[1/1] run_cmd echo built > /built && cat /built (cached)" "cached step line"
 
 case_ "the tag moves: rebuild from the new base"
 fx_push r1 "oci-multi=bb/base:1"
