@@ -209,8 +209,7 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *i
         int r = sbx_store_layer_unpacked_path(s, diff_id, path, sizeof path, err);
         if (r < 0)
             return r;
-        struct stat st;
-        bool cached = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+        bool cached = sbx_unpacked_is_current(path); /* else another boot's: unpack again */
         sbx_progress_emit(id, cached ? "cached" : "unpack", 0, in->layers[i].size);
         if (!cached && (r = sbx_layer_unpack(s, diff_id, path, sizeof path, err)) < 0)
             return sbx_error_wrap(err, "unpacking layer %zu/%zu", i + 1, in->nlayers);

@@ -138,7 +138,9 @@ typedef struct merge {
 
 static bool overlay_private(const char *name)
 {
-    return !strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13);
+    /* also the unpack cache's boot mark (builder/unpack.c) on a layer dir's root */
+    return !strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13) ||
+           !strncmp(name, "trusted.sbx.", 12) || !strncmp(name, "user.sbx.", 9);
 }
 
 /* Copy xattrs (except overlay-private ones) from src to dst: by fd when both
