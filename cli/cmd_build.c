@@ -20,29 +20,52 @@ static void usage(FILE *f)
           "\n"
           "Build the image a recipe describes into the store, running each step that\n"
           "runs commands in a throwaway OCI container and caching the result of every\n"
-          "step (a rebuild of an unchanged recipe runs nothing).  Prints the image's\n"
-          "manifest digest on stdout; the store names it recipe:<recipe digest> and\n"
-          "every --tag.  Progress and step output go to stderr.\n"
+          "step (a rebuild of an unchanged recipe runs nothing).  The store names the\n"
+          "image recipe:<recipe digest> and every --tag.\n"
           "\n"
           "Options:\n"
-          "  --context DIR       build context for copy steps (default: the recipe's directory)\n"
-          "  --tag NAME          also name the image NAME in the store (repeatable)\n"
-          "  --no-cache          run every step even when its result is cached\n"
-          "  --platform P        os/arch[/variant] of a from_registry base (default: this host)\n"
-          "  --runtime R         OCI runtime: auto (default: crun, then runc), crun, runc, runsc\n"
-          "  --network MODE      host (default: package managers work) or none\n"
-          "  --timeout SECONDS   per-step time limit (default: $SBX_BUILD_TIMEOUT or 3600)\n"
-          "  --base-suite S      base: sbx Debian suite (default: $SBX_BASE_SUITE or bookworm)\n"
-          "  --base-variant V    base: sbx debootstrap variant (default: $SBX_BASE_VARIANT or minbase)\n"
-          "  --base-mirror URL   base: sbx mirror (default: $SBX_BASE_MIRROR or the host's apt mirror)\n"
-          "  --json              stderr: one JSON event per line; stdout: a JSON result object\n"
-          "  --store DIR         the store (default: $SBX_STORE, /var/lib/sbx-image for root)\n"
-          "  -v, --verbose       debug logs\n"
-          "  -h, --help          this help\n"
+          "  --context DIR       build context for copy steps (default: the recipe's\n"
+          "                      directory)\n"
+          "  --tag NAME          also name the image NAME in the store (repeatable;\n"
+          "                      default: none)\n"
+          "  --no-cache          run every step even when its result is cached (the results\n"
+          "                      are still cached)\n"
+          "  --platform P        os/arch[/variant] of a from_registry base (default:\n"
+          "                      this host's)\n"
+          "  --runtime R         OCI runtime: auto, crun, runc or runsc (default: auto:\n"
+          "                      crun where it works, else runc)\n"
+          "  --network MODE      steps' network: host or none (default: host, so package\n"
+          "                      managers work)\n"
+          "  --timeout SECONDS   per-step time limit (default: $SBX_BUILD_TIMEOUT, else\n"
+          "                      3600)\n"
+          "  --base-suite S      Debian suite of base: sbx (default: $SBX_BASE_SUITE, else\n"
+          "                      bookworm)\n"
+          "  --base-variant V    debootstrap variant of base: sbx (default:\n"
+          "                      $SBX_BASE_VARIANT, else minbase)\n"
+          "  --base-mirror URL   Debian mirror of base: sbx (default: $SBX_BASE_MIRROR,\n"
+          "                      else the host's apt mirror, else\n"
+          "                      http://deb.debian.org/debian)\n"
+          "  --json              JSON on stdout and stderr (see Output)\n"
+          "  --store DIR         the store (default: $SBX_STORE, else /var/lib/sbx-image as\n"
+          "                      root, else $XDG_DATA_HOME/sbx-image or\n"
+          "                      ~/.local/share/sbx-image)\n"
+          "  -v, --verbose       also print debug logs (per-step timings, the runtime used)\n"
+          "  -h, --help          print this help\n"
           "\n"
-          "On failure: the failing step, its command, its exit code or timeout and the last\n"
-          "lines of its output on stderr, exit status 1; the failed step leaves nothing in\n"
-          "the store (steps before it stay cached).\n",
+          "Output:\n"
+          "  stdout: the image's manifest digest (sha256:...); with --json one object:\n"
+          "  digest, recipe_digest, base_digest, steps_run, steps_cached.\n"
+          "  stderr: '[base] KIND REF -> sha256:...' (for base: sbx, its suite and\n"
+          "  variant), then per step '[3/7] apt_install curl git' or '... (cached)', the\n"
+          "  step's output indented, and 'done in 2.31s, layer sha256:...' (or 'no\n"
+          "  changes').  On a terminal step lines are bold and cached ones dim.  With\n"
+          "  --json every stderr line is one JSON object whose \"event\" is base, start,\n"
+          "  cached, done, failed, output, log, progress or error.\n"
+          "\n"
+          "Exit status 0 on success.  On failure, 1: the failing step, its command, its\n"
+          "exit code or timeout and the last lines of its output on stderr (with --json\n"
+          "one error event); the failed step leaves nothing in the store (steps before it\n"
+          "stay cached).  2 for a usage error.\n",
           f);
 }
 
@@ -123,8 +146,8 @@ static void on_event(void *ud, const sbx_build_event *ev)
                 off);
         break;
     case SBX_BUILD_EV_FAILED:
-        fprintf(stderr, "[%zu/%zu] %s: failed after %.2fs\n", ev->index, ev->total, ev->summary,
-                ev->seconds);
+        /* Under the step like "done in"; the details follow in the report. */
+        fprintf(stderr, "%s      failed after %.2fs%s\n", bold, ev->seconds, off);
         break;
     }
     fflush(stderr);

@@ -119,3 +119,12 @@ host_ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n
 grep -qF "\"line\":\"$host_ifaces\"" "$T/err-net2" || { cat "$T/err-net2"; b_die "default network is not the host's ($host_ifaces)"; }
 b_pass "--network none gives loopback only; the default shares the host network"
 b_assert_clean
+
+# --help: every option, and what the command prints.
+"$SBX_BIN" build --help >"$T/help" || b_die "build --help failed"
+for o in context tag no-cache platform runtime network timeout base-suite base-variant base-mirror json store verbose help; do
+    grep -q -- "--$o\b" "$T/help" || b_die "build --help does not list --$o"
+done
+grep -q '^Output:' "$T/help" && grep -q 'stdout: the image' "$T/help" || b_die "build --help does not say what it prints"
+! awk 'length > 80' "$T/help" | grep -q . || b_die "build --help has lines over 80 columns"
+b_pass "build --help lists every option and what it prints"
