@@ -68,4 +68,24 @@ b_pass "same recipe from an empty cache: same diff_ids and manifest"
 sbx build --json --no-cache --runtime runc "$ctx/r.yaml" >"$T/r7" 2>"$T/e7" || { cat "$T/e7"; b_die "--runtime runc build failed"; }
 [[ $(field digest <"$T/r7") == $(field digest <"$T/r5") ]] || b_die "runc and the default runtime built different images"
 b_pass "the same image whichever runtime ran the steps (runc vs default)"
+
+# LRU (gc --max-bytes evicts the least recently used names): a no-op rebuild
+# refreshes the last use of its recipe: name and its deepest cache: name when
+# it is stale, and leaves other names alone.  Made stale by hand (the store
+# records last use in unix seconds and refreshes at most once a minute).
+python3 -c 'import sqlite3,sys; c = sqlite3.connect(sys.argv[1]); c.execute("UPDATE names SET last_used = 1"); c.commit(); c.close()' "$STORE/meta.db"
+now=$(date +%s)
+sbx build --json "$ctx/r.yaml" >"$T/r8" 2>"$T/e8" || { cat "$T/e8"; b_die "no-op rebuild failed"; }
+[[ $(field steps_run <"$T/r8") == 0 ]] || b_die "the rebuild ran steps"
+sbx images --all --json | python3 -c '
+import json, sys
+now, digest = int(sys.argv[1]), sys.argv[2]
+names = json.load(sys.stdin)
+fresh = sorted(n["name"].split(":")[0] for n in names if n["last_used"] >= now)
+stale = [n for n in names if n["last_used"] < now]
+assert fresh == ["cache", "recipe"], fresh
+assert any(n["name"].startswith("recipe:") and n["digest"] == digest for n in names)
+assert stale, "every name was refreshed"
+' "$now" "$(field digest <"$T/r8")" || b_die "a no-op rebuild did not refresh exactly its recipe: and deepest cache: names"
+b_pass "a no-op rebuild marks its image and deepest cache entry used (LRU)"
 b_assert_clean
