@@ -1,0 +1,66 @@
+#!/bin/bash
+# sbx-image unpack killed with SIGKILL at random points: DIR is either
+# absent or complete, never partial; the next unpack into the same DIR
+# succeeds and removes the temp dir the killed one left.
+set -euo pipefail
+source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
+source "$SBX_SOURCE_DIR/tests/integration/lib/unpack_lib.sh"
+b_init
+u_image unpack:big 400 >/dev/null
+
+# calibrate: one cold unpack (layers unpacked into the cache), one warm;
+# the first tree is checked in full, later ones against its listing
+listing() { (cd "$1" && find . -printf '%p %U:%G %m %y %s %l\n' | sort); }
+t0=$(date +%s%N)
+sbx unpack unpack:big "$T/cal" 2>/dev/null >/dev/null || b_die "calibration unpack failed"
+t1=$(date +%s%N)
+sbx unpack --no-sync unpack:big "$T/cal2" 2>/dev/null >/dev/null || b_die "calibration unpack failed"
+t2=$(date +%s%N)
+u_check_tree "$T/cal"
+listing "$T/cal" >"$T/expected"
+cold_ms=$(((t1 - t0) / 1000000)) warm_ms=$(((t2 - t1) / 1000000))
+echo "calibration: cold ${cold_ms} ms, warm ${warm_ms} ms"
+rm -rf "$T/cal" "$T/cal2"
+same() { listing "$1" | cmp -s - "$T/expected" || b_die "$1 is not the complete tree"; }
+
+# debris N: temp dirs an unpack into $T/rN left
+debris() { find "$T" -maxdepth 1 -name ".r$1.sbx-unpack-*"; }
+
+rounds=8 killed_mid=0
+for i in $(seq $rounds); do
+    dir=$T/r$i
+    args=(--no-sync)
+    ((i % 4 == 0)) && args=(--link)
+    span=$warm_ms
+    if ((i % 4 == 1)); then
+        rm -rf "$STORE/unpacked" # a cold cache: the kill may land in a layer unpack
+        span=$cold_ms
+        args=()
+    fi
+    delay=$((RANDOM % (span + 20)))
+    # the binary itself, not a shell function around it, must get the signal
+    "$SBX_BIN" --store "$STORE" unpack "${args[@]}" unpack:big "$dir" >/dev/null 2>"$T/kill.err" &
+    pid=$!
+    sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
+    if kill -KILL "$pid" 2>/dev/null; then
+        wait "$pid" 2>/dev/null && b_die "round $i: killed unpack exited 0"
+        if [[ -e $dir ]]; then
+            same "$dir" # the rename happened just before the kill: complete
+        elif debris "$i" | grep -q .; then
+            killed_mid=$((killed_mid + 1))
+        fi
+    else
+        wait "$pid" || { cat "$T/kill.err"; b_die "round $i: unpack failed before the kill"; }
+        same "$dir"
+    fi
+    # the next unpack into the same place completes and removes the debris
+    rm -rf "$dir"
+    sbx unpack --link --no-sync unpack:big "$dir" >/dev/null 2>"$T/again.err" ||
+        { cat "$T/again.err"; b_die "round $i: unpack after the kill failed"; }
+    same "$dir"
+    left=$(debris "$i")
+    [[ -z $left ]] || b_die "round $i: temp dir left after the next unpack: $left"
+done
+echo "$killed_mid of $rounds rounds killed in the middle of the work"
+((killed_mid >= 3)) || b_die "only $killed_mid rounds were killed mid-way: the test did not test anything"
+b_pass "killed unpacks leave no DIR (or a complete one); the next unpack completes and cleans up"
