@@ -187,12 +187,18 @@ static void json_progress(void *ud, const sbx_progress *p)
 static void plain_progress(void *ud, const sbx_progress *p)
 {
     (void)ud;
-    static char last[200];
+    if (!strcmp(p->phase, "done")) /* the next line says what follows; "done" reads as a step's */
+        return;
+    /* Layers pull in parallel: remember the last few (id, phase) pairs, so
+     * interleaved updates do not repeat a line. */
+    static char seen[16][200];
+    static unsigned next;
     char key[200], total[32];
     snprintf(key, sizeof key, "%s %s", p->id, p->phase);
-    if (!strcmp(key, last))
-        return;
-    snprintf(last, sizeof last, "%s", key);
+    for (size_t i = 0; i < (sizeof seen / sizeof seen[0]); i++)
+        if (!strcmp(seen[i], key))
+            return;
+    snprintf(seen[next++ % (sizeof seen / sizeof seen[0])], sizeof seen[0], "%s", key);
     int digest = !strncmp(p->id, "sha256:", 7);
     fprintf(stderr, "      %s %.*s%s%s\n", p->phase, digest ? 19 : (int)strlen(p->id), p->id,
             p->total ? " " : "", p->total ? cli_human_bytes(p->total, total, sizeof total) : "");
