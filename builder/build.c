@@ -404,7 +404,8 @@ static void touch_if_stale(sbx_store *s, const char *name)
     sbx_name_entries_free(v, n);
 }
 
-/* 1 when the image and every name it should have are already in place. */
+/* 1 when the image and every name it should have are already in place
+ * (the manifest is read back, not leased: a no-op rebuild writes nothing). */
 static int image_named(build_ctx *c, const char *name, const char *digest)
 {
     char cur[SBX_DIGEST_BUFSZ];
@@ -414,7 +415,11 @@ static int image_named(build_ctx *c, const char *name, const char *digest)
     for (size_t i = 0; c->o && i < c->o->n_tags; i++)
         if (sbx_store_name_get(c->s, c->o->tags[i], cur, &e) < 0 || strcmp(cur, digest) != 0)
             return 0;
-    return 1;
+    char *raw = NULL;
+    size_t len = 0;
+    int ok = sbx_store_read_blob(c->s, digest, 4u << 20, &raw, &len, &e) == 0;
+    free(raw);
+    return ok;
 }
 
 static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
@@ -466,8 +471,10 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
 {
     const sbx_recipe_base *b = sbx_recipe_get_base(c->r);
     char d[SBX_DIGEST_BUFSZ];
-    if (!(c->o && c->o->no_cache) && sbx_cache_lookup(config, d, c->s, key0))
+    if (!(c->o && c->o->no_cache) && sbx_cache_lookup(config, d, c->s, key0)) {
+        sbx_store_has_blob(c->s, d); /* steps run on it: lease it against gc */
         return 0;
+    }
     if (sbx_base_fetch(c->s, b, c->res->base_digest, c->o, err) < 0)
         return err->code;
     if (sbx_img_load(config, c->s, c->res->base_digest, err) < 0)
