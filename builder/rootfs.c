@@ -228,7 +228,7 @@ static int merge_into_tmp(sbx_rootfs_result *out, const dest *d, char **dirs, si
         return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
     for (size_t i = 0; i < n; i++)
         top_first[i] = dirs[n - 1 - i];
-    sbx_progress_emit("rootfs", "merge", 0, n);
+    sbx_progress_emit("rootfs", "merge", 0, 0);
     int r = n ? sbx_rootfs_merge(d->tmp, top_first, n, o->link, &out->stats, err) : 0;
     free(top_first);
     if (r == 0 && !n && chmod(d->tmp, 0755) < 0)

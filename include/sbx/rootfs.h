@@ -75,8 +75,9 @@ typedef struct sbx_rootfs_result {
 /* Materialize the root filesystem of `image` (a store name, a ref as pull
  * names it, a pinned ref or a manifest digest: looked up in the store only,
  * never in a registry) into `dir`, which must not exist or be an empty
- * directory.  Progress via sbx_progress_emit (id "layer N/M", phases
- * "cached", "unpack", "merge", "done").
+ * directory.  Progress via sbx_progress_emit: id "layer N/M sha256:<12 hex>"
+ * with phase "cached" or "unpack" (total: the layer's compressed size), then
+ * id "rootfs" with "merge" and "done" (done: bytes of regular files).
  * Errors: SBX_ENOTFOUND (the store has no such image, or lacks a layer:
  * the message suggests `sbx-image pull`), SBX_EINVAL (dir not empty, a bad
  * argument), SBX_EIO / SBX_ENOSPC (with sys_errno), store errors.  On error
