@@ -516,7 +516,8 @@ static int install(const char *parent, const char *tmp, const char *dest, const 
             *trash = NULL;
             goto out;
         }
-        sbx_log(SBX_LOG_INFO, "unpacked dir '%s' is not from this boot: unpacked again", dest);
+        sbx_log(SBX_LOG_INFO, "unpacked dir '%s' has no mark of this boot: unpacking it again",
+                dest);
     }
     if (rename(tmp, dest) < 0)
         r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: renaming '%s' into place", tmp);
