@@ -16,7 +16,6 @@
  * - Stalls: a progress callback abandons a transfer after SBX_STALL_TIMEOUT
  *   seconds without a byte (libcurl's LOW_SPEED_* averages and reacts late).
  * Secrets never appear in logs or errors; URLs logged carry none. */
-#include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -26,6 +25,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "curl_lazy.h"
 #include "registry_internal.h"
 
 typedef enum { AUTH_UNKNOWN = 0, AUTH_NONE, AUTH_BEARER, AUTH_BASIC } auth_kind;
@@ -62,6 +62,9 @@ static void curl_init_once(void) { g_curl_rc = curl_global_init(CURL_GLOBAL_DEFA
 
 int reg_global_init(sbx_error *err)
 {
+    int rc = reg_curl_load(err);
+    if (rc < 0)
+        return rc;
     pthread_once(&g_curl_once, curl_init_once);
     if (g_curl_rc != CURLE_OK)
         return sbx_error_set(err, SBX_EINTERNAL, "initialising libcurl: %s",

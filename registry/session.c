@@ -21,9 +21,9 @@ int reg_session_init(reg_session *s, const char *ref, const sbx_registry_options
     } else {
         sbx_platform_host(&s->want);
     }
-    if ((rc = reg_config_load(&s->cfg, opts ? opts->registries_config : NULL, err)) < 0)
-        return rc;
-    return reg_global_init(err);
+    /* libcurl is loaded by reg_client_new, so an answer from the resolve
+     * cache never pays for loading it. */
+    return reg_config_load(&s->cfg, opts ? opts->registries_config : NULL, err);
 }
 
 void reg_session_free(reg_session *s) { reg_config_free(&s->cfg); }
