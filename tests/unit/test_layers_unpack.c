@@ -226,6 +226,41 @@ static void test_unpack_drops_forged_mark(void **state)
     tu_tmpdir_free(d);
 }
 
+/* The builder's path: a stored layer's cached dir from another boot is
+ * unpacked again by sbx_layer_unpack. */
+static void test_layer_unpack_other_boot_redone(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *tar = write_layer(d, NULL), *root = tu_path(d, "store");
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_store *s = NULL;
+    if (sbx_store_open(&s, root, &err) != 0)
+        fail_msg("store: %s", err.msg);
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, s, NULL, &err), 0);
+    char *bytes = NULL;
+    size_t len = 0;
+    assert_int_equal(sbx_read_file(&bytes, &len, tar, 1 << 20, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, bytes, len, &err), 0);
+    char diff_id[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_layer_writer_commit(w, diff_id, &err), 0);
+    char path[1024];
+    if (sbx_layer_unpack(s, diff_id, path, sizeof(path), &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    assert_fresh(path);
+    make_stale(path, "00000000-0000-0000-0000-000000000001");
+    if (sbx_layer_unpack(s, diff_id, path, sizeof(path), &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    assert_fresh(path);
+    char *parent = strdup(path);
+    *strrchr(parent, '/') = '\0';
+    assert_true(no_tmp_left(parent));
+    sbx_store_free(s);
+    free(parent), free(bytes), free(root), free(tar);
+    tu_tmpdir_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +269,7 @@ int main(void)
         cmocka_unit_test(test_unpack_unmarked_redone),
         cmocka_unit_test(test_unpack_stale_concurrent),
         cmocka_unit_test(test_unpack_drops_forged_mark),
+        cmocka_unit_test(test_layer_unpack_other_boot_redone),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
