@@ -188,8 +188,15 @@ static int make_tmp(dest *d, sbx_error *err)
 
 /* ---- the work ---------------------------------------------------------------- */
 
+static int check_cancel(const sbx_rootfs_options *o, sbx_error *err)
+{
+    if (o->cancel && *o->cancel)
+        return sbx_error_sys(err, SBX_EIO, EINTR, "unpacking: interrupted");
+    return 0;
+}
+
 static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *in,
-                         sbx_error *err)
+                         const sbx_rootfs_options *o, sbx_error *err)
 {
     char **dirs = calloc(in->nlayers + 1, sizeof *dirs);
     if (!dirs)
@@ -198,6 +205,9 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *i
     for (size_t i = 0; i < in->nlayers; i++) {
         const char *diff_id = in->layers[i].diff_id;
         char id[96], path[4096];
+        int r = check_cancel(o, err);
+        if (r < 0)
+            return r;
         snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, in->nlayers, diff_id);
         if (!sbx_digest_valid(diff_id))
             return sbx_error_set(err, SBX_ENOTFOUND, "unpacking: layer %zu has no diff_id in the "
@@ -206,7 +216,7 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *i
             return sbx_error_set(err, SBX_ENOTFOUND,
                                  "unpacking: layer %zu/%zu '%s' is not in the store (pull the "
                                  "image again: sbx-image pull)", i + 1, in->nlayers, diff_id);
-        int r = sbx_store_layer_unpacked_path(s, diff_id, path, sizeof path, err);
+        r = sbx_store_layer_unpacked_path(s, diff_id, path, sizeof path, err);
         if (r < 0)
             return r;
         bool cached = sbx_unpacked_is_current(path); /* else another boot's: unpack again */
@@ -229,13 +239,14 @@ static int merge_into_tmp(sbx_rootfs_result *out, const dest *d, char **dirs, si
     for (size_t i = 0; i < n; i++)
         top_first[i] = dirs[n - 1 - i];
     sbx_progress_emit("rootfs", "merge", 0, 0);
-    int r = n ? sbx_rootfs_merge(d->tmp, top_first, n, o->link, &out->stats, err) : 0;
+    int r = n ? sbx_rootfs_merge_ex(d->tmp, top_first, n, o->link, o->cancel, &out->stats, err)
+              : 0;
     free(top_first);
     if (r == 0 && !n && chmod(d->tmp, 0755) < 0)
         r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: setting mode of '%s'", d->tmp);
     if (r == 0 && !o->no_sync && syncfs(d->lock_fd) < 0)
         r = sbx_error_sys(err, sbx_errno_code(errno), errno, "unpacking: syncing '%s'", d->tmp);
-    return r;
+    return r < 0 ? r : check_cancel(o, err);
 }
 
 static int write_config(const sbx_image_info *in, const char *path, sbx_error *err)
@@ -273,7 +284,7 @@ static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, dest *d,
     snprintf(out->digest, sizeof out->digest, "%s", in->digest);
     snprintf(out->config, sizeof out->config, "%s", in->config_digest);
     out->layers = in->nlayers;
-    if ((r = unpack_layers(&dirs, s, in, err)) < 0)
+    if ((r = unpack_layers(&dirs, s, in, o, err)) < 0)
         goto out;
     if ((r = make_tmp(d, err)) < 0)
         goto out;

@@ -134,6 +134,7 @@ typedef struct merge {
     size_t ndirs, capdirs;
     sbx_rootfs_stats st;
     char *buf;       /* copy buffer for the read/write fallback */
+    const volatile int *cancel;
 } merge;
 
 static bool overlay_private(const char *name)
@@ -444,6 +445,10 @@ static int walk(merge *m, int sdir, int ddir, char *rel, size_t rlen, sbx_error 
         const char *n = de->d_name;
         if (n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2])))
             continue;
+        if (m->cancel && *m->cancel) {
+            r = sbx_error_sys(err, SBX_EIO, EINTR, "merging: interrupted");
+            break;
+        }
         size_t nl = strlen(n);
         if (rlen + 1 + nl >= PATH_BUF) {
             r = sbx_error_set(err, SBX_ELIMIT, "merging: path '%s/%s' is too long", rel, n);
@@ -478,7 +483,13 @@ static int finish_times(merge *m, sbx_error *err)
 int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers, bool link,
                      sbx_rootfs_stats *stats, sbx_error *err)
 {
-    merge m = {.link = link, .try_clone = true, .try_cfr = true, .dest_fd = -1};
+    return sbx_rootfs_merge_ex(dest, layers, nlayers, link, NULL, stats, err);
+}
+
+int sbx_rootfs_merge_ex(const char *dest, const char *const *layers, size_t nlayers, bool link,
+                        const volatile int *cancel, sbx_rootfs_stats *stats, sbx_error *err)
+{
+    merge m = {.link = link, .try_clone = true, .try_cfr = true, .dest_fd = -1, .cancel = cancel};
     char rel[PATH_BUF];
     int r = 0;
     m.dest_fd = open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

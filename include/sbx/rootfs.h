@@ -53,9 +53,13 @@ typedef struct sbx_rootfs_options {
     /* Skip syncfs before the rename (a tree that may be lost on a power cut
      * is fine for some throwaway sandboxes).  Default false: synced. */
     bool no_sync;
+    /* When set, checked between entries: once *cancel is non-zero (a signal
+     * handler sets it) the call stops, removes what it made and returns
+     * SBX_EIO with sys_errno EINTR.  NULL: not cancellable. */
+    const volatile int *cancel;
 } sbx_rootfs_options;
 
-#define SBX_ROOTFS_OPTIONS_INIT {false, NULL, NULL, false}
+#define SBX_ROOTFS_OPTIONS_INIT {false, NULL, NULL, false, NULL}
 
 typedef struct sbx_rootfs_stats {
     uint64_t files;   /* non-directory entries placed (files, symlinks, devices, fifos) */
@@ -91,6 +95,9 @@ int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *imag
  * link as in sbx_rootfs_options.  stats may be NULL. */
 int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers, bool link,
                      sbx_rootfs_stats *stats, sbx_error *err);
+/* As sbx_rootfs_merge, stopping with SBX_EIO/EINTR once *cancel is non-zero. */
+int sbx_rootfs_merge_ex(const char *dest, const char *const *layers, size_t nlayers, bool link,
+                        const volatile int *cancel, sbx_rootfs_stats *stats, sbx_error *err);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,8 @@
 #!/bin/bash
 # sbx-image unpack killed with SIGKILL at random points: DIR is either
 # absent or complete, never partial; the next unpack into the same DIR
-# succeeds and removes the temp dir the killed one left.
+# succeeds and removes the temp dir the killed one left.  SIGTERM and SIGINT
+# stop it cleanly: no DIR, no temp dir, exit 128+N.
 set -euo pipefail
 source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
 source "$SBX_SOURCE_DIR/tests/integration/lib/unpack_lib.sh"
@@ -25,6 +26,14 @@ same() { listing "$1" | cmp -s - "$T/expected" || b_die "$1 is not the complete 
 
 # debris N: temp dirs an unpack into $T/rN left
 debris() { find "$T" -maxdepth 1 -name ".r$1.sbx-unpack-*"; }
+# await_tmp NAME PID: wait until the unpack PID into $T/NAME has made its temp dir (merging)
+await_tmp() {
+    local n=0
+    while [[ -z $(find "$T" -maxdepth 1 -name ".$1.sbx-unpack-*") ]] && kill -0 "$2" 2>/dev/null; do
+        sleep 0.005
+        ((++n < 4000)) || b_die "no temp dir for $1 after 20 s"
+    done
+}
 
 rounds=8 killed_mid=0
 for i in $(seq $rounds); do
@@ -32,6 +41,7 @@ for i in $(seq $rounds); do
     args=(--no-sync)
     ((i % 4 == 0)) && args=(--link)
     span=$warm_ms
+    ((i % 4 == 2)) && args=() # copies with sync: the longest merge
     if ((i % 4 == 1)); then
         rm -rf "$STORE/unpacked" # a cold cache: the kill may land in a layer unpack
         span=$cold_ms
@@ -41,6 +51,11 @@ for i in $(seq $rounds); do
     # the binary itself, not a shell function around it, must get the signal
     "$SBX_BIN" --store "$STORE" unpack "${args[@]}" unpack:big "$dir" >/dev/null 2>"$T/kill.err" &
     pid=$!
+    if ((i % 4 == 2 || i % 4 == 3)); then
+        # half the rounds (copies) aim at the merge: killed soon after the temp dir appears
+        await_tmp "r$i" "$pid"
+        delay=$((RANDOM % 50))
+    fi
     sleep "$(printf '%d.%03d' $((delay / 1000)) $((delay % 1000)))"
     if kill -KILL "$pid" 2>/dev/null; then
         wait "$pid" 2>/dev/null && b_die "round $i: killed unpack exited 0"
@@ -64,3 +79,28 @@ done
 echo "$killed_mid of $rounds rounds killed in the middle of the work"
 ((killed_mid >= 3)) || b_die "only $killed_mid rounds were killed mid-way: the test did not test anything"
 b_pass "killed unpacks leave no DIR (or a complete one); the next unpack completes and cleans up"
+
+# SIGTERM / SIGINT: the unpack stops, removes its temp dir itself, exits 128+N
+stopped=0
+for i in 1 2 3 4; do
+    dir=$T/t$i sig=TERM
+    ((i % 2 == 0)) && sig=INT
+    "$SBX_BIN" --store "$STORE" unpack unpack:big "$dir" >/dev/null 2>"$T/term.err" &
+    pid=$!
+    await_tmp "t$i" "$pid"
+    kill -"$sig" "$pid" 2>/dev/null || true
+    set +e; wait "$pid"; rc=$?; set -e
+    if ((rc == 0)); then
+        same "$dir"
+        continue
+    fi
+    want=143; [[ $sig == INT ]] && want=130
+    ((rc == want)) || { cat "$T/term.err"; b_die "SIGTERM round $i: exit $rc, want $want"; }
+    [[ ! -e $dir ]] || b_die "SIG$sig round $i: $dir left"
+    left=$(find "$T" -maxdepth 1 -name ".t$i.sbx-unpack-*")
+    [[ -z $left ]] || b_die "SIG$sig round $i: the stopped unpack left its temp dir: $left"
+    grep -q "interrupted" "$T/term.err" && stopped=$((stopped + 1))
+done
+echo "$stopped of 4 signalled unpacks stopped mid-way and cleaned up"
+((stopped >= 2)) || b_die "no signal landed mid-way: the test did not test anything"
+b_pass "SIGTERM and SIGINT stop an unpack with 128+N, leaving neither DIR nor its temp dir"
