@@ -93,21 +93,24 @@ sbx_noop=$(for _ in $(seq "$RUNS"); do timed sbx_build || exit 1; done | median)
 bah_noop=$(for _ in $(seq "$RUNS"); do timed bah_build || exit 1; done | median)
 
 echo "last-step rebuilds..." >&2
-sl=(); bl=()
+# The same runs give the last step's own time (its "done" event), so the
+# overhead is a median over the same builds, not one extra run.
+sbx_build_ev() { "$SBX" --store "$W/sbx-store" build --json "$ctx/recipe.yaml" >/dev/null 2>"$W/ev.$1"; }
+sl=(); bl=(); ss=(); ov=()
 for i in $(seq "$RUNS"); do
     write_inputs "v$i"
-    sl+=("$(timed sbx_build)") || exit 1
+    sl+=("$(timed sbx_build_ev "$i")") || exit 1
+    ss+=("$(python3 -c 'import json,sys
+for l in open(sys.argv[1]):
+    e = json.loads(l)
+    if e.get("event") == "done" and e.get("step") == 5: print(e["seconds"])' "$W/ev.$i")")
+    ov+=("$(awk -v a="${sl[-1]}" -v b="${ss[-1]}" 'BEGIN {printf "%.3f", a-b}')")
     bl+=("$(timed bah_build)") || exit 1
 done
+sbx_overhead=$(printf '%s\n' "${ov[@]}" | median)
 sbx_last=$(printf '%s\n' "${sl[@]}" | median)
 bah_last=$(printf '%s\n' "${bl[@]}" | median)
-# The last step's own run time, from the sbx event stream.
-write_inputs "vX"
-step_s=$("$SBX" --store "$W/sbx-store" build --json "$ctx/recipe.yaml" 2>&1 >/dev/null |
-    python3 -c 'import json,sys
-for l in sys.stdin:
-    e = json.loads(l)
-    if e.get("event") == "done" and e.get("step") == 5: print(e["seconds"])')
+step_s=$(printf '%s\n' "${ss[@]}" | median)
 
 # ---- the same apt work in a plain chroot -----------------------------------
 echo "apt in a plain chroot..." >&2
@@ -135,7 +138,7 @@ bench/build: sbx-image build vs buildah build --layers (overlay), same debootstr
      with that: $(awk -v a="$sbx_cold" -v b="$sbx_unpack" 'BEGIN {printf "%.3f", a+b}')s, ratio $(awk -v a="$sbx_cold" -v b="$sbx_unpack" -v c="$bah_cold" 'BEGIN {printf "%.2f", (a+b)/c}'))
   no-op rebuild           ${sbx_noop}s    ${bah_noop}s    $(ratio "$sbx_noop" "$bah_noop")
   last step changed       ${sbx_last}s    ${bah_last}s    $(ratio "$sbx_last" "$bah_last")
-    (the last step itself ran ${step_s}s in the sandbox; overhead $(awk -v a="$sbx_last" -v b="$step_s" 'BEGIN {printf "%.3f", a-b}')s)
+    (the last step itself ran ${step_s}s in the sandbox; overhead ${sbx_overhead}s, medians per run)
   cold build vs the same apt work in a plain chroot (${chroot_apt}s): $(ratio "$sbx_cold" "$chroot_apt")x
     (buildah cold vs the chroot: $(ratio "$bah_cold" "$chroot_apt")x)
   on disk (base + all images and cache entries):
