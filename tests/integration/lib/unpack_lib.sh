@@ -61,7 +61,7 @@ u_check_tree() {
         head -40 "$T/listing.diff" >&2
         b_die "$root differs from the tree the build step saw through overlayfs"
     fi
-    # no overlay whiteouts or overlay xattrs leak into a root filesystem
+    # no overlay whiteouts, overlay xattrs or the layer cache's boot mark leak into a tree
     python3 - "$root" <<'PY' || b_die "$root holds overlay metadata"
 import os, stat, sys
 bad = []
@@ -73,7 +73,7 @@ for d, dirs, files in os.walk(sys.argv[1]):
             bad.append(("whiteout", p))
         if not stat.S_ISLNK(st.st_mode):
             for x in os.listxattr(p):
-                if x.startswith("trusted.overlay.") or x.startswith("user.overlay."):
+                if x.startswith(("trusted.overlay.", "user.overlay.")) or "sbx.unpacked-boot" in x:
                     bad.append((x, p))
 if bad:
     print(bad[:10], file=sys.stderr)
