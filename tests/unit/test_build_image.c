@@ -167,6 +167,51 @@ static void test_cache_lookup(void **state)
     json_decref(cfg);
 }
 
+/* sbx_img_digest: the digest sbx_img_commit gives, with nothing written. */
+static void test_img_digest_writes_nothing(void **state)
+{
+    fx *f = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char l1[SBX_DIGEST_BUFSZ], d0[SBX_DIGEST_BUFSZ], d1[SBX_DIGEST_BUFSZ];
+    put_layer(f->s, "digest only", l1);
+    json_t *cfg = sbx_img_config_new("linux", "amd64");
+    assert_int_equal(sbx_img_add_history(cfg, l1, "run", &err), 0);
+    assert_int_equal(sbx_img_digest(f->s, cfg, d0, &err), 0);
+    assert_int_equal(sbx_store_has_blob(f->s, d0), 0);
+    assert_int_equal(sbx_img_commit(f->s, cfg, d1, &err), 0);
+    assert_string_equal(d0, d1);
+    assert_int_equal(sbx_store_has_blob(f->s, d1), 1);
+
+    const char *missing = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    assert_int_equal(sbx_img_add_history(cfg, missing, "run", &err), 0);
+    assert_true(sbx_img_digest(f->s, cfg, d0, &err) < 0);
+    tu_assert_error(&err, SBX_ENOTFOUND, "describe layer 2");
+    json_decref(cfg);
+}
+
+/* A cache entry whose layer file is gone is a miss (the lookup only reads). */
+static void test_cache_lookup_missing_layer_file(void **state)
+{
+    fx *f = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char l1[SBX_DIGEST_BUFSZ], d[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ], path[4096];
+    put_layer(f->s, "layer that goes away", l1);
+    json_t *cfg = sbx_img_config_new("linux", "amd64");
+    assert_int_equal(sbx_img_add_history(cfg, l1, "run", &err), 0);
+    assert_int_equal(sbx_img_commit(f->s, cfg, d, &err), 0);
+    const char *key = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    assert_int_equal(sbx_cache_store(f->s, key, d, &err), 0);
+    json_t *back = NULL;
+    assert_int_equal(sbx_cache_lookup(&back, got, f->s, key), 1);
+    json_decref(back);
+    back = NULL;
+    assert_int_equal(sbx_store_layer_path(f->s, l1, path, sizeof path, &err), 0);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(sbx_cache_lookup(&back, got, f->s, key), 0);
+    assert_null(back);
+    json_decref(cfg);
+}
+
 static const sbx_step *one_step(sbx_recipe **keep, const char *yaml)
 {
     sbx_error err = SBX_ERROR_INIT;
@@ -362,6 +407,8 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_commit_unknown_layer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_not_a_manifest, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_lookup, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_img_digest_writes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cache_lookup_missing_layer_file, setup, teardown),
         cmocka_unit_test(test_step_scripts),
         cmocka_unit_test(test_copy_stage_parents_and_modes),
     };
