@@ -229,7 +229,13 @@ static void test_timeout_kills_and_cleans(void **state)
 {
     (void)state;
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_CRUN, "echo started; sleep 100 & sleep 100");
+    /* A sleep length no other process on the host is likely to use, so the
+     * check below sees only what this sandbox started. */
+    char cmd[96], pat[64];
+    unsigned secs = 100000 + (unsigned)getpid() % 100000;
+    snprintf(cmd, sizeof(cmd), "echo started; sleep %u & sleep %u", secs, secs);
+    snprintf(pat, sizeof(pat), "pgrep -f 'slee[p] %u' >/dev/null", secs);
+    ctx_init(&c, SBX_RUNTIME_CRUN, cmd);
     c.o.timeout_sec = 1;
     sbx_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
@@ -243,7 +249,7 @@ static void test_timeout_kills_and_cleans(void **state)
     assert_true(ms < 10000);
     sbx_sandbox_result_clear(&res);
     assert_nothing_left(c.store);
-    assert_int_not_equal(system("pgrep -f 'slee[p] 100' >/dev/null"), 0);
+    assert_int_not_equal(system(pat), 0);
 }
 
 static void test_whiteouts_and_opaque(void **state)
