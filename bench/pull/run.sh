@@ -11,7 +11,9 @@
 # 2. sbx-image pull + sbx-image unpack DIR  vs  skopeo copy + umoci unpack
 #    (both end with one merged root filesystem; unpack with copies, the
 #    default, and again with --link: hardlinks from the store's layer cache)
-# 3. resolve of a tag (cache off)           vs  skopeo inspect --raw
+# 3. resolve of a tag (cache off)           vs  skopeo inspect --raw: the
+#    sbx-image resolve command, and sbx_registry_resolve() called 50 times in
+#    one process (bench_resolve_calls), as the control plane calls it
 # Times are fork-to-exit of each command; peak RSS is the child's ru_maxrss.  sbx-image does more work in
 # (1): it checks the compressed digest and the uncompressed diff_id, and
 # recompresses every layer to zstd for the store.
@@ -102,6 +104,12 @@ for i in $(seq "$RESOLVE_RUNS"); do
     measure skopeo_inspect skopeo inspect --raw --tls-verify=false "docker://$REF"
 done
 
+# The control plane's call: sbx_registry_resolve() from one long-lived process.
+RESOLVE_CALLS=$build/bench/bench_resolve_calls
+[[ -x $RESOLVE_CALLS ]] || t_die "$RESOLVE_CALLS missing (build the bench target)"
+"$RESOLVE_CALLS" "$T/rc" "$REF" 50 >"$T/resolve_calls" || t_die "bench_resolve_calls failed"
+calls() { awk -v n="$1" '$1 == n {print $2}' "$T/resolve_calls"; }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN {print a + b}'; }
 mib() { echo $(( $(maxrss "$1") / 1024 )); }
@@ -139,6 +147,17 @@ row "resolve, no cache  vs skopeo inspect" "$(median sbx_resolve)" "$(median sko
 row "resolve, cached tag  vs skopeo inspect" "$(median sbx_resolve_cached)" "$(median skopeo_inspect)" \
     "$(cpu_median sbx_resolve_cached)" "$(cpu_median skopeo_inspect)" "$(mib sbx_resolve_cached)" \
     "$(mib skopeo_inspect)"
+for c in uncached first cached; do
+    case $c in
+    uncached) label="resolve() in process, no cache" ;;
+    first) label="  its first call in a new process" ;;
+    cached) label="  cached tag" ;;
+    esac
+    printf '%-38s %8.5fs %7.3fs %6s\n' "$label" "$(calls "$c")" "$(median skopeo_inspect)" \
+        "$(ratio "$(calls "$c")" "$(median skopeo_inspect)")"
+done
+echo "  (sbx_registry_resolve(), the control plane's call: medians of 50 calls in one process"
+echo "   against the skopeo inspect process; the first call loads libcurl and makes a client)"
 if ((BIG_MB > 0)); then
     printf '%-38s %7.3fs %7.3fs %6s   %7.3fs %7.3fs %6s   %4s / %s\n' \
         "pull, one ${BIG_MB} MB layer" "$(median big_sbx)" "$(median big_skopeo)" \
