@@ -5,6 +5,7 @@
 #define SBX_CLI_H
 
 #include <getopt.h>
+#include <jansson.h>
 #include <stdio.h>
 
 #include "sbx/error.h"
@@ -36,6 +37,10 @@ int cli_fail(const sbx_error *err);
 int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Open the store chosen by --store / SBX_STORE / default; prints on failure. */
 int cli_open_store(sbx_cli *cli, sbx_store **out);
+/* Print o as one line of compact JSON to f and take ownership of it (NULL,
+ * a failed json_pack, is an out-of-memory error).  Returns CLI_EXIT_OK, or
+ * CLI_EXIT_FAIL after printing the error. */
+int cli_print_json(FILE *f, json_t *o);
 /* Human-readable byte count ("12.3 MB"). */
 const char *cli_human_bytes(unsigned long long n, char *buf, size_t len);
 /* Install log and progress sinks according to cli (tty bars or plain lines). */

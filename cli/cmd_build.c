@@ -86,16 +86,7 @@ static const char *ev_name(sbx_build_event_kind k)
     return "event";
 }
 
-static void print_json_line(json_t *o)
-{
-    char *s = json_dumps(o, JSON_COMPACT);
-    if (s) {
-        fprintf(stderr, "%s\n", s);
-        free(s);
-    }
-    json_decref(o);
-    fflush(stderr);
-}
+static void print_json_line(json_t *o) { cli_print_json(stderr, o); }
 
 static void on_event(void *ud, const sbx_build_event *ev)
 {
@@ -365,10 +356,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
                               res.recipe_digest, "base_digest", res.base_digest, "steps_run",
                               (json_int_t)res.steps_run, "steps_cached",
                               (json_int_t)res.steps_cached);
-        char *s = json_dumps(o, JSON_COMPACT);
-        printf("%s\n", s ? s : "{}");
-        free(s);
-        json_decref(o);
+        rc = cli_print_json(stdout, o);
     } else {
         printf("%s\n", res.digest);
     }

@@ -42,14 +42,11 @@ int cmd_digest(sbx_cli *cli, int argc, char **argv)
     if (cli->json) {
         json_t *o = json_pack("{s:s, s:s, s:s}", "digest", digest, "recipe", recipe, "context",
                               sbx_recipe_context_dir(r));
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (s)
-            printf("%s\n", s);
-        free(s);
-        json_decref(o);
-    } else {
-        printf("%s\n", digest);
+        rc = cli_print_json(stdout, o);
+        sbx_recipe_unref(r);
+        return rc;
     }
+    printf("%s\n", digest);
     sbx_recipe_unref(r);
     return CLI_EXIT_OK;
 }

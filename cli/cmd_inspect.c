@@ -70,13 +70,7 @@ static int print_json(const sbx_image_info *in)
         "platforms", platforms, "platform", sbx_platform_format(&in->platform, plat, sizeof plat),
         "config", in->config_digest, "config_size", (json_int_t)in->config_len, "config_json",
         config, "layers", layers, "size", (json_int_t)total_size(in));
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s)
-        return -1;
-    printf("%s\n", s);
-    free(s);
-    return 0;
+    return cli_print_json(stdout, o);
 }
 
 static void print_human(const sbx_image_info *in)
@@ -154,18 +148,15 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
         sbx_store_free(store);
     if (rc < 0)
         return cli_fail(&err);
+    int exit_code = CLI_EXIT_OK;
     if (raw)
         fwrite(in->top_raw, 1, in->top_len, stdout);
     else if (config)
         fwrite(in->config_raw, 1, in->config_len, stdout);
     else if (cli->json)
-        rc = print_json(in);
+        exit_code = print_json(in);
     else
         print_human(in);
     sbx_image_info_free(in);
-    if (rc < 0) {
-        sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
-        return cli_fail(&err);
-    }
-    return CLI_EXIT_OK;
+    return exit_code;
 }

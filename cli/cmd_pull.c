@@ -187,13 +187,7 @@ static int print_json(const sbx_pull_result *r)
                           "media_type", r->media_type, "index_digest", r->index_digest, "config",
                           r->config, "platform", sbx_platform_format(&r->platform, plat, sizeof plat),
                           "layers", layers);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s)
-        return -1;
-    printf("%s\n", s);
-    free(s);
-    return 0;
+    return cli_print_json(stdout, o);
 }
 
 int cmd_pull(sbx_cli *cli, int argc, char **argv)
@@ -254,15 +248,11 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
         present += r.layers[i].present ? 1 : 0;
     if (!cli->json || g_pp.tty)
         fprintf(stderr, "pulled %s: %zu layers (%zu already present)\n", r.ref, r.nlayers, present);
-    if (cli->json) {
-        if (print_json(&r) < 0) {
-            sbx_pull_result_free(&r);
-            sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
-            return cli_fail(&err);
-        }
-    } else {
+    int exit_code = CLI_EXIT_OK;
+    if (cli->json)
+        exit_code = print_json(&r);
+    else
         printf("%s\n", r.digest);
-    }
     sbx_pull_result_free(&r);
-    return CLI_EXIT_OK;
+    return exit_code;
 }

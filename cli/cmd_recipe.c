@@ -74,17 +74,14 @@ static int show(sbx_cli *cli, int argc, char **argv)
         }
         json_t *o = json_pack("{s:s, s:s, s:o}", "digest", digest, "canonical", canon, "steps",
                               steps);
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (s)
-            printf("%s\n", s);
-        free(s);
-        json_decref(o);
+        rc = cli_print_json(stdout, o);
     } else {
         printf("%s\n", canon);
+        rc = CLI_EXIT_OK;
     }
     free(canon);
     sbx_recipe_unref(r);
-    return CLI_EXIT_OK;
+    return rc;
 }
 
 int cmd_recipe(sbx_cli *cli, int argc, char **argv)

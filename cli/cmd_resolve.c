@@ -94,15 +94,7 @@ int cmd_resolve(sbx_cli *cli, int argc, char **argv)
                               "media_type", r.media_type, "platform",
                               sbx_platform_format(&r.platform, plat, sizeof plat), "index_digest",
                               r.index_digest, "cached", r.cached);
-        char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (!s) {
-            json_decref(o);
-            sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
-            return cli_fail(&err);
-        }
-        printf("%s\n", s);
-        free(s);
-        json_decref(o);
+        return cli_print_json(stdout, o);
     } else {
         printf("%s\n", r.digest);
     }

@@ -68,13 +68,7 @@ static int print_json(const char *image, const char *dir, const sbx_rootfs_resul
                           (json_int_t)r->stats.bytes, "dirs", (json_int_t)r->stats.dirs,
                           "linked", (json_int_t)r->stats.linked, "copied",
                           (json_int_t)r->stats.copied);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s)
-        return -1;
-    printf("%s\n", s);
-    free(s);
-    return 0;
+    return cli_print_json(stdout, o);
 }
 
 int cmd_unpack(sbx_cli *cli, int argc, char **argv)
@@ -129,13 +123,8 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
     }
     if (rc < 0)
         return cli_fail(&err);
-    if (cli->json) {
-        if (print_json(image, dir, &res) < 0) {
-            sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
-            return cli_fail(&err);
-        }
-    } else {
-        printf("%s\n", dir);
-    }
+    if (cli->json)
+        return print_json(image, dir, &res);
+    printf("%s\n", dir);
     return CLI_EXIT_OK;
 }

@@ -43,6 +43,21 @@ int cli_open_store(sbx_cli *cli, sbx_store **out)
     return CLI_EXIT_OK;
 }
 
+int cli_print_json(FILE *f, json_t *o)
+{
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s) {
+        sbx_error err = SBX_ERROR_INIT;
+        sbx_error_set(&err, SBX_ENOMEM, "formatting JSON: out of memory");
+        return cli_fail(&err);
+    }
+    fprintf(f, "%s\n", s);
+    free(s);
+    fflush(f);
+    return CLI_EXIT_OK;
+}
+
 const char *cli_human_bytes(unsigned long long n, char *buf, size_t len)
 {
     static const char *units[] = {"B", "kB", "MB", "GB", "TB"};
