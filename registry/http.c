@@ -15,6 +15,13 @@
  *   blob resumes with Range and accepts only a 206 starting where it stopped.
  * - Stalls: a progress callback abandons a transfer after SBX_STALL_TIMEOUT
  *   seconds without a byte (libcurl's LOW_SPEED_* averages and reacts late).
+ * - Connections outlive a client: a freed client's curl handle goes to a
+ *   small process-wide pool with its open connections, so the next resolve
+ *   in the same process (the control plane makes one per sandbox create)
+ *   skips the TCP and TLS handshakes.  A handle serves one client at a time,
+ *   so no connection is ever used by two threads at once (libcurl does not
+ *   support sharing one connection cache between threads).  Sockets are
+ *   close-on-exec, so the OCI runtimes a build starts never inherit them.
  * Secrets never appear in logs or errors; URLs logged carry none. */
 #include <errno.h>
 #include <jansson.h>
@@ -22,6 +29,7 @@
 #include <openssl/crypto.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -109,12 +117,105 @@ static int dup_creds(reg_creds *dst, const reg_creds *src)
     return 0;
 }
 
+/* ---- idle handles and their connections --------------------------------- */
+
+#define REG_POOL_MAX 8
+static pthread_mutex_t g_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static CURL *g_pool[REG_POOL_MAX];
+static size_t g_pool_n;
+
+static CURL *pool_take(void)
+{
+    CURL *h = NULL;
+    pthread_mutex_lock(&g_pool_mu);
+    if (g_pool_n)
+        h = g_pool[--g_pool_n];
+    pthread_mutex_unlock(&g_pool_mu);
+    return h ? h : curl_easy_init();
+}
+
+static void pool_give(CURL *h)
+{
+    curl_easy_reset(h); /* drops the options, keeps the connections */
+    pthread_mutex_lock(&g_pool_mu);
+    if (g_pool_n < REG_POOL_MAX) {
+        g_pool[g_pool_n++] = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&g_pool_mu);
+    if (h)
+        curl_easy_cleanup(h);
+}
+
+void reg_close_idle(void)
+{
+    CURL *idle[REG_POOL_MAX];
+    pthread_mutex_lock(&g_pool_mu);
+    size_t n = g_pool_n;
+    memcpy(idle, g_pool, n * sizeof *idle);
+    g_pool_n = 0;
+    pthread_mutex_unlock(&g_pool_mu);
+    for (size_t i = 0; i < n; i++)
+        curl_easy_cleanup(idle[i]);
+}
+
+void sbx_registry_close_idle(void) { reg_close_idle(); }
+
+/* ---- schemes learned in this process -------------------------------------- */
+
+/* For hosts that may speak plain HTTP (loopback, insecure-listed): what this
+ * process found, so a second call neither probes again nor needs a store
+ * (which remembers it across processes). */
+#define REG_SCHEMES_MAX 32
+static pthread_mutex_t g_schemes_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char host[SBX_REF_DOMAIN_MAX + 1];
+    bool http;
+} g_schemes[REG_SCHEMES_MAX];
+static size_t g_schemes_n, g_schemes_next;
+
+/* 1: plain HTTP, 0: TLS, -1: not known. */
+static int scheme_get(const char *host)
+{
+    int r = -1;
+    pthread_mutex_lock(&g_schemes_mu);
+    for (size_t i = 0; i < g_schemes_n && r < 0; i++)
+        if (!strcmp(g_schemes[i].host, host))
+            r = g_schemes[i].http;
+    pthread_mutex_unlock(&g_schemes_mu);
+    return r;
+}
+
+static void scheme_put(const char *host, bool http)
+{
+    pthread_mutex_lock(&g_schemes_mu);
+    size_t i = 0;
+    while (i < g_schemes_n && strcmp(g_schemes[i].host, host))
+        i++;
+    if (i == g_schemes_n) {
+        if (g_schemes_n < REG_SCHEMES_MAX)
+            g_schemes_n++;
+        else
+            i = g_schemes_next++ % REG_SCHEMES_MAX; /* full: replace in turn */
+        snprintf(g_schemes[i].host, sizeof g_schemes[i].host, "%s", host);
+    }
+    g_schemes[i].http = http;
+    pthread_mutex_unlock(&g_schemes_mu);
+}
+
+static curl_socket_t open_socket_cb(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)ud;
+    (void)purpose;
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 static int client_alloc(reg_client **out, sbx_error *err)
 {
     reg_client *c = calloc(1, sizeof *c);
     if (!c)
         return sbx_error_set(err, SBX_ENOMEM, "creating registry client: out of memory");
-    if (!(c->curl = curl_easy_init())) {
+    if (!(c->curl = pool_take())) {
         free(c);
         return sbx_error_set(err, SBX_EINTERNAL, "creating registry client: curl_easy_init failed");
     }
@@ -165,6 +266,14 @@ int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
             !strcmp(mem, "http")) {
             snprintf(c->base, sizeof c->base, "http://%s", d);
             c->http_from_memory = true;
+        } else if (c->may_fallback_http) {
+            int known = scheme_get(d);
+            if (known == 1) {
+                snprintf(c->base, sizeof c->base, "http://%s", d);
+                c->http_from_memory = true;
+            } else if (known == 0) {
+                c->probed = true;
+            }
         }
     }
     /* Credentials: per call for the ref's own registry, else Docker config. */
@@ -225,7 +334,7 @@ void reg_client_free(reg_client *c)
     if (!c)
         return;
     if (c->curl)
-        curl_easy_cleanup(c->curl);
+        pool_give(c->curl);
     reg_creds_clear(&c->creds);
     if (c->token) {
         OPENSSL_cleanse(c->token, strlen(c->token));
@@ -522,6 +631,7 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     curl_easy_setopt(h, CURLOPT_URL, a->url);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_USERAGENT, "sbx-image/0.1");
@@ -921,13 +1031,17 @@ static void probe_tls(reg_client *c)
     _cleanup_free_ char *url = sbx_strdup_printf("%s/v2/", c->base);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, c->stall < 30 ? c->stall : 30L);
     CURLcode cc = url ? curl_easy_perform(h) : CURLE_OUT_OF_MEMORY;
     curl_easy_cleanup(h);
+    if (cc == CURLE_OK)
+        scheme_put(c->host, false);
     if (cc == CURLE_SSL_CONNECT_ERROR) {
+        scheme_put(c->host, true);
         char tmp[sizeof c->base];
         snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
         snprintf(c->base, sizeof c->base, "%s", tmp);
@@ -989,6 +1103,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             snprintf(c->base, sizeof c->base, "%s", tmp);
             reg_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
             c->learned_http = true;
+            scheme_put(c->host, true);
             continue;
         }
         if (c->http_from_memory && !strncmp(c->base, "http://", 7) &&
@@ -1000,6 +1115,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             snprintf(c->base, sizeof c->base, "%s", tmp);
             c->http_from_memory = false;
             c->unlearned_http = true;
+            scheme_put(c->host, false);
             reg_log(SBX_LOG_DEBUG, "'%s' no longer speaks plain HTTP; trying HTTPS", c->host);
             continue;
         }

@@ -217,6 +217,8 @@ void reg_log(sbx_log_level level, const char *fmt, ...) __attribute__((format(pr
 
 /* ---- shared operations ----------------------------------------------------- */
 int reg_global_init(sbx_error *err);
+/* Close the idle pooled handles and their connections. */
+void reg_close_idle(void);
 /* Open clients in order (mirrors first for docker.io, then the source). */
 typedef struct reg_session {
     sbx_ref ref;

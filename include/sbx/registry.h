@@ -123,6 +123,12 @@ typedef struct sbx_registry_options {
  * it themselves, but a threaded program should call it first. */
 int sbx_registry_global_init(sbx_error *err);
 
+/* Connections to registries stay open after a call returns (a few idle
+ * handles per process, each with its connections), so the next resolve or
+ * pull to the same registry skips the TCP and TLS handshakes.  This closes
+ * them now; calls after it open new ones.  Safe from any thread. */
+void sbx_registry_close_idle(void);
+
 /* ---- resolve ---------------------------------------------------------------- */
 
 typedef struct sbx_resolve_result {

@@ -52,6 +52,7 @@ typedef struct srv {
     int token_posts;
     char post_body[1024];
     int heads, manifest_gets;
+    int accepts;              /* TCP connections accepted */
     uint64_t first_ns, second_ns;
 } srv;
 
@@ -286,6 +287,7 @@ static void *srv_main(void *arg)
         conn *cn = malloc(sizeof *cn);
         pthread_mutex_lock(&g_srv_lock);
         g_live_conns++;
+        s->accepts++;
         pthread_mutex_unlock(&g_srv_lock);
         cn->s = s;
         cn->fd = fd;
@@ -317,6 +319,7 @@ static void srv_start(srv *s, srv_mode mode)
 
 static void srv_stop(srv *s)
 {
+    reg_close_idle(); /* the client's pooled connections to this server */
     shutdown(s->lfd, SHUT_RDWR);
     close(s->lfd);
     pthread_join(s->tid, NULL);
@@ -517,6 +520,95 @@ static void test_resolve_without_head(void **state)
     assert_int_equal(f->s.manifest_gets, 2);
 }
 
+static void must(int r, const sbx_error *err)
+{
+    if (r < 0)
+        fail_msg("%s", err->msg);
+}
+
+static int accepts(srv *s)
+{
+    pthread_mutex_lock(&g_srv_lock);
+    int n = s->accepts;
+    pthread_mutex_unlock(&g_srv_lock);
+    return n;
+}
+
+/* Calls in one process reuse the connection a previous call left open. */
+static void test_connection_reused_across_calls(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_NO_HEAD);
+    char ref[128];
+    snprintf(ref, sizeof ref, "127.0.0.1:%d/t/x:v1", f->s.port);
+    sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    test_opts(f, &opts);
+    opts.store = f->store;
+    opts.resolve_ttl = 0;
+    char d[SBX_DIGEST_BUFSZ];
+    sbx_error err = SBX_ERROR_INIT;
+    for (int i = 0; i < 3; i++)
+        if (sbx_registry_resolve(d, ref, &opts, &err) < 0)
+            fail_msg("%s", err.msg);
+    assert_int_equal(f->s.manifest_gets, 3);
+    /* the first call may probe for TLS on its own connection; after that
+     * every request rides the one the first call opened */
+    int after_three = accepts(&f->s);
+    assert_in_range(after_three, 1, 2);
+    must(sbx_registry_resolve(d, ref, &opts, &err), &err);
+    assert_int_equal(accepts(&f->s), after_three);
+    /* closing the idle connections makes the next call connect again */
+    sbx_registry_close_idle();
+    must(sbx_registry_resolve(d, ref, &opts, &err), &err);
+    assert_int_equal(accepts(&f->s), after_three + 1);
+}
+
+typedef struct resolver {
+    const char *ref;
+    fixture *f;
+    int failures;
+} resolver;
+
+static void *resolve_loop(void *arg)
+{
+    resolver *r = arg;
+    sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    test_opts(r->f, &opts);
+    opts.resolve_ttl = 0;
+    for (int i = 0; i < 10; i++) {
+        char d[SBX_DIGEST_BUFSZ];
+        sbx_error err = SBX_ERROR_INIT;
+        if (sbx_registry_resolve(d, r->ref, &opts, &err) < 0)
+            r->failures++;
+    }
+    return NULL;
+}
+
+/* Threads resolving at once each get their own handle: every call
+ * succeeds, and no more connections are opened than threads (plus probes). */
+static void test_concurrent_resolves(void **state)
+{
+    fixture *f = *state;
+    srv_start(&f->s, MODE_NO_HEAD);
+    char ref[128];
+    snprintf(ref, sizeof ref, "127.0.0.1:%d/t/x:v1", f->s.port);
+    sbx_error err = SBX_ERROR_INIT;
+    must(sbx_registry_global_init(&err), &err);
+    enum { N = 6 };
+    pthread_t t[N];
+    resolver r[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = (resolver){.ref = ref, .f = f};
+        assert_int_equal(pthread_create(&t[i], NULL, resolve_loop, &r[i]), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(r[i].failures, 0);
+    }
+    assert_int_equal(f->s.manifest_gets, N * 10);
+    assert_in_range(accepts(&f->s), 1, 2 * N);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -527,6 +619,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_redirect_drops_authorization, setup, teardown),
         cmocka_unit_test_setup_teardown(test_identity_token, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolve_without_head, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_connection_reused_across_calls, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_resolves, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
