@@ -104,11 +104,26 @@ for i in $(seq "$RESOLVE_RUNS"); do
     measure skopeo_inspect skopeo inspect --raw --tls-verify=false "docker://$REF"
 done
 
+# The same against a registry that looks like Docker Hub: TLS (a CA the
+# harness made, in $SBX_CERTS_DIR for sbx-image, --cert-dir for skopeo) and
+# bearer tokens from a token issuer, with credentials.
+echo "resolve against TLS + token auth x$RESOLVE_RUNS..."
+reg_start t token tls
+fx_push t bench=bench/img:v1
+TREF=$t_HOST/bench/img:v1
+docker_login t
+for i in $(seq "$RESOLVE_RUNS"); do
+    SBX_RESOLVE_TTL=0 measure sbx_resolve_tls "$SBX_BIN" resolve --store "$T/rt" "$TREF"
+    measure skopeo_inspect_tls skopeo inspect --raw --creds "$TEST_USER:$TEST_PASS" \
+        --cert-dir "$SBX_CERTS_DIR/$t_HOST" "docker://$TREF"
+done
+
 # The control plane's call: sbx_registry_resolve() from one long-lived process.
 RESOLVE_CALLS=$build/bench/bench_resolve_calls
 [[ -x $RESOLVE_CALLS ]] || t_die "$RESOLVE_CALLS missing (build the bench target)"
 "$RESOLVE_CALLS" "$T/rc" "$REF" 50 >"$T/resolve_calls" || t_die "bench_resolve_calls failed"
-calls() { awk -v n="$1" '$1 == n {print $2}' "$T/resolve_calls"; }
+"$RESOLVE_CALLS" "$T/rct" "$TREF" 50 >"$T/resolve_calls_tls" || t_die "bench_resolve_calls (tls) failed"
+calls() { awk -v n="$1" '$1 == n {print $2}' "$T/resolve_calls${2:-}"; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN {print a + b}'; }
@@ -156,8 +171,21 @@ for c in uncached first cached; do
     printf '%-38s %8.5fs %7.3fs %6s\n' "$label" "$(calls "$c")" "$(median skopeo_inspect)" \
         "$(ratio "$(calls "$c")" "$(median skopeo_inspect)")"
 done
-echo "  (sbx_registry_resolve(), the control plane's call: medians of 50 calls in one process"
-echo "   against the skopeo inspect process; the first call loads libcurl and makes a client)"
+echo "TLS + token auth:"
+row "resolve, no cache  vs skopeo inspect" "$(median sbx_resolve_tls)" "$(median skopeo_inspect_tls)" \
+    "$(cpu_median sbx_resolve_tls)" "$(cpu_median skopeo_inspect_tls)" "$(mib sbx_resolve_tls)" \
+    "$(mib skopeo_inspect_tls)"
+for c in uncached first; do
+    case $c in
+    uncached) label="resolve() in process, no cache" ;;
+    first) label="  its first call in a new process" ;;
+    esac
+    printf '%-38s %8.5fs %7.3fs %6s\n' "$label" "$(calls "$c" _tls)" "$(median skopeo_inspect_tls)" \
+        "$(ratio "$(calls "$c" _tls)" "$(median skopeo_inspect_tls)")"
+done
+echo "  (sbx_registry_resolve(), the control plane's call: medians of 50 calls in one process,"
+echo "   connections kept open between calls, against the skopeo inspect process; the first"
+echo "   call loads libcurl, connects, and for TLS + token also handshakes and gets a token)"
 if ((BIG_MB > 0)); then
     printf '%-38s %7.3fs %7.3fs %6s   %7.3fs %7.3fs %6s   %4s / %s\n' \
         "pull, one ${BIG_MB} MB layer" "$(median big_sbx)" "$(median big_skopeo)" \
