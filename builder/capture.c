@@ -12,8 +12,6 @@
  * user.overlay variant) gets a `.wh..wh..opq` entry right after it.  Other
  * overlay-private xattrs never leave the host.
  */
-#include <archive.h>
-#include <archive_entry.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,6 +20,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 
+#include "archive_lazy.h"
 #include "layers.h"
 #include "sbx_common.h"
 
@@ -517,6 +516,9 @@ int sbx_capture_stream(sbx_capture_result *out, const char *dir,
         return r;
     if (empty && !opts->prefix)
         return 0;
+    r = bld_archive_load(err);
+    if (r < 0)
+        return sbx_error_wrap(err, "capturing '%s'", dir);
 
     capture_ctx *c = calloc(1, sizeof(*c));
     if (!c)
@@ -586,6 +588,10 @@ int sbx_layer_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
         return r;
     if (empty && !opts->prefix)
         return 0;
+    /* Before a layer write is begun, so a missing library leaves nothing. */
+    r = bld_archive_load(err);
+    if (r < 0)
+        return sbx_error_wrap(err, "capturing '%s'", dir);
 
     sbx_layer_writer *w = NULL;
     r = sbx_store_layer_begin(&w, s, NULL, err);

@@ -31,8 +31,6 @@
  * The mark is an xattr of the root dir rather than a file so containers do
  * not see it: the overlay's root is the upper dir, whose xattrs it shows.
  */
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -45,6 +43,7 @@
 #include <sys/wait.h>
 #include <sys/xattr.h>
 
+#include "archive_lazy.h"
 #include "layers.h"
 #include "sbx_common.h"
 
@@ -539,6 +538,12 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
     }
     if (mark_is(dest, boot))
         return 0;
+    /* Here, before the fork: the chrooted extractor could not find it. */
+    r = bld_archive_load(err);
+    if (r < 0) {
+        sbx_error_where(err, "%s", dest);
+        return sbx_error_wrap(err, "unpacking");
+    }
     _cleanup_free_ char *parent = strdup(dest);
     if (!parent)
         return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
