@@ -1,5 +1,7 @@
 /* gc: keep what names and live leases reach, delete the rest; with a byte
  * budget, evict least recently used names first (never what a lease holds).
+ * With opts.unpacked, also empty the unpacked layer cache of what no live
+ * lease reaches (the layers stay).
  * df: bytes on disk against what the named images take unpacked.
  *
  * gc holds the lock file exclusively from mark to sweep, so no writer is
@@ -186,30 +188,50 @@ static void sweep_unrecorded(sbx_store *s, sbx_obj_kind kind, sbx_gc_report *rep
     closedir(d);
 }
 
-/* Unpacked directories whose layer is gone (a crash between sweep and rm). */
-/* Unlink dead files under the lock.  Unpacked trees can be large, so they
- * are only moved to tmp/u.<pid>.<start>.<n> here (a rename) and removed
- * after the lock is released; if gc dies first, the next open removes them. */
-static void unlink_objects(sbx_store *s, sbx_obj_kind kind, const strvec *sv, strvec *trash)
+/* Unlink dead files under the lock. */
+static void unlink_objects(sbx_store *s, sbx_obj_kind kind, const strvec *sv)
 {
     for (size_t i = 0; i < sv->n; i++) {
-        const char *hex = sv->v[i] + 7;
-        char rel[128], from[128], to[128];
-        sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
+        char rel[128];
+        sbx_store__obj_relpath(rel, sizeof rel, kind, sv->v[i] + 7);
         unlinkat(s->root_fd, rel, 0);
-        if (kind != SBX_OBJ_LAYER)
-            continue;
-        snprintf(from, sizeof from, "unpacked/%s", hex);
-        snprintf(to, sizeof to, "tmp/u.%d.%lld.%zu", (int)getpid(), (long long)s->start_time,
-                 trash->n);
-        if (renameat(s->root_fd, from, s->root_fd, to) == 0)
-            strvec_push(trash, to);
     }
 }
 
-static void empty_trash(sbx_store *s, const strvec *trash)
+/* Take unpacked/<hex> out of the cache.  Trees can be large, so under the
+ * lock they are only moved to tmp/u.<pid>.<start>.<n> (a rename) and removed
+ * after it is released (if gc dies first, the next open removes them).  A dry
+ * run notes the tree where it is, to be measured. */
+static void take_unpacked(sbx_store *s, const char *hex, int dry_run, strvec *trash)
 {
-    for (size_t i = 0; i < trash->n; i++) {
+    char from[300], to[128];
+    snprintf(from, sizeof from, "unpacked/%s", hex);
+    struct stat st;
+    if (fstatat(s->root_fd, from, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+        return;
+    if (dry_run) {
+        strvec_push(trash, from);
+        return;
+    }
+    snprintf(to, sizeof to, "tmp/u.%d.%lld.%zu", (int)getpid(), (long long)s->start_time,
+             trash->n);
+    if (renameat(s->root_fd, from, s->root_fd, to) == 0)
+        strvec_push(trash, to);
+}
+
+/* Measure what goes, then (unless a dry run) remove it; outside the lock. */
+static void empty_trash(sbx_store *s, const strvec *trash, int dry_run, sbx_gc_report *rep)
+{
+    sbx_store__du *du = trash->n ? sbx_store__du_new() : NULL;
+    for (size_t i = 0; du && i < trash->n; i++)
+        if (sbx_store__du_add(du, s, trash->v[i]) < 0) {
+            sbx_store__du_free(du);
+            du = NULL; /* out of memory: the bytes stay unknown (0) */
+        }
+    rep->unpacked_removed = trash->n;
+    rep->unpacked_bytes_freed = du ? sbx_store__du_freed(du) : 0;
+    sbx_store__du_free(du);
+    for (size_t i = 0; !dry_run && i < trash->n; i++) {
         char *p = sbx_strdup_printf("%s/%s", s->root, trash->v[i]);
         sbx_error err = SBX_ERROR_INIT;
         if (p && sbx_rm_rf(p, &err) < 0) {
@@ -220,6 +242,9 @@ static void empty_trash(sbx_store *s, const strvec *trash)
     }
 }
 
+/* Unpacked directories whose layer is gone (a crash between sweep and rm, or
+ * a consumer that unpacked a layer gc removed meanwhile).  Only names of the
+ * cache (64 hex): an unpacker's <hex>.tmp-* in flight is not touched. */
 static void sweep_unpacked(sbx_store *s, int dry_run, strvec *trash)
 {
     int dfd = openat(s->root_fd, "unpacked", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -229,24 +254,21 @@ static void sweep_unpacked(sbx_store *s, int dry_run, strvec *trash)
             close(dfd);
         return;
     }
+    strvec lost = {0};
     struct dirent *de;
     while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
         char digest[SBX_DIGEST_BUFSZ + 8];
         snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
         sbx_error err = SBX_ERROR_INIT;
-        if (dry_run || sbx_store__exists(s, "SELECT 1 FROM layers WHERE diff_id=?", digest,
-                                         &err) != 0)
+        if (strlen(de->d_name) != 64 || !sbx_digest_valid(digest) ||
+            sbx_store__exists(s, "SELECT 1 FROM layers WHERE diff_id=?", digest, &err) != 0)
             continue;
-        char from[300], to[128];
-        snprintf(from, sizeof from, "unpacked/%s", de->d_name);
-        snprintf(to, sizeof to, "tmp/u.%d.%lld.%zu", (int)getpid(), (long long)s->start_time,
-                 trash->n);
-        if (renameat(s->root_fd, from, s->root_fd, to) == 0)
-            strvec_push(trash, to);
+        strvec_push(&lost, de->d_name);
     }
     closedir(d);
+    for (size_t i = 0; i < lost.n; i++)
+        take_unpacked(s, lost.v[i], dry_run, trash);
+    strvec_free(&lost);
 }
 
 static const char *const DELETE_DEAD_SQL =
@@ -256,9 +278,28 @@ static const char *const DELETE_DEAD_SQL =
     "DELETE FROM children WHERE parent NOT IN (SELECT digest FROM blobs);"
     "DELETE FROM layer_sources WHERE diff_id NOT IN (SELECT diff_id FROM layers);";
 
-static int gc_locked(sbx_store *s, const sbx_gc_options *o, sbx_gc_report *rep, strvec *blobs,
-                     strvec *layers, sbx_error *err)
+/* Layers that stay but no live lease reaches: their unpacked dirs may go. */
+static const char *const UNLEASED_SQL =
+    "SELECT diff_id, 0 FROM layers WHERE diff_id IN (SELECT d FROM gc_live)"
+    " AND diff_id NOT IN (SELECT d FROM gc_leased)";
+
+typedef struct {
+    strvec blobs, layers; /* dead records */
+    strvec unleased;      /* live layers whose unpacked dir may go */
+} gc_lists;
+
+static void gc_lists_free(gc_lists *l)
 {
+    strvec_free(&l->blobs);
+    strvec_free(&l->layers);
+    strvec_free(&l->unleased);
+    memset(l, 0, sizeof *l);
+}
+
+static int gc_locked(sbx_store *s, const sbx_gc_options *o, sbx_gc_report *rep, gc_lists *l,
+                     sbx_error *err)
+{
+    strvec *blobs = &l->blobs, *layers = &l->layers;
     int rc = sbx_store__exec(s,
                              "CREATE TEMP TABLE IF NOT EXISTS gc_live(d TEXT PRIMARY KEY);"
                              "CREATE TEMP TABLE IF NOT EXISTS gc_leased(d TEXT PRIMARY KEY);"
@@ -283,6 +324,12 @@ static int gc_locked(sbx_store *s, const sbx_gc_options *o, sbx_gc_report *rep, 
                           "SELECT diff_id, stored_size FROM layers WHERE diff_id NOT IN"
                           " (SELECT d FROM gc_live)",
                           layers, &rep->layers_removed, &rep->bytes_freed, err);
+    if (rc == 0 && o->unpacked)
+        rc = sbx_store__exec(s, LEASED_SQL, err);
+    if (rc == 0 && o->unpacked) {
+        uint64_t n = 0, b = 0;
+        rc = collect_dead(s, UNLEASED_SQL, &l->unleased, &n, &b, err);
+    }
     if (rc == 0)
         rc = query_u64(s, LIVE_BYTES_SQL, &rep->bytes_after, err);
     if (rc == 0 && !o->dry_run)
@@ -299,33 +346,38 @@ int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report
     sbx_gc_options def = SBX_GC_OPTIONS_INIT;
     const sbx_gc_options *o = opts ? opts : &def;
     sbx_gc_report rep = {0};
-    strvec blobs = {0}, layers = {0}, trash = {0};
+    gc_lists l = {0};
+    strvec trash = {0};
     if (sbx_store__lock(s, 1, err) < 0)
         return sbx_error_wrap(err, "gc");
     sbx_store__clean_tmp(s);
-    int rc = gc_locked(s, o, &rep, &blobs, &layers, err);
+    int rc = gc_locked(s, o, &rep, &l, err);
     if (rc == SBX_ENOSPC && sbx_store__reserve_release(s)) {
-        strvec_free(&blobs);
-        strvec_free(&layers);
-        memset(&blobs, 0, sizeof blobs);
-        memset(&layers, 0, sizeof layers);
+        gc_lists_free(&l);
         memset(&rep, 0, sizeof rep);
-        rc = gc_locked(s, o, &rep, &blobs, &layers, err);
+        rc = gc_locked(s, o, &rep, &l, err);
     }
     if (rc == 0 && !o->dry_run) {
-        unlink_objects(s, SBX_OBJ_BLOB, &blobs, &trash);
-        unlink_objects(s, SBX_OBJ_LAYER, &layers, &trash);
+        unlink_objects(s, SBX_OBJ_BLOB, &l.blobs);
+        unlink_objects(s, SBX_OBJ_LAYER, &l.layers);
     }
     if (rc == 0) {
+        /* Before the lock is released: a consumer's has_* (which takes it
+         * shared) then finds the layer leased and its dir already gone, and
+         * unpacks it again. */
+        for (size_t i = 0; i < l.layers.n; i++)
+            take_unpacked(s, l.layers.v[i] + 7, o->dry_run, &trash);
+        for (size_t i = 0; i < l.unleased.n; i++)
+            take_unpacked(s, l.unleased.v[i] + 7, o->dry_run, &trash);
         sweep_unrecorded(s, SBX_OBJ_BLOB, &rep, o->dry_run);
         sweep_unrecorded(s, SBX_OBJ_LAYER, &rep, o->dry_run);
         sweep_unpacked(s, o->dry_run, &trash);
     }
     sbx_store__unlock(s);
-    empty_trash(s, &trash);
+    if (rc == 0)
+        empty_trash(s, &trash, o->dry_run, &rep);
     strvec_free(&trash);
-    strvec_free(&blobs);
-    strvec_free(&layers);
+    gc_lists_free(&l);
     if (rc < 0)
         return sbx_error_wrap(err, "gc");
     if (!o->dry_run) {
@@ -356,6 +408,8 @@ int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err)
         query_u64(s, "SELECT count(*) FROM names", &out->names, err) < 0)
         return sbx_error_wrap(err, "df");
     out->stored_bytes = blob_bytes + layer_bytes;
+    if (sbx_store__unpacked_bytes(s, &out->unpacked_bytes, err) < 0)
+        return sbx_error_wrap(err, "df");
     _cleanup_stmt_ sqlite3_stmt *names = NULL, *img = NULL;
     /* Each image once, however many names it has (a tag and its recipe digest);
      * the builder's intermediate step images ("cache:...") are not images a

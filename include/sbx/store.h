@@ -121,8 +121,11 @@ void sbx_layer_reader_free(sbx_layer_reader *r);
 int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
                          sbx_error *err);
 
-/* Directory where a consumer (the builder) may keep the unpacked form of a
- * layer: <root>/unpacked/<hex>.  The store removes it with the layer in gc. */
+/* Directory where a consumer (the builder, `sbx-image unpack`) may keep the
+ * unpacked form of a layer: <root>/unpacked/<hex>.  gc removes it with the
+ * layer, and with sbx_gc_options.unpacked while no live lease reaches the
+ * layer, so a consumer holds a lease on the layer (or an image reaching it)
+ * for as long as it uses the directory. */
 int sbx_store_layer_unpacked_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
                                   sbx_error *err);
 
@@ -198,12 +201,20 @@ int sbx_store_lease_clear(sbx_store *s, sbx_error *err);
 typedef struct sbx_gc_options {
     uint64_t max_bytes; /* 0: no budget; else evict least recently used names */
     int dry_run;
+    /* Also remove the unpacked directories of layers no live lease reaches
+     * (the layers themselves stay; the next consumer unpacks them again). */
+    int unpacked;
 } sbx_gc_options;
-#define SBX_GC_OPTIONS_INIT {0, 0}
+#define SBX_GC_OPTIONS_INIT {0, 0, 0}
 
 typedef struct sbx_gc_report {
     uint64_t blobs_removed, layers_removed, names_evicted;
-    uint64_t bytes_freed, bytes_after;
+    uint64_t bytes_freed, bytes_after; /* blobs and zstd layers, as df's stored_bytes */
+    /* Unpacked layer directories removed (with their layer, or by
+     * opts.unpacked) and the bytes that frees: st_blocks * 512 of each inode
+     * once, counting only inodes with no link left outside them (a tree of
+     * `sbx-image unpack --link` keeps its files). */
+    uint64_t unpacked_removed, unpacked_bytes_freed;
 } sbx_gc_report;
 
 int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
@@ -227,6 +238,9 @@ typedef struct sbx_df_report {
     uint64_t stored_bytes;        /* bytes on disk: blobs + zstd layers */
     uint64_t logical_bytes;       /* what the named images take uncompressed, counted per image */
     uint64_t blobs, layers, names;
+    /* bytes on disk under <root>/unpacked (not in stored_bytes): st_blocks *
+     * 512 of each inode once, as `du -s` counts them */
+    uint64_t unpacked_bytes;
 } sbx_df_report;
 int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err);
 

@@ -158,6 +158,173 @@ static void test_gc_removes_unrecorded_files_and_stale_tmp(void **state)
     free(lost);
 }
 
+/* An unpacked dir for a layer holding one file of n bytes, as the builder or
+ * `sbx-image unpack` leaves it; returns its path. */
+static char *ts_unpacked(ts_ctx *t, const char *layer, size_t n)
+{
+    sbx_error err = SBX_ERROR_INIT;
+    char path[4096];
+    assert_int_equal(sbx_store_layer_unpacked_path(t->s, layer, path, sizeof path, &err), 0);
+    assert_int_equal(mkdir(path, 0755), 0);
+    char *f = tu_path(path, "file");
+    unsigned char *b = ts_layer_bytes(n, 7);
+    FILE *fp = fopen(f, "w");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(b, 1, n, fp), n);
+    fclose(fp);
+    free(b);
+    free(f);
+    return strdup(path);
+}
+
+/* Bytes on disk of a path (st_blocks, as du counts them). */
+static uint64_t ts_blocks(const char *path)
+{
+    struct stat st;
+    assert_int_equal(lstat(path, &st), 0);
+    return (uint64_t)st.st_blocks * 512;
+}
+
+static uint64_t ts_unpacked_blocks(const char *dir)
+{
+    char *f = tu_path(dir, "file");
+    uint64_t n = ts_blocks(dir) + ts_blocks(f);
+    free(f);
+    return n;
+}
+
+static void test_gc_unpacked_removes_unleased_dirs_only(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char a[SBX_DIGEST_BUFSZ], b[SBX_DIGEST_BUFSZ], la[SBX_DIGEST_BUFSZ], lb[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, "a", 1, a);
+    ts_put_image(t, "b", 2, b);
+    ts_put_layer(t, 20000, 1, la); /* the images' layers */
+    ts_put_layer(t, 20000, 2, lb);
+    char *ua = ts_unpacked(t, la, 300000), *ub = ts_unpacked(t, lb, 100000);
+    uint64_t ua_bytes = ts_unpacked_blocks(ua);
+    /* An unpack in flight for a's layer: its temp dir is not the cache's. */
+    char *inflight = sbx_strdup_printf("%s.tmp-%d-0", ua, (int)getpid());
+    assert_int_equal(mkdir(inflight, 0755), 0);
+    ts_reopen(t); /* this handle's process lease held both */
+    /* A running build holds b (its process lease reaches b's layer). */
+    sbx_store *h = NULL;
+    assert_int_equal(sbx_store_open(&h, t->root, &err), 0);
+    assert_int_equal(sbx_store_has_blob(h, b), 1);
+
+    sbx_gc_options o = SBX_GC_OPTIONS_INIT;
+    assert_int_equal(o.unpacked, 0);
+    sbx_gc_report rep;
+    /* Without the option the cache of live layers stays. */
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(rep.unpacked_removed, 0);
+    assert_int_equal(rep.unpacked_bytes_freed, 0);
+    struct stat st;
+    assert_int_equal(stat(ua, &st), 0);
+
+    o.unpacked = 1;
+    o.dry_run = 1;
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(rep.unpacked_removed, 1);
+    assert_int_equal(rep.unpacked_bytes_freed, ua_bytes);
+    assert_int_equal(rep.blobs_removed + rep.layers_removed + rep.bytes_freed, 0);
+    assert_int_equal(stat(ua, &st), 0); /* dry run: nothing gone */
+    assert_int_equal(stat(ub, &st), 0);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+
+    o.dry_run = 0;
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(rep.unpacked_removed, 1);
+    assert_int_equal(rep.unpacked_bytes_freed, ua_bytes);
+    assert_int_equal(rep.blobs_removed + rep.layers_removed + rep.bytes_freed, 0);
+    assert_int_equal(stat(ua, &st), -1);
+    assert_int_equal(errno, ENOENT);
+    assert_int_equal(stat(ub, &st), 0);       /* leased: kept */
+    assert_int_equal(stat(inflight, &st), 0); /* not a cache entry */
+    assert_int_equal(ts_count(t, "tmp"), 0);  /* removed after the lock, not left behind */
+    /* The compressed layers and the names stay. */
+    assert_int_equal(ts_count(t, "layers/sha256"), 2);
+    assert_int_equal(sbx_store_has_layer(t->s, la), 1);
+    char got[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_name_get(t->s, "a", got, &err), 0);
+
+    /* The build ends: the next gc --unpacked takes b's dir too. */
+    sbx_store_free(h);
+    ts_reopen(t);
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(rep.unpacked_removed, 1);
+    assert_int_equal(stat(ub, &st), -1);
+    sbx_fsck_report fr;
+    assert_int_equal(sbx_store_fsck(t->s, &fr, &err), 0);
+    free(inflight);
+    free(ua);
+    free(ub);
+}
+
+static void test_gc_unpacked_counts_only_bytes_it_frees(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m[SBX_DIGEST_BUFSZ], l[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, NULL, 1, m); /* unnamed: gc removes the layer and its dir */
+    ts_put_layer(t, 20000, 1, l);
+    char *u = ts_unpacked(t, l, 200000);
+    /* `unpack --link` tree: a hardlink outside keeps the file's blocks;
+     * a second link inside the dir is one file. */
+    char *f = tu_path(u, "file"), *inner = tu_path(u, "again"),
+         *outside = tu_path(t->dir, "rootfs-file");
+    uint64_t dir_bytes = ts_blocks(u), file_bytes = ts_blocks(f);
+    assert_int_equal(link(f, inner), 0);
+    sbx_df_report df;
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    assert_int_equal(df.unpacked_bytes, dir_bytes + file_bytes);
+    assert_int_equal(link(f, outside), 0);
+    ts_reopen(t);
+
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(rep.layers_removed, 1);
+    assert_int_equal(rep.unpacked_removed, 1); /* went with its layer */
+    assert_int_equal(rep.unpacked_bytes_freed, dir_bytes);
+    struct stat st;
+    assert_int_equal(stat(u, &st), -1);
+    assert_int_equal(stat(outside, &st), 0);
+    assert_int_equal(st.st_size, 200000);
+    assert_int_equal(st.st_nlink, 1);
+    free(f);
+    free(inner);
+    free(outside);
+    free(u);
+}
+
+static void test_df_unpacked_bytes(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_df_report df;
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    assert_int_equal(df.unpacked_bytes, 0);
+    char m[SBX_DIGEST_BUFSZ], l[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, "img", 1, m);
+    ts_put_layer(t, 20000, 1, l);
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    uint64_t stored = df.stored_bytes;
+    char *u = ts_unpacked(t, l, 500000);
+    char *sub = tu_path(u, "sub");
+    assert_int_equal(mkdir(sub, 0755), 0);
+    char *ln = tu_path(sub, "ln");
+    assert_int_equal(symlink("../file", ln), 0);
+    uint64_t want = ts_unpacked_blocks(u) + ts_blocks(sub) + ts_blocks(ln);
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    assert_int_equal(df.unpacked_bytes, want);
+    assert_true(df.unpacked_bytes >= 500000);
+    assert_int_equal(df.stored_bytes, stored); /* not part of the stored bytes */
+    free(ln);
+    free(sub);
+    free(u);
+}
+
 static void test_fsck_clean_store(void **state)
 {
     ts_ctx *t = *state;
@@ -315,12 +482,15 @@ int main(void)
         TS_TEST(test_gc_keeps_what_an_index_reaches),
         TS_TEST(test_gc_max_bytes_evicts_lru_never_leased),
         TS_TEST(test_gc_removes_unrecorded_files_and_stale_tmp),
+        TS_TEST(test_gc_unpacked_removes_unleased_dirs_only),
+        TS_TEST(test_gc_unpacked_counts_only_bytes_it_frees),
         TS_TEST(test_fsck_clean_store),
         TS_TEST(test_fsck_quarantines_corrupt_blob),
         TS_TEST(test_fsck_quarantines_corrupt_layer),
         TS_TEST(test_fsck_repairs_dangling_and_records_orphans),
         TS_TEST(test_fsck_orphan_alone_is_not_a_failure),
         TS_TEST(test_df_counts_each_image),
+        TS_TEST(test_df_unpacked_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
