@@ -12,8 +12,15 @@ static const char USAGE[] =
     "uncompressed size of its layers, counted again for each image; an image\n"
     "with several names counts once, builder step caches not at all).\n"
     "\n"
+    "The unpacked layer cache (layers unpacked for builds and unpack, under\n"
+    "<store>/unpacked) is shown apart, as the disk blocks it takes with each file\n"
+    "counted once (as du -s counts them; trees of unpack --link share files with\n"
+    "it); it is not part of STORED.  sbx-image gc --unpacked removes what no running\n"
+    "build or unpack holds.\n"
+    "\n"
     "options:\n"
-    "  --json        print {stored_bytes, logical_bytes, blobs, layers, names}\n"
+    "  --json        print {stored_bytes, logical_bytes, blobs, layers, names,\n"
+    "                unpacked_bytes}\n"
     "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
     "                else $XDG_DATA_HOME/sbx-image)\n"
     "  -v, --verbose debug messages on stderr\n"
@@ -44,15 +51,16 @@ int cmd_df(sbx_cli *cli, int argc, char **argv)
     if (rc < 0)
         return cli_fail(&err);
     if (cli->json) {
-        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I}", "stored_bytes",
+        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "stored_bytes",
                               (json_int_t)r.stored_bytes, "logical_bytes",
                               (json_int_t)r.logical_bytes, "blobs", (json_int_t)r.blobs,
-                              "layers", (json_int_t)r.layers, "names", (json_int_t)r.names);
+                              "layers", (json_int_t)r.layers, "names", (json_int_t)r.names,
+                              "unpacked_bytes", (json_int_t)r.unpacked_bytes);
         json_dumpf(j, stdout, JSON_INDENT(2));
         fputc('\n', stdout);
         json_decref(j);
     } else {
-        char st[32], lg[32], saved[16] = "-";
+        char st[32], lg[32], up[32], saved[16] = "-";
         if (r.logical_bytes)
             snprintf(saved, sizeof saved, "%.0f%%",
                      100.0 * (1.0 - (double)r.stored_bytes / (double)r.logical_bytes));
@@ -63,6 +71,9 @@ int cmd_df(sbx_cli *cli, int argc, char **argv)
                cli_human_bytes(r.logical_bytes, lg, sizeof lg), saved,
                (unsigned long long)r.blobs, (unsigned long long)r.layers,
                (unsigned long long)r.names);
+        printf("unpacked layer cache: %s (not in STORED; sbx-image gc --unpacked removes "
+               "what no build or unpack holds)\n",
+               cli_human_bytes(r.unpacked_bytes, up, sizeof up));
     }
     return CLI_EXIT_OK;
 }

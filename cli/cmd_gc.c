@@ -9,23 +9,32 @@
 #include "cli.h"
 
 static const char USAGE[] =
-    "usage: sbx-image gc [--max-bytes N] [--dry-run] [--json] [--store DIR]\n"
+    "usage: sbx-image gc [--max-bytes N] [--unpacked] [--dry-run] [--json] [--store DIR]\n"
     "\n"
     "Delete every blob and layer that no name reaches and no running operation\n"
-    "holds (a live lease), and temp files of writers that died.  Prints what was\n"
-    "removed, the bytes freed and the bytes still stored.\n"
+    "holds (a live lease), the unpacked directories of the layers it deletes, and\n"
+    "temp files of writers that died.  Prints what was removed, the bytes freed\n"
+    "and the bytes still stored.\n"
     "\n"
     "options:\n"
     "  --max-bytes N  also remove least recently used names until what stays takes\n"
     "                 at most N bytes (suffixes K, M, G, T: powers of 1024).  Images\n"
     "                 a lease holds are never evicted, so the store may stay above N.\n"
+    "  --unpacked     also remove the unpacked layer directories (kept for builds and\n"
+    "                 unpack) that no running build or unpack holds; the layers stay,\n"
+    "                 and the next build or unpack that needs one unpacks it again\n"
     "  --dry-run      report what would be removed, change nothing\n"
     "  --json         print {blobs_removed, layers_removed, names_evicted,\n"
-    "                 bytes_freed, bytes_after, dry_run}\n"
+    "                 bytes_freed, bytes_after, unpacked_removed,\n"
+    "                 unpacked_bytes_freed, dry_run}\n"
     "  --store DIR    store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
     "                 else $XDG_DATA_HOME/sbx-image)\n"
     "  -v, --verbose  debug messages on stderr\n"
-    "  -h, --help     show this help\n";
+    "  -h, --help     show this help\n"
+    "\n"
+    "bytes_freed and bytes_after count blobs and compressed layers (df's STORED);\n"
+    "unpacked_bytes_freed counts the disk blocks of removed unpacked directories,\n"
+    "leaving out files still linked elsewhere (trees of unpack --link).\n";
 
 /* "10", "512K", "1.5G", "2GiB" -> bytes; -1 when malformed. */
 static int parse_bytes(const char *s, uint64_t *out)
@@ -58,7 +67,8 @@ static int parse_bytes(const char *s, uint64_t *out)
 int cmd_gc(sbx_cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"max-bytes", required_argument, NULL, 'm'},
-                                         {"dry-run", no_argument, NULL, 'n'}, CLI_COMMON_OPTS,
+                                         {"dry-run", no_argument, NULL, 'n'},
+                                         {"unpacked", no_argument, NULL, 'u'}, CLI_COMMON_OPTS,
                                          {NULL, 0, NULL, 0}};
     sbx_gc_options o = SBX_GC_OPTIONS_INIT;
     int c;
@@ -73,6 +83,8 @@ int cmd_gc(sbx_cli *cli, int argc, char **argv)
                                              "(like 500M or 20G)", optarg);
         } else if (c == 'n') {
             o.dry_run = 1;
+        } else if (c == 'u') {
+            o.unpacked = 1;
         } else if (c == '?' && optopt == 'm') {
             return cli_usage_error("gc", "--max-bytes needs a value");
         } else if (!cli_common_opt(cli, c, optarg)) {
@@ -91,22 +103,27 @@ int cmd_gc(sbx_cli *cli, int argc, char **argv)
     if (rc < 0)
         return cli_fail(&err);
     if (cli->json) {
-        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "blobs_removed",
+        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "blobs_removed",
                               (json_int_t)r.blobs_removed, "layers_removed",
                               (json_int_t)r.layers_removed, "names_evicted",
                               (json_int_t)r.names_evicted, "bytes_freed",
                               (json_int_t)r.bytes_freed, "bytes_after",
-                              (json_int_t)r.bytes_after, "dry_run", o.dry_run);
+                              (json_int_t)r.bytes_after, "unpacked_removed",
+                              (json_int_t)r.unpacked_removed, "unpacked_bytes_freed",
+                              (json_int_t)r.unpacked_bytes_freed, "dry_run", o.dry_run);
         json_dumpf(j, stdout, JSON_INDENT(2));
         fputc('\n', stdout);
         json_decref(j);
     } else {
-        char freed[32], after[32];
-        printf("%s%llu blobs, %llu layers, %llu names evicted; %s freed, %s stored\n",
+        char freed[32], after[32], unpacked[32];
+        printf("%s%llu blobs, %llu layers, %llu names evicted; %s freed, %s stored; "
+               "%llu unpacked layer dirs, %s freed\n",
                o.dry_run ? "would remove " : "removed ", (unsigned long long)r.blobs_removed,
                (unsigned long long)r.layers_removed, (unsigned long long)r.names_evicted,
                cli_human_bytes(r.bytes_freed, freed, sizeof freed),
-               cli_human_bytes(r.bytes_after, after, sizeof after));
+               cli_human_bytes(r.bytes_after, after, sizeof after),
+               (unsigned long long)r.unpacked_removed,
+               cli_human_bytes(r.unpacked_bytes_freed, unpacked, sizeof unpacked));
     }
     return CLI_EXIT_OK;
 }

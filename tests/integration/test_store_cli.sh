@@ -12,6 +12,12 @@ for verb in images rm gc fsck df; do
 done
 sbx gc --help | grep -q -- "--max-bytes" || fail "gc --help lacks --max-bytes"
 sbx gc --help | grep -q -- "--dry-run" || fail "gc --help lacks --dry-run"
+sbx gc --help | grep -q -- "--unpacked  *also remove the unpacked layer directories" ||
+  fail "gc --help lacks --unpacked"
+sbx gc --help | grep -q "unpacked_removed" && sbx gc --help | grep -q "unpacked_bytes_freed" ||
+  fail "gc --help does not name the unpacked fields of --json"
+sbx df --help | grep -q "unpacked_bytes}" || fail "df --help does not name unpacked_bytes"
+sbx df --help | grep -q "gc --unpacked" || fail "df --help does not say how to free the cache"
 
 # Empty store.
 [[ $(sbx --store "$S" images --json) == "[]" ]] || fail "empty images --json"
@@ -61,6 +67,34 @@ rc=0; sbx --store "$S" gc --bogus 2>"$WORK/err" || rc=$?
 sbx --store "$S" gc --max-bytes 1K --json | jq -e '.names_evicted == 2' >/dev/null ||
   fail "gc --max-bytes 1K"
 [[ $(sbx --store "$S" images --all --json | jq length) == 0 ]] || fail "eviction left names"
+
+# gc --unpacked: the unpacked layer cache goes, the layer stays; df shows the
+# cache apart from STORED, and what --help says is what happens.
+"$STORE_TOOL" "$S" put-image unp 5 300000 >/dev/null
+l=$(basename "$(ls "$S"/layers/sha256/*.zst)" .zst)
+mkdir "$S/unpacked/$l"
+head -c 200000 /dev/urandom >"$S/unpacked/$l/file"
+stored=$(sbx --store "$S" df --json | jq .stored_bytes)
+sbx --store "$S" df --json | jq -e --argjson st "$stored" '.unpacked_bytes >= 200000 and
+  .unpacked_bytes < 300000 and .stored_bytes == $st' >/dev/null ||
+  fail "df --json unpacked_bytes: $(sbx --store "$S" df --json)"
+sbx --store "$S" df | grep -q "^unpacked layer cache: 2[0-9][0-9]\.[0-9] kB (not in STORED" ||
+  fail "df unpacked line: $(sbx --store "$S" df)"
+sbx --store "$S" gc | grep -q "; 0 unpacked layer dirs, 0 B freed$" || fail "gc without --unpacked"
+[[ -f $S/unpacked/$l/file ]] || fail "gc without --unpacked removed the cache"
+sbx --store "$S" gc --unpacked --dry-run --json | jq -e '.dry_run and .unpacked_removed == 1
+  and .unpacked_bytes_freed >= 200000 and .layers_removed == 0' >/dev/null ||
+  fail "gc --unpacked --dry-run: $(sbx --store "$S" gc --unpacked --dry-run --json)"
+[[ -f $S/unpacked/$l/file ]] || fail "gc --unpacked --dry-run removed the cache"
+sbx --store "$S" gc --unpacked >"$WORK/out"
+grep -q "^removed 0 blobs, 0 layers, 0 names evicted; .* stored; 1 unpacked layer dirs, 2[0-9][0-9]\.[0-9] kB freed$" \
+  "$WORK/out" || fail "gc --unpacked: $(cat "$WORK/out")"
+[[ ! -e $S/unpacked/$l && -f $S/layers/sha256/$l.zst && -z $(ls "$S/tmp") ]] ||
+  fail "gc --unpacked: cache left or layer gone"
+sbx --store "$S" df --json | jq -e '.unpacked_bytes == 0 and .layers == 1' >/dev/null ||
+  fail "df after gc --unpacked"
+sbx --store "$S" rm unp >/dev/null
+sbx --store "$S" gc >/dev/null
 
 # fsck: clean, then damage: exit 1, one error line, the file quarantined.
 "$STORE_TOOL" "$S" put-image img 4 300000 >/dev/null
