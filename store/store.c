@@ -512,6 +512,16 @@ int sbx_store_default_root(char *buf, size_t len, sbx_error *err)
     return 0;
 }
 
+/* Per connection.  With PERSIST_WAL the WAL file is never deleted, and
+ * without a size limit it is never truncated either: it stayed at a few MB of
+ * checkpointed frames, which every first opener read back to rebuild the WAL
+ * index (hundreds of preads) and whose last closer checkpointed again (3
+ * fsyncs), even when neither wrote anything.  With a limit, the last close
+ * truncates the WAL to 0 bytes after its checkpoint (the file stays), and a
+ * writer restarting the WAL after a checkpoint trims it to the limit (the
+ * auto-checkpoint size, so a busy store keeps its WAL's blocks). */
+static const char PRAGMAS[] = "PRAGMA synchronous=FULL; PRAGMA journal_size_limit=4194304;";
+
 static int open_db(sbx_store *s, sbx_error *err)
 {
     char *path = sbx_strdup_printf("%s/meta.db", s->root);
@@ -545,14 +555,14 @@ static int open_db(sbx_store *s, sbx_error *err)
         version = sqlite3_column_int(vst, 0);
     sqlite3_finalize(vst);
     if (version == 1)
-        return sbx_store__exec(s, "PRAGMA synchronous=FULL", err);
+        return sbx_store__exec(s, PRAGMAS, err);
     /* Schema and journal mode under the exclusive lock: two first opens at
      * once would otherwise race on the WAL switch. */
     if (sbx_store__lock(s, 1, err) < 0)
         return err->code;
     rc = sbx_store__exec(s, "PRAGMA journal_mode=WAL", err);
     if (rc == 0)
-        rc = sbx_store__exec(s, "PRAGMA synchronous=FULL", err);
+        rc = sbx_store__exec(s, PRAGMAS, err);
     if (rc == 0)
         rc = sbx_store__begin(s, err);
     if (rc == 0)

@@ -41,7 +41,10 @@ for i in 1 2 3; do
   ((rc == 0 || rc == 5)) || fail "write on a full disk: exit $rc: $(cat "$WORK/err")"
   echo "full disk, write $i: exit $rc $(cat "$WORK/err")"
 done
-# Still readable on a full disk, and gc frees space there.
+# Still readable on a full disk, and gc frees space there.  The WAL file is
+# kept (empty once the last handle closed), so opening needs no new file.
+[[ -f $S/meta.db-wal && -f $S/meta.db-shm ]] || fail "the WAL or its index was not kept"
+echo "full disk: meta.db-wal is $(stat -c %s "$S/meta.db-wal") bytes"
 sbx --store "$S" images >/dev/null || fail "images on a full disk"
 sbx --store "$S" rm small >/dev/null 2>"$WORK/err" || fail "rm on a full disk: $(cat "$WORK/err")"
 freed=$(sbx --store "$S" gc --json | jq .bytes_freed) || fail "gc on a full disk"

@@ -769,6 +769,51 @@ static void test_unrecorded_file_is_replaced_by_next_writer(void **state)
     free(blob);
 }
 
+static off_t wal_size(ts_ctx *t)
+{
+    char *p = tu_path(t->root, "meta.db-wal");
+    struct stat st;
+    int rc = stat(p, &st);
+    free(p);
+    assert_int_equal(rc, 0); /* kept: a store on a full disk can still be opened */
+    return st.st_size;
+}
+
+static void test_last_close_leaves_an_empty_wal(void **state)
+{
+    ts_ctx *t = *state;
+    char m[SBX_DIGEST_BUFSZ];
+    for (unsigned i = 1; i <= 30; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "img%u", i);
+        ts_put_image(t, name, i, m);
+    }
+    assert_true(wal_size(t) > 100000); /* in use: the writes are in the WAL */
+    /* A second handle is open: closing the first leaves the WAL to it. */
+    sbx_store *other = NULL;
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx_store_open(&other, t->root, &err), 0);
+    sbx_store_free(t->s);
+    t->s = NULL;
+    assert_true(wal_size(t) > 0);
+    /* The last close checkpoints and truncates it, so the next opener has
+     * nothing to read back. */
+    sbx_store_free(other);
+    assert_int_equal(wal_size(t), 0);
+    char *shm = tu_path(t->root, "meta.db-shm");
+    struct stat st;
+    assert_int_equal(stat(shm, &st), 0);
+    free(shm);
+    /* Everything is in meta.db, and a reader leaves the WAL empty too. */
+    ts_reopen(t);
+    char got[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_name_get(t->s, "img30", got, &err), 0);
+    assert_string_equal(got, m);
+    sbx_store_free(t->s);
+    t->s = NULL;
+    assert_int_equal(wal_size(t), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -796,6 +841,7 @@ int main(void)
         TS_TEST(test_crashed_writer_debris_is_undone_on_open),
         TS_TEST(test_unrecorded_file_is_replaced_by_next_writer),
         TS_TEST(test_dangling_record_is_repaired_by_next_writer),
+        TS_TEST(test_last_close_leaves_an_empty_wal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
