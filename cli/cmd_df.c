@@ -56,9 +56,7 @@ int cmd_df(sbx_cli *cli, int argc, char **argv)
                               (json_int_t)r.logical_bytes, "blobs", (json_int_t)r.blobs,
                               "layers", (json_int_t)r.layers, "names", (json_int_t)r.names,
                               "unpacked_bytes", (json_int_t)r.unpacked_bytes);
-        json_dumpf(j, stdout, JSON_INDENT(2));
-        fputc('\n', stdout);
-        json_decref(j);
+        return cli_print_json(stdout, j);
     } else {
         char st[32], lg[32], up[32], saved[16] = "-";
         if (r.logical_bytes)

@@ -51,9 +51,8 @@ int cmd_fsck(sbx_cli *cli, int argc, char **argv)
                               (json_int_t)r.layers_checked, "corrupt", (json_int_t)r.corrupt,
                               "dangling_repaired", (json_int_t)r.dangling_repaired, "orphans",
                               (json_int_t)r.orphans, "clean", rc == 0);
-        json_dumpf(j, stdout, JSON_INDENT(2));
-        fputc('\n', stdout);
-        json_decref(j);
+        if (cli_print_json(stdout, j) != CLI_EXIT_OK)
+            return CLI_EXIT_FAIL;
     } else {
         printf("checked %llu blobs, %llu layers: %llu corrupt (quarantined), %llu dangling "
                "records repaired, %llu files without records\n",

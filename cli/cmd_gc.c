@@ -111,9 +111,7 @@ int cmd_gc(sbx_cli *cli, int argc, char **argv)
                               (json_int_t)r.bytes_after, "unpacked_removed",
                               (json_int_t)r.unpacked_removed, "unpacked_bytes_freed",
                               (json_int_t)r.unpacked_bytes_freed, "dry_run", o.dry_run);
-        json_dumpf(j, stdout, JSON_INDENT(2));
-        fputc('\n', stdout);
-        json_decref(j);
+        return cli_print_json(stdout, j);
     } else {
         char freed[32], after[32], unpacked[32];
         printf("%s%llu blobs, %llu layers, %llu names evicted; %s freed, %s stored; "

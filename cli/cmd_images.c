@@ -83,12 +83,8 @@ int cmd_images(sbx_cli *cli, int argc, char **argv)
             printf("%-*s  %-12.12s  %s\n", width, v[i].name, v[i].digest + 7, when);
         }
     }
-    if (arr) {
-        json_dumpf(arr, stdout, JSON_INDENT(2));
-        fputc('\n', stdout);
-        json_decref(arr);
-    }
+    int rc = cli->json ? cli_print_json(stdout, arr) : CLI_EXIT_OK;
     sbx_name_entries_free(v, n);
     sbx_store_free(s);
-    return CLI_EXIT_OK;
+    return rc;
 }

@@ -50,10 +50,9 @@ int cmd_rm(sbx_cli *cli, int argc, char **argv)
             printf("%s\n", argv[i]);
     }
     if (cli->json) {
-        json_t *o = json_pack("{s:O, s:O}", "removed", removed, "failed", failed);
-        json_dumpf(o, stdout, JSON_INDENT(2));
-        fputc('\n', stdout);
-        json_decref(o);
+        if (cli_print_json(stdout, json_pack("{s:O, s:O}", "removed", removed, "failed",
+                                             failed)) != CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
     }
     json_decref(removed);
     json_decref(failed);
