@@ -6,13 +6,13 @@
  * the load (the unpacker, which chroots) keeps using it.  Every forwarder
  * checks that the load succeeded and otherwise gives the answer listed in
  * BLD_ARCHIVE_FUNCTIONS. */
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 
 #include "archive_lazy.h"
+#include "sbx_common.h"
 
 /* libarchive's soname has been 13 since 3.0 (2011). */
 #define BLD_ARCHIVE_SONAME "libarchive.so.13"
@@ -33,10 +33,7 @@ static char g_why[512];
 
 static bool resolve(void *handle, void **slot, const char *sym)
 {
-    *slot = dlsym(handle, sym);
-    if (!*slot)
-        snprintf(g_why, sizeof g_why, "%s has no %s", BLD_ARCHIVE_SONAME, sym);
-    return *slot != NULL;
+    return sbx_lib_sym(handle, BLD_ARCHIVE_SONAME, sym, slot, g_why, sizeof g_why);
 }
 
 #define RESOLVE(ret, name, params, args, fail)                                                \
@@ -46,13 +43,9 @@ static bool resolve(void *handle, void **slot, const char *sym)
 
 static void load_once(void)
 {
-    /* RTLD_LOCAL: nothing else in the process should bind to it by accident. */
-    void *h = dlopen(BLD_ARCHIVE_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *why = dlerror();
-        snprintf(g_why, sizeof g_why, "%s", why ? why : BLD_ARCHIVE_SONAME ": not found");
+    void *h = sbx_lib_open(BLD_ARCHIVE_SONAME, g_why, sizeof g_why);
+    if (!h)
         return;
-    }
     BLD_ARCHIVE_FUNCTIONS(RESOLVE, RESOLVE_VOID)
     RESOLVE(void, archive_set_error, , , )
     g_loaded = true;

@@ -72,6 +72,15 @@ int sbx_rm_rf(const char *path, sbx_error *err);
 /* Map an errno from a write path to SBX_ENOSPC or SBX_EIO. */
 int sbx_errno_code(int e);
 
+/* ---- libraries loaded on first use --------------------------------------- */
+/* dlopen(soname) with RTLD_NOW | RTLD_LOCAL (nothing else in the process
+ * binds to it by accident).  Returns the handle, which stays open for the
+ * process's life, or NULL with why filled from dlerror(). */
+void *sbx_lib_open(const char *soname, char *why, size_t why_len);
+/* *slot = dlsym(h, sym); false with why = "<soname> has no <sym>" if absent. */
+bool sbx_lib_sym(void *h, const char *soname, const char *sym, void **slot, char *why,
+                 size_t why_len);
+
 /* ---- strings ------------------------------------------------------------- */
 /* asprintf that aborts nothing: returns NULL on ENOMEM. */
 char *sbx_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -6,13 +6,13 @@
  * that the load succeeded and otherwise answers as libcurl does when it is
  * out of resources (NULL, CURLE_FAILED_INIT, ...), so a caller that skipped
  * reg_global_init gets an error, not a crash. */
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 
 #include "curl_lazy.h"
+#include "sbx_common.h"
 
 /* libcurl's soname has been 4 since 2006 (7.16). */
 #define REG_CURL_SONAME "libcurl.so.4"
@@ -44,22 +44,16 @@ static char g_why[512];
 
 #define RESOLVE(handle, field, sym)                                                    \
     do {                                                                               \
-        *(void **)&g_fn.field = dlsym(handle, #sym);                                   \
-        if (!g_fn.field) {                                                             \
-            snprintf(g_why, sizeof g_why, "%s has no %s", REG_CURL_SONAME, #sym);      \
+        if (!sbx_lib_sym(handle, REG_CURL_SONAME, #sym, (void **)&g_fn.field, g_why,   \
+                         sizeof g_why))                                                \
             return;                                                                    \
-        }                                                                              \
     } while (0)
 
 static void load_once(void)
 {
-    /* RTLD_LOCAL: nothing else in the process should bind to it by accident. */
-    void *h = dlopen(REG_CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *why = dlerror();
-        snprintf(g_why, sizeof g_why, "%s", why ? why : REG_CURL_SONAME ": not found");
+    void *h = sbx_lib_open(REG_CURL_SONAME, g_why, sizeof g_why);
+    if (!h)
         return;
-    }
     RESOLVE(h, global_init, curl_global_init);
     RESOLVE(h, easy_init, curl_easy_init);
     RESOLVE(h, easy_cleanup, curl_easy_cleanup);
