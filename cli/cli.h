@@ -47,6 +47,11 @@ const char *cli_human_bytes(unsigned long long n, char *buf, size_t len);
 void cli_install_sinks(sbx_cli *cli);
 /* Finish any progress line in place (before printing results). */
 void cli_progress_done(void);
+/* Erase an open progress line instead (a terminal UI that prints what
+ * follows in its place). */
+void cli_progress_clear(void);
+/* Put indent before each progress line on a terminal ("" by default). */
+void cli_progress_set_indent(const char *indent);
 
 typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
 

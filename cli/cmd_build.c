@@ -109,7 +109,7 @@ static void on_event(void *ud, const sbx_build_event *ev)
     }
     const char *bold = u->tty ? "\033[1m" : "", *dim = u->tty ? "\033[2m" : "",
                *off = u->tty ? "\033[0m" : "";
-    cli_progress_done(); /* end a progress line a pull or unpack left open */
+    cli_progress_clear(); /* a pull's or unpack's progress line gives way to the step */
     switch (ev->kind) {
     case SBX_BUILD_EV_BASE:
         /* "[base] sbx (debian bookworm minbase)",
@@ -152,6 +152,7 @@ static void on_output(void *ud, size_t index, const char *line)
                                   "line", line));
         return;
     }
+    cli_progress_clear();
     fprintf(stderr, "      %s\n", line);
 }
 
@@ -332,6 +333,8 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         sbx_progress_set_sink(json_progress, NULL);
     } else if (!cli->tty) {
         sbx_progress_set_sink(plain_progress, NULL);
+    } else {
+        cli_progress_set_indent("      "); /* under the step, like its output */
     }
 
     sbx_error err = SBX_ERROR_INIT;

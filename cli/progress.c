@@ -10,6 +10,7 @@ static int g_tty;
 static int g_line_open;
 static char g_last_id[128];
 static char g_last_phase[32];
+static const char *g_indent = "";
 
 void cli_progress_done(void)
 {
@@ -18,6 +19,16 @@ void cli_progress_done(void)
         g_line_open = 0;
     }
 }
+
+void cli_progress_clear(void)
+{
+    if (g_line_open) {
+        fputs("\r\033[K", stderr);
+        g_line_open = 0;
+    }
+}
+
+void cli_progress_set_indent(const char *indent) { g_indent = indent ? indent : ""; }
 
 static void log_sink(void *ud, sbx_log_level level, const char *msg)
 {
@@ -40,11 +51,15 @@ static void progress_sink(void *ud, const sbx_progress *p)
     if (g_tty) {
         if (strcmp(g_last_id, p->id) != 0)
             cli_progress_done();
+        /* a digest as its first 12 hex digits, so the line fits and redraws
+         * in place instead of wrapping */
+        int idlen = strncmp(p->id, "sha256:", 7) ? (int)strlen(p->id) : 19;
         if (p->total)
-            fprintf(stderr, "\r\033[K%s: %s %s / %s (%d%%)", p->id, p->phase, done, total,
-                    (int)(p->done * 100 / p->total));
+            fprintf(stderr, "\r\033[K%s%.*s: %s %s / %s (%d%%)", g_indent, idlen, p->id, p->phase,
+                    done, total, (int)(p->done * 100 / p->total));
         else
-            fprintf(stderr, "\r\033[K%s: %s %s", p->id, p->phase, p->done ? done : "");
+            fprintf(stderr, "\r\033[K%s%.*s: %s %s", g_indent, idlen, p->id, p->phase,
+                    p->done ? done : "");
         g_line_open = 1;
     } else if (!same) {
         fprintf(stderr, "%s: %s%s%s\n", p->id, p->phase, p->total ? " " : "",
