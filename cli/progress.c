@@ -48,12 +48,12 @@ static void progress_sink(void *ud, const sbx_progress *p)
     cli_human_bytes(p->done, done, sizeof done);
     cli_human_bytes(p->total, total, sizeof total);
     int same = !strcmp(g_last_id, p->id) && !strcmp(g_last_phase, p->phase);
+    /* a digest as its first 12 hex digits, as everywhere else on stderr (on a
+     * terminal the line then fits and redraws in place instead of wrapping) */
+    int idlen = strncmp(p->id, "sha256:", 7) ? (int)strlen(p->id) : 19;
     if (g_tty) {
         if (strcmp(g_last_id, p->id) != 0)
             cli_progress_done();
-        /* a digest as its first 12 hex digits, so the line fits and redraws
-         * in place instead of wrapping */
-        int idlen = strncmp(p->id, "sha256:", 7) ? (int)strlen(p->id) : 19;
         if (p->total)
             fprintf(stderr, "\r\033[K%s%.*s: %s %s / %s (%d%%)", g_indent, idlen, p->id, p->phase,
                     done, total, (int)(p->done * 100 / p->total));
@@ -62,7 +62,7 @@ static void progress_sink(void *ud, const sbx_progress *p)
                     p->done ? done : "");
         g_line_open = 1;
     } else if (!same) {
-        fprintf(stderr, "%s: %s%s%s\n", p->id, p->phase, p->total ? " " : "",
+        fprintf(stderr, "%.*s: %s%s%s\n", idlen, p->id, p->phase, p->total ? " " : "",
                 p->total ? total : "");
     }
     snprintf(g_last_id, sizeof g_last_id, "%s", p->id);
