@@ -11,7 +11,9 @@ static const char USAGE[] =
     "<store>/quarantine and their records removed; records whose file is missing\n"
     "are removed; files without records are recorded when they verify; names\n"
     "whose manifest is gone are removed.  Prints the counts; each problem is\n"
-    "logged on stderr.  Exit status 1 when anything was wrong, 0 when clean.\n"
+    "logged on stderr, and so is progress (bytes re-hashed of blobs, then of\n"
+    "layers: redrawn in place on a terminal, a line per phase otherwise).\n"
+    "Exit status 1 when anything was wrong, 0 when clean.\n"
     "\n"
     "options:\n"
     "  --json        print {blobs_checked, layers_checked, corrupt,\n"
@@ -43,6 +45,7 @@ int cmd_fsck(sbx_cli *cli, int argc, char **argv)
     sbx_fsck_report r = {0};
     int rc = sbx_store_fsck(s, &r, &err);
     sbx_store_free(s);
+    cli_progress_done();
     if (rc < 0 && rc != SBX_ECORRUPT)
         return cli_fail(&err);
     if (cli->json) {

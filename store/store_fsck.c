@@ -232,6 +232,13 @@ static int fsck_kind(sbx_store *s, sbx_obj_kind kind, sbx_fsck_report *rep, sbx_
     size_t n = 0;
     if (load_records(s, kind, &v, &n, err) < 0)
         return err->code;
+    /* Progress in the bytes hashed (a layer's uncompressed tar): a large
+     * store takes minutes. */
+    const char *phase = kind == SBX_OBJ_LAYER ? "layers" : "blobs";
+    uint64_t total = 0, done = 0;
+    for (size_t i = 0; i < n; i++)
+        total += v[i].size;
+    sbx_progress_emit("fsck", phase, 0, total);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         rc = in_tx(s, check_record(s, kind, &v[i], rep, err), err);
@@ -239,6 +246,8 @@ static int fsck_kind(sbx_store *s, sbx_obj_kind kind, sbx_fsck_report *rep, sbx_
             rep->layers_checked++;
         else
             rep->blobs_checked++;
+        done += v[i].size;
+        sbx_progress_emit("fsck", phase, done, total);
     }
     free(v);
     return rc == 0 ? scan_dir(s, kind, rep, err) : rc;

@@ -338,6 +338,48 @@ static void test_fsck_clean_store(void **state)
     assert_int_equal(rep.corrupt + rep.dangling_repaired + rep.orphans, 0);
 }
 
+typedef struct fsck_seen {
+    int events;
+    uint64_t last_done[2], last_total[2]; /* [0] blobs, [1] layers */
+    int layers_before_blobs_done;
+} fsck_seen;
+
+static void on_fsck_progress(void *ud, const sbx_progress *p)
+{
+    fsck_seen *f = ud;
+    assert_string_equal(p->id, "fsck");
+    int layers = !strcmp(p->phase, "layers");
+    assert_true(layers || !strcmp(p->phase, "blobs"));
+    if (layers && f->last_done[0] != f->last_total[0])
+        f->layers_before_blobs_done = 1;
+    assert_true(p->done >= f->last_done[layers] || p->done == 0);
+    f->last_done[layers] = p->done;
+    f->last_total[layers] = p->total;
+    f->events++;
+}
+
+/* fsck reports progress in bytes hashed: blobs, then layers (their
+ * uncompressed tars), each ending at its total. */
+static void test_fsck_progress(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m[SBX_DIGEST_BUFSZ];
+    ts_put_image_sized(t, "img", 3, 300000, m);
+    fsck_seen f = {0};
+    sbx_progress_set_sink(on_fsck_progress, &f);
+    sbx_fsck_report rep;
+    int rc = sbx_store_fsck(t->s, &rep, &err);
+    sbx_progress_set_sink(NULL, NULL);
+    assert_int_equal(rc, 0);
+    assert_true(f.events >= 4); /* a start and an end per phase */
+    assert_false(f.layers_before_blobs_done);
+    assert_true(f.last_total[0] > 0);
+    assert_int_equal(f.last_done[0], f.last_total[0]);
+    assert_true(f.last_total[1] >= 300000); /* the layer's tar */
+    assert_int_equal(f.last_done[1], f.last_total[1]);
+}
+
 static void test_fsck_quarantines_corrupt_blob(void **state)
 {
     ts_ctx *t = *state;
@@ -485,6 +527,7 @@ int main(void)
         TS_TEST(test_gc_unpacked_removes_unleased_dirs_only),
         TS_TEST(test_gc_unpacked_counts_only_bytes_it_frees),
         TS_TEST(test_fsck_clean_store),
+        TS_TEST(test_fsck_progress),
         TS_TEST(test_fsck_quarantines_corrupt_blob),
         TS_TEST(test_fsck_quarantines_corrupt_layer),
         TS_TEST(test_fsck_repairs_dangling_and_records_orphans),
