@@ -117,9 +117,11 @@ static void progress_sink(void *ud, const sbx_progress *p)
         }
     } else if ((is_new && strcmp(p->phase, "download") == 0) || (changed && !is_new &&
                strcmp(p->phase, "commit") != 0) || !strcmp(p->phase, "present")) {
-        if (!strcmp(p->phase, "download"))
-            fprintf(stderr, "%s: downloading %llu bytes\n", it->id, (unsigned long long)p->total);
-        else {
+        if (!strcmp(p->phase, "download")) {
+            char total[32];
+            fprintf(stderr, "%s: downloading %s\n", it->id,
+                    cli_human_bytes(p->total, total, sizeof total));
+        } else {
             draw_line(it);
             fputc('\n', stderr);
         }
