@@ -8,4 +8,5 @@
 #include "sbx/store.h"
 #include "sbx/builder.h"
 #include "sbx/rootfs.h"
+#include "sbx/export.h"
 #endif
