@@ -61,6 +61,7 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
     X(resolve, "print the manifest digest an image ref points to")                      \
     X(inspect, "show an image's manifest, config and layers")                           \
     X(unpack, "materialize an image's root filesystem into a directory")                \
+    X(export, "write an image as an OCI image layout directory")                        \
     X(images, "list named images in the store")                                         \
     X(rm, "remove names from the store")                                                \
     X(gc, "delete what no name or lease reaches")                                       \

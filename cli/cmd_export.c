@@ -1,0 +1,129 @@
+/* sbx-image export IMAGE DIR: write an image as an OCI image layout. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "sbx/export.h"
+#include "sbx/log.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sbx-image export [OPTIONS] IMAGE DIR\n\n"
+            "Write an image from the store as an OCI image layout directory (oci-layout,\n"
+            "index.json, blobs/sha256/<hex>), for other tools: skopeo copy oci:DIR[:TAG] ...,\n"
+            "umoci unpack --image DIR:TAG (layers are zstd: an umoci that reads zstd).  IMAGE\n"
+            "is a store name (a build --tag), a ref as pulled (node:22), a pinned ref or a\n"
+            "manifest digest; it is looked up in the store only, never in a registry (run\n"
+            "`sbx-image pull REF` first).\n\n"
+            "DIR must not exist: export always writes a new layout and never adds to an\n"
+            "existing one.  The layout is built in a temp dir beside DIR, synced and renamed\n"
+            "to DIR: DIR appears complete or not at all.  The image is leased in the store\n"
+            "while it is read, so gc cannot remove it.\n\n"
+            "Layers are written as the store keeps them, zstd-compressed, each re-hashed\n"
+            "while it is copied.  A built image's manifest already references those zstd\n"
+            "layers, so its manifest bytes and digest are exported unchanged.  A pulled\n"
+            "image's manifest usually references the registry's gzip blobs, which the store\n"
+            "does not keep: export then writes a new OCI manifest (same config, every layer\n"
+            "as application/vnd.oci.image.layer.v1.tar+zstd) whose digest differs from the\n"
+            "stored one, and says so on stderr.\n\n"
+            "options:\n"
+            "  --tag TAG          name the manifest TAG in index.json (the annotation\n"
+            "                     org.opencontainers.image.ref.name): oci:DIR:TAG\n"
+            "  --platform OS/ARCH[/VARIANT]  the entry to export when IMAGE names an index\n"
+            "                     (default: this host's); only that manifest is exported\n"
+            "  --json             print {\"image\",\"digest\",\"dir\",\"blobs\",\"bytes\",\n"
+            "                     \"recompressed\"}\n"
+            "  --store DIR        store to read the image from\n"
+            "  -v, --verbose      debug messages on stderr\n\n"
+            "output: the manifest digest in the layout on stdout (or --json: blobs and bytes\n"
+            "count the distinct blobs written; recompressed is true when the layers were\n"
+            "re-referenced as zstd and the digest changed); progress on stderr, one line per\n"
+            "layer.  Exit 1 on error (nothing is left at DIR), 2 on usage errors, 128+N when\n"
+            "stopped by signal N (SIGINT, SIGTERM, SIGHUP: what was made is removed first).\n");
+}
+
+/* SIGINT/SIGTERM/SIGHUP stop the export, which then removes its temp dir. */
+static volatile int g_signal;
+
+static void on_signal(int sig) { g_signal = sig; }
+
+static void catch_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+static int print_json(const char *image, const char *dir, const sbx_export_result *r)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:b}", "image", image, "digest", r->digest,
+                          "dir", dir, "blobs", (json_int_t)r->blobs, "bytes",
+                          (json_int_t)r->bytes, "recompressed", r->recompressed);
+    return cli_print_json(stdout, o);
+}
+
+int cmd_export(sbx_cli *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"tag", required_argument, NULL, 't'},
+        {"platform", required_argument, NULL, 'p'},
+        CLI_COMMON_OPTS,
+        {NULL, 0, NULL, 0},
+    };
+    sbx_export_options opts = SBX_EXPORT_OPTIONS_INIT;
+    int c;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        if (cli_common_opt(cli, c, optarg))
+            continue;
+        switch (c) {
+        case 't':
+            /* the characters of the OCI ref.name grammar */
+            if (!*optarg || optarg[strspn(optarg, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRST"
+                                                  "UVWXYZ0123456789-._:@+/")])
+                return cli_usage_error("export", "--tag '%s': use letters, digits and - . _ : @ "
+                                       "+ /", optarg);
+            opts.tag = optarg;
+            break;
+        case 'p': opts.platform = optarg; break;
+        default: return cli_usage_error("export", "unknown option");
+        }
+    }
+    if (optind + 2 != argc)
+        return cli_usage_error("export", "expected IMAGE and DIR");
+    const char *image = argv[optind], *dir = argv[optind + 1];
+    if (!*image || !*dir)
+        return cli_usage_error("export", "IMAGE and DIR must not be empty");
+    sbx_store *store = NULL;
+    if (cli_open_store(cli, &store) != 0)
+        return CLI_EXIT_FAIL;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_export_result res;
+    opts.cancel = &g_signal;
+    catch_signals();
+    int rc = sbx_export_layout(&res, store, image, dir, &opts, &err);
+    sbx_store_free(store);
+    cli_progress_done();
+    if (rc < 0 && g_signal) {
+        cli_fail(&err);
+        return 128 + g_signal;
+    }
+    if (rc < 0)
+        return cli_fail(&err);
+    if (res.recompressed)
+        fprintf(stderr, "layers re-referenced as zstd: manifest digest changes from %s to %s\n",
+                res.stored_digest, res.digest);
+    if (cli->json)
+        return print_json(image, dir, &res);
+    printf("%s\n", res.digest);
+    return CLI_EXIT_OK;
+}
