@@ -18,17 +18,15 @@
  * into place; one whose lock can be taken belongs to a dead process and is
  * removed by the next export there.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <jansson.h>
 
+#include "outdir.h"
 #include "sbx_common.h"
 #include "sbx/export.h"
 #include "sbx/log.h"
@@ -41,8 +39,6 @@
 #define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
 #define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
 #define COPY_CHUNK (1u << 20)
-
-static atomic_uint tmp_counter;
 
 typedef struct ctx {
     sbx_store *s;
@@ -58,77 +54,11 @@ static int check_cancel(const sbx_export_options *o, sbx_error *err)
     return 0;
 }
 
-/* ---- finding the image ----------------------------------------------------- */
-
-/* As unpack looks in the store: a manifest digest, a pinned ref's digest, the
- * normalized ref as pull names it, the name as given (build tags). */
-static int find_image(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *image,
-                      sbx_error *err)
-{
-    sbx_error e = SBX_ERROR_INIT;
-    if (sbx_digest_valid(image)) {
-        if (sbx_store_has_blob(s, image) == 1) {
-            snprintf(digest, SBX_DIGEST_BUFSZ, "%s", image);
-            return 0;
-        }
-    } else {
-        sbx_ref ref;
-        if (sbx_ref_parse(&ref, image, &e) == 0) {
-            if (ref.digest[0] && sbx_store_has_blob(s, ref.digest) == 1) {
-                snprintf(digest, SBX_DIGEST_BUFSZ, "%s", ref.digest);
-                return 0;
-            }
-            if (sbx_store_name_get(s, ref.str, digest, &e) == 0)
-                return 0;
-        }
-        sbx_error_clear(&e);
-        if (sbx_store_name_get(s, image, digest, &e) == 0)
-            return 0;
-    }
-    sbx_error_set(err, SBX_ENOTFOUND,
-                  "exporting '%s': no such image in the store '%s' (pull it first: "
-                  "sbx-image pull %s)",
-                  image, sbx_store_root(s), image);
-    sbx_error_where(err, "%s", image);
-    return SBX_ENOTFOUND;
-}
-
 /* ---- the destination and its temp dir ------------------------------------- */
 
-typedef struct dest {
-    char *path;   /* as given, without trailing slashes */
-    char *parent; /* its directory */
-    char *base;   /* its last component */
-    char *tmp;    /* the temp dir beside it */
-    int lock_fd;  /* flock on tmp while we work */
-} dest;
-
-static void dest_free(dest *d)
+/* Export writes a new directory: dest must not exist at all. */
+static int check_dest(const bld_outdir *d, sbx_error *err)
 {
-    free(d->path);
-    free(d->parent);
-    free(d->base);
-    free(d->tmp);
-    if (d->lock_fd >= 0)
-        close(d->lock_fd);
-}
-
-static int split_dest(dest *d, const char *dir, sbx_error *err)
-{
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/')
-        n--;
-    if (!(d->path = strndup(dir, n)))
-        return sbx_error_set(err, SBX_ENOMEM, "exporting: out of memory");
-    char *slash = strrchr(d->path, '/');
-    d->parent = slash ? (slash == d->path ? strdup("/") : strndup(d->path, (size_t)(slash - d->path)))
-                      : strdup(".");
-    d->base = strdup(slash ? slash + 1 : d->path);
-    if (!d->parent || !d->base)
-        return sbx_error_set(err, SBX_ENOMEM, "exporting: out of memory");
-    if (!d->base[0] || !strcmp(d->base, ".") || !strcmp(d->base, ".."))
-        return sbx_error_set(err, SBX_EINVAL, "exporting: '%s' is not a usable directory name",
-                             dir);
     struct stat st;
     if (lstat(d->path, &st) == 0)
         return sbx_error_set(err, SBX_EINVAL,
@@ -137,64 +67,6 @@ static int split_dest(dest *d, const char *dir, sbx_error *err)
     if (errno != ENOENT)
         return sbx_error_sys(err, SBX_EIO, errno, "exporting: checking '%s'", d->path);
     return 0;
-}
-
-/* Remove temp dirs of dead exporters into the same destination. */
-static void clean_stale(const dest *d)
-{
-    DIR *dd = opendir(d->parent);
-    if (!dd)
-        return;
-    _cleanup_free_ char *prefix = sbx_strdup_printf(".%s.sbx-export-", d->base);
-    size_t pl = prefix ? strlen(prefix) : 0;
-    struct dirent *de;
-    while (prefix && (de = readdir(dd))) {
-        if (strncmp(de->d_name, prefix, pl) != 0)
-            continue;
-        int fd = openat(dirfd(dd), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", d->parent, de->d_name);
-            sbx_error e = SBX_ERROR_INIT;
-            if (p) {
-                sbx_log(SBX_LOG_DEBUG, "removing '%s' left by a killed export", p);
-                sbx_rm_rf(p, &e);
-            }
-        }
-        close(fd);
-    }
-    closedir(dd);
-}
-
-static int make_tmp(dest *d, sbx_error *err)
-{
-    for (int tries = 0; tries < 8; tries++) {
-        free(d->tmp);
-        d->tmp = sbx_strdup_printf("%s/.%s.sbx-export-%ld-%u", d->parent, d->base, (long)getpid(),
-                                   atomic_fetch_add(&tmp_counter, 1));
-        if (!d->tmp)
-            return sbx_error_set(err, SBX_ENOMEM, "exporting: out of memory");
-        if (mkdir(d->tmp, 0700) < 0) {
-            if (errno == EEXIST)
-                continue;
-            int e = errno;
-            free(d->tmp);
-            d->tmp = NULL;
-            return sbx_error_sys(err, sbx_errno_code(e), e, "exporting: creating a temp dir in "
-                                 "'%s'", d->parent);
-        }
-        d->lock_fd = open(d->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        struct stat st;
-        if (d->lock_fd >= 0 && flock(d->lock_fd, LOCK_EX) == 0 && fstat(d->lock_fd, &st) == 0 &&
-            st.st_nlink > 0)
-            return 0;
-        /* a stale-dir cleaner took it between mkdir and flock: try another name */
-        if (d->lock_fd >= 0)
-            close(d->lock_fd);
-        d->lock_fd = -1;
-    }
-    return sbx_error_set(err, SBX_EIO, "exporting: could not make a temp dir in '%s'", d->parent);
 }
 
 /* ---- writing blobs ---------------------------------------------------------- */
@@ -445,7 +317,7 @@ static int write_index(int dfd, const char *media_type, const char *digest, size
 
 /* ---- the work ---------------------------------------------------------------- */
 
-static int sync_dirs(const dest *d, sbx_error *err)
+static int sync_dirs(const bld_outdir *d, sbx_error *err)
 {
     static const char *const sub[] = {"blobs/sha256", "blobs", "."};
     for (size_t i = 0; i < SBX_ARRAY_LEN(sub); i++) {
@@ -463,7 +335,7 @@ static int sync_dirs(const dest *d, sbx_error *err)
     return 0;
 }
 
-static int write_layout(ctx *c, dest *d, const sbx_image_info *in, const sbx_layer_info *infos,
+static int write_layout(ctx *c, bld_outdir *d, const sbx_image_info *in, const sbx_layer_info *infos,
                         const char *man, size_t man_len, sbx_error *err)
 {
     int r;
@@ -508,11 +380,11 @@ static int check_manifest_type(const sbx_image_info *in, sbx_error *err)
                          "manifest this can export", in->digest, in->media_type);
 }
 
-static int run(sbx_export_result *out, sbx_store *s, const char *image, dest *d,
+static int run(sbx_export_result *out, sbx_store *s, const char *image, bld_outdir *d,
                const sbx_export_options *o, sbx_error *err)
 {
     char digest[SBX_DIGEST_BUFSZ];
-    int r = find_image(digest, s, image, err);
+    int r = bld_find_image(digest, s, image, "exporting", err);
     if (r < 0)
         return r;
     sbx_lease *lease = NULL;
@@ -554,7 +426,7 @@ static int run(sbx_export_result *out, sbx_store *s, const char *image, dest *d,
         sbx_sha256_buf(man, man_len, out->digest);
         out->recompressed = true;
     }
-    if ((r = check_cancel(o, err)) < 0 || (r = make_tmp(d, err)) < 0)
+    if ((r = check_cancel(o, err)) < 0 || (r = bld_outdir_make_tmp(d, err)) < 0)
         goto done;
     if ((r = write_layout(&c, d, in, infos, man, man_len, err)) < 0)
         goto done;
@@ -580,10 +452,12 @@ int sbx_export_layout(sbx_export_result *out, sbx_store *store, const char *imag
     memset(out, 0, sizeof *out);
     if (!image || !*image || !dir || !*dir)
         return sbx_error_set(err, SBX_EINVAL, "exporting: an image and a directory are needed");
-    dest d = {.lock_fd = -1};
-    int r = split_dest(&d, dir, err);
+    bld_outdir d = BLD_OUTDIR_INIT("exporting", "export");
+    int r = bld_outdir_split(&d, dir, err);
+    if (r == 0)
+        r = check_dest(&d, err);
     if (r == 0) {
-        clean_stale(&d);
+        bld_outdir_clean_stale(&d);
         r = run(out, store, image, &d, o, err);
     }
     if (d.tmp) {
@@ -592,6 +466,6 @@ int sbx_export_layout(sbx_export_result *out, sbx_store *store, const char *imag
     }
     if (r < 0 && !err->where[0])
         sbx_error_where(err, "%s", dir);
-    dest_free(&d);
+    bld_outdir_free(&d);
     return r;
 }

@@ -13,97 +13,20 @@
  */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <stdatomic.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "layers.h"
+#include "outdir.h"
 #include "sbx_common.h"
 #include "sbx/log.h"
 #include "sbx/registry.h"
 #include "sbx/rootfs.h"
 
-static atomic_uint tmp_counter;
-
-/* ---- finding the image ----------------------------------------------------- */
-
-/* As inspect looks in the store: a manifest digest, a pinned ref's digest,
- * the normalized ref as pull names it, the name as given (build tags). */
-static int find_image(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *image,
-                      sbx_error *err)
-{
-    sbx_error e = SBX_ERROR_INIT;
-    if (sbx_digest_valid(image)) {
-        if (sbx_store_has_blob(s, image) == 1) {
-            snprintf(digest, SBX_DIGEST_BUFSZ, "%s", image);
-            return 0;
-        }
-    } else {
-        sbx_ref ref;
-        if (sbx_ref_parse(&ref, image, &e) == 0) {
-            if (ref.digest[0] && sbx_store_has_blob(s, ref.digest) == 1) {
-                snprintf(digest, SBX_DIGEST_BUFSZ, "%s", ref.digest);
-                return 0;
-            }
-            if (sbx_store_name_get(s, ref.str, digest, &e) == 0)
-                return 0;
-        }
-        sbx_error_clear(&e);
-        if (sbx_store_name_get(s, image, digest, &e) == 0)
-            return 0;
-    }
-    sbx_error_set(err, SBX_ENOTFOUND,
-                  "unpacking '%s': no such image in the store '%s' (pull it first: "
-                  "sbx-image pull %s)",
-                  image, sbx_store_root(s), image);
-    sbx_error_where(err, "%s", image);
-    return SBX_ENOTFOUND;
-}
-
 /* ---- the destination and its temp dir ------------------------------------- */
 
-typedef struct dest {
-    char *path;    /* as given, without trailing slashes */
-    char *parent;  /* its directory */
-    char *base;    /* its last component */
-    char *tmp;     /* the temp dir beside it */
-    int lock_fd;   /* flock on tmp while we work */
-    bool existed;  /* dest was an empty dir */
-} dest;
-
-static void dest_free(dest *d)
-{
-    free(d->path);
-    free(d->parent);
-    free(d->base);
-    free(d->tmp);
-    if (d->lock_fd >= 0)
-        close(d->lock_fd);
-}
-
-static int split_dest(dest *d, const char *dir, sbx_error *err)
-{
-    size_t n = strlen(dir);
-    while (n > 1 && dir[n - 1] == '/')
-        n--;
-    if (!(d->path = strndup(dir, n)))
-        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
-    char *slash = strrchr(d->path, '/');
-    d->parent = slash ? (slash == d->path ? strdup("/") : strndup(d->path, (size_t)(slash - d->path)))
-                      : strdup(".");
-    d->base = strdup(slash ? slash + 1 : d->path);
-    if (!d->parent || !d->base)
-        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
-    if (!d->base[0] || !strcmp(d->base, ".") || !strcmp(d->base, ".."))
-        return sbx_error_set(err, SBX_EINVAL, "unpacking: '%s' is not a usable directory name",
-                             dir);
-    return 0;
-}
-
 /* dest must be absent or an empty directory. */
-static int check_dest(dest *d, sbx_error *err)
+static int check_dest(bld_outdir *d, sbx_error *err)
 {
     struct stat st;
     if (lstat(d->path, &st) < 0) {
@@ -129,61 +52,6 @@ static int check_dest(dest *d, sbx_error *err)
                              d->path);
     d->existed = true;
     return 0;
-}
-
-/* Remove temp dirs of dead unpackers into the same destination. */
-static void clean_stale(const dest *d)
-{
-    DIR *dd = opendir(d->parent);
-    if (!dd)
-        return;
-    _cleanup_free_ char *prefix = sbx_strdup_printf(".%s.sbx-unpack-", d->base);
-    size_t pl = prefix ? strlen(prefix) : 0;
-    struct dirent *de;
-    while (prefix && (de = readdir(dd))) {
-        if (strncmp(de->d_name, prefix, pl) != 0)
-            continue;
-        int fd = openat(dirfd(dd), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", d->parent, de->d_name);
-            sbx_error e = SBX_ERROR_INIT;
-            if (p) {
-                sbx_log(SBX_LOG_DEBUG, "removing '%s' left by a killed unpack", p);
-                sbx_rm_rf(p, &e);
-            }
-        }
-        close(fd);
-    }
-    closedir(dd);
-}
-
-static int make_tmp(dest *d, sbx_error *err)
-{
-    for (int tries = 0; tries < 8; tries++) {
-        free(d->tmp);
-        d->tmp = sbx_strdup_printf("%s/.%s.sbx-unpack-%ld-%u", d->parent, d->base, (long)getpid(),
-                                   atomic_fetch_add(&tmp_counter, 1));
-        if (!d->tmp)
-            return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
-        if (mkdir(d->tmp, 0700) < 0) {
-            if (errno == EEXIST)
-                continue;
-            return sbx_error_sys(err, sbx_errno_code(errno), errno, "unpacking: creating '%s'",
-                                 d->tmp);
-        }
-        d->lock_fd = open(d->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        struct stat st;
-        if (d->lock_fd >= 0 && flock(d->lock_fd, LOCK_EX) == 0 && fstat(d->lock_fd, &st) == 0 &&
-            st.st_nlink > 0)
-            return 0;
-        /* a stale-dir cleaner took it between mkdir and flock: try another name */
-        if (d->lock_fd >= 0)
-            close(d->lock_fd);
-        d->lock_fd = -1;
-    }
-    return sbx_error_set(err, SBX_EIO, "unpacking: could not make a temp dir in '%s'", d->parent);
 }
 
 /* ---- the work ---------------------------------------------------------------- */
@@ -229,7 +97,7 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *i
     return 0;
 }
 
-static int merge_into_tmp(sbx_rootfs_result *out, const dest *d, char **dirs, size_t n,
+static int merge_into_tmp(sbx_rootfs_result *out, const bld_outdir *d, char **dirs, size_t n,
                           const sbx_rootfs_options *o, sbx_error *err)
 {
     /* overlayfs order: top-most first */
@@ -257,11 +125,11 @@ static int write_config(const sbx_image_info *in, const char *path, sbx_error *e
     return r;
 }
 
-static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, dest *d,
+static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, bld_outdir *d,
                const sbx_rootfs_options *o, sbx_error *err)
 {
     char digest[SBX_DIGEST_BUFSZ];
-    int r = find_image(digest, s, image, err);
+    int r = bld_find_image(digest, s, image, "unpacking", err);
     if (r < 0)
         return r;
     sbx_lease *lease = NULL;
@@ -286,7 +154,7 @@ static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, dest *d,
     out->layers = in->nlayers;
     if ((r = unpack_layers(&dirs, s, in, o, err)) < 0)
         goto out;
-    if ((r = make_tmp(d, err)) < 0)
+    if ((r = bld_outdir_make_tmp(d, err)) < 0)
         goto out;
     if ((r = merge_into_tmp(out, d, dirs, in->nlayers, o, err)) < 0)
         goto out;
@@ -331,12 +199,12 @@ int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *imag
     memset(out, 0, sizeof *out);
     if (!image || !*image || !dir || !*dir)
         return sbx_error_set(err, SBX_EINVAL, "unpacking: an image and a directory are needed");
-    dest d = {.lock_fd = -1};
-    int r = split_dest(&d, dir, err);
+    bld_outdir d = BLD_OUTDIR_INIT("unpacking", "unpack");
+    int r = bld_outdir_split(&d, dir, err);
     if (r == 0)
         r = check_dest(&d, err);
     if (r == 0) {
-        clean_stale(&d);
+        bld_outdir_clean_stale(&d);
         r = run(out, store, image, &d, o, err);
     }
     if (d.tmp) {
@@ -345,6 +213,6 @@ int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *imag
     }
     if (r < 0 && !err->where[0])
         sbx_error_where(err, "%s", dir);
-    dest_free(&d);
+    bld_outdir_free(&d);
     return r;
 }
