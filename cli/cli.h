@@ -41,6 +41,12 @@ int cli_open_store(sbx_cli *cli, sbx_store **out);
  * a failed json_pack, is an out-of-memory error).  Returns CLI_EXIT_OK, or
  * CLI_EXIT_FAIL after printing the error. */
 int cli_print_json(FILE *f, json_t *o);
+/* Catch SIGINT, SIGTERM and SIGHUP into a flag that a cancellable library
+ * call polls (its options' `cancel`); the flag is 0 until a signal comes. */
+const volatile int *cli_catch_signals(void);
+/* After a failed cancellable call: print err; exit status 128+N when signal
+ * N stopped it, else CLI_EXIT_FAIL. */
+int cli_fail_signal(const sbx_error *err);
 /* Human-readable byte count ("12.3 MB"). */
 const char *cli_human_bytes(unsigned long long n, char *buf, size_t len);
 /* Install log and progress sinks according to cli (tty bars or plain lines). */

@@ -1,5 +1,4 @@
 /* sbx-image unpack IMAGE DIR: materialize an image's root filesystem. */
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,20 +43,6 @@ static void usage(FILE *f)
             "regular files' sizes); progress on stderr, one line per layer.  Exit 1 on error\n"
             "(nothing is left at DIR), 2 on usage errors, 128+N when stopped by signal N\n"
             "(SIGINT, SIGTERM, SIGHUP: what was made is removed first).\n");
-}
-
-/* SIGINT/SIGTERM/SIGHUP stop the unpack, which then removes its temp dir. */
-static volatile int g_signal;
-
-static void on_signal(int sig) { g_signal = sig; }
-
-static void catch_signals(void)
-{
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
 }
 
 static int print_json(const char *image, const char *dir, const sbx_rootfs_result *r)
@@ -112,17 +97,12 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_rootfs_result res;
-    opts.cancel = &g_signal;
-    catch_signals();
+    opts.cancel = cli_catch_signals();
     int rc = sbx_rootfs_unpack(&res, store, image, dir, &opts, &err);
     sbx_store_free(store);
     cli_progress_done();
-    if (rc < 0 && g_signal) {
-        cli_fail(&err);
-        return 128 + g_signal;
-    }
     if (rc < 0)
-        return cli_fail(&err);
+        return cli_fail_signal(&err);
     if (cli->json)
         return print_json(image, dir, &res);
     printf("%s\n", dir);

@@ -1,3 +1,4 @@
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,4 +73,24 @@ const char *cli_human_bytes(unsigned long long n, char *buf, size_t len)
     else
         snprintf(buf, len, "%.1f %s", v, units[u]);
     return buf;
+}
+
+static volatile int g_signal;
+
+static void on_signal(int sig) { g_signal = sig; }
+
+const volatile int *cli_catch_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    return &g_signal;
+}
+
+int cli_fail_signal(const sbx_error *err)
+{
+    int rc = cli_fail(err);
+    return g_signal ? 128 + g_signal : rc;
 }
