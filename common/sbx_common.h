@@ -27,11 +27,8 @@ static inline void sbx_fclosep(FILE **f) { if (*f) fclose(*f); }
 #define SBX_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* ---- digests ------------------------------------------------------------- */
-/* "sha256:" + 64 hex + NUL */
+/* strlen of "sha256:" + 64 hex; SBX_DIGEST_BUFSZ (sbx/error.h) adds the NUL */
 #define SBX_DIGEST_LEN 71
-#ifndef SBX_DIGEST_BUFSZ
-#define SBX_DIGEST_BUFSZ 72
-#endif
 #define SBX_SHA256_HEXLEN 64
 
 typedef struct sbx_sha256 sbx_sha256; /* streaming hasher (OpenSSL EVP) */

@@ -26,10 +26,6 @@
 extern "C" {
 #endif
 
-#ifndef SBX_DIGEST_BUFSZ
-#define SBX_DIGEST_BUFSZ 72
-#endif
-
 /* What happens to a step, reported through sbx_build_options.on_event. */
 typedef enum {
     SBX_BUILD_EV_BASE = 1, /* the base: summary its kind, detail what, digest when resolved */

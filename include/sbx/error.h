@@ -15,6 +15,11 @@
 extern "C" {
 #endif
 
+/* A digest as text, "sha256:" + 64 hex digits + NUL: the size of every
+ * digest buffer in this API (here because every public header includes
+ * this one). */
+#define SBX_DIGEST_BUFSZ 72
+
 enum {
     SBX_OK = 0,
     SBX_EINVAL = -1,     /* bad input: a ref, a recipe, an argument */

@@ -35,10 +35,6 @@
 extern "C" {
 #endif
 
-#ifndef SBX_DIGEST_BUFSZ
-#define SBX_DIGEST_BUFSZ 72
-#endif
-
 typedef struct sbx_export_options {
     /* "os/arch[/variant]" when IMAGE names an index; NULL: this host's. */
     const char *platform;

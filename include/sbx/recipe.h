@@ -31,10 +31,6 @@
 extern "C" {
 #endif
 
-#ifndef SBX_DIGEST_BUFSZ
-#define SBX_DIGEST_BUFSZ 72 /* "sha256:" + 64 hex + NUL */
-#endif
-
 typedef struct sbx_recipe sbx_recipe; /* opaque, immutable, refcounted */
 
 /* ---- the base ------------------------------------------------------------ */

@@ -30,10 +30,6 @@
 extern "C" {
 #endif
 
-#ifndef SBX_DIGEST_BUFSZ
-#define SBX_DIGEST_BUFSZ 72
-#endif
-
 /* ---- references ----------------------------------------------------------- */
 
 /* Limits from the Docker reference grammar. */

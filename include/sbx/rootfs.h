@@ -36,10 +36,6 @@
 extern "C" {
 #endif
 
-#ifndef SBX_DIGEST_BUFSZ
-#define SBX_DIGEST_BUFSZ 72
-#endif
-
 typedef struct sbx_rootfs_options {
     /* Hardlink files from the cached layers instead of copying them
      * (falls back to a copy on EXDEV/EMLINK).  The tree is then read-only

@@ -28,10 +28,6 @@
 extern "C" {
 #endif
 
-#ifndef SBX_DIGEST_BUFSZ
-#define SBX_DIGEST_BUFSZ 72 /* "sha256:" + 64 hex + NUL */
-#endif
-
 typedef struct sbx_store sbx_store;
 typedef struct sbx_blob_writer sbx_blob_writer;
 typedef struct sbx_layer_writer sbx_layer_writer;
