@@ -57,7 +57,7 @@ static int check_cancel(const sbx_export_options *o, sbx_error *err)
 /* ---- the destination and its temp dir ------------------------------------- */
 
 /* Export writes a new directory: dest must not exist at all. */
-static int check_dest(const bld_outdir *d, sbx_error *err)
+static int check_dest(bld_outdir *d, sbx_error *err)
 {
     struct stat st;
     if (lstat(d->path, &st) == 0)
@@ -444,6 +444,19 @@ done:
     return r;
 }
 
+struct call {
+    sbx_export_result *out;
+    sbx_store *s;
+    const char *image;
+    const sbx_export_options *o;
+};
+
+static int work(bld_outdir *d, void *ud, sbx_error *err)
+{
+    struct call *c = ud;
+    return run(c->out, c->s, c->image, d, c->o, err);
+}
+
 int sbx_export_layout(sbx_export_result *out, sbx_store *store, const char *image,
                       const char *dir, const sbx_export_options *opts, sbx_error *err)
 {
@@ -452,20 +465,6 @@ int sbx_export_layout(sbx_export_result *out, sbx_store *store, const char *imag
     memset(out, 0, sizeof *out);
     if (!image || !*image || !dir || !*dir)
         return sbx_error_set(err, SBX_EINVAL, "exporting: an image and a directory are needed");
-    bld_outdir d = BLD_OUTDIR_INIT("exporting", "export");
-    int r = bld_outdir_split(&d, dir, err);
-    if (r == 0)
-        r = check_dest(&d, err);
-    if (r == 0) {
-        bld_outdir_clean_stale(&d);
-        r = run(out, store, image, &d, o, err);
-    }
-    if (d.tmp) {
-        sbx_error e = SBX_ERROR_INIT;
-        sbx_rm_rf(d.tmp, &e);
-    }
-    if (r < 0 && !err->where[0])
-        sbx_error_where(err, "%s", dir);
-    bld_outdir_free(&d);
-    return r;
+    struct call c = {out, store, image, o};
+    return bld_outdir_run(dir, "exporting", "export", check_dest, work, &c, err);
 }

@@ -135,3 +135,26 @@ int bld_outdir_make_tmp(bld_outdir *d, sbx_error *err)
     return sbx_error_set(err, SBX_EIO, "%s: could not make a temp dir in '%s'", d->verb,
                          d->parent);
 }
+
+int bld_outdir_run(const char *dir, const char *verb, const char *kind,
+                   int (*check)(bld_outdir *d, sbx_error *err),
+                   int (*work)(bld_outdir *d, void *ud, sbx_error *err), void *ud,
+                   sbx_error *err)
+{
+    bld_outdir d = BLD_OUTDIR_INIT(verb, kind);
+    int r = bld_outdir_split(&d, dir, err);
+    if (r == 0 && check)
+        r = check(&d, err);
+    if (r == 0) {
+        bld_outdir_clean_stale(&d);
+        r = work(&d, ud, err);
+    }
+    if (d.tmp) {
+        sbx_error e = SBX_ERROR_INIT;
+        sbx_rm_rf(d.tmp, &e);
+    }
+    if (r < 0 && !err->where[0])
+        sbx_error_where(err, "%s", dir);
+    bld_outdir_free(&d);
+    return r;
+}

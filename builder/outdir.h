@@ -42,4 +42,14 @@ int bld_outdir_make_tmp(bld_outdir *d, sbx_error *err);
 /* Free the strings, close the lock (the temp dir itself is the caller's). */
 void bld_outdir_free(bld_outdir *d);
 
+/* The whole frame of a call that makes dir: split it, `check` it (may be
+ * NULL), remove what killed calls left, run `work` (which makes d->tmp with
+ * bld_outdir_make_tmp, fills it and renames it to d->path, setting d->tmp
+ * to NULL), then remove d->tmp if work left it, whatever happened.  An
+ * error without a `where` gets dir. */
+int bld_outdir_run(const char *dir, const char *verb, const char *kind,
+                   int (*check)(bld_outdir *d, sbx_error *err),
+                   int (*work)(bld_outdir *d, void *ud, sbx_error *err), void *ud,
+                   sbx_error *err);
+
 #endif

@@ -191,6 +191,19 @@ out:
     return r;
 }
 
+struct call {
+    sbx_rootfs_result *out;
+    sbx_store *s;
+    const char *image;
+    const sbx_rootfs_options *o;
+};
+
+static int work(bld_outdir *d, void *ud, sbx_error *err)
+{
+    struct call *c = ud;
+    return run(c->out, c->s, c->image, d, c->o, err);
+}
+
 int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *image,
                       const char *dir, const sbx_rootfs_options *opts, sbx_error *err)
 {
@@ -199,20 +212,6 @@ int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *imag
     memset(out, 0, sizeof *out);
     if (!image || !*image || !dir || !*dir)
         return sbx_error_set(err, SBX_EINVAL, "unpacking: an image and a directory are needed");
-    bld_outdir d = BLD_OUTDIR_INIT("unpacking", "unpack");
-    int r = bld_outdir_split(&d, dir, err);
-    if (r == 0)
-        r = check_dest(&d, err);
-    if (r == 0) {
-        bld_outdir_clean_stale(&d);
-        r = run(out, store, image, &d, o, err);
-    }
-    if (d.tmp) {
-        sbx_error e = SBX_ERROR_INIT;
-        sbx_rm_rf(d.tmp, &e);
-    }
-    if (r < 0 && !err->where[0])
-        sbx_error_where(err, "%s", dir);
-    bld_outdir_free(&d);
-    return r;
+    struct call c = {out, store, image, o};
+    return bld_outdir_run(dir, "unpacking", "unpack", check_dest, work, &c, err);
 }
