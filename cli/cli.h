@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "sbx/error.h"
+#include "sbx/log.h"
 #include "sbx/store.h"
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
@@ -58,6 +59,14 @@ void cli_progress_done(void);
 void cli_progress_clear(void);
 /* Put indent before each progress line on a terminal ("" by default). */
 void cli_progress_set_indent(const char *indent);
+/* "debug", "info", "warning", "error". */
+const char *cli_log_level_name(sbx_log_level level);
+/* A library message as a line on stderr: as is for info, else
+ * "<level>: <msg>". */
+void cli_print_log(sbx_log_level level, const char *msg);
+/* printf precision that shows a progress id: a digest as its first 12 hex
+ * digits ("sha256:1b2d9827e7a9"), anything else whole. */
+int cli_id_width(const char *id);
 
 typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
 

@@ -161,9 +161,8 @@ static void on_output(void *ud, size_t index, const char *line)
 static void json_log(void *ud, sbx_log_level level, const char *msg)
 {
     (void)ud;
-    static const char *names[] = {"debug", "info", "warning", "error"};
-    print_json_line(json_pack("{s:s, s:s, s:s}", "event", "log", "level", names[level],
-                              "message", msg));
+    print_json_line(json_pack("{s:s, s:s, s:s}", "event", "log", "level",
+                              cli_log_level_name(level), "message", msg));
 }
 
 static void json_progress(void *ud, const sbx_progress *p)
@@ -191,40 +190,9 @@ static void plain_progress(void *ud, const sbx_progress *p)
         if (!strcmp(seen[i], key))
             return;
     snprintf(seen[next++ % (sizeof seen / sizeof seen[0])], sizeof seen[0], "%s", key);
-    int digest = !strncmp(p->id, "sha256:", 7);
-    fprintf(stderr, "      %s %.*s%s%s\n", p->phase, digest ? 19 : (int)strlen(p->id), p->id,
+    fprintf(stderr, "      %s %.*s%s%s\n", p->phase, cli_id_width(p->id), p->id,
             p->total ? " " : "", p->total ? cli_human_bytes(p->total, total, sizeof total) : "");
     fflush(stderr);
-}
-
-/* A failure: with --json one "error" event (and nothing else on stderr),
- * else the failed step's details and the usual error line. */
-static void report_failure(const sbx_build_result *r);
-
-static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
-{
-    if (json) {
-        char buf[2048];
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message",
-                              sbx_error_format(err, buf, sizeof buf), "code",
-                              sbx_error_code_name(err->code), "where", err->where);
-        if (r && r->failed_step) {
-            json_object_set_new(o, "step", json_integer((json_int_t)r->failed_step));
-            if (r->failed_summary)
-                json_object_set_new(o, "summary", json_string(r->failed_summary));
-            if (r->failed_command)
-                json_object_set_new(o, "command", json_string(r->failed_command));
-            json_object_set_new(o, "exit_code", json_integer(r->exit_code));
-            json_object_set_new(o, "timed_out", json_boolean(r->timed_out));
-            if (r->tail)
-                json_object_set_new(o, "tail", json_string(r->tail));
-        }
-        print_json_line(o);
-        return CLI_EXIT_FAIL;
-    }
-    if (r)
-        report_failure(r);
-    return cli_fail(err);
 }
 
 static void report_failure(const sbx_build_result *r)
@@ -253,6 +221,35 @@ static void report_failure(const sbx_build_result *r)
         }
     }
 }
+
+/* A failure: with --json one "error" event (and nothing else on stderr),
+ * else the failed step's details and the usual error line. */
+static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
+{
+    if (json) {
+        char buf[2048];
+        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message",
+                              sbx_error_format(err, buf, sizeof buf), "code",
+                              sbx_error_code_name(err->code), "where", err->where);
+        if (r && r->failed_step) {
+            json_object_set_new(o, "step", json_integer((json_int_t)r->failed_step));
+            if (r->failed_summary)
+                json_object_set_new(o, "summary", json_string(r->failed_summary));
+            if (r->failed_command)
+                json_object_set_new(o, "command", json_string(r->failed_command));
+            json_object_set_new(o, "exit_code", json_integer(r->exit_code));
+            json_object_set_new(o, "timed_out", json_boolean(r->timed_out));
+            if (r->tail)
+                json_object_set_new(o, "tail", json_string(r->tail));
+        }
+        print_json_line(o);
+        return CLI_EXIT_FAIL;
+    }
+    if (r)
+        report_failure(r);
+    return cli_fail(err);
+}
+
 
 int cmd_build(sbx_cli *cli, int argc, char **argv)
 {

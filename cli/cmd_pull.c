@@ -134,15 +134,11 @@ static void progress_sink(void *ud, const sbx_progress *p)
 static void log_sink(void *ud, sbx_log_level level, const char *msg)
 {
     (void)ud;
-    static const char *names[] = {"debug", "info", "warning", "error"};
     if (g_pp.tty && g_pp.drawn) {
         fprintf(stderr, "\033[%zuA\r\033[J", g_pp.drawn);
         g_pp.drawn = 0;
     }
-    if (level == SBX_LOG_INFO)
-        fprintf(stderr, "%s\n", msg);
-    else
-        fprintf(stderr, "%s: %s\n", names[level], msg);
+    cli_print_log(level, msg);
     if (g_pp.tty && g_pp.n)
         redraw();
     fflush(stderr);

@@ -30,15 +30,27 @@ void cli_progress_clear(void)
 
 void cli_progress_set_indent(const char *indent) { g_indent = indent ? indent : ""; }
 
-static void log_sink(void *ud, sbx_log_level level, const char *msg)
+const char *cli_log_level_name(sbx_log_level level)
 {
-    (void)ud;
-    static const char *names[] = {"debug", "info", "warning", "error"};
-    cli_progress_done();
+    static const char *const names[] = {"debug", "info", "warning", "error"};
+    return (unsigned)level < sizeof names / sizeof names[0] ? names[level] : "log";
+}
+
+void cli_print_log(sbx_log_level level, const char *msg)
+{
     if (level == SBX_LOG_INFO)
         fprintf(stderr, "%s\n", msg);
     else
-        fprintf(stderr, "%s: %s\n", names[level], msg);
+        fprintf(stderr, "%s: %s\n", cli_log_level_name(level), msg);
+}
+
+int cli_id_width(const char *id) { return strncmp(id, "sha256:", 7) ? (int)strlen(id) : 19; }
+
+static void log_sink(void *ud, sbx_log_level level, const char *msg)
+{
+    (void)ud;
+    cli_progress_done();
+    cli_print_log(level, msg);
 }
 
 static void progress_sink(void *ud, const sbx_progress *p)
@@ -48,9 +60,9 @@ static void progress_sink(void *ud, const sbx_progress *p)
     cli_human_bytes(p->done, done, sizeof done);
     cli_human_bytes(p->total, total, sizeof total);
     int same = !strcmp(g_last_id, p->id) && !strcmp(g_last_phase, p->phase);
-    /* a digest as its first 12 hex digits, as everywhere else on stderr (on a
-     * terminal the line then fits and redraws in place instead of wrapping) */
-    int idlen = strncmp(p->id, "sha256:", 7) ? (int)strlen(p->id) : 19;
+    /* a digest short, as everywhere else on stderr (on a terminal the line
+     * then fits and redraws in place instead of wrapping) */
+    int idlen = cli_id_width(p->id);
     if (g_tty) {
         if (strcmp(g_last_id, p->id) != 0)
             cli_progress_done();
