@@ -383,29 +383,15 @@ static int check_manifest_type(const sbx_image_info *in, sbx_error *err)
 static int run(sbx_export_result *out, sbx_store *s, const char *image, bld_outdir *d,
                const sbx_export_options *o, sbx_error *err)
 {
-    char digest[SBX_DIGEST_BUFSZ];
-    int r = bld_find_image(digest, s, image, "exporting", err);
+    sbx_image_info *in = NULL;
+    sbx_lease *lease = NULL;
+    int r = bld_open_image(&in, &lease, s, image, o->platform, "exporting", err);
     if (r < 0)
         return r;
-    sbx_lease *lease = NULL;
-    if ((r = sbx_store_lease_acquire(&lease, s, 0, err)) < 0 ||
-        (r = sbx_lease_add(lease, digest, err)) < 0) {
-        sbx_lease_release(lease);
-        return sbx_error_wrap(err, "exporting '%s': leasing the image", image);
-    }
-    /* by digest, inspect reads the store only: never a registry */
-    sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
-    ro.store = s;
-    ro.platform = o->platform;
-    sbx_image_info *in = NULL;
     sbx_layer_info *infos = NULL;
     char *man = NULL;
     size_t man_len = 0;
     ctx c = {.s = s, .o = o, .blobs_fd = -1, .out = out};
-    if ((r = sbx_registry_inspect(&in, digest, &ro, err)) < 0) {
-        sbx_error_wrap(err, "exporting '%s'", image);
-        goto done;
-    }
     if ((r = check_manifest_type(in, err)) < 0)
         goto done;
     snprintf(out->stored_digest, sizeof out->stored_digest, "%s", in->digest);

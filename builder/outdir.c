@@ -17,8 +17,8 @@
 
 static atomic_uint tmp_counter;
 
-int bld_find_image(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *image,
-                   const char *verb, sbx_error *err)
+static int find_image(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *image,
+                      const char *verb, sbx_error *err)
 {
     sbx_error e = SBX_ERROR_INIT;
     if (sbx_digest_valid(image)) {
@@ -45,6 +45,33 @@ int bld_find_image(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *imag
                   verb, image, sbx_store_root(s), image);
     sbx_error_where(err, "%s", image);
     return SBX_ENOTFOUND;
+}
+
+int bld_open_image(sbx_image_info **info, sbx_lease **lease, sbx_store *s, const char *image,
+                   const char *platform, const char *verb, sbx_error *err)
+{
+    char digest[SBX_DIGEST_BUFSZ];
+    *info = NULL;
+    *lease = NULL;
+    int r = find_image(digest, s, image, verb, err);
+    if (r < 0)
+        return r;
+    if ((r = sbx_store_lease_acquire(lease, s, 0, err)) < 0 ||
+        (r = sbx_lease_add(*lease, digest, err)) < 0) {
+        sbx_lease_release(*lease);
+        *lease = NULL;
+        return sbx_error_wrap(err, "%s '%s': leasing the image", verb, image);
+    }
+    /* by digest, inspect reads the store only: never a registry */
+    sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
+    ro.store = s;
+    ro.platform = platform;
+    if ((r = sbx_registry_inspect(info, digest, &ro, err)) < 0) {
+        sbx_lease_release(*lease);
+        *lease = NULL;
+        return sbx_error_wrap(err, "%s '%s'", verb, image);
+    }
+    return 0;
 }
 
 void bld_outdir_free(bld_outdir *d)

@@ -11,14 +11,16 @@
 #include <stdbool.h>
 
 #include "sbx/error.h"
+#include "sbx/registry.h"
 #include "sbx/store.h"
 
-/* The image's manifest digest, as inspect looks in the store: a manifest
- * digest, a pinned ref's digest, the normalized ref as pull names it, the
- * name as given (build tags).  Never a registry.  SBX_ENOTFOUND names the
- * image, with `verb` ("unpacking") first. */
-int bld_find_image(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *image,
-                   const char *verb, sbx_error *err);
+/* Find `image` in the store (a manifest digest, a pinned ref's digest, the
+ * normalized ref as pull names it, the name as given: never a registry),
+ * lease it against gc into *lease, and read it (the platform's manifest when
+ * it names an index) into *info.  On failure nothing is left to release;
+ * SBX_ENOTFOUND names the image, with `verb` ("unpacking") first. */
+int bld_open_image(sbx_image_info **info, sbx_lease **lease, sbx_store *s, const char *image,
+                   const char *platform, const char *verb, sbx_error *err);
 
 typedef struct bld_outdir {
     const char *verb; /* "unpacking": starts error messages */

@@ -128,27 +128,13 @@ static int write_config(const sbx_image_info *in, const char *path, sbx_error *e
 static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, bld_outdir *d,
                const sbx_rootfs_options *o, sbx_error *err)
 {
-    char digest[SBX_DIGEST_BUFSZ];
-    int r = bld_find_image(digest, s, image, "unpacking", err);
+    sbx_image_info *in = NULL;
+    sbx_lease *lease = NULL;
+    int r = bld_open_image(&in, &lease, s, image, o->platform, "unpacking", err);
     if (r < 0)
         return r;
-    sbx_lease *lease = NULL;
-    if ((r = sbx_store_lease_acquire(&lease, s, 0, err)) < 0 ||
-        (r = sbx_lease_add(lease, digest, err)) < 0) {
-        sbx_lease_release(lease);
-        return sbx_error_wrap(err, "unpacking '%s': leasing the image", image);
-    }
-    /* by digest, inspect reads the store only: never a registry */
-    sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
-    ro.store = s;
-    ro.platform = o->platform;
-    sbx_image_info *in = NULL;
     char **dirs = NULL;
     bool config_written = false;
-    if ((r = sbx_registry_inspect(&in, digest, &ro, err)) < 0) {
-        sbx_error_wrap(err, "unpacking '%s'", image);
-        goto out;
-    }
     snprintf(out->digest, sizeof out->digest, "%s", in->digest);
     snprintf(out->config, sizeof out->config, "%s", in->config_digest);
     out->layers = in->nlayers;
