@@ -54,24 +54,14 @@ int sbx_build_image_from_dir(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store
     return rc;
 }
 
-/* A stored manifest, checked by reading it (no lease, no write: a no-op
- * rebuild should not pay has_blob's synced lease transaction; the build
- * leases the base when a step actually uses it). */
-static int manifest_readable(sbx_store *store, const char *digest)
-{
-    char *raw = NULL;
-    size_t len = 0;
-    sbx_error e = SBX_ERROR_INIT;
-    int ok = sbx_store_read_blob(store, digest, 4u << 20, &raw, &len, &e) == 0;
-    free(raw);
-    return ok;
-}
-
+/* A named, stored manifest, checked by reading it (no lease, no write: a
+ * no-op rebuild should not pay has_blob's synced lease transaction; the
+ * build leases the base when a step actually uses it). */
 static int named_manifest(sbx_store *store, const char *name, char digest_out[SBX_DIGEST_BUFSZ])
 {
     sbx_error e = SBX_ERROR_INIT;
     return sbx_store_name_get(store, name, digest_out, &e) == 0 &&
-           manifest_readable(store, digest_out);
+           sbx_img_readable(store, digest_out);
 }
 
 /* ---- base: sbx ------------------------------------------------------------ */
@@ -328,7 +318,7 @@ int sbx_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     case SBX_BASE_IMAGE: {
         const char *ref = base->ref;
         if (sbx_digest_valid(ref)) {
-            if (manifest_readable(store, ref)) {
+            if (sbx_img_readable(store, ref)) {
                 snprintf(digest_out, SBX_DIGEST_BUFSZ, "%s", ref);
                 return 0;
             }

@@ -415,11 +415,7 @@ static int image_named(build_ctx *c, const char *name, const char *digest)
     for (size_t i = 0; c->o && i < c->o->n_tags; i++)
         if (sbx_store_name_get(c->s, c->o->tags[i], cur, &e) < 0 || strcmp(cur, digest) != 0)
             return 0;
-    char *raw = NULL;
-    size_t len = 0;
-    int ok = sbx_store_read_blob(c->s, digest, 4u << 20, &raw, &len, &e) == 0;
-    free(raw);
-    return ok;
+    return sbx_img_readable(c->s, digest);
 }
 
 static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,

@@ -30,6 +30,11 @@ json_t *sbx_img_config_new(const char *os, const char *arch);
  * deep copy owned by the caller.  Accepts OCI and Docker schema2 manifests. */
 int sbx_img_load(json_t **out, sbx_store *s, const char *digest, sbx_error *err);
 
+/* 1 when the manifest `digest` is stored and reads back (at most
+ * SBX_IMG_MAX_JSON), else 0.  Takes no lease and writes nothing, unlike
+ * sbx_store_has_blob: what a no-op rebuild checks. */
+int sbx_img_readable(sbx_store *s, const char *digest);
+
 /* Number of layers in config.rootfs.diff_ids and the i-th one. */
 size_t sbx_img_nlayers(json_t *config);
 const char *sbx_img_layer(json_t *config, size_t i);

@@ -211,6 +211,16 @@ const char **sbx_img_env(json_t *config)
     return out;
 }
 
+int sbx_img_readable(sbx_store *s, const char *digest)
+{
+    char *raw = NULL;
+    size_t len = 0;
+    sbx_error e = SBX_ERROR_INIT;
+    int ok = sbx_store_read_blob(s, digest, SBX_IMG_MAX_JSON, &raw, &len, &e) == 0;
+    free(raw);
+    return ok;
+}
+
 /* The config and manifest bytes of `config` as sbx_img_commit stores them
  * (layers described by their stored zstd form, read from the store). */
 typedef struct img_bytes {
