@@ -511,7 +511,10 @@ int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__has
             }
             sbx_sha256_update(h, ob, o.pos);
             out->size += o.pos;
-        } while (ib.pos < ib.size || o.pos == o.size);
+            /* A full output buffer may hide more output, unless the frame
+             * just ended (last == 0): asking again then starts a next frame
+             * and returns its header hint, which reads as truncation. */
+        } while (ib.pos < ib.size || (o.pos == o.size && last != 0));
         if (rc < 0)
             break;
     }

@@ -338,6 +338,36 @@ static void test_fsck_clean_store(void **state)
     assert_int_equal(rep.corrupt + rep.dangling_repaired + rep.orphans, 0);
 }
 
+/* A layer whose tar is an exact multiple of zstd's 128 KiB block ends its
+ * last frame on a full output buffer: fsck must see a whole, valid layer
+ * (it once asked the decoder for more, got a next frame's hint and
+ * quarantined it), and the layer must still read back. */
+static void test_fsck_keeps_layer_of_128k_multiple(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    static const size_t sizes[] = {128 * 1024, 3 * 128 * 1024, 10 * 128 * 1024};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(sizes); i++) {
+        char layer[SBX_DIGEST_BUFSZ];
+        ts_put_layer(t, sizes[i], 7 + (unsigned)i, layer);
+        sbx_fsck_report rep;
+        assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+        assert_int_equal(rep.corrupt, 0);
+        assert_int_equal(ts_count(t, "quarantine"), 0);
+        assert_int_equal(sbx_store_has_layer(t->s, layer), 1);
+        sbx_layer_reader *r = NULL;
+        assert_int_equal(sbx_store_layer_open(&r, t->s, layer, &err), 0);
+        size_t total = 0, n;
+        char buf[65536];
+        do {
+            assert_int_equal(sbx_layer_reader_read(r, buf, sizeof buf, &n, &err), 0);
+            total += n;
+        } while (n > 0);
+        sbx_layer_reader_free(r);
+        assert_int_equal(total, sizes[i]);
+    }
+}
+
 typedef struct fsck_seen {
     int events;
     uint64_t last_done[2], last_total[2]; /* [0] blobs, [1] layers */
@@ -528,6 +558,7 @@ int main(void)
         TS_TEST(test_gc_unpacked_counts_only_bytes_it_frees),
         TS_TEST(test_fsck_clean_store),
         TS_TEST(test_fsck_progress),
+        TS_TEST(test_fsck_keeps_layer_of_128k_multiple),
         TS_TEST(test_fsck_quarantines_corrupt_blob),
         TS_TEST(test_fsck_quarantines_corrupt_layer),
         TS_TEST(test_fsck_repairs_dangling_and_records_orphans),
