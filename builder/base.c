@@ -22,7 +22,7 @@
 
 #include "build_base.h"
 #include "build_internal.h"
-#include "layers.h"
+#include "sbx/rootfs.h"
 #include "sbx/builder.h"
 #include "sbx/registry.h"
 #include "sbx_common.h"
@@ -36,18 +36,18 @@ int sbx_build_image_from_dir(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store
     sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
     co.overlay_upper = false;
     sbx_capture_result cr;
-    if (sbx_layer_capture(&cr, store, dir, &co, err) < 0)
+    if (sbx_rootfs_capture(&cr, store, dir, &co, err) < 0)
         return sbx_error_wrap(err, "capture '%s'", dir);
     sbx_platform host;
     sbx_platform_host(&host);
-    json_t *config = sbx_img_config_new(host.os, host.architecture);
+    json_t *config = bld_config_new(host.os, host.architecture);
     if (!config)
         return sbx_error_set(err, SBX_ENOMEM, "create image config");
     if (host.variant[0])
         json_object_set_new(config, "variant", json_string(host.variant));
-    int rc = sbx_img_add_history(config, cr.changed ? cr.diff_id : NULL, created_by, err);
+    int rc = bld_config_add_history(config, cr.changed ? cr.diff_id : NULL, created_by, err);
     if (rc == 0)
-        rc = sbx_img_commit(store, config, digest_out, err);
+        rc = bld_config_commit(store, config, digest_out, err);
     json_decref(config);
     if (rc == 0 && name)
         rc = sbx_store_name_set(store, name, digest_out, err);
@@ -61,7 +61,7 @@ static int named_manifest(sbx_store *store, const char *name, char digest_out[SB
 {
     sbx_error e = SBX_ERROR_INIT;
     return sbx_store_name_get(store, name, digest_out, &e) == 0 &&
-           sbx_img_readable(store, digest_out);
+           sbx_image_readable(store, digest_out);
 }
 
 /* ---- base: sbx ------------------------------------------------------------ */
@@ -117,7 +117,7 @@ static const char *pick(const char *opt, const char *env, const char *def)
     return e && *e ? e : def;
 }
 
-int sbx_base_sbx_params(sbx_base_params *out, const sbx_build_options *opts)
+int bld_base_sbx_params(bld_base_params *out, const sbx_build_options *opts)
 {
     memset(out, 0, sizeof *out);
     snprintf(out->suite, sizeof out->suite, "%s",
@@ -217,7 +217,7 @@ static int run_logged(char *const argv[], const sbx_build_options *opts, char *t
  * sandbox mounts its own /dev). */
 static int clear_dev(const char *rootfs, sbx_error *err)
 {
-    _cleanup_free_ char *dev = sbx_strdup_printf("%s/dev", rootfs);
+    _cleanup_free_ char *dev = sbx__strdup_printf("%s/dev", rootfs);
     DIR *d = dev ? opendir(dev) : NULL;
     if (!d)
         return 0;
@@ -226,17 +226,17 @@ static int clear_dev(const char *rootfs, sbx_error *err)
     while ((e = readdir(d)) && rc == 0) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dev, e->d_name);
-        rc = p ? sbx_rm_rf(p, err) : sbx_error_set(err, SBX_ENOMEM, "clear /dev");
+        _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", dev, e->d_name);
+        rc = p ? sbx__rm_rf(p, err) : sbx_error_set(err, SBX_ENOMEM, "clear /dev");
     }
     closedir(d);
     return rc;
 }
 
-static int debootstrap_into(const char *rootfs, const sbx_base_params *bp,
+static int debootstrap_into(const char *rootfs, const bld_base_params *bp,
                             const sbx_build_options *opts, sbx_error *err)
 {
-    _cleanup_free_ char *variant = sbx_strdup_printf("--variant=%s", bp->variant);
+    _cleanup_free_ char *variant = sbx__strdup_printf("--variant=%s", bp->variant);
     if (!variant)
         return sbx_error_set(err, SBX_ENOMEM, "run debootstrap");
     char *argv[] = {"debootstrap", variant, (char *)bp->suite, (char *)rootfs,
@@ -258,8 +258,8 @@ static int debootstrap_into(const char *rootfs, const sbx_base_params *bp,
 int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
                        const sbx_build_options *opts, sbx_error *err)
 {
-    sbx_base_params bp;
-    sbx_base_sbx_params(&bp, opts);
+    bld_base_params bp;
+    bld_base_sbx_params(&bp, opts);
     if (!valid_word(bp.suite) || !valid_word(bp.variant))
         return sbx_error_set(err, SBX_EINVAL, "build the sbx base: bad suite '%s' or variant '%s'",
                              bp.suite, bp.variant);
@@ -267,11 +267,11 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     if (named_manifest(store, bp.name, digest_out))
         return 0;
 
-    _cleanup_free_ char *dir = sbx_strdup_printf("%s/build", sbx_store_root(store));
-    _cleanup_free_ char *lock = sbx_strdup_printf("%s/sbx-base.lock", dir ? dir : "");
+    _cleanup_free_ char *dir = sbx__strdup_printf("%s/build", sbx_store_root(store));
+    _cleanup_free_ char *lock = sbx__strdup_printf("%s/sbx-base.lock", dir ? dir : "");
     if (!dir || !lock)
         return sbx_error_set(err, SBX_ENOMEM, "build the sbx base");
-    if (sbx_mkdir_p(dir, 0700, err) < 0)
+    if (sbx__mkdir_p(dir, 0700, err) < 0)
         return err->code;
     _cleanup_close_ int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lfd < 0)
@@ -286,15 +286,15 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
 
     sbx_log(SBX_LOG_INFO, "building the sbx base '%s' with debootstrap --variant=%s %s %s",
             bp.name, bp.variant, bp.suite, bp.mirror);
-    _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/%d-base", dir, (int)getpid());
+    _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/%d-base", dir, (int)getpid());
     if (!rootfs)
         return sbx_error_set(err, SBX_ENOMEM, "build the sbx base");
-    sbx_rm_rf(rootfs, &e2);
-    int rc = sbx_mkdir_p(rootfs, 0755, err);
+    sbx__rm_rf(rootfs, &e2);
+    int rc = sbx__mkdir_p(rootfs, 0755, err);
     if (rc == 0)
         rc = debootstrap_into(rootfs, &bp, opts, err);
     if (rc == 0) {
-        _cleanup_free_ char *by = sbx_strdup_printf("debootstrap --variant=%s %s %s", bp.variant,
+        _cleanup_free_ char *by = sbx__strdup_printf("debootstrap --variant=%s %s %s", bp.variant,
                                                     bp.suite, bp.mirror);
         rc = sbx_build_image_from_dir(digest_out, store, rootfs, bp.name,
                                       by ? by : "debootstrap", err);
@@ -302,13 +302,13 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
             sbx_error_wrap(err, "store the sbx base");
     }
     sbx_error e3 = SBX_ERROR_INIT;
-    sbx_rm_rf(rootfs, &e3);
+    sbx__rm_rf(rootfs, &e3);
     return rc;
 }
 
 /* ---- resolving the base of a recipe -------------------------------------- */
 
-int sbx_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
                      const sbx_recipe_base *base, const sbx_build_options *opts,
                      sbx_error *err)
 {
@@ -317,8 +317,8 @@ int sbx_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         return sbx_build_sbx_base(digest_out, store, opts, err);
     case SBX_BASE_IMAGE: {
         const char *ref = base->ref;
-        if (sbx_digest_valid(ref)) {
-            if (sbx_img_readable(store, ref)) {
+        if (sbx__digest_valid(ref)) {
+            if (sbx_image_readable(store, ref)) {
                 snprintf(digest_out, SBX_DIGEST_BUFSZ, "%s", ref);
                 return 0;
             }
@@ -350,7 +350,7 @@ int sbx_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     return sbx_error_set(err, SBX_EINVAL, "resolve base: unknown kind %d", (int)base->kind);
 }
 
-int sbx_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *digest,
+int bld_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *digest,
                    const sbx_build_options *opts, sbx_error *err)
 {
     if (base->kind != SBX_BASE_REGISTRY || sbx_store_has_blob(store, digest) == 1) {
@@ -363,10 +363,10 @@ int sbx_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *di
                                        digest);
         json_t *cfg = NULL;
         sbx_error e2 = SBX_ERROR_INIT;
-        if (sbx_img_load(&cfg, store, digest, &e2) == 0) {
-            size_t n = sbx_img_nlayers(cfg), have = 0;
+        if (bld_config_load(&cfg, store, digest, &e2) == 0) {
+            size_t n = bld_config_nlayers(cfg), have = 0;
             for (size_t i = 0; i < n; i++)
-                have += sbx_store_has_layer(store, sbx_img_layer(cfg, i)) == 1;
+                have += sbx_store_has_layer(store, bld_config_layer(cfg, i)) == 1;
             json_decref(cfg);
             if (have == n)
                 return 0;
@@ -380,7 +380,7 @@ int sbx_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *di
     if (r.digest[0])
         pinned = strdup(r.str);
     else
-        pinned = sbx_strdup_printf("%s@%s", r.str, digest);
+        pinned = sbx__strdup_printf("%s@%s", r.str, digest);
     if (!pinned)
         return sbx_error_set(err, SBX_ENOMEM, "pull base");
     sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;

@@ -11,7 +11,7 @@
  * was never captured; no name is set).  Scratch dirs live under
  * <root>/build/<pid>-<n>/ and are removed after each step; ones left by a
  * killed builder (dead pid) are removed by the next build, and
- * sbx_sandbox_cleanup_stale removes their bundles and mounts.
+ * bld_sandbox_cleanup_stale removes their bundles and mounts.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -25,7 +25,7 @@
 #include "build_copy.h"
 #include "build_internal.h"
 #include "build_steps.h"
-#include "layers.h"
+#include "sbx/rootfs.h"
 #include "sandbox.h"
 #include "sbx/builder.h"
 #include "sbx_common.h"
@@ -36,7 +36,7 @@ typedef struct build_ctx {
     const sbx_build_options *o;
     sbx_build_result *res;
     const char *root;
-    sbx_runtime_kind runtime;
+    bld_runtime_kind runtime;
     unsigned timeout;
     size_t total;
     unsigned scratch_seq;
@@ -63,8 +63,8 @@ static void emit_base(build_ctx *c, const sbx_recipe_base *b, const char *digest
     char what[200];
     switch (b->kind) {
     case SBX_BASE_SBX: {
-        sbx_base_params bp;
-        sbx_base_sbx_params(&bp, c->o);
+        bld_base_params bp;
+        bld_base_sbx_params(&bp, c->o);
         snprintf(what, sizeof what, "debian %s %s", bp.suite, bp.variant);
         ev.summary = "sbx";
         ev.detail = what;
@@ -97,7 +97,7 @@ static int pid_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno 
 /* Remove <root>/build/<pid>-* left by builders that died. */
 static void cleanup_dead_scratch(const char *root)
 {
-    _cleanup_free_ char *dir = sbx_strdup_printf("%s/build", root);
+    _cleanup_free_ char *dir = sbx__strdup_printf("%s/build", root);
     DIR *d = dir ? opendir(dir) : NULL;
     if (!d)
         return;
@@ -107,9 +107,9 @@ static void cleanup_dead_scratch(const char *root)
         long pid = strtol(e->d_name, &end, 10);
         if (end == e->d_name || *end != '-' || pid_alive((pid_t)pid))
             continue;
-        _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dir, e->d_name);
+        _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", dir, e->d_name);
         sbx_error e2 = SBX_ERROR_INIT;
-        if (p && sbx_rm_rf(p, &e2) == 0)
+        if (p && sbx__rm_rf(p, &e2) == 0)
             sbx_log(SBX_LOG_DEBUG, "removed '%s' left by a dead build", p);
     }
     closedir(d);
@@ -117,14 +117,14 @@ static void cleanup_dead_scratch(const char *root)
 
 static char *scratch_new(build_ctx *c, sbx_error *err)
 {
-    char *p = sbx_strdup_printf("%s/build/%d-%u", c->root, (int)getpid(), c->scratch_seq++);
+    char *p = sbx__strdup_printf("%s/build/%d-%u", c->root, (int)getpid(), c->scratch_seq++);
     if (!p) {
         sbx_error_set(err, SBX_ENOMEM, "create scratch dir");
         return NULL;
     }
     sbx_error e2 = SBX_ERROR_INIT;
-    sbx_rm_rf(p, &e2);
-    if (sbx_mkdir_p(p, 0700, err) < 0) {
+    sbx__rm_rf(p, &e2);
+    if (sbx__mkdir_p(p, 0700, err) < 0) {
         free(p);
         return NULL;
     }
@@ -136,7 +136,7 @@ static void scratch_free(char *p)
     if (!p)
         return;
     sbx_error e = SBX_ERROR_INIT;
-    if (sbx_rm_rf(p, &e) < 0)
+    if (sbx__rm_rf(p, &e) < 0)
         sbx_log(SBX_LOG_WARN, "%s", e.msg);
     free(p);
 }
@@ -159,15 +159,15 @@ static void lowers_free(lowers *l)
 
 static int lowers_get(lowers *out, build_ctx *c, json_t *config, sbx_error *err)
 {
-    size_t n = sbx_img_nlayers(config);
+    size_t n = bld_config_nlayers(config);
     out->dirs = calloc(n ? n : 1, sizeof *out->dirs);
     out->n = 0;
     if (!out->dirs)
         return sbx_error_set(err, SBX_ENOMEM, "unpack layers");
     for (size_t i = 0; i < n; i++) {
         char path[4096];
-        const char *diff_id = sbx_img_layer(config, n - 1 - i);
-        if (sbx_layer_unpack(c->s, diff_id, path, sizeof path, err) < 0) {
+        const char *diff_id = bld_config_layer(config, n - 1 - i);
+        if (sbx_rootfs_layer_unpack(path, sizeof path, c->s, diff_id, err) < 0) {
             lowers_free(out);
             return sbx_error_wrap(err, "unpack layer %zu '%s'", n - i, diff_id);
         }
@@ -184,7 +184,7 @@ static int lowers_get(lowers *out, build_ctx *c, json_t *config, sbx_error *err)
 /* ---- running a command step ------------------------------------------- */
 
 static void fail_info(build_ctx *c, size_t index, const char *summary, const char *display,
-                      const sbx_sandbox_result *sr)
+                      const bld_sandbox_result *sr)
 {
     sbx_build_result *res = c->res;
     res->failed_step = index;
@@ -210,13 +210,13 @@ static const char *last_line(const char *tail)
 /* Run cmd on the state `config` (step index, 0 = add_python); on success add
  * the captured layer (if any) and a history entry to config. */
 static int run_step(build_ctx *c, json_t *config, size_t index, const char *summary,
-                    const sbx_step_cmd *cmd, sbx_error *err)
+                    const bld_step_cmd *cmd, sbx_error *err)
 {
     lowers low = {0};
-    uint64_t t0 = sbx_now_monotonic_ns();
+    uint64_t t0 = sbx__now_monotonic_ns();
     if (lowers_get(&low, c, config, err) < 0)
         return err->code;
-    uint64_t t1 = sbx_now_monotonic_ns();
+    uint64_t t1 = sbx__now_monotonic_ns();
     if (low.n == 0) {
         lowers_free(&low);
         return sbx_error_set(err, SBX_EUNSUPPORTED,
@@ -227,19 +227,19 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         lowers_free(&low);
         return err->code;
     }
-    _cleanup_free_ char *upper = sbx_strdup_printf("%s/upper", scratch);
-    _cleanup_free_ char *work = sbx_strdup_printf("%s/work", scratch);
-    _cleanup_free_ const char **env = sbx_img_env(config);
+    _cleanup_free_ char *upper = sbx__strdup_printf("%s/upper", scratch);
+    _cleanup_free_ char *work = sbx__strdup_printf("%s/work", scratch);
+    _cleanup_free_ const char **env = bld_config_env(config);
     int rc = 0;
     if (!upper || !work || !env)
         rc = sbx_error_set(err, SBX_ENOMEM, "prepare step");
-    if (rc == 0 && (sbx_mkdir_p(upper, 0755, err) < 0 || sbx_mkdir_p(work, 0700, err) < 0))
+    if (rc == 0 && (sbx__mkdir_p(upper, 0755, err) < 0 || sbx__mkdir_p(work, 0700, err) < 0))
         rc = err->code;
 
-    sbx_sandbox_result sr = SBX_SANDBOX_RESULT_INIT;
+    bld_sandbox_result sr = BLD_SANDBOX_RESULT_INIT;
     if (rc == 0) {
         const char *argv[] = {"/bin/sh", "-c", cmd->script, NULL};
-        sbx_sandbox_options so = SBX_SANDBOX_OPTIONS_INIT;
+        bld_sandbox_options so = BLD_SANDBOX_OPTIONS_INIT;
         so.store_root = c->root;
         so.lowers = (const char *const *)low.dirs;
         so.nlowers = low.n;
@@ -247,19 +247,19 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         so.work = work;
         so.argv = argv;
         so.env = env;
-        so.cwd = sbx_img_get_string(config, "WorkingDir");
-        so.user = cmd->user ? cmd->user : sbx_img_get_string(config, "User");
-        so.network = c->o && c->o->network_none ? SBX_NETWORK_NONE : SBX_NETWORK_HOST;
+        so.cwd = bld_config_get_string(config, "WorkingDir");
+        so.user = cmd->user ? cmd->user : bld_config_get_string(config, "User");
+        so.network = c->o && c->o->network_none ? BLD_NETWORK_NONE : BLD_NETWORK_HOST;
         so.timeout_sec = c->timeout;
         so.runtime = c->runtime;
         so.on_output = on_output;
         so.output_ud = c;
         so.keep_lines = SBX_BUILD_TAIL_LINES;
         c->cur_index = index;
-        rc = sbx_sandbox_run(&sr, &so, err);
+        rc = bld_sandbox_run(&sr, &so, err);
         if (rc < 0) {
             fail_info(c, index, summary, cmd->display, &sr);
-            if (sr.exited && sr.exit_code == SBX_STEP_EXIT_UNAVAILABLE)
+            if (sr.exited && sr.exit_code == BLD_STEP_EXIT_UNAVAILABLE)
                 rc = sbx_error_set(err, SBX_EUNSUPPORTED, "%s", last_line(sr.tail));
             else if (sr.timed_out)
                 rc = sbx_error_set(err, SBX_ETIMEOUT, "timed out after %u seconds", c->timeout);
@@ -273,23 +273,23 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
                                    sr.term_signal);
         }
     }
-    uint64_t t2 = sbx_now_monotonic_ns();
+    uint64_t t2 = sbx__now_monotonic_ns();
     if (rc == 0) {
         sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
         sbx_capture_result cr;
-        rc = sbx_layer_capture(&cr, c->s, upper, &co, err);
+        rc = sbx_rootfs_capture(&cr, c->s, upper, &co, err);
         if (rc < 0)
             sbx_error_wrap(err, "capture the layer");
         else
-            rc = sbx_img_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
+            rc = bld_config_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
         if (rc == 0)
             sbx_log(SBX_LOG_DEBUG, "step %zu: %llu tar bytes captured", index,
                     (unsigned long long)cr.size);
     }
-    uint64_t t3 = sbx_now_monotonic_ns();
+    uint64_t t3 = sbx__now_monotonic_ns();
     sbx_log(SBX_LOG_DEBUG, "step %zu: layers ready %.3fs, ran %.3fs, captured %.3fs", index,
             (double)(t1 - t0) / 1e9, (double)(t2 - t1) / 1e9, (double)(t3 - t2) / 1e9);
-    sbx_sandbox_result_clear(&sr);
+    bld_sandbox_result_clear(&sr);
     scratch_free(scratch);
     lowers_free(&low);
     return rc;
@@ -306,21 +306,21 @@ static int copy_step(build_ctx *c, json_t *config, const sbx_step *st, const cha
         lowers_free(&low);
         return err->code;
     }
-    _cleanup_free_ char *stage = sbx_strdup_printf("%s/stage", scratch);
-    int rc = stage ? sbx_mkdir_p(stage, 0755, err)
+    _cleanup_free_ char *stage = sbx__strdup_printf("%s/stage", scratch);
+    int rc = stage ? sbx__mkdir_p(stage, 0755, err)
                    : sbx_error_set(err, SBX_ENOMEM, "prepare copy");
     if (rc == 0)
-        rc = sbx_copy_stage(stage, sbx_recipe_context_dir(c->r), st,
+        rc = bld_copy_stage(stage, sbx_recipe_context_dir(c->r), st,
                             (const char *const *)low.dirs, low.n, err);
     if (rc == 0) {
         sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
         co.overlay_upper = false;
         sbx_capture_result cr;
-        rc = sbx_layer_capture(&cr, c->s, stage, &co, err);
+        rc = sbx_rootfs_capture(&cr, c->s, stage, &co, err);
         if (rc < 0)
             sbx_error_wrap(err, "capture the layer");
         else
-            rc = sbx_img_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
+            rc = bld_config_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
     }
     scratch_free(scratch);
     lowers_free(&low);
@@ -333,14 +333,14 @@ static int config_step(json_t *config, const sbx_step *st, const char *summary, 
     switch (st->kind) {
     case SBX_STEP_ENV:
         for (size_t i = 0; i < st->u.env.n && rc == 0; i++)
-            rc = sbx_img_set_env(config, st->u.env.names[i], st->u.env.values[i], err);
+            rc = bld_config_set_env(config, st->u.env.names[i], st->u.env.values[i], err);
         break;
-    case SBX_STEP_WORKDIR: rc = sbx_img_set_string(config, "WorkingDir", st->u.workdir.path, err);
+    case SBX_STEP_WORKDIR: rc = bld_config_set_string(config, "WorkingDir", st->u.workdir.path, err);
         break;
-    case SBX_STEP_USER: rc = sbx_img_set_string(config, "User", st->u.user.name, err); break;
+    case SBX_STEP_USER: rc = bld_config_set_string(config, "User", st->u.user.name, err); break;
     default: return sbx_error_set(err, SBX_EINTERNAL, "'%s' is not a config step", summary);
     }
-    return rc < 0 ? rc : sbx_img_add_history(config, NULL, summary, err);
+    return rc < 0 ? rc : bld_config_add_history(config, NULL, summary, err);
 }
 
 /* One step of the recipe (1-based index) applied to config in place. */
@@ -354,15 +354,15 @@ static int apply_step(build_ctx *c, json_t *config, size_t index, const sbx_step
     case SBX_STEP_COPY: return copy_step(c, config, st, summary, err);
     default: break;
     }
-    sbx_step_cmd cmd;
-    int k = sbx_step_script(&cmd, st, sbx_img_get_string(config, "User"),
-                            sbx_img_get_string(config, "WorkingDir"));
+    bld_step_cmd cmd;
+    int k = bld_step_script(&cmd, st, bld_config_get_string(config, "User"),
+                            bld_config_get_string(config, "WorkingDir"));
     if (k < 0)
         return sbx_error_set(err, SBX_ENOMEM, "prepare '%s'", summary);
     if (k == 0)
         return sbx_error_set(err, SBX_EINTERNAL, "no command for '%s'", summary);
     int rc = run_step(c, config, index, summary, &cmd, err);
-    sbx_step_cmd_free(&cmd);
+    bld_step_cmd_free(&cmd);
     return rc;
 }
 
@@ -396,7 +396,7 @@ static void touch_if_stale(sbx_store *s, const char *name)
     for (size_t i = 0; i < n; i++) {
         if (strcmp(v[i].name, name) != 0)
             continue;
-        if (sbx_now_unix() - v[i].last_used >= SBX_BUILD_TOUCH_SECONDS &&
+        if (sbx__now_unix() - v[i].last_used >= SBX_BUILD_TOUCH_SECONDS &&
             sbx_store_touch(s, v[i].digest, &e) < 0)
             sbx_log(SBX_LOG_DEBUG, "mark '%s' used: %s", name, e.msg);
         break;
@@ -415,7 +415,7 @@ static int image_named(build_ctx *c, const char *name, const char *digest)
     for (size_t i = 0; c->o && i < c->o->n_tags; i++)
         if (sbx_store_name_get(c->s, c->o->tags[i], cur, &e) < 0 || strcmp(cur, digest) != 0)
             return 0;
-    return sbx_img_readable(c->s, digest);
+    return sbx_image_readable(c->s, digest);
 }
 
 static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
@@ -438,20 +438,20 @@ static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
             json_array_append_new(a, json_string(ready[i]));
         _cleanup_free_ char *s = json_dumps(a, JSON_COMPACT);
         json_decref(a);
-        if (!s || sbx_img_set_label(config, SBX_LABEL_READY_CMD, s, err) < 0)
+        if (!s || bld_config_set_label(config, BLD_LABEL_READY_CMD, s, err) < 0)
             return err->code ? err->code : sbx_error_set(err, SBX_ENOMEM, "set ready command");
     }
-    _cleanup_free_ char *name = sbx_strdup_printf("recipe:%s", recipe_digest);
+    _cleanup_free_ char *name = sbx__strdup_printf("recipe:%s", recipe_digest);
     if (!name)
         return sbx_error_set(err, SBX_ENOMEM, "name the image");
     /* A no-op rebuild: the same manifest, already named; write nothing. */
-    if (sbx_img_digest(c->s, config, c->res->digest, err) < 0)
+    if (bld_config_digest(c->s, config, c->res->digest, err) < 0)
         return err->code;
     if (image_named(c, name, c->res->digest)) {
         touch_if_stale(c->s, name);
         return 0;
     }
-    if (sbx_img_commit(c->s, config, c->res->digest, err) < 0)
+    if (bld_config_commit(c->s, config, c->res->digest, err) < 0)
         return err->code;
     if (name_set_if_changed(c->s, name, c->res->digest, err) < 0)
         return sbx_error_wrap(err, "name the image '%s'", name);
@@ -467,35 +467,35 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
 {
     const sbx_recipe_base *b = sbx_recipe_get_base(c->r);
     char d[SBX_DIGEST_BUFSZ];
-    if (!(c->o && c->o->no_cache) && sbx_cache_lookup(config, d, c->s, key0)) {
+    if (!(c->o && c->o->no_cache) && bld_cache_lookup(config, d, c->s, key0)) {
         sbx_store_has_blob(c->s, d); /* steps run on it: lease it against gc */
         return 0;
     }
-    if (sbx_base_fetch(c->s, b, c->res->base_digest, c->o, err) < 0)
+    if (bld_base_fetch(c->s, b, c->res->base_digest, c->o, err) < 0)
         return err->code;
-    if (sbx_img_load(config, c->s, c->res->base_digest, err) < 0)
+    if (bld_config_load(config, c->s, c->res->base_digest, err) < 0)
         return sbx_error_wrap(err, "read base '%s'", b->ref);
     if (b->kind == SBX_BASE_REGISTRY && b->add_python) {
-        _cleanup_free_ char *summary = sbx_strdup_printf("add_python %s", b->add_python);
-        sbx_step_cmd cmd = {sbx_step_python_script(b->add_python), NULL, "0"};
-        cmd.display = sbx_strdup_printf("install python %s from the base's package manager",
+        _cleanup_free_ char *summary = sbx__strdup_printf("add_python %s", b->add_python);
+        bld_step_cmd cmd = {bld_step_python_script(b->add_python), NULL, "0"};
+        cmd.display = sbx__strdup_printf("install python %s from the base's package manager",
                                         b->add_python);
         int rc = !summary || !cmd.script || !cmd.display
                      ? sbx_error_set(err, SBX_ENOMEM, "prepare add_python")
                      : 0;
         if (rc == 0) {
             emit(c, SBX_BUILD_EV_START, 0, summary, NULL, NULL, 0);
-            uint64_t t0 = sbx_now_monotonic_ns();
+            uint64_t t0 = sbx__now_monotonic_ns();
             rc = run_step(c, *config, 0, summary, &cmd, err);
-            double secs = (double)(sbx_now_monotonic_ns() - t0) / 1e9;
+            double secs = (double)(sbx__now_monotonic_ns() - t0) / 1e9;
             emit(c, rc < 0 ? SBX_BUILD_EV_FAILED : SBX_BUILD_EV_DONE, 0, summary, NULL, NULL,
                  secs);
             if (rc < 0)
                 sbx_error_wrap(err, "add_python %s", b->add_python);
         }
-        sbx_step_cmd_free(&cmd);
-        if (rc == 0 && (sbx_img_commit(c->s, *config, d, err) < 0 ||
-                        sbx_cache_store(c->s, key0, d, err) < 0))
+        bld_step_cmd_free(&cmd);
+        if (rc == 0 && (bld_config_commit(c->s, *config, d, err) < 0 ||
+                        bld_cache_store(c->s, key0, d, err) < 0))
             rc = err->code;
         if (rc < 0) {
             json_decref(*config);
@@ -525,7 +525,7 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     char d[SBX_DIGEST_BUFSZ];
     if (!c->o || !c->o->no_cache) {
         for (size_t k = n; k >= 1; k--) {
-            if (sbx_cache_lookup(&config, d, c->s, keys[k])) {
+            if (bld_cache_lookup(&config, d, c->s, keys[k])) {
                 start = k;
                 break;
             }
@@ -536,14 +536,14 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
         sbx_store_has_blob(c->s, d);
     } else if (config) {
         char name[SBX_DIGEST_BUFSZ + 16];
-        if (sbx_cache_name(name, sizeof name, keys[n]) == 0)
+        if (bld_cache_name(name, sizeof name, keys[n]) == 0)
             touch_if_stale(c->s, name);
     }
     if (!config)
         rc = base_state(c, &config, keys[0], err);
     for (size_t i = 1; i <= n && rc == 0; i++) {
         const sbx_step *st = sbx_recipe_step(c->r, i - 1);
-        _cleanup_free_ char *summary = sbx_step_summary(st);
+        _cleanup_free_ char *summary = bld_step_summary(st);
         if (!summary) {
             rc = sbx_error_set(err, SBX_ENOMEM, "describe step %zu", i);
             break;
@@ -554,10 +554,10 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
             continue;
         }
         emit(c, SBX_BUILD_EV_START, i, summary, NULL, NULL, 0);
-        uint64_t t0 = sbx_now_monotonic_ns();
-        size_t layers_before = sbx_img_nlayers(config);
+        uint64_t t0 = sbx__now_monotonic_ns();
+        size_t layers_before = bld_config_nlayers(config);
         rc = apply_step(c, config, i, st, summary, err);
-        double secs = (double)(sbx_now_monotonic_ns() - t0) / 1e9;
+        double secs = (double)(sbx__now_monotonic_ns() - t0) / 1e9;
         if (rc < 0) {
             if (!c->res->failed_step)
                 fail_info(c, i, summary, NULL, NULL);
@@ -568,12 +568,12 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
             break;
         }
         c->res->steps_run++;
-        size_t layers_after = sbx_img_nlayers(config);
+        size_t layers_after = bld_config_nlayers(config);
         const char *diff_id =
-            layers_after > layers_before ? sbx_img_layer(config, layers_after - 1) : NULL;
-        rc = sbx_img_commit(c->s, config, d, err);
+            layers_after > layers_before ? bld_config_layer(config, layers_after - 1) : NULL;
+        rc = bld_config_commit(c->s, config, d, err);
         if (rc == 0)
-            rc = sbx_cache_store(c->s, keys[i], d, err);
+            rc = bld_cache_store(c->s, keys[i], d, err);
         emit(c, rc < 0 ? SBX_BUILD_EV_FAILED : SBX_BUILD_EV_DONE, i, summary,
              diff_id || st->kind == SBX_STEP_ENV || st->kind == SBX_STEP_WORKDIR ||
                      st->kind == SBX_STEP_USER
@@ -595,7 +595,7 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     *result = none;
     build_ctx c = {.s = store, .r = recipe, .o = opts, .res = result,
                    .root = sbx_store_root(store), .total = sbx_recipe_n_steps(recipe)};
-    if (opts && opts->runtime && sbx_runtime_parse(&c.runtime, opts->runtime, err) < 0)
+    if (opts && opts->runtime && bld_runtime_parse(&c.runtime, opts->runtime, err) < 0)
         return err->code;
     c.timeout = opts && opts->timeout_seconds ? opts->timeout_seconds : 0;
     if (!c.timeout) {
@@ -607,13 +607,13 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
 
     cleanup_dead_scratch(c.root);
     sbx_error e2 = SBX_ERROR_INIT;
-    if (sbx_sandbox_cleanup_stale(c.root, NULL, &e2) < 0)
+    if (bld_sandbox_cleanup_stale(c.root, NULL, &e2) < 0)
         sbx_log(SBX_LOG_WARN, "clean up after killed builds: %s", e2.msg);
 
     const sbx_recipe_base *b = sbx_recipe_get_base(recipe);
     if (b->kind == SBX_BASE_SBX)
         emit_base(&c, b, NULL);
-    if (sbx_base_resolve(result->base_digest, store, b, opts, err) < 0)
+    if (bld_base_resolve(result->base_digest, store, b, opts, err) < 0)
         return err->code;
     if (b->kind != SBX_BASE_SBX)
         emit_base(&c, b, result->base_digest);

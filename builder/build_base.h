@@ -6,23 +6,23 @@
 #include "sbx/recipe.h"
 #include "sbx/store.h"
 
-typedef struct sbx_base_params {
+typedef struct bld_base_params {
     char suite[64], variant[64], mirror[512];
     char name[160]; /* "sbx-base:bookworm-minbase" */
-} sbx_base_params;
+} bld_base_params;
 
 /* base: sbx parameters from opts, the environment and the host's apt sources. */
-int sbx_base_sbx_params(sbx_base_params *out, const sbx_build_options *opts);
+int bld_base_sbx_params(bld_base_params *out, const sbx_build_options *opts);
 
 /* The manifest digest the base stands for, without downloading layers:
  * registry bases are resolved (resolve cache applies), image bases looked up,
  * the sbx base built if missing.  SBX_ENOTFOUND for a missing image base. */
-int sbx_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
                      const sbx_recipe_base *base, const sbx_build_options *opts,
                      sbx_error *err);
 /* Make sure the resolved base is complete in the store (pull a registry base
  * pinned to digest). */
-int sbx_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *digest,
+int bld_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *digest,
                    const sbx_build_options *opts, sbx_error *err);
 
 #endif

@@ -7,13 +7,13 @@
 #include "sbx/store.h"
 
 /* "cache:<key>" into buf; -1 when it does not fit. */
-int sbx_cache_name(char *buf, size_t len, const char *key);
+int bld_cache_name(char *buf, size_t len, const char *key);
 /* 1 and the state (config owned by the caller, manifest digest) when key is
  * cached completely in the store; 0 otherwise (never an error: a broken
  * entry is a miss and is rebuilt). */
-int sbx_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
+int bld_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
                      const char *key);
 /* Name the state after a step. */
-int sbx_cache_store(sbx_store *s, const char *key, const char *digest, sbx_error *err);
+int bld_cache_store(sbx_store *s, const char *key, const char *digest, sbx_error *err);
 
 #endif

@@ -159,7 +159,7 @@ static int copy_file(const char *from, const char *to, mode_t mode, uid_t uid, g
             return sbx_error_sys(err, SBX_EIO, errno, "read '%s'", from);
         if (r == 0)
             break;
-        if (sbx_write_all(out, buf, (size_t)r, err) < 0)
+        if (sbx__write_all(out, buf, (size_t)r, err) < 0)
             return sbx_error_wrap(err, "write '%s'", to);
     }
     if (fchown(out, uid, gid) < 0 || fchmod(out, mode) < 0)
@@ -172,7 +172,7 @@ static int visit(const sbx_copy_entry *e, void *ud, sbx_error *err)
     copy_ctx *c = ud;
     char to[PATH_MAX];
     if (e->relpath[0] == '\0') {
-        /* src itself: the target path computed by sbx_copy_stage */
+        /* src itself: the target path computed by bld_copy_stage */
         if (pfmt(to, sizeof to, "%s/%s", c->stage, c->target) < 0)
             return sbx_error_set(err, SBX_ELIMIT, "copy: target '%s' too long", c->target);
     } else {
@@ -212,15 +212,15 @@ static const char *passwd_root(const char *const *lowers, size_t n)
     return NULL;
 }
 
-int sbx_copy_stage(const char *stage, const char *context_dir, const sbx_step *st,
+int bld_copy_stage(const char *stage, const char *context_dir, const sbx_step *st,
                    const char *const *lowers, size_t nlowers, sbx_error *err)
 {
     copy_ctx c = {.stage = stage, .mode = st->u.copy.mode, .lowers = lowers,
                   .nlowers = nlowers};
     if (st->u.copy.owner) {
-        sbx_user_ids ids;
+        bld_user_ids ids;
         const char *root = passwd_root(lowers, nlowers);
-        if (sbx_user_resolve(&ids, root ? root : stage, st->u.copy.owner, err) < 0)
+        if (bld_user_resolve(&ids, root ? root : stage, st->u.copy.owner, err) < 0)
             return sbx_error_wrap(err, "copy: resolve owner '%s'", st->u.copy.owner);
         c.uid = ids.uid;
         c.gid = ids.gid;

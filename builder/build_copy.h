@@ -11,7 +11,7 @@
  * applied, parents as the image has them (lowers: unpacked layers, top-most
  * first).  Errors: SBX_EINVAL (source outside the context), SBX_ENOTFOUND
  * (no such source or owner), SBX_EIO. */
-int sbx_copy_stage(const char *stage, const char *context_dir, const sbx_step *st,
+int bld_copy_stage(const char *stage, const char *context_dir, const sbx_step *st,
                    const char *const *lowers, size_t nlowers, sbx_error *err);
 
 #endif

@@ -6,24 +6,24 @@
 
 /* Exit status a python step uses when the version is not available; the
  * last output line then names what is. */
-#define SBX_STEP_EXIT_UNAVAILABLE 86
-#define SBX_STEP_EXIT_UNAVAILABLE_S "86"
+#define BLD_STEP_EXIT_UNAVAILABLE 86
+#define BLD_STEP_EXIT_UNAVAILABLE_S "86"
 
-typedef struct sbx_step_cmd {
+typedef struct bld_step_cmd {
     char *script;     /* owned: given to /bin/sh -c in the sandbox */
     char *display;    /* owned: the command as shown in errors */
     const char *user; /* borrowed: run as (NULL: the image's user, else root) */
-} sbx_step_cmd;
+} bld_step_cmd;
 
 /* "apt_install curl git": one line, owned by the caller; NULL on ENOMEM. */
-char *sbx_step_summary(const sbx_step *st);
+char *bld_step_summary(const sbx_step *st);
 /* Fill out for a step that runs commands: 1 when it does, 0 when it is a
  * config or copy step (out zeroed), -1 on ENOMEM.  cur_user/cur_workdir:
  * the image state before the step (may be NULL). */
-int sbx_step_script(sbx_step_cmd *out, const sbx_step *st, const char *cur_user,
+int bld_step_script(bld_step_cmd *out, const sbx_step *st, const char *cur_user,
                     const char *cur_workdir);
-void sbx_step_cmd_free(sbx_step_cmd *s);
+void bld_step_cmd_free(bld_step_cmd *s);
 /* The script of python: VERSION / add_python (owned; NULL on ENOMEM). */
-char *sbx_step_python_script(const char *version);
+char *bld_step_python_script(const char *version);
 
 #endif

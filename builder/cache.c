@@ -14,29 +14,29 @@
 #include "build_internal.h"
 #include "sbx_common.h"
 
-int sbx_cache_name(char *buf, size_t len, const char *key)
+int bld_cache_name(char *buf, size_t len, const char *key)
 {
     int n = snprintf(buf, len, "cache:%s", key);
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-int sbx_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
+int bld_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
                      const char *key)
 {
     char name[SBX_DIGEST_BUFSZ + 16];
     sbx_error e = SBX_ERROR_INIT;
-    if (sbx_cache_name(name, sizeof name, key) < 0)
+    if (bld_cache_name(name, sizeof name, key) < 0)
         return 0;
     if (sbx_store_name_get(s, name, digest_out, &e) < 0)
         return 0;
     json_t *cfg = NULL;
-    if (sbx_img_load(&cfg, s, digest_out, &e) < 0) {
+    if (bld_config_load(&cfg, s, digest_out, &e) < 0) {
         sbx_log(SBX_LOG_DEBUG, "cache entry '%s' unusable: %s", name, e.msg);
         return 0;
     }
-    size_t n = sbx_img_nlayers(cfg);
+    size_t n = bld_config_nlayers(cfg);
     for (size_t i = 0; i < n; i++) {
-        const char *l = sbx_img_layer(cfg, i);
+        const char *l = bld_config_layer(cfg, i);
         sbx_layer_info info;
         char path[4096];
         if (!l || sbx_store_layer_info(s, l, &info, &e) < 0 ||
@@ -50,10 +50,10 @@ int sbx_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx
     return 1;
 }
 
-int sbx_cache_store(sbx_store *s, const char *key, const char *digest, sbx_error *err)
+int bld_cache_store(sbx_store *s, const char *key, const char *digest, sbx_error *err)
 {
     char name[SBX_DIGEST_BUFSZ + 16];
-    if (sbx_cache_name(name, sizeof name, key) < 0)
+    if (bld_cache_name(name, sizeof name, key) < 0)
         return sbx_error_set(err, SBX_EINVAL, "bad cache key '%s'", key);
     char cur[SBX_DIGEST_BUFSZ];
     sbx_error e2 = SBX_ERROR_INIT;

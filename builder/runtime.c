@@ -29,16 +29,16 @@
 
 static const char *const rt_names[] = {"auto", "crun", "runc", "runsc"};
 
-const char *sbx_runtime_name(sbx_runtime_kind kind)
+const char *bld_runtime_name(bld_runtime_kind kind)
 {
     return (unsigned)kind < SBX_ARRAY_LEN(rt_names) ? rt_names[kind] : "unknown";
 }
 
-int sbx_runtime_parse(sbx_runtime_kind *out, const char *name, sbx_error *err)
+int bld_runtime_parse(bld_runtime_kind *out, const char *name, sbx_error *err)
 {
     for (size_t i = 0; i < SBX_ARRAY_LEN(rt_names); i++)
         if (name && !strcmp(name, rt_names[i])) {
-            *out = (sbx_runtime_kind)i;
+            *out = (bld_runtime_kind)i;
             return 0;
         }
     return sbx_error_set(err, SBX_EINVAL, "unknown runtime '%s' (want crun, runc, runsc or auto)",
@@ -75,7 +75,7 @@ static int hybrid_mounts(char paths[][256], int max)
     return n1 > 0 ? n2 : 0;
 }
 
-bool sbx_cgroup_is_hybrid(void)
+bool bld_cgroup_is_hybrid(void)
 {
     char paths[4][256];
     return hybrid_mounts(paths, 4) > 0;
@@ -83,7 +83,7 @@ bool sbx_cgroup_is_hybrid(void)
 
 /* ---- spawning ----------------------------------------------------------- */
 
-int sbx_wait_pid(pid_t pid)
+int bld_wait_pid(pid_t pid)
 {
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
@@ -108,18 +108,18 @@ static void child_leave_hybrid(char paths[][256], int n)
         }
 }
 
-int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, sbx_error *err)
+int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, sbx_error *err)
 {
-    const sbx_runtime_info *rt = call->rt;
+    const bld_runtime_info *rt = call->rt;
     const char *argv[64];
     size_t n = 0;
     argv[n++] = rt->path;
-    if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroups_disabled)
+    if (rt->kind == BLD_RUNTIME_CRUN && rt->cgroups_disabled)
         argv[n++] = "--cgroup-manager=disabled";
-    if (rt->kind == SBX_RUNTIME_RUNSC) {
+    if (rt->kind == BLD_RUNTIME_RUNSC) {
         argv[n++] = "--ignore-cgroups";
         argv[n++] = "--platform=ptrace";
-        argv[n++] = call->network == SBX_NETWORK_NONE ? "--network=none" : "--network=host";
+        argv[n++] = call->network == BLD_NETWORK_NONE ? "--network=none" : "--network=host";
     }
     for (size_t i = 0; args[i]; i++) {
         if (n + 1 >= SBX_ARRAY_LEN(argv))
@@ -130,7 +130,7 @@ int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
 
     char hybrid[4][256];
     int nhybrid = 0;
-    if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroup_workaround)
+    if (rt->kind == BLD_RUNTIME_CRUN && rt->cgroup_workaround)
         nhybrid = hybrid_mounts(hybrid, 4);
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0)
@@ -150,7 +150,7 @@ int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
         int out = call->out_fd >= 0 ? call->out_fd : devnull;
         if (dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
             _exit(126);
-        if (rt->kind == SBX_RUNTIME_CRUN && rt->cgroup_workaround)
+        if (rt->kind == BLD_RUNTIME_CRUN && rt->cgroup_workaround)
             child_leave_hybrid(hybrid, nhybrid);
         execv(rt->path, (char *const *)argv);
         dprintf(2, "sbx-image: executing '%s': %s\n", rt->path, strerror(errno));
@@ -161,7 +161,7 @@ int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
     return 0;
 }
 
-int sbx_rt_run(const rt_call *call0, const char *const *args, unsigned timeout_sec, char *out,
+int bld_rt_run(const rt_call *call0, const char *const *args, unsigned timeout_sec, char *out,
                size_t outlen, sbx_error *err)
 {
     int pfd[2];
@@ -170,17 +170,17 @@ int sbx_rt_run(const rt_call *call0, const char *const *args, unsigned timeout_s
     rt_call call = *call0;
     call.out_fd = pfd[1];
     pid_t pid;
-    int r = sbx_rt_spawn(&pid, &call, args, err);
+    int r = bld_rt_spawn(&pid, &call, args, err);
     close(pfd[1]);
     if (r < 0) {
         close(pfd[0]);
         return r;
     }
     size_t len = 0;
-    uint64_t deadline = sbx_now_monotonic_ns() + (uint64_t)timeout_sec * 1000000000ull;
+    uint64_t deadline = sbx__now_monotonic_ns() + (uint64_t)timeout_sec * 1000000000ull;
     bool killed = false;
     for (;;) {
-        int64_t left = (int64_t)(deadline - sbx_now_monotonic_ns()) / 1000000;
+        int64_t left = (int64_t)(deadline - sbx__now_monotonic_ns()) / 1000000;
         if (left <= 0 && !killed) {
             kill(-pid, SIGKILL);
             killed = true;
@@ -209,7 +209,7 @@ int sbx_rt_run(const rt_call *call0, const char *const *args, unsigned timeout_s
     close(pfd[0]);
     if (out && outlen)
         out[len] = '\0';
-    int status = sbx_wait_pid(pid);
+    int status = bld_wait_pid(pid);
     if (killed)
         return sbx_error_set(err, SBX_ETIMEOUT, "running %s %s: no answer after %us",
                              call0->rt->path, args[0], timeout_sec);
@@ -218,22 +218,22 @@ int sbx_rt_run(const rt_call *call0, const char *const *args, unsigned timeout_s
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-void sbx_rt_destroy(const sbx_runtime_info *rt, const char *id)
+void bld_rt_destroy(const bld_runtime_info *rt, const char *id)
 {
-    rt_call call = {rt, SBX_NETWORK_HOST, -1};
+    rt_call call = {rt, BLD_NETWORK_HOST, -1};
     sbx_error err = SBX_ERROR_INIT;
     const char *del_args[] = {"delete", "-f", id, NULL};
     /* -f kills a running container first; a missing one is no error here */
-    sbx_rt_run(&call, del_args, 20, NULL, 0, &err);
+    bld_rt_run(&call, del_args, 20, NULL, 0, &err);
 }
 
 /* ---- finding and probing ------------------------------------------------ */
 
-int sbx_rt_find(sbx_runtime_info *out, sbx_runtime_kind kind, sbx_error *err)
+int bld_rt_find(bld_runtime_info *out, bld_runtime_kind kind, sbx_error *err)
 {
     memset(out, 0, sizeof(*out));
     out->kind = kind;
-    const char *name = sbx_runtime_name(kind);
+    const char *name = bld_runtime_name(kind);
     const char *path = getenv("PATH");
     _cleanup_free_ char *dirs = strdup(
         path && *path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
@@ -255,11 +255,11 @@ int sbx_rt_find(sbx_runtime_info *out, sbx_runtime_kind kind, sbx_error *err)
     }
     out->path[0] = '\0';
     return sbx_error_set(err, SBX_ENOTFOUND, "%s: not installed (no '%s' on PATH%s)", name, name,
-                         kind == SBX_RUNTIME_RUNSC ? "; Debian package 'runsc'"
-                         : kind == SBX_RUNTIME_RUNC ? "; Debian package 'runc'"
+                         kind == BLD_RUNTIME_RUNSC ? "; Debian package 'runsc'"
+                         : kind == BLD_RUNTIME_RUNC ? "; Debian package 'runc'"
                                                     : "; Debian package 'crun'");
 found:
-    out->cgroup_workaround = kind == SBX_RUNTIME_CRUN && sbx_cgroup_is_hybrid();
+    out->cgroup_workaround = kind == BLD_RUNTIME_CRUN && bld_cgroup_is_hybrid();
     return 0;
 }
 
@@ -288,23 +288,23 @@ static void first_line(char *dst, size_t len, const char *out)
 
 static int write_probe_bundle(const char *bundle, bool no_mknod, bool seccomp, sbx_error *err)
 {
-    _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/rootfs", bundle);
-    _cleanup_free_ char *cfg = sbx_strdup_printf("%s/config.json", bundle);
+    _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/rootfs", bundle);
+    _cleanup_free_ char *cfg = sbx__strdup_printf("%s/config.json", bundle);
     if (!rootfs || !cfg)
         return sbx_error_set(err, SBX_ENOMEM, "probing: out of memory");
-    int r = sbx_mkdir_p(bundle, 0700, err); /* and <store>/run, private */
+    int r = sbx__mkdir_p(bundle, 0700, err); /* and <store>/run, private */
     if (r == 0)
-        r = sbx_mkdir_p(rootfs, 0755, err);
+        r = sbx__mkdir_p(rootfs, 0755, err);
     if (r < 0)
         return r;
-    sbx_user_ids root = {0};
+    bld_user_ids root = {0};
     snprintf(root.home, sizeof(root.home), "/");
     const char *argv[] = {"/sbx-exec-check", NULL};
     const char *env[] = {"PATH=/", NULL};
-    spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", SBX_NETWORK_NONE, no_mknod,
+    spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", BLD_NETWORK_NONE, no_mknod,
                      seccomp};
     json_t *spec = NULL;
-    r = sbx_spec_build(&spec, &in, err);
+    r = bld_spec_build(&spec, &in, err);
     if (r < 0)
         return r;
     /* the probe's rootfs is empty: nothing to mount resolv.conf onto, and
@@ -316,36 +316,36 @@ static int write_probe_bundle(const char *bundle, bool no_mknod, bool seccomp, s
     return 0;
 }
 
-static int probe(const sbx_runtime_info *rt, const char *store_root, char *why, size_t whylen)
+static int probe(const bld_runtime_info *rt, const char *store_root, char *why, size_t whylen)
 {
     static unsigned counter;
     sbx_error err = SBX_ERROR_INIT;
     char id[96];
     snprintf(id, sizeof(id), "sbx-probe-%ld-%u", (long)getpid(),
              __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-    _cleanup_free_ char *bundle = sbx_strdup_printf("%s/run/%s", store_root, id);
+    _cleanup_free_ char *bundle = sbx__strdup_printf("%s/run/%s", store_root, id);
     if (!bundle) {
         snprintf(why, whylen, "out of memory");
         return -1;
     }
-    int r = write_probe_bundle(bundle, rt->cgroups_disabled, rt->kind != SBX_RUNTIME_RUNSC, &err);
+    int r = write_probe_bundle(bundle, rt->cgroups_disabled, rt->kind != BLD_RUNTIME_RUNSC, &err);
     if (r == 0) {
-        _cleanup_free_ char *owner = sbx_strdup_printf("%s/owner", bundle);
+        _cleanup_free_ char *owner = sbx__strdup_printf("%s/owner", bundle);
         char pidtxt[32];
         int n = snprintf(pidtxt, sizeof(pidtxt), "%ld\n", (long)getpid());
         if (owner)
-            sbx_write_file_atomic(owner, pidtxt, (size_t)n, 0600, &err);
+            sbx__write_file_atomic(owner, pidtxt, (size_t)n, 0600, &err);
     }
     char out[2048] = "";
     int status = -1;
     if (r == 0) {
-        rt_call call = {rt, SBX_NETWORK_NONE, -1};
+        rt_call call = {rt, BLD_NETWORK_NONE, -1};
         const char *args[] = {"run", "--bundle", bundle, id, NULL};
-        status = sbx_rt_run(&call, args, 30, out, sizeof(out), &err);
-        sbx_rt_destroy(rt, id);
+        status = bld_rt_run(&call, args, 30, out, sizeof(out), &err);
+        bld_rt_destroy(rt, id);
     }
     sbx_error e2 = SBX_ERROR_INIT;
-    sbx_rm_rf(bundle, &e2);
+    sbx__rm_rf(bundle, &e2);
     if (r < 0 || status < 0) {
         copy_str(why, whylen, err.msg);
         return -1;
@@ -361,14 +361,14 @@ static int probe(const sbx_runtime_info *rt, const char *store_root, char *why, 
 typedef struct probe_cache {
     bool done;
     int ok;
-    sbx_runtime_info info;
+    bld_runtime_info info;
     char why[600];
 } probe_cache;
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static probe_cache cache[4];
 
-static int check_one(sbx_runtime_info *out, sbx_runtime_kind kind, const char *store_root,
+static int check_one(bld_runtime_info *out, bld_runtime_kind kind, const char *store_root,
                      char *why, size_t whylen)
 {
     pthread_mutex_lock(&cache_lock);
@@ -376,7 +376,7 @@ static int check_one(sbx_runtime_info *out, sbx_runtime_kind kind, const char *s
     if (!c->done) {
         sbx_error err = SBX_ERROR_INIT;
         c->ok = -1;
-        if (sbx_rt_find(&c->info, kind, &err) < 0)
+        if (bld_rt_find(&c->info, kind, &err) < 0)
             copy_str(c->why, sizeof(c->why), err.msg);
         else if (probe(&c->info, store_root, c->why, sizeof(c->why)) == 0)
             c->ok = 0;
@@ -389,7 +389,7 @@ static int check_one(sbx_runtime_info *out, sbx_runtime_kind kind, const char *s
             c->ok = 0;
         } else {
             char tmp[600];
-            snprintf(tmp, sizeof(tmp), "%s: %s%s", sbx_runtime_name(kind), c->why,
+            snprintf(tmp, sizeof(tmp), "%s: %s%s", bld_runtime_name(kind), c->why,
                      c->info.cgroup_workaround ? " (with the hybrid-cgroup workaround)" : "");
             copy_str(c->why, sizeof(c->why), tmp);
         }
@@ -402,21 +402,21 @@ static int check_one(sbx_runtime_info *out, sbx_runtime_kind kind, const char *s
     return ok;
 }
 
-int sbx_runtime_detect(sbx_runtime_info *out, sbx_runtime_kind want, const char *store_root,
+int bld_runtime_detect(bld_runtime_info *out, bld_runtime_kind want, const char *store_root,
                        sbx_error *err)
 {
     char why1[600], why2[600];
-    if (want != SBX_RUNTIME_AUTO) {
+    if (want != BLD_RUNTIME_AUTO) {
         if ((unsigned)want >= SBX_ARRAY_LEN(cache))
             return sbx_error_set(err, SBX_EINVAL, "unknown runtime %d", (int)want);
         if (check_one(out, want, store_root, why1, sizeof(why1)) == 0)
             return 0;
         return sbx_error_set(err, SBX_EUNSUPPORTED, "runtime '%s' does not work here: %s",
-                             sbx_runtime_name(want), why1);
+                             bld_runtime_name(want), why1);
     }
-    if (check_one(out, SBX_RUNTIME_CRUN, store_root, why1, sizeof(why1)) == 0)
+    if (check_one(out, BLD_RUNTIME_CRUN, store_root, why1, sizeof(why1)) == 0)
         return 0;
-    if (check_one(out, SBX_RUNTIME_RUNC, store_root, why2, sizeof(why2)) == 0) {
+    if (check_one(out, BLD_RUNTIME_RUNC, store_root, why2, sizeof(why2)) == 0) {
         sbx_log(SBX_LOG_INFO, "using runc: %s", why1);
         return 0;
     }

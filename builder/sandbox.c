@@ -33,8 +33,8 @@
 #define DRAIN_GRACE_NS (2ull * 1000000000ull)
 
 typedef struct run_state {
-    const sbx_sandbox_options *o;
-    sbx_runtime_info rt;
+    const bld_sandbox_options *o;
+    bld_runtime_info rt;
     char id[96];
     char *bundle;
     char *rootfs;        /* what the runtime sees as root */
@@ -67,7 +67,7 @@ static char *join_cmd(const char *const *argv)
 
 static void emit_line(run_state *st)
 {
-    const sbx_sandbox_options *o = st->o;
+    const bld_sandbox_options *o = st->o;
     if (o->on_output)
         o->on_output(o->output_ud, st->line, st->linelen);
     char *copy = strndup(st->line, st->linelen);
@@ -121,27 +121,27 @@ static char *ring_join(run_state *st)
  * is no container to find, and the owner's start time tells a reused pid). */
 static int write_small(const char *dir, const char *name, const char *text, sbx_error *err)
 {
-    _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dir, name);
+    _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", dir, name);
     if (!p)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     _cleanup_close_ int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: creating '%s'", p);
-    return sbx_write_all(fd, text, strlen(text), err);
+    return sbx__write_all(fd, text, strlen(text), err);
 }
 
 static int make_bundle(run_state *st, sbx_error *err)
 {
     static unsigned counter;
-    _cleanup_free_ char *run = sbx_strdup_printf("%s/run", st->o->store_root);
+    _cleanup_free_ char *run = sbx__strdup_printf("%s/run", st->o->store_root);
     if (!run)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    int r = sbx_mkdir_p(run, 0700, err);
+    int r = sbx__mkdir_p(run, 0700, err);
     if (r < 0)
         return sbx_error_wrap(err, "preparing the sandbox");
     snprintf(st->id, sizeof(st->id), "sbx-%ld-%u", (long)getpid(),
              __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-    st->bundle = sbx_strdup_printf("%s/%s", run, st->id);
+    st->bundle = sbx__strdup_printf("%s/%s", run, st->id);
     if (!st->bundle)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     if (mkdir(st->bundle, 0700) < 0)
@@ -149,10 +149,10 @@ static int make_bundle(run_state *st, sbx_error *err)
                              st->bundle);
     char text[128];
     snprintf(text, sizeof(text), "%ld %llu\n", (long)getpid(),
-             (unsigned long long)sbx_proc_starttime(getpid()));
+             (unsigned long long)bld_proc_starttime(getpid()));
     r = write_small(st->bundle, "owner", text, err);
     if (r == 0) {
-        snprintf(text, sizeof(text), "%s %d %d\n", sbx_runtime_name(st->rt.kind),
+        snprintf(text, sizeof(text), "%s %d %d\n", bld_runtime_name(st->rt.kind),
                  st->rt.cgroup_workaround, st->rt.cgroups_disabled);
         r = write_small(st->bundle, "runtime", text, err);
     }
@@ -161,15 +161,15 @@ static int make_bundle(run_state *st, sbx_error *err)
 
 static void drop_volatile_marker(const run_state *st)
 {
-    _cleanup_free_ char *p = sbx_strdup_printf("%s/w/work/incompat", st->bundle);
+    _cleanup_free_ char *p = sbx__strdup_printf("%s/w/work/incompat", st->bundle);
     sbx_error e = SBX_ERROR_INIT;
     if (p)
-        sbx_rm_rf(p, &e);
+        sbx__rm_rf(p, &e);
 }
 
 static int mount_overlay(run_state *st, sbx_error *err)
 {
-    const sbx_sandbox_options *o = st->o;
+    const bld_sandbox_options *o = st->o;
     char path[4096];
     snprintf(path, sizeof(path), "%s/l", st->bundle);
     if (mkdir(path, 0700) < 0)
@@ -225,7 +225,7 @@ static int mount_overlay(run_state *st, sbx_error *err)
         }
         _exit(errno);
     }
-    int status = sbx_wait_pid(pid);
+    int status = bld_wait_pid(pid);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         return sbx_error_sys(err, SBX_EIO, WIFEXITED(status) ? WEXITSTATUS(status) : EIO,
                              "mounting the overlay rootfs at '%s' (%zu lowers)", path,
@@ -245,9 +245,9 @@ static void note_missing_mountpoints(run_state *st, int rootfd)
         return;
     _cleanup_close_ int tfd = open(st->target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     for (size_t i = 0; i < SBX_ARRAY_LEN(targets); i++) {
-        if (i < 2 && st->o->network == SBX_NETWORK_NONE)
+        if (i < 2 && st->o->network == BLD_NETWORK_NONE)
             continue;
-        int fd = sbx_open_in_root(rootfd, targets[i], O_PATH);
+        int fd = bld_open_in_root(rootfd, targets[i], O_PATH);
         if (fd >= 0) {
             close(fd);
             continue;
@@ -294,12 +294,12 @@ static void remove_created(run_state *st)
 /* `run` removes its container when it exits by itself; only a container that
  * may still exist (we killed it, the runtime died, its state is still there)
  * costs a `delete -f`.  runsc keeps its state elsewhere: always deleted. */
-static bool container_may_exist(const run_state *st, const sbx_sandbox_result *res)
+static bool container_may_exist(const run_state *st, const bld_sandbox_result *res)
 {
     if (res->timed_out || res->interrupted || res->term_signal || !res->exited)
         return true;
-    const char *dir = st->rt.kind == SBX_RUNTIME_CRUN   ? "/run/crun"
-                      : st->rt.kind == SBX_RUNTIME_RUNC ? "/run/runc"
+    const char *dir = st->rt.kind == BLD_RUNTIME_CRUN   ? "/run/crun"
+                      : st->rt.kind == BLD_RUNTIME_RUNC ? "/run/runc"
                                                         : NULL;
     if (!dir)
         return true;
@@ -308,10 +308,10 @@ static bool container_may_exist(const run_state *st, const sbx_sandbox_result *r
     return access(path, F_OK) == 0 || errno != ENOENT;
 }
 
-static void teardown(run_state *st, bool started, const sbx_sandbox_result *res)
+static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
 {
     if (started && container_may_exist(st, res))
-        sbx_rt_destroy(&st->rt, st->id);
+        bld_rt_destroy(&st->rt, st->id);
     if (st->mounted && st->rootfs) {
         if (umount2(st->rootfs, 0) < 0 && umount2(st->rootfs, MNT_DETACH) < 0)
             sbx_log(SBX_LOG_WARN, "unmounting '%s': %s", st->rootfs, strerror(errno));
@@ -324,14 +324,14 @@ static void teardown(run_state *st, bool started, const sbx_sandbox_result *res)
         remove_created(st);
     if (st->bundle && !st->mounted) {
         sbx_error e = SBX_ERROR_INIT;
-        if (sbx_rm_rf(st->bundle, &e) < 0)
+        if (sbx__rm_rf(st->bundle, &e) < 0)
             sbx_log(SBX_LOG_WARN, "removing '%s': %s", st->bundle, e.msg);
     }
 }
 
 /* ---- the process -------------------------------------------------------- */
 
-static int build_env(char ***out, const sbx_sandbox_options *o, const sbx_user_ids *u)
+static int build_env(char ***out, const bld_sandbox_options *o, const bld_user_ids *u)
 {
     size_t n = 0;
     bool has_path = false, has_home = false;
@@ -348,7 +348,7 @@ static int build_env(char ***out, const sbx_sandbox_options *o, const sbx_user_i
     if (!has_path)
         env[k++] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     if (!has_home)
-        env[k++] = sbx_strdup_printf("HOME=%s", u->home);
+        env[k++] = sbx__strdup_printf("HOME=%s", u->home);
     *out = env;
     for (size_t i = 0; i < k; i++)
         if (!env[i])
@@ -363,29 +363,29 @@ static void free_strv(char **v)
     free(v);
 }
 
-static int prepare_root(run_state *st, sbx_user_ids *user, sbx_error *err)
+static int prepare_root(run_state *st, bld_user_ids *user, sbx_error *err)
 {
-    const sbx_sandbox_options *o = st->o;
+    const bld_sandbox_options *o = st->o;
     _cleanup_close_ int rootfd = open(st->rootfs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "opening the rootfs '%s'", st->rootfs);
-    int r = sbx_user_resolve(user, st->rootfs, o->user, err);
+    int r = bld_user_resolve(user, st->rootfs, o->user, err);
     if (r < 0)
         return r;
     note_missing_mountpoints(st, rootfd);
     if (o->cwd && o->cwd[0] != '/')
         return sbx_error_set(err, SBX_EINVAL, "working directory '%s' is not absolute", o->cwd);
     if (o->cwd) {
-        r = sbx_mkdir_in_root(rootfd, o->cwd, err);
+        r = bld_mkdir_in_root(rootfd, o->cwd, err);
         if (r < 0)
             return r;
     }
     return 0;
 }
 
-static int write_config(run_state *st, const sbx_user_ids *user, sbx_error *err)
+static int write_config(run_state *st, const bld_user_ids *user, sbx_error *err)
 {
-    const sbx_sandbox_options *o = st->o;
+    const bld_sandbox_options *o = st->o;
     char **env = NULL;
     if (build_env(&env, o, user) < 0) {
         free_strv(env);
@@ -393,9 +393,9 @@ static int write_config(run_state *st, const sbx_user_ids *user, sbx_error *err)
     }
     spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
                      o->cwd ? o->cwd : "/", user, o->hostname, o->network,
-                     st->rt.cgroups_disabled, st->rt.kind != SBX_RUNTIME_RUNSC};
+                     st->rt.cgroups_disabled, st->rt.kind != BLD_RUNTIME_RUNSC};
     json_t *spec = NULL;
-    int r = sbx_spec_build(&spec, &in, err);
+    int r = bld_spec_build(&spec, &in, err);
     free_strv(env);
     if (r < 0)
         return r;
@@ -421,11 +421,11 @@ static void start_kill(run_state *st, wait_state *w)
     if (w->killing)
         return;
     w->killing = true;
-    w->kill_deadline = sbx_now_monotonic_ns() + KILL_GRACE_NS;
+    w->kill_deadline = sbx__now_monotonic_ns() + KILL_GRACE_NS;
     rt_call call = {&st->rt, st->o->network, -1};
     const char *args[] = {"kill", st->id, "KILL", NULL};
     sbx_error e = SBX_ERROR_INIT;
-    sbx_rt_run(&call, args, 10, NULL, 0, &e);
+    bld_rt_run(&call, args, 10, NULL, 0, &e);
 }
 
 static bool reap(wait_state *w)
@@ -443,16 +443,16 @@ static bool reap(wait_state *w)
 
 /* Pump output until the runtime exits (and its output is drained), killing
  * the container on timeout or on SIGINT/SIGTERM. */
-static void supervise(run_state *st, sbx_sandbox_result *res, wait_state *w, int outfd,
+static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int outfd,
                       int sigfd)
 {
-    const sbx_sandbox_options *o = st->o;
-    uint64_t start = sbx_now_monotonic_ns();
+    const bld_sandbox_options *o = st->o;
+    uint64_t start = sbx__now_monotonic_ns();
     uint64_t deadline = o->timeout_sec ? start + (uint64_t)o->timeout_sec * 1000000000ull : 0;
     uint64_t drain_deadline = 0;
     int pidfd = pidfd_open(w->pid, 0);
     while (!(w->exited && outfd < 0)) {
-        uint64_t now = sbx_now_monotonic_ns();
+        uint64_t now = sbx__now_monotonic_ns();
         if (deadline && now >= deadline && !w->killing) {
             res->timed_out = true;
             start_kill(st, w);
@@ -495,22 +495,22 @@ static void supervise(run_state *st, sbx_sandbox_result *res, wait_state *w, int
             }
         }
         if (!w->exited && reap(w))
-            drain_deadline = sbx_now_monotonic_ns() + DRAIN_GRACE_NS;
+            drain_deadline = sbx__now_monotonic_ns() + DRAIN_GRACE_NS;
     }
     if (outfd >= 0)
         close(outfd);
     if (pidfd >= 0)
         close(pidfd);
     if (!w->exited) {
-        w->status = sbx_wait_pid(w->pid);
+        w->status = bld_wait_pid(w->pid);
         w->exited = true;
     }
     if (st->linelen)
         emit_line(st);
-    res->duration_ms = (sbx_now_monotonic_ns() - start) / 1000000;
+    res->duration_ms = (sbx__now_monotonic_ns() - start) / 1000000;
 }
 
-static int start_and_supervise(run_state *st, sbx_sandbox_result *res, int sigfd,
+static int start_and_supervise(run_state *st, bld_sandbox_result *res, int sigfd,
                                bool *started, sbx_error *err)
 {
     int pfd[2];
@@ -519,7 +519,7 @@ static int start_and_supervise(run_state *st, sbx_sandbox_result *res, int sigfd
     rt_call call = {&st->rt, st->o->network, pfd[1]};
     const char *args[] = {"run", "--bundle", st->bundle, st->id, NULL};
     wait_state w = {0};
-    int r = sbx_rt_spawn(&w.pid, &call, args, err);
+    int r = bld_rt_spawn(&w.pid, &call, args, err);
     close(pfd[1]);
     if (r < 0) {
         close(pfd[0]);
@@ -537,7 +537,7 @@ static int start_and_supervise(run_state *st, sbx_sandbox_result *res, int sigfd
     return 0;
 }
 
-static int verdict(const sbx_sandbox_options *o, const sbx_sandbox_result *res, sbx_error *err)
+static int verdict(const bld_sandbox_options *o, const bld_sandbox_result *res, sbx_error *err)
 {
     _cleanup_free_ char *cmd = join_cmd(o->argv);
     const char *c = cmd ? cmd : o->argv[0];
@@ -556,7 +556,7 @@ static int verdict(const sbx_sandbox_options *o, const sbx_sandbox_result *res, 
     return 0;
 }
 
-static int check_options(const sbx_sandbox_options *o, sbx_error *err)
+static int check_options(const bld_sandbox_options *o, sbx_error *err)
 {
     if (!o->store_root || !o->argv || !o->argv[0])
         return sbx_error_set(err, SBX_EINVAL, "running a step: store root and argv are required");
@@ -576,20 +576,20 @@ static int check_options(const sbx_sandbox_options *o, sbx_error *err)
     return 0;
 }
 
-int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *opts, sbx_error *err)
+int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts, sbx_error *err)
 {
-    *res = (sbx_sandbox_result)SBX_SANDBOX_RESULT_INIT;
-    sbx_sandbox_options copy = *opts;
+    *res = (bld_sandbox_result)BLD_SANDBOX_RESULT_INIT;
+    bld_sandbox_options copy = *opts;
     if (copy.cwd && !*copy.cwd)
         copy.cwd = NULL; /* an image config without WorkingDir */
     if (copy.user && !*copy.user)
         copy.user = NULL;
-    const sbx_sandbox_options *o = &copy;
+    const bld_sandbox_options *o = &copy;
     int r = check_options(o, err);
     if (r < 0)
         return r;
     run_state st = {.o = o};
-    r = sbx_runtime_detect(&st.rt, o->runtime, o->store_root, err);
+    r = bld_runtime_detect(&st.rt, o->runtime, o->store_root, err);
     if (r < 0)
         return r;
     st.ring_cap = o->keep_lines ? o->keep_lines : 20;
@@ -606,8 +606,8 @@ int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *opts, sb
     int sigfd = signalfd(-1, &block, SFD_CLOEXEC | SFD_NONBLOCK);
 
     bool started = false;
-    sbx_user_ids user;
-    uint64_t t0 = sbx_now_monotonic_ns();
+    bld_user_ids user;
+    uint64_t t0 = sbx__now_monotonic_ns();
     r = make_bundle(&st, err);
     if (r == 0 && o->nlowers > 0)
         r = mount_overlay(&st, err);
@@ -626,11 +626,11 @@ int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *opts, sb
         else
             r = start_and_supervise(&st, res, sigfd, &started, err);
     }
-    uint64_t t1 = sbx_now_monotonic_ns();
+    uint64_t t1 = sbx__now_monotonic_ns();
     teardown(&st, started, res);
-    uint64_t t2 = sbx_now_monotonic_ns();
+    uint64_t t2 = sbx__now_monotonic_ns();
     sbx_log(SBX_LOG_DEBUG, "sandbox %s (%s): setup+run %llu ms, teardown %llu ms", st.id,
-            sbx_runtime_name(st.rt.kind), (unsigned long long)((t1 - t0) / 1000000),
+            bld_runtime_name(st.rt.kind), (unsigned long long)((t1 - t0) / 1000000),
             (unsigned long long)((t2 - t1) / 1000000));
     if (sigfd >= 0)
         close(sigfd);
@@ -649,7 +649,7 @@ int sbx_sandbox_run(sbx_sandbox_result *res, const sbx_sandbox_options *opts, sb
     return verdict(o, res, err);
 }
 
-void sbx_sandbox_result_clear(sbx_sandbox_result *res)
+void bld_sandbox_result_clear(bld_sandbox_result *res)
 {
     if (!res)
         return;

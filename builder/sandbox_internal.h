@@ -9,8 +9,8 @@
 
 /* Extra per-invocation flags for runtimes that take them globally (runsc). */
 typedef struct rt_call {
-    const sbx_runtime_info *rt;
-    sbx_network_mode network;
+    const bld_runtime_info *rt;
+    bld_network_mode network;
     int out_fd;  /* stdout+stderr of the runtime (and the container); -1: /dev/null */
 } rt_call;
 
@@ -18,27 +18,27 @@ typedef struct rt_call {
  * stdin on /dev/null; in the hybrid-cgroup case the child first enters a
  * private mount namespace without the cgroup2 mount.  Signals blocked by the
  * caller are unblocked in the child.  Returns the pid. */
-int sbx_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, sbx_error *err);
+int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, sbx_error *err);
 
 /* Run a runtime command to completion within timeout_sec, collecting up to
  * outlen-1 bytes of its output into out (NUL-terminated; may be NULL).
  * Returns its exit status (>= 0) or a negative SBX_E*. */
-int sbx_rt_run(const rt_call *call, const char *const *args, unsigned timeout_sec, char *out,
+int bld_rt_run(const rt_call *call, const char *const *args, unsigned timeout_sec, char *out,
                size_t outlen, sbx_error *err);
 
 /* `delete -f ID` (kills it if running), ignoring "does not exist". */
-void sbx_rt_destroy(const sbx_runtime_info *rt, const char *id);
+void bld_rt_destroy(const bld_runtime_info *rt, const char *id);
 
 /* Find the binary of a runtime on PATH (no probe). */
-int sbx_rt_find(sbx_runtime_info *out, sbx_runtime_kind kind, sbx_error *err);
+int bld_rt_find(bld_runtime_info *out, bld_runtime_kind kind, sbx_error *err);
 
 /* Start time of a process (field 22 of /proc/PID/stat), 0 if unknown. */
-uint64_t sbx_proc_starttime(pid_t pid);
+uint64_t bld_proc_starttime(pid_t pid);
 /* pid is alive and, when start is not 0, still the same process. */
-bool sbx_owner_alive(pid_t pid, uint64_t start);
+bool bld_owner_alive(pid_t pid, uint64_t start);
 
 /* Wait for pid, handling EINTR; returns the wait status. */
-int sbx_wait_pid(pid_t pid);
+int bld_wait_pid(pid_t pid);
 
 /* The runtime-spec config for one step. */
 typedef struct spec_input {
@@ -46,19 +46,19 @@ typedef struct spec_input {
     const char *const *argv;
     const char *const *env;           /* complete: PATH/HOME already added */
     const char *cwd;
-    const sbx_user_ids *user;
+    const bld_user_ids *user;
     const char *hostname;
-    sbx_network_mode network;
+    bld_network_mode network;
     bool no_mknod;                    /* no devices cgroup guards device nodes */
     bool seccomp;                     /* add the syscall deny list (not for runsc) */
 } spec_input;
 
 /* Build config.json; *out owned by the caller (json_decref). */
-int sbx_spec_build(json_t **out, const spec_input *in, sbx_error *err);
+int bld_spec_build(json_t **out, const spec_input *in, sbx_error *err);
 
 /* Open a path inside root without leaving it (openat2 RESOLVE_IN_ROOT). */
-int sbx_open_in_root(int rootfd, const char *path, int flags);
+int bld_open_in_root(int rootfd, const char *path, int flags);
 /* mkdir -p of an absolute in-container path, staying inside root. */
-int sbx_mkdir_in_root(int rootfd, const char *path, sbx_error *err);
+int bld_mkdir_in_root(int rootfd, const char *path, sbx_error *err);
 
 #endif

@@ -62,7 +62,7 @@ static json_t *mount_entry(const char *dest, const char *type, const char *sourc
                      "options", str_array(opts, (size_t)-1));
 }
 
-static json_t *build_mounts(sbx_network_mode net)
+static json_t *build_mounts(bld_network_mode net)
 {
     static const char *const proc_o[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const dev_o[] = {"nosuid", "strictatime", "mode=755", "size=65536k", NULL};
@@ -80,7 +80,7 @@ static json_t *build_mounts(sbx_network_mode net)
     json_array_append_new(m, mount_entry("/dev/shm", "tmpfs", "shm", shm_o));
     json_array_append_new(m, mount_entry("/dev/mqueue", "mqueue", "mqueue", mq_o));
     json_array_append_new(m, mount_entry("/sys", "sysfs", "sysfs", sys_o));
-    if (net == SBX_NETWORK_HOST) {
+    if (net == BLD_NETWORK_HOST) {
         json_array_append_new(m, mount_entry("/etc/resolv.conf", "bind", "/etc/resolv.conf",
                                              bind_ro));
         json_array_append_new(m, mount_entry("/etc/hosts", "bind", "/etc/hosts", bind_ro));
@@ -90,7 +90,7 @@ static json_t *build_mounts(sbx_network_mode net)
 
 static json_t *build_process(const spec_input *in)
 {
-    const sbx_user_ids *u = in->user;
+    const bld_user_ids *u = in->user;
     json_t *gids = json_array();
     for (size_t i = 0; i < u->ngroups; i++)
         json_array_append_new(gids, json_integer(u->groups[i]));
@@ -129,7 +129,7 @@ static json_t *build_linux(const spec_input *in)
 {
     json_t *ns = json_pack("[{s:s}, {s:s}, {s:s}, {s:s}]", "type", "pid", "type", "ipc", "type",
                            "uts", "type", "mount");
-    if (in->network == SBX_NETWORK_NONE)
+    if (in->network == BLD_NETWORK_NONE)
         json_array_append_new(ns, json_pack("{s:s}", "type", "network"));
     json_t *devices = json_pack("[{s:b, s:s}]", "allow", 0, "access", "rwm");
     json_t *lx = json_pack("{s:o, s:o, s:o, s:o}", "namespaces", ns, "resources",
@@ -142,7 +142,7 @@ static json_t *build_linux(const spec_input *in)
     return lx;
 }
 
-int sbx_spec_build(json_t **out, const spec_input *in, sbx_error *err)
+int bld_spec_build(json_t **out, const spec_input *in, sbx_error *err)
 {
     json_t *process = build_process(in);
     json_t *linux_ = build_linux(in);

@@ -19,7 +19,7 @@
 #include "sandbox_internal.h"
 #include "sbx_common.h"
 
-uint64_t sbx_proc_starttime(pid_t pid)
+uint64_t bld_proc_starttime(pid_t pid)
 {
     char path[64], buf[1024];
     snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
@@ -42,13 +42,13 @@ uint64_t sbx_proc_starttime(pid_t pid)
     return v;
 }
 
-bool sbx_owner_alive(pid_t pid, uint64_t start)
+bool bld_owner_alive(pid_t pid, uint64_t start)
 {
     if (pid <= 0)
         return false;
     if (kill(pid, 0) < 0 && errno == ESRCH)
         return false;
-    return start == 0 || sbx_proc_starttime(pid) == start;
+    return start == 0 || bld_proc_starttime(pid) == start;
 }
 
 /* ---- what killed runs left ---------------------------------------------- */
@@ -56,16 +56,16 @@ bool sbx_owner_alive(pid_t pid, uint64_t start)
 static bool is_mountpoint(const char *path)
 {
     struct stat a, b;
-    _cleanup_free_ char *parent = sbx_strdup_printf("%s/..", path);
+    _cleanup_free_ char *parent = sbx__strdup_printf("%s/..", path);
     return parent && stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
 static void clean_bundle(const char *run, const char *name, unsigned *removed)
 {
-    _cleanup_free_ char *bundle = sbx_strdup_printf("%s/%s", run, name);
-    _cleanup_free_ char *owner = sbx_strdup_printf("%s/owner", bundle);
-    _cleanup_free_ char *rtfile = sbx_strdup_printf("%s/runtime", bundle);
-    _cleanup_free_ char *rootfs = sbx_strdup_printf("%s/rootfs", bundle);
+    _cleanup_free_ char *bundle = sbx__strdup_printf("%s/%s", run, name);
+    _cleanup_free_ char *owner = sbx__strdup_printf("%s/owner", bundle);
+    _cleanup_free_ char *rtfile = sbx__strdup_printf("%s/runtime", bundle);
+    _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/rootfs", bundle);
     if (!bundle || !owner || !rtfile || !rootfs)
         return;
     long pid = 0;
@@ -73,29 +73,29 @@ static void clean_bundle(const char *run, const char *name, unsigned *removed)
     sbx_error e = SBX_ERROR_INIT;
     _cleanup_free_ char *text = NULL;
     size_t len;
-    if (sbx_read_file(&text, &len, owner, 256, &e) == 0)
+    if (sbx__read_file(&text, &len, owner, 256, &e) == 0)
         sscanf(text, "%ld %llu", &pid, &start);
     else if (sscanf(name, "sbx-%ld-", &pid) != 1 && sscanf(name, "sbx-probe-%ld-", &pid) != 1)
         pid = 0;
-    if (sbx_owner_alive((pid_t)pid, start))
+    if (bld_owner_alive((pid_t)pid, start))
         return;
 
     _cleanup_free_ char *rtt = NULL;
     char rtname[16] = "";
     int workaround = 0, disabled = 0;
-    if (sbx_read_file(&rtt, &len, rtfile, 256, &e) == 0)
+    if (sbx__read_file(&rtt, &len, rtfile, 256, &e) == 0)
         sscanf(rtt, "%15s %d %d", rtname, &workaround, &disabled);
-    sbx_runtime_kind kinds[3] = {SBX_RUNTIME_CRUN, SBX_RUNTIME_RUNC, SBX_RUNTIME_RUNSC};
-    sbx_runtime_kind one;
-    bool known = sbx_runtime_parse(&one, rtname, &e) == 0 && one != SBX_RUNTIME_AUTO;
+    bld_runtime_kind kinds[3] = {BLD_RUNTIME_CRUN, BLD_RUNTIME_RUNC, BLD_RUNTIME_RUNSC};
+    bld_runtime_kind one;
+    bool known = bld_runtime_parse(&one, rtname, &e) == 0 && one != BLD_RUNTIME_AUTO;
     for (size_t i = 0; i < 3; i++) {
-        sbx_runtime_info rt;
+        bld_runtime_info rt;
         if (known && kinds[i] != one)
             continue;
-        if (sbx_rt_find(&rt, kinds[i], &e) < 0)
+        if (bld_rt_find(&rt, kinds[i], &e) < 0)
             continue;
         rt.cgroups_disabled = known && rt.cgroup_workaround && disabled;
-        sbx_rt_destroy(&rt, name);
+        bld_rt_destroy(&rt, name);
     }
     for (int i = 0; i < 8 && is_mountpoint(rootfs); i++)
         if (umount2(rootfs, 0) < 0)
@@ -104,14 +104,14 @@ static void clean_bundle(const char *run, const char *name, unsigned *removed)
         sbx_log(SBX_LOG_WARN, "cannot unmount stale '%s'; leaving it", rootfs);
         return;
     }
-    if (sbx_rm_rf(bundle, &e) == 0 && removed)
+    if (sbx__rm_rf(bundle, &e) == 0 && removed)
         (*removed)++;
 }
 
 /* Unpack temp dirs "<hex>.tmp-<pid>-<n>" of dead processes. */
 static void clean_unpack_tmp(const char *root)
 {
-    _cleanup_free_ char *dir = sbx_strdup_printf("%s/unpacked", root);
+    _cleanup_free_ char *dir = sbx__strdup_printf("%s/unpacked", root);
     DIR *d = dir ? opendir(dir) : NULL;
     if (!d)
         return;
@@ -119,21 +119,21 @@ static void clean_unpack_tmp(const char *root)
     while ((de = readdir(d))) {
         const char *t = strstr(de->d_name, ".tmp-");
         long pid;
-        if (!t || sscanf(t, ".tmp-%ld-", &pid) != 1 || sbx_owner_alive((pid_t)pid, 0))
+        if (!t || sscanf(t, ".tmp-%ld-", &pid) != 1 || bld_owner_alive((pid_t)pid, 0))
             continue;
-        _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", dir, de->d_name);
+        _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", dir, de->d_name);
         sbx_error e = SBX_ERROR_INIT;
         if (p)
-            sbx_rm_rf(p, &e);
+            sbx__rm_rf(p, &e);
     }
     closedir(d);
 }
 
-int sbx_sandbox_cleanup_stale(const char *store_root, unsigned *removed, sbx_error *err)
+int bld_sandbox_cleanup_stale(const char *store_root, unsigned *removed, sbx_error *err)
 {
     if (removed)
         *removed = 0;
-    _cleanup_free_ char *run = sbx_strdup_printf("%s/run", store_root);
+    _cleanup_free_ char *run = sbx__strdup_printf("%s/run", store_root);
     if (!run)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     DIR *d = opendir(run);

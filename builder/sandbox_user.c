@@ -14,7 +14,7 @@
 #include "sandbox_internal.h"
 #include "sbx_common.h"
 
-int sbx_open_in_root(int rootfd, const char *path, int flags)
+int bld_open_in_root(int rootfd, const char *path, int flags)
 {
     while (*path == '/')
         path++;
@@ -25,7 +25,7 @@ int sbx_open_in_root(int rootfd, const char *path, int flags)
     return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
 }
 
-int sbx_mkdir_in_root(int rootfd, const char *path, sbx_error *err)
+int bld_mkdir_in_root(int rootfd, const char *path, sbx_error *err)
 {
     _cleanup_free_ char *copy = strdup(path);
     if (!copy)
@@ -43,7 +43,7 @@ int sbx_mkdir_in_root(int rootfd, const char *path, sbx_error *err)
             close(fd);
             return sbx_error_sys(err, SBX_EIO, e, "creating directory '%s' in the image", path);
         }
-        int next = sbx_open_in_root(fd, part, O_RDONLY | O_DIRECTORY);
+        int next = bld_open_in_root(fd, part, O_RDONLY | O_DIRECTORY);
         close(fd);
         fd = next;
     }
@@ -57,7 +57,7 @@ int sbx_mkdir_in_root(int rootfd, const char *path, sbx_error *err)
 static int read_db(char **out, int rootfd, const char *name, sbx_error *err)
 {
     *out = NULL;
-    _cleanup_close_ int fd = sbx_open_in_root(rootfd, name, O_RDONLY);
+    _cleanup_close_ int fd = bld_open_in_root(rootfd, name, O_RDONLY);
     if (fd < 0) {
         if (errno == ENOENT)
             return 0;
@@ -70,7 +70,7 @@ static int read_db(char **out, int rootfd, const char *name, sbx_error *err)
     char *buf = malloc((size_t)st.st_size + 1);
     if (!buf)
         return sbx_error_set(err, SBX_ENOMEM, "reading '/%s': out of memory", name);
-    ssize_t n = sbx_read_full(fd, buf, (size_t)st.st_size);
+    ssize_t n = sbx__read_full(fd, buf, (size_t)st.st_size);
     if (n < 0) {
         free(buf);
         return sbx_error_sys(err, SBX_EIO, errno, "reading '/%s' of the image", name);
@@ -145,7 +145,7 @@ static int resolve_group(uint32_t *gid, int rootfd, const char *group, const cha
     return 0;
 }
 
-static int add_groups(sbx_user_ids *out, int rootfd, const char *name, sbx_error *err)
+static int add_groups(bld_user_ids *out, int rootfd, const char *name, sbx_error *err)
 {
     _cleanup_free_ char *db = NULL;
     int r = read_db(&db, rootfd, "etc/group", err);
@@ -169,7 +169,7 @@ static int add_groups(sbx_user_ids *out, int rootfd, const char *name, sbx_error
     return 0;
 }
 
-int sbx_user_resolve(sbx_user_ids *out, const char *rootfs, const char *user, sbx_error *err)
+int bld_user_resolve(bld_user_ids *out, const char *rootfs, const char *user, sbx_error *err)
 {
     memset(out, 0, sizeof(*out));
     snprintf(out->home, sizeof(out->home), "/root");

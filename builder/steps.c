@@ -108,7 +108,7 @@ static const char *kind_name(sbx_step_kind k)
     return "step";
 }
 
-char *sbx_step_summary(const sbx_step *st)
+char *bld_step_summary(const sbx_step *st)
 {
     sbuf b = {0};
     sb_str(&b, kind_name(st->kind));
@@ -154,7 +154,7 @@ char *sbx_step_summary(const sbx_step *st)
 }
 
 /* Shared by python: VERSION and add_python: install pythonX.Y from the
- * base's package manager, or exit SBX_STEP_EXIT_UNAVAILABLE after printing
+ * base's package manager, or exit BLD_STEP_EXIT_UNAVAILABLE after printing
  * what is available as the last line. */
 static void python_script(sbuf *b, const char *version)
 {
@@ -179,26 +179,26 @@ static void python_script(sbuf *b, const char *version)
            "'s/^python//' | sort -V | tr '\\n' ' ')\n"
            "  rm -rf /var/lib/apt/lists/*\n"
            "  echo \"python $v is not available from apt; available: ${avail:-none}\"\n"
-           "  exit " SBX_STEP_EXIT_UNAVAILABLE_S "\n"
+           "  exit " BLD_STEP_EXIT_UNAVAILABLE_S "\n"
            "elif command -v apk >/dev/null 2>&1; then\n"
            "  have=$(apk search -x python3 | sed -n 's/^python3-\\([0-9]*\\.[0-9]*\\).*/\\1/p')\n"
            "  if [ \"$have\" = \"$v\" ]; then apk add --no-cache python3 py3-pip; exit 0; fi\n"
            "  echo \"python $v is not available from apk; available: ${have:-none}\"\n"
-           "  exit " SBX_STEP_EXIT_UNAVAILABLE_S "\n"
+           "  exit " BLD_STEP_EXIT_UNAVAILABLE_S "\n"
            "fi\n"
            "echo \"python $v: the base has no package manager this builder knows (apt-get, "
            "apk); available: none\"\n"
-           "exit " SBX_STEP_EXIT_UNAVAILABLE_S "\n");
+           "exit " BLD_STEP_EXIT_UNAVAILABLE_S "\n");
 }
 
-char *sbx_step_python_script(const char *version)
+char *bld_step_python_script(const char *version)
 {
     sbuf b = {0};
     python_script(&b, version);
     return sb_take(&b);
 }
 
-int sbx_step_script(sbx_step_cmd *out, const sbx_step *st, const char *cur_user,
+int bld_step_script(bld_step_cmd *out, const sbx_step *st, const char *cur_user,
                     const char *cur_workdir)
 {
     sbuf b = {0}, disp = {0};
@@ -320,7 +320,7 @@ oom:
     return -1;
 }
 
-void sbx_step_cmd_free(sbx_step_cmd *s)
+void bld_step_cmd_free(bld_step_cmd *s)
 {
     if (!s)
         return;

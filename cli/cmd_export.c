@@ -5,7 +5,7 @@
 #include <jansson.h>
 
 #include "cli.h"
-#include "sbx/export.h"
+#include "sbx/rootfs.h"
 #include "sbx/log.h"
 
 static void usage(FILE *f)
@@ -94,7 +94,7 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
     sbx_error err = SBX_ERROR_INIT;
     sbx_export_result res;
     opts.cancel = cli_catch_signals();
-    int rc = sbx_export_layout(&res, store, image, dir, &opts, &err);
+    int rc = sbx_rootfs_export(&res, store, image, dir, &opts, &err);
     sbx_store_free(store);
     cli_progress_done();
     if (rc < 0)

@@ -3,41 +3,41 @@
 
 #include "sbx_common.h"
 
-struct sbx_sha256 {
+struct sbx__sha256 {
     EVP_MD_CTX *ctx;
 };
 
-int sbx_sha256_new(sbx_sha256 **out, sbx_error *err)
+int sbx__sha256_new(sbx__sha256 **out, sbx_error *err)
 {
-    sbx_sha256 *h = calloc(1, sizeof *h);
+    sbx__sha256 *h = calloc(1, sizeof *h);
     if (!h || !(h->ctx = EVP_MD_CTX_new())) {
         free(h);
         return sbx_error_set(err, SBX_ENOMEM, "allocate sha256 context");
     }
     if (EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1) {
-        sbx_sha256_free(h);
+        sbx__sha256_free(h);
         return sbx_error_set(err, SBX_EINTERNAL, "initialize sha256");
     }
     *out = h;
     return 0;
 }
 
-void sbx_sha256_update(sbx_sha256 *h, const void *data, size_t len)
+void sbx__sha256_update(sbx__sha256 *h, const void *data, size_t len)
 {
     EVP_DigestUpdate(h->ctx, data, len);
 }
 
-void sbx_sha256_final(sbx_sha256 *h, char out[SBX_DIGEST_BUFSZ])
+void sbx__sha256_final(sbx__sha256 *h, char out[SBX_DIGEST_BUFSZ])
 {
     unsigned char md[32];
     unsigned int n = 0;
     EVP_DigestFinal_ex(h->ctx, md, &n);
     memcpy(out, "sha256:", 7);
-    sbx_hex_encode(md, 32, out + 7);
+    sbx__hex_encode(md, 32, out + 7);
     EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL);
 }
 
-void sbx_sha256_free(sbx_sha256 *h)
+void sbx__sha256_free(sbx__sha256 *h)
 {
     if (!h)
         return;
@@ -45,21 +45,21 @@ void sbx_sha256_free(sbx_sha256 *h)
     free(h);
 }
 
-void sbx_sha256_raw(const void *data, size_t len, unsigned char out[32])
+void sbx__sha256_raw(const void *data, size_t len, unsigned char out[32])
 {
     unsigned int n = 0;
     EVP_Digest(data, len, out, &n, EVP_sha256(), NULL);
 }
 
-void sbx_sha256_buf(const void *data, size_t len, char out[SBX_DIGEST_BUFSZ])
+void sbx__sha256_buf(const void *data, size_t len, char out[SBX_DIGEST_BUFSZ])
 {
     unsigned char md[32];
-    sbx_sha256_raw(data, len, md);
+    sbx__sha256_raw(data, len, md);
     memcpy(out, "sha256:", 7);
-    sbx_hex_encode(md, 32, out + 7);
+    sbx__hex_encode(md, 32, out + 7);
 }
 
-void sbx_hex_encode(const unsigned char *in, size_t len, char *out)
+void sbx__hex_encode(const unsigned char *in, size_t len, char *out)
 {
     static const char hex[] = "0123456789abcdef";
     for (size_t i = 0; i < len; i++) {
@@ -69,7 +69,7 @@ void sbx_hex_encode(const unsigned char *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-bool sbx_digest_valid(const char *s)
+bool sbx__digest_valid(const char *s)
 {
     if (!s || strncmp(s, "sha256:", 7) != 0)
         return false;
@@ -80,9 +80,9 @@ bool sbx_digest_valid(const char *s)
     return s[SBX_SHA256_HEXLEN] == '\0';
 }
 
-int sbx_digest_parse(const char **hex_out, const char *digest, sbx_error *err)
+int sbx__digest_parse(const char **hex_out, const char *digest, sbx_error *err)
 {
-    if (!sbx_digest_valid(digest))
+    if (!sbx__digest_valid(digest))
         return sbx_error_set(err, SBX_EINVAL,
                              "parse digest '%.80s': expected 'sha256:' and 64 lowercase hex digits",
                              digest ? digest : "(null)");

@@ -102,11 +102,13 @@ const char *sbx_error_code_name(int code)
     case SBX_ENOMEM: return "out of memory";
     case SBX_ELIMIT: return "size limit exceeded";
     case SBX_EUNSUPPORTED: return "unsupported";
+    case SBX_ENOPLATFORM: return "no such platform";
+    case SBX_ECANCELED: return "cancelled";
     default: return "internal error";
     }
 }
 
-int sbx_errno_code(int e)
+int sbx__errno_code(int e)
 {
     return (e == ENOSPC || e == EDQUOT) ? SBX_ENOSPC : (e == ENOMEM ? SBX_ENOMEM : SBX_EIO);
 }

@@ -8,7 +8,7 @@
 
 #include "sbx_common.h"
 
-int sbx_mkdir_p(const char *path, mode_t mode, sbx_error *err)
+int sbx__mkdir_p(const char *path, mode_t mode, sbx_error *err)
 {
     _cleanup_free_ char *p = strdup(path);
     if (!p)
@@ -18,15 +18,15 @@ int sbx_mkdir_p(const char *path, mode_t mode, sbx_error *err)
             continue;
         *s = '\0';
         if (mkdir(p, mode) < 0 && errno != EEXIST)
-            return sbx_error_sys(err, sbx_errno_code(errno), errno, "create directory '%s'", p);
+            return sbx_error_sys(err, sbx__errno_code(errno), errno, "create directory '%s'", p);
         *s = '/';
     }
     if (mkdir(p, mode) < 0 && errno != EEXIST)
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "create directory '%s'", p);
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "create directory '%s'", p);
     return 0;
 }
 
-int sbx_write_all(int fd, const void *buf, size_t len, sbx_error *err)
+int sbx__write_all(int fd, const void *buf, size_t len, sbx_error *err)
 {
     const char *b = buf;
     while (len > 0) {
@@ -34,7 +34,7 @@ int sbx_write_all(int fd, const void *buf, size_t len, sbx_error *err)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return sbx_error_sys(err, sbx_errno_code(errno), errno, "write");
+            return sbx_error_sys(err, sbx__errno_code(errno), errno, "write");
         }
         b += n;
         len -= (size_t)n;
@@ -42,7 +42,7 @@ int sbx_write_all(int fd, const void *buf, size_t len, sbx_error *err)
     return 0;
 }
 
-ssize_t sbx_read_full(int fd, void *buf, size_t len)
+ssize_t sbx__read_full(int fd, void *buf, size_t len)
 {
     size_t got = 0;
     while (got < len) {
@@ -59,15 +59,15 @@ ssize_t sbx_read_full(int fd, void *buf, size_t len)
     return (ssize_t)got;
 }
 
-int sbx_fsync_dir(const char *path, sbx_error *err)
+int sbx__fsync_dir(const char *path, sbx_error *err)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) < 0)
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "sync directory '%s'", path);
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "sync directory '%s'", path);
     return 0;
 }
 
-int sbx_read_file(char **out, size_t *len, const char *path, size_t max, sbx_error *err)
+int sbx__read_file(char **out, size_t *len, const char *path, size_t max, sbx_error *err)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -82,7 +82,7 @@ int sbx_read_file(char **out, size_t *len, const char *path, size_t max, sbx_err
     _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
     if (!buf)
         return sbx_error_set(err, SBX_ENOMEM, "read '%s': out of memory", path);
-    ssize_t n = sbx_read_full(fd, buf, (size_t)st.st_size);
+    ssize_t n = sbx__read_full(fd, buf, (size_t)st.st_size);
     if (n < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "read '%s'", path);
     buf[n] = '\0';
@@ -92,10 +92,10 @@ int sbx_read_file(char **out, size_t *len, const char *path, size_t max, sbx_err
     return 0;
 }
 
-int sbx_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+int sbx__write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                           sbx_error *err)
 {
-    _cleanup_free_ char *tmp = sbx_strdup_printf("%s.tmp.XXXXXX", path);
+    _cleanup_free_ char *tmp = sbx__strdup_printf("%s.tmp.XXXXXX", path);
     _cleanup_free_ char *dir = strdup(path);
     if (!tmp || !dir)
         return sbx_error_set(err, SBX_ENOMEM, "write '%s': out of memory", path);
@@ -106,19 +106,19 @@ int sbx_write_file_atomic(const char *path, const void *data, size_t len, mode_t
         strcpy(dir, ".");
     _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "create temp file for '%s'", path);
-    int rc = sbx_write_all(fd, data, len, err);
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "create temp file for '%s'", path);
+    int rc = sbx__write_all(fd, data, len, err);
     if (rc == 0 && fchmod(fd, mode) < 0)
         rc = sbx_error_sys(err, SBX_EIO, errno, "chmod");
     if (rc == 0 && fsync(fd) < 0)
-        rc = sbx_error_sys(err, sbx_errno_code(errno), errno, "sync");
+        rc = sbx_error_sys(err, sbx__errno_code(errno), errno, "sync");
     if (rc == 0 && rename(tmp, path) < 0)
-        rc = sbx_error_sys(err, sbx_errno_code(errno), errno, "rename");
+        rc = sbx_error_sys(err, sbx__errno_code(errno), errno, "rename");
     if (rc < 0) {
         unlink(tmp);
         return sbx_error_wrap(err, "write '%s'", path);
     }
-    return sbx_fsync_dir(dir, err);
+    return sbx__fsync_dir(dir, err);
 }
 
 static int rm_rf_at(int parent, const char *name, dev_t dev, sbx_error *err)
@@ -154,7 +154,7 @@ static int rm_rf_at(int parent, const char *name, dev_t dev, sbx_error *err)
     return rc;
 }
 
-int sbx_rm_rf(const char *path, sbx_error *err)
+int sbx__rm_rf(const char *path, sbx_error *err)
 {
     struct stat st;
     if (lstat(path, &st) < 0)
@@ -163,7 +163,7 @@ int sbx_rm_rf(const char *path, sbx_error *err)
     return rc < 0 ? sbx_error_wrap(err, "remove '%s'", path) : 0;
 }
 
-char *sbx_strdup_printf(const char *fmt, ...)
+char *sbx__strdup_printf(const char *fmt, ...)
 {
     char *s = NULL;
     va_list ap;
@@ -173,9 +173,9 @@ char *sbx_strdup_printf(const char *fmt, ...)
     return n < 0 ? NULL : s;
 }
 
-int64_t sbx_now_unix(void) { return (int64_t)time(NULL); }
+int64_t sbx__now_unix(void) { return (int64_t)time(NULL); }
 
-uint64_t sbx_now_monotonic_ns(void)
+uint64_t sbx__now_monotonic_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

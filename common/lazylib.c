@@ -2,13 +2,13 @@
  * libarchive): each brings a chain of shared libraries whose mapping and
  * relocation would cost every process start, also the many that never
  * touch them.  Their forwarders (registry/curl_lazy.c,
- * builder/archive_lazy.c) fill a table of function pointers through these. */
+ * rootfs/archive_lazy.c) fill a table of function pointers through these. */
 #include <dlfcn.h>
 #include <stdio.h>
 
 #include "sbx_common.h"
 
-void *sbx_lib_open(const char *soname, char *why, size_t why_len)
+void *sbx__lib_open(const char *soname, char *why, size_t why_len)
 {
     void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
     if (!h) {
@@ -21,7 +21,7 @@ void *sbx_lib_open(const char *soname, char *why, size_t why_len)
     return h;
 }
 
-bool sbx_lib_sym(void *h, const char *soname, const char *sym, void **slot, char *why,
+bool sbx__lib_sym(void *h, const char *soname, const char *sym, void **slot, char *why,
                  size_t why_len)
 {
     *slot = dlsym(h, sym);

@@ -15,12 +15,12 @@
 #include "sbx/log.h"
 
 /* ---- cleanup attributes (crun/systemd style) ---------------------------- */
-static inline void sbx_freep(void *p) { free(*(void **)p); }
-static inline void sbx_closep(int *fd) { if (*fd >= 0) close(*fd); }
-static inline void sbx_fclosep(FILE **f) { if (*f) fclose(*f); }
-#define _cleanup_free_ __attribute__((cleanup(sbx_freep)))
-#define _cleanup_close_ __attribute__((cleanup(sbx_closep)))
-#define _cleanup_fclose_ __attribute__((cleanup(sbx_fclosep)))
+static inline void sbx__freep(void *p) { free(*(void **)p); }
+static inline void sbx__closep(int *fd) { if (*fd >= 0) close(*fd); }
+static inline void sbx__fclosep(FILE **f) { if (*f) fclose(*f); }
+#define _cleanup_free_ __attribute__((cleanup(sbx__freep)))
+#define _cleanup_close_ __attribute__((cleanup(sbx__closep)))
+#define _cleanup_fclose_ __attribute__((cleanup(sbx__fclosep)))
 /* Hand ownership out of a cleanup-annotated local. */
 #define SBX_STEAL(p) ({ __typeof__(p) _t = (p); (p) = NULL; _t; })
 #define SBX_STEAL_FD(fd) ({ int _t = (fd); (fd) = -1; _t; })
@@ -31,58 +31,58 @@ static inline void sbx_fclosep(FILE **f) { if (*f) fclose(*f); }
 #define SBX_DIGEST_LEN 71
 #define SBX_SHA256_HEXLEN 64
 
-typedef struct sbx_sha256 sbx_sha256; /* streaming hasher (OpenSSL EVP) */
+typedef struct sbx__sha256 sbx__sha256; /* streaming hasher (OpenSSL EVP) */
 
-int sbx_sha256_new(sbx_sha256 **out, sbx_error *err);
-void sbx_sha256_update(sbx_sha256 *h, const void *data, size_t len);
+int sbx__sha256_new(sbx__sha256 **out, sbx_error *err);
+void sbx__sha256_update(sbx__sha256 *h, const void *data, size_t len);
 /* Writes "sha256:<hex>" into out (SBX_DIGEST_BUFSZ bytes); h may be reused after. */
-void sbx_sha256_final(sbx_sha256 *h, char out[SBX_DIGEST_BUFSZ]);
-void sbx_sha256_free(sbx_sha256 *h);
-static inline void sbx_sha256_freep(sbx_sha256 **h) { sbx_sha256_free(*h); }
-#define _cleanup_sha256_ __attribute__((cleanup(sbx_sha256_freep)))
+void sbx__sha256_final(sbx__sha256 *h, char out[SBX_DIGEST_BUFSZ]);
+void sbx__sha256_free(sbx__sha256 *h);
+static inline void sbx__sha256_freep(sbx__sha256 **h) { sbx__sha256_free(*h); }
+#define _cleanup_sha256_ __attribute__((cleanup(sbx__sha256_freep)))
 
 /* One-shot digest of a buffer. */
-void sbx_sha256_buf(const void *data, size_t len, char out[SBX_DIGEST_BUFSZ]);
+void sbx__sha256_buf(const void *data, size_t len, char out[SBX_DIGEST_BUFSZ]);
 /* Raw 32-byte digest of a buffer. */
-void sbx_sha256_raw(const void *data, size_t len, unsigned char out[32]);
+void sbx__sha256_raw(const void *data, size_t len, unsigned char out[32]);
 /* true when s is "sha256:" followed by exactly 64 lowercase hex digits. */
-bool sbx_digest_valid(const char *s);
+bool sbx__digest_valid(const char *s);
 /* Validate and return the hex part; error names the bad digest. */
-int sbx_digest_parse(const char **hex_out, const char *digest, sbx_error *err);
-void sbx_hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
+int sbx__digest_parse(const char **hex_out, const char *digest, sbx_error *err);
+void sbx__hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
 
 /* ---- filesystem ---------------------------------------------------------- */
 /* mkdir -p with mode; existing directories are fine. */
-int sbx_mkdir_p(const char *path, mode_t mode, sbx_error *err);
+int sbx__mkdir_p(const char *path, mode_t mode, sbx_error *err);
 /* Full write/read loops handling EINTR and short counts. */
-int sbx_write_all(int fd, const void *buf, size_t len, sbx_error *err);
-ssize_t sbx_read_full(int fd, void *buf, size_t len);
+int sbx__write_all(int fd, const void *buf, size_t len, sbx_error *err);
+ssize_t sbx__read_full(int fd, void *buf, size_t len);
 /* fsync a directory by path (after a rename/link into it). */
-int sbx_fsync_dir(const char *path, sbx_error *err);
+int sbx__fsync_dir(const char *path, sbx_error *err);
 /* Read a whole file, refusing more than max bytes; *out is NUL-terminated, caller frees. */
-int sbx_read_file(char **out, size_t *len, const char *path, size_t max, sbx_error *err);
+int sbx__read_file(char **out, size_t *len, const char *path, size_t max, sbx_error *err);
 /* Atomically replace path with data: temp file in the same dir, fsync, rename, fsync dir. */
-int sbx_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
+int sbx__write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                           sbx_error *err);
 /* rm -rf; missing paths are fine.  Does not cross mount points. */
-int sbx_rm_rf(const char *path, sbx_error *err);
+int sbx__rm_rf(const char *path, sbx_error *err);
 /* Map an errno from a write path to SBX_ENOSPC or SBX_EIO. */
-int sbx_errno_code(int e);
+int sbx__errno_code(int e);
 
 /* ---- libraries loaded on first use --------------------------------------- */
 /* dlopen(soname) with RTLD_NOW | RTLD_LOCAL (nothing else in the process
  * binds to it by accident).  Returns the handle, which stays open for the
  * process's life, or NULL with why filled from dlerror(). */
-void *sbx_lib_open(const char *soname, char *why, size_t why_len);
+void *sbx__lib_open(const char *soname, char *why, size_t why_len);
 /* *slot = dlsym(h, sym); false with why = "<soname> has no <sym>" if absent. */
-bool sbx_lib_sym(void *h, const char *soname, const char *sym, void **slot, char *why,
+bool sbx__lib_sym(void *h, const char *soname, const char *sym, void **slot, char *why,
                  size_t why_len);
 
 /* ---- strings ------------------------------------------------------------- */
 /* asprintf that aborts nothing: returns NULL on ENOMEM. */
-char *sbx_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *sbx__strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Monotonic and wall clocks in seconds / nanoseconds. */
-int64_t sbx_now_unix(void);
-uint64_t sbx_now_monotonic_ns(void);
+int64_t sbx__now_unix(void);
+uint64_t sbx__now_monotonic_ns(void);
 
 #endif

@@ -1,12 +1,13 @@
-/* sbx-image: the library the platform links.  One header per module. */
+/* sbx-image: the library the platform links.  One header per module, in
+ * dependency order. */
 #ifndef SBX_H
 #define SBX_H
 #include "sbx/error.h"
 #include "sbx/log.h"
-#include "sbx/recipe.h"
-#include "sbx/registry.h"
 #include "sbx/store.h"
-#include "sbx/builder.h"
+#include "sbx/recipe.h"
+#include "sbx/image.h"
 #include "sbx/rootfs.h"
-#include "sbx/export.h"
+#include "sbx/registry.h"
+#include "sbx/builder.h"
 #endif

@@ -102,7 +102,7 @@ static json_t *step_json(const sbx_step *s)
     return o;
 }
 
-char *sbx_step_canonical_json(const sbx_step *s) { return dump_json(step_json(s)); }
+char *rcp_step_canonical_json(const sbx_step *s) { return dump_json(step_json(s)); }
 
 int sbx_recipe_base_canonical(char **out, const sbx_recipe *r, sbx_error *err)
 {
@@ -161,7 +161,7 @@ int sbx_recipe_digest(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, sbx_error
     _cleanup_free_ char *c = NULL;
     if (sbx_recipe_canonical(&c, r, err) < 0)
         return err->code;
-    sbx_sha256_buf(c, strlen(c), out);
+    sbx__sha256_buf(c, strlen(c), out);
     return 0;
 }
 
@@ -171,7 +171,7 @@ int sbx_recipe_cache_key(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, size_t
     if (n > sbx_recipe_n_steps(r))
         return sbx_error_set(err, SBX_EINVAL, "compute cache key: step %zu of %zu", n,
                              sbx_recipe_n_steps(r));
-    if (!sbx_digest_valid(resolved_base_digest))
+    if (!sbx__digest_valid(resolved_base_digest))
         return sbx_error_set(err, SBX_EINVAL,
                              "compute cache key: expected the resolved base digest "
                              "(sha256:<64 hex>), got '%.80s'",
@@ -179,20 +179,20 @@ int sbx_recipe_cache_key(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, size_t
     _cleanup_free_ char *base = NULL;
     if (sbx_recipe_base_canonical(&base, r, err) < 0)
         return err->code;
-    _cleanup_sha256_ sbx_sha256 *h = NULL;
-    if (sbx_sha256_new(&h, err) < 0)
+    _cleanup_sha256_ sbx__sha256 *h = NULL;
+    if (sbx__sha256_new(&h, err) < 0)
         return err->code;
-    sbx_sha256_update(h, "sbx-cache-v1\n", 13);
-    sbx_sha256_update(h, base, strlen(base));
-    sbx_sha256_update(h, "\n", 1);
-    sbx_sha256_update(h, resolved_base_digest, strlen(resolved_base_digest));
-    sbx_sha256_final(h, out);
+    sbx__sha256_update(h, "sbx-cache-v1\n", 13);
+    sbx__sha256_update(h, base, strlen(base));
+    sbx__sha256_update(h, "\n", 1);
+    sbx__sha256_update(h, resolved_base_digest, strlen(resolved_base_digest));
+    sbx__sha256_final(h, out);
     for (size_t i = 0; i < n; i++) {
         const char *c = sbx_recipe_step(r, i)->canonical;
-        sbx_sha256_update(h, out, strlen(out));
-        sbx_sha256_update(h, "\n", 1);
-        sbx_sha256_update(h, c, strlen(c));
-        sbx_sha256_final(h, out);
+        sbx__sha256_update(h, out, strlen(out));
+        sbx__sha256_update(h, "\n", 1);
+        sbx__sha256_update(h, c, strlen(c));
+        sbx__sha256_final(h, out);
     }
     return 0;
 }

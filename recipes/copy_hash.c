@@ -18,16 +18,16 @@
 
 #include "recipe_internal.h"
 
-__thread sbx_copy_stats sbx_copy_last_stats;
+__thread rcp_copy_stats rcp_copy_last_stats;
 
 #define READ_CHUNK (128u << 10) /* stays in L2 between the copy and the hash */
 #define MAX_THREADS 8
 
 typedef struct job {
-    sbx_copy_node **files;
+    rcp_copy_node **files;
     size_t n_files;
     size_t next; /* atomic */
-    sbx_hash_cache *cache;
+    rcp_hash_cache *cache;
     int64_t safe_before_ns; /* cache only files whose ctime is older than this */
     pthread_mutex_t lock;   /* guards err, failed, stats */
     bool failed;
@@ -44,7 +44,7 @@ typedef struct job {
 
 static void report(job *j)
 {
-    uint64_t now = sbx_now_monotonic_ns();
+    uint64_t now = sbx__now_monotonic_ns();
     if (now - j->last_report_ns < PROGRESS_EVERY_NS)
         return;
     j->last_report_ns = now;
@@ -52,7 +52,7 @@ static void report(job *j)
                       j->total_bytes);
 }
 
-static void collect_files(sbx_copy_node *n, sbx_copy_node ***v, size_t *len, size_t *cap,
+static void collect_files(rcp_copy_node *n, rcp_copy_node ***v, size_t *len, size_t *cap,
                           bool *oom)
 {
     if (*oom)
@@ -60,7 +60,7 @@ static void collect_files(sbx_copy_node *n, sbx_copy_node ***v, size_t *len, siz
     if (n->type == S_IFREG) {
         if (*len == *cap) {
             size_t nc = *cap ? *cap * 2 : 256;
-            sbx_copy_node **nv = realloc(*v, nc * sizeof *nv);
+            rcp_copy_node **nv = realloc(*v, nc * sizeof *nv);
             if (!nv) {
                 *oom = true;
                 return;
@@ -74,7 +74,7 @@ static void collect_files(sbx_copy_node *n, sbx_copy_node ***v, size_t *len, siz
         collect_files(n->children[i], v, len, cap, oom);
 }
 
-static int hash_file(sbx_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool *stable,
+static int hash_file(rcp_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool *stable,
                      size_t *bytes, sbx_error *err)
 {
     /* O_NONBLOCK: never wait on a fifo swapped in after the walk. */
@@ -141,8 +141,8 @@ static void work(job *j, bool reporter)
         size_t i = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
         if (i >= j->n_files || __atomic_load_n(&j->failed, __ATOMIC_RELAXED))
             break;
-        sbx_copy_node *n = j->files[i];
-        if (j->cache && sbx_hash_cache_get(j->cache, n, n->hash)) {
+        rcp_copy_node *n = j->files[i];
+        if (j->cache && rcp_hash_cache_get(j->cache, n, n->hash)) {
             hits++;
             __atomic_add_fetch(&j->done_bytes, n->size, __ATOMIC_RELAXED);
             continue;
@@ -164,7 +164,7 @@ static void work(job *j, bool reporter)
             report(j);
         if (j->cache && stable && n->ctime_ns < j->safe_before_ns &&
             n->mtime_ns < j->safe_before_ns)
-            sbx_hash_cache_put(j->cache, n, n->hash);
+            rcp_hash_cache_put(j->cache, n, n->hash);
     }
 out:
     pthread_mutex_lock(&j->lock);
@@ -175,7 +175,7 @@ out:
     EVP_MD_CTX_free(ctx);
 }
 
-static char type_char(const sbx_copy_node *n)
+static char type_char(const rcp_copy_node *n)
 {
     switch (n->type) {
     case S_IFDIR: return 'd';
@@ -185,10 +185,10 @@ static char type_char(const sbx_copy_node *n)
 }
 
 /* Directories and symlinks, bottom-up (files are already hashed). */
-static int hash_tree(sbx_copy_node *n, EVP_MD_CTX *ctx)
+static int hash_tree(rcp_copy_node *n, EVP_MD_CTX *ctx)
 {
     if (n->type == S_IFLNK) {
-        sbx_sha256_raw(n->link_target, strlen(n->link_target), n->hash);
+        sbx__sha256_raw(n->link_target, strlen(n->link_target), n->hash);
         return 0;
     }
     if (n->type != S_IFDIR)
@@ -199,11 +199,11 @@ static int hash_tree(sbx_copy_node *n, EVP_MD_CTX *ctx)
     if (EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
         return -1;
     for (size_t i = 0; i < n->n_children; i++) {
-        const sbx_copy_node *c = n->children[i];
+        const rcp_copy_node *c = n->children[i];
         char head[2 + 64 + 2];
         head[0] = type_char(c);
         head[1] = ' ';
-        sbx_hex_encode(c->hash, 32, head + 2);
+        sbx__hex_encode(c->hash, 32, head + 2);
         head[66] = ' ';
         EVP_DigestUpdate(ctx, head, 67);
         EVP_DigestUpdate(ctx, c->name, strlen(c->name) + 1); /* with its NUL */
@@ -233,7 +233,7 @@ static int64_t racy_margin_ns(const char *dir)
     return 2 * 1000000000LL;
 }
 
-static int hash_files(sbx_copy_node *root, const char *context_dir, const char *src,
+static int hash_files(rcp_copy_node *root, const char *context_dir, const char *src,
                       sbx_error *err)
 {
     struct timespec now;
@@ -252,11 +252,11 @@ static int hash_files(sbx_copy_node *root, const char *context_dir, const char *
         j.total_bytes += j.files[i]->size;
     _cleanup_free_ char *id = NULL;
     if (j.total_bytes >= PROGRESS_MIN_BYTES) {
-        id = sbx_strdup_printf("copy '%s'", src);
+        id = sbx__strdup_printf("copy '%s'", src);
         j.progress_id = id;
-        j.last_report_ns = sbx_now_monotonic_ns();
+        j.last_report_ns = sbx__now_monotonic_ns();
     }
-    j.cache = j.n_files ? sbx_hash_cache_open(NULL) : NULL;
+    j.cache = j.n_files ? rcp_hash_cache_open(NULL) : NULL;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     size_t nthreads = ncpu < 1 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (size_t)ncpu;
     if (nthreads > j.n_files)
@@ -272,12 +272,12 @@ static int hash_files(sbx_copy_node *root, const char *context_dir, const char *
         work(&j, true);
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
-    sbx_copy_last_stats = (sbx_copy_stats){j.n_files, j.hits, j.bytes};
+    rcp_copy_last_stats = (rcp_copy_stats){j.n_files, j.hits, j.bytes};
     sbx_log(SBX_LOG_DEBUG, "copy '%s': %zu files, %zu from the hash cache, %zu bytes hashed%s", src,
             j.n_files, j.hits, j.bytes, j.cache ? "" : " (no cache)");
     if (j.progress_id && !j.failed)
         sbx_progress_emit(j.progress_id, "done", j.total_bytes, j.total_bytes);
-    sbx_hash_cache_close(j.cache);
+    rcp_hash_cache_close(j.cache);
     free(j.files);
     pthread_mutex_destroy(&j.lock);
     if (j.failed) {
@@ -290,8 +290,8 @@ static int hash_files(sbx_copy_node *root, const char *context_dir, const char *
 int sbx_recipe_copy_digest(char out[SBX_DIGEST_BUFSZ], const char *context_dir, const char *src,
                            sbx_error *err)
 {
-    sbx_copy_node *root = NULL;
-    if (sbx_copy_tree_build(&root, context_dir, src, err) < 0)
+    rcp_copy_node *root = NULL;
+    if (rcp_copy_tree_build(&root, context_dir, src, err) < 0)
         return err->code;
     int rc = hash_files(root, context_dir, src, err);
     EVP_MD_CTX *ctx = rc == 0 ? EVP_MD_CTX_new() : NULL;
@@ -301,9 +301,9 @@ int sbx_recipe_copy_digest(char out[SBX_DIGEST_BUFSZ], const char *context_dir, 
     if (rc == 0) {
         char line[16 + 64 + 1];
         int n = snprintf(line, sizeof line, "sbx-copy-v1 %c ", type_char(root));
-        sbx_hex_encode(root->hash, 32, line + n);
-        sbx_sha256_buf(line, strlen(line), out);
+        sbx__hex_encode(root->hash, 32, line + n);
+        sbx__sha256_buf(line, strlen(line), out);
     }
-    sbx_copy_tree_free(root);
+    rcp_copy_tree_free(root);
     return rc;
 }

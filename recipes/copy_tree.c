@@ -13,12 +13,12 @@
 
 #include "recipe_internal.h"
 
-void sbx_copy_tree_free(sbx_copy_node *n)
+void rcp_copy_tree_free(rcp_copy_node *n)
 {
     if (!n)
         return;
     for (size_t i = 0; i < n->n_children; i++)
-        sbx_copy_tree_free(n->children[i]);
+        rcp_copy_tree_free(n->children[i]);
     free(n->children);
     free(n->name);
     free(n->relpath);
@@ -33,7 +33,7 @@ static int cmp_str(const void *a, const void *b)
 }
 
 typedef struct walk {
-    const sbx_ignore *ig;
+    const rcp_ignore *ig;
     size_t ctx_len; /* strlen(context) + 1: strip to get the context-relative path */
 } walk;
 
@@ -41,10 +41,10 @@ static char *join(const char *a, const char *b)
 {
     if (!*a)
         return strdup(b);
-    return sbx_strdup_printf("%s/%s", a, b);
+    return sbx__strdup_printf("%s/%s", a, b);
 }
 
-static int node_from_stat(sbx_copy_node *n, const struct stat *st, sbx_error *err)
+static int node_from_stat(rcp_copy_node *n, const struct stat *st, sbx_error *err)
 {
     n->dev = (uint64_t)st->st_dev;
     n->ino = (uint64_t)st->st_ino;
@@ -73,49 +73,49 @@ static int node_from_stat(sbx_copy_node *n, const struct stat *st, sbx_error *er
     return 0;
 }
 
-static int build_dir(sbx_copy_node *dir, const walk *w, sbx_error *err);
+static int build_dir(rcp_copy_node *dir, const walk *w, sbx_error *err);
 
 /* Returns 1 when the child was added, 0 when it was left out. */
-static int add_child(sbx_copy_node *dir, const char *name, const walk *w, sbx_error *err)
+static int add_child(rcp_copy_node *dir, const char *name, const walk *w, sbx_error *err)
 {
-    sbx_copy_node *c = calloc(1, sizeof *c);
+    rcp_copy_node *c = calloc(1, sizeof *c);
     if (!c)
         return sbx_error_set(err, SBX_ENOMEM, "allocate copy entry");
     c->name = strdup(name);
     c->relpath = join(dir->relpath, name);
-    c->path = sbx_strdup_printf("%s/%s", dir->path, name);
+    c->path = sbx__strdup_printf("%s/%s", dir->path, name);
     if (!c->name || !c->relpath || !c->path) {
-        sbx_copy_tree_free(c);
+        rcp_copy_tree_free(c);
         return sbx_error_set(err, SBX_ENOMEM, "allocate copy entry");
     }
     struct stat st;
     if (lstat(c->path, &st) < 0) {
         int e = errno;
-        sbx_copy_tree_free(c);
+        rcp_copy_tree_free(c);
         if (e == ENOENT) /* removed while we walked: it is not there */
             return 0;
         return sbx_error_sys(err, SBX_EIO, e, "stat '%s'", c->path);
     }
     const char *ctxrel = c->path + w->ctx_len;
-    bool excluded = sbx_ignore_match(w->ig, ctxrel);
+    bool excluded = rcp_ignore_match(w->ig, ctxrel);
     bool is_dir = S_ISDIR(st.st_mode);
-    if (excluded && !(is_dir && sbx_ignore_has_negations(w->ig))) {
-        sbx_copy_tree_free(c);
+    if (excluded && !(is_dir && rcp_ignore_has_negations(w->ig))) {
+        rcp_copy_tree_free(c);
         return 0;
     }
     if (node_from_stat(c, &st, err) < 0 || (is_dir && build_dir(c, w, err) < 0)) {
-        sbx_copy_tree_free(c);
+        rcp_copy_tree_free(c);
         return err->code;
     }
     if (excluded && c->n_children == 0) { /* walked only for re-included entries */
-        sbx_copy_tree_free(c);
+        rcp_copy_tree_free(c);
         return 0;
     }
     dir->children[dir->n_children++] = c;
     return 1;
 }
 
-static int build_dir(sbx_copy_node *dir, const walk *w, sbx_error *err)
+static int build_dir(rcp_copy_node *dir, const walk *w, sbx_error *err)
 {
     DIR *d = opendir(dir->path);
     if (!d)
@@ -170,18 +170,18 @@ static bool inside(const char *path, const char *ctx)
     return path[n] == '\0' || path[n] == '/' || (n == 1 && ctx[0] == '/');
 }
 
-int sbx_copy_tree_build(sbx_copy_node **out, const char *context_dir, const char *src,
+int rcp_copy_tree_build(rcp_copy_node **out, const char *context_dir, const char *src,
                         sbx_error *err)
 {
     *out = NULL;
-    if (sbx_rv_rel_path(src, "copy src", err) < 0)
+    if (rcp_rv_rel_path(src, "copy src", err) < 0)
         return err->code;
     _cleanup_free_ char *ctx = realpath(context_dir, NULL);
     if (!ctx)
         return sbx_error_sys(err, errno == ENOENT ? SBX_ENOTFOUND : SBX_EIO, errno,
                              "open build context '%s'", context_dir);
-    _cleanup_free_ char *clean = sbx_path_clean(src, false);
-    _cleanup_free_ char *full = clean ? sbx_strdup_printf("%s/%s", ctx, clean) : NULL;
+    _cleanup_free_ char *clean = rcp_path_clean(src, false);
+    _cleanup_free_ char *full = clean ? sbx__strdup_printf("%s/%s", ctx, clean) : NULL;
     if (!full)
         return sbx_error_set(err, SBX_ENOMEM, "allocate path");
     _cleanup_free_ char *real = realpath(full, NULL);
@@ -195,12 +195,12 @@ int sbx_copy_tree_build(sbx_copy_node **out, const char *context_dir, const char
                              "copy '%s': refusing a source outside the build context '%s' "
                              "(it resolves to '%s')",
                              src, ctx, real);
-    sbx_ignore *ig = NULL;
-    if (sbx_ignore_load(&ig, ctx, err) < 0)
+    rcp_ignore *ig = NULL;
+    if (rcp_ignore_load(&ig, ctx, err) < 0)
         return err->code;
     walk w = {.ig = ig, .ctx_len = strlen(ctx) + (strcmp(ctx, "/") ? 1 : 0)};
     int rc = 0;
-    sbx_copy_node *root = calloc(1, sizeof *root);
+    rcp_copy_node *root = calloc(1, sizeof *root);
     if (!root || !(root->name = strdup("")) || !(root->relpath = strdup("")) ||
         !(root->path = strdup(real))) {
         rc = sbx_error_set(err, SBX_ENOMEM, "allocate copy entry");
@@ -208,7 +208,7 @@ int sbx_copy_tree_build(sbx_copy_node **out, const char *context_dir, const char
     }
     struct stat st;
     bool is_root = !strcmp(real, ctx);
-    bool excluded = !is_root && sbx_ignore_match(ig, real + w.ctx_len);
+    bool excluded = !is_root && rcp_ignore_match(ig, real + w.ctx_len);
     if (lstat(real, &st) < 0) {
         rc = sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", real);
         goto out;
@@ -229,12 +229,12 @@ int sbx_copy_tree_build(sbx_copy_node **out, const char *context_dir, const char
     }
     *out = SBX_STEAL(root);
 out:
-    sbx_copy_tree_free(root);
-    sbx_ignore_free(ig);
+    rcp_copy_tree_free(root);
+    rcp_ignore_free(ig);
     return rc;
 }
 
-static int visit(const sbx_copy_node *n, sbx_copy_visit_fn fn, void *ud, sbx_error *err)
+static int visit(const rcp_copy_node *n, sbx_copy_visit_fn fn, void *ud, sbx_error *err)
 {
     sbx_copy_entry e = {
         .relpath = n->relpath,
@@ -256,10 +256,10 @@ static int visit(const sbx_copy_node *n, sbx_copy_visit_fn fn, void *ud, sbx_err
 int sbx_recipe_copy_walk(const char *context_dir, const char *src, sbx_copy_visit_fn fn,
                          void *ud, sbx_error *err)
 {
-    sbx_copy_node *root = NULL;
-    if (sbx_copy_tree_build(&root, context_dir, src, err) < 0)
+    rcp_copy_node *root = NULL;
+    if (rcp_copy_tree_build(&root, context_dir, src, err) < 0)
         return err->code;
     int rc = visit(root, fn, ud, err);
-    sbx_copy_tree_free(root);
+    rcp_copy_tree_free(root);
     return rc;
 }

@@ -29,7 +29,7 @@
 
 static size_t g_keep = KEEP_ENTRIES; /* lowered by tests only */
 
-void sbx_hash_cache_set_keep(size_t n) { g_keep = n && n < KEEP_ENTRIES ? n : KEEP_ENTRIES; }
+void rcp_hash_cache_set_keep(size_t n) { g_keep = n && n < KEEP_ENTRIES ? n : KEEP_ENTRIES; }
 
 typedef struct rec {
     uint64_t dev, ino, size;
@@ -42,7 +42,7 @@ typedef struct slot {
     bool touched; /* looked up or added by this run */
 } slot;
 
-struct sbx_hash_cache {
+struct rcp_hash_cache {
     pthread_mutex_t lock;
     char *path;
     slot *slots;
@@ -70,7 +70,7 @@ int sbx_recipe_cache_dir(char *buf, size_t len, sbx_error *err)
     return 0;
 }
 
-static size_t slot_of(const sbx_hash_cache *c, uint64_t dev, uint64_t ino)
+static size_t slot_of(const rcp_hash_cache *c, uint64_t dev, uint64_t ino)
 {
     uint64_t h = (ino * 0x9E3779B97F4A7C15ull) ^ (dev * 0xC2B2AE3D27D4EB4Full);
     h ^= h >> 29;
@@ -79,7 +79,7 @@ static size_t slot_of(const sbx_hash_cache *c, uint64_t dev, uint64_t ino)
 
 static bool is_empty(const rec *r) { return r->dev == 0 && r->ino == 0; }
 
-static slot *find(sbx_hash_cache *c, uint64_t dev, uint64_t ino)
+static slot *find(rcp_hash_cache *c, uint64_t dev, uint64_t ino)
 {
     for (size_t i = slot_of(c, dev, ino);; i = (i + 1) & (c->cap - 1)) {
         slot *s = &c->slots[i];
@@ -88,7 +88,7 @@ static slot *find(sbx_hash_cache *c, uint64_t dev, uint64_t ino)
     }
 }
 
-static bool insert(sbx_hash_cache *c, const rec *in, bool touched)
+static bool insert(rcp_hash_cache *c, const rec *in, bool touched)
 {
     if (is_empty(in))
         return false;
@@ -103,12 +103,12 @@ static bool insert(sbx_hash_cache *c, const rec *in, bool touched)
     return true;
 }
 
-static void load(sbx_hash_cache *c)
+static void load(rcp_hash_cache *c)
 {
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_read_file(&data, &len, c->path, 48 + (size_t)KEEP_ENTRIES * sizeof(rec), &err) < 0)
+    if (sbx__read_file(&data, &len, c->path, 48 + (size_t)KEEP_ENTRIES * sizeof(rec), &err) < 0)
         return;
     uint64_t count;
     unsigned char sum[32];
@@ -117,7 +117,7 @@ static void load(sbx_hash_cache *c)
     memcpy(&count, data + 8, 8);
     if (count > KEEP_ENTRIES || len != 48 + count * sizeof(rec))
         return;
-    sbx_sha256_raw(data, len - 32, sum);
+    sbx__sha256_raw(data, len - 32, sum);
     if (memcmp(sum, data + len - 32, 32) != 0)
         return;
     for (uint64_t i = 0; i < count; i++) {
@@ -127,7 +127,7 @@ static void load(sbx_hash_cache *c)
     }
 }
 
-sbx_hash_cache *sbx_hash_cache_open(const char *dir)
+rcp_hash_cache *rcp_hash_cache_open(const char *dir)
 {
     char buf[4096];
     sbx_error err = SBX_ERROR_INIT;
@@ -138,11 +138,11 @@ sbx_hash_cache *sbx_hash_cache_open(const char *dir)
         }
         dir = buf;
     }
-    sbx_hash_cache *c = calloc(1, sizeof *c);
+    rcp_hash_cache *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     pthread_mutex_init(&c->lock, NULL);
-    c->path = sbx_strdup_printf("%s/file-hashes.v1", dir);
+    c->path = sbx__strdup_printf("%s/file-hashes.v1", dir);
     c->cap = 1u << 16;
     /* Size the table for what is on disk, with room to add. */
     struct stat st;
@@ -162,7 +162,7 @@ sbx_hash_cache *sbx_hash_cache_open(const char *dir)
     return c;
 }
 
-static void grow(sbx_hash_cache *c)
+static void grow(rcp_hash_cache *c)
 {
     if (c->used + 1 <= c->cap / 2 || c->cap >= MAX_TABLE)
         return;
@@ -179,7 +179,7 @@ static void grow(sbx_hash_cache *c)
     free(old);
 }
 
-bool sbx_hash_cache_get(sbx_hash_cache *c, const sbx_copy_node *n, unsigned char out[32])
+bool rcp_hash_cache_get(rcp_hash_cache *c, const rcp_copy_node *n, unsigned char out[32])
 {
     if (!c)
         return false;
@@ -198,7 +198,7 @@ bool sbx_hash_cache_get(sbx_hash_cache *c, const sbx_copy_node *n, unsigned char
     return hit;
 }
 
-void sbx_hash_cache_put(sbx_hash_cache *c, const sbx_copy_node *n, const unsigned char h[32])
+void rcp_hash_cache_put(rcp_hash_cache *c, const rcp_copy_node *n, const unsigned char h[32])
 {
     if (!c)
         return;
@@ -214,13 +214,13 @@ void sbx_hash_cache_put(sbx_hash_cache *c, const sbx_copy_node *n, const unsigne
 /* Temp file + rename, without fsync (see the top of this file). */
 static int write_replace(const char *path, const void *data, size_t len, sbx_error *err)
 {
-    _cleanup_free_ char *tmp = sbx_strdup_printf("%s.tmp.XXXXXX", path);
+    _cleanup_free_ char *tmp = sbx__strdup_printf("%s.tmp.XXXXXX", path);
     if (!tmp)
         return sbx_error_set(err, SBX_ENOMEM, "allocate path");
     _cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0)
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "create '%s'", tmp);
-    if (sbx_write_all(fd, data, len, err) < 0 || rename(tmp, path) < 0) {
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "create '%s'", tmp);
+    if (sbx__write_all(fd, data, len, err) < 0 || rename(tmp, path) < 0) {
         if (!err->code)
             sbx_error_sys(err, SBX_EIO, errno, "rename '%s'", tmp);
         unlink(tmp);
@@ -230,7 +230,7 @@ static int write_replace(const char *path, const void *data, size_t len, sbx_err
 }
 
 /* Write up to g_keep records: touched ones first. */
-static void save(sbx_hash_cache *c)
+static void save(rcp_hash_cache *c)
 {
     size_t keep = c->used < g_keep ? c->used : g_keep;
     _cleanup_free_ char *data = malloc(48 + keep * sizeof(rec));
@@ -249,18 +249,18 @@ static void save(sbx_hash_cache *c)
     }
     memcpy(data + 8, &count, 8);
     size_t len = 16 + count * sizeof(rec);
-    sbx_sha256_raw(data, len, (unsigned char *)data + len);
+    sbx__sha256_raw(data, len, (unsigned char *)data + len);
     len += 32;
     sbx_error err = SBX_ERROR_INIT;
     _cleanup_free_ char *dir = strdup(c->path);
     if (!dir)
         return;
     *strrchr(dir, '/') = '\0';
-    if (sbx_mkdir_p(dir, 0700, &err) < 0 || write_replace(c->path, data, len, &err) < 0)
+    if (sbx__mkdir_p(dir, 0700, &err) < 0 || write_replace(c->path, data, len, &err) < 0)
         sbx_log(SBX_LOG_DEBUG, "file hash cache not saved: %s", err.msg);
 }
 
-void sbx_hash_cache_close(sbx_hash_cache *c)
+void rcp_hash_cache_close(rcp_hash_cache *c)
 {
     if (!c)
         return;

@@ -18,13 +18,13 @@ typedef struct {
     bool negate;
 } pattern;
 
-struct sbx_ignore {
+struct rcp_ignore {
     pattern *pats;
     size_t n;
     bool negations;
 };
 
-void sbx_ignore_free(sbx_ignore *ig)
+void rcp_ignore_free(rcp_ignore *ig)
 {
     if (!ig)
         return;
@@ -66,7 +66,7 @@ static int split(char ***out, size_t *n, const char *p)
     return 0;
 }
 
-static int add_pattern(sbx_ignore *ig, const char *line, size_t lineno, sbx_error *err)
+static int add_pattern(rcp_ignore *ig, const char *line, size_t lineno, sbx_error *err)
 {
     bool negate = false;
     if (line[0] == '!') {
@@ -78,7 +78,7 @@ static int add_pattern(sbx_ignore *ig, const char *line, size_t lineno, sbx_erro
             return sbx_error_set(err, SBX_EINVAL,
                                  "read .sbxignore line %zu: expected a pattern after '!'", lineno);
     }
-    _cleanup_free_ char *c = sbx_path_clean(line, false);
+    _cleanup_free_ char *c = rcp_path_clean(line, false);
     if (!c)
         return sbx_error_set(err, SBX_ENOMEM, "allocate pattern");
     const char *p = c;
@@ -112,10 +112,10 @@ static int add_pattern(sbx_ignore *ig, const char *line, size_t lineno, sbx_erro
     return 0;
 }
 
-int sbx_ignore_parse(sbx_ignore **out, const char *text, sbx_error *err)
+int rcp_ignore_parse(rcp_ignore **out, const char *text, sbx_error *err)
 {
     *out = NULL;
-    sbx_ignore *ig = calloc(1, sizeof *ig);
+    rcp_ignore *ig = calloc(1, sizeof *ig);
     if (!ig)
         return sbx_error_set(err, SBX_ENOMEM, "allocate ignore list");
     size_t lineno = 0;
@@ -125,7 +125,7 @@ int sbx_ignore_parse(sbx_ignore **out, const char *text, sbx_error *err)
         lineno++;
         _cleanup_free_ char *line = strndup(s, len);
         if (!line) {
-            sbx_ignore_free(ig);
+            rcp_ignore_free(ig);
             return sbx_error_set(err, SBX_ENOMEM, "allocate ignore list");
         }
         char *b = line, *t = line + len;
@@ -134,7 +134,7 @@ int sbx_ignore_parse(sbx_ignore **out, const char *text, sbx_error *err)
         while (*b == ' ' || *b == '\t')
             b++;
         if (*b && *b != '#' && add_pattern(ig, b, lineno, err) < 0) {
-            sbx_ignore_free(ig);
+            rcp_ignore_free(ig);
             return err->code;
         }
         s = e ? e + 1 : s + len;
@@ -143,21 +143,21 @@ int sbx_ignore_parse(sbx_ignore **out, const char *text, sbx_error *err)
     return 0;
 }
 
-int sbx_ignore_load(sbx_ignore **out, const char *context_dir, sbx_error *err)
+int rcp_ignore_load(rcp_ignore **out, const char *context_dir, sbx_error *err)
 {
-    _cleanup_free_ char *path = sbx_strdup_printf("%s/.sbxignore", context_dir);
+    _cleanup_free_ char *path = sbx__strdup_printf("%s/.sbxignore", context_dir);
     if (!path)
         return sbx_error_set(err, SBX_ENOMEM, "allocate path");
     _cleanup_free_ char *text = NULL;
     size_t len = 0;
-    if (sbx_read_file(&text, &len, path, SBX_RECIPE_MAX_FILE, err) < 0) {
+    if (sbx__read_file(&text, &len, path, SBX_RECIPE_MAX_FILE, err) < 0) {
         if (err->sys_errno == ENOENT) {
             sbx_error_clear(err);
-            return sbx_ignore_parse(out, "", err);
+            return rcp_ignore_parse(out, "", err);
         }
         return err->code;
     }
-    if (sbx_ignore_parse(out, text, err) < 0) {
+    if (rcp_ignore_parse(out, text, err) < 0) {
         sbx_error_where(err, "%s", path);
         return err->code;
     }
@@ -179,7 +179,7 @@ static bool match_segs(char *const *pat, size_t np, char *const *path, size_t ns
     return match_segs(pat + 1, np - 1, path + 1, ns - 1);
 }
 
-bool sbx_ignore_match(const sbx_ignore *ig, const char *relpath)
+bool rcp_ignore_match(const rcp_ignore *ig, const char *relpath)
 {
     if (!ig || ig->n == 0)
         return false;
@@ -204,4 +204,4 @@ bool sbx_ignore_match(const sbx_ignore *ig, const char *relpath)
     return excluded;
 }
 
-bool sbx_ignore_has_negations(const sbx_ignore *ig) { return ig && ig->negations; }
+bool rcp_ignore_has_negations(const rcp_ignore *ig) { return ig && ig->negations; }

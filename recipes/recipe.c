@@ -190,9 +190,9 @@ int sbx_recipe_from_registry(sbx_recipe **out, const char *ref, const char *add_
                              const char *context_dir, sbx_error *err)
 {
     *out = NULL;
-    if (sbx_rv_ref(ref, "from_registry", err) < 0)
+    if (rcp_rv_ref(ref, "from_registry", err) < 0)
         return err->code;
-    if (add_python && sbx_rv_version(add_python, "add_python", err) < 0)
+    if (add_python && rcp_rv_version(add_python, "add_python", err) < 0)
         return err->code;
     return recipe_new_base(out, SBX_BASE_REGISTRY, ref, add_python, context_dir, err);
 }
@@ -206,7 +206,7 @@ int sbx_recipe_from_image(sbx_recipe **out, const char *name_or_digest, const ch
                           sbx_error *err)
 {
     *out = NULL;
-    if (sbx_rv_ref(name_or_digest, "image", err) < 0)
+    if (rcp_rv_ref(name_or_digest, "image", err) < 0)
         return err->code;
     return recipe_new_base(out, SBX_BASE_IMAGE, name_or_digest, NULL, context_dir, err);
 }
@@ -251,7 +251,7 @@ static int append_step(sbx_recipe **out, const sbx_recipe *r, step_node *s, bool
 {
     *out = NULL;
     if (!oom)
-        s->pub.canonical = own(s, sbx_step_canonical_json(&s->pub));
+        s->pub.canonical = own(s, rcp_step_canonical_json(&s->pub));
     if (oom || !s->pub.canonical) {
         step_unref(s);
         return sbx_error_set(err, SBX_ENOMEM, "allocate step");
@@ -278,7 +278,7 @@ static step_node *step_new(sbx_step_kind kind, sbx_error *err)
     return s;
 }
 
-int sbx_recipe_set_last_where(sbx_recipe *r, const char *where)
+int rcp_recipe_set_last_where(sbx_recipe *r, const char *where)
 {
     if (!r->n_steps)
         return 0;
@@ -299,8 +299,8 @@ static int check_list(const char *const *v, size_t n, const char *what, const ch
         return sbx_error_set(err, SBX_ELIMIT, "expected at most %d entries in %s",
                              SBX_RECIPE_MAX_LIST, what);
     for (size_t i = 0; i < n; i++) {
-        int rc = package ? sbx_rv_package(v[i], item, allow_spaces, err)
-                         : sbx_rv_text(v[i], item, true, err);
+        int rc = package ? rcp_rv_package(v[i], item, allow_spaces, err)
+                         : rcp_rv_text(v[i], item, true, err);
         if (rc < 0)
             return rc;
         if (!package && !*v[i])
@@ -313,7 +313,7 @@ int sbx_recipe_python(sbx_recipe **out, const sbx_recipe *r, const char *version
                       sbx_error *err)
 {
     *out = NULL;
-    if (sbx_rv_version(version, "python", err) < 0)
+    if (rcp_rv_version(version, "python", err) < 0)
         return err->code;
     step_node *s = step_new(SBX_STEP_PYTHON, err);
     if (!s)
@@ -341,7 +341,7 @@ int sbx_recipe_apt_install(sbx_recipe **out, const sbx_recipe *r, const char *co
 static int check_urls(const char *const *v, size_t n, const char *what, sbx_error *err)
 {
     for (size_t i = 0; i < n; i++) {
-        if (sbx_rv_ref(v[i], what, err) < 0)
+        if (rcp_rv_ref(v[i], what, err) < 0)
             return err->code;
     }
     return 0;
@@ -352,8 +352,8 @@ int sbx_recipe_pip_install(sbx_recipe **out, const sbx_recipe *r, const sbx_pip_
 {
     *out = NULL;
     if (check_list(o->packages, o->n_packages, "pip_install", "package", true, true, err) < 0 ||
-        (o->user && sbx_rv_user(o->user, "pip_install user", err) < 0) ||
-        (o->index_url && sbx_rv_ref(o->index_url, "index_url", err) < 0) ||
+        (o->user && rcp_rv_user(o->user, "pip_install user", err) < 0) ||
+        (o->index_url && rcp_rv_ref(o->index_url, "index_url", err) < 0) ||
         check_urls(o->extra_index_urls, o->n_extra_index_urls, "extra_index_urls", err) < 0 ||
         check_urls(o->find_links, o->n_find_links, "find_links", err) < 0)
         return err->code;
@@ -395,7 +395,7 @@ int sbx_recipe_run_cmd(sbx_recipe **out, const sbx_recipe *r, const char *const 
 {
     *out = NULL;
     if (check_list(commands, n, "run_cmd", "command", true, false, err) < 0 ||
-        (user && sbx_rv_user(user, "run_cmd user", err) < 0))
+        (user && rcp_rv_user(user, "run_cmd user", err) < 0))
         return err->code;
     step_node *s = step_new(SBX_STEP_RUN_CMD, err);
     if (!s)
@@ -429,8 +429,8 @@ int sbx_recipe_env(sbx_recipe **out, const sbx_recipe *r, const char *const *nam
     if (!pairs)
         return sbx_error_set(err, SBX_ENOMEM, "allocate env");
     for (size_t i = 0; i < n; i++) {
-        if (sbx_rv_env_name(names[i], err) < 0 ||
-            sbx_rv_text(values[i], "an env value", true, err) < 0)
+        if (rcp_rv_env_name(names[i], err) < 0 ||
+            rcp_rv_text(values[i], "an env value", true, err) < 0)
             return err->code;
         pairs[i] = (env_pair){names[i], values[i]};
     }
@@ -459,13 +459,13 @@ int sbx_recipe_env(sbx_recipe **out, const sbx_recipe *r, const char *const *nam
 int sbx_recipe_workdir(sbx_recipe **out, const sbx_recipe *r, const char *path, sbx_error *err)
 {
     *out = NULL;
-    if (sbx_rv_abs_path(path, "workdir", err) < 0)
+    if (rcp_rv_abs_path(path, "workdir", err) < 0)
         return err->code;
     step_node *s = step_new(SBX_STEP_WORKDIR, err);
     if (!s)
         return err->code;
     bool oom = false;
-    s->pub.u.workdir.path = own(s, sbx_path_clean(path, false));
+    s->pub.u.workdir.path = own(s, rcp_path_clean(path, false));
     oom = !s->pub.u.workdir.path;
     return append_step(out, r, s, oom, err);
 }
@@ -473,7 +473,7 @@ int sbx_recipe_workdir(sbx_recipe **out, const sbx_recipe *r, const char *path, 
 int sbx_recipe_user(sbx_recipe **out, const sbx_recipe *r, const char *name, sbx_error *err)
 {
     *out = NULL;
-    if (sbx_rv_user(name, "user", err) < 0)
+    if (rcp_rv_user(name, "user", err) < 0)
         return err->code;
     step_node *s = step_new(SBX_STEP_USER, err);
     if (!s)
@@ -487,9 +487,9 @@ int sbx_recipe_copy(sbx_recipe **out, const sbx_recipe *r, const sbx_copy_opts *
                     sbx_error *err)
 {
     *out = NULL;
-    if (sbx_rv_rel_path(o->src, "copy src", err) < 0 ||
-        sbx_rv_abs_path(o->dest, "copy dest", err) < 0 ||
-        (o->owner && sbx_rv_user(o->owner, "copy owner", err) < 0))
+    if (rcp_rv_rel_path(o->src, "copy src", err) < 0 ||
+        rcp_rv_abs_path(o->dest, "copy dest", err) < 0 ||
+        (o->owner && rcp_rv_user(o->owner, "copy owner", err) < 0))
         return err->code;
     if (o->mode < -1 || o->mode > 07777)
         return sbx_error_set(err, SBX_EINVAL, "expected copy mode between 0 and 07777");
@@ -500,8 +500,8 @@ int sbx_recipe_copy(sbx_recipe **out, const sbx_recipe *r, const sbx_copy_opts *
     if (!s)
         return err->code;
     bool oom = false;
-    s->pub.u.copy.src = own(s, sbx_path_clean(o->src, false));
-    s->pub.u.copy.dest = own(s, sbx_path_clean(o->dest, true));
+    s->pub.u.copy.src = own(s, rcp_path_clean(o->src, false));
+    s->pub.u.copy.dest = own(s, rcp_path_clean(o->dest, true));
     oom = !s->pub.u.copy.src || !s->pub.u.copy.dest;
     s->pub.u.copy.owner = own_str(s, o->owner, &oom);
     s->pub.u.copy.mode = o->mode;

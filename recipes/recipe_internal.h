@@ -17,52 +17,52 @@
 
 /* Record where the last step came from ("file:line:col"); the YAML front end
  * calls it on a recipe only it holds.  -1 when out of memory. */
-int sbx_recipe_set_last_where(sbx_recipe *r, const char *where);
+int rcp_recipe_set_last_where(sbx_recipe *r, const char *where);
 
 /* A step's canonical JSON (canonical.c); NULL when out of memory. */
-char *sbx_step_canonical_json(const sbx_step *s);
+char *rcp_step_canonical_json(const sbx_step *s);
 
 /* ---- validators: 0 or SBX_EINVAL with "expected ..." in err->msg ---------- */
 /* Any text: valid UTF-8, no control characters but tab (and newline/CR when
  * multiline).  what names the field in the message. */
-int sbx_rv_text(const char *s, const char *what, bool multiline, sbx_error *err);
+int rcp_rv_text(const char *s, const char *what, bool multiline, sbx_error *err);
 /* A package name or spec: non-empty, no whitespace for apt, not starting with '-'. */
-int sbx_rv_package(const char *s, const char *what, bool allow_spaces, sbx_error *err);
+int rcp_rv_package(const char *s, const char *what, bool allow_spaces, sbx_error *err);
 /* "3", "3.12", "3.12.1" */
-int sbx_rv_version(const char *s, const char *what, sbx_error *err);
+int rcp_rv_version(const char *s, const char *what, sbx_error *err);
 /* [A-Za-z_][A-Za-z0-9_]* */
-int sbx_rv_env_name(const char *s, sbx_error *err);
+int rcp_rv_env_name(const char *s, sbx_error *err);
 /* non-empty, no whitespace or control characters, at most one ':' */
-int sbx_rv_user(const char *s, const char *what, sbx_error *err);
-int sbx_rv_abs_path(const char *s, const char *what, sbx_error *err);
+int rcp_rv_user(const char *s, const char *what, sbx_error *err);
+int rcp_rv_abs_path(const char *s, const char *what, sbx_error *err);
 /* relative, stays inside the context lexically */
-int sbx_rv_rel_path(const char *s, const char *what, sbx_error *err);
+int rcp_rv_rel_path(const char *s, const char *what, sbx_error *err);
 /* An image ref / name: non-empty, no whitespace or control characters. */
-int sbx_rv_ref(const char *s, const char *what, sbx_error *err);
+int rcp_rv_ref(const char *s, const char *what, sbx_error *err);
 /* A mode written in octal ("0755", "755", "0o755") -> 0..07777. */
-int sbx_rv_mode(int *out, const char *s, sbx_error *err);
+int rcp_rv_mode(int *out, const char *s, sbx_error *err);
 
 /* Lexical path cleaning as Go's path.Clean ("" -> "."); caller frees.
  * keep_trailing_slash keeps one trailing '/' when the input had one. */
-char *sbx_path_clean(const char *p, bool keep_trailing_slash);
+char *rcp_path_clean(const char *p, bool keep_trailing_slash);
 
 /* ---- .sbxignore (dockerignore syntax) ------------------------------------ */
-typedef struct sbx_ignore sbx_ignore;
+typedef struct rcp_ignore rcp_ignore;
 /* Load <context>/.sbxignore; a missing file gives an empty matcher. */
-int sbx_ignore_load(sbx_ignore **out, const char *context_dir, sbx_error *err);
+int rcp_ignore_load(rcp_ignore **out, const char *context_dir, sbx_error *err);
 /* Parse patterns from text (one per line). */
-int sbx_ignore_parse(sbx_ignore **out, const char *text, sbx_error *err);
-void sbx_ignore_free(sbx_ignore *ig);
+int rcp_ignore_parse(rcp_ignore **out, const char *text, sbx_error *err);
+void rcp_ignore_free(rcp_ignore *ig);
 /* relpath is relative to the context, '/'-separated, cleaned.  true when the
  * last pattern matching the path or one of its parents is not negated. */
-bool sbx_ignore_match(const sbx_ignore *ig, const char *relpath);
+bool rcp_ignore_match(const rcp_ignore *ig, const char *relpath);
 /* true when some pattern is negated (then excluded directories must still be
  * walked, since something below may be re-included). */
-bool sbx_ignore_has_negations(const sbx_ignore *ig);
+bool rcp_ignore_has_negations(const rcp_ignore *ig);
 
 /* ---- copy tree: walked once, hashed in parallel --------------------------- */
-typedef struct sbx_copy_node sbx_copy_node;
-struct sbx_copy_node {
+typedef struct rcp_copy_node rcp_copy_node;
+struct rcp_copy_node {
     char *name;   /* entry name ("" for the root) */
     char *relpath; /* relative to src */
     char *path;   /* absolute */
@@ -71,30 +71,30 @@ struct sbx_copy_node {
     char *link_target;
     uint64_t size, dev, ino;
     int64_t mtime_ns, ctime_ns;
-    sbx_copy_node **children; /* directories: sorted by name */
+    rcp_copy_node **children; /* directories: sorted by name */
     size_t n_children;
     unsigned char hash[32];   /* files: content; links: target; dirs: Merkle */
 };
 /* Build the tree of what `copy src` takes from context_dir. */
-int sbx_copy_tree_build(sbx_copy_node **out, const char *context_dir, const char *src,
+int rcp_copy_tree_build(rcp_copy_node **out, const char *context_dir, const char *src,
                         sbx_error *err);
-void sbx_copy_tree_free(sbx_copy_node *n);
+void rcp_copy_tree_free(rcp_copy_node *n);
 
 /* ---- per-file hash cache ------------------------------------------------- */
-typedef struct sbx_hash_cache sbx_hash_cache;
+typedef struct rcp_hash_cache rcp_hash_cache;
 /* Load from dir (NULL: sbx_recipe_cache_dir()); an unreadable or corrupt
  * cache file is an empty cache, never an error. */
-sbx_hash_cache *sbx_hash_cache_open(const char *dir);
-bool sbx_hash_cache_get(sbx_hash_cache *c, const sbx_copy_node *n, unsigned char out[32]);
-void sbx_hash_cache_put(sbx_hash_cache *c, const sbx_copy_node *n, const unsigned char h[32]);
+rcp_hash_cache *rcp_hash_cache_open(const char *dir);
+bool rcp_hash_cache_get(rcp_hash_cache *c, const rcp_copy_node *n, unsigned char out[32]);
+void rcp_hash_cache_put(rcp_hash_cache *c, const rcp_copy_node *n, const unsigned char h[32]);
 /* Tests: keep at most n entries in the file (0: the default, 262,144). */
-void sbx_hash_cache_set_keep(size_t n);
+void rcp_hash_cache_set_keep(size_t n);
 /* Write back atomically when something changed; failures are only logged. */
-void sbx_hash_cache_close(sbx_hash_cache *c);
+void rcp_hash_cache_close(rcp_hash_cache *c);
 /* Cache statistics of the last sbx_recipe_copy_digest in this thread (tests). */
-typedef struct sbx_copy_stats {
+typedef struct rcp_copy_stats {
     size_t files, cache_hits, bytes_hashed;
-} sbx_copy_stats;
-extern __thread sbx_copy_stats sbx_copy_last_stats;
+} rcp_copy_stats;
+extern __thread rcp_copy_stats rcp_copy_last_stats;
 
 #endif

@@ -65,7 +65,7 @@ static int get_str(pctx *p, const ynode *n, const char *what, const char **out)
                     what, n->value);
     if (strlen(n->value) != n->len)
         return FAIL(p, n, "expected %s without NUL characters", what);
-    if (sbx_rv_text(n->value, what, true, p->err) < 0)
+    if (rcp_rv_text(n->value, what, true, p->err) < 0)
         return at(p, n, p->err->code);
     *out = n->value;
     return 0;
@@ -131,7 +131,7 @@ static int get_packages(pctx *p, const ynode *n, const char *what, bool allow_sp
         return p->err->code;
     for (size_t i = 0; i < *len; i++) {
         const ynode *in = n->type == YNODE_SEQ ? n->items[i] : n;
-        if (at(p, in, sbx_rv_package((*v)[i], "package", allow_spaces, p->err)) < 0) {
+        if (at(p, in, rcp_rv_package((*v)[i], "package", allow_spaces, p->err)) < 0) {
             free(*v);
             *v = NULL;
             return p->err->code;
@@ -191,7 +191,7 @@ static int advance(pctx *p, build *b, const ynode *pos, int rc, sbx_recipe **nex
     *next = NULL;
     char where[512];
     snprintf(where, sizeof where, "%s:%zu:%zu", p->name, pos->line, pos->col);
-    if (sbx_recipe_set_last_where(b->r, where) < 0)
+    if (rcp_recipe_set_last_where(b->r, where) < 0)
         return sbx_error_set(p->err, SBX_ENOMEM, "allocate step");
     return 0;
 }
@@ -199,7 +199,7 @@ static int advance(pctx *p, build *b, const ynode *pos, int rc, sbx_recipe **nex
 static int step_python(pctx *p, build *b, const ynode *key, const ynode *v)
 {
     const char *ver;
-    if (get_str(p, v, "python", &ver) < 0 || at(p, v, sbx_rv_version(ver, "python", p->err)) < 0)
+    if (get_str(p, v, "python", &ver) < 0 || at(p, v, rcp_rv_version(ver, "python", p->err)) < 0)
         return p->err->code;
     sbx_recipe *n = NULL;
     return advance(p, b, key, sbx_recipe_python(&n, b->r, ver, p->err), &n);
@@ -239,9 +239,9 @@ static int step_pip(pctx *p, build *b, const ynode *key, const ynode *v)
         const ynode *e = map_get(v, "extra_index_urls"), *fl = map_get(v, "find_links"),
                     *pre = map_get(v, "pre");
         if (opt_str(p, v, "user", &o.user) < 0 || opt_str(p, v, "index_url", &o.index_url) < 0 ||
-            (o.user && at(p, map_get(v, "user"), sbx_rv_user(o.user, "user", p->err)) < 0) ||
+            (o.user && at(p, map_get(v, "user"), rcp_rv_user(o.user, "user", p->err)) < 0) ||
             (o.index_url &&
-             at(p, map_get(v, "index_url"), sbx_rv_ref(o.index_url, "index_url", p->err)) < 0) ||
+             at(p, map_get(v, "index_url"), rcp_rv_ref(o.index_url, "index_url", p->err)) < 0) ||
             (e && !is_null(e) &&
              get_strv(p, e, "extra_index_urls", "URL", true, true, &extra,
                       &o.n_extra_index_urls) < 0) ||
@@ -288,7 +288,7 @@ static int step_run(pctx *p, build *b, const ynode *key, const ynode *v)
     const ynode *cn = v;
     if (v->type == YNODE_MAP) {
         if (check_keys(p, v, "run_cmd", keys) < 0 || opt_str(p, v, "user", &user) < 0 ||
-            (user && at(p, map_get(v, "user"), sbx_rv_user(user, "user", p->err)) < 0))
+            (user && at(p, map_get(v, "user"), rcp_rv_user(user, "user", p->err)) < 0))
             return p->err->code;
         if (!(cn = map_get(v, "commands")))
             return FAIL(p, v, "expected 'commands' in run_cmd");
@@ -317,7 +317,7 @@ static int step_env(pctx *p, build *b, const ynode *key, const ynode *v)
     for (size_t i = 0; i < n; i++) {
         const ynode *k = v->items[2 * i], *val = v->items[2 * i + 1];
         names[i] = k->value;
-        if (at(p, k, sbx_rv_env_name(k->value, p->err)) < 0)
+        if (at(p, k, rcp_rv_env_name(k->value, p->err)) < 0)
             return p->err->code;
         if (val->type == YNODE_SCALAR && (is_null(val) || bool_value(val) >= 0))
             return FAIL(p, val, "expected a string value for env '%s' (quote it: \"%s\")",
@@ -333,7 +333,7 @@ static int step_workdir(pctx *p, build *b, const ynode *key, const ynode *v)
 {
     const char *path;
     if (get_str(p, v, "workdir", &path) < 0 ||
-        at(p, v, sbx_rv_abs_path(path, "workdir", p->err)) < 0)
+        at(p, v, rcp_rv_abs_path(path, "workdir", p->err)) < 0)
         return p->err->code;
     sbx_recipe *n = NULL;
     return advance(p, b, key, sbx_recipe_workdir(&n, b->r, path, p->err), &n);
@@ -342,7 +342,7 @@ static int step_workdir(pctx *p, build *b, const ynode *key, const ynode *v)
 static int step_user(pctx *p, build *b, const ynode *key, const ynode *v)
 {
     const char *name;
-    if (get_str(p, v, "user", &name) < 0 || at(p, v, sbx_rv_user(name, "user", p->err)) < 0)
+    if (get_str(p, v, "user", &name) < 0 || at(p, v, rcp_rv_user(name, "user", p->err)) < 0)
         return p->err->code;
     sbx_recipe *n = NULL;
     return advance(p, b, key, sbx_recipe_user(&n, b->r, name, p->err), &n);
@@ -360,15 +360,15 @@ static int step_copy(pctx *p, build *b, const ynode *key, const ynode *v)
     if (!dest)
         return FAIL(p, v, "expected 'dest' in copy (an absolute path in the image)");
     if (get_str(p, src, "copy src", &o.src) < 0 ||
-        at(p, src, sbx_rv_rel_path(o.src, "copy src", p->err)) < 0 ||
+        at(p, src, rcp_rv_rel_path(o.src, "copy src", p->err)) < 0 ||
         get_str(p, dest, "copy dest", &o.dest) < 0 ||
-        at(p, dest, sbx_rv_abs_path(o.dest, "copy dest", p->err)) < 0 ||
+        at(p, dest, rcp_rv_abs_path(o.dest, "copy dest", p->err)) < 0 ||
         opt_str(p, v, "owner", &o.owner) < 0 ||
-        (o.owner && at(p, map_get(v, "owner"), sbx_rv_user(o.owner, "copy owner", p->err)) < 0))
+        (o.owner && at(p, map_get(v, "owner"), rcp_rv_user(o.owner, "copy owner", p->err)) < 0))
         return p->err->code;
     if (mode && !is_null(mode)) {
         const char *m;
-        if (get_str(p, mode, "copy mode", &m) < 0 || at(p, mode, sbx_rv_mode(&o.mode, m, p->err)) < 0)
+        if (get_str(p, mode, "copy mode", &m) < 0 || at(p, mode, rcp_rv_mode(&o.mode, m, p->err)) < 0)
             return p->err->code;
     }
     sbx_recipe *n = NULL;
@@ -437,10 +437,10 @@ static int do_base(pctx *p, build *b, const ynode *root, const char *context_dir
     const char *s, *pyv = NULL;
     if (reg) {
         if (get_str(p, reg, "from_registry", &s) < 0 ||
-            at(p, reg, sbx_rv_ref(s, "from_registry", p->err)) < 0)
+            at(p, reg, rcp_rv_ref(s, "from_registry", p->err)) < 0)
             return p->err->code;
         if (py && (get_str(p, py, "add_python", &pyv) < 0 ||
-                   at(p, py, sbx_rv_version(pyv, "add_python", p->err)) < 0))
+                   at(p, py, rcp_rv_version(pyv, "add_python", p->err)) < 0))
             return p->err->code;
         return at(p, reg, sbx_recipe_from_registry(&b->r, s, pyv, context_dir, p->err));
     }
@@ -452,7 +452,7 @@ static int do_base(pctx *p, build *b, const ynode *root, const char *context_dir
                         s);
         return at(p, base, sbx_recipe_from_sbx(&b->r, context_dir, p->err));
     }
-    if (get_str(p, img, "image", &s) < 0 || at(p, img, sbx_rv_ref(s, "image", p->err)) < 0)
+    if (get_str(p, img, "image", &s) < 0 || at(p, img, rcp_rv_ref(s, "image", p->err)) < 0)
         return p->err->code;
     return at(p, img, sbx_recipe_from_image(&b->r, s, context_dir, p->err));
 }
@@ -511,7 +511,7 @@ int sbx_recipe_parse_file(sbx_recipe **out, const char *path, const char *contex
     *out = NULL;
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
-    if (sbx_read_file(&data, &len, path, SBX_RECIPE_MAX_FILE, err) < 0)
+    if (sbx__read_file(&data, &len, path, SBX_RECIPE_MAX_FILE, err) < 0)
         return sbx_error_wrap(err, "read recipe");
     _cleanup_free_ char *dir = NULL;
     if (!context_dir) {

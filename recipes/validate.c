@@ -36,7 +36,7 @@ static size_t utf8_len(const unsigned char *s)
     return n;
 }
 
-int sbx_rv_text(const char *s, const char *what, bool multiline, sbx_error *err)
+int rcp_rv_text(const char *s, const char *what, bool multiline, sbx_error *err)
 {
     if (!s)
         return sbx_error_set(err, SBX_EINVAL, "expected a string for %s", what);
@@ -66,9 +66,9 @@ static bool has_space(const char *s)
     return false;
 }
 
-int sbx_rv_package(const char *s, const char *what, bool allow_spaces, sbx_error *err)
+int rcp_rv_package(const char *s, const char *what, bool allow_spaces, sbx_error *err)
 {
-    if (sbx_rv_text(s, what, false, err) < 0)
+    if (rcp_rv_text(s, what, false, err) < 0)
         return err->code;
     if (!*s)
         return sbx_error_set(err, SBX_EINVAL, "expected a non-empty %s", what);
@@ -79,7 +79,7 @@ int sbx_rv_package(const char *s, const char *what, bool allow_spaces, sbx_error
     return 0;
 }
 
-int sbx_rv_version(const char *s, const char *what, sbx_error *err)
+int rcp_rv_version(const char *s, const char *what, sbx_error *err)
 {
     if (!s || !*s)
         return sbx_error_set(err, SBX_EINVAL, "expected a version like \"3.12\" for %s", what);
@@ -103,7 +103,7 @@ bad:
                          what, s);
 }
 
-int sbx_rv_env_name(const char *s, sbx_error *err)
+int rcp_rv_env_name(const char *s, sbx_error *err)
 {
     bool ok = s && (isalpha((unsigned char)s[0]) || s[0] == '_');
     for (const char *p = s; ok && *p; p++)
@@ -116,9 +116,9 @@ int sbx_rv_env_name(const char *s, sbx_error *err)
     return 0;
 }
 
-int sbx_rv_user(const char *s, const char *what, sbx_error *err)
+int rcp_rv_user(const char *s, const char *what, sbx_error *err)
 {
-    if (sbx_rv_text(s, what, false, err) < 0)
+    if (rcp_rv_text(s, what, false, err) < 0)
         return err->code;
     const char *colon = strchr(s, ':');
     if (!*s || has_space(s) || s[0] == ':' || (colon && (strchr(colon + 1, ':') || !colon[1])))
@@ -127,9 +127,9 @@ int sbx_rv_user(const char *s, const char *what, sbx_error *err)
     return 0;
 }
 
-int sbx_rv_abs_path(const char *s, const char *what, sbx_error *err)
+int rcp_rv_abs_path(const char *s, const char *what, sbx_error *err)
 {
-    if (sbx_rv_text(s, what, false, err) < 0)
+    if (rcp_rv_text(s, what, false, err) < 0)
         return err->code;
     if (s[0] != '/')
         return sbx_error_set(err, SBX_EINVAL, "expected an absolute path for %s, got '%.200s'",
@@ -137,9 +137,9 @@ int sbx_rv_abs_path(const char *s, const char *what, sbx_error *err)
     return 0;
 }
 
-int sbx_rv_rel_path(const char *s, const char *what, sbx_error *err)
+int rcp_rv_rel_path(const char *s, const char *what, sbx_error *err)
 {
-    if (sbx_rv_text(s, what, false, err) < 0)
+    if (rcp_rv_text(s, what, false, err) < 0)
         return err->code;
     if (!*s)
         return sbx_error_set(err, SBX_EINVAL, "expected a non-empty path for %s", what);
@@ -147,7 +147,7 @@ int sbx_rv_rel_path(const char *s, const char *what, sbx_error *err)
         return sbx_error_set(err, SBX_EINVAL,
                              "expected a path relative to the build context for %s, got '%.200s'",
                              what, s);
-    _cleanup_free_ char *c = sbx_path_clean(s, false);
+    _cleanup_free_ char *c = rcp_path_clean(s, false);
     if (!c)
         return sbx_error_set(err, SBX_ENOMEM, "allocate path");
     if (!strcmp(c, "..") || !strncmp(c, "../", 3))
@@ -157,9 +157,9 @@ int sbx_rv_rel_path(const char *s, const char *what, sbx_error *err)
     return 0;
 }
 
-int sbx_rv_ref(const char *s, const char *what, sbx_error *err)
+int rcp_rv_ref(const char *s, const char *what, sbx_error *err)
 {
-    if (sbx_rv_text(s, what, false, err) < 0)
+    if (rcp_rv_text(s, what, false, err) < 0)
         return err->code;
     if (!*s || has_space(s))
         return sbx_error_set(err, SBX_EINVAL, "expected an image reference for %s, got '%.200s'",
@@ -167,7 +167,7 @@ int sbx_rv_ref(const char *s, const char *what, sbx_error *err)
     return 0;
 }
 
-int sbx_rv_mode(int *out, const char *s, sbx_error *err)
+int rcp_rv_mode(int *out, const char *s, sbx_error *err)
 {
     const char *p = s ? s : "";
     if (p[0] == '0' && (p[1] == 'o' || p[1] == 'O'))
@@ -184,7 +184,7 @@ int sbx_rv_mode(int *out, const char *s, sbx_error *err)
     return 0;
 }
 
-char *sbx_path_clean(const char *p, bool keep_trailing_slash)
+char *rcp_path_clean(const char *p, bool keep_trailing_slash)
 {
     size_t len = strlen(p);
     bool rooted = p[0] == '/';

@@ -217,7 +217,7 @@ static pthread_mutex_t g_tok_lock = PTHREAD_MUTEX_INITIALIZER;
 char *reg_token_cache_get(const char *key)
 {
     char *res = NULL;
-    uint64_t now = sbx_now_monotonic_ns();
+    uint64_t now = sbx__now_monotonic_ns();
     pthread_mutex_lock(&g_tok_lock);
     for (size_t i = 0; i < TOK_CACHE_SIZE; i++) {
         tok_entry *e = &g_tokens[i];
@@ -233,7 +233,7 @@ char *reg_token_cache_get(const char *key)
 
 void reg_token_cache_put(const char *key, const char *token, int64_t expires_in)
 {
-    uint64_t now = sbx_now_monotonic_ns();
+    uint64_t now = sbx__now_monotonic_ns();
     /* Use it for 90% of its life, so a token never expires in flight. */
     uint64_t life = (uint64_t)expires_in * 900000000ull;
     pthread_mutex_lock(&g_tok_lock);

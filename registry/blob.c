@@ -42,29 +42,15 @@ void reg_log(sbx_log_level level, const char *fmt, ...)
     pthread_mutex_unlock(&g_progress_lock);
 }
 
-reg_compression reg_layer_compression(const char *mt)
-{
-    if (!mt)
-        return REG_COMP_AUTO;
-    size_t n = strlen(mt);
-    if ((n > 5 && !strcmp(mt + n - 5, "+gzip")) || (n > 5 && !strcmp(mt + n - 5, ".gzip")))
-        return REG_COMP_GZIP;
-    if (n > 5 && !strcmp(mt + n - 5, "+zstd"))
-        return REG_COMP_ZSTD;
-    if (n > 4 && !strcmp(mt + n - 4, ".tar"))
-        return REG_COMP_NONE;
-    return REG_COMP_AUTO;
-}
-
 typedef struct layer_pipe {
     sbx_store *store;
-    const reg_desc *desc;
+    const sbx_descriptor *desc;
     const char *diff_id;
     const char *pid; /* progress id */
     sbx_layer_writer *w;
-    sbx_sha256 *h;
+    sbx__sha256 *h;
     uint64_t nbytes;
-    reg_compression comp; /* decided from the magic bytes */
+    sbx_compression comp; /* decided from the magic bytes */
     unsigned char head[4];
     size_t nhead;
     z_stream z;
@@ -80,7 +66,7 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
 {
     p->nbytes = 0;
     p->nhead = 0;
-    p->comp = REG_COMP_AUTO;
+    p->comp = SBX_COMP_AUTO;
     p->z_end = false;
     p->zstd_ret = 0;
     if (p->z_init) {
@@ -89,9 +75,9 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
     }
     if (p->zd)
         ZSTD_DCtx_reset(p->zd, ZSTD_reset_session_only);
-    sbx_sha256_free(p->h);
+    sbx__sha256_free(p->h);
     p->h = NULL;
-    int rc = sbx_sha256_new(&p->h, err);
+    int rc = sbx__sha256_new(&p->h, err);
     if (rc < 0)
         return rc;
     sbx_layer_writer_abort(p->w);
@@ -170,8 +156,8 @@ static int feed_zstd(layer_pipe *p, const unsigned char *buf, size_t len)
 static int feed(layer_pipe *p, const unsigned char *buf, size_t len)
 {
     switch (p->comp) {
-    case REG_COMP_GZIP: return feed_gzip(p, buf, len);
-    case REG_COMP_ZSTD: return feed_zstd(p, buf, len);
+    case SBX_COMP_GZIP: return feed_gzip(p, buf, len);
+    case SBX_COMP_ZSTD: return feed_zstd(p, buf, len);
     default: return len ? sbx_layer_writer_write(p->w, buf, len, p->err) : 0;
     }
 }
@@ -180,11 +166,11 @@ static void decide(layer_pipe *p)
 {
     static const unsigned char gz[] = {0x1f, 0x8b}, zs[] = {0x28, 0xb5, 0x2f, 0xfd};
     if (p->nhead >= 2 && !memcmp(p->head, gz, 2))
-        p->comp = REG_COMP_GZIP;
+        p->comp = SBX_COMP_GZIP;
     else if (p->nhead >= 4 && !memcmp(p->head, zs, 4))
-        p->comp = REG_COMP_ZSTD;
+        p->comp = SBX_COMP_ZSTD;
     else
-        p->comp = REG_COMP_NONE;
+        p->comp = SBX_COMP_NONE;
 }
 
 static int pipe_write(void *ud, const void *vbuf, size_t len)
@@ -197,9 +183,9 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
                       p->desc->digest, (unsigned long long)p->desc->size);
         return -1;
     }
-    sbx_sha256_update(p->h, buf, len);
+    sbx__sha256_update(p->h, buf, len);
     p->nbytes += len;
-    if (p->comp == REG_COMP_AUTO) {
+    if (p->comp == SBX_COMP_AUTO) {
         /* collect the magic bytes before choosing the decompressor */
         size_t take = sizeof p->head - p->nhead < len ? sizeof p->head - p->nhead : len;
         memcpy(p->head + p->nhead, buf, take);
@@ -214,7 +200,7 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
     }
     if (feed(p, buf, len) < 0)
         return -1;
-    uint64_t now = sbx_now_monotonic_ns();
+    uint64_t now = sbx__now_monotonic_ns();
     if (now - p->last_emit_ns > 100000000ull) {
         p->last_emit_ns = now;
         reg_progress(p->pid, "download", p->nbytes, p->desc->size);
@@ -232,7 +218,7 @@ static int pipe_reset(void *ud, sbx_error *err)
 /* After the last byte: flush and verify everything but the diff_id. */
 static int pipe_finish(layer_pipe *p, sbx_error *err)
 {
-    if (p->comp == REG_COMP_AUTO) {
+    if (p->comp == SBX_COMP_AUTO) {
         decide(p);
         if (feed(p, p->head, p->nhead) < 0)
             return err->code;
@@ -242,14 +228,14 @@ static int pipe_finish(layer_pipe *p, sbx_error *err)
                              "%llu", p->desc->digest, (unsigned long long)p->nbytes,
                              (unsigned long long)p->desc->size);
     char got[SBX_DIGEST_BUFSZ];
-    sbx_sha256_final(p->h, got);
+    sbx__sha256_final(p->h, got);
     if (strcmp(got, p->desc->digest) != 0)
         return sbx_error_set(err, SBX_EDIGEST, "layer '%s': downloaded content has digest '%s'",
                              p->desc->digest, got);
-    if (p->comp == REG_COMP_GZIP && !p->z_end)
+    if (p->comp == SBX_COMP_GZIP && !p->z_end)
         return sbx_error_set(err, SBX_EDIGEST, "layer '%s': gzip stream is truncated",
                              p->desc->digest);
-    if (p->comp == REG_COMP_ZSTD && p->zstd_ret != 0)
+    if (p->comp == SBX_COMP_ZSTD && p->zstd_ret != 0)
         return sbx_error_set(err, SBX_EDIGEST, "layer '%s': zstd stream is truncated",
                              p->desc->digest);
     return 0;
@@ -258,14 +244,14 @@ static int pipe_finish(layer_pipe *p, sbx_error *err)
 static void pipe_free(layer_pipe *p)
 {
     sbx_layer_writer_abort(p->w);
-    sbx_sha256_free(p->h);
+    sbx__sha256_free(p->h);
     if (p->z_init)
         inflateEnd(&p->z);
     ZSTD_freeDCtx(p->zd);
     free(p->out);
 }
 
-int reg_pull_layer(reg_client *c, sbx_store *store, const reg_desc *desc,
+int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                    const char *expected_diff_id, const char *progress_id, sbx_error *err)
 {
     layer_pipe p = {.store = store, .desc = desc, .diff_id = expected_diff_id,

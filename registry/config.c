@@ -46,7 +46,7 @@ int reg_config_load(reg_config *out, const char *path, sbx_error *err)
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
     sbx_error rerr = SBX_ERROR_INIT;
-    if (sbx_read_file(&data, &len, path, 1u << 20, &rerr) < 0) {
+    if (sbx__read_file(&data, &len, path, 1u << 20, &rerr) < 0) {
         if (rerr.sys_errno == ENOENT)
             return 0; /* optional */
         *err = rerr;

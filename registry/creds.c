@@ -97,7 +97,7 @@ int reg_cred_helper_get(reg_creds *out, const char *helper, const char *server, 
     struct sigaction ign = {.sa_handler = SIG_IGN}, old;
     sigaction(SIGPIPE, &ign, &old);
     sbx_error werr = SBX_ERROR_INIT;
-    sbx_write_all(in[1], server, strlen(server), &werr);
+    sbx__write_all(in[1], server, strlen(server), &werr);
     close(in[1]);
     sigaction(SIGPIPE, &old, NULL);
     char buf[65536];
@@ -195,15 +195,15 @@ int reg_docker_creds(reg_creds *out, const char *config_path, const char *host, 
     if (config_path && *config_path)
         path = strdup(config_path);
     else if (getenv("DOCKER_CONFIG") && *getenv("DOCKER_CONFIG"))
-        path = sbx_strdup_printf("%s/config.json", getenv("DOCKER_CONFIG"));
+        path = sbx__strdup_printf("%s/config.json", getenv("DOCKER_CONFIG"));
     else if (getenv("HOME"))
-        path = sbx_strdup_printf("%s/.docker/config.json", getenv("HOME"));
+        path = sbx__strdup_printf("%s/.docker/config.json", getenv("HOME"));
     if (!path)
         return SBX_ENOTFOUND;
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
     sbx_error rerr = SBX_ERROR_INIT;
-    if (sbx_read_file(&data, &len, path, 4u << 20, &rerr) < 0) {
+    if (sbx__read_file(&data, &len, path, 4u << 20, &rerr) < 0) {
         if (rerr.sys_errno == ENOENT)
             return SBX_ENOTFOUND;
         *err = rerr;

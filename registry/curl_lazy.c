@@ -44,14 +44,14 @@ static char g_why[512];
 
 #define RESOLVE(handle, field, sym)                                                    \
     do {                                                                               \
-        if (!sbx_lib_sym(handle, REG_CURL_SONAME, #sym, (void **)&g_fn.field, g_why,   \
+        if (!sbx__lib_sym(handle, REG_CURL_SONAME, #sym, (void **)&g_fn.field, g_why,   \
                          sizeof g_why))                                                \
             return;                                                                    \
     } while (0)
 
 static void load_once(void)
 {
-    void *h = sbx_lib_open(REG_CURL_SONAME, g_why, sizeof g_why);
+    void *h = sbx__lib_open(REG_CURL_SONAME, g_why, sizeof g_why);
     if (!h)
         return;
     RESOLVE(h, global_init, curl_global_init);

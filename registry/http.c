@@ -95,7 +95,7 @@ void reg_resp_clear(reg_resp *r)
 
 static void cred_identity(reg_client *c)
 {
-    _cleanup_free_ char *s = sbx_strdup_printf(
+    _cleanup_free_ char *s = sbx__strdup_printf(
         "%s\n%s\n%s\n%s", c->creds.username ? c->creds.username : "",
         c->creds.password ? c->creds.password : "",
         c->creds.identity_token ? c->creds.identity_token : "",
@@ -103,7 +103,7 @@ static void cred_identity(reg_client *c)
     if (reg_creds_empty(&c->creds) || !s)
         snprintf(c->cred_id, sizeof c->cred_id, "anonymous");
     else
-        sbx_sha256_buf(s, strlen(s), c->cred_id);
+        sbx__sha256_buf(s, strlen(s), c->cred_id);
     if (s)
         OPENSSL_cleanse(s, strlen(s));
 }
@@ -370,7 +370,7 @@ static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     xfer *x = ud;
     if (x->cancel && __atomic_load_n(x->cancel, __ATOMIC_RELAXED))
         return 1;
-    uint64_t now = sbx_now_monotonic_ns();
+    uint64_t now = sbx__now_monotonic_ns();
     if (dlnow != x->last_now || ulnow > 0) {
         x->last_now = dlnow;
         x->last_ns = now;
@@ -624,7 +624,7 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     x->sink = a->sink;
     x->range_from = a->range_from;
     x->err = a->sink ? a->sink->err : NULL;
-    x->last_ns = sbx_now_monotonic_ns();
+    x->last_ns = sbx__now_monotonic_ns();
     x->stall_ns = (uint64_t)c->stall * 1000000000ull;
     x->cancel = c->cancel;
     errbuf[0] = '\0';
@@ -660,9 +660,9 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     }
     struct curl_slist *hdrs = NULL;
     char *accept = NULL, *auth = NULL;
-    if (a->accept && (accept = sbx_strdup_printf("Accept: %s", a->accept)))
+    if (a->accept && (accept = sbx__strdup_printf("Accept: %s", a->accept)))
         hdrs = curl_slist_append(hdrs, accept);
-    if (a->authorization && (auth = sbx_strdup_printf("Authorization: %s", a->authorization)))
+    if (a->authorization && (auth = sbx__strdup_printf("Authorization: %s", a->authorization)))
         hdrs = curl_slist_append(hdrs, auth);
     if (hdrs)
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
@@ -773,7 +773,7 @@ static int64_t backoff_ms(reg_client *c, int attempt, const reg_resp *r, bool *t
         ms = 30000;
     /* jitter: up to a quarter more, so parallel pulls do not retry in step */
     if (ms > 0)
-        ms += (int64_t)((uint64_t)sbx_now_monotonic_ns() % (uint64_t)(ms / 4 + 1));
+        ms += (int64_t)((uint64_t)sbx__now_monotonic_ns() % (uint64_t)(ms / 4 + 1));
     return ms;
 }
 
@@ -789,12 +789,12 @@ static void sleep_ms(int64_t ms)
 static char *basic_header(const reg_creds *cr)
 {
     _cleanup_free_ char *up =
-        sbx_strdup_printf("%s:%s", cr->username ? cr->username : "", cr->password ? cr->password : "");
+        sbx__strdup_printf("%s:%s", cr->username ? cr->username : "", cr->password ? cr->password : "");
     if (!up)
         return NULL;
     char *b = reg_base64_encode(up, strlen(up));
     OPENSSL_cleanse(up, strlen(up));
-    char *h = b ? sbx_strdup_printf("Basic %s", b) : NULL;
+    char *h = b ? sbx__strdup_printf("Basic %s", b) : NULL;
     if (b) {
         OPENSSL_cleanse(b, strlen(b));
         free(b);
@@ -805,7 +805,7 @@ static char *basic_header(const reg_creds *cr)
 static char *auth_header(reg_client *c)
 {
     if (c->auth == AUTH_BEARER && c->token)
-        return sbx_strdup_printf("Bearer %s", c->token);
+        return sbx__strdup_printf("Bearer %s", c->token);
     if (c->auth == AUTH_BASIC && (c->creds.username || c->creds.password))
         return basic_header(&c->creds);
     return NULL;
@@ -818,10 +818,10 @@ static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
 {
     const reg_challenge *ch = &c->chal;
     _cleanup_free_ char *keysrc =
-        sbx_strdup_printf("%s\n%s\n%s\n%s", ch->realm, ch->service, scope, c->cred_id);
+        sbx__strdup_printf("%s\n%s\n%s\n%s", ch->realm, ch->service, scope, c->cred_id);
     if (!keysrc)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    sbx_sha256_buf(keysrc, strlen(keysrc), c->token_key);
+    sbx__sha256_buf(keysrc, strlen(keysrc), c->token_key);
     char *cached = reg_token_cache_get(c->token_key);
     if (c->creds.registry_token && !cached)
         cached = strdup(c->creds.registry_token);
@@ -850,7 +850,7 @@ static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
     perform_args a = {.method = "GET", .max_body = REG_TOKEN_MAX};
     if (c->creds.identity_token) {
         _cleanup_free_ char *e_tok = esc(c->curl, c->creds.identity_token);
-        form = sbx_strdup_printf("grant_type=refresh_token&client_id=sbx-image&service=%s&scope=%s"
+        form = sbx__strdup_printf("grant_type=refresh_token&client_id=sbx-image&service=%s&scope=%s"
                                  "&refresh_token=%s", e_service, e_scope, e_tok);
         if (e_tok)
             OPENSSL_cleanse(e_tok, strlen(e_tok));
@@ -859,7 +859,7 @@ static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
         a.postfields = form;
     } else {
         bool q = strchr(ch->realm, '?') != NULL;
-        url = sbx_strdup_printf("%s%cservice=%s&scope=%s", ch->realm, q ? '&' : '?', e_service,
+        url = sbx__strdup_printf("%s%cservice=%s&scope=%s", ch->realm, q ? '&' : '?', e_service,
                                 e_scope);
         if (c->creds.username || c->creds.password)
             authz = basic_header(&c->creds);
@@ -1028,7 +1028,7 @@ static void probe_tls(reg_client *c)
     CURL *h = curl_easy_init();
     if (!h)
         return;
-    _cleanup_free_ char *url = sbx_strdup_printf("%s/v2/", c->base);
+    _cleanup_free_ char *url = sbx__strdup_printf("%s/v2/", c->base);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
     curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, open_socket_cb);
@@ -1058,7 +1058,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
     bool auth_retried = false, restart_clean = false;
     char errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;;) {
-        _cleanup_free_ char *url = sbx_strdup_printf("%s%s", c->base, rq->path);
+        _cleanup_free_ char *url = sbx__strdup_printf("%s%s", c->base, rq->path);
         if (!url)
             return sbx_error_set(err, SBX_ENOMEM, "out of memory");
         if (restart_clean && rq->sink) {
@@ -1211,24 +1211,24 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
 int reg_get_manifest(reg_client *c, const char *reference, bool head_only, reg_resp *resp,
                      sbx_error *err)
 {
-    _cleanup_free_ char *path = sbx_strdup_printf("/v2/%s/manifests/%s", c->ref.path, reference);
-    _cleanup_free_ char *what = sbx_strdup_printf("fetching manifest '%s'", reference);
+    _cleanup_free_ char *path = sbx__strdup_printf("/v2/%s/manifests/%s", c->ref.path, reference);
+    _cleanup_free_ char *what = sbx__strdup_printf("fetching manifest '%s'", reference);
     if (!path || !what)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     reg_req rq = {.method = head_only ? "HEAD" : "GET", .path = path, .accept = REG_ACCEPT,
-                  .max_body = REG_MANIFEST_MAX, .what = what};
+                  .max_body = SBX_MANIFEST_MAX, .what = what};
     int rc = do_request(c, &rq, resp, err);
-    if (rc == 0 && !head_only && resp->content_length > (int64_t)REG_MANIFEST_MAX)
+    if (rc == 0 && !head_only && resp->content_length > (int64_t)SBX_MANIFEST_MAX)
         rc = sbx_error_set(err, SBX_ELIMIT, "%s: manifest larger than %u bytes", what,
-                           REG_MANIFEST_MAX);
+                           SBX_MANIFEST_MAX);
     return rc;
 }
 
 int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out, size_t *len,
                        sbx_error *err)
 {
-    _cleanup_free_ char *path = sbx_strdup_printf("/v2/%s/blobs/%s", c->ref.path, digest);
-    _cleanup_free_ char *what = sbx_strdup_printf("fetching blob '%s'", digest);
+    _cleanup_free_ char *path = sbx__strdup_printf("/v2/%s/blobs/%s", c->ref.path, digest);
+    _cleanup_free_ char *what = sbx__strdup_printf("fetching blob '%s'", digest);
     if (!path || !what)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     reg_resp resp = {.content_length = -1};
@@ -1239,7 +1239,7 @@ int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out
         return rc;
     }
     char got[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf(resp.body ? resp.body : "", resp.len, got);
+    sbx__sha256_buf(resp.body ? resp.body : "", resp.len, got);
     if (strcmp(got, digest) != 0) {
         reg_resp_clear(&resp);
         return sbx_error_set(err, SBX_EDIGEST, "%s: content from '%s' has digest '%s'", what,
@@ -1253,8 +1253,8 @@ int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out
 
 int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_error *err)
 {
-    _cleanup_free_ char *path = sbx_strdup_printf("/v2/%s/blobs/%s", c->ref.path, digest);
-    _cleanup_free_ char *what = sbx_strdup_printf("fetching blob '%s'", digest);
+    _cleanup_free_ char *path = sbx__strdup_printf("/v2/%s/blobs/%s", c->ref.path, digest);
+    _cleanup_free_ char *what = sbx__strdup_printf("fetching blob '%s'", digest);
     if (!path || !what)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     reg_resp resp = {.content_length = -1};

@@ -18,9 +18,9 @@ void sbx_image_info_free(sbx_image_info *info)
     free(info);
 }
 
-static int fill_platforms(sbx_image_info *info, const reg_manifest *idx, sbx_error *err)
+static int fill_platforms(sbx_image_info *info, const sbx_manifest *idx, sbx_error *err)
 {
-    if (idx->kind != REG_MANIFEST_INDEX)
+    if (idx->kind != SBX_MANIFEST_INDEX)
         return 0;
     info->platforms = calloc(idx->nentries ? idx->nentries : 1, sizeof *info->platforms);
     if (!info->platforms)
@@ -37,18 +37,18 @@ static int fill_platforms(sbx_image_info *info, const reg_manifest *idx, sbx_err
 }
 
 /* Config and layers, given the platform manifest; store may be NULL. */
-static int fill_image(sbx_image_info *info, const reg_manifest *m, sbx_store *store,
+static int fill_image(sbx_image_info *info, const sbx_manifest *m, sbx_store *store,
                       sbx_error *err)
 {
     snprintf(info->config_digest, sizeof info->config_digest, "%s", m->config.digest);
-    reg_image_config ic;
-    int rc = reg_config_parse(&ic, info->config_raw, info->config_len, err);
+    sbx_image_config ic;
+    int rc = sbx_image_config_parse(&ic, info->config_raw, info->config_len, err);
     if (rc < 0)
         return rc;
     info->platform = ic.platform;
     info->layers = calloc(m->nlayers ? m->nlayers : 1, sizeof *info->layers);
     if (!info->layers) {
-        reg_image_config_free(&ic);
+        sbx_image_config_free(&ic);
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     }
     for (size_t i = 0; i < m->nlayers; i++) {
@@ -61,17 +61,17 @@ static int fill_image(sbx_image_info *info, const reg_manifest *m, sbx_store *st
         l->present = store && l->diff_id[0] && sbx_store_has_layer(store, l->diff_id) == 1;
     }
     info->nlayers = m->nlayers;
-    reg_image_config_free(&ic);
+    sbx_image_config_free(&ic);
     return 0;
 }
 
 /* Read a manifest from the store and parse it. */
 static int store_manifest(sbx_store *store, const char *digest, char **raw, size_t *len,
-                          reg_manifest *m, sbx_error *err)
+                          sbx_manifest *m, sbx_error *err)
 {
-    int rc = sbx_store_read_blob(store, digest, REG_MANIFEST_MAX, raw, len, err);
+    int rc = sbx_store_read_blob(store, digest, SBX_MANIFEST_MAX, raw, len, err);
     if (rc == 0)
-        rc = reg_manifest_parse(m, NULL, *raw, *len, err);
+        rc = sbx_manifest_parse(m, NULL, *raw, *len, err);
     return rc;
 }
 
@@ -81,20 +81,20 @@ static int from_store(sbx_image_info *info, sbx_store *store, const char *top_di
                       const sbx_platform *want, const char *prefer, sbx_error *err)
 {
     info->from_store = 1;
-    reg_manifest top = {0}, img = {0};
+    sbx_manifest top = {0}, img = {0};
     int rc = store_manifest(store, top_digest, &info->top_raw, &info->top_len, &top, err);
     if (rc < 0)
         goto out;
     snprintf(info->top_digest, sizeof info->top_digest, "%s", top_digest);
     snprintf(info->top_media_type, sizeof info->top_media_type, "%s", top.media_type);
-    if (top.kind == REG_MANIFEST_INDEX) {
-        const reg_desc *d = NULL;
+    if (top.kind == SBX_MANIFEST_INDEX) {
+        const sbx_descriptor *d = NULL;
         if ((rc = fill_platforms(info, &top, err)) < 0)
             goto out;
         for (size_t i = 0; prefer && i < top.nentries; i++)
             if (!strcmp(top.entries[i].digest, prefer))
                 d = &top.entries[i];
-        if (!d && (rc = reg_manifest_pick(&d, &top, want, err)) < 0)
+        if (!d && (rc = sbx_manifest_pick(&d, &top, want, err)) < 0)
             goto out;
         snprintf(info->digest, sizeof info->digest, "%s", d->digest);
         if ((rc = store_manifest(store, d->digest, &info->manifest_raw, &info->manifest_len, &img,
@@ -108,17 +108,17 @@ static int from_store(sbx_image_info *info, sbx_store *store, const char *top_di
         }
         memcpy(info->manifest_raw, info->top_raw, info->top_len + 1);
         info->manifest_len = info->top_len;
-        if ((rc = reg_manifest_parse(&img, NULL, info->manifest_raw, info->manifest_len, err)) < 0)
+        if ((rc = sbx_manifest_parse(&img, NULL, info->manifest_raw, info->manifest_len, err)) < 0)
             goto out;
     }
     snprintf(info->media_type, sizeof info->media_type, "%s", img.media_type);
-    if ((rc = sbx_store_read_blob(store, img.config.digest, REG_CONFIG_MAX, &info->config_raw,
+    if ((rc = sbx_store_read_blob(store, img.config.digest, SBX_CONFIG_MAX, &info->config_raw,
                                   &info->config_len, err)) < 0)
         goto out;
     rc = fill_image(info, &img, store, err);
 out:
-    reg_manifest_free(&top);
-    reg_manifest_free(&img);
+    sbx_manifest_free(&top);
+    sbx_manifest_free(&img);
     return rc;
 }
 
@@ -138,12 +138,12 @@ static int from_registry(sbx_image_info *info, reg_session *s, sbx_store *store,
     info->manifest_raw = SBX_STEAL(f.raw);
     info->manifest_len = f.len;
     if ((rc = fill_platforms(info, &f.top, err)) == 0) {
-        const reg_manifest *m = &f.image;
-        if (m->config.size > REG_CONFIG_MAX)
+        const sbx_manifest *m = &f.image;
+        if (m->config.size > SBX_CONFIG_MAX)
             rc = sbx_error_set(err, SBX_ELIMIT, "image config declares %llu bytes (limit %u)",
-                               (unsigned long long)m->config.size, REG_CONFIG_MAX);
+                               (unsigned long long)m->config.size, SBX_CONFIG_MAX);
         else
-            rc = reg_get_blob_small(c, m->config.digest, REG_CONFIG_MAX, &info->config_raw,
+            rc = reg_get_blob_small(c, m->config.digest, SBX_CONFIG_MAX, &info->config_raw,
                                     &info->config_len, err);
         if (rc == 0)
             rc = fill_image(info, m, store, err);
@@ -160,7 +160,7 @@ static bool store_lookup(char top[SBX_DIGEST_BUFSZ], char named[SBX_DIGEST_BUFSZ
     sbx_error e = SBX_ERROR_INIT;
     named[0] = '\0';
     /* a manifest digest, as build prints it */
-    if (sbx_digest_valid(arg) && sbx_store_has_blob(store, arg) == 1) {
+    if (sbx__digest_valid(arg) && sbx_store_has_blob(store, arg) == 1) {
         snprintf(top, SBX_DIGEST_BUFSZ, "%s", arg);
         return true;
     }
@@ -174,7 +174,7 @@ static bool store_lookup(char top[SBX_DIGEST_BUFSZ], char named[SBX_DIGEST_BUFSZ
         _cleanup_free_ char *val = NULL;
         int64_t stamp;
         if (sbx_store_meta_get(store, REG_META_TOP, s->ref.str, &val, &stamp, &e) == 0 && val &&
-            sbx_digest_valid(val) && sbx_store_has_blob(store, val) == 1)
+            sbx__digest_valid(val) && sbx_store_has_blob(store, val) == 1)
             snprintf(top, SBX_DIGEST_BUFSZ, "%s", val);
         return true;
     }
@@ -198,7 +198,7 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
     int rc;
     char top[SBX_DIGEST_BUFSZ];
     /* a bare manifest digest is not the ref "docker.io/library/sha256:<hex>" */
-    bool is_digest = sbx_digest_valid(ref);
+    bool is_digest = sbx__digest_valid(ref);
     snprintf(info->ref, sizeof info->ref, "%s", parsed && !is_digest ? s.ref.str : ref);
     rc = SBX_ENOTFOUND;
     char named[SBX_DIGEST_BUFSZ] = "";
@@ -207,7 +207,7 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
     if (local)
         rc = from_store(info, store, top, &s.want, named[0] && !explicit_platform ? named : NULL,
                         err);
-    if (local && rc == SBX_ENOTFOUND && parsed && !strstr(err->msg, "no image for platform")) {
+    if (local && rc == SBX_ENOTFOUND && parsed) {
         /* partly stored (say, another platform's manifest only): ask the registry */
         sbx_image_info_free(info);
         info = calloc(1, sizeof *info);

@@ -31,7 +31,7 @@ static void short_id(const char *digest, char *buf, size_t len)
 /* ---- parallel layer downloads ------------------------------------------------ */
 
 typedef struct job {
-    const reg_desc *desc;
+    const sbx_descriptor *desc;
     const char *diff_id;
     char pid[32];
 } job;
@@ -161,21 +161,21 @@ void reg_cache_key(char *buf, size_t len, const sbx_ref *ref, const sbx_platform
 
 /* ---- pull ----------------------------------------------------------------------- */
 
-static int fetch_config(char **cfg, size_t *cfg_len, reg_image_config *ic, reg_client *c,
-                        sbx_store *store, const reg_manifest *m, sbx_error *err)
+static int fetch_config(char **cfg, size_t *cfg_len, sbx_image_config *ic, reg_client *c,
+                        sbx_store *store, const sbx_manifest *m, sbx_error *err)
 {
-    if (m->config.size > REG_CONFIG_MAX)
+    if (m->config.size > SBX_CONFIG_MAX)
         return sbx_error_set(err, SBX_ELIMIT, "image config '%s' declares %llu bytes (limit %u)",
-                             m->config.digest, (unsigned long long)m->config.size, REG_CONFIG_MAX);
+                             m->config.digest, (unsigned long long)m->config.size, SBX_CONFIG_MAX);
     int rc = -1;
     sbx_error e = SBX_ERROR_INIT;
     if (sbx_store_has_blob(store, m->config.digest) == 1)
-        rc = sbx_store_read_blob(store, m->config.digest, REG_CONFIG_MAX, cfg, cfg_len, &e);
+        rc = sbx_store_read_blob(store, m->config.digest, SBX_CONFIG_MAX, cfg, cfg_len, &e);
     if (rc < 0)
-        rc = reg_get_blob_small(c, m->config.digest, REG_CONFIG_MAX, cfg, cfg_len, err);
+        rc = reg_get_blob_small(c, m->config.digest, SBX_CONFIG_MAX, cfg, cfg_len, err);
     if (rc < 0)
         return rc;
-    if ((rc = reg_config_parse(ic, *cfg, *cfg_len, err)) < 0)
+    if ((rc = sbx_image_config_parse(ic, *cfg, *cfg_len, err)) < 0)
         return rc;
     if (ic->ndiff_ids != m->nlayers)
         return sbx_error_set(err, SBX_EINVAL,
@@ -185,7 +185,7 @@ static int fetch_config(char **cfg, size_t *cfg_len, reg_image_config *ic, reg_c
 }
 
 /* Is layer i already stored?  Records the source when found by diff_id. */
-static int layer_present(sbx_store *store, const reg_desc *d, const char *diff_id, bool *present,
+static int layer_present(sbx_store *store, const sbx_descriptor *d, const char *diff_id, bool *present,
                          sbx_error *err)
 {
     char have[SBX_DIGEST_BUFSZ];
@@ -210,26 +210,26 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
     int rc = reg_fetch_image(&f, &c, s, err);
     if (rc < 0)
         return rc;
-    const reg_manifest *m = &f.image;
+    const sbx_manifest *m = &f.image;
     _cleanup_free_ char *cfg = NULL;
     size_t cfg_len = 0;
-    reg_image_config ic = {0};
+    sbx_image_config ic = {0};
     job *jobs = NULL;
     sbx_store_child *children = NULL;
     worker *ws = NULL;
     size_t nws = 0;
     if ((rc = fetch_config(&cfg, &cfg_len, &ic, c, store, m, err)) < 0)
         goto out;
-    if (f.top.kind == REG_MANIFEST_IMAGE && s->opts->platform && *s->opts->platform &&
-        ic.platform.architecture[0] && !registry_platform_rank(&s->want, &ic.platform)) {
+    if (f.top.kind == SBX_MANIFEST_IMAGE && s->opts->platform && *s->opts->platform &&
+        ic.platform.architecture[0] && !sbx_platform_match(&s->want, &ic.platform)) {
         char w[100], h[100];
-        rc = sbx_error_set(err, SBX_ENOTFOUND, "no image for platform '%s'; the image has: %s",
+        rc = sbx_error_set(err, SBX_ENOPLATFORM, "no image for platform '%s'; the image has: %s",
                            sbx_platform_format(&s->want, w, sizeof w),
                            sbx_platform_format(&ic.platform, h, sizeof h));
         goto out;
     }
     if ((rc = sbx_store_put_blob(store, cfg, cfg_len,
-                                 m->config.media_type[0] ? m->config.media_type : MT_OCI_CONFIG,
+                                 m->config.media_type[0] ? m->config.media_type : SBX_MT_OCI_CONFIG,
                                  m->config.digest, NULL, err)) < 0)
         goto out;
 
@@ -242,7 +242,7 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
     }
     size_t njobs = 0;
     for (size_t i = 0; i < m->nlayers; i++) {
-        const reg_desc *d = &m->layers[i];
+        const sbx_descriptor *d = &m->layers[i];
         sbx_pull_layer *l = &out->layers[i];
         snprintf(l->digest, sizeof l->digest, "%s", d->digest);
         snprintf(l->diff_id, sizeof l->diff_id, "%s", ic.diff_ids[i]);
@@ -288,7 +288,7 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
     if ((rc = sbx_store_put_manifest(store, f.raw, f.len, f.media_type, f.digest, children,
                                      m->nlayers + 1, NULL, err)) < 0)
         goto out;
-    if (f.top.kind == REG_MANIFEST_INDEX) {
+    if (f.top.kind == SBX_MANIFEST_INDEX) {
         sbx_store_child idx_child = {SBX_CHILD_MANIFEST, f.digest};
         if ((rc = sbx_store_put_manifest(store, f.top_raw, f.top_len, f.top_media_type,
                                          f.top_digest, &idx_child, 1, NULL, err)) < 0)
@@ -314,7 +314,7 @@ out:
     free_workers(ws, nws);
     free(children);
     free(jobs);
-    reg_image_config_free(&ic);
+    sbx_image_config_free(&ic);
     reg_fetched_free(&f);
     reg_client_free(c);
     return rc;

@@ -1,11 +1,9 @@
 /* Internal interfaces of the registry client (not installed).
  *
- * Layers:  ref.c, platform.c      pure parsing
- *          auth.c                 WWW-Authenticate parsing, token cache, credentials
+ * Layers:  auth.c                 WWW-Authenticate parsing, token cache, credentials
  *          config.c               registries.json, certs.d, environment knobs
  *          http.c                 one registry endpoint: scheme, auth, retries, redirects
- *          manifest.c             manifest / index / config JSON
- *          blob.c                 streamed layer download into the store
+ * *          blob.c                 streamed layer download into the store
  *          pull.c resolve.c inspect.c   the public operations */
 #ifndef SBX_REGISTRY_INTERNAL_H
 #define SBX_REGISTRY_INTERNAL_H
@@ -17,31 +15,16 @@
 #include "sbx/registry.h"
 #include "sbx_common.h"
 
-/* ---- limits ---------------------------------------------------------------- */
-#define REG_MANIFEST_MAX (4u << 20)  /* manifests and indexes */
-#define REG_CONFIG_MAX (8u << 20)    /* image config JSON */
+/* ---- limits (the image model's are in sbx/image.h) ----------------------- */
 #define REG_ERRBODY_MAX 4096         /* error bodies kept for messages */
 #define REG_TOKEN_MAX (64u << 10)    /* token endpoint answers */
-#define REG_MAX_LAYERS 1000
-#define REG_MAX_INDEX_ENTRIES 10000
 #define REG_MAX_REDIRECTS 5
 #define REG_RETRY_AFTER_MAX 60
 #define REG_CACHE_KEY_MAX 900
 
-/* ---- media types ----------------------------------------------------------- */
-#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
-#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
-#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
-#define MT_DOCKER_V1 "application/vnd.docker.distribution.manifest.v1+json"
-#define MT_DOCKER_V1_SIGNED "application/vnd.docker.distribution.manifest.v1+prettyjws"
-#define MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
-#define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+/* What a manifest GET accepts: the four types the image model reads. */
 #define REG_ACCEPT                                                                        \
-    MT_OCI_INDEX ", " MT_OCI_MANIFEST ", " MT_DOCKER_LIST ", " MT_DOCKER_MANIFEST
-
-/* ---- platform -------------------------------------------------------------- */
-int registry_platform_rank(const sbx_platform *want, const sbx_platform *have);
+    SBX_MT_OCI_INDEX ", " SBX_MT_OCI_MANIFEST ", " SBX_MT_DOCKER_LIST ", " SBX_MT_DOCKER_MANIFEST
 
 /* ---- auth ------------------------------------------------------------------ */
 typedef struct reg_challenge {
@@ -149,7 +132,7 @@ void reg_client_remember(reg_client *c, sbx_store *store);
 void reg_client_set_cancel(reg_client *c, const volatile int *flag);
 
 /* Fetch a manifest by tag or digest (HEAD when head_only); buffered, limited
- * to REG_MANIFEST_MAX.  SBX_ENOTFOUND on 404. */
+ * to SBX_MANIFEST_MAX.  SBX_ENOTFOUND on 404. */
 int reg_get_manifest(reg_client *c, const char *reference, bool head_only, reg_resp *resp,
                      sbx_error *err);
 /* Fetch a small blob into memory, refusing more than max bytes, verified
@@ -159,56 +142,12 @@ int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out
 /* Stream a blob into sink, resuming with Range on interruption. */
 int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_error *err);
 
-/* ---- manifests ------------------------------------------------------------- */
-typedef struct reg_desc {
-    char media_type[128];
-    char digest[SBX_DIGEST_BUFSZ];
-    uint64_t size;
-    bool has_platform;
-    sbx_platform platform;
-} reg_desc;
-
-typedef enum { REG_MANIFEST_IMAGE = 1, REG_MANIFEST_INDEX = 2 } reg_manifest_kind;
-
-typedef struct reg_manifest {
-    reg_manifest_kind kind;
-    char media_type[128];
-    reg_desc config;   /* image */
-    reg_desc *layers;  /* image */
-    size_t nlayers;
-    reg_desc *entries; /* index */
-    size_t nentries;
-} reg_manifest;
-
-/* Parse manifest bytes.  The media type is Content-Type when it names one of
- * the four supported types, else the document's mediaType field, else guessed
- * from its shape.  schema1 is SBX_EUNSUPPORTED. */
-int reg_manifest_parse(reg_manifest *out, const char *content_type, const char *body, size_t len,
-                       sbx_error *err);
-void reg_manifest_free(reg_manifest *m);
-/* Choose the index entry for want; SBX_ENOTFOUND listing the platforms. */
-int reg_manifest_pick(const reg_desc **out, const reg_manifest *index, const sbx_platform *want,
-                      sbx_error *err);
-
-typedef struct reg_image_config {
-    sbx_platform platform;
-    char **diff_ids;
-    size_t ndiff_ids;
-} reg_image_config;
-int reg_config_parse(reg_image_config *out, const char *body, size_t len, sbx_error *err);
-void reg_image_config_free(reg_image_config *c);
-
-bool reg_media_is_index(const char *mt);
-bool reg_media_is_manifest(const char *mt);
-
 /* ---- blobs ----------------------------------------------------------------- */
-typedef enum { REG_COMP_AUTO = 0, REG_COMP_NONE, REG_COMP_GZIP, REG_COMP_ZSTD } reg_compression;
-reg_compression reg_layer_compression(const char *media_type);
 
 /* Download one layer into store: verify compressed digest and size against
  * desc, diff_id against expected_diff_id; record the source.  progress_id
  * names the layer in progress events. */
-int reg_pull_layer(reg_client *c, sbx_store *store, const reg_desc *desc,
+int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                    const char *expected_diff_id, const char *progress_id, sbx_error *err);
 
 /* Thread-safe progress and log emission (the sinks may not be). */
@@ -238,12 +177,12 @@ typedef struct reg_fetched {
     char top_media_type[128];
     char *top_raw;
     size_t top_len;
-    reg_manifest top;
+    sbx_manifest top;
     char digest[SBX_DIGEST_BUFSZ];
     char media_type[128];
     char *raw; /* the platform manifest (== top_raw's copy when not an index) */
     size_t len;
-    reg_manifest image;
+    sbx_manifest image;
 } reg_fetched;
 int reg_fetch_image(reg_fetched *out, reg_client **client, reg_session *s, sbx_error *err);
 void reg_fetched_free(reg_fetched *f);

@@ -28,12 +28,12 @@ static bool cache_lookup(sbx_resolve_result *out, const reg_session *s, sbx_stor
     if (sbx_store_meta_get(store, "resolve", key, &val, &stamp, &e) < 0 || !val)
         return false;
     bool pinned = s->ref.digest[0] != '\0';
-    int64_t age = sbx_now_unix() - stamp;
+    int64_t age = sbx__now_unix() - stamp;
     if (!pinned && (ttl == 0 || age < 0 || age >= ttl))
         return false;
     char dg[SBX_DIGEST_BUFSZ], mt[128], top[SBX_DIGEST_BUFSZ];
-    if (sscanf(val, "%71s %127s %71s", dg, mt, top) != 3 || !sbx_digest_valid(dg) ||
-        !sbx_digest_valid(top))
+    if (sscanf(val, "%71s %127s %71s", dg, mt, top) != 3 || !sbx__digest_valid(dg) ||
+        !sbx__digest_valid(top))
         return false;
     snprintf(out->digest, sizeof out->digest, "%s", dg);
     snprintf(out->media_type, sizeof out->media_type, "%s", mt);
@@ -71,12 +71,12 @@ static int resolve_at(sbx_resolve_result *out, reg_client *c, reg_session *s, sb
     }
     char ct[128];
     snprintf(ct, sizeof ct, "%.*s", (int)strcspn(resp.content_type, "; "), resp.content_type);
-    bool head_ok = reg_media_is_manifest(ct) && sbx_digest_valid(resp.docker_digest) &&
+    bool head_ok = sbx_media_is_manifest(ct) && sbx__digest_valid(resp.docker_digest) &&
                    (!s->ref.digest[0] || !strcmp(resp.docker_digest, s->ref.digest));
-    if (!strcmp(ct, MT_DOCKER_V1) || !strcmp(ct, MT_DOCKER_V1_SIGNED)) {
+    if (!strcmp(ct, SBX_MT_DOCKER_V1) || !strcmp(ct, SBX_MT_DOCKER_V1_SIGNED)) {
         reg_resp_clear(&resp);
-        reg_manifest m;
-        return reg_manifest_parse(&m, MT_DOCKER_V1, "{}", 2, err);
+        sbx_manifest m;
+        return sbx_manifest_parse(&m, SBX_MT_DOCKER_V1, "{}", 2, err);
     }
     if (head_ok) {
         snprintf(out->digest, sizeof out->digest, "%.71s", resp.docker_digest);
@@ -89,11 +89,11 @@ static int resolve_at(sbx_resolve_result *out, reg_client *c, reg_session *s, sb
     /* an index (or a registry that does not say): GET and pick */
     rc = reg_get_manifest(c, reference, false, &resp, err);
     char top[SBX_DIGEST_BUFSZ];
-    reg_manifest m = {0};
+    sbx_manifest m = {0};
     if (rc == 0) /* parse first: schema1 is refused as such, not as a digest mismatch */
-        rc = reg_manifest_parse(&m, resp.content_type, resp.body ? resp.body : "", resp.len, err);
+        rc = sbx_manifest_parse(&m, resp.content_type, resp.body ? resp.body : "", resp.len, err);
     if (rc == 0) {
-        sbx_sha256_buf(resp.body ? resp.body : "", resp.len, top);
+        sbx__sha256_buf(resp.body ? resp.body : "", resp.len, top);
         if (resp.docker_digest[0] && strcmp(resp.docker_digest, top) != 0)
             rc = sbx_error_set(err, SBX_EDIGEST, "manifest from '%s' has digest '%s' but the "
                                "registry announced '%s'", reg_client_name(c), top,
@@ -104,23 +104,23 @@ static int resolve_at(sbx_resolve_result *out, reg_client *c, reg_session *s, sb
     }
     reg_resp_clear(&resp);
     if (rc < 0) {
-        reg_manifest_free(&m);
+        sbx_manifest_free(&m);
         return rc;
     }
     snprintf(out->index_digest, sizeof out->index_digest, "%s", top);
-    if (m.kind == REG_MANIFEST_IMAGE) {
+    if (m.kind == SBX_MANIFEST_IMAGE) {
         snprintf(out->digest, sizeof out->digest, "%s", top);
         snprintf(out->media_type, sizeof out->media_type, "%s", m.media_type);
     } else {
-        const reg_desc *d;
-        rc = reg_manifest_pick(&d, &m, &s->want, err);
+        const sbx_descriptor *d;
+        rc = sbx_manifest_pick(&d, &m, &s->want, err);
         if (rc == 0) {
             snprintf(out->digest, sizeof out->digest, "%s", d->digest);
             snprintf(out->media_type, sizeof out->media_type, "%s",
-                     d->media_type[0] ? d->media_type : MT_OCI_MANIFEST);
+                     d->media_type[0] ? d->media_type : SBX_MT_OCI_MANIFEST);
         }
     }
-    reg_manifest_free(&m);
+    sbx_manifest_free(&m);
     return rc;
 }
 

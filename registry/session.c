@@ -32,8 +32,8 @@ void reg_fetched_free(reg_fetched *f)
 {
     free(f->top_raw);
     free(f->raw);
-    reg_manifest_free(&f->top);
-    reg_manifest_free(&f->image);
+    sbx_manifest_free(&f->top);
+    sbx_manifest_free(&f->image);
     memset(f, 0, sizeof *f);
 }
 
@@ -42,8 +42,8 @@ void reg_fetched_free(reg_fetched *f)
 static int verify_manifest(const reg_client *c, const reg_resp *resp, const char *want_digest,
                            char digest_out[SBX_DIGEST_BUFSZ], sbx_error *err)
 {
-    sbx_sha256_buf(resp->body ? resp->body : "", resp->len, digest_out);
-    if (resp->docker_digest[0] && sbx_digest_valid(resp->docker_digest) &&
+    sbx__sha256_buf(resp->body ? resp->body : "", resp->len, digest_out);
+    if (resp->docker_digest[0] && sbx__digest_valid(resp->docker_digest) &&
         strcmp(resp->docker_digest, digest_out) != 0)
         return sbx_error_set(err, SBX_EDIGEST,
                              "manifest from '%s' has digest '%s' but the registry announced '%s'",
@@ -63,7 +63,7 @@ static int fetch_one(reg_fetched *out, reg_client *c, reg_session *s, sbx_error 
     /* parse first: a schema1 manifest is refused as what it is, not as a
      * digest mismatch (its announced digest covers the unsigned payload) */
     if (rc == 0)
-        rc = reg_manifest_parse(&out->top, resp.content_type, resp.body ? resp.body : "",
+        rc = sbx_manifest_parse(&out->top, resp.content_type, resp.body ? resp.body : "",
                                 resp.len, err);
     if (rc == 0)
         rc = verify_manifest(c, &resp, s->ref.digest[0] ? s->ref.digest : NULL, out->top_digest,
@@ -79,21 +79,21 @@ static int fetch_one(reg_fetched *out, reg_client *c, reg_session *s, sbx_error 
     if (!out->top_raw)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
 
-    if (out->top.kind == REG_MANIFEST_IMAGE) {
+    if (out->top.kind == SBX_MANIFEST_IMAGE) {
         memcpy(out->digest, out->top_digest, sizeof out->digest);
         snprintf(out->media_type, sizeof out->media_type, "%s", out->top_media_type);
         if (!(out->raw = malloc(out->top_len + 1)))
             return sbx_error_set(err, SBX_ENOMEM, "out of memory");
         memcpy(out->raw, out->top_raw, out->top_len + 1);
         out->len = out->top_len;
-        return reg_manifest_parse(&out->image, out->top_media_type, out->raw, out->len, err);
+        return sbx_manifest_parse(&out->image, out->top_media_type, out->raw, out->len, err);
     }
-    const reg_desc *d;
-    if ((rc = reg_manifest_pick(&d, &out->top, &s->want, err)) < 0)
+    const sbx_descriptor *d;
+    if ((rc = sbx_manifest_pick(&d, &out->top, &s->want, err)) < 0)
         return rc;
-    if (d->size > REG_MANIFEST_MAX)
+    if (d->size > SBX_MANIFEST_MAX)
         return sbx_error_set(err, SBX_ELIMIT, "manifest '%s' declares %llu bytes (limit %u)",
-                             d->digest, (unsigned long long)d->size, REG_MANIFEST_MAX);
+                             d->digest, (unsigned long long)d->size, SBX_MANIFEST_MAX);
     rc = reg_get_manifest(c, d->digest, false, &resp, err);
     if (rc == 0)
         rc = verify_manifest(c, &resp, d->digest, out->digest, err);
@@ -102,10 +102,10 @@ static int fetch_one(reg_fetched *out, reg_client *c, reg_session *s, sbx_error 
                            d->digest, resp.len, (unsigned long long)d->size);
     const char *ct = resp.content_type[0] ? resp.content_type : d->media_type;
     if (rc == 0)
-        rc = reg_manifest_parse(&out->image, reg_media_is_manifest(d->media_type) ? d->media_type
+        rc = sbx_manifest_parse(&out->image, sbx_media_is_manifest(d->media_type) ? d->media_type
                                                                                   : ct,
                                 resp.body ? resp.body : "", resp.len, err);
-    if (rc == 0 && out->image.kind != REG_MANIFEST_IMAGE)
+    if (rc == 0 && out->image.kind != SBX_MANIFEST_IMAGE)
         rc = sbx_error_set(err, SBX_EUNSUPPORTED, "index entry '%s' is not an image manifest",
                            d->digest);
     if (rc < 0) {

@@ -78,7 +78,7 @@ static const char *const SUBDIRS[] = {"blobs", "blobs/sha256", "layers", "layers
 
 int sbx_store__io_err(sbx_store *s, sbx_error *err, int e, const char *what)
 {
-    int code = sbx_errno_code(e);
+    int code = sbx__errno_code(e);
     if (e == ENOENT)
         code = SBX_ENOTFOUND;
     return sbx_error_sys(err, code, e, "%s in store '%s'", what, s->root);
@@ -96,7 +96,7 @@ char *sbx_store__obj_path(const sbx_store *s, sbx_obj_kind kind, const char *hex
 {
     char rel[128];
     sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
-    return sbx_strdup_printf("%s/%s", s->root, rel);
+    return sbx__strdup_printf("%s/%s", s->root, rel);
 }
 
 int sbx_store__sql_err(sbx_store *s, sbx_error *err, const char *what)
@@ -187,7 +187,7 @@ int64_t sbx_store__proc_start(pid_t pid)
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    ssize_t n = sbx_read_full(fd, buf, sizeof buf - 1);
+    ssize_t n = sbx__read_full(fd, buf, sizeof buf - 1);
     if (n <= 0)
         return 0;
     buf[n] = '\0';
@@ -306,10 +306,10 @@ void sbx_store__clean_tmp(sbx_store *s)
             unlinkat(dfd, de->d_name, 0);
         } else if (S_ISDIR(st.st_mode) && kind == 'u') {
             /* An unpacked tree a gc moved here and did not get to remove. */
-            char *path = sbx_strdup_printf("%s/tmp/%s", s->root, de->d_name);
+            char *path = sbx__strdup_printf("%s/tmp/%s", s->root, de->d_name);
             sbx_error err = SBX_ERROR_INIT;
             if (path)
-                sbx_rm_rf(path, &err);
+                sbx__rm_rf(path, &err);
             free(path);
         }
     }
@@ -330,7 +330,7 @@ static int ensure_lease(sbx_store *s, sbx_error *err)
         return err->code;
     sqlite3_bind_int64(st, 1, getpid());
     sqlite3_bind_int64(st, 2, s->start_time);
-    sqlite3_bind_int64(st, 3, sbx_now_unix());
+    sqlite3_bind_int64(st, 3, sbx__now_unix());
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "record process lease");
     s->lease_id = sqlite3_last_insert_rowid(s->db);
@@ -524,7 +524,7 @@ static const char PRAGMAS[] = "PRAGMA synchronous=FULL; PRAGMA journal_size_limi
 
 static int open_db(sbx_store *s, sbx_error *err)
 {
-    char *path = sbx_strdup_printf("%s/meta.db", s->root);
+    char *path = sbx__strdup_printf("%s/meta.db", s->root);
     if (!path)
         return sbx_error_set(err, SBX_ENOMEM, "open store: out of memory");
     /* Private even if the root's mode was loosened (SQLite gives -wal and
@@ -590,7 +590,7 @@ int sbx_store_open(sbx_store **out, const char *root, sbx_error *err)
     s->root = strdup(root);
     s->start_time = sbx_store__proc_start(getpid());
     int rc = s->root ? 0 : sbx_error_set(err, SBX_ENOMEM, "open store: out of memory");
-    if (rc == 0 && sbx_mkdir_p(root, 0700, err) < 0)
+    if (rc == 0 && sbx__mkdir_p(root, 0700, err) < 0)
         rc = sbx_error_wrap(err, "open store '%s'", root);
     if (rc == 0) {
         s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

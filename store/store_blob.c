@@ -9,7 +9,7 @@ struct sbx_blob_writer {
     sbx_store *s;
     int fd;
     char tmpname[128];
-    sbx_sha256 *hash;
+    sbx__sha256 *hash;
     uint64_t size;
     int failed; /* a write failed: the hash no longer matches the file */
     char expected[SBX_DIGEST_BUFSZ];
@@ -23,7 +23,7 @@ int sbx_store_blob_begin(sbx_blob_writer **out, sbx_store *s, const char *expect
                          sbx_error *err)
 {
     *out = NULL;
-    if (expected_digest && sbx_digest_parse(NULL, expected_digest, err) < 0)
+    if (expected_digest && sbx__digest_parse(NULL, expected_digest, err) < 0)
         return sbx_error_wrap(err, "write blob");
     sbx_blob_writer *w = calloc(1, sizeof *w);
     if (!w)
@@ -32,7 +32,7 @@ int sbx_store_blob_begin(sbx_blob_writer **out, sbx_store *s, const char *expect
     w->fd = -1;
     if (expected_digest)
         snprintf(w->expected, sizeof w->expected, "%s", expected_digest);
-    if (sbx_sha256_new(&w->hash, err) < 0) {
+    if (sbx__sha256_new(&w->hash, err) < 0) {
         free(w);
         return err->code;
     }
@@ -52,7 +52,7 @@ int sbx_blob_writer_write(sbx_blob_writer *w, const void *buf, size_t len, sbx_e
 {
     if (len == 0)
         return 0;
-    sbx_sha256_update(w->hash, buf, len);
+    sbx__sha256_update(w->hash, buf, len);
     w->size += len;
     const char *b = buf;
     while (len > 0) {
@@ -79,7 +79,7 @@ void sbx_blob_writer_abort(sbx_blob_writer *w)
         snprintf(rel, sizeof rel, "tmp/%s", w->tmpname);
         unlinkat(w->s->root_fd, rel, 0);
     }
-    sbx_sha256_free(w->hash);
+    sbx__sha256_free(w->hash);
     free(w->media_type);
     free(w);
 }
@@ -92,7 +92,7 @@ typedef struct {
 static int check_children(sbx_store *s, const sbx_store_child *c, size_t n, sbx_error *err)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!sbx_digest_valid(c[i].digest))
+        if (!sbx__digest_valid(c[i].digest))
             return sbx_error_set(err, SBX_EINVAL, "invalid child digest '%s'",
                                  c[i].digest ? c[i].digest : "(null)");
         const char *sql = c[i].kind == SBX_CHILD_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
@@ -131,7 +131,7 @@ static int blob_insert(sbx_store *s, void *ud, int present, sbx_error *err)
         sqlite3_bind_int64(st, 2, (sqlite3_int64)w->size);
         sqlite3_bind_text(st, 3, w->media_type, -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 4, w->children != NULL);
-        sqlite3_bind_int64(st, 5, sbx_now_unix());
+        sqlite3_bind_int64(st, 5, sbx__now_unix());
         if (sqlite3_step(st) != SQLITE_DONE)
             return sbx_store__sql_err(s, err, "record blob");
     } else if (w->children || w->media_type) {
@@ -174,7 +174,7 @@ int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ]
         sbx_blob_writer_abort(w);
         return SBX_EIO;
     }
-    sbx_sha256_final(w->hash, digest);
+    sbx__sha256_final(w->hash, digest);
     if (w->expected[0] && strcmp(digest, w->expected) != 0) {
         sbx_error_set(err, SBX_EDIGEST, "write blob: digest mismatch: expected '%s', got '%s'",
                       w->expected, digest);
@@ -243,7 +243,7 @@ int sbx_store_put_manifest(sbx_store *s, const void *data, size_t len, const cha
  * the caller relies on the answer. */
 int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest)
 {
-    if (!sbx_digest_valid(digest))
+    if (!sbx__digest_valid(digest))
         return 0;
     sbx_error err = SBX_ERROR_INIT;
     const char *sql = kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
@@ -275,7 +275,7 @@ int sbx_store_read_blob(sbx_store *s, const char *digest, size_t max, char **out
 {
     const char *hex;
     *out = NULL;
-    if (sbx_digest_parse(&hex, digest, err) < 0)
+    if (sbx__digest_parse(&hex, digest, err) < 0)
         return sbx_error_wrap(err, "read blob");
     char rel[128];
     sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_BLOB, hex);
@@ -301,12 +301,12 @@ int sbx_store_read_blob(sbx_store *s, const char *digest, size_t max, char **out
     _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
     if (!buf)
         return sbx_error_set(err, SBX_ENOMEM, "read blob '%s': out of memory", digest);
-    ssize_t n = sbx_read_full(fd, buf, (size_t)st.st_size);
+    ssize_t n = sbx__read_full(fd, buf, (size_t)st.st_size);
     if (n < 0)
         return sbx_store__io_err(s, err, errno, "read blob");
     buf[n] = '\0';
     char got[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf(buf, (size_t)n, got);
+    sbx__sha256_buf(buf, (size_t)n, got);
     if (strcmp(got, digest) != 0) {
         sbx_error_set(err, SBX_EDIGEST,
                       "read blob '%s': stored file is damaged (hashes to '%s'); run "

@@ -17,7 +17,7 @@ static int quarantine(sbx_store *s, const char *dir, const char *name)
 {
     char from[256], to[300];
     snprintf(from, sizeof from, "%s/%s", dir, name);
-    snprintf(to, sizeof to, "quarantine/%s.%lld", name, (long long)sbx_now_unix());
+    snprintf(to, sizeof to, "quarantine/%s.%lld", name, (long long)sbx__now_unix());
     if (renameat(s->root_fd, from, s->root_fd, to) < 0 && errno != ENOENT) {
         unlinkat(s->root_fd, from, 0);
         return -1;
@@ -99,7 +99,7 @@ static int fix_layer_record(sbx_store *s, const sbx_store__hash_result *h, sbx_e
     sqlite3_bind_int64(st, 2, (sqlite3_int64)h->size);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)h->stored_size);
     sqlite3_bind_text(st, 4, h->zstd_digest, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, sbx_now_unix());
+    sqlite3_bind_int64(st, 5, sbx__now_unix());
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "repair layer record");
     return 0;
@@ -116,7 +116,7 @@ static int fix_blob_record(sbx_store *s, const sbx_store__hash_result *h, sbx_er
         return err->code;
     sqlite3_bind_text(st, 1, h->digest, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)h->size);
-    sqlite3_bind_int64(st, 3, sbx_now_unix());
+    sqlite3_bind_int64(st, 3, sbx__now_unix());
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "repair blob record");
     return 0;
@@ -165,7 +165,7 @@ static int check_unrecorded(sbx_store *s, sbx_obj_kind kind, int dfd, const char
     const char *dir = kind == SBX_OBJ_LAYER ? "layers/sha256" : "blobs/sha256";
     char digest[SBX_DIGEST_BUFSZ + 8];
     snprintf(digest, sizeof digest, "sha256:%.64s", name);
-    int named_ok = sbx_digest_valid(digest) &&
+    int named_ok = sbx__digest_valid(digest) &&
                    strcmp(name + 64, kind == SBX_OBJ_LAYER ? ".zst" : "") == 0;
     if (named_ok) {
         int have = sbx_store__exists(s,

@@ -50,7 +50,7 @@ static int drop_dead_leases(sbx_store *s, sbx_error *err)
         sbx_store__prepare(s, &del_refs, "DELETE FROM lease_refs WHERE lease=?", err) < 0 ||
         sbx_store__prepare(s, &del, "DELETE FROM leases WHERE id=?", err) < 0)
         return err->code;
-    int64_t now = sbx_now_unix();
+    int64_t now = sbx__now_unix();
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64(st, 0);
@@ -232,9 +232,9 @@ static void empty_trash(sbx_store *s, const strvec *trash, int dry_run, sbx_gc_r
     rep->unpacked_bytes_freed = du ? sbx_store__du_freed(du) : 0;
     sbx_store__du_free(du);
     for (size_t i = 0; !dry_run && i < trash->n; i++) {
-        char *p = sbx_strdup_printf("%s/%s", s->root, trash->v[i]);
+        char *p = sbx__strdup_printf("%s/%s", s->root, trash->v[i]);
         sbx_error err = SBX_ERROR_INIT;
-        if (p && sbx_rm_rf(p, &err) < 0) {
+        if (p && sbx__rm_rf(p, &err) < 0) {
             char buf[1400];
             sbx_log(SBX_LOG_WARN, "gc: %s", sbx_error_format(&err, buf, sizeof buf));
         }
@@ -260,7 +260,7 @@ static void sweep_unpacked(sbx_store *s, int dry_run, strvec *trash)
         char digest[SBX_DIGEST_BUFSZ + 8];
         snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
         sbx_error err = SBX_ERROR_INIT;
-        if (strlen(de->d_name) != 64 || !sbx_digest_valid(digest) ||
+        if (strlen(de->d_name) != 64 || !sbx__digest_valid(digest) ||
             sbx_store__exists(s, "SELECT 1 FROM layers WHERE diff_id=?", digest, &err) != 0)
             continue;
         strvec_push(&lost, de->d_name);

@@ -24,7 +24,7 @@ struct sbx_layer_writer {
     sbx_store *s;
     int fd;
     char tmpname[128];
-    sbx_sha256 *diff, *zhash;
+    sbx__sha256 *diff, *zhash;
     uint64_t size, stored;
     uint64_t flushed; /* bytes handed to writeback so far (sync_file_range) */
     int failed;       /* a write failed: digests no longer match the file */
@@ -54,7 +54,7 @@ int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expe
                           sbx_error *err)
 {
     *out = NULL;
-    if (expected_diff_id && sbx_digest_parse(NULL, expected_diff_id, err) < 0)
+    if (expected_diff_id && sbx__digest_parse(NULL, expected_diff_id, err) < 0)
         return sbx_error_wrap(err, "write layer");
     sbx_layer_writer *w = calloc(1, sizeof *w);
     if (!w)
@@ -70,7 +70,7 @@ int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expe
         sbx_layer_writer_abort(w);
         return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
     }
-    if (sbx_sha256_new(&w->diff, err) < 0 || sbx_sha256_new(&w->zhash, err) < 0) {
+    if (sbx__sha256_new(&w->diff, err) < 0 || sbx__sha256_new(&w->zhash, err) < 0) {
         sbx_layer_writer_abort(w);
         return err->code;
     }
@@ -102,7 +102,7 @@ static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
 {
     if (ob->pos == 0)
         return 0;
-    sbx_sha256_update(w->zhash, ob->dst, ob->pos);
+    sbx__sha256_update(w->zhash, ob->dst, ob->pos);
     w->stored += ob->pos;
     const char *b = ob->dst;
     size_t len = ob->pos;
@@ -129,7 +129,7 @@ static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
 
 int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
 {
-    sbx_sha256_update(w->diff, buf, len);
+    sbx__sha256_update(w->diff, buf, len);
     w->size += len;
     ZSTD_inBuffer ib = {buf, len, 0};
     while (ib.pos < ib.size) {
@@ -156,8 +156,8 @@ void sbx_layer_writer_abort(sbx_layer_writer *w)
         unlinkat(w->s->root_fd, rel, 0);
     }
     ZSTD_freeCCtx(w->cctx);
-    sbx_sha256_free(w->diff);
-    sbx_sha256_free(w->zhash);
+    sbx__sha256_free(w->diff);
+    sbx__sha256_free(w->zhash);
     free(w->out);
     free(w);
 }
@@ -183,7 +183,7 @@ static int layer_insert(sbx_store *s, void *ud, int present, sbx_error *err)
     sqlite3_bind_int64(st, 2, (sqlite3_int64)c->w->size);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)c->w->stored);
     sqlite3_bind_text(st, 4, c->zdigest, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, sbx_now_unix());
+    sqlite3_bind_int64(st, 5, sbx__now_unix());
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "record layer");
     return 0;
@@ -214,8 +214,8 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
             return err->code;
         }
     } while (left != 0);
-    sbx_sha256_final(w->diff, diff_id);
-    sbx_sha256_final(w->zhash, zdigest);
+    sbx__sha256_final(w->diff, diff_id);
+    sbx__sha256_final(w->zhash, zdigest);
     if (w->expected[0] && strcmp(diff_id, w->expected) != 0) {
         sbx_error_set(err, SBX_EDIGEST,
                       "write layer: diff_id mismatch: expected '%s', got '%s'", w->expected,
@@ -258,7 +258,7 @@ int sbx_store_has_layer(sbx_store *s, const char *diff_id)
 int sbx_store_layer_add_source(sbx_store *s, const char *diff_id, const char *blob_digest,
                                const char *media_type, uint64_t size, sbx_error *err)
 {
-    if (sbx_digest_parse(NULL, diff_id, err) < 0 || sbx_digest_parse(NULL, blob_digest, err) < 0)
+    if (sbx__digest_parse(NULL, diff_id, err) < 0 || sbx__digest_parse(NULL, blob_digest, err) < 0)
         return sbx_error_wrap(err, "record layer source");
     if (sbx_store__lock(s, 0, err) < 0)
         return err->code;
@@ -296,7 +296,7 @@ int sbx_store_layer_add_source(sbx_store *s, const char *diff_id, const char *bl
 int sbx_store_layer_by_source(sbx_store *s, const char *blob_digest,
                               char diff_id_out[SBX_DIGEST_BUFSZ], sbx_error *err)
 {
-    if (sbx_digest_parse(NULL, blob_digest, err) < 0)
+    if (sbx__digest_parse(NULL, blob_digest, err) < 0)
         return sbx_error_wrap(err, "look up layer source");
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st,
@@ -327,7 +327,7 @@ static int layer_not_found(sbx_store *s, const char *what, const char *diff_id, 
 
 int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out, sbx_error *err)
 {
-    if (sbx_digest_parse(NULL, diff_id, err) < 0)
+    if (sbx__digest_parse(NULL, diff_id, err) < 0)
         return sbx_error_wrap(err, "get layer info");
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st,
@@ -353,7 +353,7 @@ int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t le
                          sbx_error *err)
 {
     const char *hex;
-    if (sbx_digest_parse(&hex, diff_id, err) < 0)
+    if (sbx__digest_parse(&hex, diff_id, err) < 0)
         return sbx_error_wrap(err, "find layer");
     char rel[128];
     sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_LAYER, hex);
@@ -368,7 +368,7 @@ int sbx_store_layer_unpacked_path(sbx_store *s, const char *diff_id, char *buf, 
                                   sbx_error *err)
 {
     const char *hex;
-    if (sbx_digest_parse(&hex, diff_id, err) < 0)
+    if (sbx__digest_parse(&hex, diff_id, err) < 0)
         return sbx_error_wrap(err, "find unpacked layer");
     if ((size_t)snprintf(buf, len, "%s/unpacked/%s", s->root, hex) >= len)
         return sbx_error_set(err, SBX_ELIMIT, "find unpacked layer '%s': path too long",
@@ -383,7 +383,7 @@ int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_
 {
     const char *hex;
     *out = NULL;
-    if (sbx_digest_parse(&hex, diff_id, err) < 0)
+    if (sbx__digest_parse(&hex, diff_id, err) < 0)
         return sbx_error_wrap(err, "open layer");
     char rel[128];
     sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_LAYER, hex);
@@ -469,8 +469,8 @@ void sbx_layer_reader_free(sbx_layer_reader *r)
 int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__hash_result *out,
                          sbx_error *err)
 {
-    _cleanup_sha256_ sbx_sha256 *h = NULL, *z = NULL;
-    if (sbx_sha256_new(&h, err) < 0 || sbx_sha256_new(&z, err) < 0)
+    _cleanup_sha256_ sbx__sha256 *h = NULL, *z = NULL;
+    if (sbx__sha256_new(&h, err) < 0 || sbx__sha256_new(&z, err) < 0)
         return err->code;
     memset(out, 0, sizeof *out);
     size_t cap = 1 << 20;
@@ -495,11 +495,11 @@ int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__has
             break;
         out->stored_size += (uint64_t)n;
         if (kind == SBX_OBJ_BLOB) {
-            sbx_sha256_update(h, in, (size_t)n);
+            sbx__sha256_update(h, in, (size_t)n);
             out->size += (uint64_t)n;
             continue;
         }
-        sbx_sha256_update(z, in, (size_t)n);
+        sbx__sha256_update(z, in, (size_t)n);
         ZSTD_inBuffer ib = {in, (size_t)n, 0};
         ZSTD_outBuffer o;
         do {
@@ -509,7 +509,7 @@ int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__has
                 rc = sbx_error_set(err, SBX_EDIGEST, "decompress: %s", ZSTD_getErrorName(last));
                 break;
             }
-            sbx_sha256_update(h, ob, o.pos);
+            sbx__sha256_update(h, ob, o.pos);
             out->size += o.pos;
             /* A full output buffer may hide more output, unless the frame
              * just ended (last == 0): asking again then starts a next frame
@@ -523,8 +523,8 @@ int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__has
         rc = sbx_error_set(err, SBX_EDIGEST, "decompress: truncated zstd stream");
     if (rc < 0)
         return rc;
-    sbx_sha256_final(h, out->digest);
+    sbx__sha256_final(h, out->digest);
     if (kind == SBX_OBJ_LAYER)
-        sbx_sha256_final(z, out->zstd_digest);
+        sbx__sha256_final(z, out->zstd_digest);
     return 0;
 }

@@ -34,7 +34,7 @@ int sbx_store_name_set(sbx_store *s, const char *name, const char *manifest_dige
                        sbx_error *err)
 {
     if (check_text("name", name, NAME_MAX_LEN, err) < 0 ||
-        sbx_digest_parse(NULL, manifest_digest, err) < 0)
+        sbx__digest_parse(NULL, manifest_digest, err) < 0)
         return sbx_error_wrap(err, "set name");
     if (sbx_store__lock(s, 0, err) < 0)
         return err->code;
@@ -60,7 +60,7 @@ int sbx_store_name_set(sbx_store *s, const char *name, const char *manifest_dige
     if (rc == 0) {
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, manifest_digest, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, sbx_now_unix());
+        sqlite3_bind_int64(st, 3, sbx__now_unix());
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = sbx_store__sql_err(s, err, "set name");
     }
@@ -169,7 +169,7 @@ int sbx_store_name_list(sbx_store *s, const char *prefix, sbx_name_entry **out, 
 
 int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err)
 {
-    if (sbx_digest_parse(NULL, digest, err) < 0)
+    if (sbx__digest_parse(NULL, digest, err) < 0)
         return sbx_error_wrap(err, "mark used");
     int have = sbx_store__exists(s, "SELECT 1 FROM blobs WHERE digest=?", digest, err);
     if (have < 0)
@@ -183,7 +183,7 @@ int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err)
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st, "UPDATE names SET last_used=? WHERE digest=?", err) < 0)
         return err->code;
-    sqlite3_bind_int64(st, 1, sbx_now_unix());
+    sqlite3_bind_int64(st, 1, sbx__now_unix());
     sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "mark used");
@@ -207,7 +207,7 @@ int sbx_store_meta_set(sbx_store *s, const char *ns, const char *key, const char
     sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, value, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 4, sbx_now_unix());
+    sqlite3_bind_int64(st, 4, sbx__now_unix());
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "set metadata");
     return 0;
@@ -259,7 +259,7 @@ int sbx_store_lease_acquire(sbx_lease **out, sbx_store *s, int64_t ttl_seconds, 
         free(l);
         return err->code;
     }
-    int64_t now = sbx_now_unix();
+    int64_t now = sbx__now_unix();
     sqlite3_bind_int64(st, 1, getpid());
     sqlite3_bind_int64(st, 2, s->start_time);
     sqlite3_bind_int64(st, 3, ttl_seconds ? now + ttl_seconds : 0);
@@ -278,7 +278,7 @@ int sbx_lease_add(sbx_lease *l, const char *digest, sbx_error *err)
 {
     if (!l)
         return sbx_error_set(err, SBX_EINVAL, "add to lease: no lease");
-    if (sbx_digest_parse(NULL, digest, err) < 0)
+    if (sbx__digest_parse(NULL, digest, err) < 0)
         return sbx_error_wrap(err, "add to lease");
     sbx_store *s = l->s;
     if (sbx_store__lock(s, 0, err) < 0)

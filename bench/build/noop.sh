@@ -15,7 +15,7 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
 other=${2:-}
 sbx=$build/cli/sbx-image
-driver=$build/tests/test_build_image
+driver=$build/tests/test_builder
 for c in busybox hyperfine strace python3; do
     command -v $c >/dev/null || { echo "missing '$c'" >&2; exit 1; }
 done

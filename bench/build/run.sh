@@ -12,7 +12,7 @@ set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
 bdir=$(cd "${1:-$src/build}" && pwd)
 SBX=$bdir/cli/sbx-image
-DRIVER=$bdir/tests/test_build_image
+DRIVER=$bdir/tests/test_builder
 RUNS=${RUNS:-5}
 [[ -x $SBX && -x $DRIVER ]] || { echo "build first: scripts/build.sh ${1:-build}" >&2; exit 1; }
 if ! command -v buildah >/dev/null; then

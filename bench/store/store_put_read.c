@@ -12,7 +12,7 @@
 #include "sbx/store.h"
 #include "sbx_common.h"
 
-static double now(void) { return (double)sbx_now_monotonic_ns() / 1e9; }
+static double now(void) { return (double)sbx__now_monotonic_ns() / 1e9; }
 
 static int die(const sbx_error *err)
 {
@@ -42,7 +42,7 @@ int main(int argc, char **argv)
     if (sbx_store_layer_begin(&w, s, NULL, &err) < 0)
         return die(&err);
     ssize_t n;
-    while ((n = sbx_read_full(fd, buf, sizeof buf)) > 0)
+    while ((n = sbx__read_full(fd, buf, sizeof buf)) > 0)
         if (sbx_layer_writer_write(w, buf, (size_t)n, &err) < 0)
             return die(&err);
     close(fd);

@@ -1,13 +1,13 @@
 #!/bin/bash
 # bench/unpack: unpack one real multi-MB layer with sbx-image's unpack
-# (builder/unpack.c, through bench_unpack_layer) against the real
+# (rootfs/layer_unpack.c, through bench_unpack_layer) against the real
 # alternatives on the same bytes, as ratios in one run; medians of RUNS runs:
 #   - `tar -xpf` of the uncompressed tar (GNU tar, as root: owners, modes,
 #     times; --xattrs as sbx-image keeps xattrs),
 #   - `zstd -dc <stored file> | tar -xpf -` (what the store holds),
 #   - `umoci unpack` of a one-layer OCI layout holding the same tar.
-# sbx-image is timed twice: from a plain tar (sbx_unpack_tar_fd) and from the
-# store (sbx_layer_unpack: zstd decompression + extraction, the builder's path).
+# sbx-image is timed twice: from a plain tar (sbx_rootfs_unpack_tar_fd) and from the
+# store (sbx_rootfs_layer_unpack: zstd decompression + extraction, the builder's path).
 # Every run starts after `sync`, so no one pays for the previous run's writes.
 # BUSY=1 models a busy host instead: before each timed run, a neighbour writes
 # a copy of the layer (about its size of dirty data, not synced) on the same

@@ -11,11 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../builder/layers.h"
+#include "sbx/rootfs.h"
 #include "sbx/store.h"
 #include "sbx_common.h"
 
-static double now(void) { return (double)sbx_now_monotonic_ns() / 1e9; }
+static double now(void) { return (double)sbx__now_monotonic_ns() / 1e9; }
 
 static int die(const sbx_error *err)
 {
@@ -64,7 +64,7 @@ static int from_store(const char *root, const char *diff_id)
         return die(&err);
     char path[4096];
     double t0 = now();
-    if (sbx_layer_unpack(s, diff_id, path, sizeof path, &err) < 0)
+    if (sbx_rootfs_layer_unpack(path, sizeof path, s, diff_id, &err) < 0)
         return die(&err);
     printf("%.3f\n", now() - t0);
     sbx_store_free(s);
@@ -80,7 +80,7 @@ static int from_tar(const char *tar, const char *dest)
         return 1;
     }
     double t0 = now();
-    if (sbx_unpack_tar_fd(fd, dest, &err) < 0)
+    if (sbx_rootfs_unpack_tar_fd(fd, dest, &err) < 0)
         return die(&err);
     printf("%.3f\n", now() - t0);
     close(fd);

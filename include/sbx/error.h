@@ -37,6 +37,8 @@ enum {
     SBX_ELIMIT = -13,    /* an untrusted size exceeds its limit */
     SBX_EUNSUPPORTED = -14,
     SBX_EINTERNAL = -15,
+    SBX_ENOPLATFORM = -16, /* the image exists, but not for the platform asked for */
+    SBX_ECANCELED = -17,   /* the call's context was cancelled (sbx_ctx_cancel) */
 };
 
 typedef struct sbx_error {

@@ -24,62 +24,12 @@
 #include <stdint.h>
 
 #include "sbx/error.h"
+#include "sbx/image.h"
 #include "sbx/store.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- references ----------------------------------------------------------- */
-
-/* Limits from the Docker reference grammar. */
-#define SBX_REF_DOMAIN_MAX 255
-#define SBX_REF_PATH_MAX 255
-#define SBX_REF_TAG_MAX 128
-
-/* A parsed, normalized image reference (a value type: no free needed). */
-typedef struct sbx_ref {
-    char domain[SBX_REF_DOMAIN_MAX + 1]; /* "docker.io", "127.0.0.1:5000", "[::1]:5000" */
-    char path[SBX_REF_PATH_MAX + 1];     /* "library/node", "a/b" */
-    char tag[SBX_REF_TAG_MAX + 1];       /* "22"; "latest" when neither tag nor digest given;
-                                            "" for a digest-only ref */
-    char digest[SBX_DIGEST_BUFSZ];       /* "sha256:..." or "" ; when set it wins over tag */
-    /* Normalized full form: "docker.io/library/node:22",
-     * "host:5000/a/b@sha256:...", "docker.io/library/node:22@sha256:...". */
-    char str[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + SBX_REF_TAG_MAX + SBX_DIGEST_BUFSZ + 4];
-} sbx_ref;
-
-/* Parse and normalize a ref as Docker does: "node:22" ->
- * "docker.io/library/node:22"; "index.docker.io" and "registry-1.docker.io"
- * are docker.io; a first component with '.', ':' or "localhost" is a
- * registry host; default tag "latest" unless a digest is given.
- * Returns SBX_EINVAL with a message saying what is wrong (uppercase
- * repository, bad digest, empty component, too long ...), where = the ref. */
-int sbx_ref_parse(sbx_ref *out, const char *s, sbx_error *err);
-
-/* The manifest reference to ask the registry for: the digest if set, else the tag. */
-const char *sbx_ref_reference(const sbx_ref *r);
-
-/* ---- platforms ------------------------------------------------------------ */
-
-typedef struct sbx_platform {
-    char os[32];           /* "linux" */
-    char architecture[32]; /* "amd64", "arm64", "arm" */
-    char variant[32];      /* "" or "v8", "v7"; normalized as containerd does */
-} sbx_platform;
-
-/* Parse "os/arch[/variant]" (also "arch" alone = linux/arch) and normalize
- * (aarch64 -> arm64, x86_64 -> amd64, arm64 -> arm64/v8, arm -> arm/v7,
- * amd64/v1 -> amd64 ...).  SBX_EINVAL on a malformed string. */
-int sbx_platform_parse(sbx_platform *out, const char *s, sbx_error *err);
-/* The platform of this host, normalized. */
-void sbx_platform_host(sbx_platform *out);
-/* Normalize in place (fields as found in an index or a config). */
-void sbx_platform_normalize(sbx_platform *p);
-/* "linux/arm64/v8" into buf; returns buf. */
-const char *sbx_platform_format(const sbx_platform *p, char *buf, size_t len);
-/* 1 when an image entry `have` (normalized) satisfies the wanted platform. */
-int sbx_platform_match(const sbx_platform *want, const sbx_platform *have);
 
 /* ---- options -------------------------------------------------------------- */
 
@@ -139,8 +89,9 @@ typedef struct sbx_resolve_result {
 /* Resolve ref to the digest of the image manifest for the platform (an
  * index is followed to its matching entry).  Uses HEAD where the registry
  * allows.  Tag answers are cached in opts->store for the TTL; digest answers
- * forever.  Errors: SBX_EINVAL (bad ref), SBX_ENOTFOUND (no such manifest,
- * or no platform match: the message lists the image's platforms), SBX_EAUTH,
+ * forever.  Errors: SBX_EINVAL (bad ref), SBX_ENOTFOUND (no such manifest),
+ * SBX_ENOPLATFORM (no entry for the platform: the message lists the
+ * image's platforms), SBX_EAUTH,
  * SBX_ENET, SBX_EDIGEST, SBX_EUNSUPPORTED (schema1), SBX_ELIMIT. */
 int sbx_registry_resolve(char digest_out[SBX_DIGEST_BUFSZ], const char *ref,
                          const sbx_registry_options *opts, sbx_error *err);

@@ -1,6 +1,8 @@
-/* sbx-image: materialize an image's root filesystem into a directory.
+/* sbx-image: root filesystems.  Layers in and out of directories (unpack a
+ * layer into the store's cache, capture a directory as a deterministic
+ * layer), merged trees for sandboxes, and OCI layouts for other tools.
  *
- * What a runtime host calls before it starts a sandbox.  Every layer is
+ * sbx_rootfs_unpack is what a runtime host calls before it starts a sandbox.  Every layer is
  * unpacked once into the store's cache (<store>/unpacked/<hex>, overlay
  * form: whiteouts are 0/0 character devices, opaque directories carry
  * trusted.overlay.opaque=y), then the layers are merged top to bottom into
@@ -88,12 +90,131 @@ int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *imag
 /* Merge overlay-form layer directories, top-most first, into the existing
  * empty directory dest (no temp dir, no rename: the caller owns atomicity).
  * dest's own owner, mode, xattrs and times become those of layers[0]'s root.
- * link as in sbx_rootfs_options.  stats may be NULL. */
+ * link as in sbx_rootfs_options.  When cancel is set, stops with SBX_EIO /
+ * EINTR once *cancel is non-zero.  stats may be NULL. */
 int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers, bool link,
-                     sbx_rootfs_stats *stats, sbx_error *err);
-/* As sbx_rootfs_merge, stopping with SBX_EIO/EINTR once *cancel is non-zero. */
-int sbx_rootfs_merge_ex(const char *dest, const char *const *layers, size_t nlayers, bool link,
-                        const volatile int *cancel, sbx_rootfs_stats *stats, sbx_error *err);
+                     const volatile int *cancel, sbx_rootfs_stats *stats, sbx_error *err);
+
+/* ---- layers: the store's unpacked cache and captures --------------------- */
+
+/* Whether dir is a complete unpacked layer of this boot (its root's mark
+ * names the current boot id).  Anything else must not be used as a lower. */
+bool sbx_rootfs_layer_is_current(const char *dir);
+
+/* Unpack the stored layer diff_id into its directory in the store's cache
+ * (sbx_store_layer_unpacked_path), overlay form, unless it is already there;
+ * writes that path to path_out.  Concurrent unpackers of one layer end with
+ * one directory.  Errors: SBX_ENOTFOUND (no such layer), SBX_EINVAL (a
+ * hostile or malformed entry; the message names it), SBX_EIO. */
+int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const char *diff_id,
+                            sbx_error *err);
+
+/* Unpack an uncompressed tar read from fd into dest, created atomically
+ * (temp dir beside it + rename), with the same conversions and refusals.
+ * dest already there and current is success; an untrusted one is replaced. */
+int sbx_rootfs_unpack_tar_fd(int fd, const char *dest, sbx_error *err);
+
+typedef struct sbx_capture_options {
+    /* Clamp mtimes to this (seconds); -1: $SOURCE_DATE_EPOCH if set, else 0. */
+    int64_t epoch;
+    /* The dir is an overlayfs upper: translate whiteouts and opaque dirs.
+     * false: a plain tree (debootstrap base, copy steps); char devices kept. */
+    bool overlay_upper;
+    /* Prefix every entry with this relative dir (e.g. "app/src" for a copy
+     * step into /app/src); parents are emitted as dirs 0755 root.  NULL: none. */
+    const char *prefix;
+    /* Applied to every entry when set (copy steps with owner/mode). */
+    bool set_owner;
+    uint32_t uid, gid;
+    int file_mode; /* -1: keep; else permission bits for regular files */
+    int dir_mode;  /* -1: keep */
+} sbx_capture_options;
+
+#define SBX_CAPTURE_OPTIONS_INIT {-1, true, NULL, false, 0, 0, -1, -1}
+
+typedef struct sbx_capture_result {
+    char diff_id[SBX_DIGEST_BUFSZ]; /* sha256 of the tar stream; "" when !changed */
+    bool changed;       /* false: the dir held nothing; no layer was written */
+    uint64_t size;      /* tar bytes */
+    uint64_t entries;
+} sbx_capture_result;
+
+/* Sink for the tar bytes; return 0 or a negative SBX_E* (with err set). */
+typedef int (*sbx_capture_write_fn)(void *ud, const void *buf, size_t len, sbx_error *err);
+
+/* Capture dir as a deterministic tar stream into write_fn (NULL: only
+ * compute the diff_id): entries sorted by path, mtimes clamped, numeric
+ * owners, hardlinks as links, overlay whiteouts and opaque dirs as OCI ones
+ * (see sbx_capture_options).  The same tree always yields the same bytes.
+ * An empty dir writes nothing and returns changed=false. */
+int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
+                              const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
+                              void *ud, sbx_error *err);
+
+/* Capture dir into the store as a layer.  An empty dir adds no layer
+ * (changed=false, nothing stored). */
+int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
+                       const sbx_capture_options *opts, sbx_error *err);
+
+/* ---- export: an image from the store as an OCI image layout --------------
+ *
+ * The layout (image-spec "image-layout") is what other tools read:
+ * `skopeo copy oci:DIR ...`, `umoci unpack --image DIR:TAG`, podman.  It
+ * holds `oci-layout`, `index.json` with one manifest descriptor, and
+ * `blobs/sha256/<hex>`: the manifest, the config and every layer as the
+ * store keeps it (zstd).
+ *
+ * Invariants:
+ *  - The image is held by a store lease while it is read, so gc in another
+ *    process cannot remove its layers meanwhile.
+ *  - Every blob written is hashed while it is copied and checked against the
+ *    digest it is written under; a damaged store file fails the export.
+ *  - The layout appears complete or not at all: it is built in a sibling
+ *    temp directory (".<name>.sbx-export-*", flock'ed while in use), synced
+ *    and renamed into place.  A failure removes it; what a killed process
+ *    left is removed by the next export into the same directory.
+ *  - An image whose manifest references the stored zstd layers (everything
+ *    `sbx-image build` makes) is exported with its exact manifest bytes: the
+ *    digest is the store's.  A pulled image whose manifest references other
+ *    compressed forms (gzip) gets a new OCI manifest pointing at the zstd
+ *    layers, with the same config: its digest differs (result.recompressed).
+ */
+
+typedef struct sbx_export_options {
+    /* "os/arch[/variant]" when IMAGE names an index; NULL: this host's. */
+    const char *platform;
+    /* The index.json annotation "org.opencontainers.image.ref.name" (the
+     * TAG of `oci:DIR:TAG`); NULL: none. */
+    const char *tag;
+    /* When set, checked between blobs and while copying: once *cancel is
+     * non-zero the call stops, removes what it made and returns SBX_EIO with
+     * sys_errno EINTR.  NULL: not cancellable. */
+    const volatile int *cancel;
+} sbx_export_options;
+
+#define SBX_EXPORT_OPTIONS_INIT {NULL, NULL, NULL}
+
+typedef struct sbx_export_result {
+    char digest[SBX_DIGEST_BUFSZ];        /* the manifest in the layout */
+    char stored_digest[SBX_DIGEST_BUFSZ]; /* the image's manifest in the store */
+    /* The layers were re-referenced as their stored zstd form: the layout's
+     * manifest is new and digest != stored_digest. */
+    bool recompressed;
+    size_t blobs;   /* distinct blobs written: manifest, config, layers */
+    uint64_t bytes; /* their total size */
+} sbx_export_result;
+
+/* Write `image` (a store name, a ref as pull names it, a pinned ref or a
+ * manifest digest: looked up in the store only, as sbx_rootfs_unpack does)
+ * as an OCI image layout at `dir`, which must not exist.  Progress via
+ * sbx_progress_emit: id "layer N/M sha256:<12 hex>" with phase "copy"
+ * (done/total: the stored zstd bytes), then id "layout" with "done".
+ * Errors: SBX_ENOTFOUND (no such image, or a layer is missing), SBX_EINVAL
+ * (dir exists, a bad argument, not an image manifest), SBX_EDIGEST (a store
+ * file does not match its digest: run fsck), SBX_EIO / SBX_ENOSPC (with
+ * sys_errno), store errors.  On error nothing is left at dir. */
+int sbx_rootfs_export(sbx_export_result *out, sbx_store *store, const char *image,
+                      const char *dir, const sbx_export_options *opts, sbx_error *err);
 
 #ifdef __cplusplus
 }

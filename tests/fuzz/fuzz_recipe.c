@@ -72,12 +72,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     /* The same bytes as .sbxignore patterns. */
     char *text = strndup((const char *)data, size);
-    sbx_ignore *ig = NULL;
-    if (text && sbx_ignore_parse(&ig, text, &err) == 0) {
-        sbx_ignore_match(ig, "a/b/c.log");
-        sbx_ignore_match(ig, "node_modules/x");
-        sbx_ignore_match(ig, ".");
-        sbx_ignore_free(ig);
+    rcp_ignore *ig = NULL;
+    if (text && rcp_ignore_parse(&ig, text, &err) == 0) {
+        rcp_ignore_match(ig, "a/b/c.log");
+        rcp_ignore_match(ig, "node_modules/x");
+        rcp_ignore_match(ig, ".");
+        rcp_ignore_free(ig);
     }
     free(text);
     return 0;

@@ -96,7 +96,7 @@ static int put_file(sbx_store *s, const char *path, int layer, const char *expec
                    : sbx_store_blob_begin(&bw, s, expected, err);
     static char buf[1 << 20];
     ssize_t n;
-    while (rc == 0 && (n = sbx_read_full(fd, buf, sizeof buf)) > 0)
+    while (rc == 0 && (n = sbx__read_full(fd, buf, sizeof buf)) > 0)
         rc = layer ? sbx_layer_writer_write(lw, buf, (size_t)n, err)
                    : sbx_blob_writer_write(bw, buf, (size_t)n, err);
     close(fd);
@@ -118,8 +118,8 @@ static int read_layer(sbx_store *s, const char *diff, int outfd, sbx_error *err)
     sbx_layer_reader *r = NULL;
     if (sbx_store_layer_open(&r, s, diff, err) < 0)
         return err->code;
-    _cleanup_sha256_ sbx_sha256 *h = NULL;
-    if (sbx_sha256_new(&h, err) < 0) {
+    _cleanup_sha256_ sbx__sha256 *h = NULL;
+    if (sbx__sha256_new(&h, err) < 0) {
         sbx_layer_reader_free(r);
         return err->code;
     }
@@ -127,8 +127,8 @@ static int read_layer(sbx_store *s, const char *diff, int outfd, sbx_error *err)
     size_t n;
     int rc;
     while ((rc = sbx_layer_reader_read(r, buf, sizeof buf, &n, err)) == 0 && n > 0) {
-        sbx_sha256_update(h, buf, n);
-        if (outfd >= 0 && sbx_write_all(outfd, buf, n, err) < 0) {
+        sbx__sha256_update(h, buf, n);
+        if (outfd >= 0 && sbx__write_all(outfd, buf, n, err) < 0) {
             rc = err->code;
             break;
         }
@@ -137,7 +137,7 @@ static int read_layer(sbx_store *s, const char *diff, int outfd, sbx_error *err)
     if (rc < 0)
         return rc;
     char got[SBX_DIGEST_BUFSZ];
-    sbx_sha256_final(h, got);
+    sbx__sha256_final(h, got);
     if (strcmp(got, diff) != 0)
         return sbx_error_set(err, SBX_EDIGEST, "layer '%s' reads back as '%s'", diff, got);
     return 0;
@@ -173,7 +173,7 @@ static int put_manifest_file(sbx_store *s, const char *path, const char *name, i
 {
     char *data = NULL;
     size_t len = 0;
-    if (sbx_read_file(&data, &len, path, 4 << 20, err) < 0)
+    if (sbx__read_file(&data, &len, path, 4 << 20, err) < 0)
         return err->code;
     sbx_store_child *c = calloc((size_t)n + 1, sizeof *c);
     int rc = c ? 0 : sbx_error_set(err, SBX_ENOMEM, "out of memory");

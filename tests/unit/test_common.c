@@ -9,28 +9,28 @@ static void test_sha256_known_vectors(void **state)
 {
     (void)state;
     char d[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf("", 0, d);
+    sbx__sha256_buf("", 0, d);
     assert_string_equal(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    sbx_sha256 *h = NULL;
+    sbx__sha256 *h = NULL;
     sbx_error err = SBX_ERROR_INIT;
-    assert_int_equal(sbx_sha256_new(&h, &err), 0);
-    sbx_sha256_update(h, "ab", 2);
-    sbx_sha256_update(h, "c", 1);
-    sbx_sha256_final(h, d);
+    assert_int_equal(sbx__sha256_new(&h, &err), 0);
+    sbx__sha256_update(h, "ab", 2);
+    sbx__sha256_update(h, "c", 1);
+    sbx__sha256_final(h, d);
     assert_string_equal(d, "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    sbx_sha256_free(h);
+    sbx__sha256_free(h);
 }
 
 static void test_digest_validation(void **state)
 {
     (void)state;
     sbx_error err = SBX_ERROR_INIT;
-    assert_true(sbx_digest_valid("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
-    assert_false(sbx_digest_valid("sha256:E3B0C44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
-    assert_false(sbx_digest_valid("sha256:e3b0"));
-    assert_false(sbx_digest_valid("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
-    assert_false(sbx_digest_valid(NULL));
-    assert_int_equal(sbx_digest_parse(NULL, "sha256:zz", &err), SBX_EINVAL);
+    assert_true(sbx__digest_valid("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_false(sbx__digest_valid("sha256:E3B0C44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_false(sbx__digest_valid("sha256:e3b0"));
+    assert_false(sbx__digest_valid("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"));
+    assert_false(sbx__digest_valid(NULL));
+    assert_int_equal(sbx__digest_parse(NULL, "sha256:zz", &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "parse digest 'sha256:zz'");
 }
 
@@ -52,13 +52,13 @@ static void test_write_file_atomic_and_read_limit(void **state)
     char *dir = tu_tmpdir();
     char *p = tu_path(dir, "f");
     sbx_error err = SBX_ERROR_INIT;
-    assert_int_equal(sbx_write_file_atomic(p, "hello", 5, 0600, &err), 0);
+    assert_int_equal(sbx__write_file_atomic(p, "hello", 5, 0600, &err), 0);
     char *data = NULL;
     size_t len = 0;
-    assert_int_equal(sbx_read_file(&data, &len, p, 100, &err), 0);
+    assert_int_equal(sbx__read_file(&data, &len, p, 100, &err), 0);
     assert_string_equal(data, "hello");
     free(data);
-    assert_int_equal(sbx_read_file(&data, &len, p, 4, &err), SBX_ELIMIT);
+    assert_int_equal(sbx__read_file(&data, &len, p, 4, &err), SBX_ELIMIT);
     tu_assert_error(&err, SBX_ELIMIT, "exceeds the limit of 4");
     assert_int_equal(tu_count_files(dir), 1); /* no temp file left */
     free(p);
@@ -71,14 +71,14 @@ static void test_rm_rf_handles_nested_dirs(void **state)
     char *dir = tu_tmpdir();
     char *sub = tu_path(dir, "a/b/c");
     sbx_error err = SBX_ERROR_INIT;
-    assert_int_equal(sbx_mkdir_p(sub, 0755, &err), 0);
+    assert_int_equal(sbx__mkdir_p(sub, 0755, &err), 0);
     char *f = tu_path(sub, "file");
     tu_write_file(f, "x");
     char *top = tu_path(dir, "a");
-    assert_int_equal(sbx_rm_rf(top, &err), 0);
+    assert_int_equal(sbx__rm_rf(top, &err), 0);
     struct stat st;
     assert_int_equal(lstat(top, &st), -1);
-    assert_int_equal(sbx_rm_rf(top, &err), 0); /* missing is fine */
+    assert_int_equal(sbx__rm_rf(top, &err), 0); /* missing is fine */
     free(f);
     free(sub);
     free(top);

@@ -161,19 +161,19 @@ static void test_documented_merkle(void **state)
     mkdir_in(ctx, "d");
     mkfile(ctx, "d/f", "x", 0644);
     char fh[SBX_DIGEST_BUFSZ], dh[SBX_DIGEST_BUFSZ], want[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf("x", 1, fh);
+    sbx__sha256_buf("x", 1, fh);
     char entry[200];
     int n = snprintf(entry, sizeof entry, "f %s f", fh + 7);
-    sbx_sha256_buf(entry, (size_t)n + 1, dh); /* the entry ends with its NUL */
-    char *line = sbx_strdup_printf("sbx-copy-v1 d %s", dh + 7);
-    sbx_sha256_buf(line, strlen(line), want);
+    sbx__sha256_buf(entry, (size_t)n + 1, dh); /* the entry ends with its NUL */
+    char *line = sbx__strdup_printf("sbx-copy-v1 d %s", dh + 7);
+    sbx__sha256_buf(line, strlen(line), want);
     free(line);
     char got[SBX_DIGEST_BUFSZ];
     digest(ctx, "d", got);
     assert_string_equal(got, want);
     /* A file source: "sbx-copy-v1 f <hex sha256 of content>". */
-    line = sbx_strdup_printf("sbx-copy-v1 f %s", fh + 7);
-    sbx_sha256_buf(line, strlen(line), want);
+    line = sbx__strdup_printf("sbx-copy-v1 f %s", fh + 7);
+    sbx__sha256_buf(line, strlen(line), want);
     free(line);
     digest(ctx, "d/f", got);
     assert_string_equal(got, want);
@@ -218,17 +218,17 @@ static void test_ignore_patterns(void **state)
          "a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y", false},
     };
     for (size_t i = 0; i < SBX_ARRAY_LEN(cases); i++) {
-        sbx_ignore *ig = NULL;
+        rcp_ignore *ig = NULL;
         sbx_error err = SBX_ERROR_INIT;
-        assert_int_equal(sbx_ignore_parse(&ig, cases[i].patterns, &err), 0);
-        if (sbx_ignore_match(ig, cases[i].path) != cases[i].excluded)
+        assert_int_equal(rcp_ignore_parse(&ig, cases[i].patterns, &err), 0);
+        if (rcp_ignore_match(ig, cases[i].path) != cases[i].excluded)
             fail_msg("case %zu: '%s' against '%s': want %s", i, cases[i].patterns, cases[i].path,
                      cases[i].excluded ? "excluded" : "included");
-        sbx_ignore_free(ig);
+        rcp_ignore_free(ig);
     }
-    sbx_ignore *ig = NULL;
+    rcp_ignore *ig = NULL;
     sbx_error err = SBX_ERROR_INIT;
-    assert_int_equal(sbx_ignore_parse(&ig, "a\n!\n", &err), SBX_EINVAL);
+    assert_int_equal(rcp_ignore_parse(&ig, "a\n!\n", &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "line 2: expected a pattern after '!'");
 }
 
@@ -355,8 +355,8 @@ static void test_file_hash_cache(void **state)
     backdate(big);
     char a[SBX_DIGEST_BUFSZ], b[SBX_DIGEST_BUFSZ];
     digest(big, "t", a);
-    assert_int_equal(sbx_copy_last_stats.files, 40);
-    assert_int_equal(sbx_copy_last_stats.cache_hits, 0);
+    assert_int_equal(rcp_copy_last_stats.files, 40);
+    assert_int_equal(rcp_copy_last_stats.cache_hits, 0);
     char *cf = tu_path(f->cache, "file-hashes.v1");
     struct stat st;
     if (stat(cf, &st) < 0) {
@@ -367,21 +367,21 @@ static void test_file_hash_cache(void **state)
     }
     digest(big, "t", b);
     assert_string_equal(a, b);
-    assert_int_equal(sbx_copy_last_stats.files, 40);
-    assert_int_equal(sbx_copy_last_stats.cache_hits, 40);
-    assert_int_equal(sbx_copy_last_stats.bytes_hashed, 0);
+    assert_int_equal(rcp_copy_last_stats.files, 40);
+    assert_int_equal(rcp_copy_last_stats.cache_hits, 40);
+    assert_int_equal(rcp_copy_last_stats.bytes_hashed, 0);
     /* A change with the same size is seen (new mtime/ctime), even right away. */
     char *p = tu_path(big, "t/f07");
     tu_write_file(p, "file number X\n");
     digest(big, "t", b);
     assert_string_not_equal(a, b);
-    assert_int_equal(sbx_copy_last_stats.cache_hits, 39);
+    assert_int_equal(rcp_copy_last_stats.cache_hits, 39);
     free(p);
     /* A damaged cache file is an empty cache, not an error. */
     tu_write_file(cf, "garbage");
     digest(big, "t", a);
     assert_string_equal(a, b);
-    assert_int_equal(sbx_copy_last_stats.cache_hits, 0);
+    assert_int_equal(rcp_copy_last_stats.cache_hits, 0);
     /* SBX_CACHE_DIR decides where it lives. */
     char buf[4096];
     sbx_error err = SBX_ERROR_INIT;
@@ -410,19 +410,19 @@ static void test_file_hash_cache_keeps_recent(void **state)
     make_tree(root, "a", 8);
     make_tree(root, "b", 8);
     backdate(root);
-    sbx_hash_cache_set_keep(10);
+    rcp_hash_cache_set_keep(10);
     char d[SBX_DIGEST_BUFSZ];
     digest(root, "a", d);
     digest(root, "a", d);
-    assert_int_equal(sbx_copy_last_stats.cache_hits, 8);
+    assert_int_equal(rcp_copy_last_stats.cache_hits, 8);
     digest(root, "b", d); /* 8 of b kept first, then 2 of a */
     digest(root, "b", d);
-    assert_int_equal(sbx_copy_last_stats.cache_hits, 8);
+    assert_int_equal(rcp_copy_last_stats.cache_hits, 8);
     digest(root, "a", d);
-    assert_int_equal(sbx_copy_last_stats.cache_hits, 2);
+    assert_int_equal(rcp_copy_last_stats.cache_hits, 2);
     digest(root, "a", d); /* now a is the recent one */
-    assert_int_equal(sbx_copy_last_stats.cache_hits, 8);
-    sbx_hash_cache_set_keep(0);
+    assert_int_equal(rcp_copy_last_stats.cache_hits, 8);
+    rcp_hash_cache_set_keep(0);
     tu_tmpdir_free(root);
 }
 
@@ -437,7 +437,7 @@ static void test_path_clean(void **state)
     };
     for (size_t i = 0; i < SBX_ARRAY_LEN(cases); i++) {
         for (int keep = 0; keep < 2; keep++) {
-            char *c = sbx_path_clean(cases[i][0], keep);
+            char *c = rcp_path_clean(cases[i][0], keep);
             if (strcmp(c, cases[i][1 + keep]))
                 fail_msg("clean('%s', %d) = '%s', want '%s'", cases[i][0], keep, c,
                          cases[i][1 + keep]);

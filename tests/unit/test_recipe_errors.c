@@ -215,7 +215,7 @@ static void test_file_errors(void **state)
     path = tu_path(g_ctx, "bad.yaml");
     tu_write_file(path, "base: sbx\nsteps:\n  - workdir: rel\n");
     assert_int_equal(sbx_recipe_parse_file(&r, path, NULL, &err), SBX_EINVAL);
-    char *want = sbx_strdup_printf("%s:3:14", path);
+    char *want = sbx__strdup_printf("%s:3:14", path);
     assert_string_equal(err.where, want);
     free(want);
     free(path);

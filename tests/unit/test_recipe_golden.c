@@ -14,16 +14,16 @@
 static char *golden_dir(void)
 {
     const char *src = getenv("SBX_SOURCE_DIR");
-    return sbx_strdup_printf("%s/tests/recipes/golden", src && *src ? src : ".");
+    return sbx__strdup_printf("%s/tests/recipes/golden", src && *src ? src : ".");
 }
 
 static char *read_trimmed(const char *dir, const char *name, const char *ext)
 {
-    char *path = sbx_strdup_printf("%s/%s%s", dir, name, ext);
+    char *path = sbx__strdup_printf("%s/%s%s", dir, name, ext);
     char *data = NULL;
     size_t len = 0;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_read_file(&data, &len, path, 1 << 20, &err) < 0)
+    if (sbx__read_file(&data, &len, path, 1 << 20, &err) < 0)
         fail_msg("read %s: %s", path, err.msg);
     if (len && data[len - 1] == '\n')
         data[len - 1] = '\0';
@@ -71,7 +71,7 @@ static void test_golden_vectors(void **state)
         if (n < 6 || strcmp(de->d_name + n - 5, ".yaml"))
             continue;
         char *name = strndup(de->d_name, n - 5);
-        char *path = sbx_strdup_printf("%s/%s", dir, de->d_name);
+        char *path = sbx__strdup_printf("%s/%s", dir, de->d_name);
         sbx_error err = SBX_ERROR_INIT;
         sbx_recipe *r = NULL;
         if (sbx_recipe_parse_file(&r, path, NULL, &err) < 0)
@@ -87,7 +87,7 @@ static void test_golden_vectors(void **state)
             fail_msg("%s: digest %s, golden %s", name, digest, want_digest);
         /* The digest is the sha256 of exactly the canonical bytes. */
         char check[SBX_DIGEST_BUFSZ];
-        sbx_sha256_buf(want_canon, strlen(want_canon), check);
+        sbx__sha256_buf(want_canon, strlen(want_canon), check);
         assert_string_equal(check, want_digest);
         check_cache_keys(dir, name, r);
         free(want_canon);

@@ -163,7 +163,7 @@ static char *variant(const char *from, const char *to)
     const char *at = strstr(BASE_RECIPE, from);
     if (!at)
         fail_msg("'%s' not in the base recipe", from);
-    return sbx_strdup_printf("%.*s%s%s", (int)(at - BASE_RECIPE), BASE_RECIPE, to,
+    return sbx__strdup_printf("%.*s%s%s", (int)(at - BASE_RECIPE), BASE_RECIPE, to,
                              at + strlen(from));
 }
 
@@ -283,7 +283,7 @@ static void test_api_and_yaml_agree(void **state)
     assert_int_equal(c->kind, SBX_STEP_COPY);
     assert_int_equal(c->u.copy.mode, -1);
     assert_null(c->u.copy.owner);
-    assert_true(sbx_digest_valid(c->u.copy.content_digest));
+    assert_true(sbx__digest_valid(c->u.copy.content_digest));
     assert_non_null(strstr(c->canonical, c->u.copy.content_digest));
     assert_null(c->where);
     assert_int_equal(sbx_recipe_get_base(r4)->kind, SBX_BASE_SBX);
@@ -371,15 +371,15 @@ static void test_cache_keys_chain(void **state)
         assert_string_not_equal(k, ka[i]);
     }
     /* key(0) as documented: sha256("sbx-cache-v1\n" base "\n" resolved). */
-    char *doc = sbx_strdup_printf("sbx-cache-v1\n%s\n%s",
+    char *doc = sbx__strdup_printf("sbx-cache-v1\n%s\n%s",
                                   "{\"add_python\":null,\"kind\":\"from_registry\",\"ref\":\"node:22\"}",
                                   D1);
-    sbx_sha256_buf(doc, strlen(doc), k);
+    sbx__sha256_buf(doc, strlen(doc), k);
     free(doc);
     assert_string_equal(k, ka[0]);
     /* key(1) = sha256(key(0) "\n" step0.canonical) */
-    doc = sbx_strdup_printf("%s\n%s", ka[0], sbx_recipe_step(a, 0)->canonical);
-    sbx_sha256_buf(doc, strlen(doc), k);
+    doc = sbx__strdup_printf("%s\n%s", ka[0], sbx_recipe_step(a, 0)->canonical);
+    sbx__sha256_buf(doc, strlen(doc), k);
     free(doc);
     assert_string_equal(k, ka[1]);
     assert_int_equal(sbx_recipe_cache_key(k, a, 4, D1, &err), SBX_EINVAL);
@@ -441,7 +441,7 @@ static void test_parse_file_context_default(void **state)
     char *real = realpath(g_ctx, NULL);
     assert_string_equal(sbx_recipe_context_dir(r), real);
     const sbx_step *s = sbx_recipe_step(r, 0);
-    char *where = sbx_strdup_printf("%s:3:5", path);
+    char *where = sbx__strdup_printf("%s:3:5", path);
     assert_string_equal(s->where, where);
     free(where);
     free(real);

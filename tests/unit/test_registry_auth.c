@@ -219,7 +219,7 @@ static void test_docker_config_helpers(void **state)
                           "esac\n");
     assert_int_equal(chmod(helper, 0755), 0);
     const char *old = getenv("PATH");
-    char *path = sbx_strdup_printf("%s:%s", dir, old ? old : "/usr/bin:/bin");
+    char *path = sbx__strdup_printf("%s:%s", dir, old ? old : "/usr/bin:/bin");
     setenv("PATH", path, 1);
     char *cfg = tu_path(dir, "config.json");
     tu_write_file(cfg, "{\"credHelpers\":{\"h.example.com\":\"sbxtest\",\"missing.example.com\":"

@@ -128,7 +128,7 @@ static int serve(srv *s, int fd, const char *req, const char *body)
     }
     if (strstr(path, "/manifests/")) {
         char dg[SBX_DIGEST_BUFSZ];
-        sbx_sha256_buf(MANIFEST_BODY, strlen(MANIFEST_BODY), dg);
+        sbx__sha256_buf(MANIFEST_BODY, strlen(MANIFEST_BODY), dg);
         if (!strcmp(method, "HEAD")) {
             s->heads++;
             sendf(fd, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n");
@@ -181,9 +181,9 @@ static int serve(srv *s, int fd, const char *req, const char *body)
     if (n < 8)
         snprintf(s->ranges[n], sizeof s->ranges[n], "%s", range);
     if (n == 0)
-        s->first_ns = sbx_now_monotonic_ns();
+        s->first_ns = sbx__now_monotonic_ns();
     else if (n == 1)
-        s->second_ns = sbx_now_monotonic_ns();
+        s->second_ns = sbx__now_monotonic_ns();
     if (s->mode == MODE_RETRY_AFTER && n == 0) {
         sendf(fd, "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n");
         return 0;
@@ -305,7 +305,7 @@ static void srv_start(srv *s, srv_mode mode)
     assert_non_null(s->blob);
     for (size_t i = 0; i < BLOB_LEN; i++)
         s->blob[i] = (unsigned char)((i * 2654435761u) >> 13);
-    sbx_sha256_buf(s->blob, BLOB_LEN, s->digest);
+    sbx__sha256_buf(s->blob, BLOB_LEN, s->digest);
     s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(s->lfd >= 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -362,7 +362,7 @@ static int pull_blob_with(fixture *f, const char *identity_token, sbx_error *err
     assert_int_equal(reg_config_load(&cfg, f->rcfg, err), 0);
     reg_client *c = NULL;
     assert_int_equal(reg_client_new(&c, &ref, "", &opts, &cfg, err), 0);
-    reg_desc d = {.size = BLOB_LEN};
+    sbx_descriptor d = {.size = BLOB_LEN};
     snprintf(d.digest, sizeof d.digest, "%s", f->s.digest);
     snprintf(d.media_type, sizeof d.media_type, "application/vnd.oci.image.layer.v1.tar");
     int rc = reg_pull_layer(c, f->store, &d, f->s.digest, "test", err);
@@ -496,7 +496,7 @@ static void test_resolve_without_head(void **state)
     srv_start(&f->s, MODE_NO_HEAD);
     char ref[128], want[SBX_DIGEST_BUFSZ];
     snprintf(ref, sizeof ref, "127.0.0.1:%d/t/x:v1", f->s.port);
-    sbx_sha256_buf(MANIFEST_BODY, strlen(MANIFEST_BODY), want);
+    sbx__sha256_buf(MANIFEST_BODY, strlen(MANIFEST_BODY), want);
     sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
     test_opts(f, &opts);
     opts.store = f->store;

@@ -59,7 +59,7 @@ static void assert_content(const char *rel, const char *want)
     char *got = NULL;
     size_t len;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_read_file(&got, &len, p(rel), 4096, &err) < 0)
+    if (sbx__read_file(&got, &len, p(rel), 4096, &err) < 0)
         fail_msg("reading '%s': %s", rel, err.msg);
     assert_string_equal(got, want);
     free(got);
@@ -69,7 +69,7 @@ static int merge3(bool link, sbx_rootfs_stats *st, sbx_error *err)
 {
     const char *layers[] = {p("top"), p("mid"), p("low")};
     mkd("out");
-    return sbx_rootfs_merge(p("out"), layers, 3, link, st, err);
+    return sbx_rootfs_merge(p("out"), layers, 3, link, NULL, st, err);
 }
 
 /* An upper dir over a whiteout in the middle layer hides the lowest layer's

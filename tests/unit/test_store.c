@@ -230,7 +230,7 @@ static void test_layer_roundtrip(void **state)
     size_t n = 3u << 20;
     unsigned char *buf = ts_layer_bytes(n, 7);
     char want[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf(buf, n, want);
+    sbx__sha256_buf(buf, n, want);
 
     sbx_layer_writer *w = NULL;
     assert_int_equal(sbx_store_layer_begin(&w, t->s, want, &err), 0);
@@ -254,9 +254,9 @@ static void test_layer_roundtrip(void **state)
     assert_int_equal((uint64_t)st.st_size, info.stored_size);
     char *zbytes = NULL;
     size_t zlen = 0;
-    assert_int_equal(sbx_read_file(&zbytes, &zlen, path, 1 << 30, &err), 0);
+    assert_int_equal(sbx__read_file(&zbytes, &zlen, path, 1 << 30, &err), 0);
     char zd[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf(zbytes, zlen, zd);
+    sbx__sha256_buf(zbytes, zlen, zd);
     assert_string_equal(zd, info.zstd_digest);
     free(zbytes);
 
@@ -366,7 +366,7 @@ static void test_layer_errors(void **state)
                      SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "find unpacked layer");
     assert_int_equal(sbx_store_layer_unpacked_path(t->s, ABC_DIGEST, path, sizeof path, &err), 0);
-    char *want = sbx_strdup_printf("%s/unpacked/%s", t->root, ABC_HEX);
+    char *want = sbx__strdup_printf("%s/unpacked/%s", t->root, ABC_HEX);
     assert_string_equal(path, want);
     free(want);
     assert_int_equal(sbx_store_layer_unpacked_path(t->s, ABC_DIGEST, path, 10, &err),
@@ -699,9 +699,9 @@ static void test_crashed_writer_debris_is_undone_on_open(void **state)
     pid_t dead = ts_dead_pid();
     /* A writer died after linking its named temp file into place, before
      * its record committed; and another died mid-write. */
-    char *blob = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
-    char *named = sbx_strdup_printf("%s/tmp/b.%s.%d.12345.abcdef", t->root, ABC_HEX, (int)dead);
-    char *partial = sbx_strdup_printf("%s/tmp/w.%d.12345.ghijkl", t->root, (int)dead);
+    char *blob = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
+    char *named = sbx__strdup_printf("%s/tmp/b.%s.%d.12345.abcdef", t->root, ABC_HEX, (int)dead);
+    char *partial = sbx__strdup_printf("%s/tmp/w.%d.12345.ghijkl", t->root, (int)dead);
     tu_write_file(named, "abc");
     assert_int_equal(link(named, blob), 0);
     tu_write_file(partial, "ab");
@@ -711,7 +711,7 @@ static void test_crashed_writer_debris_is_undone_on_open(void **state)
     sbx_fsck_report rep;
     assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
     /* A live writer's temp file is left alone. */
-    char *live = sbx_strdup_printf("%s/tmp/w.%d.%lld.mnopqr", t->root, (int)getpid(),
+    char *live = sbx__strdup_printf("%s/tmp/w.%d.%lld.mnopqr", t->root, (int)getpid(),
                                    (long long)ts_self_start());
     tu_write_file(live, "a");
     ts_reopen(t);
@@ -734,7 +734,7 @@ static void test_dangling_record_is_repaired_by_next_writer(void **state)
     char d[SBX_DIGEST_BUFSZ], diff[SBX_DIGEST_BUFSZ], path[4096];
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
     ts_put_layer(t, 5000, 1, diff);
-    char *blob = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
+    char *blob = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
     assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
     assert_int_equal(unlink(blob), 0);
     assert_int_equal(unlink(path), 0);
@@ -747,7 +747,7 @@ static void test_dangling_record_is_repaired_by_next_writer(void **state)
     sbx_fsck_report rep;
     assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
     /* Something else in tmp/ (not named like a writer's file) is left alone. */
-    char *other = sbx_strdup_printf("%s/tmp/not-ours", t->root);
+    char *other = sbx__strdup_printf("%s/tmp/not-ours", t->root);
     tu_write_file(other, "x");
     ts_reopen(t);
     assert_int_equal(ts_count(t, "tmp"), 1);
@@ -759,7 +759,7 @@ static void test_unrecorded_file_is_replaced_by_next_writer(void **state)
 {
     ts_ctx *t = *state;
     sbx_error err = SBX_ERROR_INIT;
-    char *blob = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
+    char *blob = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
     tu_write_file(blob, "abc");
     char d[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);

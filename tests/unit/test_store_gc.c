@@ -131,17 +131,17 @@ static void test_gc_removes_unrecorded_files_and_stale_tmp(void **state)
 {
     ts_ctx *t = *state;
     sbx_error err = SBX_ERROR_INIT;
-    char *stray = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
+    char *stray = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
     tu_write_file(stray, "abc");
-    char *tmp = sbx_strdup_printf("%s/tmp/w.%d.1.xxxxxx", t->root, (int)ts_dead_pid());
+    char *tmp = sbx__strdup_printf("%s/tmp/w.%d.1.xxxxxx", t->root, (int)ts_dead_pid());
     tu_write_file(tmp, "partial");
     /* An unpacked tree a killed gc had moved aside, and an unpacked tree
      * whose layer is gone. */
-    char *trash = sbx_strdup_printf("%s/tmp/u.%d.1.0", t->root, (int)ts_dead_pid());
+    char *trash = sbx__strdup_printf("%s/tmp/u.%d.1.0", t->root, (int)ts_dead_pid());
     assert_int_equal(mkdir(trash, 0700), 0);
     char *inner = tu_path(trash, "f");
     tu_write_file(inner, "x");
-    char *lost = sbx_strdup_printf("%s/unpacked/%s", t->root, ABC_HEX);
+    char *lost = sbx__strdup_printf("%s/unpacked/%s", t->root, ABC_HEX);
     assert_int_equal(mkdir(lost, 0700), 0);
     sbx_gc_report rep;
     assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
@@ -205,7 +205,7 @@ static void test_gc_unpacked_removes_unleased_dirs_only(void **state)
     char *ua = ts_unpacked(t, la, 300000), *ub = ts_unpacked(t, lb, 100000);
     uint64_t ua_bytes = ts_unpacked_blocks(ua);
     /* An unpack in flight for a's layer: its temp dir is not the cache's. */
-    char *inflight = sbx_strdup_printf("%s.tmp-%d-0", ua, (int)getpid());
+    char *inflight = sbx__strdup_printf("%s.tmp-%d-0", ua, (int)getpid());
     assert_int_equal(mkdir(inflight, 0755), 0);
     ts_reopen(t); /* this handle's process lease held both */
     /* A running build holds b (its process lease reaches b's layer). */
@@ -465,7 +465,7 @@ static void test_fsck_repairs_dangling_and_records_orphans(void **state)
     char m[SBX_DIGEST_BUFSZ], d[SBX_DIGEST_BUFSZ], layer[SBX_DIGEST_BUFSZ], path[4096];
     ts_put_image(t, "img", 1, m);
     /* Dangling: the manifest's file is gone, so the name goes too. */
-    char *mp = sbx_strdup_printf("%s/blobs/sha256/%s", t->root, m + 7);
+    char *mp = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, m + 7);
     assert_int_equal(unlink(mp), 0);
     /* Orphan: a valid layer file whose record is gone. */
     ts_put_layer(t, 30000, 9, layer);
@@ -534,7 +534,7 @@ static void test_df_counts_each_image(void **state)
     char layer[SBX_DIGEST_BUFSZ], cfg[SBX_DIGEST_BUFSZ], m2[SBX_DIGEST_BUFSZ];
     ts_put_layer(t, 100000, 1, layer);
     const char *c = "{\"config\":2}";
-    char *man = sbx_strdup_printf("{\"manifest\":2,\"layer\":\"%s\"}", layer);
+    char *man = sbx__strdup_printf("{\"manifest\":2,\"layer\":\"%s\"}", layer);
     assert_int_equal(sbx_store_put_blob(t->s, c, strlen(c), NULL, NULL, cfg, &err), 0);
     sbx_store_child kids[] = {{SBX_CHILD_BLOB, cfg}, {SBX_CHILD_LAYER, layer}};
     assert_int_equal(sbx_store_put_manifest(t->s, man, strlen(man), NULL, NULL, kids, 2, m2, &err),

@@ -105,8 +105,8 @@ static TS_UNUSED void ts_put_image_sized(ts_ctx *t, const char *name, unsigned s
     sbx_error err = SBX_ERROR_INIT;
     char layer[SBX_DIGEST_BUFSZ], cfg[SBX_DIGEST_BUFSZ];
     ts_put_layer(t, size, seed, layer);
-    char *c = sbx_strdup_printf("{\"config\":%u}", seed);
-    char *man = sbx_strdup_printf("{\"manifest\":%u,\"layer\":\"%s\"}", seed, layer);
+    char *c = sbx__strdup_printf("{\"config\":%u}", seed);
+    char *man = sbx__strdup_printf("{\"manifest\":%u,\"layer\":\"%s\"}", seed, layer);
     if (sbx_store_put_blob(t->s, c, strlen(c), "application/vnd.oci.image.config.v1+json", NULL,
                            cfg, &err) < 0)
         fail_msg("put config: %s", err.msg);

@@ -10,7 +10,7 @@
 char *tu_tmpdir(void)
 {
     const char *base = getenv("TMPDIR");
-    char *dir = sbx_strdup_printf("%s/sbx-unit-XXXXXX", base && *base ? base : "/tmp");
+    char *dir = sbx__strdup_printf("%s/sbx-unit-XXXXXX", base && *base ? base : "/tmp");
     assert_non_null(dir);
     assert_non_null(mkdtemp(dir));
     return dir;
@@ -21,13 +21,13 @@ void tu_tmpdir_free(char *dir)
     if (!dir)
         return;
     sbx_error err = SBX_ERROR_INIT;
-    sbx_rm_rf(dir, &err);
+    sbx__rm_rf(dir, &err);
     free(dir);
 }
 
 char *tu_path(const char *dir, const char *name)
 {
-    char *p = sbx_strdup_printf("%s/%s", dir, name);
+    char *p = sbx__strdup_printf("%s/%s", dir, name);
     assert_non_null(p);
     return p;
 }
@@ -50,7 +50,7 @@ long tu_count_files(const char *dir)
     while ((de = readdir(d))) {
         if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
             continue;
-        char *p = sbx_strdup_printf("%s/%s", dir, de->d_name);
+        char *p = sbx__strdup_printf("%s/%s", dir, de->d_name);
         struct stat st;
         if (p && lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
             n += tu_count_files(p);

@@ -4,7 +4,7 @@
 # Bases:
 #  - b_busybox_image NAME: a one-layer image from busybox-static (applet
 #    links, /etc/passwd with root and app(1000), /tmp 1777), put into $STORE
-#    by the unit-test binary's fixture mode (test_build_image --seed).
+#    by the unit-test binary's fixture mode (test_builder --seed).
 #  - b_sbx_base: the debootstrap base (base: sbx) is built at most once per
 #    build dir, in a shared store under $SBX_BUILD_DIR/test-shared guarded by
 #    a flock; each test copies that store (nobody writes it after seeding).
@@ -13,7 +13,7 @@ set -euo pipefail
 : "${SBX_BIN:?SBX_BIN must name the sbx-image binary}"
 : "${SBX_SOURCE_DIR:?SBX_SOURCE_DIR must name the source tree}"
 : "${SBX_BUILD_DIR:?SBX_BUILD_DIR must name the build dir}"
-B_DRIVER=$SBX_BUILD_DIR/tests/test_build_image
+B_DRIVER=$SBX_BUILD_DIR/tests/test_builder
 
 b_die() { echo "build test: $*" >&2; exit 1; }
 b_pass() { echo "ok - $*"; }

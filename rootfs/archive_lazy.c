@@ -33,7 +33,7 @@ static char g_why[512];
 
 static bool resolve(void *handle, void **slot, const char *sym)
 {
-    return sbx_lib_sym(handle, BLD_ARCHIVE_SONAME, sym, slot, g_why, sizeof g_why);
+    return sbx__lib_sym(handle, BLD_ARCHIVE_SONAME, sym, slot, g_why, sizeof g_why);
 }
 
 #define RESOLVE(ret, name, params, args, fail)                                                \
@@ -43,7 +43,7 @@ static bool resolve(void *handle, void **slot, const char *sym)
 
 static void load_once(void)
 {
-    void *h = sbx_lib_open(BLD_ARCHIVE_SONAME, g_why, sizeof g_why);
+    void *h = sbx__lib_open(BLD_ARCHIVE_SONAME, g_why, sizeof g_why);
     if (!h)
         return;
     BLD_ARCHIVE_FUNCTIONS(RESOLVE, RESOLVE_VOID)
@@ -59,7 +59,7 @@ static bool loaded(void)
     return g_loaded;
 }
 
-int bld_archive_load(sbx_error *err)
+int rfs_archive_load(sbx_error *err)
 {
     if (!loaded())
         return sbx_error_set(err, SBX_EINTERNAL, "loading libarchive: %s", g_why);

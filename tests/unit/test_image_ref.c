@@ -1,7 +1,7 @@
 /* Image ref grammar and normalization, and platforms: table-driven. */
 #include <string.h>
 
-#include "registry_internal.h"
+#include "image_internal.h"
 #include "testutil.h"
 
 #define D64 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -200,13 +200,13 @@ static void test_platform_match(void **state)
     P(want, "linux/arm/v7");
     P(have, "linux/arm/v6");
     assert_true(sbx_platform_match(&want, &have)); /* older variant runs */
-    assert_int_equal(registry_platform_rank(&want, &have), 1);
+    assert_int_equal(img_platform_rank(&want, &have), 1);
     P(want, "linux/arm/v6");
     P(have, "linux/arm/v7");
     assert_false(sbx_platform_match(&want, &have));
     P(want, "linux/amd64");
     P(have, "linux/amd64");
-    assert_int_equal(registry_platform_rank(&want, &have), 3);
+    assert_int_equal(img_platform_rank(&want, &have), 3);
     P(have, "windows/amd64");
     assert_false(sbx_platform_match(&want, &have));
 #undef P

@@ -21,7 +21,7 @@
 #include <sys/xattr.h>
 
 #include "archive_lazy.h"
-#include "layers.h"
+#include "rootfs_internal.h"
 #include "sbx_common.h"
 
 typedef struct hardlink {
@@ -35,7 +35,7 @@ typedef struct capture_ctx {
     int64_t epoch;
     struct archive *ar;
     struct archive_entry *entry;
-    sbx_sha256 *hash;
+    sbx__sha256 *hash;
     sbx_capture_write_fn write_fn;
     void *ud;
     sbx_error *err;
@@ -57,7 +57,7 @@ static la_ssize_t ar_write_cb(struct archive *a, void *p, const void *buf, size_
         archive_set_error(a, EIO, "layer sink failed");
         return -1;
     }
-    sbx_sha256_update(c->hash, buf, len);
+    sbx__sha256_update(c->hash, buf, len);
     c->size += len;
     return (la_ssize_t)len;
 }
@@ -255,8 +255,8 @@ static int capture_one(capture_ctx *c, const char *path, const char *name, const
     if (c->opts->overlay_upper && is_whiteout(&st)) {
         const char *slash = strrchr(name, '/');
         _cleanup_free_ char *wh =
-            slash ? sbx_strdup_printf("%.*s/.wh.%s", (int)(slash - name), name, base)
-                  : sbx_strdup_printf(".wh.%s", base);
+            slash ? sbx__strdup_printf("%.*s/.wh.%s", (int)(slash - name), name, base)
+                  : sbx__strdup_printf(".wh.%s", base);
         if (!wh)
             return sbx_error_set(c->err, SBX_ENOMEM, "capturing: out of memory");
         return write_marker(c, wh, S_IFREG | 0644, path);
@@ -308,7 +308,7 @@ static int capture_one(capture_ctx *c, const char *path, const char *name, const
     if (r < 0)
         return r;
     if (opaque) {
-        _cleanup_free_ char *opq = sbx_strdup_printf("%s/.wh..wh..opq", name);
+        _cleanup_free_ char *opq = sbx__strdup_printf("%s/.wh..wh..opq", name);
         if (!opq)
             return sbx_error_set(c->err, SBX_ENOMEM, "capturing: out of memory");
         r = write_marker(c, opq, S_IFREG | 0644, path);
@@ -373,8 +373,8 @@ static int capture_dir(capture_ctx *c, const char *path, const char *name)
     if (r < 0)
         return r;
     for (size_t i = 0; i < n && r == 0; i++) {
-        char *child = sbx_strdup_printf("%s/%s", path, names[i]);
-        char *cname = *name ? sbx_strdup_printf("%s/%s", name, names[i]) : strdup(names[i]);
+        char *child = sbx__strdup_printf("%s/%s", path, names[i]);
+        char *cname = *name ? sbx__strdup_printf("%s/%s", name, names[i]) : strdup(names[i]);
         if (!child || !cname)
             r = sbx_error_set(c->err, SBX_ENOMEM, "capturing: out of memory");
         else
@@ -501,7 +501,7 @@ static int dir_is_empty(const char *dir, bool *empty, sbx_error *err)
     return 0;
 }
 
-int sbx_capture_stream(sbx_capture_result *out, const char *dir,
+int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
                        const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
                        void *ud, sbx_error *err)
 {
@@ -516,7 +516,7 @@ int sbx_capture_stream(sbx_capture_result *out, const char *dir,
         return r;
     if (empty && !opts->prefix)
         return 0;
-    r = bld_archive_load(err);
+    r = rfs_archive_load(err);
     if (r < 0)
         return sbx_error_wrap(err, "capturing '%s'", dir);
 
@@ -528,7 +528,7 @@ int sbx_capture_stream(sbx_capture_result *out, const char *dir,
     c->write_fn = write_fn;
     c->ud = ud;
     c->err = err;
-    r = sbx_sha256_new(&c->hash, err);
+    r = sbx__sha256_new(&c->hash, err);
     if (r == 0) {
         c->ar = archive_write_new();
         c->entry = archive_entry_new();
@@ -549,7 +549,7 @@ int sbx_capture_stream(sbx_capture_result *out, const char *dir,
     if (r == 0 && archive_write_close(c->ar) != ARCHIVE_OK)
         r = ar_fail(c, "finishing the tar stream", dir);
     if (r == 0) {
-        sbx_sha256_final(c->hash, out->diff_id);
+        sbx__sha256_final(c->hash, out->diff_id);
         out->changed = c->entries > 0;
         out->size = c->size;
         out->entries = c->entries;
@@ -562,7 +562,7 @@ int sbx_capture_stream(sbx_capture_result *out, const char *dir,
     }
     if (c->entry)
         archive_entry_free(c->entry);
-    sbx_sha256_free(c->hash);
+    sbx__sha256_free(c->hash);
     for (size_t i = 0; i < c->nlinks; i++)
         free(c->links[i].path);
     free(c->links);
@@ -575,7 +575,7 @@ static int layer_sink(void *ud, const void *buf, size_t len, sbx_error *err)
     return sbx_layer_writer_write(ud, buf, len, err);
 }
 
-int sbx_layer_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
+int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
                       const sbx_capture_options *opts, sbx_error *err)
 {
     sbx_capture_options defaults = SBX_CAPTURE_OPTIONS_INIT;
@@ -589,7 +589,7 @@ int sbx_layer_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
     if (empty && !opts->prefix)
         return 0;
     /* Before a layer write is begun, so a missing library leaves nothing. */
-    r = bld_archive_load(err);
+    r = rfs_archive_load(err);
     if (r < 0)
         return sbx_error_wrap(err, "capturing '%s'", dir);
 
@@ -597,7 +597,7 @@ int sbx_layer_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
     r = sbx_store_layer_begin(&w, s, NULL, err);
     if (r < 0)
         return sbx_error_wrap(err, "capturing '%s'", dir);
-    r = sbx_capture_stream(out, dir, opts, layer_sink, w, err);
+    r = sbx_rootfs_capture_stream(out, dir, opts, layer_sink, w, err);
     if (r < 0 || !out->changed) {
         sbx_layer_writer_abort(w);
         return r;

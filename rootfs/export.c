@@ -1,4 +1,4 @@
-/* sbx_export_layout: an image in the store -> an OCI image layout directory.
+/* sbx_rootfs_export: an image in the store -> an OCI image layout directory.
  *
  * The image is looked up in the store only and leased for the whole call
  * (as sbx_rootfs_unpack does).  Layers are written as the store keeps them,
@@ -28,16 +28,9 @@
 
 #include "outdir.h"
 #include "sbx_common.h"
-#include "sbx/export.h"
+#include "sbx/rootfs.h"
 #include "sbx/log.h"
-#include "sbx/registry.h"
 
-#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
-#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
-#define MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
-#define MT_OCI_ZSTD "application/vnd.oci.image.layer.v1.tar+zstd"
-#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
-#define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
 #define COPY_CHUNK (1u << 20)
 
 typedef struct ctx {
@@ -57,7 +50,7 @@ static int check_cancel(const sbx_export_options *o, sbx_error *err)
 /* ---- the destination and its temp dir ------------------------------------- */
 
 /* Export writes a new directory: dest must not exist at all. */
-static int check_dest(bld_outdir *d, sbx_error *err)
+static int check_dest(rfs_outdir *d, sbx_error *err)
 {
     struct stat st;
     if (lstat(d->path, &st) == 0)
@@ -77,11 +70,11 @@ static int blob_create(int *fd_out, ctx *c, const char *digest, sbx_error *err)
 {
     const char *hex;
     *fd_out = -1;
-    if (sbx_digest_parse(&hex, digest, err) < 0)
+    if (sbx__digest_parse(&hex, digest, err) < 0)
         return sbx_error_wrap(err, "exporting");
     int fd = openat(c->blobs_fd, hex, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 && errno != EEXIST)
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "exporting: creating blob '%s'",
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "exporting: creating blob '%s'",
                              digest);
     *fd_out = fd;
     return 0;
@@ -91,10 +84,10 @@ static int blob_finish(int fd, ctx *c, const char *digest, uint64_t size, sbx_er
 {
     int r = 0;
     if (fsync(fd) < 0)
-        r = sbx_error_sys(err, sbx_errno_code(errno), errno, "exporting: syncing blob '%s'",
+        r = sbx_error_sys(err, sbx__errno_code(errno), errno, "exporting: syncing blob '%s'",
                           digest);
     if (close(fd) < 0 && r == 0)
-        r = sbx_error_sys(err, sbx_errno_code(errno), errno, "exporting: writing blob '%s'",
+        r = sbx_error_sys(err, sbx__errno_code(errno), errno, "exporting: writing blob '%s'",
                           digest);
     if (r == 0) {
         c->out->blobs++;
@@ -109,14 +102,14 @@ static int write_blob_buf(ctx *c, const char *digest, const void *data, size_t l
                           const char *what, sbx_error *err)
 {
     char got[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf(data, len, got);
+    sbx__sha256_buf(data, len, got);
     if (strcmp(got, digest) != 0)
         return sbx_error_set(err, SBX_EDIGEST, "exporting: the %s read from the store hashes to "
                              "'%s', not '%s' (run sbx-image fsck)", what, got, digest);
     int fd, r = blob_create(&fd, c, digest, err);
     if (r < 0 || fd < 0)
         return r;
-    if ((r = sbx_write_all(fd, data, len, err)) < 0) {
+    if ((r = sbx__write_all(fd, data, len, err)) < 0) {
         close(fd);
         return sbx_error_wrap(err, "exporting: writing blob '%s'", digest);
     }
@@ -128,11 +121,11 @@ static int write_blob_buf(ctx *c, const char *digest, const void *data, size_t l
 static int copy_hashed(int src, int dst, const char *id, uint64_t total, ctx *c,
                        char got[SBX_DIGEST_BUFSZ], uint64_t *copied, sbx_error *err)
 {
-    _cleanup_sha256_ sbx_sha256 *h = NULL;
+    _cleanup_sha256_ sbx__sha256 *h = NULL;
     _cleanup_free_ char *buf = malloc(COPY_CHUNK);
     if (!buf)
         return sbx_error_set(err, SBX_ENOMEM, "exporting: out of memory");
-    int r = sbx_sha256_new(&h, err);
+    int r = sbx__sha256_new(&h, err);
     if (r < 0)
         return r;
     *copied = 0;
@@ -147,13 +140,13 @@ static int copy_hashed(int src, int dst, const char *id, uint64_t total, ctx *c,
             return sbx_error_sys(err, SBX_EIO, errno, "exporting: reading the store");
         if (n == 0)
             break;
-        sbx_sha256_update(h, buf, (size_t)n);
-        if ((r = sbx_write_all(dst, buf, (size_t)n, err)) < 0)
+        sbx__sha256_update(h, buf, (size_t)n);
+        if ((r = sbx__write_all(dst, buf, (size_t)n, err)) < 0)
             return r;
         *copied += (uint64_t)n;
         sbx_progress_emit(id, "copy", *copied, total);
     }
-    sbx_sha256_final(h, got);
+    sbx__sha256_final(h, got);
     return 0;
 }
 
@@ -191,13 +184,13 @@ static int write_layer(ctx *c, size_t i, size_t n, const sbx_layer_info *li, sbx
 
 /* The stored form of every layer; *same when the manifest references exactly
  * those streams. */
-static int layer_infos(sbx_layer_info *infos, bool *same, sbx_store *s, const sbx_image_info *in,
+static int layer_infos(sbx_layer_info *infos, bool *same, sbx_store *s, const sbx_image *in,
                        sbx_error *err)
 {
     *same = true;
     for (size_t i = 0; i < in->nlayers; i++) {
-        const sbx_pull_layer *l = &in->layers[i];
-        if (!sbx_digest_valid(l->diff_id))
+        const sbx_image_layer *l = &in->layers[i];
+        if (!sbx__digest_valid(l->diff_id))
             return sbx_error_set(err, SBX_ENOTFOUND, "exporting: layer %zu has no diff_id in the "
                                  "image config", i + 1);
         if (sbx_store_has_layer(s, l->diff_id) != 1)
@@ -221,7 +214,7 @@ static int json_oom(json_t *o, sbx_error *err)
 
 /* A new OCI manifest: the same config (as an OCI config), each layer as its
  * stored zstd stream, the old manifest's annotations. */
-static int rereference(char **out, size_t *len, const sbx_image_info *in,
+static int rereference(char **out, size_t *len, const sbx_image *in,
                        const sbx_layer_info *infos, sbx_error *err)
 {
     json_t *old = json_loadb(in->manifest_raw, in->manifest_len, 0, NULL);
@@ -233,11 +226,11 @@ static int rereference(char **out, size_t *len, const sbx_image_info *in,
         return sbx_error_set(err, SBX_EINVAL, "exporting: manifest '%s' has no config size",
                              in->digest);
     }
-    if (!cmt || !strcmp(cmt, MT_DOCKER_CONFIG))
-        cmt = MT_OCI_CONFIG; /* the same JSON; OCI's name for it */
+    if (!cmt || !strcmp(cmt, SBX_MT_DOCKER_CONFIG))
+        cmt = SBX_MT_OCI_CONFIG; /* the same JSON; OCI's name for it */
     json_t *layers = json_array();
     json_t *m = json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:o}", "schemaVersion", 2, "mediaType",
-                          MT_OCI_MANIFEST, "config", "mediaType", cmt, "digest", in->config_digest,
+                          SBX_MT_OCI_MANIFEST, "config", "mediaType", cmt, "digest", in->config_digest,
                           "size", json_integer_value(size), "layers", layers);
     json_t *ann = json_object_get(old, "annotations");
     if (m && json_is_object(ann))
@@ -246,7 +239,7 @@ static int rereference(char **out, size_t *len, const sbx_image_info *in,
     if (!m)
         return json_oom(NULL, err);
     for (size_t i = 0; i < in->nlayers; i++)
-        if (json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType", MT_OCI_ZSTD,
+        if (json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType", SBX_MT_OCI_LAYER_ZSTD,
                                                     "digest", infos[i].zstd_digest, "size",
                                                     (json_int_t)infos[i].stored_size)) < 0)
             return json_oom(m, err);
@@ -259,7 +252,7 @@ static int rereference(char **out, size_t *len, const sbx_image_info *in,
 }
 
 /* The index.json entry's platform, from the config as written there. */
-static json_t *platform_of(const sbx_image_info *in)
+static json_t *platform_of(const sbx_image *in)
 {
     json_t *cfg = json_loadb(in->config_raw, in->config_len, 0, NULL);
     const char *os = json_string_value(json_object_get(cfg, "os"));
@@ -280,17 +273,17 @@ static int write_file_at(int dirfd_, const char *name, const char *data, size_t 
 {
     int fd = openat(dirfd_, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0)
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "exporting: creating '%s'", name);
-    int r = sbx_write_all(fd, data, len, err);
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "exporting: creating '%s'", name);
+    int r = sbx__write_all(fd, data, len, err);
     if (r == 0 && fsync(fd) < 0)
-        r = sbx_error_sys(err, sbx_errno_code(errno), errno, "exporting: syncing '%s'", name);
+        r = sbx_error_sys(err, sbx__errno_code(errno), errno, "exporting: syncing '%s'", name);
     if (close(fd) < 0 && r == 0)
-        r = sbx_error_sys(err, sbx_errno_code(errno), errno, "exporting: writing '%s'", name);
+        r = sbx_error_sys(err, sbx__errno_code(errno), errno, "exporting: writing '%s'", name);
     return r;
 }
 
 static int write_index(int dfd, const char *media_type, const char *digest, size_t len,
-                       const sbx_image_info *in, const sbx_export_options *o, sbx_error *err)
+                       const sbx_image *in, const sbx_export_options *o, sbx_error *err)
 {
     json_t *desc = json_pack("{s:s, s:s, s:I}", "mediaType", media_type, "digest", digest, "size",
                              (json_int_t)len);
@@ -302,7 +295,7 @@ static int write_index(int dfd, const char *media_type, const char *digest, size
     if (o->tag && *o->tag)
         json_object_set_new(desc, "annotations",
                             json_pack("{s:s}", "org.opencontainers.image.ref.name", o->tag));
-    json_t *idx = json_pack("{s:i, s:s, s:[o]}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+    json_t *idx = json_pack("{s:i, s:s, s:[o]}", "schemaVersion", 2, "mediaType", SBX_MT_OCI_INDEX,
                             "manifests", desc);
     if (!idx)
         return json_oom(NULL, err);
@@ -317,7 +310,7 @@ static int write_index(int dfd, const char *media_type, const char *digest, size
 
 /* ---- the work ---------------------------------------------------------------- */
 
-static int sync_dirs(const bld_outdir *d, sbx_error *err)
+static int sync_dirs(const rfs_outdir *d, sbx_error *err)
 {
     static const char *const sub[] = {"blobs/sha256", "blobs", "."};
     for (size_t i = 0; i < SBX_ARRAY_LEN(sub); i++) {
@@ -327,7 +320,7 @@ static int sync_dirs(const bld_outdir *d, sbx_error *err)
         if (fd >= 0)
             close(fd);
         if (r < 0)
-            return sbx_error_sys(err, sbx_errno_code(e), e, "exporting: syncing '%s/%s'", d->tmp,
+            return sbx_error_sys(err, sbx__errno_code(e), e, "exporting: syncing '%s/%s'", d->tmp,
                                  sub[i]);
     }
     if (fchmod(d->lock_fd, 0755) < 0)
@@ -335,12 +328,12 @@ static int sync_dirs(const bld_outdir *d, sbx_error *err)
     return 0;
 }
 
-static int write_layout(ctx *c, bld_outdir *d, const sbx_image_info *in, const sbx_layer_info *infos,
+static int write_layout(ctx *c, rfs_outdir *d, const sbx_image *in, const sbx_layer_info *infos,
                         const char *man, size_t man_len, sbx_error *err)
 {
     int r;
     if (mkdirat(d->lock_fd, "blobs", 0755) < 0 || mkdirat(d->lock_fd, "blobs/sha256", 0755) < 0)
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "exporting: creating '%s/blobs'",
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "exporting: creating '%s/blobs'",
                              d->tmp);
     c->blobs_fd = openat(d->lock_fd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (c->blobs_fd < 0)
@@ -353,7 +346,7 @@ static int write_layout(ctx *c, bld_outdir *d, const sbx_image_info *in, const s
                             err)) < 0 ||
         (r = write_blob_buf(c, c->out->digest, man, man_len, "manifest", err)) < 0)
         return r;
-    const char *mt = c->out->recompressed || !in->media_type[0] ? MT_OCI_MANIFEST : in->media_type;
+    const char *mt = c->out->recompressed || !in->media_type[0] ? SBX_MT_OCI_MANIFEST : in->media_type;
     if ((r = write_index(d->lock_fd, mt, c->out->digest, man_len, in, c->o, err)) < 0)
         return r;
     if ((r = sync_dirs(d, err)) < 0 || (r = check_cancel(c->o, err)) < 0)
@@ -367,25 +360,24 @@ static int write_layout(ctx *c, bld_outdir *d, const sbx_image_info *in, const s
     free(d->tmp);
     d->tmp = NULL;
     sbx_error fe = SBX_ERROR_INIT;
-    sbx_fsync_dir(d->parent, &fe);
+    sbx__fsync_dir(d->parent, &fe);
     return 0;
 }
 
-static int check_manifest_type(const sbx_image_info *in, sbx_error *err)
+static int check_manifest_type(const sbx_image *in, sbx_error *err)
 {
-    if (!in->media_type[0] || !strcmp(in->media_type, MT_OCI_MANIFEST) ||
-        !strcmp(in->media_type, MT_DOCKER_MANIFEST))
+    if (!in->media_type[0] || !strcmp(in->media_type, SBX_MT_OCI_MANIFEST) ||
+        !strcmp(in->media_type, SBX_MT_DOCKER_MANIFEST))
         return 0;
     return sbx_error_set(err, SBX_EUNSUPPORTED, "exporting: manifest '%s' is '%s', not an image "
                          "manifest this can export", in->digest, in->media_type);
 }
 
-static int run(sbx_export_result *out, sbx_store *s, const char *image, bld_outdir *d,
+static int run(sbx_export_result *out, sbx_store *s, const char *image, rfs_outdir *d,
                const sbx_export_options *o, sbx_error *err)
 {
-    sbx_image_info *in = NULL;
-    sbx_lease *lease = NULL;
-    int r = bld_open_image(&in, &lease, s, image, o->platform, "exporting", err);
+    sbx_image *in = NULL;
+    int r = rfs_open_image(&in, s, image, o->platform, "exporting", err);
     if (r < 0)
         return r;
     sbx_layer_info *infos = NULL;
@@ -409,10 +401,10 @@ static int run(sbx_export_result *out, sbx_store *s, const char *image, bld_outd
     } else {
         if ((r = rereference(&man, &man_len, in, infos, err)) < 0)
             goto done;
-        sbx_sha256_buf(man, man_len, out->digest);
+        sbx__sha256_buf(man, man_len, out->digest);
         out->recompressed = true;
     }
-    if ((r = check_cancel(o, err)) < 0 || (r = bld_outdir_make_tmp(d, err)) < 0)
+    if ((r = check_cancel(o, err)) < 0 || (r = rfs_outdir_make_tmp(d, err)) < 0)
         goto done;
     if ((r = write_layout(&c, d, in, infos, man, man_len, err)) < 0)
         goto done;
@@ -425,8 +417,7 @@ done:
     if (in && man != in->manifest_raw)
         free(man);
     free(infos);
-    sbx_image_info_free(in);
-    sbx_lease_release(lease);
+    sbx_image_close(in);
     return r;
 }
 
@@ -437,13 +428,13 @@ struct call {
     const sbx_export_options *o;
 };
 
-static int work(bld_outdir *d, void *ud, sbx_error *err)
+static int work(rfs_outdir *d, void *ud, sbx_error *err)
 {
     struct call *c = ud;
     return run(c->out, c->s, c->image, d, c->o, err);
 }
 
-int sbx_export_layout(sbx_export_result *out, sbx_store *store, const char *image,
+int sbx_rootfs_export(sbx_export_result *out, sbx_store *store, const char *image,
                       const char *dir, const sbx_export_options *opts, sbx_error *err)
 {
     static const sbx_export_options defaults = SBX_EXPORT_OPTIONS_INIT;
@@ -452,5 +443,5 @@ int sbx_export_layout(sbx_export_result *out, sbx_store *store, const char *imag
     if (!image || !*image || !dir || !*dir)
         return sbx_error_set(err, SBX_EINVAL, "exporting: an image and a directory are needed");
     struct call c = {out, store, image, o};
-    return bld_outdir_run(dir, "exporting", "export", check_dest, work, &c, err);
+    return rfs_outdir_run(dir, "exporting", "export", check_dest, work, &c, err);
 }

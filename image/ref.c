@@ -13,7 +13,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-#include "registry_internal.h"
+#include "image_internal.h"
 
 static int ref_error(sbx_error *err, const char *s, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -150,7 +150,7 @@ static const char *check_digest(const char *d)
         return "digest must be 'sha256:' followed by 64 hex digits";
     if (strncmp(d, "sha256:", 7) != 0)
         return "unsupported digest algorithm (only sha256)";
-    if (!sbx_digest_valid(d))
+    if (!sbx__digest_valid(d))
         return "digest must be 'sha256:' followed by 64 lowercase hex digits";
     return NULL;
 }

@@ -1,8 +1,8 @@
-/* Unit tests of the builder's image writer (builder/image.c), step scripts
+/* Unit tests of the builder's image writer (builder/config.c), step scripts
  * (builder/steps.c) and cache lookups (builder/cache.c).
  *
  * Also a fixture driver for the integration tests: run as
- *   test_build_image --seed STORE DIR NAME
+ *   test_builder --seed STORE DIR NAME
  * it stores the directory tree DIR as a one-layer image named NAME
  * (sbx_build_image_from_dir) and prints the manifest digest, which is how
  * the tests make their busybox base without any registry. */
@@ -66,26 +66,26 @@ static void test_commit_roundtrip_and_determinism(void **state)
     put_layer(f->s, "layer one", l1);
 
     unsetenv("SOURCE_DATE_EPOCH");
-    json_t *cfg = sbx_img_config_new("linux", "amd64");
+    json_t *cfg = bld_config_new("linux", "amd64");
     assert_non_null(cfg);
-    assert_int_equal(sbx_img_add_history(cfg, l1, "copy a /a", &err), 0);
-    assert_int_equal(sbx_img_set_env(cfg, "A", "1", &err), 0);
-    assert_int_equal(sbx_img_set_env(cfg, "A", "2", &err), 0); /* replaces */
-    assert_int_equal(sbx_img_set_string(cfg, "WorkingDir", "/app", &err), 0);
-    assert_int_equal(sbx_img_set_label(cfg, SBX_LABEL_READY_CMD, "[\"true\"]", &err), 0);
-    assert_int_equal(sbx_img_add_history(cfg, NULL, "env A=2", &err), 0);
+    assert_int_equal(bld_config_add_history(cfg, l1, "copy a /a", &err), 0);
+    assert_int_equal(bld_config_set_env(cfg, "A", "1", &err), 0);
+    assert_int_equal(bld_config_set_env(cfg, "A", "2", &err), 0); /* replaces */
+    assert_int_equal(bld_config_set_string(cfg, "WorkingDir", "/app", &err), 0);
+    assert_int_equal(bld_config_set_label(cfg, BLD_LABEL_READY_CMD, "[\"true\"]", &err), 0);
+    assert_int_equal(bld_config_add_history(cfg, NULL, "env A=2", &err), 0);
 
     char d1[SBX_DIGEST_BUFSZ], d2[SBX_DIGEST_BUFSZ];
-    assert_int_equal(sbx_img_commit(f->s, cfg, d1, &err), 0);
-    assert_int_equal(sbx_img_commit(f->s, cfg, d2, &err), 0);
+    assert_int_equal(bld_config_commit(f->s, cfg, d1, &err), 0);
+    assert_int_equal(bld_config_commit(f->s, cfg, d2, &err), 0);
     assert_string_equal(d1, d2);
 
     json_t *back = NULL;
-    assert_int_equal(sbx_img_load(&back, f->s, d1, &err), 0);
-    assert_int_equal(sbx_img_nlayers(back), 1);
-    assert_string_equal(sbx_img_layer(back, 0), l1);
-    assert_string_equal(sbx_img_get_string(back, "WorkingDir"), "/app");
-    const char **env = sbx_img_env(back);
+    assert_int_equal(bld_config_load(&back, f->s, d1, &err), 0);
+    assert_int_equal(bld_config_nlayers(back), 1);
+    assert_string_equal(bld_config_layer(back, 0), l1);
+    assert_string_equal(bld_config_get_string(back, "WorkingDir"), "/app");
+    const char **env = bld_config_env(back);
     assert_string_equal(env[1], "A=2");
     assert_null(env[2]);
     free(env);
@@ -112,7 +112,7 @@ static void test_commit_roundtrip_and_determinism(void **state)
     /* SOURCE_DATE_EPOCH changes the timestamps, hence the digest. */
     setenv("SOURCE_DATE_EPOCH", "86400", 1);
     char created[32];
-    assert_string_equal(sbx_img_created(created), "1970-01-02T00:00:00Z");
+    assert_string_equal(bld_config_created(created), "1970-01-02T00:00:00Z");
     unsetenv("SOURCE_DATE_EPOCH");
     json_decref(back);
     json_decref(cfg);
@@ -122,11 +122,11 @@ static void test_commit_unknown_layer(void **state)
 {
     fx *f = *state;
     sbx_error err = SBX_ERROR_INIT;
-    json_t *cfg = sbx_img_config_new("linux", "amd64");
+    json_t *cfg = bld_config_new("linux", "amd64");
     const char *missing = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-    assert_int_equal(sbx_img_add_history(cfg, missing, "run", &err), 0);
+    assert_int_equal(bld_config_add_history(cfg, missing, "run", &err), 0);
     char d[SBX_DIGEST_BUFSZ];
-    assert_true(sbx_img_commit(f->s, cfg, d, &err) < 0);
+    assert_true(bld_config_commit(f->s, cfg, d, &err) < 0);
     tu_assert_error(&err, SBX_ENOTFOUND, "describe layer 1");
     json_decref(cfg);
 }
@@ -138,7 +138,7 @@ static void test_load_not_a_manifest(void **state)
     char d[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_store_put_blob(f->s, "{\"a\":1}", 7, NULL, NULL, d, &err), 0);
     json_t *cfg = NULL;
-    assert_true(sbx_img_load(&cfg, f->s, d, &err) < 0);
+    assert_true(bld_config_load(&cfg, f->s, d, &err) < 0);
     tu_assert_error(&err, SBX_EINVAL, "not an image manifest");
     assert_null(cfg);
 }
@@ -149,16 +149,16 @@ static void test_cache_lookup(void **state)
     sbx_error err = SBX_ERROR_INIT;
     char l1[SBX_DIGEST_BUFSZ], d[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ];
     put_layer(f->s, "cached layer", l1);
-    json_t *cfg = sbx_img_config_new("linux", "amd64");
-    assert_int_equal(sbx_img_add_history(cfg, l1, "run", &err), 0);
-    assert_int_equal(sbx_img_commit(f->s, cfg, d, &err), 0);
+    json_t *cfg = bld_config_new("linux", "amd64");
+    assert_int_equal(bld_config_add_history(cfg, l1, "run", &err), 0);
+    assert_int_equal(bld_config_commit(f->s, cfg, d, &err), 0);
     const char *key = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     json_t *back = NULL;
-    assert_int_equal(sbx_cache_lookup(&back, got, f->s, key), 0);
-    assert_int_equal(sbx_cache_store(f->s, key, d, &err), 0);
-    assert_int_equal(sbx_cache_lookup(&back, got, f->s, key), 1);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key), 0);
+    assert_int_equal(bld_cache_store(f->s, key, d, &err), 0);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key), 1);
     assert_string_equal(got, d);
-    assert_string_equal(sbx_img_layer(back, 0), l1);
+    assert_string_equal(bld_config_layer(back, 0), l1);
     char named[SBX_DIGEST_BUFSZ];
     char name[128];
     snprintf(name, sizeof name, "cache:%s", key);
@@ -167,24 +167,24 @@ static void test_cache_lookup(void **state)
     json_decref(cfg);
 }
 
-/* sbx_img_digest: the digest sbx_img_commit gives, with nothing written. */
+/* bld_config_digest: the digest bld_config_commit gives, with nothing written. */
 static void test_img_digest_writes_nothing(void **state)
 {
     fx *f = *state;
     sbx_error err = SBX_ERROR_INIT;
     char l1[SBX_DIGEST_BUFSZ], d0[SBX_DIGEST_BUFSZ], d1[SBX_DIGEST_BUFSZ];
     put_layer(f->s, "digest only", l1);
-    json_t *cfg = sbx_img_config_new("linux", "amd64");
-    assert_int_equal(sbx_img_add_history(cfg, l1, "run", &err), 0);
-    assert_int_equal(sbx_img_digest(f->s, cfg, d0, &err), 0);
+    json_t *cfg = bld_config_new("linux", "amd64");
+    assert_int_equal(bld_config_add_history(cfg, l1, "run", &err), 0);
+    assert_int_equal(bld_config_digest(f->s, cfg, d0, &err), 0);
     assert_int_equal(sbx_store_has_blob(f->s, d0), 0);
-    assert_int_equal(sbx_img_commit(f->s, cfg, d1, &err), 0);
+    assert_int_equal(bld_config_commit(f->s, cfg, d1, &err), 0);
     assert_string_equal(d0, d1);
     assert_int_equal(sbx_store_has_blob(f->s, d1), 1);
 
     const char *missing = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-    assert_int_equal(sbx_img_add_history(cfg, missing, "run", &err), 0);
-    assert_true(sbx_img_digest(f->s, cfg, d0, &err) < 0);
+    assert_int_equal(bld_config_add_history(cfg, missing, "run", &err), 0);
+    assert_true(bld_config_digest(f->s, cfg, d0, &err) < 0);
     tu_assert_error(&err, SBX_ENOTFOUND, "describe layer 2");
     json_decref(cfg);
 }
@@ -196,18 +196,18 @@ static void test_cache_lookup_missing_layer_file(void **state)
     sbx_error err = SBX_ERROR_INIT;
     char l1[SBX_DIGEST_BUFSZ], d[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ], path[4096];
     put_layer(f->s, "layer that goes away", l1);
-    json_t *cfg = sbx_img_config_new("linux", "amd64");
-    assert_int_equal(sbx_img_add_history(cfg, l1, "run", &err), 0);
-    assert_int_equal(sbx_img_commit(f->s, cfg, d, &err), 0);
+    json_t *cfg = bld_config_new("linux", "amd64");
+    assert_int_equal(bld_config_add_history(cfg, l1, "run", &err), 0);
+    assert_int_equal(bld_config_commit(f->s, cfg, d, &err), 0);
     const char *key = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
-    assert_int_equal(sbx_cache_store(f->s, key, d, &err), 0);
+    assert_int_equal(bld_cache_store(f->s, key, d, &err), 0);
     json_t *back = NULL;
-    assert_int_equal(sbx_cache_lookup(&back, got, f->s, key), 1);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key), 1);
     json_decref(back);
     back = NULL;
     assert_int_equal(sbx_store_layer_path(f->s, l1, path, sizeof path, &err), 0);
     assert_int_equal(unlink(path), 0);
-    assert_int_equal(sbx_cache_lookup(&back, got, f->s, key), 0);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key), 0);
     assert_null(back);
     json_decref(cfg);
 }
@@ -225,39 +225,39 @@ static void test_step_scripts(void **state)
     (void)state;
     sbx_recipe *r = NULL;
     const sbx_step *st = one_step(&r, "image: x\nsteps:\n  - apt_install: [curl, \"git\"]\n");
-    char *sum = sbx_step_summary(st);
+    char *sum = bld_step_summary(st);
     assert_string_equal(sum, "apt_install curl git");
     free(sum);
-    sbx_step_cmd cmd;
-    assert_int_equal(sbx_step_script(&cmd, st, "app", "/w"), 1);
+    bld_step_cmd cmd;
+    assert_int_equal(bld_step_script(&cmd, st, "app", "/w"), 1);
     assert_non_null(strstr(cmd.script, "apt-get install -y -q --no-install-recommends 'curl' 'git'"));
     assert_non_null(strstr(cmd.script, "rm -rf /var/lib/apt/lists/*"));
     assert_non_null(strstr(cmd.script, "DEBIAN_FRONTEND=noninteractive"));
     assert_string_equal(cmd.user, "0"); /* apt runs as root whatever the image user */
-    sbx_step_cmd_free(&cmd);
+    bld_step_cmd_free(&cmd);
     sbx_recipe_unref(r);
 
     st = one_step(&r, "image: x\nsteps:\n  - run_cmd: {commands: [\"echo 'a'\", \"false\"], "
                       "user: nobody}\n");
-    assert_int_equal(sbx_step_script(&cmd, st, NULL, NULL), 1);
+    assert_int_equal(bld_step_script(&cmd, st, NULL, NULL), 1);
     assert_string_equal(cmd.script, "/bin/sh -c 'echo '\\''a'\\''' && /bin/sh -c 'false'");
     assert_string_equal(cmd.display, "echo 'a' && false");
     assert_string_equal(cmd.user, "nobody");
-    sbx_step_cmd_free(&cmd);
+    bld_step_cmd_free(&cmd);
     sbx_recipe_unref(r);
 
     st = one_step(&r, "image: x\nsteps:\n  - pip_install: {packages: [tiny], index_url: "
                       "\"http://127.0.0.1:1/simple\"}\n");
-    assert_int_equal(sbx_step_script(&cmd, st, NULL, NULL), 1);
+    assert_int_equal(bld_step_script(&cmd, st, NULL, NULL), 1);
     assert_non_null(strstr(cmd.script, "PIP_BREAK_SYSTEM_PACKAGES=1"));
     assert_non_null(strstr(cmd.script, "python3 -m pip install --no-cache-dir "
                                        "--disable-pip-version-check --index-url "
                                        "'http://127.0.0.1:1/simple' 'tiny'"));
-    sbx_step_cmd_free(&cmd);
+    bld_step_cmd_free(&cmd);
     sbx_recipe_unref(r);
 
     st = one_step(&r, "image: x\nsteps:\n  - env: {A: b}\n");
-    assert_int_equal(sbx_step_script(&cmd, st, NULL, NULL), 0);
+    assert_int_equal(bld_step_script(&cmd, st, NULL, NULL), 0);
     assert_null(cmd.script);
     sbx_recipe_unref(r);
 }
@@ -280,7 +280,7 @@ static void test_copy_stage_parents_and_modes(void **state)
     /* the image: usr/bin (0751), bin -> usr/bin, tmp 1777 */
     snprintf(p, sizeof p, "%s/usr/bin", lower);
     sbx_error err = SBX_ERROR_INIT;
-    assert_int_equal(sbx_mkdir_p(p, 0755, &err), 0);
+    assert_int_equal(sbx__mkdir_p(p, 0755, &err), 0);
     chmod(p, 0751);
     snprintf(p, sizeof p, "%s/bin", lower);
     assert_int_equal(symlink("usr/bin", p), 0);
@@ -295,8 +295,8 @@ static void test_copy_stage_parents_and_modes(void **state)
         fail_msg("parse: %s", err.msg);
     const char *lowers[] = {lower};
     assert_int_equal(mkdir(stage, 0755), 0);
-    if (sbx_copy_stage(stage, ctx, sbx_recipe_step(r, 0), lowers, 1, &err) < 0 ||
-        sbx_copy_stage(stage, ctx, sbx_recipe_step(r, 1), lowers, 1, &err) < 0)
+    if (bld_copy_stage(stage, ctx, sbx_recipe_step(r, 0), lowers, 1, &err) < 0 ||
+        bld_copy_stage(stage, ctx, sbx_recipe_step(r, 1), lowers, 1, &err) < 0)
         fail_msg("stage: %s", err.msg);
     struct stat st;
     snprintf(p, sizeof p, "%s/usr/bin/tool", stage);
@@ -382,7 +382,7 @@ static int config(int argc, char **argv)
     sbx_error err = SBX_ERROR_INIT;
     sbx_store *s = NULL;
     json_t *cfg = NULL;
-    if (sbx_store_open(&s, argv[2], &err) < 0 || sbx_img_load(&cfg, s, argv[3], &err) < 0) {
+    if (sbx_store_open(&s, argv[2], &err) < 0 || bld_config_load(&cfg, s, argv[3], &err) < 0) {
         fprintf(stderr, "config: %s\n", err.msg);
         sbx_store_free(s);
         return 1;

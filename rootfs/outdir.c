@@ -1,5 +1,4 @@
-/* Image lookup and atomic destination directories for unpack and export
- * (see outdir.h). */
+/* Atomic destination directories for unpack and export (see outdir.h). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -12,69 +11,19 @@
 
 #include "outdir.h"
 #include "sbx/log.h"
-#include "sbx/registry.h"
 #include "sbx_common.h"
 
 static atomic_uint tmp_counter;
 
-static int find_image(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *image,
-                      const char *verb, sbx_error *err)
+int rfs_open_image(sbx_image **out, sbx_store *s, const char *image, const char *platform,
+                   const char *verb, sbx_error *err)
 {
-    sbx_error e = SBX_ERROR_INIT;
-    if (sbx_digest_valid(image)) {
-        if (sbx_store_has_blob(s, image) == 1) {
-            snprintf(digest, SBX_DIGEST_BUFSZ, "%s", image);
-            return 0;
-        }
-    } else {
-        sbx_ref ref;
-        if (sbx_ref_parse(&ref, image, &e) == 0) {
-            if (ref.digest[0] && sbx_store_has_blob(s, ref.digest) == 1) {
-                snprintf(digest, SBX_DIGEST_BUFSZ, "%s", ref.digest);
-                return 0;
-            }
-            if (sbx_store_name_get(s, ref.str, digest, &e) == 0)
-                return 0;
-        }
-        sbx_error_clear(&e);
-        if (sbx_store_name_get(s, image, digest, &e) == 0)
-            return 0;
-    }
-    sbx_error_set(err, SBX_ENOTFOUND,
-                  "%s '%s': no such image in the store '%s' (pull it first: sbx-image pull %s)",
-                  verb, image, sbx_store_root(s), image);
-    sbx_error_where(err, "%s", image);
-    return SBX_ENOTFOUND;
-}
-
-int bld_open_image(sbx_image_info **info, sbx_lease **lease, sbx_store *s, const char *image,
-                   const char *platform, const char *verb, sbx_error *err)
-{
-    char digest[SBX_DIGEST_BUFSZ];
-    *info = NULL;
-    *lease = NULL;
-    int r = find_image(digest, s, image, verb, err);
-    if (r < 0)
-        return r;
-    if ((r = sbx_store_lease_acquire(lease, s, 0, err)) < 0 ||
-        (r = sbx_lease_add(*lease, digest, err)) < 0) {
-        sbx_lease_release(*lease);
-        *lease = NULL;
-        return sbx_error_wrap(err, "%s '%s': leasing the image", verb, image);
-    }
-    /* by digest, inspect reads the store only: never a registry */
-    sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
-    ro.store = s;
-    ro.platform = platform;
-    if ((r = sbx_registry_inspect(info, digest, &ro, err)) < 0) {
-        sbx_lease_release(*lease);
-        *lease = NULL;
+    if (sbx_image_open(out, s, image, platform, err) < 0)
         return sbx_error_wrap(err, "%s '%s'", verb, image);
-    }
     return 0;
 }
 
-void bld_outdir_free(bld_outdir *d)
+void rfs_outdir_free(rfs_outdir *d)
 {
     free(d->path);
     free(d->parent);
@@ -86,7 +35,7 @@ void bld_outdir_free(bld_outdir *d)
     d->lock_fd = -1;
 }
 
-int bld_outdir_split(bld_outdir *d, const char *dir, sbx_error *err)
+int rfs_outdir_split(rfs_outdir *d, const char *dir, sbx_error *err)
 {
     size_t n = strlen(dir);
     while (n > 1 && dir[n - 1] == '/')
@@ -105,12 +54,12 @@ int bld_outdir_split(bld_outdir *d, const char *dir, sbx_error *err)
     return 0;
 }
 
-void bld_outdir_clean_stale(const bld_outdir *d)
+void rfs_outdir_clean_stale(const rfs_outdir *d)
 {
     DIR *dd = opendir(d->parent);
     if (!dd)
         return;
-    _cleanup_free_ char *prefix = sbx_strdup_printf(".%s.sbx-%s-", d->base, d->kind);
+    _cleanup_free_ char *prefix = sbx__strdup_printf(".%s.sbx-%s-", d->base, d->kind);
     size_t pl = prefix ? strlen(prefix) : 0;
     struct dirent *de;
     while (prefix && (de = readdir(dd))) {
@@ -120,11 +69,11 @@ void bld_outdir_clean_stale(const bld_outdir *d)
         if (fd < 0)
             continue;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            _cleanup_free_ char *p = sbx_strdup_printf("%s/%s", d->parent, de->d_name);
+            _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", d->parent, de->d_name);
             sbx_error e = SBX_ERROR_INIT;
             if (p) {
                 sbx_log(SBX_LOG_DEBUG, "removing '%s' left by a killed %s", p, d->kind);
-                sbx_rm_rf(p, &e);
+                sbx__rm_rf(p, &e);
             }
         }
         close(fd);
@@ -132,11 +81,11 @@ void bld_outdir_clean_stale(const bld_outdir *d)
     closedir(dd);
 }
 
-int bld_outdir_make_tmp(bld_outdir *d, sbx_error *err)
+int rfs_outdir_make_tmp(rfs_outdir *d, sbx_error *err)
 {
     for (int tries = 0; tries < 8; tries++) {
         free(d->tmp);
-        d->tmp = sbx_strdup_printf("%s/.%s.sbx-%s-%ld-%u", d->parent, d->base, d->kind,
+        d->tmp = sbx__strdup_printf("%s/.%s.sbx-%s-%ld-%u", d->parent, d->base, d->kind,
                                    (long)getpid(), atomic_fetch_add(&tmp_counter, 1));
         if (!d->tmp)
             return sbx_error_set(err, SBX_ENOMEM, "%s: out of memory", d->verb);
@@ -146,7 +95,7 @@ int bld_outdir_make_tmp(bld_outdir *d, sbx_error *err)
             int e = errno;
             free(d->tmp);
             d->tmp = NULL;
-            return sbx_error_sys(err, sbx_errno_code(e), e, "%s: creating a temp dir in '%s'",
+            return sbx_error_sys(err, sbx__errno_code(e), e, "%s: creating a temp dir in '%s'",
                                  d->verb, d->parent);
         }
         d->lock_fd = open(d->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -163,25 +112,25 @@ int bld_outdir_make_tmp(bld_outdir *d, sbx_error *err)
                          d->parent);
 }
 
-int bld_outdir_run(const char *dir, const char *verb, const char *kind,
-                   int (*check)(bld_outdir *d, sbx_error *err),
-                   int (*work)(bld_outdir *d, void *ud, sbx_error *err), void *ud,
+int rfs_outdir_run(const char *dir, const char *verb, const char *kind,
+                   int (*check)(rfs_outdir *d, sbx_error *err),
+                   int (*work)(rfs_outdir *d, void *ud, sbx_error *err), void *ud,
                    sbx_error *err)
 {
-    bld_outdir d = BLD_OUTDIR_INIT(verb, kind);
-    int r = bld_outdir_split(&d, dir, err);
+    rfs_outdir d = RFS_OUTDIR_INIT(verb, kind);
+    int r = rfs_outdir_split(&d, dir, err);
     if (r == 0 && check)
         r = check(&d, err);
     if (r == 0) {
-        bld_outdir_clean_stale(&d);
+        rfs_outdir_clean_stale(&d);
         r = work(&d, ud, err);
     }
     if (d.tmp) {
         sbx_error e = SBX_ERROR_INIT;
-        sbx_rm_rf(d.tmp, &e);
+        sbx__rm_rf(d.tmp, &e);
     }
     if (r < 0 && !err->where[0])
         sbx_error_where(err, "%s", dir);
-    bld_outdir_free(&d);
+    rfs_outdir_free(&d);
     return r;
 }

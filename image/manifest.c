@@ -7,22 +7,13 @@
 #include <jansson.h>
 #include <string.h>
 
-#include "registry_internal.h"
+#include "image_internal.h"
 
-bool reg_media_is_index(const char *mt)
-{
-    return mt && (!strcmp(mt, MT_OCI_INDEX) || !strcmp(mt, MT_DOCKER_LIST));
-}
-
-bool reg_media_is_manifest(const char *mt)
-{
-    return mt && (!strcmp(mt, MT_OCI_MANIFEST) || !strcmp(mt, MT_DOCKER_MANIFEST));
-}
-
+/* Docker schema1, or the plain JSON some registries serve it as. */
 static bool is_schema1(const char *mt)
 {
-    return mt && (!strcmp(mt, MT_DOCKER_V1) || !strcmp(mt, MT_DOCKER_V1_SIGNED) ||
-                  !strcmp(mt, "application/json"));
+    const sbx_media_type *t = sbx_media_type_find(mt);
+    return (t && t->kind == SBX_MEDIA_SCHEMA1) || (mt && !strcmp(mt, "application/json"));
 }
 
 static int schema1_error(sbx_error *err)
@@ -62,7 +53,7 @@ static int parse_platform(sbx_platform *p, json_t *j, const char *what, sbx_erro
     return 0;
 }
 
-static int parse_desc(reg_desc *d, json_t *j, const char *what, bool want_platform,
+static int parse_desc(sbx_descriptor *d, json_t *j, const char *what, bool want_platform,
                       sbx_error *err)
 {
     memset(d, 0, sizeof *d);
@@ -73,7 +64,7 @@ static int parse_desc(reg_desc *d, json_t *j, const char *what, bool want_platfo
     json_t *sz = json_object_get(j, "size");
     if (!dg)
         return sbx_error_set(err, SBX_EINVAL, "%s: descriptor without digest", what);
-    if (!sbx_digest_valid(dg))
+    if (!sbx__digest_valid(dg))
         return sbx_error_set(err, SBX_EINVAL, "%s: unsupported or invalid digest '%.100s'", what,
                              dg);
     if (!json_is_integer(sz) || json_integer_value(sz) < 0)
@@ -93,7 +84,7 @@ static int parse_desc(reg_desc *d, json_t *j, const char *what, bool want_platfo
     return 0;
 }
 
-int reg_manifest_parse(reg_manifest *out, const char *content_type, const char *body, size_t len,
+int sbx_manifest_parse(sbx_manifest *out, const char *content_type, const char *body, size_t len,
                        sbx_error *err)
 {
     memset(out, 0, sizeof *out);
@@ -118,22 +109,22 @@ int reg_manifest_parse(reg_manifest *out, const char *content_type, const char *
         rc = schema1_error(err);
         goto out;
     }
-    if (reg_media_is_index(ct) || reg_media_is_manifest(ct))
+    if (sbx_media_is_index(ct) || sbx_media_is_manifest(ct))
         mt = ct;
-    else if (reg_media_is_index(doc_mt) || reg_media_is_manifest(doc_mt))
+    else if (sbx_media_is_index(doc_mt) || sbx_media_is_manifest(doc_mt))
         mt = doc_mt;
     else if (json_is_array(manifests))
-        mt = MT_OCI_INDEX;
+        mt = SBX_MT_OCI_INDEX;
     else if (json_is_array(layers))
-        mt = MT_OCI_MANIFEST;
+        mt = SBX_MT_OCI_MANIFEST;
     else {
         rc = sbx_error_set(err, SBX_EUNSUPPORTED,
                            "parsing manifest: unsupported media type '%.100s'",
                            ct[0] ? ct : doc_mt ? doc_mt : "(none)");
         goto out;
     }
-    if (doc_mt && (reg_media_is_index(doc_mt) || reg_media_is_manifest(doc_mt)) &&
-        reg_media_is_index(doc_mt) != reg_media_is_index(mt)) {
+    if (doc_mt && (sbx_media_is_index(doc_mt) || sbx_media_is_manifest(doc_mt)) &&
+        sbx_media_is_index(doc_mt) != sbx_media_is_index(mt)) {
         rc = sbx_error_set(err, SBX_EINVAL,
                            "parsing manifest: served as '%s' but the document says '%s'", mt,
                            doc_mt);
@@ -144,16 +135,16 @@ int reg_manifest_parse(reg_manifest *out, const char *content_type, const char *
         rc = sbx_error_set(err, SBX_EINVAL, "parsing manifest: schemaVersion must be 2");
         goto out;
     }
-    if (reg_media_is_index(mt)) {
-        out->kind = REG_MANIFEST_INDEX;
+    if (sbx_media_is_index(mt)) {
+        out->kind = SBX_MANIFEST_INDEX;
         if (!json_is_array(manifests)) {
             rc = sbx_error_set(err, SBX_EINVAL, "parsing index: no 'manifests' list");
             goto out;
         }
         size_t n = json_array_size(manifests);
-        if (n > REG_MAX_INDEX_ENTRIES) {
+        if (n > SBX_MAX_INDEX_ENTRIES) {
             rc = sbx_error_set(err, SBX_ELIMIT, "parsing index: %zu entries (limit %d)", n,
-                               REG_MAX_INDEX_ENTRIES);
+                               SBX_MAX_INDEX_ENTRIES);
             goto out;
         }
         out->entries = calloc(n ? n : 1, sizeof *out->entries);
@@ -170,7 +161,7 @@ int reg_manifest_parse(reg_manifest *out, const char *content_type, const char *
             out->nentries++;
         }
     } else {
-        out->kind = REG_MANIFEST_IMAGE;
+        out->kind = SBX_MANIFEST_IMAGE;
         if ((rc = parse_desc(&out->config, json_object_get(root, "config"), "parsing manifest config",
                              false, err)) < 0)
             goto out;
@@ -179,9 +170,9 @@ int reg_manifest_parse(reg_manifest *out, const char *content_type, const char *
             goto out;
         }
         size_t n = json_array_size(layers);
-        if (n > REG_MAX_LAYERS) {
+        if (n > SBX_MAX_LAYERS) {
             rc = sbx_error_set(err, SBX_ELIMIT, "parsing manifest: %zu layers (limit %d)", n,
-                               REG_MAX_LAYERS);
+                               SBX_MAX_LAYERS);
             goto out;
         }
         out->layers = calloc(n ? n : 1, sizeof *out->layers);
@@ -200,34 +191,34 @@ int reg_manifest_parse(reg_manifest *out, const char *content_type, const char *
 out:
     json_decref(root);
     if (rc < 0)
-        reg_manifest_free(out);
+        sbx_manifest_free(out);
     return rc;
 }
 
-void reg_manifest_free(reg_manifest *m)
+void sbx_manifest_free(sbx_manifest *m)
 {
     free(m->layers);
     free(m->entries);
     memset(m, 0, sizeof *m);
 }
 
-int reg_manifest_pick(const reg_desc **out, const reg_manifest *index, const sbx_platform *want,
+int sbx_manifest_pick(const sbx_descriptor **out, const sbx_manifest *index, const sbx_platform *want,
                       sbx_error *err)
 {
-    const reg_desc *best = NULL;
+    const sbx_descriptor *best = NULL;
     int best_rank = 0;
     for (size_t i = 0; i < index->nentries; i++) {
-        const reg_desc *d = &index->entries[i];
+        const sbx_descriptor *d = &index->entries[i];
         if (!d->has_platform)
             continue;
-        int r = registry_platform_rank(want, &d->platform);
+        int r = img_platform_rank(want, &d->platform);
         if (r > best_rank) {
             best = d;
             best_rank = r;
         }
     }
     if (best) {
-        if (reg_media_is_index(best->media_type))
+        if (sbx_media_is_index(best->media_type))
             return sbx_error_set(err, SBX_EUNSUPPORTED,
                                  "index entry for the platform is itself an index '%s'",
                                  best->digest);
@@ -237,19 +228,19 @@ int reg_manifest_pick(const reg_desc **out, const reg_manifest *index, const sbx
     char w[100], list[700] = "";
     size_t used = 0;
     for (size_t i = 0; i < index->nentries && used < sizeof list - 40; i++) {
-        const reg_desc *d = &index->entries[i];
+        const sbx_descriptor *d = &index->entries[i];
         if (!d->has_platform || !strcmp(d->platform.os, "unknown"))
             continue;
         char p[100];
         sbx_platform_format(&d->platform, p, sizeof p);
         used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", p);
     }
-    return sbx_error_set(err, SBX_ENOTFOUND,
+    return sbx_error_set(err, SBX_ENOPLATFORM,
                          "no image for platform '%s'; the image has: %s",
                          sbx_platform_format(want, w, sizeof w), used ? list : "(no platforms)");
 }
 
-int reg_config_parse(reg_image_config *out, const char *body, size_t len, sbx_error *err)
+int sbx_image_config_parse(sbx_image_config *out, const char *body, size_t len, sbx_error *err)
 {
     memset(out, 0, sizeof *out);
     json_error_t jerr;
@@ -276,9 +267,9 @@ int reg_config_parse(reg_image_config *out, const char *body, size_t len, sbx_er
         goto out;
     }
     size_t n = json_array_size(ids);
-    if (n > REG_MAX_LAYERS) {
+    if (n > SBX_MAX_LAYERS) {
         rc = sbx_error_set(err, SBX_ELIMIT, "parsing image config: %zu diff_ids (limit %d)", n,
-                           REG_MAX_LAYERS);
+                           SBX_MAX_LAYERS);
         goto out;
     }
     out->diff_ids = calloc(n ? n : 1, sizeof(char *));
@@ -288,7 +279,7 @@ int reg_config_parse(reg_image_config *out, const char *body, size_t len, sbx_er
     }
     for (size_t i = 0; i < n; i++) {
         const char *d = json_string_value(json_array_get(ids, i));
-        if (!d || !sbx_digest_valid(d)) {
+        if (!d || !sbx__digest_valid(d)) {
             rc = sbx_error_set(err, SBX_EINVAL, "parsing image config: diff_id %zu is not a "
                                "sha256 digest", i + 1);
             goto out;
@@ -302,11 +293,11 @@ int reg_config_parse(reg_image_config *out, const char *body, size_t len, sbx_er
 out:
     json_decref(root);
     if (rc < 0)
-        reg_image_config_free(out);
+        sbx_image_config_free(out);
     return rc;
 }
 
-void reg_image_config_free(reg_image_config *c)
+void sbx_image_config_free(sbx_image_config *c)
 {
     for (size_t i = 0; i < c->ndiff_ids; i++)
         free(c->diff_ids[i]);

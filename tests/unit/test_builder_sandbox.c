@@ -11,7 +11,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "layers.h"
+#include "sbx/rootfs.h"
 #include "sandbox.h"
 #include "sbx_common.h"
 #include "testutil.h"
@@ -85,7 +85,7 @@ static int teardown_test(void **state)
 }
 
 typedef struct run_ctx {
-    sbx_sandbox_options o;
+    bld_sandbox_options o;
     const char *lowers[2];
     char store[512], upper[512], work[512];
     char out[8192];
@@ -105,10 +105,10 @@ static void on_line(void *ud, const char *line, size_t len)
     }
 }
 
-static void ctx_init(run_ctx *c, sbx_runtime_kind rt, const char *script)
+static void ctx_init(run_ctx *c, bld_runtime_kind rt, const char *script)
 {
     memset(c, 0, sizeof(*c));
-    sbx_sandbox_options o = SBX_SANDBOX_OPTIONS_INIT;
+    bld_sandbox_options o = BLD_SANDBOX_OPTIONS_INIT;
     c->o = o;
     snprintf(c->store, sizeof(c->store), "%s/store", g_work);
     snprintf(c->upper, sizeof(c->upper), "%s/upper", g_work);
@@ -150,7 +150,7 @@ static void assert_nothing_left(const char *store)
 
 /* ---- tests -------------------------------------------------------------- */
 
-static void run_output_and_exit(sbx_runtime_kind rt)
+static void run_output_and_exit(bld_runtime_kind rt)
 {
     run_ctx c;
     /* runc copies stdout and stderr through separate pipes, so their
@@ -158,16 +158,16 @@ static void run_output_and_exit(sbx_runtime_kind rt)
     ctx_init(&c, rt, "echo hello; sleep 0.1; echo oops >&2; sleep 0.1; hostname; pwd");
     c.o.cwd = "/srv/app";
     c.o.keep_lines = 3;
-    sbx_sandbox_result res;
+    bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(sbx_sandbox_run(&res, &c.o, &err), &err);
+    must(bld_sandbox_run(&res, &c.o, &err), &err);
     assert_true(res.exited);
     assert_int_equal(res.exit_code, 0);
     assert_int_equal(res.runtime, rt);
     assert_string_equal(c.out, "hello\noops\nsbx-build\n/srv/app\n");
     assert_int_equal(c.lines, 4);
     assert_string_equal(res.tail, "oops\nsbx-build\n/srv/app");
-    sbx_sandbox_result_clear(&res);
+    bld_sandbox_result_clear(&res);
     assert_nothing_left(c.store);
 
     /* only the working directory landed in the upper layer */
@@ -180,7 +180,7 @@ static void run_output_and_exit(sbx_runtime_kind rt)
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "rm -rf %s/srv", c.upper);
     sh("%s", cmd);
-    int r = sbx_capture_stream(&cr, c.upper, &co, NULL, NULL, &err);
+    int r = sbx_rootfs_capture_stream(&cr, c.upper, &co, NULL, NULL, &err);
     assert_int_equal(r, 0);
     assert_false(cr.changed);
 }
@@ -188,40 +188,40 @@ static void run_output_and_exit(sbx_runtime_kind rt)
 static void test_runc_output_and_exit(void **state)
 {
     (void)state;
-    run_output_and_exit(SBX_RUNTIME_RUNC);
+    run_output_and_exit(BLD_RUNTIME_RUNC);
 }
 
 static void test_crun_output_and_exit(void **state)
 {
     (void)state;
-    run_output_and_exit(SBX_RUNTIME_CRUN);
-    sbx_runtime_info rt;
+    run_output_and_exit(BLD_RUNTIME_CRUN);
+    bld_runtime_info rt;
     sbx_error err = SBX_ERROR_INIT;
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
-    must(sbx_runtime_detect(&rt, SBX_RUNTIME_CRUN, store, &err), &err);
+    must(bld_runtime_detect(&rt, BLD_RUNTIME_CRUN, store, &err), &err);
     /* the workaround is there exactly when mountinfo shows a hybrid layout */
     int v2 = system("grep -q ' - cgroup2 ' /proc/self/mountinfo") == 0;
     int v1 = system("grep -q ' - cgroup ' /proc/self/mountinfo") == 0;
     assert_int_equal(rt.cgroup_workaround, v1 && v2);
-    assert_int_equal(sbx_cgroup_is_hybrid(), v1 && v2);
+    assert_int_equal(bld_cgroup_is_hybrid(), v1 && v2);
 }
 
 static void test_nonzero_exit(void **state)
 {
     (void)state;
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_RUNC, "echo before; exit 3");
+    ctx_init(&c, BLD_RUNTIME_RUNC, "echo before; exit 3");
     c.o.cwd = ""; /* unset WorkingDir / User in an image config */
     c.o.user = "";
-    sbx_sandbox_result res;
+    bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
+    assert_int_equal(bld_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
     tu_assert_error(&err, SBX_ESTEP, "exited with status 3");
     assert_true(res.exited);
     assert_int_equal(res.exit_code, 3);
     assert_string_equal(res.tail, "before");
-    sbx_sandbox_result_clear(&res);
+    bld_sandbox_result_clear(&res);
     assert_nothing_left(c.store);
 }
 
@@ -235,19 +235,19 @@ static void test_timeout_kills_and_cleans(void **state)
     unsigned secs = 100000 + (unsigned)getpid() % 100000;
     snprintf(cmd, sizeof(cmd), "echo started; sleep %u & sleep %u", secs, secs);
     snprintf(pat, sizeof(pat), "pgrep -f 'slee[p] %u' >/dev/null", secs);
-    ctx_init(&c, SBX_RUNTIME_CRUN, cmd);
+    ctx_init(&c, BLD_RUNTIME_CRUN, cmd);
     c.o.timeout_sec = 1;
-    sbx_sandbox_result res;
+    bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    uint64_t t0 = sbx_now_monotonic_ns();
-    assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_ETIMEOUT);
-    uint64_t ms = (sbx_now_monotonic_ns() - t0) / 1000000;
+    uint64_t t0 = sbx__now_monotonic_ns();
+    assert_int_equal(bld_sandbox_run(&res, &c.o, &err), SBX_ETIMEOUT);
+    uint64_t ms = (sbx__now_monotonic_ns() - t0) / 1000000;
     tu_assert_error(&err, SBX_ETIMEOUT, "timed out after 1s");
     assert_true(res.timed_out);
     assert_false(res.exited);
     assert_string_equal(res.tail, "started");
     assert_true(ms < 10000);
-    sbx_sandbox_result_clear(&res);
+    bld_sandbox_result_clear(&res);
     assert_nothing_left(c.store);
     assert_int_not_equal(system(pat), 0);
 }
@@ -256,20 +256,20 @@ static void test_whiteouts_and_opaque(void **state)
 {
     (void)state;
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_RUNC,
+    ctx_init(&c, BLD_RUNTIME_RUNC,
              "rm /etc/deleteme && rm -rf /data/dir && mkdir /data/dir && echo x > /data/dir/new");
-    sbx_sandbox_result res;
+    bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(sbx_sandbox_run(&res, &c.o, &err), &err);
-    sbx_sandbox_result_clear(&res);
+    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    bld_sandbox_result_clear(&res);
 
     sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
     co.epoch = 0;
     sbx_capture_result cr1, cr2;
-    must(sbx_capture_stream(&cr1, c.upper, &co, NULL, NULL, &err), &err);
+    must(sbx_rootfs_capture_stream(&cr1, c.upper, &co, NULL, NULL, &err), &err);
     assert_true(cr1.changed);
     /* deterministic: a second capture gives the same diff_id */
-    must(sbx_capture_stream(&cr2, c.upper, &co, NULL, NULL, &err), &err);
+    must(sbx_rootfs_capture_stream(&cr2, c.upper, &co, NULL, NULL, &err), &err);
     assert_string_equal(cr1.diff_id, cr2.diff_id);
 
     char path[700];
@@ -305,15 +305,15 @@ static void test_whiteout_entries_in_layer(void **state)
 {
     (void)state;
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_CRUN, "rm /etc/deleteme; rm -rf /data/dir; mkdir /data/dir");
-    sbx_sandbox_result res;
+    ctx_init(&c, BLD_RUNTIME_CRUN, "rm /etc/deleteme; rm -rf /data/dir; mkdir /data/dir");
+    bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(sbx_sandbox_run(&res, &c.o, &err), &err);
-    sbx_sandbox_result_clear(&res);
+    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    bld_sandbox_result_clear(&res);
     sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
     sbx_capture_result cr;
     mem m = {0};
-    must(sbx_capture_stream(&cr, c.upper, &co, mem_sink, &m, &err), &err);
+    must(sbx_rootfs_capture_stream(&cr, c.upper, &co, mem_sink, &m, &err), &err);
     struct archive *a = archive_read_new();
     archive_read_support_format_tar(a);
     assert_int_equal(archive_read_open_memory(a, m.d, m.n), ARCHIVE_OK);
@@ -337,30 +337,30 @@ static void test_no_change_no_layer(void **state)
     sh("mkdir -p %s/bin && cp -a %s/bin/. %s/bin/ && mkdir -p %s/etc && cp %s/etc/passwd "
        "%s/etc/", bare, g_base, bare, bare, g_base, bare);
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_RUNC, "true");
+    ctx_init(&c, BLD_RUNTIME_RUNC, "true");
     c.lowers[0] = bare;
-    sbx_sandbox_result res;
+    bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(sbx_sandbox_run(&res, &c.o, &err), &err);
-    sbx_sandbox_result_clear(&res);
+    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    bld_sandbox_result_clear(&res);
     sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
     sbx_capture_result cr;
-    must(sbx_capture_stream(&cr, c.upper, &co, NULL, NULL, &err), &err);
+    must(sbx_rootfs_capture_stream(&cr, c.upper, &co, NULL, NULL, &err), &err);
     assert_false(cr.changed);
     assert_int_equal(tu_count_files(c.upper), 0);
     free(bare);
 }
 
-static char *run_capture(sbx_runtime_kind rt, const char *user, const char *script,
-                         sbx_network_mode net, int *code, sbx_error *err)
+static char *run_capture(bld_runtime_kind rt, const char *user, const char *script,
+                         bld_network_mode net, int *code, sbx_error *err)
 {
     run_ctx c;
     ctx_init(&c, rt, script);
     c.o.user = user;
     c.o.network = net;
-    sbx_sandbox_result res;
-    *code = sbx_sandbox_run(&res, &c.o, err);
-    sbx_sandbox_result_clear(&res);
+    bld_sandbox_result res;
+    *code = bld_sandbox_run(&res, &c.o, err);
+    bld_sandbox_result_clear(&res);
     return strdup(c.out);
 }
 
@@ -369,27 +369,27 @@ static void test_user_switching(void **state)
     (void)state;
     sbx_error err = SBX_ERROR_INIT;
     int code;
-    char *out = run_capture(SBX_RUNTIME_RUNC, "builder", "id -u; id -g; id -G; echo $HOME",
-                            SBX_NETWORK_HOST, &code, &err);
+    char *out = run_capture(BLD_RUNTIME_RUNC, "builder", "id -u; id -g; id -G; echo $HOME",
+                            BLD_NETWORK_HOST, &code, &err);
     must(code, &err);
     assert_string_equal(out, "1000\n1000\n1000 2000\n/home/builder\n");
     free(out);
-    out = run_capture(SBX_RUNTIME_CRUN, "1000:2000", "id -u; id -g", SBX_NETWORK_HOST, &code,
+    out = run_capture(BLD_RUNTIME_CRUN, "1000:2000", "id -u; id -g", BLD_NETWORK_HOST, &code,
                       &err);
     must(code, &err);
     assert_string_equal(out, "1000\n2000\n");
     free(out);
-    out = run_capture(SBX_RUNTIME_RUNC, "4242", "id -u; id -g", SBX_NETWORK_HOST, &code, &err);
+    out = run_capture(BLD_RUNTIME_RUNC, "4242", "id -u; id -g", BLD_NETWORK_HOST, &code, &err);
     must(code, &err);
     assert_string_equal(out, "4242\n0\n");
     free(out);
 
-    out = run_capture(SBX_RUNTIME_RUNC, "nobody2", "true", SBX_NETWORK_HOST, &code, &err);
+    out = run_capture(BLD_RUNTIME_RUNC, "nobody2", "true", BLD_NETWORK_HOST, &code, &err);
     assert_int_equal(code, SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "no user 'nobody2' in the image's /etc/passwd");
     free(out);
     sbx_error_clear(&err);
-    out = run_capture(SBX_RUNTIME_RUNC, "builder:nogroup", "true", SBX_NETWORK_HOST, &code,
+    out = run_capture(BLD_RUNTIME_RUNC, "builder:nogroup", "true", BLD_NETWORK_HOST, &code,
                       &err);
     assert_int_equal(code, SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "no group 'nogroup'");
@@ -406,15 +406,15 @@ static void test_user_resolve_stays_in_root(void **state)
     char *root = tu_path(g_work, "r");
     sh("mkdir -p %s/etc && ln -s /etc/hostpasswd %s/etc/passwd && "
        "echo 'evil:x:7:7::/:/bin/sh' > %s/etc/hostpasswd", root, root, root);
-    sbx_user_ids u;
+    bld_user_ids u;
     sbx_error err = SBX_ERROR_INIT;
-    must(sbx_user_resolve(&u, root, "evil", &err), &err);
+    must(bld_user_resolve(&u, root, "evil", &err), &err);
     assert_int_equal(u.uid, 7);
-    assert_int_equal(sbx_user_resolve(&u, root, "root", &err), 0);
+    assert_int_equal(bld_user_resolve(&u, root, "root", &err), 0);
     assert_int_equal(u.uid, 0);
-    assert_int_equal(sbx_user_resolve(&u, root, "sshd", &err), SBX_ENOTFOUND);
+    assert_int_equal(bld_user_resolve(&u, root, "sshd", &err), SBX_ENOTFOUND);
     sbx_error_clear(&err);
-    assert_int_equal(sbx_user_resolve(&u, root, "a:b:c", &err), SBX_EINVAL);
+    assert_int_equal(bld_user_resolve(&u, root, "a:b:c", &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "want NAME, UID, UID:GID or NAME:GROUP");
     free(root);
 }
@@ -424,20 +424,20 @@ static void test_network_none(void **state)
     (void)state;
     sbx_error err = SBX_ERROR_INIT;
     int code;
-    char *out = run_capture(SBX_RUNTIME_RUNC, NULL,
+    char *out = run_capture(BLD_RUNTIME_RUNC, NULL,
                             "grep : /proc/net/dev | while read a b; do echo ${a%%:*}; done",
-                            SBX_NETWORK_NONE, &code, &err);
+                            BLD_NETWORK_NONE, &code, &err);
     must(code, &err);
     assert_string_equal(out, "lo\n");
     free(out);
-    out = run_capture(SBX_RUNTIME_CRUN, NULL,
+    out = run_capture(BLD_RUNTIME_CRUN, NULL,
                       "grep : /proc/net/dev | while read a b; do echo ${a%%:*}; done",
-                      SBX_NETWORK_NONE, &code, &err);
+                      BLD_NETWORK_NONE, &code, &err);
     must(code, &err);
     assert_string_equal(out, "lo\n");
     free(out);
     /* the host network has more than loopback */
-    out = run_capture(SBX_RUNTIME_RUNC, NULL, "grep -c : /proc/net/dev", SBX_NETWORK_HOST,
+    out = run_capture(BLD_RUNTIME_RUNC, NULL, "grep -c : /proc/net/dev", BLD_NETWORK_HOST,
                       &code, &err);
     must(code, &err);
     assert_true(atoi(out) >= 1);
@@ -448,32 +448,32 @@ static void test_runtime_errors(void **state)
 {
     (void)state;
     sbx_error err = SBX_ERROR_INIT;
-    sbx_runtime_kind k;
-    assert_int_equal(sbx_runtime_parse(&k, "docker", &err), SBX_EINVAL);
+    bld_runtime_kind k;
+    assert_int_equal(bld_runtime_parse(&k, "docker", &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "unknown runtime 'docker'");
-    assert_int_equal(sbx_runtime_parse(&k, "runsc", &err), 0);
-    assert_int_equal(k, SBX_RUNTIME_RUNSC);
-    assert_string_equal(sbx_runtime_name(SBX_RUNTIME_CRUN), "crun");
+    assert_int_equal(bld_runtime_parse(&k, "runsc", &err), 0);
+    assert_int_equal(k, BLD_RUNTIME_RUNSC);
+    assert_string_equal(bld_runtime_name(BLD_RUNTIME_CRUN), "crun");
 
-    sbx_runtime_info rt;
+    bld_runtime_info rt;
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
     sbx_error_clear(&err);
-    must(sbx_runtime_detect(&rt, SBX_RUNTIME_AUTO, store, &err), &err);
-    assert_int_equal(rt.kind, SBX_RUNTIME_CRUN); /* crun works here, with the workaround */
+    must(bld_runtime_detect(&rt, BLD_RUNTIME_AUTO, store, &err), &err);
+    assert_int_equal(rt.kind, BLD_RUNTIME_CRUN); /* crun works here, with the workaround */
     if (access("/usr/bin/runsc", X_OK) != 0 && access("/usr/sbin/runsc", X_OK) != 0) {
-        assert_int_equal(sbx_runtime_detect(&rt, SBX_RUNTIME_RUNSC, store, &err),
+        assert_int_equal(bld_runtime_detect(&rt, BLD_RUNTIME_RUNSC, store, &err),
                          SBX_EUNSUPPORTED);
         tu_assert_error(&err, SBX_EUNSUPPORTED, "runsc: not installed");
         assert_non_null(strstr(err.msg, "Debian package 'runsc'"));
     }
 
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_RUNC, "true");
+    ctx_init(&c, BLD_RUNTIME_RUNC, "true");
     c.o.nlowers = 0;
-    sbx_sandbox_result res;
+    bld_sandbox_result res;
     sbx_error_clear(&err);
-    assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_EINVAL);
+    assert_int_equal(bld_sandbox_run(&res, &c.o, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "no lower dirs and no rootfs");
     assert_nothing_left(store);
 }
@@ -484,19 +484,19 @@ static void test_runsc(void **state)
     /* gVisor: the same bundle, its own kernel; network none still has lo */
     sbx_error err = SBX_ERROR_INIT;
     int code;
-    char *out = run_capture(SBX_RUNTIME_RUNSC, "builder",
+    char *out = run_capture(BLD_RUNTIME_RUNSC, "builder",
                             "id -u; grep : /proc/net/dev | while read a b; do echo ${a%%:*}; done",
-                            SBX_NETWORK_NONE, &code, &err);
+                            BLD_NETWORK_NONE, &code, &err);
     must(code, &err);
     assert_string_equal(out, "1000\nlo\n");
     free(out);
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_RUNSC, "echo gone > /data/new; rm /etc/deleteme; exit 4");
-    sbx_sandbox_result res;
-    assert_int_equal(sbx_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
+    ctx_init(&c, BLD_RUNTIME_RUNSC, "echo gone > /data/new; rm /etc/deleteme; exit 4");
+    bld_sandbox_result res;
+    assert_int_equal(bld_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
     assert_int_equal(res.exit_code, 4);
-    assert_int_equal(res.runtime, SBX_RUNTIME_RUNSC);
-    sbx_sandbox_result_clear(&res);
+    assert_int_equal(res.runtime, BLD_RUNTIME_RUNSC);
+    bld_sandbox_result_clear(&res);
     char path[700];
     struct stat st;
     snprintf(path, sizeof(path), "%s/etc/deleteme", c.upper);
@@ -521,13 +521,13 @@ static void test_many_lowers(void **state)
     }
     lowers[N] = g_base;
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_CRUN, "cat /f000 /f119; ls / | grep -c '^f'");
+    ctx_init(&c, BLD_RUNTIME_CRUN, "cat /f000 /f119; ls / | grep -c '^f'");
     c.o.lowers = lowers;
     c.o.nlowers = N + 1;
-    sbx_sandbox_result res;
+    bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(sbx_sandbox_run(&res, &c.o, &err), &err);
-    sbx_sandbox_result_clear(&res);
+    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    bld_sandbox_result_clear(&res);
     assert_string_equal(c.out, "0\n119\n120\n");
     assert_nothing_left(c.store);
 }
@@ -540,20 +540,20 @@ static void test_plain_rootfs_and_scratch_upper(void **state)
     char *root = tu_path(g_work, "plain");
     sh("cp -a %s %s", g_base, root);
     run_ctx c;
-    ctx_init(&c, SBX_RUNTIME_RUNC, "echo made > /made");
+    ctx_init(&c, BLD_RUNTIME_RUNC, "echo made > /made");
     c.o.nlowers = 0;
     c.o.rootfs = root;
     c.o.upper = c.o.work = NULL;
-    sbx_sandbox_result res;
+    bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(sbx_sandbox_run(&res, &c.o, &err), &err);
-    sbx_sandbox_result_clear(&res);
+    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    bld_sandbox_result_clear(&res);
     sh("test \"$(cat %s/made)\" = made", root);
 
-    ctx_init(&c, SBX_RUNTIME_RUNC, "echo lost > /lost; cat /lost");
+    ctx_init(&c, BLD_RUNTIME_RUNC, "echo lost > /lost; cat /lost");
     c.o.upper = c.o.work = NULL;
-    must(sbx_sandbox_run(&res, &c.o, &err), &err);
-    sbx_sandbox_result_clear(&res);
+    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    bld_sandbox_result_clear(&res);
     assert_string_equal(c.out, "lost\n");
     assert_int_equal(tu_count_files(c.upper), 0);
     assert_nothing_left(c.store);
@@ -567,11 +567,11 @@ static void test_seccomp_refuses_unshare(void **state)
     sbx_error err = SBX_ERROR_INIT;
     int code;
     const char *script = "unshare -U true 2>&1 | grep -q 'Operation not permitted' && echo refused";
-    char *out = run_capture(SBX_RUNTIME_RUNC, NULL, script, SBX_NETWORK_HOST, &code, &err);
+    char *out = run_capture(BLD_RUNTIME_RUNC, NULL, script, BLD_NETWORK_HOST, &code, &err);
     must(code, &err);
     assert_string_equal(out, "refused\n");
     free(out);
-    out = run_capture(SBX_RUNTIME_CRUN, NULL, script, SBX_NETWORK_HOST, &code, &err);
+    out = run_capture(BLD_RUNTIME_CRUN, NULL, script, BLD_NETWORK_HOST, &code, &err);
     must(code, &err);
     assert_string_equal(out, "refused\n");
     free(out);
@@ -585,13 +585,13 @@ static void test_device_guards(void **state)
     (void)state;
     sbx_error err = SBX_ERROR_INIT;
     int code;
-    char *out = run_capture(SBX_RUNTIME_RUNC, NULL, "grep ' / / ' /proc/self/mountinfo",
-                            SBX_NETWORK_HOST, &code, &err);
+    char *out = run_capture(BLD_RUNTIME_RUNC, NULL, "grep ' / / ' /proc/self/mountinfo",
+                            BLD_NETWORK_HOST, &code, &err);
     must(code, &err);
     assert_non_null(strstr(out, "nodev"));
     free(out);
-    out = run_capture(SBX_RUNTIME_CRUN, NULL, "grep :devices: /proc/self/cgroup",
-                      SBX_NETWORK_HOST, &code, &err);
+    out = run_capture(BLD_RUNTIME_CRUN, NULL, "grep :devices: /proc/self/cgroup",
+                      BLD_NETWORK_HOST, &code, &err);
     if (system("grep -q ' - cgroup .*devices' /proc/self/mountinfo") == 0) {
         must(code, &err);
         assert_non_null(strstr(out, ":devices:/sbx-"));
@@ -601,7 +601,7 @@ static void test_device_guards(void **state)
 
 /* A run killed with SIGKILL leaves a bundle, a mount and a container; the
  * next cleanup removes them. */
-static pid_t start_child_run(const char *store, sbx_runtime_kind rt, const char *script)
+static pid_t start_child_run(const char *store, bld_runtime_kind rt, const char *script)
 {
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -610,9 +610,9 @@ static pid_t start_child_run(const char *store, sbx_runtime_kind rt, const char 
         ctx_init(&c, rt, script);
         snprintf(c.store, sizeof(c.store), "%s", store);
         c.o.store_root = c.store;
-        sbx_sandbox_result res;
+        bld_sandbox_result res;
         sbx_error err = SBX_ERROR_INIT;
-        int r = sbx_sandbox_run(&res, &c.o, &err);
+        int r = bld_sandbox_run(&res, &c.o, &err);
         _exit(r == SBX_ESTEP ? 40 + res.interrupted : 1); /* 42 SIGINT, 55 SIGTERM */
     }
     return pid;
@@ -632,7 +632,7 @@ static void test_killed_run_cleaned_next_time(void **state)
     (void)state;
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
-    pid_t pid = start_child_run(store, SBX_RUNTIME_RUNC, "touch /ready; sleep 101");
+    pid_t pid = start_child_run(store, BLD_RUNTIME_RUNC, "touch /ready; sleep 101");
     wait_running();
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
@@ -647,7 +647,7 @@ static void test_killed_run_cleaned_next_time(void **state)
     sh("%s", cmd);
     unsigned removed = 0;
     sbx_error err = SBX_ERROR_INIT;
-    must(sbx_sandbox_cleanup_stale(store, &removed, &err), &err);
+    must(bld_sandbox_cleanup_stale(store, &removed, &err), &err);
     assert_int_equal(removed, 1);
     snprintf(cmd, sizeof(cmd), "grep -q '%s/run' /proc/self/mountinfo", store);
     assert_int_not_equal(system(cmd), 0);
@@ -661,7 +661,7 @@ static void test_killed_run_cleaned_next_time(void **state)
     assert_int_not_equal(system(cmd), 0);
 }
 
-static void signal_during_step_cleans(sbx_runtime_kind rt, int sig, const char *script)
+static void signal_during_step_cleans(bld_runtime_kind rt, int sig, const char *script)
 {
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
@@ -678,14 +678,14 @@ static void signal_during_step_cleans(sbx_runtime_kind rt, int sig, const char *
 static void test_sigterm_during_step_cleans(void **state)
 {
     (void)state;
-    signal_during_step_cleans(SBX_RUNTIME_CRUN, SIGTERM, "touch /ready; sleep 102");
+    signal_during_step_cleans(BLD_RUNTIME_CRUN, SIGTERM, "touch /ready; sleep 102");
     assert_int_not_equal(system("pgrep -f 'slee[p] 102' >/dev/null"), 0);
 }
 
 static void test_sigint_during_step_cleans(void **state)
 {
     (void)state;
-    signal_during_step_cleans(SBX_RUNTIME_RUNC, SIGINT, "touch /ready; sleep 103");
+    signal_during_step_cleans(BLD_RUNTIME_RUNC, SIGINT, "touch /ready; sleep 103");
     assert_int_not_equal(system("pgrep -f 'slee[p] 103' >/dev/null"), 0);
 }
 

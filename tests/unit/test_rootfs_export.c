@@ -1,4 +1,4 @@
-/* sbx_export_layout: an image in the store -> an OCI image layout.
+/* sbx_rootfs_export: an image in the store -> an OCI image layout.
  *
  * A built image (its manifest references the stored zstd layers) is exported
  * byte for byte; a pulled-style image (a docker manifest referencing gzip
@@ -15,9 +15,9 @@
 
 #include <jansson.h>
 
-#include "build_internal.h"
+#include "sbx/image.h"
 #include "sbx_common.h"
-#include "sbx/export.h"
+#include "sbx/rootfs.h"
 #include "sbx/store.h"
 #include "testutil.h"
 
@@ -75,12 +75,11 @@ static void built_image(char digest[SBX_DIGEST_BUFSZ])
     char l1[SBX_DIGEST_BUFSZ], l2[SBX_DIGEST_BUFSZ];
     put_layer("layer one", l1);
     put_layer("layer two", l2);
-    json_t *cfg = sbx_img_config_new("linux", "amd64");
-    assert_non_null(cfg);
-    assert_int_equal(sbx_img_add_history(cfg, l1, "base", &err), 0);
-    assert_int_equal(sbx_img_add_history(cfg, l2, "run_cmd true", &err), 0);
-    assert_int_equal(sbx_img_commit(g_s, cfg, digest, &err), 0);
-    json_decref(cfg);
+    _cleanup_free_ char *cfg = sbx__strdup_printf(
+        "{\"architecture\":\"amd64\",\"os\":\"linux\",\"history\":[{\"created_by\":\"base\"},"
+        "{\"created_by\":\"run_cmd true\"}],\"rootfs\":{\"type\":\"layers\","
+        "\"diff_ids\":[\"%s\",\"%s\"]}}", l1, l2);
+    assert_int_equal(sbx_image_write(digest, g_s, cfg, strlen(cfg), &err), 0);
     assert_int_equal(sbx_store_name_set(g_s, "img:built", digest, &err), 0);
 }
 
@@ -91,15 +90,15 @@ static void pulled_image(char digest[SBX_DIGEST_BUFSZ], char diff_id[SBX_DIGEST_
     sbx_error err = SBX_ERROR_INIT;
     put_layer("pulled layer", diff_id);
     char gz[SBX_DIGEST_BUFSZ], cfgd[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf("gzip bytes", 10, gz);
+    sbx__sha256_buf("gzip bytes", 10, gz);
     assert_int_equal(sbx_store_layer_add_source(g_s, diff_id, gz,
                                                 "application/vnd.docker.image.rootfs.diff.tar.gzip",
                                                 1234, &err), 0);
-    _cleanup_free_ char *cfg = sbx_strdup_printf(
+    _cleanup_free_ char *cfg = sbx__strdup_printf(
         "{\"architecture\":\"arm64\",\"os\":\"linux\",\"variant\":\"v8\","
         "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"%s\"]}}", diff_id);
     assert_int_equal(sbx_store_put_blob(g_s, cfg, strlen(cfg), NULL, NULL, cfgd, &err), 0);
-    _cleanup_free_ char *man = sbx_strdup_printf(
+    _cleanup_free_ char *man = sbx__strdup_printf(
         "{\"schemaVersion\":2,"
         "\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\","
         "\"config\":{\"mediaType\":\"application/vnd.docker.container.image.v1+json\","
@@ -118,7 +117,7 @@ static char *read_rel(const char *rel, size_t *len)
     char *buf = NULL;
     size_t n = 0;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_read_file(&buf, &n, p(rel), 64 << 20, &err) < 0)
+    if (sbx__read_file(&buf, &n, p(rel), 64 << 20, &err) < 0)
         fail_msg("reading %s: %s", rel, err.msg);
     if (len)
         *len = n;
@@ -158,7 +157,7 @@ static size_t check_blobs(const char *out)
         snprintf(frel, sizeof frel, "%s/%s", rel, de->d_name);
         size_t len;
         _cleanup_free_ char *b = read_rel(frel, &len);
-        sbx_sha256_buf(b, len, got);
+        sbx__sha256_buf(b, len, got);
         snprintf(want, sizeof want, "sha256:%s", de->d_name);
         assert_string_equal(got, want);
         n++;
@@ -189,7 +188,7 @@ static void test_built_image_exact(void **state)
     o.tag = "latest";
     sbx_export_result r;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_export_layout(&r, g_s, "img:built", p("out"), &o, &err) < 0)
+    if (sbx_rootfs_export(&r, g_s, "img:built", p("out"), &o, &err) < 0)
         fail_msg("export: %s", err.msg);
     assert_string_equal(r.digest, digest);
     assert_string_equal(r.stored_digest, digest);
@@ -231,7 +230,7 @@ static void test_pulled_image_rereferenced(void **state)
     pulled_image(digest, diff_id);
     sbx_export_result r;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_export_layout(&r, g_s, "img:pulled", p("out"), NULL, &err) < 0)
+    if (sbx_rootfs_export(&r, g_s, "img:pulled", p("out"), NULL, &err) < 0)
         fail_msg("export: %s", err.msg);
     assert_true(r.recompressed);
     assert_string_equal(r.stored_digest, digest);
@@ -269,27 +268,27 @@ static void test_refusals_leave_nothing(void **state)
     sbx_export_result r;
     sbx_error err = SBX_ERROR_INIT;
 
-    assert_int_equal(sbx_export_layout(&r, g_s, "nosuch:1", p("out"), NULL, &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "nosuch:1", p("out"), NULL, &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "no such image in the store");
     assert_string_equal(err.where, "nosuch:1");
     assert_false(exists("out"));
 
     sbx_error_clear(&err);
     assert_int_equal(mkdir(p("empty"), 0755), 0);
-    assert_int_equal(sbx_export_layout(&r, g_s, "img:built", p("empty"), NULL, &err), SBX_EINVAL);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:built", p("empty"), NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "already exists");
     assert_string_equal(err.where, p("empty"));
     assert_int_equal(tu_count_files(p("empty")), 0);
 
     sbx_error_clear(&err);
-    assert_int_equal(sbx_export_layout(&r, g_s, "", p("out"), NULL, &err), SBX_EINVAL);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "", p("out"), NULL, &err), SBX_EINVAL);
 
     /* cancelled before it starts: nothing made */
     static volatile int cancel = 1;
     sbx_export_options o = SBX_EXPORT_OPTIONS_INIT;
     o.cancel = &cancel;
     sbx_error_clear(&err);
-    assert_int_equal(sbx_export_layout(&r, g_s, "img:built", p("out"), &o, &err), SBX_EIO);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:built", p("out"), &o, &err), SBX_EIO);
     assert_int_equal(err.sys_errno, EINTR);
     only_left("empty", NULL);
 }
@@ -310,7 +309,7 @@ static void test_damaged_layer_fails(void **state)
     assert_int_equal(pwrite(fd, &c, 1, 20), 1);
     close(fd);
     sbx_export_result r;
-    assert_int_equal(sbx_export_layout(&r, g_s, "img:pulled", p("out"), NULL, &err), SBX_EDIGEST);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:pulled", p("out"), NULL, &err), SBX_EDIGEST);
     tu_assert_error(&err, SBX_EDIGEST, diff_id);
     assert_false(exists("out"));
     only_left(NULL, NULL);
@@ -329,7 +328,7 @@ static void test_stale_temp_dir_removed(void **state)
     assert_int_equal(mkdir(p(".other.sbx-export-999999-0"), 0700), 0);
     sbx_export_result r;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_export_layout(&r, g_s, "img:built", p("out"), NULL, &err) < 0)
+    if (sbx_rootfs_export(&r, g_s, "img:built", p("out"), NULL, &err) < 0)
         fail_msg("export: %s", err.msg);
     only_left("out", ".other.sbx-export-999999-0");
 }

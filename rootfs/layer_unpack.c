@@ -17,7 +17,7 @@
  * <dest> (rename into place, moving an untrusted one aside) happens under an
  * flock of its parent dir, so a trusted <dest> is never replaced or removed
  * by an unpacker (only gc removes it).  Temp dirs of dead processes are
- * removed by sbx_sandbox_cleanup_stale().
+ * removed by bld_sandbox_cleanup_stale().
  *
  * Durability without syncing: nothing is fsync'ed (a syncfs of the whole
  * filesystem cost 1.7 s per unpack on a busy host).  Instead the finished
@@ -44,7 +44,7 @@
 #include <sys/xattr.h>
 
 #include "archive_lazy.h"
-#include "layers.h"
+#include "rootfs_internal.h"
 #include "sbx_common.h"
 
 #define UNPACK_FLAGS                                                                        \
@@ -136,7 +136,7 @@ static int read_boot_id(char *out, size_t len, sbx_error *err)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "unpacking: reading '%s'", path);
-    ssize_t n = sbx_read_full(fd, out, len - 1);
+    ssize_t n = sbx__read_full(fd, out, len - 1);
     close(fd);
     while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
         n--;
@@ -146,7 +146,7 @@ static int read_boot_id(char *out, size_t len, sbx_error *err)
     return 0;
 }
 
-bool sbx_unpacked_is_current(const char *dir)
+bool sbx_rootfs_layer_is_current(const char *dir)
 {
     char boot[80];
     sbx_error ignore = SBX_ERROR_INIT;
@@ -468,7 +468,7 @@ static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *
             kill(pid, SIGKILL); /* a broken stream must never be renamed into place */
     }
     char msg[1024];
-    ssize_t n = sbx_read_full(pfd[0], msg, sizeof(msg) - 1);
+    ssize_t n = sbx__read_full(pfd[0], msg, sizeof(msg) - 1);
     close(pfd[0]);
     msg[n > 0 ? n : 0] = '\0';
     int status = wait_child(pid);
@@ -502,7 +502,7 @@ static int install(const char *parent, const char *tmp, const char *dest, const 
         goto out; /* another unpacker won; its dir is the same layer */
     struct stat st;
     if (lstat(dest, &st) == 0) {
-        *trash = sbx_strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
+        *trash = sbx__strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
                                    atomic_fetch_add(&tmp_counter, 1));
         if (!*trash) {
             r = sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
@@ -539,7 +539,7 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
     if (mark_is(dest, boot))
         return 0;
     /* Here, before the fork: the chrooted extractor could not find it. */
-    r = bld_archive_load(err);
+    r = rfs_archive_load(err);
     if (r < 0) {
         sbx_error_where(err, "%s", dest);
         return sbx_error_wrap(err, "unpacking");
@@ -557,11 +557,11 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
         slash[1] = '\0';
     } else {
         *slash = '\0';
-        r = sbx_mkdir_p(parent, 0700, err);
+        r = sbx__mkdir_p(parent, 0700, err);
         if (r < 0)
             return r;
     }
-    _cleanup_free_ char *tmp = sbx_strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
+    _cleanup_free_ char *tmp = sbx__strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
                                                  atomic_fetch_add(&tmp_counter, 1));
     if (!tmp)
         return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
@@ -574,15 +574,15 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
         r = install(parent, tmp, dest, boot, &trash, &installed, err);
     sbx_error tmp_err = SBX_ERROR_INIT;
     if (!installed)
-        sbx_rm_rf(tmp, &tmp_err);
+        sbx__rm_rf(tmp, &tmp_err);
     if (trash)
-        sbx_rm_rf(trash, &tmp_err);
+        sbx__rm_rf(trash, &tmp_err);
     if (r < 0)
         sbx_error_where(err, "%s", dest);
     return r;
 }
 
-int sbx_unpack_tar_fd(int fd, const char *dest, sbx_error *err)
+int sbx_rootfs_unpack_tar_fd(int fd, const char *dest, sbx_error *err)
 {
     return unpack_into(dest, fd, NULL, NULL, err);
 }
@@ -624,13 +624,13 @@ static int feed_layer(void *ud, int sock, sbx_error *err)
     }
 }
 
-int sbx_layer_unpack(sbx_store *s, const char *diff_id, char *path_out, size_t path_len,
-                     sbx_error *err)
+int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const char *diff_id,
+                            sbx_error *err)
 {
     int r = sbx_store_layer_unpacked_path(s, diff_id, path_out, path_len, err);
     if (r < 0)
         return r;
-    if (sbx_unpacked_is_current(path_out))
+    if (sbx_rootfs_layer_is_current(path_out))
         return 0;
     sbx_layer_reader *rd = NULL;
     r = sbx_store_layer_open(&rd, s, diff_id, err);

@@ -139,7 +139,7 @@ typedef struct merge {
 
 static bool overlay_private(const char *name)
 {
-    /* also the unpack cache's boot mark (builder/unpack.c) on a layer dir's root */
+    /* also the unpack cache's boot mark (rootfs/layer_unpack.c) on a layer dir's root */
     return !strncmp(name, "trusted.overlay.", 16) || !strncmp(name, "user.overlay.", 13) ||
            !strncmp(name, "trusted.sbx.", 12) || !strncmp(name, "user.sbx.", 9);
 }
@@ -171,7 +171,7 @@ static int copy_xattrs(int sfd, int dfd, const char *spath, const char *dpath, c
         int r = dfd >= 0 ? fsetxattr(dfd, k, val, (size_t)vl, 0)
                          : lsetxattr(dpath, k, val, (size_t)vl, 0);
         if (r < 0)
-            return sbx_error_sys(err, sbx_errno_code(errno), errno,
+            return sbx_error_sys(err, sbx__errno_code(errno), errno,
                                  "merging: setting xattr '%s' on '%s'", k, rel);
     }
     return 0;
@@ -233,7 +233,7 @@ static int copy_data(merge *m, int sfd, int dfd, const char *rel, sbx_error *err
             m->try_cfr = false;
             break;
         }
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "merging: copying '%s'", rel);
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "merging: copying '%s'", rel);
     }
     if (!m->buf && !(m->buf = malloc(1 << 20)))
         return sbx_error_set(err, SBX_ENOMEM, "merging: out of memory");
@@ -245,7 +245,7 @@ static int copy_data(merge *m, int sfd, int dfd, const char *rel, sbx_error *err
             return sbx_error_sys(err, SBX_EIO, errno, "merging: reading '%s'", rel);
         if (n == 0)
             return 0;
-        int r = sbx_write_all(dfd, m->buf, (size_t)n, err);
+        int r = sbx__write_all(dfd, m->buf, (size_t)n, err);
         if (r < 0)
             return sbx_error_wrap(err, "merging: copying '%s'", rel);
     }
@@ -263,7 +263,7 @@ static int copy_file(merge *m, int sdir, int ddir, const char *name, const struc
     if (dfd < 0) {
         if (errno == EEXIST)
             return -EEXIST;
-        return sbx_error_sys(err, sbx_errno_code(errno), errno, "merging: creating '%s'", rel);
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "merging: creating '%s'", rel);
     }
     int r = copy_data(m, sfd, dfd, rel, err);
     if (r == 0)
@@ -289,11 +289,11 @@ static int make_special(int sdir, int ddir, const char *name, const struct stat 
         target[n] = '\0';
         if (symlinkat(target, ddir, name) < 0)
             return errno == EEXIST ? -EEXIST
-                                   : sbx_error_sys(err, sbx_errno_code(errno), errno,
+                                   : sbx_error_sys(err, sbx__errno_code(errno), errno,
                                                    "merging: creating link '%s'", rel);
     } else if (mknodat(ddir, name, st->st_mode & (S_IFMT | 0600), st->st_rdev) < 0) {
         return errno == EEXIST ? -EEXIST
-                               : sbx_error_sys(err, sbx_errno_code(errno), errno,
+                               : sbx_error_sys(err, sbx__errno_code(errno), errno,
                                                "merging: creating node '%s'", rel);
     }
     int r = 0;
@@ -329,7 +329,7 @@ static int place(merge *m, int sdir, int ddir, const char *name, const struct st
         if (errno == EEXIST)
             return -EEXIST;
         if (errno != EXDEV && errno != EMLINK && errno != EPERM)
-            return sbx_error_sys(err, sbx_errno_code(errno), errno, "merging: linking '%s'", rel);
+            return sbx_error_sys(err, sbx__errno_code(errno), errno, "merging: linking '%s'", rel);
         /* another filesystem, link count at its limit, or protected_hardlinks: copy */
     }
     if (!S_ISREG(st->st_mode))
@@ -347,7 +347,7 @@ static int place(merge *m, int sdir, int ddir, const char *name, const struct st
         if (errno == EEXIST)
             return -EEXIST;
         if (errno != EMLINK)
-            return sbx_error_sys(err, sbx_errno_code(errno), errno,
+            return sbx_error_sys(err, sbx__errno_code(errno), errno,
                                  "merging: linking '%s' to '%s'", rel, hl->val);
     }
     int r = copy_file(m, sdir, ddir, name, st, rel, err);
@@ -365,7 +365,7 @@ static int merge_dir(merge *m, int sdir, int ddir, const char *name, const struc
     bool created = mkdirat(ddir, name, 0700) == 0;
     if (!created) {
         if (errno != EEXIST)
-            return sbx_error_sys(err, sbx_errno_code(errno), errno, "merging: creating dir '%s'",
+            return sbx_error_sys(err, sbx__errno_code(errno), errno, "merging: creating dir '%s'",
                                  rel);
         struct stat dst;
         if (fstatat(ddir, name, &dst, AT_SYMLINK_NOFOLLOW) < 0)
@@ -481,13 +481,7 @@ static int finish_times(merge *m, sbx_error *err)
 }
 
 int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers, bool link,
-                     sbx_rootfs_stats *stats, sbx_error *err)
-{
-    return sbx_rootfs_merge_ex(dest, layers, nlayers, link, NULL, stats, err);
-}
-
-int sbx_rootfs_merge_ex(const char *dest, const char *const *layers, size_t nlayers, bool link,
-                        const volatile int *cancel, sbx_rootfs_stats *stats, sbx_error *err)
+                     const volatile int *cancel, sbx_rootfs_stats *stats, sbx_error *err)
 {
     merge m = {.link = link, .try_clone = true, .try_cfr = true, .dest_fd = -1, .cancel = cancel};
     char rel[PATH_BUF];

@@ -2,7 +2,7 @@
  *
  * The image is looked up in the store only (never a registry) and leased
  * for the whole call, so gc cannot take its layers away.  Each layer is
- * unpacked once into the store's cache (sbx_layer_unpack; concurrent
+ * unpacked once into the store's cache (sbx_rootfs_layer_unpack; concurrent
  * unpackers of one layer end with one dir), then rootfs_merge.c flattens
  * them top to bottom into a sibling temp dir of the destination, which is
  * synced and renamed into place.
@@ -16,17 +16,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "layers.h"
+#include "rootfs_internal.h"
 #include "outdir.h"
 #include "sbx_common.h"
 #include "sbx/log.h"
-#include "sbx/registry.h"
 #include "sbx/rootfs.h"
 
 /* ---- the destination and its temp dir ------------------------------------- */
 
 /* dest must be absent or an empty directory. */
-static int check_dest(bld_outdir *d, sbx_error *err)
+static int check_dest(rfs_outdir *d, sbx_error *err)
 {
     struct stat st;
     if (lstat(d->path, &st) < 0) {
@@ -63,7 +62,7 @@ static int check_cancel(const sbx_rootfs_options *o, sbx_error *err)
     return 0;
 }
 
-static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *in,
+static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in,
                          const sbx_rootfs_options *o, sbx_error *err)
 {
     char **dirs = calloc(in->nlayers + 1, sizeof *dirs);
@@ -77,7 +76,7 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *i
         if (r < 0)
             return r;
         snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, in->nlayers, diff_id);
-        if (!sbx_digest_valid(diff_id))
+        if (!sbx__digest_valid(diff_id))
             return sbx_error_set(err, SBX_ENOTFOUND, "unpacking: layer %zu has no diff_id in the "
                                  "image config", i + 1);
         if (sbx_store_has_layer(s, diff_id) != 1)
@@ -87,9 +86,9 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *i
         r = sbx_store_layer_unpacked_path(s, diff_id, path, sizeof path, err);
         if (r < 0)
             return r;
-        bool cached = sbx_unpacked_is_current(path); /* else another boot's: unpack again */
+        bool cached = sbx_rootfs_layer_is_current(path); /* else another boot's: unpack again */
         sbx_progress_emit(id, cached ? "cached" : "unpack", 0, in->layers[i].size);
-        if (!cached && (r = sbx_layer_unpack(s, diff_id, path, sizeof path, err)) < 0)
+        if (!cached && (r = sbx_rootfs_layer_unpack(path, sizeof path, s, diff_id, err)) < 0)
             return sbx_error_wrap(err, "unpacking layer %zu/%zu", i + 1, in->nlayers);
         if (!(dirs[i] = strdup(path)))
             return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
@@ -97,7 +96,7 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image_info *i
     return 0;
 }
 
-static int merge_into_tmp(sbx_rootfs_result *out, const bld_outdir *d, char **dirs, size_t n,
+static int merge_into_tmp(sbx_rootfs_result *out, const rfs_outdir *d, char **dirs, size_t n,
                           const sbx_rootfs_options *o, sbx_error *err)
 {
     /* overlayfs order: top-most first */
@@ -107,30 +106,29 @@ static int merge_into_tmp(sbx_rootfs_result *out, const bld_outdir *d, char **di
     for (size_t i = 0; i < n; i++)
         top_first[i] = dirs[n - 1 - i];
     sbx_progress_emit("rootfs", "merge", 0, 0);
-    int r = n ? sbx_rootfs_merge_ex(d->tmp, top_first, n, o->link, o->cancel, &out->stats, err)
+    int r = n ? sbx_rootfs_merge(d->tmp, top_first, n, o->link, o->cancel, &out->stats, err)
               : 0;
     free(top_first);
     if (r == 0 && !n && chmod(d->tmp, 0755) < 0)
         r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: setting mode of '%s'", d->tmp);
     if (r == 0 && !o->no_sync && syncfs(d->lock_fd) < 0)
-        r = sbx_error_sys(err, sbx_errno_code(errno), errno, "unpacking: syncing '%s'", d->tmp);
+        r = sbx_error_sys(err, sbx__errno_code(errno), errno, "unpacking: syncing '%s'", d->tmp);
     return r < 0 ? r : check_cancel(o, err);
 }
 
-static int write_config(const sbx_image_info *in, const char *path, sbx_error *err)
+static int write_config(const sbx_image *in, const char *path, sbx_error *err)
 {
-    int r = sbx_write_file_atomic(path, in->config_raw, in->config_len, 0644, err);
+    int r = sbx__write_file_atomic(path, in->config_raw, in->config_len, 0644, err);
     if (r < 0)
         sbx_error_wrap(err, "unpacking: writing the image config to '%s'", path);
     return r;
 }
 
-static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, bld_outdir *d,
+static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, rfs_outdir *d,
                const sbx_rootfs_options *o, sbx_error *err)
 {
-    sbx_image_info *in = NULL;
-    sbx_lease *lease = NULL;
-    int r = bld_open_image(&in, &lease, s, image, o->platform, "unpacking", err);
+    sbx_image *in = NULL;
+    int r = rfs_open_image(&in, s, image, o->platform, "unpacking", err);
     if (r < 0)
         return r;
     char **dirs = NULL;
@@ -140,7 +138,7 @@ static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, bld_outd
     out->layers = in->nlayers;
     if ((r = unpack_layers(&dirs, s, in, o, err)) < 0)
         goto out;
-    if ((r = bld_outdir_make_tmp(d, err)) < 0)
+    if ((r = rfs_outdir_make_tmp(d, err)) < 0)
         goto out;
     if ((r = merge_into_tmp(out, d, dirs, in->nlayers, o, err)) < 0)
         goto out;
@@ -162,7 +160,7 @@ static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, bld_outd
     d->tmp = NULL;
     sbx_error fe = SBX_ERROR_INIT;
     if (!o->no_sync)
-        sbx_fsync_dir(d->parent, &fe);
+        sbx__fsync_dir(d->parent, &fe);
     sbx_store_touch(s, out->digest, &fe);
     sbx_progress_emit("rootfs", "done", out->stats.bytes, out->stats.bytes);
 out:
@@ -172,8 +170,7 @@ out:
         for (size_t i = 0; dirs[i]; i++)
             free(dirs[i]);
     free(dirs);
-    sbx_image_info_free(in);
-    sbx_lease_release(lease);
+    sbx_image_close(in);
     return r;
 }
 
@@ -184,7 +181,7 @@ struct call {
     const sbx_rootfs_options *o;
 };
 
-static int work(bld_outdir *d, void *ud, sbx_error *err)
+static int work(rfs_outdir *d, void *ud, sbx_error *err)
 {
     struct call *c = ud;
     return run(c->out, c->s, c->image, d, c->o, err);
@@ -199,5 +196,5 @@ int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *imag
     if (!image || !*image || !dir || !*dir)
         return sbx_error_set(err, SBX_EINVAL, "unpacking: an image and a directory are needed");
     struct call c = {out, store, image, o};
-    return bld_outdir_run(dir, "unpacking", "unpack", check_dest, work, &c, err);
+    return rfs_outdir_run(dir, "unpacking", "unpack", check_dest, work, &c, err);
 }

@@ -12,7 +12,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "layers.h"
+#include "rootfs_internal.h"
 #include "sbx_common.h"
 #include "testutil.h"
 
@@ -41,7 +41,7 @@ static void capture_mem(const char *dir, const sbx_capture_options *o, membuf *m
     sbx_error err = SBX_ERROR_INIT;
     m->data = NULL;
     m->len = 0;
-    int r = sbx_capture_stream(res, dir, o, mem_sink, m, &err);
+    int r = sbx_rootfs_capture_stream(res, dir, o, mem_sink, m, &err);
     if (r != 0)
         fail_msg("capture: %s", err.msg);
 }
@@ -93,7 +93,7 @@ static int unpack_file(const char *tar, const char *dest, sbx_error *err)
 {
     int fd = open(tar, O_RDONLY);
     assert_true(fd >= 0);
-    int r = sbx_unpack_tar_fd(fd, dest, err);
+    int r = sbx_rootfs_unpack_tar_fd(fd, dest, err);
     close(fd);
     return r;
 }
@@ -172,10 +172,10 @@ static void test_capture_entries(void **state)
     sbx_capture_result res;
     capture_mem(src, &o, &m, &res);
     assert_true(res.changed);
-    assert_true(sbx_digest_valid(res.diff_id));
+    assert_true(sbx__digest_valid(res.diff_id));
     assert_int_equal(res.size, m.len);
     char want[SBX_DIGEST_BUFSZ];
-    sbx_sha256_buf(m.data, m.len, want);
+    sbx__sha256_buf(m.data, m.len, want);
     assert_string_equal(want, res.diff_id);
     char *list = list_tar(&m);
     assert_string_equal(list, "f a\nf a.b\nd b/\nh b/hard\nf b/z\nl sym\n");
@@ -273,13 +273,13 @@ static void test_capture_empty_and_errors(void **state)
 
     sbx_error err = SBX_ERROR_INIT;
     char *missing = tu_path(d, "missing");
-    assert_int_equal(sbx_capture_stream(&res, missing, &o, mem_sink, &m, &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_rootfs_capture_stream(&res, missing, &o, mem_sink, &m, &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "capturing");
     assert_string_equal(err.where, missing);
 
     sbx_error_clear(&err);
     o.prefix = "../x";
-    assert_int_equal(sbx_capture_stream(&res, d, &o, mem_sink, &m, &err), SBX_EINVAL);
+    assert_int_equal(sbx_rootfs_capture_stream(&res, d, &o, mem_sink, &m, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "bad prefix '../x'");
     assert_int_equal(m.len, 0);
     free(missing);
@@ -370,7 +370,7 @@ static void test_caps_and_devices_roundtrip(void **state)
     assert_int_equal(write(pfd[1], m.data, m.len), (ssize_t)m.len);
     close(pfd[1]);
     sbx_error err = SBX_ERROR_INIT;
-    assert_int_equal(sbx_unpack_tar_fd(pfd[0], out, &err), 0);
+    assert_int_equal(sbx_rootfs_unpack_tar_fd(pfd[0], out, &err), 0);
     close(pfd[0]);
     char *ping2 = tu_path(out, "ping"), *null2 = tu_path(out, "null");
     uint32_t got[5] = {0};
@@ -560,14 +560,14 @@ static void test_capture_overlay_upper(void **state)
     mkd(lower, "dir");
     mkfile(lower, "dir/old", "old");
     mkfile(lower, "keep", "keep");
-    char *opts = sbx_strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+    char *opts = sbx__strdup_printf("lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
     assert_int_equal(mount("overlay", merged, "overlay", 0, opts), 0);
     char *p = tu_path(merged, "gone");
     assert_int_equal(unlink(p), 0);
     free(p);
     sbx_error err = SBX_ERROR_INIT;
     char *md = tu_path(merged, "dir");
-    assert_int_equal(sbx_rm_rf(md, &err), 0);
+    assert_int_equal(sbx__rm_rf(md, &err), 0);
     assert_int_equal(mkdir(md, 0755), 0); /* recreated: overlay makes it opaque */
     mkfile(merged, "dir/new", "new");
     assert_int_equal(umount(merged), 0);
@@ -587,10 +587,10 @@ static void test_capture_overlay_upper(void **state)
     assert_int_equal(pipe(pfd), 0);
     assert_int_equal(write(pfd[1], m1.data, m1.len), (ssize_t)m1.len);
     close(pfd[1]);
-    assert_int_equal(sbx_unpack_tar_fd(pfd[0], lay, &err), 0);
+    assert_int_equal(sbx_rootfs_unpack_tar_fd(pfd[0], lay, &err), 0);
     close(pfd[0]);
     free(opts);
-    opts = sbx_strdup_printf("lowerdir=%s:%s", lay, lower);
+    opts = sbx__strdup_printf("lowerdir=%s:%s", lay, lower);
     assert_int_equal(mount("overlay", merged, "overlay", MS_RDONLY, opts), 0);
     long n = tu_count_files(merged);
     assert_int_equal(umount(merged), 0);
@@ -618,12 +618,12 @@ static void test_store_capture_and_unpack(void **state)
     sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
     o.overlay_upper = false;
     sbx_capture_result res;
-    if (sbx_layer_capture(&res, s, src, &o, &err) != 0)
+    if (sbx_rootfs_capture(&res, s, src, &o, &err) != 0)
         fail_msg("capture: %s", err.msg);
     assert_true(res.changed);
     assert_int_equal(sbx_store_has_layer(s, res.diff_id), 1);
     sbx_capture_result none;
-    assert_int_equal(sbx_layer_capture(&none, s, empty, &o, &err), 0);
+    assert_int_equal(sbx_rootfs_capture(&none, s, empty, &o, &err), 0);
     assert_false(none.changed);
 
     /* several processes unpack the same layer at once: one dir results */
@@ -635,7 +635,7 @@ static void test_store_capture_and_unpack(void **state)
             sbx_error e = SBX_ERROR_INIT;
             char path[1024];
             if (sbx_store_open(&cs, root, &e) != 0 ||
-                sbx_layer_unpack(cs, res.diff_id, path, sizeof(path), &e) != 0)
+                sbx_rootfs_layer_unpack(path, sizeof(path), cs, res.diff_id, &e) != 0)
                 _exit(1);
             sbx_store_free(cs);
             _exit(0);
@@ -647,7 +647,7 @@ static void test_store_capture_and_unpack(void **state)
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
     char path[1024];
-    if (sbx_layer_unpack(s, res.diff_id, path, sizeof(path), &err) != 0)
+    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, res.diff_id, &err) != 0)
         fail_msg("unpack: %s", err.msg);
     membuf m;
     sbx_capture_result again;
@@ -658,8 +658,8 @@ static void test_store_capture_and_unpack(void **state)
     *strrchr(parent, '/') = '\0';
     assert_true(no_tmp_left(parent));
 
-    assert_int_equal(sbx_layer_unpack(s, "sha256:0000000000000000000000000000000000000000000000"
-                                         "000000000000000000", path, sizeof(path), &err),
+    assert_int_equal(sbx_rootfs_layer_unpack(path, sizeof(path), s, "sha256:0000000000000000000000000000000000000000000000"
+                                         "000000000000000000", &err),
                      SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "unpacking layer 'sha256:0000");
     sbx_store_free(s);

@@ -10,7 +10,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "layers.h"
+#include "rootfs_internal.h"
 #include "sbx_common.h"
 #include "testutil.h"
 
@@ -50,7 +50,7 @@ static int unpack_file(const char *tar, const char *dest, sbx_error *err)
 {
     int fd = open(tar, O_RDONLY);
     assert_true(fd >= 0);
-    int r = sbx_unpack_tar_fd(fd, dest, err);
+    int r = sbx_rootfs_unpack_tar_fd(fd, dest, err);
     close(fd);
     return r;
 }
@@ -80,7 +80,7 @@ static void assert_fresh(const char *dest)
     ssize_t n = getxattr(dest, SBX_UNPACK_MARK_XATTR, v, sizeof(v) - 1);
     assert_int_equal(n, (ssize_t)strlen(boot));
     assert_string_equal(v, boot);
-    assert_true(sbx_unpacked_is_current(dest));
+    assert_true(sbx_rootfs_layer_is_current(dest));
     char *f = tu_path(dest, "sub/f"), *stale = tu_path(dest, "stale");
     struct stat st;
     assert_int_equal(stat(f, &st), 0);
@@ -100,7 +100,7 @@ static void make_stale(const char *dest, const char *mark)
         assert_int_equal(setxattr(dest, SBX_UNPACK_MARK_XATTR, mark, strlen(mark), 0), 0);
     else
         assert_int_equal(removexattr(dest, SBX_UNPACK_MARK_XATTR), 0);
-    assert_false(sbx_unpacked_is_current(dest));
+    assert_false(sbx_rootfs_layer_is_current(dest));
 }
 
 static void test_unpack_marks_boot(void **state)
@@ -155,7 +155,7 @@ static void test_unpack_unmarked_redone(void **state)
     assert_true(no_tmp_left(u));
 
     /* not even a dir (an older tool, a stray file): replaced as well */
-    assert_int_equal(sbx_rm_rf(dest, &err), 0);
+    assert_int_equal(sbx__rm_rf(dest, &err), 0);
     tu_write_file(dest, "junk");
     if (unpack_file(tar, dest, &err) != 0)
         fail_msg("unpack: %s", err.msg);
@@ -182,7 +182,7 @@ static void test_unpack_stale_concurrent(void **state)
         assert_true(kids[i] >= 0);
         if (kids[i] == 0) {
             sbx_error e = SBX_ERROR_INIT;
-            if (unpack_file(tar, dest, &e) != 0 || !sbx_unpacked_is_current(dest))
+            if (unpack_file(tar, dest, &e) != 0 || !sbx_rootfs_layer_is_current(dest))
                 _exit(1);
             char *f = tu_path(dest, "sub/f");
             struct stat st;
@@ -220,14 +220,14 @@ static void test_unpack_drops_forged_mark(void **state)
     assert_int_equal(errno, ENODATA);
     assert_int_equal(getxattr(sub, SBX_UNPACK_MARK_XATTR_USER, v, sizeof(v)), -1);
     assert_int_equal(getxattr(sub, "user.keep", v, sizeof(v)), 1); /* others kept */
-    assert_false(sbx_unpacked_is_current(sub));
+    assert_false(sbx_rootfs_layer_is_current(sub));
     assert_fresh(dest);
     free(sub), free(tar), free(dest);
     tu_tmpdir_free(d);
 }
 
 /* The builder's path: a stored layer's cached dir from another boot is
- * unpacked again by sbx_layer_unpack. */
+ * unpacked again by sbx_rootfs_layer_unpack. */
 static void test_layer_unpack_other_boot_redone(void **state)
 {
     (void)state;
@@ -241,16 +241,16 @@ static void test_layer_unpack_other_boot_redone(void **state)
     assert_int_equal(sbx_store_layer_begin(&w, s, NULL, &err), 0);
     char *bytes = NULL;
     size_t len = 0;
-    assert_int_equal(sbx_read_file(&bytes, &len, tar, 1 << 20, &err), 0);
+    assert_int_equal(sbx__read_file(&bytes, &len, tar, 1 << 20, &err), 0);
     assert_int_equal(sbx_layer_writer_write(w, bytes, len, &err), 0);
     char diff_id[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_layer_writer_commit(w, diff_id, &err), 0);
     char path[1024];
-    if (sbx_layer_unpack(s, diff_id, path, sizeof(path), &err) != 0)
+    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, diff_id, &err) != 0)
         fail_msg("unpack: %s", err.msg);
     assert_fresh(path);
     make_stale(path, "00000000-0000-0000-0000-000000000001");
-    if (sbx_layer_unpack(s, diff_id, path, sizeof(path), &err) != 0)
+    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, diff_id, &err) != 0)
         fail_msg("unpack: %s", err.msg);
     assert_fresh(path);
     char *parent = strdup(path);

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/utsname.h>
 
-#include "registry_internal.h"
+#include "image_internal.h"
 
 static void lower(char *s)
 {
@@ -124,7 +124,7 @@ const char *sbx_platform_format(const sbx_platform *p, char *buf, size_t len)
 /* Rank how well `have` serves `want`: 0 no, 3 exact, 2 same arch and any
  * variant wanted, 1 an older compatible variant (arm v6 on a v7 host, amd64
  * v2 on a v3 host). */
-int registry_platform_rank(const sbx_platform *want, const sbx_platform *have)
+int img_platform_rank(const sbx_platform *want, const sbx_platform *have)
 {
     if (strcmp(want->os, have->os) != 0 || strcmp(want->architecture, have->architecture) != 0)
         return 0;
@@ -144,5 +144,5 @@ int registry_platform_rank(const sbx_platform *want, const sbx_platform *have)
 
 int sbx_platform_match(const sbx_platform *want, const sbx_platform *have)
 {
-    return registry_platform_rank(want, have) > 0;
+    return img_platform_rank(want, have) > 0;
 }

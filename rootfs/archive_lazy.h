@@ -6,7 +6,7 @@
  * read or write a tar (images, inspect, a cached resolve, an unpack whose
  * layers are already there).  So sbx-image does not link libarchive: the
  * builder opens "libarchive.so.13" with dlopen the first time it captures or
- * unpacks a layer (bld_archive_load, called by the entry points of capture.c
+ * unpacks a layer (rfs_archive_load, called by the entry points of capture.c
  * and unpack.c before anything else, and before the unpacker forks and
  * chroots, where the library could no longer be found).
  *
@@ -29,13 +29,13 @@
 /* Load libarchive and resolve every function below.  Idempotent and thread
  * safe; the answer of the first call is kept.  Returns 0, or SBX_EINTERNAL
  * "loading libarchive: <dlerror()'s reason>". */
-int bld_archive_load(sbx_error *err);
+int rfs_archive_load(sbx_error *err);
 
 /* The functions, one line each: F(return type, name, (parameters),
  * (arguments), answer when the library is not loaded) or, for functions
  * returning nothing, V(name, (parameters), (arguments)).  The "not loaded"
  * answers are libarchive's own for failures (NULL, ARCHIVE_FATAL, 0), so a
- * caller that skipped bld_archive_load gets an error, not a crash.
+ * caller that skipped rfs_archive_load gets an error, not a crash.
  * archive_set_error is variadic and is declared by hand below. */
 #define BLD_ARCHIVE_FUNCTIONS(F, V)                                                          \
     /* archives */                                                                           \

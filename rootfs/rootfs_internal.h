@@ -1,0 +1,38 @@
+/* Internal to the rootfs module: layer tars <-> directories (libarchive).
+ *
+ * unpack: a layer tar -> a directory usable as an overlayfs lower.  OCI
+ *   whiteouts become overlay whiteouts: `.wh.NAME` -> a 0/0 character device
+ *   NAME; `.wh..wh..opq` -> xattr trusted.overlay.opaque=y on its directory.
+ *   Entries that would land outside the directory (`..`, absolute paths,
+ *   through symlinks) are refused and nothing is left behind.  The directory
+ *   is built under a temp name and renamed into place, so it is complete or
+ *   absent; concurrent unpackers of the same layer end with one directory.
+ *   Nothing is synced: the directory's root carries SBX_UNPACK_MARK_XATTR =
+ *   the boot id, and a directory from another boot (a power cut may have
+ *   lost part of it) or without the mark is unpacked again.
+ *
+ * capture: a directory -> a deterministic tar stream: entries sorted by path
+ *   (byte order), mtimes clamped to the epoch, no atime/ctime, numeric owners
+ *   without user/group names, hardlinks as link entries, xattrs kept (except
+ *   overlay-private trusted.overlay.* / user.overlay.*), PAX restricted
+ *   format.  From an overlay upper dir, 0/0 character devices become
+ *   `.wh.NAME` and opaque directories get a `.wh..wh..opq` entry.  The same
+ *   tree always yields the same bytes, hence the same diff_id.
+ */
+#ifndef SBX_ROOTFS_INTERNAL_H
+#define SBX_ROOTFS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sbx/rootfs.h"
+#include "sbx_common.h"
+
+/* xattr on an unpacked dir's root naming the boot it was unpacked in (the
+ * user.* one is used when trusted.* cannot be set, e.g. without
+ * CAP_SYS_ADMIN).  Layers cannot carry either: they are dropped from tars. */
+#define SBX_UNPACK_MARK_XATTR "trusted.sbx.unpacked-boot"
+#define SBX_UNPACK_MARK_XATTR_USER "user.sbx.unpacked-boot"
+
+#endif
