@@ -31,12 +31,12 @@ extern char **environ;
 
 int sbx_build_image_from_dir(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
                              const char *dir, const char *name, const char *created_by,
-                             sbx_error *err)
+                             sbx_ctx *ctx, sbx_error *err)
 {
     sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
     co.overlay_upper = false;
     sbx_capture_result cr;
-    if (sbx_rootfs_capture(&cr, store, dir, &co, err) < 0)
+    if (sbx_rootfs_capture(&cr, store, dir, &co, ctx, err) < 0)
         return sbx_error_wrap(err, "capture '%s'", dir);
     sbx_platform host;
     sbx_platform_host(&host);
@@ -161,10 +161,12 @@ static void tail_push(char *tail, size_t cap, const char *line, size_t ll)
     tail[tl + ll] = '\0';
 }
 
-/* Run argv, forwarding each output line to on_output (step index 0) and
- * keeping the last ones for an error.  Returns the wait status or -1. */
-static int run_logged(char *const argv[], const sbx_build_options *opts, char *tail,
-                      size_t tail_len, sbx_error *err)
+/* Run argv in its own process group, forwarding each output line to
+ * on_output (step index 0) and keeping the last ones for an error.  A
+ * cancelled ctx kills the group.  Returns the wait status, or <0 (with
+ * SBX_ECANCELED after a cancel). */
+static int run_logged(char *const argv[], const sbx_build_options *opts, const sbx_ctx *ctx,
+                      char *tail, size_t tail_len, sbx_error *err)
 {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -174,9 +176,14 @@ static int run_logged(char *const argv[], const sbx_build_options *opts, char *t
     posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
     posix_spawn_file_actions_adddup2(&fa, pfd[1], 2);
     posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawnattr_t at;
+    posix_spawnattr_init(&at);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&at, 0);
     pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    int rc = posix_spawnp(&pid, argv[0], &fa, &at, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
     close(pfd[1]);
     if (rc != 0) {
         close(pfd[0]);
@@ -185,7 +192,18 @@ static int run_logged(char *const argv[], const sbx_build_options *opts, char *t
     char buf[4096], line[4096];
     size_t ll = 0;
     tail[0] = '\0';
+    bool cancelled = false;
     for (;;) {
+        struct pollfd p[2] = {{pfd[0], POLLIN, 0},
+                              {cancelled ? -1 : sbx__ctx_cancel_fd(ctx), POLLIN, 0}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (!cancelled && sbx_ctx_cancelled(ctx)) {
+            cancelled = true;
+            kill(-pid, SIGKILL);
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
         ssize_t n = read(pfd[0], buf, sizeof buf);
         if (n < 0 && errno == EINTR)
             continue;
@@ -210,6 +228,8 @@ static int run_logged(char *const argv[], const sbx_build_options *opts, char *t
         if (errno != EINTR)
             return sbx_error_sys(err, SBX_EIO, errno, "wait for '%s'", argv[0]);
     }
+    if (cancelled)
+        return sbx_error_set(err, SBX_ECANCELED, "'%s': cancelled", argv[0]);
     return status;
 }
 
@@ -234,7 +254,7 @@ static int clear_dev(const char *rootfs, sbx_error *err)
 }
 
 static int debootstrap_into(const char *rootfs, const bld_base_params *bp,
-                            const sbx_build_options *opts, sbx_error *err)
+                            const sbx_build_options *opts, const sbx_ctx *ctx, sbx_error *err)
 {
     _cleanup_free_ char *variant = sbx__strdup_printf("--variant=%s", bp->variant);
     if (!variant)
@@ -242,9 +262,11 @@ static int debootstrap_into(const char *rootfs, const bld_base_params *bp,
     char *argv[] = {"debootstrap", variant, (char *)bp->suite, (char *)rootfs,
                     (char *)bp->mirror, NULL};
     char tail[2048];
-    int st = run_logged(argv, opts, tail, sizeof tail, err);
+    int st = run_logged(argv, opts, ctx, tail, sizeof tail, err);
     if (st < 0)
-        return sbx_error_wrap(err, "build the sbx base (is debootstrap installed?)");
+        return sbx_error_wrap(err, err->code == SBX_ECANCELED
+                                       ? "build the sbx base"
+                                       : "build the sbx base (is debootstrap installed?)");
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
         return sbx_error_set(err, SBX_ESTEP,
                              "build the sbx base: 'debootstrap %s %s %s' failed (%s %d); last "
@@ -256,7 +278,7 @@ static int debootstrap_into(const char *rootfs, const bld_base_params *bp,
 }
 
 int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
-                       const sbx_build_options *opts, sbx_error *err)
+                       const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
     bld_base_params bp;
     bld_base_sbx_params(&bp, opts);
@@ -276,15 +298,14 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     _cleanup_close_ int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lfd < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "open '%s'", lock);
-    sbx_log(SBX_LOG_DEBUG, "waiting for the sbx base lock '%s'", lock);
-    while (flock(lfd, LOCK_EX) < 0)
-        if (errno != EINTR)
-            return sbx_error_sys(err, SBX_EIO, errno, "lock '%s'", lock);
+    sbx__log(ctx, SBX_LOG_DEBUG, "waiting for the sbx base lock '%s'", lock);
+    if (sbx__flock_wait(lfd, ctx, err) < 0)
+        return sbx_error_wrap(err, "lock '%s'", lock);
     /* Someone else may have made it while we waited. */
     if (named_manifest(store, bp.name, digest_out))
         return 0;
 
-    sbx_log(SBX_LOG_INFO, "building the sbx base '%s' with debootstrap --variant=%s %s %s",
+    sbx__log(ctx, SBX_LOG_INFO, "building the sbx base '%s' with debootstrap --variant=%s %s %s",
             bp.name, bp.variant, bp.suite, bp.mirror);
     _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/%d-base", dir, (int)getpid());
     if (!rootfs)
@@ -292,12 +313,12 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     sbx__rm_rf(rootfs, &e2);
     int rc = sbx__mkdir_p(rootfs, 0755, err);
     if (rc == 0)
-        rc = debootstrap_into(rootfs, &bp, opts, err);
+        rc = debootstrap_into(rootfs, &bp, opts, ctx, err);
     if (rc == 0) {
         _cleanup_free_ char *by = sbx__strdup_printf("debootstrap --variant=%s %s %s", bp.variant,
                                                     bp.suite, bp.mirror);
         rc = sbx_build_image_from_dir(digest_out, store, rootfs, bp.name,
-                                      by ? by : "debootstrap", err);
+                                      by ? by : "debootstrap", ctx, err);
         if (rc < 0)
             sbx_error_wrap(err, "store the sbx base");
     }
@@ -310,11 +331,11 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
 
 int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
                      const sbx_recipe_base *base, const sbx_build_options *opts,
-                     sbx_error *err)
+                     sbx_ctx *ctx, sbx_error *err)
 {
     switch (base->kind) {
     case SBX_BASE_SBX:
-        return sbx_build_sbx_base(digest_out, store, opts, err);
+        return sbx_build_sbx_base(digest_out, store, opts, ctx, err);
     case SBX_BASE_IMAGE: {
         const char *ref = base->ref;
         if (sbx__digest_valid(ref)) {
@@ -342,7 +363,7 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
         ro.store = store;
         ro.platform = opts ? opts->platform : NULL;
-        if (sbx_registry_resolve(digest_out, base->ref, &ro, err) < 0)
+        if (sbx_registry_resolve(digest_out, base->ref, &ro, ctx, err) < 0)
             return sbx_error_wrap(err, "resolve base '%s'", base->ref);
         return 0;
     }
@@ -351,7 +372,7 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
 }
 
 int bld_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *digest,
-                   const sbx_build_options *opts, sbx_error *err)
+                   const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
     if (base->kind != SBX_BASE_REGISTRY || sbx_store_has_blob(store, digest) == 1) {
         /* A manifest is stored only with its children, so present = complete.
@@ -388,7 +409,7 @@ int bld_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *di
     ro.platform = opts ? opts->platform : NULL;
     sbx_pull_result pr;
     memset(&pr, 0, sizeof pr);
-    int rc = sbx_registry_pull(&pr, pinned, &ro, err);
+    int rc = sbx_registry_pull(&pr, pinned, &ro, ctx, err);
     if (rc == 0 && strcmp(pr.digest, digest) != 0)
         rc = sbx_error_set(err, SBX_EDIGEST, "pull base '%s': got manifest '%s', resolved '%s'",
                            base->ref, pr.digest, digest);

@@ -34,6 +34,7 @@ typedef struct build_ctx {
     sbx_store *s;
     const sbx_recipe *r;
     const sbx_build_options *o;
+    sbx_ctx *ctx;
     sbx_build_result *res;
     const char *root;
     bld_runtime_kind runtime;
@@ -95,7 +96,7 @@ static void on_output(void *ud, const char *line, size_t len)
 static int pid_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
 /* Remove <root>/build/<pid>-* left by builders that died. */
-static void cleanup_dead_scratch(const char *root)
+static void cleanup_dead_scratch(const char *root, const sbx_ctx *ctx)
 {
     _cleanup_free_ char *dir = sbx__strdup_printf("%s/build", root);
     DIR *d = dir ? opendir(dir) : NULL;
@@ -110,7 +111,7 @@ static void cleanup_dead_scratch(const char *root)
         _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", dir, e->d_name);
         sbx_error e2 = SBX_ERROR_INIT;
         if (p && sbx__rm_rf(p, &e2) == 0)
-            sbx_log(SBX_LOG_DEBUG, "removed '%s' left by a dead build", p);
+            sbx__log(ctx, SBX_LOG_DEBUG, "removed '%s' left by a dead build", p);
     }
     closedir(d);
 }
@@ -131,13 +132,13 @@ static char *scratch_new(build_ctx *c, sbx_error *err)
     return p;
 }
 
-static void scratch_free(char *p)
+static void scratch_free(build_ctx *c, char *p)
 {
     if (!p)
         return;
     sbx_error e = SBX_ERROR_INIT;
     if (sbx__rm_rf(p, &e) < 0)
-        sbx_log(SBX_LOG_WARN, "%s", e.msg);
+        sbx__log(c->ctx, SBX_LOG_WARN, "%s", e.msg);
     free(p);
 }
 
@@ -167,7 +168,7 @@ static int lowers_get(lowers *out, build_ctx *c, json_t *config, sbx_error *err)
     for (size_t i = 0; i < n; i++) {
         char path[4096];
         const char *diff_id = bld_config_layer(config, n - 1 - i);
-        if (sbx_rootfs_layer_unpack(path, sizeof path, c->s, diff_id, err) < 0) {
+        if (sbx_rootfs_layer_unpack(path, sizeof path, c->s, diff_id, c->ctx, err) < 0) {
             lowers_free(out);
             return sbx_error_wrap(err, "unpack layer %zu '%s'", n - i, diff_id);
         }
@@ -256,15 +257,15 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         so.output_ud = c;
         so.keep_lines = SBX_BUILD_TAIL_LINES;
         c->cur_index = index;
-        rc = bld_sandbox_run(&sr, &so, err);
+        rc = bld_sandbox_run(&sr, &so, c->ctx, err);
         if (rc < 0) {
             fail_info(c, index, summary, cmd->display, &sr);
             if (sr.exited && sr.exit_code == BLD_STEP_EXIT_UNAVAILABLE)
                 rc = sbx_error_set(err, SBX_EUNSUPPORTED, "%s", last_line(sr.tail));
             else if (sr.timed_out)
                 rc = sbx_error_set(err, SBX_ETIMEOUT, "timed out after %u seconds", c->timeout);
-            else if (sr.interrupted)
-                rc = sbx_error_set(err, SBX_ESTEP, "interrupted by signal %d", sr.interrupted);
+            else if (sr.cancelled)
+                rc = sbx_error_set(err, SBX_ECANCELED, "cancelled");
             else if (sr.exited)
                 rc = sbx_error_set(err, SBX_ESTEP, "command failed with exit code %d",
                                    sr.exit_code);
@@ -277,20 +278,20 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
     if (rc == 0) {
         sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
         sbx_capture_result cr;
-        rc = sbx_rootfs_capture(&cr, c->s, upper, &co, err);
+        rc = sbx_rootfs_capture(&cr, c->s, upper, &co, c->ctx, err);
         if (rc < 0)
             sbx_error_wrap(err, "capture the layer");
         else
             rc = bld_config_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
         if (rc == 0)
-            sbx_log(SBX_LOG_DEBUG, "step %zu: %llu tar bytes captured", index,
+            sbx__log(c->ctx, SBX_LOG_DEBUG, "step %zu: %llu tar bytes captured", index,
                     (unsigned long long)cr.size);
     }
     uint64_t t3 = sbx__now_monotonic_ns();
-    sbx_log(SBX_LOG_DEBUG, "step %zu: layers ready %.3fs, ran %.3fs, captured %.3fs", index,
+    sbx__log(c->ctx, SBX_LOG_DEBUG, "step %zu: layers ready %.3fs, ran %.3fs, captured %.3fs", index,
             (double)(t1 - t0) / 1e9, (double)(t2 - t1) / 1e9, (double)(t3 - t2) / 1e9);
     bld_sandbox_result_clear(&sr);
-    scratch_free(scratch);
+    scratch_free(c, scratch);
     lowers_free(&low);
     return rc;
 }
@@ -311,18 +312,18 @@ static int copy_step(build_ctx *c, json_t *config, const sbx_step *st, const cha
                    : sbx_error_set(err, SBX_ENOMEM, "prepare copy");
     if (rc == 0)
         rc = bld_copy_stage(stage, sbx_recipe_context_dir(c->r), st,
-                            (const char *const *)low.dirs, low.n, err);
+                            (const char *const *)low.dirs, low.n, c->ctx, err);
     if (rc == 0) {
         sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
         co.overlay_upper = false;
         sbx_capture_result cr;
-        rc = sbx_rootfs_capture(&cr, c->s, stage, &co, err);
+        rc = sbx_rootfs_capture(&cr, c->s, stage, &co, c->ctx, err);
         if (rc < 0)
             sbx_error_wrap(err, "capture the layer");
         else
             rc = bld_config_add_history(config, cr.changed ? cr.diff_id : NULL, summary, err);
     }
-    scratch_free(scratch);
+    scratch_free(c, scratch);
     lowers_free(&low);
     return rc;
 }
@@ -386,7 +387,7 @@ static int name_set_if_changed(sbx_store *s, const char *name, const char *diges
 
 /* Mark the manifest `name` points to as used, if its last use is stale.
  * Best effort: a failed touch only makes eviction less accurate. */
-static void touch_if_stale(sbx_store *s, const char *name)
+static void touch_if_stale(sbx_store *s, const char *name, const sbx_ctx *ctx)
 {
     sbx_name_entry *v = NULL;
     size_t n = 0;
@@ -398,7 +399,7 @@ static void touch_if_stale(sbx_store *s, const char *name)
             continue;
         if (sbx__now_unix() - v[i].last_used >= SBX_BUILD_TOUCH_SECONDS &&
             sbx_store_touch(s, v[i].digest, &e) < 0)
-            sbx_log(SBX_LOG_DEBUG, "mark '%s' used: %s", name, e.msg);
+            sbx__log(ctx, SBX_LOG_DEBUG, "mark '%s' used: %s", name, e.msg);
         break;
     }
     sbx_name_entries_free(v, n);
@@ -448,7 +449,7 @@ static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
     if (bld_config_digest(c->s, config, c->res->digest, err) < 0)
         return err->code;
     if (image_named(c, name, c->res->digest)) {
-        touch_if_stale(c->s, name);
+        touch_if_stale(c->s, name, c->ctx);
         return 0;
     }
     if (bld_config_commit(c->s, config, c->res->digest, err) < 0)
@@ -467,11 +468,11 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
 {
     const sbx_recipe_base *b = sbx_recipe_get_base(c->r);
     char d[SBX_DIGEST_BUFSZ];
-    if (!(c->o && c->o->no_cache) && bld_cache_lookup(config, d, c->s, key0)) {
+    if (!(c->o && c->o->no_cache) && bld_cache_lookup(config, d, c->s, key0, c->ctx)) {
         sbx_store_has_blob(c->s, d); /* steps run on it: lease it against gc */
         return 0;
     }
-    if (bld_base_fetch(c->s, b, c->res->base_digest, c->o, err) < 0)
+    if (bld_base_fetch(c->s, b, c->res->base_digest, c->o, c->ctx, err) < 0)
         return err->code;
     if (bld_config_load(config, c->s, c->res->base_digest, err) < 0)
         return sbx_error_wrap(err, "read base '%s'", b->ref);
@@ -525,7 +526,7 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     char d[SBX_DIGEST_BUFSZ];
     if (!c->o || !c->o->no_cache) {
         for (size_t k = n; k >= 1; k--) {
-            if (bld_cache_lookup(&config, d, c->s, keys[k])) {
+            if (bld_cache_lookup(&config, d, c->s, keys[k], c->ctx)) {
                 start = k;
                 break;
             }
@@ -537,7 +538,7 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     } else if (config) {
         char name[SBX_DIGEST_BUFSZ + 16];
         if (bld_cache_name(name, sizeof name, keys[n]) == 0)
-            touch_if_stale(c->s, name);
+            touch_if_stale(c->s, name, c->ctx);
     }
     if (!config)
         rc = base_state(c, &config, keys[0], err);
@@ -546,6 +547,10 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
         _cleanup_free_ char *summary = bld_step_summary(st);
         if (!summary) {
             rc = sbx_error_set(err, SBX_ENOMEM, "describe step %zu", i);
+            break;
+        }
+        if (i > start && (rc = sbx__check_cancel(c->ctx, err)) < 0) {
+            sbx_error_wrap(err, "step %zu/%zu '%s'", i, n, summary);
             break;
         }
         if (i <= start) {
@@ -589,11 +594,11 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
 }
 
 int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
-              const sbx_build_options *opts, sbx_error *err)
+              const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
     sbx_build_result none = SBX_BUILD_RESULT_INIT;
     *result = none;
-    build_ctx c = {.s = store, .r = recipe, .o = opts, .res = result,
+    build_ctx c = {.s = store, .r = recipe, .o = opts, .ctx = ctx, .res = result,
                    .root = sbx_store_root(store), .total = sbx_recipe_n_steps(recipe)};
     if (opts && opts->runtime && bld_runtime_parse(&c.runtime, opts->runtime, err) < 0)
         return err->code;
@@ -605,15 +610,15 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)
         return err->code;
 
-    cleanup_dead_scratch(c.root);
+    cleanup_dead_scratch(c.root, ctx);
     sbx_error e2 = SBX_ERROR_INIT;
-    if (bld_sandbox_cleanup_stale(c.root, NULL, &e2) < 0)
-        sbx_log(SBX_LOG_WARN, "clean up after killed builds: %s", e2.msg);
+    if (bld_sandbox_cleanup_stale(c.root, NULL, ctx, &e2) < 0)
+        sbx__log(ctx, SBX_LOG_WARN, "clean up after killed builds: %s", e2.msg);
 
     const sbx_recipe_base *b = sbx_recipe_get_base(recipe);
     if (b->kind == SBX_BASE_SBX)
         emit_base(&c, b, NULL);
-    if (bld_base_resolve(result->base_digest, store, b, opts, err) < 0)
+    if (bld_base_resolve(result->base_digest, store, b, opts, ctx, err) < 0)
         return err->code;
     if (b->kind != SBX_BASE_SBX)
         emit_base(&c, b, result->base_digest);

@@ -19,10 +19,10 @@ int bld_base_sbx_params(bld_base_params *out, const sbx_build_options *opts);
  * the sbx base built if missing.  SBX_ENOTFOUND for a missing image base. */
 int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
                      const sbx_recipe_base *base, const sbx_build_options *opts,
-                     sbx_error *err);
+                     sbx_ctx *ctx, sbx_error *err);
 /* Make sure the resolved base is complete in the store (pull a registry base
  * pinned to digest). */
 int bld_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *digest,
-                   const sbx_build_options *opts, sbx_error *err);
+                   const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err);
 
 #endif

@@ -138,6 +138,7 @@ typedef struct copy_ctx {
     const char *const *lowers;
     size_t nlowers;
     uint64_t files, bytes;
+    const sbx_ctx *ctx;
 } copy_ctx;
 
 static int copy_file(const char *from, const char *to, mode_t mode, uid_t uid, gid_t gid,
@@ -170,6 +171,8 @@ static int copy_file(const char *from, const char *to, mode_t mode, uid_t uid, g
 static int visit(const sbx_copy_entry *e, void *ud, sbx_error *err)
 {
     copy_ctx *c = ud;
+    if (sbx__check_cancel(c->ctx, err) < 0)
+        return sbx_error_wrap(err, "copy");
     char to[PATH_MAX];
     if (e->relpath[0] == '\0') {
         /* src itself: the target path computed by bld_copy_stage */
@@ -213,10 +216,11 @@ static const char *passwd_root(const char *const *lowers, size_t n)
 }
 
 int bld_copy_stage(const char *stage, const char *context_dir, const sbx_step *st,
-                   const char *const *lowers, size_t nlowers, sbx_error *err)
+                   const char *const *lowers, size_t nlowers, const sbx_ctx *ctx,
+                   sbx_error *err)
 {
     copy_ctx c = {.stage = stage, .mode = st->u.copy.mode, .lowers = lowers,
-                  .nlowers = nlowers};
+                  .nlowers = nlowers, .ctx = ctx};
     if (st->u.copy.owner) {
         bld_user_ids ids;
         const char *root = passwd_root(lowers, nlowers);
@@ -263,7 +267,7 @@ int bld_copy_stage(const char *stage, const char *context_dir, const sbx_step *s
         return sbx_error_set(err, SBX_ELIMIT, "copy: destination '%s' too long", dest);
     if (sbx_recipe_copy_walk(context_dir, st->u.copy.src, visit, &c, err) < 0)
         return err->code;
-    sbx_log(SBX_LOG_DEBUG, "copy: staged %llu files, %llu bytes", (unsigned long long)c.files,
+    sbx__log(ctx, SBX_LOG_DEBUG, "copy: staged %llu files, %llu bytes", (unsigned long long)c.files,
             (unsigned long long)c.bytes);
     return 0;
 }

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "sbx/context.h"
 #include "sbx/error.h"
 #include "sbx/recipe.h"
 
@@ -12,6 +13,7 @@
  * first).  Errors: SBX_EINVAL (source outside the context), SBX_ENOTFOUND
  * (no such source or owner), SBX_EIO. */
 int bld_copy_stage(const char *stage, const char *context_dir, const sbx_step *st,
-                   const char *const *lowers, size_t nlowers, sbx_error *err);
+                   const char *const *lowers, size_t nlowers, const sbx_ctx *ctx,
+                   sbx_error *err);
 
 #endif

@@ -21,7 +21,7 @@ int bld_cache_name(char *buf, size_t len, const char *key)
 }
 
 int bld_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
-                     const char *key)
+                     const char *key, const sbx_ctx *ctx)
 {
     char name[SBX_DIGEST_BUFSZ + 16];
     sbx_error e = SBX_ERROR_INIT;
@@ -31,7 +31,7 @@ int bld_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx
         return 0;
     json_t *cfg = NULL;
     if (bld_config_load(&cfg, s, digest_out, &e) < 0) {
-        sbx_log(SBX_LOG_DEBUG, "cache entry '%s' unusable: %s", name, e.msg);
+        sbx__log(ctx, SBX_LOG_DEBUG, "cache entry '%s' unusable: %s", name, e.msg);
         return 0;
     }
     size_t n = bld_config_nlayers(cfg);
@@ -41,7 +41,7 @@ int bld_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx
         char path[4096];
         if (!l || sbx_store_layer_info(s, l, &info, &e) < 0 ||
             sbx_store_layer_path(s, l, path, sizeof path, &e) < 0) {
-            sbx_log(SBX_LOG_DEBUG, "cache entry '%s' misses layer %zu", name, i + 1);
+            sbx__log(ctx, SBX_LOG_DEBUG, "cache entry '%s' misses layer %zu", name, i + 1);
             json_decref(cfg);
             return 0;
         }

@@ -369,7 +369,7 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static probe_cache cache[4];
 
 static int check_one(bld_runtime_info *out, bld_runtime_kind kind, const char *store_root,
-                     char *why, size_t whylen)
+                     char *why, size_t whylen, const sbx_ctx *ctx)
 {
     pthread_mutex_lock(&cache_lock);
     probe_cache *c = &cache[kind];
@@ -385,7 +385,7 @@ static int check_one(bld_runtime_info *out, bld_runtime_kind kind, const char *s
                  probe(&c->info, store_root, c->why, sizeof(c->why)) == 0) {
             /* v1 controllers unusable too: run without cgroups, and so
              * without a devices cgroup (the spec then drops CAP_MKNOD) */
-            sbx_log(SBX_LOG_INFO, "crun runs with --cgroup-manager=disabled here");
+            sbx__log(ctx, SBX_LOG_INFO, "crun runs with --cgroup-manager=disabled here");
             c->ok = 0;
         } else {
             char tmp[600];
@@ -403,21 +403,21 @@ static int check_one(bld_runtime_info *out, bld_runtime_kind kind, const char *s
 }
 
 int bld_runtime_detect(bld_runtime_info *out, bld_runtime_kind want, const char *store_root,
-                       sbx_error *err)
+                       const sbx_ctx *ctx, sbx_error *err)
 {
     char why1[600], why2[600];
     if (want != BLD_RUNTIME_AUTO) {
         if ((unsigned)want >= SBX_ARRAY_LEN(cache))
             return sbx_error_set(err, SBX_EINVAL, "unknown runtime %d", (int)want);
-        if (check_one(out, want, store_root, why1, sizeof(why1)) == 0)
+        if (check_one(out, want, store_root, why1, sizeof(why1), ctx) == 0)
             return 0;
         return sbx_error_set(err, SBX_EUNSUPPORTED, "runtime '%s' does not work here: %s",
                              bld_runtime_name(want), why1);
     }
-    if (check_one(out, BLD_RUNTIME_CRUN, store_root, why1, sizeof(why1)) == 0)
+    if (check_one(out, BLD_RUNTIME_CRUN, store_root, why1, sizeof(why1), ctx) == 0)
         return 0;
-    if (check_one(out, BLD_RUNTIME_RUNC, store_root, why2, sizeof(why2)) == 0) {
-        sbx_log(SBX_LOG_INFO, "using runc: %s", why1);
+    if (check_one(out, BLD_RUNTIME_RUNC, store_root, why2, sizeof(why2), ctx) == 0) {
+        sbx__log(ctx, SBX_LOG_INFO, "using runc: %s", why1);
         return 0;
     }
     return sbx_error_set(err, SBX_EUNSUPPORTED, "no working OCI runtime: %s; %s", why1, why2);

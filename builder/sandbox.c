@@ -8,8 +8,10 @@
  *   rootfs/  the overlay mount point; config.json
  * Every exit path after the bundle exists goes through teardown(): delete the
  * container, unmount, remove the mount points the runtime had to create in
- * the upper dir, remove the bundle.  SIGINT/SIGTERM are blocked for the
- * duration and read from a signalfd, so they end the step the same way.
+ * the upper dir, remove the bundle.  A cancelled context (sbx_ctx_cancel,
+ * from any thread or a signal handler of the host) is watched through its
+ * eventfd next to the output pipe: the container is killed and the step ends
+ * through teardown the same way.  No signal is blocked or consumed here.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -20,7 +22,6 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/pidfd.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -34,6 +35,7 @@
 
 typedef struct run_state {
     const bld_sandbox_options *o;
+    const sbx_ctx *ctx;
     bld_runtime_info rt;
     char id[96];
     char *bundle;
@@ -296,7 +298,7 @@ static void remove_created(run_state *st)
  * costs a `delete -f`.  runsc keeps its state elsewhere: always deleted. */
 static bool container_may_exist(const run_state *st, const bld_sandbox_result *res)
 {
-    if (res->timed_out || res->interrupted || res->term_signal || !res->exited)
+    if (res->timed_out || res->cancelled || res->term_signal || !res->exited)
         return true;
     const char *dir = st->rt.kind == BLD_RUNTIME_CRUN   ? "/run/crun"
                       : st->rt.kind == BLD_RUNTIME_RUNC ? "/run/runc"
@@ -314,7 +316,7 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
         bld_rt_destroy(&st->rt, st->id);
     if (st->mounted && st->rootfs) {
         if (umount2(st->rootfs, 0) < 0 && umount2(st->rootfs, MNT_DETACH) < 0)
-            sbx_log(SBX_LOG_WARN, "unmounting '%s': %s", st->rootfs, strerror(errno));
+            sbx__log(st->ctx, SBX_LOG_WARN, "unmounting '%s': %s", st->rootfs, strerror(errno));
         else
             st->mounted = false;
         if (!st->mounted)
@@ -325,7 +327,7 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
     if (st->bundle && !st->mounted) {
         sbx_error e = SBX_ERROR_INIT;
         if (sbx__rm_rf(st->bundle, &e) < 0)
-            sbx_log(SBX_LOG_WARN, "removing '%s': %s", st->bundle, e.msg);
+            sbx__log(st->ctx, SBX_LOG_WARN, "removing '%s': %s", st->bundle, e.msg);
     }
 }
 
@@ -442,10 +444,10 @@ static bool reap(wait_state *w)
 }
 
 /* Pump output until the runtime exits (and its output is drained), killing
- * the container on timeout or on SIGINT/SIGTERM. */
-static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int outfd,
-                      int sigfd)
+ * the container on timeout or when the context is cancelled. */
+static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int outfd)
 {
+    int cancelfd = sbx__ctx_cancel_fd(st->ctx);
     const bld_sandbox_options *o = st->o;
     uint64_t start = sbx__now_monotonic_ns();
     uint64_t deadline = o->timeout_sec ? start + (uint64_t)o->timeout_sec * 1000000000ull : 0;
@@ -473,7 +475,10 @@ static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int
         int tmo = next == UINT64_MAX ? -1 : (int)((next - now) / 1000000 + 1);
         if (pidfd < 0 && (tmo < 0 || tmo > 100))
             tmo = 100;
-        struct pollfd p[3] = {{outfd, POLLIN, 0}, {sigfd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+        /* a fired cancel fd stays readable: watch it only until acted on */
+        struct pollfd p[3] = {{outfd, POLLIN, 0},
+                              {res->cancelled ? -1 : cancelfd, POLLIN, 0},
+                              {pidfd, POLLIN, 0}};
         int pr = poll(p, 3, tmo);
         if (pr < 0 && errno != EINTR)
             break;
@@ -487,12 +492,10 @@ static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int
                 outfd = -1;
             }
         }
-        if (pr > 0 && (p[1].revents & POLLIN)) {
-            struct signalfd_siginfo si;
-            if (read(sigfd, &si, sizeof(si)) == sizeof(si) && !res->interrupted) {
-                res->interrupted = (int)si.ssi_signo;
+        if (!res->cancelled && sbx_ctx_cancelled(st->ctx)) {
+            res->cancelled = true;
+            if (!w->killing)
                 start_kill(st, w);
-            }
         }
         if (!w->exited && reap(w))
             drain_deadline = sbx__now_monotonic_ns() + DRAIN_GRACE_NS;
@@ -510,8 +513,8 @@ static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int
     res->duration_ms = (sbx__now_monotonic_ns() - start) / 1000000;
 }
 
-static int start_and_supervise(run_state *st, bld_sandbox_result *res, int sigfd,
-                               bool *started, sbx_error *err)
+static int start_and_supervise(run_state *st, bld_sandbox_result *res, bool *started,
+                               sbx_error *err)
 {
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
@@ -526,10 +529,10 @@ static int start_and_supervise(run_state *st, bld_sandbox_result *res, int sigfd
         return r;
     }
     *started = true;
-    supervise(st, res, &w, pfd[0], sigfd);
+    supervise(st, res, &w, pfd[0]);
     res->runtime = st->rt.kind;
     if (WIFEXITED(w.status)) {
-        res->exited = !res->timed_out && !res->interrupted;
+        res->exited = !res->timed_out && !res->cancelled;
         res->exit_code = WEXITSTATUS(w.status);
     } else if (WIFSIGNALED(w.status)) {
         res->term_signal = WTERMSIG(w.status);
@@ -541,9 +544,8 @@ static int verdict(const bld_sandbox_options *o, const bld_sandbox_result *res, 
 {
     _cleanup_free_ char *cmd = join_cmd(o->argv);
     const char *c = cmd ? cmd : o->argv[0];
-    if (res->interrupted)
-        return sbx_error_set(err, SBX_ESTEP, "running '%s': interrupted by %s", c,
-                             strsignal(res->interrupted));
+    if (res->cancelled)
+        return sbx_error_set(err, SBX_ECANCELED, "running '%s': cancelled", c);
     if (res->timed_out)
         return sbx_error_set(err, SBX_ETIMEOUT, "running '%s': timed out after %us", c,
                              o->timeout_sec);
@@ -576,7 +578,8 @@ static int check_options(const bld_sandbox_options *o, sbx_error *err)
     return 0;
 }
 
-int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts, sbx_error *err)
+int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
+                    const sbx_ctx *ctx, sbx_error *err)
 {
     *res = (bld_sandbox_result)BLD_SANDBOX_RESULT_INIT;
     bld_sandbox_options copy = *opts;
@@ -588,22 +591,14 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts, sb
     int r = check_options(o, err);
     if (r < 0)
         return r;
-    run_state st = {.o = o};
-    r = bld_runtime_detect(&st.rt, o->runtime, o->store_root, err);
+    run_state st = {.o = o, .ctx = ctx};
+    r = bld_runtime_detect(&st.rt, o->runtime, o->store_root, ctx, err);
     if (r < 0)
         return r;
     st.ring_cap = o->keep_lines ? o->keep_lines : 20;
     st.ring = calloc(st.ring_cap, sizeof(char *));
     if (!st.ring)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-
-    /* From here on SIGINT/SIGTERM end the step through teardown. */
-    sigset_t block, old;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, &old);
-    int sigfd = signalfd(-1, &block, SFD_CLOEXEC | SFD_NONBLOCK);
 
     bool started = false;
     bld_user_ids user;
@@ -620,21 +615,17 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts, sb
     if (r == 0)
         r = write_config(&st, &user, err);
     if (r == 0) {
-        struct signalfd_siginfo si;
-        if (sigfd >= 0 && read(sigfd, &si, sizeof(si)) == sizeof(si))
-            res->interrupted = (int)si.ssi_signo; /* arrived during setup: do not start */
+        if (sbx_ctx_cancelled(ctx))
+            res->cancelled = true; /* cancelled during setup: do not start */
         else
-            r = start_and_supervise(&st, res, sigfd, &started, err);
+            r = start_and_supervise(&st, res, &started, err);
     }
     uint64_t t1 = sbx__now_monotonic_ns();
     teardown(&st, started, res);
     uint64_t t2 = sbx__now_monotonic_ns();
-    sbx_log(SBX_LOG_DEBUG, "sandbox %s (%s): setup+run %llu ms, teardown %llu ms", st.id,
+    sbx__log(ctx, SBX_LOG_DEBUG, "sandbox %s (%s): setup+run %llu ms, teardown %llu ms", st.id,
             bld_runtime_name(st.rt.kind), (unsigned long long)((t1 - t0) / 1000000),
             (unsigned long long)((t2 - t1) / 1000000));
-    if (sigfd >= 0)
-        close(sigfd);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
 
     res->tail = ring_join(&st);
     for (size_t i = 0; i < st.ring_cap; i++)

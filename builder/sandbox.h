@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sbx/context.h"
 #include "sbx/error.h"
 
 typedef enum {
@@ -83,30 +84,32 @@ typedef struct bld_sandbox_result {
     int exit_code;
     int term_signal;      /* killed by this signal (0 if none) */
     bool timed_out;       /* killed by us after timeout_sec */
-    int interrupted;      /* SIGINT/SIGTERM received while running (0 if none) */
+    bool cancelled;       /* the context was cancelled: the container was killed */
     char *tail;           /* last keep_lines lines, '\n'-joined; owned, see _clear */
     bld_runtime_kind runtime; /* the runtime that ran it */
     uint64_t duration_ms;
 } bld_sandbox_result;
 
-#define BLD_SANDBOX_RESULT_INIT {false, 0, 0, false, 0, NULL, BLD_RUNTIME_AUTO, 0}
+#define BLD_SANDBOX_RESULT_INIT {false, 0, 0, false, false, NULL, BLD_RUNTIME_AUTO, 0}
 
 /* Run one command and tear everything down.  Returns 0 when the process
- * exited with status 0; SBX_ESTEP when it exited non-zero, was killed by a
- * signal or was interrupted (SIGINT/SIGTERM: result.interrupted says which;
- * the caller should stop and exit); SBX_ETIMEOUT after timeout_sec; other
+ * exited with status 0; SBX_ESTEP when it exited non-zero or was killed by a
+ * signal; SBX_ECANCELED when ctx was cancelled (the container is killed, or
+ * never started when the cancel came during setup); SBX_ETIMEOUT after
+ * timeout_sec; other
  * codes when the sandbox could not be set up (SBX_EUNSUPPORTED: no working
  * runtime, with the reason for each; SBX_ENOTFOUND: unknown user; SBX_EIO).
  * *result is filled whenever the process ran; free with _clear. */
 int bld_sandbox_run(bld_sandbox_result *result, const bld_sandbox_options *opts,
-                    sbx_error *err);
+                    const sbx_ctx *ctx, sbx_error *err);
 void bld_sandbox_result_clear(bld_sandbox_result *result);
 
 /* Remove what killed runs left under <store_root>/run: for every bundle whose
  * owner process is dead, kill and delete its container, unmount its rootfs and
  * remove the directory; also stale unpack temp dirs.  Bundles of live
  * processes are left alone.  *removed (may be NULL) counts bundles removed. */
-int bld_sandbox_cleanup_stale(const char *store_root, unsigned *removed, sbx_error *err);
+int bld_sandbox_cleanup_stale(const char *store_root, unsigned *removed, const sbx_ctx *ctx,
+                              sbx_error *err);
 
 /* ---- runtimes ------------------------------------------------------------ */
 
@@ -129,7 +132,7 @@ const char *bld_runtime_name(bld_runtime_kind kind);
  * SBX_EUNSUPPORTED with why each failed ("crun: ...; runc: not installed").
  * store_root is where the probe bundle goes. */
 int bld_runtime_detect(bld_runtime_info *out, bld_runtime_kind want, const char *store_root,
-                       sbx_error *err);
+                       const sbx_ctx *ctx, sbx_error *err);
 
 /* true when cgroup2 is mounted beside v1 controllers (e.g. at
  * /sys/fs/cgroup/unified), read from /proc/self/mountinfo. */

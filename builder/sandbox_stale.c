@@ -60,7 +60,8 @@ static bool is_mountpoint(const char *path)
     return parent && stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
-static void clean_bundle(const char *run, const char *name, unsigned *removed)
+static void clean_bundle(const char *run, const char *name, unsigned *removed,
+                         const sbx_ctx *ctx)
 {
     _cleanup_free_ char *bundle = sbx__strdup_printf("%s/%s", run, name);
     _cleanup_free_ char *owner = sbx__strdup_printf("%s/owner", bundle);
@@ -101,7 +102,7 @@ static void clean_bundle(const char *run, const char *name, unsigned *removed)
         if (umount2(rootfs, 0) < 0)
             umount2(rootfs, MNT_DETACH);
     if (is_mountpoint(rootfs)) {
-        sbx_log(SBX_LOG_WARN, "cannot unmount stale '%s'; leaving it", rootfs);
+        sbx__log(ctx, SBX_LOG_WARN, "cannot unmount stale '%s'; leaving it", rootfs);
         return;
     }
     if (sbx__rm_rf(bundle, &e) == 0 && removed)
@@ -129,7 +130,8 @@ static void clean_unpack_tmp(const char *root)
     closedir(d);
 }
 
-int bld_sandbox_cleanup_stale(const char *store_root, unsigned *removed, sbx_error *err)
+int bld_sandbox_cleanup_stale(const char *store_root, unsigned *removed, const sbx_ctx *ctx,
+                              sbx_error *err)
 {
     if (removed)
         *removed = 0;
@@ -141,7 +143,7 @@ int bld_sandbox_cleanup_stale(const char *store_root, unsigned *removed, sbx_err
         struct dirent *de;
         while ((de = readdir(d)))
             if (!strncmp(de->d_name, "sbx-", 4))
-                clean_bundle(run, de->d_name, removed);
+                clean_bundle(run, de->d_name, removed, ctx);
         closedir(d);
     } else if (errno != ENOENT) {
         return sbx_error_sys(err, SBX_EIO, errno, "cleaning '%s'", run);

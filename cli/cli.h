@@ -9,7 +9,7 @@
 #include <stdio.h>
 
 #include "sbx/error.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx/store.h"
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_FAIL = 1, CLI_EXIT_USAGE = 2 };
@@ -19,6 +19,7 @@ typedef struct sbx_cli {
     int json;               /* --json: machine-readable results on stdout */
     int verbose;            /* -v: debug logs */
     int tty;                /* stderr is a terminal: draw progress bars */
+    sbx_ctx *ctx;           /* the command's one operation: sinks, cancel on a signal */
 } sbx_cli;
 
 /* Options every verb accepts; put at the end of a verb's long options. */
@@ -32,8 +33,12 @@ typedef struct sbx_cli {
 /* Handle a common option; returns 1 when it was one. */
 int cli_common_opt(sbx_cli *cli, int c, const char *arg);
 
-/* Print "sbx-image: error: <where>: <msg>" to stderr; returns CLI_EXIT_FAIL. */
+/* Print "sbx-image: error: <where>: <msg>" to stderr; returns the exit
+ * status: 128+N when signal N cancelled the call (SBX_ECANCELED), else
+ * CLI_EXIT_FAIL. */
 int cli_fail(const sbx_error *err);
+/* The exit status cli_fail would return, without printing. */
+int cli_fail_status(const sbx_error *err);
 /* Print "sbx-image <verb>: <message>" and a hint to --help; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Open the store chosen by --store / SBX_STORE / default; prints on failure. */
@@ -42,16 +47,19 @@ int cli_open_store(sbx_cli *cli, sbx_store **out);
  * a failed json_pack, is an out-of-memory error).  Returns CLI_EXIT_OK, or
  * CLI_EXIT_FAIL after printing the error. */
 int cli_print_json(FILE *f, json_t *o);
-/* Catch SIGINT, SIGTERM and SIGHUP into a flag that a cancellable library
- * call polls (its options' `cancel`); the flag is 0 until a signal comes. */
-const volatile int *cli_catch_signals(void);
-/* After a failed cancellable call: print err; exit status 128+N when signal
- * N stopped it, else CLI_EXIT_FAIL. */
-int cli_fail_signal(const sbx_error *err);
+/* SIGINT, SIGTERM and SIGHUP cancel ctx (the running call stops and
+ * cleans up; the command exits 128+N); a second signal ends the process at
+ * once. */
+void cli_catch_signals(sbx_ctx *ctx);
+/* "debug: <msg>" on stderr with -v. */
+void cli_debug(const sbx_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Human-readable byte count ("12.3 MB"). */
 const char *cli_human_bytes(unsigned long long n, char *buf, size_t len);
-/* Install log and progress sinks according to cli (tty bars or plain lines). */
+/* Install the default log and progress sinks on cli->ctx (tty bars or plain
+ * lines), at the level -v asks for. */
 void cli_install_sinks(sbx_cli *cli);
+/* Install a command's own sinks on cli->ctx (NULL: drop those messages). */
+void cli_set_sinks(sbx_cli *cli, sbx_log_fn log, sbx_progress_fn progress);
 /* Finish any progress line in place (before printing results). */
 void cli_progress_done(void);
 /* Erase an open progress line instead (a terminal UI that prints what

@@ -11,7 +11,7 @@
 
 #include "cli.h"
 #include "sbx/builder.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx/recipe.h"
 
 static void usage(FILE *f)
@@ -158,9 +158,10 @@ static void on_output(void *ud, size_t index, const char *line)
 
 /* --json: library logs and progress (pulls, unpacks) as events too, so every
  * stderr line is one JSON object. */
-static void json_log(void *ud, sbx_log_level level, const char *msg)
+static void json_log(void *ud, sbx_log_level level, const char *op_id, const char *msg)
 {
     (void)ud;
+    (void)op_id;
     print_json_line(json_pack("{s:s, s:s, s:s}", "event", "log", "level",
                               cli_log_level_name(level), "message", msg));
 }
@@ -243,7 +244,7 @@ static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
                 json_object_set_new(o, "tail", json_string(r->tail));
         }
         print_json_line(o);
-        return CLI_EXIT_FAIL;
+        return cli_fail_status(err);
     }
     if (r)
         report_failure(r);
@@ -326,17 +327,16 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     bo.n_tags = ntags;
     cli_install_sinks(cli);
     if (cli->json) {
-        sbx_log_set_sink(json_log, NULL);
-        sbx_progress_set_sink(json_progress, NULL);
+        cli_set_sinks(cli, json_log, json_progress);
     } else if (!cli->tty) {
-        sbx_progress_set_sink(plain_progress, NULL);
+        sbx_ctx_set_progress(cli->ctx, plain_progress, NULL);
     } else {
         cli_progress_set_indent("      "); /* under the step, like its output */
     }
 
     sbx_error err = SBX_ERROR_INIT;
     sbx_recipe *recipe = NULL;
-    if (sbx_recipe_parse_file(&recipe, path, context, &err) < 0)
+    if (sbx_recipe_parse_file(&recipe, path, context, cli->ctx, &err) < 0)
         return build_fail(NULL, &err, cli->json);
     sbx_store *store = NULL;
     if (sbx_store_open(&store, cli->store_root, &err) < 0) {
@@ -349,7 +349,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     bo.on_output = on_output;
     bo.ud = &u;
     sbx_build_result res = SBX_BUILD_RESULT_INIT;
-    if (sbx_build(&res, store, recipe, &bo, &err) < 0) {
+    if (sbx_build(&res, store, recipe, &bo, cli->ctx, &err) < 0) {
         rc = build_fail(&res, &err, cli->json);
     } else if (cli->json) {
         json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I}", "digest", res.digest, "recipe_digest",

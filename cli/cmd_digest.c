@@ -33,7 +33,7 @@ int cmd_digest(sbx_cli *cli, int argc, char **argv)
     sbx_error err = SBX_ERROR_INIT;
     sbx_recipe *r = NULL;
     char digest[SBX_DIGEST_BUFSZ];
-    if (sbx_recipe_parse_file(&r, recipe, context, &err) < 0 ||
+    if (sbx_recipe_parse_file(&r, recipe, context, cli->ctx, &err) < 0 ||
         sbx_recipe_digest(digest, r, &err) < 0) {
         sbx_recipe_unref(r);
         return cli_fail(&err);

@@ -6,7 +6,7 @@
 
 #include "cli.h"
 #include "sbx/rootfs.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 
 static void usage(FILE *f)
 {
@@ -93,12 +93,11 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_export_result res;
-    opts.cancel = cli_catch_signals();
-    int rc = sbx_rootfs_export(&res, store, image, dir, &opts, &err);
+    int rc = sbx_rootfs_export(&res, store, image, dir, &opts, cli->ctx, &err);
     sbx_store_free(store);
     cli_progress_done();
     if (rc < 0)
-        return cli_fail_signal(&err);
+        return cli_fail(&err);
     if (res.recompressed)
         fprintf(stderr, "layers re-referenced as zstd: manifest digest changes from %s to %s\n",
                 res.stored_digest, res.digest);

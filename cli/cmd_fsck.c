@@ -43,7 +43,7 @@ int cmd_fsck(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_fsck_report r = {0};
-    int rc = sbx_store_fsck(s, &r, &err);
+    int rc = sbx_store_fsck(s, &r, cli->ctx, &err);
     sbx_store_free(s);
     cli_progress_done();
     if (rc < 0 && rc != SBX_ECORRUPT)

@@ -98,7 +98,7 @@ int cmd_gc(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_gc_report r = {0};
-    int rc = sbx_store_gc(s, &o, &r, &err);
+    int rc = sbx_store_gc(s, &o, &r, cli->ctx, &err);
     sbx_store_free(s);
     if (rc < 0)
         return cli_fail(&err);

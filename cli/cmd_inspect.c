@@ -6,7 +6,7 @@
 #include <jansson.h>
 
 #include "cli.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx/registry.h"
 
 int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
@@ -137,13 +137,13 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
     sbx_error err = SBX_ERROR_INIT;
     sbx_store *store = NULL;
     if (sbx_store_open(&store, cli->store_root, &err) < 0) {
-        sbx_log(SBX_LOG_DEBUG, "inspecting without the store: %s", err.msg);
+        cli_debug(cli, "inspecting without the store: %s", err.msg);
         sbx_error_clear(&err);
         store = NULL;
     }
     opts.store = store;
     sbx_image_info *in = NULL;
-    int rc = sbx_registry_inspect(&in, argv[optind], &opts, &err);
+    int rc = sbx_registry_inspect(&in, argv[optind], &opts, cli->ctx, &err);
     if (store)
         sbx_store_free(store);
     if (rc < 0)

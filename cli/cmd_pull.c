@@ -11,7 +11,7 @@
 #include <jansson.h>
 
 #include "cli.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx/registry.h"
 
 int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
@@ -131,9 +131,10 @@ static void progress_sink(void *ud, const sbx_progress *p)
 
 /* Log lines interrupt the live display: print them above it and draw the
  * layer lines afresh below. */
-static void log_sink(void *ud, sbx_log_level level, const char *msg)
+static void log_sink(void *ud, sbx_log_level level, const char *op_id, const char *msg)
 {
     (void)ud;
+    (void)op_id;
     if (g_pp.tty && g_pp.drawn) {
         fprintf(stderr, "\033[%zuA\r\033[J", g_pp.drawn);
         g_pp.drawn = 0;
@@ -231,13 +232,11 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
     if (rc != CLI_EXIT_OK)
         return rc;
     g_pp.tty = cli->tty;
-    sbx_progress_set_sink(progress_sink, NULL);
-    sbx_log_set_sink(log_sink, NULL);
+    cli_set_sinks(cli, log_sink, progress_sink);
     opts.store = store;
     sbx_error err = SBX_ERROR_INIT;
     sbx_pull_result r;
-    rc = sbx_registry_pull(&r, ref, &opts, &err);
-    sbx_progress_set_sink(NULL, NULL);
+    rc = sbx_registry_pull(&r, ref, &opts, cli->ctx, &err);
     sbx_store_free(store);
     if (rc < 0)
         return cli_fail(&err);

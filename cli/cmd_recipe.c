@@ -58,7 +58,7 @@ static int show(sbx_cli *cli, int argc, char **argv)
     sbx_recipe *r = NULL;
     char *canon = NULL;
     char digest[SBX_DIGEST_BUFSZ];
-    if (sbx_recipe_parse_file(&r, recipe, context, &err) < 0 ||
+    if (sbx_recipe_parse_file(&r, recipe, context, cli->ctx, &err) < 0 ||
         sbx_recipe_canonical(&canon, r, &err) < 0 || sbx_recipe_digest(digest, r, &err) < 0) {
         sbx_recipe_unref(r);
         free(canon);

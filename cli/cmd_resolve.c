@@ -5,7 +5,7 @@
 #include <jansson.h>
 
 #include "cli.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx/registry.h"
 
 /* Shared by resolve, pull and inspect: --creds USER:PASS into opts.  The
@@ -77,13 +77,13 @@ int cmd_resolve(sbx_cli *cli, int argc, char **argv)
     sbx_store *store = NULL;
     if (sbx_store_open(&store, cli->store_root, &err) < 0) {
         /* the cache is an optimisation: resolve works without a store */
-        sbx_log(SBX_LOG_DEBUG, "resolving without the store's cache: %s", err.msg);
+        cli_debug(cli, "resolving without the store's cache: %s", err.msg);
         sbx_error_clear(&err);
         store = NULL;
     }
     opts.store = store;
     sbx_resolve_result r;
-    int rc = sbx_registry_resolve_ex(&r, ref, &opts, &err);
+    int rc = sbx_registry_resolve_ex(&r, ref, &opts, cli->ctx, &err);
     if (store)
         sbx_store_free(store);
     if (rc < 0)

@@ -5,7 +5,7 @@
 #include <jansson.h>
 
 #include "cli.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx/rootfs.h"
 
 static void usage(FILE *f)
@@ -97,12 +97,11 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_rootfs_result res;
-    opts.cancel = cli_catch_signals();
-    int rc = sbx_rootfs_unpack(&res, store, image, dir, &opts, &err);
+    int rc = sbx_rootfs_unpack(&res, store, image, dir, &opts, cli->ctx, &err);
     sbx_store_free(store);
     cli_progress_done();
     if (rc < 0)
-        return cli_fail_signal(&err);
+        return cli_fail(&err);
     if (cli->json)
         return print_json(image, dir, &res);
     printf("%s\n", dir);

@@ -66,9 +66,16 @@ int main(int argc, char **argv)
     }
     for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
         if (strcmp(argv[i], commands[c].name) == 0) {
+            sbx_error err = SBX_ERROR_INIT;
+            if (sbx_ctx_new(&cli.ctx, &err) < 0)
+                return cli_fail(&err);
             cli_install_sinks(&cli);
+            cli_catch_signals(cli.ctx);
             optind = 1;
-            return commands[c].fn(&cli, argc - i, argv + i);
+            int rc = commands[c].fn(&cli, argc - i, argv + i);
+            cli_catch_signals(NULL);
+            sbx_ctx_free(cli.ctx);
+            return rc;
         }
     }
     fprintf(stderr, "sbx-image: unknown command '%s'\n", argv[i]);

@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 
 static int g_tty;
 static int g_line_open;
@@ -46,9 +46,10 @@ void cli_print_log(sbx_log_level level, const char *msg)
 
 int cli_id_width(const char *id) { return strncmp(id, "sha256:", 7) ? (int)strlen(id) : 19; }
 
-static void log_sink(void *ud, sbx_log_level level, const char *msg)
+static void log_sink(void *ud, sbx_log_level level, const char *op_id, const char *msg)
 {
     (void)ud;
+    (void)op_id;
     cli_progress_done();
     cli_print_log(level, msg);
 }
@@ -82,10 +83,14 @@ static void progress_sink(void *ud, const sbx_progress *p)
     fflush(stderr);
 }
 
+void cli_set_sinks(sbx_cli *cli, sbx_log_fn log, sbx_progress_fn progress)
+{
+    sbx_ctx_set_log(cli->ctx, log, NULL, cli->verbose ? SBX_LOG_DEBUG : SBX_LOG_INFO);
+    sbx_ctx_set_progress(cli->ctx, progress, NULL);
+}
+
 void cli_install_sinks(sbx_cli *cli)
 {
     g_tty = cli->tty;
-    sbx_log_set_sink(log_sink, NULL);
-    sbx_log_set_level(cli->verbose ? SBX_LOG_DEBUG : SBX_LOG_INFO);
-    sbx_progress_set_sink(progress_sink, NULL);
+    cli_set_sinks(cli, log_sink, progress_sink);
 }

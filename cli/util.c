@@ -5,16 +5,24 @@
 #include <string.h>
 
 #include "cli.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 
 int cli_common_opt(sbx_cli *cli, int c, const char *arg)
 {
     switch (c) {
     case 'J': cli->json = 1; return 1;
     case 'S': cli->store_root = arg; return 1;
-    case 'v': cli->verbose = 1; sbx_log_set_level(SBX_LOG_DEBUG); return 1;
+    case 'v': cli->verbose = 1; cli_install_sinks(cli); return 1;
     default: return 0;
     }
+}
+
+static volatile sig_atomic_t g_signal;
+static sbx_ctx *g_signal_ctx;
+
+int cli_fail_status(const sbx_error *err)
+{
+    return err->code == SBX_ECANCELED && g_signal ? 128 + g_signal : CLI_EXIT_FAIL;
 }
 
 int cli_fail(const sbx_error *err)
@@ -22,7 +30,21 @@ int cli_fail(const sbx_error *err)
     char buf[2048];
     cli_progress_done();
     fprintf(stderr, "sbx-image: error: %s\n", sbx_error_format(err, buf, sizeof buf));
-    return CLI_EXIT_FAIL;
+    if (err->code == SBX_ECANCELED && g_signal)
+        fprintf(stderr, "sbx-image: interrupted by %s\n", strsignal(g_signal));
+    return cli_fail_status(err);
+}
+
+void cli_debug(const sbx_cli *cli, const char *fmt, ...)
+{
+    if (!cli->verbose)
+        return;
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    cli_print_log(SBX_LOG_DEBUG, buf);
 }
 
 int cli_usage_error(const char *verb, const char *fmt, ...)
@@ -75,22 +97,23 @@ const char *cli_human_bytes(unsigned long long n, char *buf, size_t len)
     return buf;
 }
 
-static volatile int g_signal;
-
-static void on_signal(int sig) { g_signal = sig; }
-
-const volatile int *cli_catch_signals(void)
+static void on_signal(int sig)
 {
+    if (g_signal) { /* asked twice: stop now */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    g_signal = sig;
+    sbx_ctx_cancel(g_signal_ctx); /* async-signal-safe */
+}
+
+void cli_catch_signals(sbx_ctx *ctx)
+{
+    g_signal_ctx = ctx;
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    return &g_signal;
-}
-
-int cli_fail_signal(const sbx_error *err)
-{
-    int rc = cli_fail(err);
-    return g_signal ? 128 + g_signal : rc;
 }

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "sbx/error.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 
 /* ---- cleanup attributes (crun/systemd style) ---------------------------- */
 static inline void sbx__freep(void *p) { free(*(void **)p); }
@@ -77,6 +77,21 @@ void *sbx__lib_open(const char *soname, char *why, size_t why_len);
 /* *slot = dlsym(h, sym); false with why = "<soname> has no <sym>" if absent. */
 bool sbx__lib_sym(void *h, const char *soname, const char *sym, void **slot, char *why,
                  size_t why_len);
+
+/* ---- the per-call context (sbx/context.h); every function accepts NULL -- */
+void sbx__log(const sbx_ctx *ctx, sbx_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+bool sbx__log_enabled(const sbx_ctx *ctx, sbx_log_level level);
+void sbx__progress(const sbx_ctx *ctx, const char *id, const char *phase, uint64_t done,
+                   uint64_t total);
+/* 0, or SBX_ECANCELED with the message "cancelled" once ctx is cancelled
+ * (callers wrap it: "unpacking: cancelled"). */
+int sbx__check_cancel(const sbx_ctx *ctx, sbx_error *err);
+/* An fd that polls readable once ctx is cancelled; -1 for NULL. */
+int sbx__ctx_cancel_fd(const sbx_ctx *ctx);
+/* flock(fd, LOCK_EX), waiting until it is granted or ctx is cancelled
+ * (SBX_ECANCELED); other failures SBX_EIO. */
+int sbx__flock_wait(int fd, const sbx_ctx *ctx, sbx_error *err);
 
 /* ---- strings ------------------------------------------------------------- */
 /* asprintf that aborts nothing: returns NULL on ENOMEM. */

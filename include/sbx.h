@@ -3,7 +3,7 @@
 #ifndef SBX_H
 #define SBX_H
 #include "sbx/error.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx/store.h"
 #include "sbx/recipe.h"
 #include "sbx/image.h"

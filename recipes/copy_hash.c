@@ -37,6 +37,7 @@ typedef struct job {
      * thread-safe): bytes of finished files, atomic. */
     const char *progress_id;
     uint64_t done_bytes, total_bytes, last_report_ns;
+    const sbx_ctx *sctx; /* the call's context: progress, log, cancel */
 } job;
 
 #define PROGRESS_MIN_BYTES (64u << 20) /* smaller sources finish before anyone looks */
@@ -48,8 +49,8 @@ static void report(job *j)
     if (now - j->last_report_ns < PROGRESS_EVERY_NS)
         return;
     j->last_report_ns = now;
-    sbx_progress_emit(j->progress_id, "hash", __atomic_load_n(&j->done_bytes, __ATOMIC_RELAXED),
-                      j->total_bytes);
+    sbx__progress(j->sctx, j->progress_id, "hash",
+                  __atomic_load_n(&j->done_bytes, __ATOMIC_RELAXED), j->total_bytes);
 }
 
 static void collect_files(rcp_copy_node *n, rcp_copy_node ***v, size_t *len, size_t *cap,
@@ -150,7 +151,7 @@ static void work(job *j, bool reporter)
         sbx_error e = SBX_ERROR_INIT;
         bool stable = false;
         size_t got = 0;
-        if (hash_file(n, ctx, buf, &stable, &got, &e) < 0) {
+        if (sbx__check_cancel(j->sctx, &e) < 0 || hash_file(n, ctx, buf, &stable, &got, &e) < 0) {
             pthread_mutex_lock(&j->lock);
             if (!j->failed)
                 j->err = e;
@@ -234,12 +235,12 @@ static int64_t racy_margin_ns(const char *dir)
 }
 
 static int hash_files(rcp_copy_node *root, const char *context_dir, const char *src,
-                      sbx_error *err)
+                      sbx_ctx *sctx, sbx_error *err)
 {
     struct timespec now;
     clock_gettime(CLOCK_REALTIME_COARSE, &now);
     int64_t start_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-    job j = {.lock = PTHREAD_MUTEX_INITIALIZER, .err = SBX_ERROR_INIT};
+    job j = {.lock = PTHREAD_MUTEX_INITIALIZER, .err = SBX_ERROR_INIT, .sctx = sctx};
     size_t cap = 0;
     bool oom = false;
     collect_files(root, &j.files, &j.n_files, &cap, &oom);
@@ -256,7 +257,7 @@ static int hash_files(rcp_copy_node *root, const char *context_dir, const char *
         j.progress_id = id;
         j.last_report_ns = sbx__now_monotonic_ns();
     }
-    j.cache = j.n_files ? rcp_hash_cache_open(NULL) : NULL;
+    j.cache = j.n_files ? rcp_hash_cache_open(NULL, sctx) : NULL;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     size_t nthreads = ncpu < 1 ? 1 : ncpu > MAX_THREADS ? MAX_THREADS : (size_t)ncpu;
     if (nthreads > j.n_files)
@@ -273,10 +274,10 @@ static int hash_files(rcp_copy_node *root, const char *context_dir, const char *
     for (size_t i = 0; i < started; i++)
         pthread_join(tids[i], NULL);
     rcp_copy_last_stats = (rcp_copy_stats){j.n_files, j.hits, j.bytes};
-    sbx_log(SBX_LOG_DEBUG, "copy '%s': %zu files, %zu from the hash cache, %zu bytes hashed%s", src,
+    sbx__log(sctx, SBX_LOG_DEBUG, "copy '%s': %zu files, %zu from the hash cache, %zu bytes hashed%s", src,
             j.n_files, j.hits, j.bytes, j.cache ? "" : " (no cache)");
     if (j.progress_id && !j.failed)
-        sbx_progress_emit(j.progress_id, "done", j.total_bytes, j.total_bytes);
+        sbx__progress(sctx, j.progress_id, "done", j.total_bytes, j.total_bytes);
     rcp_hash_cache_close(j.cache);
     free(j.files);
     pthread_mutex_destroy(&j.lock);
@@ -288,12 +289,12 @@ static int hash_files(rcp_copy_node *root, const char *context_dir, const char *
 }
 
 int sbx_recipe_copy_digest(char out[SBX_DIGEST_BUFSZ], const char *context_dir, const char *src,
-                           sbx_error *err)
+                           sbx_ctx *sctx, sbx_error *err)
 {
     rcp_copy_node *root = NULL;
     if (rcp_copy_tree_build(&root, context_dir, src, err) < 0)
         return err->code;
-    int rc = hash_files(root, context_dir, src, err);
+    int rc = hash_files(root, context_dir, src, sctx, err);
     EVP_MD_CTX *ctx = rc == 0 ? EVP_MD_CTX_new() : NULL;
     if (rc == 0 && (!ctx || hash_tree(root, ctx) < 0))
         rc = sbx_error_set(err, SBX_EINTERNAL, "hash copy source '%s'", src);

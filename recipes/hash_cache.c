@@ -48,6 +48,7 @@ struct rcp_hash_cache {
     slot *slots;
     size_t cap, used;
     bool dirty;
+    const sbx_ctx *ctx; /* of the call that opened it: debug logs */
 };
 
 int sbx_recipe_cache_dir(char *buf, size_t len, sbx_error *err)
@@ -127,13 +128,13 @@ static void load(rcp_hash_cache *c)
     }
 }
 
-rcp_hash_cache *rcp_hash_cache_open(const char *dir)
+rcp_hash_cache *rcp_hash_cache_open(const char *dir, const sbx_ctx *ctx)
 {
     char buf[4096];
     sbx_error err = SBX_ERROR_INIT;
     if (!dir) {
         if (sbx_recipe_cache_dir(buf, sizeof buf, &err) < 0) {
-            sbx_log(SBX_LOG_DEBUG, "file hash cache off: %s", err.msg);
+            sbx__log(ctx, SBX_LOG_DEBUG, "file hash cache off: %s", err.msg);
             return NULL;
         }
         dir = buf;
@@ -142,6 +143,7 @@ rcp_hash_cache *rcp_hash_cache_open(const char *dir)
     if (!c)
         return NULL;
     pthread_mutex_init(&c->lock, NULL);
+    c->ctx = ctx;
     c->path = sbx__strdup_printf("%s/file-hashes.v1", dir);
     c->cap = 1u << 16;
     /* Size the table for what is on disk, with room to add. */
@@ -257,7 +259,7 @@ static void save(rcp_hash_cache *c)
         return;
     *strrchr(dir, '/') = '\0';
     if (sbx__mkdir_p(dir, 0700, &err) < 0 || write_replace(c->path, data, len, &err) < 0)
-        sbx_log(SBX_LOG_DEBUG, "file hash cache not saved: %s", err.msg);
+        sbx__log(c->ctx, SBX_LOG_DEBUG, "file hash cache not saved: %s", err.msg);
 }
 
 void rcp_hash_cache_close(rcp_hash_cache *c)

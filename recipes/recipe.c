@@ -484,7 +484,7 @@ int sbx_recipe_user(sbx_recipe **out, const sbx_recipe *r, const char *name, sbx
 }
 
 int sbx_recipe_copy(sbx_recipe **out, const sbx_recipe *r, const sbx_copy_opts *o,
-                    sbx_error *err)
+                    sbx_ctx *ctx, sbx_error *err)
 {
     *out = NULL;
     if (rcp_rv_rel_path(o->src, "copy src", err) < 0 ||
@@ -494,7 +494,7 @@ int sbx_recipe_copy(sbx_recipe **out, const sbx_recipe *r, const sbx_copy_opts *
     if (o->mode < -1 || o->mode > 07777)
         return sbx_error_set(err, SBX_EINVAL, "expected copy mode between 0 and 07777");
     char digest[SBX_DIGEST_BUFSZ];
-    if (sbx_recipe_copy_digest(digest, r->context_dir, o->src, err) < 0)
+    if (sbx_recipe_copy_digest(digest, r->context_dir, o->src, ctx, err) < 0)
         return err->code;
     step_node *s = step_new(SBX_STEP_COPY, err);
     if (!s)

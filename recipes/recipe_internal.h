@@ -84,7 +84,7 @@ void rcp_copy_tree_free(rcp_copy_node *n);
 typedef struct rcp_hash_cache rcp_hash_cache;
 /* Load from dir (NULL: sbx_recipe_cache_dir()); an unreadable or corrupt
  * cache file is an empty cache, never an error. */
-rcp_hash_cache *rcp_hash_cache_open(const char *dir);
+rcp_hash_cache *rcp_hash_cache_open(const char *dir, const sbx_ctx *ctx);
 bool rcp_hash_cache_get(rcp_hash_cache *c, const rcp_copy_node *n, unsigned char out[32]);
 void rcp_hash_cache_put(rcp_hash_cache *c, const rcp_copy_node *n, const unsigned char h[32]);
 /* Tests: keep at most n entries in the file (0: the default, 262,144). */

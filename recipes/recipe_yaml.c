@@ -11,6 +11,7 @@
 
 typedef struct pctx {
     const char *name;
+    sbx_ctx *ctx; /* for hashing copy sources */
     sbx_error *err;
 } pctx;
 
@@ -372,7 +373,7 @@ static int step_copy(pctx *p, build *b, const ynode *key, const ynode *v)
             return p->err->code;
     }
     sbx_recipe *n = NULL;
-    int rc = sbx_recipe_copy(&n, b->r, &o, p->err);
+    int rc = sbx_recipe_copy(&n, b->r, &o, p->ctx, p->err);
     return advance(p, b, rc < 0 ? src : key, rc, &n);
 }
 
@@ -458,12 +459,12 @@ static int do_base(pctx *p, build *b, const ynode *root, const char *context_dir
 }
 
 int sbx_recipe_parse_buffer(sbx_recipe **out, const char *data, size_t len, const char *name,
-                            const char *context_dir, sbx_error *err)
+                            const char *context_dir, sbx_ctx *ctx, sbx_error *err)
 {
     static const char *const keys[] = {"from_registry", "add_python", "base",      "image",
                                        "steps",         "start_cmd",  "ready_cmd", NULL};
     *out = NULL;
-    pctx p = {.name = name ? name : "<recipe>", .err = err};
+    pctx p = {.name = name ? name : "<recipe>", .ctx = ctx, .err = err};
     if (len > SBX_RECIPE_MAX_FILE)
         return sbx_error_set(err, SBX_ELIMIT, "read recipe '%s': %zu bytes exceeds the limit of %u",
                              p.name, len, SBX_RECIPE_MAX_FILE);
@@ -506,7 +507,7 @@ out:
 }
 
 int sbx_recipe_parse_file(sbx_recipe **out, const char *path, const char *context_dir,
-                          sbx_error *err)
+                          sbx_ctx *ctx, sbx_error *err)
 {
     *out = NULL;
     _cleanup_free_ char *data = NULL;
@@ -520,5 +521,5 @@ int sbx_recipe_parse_file(sbx_recipe **out, const char *path, const char *contex
             return sbx_error_set(err, SBX_ENOMEM, "allocate path");
         context_dir = dir;
     }
-    return sbx_recipe_parse_buffer(out, data, len, path, context_dir, err);
+    return sbx_recipe_parse_buffer(out, data, len, path, context_dir, ctx, err);
 }

@@ -21,32 +21,12 @@
 #define OUTBUF (128u << 10)
 #define ZSTD_WINDOWLOG_LIMIT 24 /* 16 MiB: every standard level up to 19 */
 
-static pthread_mutex_t g_progress_lock = PTHREAD_MUTEX_INITIALIZER;
-
-void reg_progress(const char *id, const char *phase, uint64_t done, uint64_t total)
-{
-    pthread_mutex_lock(&g_progress_lock);
-    sbx_progress_emit(id, phase, done, total);
-    pthread_mutex_unlock(&g_progress_lock);
-}
-
-void reg_log(sbx_log_level level, const char *fmt, ...)
-{
-    char buf[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    pthread_mutex_lock(&g_progress_lock);
-    sbx_log(level, "%s", buf);
-    pthread_mutex_unlock(&g_progress_lock);
-}
-
 typedef struct layer_pipe {
     sbx_store *store;
     const sbx_descriptor *desc;
     const char *diff_id;
     const char *pid; /* progress id */
+    sbx_ctx *ctx;
     sbx_layer_writer *w;
     sbx__sha256 *h;
     uint64_t nbytes;
@@ -203,7 +183,7 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
     uint64_t now = sbx__now_monotonic_ns();
     if (now - p->last_emit_ns > 100000000ull) {
         p->last_emit_ns = now;
-        reg_progress(p->pid, "download", p->nbytes, p->desc->size);
+        sbx__progress(p->ctx, p->pid, "download", p->nbytes, p->desc->size);
     }
     return 0;
 }
@@ -211,7 +191,7 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
 static int pipe_reset(void *ud, sbx_error *err)
 {
     layer_pipe *p = ud;
-    reg_log(SBX_LOG_DEBUG, "layer '%s': starting over from byte 0", p->desc->digest);
+    sbx__log(p->ctx, SBX_LOG_DEBUG, "layer '%s': starting over from byte 0", p->desc->digest);
     return pipe_start(p, err);
 }
 
@@ -255,19 +235,19 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                    const char *expected_diff_id, const char *progress_id, sbx_error *err)
 {
     layer_pipe p = {.store = store, .desc = desc, .diff_id = expected_diff_id,
-                    .pid = progress_id, .err = err};
+                    .pid = progress_id, .ctx = reg_client_ctx(c), .err = err};
     if (!(p.out = malloc(OUTBUF)))
         return sbx_error_set(err, SBX_ENOMEM, "pulling layer '%s': out of memory", desc->digest);
     int rc = pipe_start(&p, err);
     if (rc == 0) {
-        reg_progress(progress_id, "download", 0, desc->size);
+        sbx__progress(p.ctx, progress_id, "download", 0, desc->size);
         reg_sink sink = {.write = pipe_write, .reset = pipe_reset, .ud = &p, .err = err};
         rc = reg_get_blob_stream(c, desc->digest, &sink, err);
     }
     if (rc == 0)
         rc = pipe_finish(&p, err);
     if (rc == 0) {
-        reg_progress(progress_id, "commit", p.nbytes, desc->size);
+        sbx__progress(p.ctx, progress_id, "commit", p.nbytes, desc->size);
         char diff_id[SBX_DIGEST_BUFSZ];
         sbx_layer_writer *w = SBX_STEAL(p.w);
         rc = sbx_layer_writer_commit(w, diff_id, err);
@@ -277,6 +257,6 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
     }
     pipe_free(&p);
     if (rc == 0)
-        reg_progress(progress_id, "done", desc->size, desc->size);
+        sbx__progress(p.ctx, progress_id, "done", desc->size, desc->size);
     return rc;
 }

@@ -24,6 +24,7 @@
  *   close-on-exec, so the OCI runtimes a build starts never inherit them.
  * Secrets never appear in logs or errors; URLs logged carry none. */
 #include <errno.h>
+#include <poll.h>
 #include <jansson.h>
 #include <limits.h>
 #include <openssl/crypto.h>
@@ -50,6 +51,7 @@ struct reg_client {
     bool unlearned_http;               /* remembered plain HTTP turned out wrong */
     bool probed;                       /* TLS probe done (or not needed) */
     const volatile int *cancel;        /* nonzero: abandon transfers (a sibling failed) */
+    sbx_ctx *ctx;                      /* the call's: logs, and its cancel ends transfers */
     char certs_dir[PATH_MAX];
     reg_creds creds;
     auth_kind auth;
@@ -224,7 +226,8 @@ static int client_alloc(reg_client **out, sbx_error *err)
 }
 
 int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
-                   const sbx_registry_options *opts, const reg_config *cfg, sbx_error *err)
+                   const sbx_registry_options *opts, const reg_config *cfg, sbx_ctx *ctx,
+                   sbx_error *err)
 {
     int rc = reg_global_init(err);
     if (rc < 0)
@@ -233,12 +236,13 @@ int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
     if ((rc = client_alloc(&c, err)) < 0)
         return rc;
     c->ref = *ref;
+    c->ctx = ctx;
     c->opts = opts;
     c->cfg = cfg;
     snprintf(c->certs_dir, sizeof c->certs_dir, "%s", reg_certs_dir(opts));
-    c->retry_max = (int)reg_env_int("SBX_RETRY_MAX", 5, 1, 100);
-    c->retry_base_ms = reg_env_int("SBX_RETRY_BASE_MS", 500, 0, 60000);
-    c->stall = (long)reg_env_int("SBX_STALL_TIMEOUT", 30, 1, 3600);
+    c->retry_max = (int)reg_env_int("SBX_RETRY_MAX", 5, 1, 100, ctx);
+    c->retry_base_ms = reg_env_int("SBX_RETRY_BASE_MS", 500, 0, 60000, ctx);
+    c->stall = (long)reg_env_int("SBX_STALL_TIMEOUT", 30, 1, 3600, ctx);
     if (endpoint && *endpoint) {
         /* a mirror: "scheme://host[:port][/prefix]" */
         size_t n = strlen(endpoint);
@@ -321,6 +325,8 @@ int reg_client_clone(reg_client **out, reg_client *src, sbx_error *err)
 
 void reg_client_set_cancel(reg_client *c, const volatile int *flag) { c->cancel = flag; }
 
+sbx_ctx *reg_client_ctx(const reg_client *c) { return c->ctx; }
+
 void reg_client_remember(reg_client *c, sbx_store *store)
 {
     if (!store || !(c->learned_http || c->unlearned_http))
@@ -360,6 +366,7 @@ typedef struct xfer {
     uint64_t stall_ns;
     bool stalled;
     const volatile int *cancel;
+    const sbx_ctx *ctx;
 } xfer;
 
 /* libcurl's LOW_SPEED_* averages speed over a window, so a silent body is
@@ -368,7 +375,7 @@ static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
                        curl_off_t ulnow)
 {
     xfer *x = ud;
-    if (x->cancel && __atomic_load_n(x->cancel, __ATOMIC_RELAXED))
+    if ((x->cancel && __atomic_load_n(x->cancel, __ATOMIC_RELAXED)) || sbx_ctx_cancelled(x->ctx))
         return 1;
     uint64_t now = sbx__now_monotonic_ns();
     if (dlnow != x->last_now || ulnow > 0) {
@@ -627,6 +634,7 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     x->last_ns = sbx__now_monotonic_ns();
     x->stall_ns = (uint64_t)c->stall * 1000000000ull;
     x->cancel = c->cancel;
+    x->ctx = c->ctx;
     errbuf[0] = '\0';
     curl_easy_setopt(h, CURLOPT_URL, a->url);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
@@ -682,7 +690,7 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
         free(auth);
     }
     /* no query string: presigned redirect targets carry signatures there */
-    reg_log(SBX_LOG_DEBUG, "%s %.*s -> %ld%s%s", a->method, (int)strcspn(a->url, "?"), a->url,
+    sbx__log(c->ctx, SBX_LOG_DEBUG, "%s %.*s -> %ld%s%s", a->method, (int)strcspn(a->url, "?"), a->url,
             resp->status,
             cc ? " " : "", cc ? curl_easy_strerror(cc) : "");
     return cc;
@@ -777,11 +785,22 @@ static int64_t backoff_ms(reg_client *c, int attempt, const reg_resp *r, bool *t
     return ms;
 }
 
-static void sleep_ms(int64_t ms)
+/* Wait before a retry; a cancel of the call's context ends the wait at once
+ * (SBX_ECANCELED, naming what was being retried). */
+static int sleep_ms(const reg_client *c, int64_t ms, const char *what, sbx_error *err)
 {
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
+    uint64_t end = sbx__now_monotonic_ns() + (uint64_t)ms * 1000000ull;
+    for (;;) {
+        if (sbx_ctx_cancelled(c->ctx))
+            return sbx_error_set(err, SBX_ECANCELED, "%s: cancelled", what);
+        uint64_t now = sbx__now_monotonic_ns();
+        if (now >= end)
+            return 0;
+        struct pollfd p = {sbx__ctx_cancel_fd(c->ctx), POLLIN, 0};
+        int left = (int)((end - now) / 1000000ull) + 1;
+        if (poll(&p, p.fd >= 0 ? 1 : 0, left) < 0 && errno != EINTR)
+            return 0;
+    }
 }
 
 /* ---- auth ---------------------------------------------------------------------- */
@@ -918,7 +937,8 @@ static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
                                                 c->host, realm_host, resp.status, attempt);
             break;
         }
-        sleep_ms(ms);
+        if ((rc = sleep_ms(c, ms, "authenticating", err)) < 0)
+            break;
     }
     if (form)
         OPENSSL_cleanse(form, strlen(form));
@@ -1046,7 +1066,7 @@ static void probe_tls(reg_client *c)
         snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
         snprintf(c->base, sizeof c->base, "%s", tmp);
         c->learned_http = true;
-        reg_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
+        sbx__log(c->ctx, SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
     }
 }
 
@@ -1101,7 +1121,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             char tmp[sizeof c->base];
             snprintf(tmp, sizeof tmp, "http://%s", c->base + 8);
             snprintf(c->base, sizeof c->base, "%s", tmp);
-            reg_log(SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
+            sbx__log(c->ctx, SBX_LOG_DEBUG, "'%s' does not speak TLS; using plain HTTP", c->host);
             c->learned_http = true;
             scheme_put(c->host, true);
             continue;
@@ -1116,9 +1136,11 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             c->http_from_memory = false;
             c->unlearned_http = true;
             scheme_put(c->host, false);
-            reg_log(SBX_LOG_DEBUG, "'%s' no longer speaks plain HTTP; trying HTTPS", c->host);
+            sbx__log(c->ctx, SBX_LOG_DEBUG, "'%s' no longer speaks plain HTTP; trying HTTPS", c->host);
             continue;
         }
+        if (cc == CURLE_ABORTED_BY_CALLBACK && sbx_ctx_cancelled(c->ctx))
+            return sbx_error_set(err, SBX_ECANCELED, "%s: cancelled", rq->what);
         if (cc == CURLE_ABORTED_BY_CALLBACK)
             return sbx_error_set(err, SBX_EINTERNAL, "%s: abandoned (another download failed)",
                                  rq->what);
@@ -1151,7 +1173,7 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
         } else if (x.bad_range) {
             retry = true;
             restart_clean = true;
-            reg_log(SBX_LOG_WARN, "%s: '%s' answered the range request from the wrong offset; "
+            sbx__log(c->ctx, SBX_LOG_WARN, "%s: '%s' answered the range request from the wrong offset; "
                     "starting over", rq->what, c->host);
         } else if (cc != CURLE_OK) {
             retry = retryable_curl(cc);
@@ -1198,10 +1220,11 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             return sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld%s; gave up after %d "
                                  "attempts", rq->what, c->host, resp->status, msg, attempt);
         }
-        reg_log(SBX_LOG_INFO, "%s: %s from '%s', retrying in %lld ms (attempt %d of %d)",
+        sbx__log(c->ctx, SBX_LOG_INFO, "%s: %s from '%s', retrying in %lld ms (attempt %d of %d)",
                 rq->what, cc != CURLE_OK ? curl_easy_strerror(cc) : "server error", c->host,
                 (long long)ms, attempt + 1, c->retry_max);
-        sleep_ms(ms);
+        if ((rc = sleep_ms(c, ms, rq->what, err)) < 0)
+            return rc;
         attempt++;
     }
 }

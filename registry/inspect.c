@@ -182,7 +182,7 @@ static bool store_lookup(char top[SBX_DIGEST_BUFSZ], char named[SBX_DIGEST_BUFSZ
 }
 
 int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_registry_options *opts,
-                         sbx_error *err)
+                         sbx_ctx *ctx, sbx_error *err)
 {
     *out = NULL;
     sbx_image_info *info = calloc(1, sizeof *info);
@@ -191,7 +191,7 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
     sbx_store *store = opts ? opts->store : NULL;
     reg_session s;
     sbx_error perr = SBX_ERROR_INIT;
-    int prc = reg_session_init(&s, ref, opts, &perr);
+    int prc = reg_session_init(&s, ref, opts, ctx, &perr);
     bool parsed = prc == 0;
     if (!parsed && !s.want.architecture[0])
         sbx_platform_host(&s.want);
@@ -219,19 +219,21 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
             local = false;
         }
     }
+    bool wrapped = false; /* the message already says "inspecting" */
     if (!local && is_digest) {
         rc = sbx_error_set(err, SBX_ENOTFOUND, "inspecting '%s': the store has no manifest with "
                            "that digest (name a ref to ask a registry)", ref);
+        wrapped = true;
     } else if (!local && !parsed) {
         *err = perr;
         rc = perr.code;
-        if (store && !strstr(err->msg, "parsing image ref"))
+        if (store && s.parsed) /* the ref is fine; its platform or the config is not */
             sbx_error_wrap(err, "inspecting '%s'", ref);
     } else if (!local) {
         rc = from_registry(info, &s, store, err);
     }
     if (rc < 0) {
-        if (parsed && !strstr(err->msg, "inspecting"))
+        if (parsed && !wrapped)
             sbx_error_wrap(err, "inspecting '%s'", s.ref.str);
         if (!err->where[0])
             sbx_error_where(err, "%s", parsed && !is_digest ? s.ref.str : ref);

@@ -265,7 +265,7 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
         char pid[32];
         short_id(d->digest, pid, sizeof pid);
         if (present)
-            reg_progress(pid, "present", d->size, d->size);
+            sbx__progress(s->ctx, pid, "present", d->size, d->size);
         else if (!dup) {
             jobs[njobs].desc = d;
             jobs[njobs].diff_id = ic.diff_ids[i];
@@ -321,19 +321,19 @@ out:
 }
 
 int sbx_registry_pull(sbx_pull_result *out, const char *ref, const sbx_registry_options *opts,
-                      sbx_error *err)
+                      sbx_ctx *ctx, sbx_error *err)
 {
     memset(out, 0, sizeof *out);
     if (!opts || !opts->store)
         return sbx_error_set(err, SBX_EINVAL, "pulling '%s': no store given", ref ? ref : "");
     reg_session s;
-    int rc = reg_session_init(&s, ref, opts, err);
+    int rc = reg_session_init(&s, ref, opts, ctx, err);
     if (rc == 0)
         rc = pull_image(out, &s, opts->store, err);
     if (rc < 0) {
         sbx_pull_result_free(out);
-        if (!strstr(err->msg, "parsing image ref"))
-            sbx_error_wrap(err, "pulling '%s'", s.ref.str[0] ? s.ref.str : ref);
+        if (s.parsed)
+            sbx_error_wrap(err, "pulling '%s'", s.ref.str);
         if (!err->where[0])
             sbx_error_where(err, "%s", s.ref.str[0] ? s.ref.str : ref);
     }

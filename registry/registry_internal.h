@@ -85,7 +85,8 @@ void reg_config_free(reg_config *c);
 bool reg_config_is_insecure(const reg_config *c, const char *host);
 bool reg_host_is_loopback(const char *host);
 const char *reg_certs_dir(const sbx_registry_options *opts);
-int64_t reg_env_int(const char *name, int64_t def, int64_t min, int64_t max);
+int64_t reg_env_int(const char *name, int64_t def, int64_t min, int64_t max,
+                    const sbx_ctx *ctx);
 
 /* ---- HTTP client for one endpoint ------------------------------------------ */
 typedef struct reg_client reg_client;
@@ -120,7 +121,8 @@ typedef struct reg_sink {
  * registry; else a mirror base URL).  Loads credentials (per-call or Docker
  * config), CA and scheme rules. */
 int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
-                   const sbx_registry_options *opts, const reg_config *cfg, sbx_error *err);
+                   const sbx_registry_options *opts, const reg_config *cfg, sbx_ctx *ctx,
+                   sbx_error *err);
 void reg_client_free(reg_client *c);
 /* A sibling client for another thread: same endpoint, own curl handle. */
 int reg_client_clone(reg_client **out, reg_client *c, sbx_error *err);
@@ -128,8 +130,12 @@ const char *reg_client_name(const reg_client *c); /* "host[:port]" for messages 
 /* Record in the store what was learned about the endpoint's scheme (main
  * thread only: store handles are one thread at a time). */
 void reg_client_remember(reg_client *c, sbx_store *store);
-/* Transfers of c stop soon after *flag becomes nonzero (read atomically). */
+/* Transfers of c stop soon after *flag becomes nonzero (read atomically):
+ * a sibling download failed.  They also stop when the context is cancelled
+ * (SBX_ECANCELED). */
 void reg_client_set_cancel(reg_client *c, const volatile int *flag);
+/* The context of the call the client serves. */
+sbx_ctx *reg_client_ctx(const reg_client *c);
 
 /* Fetch a manifest by tag or digest (HEAD when head_only); buffered, limited
  * to SBX_MANIFEST_MAX.  SBX_ENOTFOUND on 404. */
@@ -150,9 +156,6 @@ int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_e
 int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                    const char *expected_diff_id, const char *progress_id, sbx_error *err);
 
-/* Thread-safe progress and log emission (the sinks may not be). */
-void reg_progress(const char *id, const char *phase, uint64_t done, uint64_t total);
-void reg_log(sbx_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- shared operations ----------------------------------------------------- */
 int reg_global_init(sbx_error *err);
@@ -164,9 +167,11 @@ typedef struct reg_session {
     sbx_platform want;
     reg_config cfg;
     const sbx_registry_options *opts;
+    sbx_ctx *ctx;
+    bool parsed; /* ref parsed: errors name it ("pulling 'x': ...") */
 } reg_session;
 int reg_session_init(reg_session *s, const char *ref, const sbx_registry_options *opts,
-                     sbx_error *err);
+                     sbx_ctx *ctx, sbx_error *err);
 void reg_session_free(reg_session *s);
 
 /* Fetch the manifest the ref names and, for an index, the platform's

@@ -14,7 +14,7 @@ static int64_t ttl_of(const sbx_registry_options *opts)
 {
     if (opts && opts->resolve_ttl >= 0)
         return opts->resolve_ttl;
-    return reg_env_int("SBX_RESOLVE_TTL", 60, 0, 365LL * 86400);
+    return reg_env_int("SBX_RESOLVE_TTL", 60, 0, 365LL * 86400, NULL);
 }
 
 static bool cache_lookup(sbx_resolve_result *out, const reg_session *s, sbx_store *store,
@@ -49,7 +49,7 @@ static void cache_store(const sbx_resolve_result *r, const reg_session *s, sbx_s
     snprintf(val, sizeof val, "%s %s %s", r->digest, r->media_type, r->index_digest);
     sbx_error e = SBX_ERROR_INIT;
     if (sbx_store_meta_set(store, "resolve", key, val, &e) < 0)
-        sbx_log(SBX_LOG_DEBUG, "not caching the answer for '%s': %s", s->ref.str, e.msg);
+        sbx__log(s->ctx, SBX_LOG_DEBUG, "not caching the answer for '%s': %s", s->ref.str, e.msg);
 }
 
 /* One endpoint: HEAD, then GET when needed. */
@@ -61,7 +61,7 @@ static int resolve_at(sbx_resolve_result *out, reg_client *c, reg_session *s, sb
     if (rc < 0 && rc != SBX_ENOTFOUND && rc != SBX_EAUTH && resp.status >= 400 &&
         resp.status < 500 && resp.status != 429) {
         /* a registry (or proxy) that refuses HEAD (405 ...): ask with GET */
-        reg_log(SBX_LOG_DEBUG, "HEAD refused (%s); trying GET", err->msg);
+        sbx__log(s->ctx, SBX_LOG_DEBUG, "HEAD refused (%s); trying GET", err->msg);
         sbx_error_clear(err);
         reg_resp_clear(&resp);
         rc = 0;
@@ -125,11 +125,11 @@ static int resolve_at(sbx_resolve_result *out, reg_client *c, reg_session *s, sb
 }
 
 int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
-                            const sbx_registry_options *opts, sbx_error *err)
+                            const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
     memset(out, 0, sizeof *out);
     reg_session s;
-    int rc = reg_session_init(&s, ref, opts, err);
+    int rc = reg_session_init(&s, ref, opts, ctx, err);
     sbx_store *store = opts ? opts->store : NULL;
     int64_t ttl = ttl_of(opts);
     if (rc == 0) {
@@ -147,7 +147,7 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
             const char *ep = i < n ? s.cfg.mirrors[i] : "";
             reg_client *c = NULL;
             sbx_error_clear(err);
-            rc = reg_client_new(&c, &s.ref, ep, opts, &s.cfg, err);
+            rc = reg_client_new(&c, &s.ref, ep, opts, &s.cfg, ctx, err);
             if (rc == 0)
                 rc = resolve_at(out, c, &s, err);
             if (rc == 0)
@@ -157,7 +157,7 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
                 break;
             if (i < n) {
                 char buf[1400];
-                sbx_log(SBX_LOG_WARN, "mirror '%s' failed (%s); trying the next source", ep,
+                sbx__log(ctx, SBX_LOG_WARN, "mirror '%s' failed (%s); trying the next source", ep,
                         sbx_error_format(err, buf, sizeof buf));
             }
         }
@@ -165,8 +165,8 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
     if (rc == 0 && store && (ttl > 0 || s.ref.digest[0]))
         cache_store(out, &s, store);
     if (rc < 0) {
-        if (!strstr(err->msg, "parsing image ref"))
-            sbx_error_wrap(err, "resolving '%s'", s.ref.str[0] ? s.ref.str : ref);
+        if (s.parsed)
+            sbx_error_wrap(err, "resolving '%s'", s.ref.str);
         if (!err->where[0])
             sbx_error_where(err, "%s", s.ref.str[0] ? s.ref.str : ref);
     }
@@ -175,10 +175,10 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
 }
 
 int sbx_registry_resolve(char digest_out[SBX_DIGEST_BUFSZ], const char *ref,
-                         const sbx_registry_options *opts, sbx_error *err)
+                         const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
     sbx_resolve_result r;
-    int rc = sbx_registry_resolve_ex(&r, ref, opts, err);
+    int rc = sbx_registry_resolve_ex(&r, ref, opts, ctx, err);
     if (rc == 0)
         memcpy(digest_out, r.digest, SBX_DIGEST_BUFSZ);
     return rc;

@@ -6,13 +6,15 @@
 #include "registry_internal.h"
 
 int reg_session_init(reg_session *s, const char *ref, const sbx_registry_options *opts,
-                     sbx_error *err)
+                     sbx_ctx *ctx, sbx_error *err)
 {
     memset(s, 0, sizeof *s);
     s->opts = opts;
+    s->ctx = ctx;
     int rc = sbx_ref_parse(&s->ref, ref, err);
     if (rc < 0)
         return rc;
+    s->parsed = true;
     if (opts && opts->platform && *opts->platform) {
         if ((rc = sbx_platform_parse(&s->want, opts->platform, err)) < 0) {
             sbx_error_where(err, "%s", s->ref.str);
@@ -130,7 +132,7 @@ int reg_fetch_image(reg_fetched *out, reg_client **client, reg_session *s, sbx_e
         const char *ep = i < n ? s->cfg.mirrors[i] : "";
         reg_client *c = NULL;
         sbx_error_clear(err);
-        rc = reg_client_new(&c, &s->ref, ep, s->opts, &s->cfg, err);
+        rc = reg_client_new(&c, &s->ref, ep, s->opts, &s->cfg, s->ctx, err);
         if (rc == 0)
             rc = fetch_one(out, c, s, err);
         if (rc == 0) {
@@ -142,7 +144,7 @@ int reg_fetch_image(reg_fetched *out, reg_client **client, reg_session *s, sbx_e
         reg_client_free(c);
         if (i < n) {
             char buf[1400];
-            sbx_log(SBX_LOG_WARN, "mirror '%s' failed (%s); trying the next source", ep,
+            sbx__log(s->ctx, SBX_LOG_WARN, "mirror '%s' failed (%s); trying the next source", ep,
                     sbx_error_format(err, buf, sizeof buf));
         }
     }

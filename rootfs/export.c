@@ -29,21 +29,22 @@
 #include "outdir.h"
 #include "sbx_common.h"
 #include "sbx/rootfs.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 
 #define COPY_CHUNK (1u << 20)
 
-typedef struct ctx {
+typedef struct exporter {
     sbx_store *s;
     const sbx_export_options *o;
+    sbx_ctx *ctx;
     int blobs_fd; /* <tmp>/blobs/sha256 */
     sbx_export_result *out;
-} ctx;
+} exporter;
 
-static int check_cancel(const sbx_export_options *o, sbx_error *err)
+static int check_cancel(const sbx_ctx *ctx, sbx_error *err)
 {
-    if (o->cancel && *o->cancel)
-        return sbx_error_sys(err, SBX_EIO, EINTR, "exporting: interrupted");
+    if (sbx__check_cancel(ctx, err) < 0)
+        return sbx_error_wrap(err, "exporting");
     return 0;
 }
 
@@ -66,7 +67,7 @@ static int check_dest(rfs_outdir *d, sbx_error *err)
 
 /* Create blobs/sha256/<hex>; *fd_out -1 when this blob was already written
  * (an image may reference one layer twice). */
-static int blob_create(int *fd_out, ctx *c, const char *digest, sbx_error *err)
+static int blob_create(int *fd_out, exporter *c, const char *digest, sbx_error *err)
 {
     const char *hex;
     *fd_out = -1;
@@ -80,7 +81,7 @@ static int blob_create(int *fd_out, ctx *c, const char *digest, sbx_error *err)
     return 0;
 }
 
-static int blob_finish(int fd, ctx *c, const char *digest, uint64_t size, sbx_error *err)
+static int blob_finish(int fd, exporter *c, const char *digest, uint64_t size, sbx_error *err)
 {
     int r = 0;
     if (fsync(fd) < 0)
@@ -98,7 +99,7 @@ static int blob_finish(int fd, ctx *c, const char *digest, uint64_t size, sbx_er
 
 /* A manifest, config or index entry held in memory, written under digest
  * only if it hashes to it. */
-static int write_blob_buf(ctx *c, const char *digest, const void *data, size_t len,
+static int write_blob_buf(exporter *c, const char *digest, const void *data, size_t len,
                           const char *what, sbx_error *err)
 {
     char got[SBX_DIGEST_BUFSZ];
@@ -118,7 +119,7 @@ static int write_blob_buf(ctx *c, const char *digest, const void *data, size_t l
 
 /* Copy src to dst, hashing what is read; the digest and size are checked by
  * the caller.  Progress under id. */
-static int copy_hashed(int src, int dst, const char *id, uint64_t total, ctx *c,
+static int copy_hashed(int src, int dst, const char *id, uint64_t total, exporter *c,
                        char got[SBX_DIGEST_BUFSZ], uint64_t *copied, sbx_error *err)
 {
     _cleanup_sha256_ sbx__sha256 *h = NULL;
@@ -129,9 +130,9 @@ static int copy_hashed(int src, int dst, const char *id, uint64_t total, ctx *c,
     if (r < 0)
         return r;
     *copied = 0;
-    sbx_progress_emit(id, "copy", 0, total);
+    sbx__progress(c->ctx, id, "copy", 0, total);
     for (;;) {
-        if ((r = check_cancel(c->o, err)) < 0)
+        if ((r = check_cancel(c->ctx, err)) < 0)
             return r;
         ssize_t n = read(src, buf, COPY_CHUNK);
         if (n < 0 && errno == EINTR)
@@ -144,14 +145,14 @@ static int copy_hashed(int src, int dst, const char *id, uint64_t total, ctx *c,
         if ((r = sbx__write_all(dst, buf, (size_t)n, err)) < 0)
             return r;
         *copied += (uint64_t)n;
-        sbx_progress_emit(id, "copy", *copied, total);
+        sbx__progress(c->ctx, id, "copy", *copied, total);
     }
     sbx__sha256_final(h, got);
     return 0;
 }
 
 /* Layer i of n as the store keeps it (zstd), verified against its record. */
-static int write_layer(ctx *c, size_t i, size_t n, const sbx_layer_info *li, sbx_error *err)
+static int write_layer(exporter *c, size_t i, size_t n, const sbx_layer_info *li, sbx_error *err)
 {
     char path[4096], id[96], got[SBX_DIGEST_BUFSZ];
     int r = sbx_store_layer_path(c->s, li->diff_id, path, sizeof path, err);
@@ -328,7 +329,7 @@ static int sync_dirs(const rfs_outdir *d, sbx_error *err)
     return 0;
 }
 
-static int write_layout(ctx *c, rfs_outdir *d, const sbx_image *in, const sbx_layer_info *infos,
+static int write_layout(exporter *c, rfs_outdir *d, const sbx_image *in, const sbx_layer_info *infos,
                         const char *man, size_t man_len, sbx_error *err)
 {
     int r;
@@ -339,7 +340,7 @@ static int write_layout(ctx *c, rfs_outdir *d, const sbx_image *in, const sbx_la
     if (c->blobs_fd < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "exporting: opening '%s/blobs'", d->tmp);
     for (size_t i = 0; i < in->nlayers; i++)
-        if ((r = check_cancel(c->o, err)) < 0 || (r = write_layer(c, i, in->nlayers, &infos[i],
+        if ((r = check_cancel(c->ctx, err)) < 0 || (r = write_layer(c, i, in->nlayers, &infos[i],
                                                                   err)) < 0)
             return r;
     if ((r = write_blob_buf(c, in->config_digest, in->config_raw, in->config_len, "config",
@@ -349,7 +350,7 @@ static int write_layout(ctx *c, rfs_outdir *d, const sbx_image *in, const sbx_la
     const char *mt = c->out->recompressed || !in->media_type[0] ? SBX_MT_OCI_MANIFEST : in->media_type;
     if ((r = write_index(d->lock_fd, mt, c->out->digest, man_len, in, c->o, err)) < 0)
         return r;
-    if ((r = sync_dirs(d, err)) < 0 || (r = check_cancel(c->o, err)) < 0)
+    if ((r = sync_dirs(d, err)) < 0 || (r = check_cancel(c->ctx, err)) < 0)
         return r;
     if (renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->path, RENAME_NOREPLACE) < 0)
         return errno == EEXIST
@@ -383,7 +384,7 @@ static int run(sbx_export_result *out, sbx_store *s, const char *image, rfs_outd
     sbx_layer_info *infos = NULL;
     char *man = NULL;
     size_t man_len = 0;
-    ctx c = {.s = s, .o = o, .blobs_fd = -1, .out = out};
+    exporter c = {.s = s, .o = o, .ctx = d->ctx, .blobs_fd = -1, .out = out};
     if ((r = check_manifest_type(in, err)) < 0)
         goto done;
     snprintf(out->stored_digest, sizeof out->stored_digest, "%s", in->digest);
@@ -404,13 +405,13 @@ static int run(sbx_export_result *out, sbx_store *s, const char *image, rfs_outd
         sbx__sha256_buf(man, man_len, out->digest);
         out->recompressed = true;
     }
-    if ((r = check_cancel(o, err)) < 0 || (r = rfs_outdir_make_tmp(d, err)) < 0)
+    if ((r = check_cancel(d->ctx, err)) < 0 || (r = rfs_outdir_make_tmp(d, err)) < 0)
         goto done;
     if ((r = write_layout(&c, d, in, infos, man, man_len, err)) < 0)
         goto done;
     sbx_error fe = SBX_ERROR_INIT;
     sbx_store_touch(s, out->stored_digest, &fe);
-    sbx_progress_emit("layout", "done", out->bytes, out->bytes);
+    sbx__progress(d->ctx, "layout", "done", out->bytes, out->bytes);
 done:
     if (c.blobs_fd >= 0)
         close(c.blobs_fd);
@@ -435,7 +436,8 @@ static int work(rfs_outdir *d, void *ud, sbx_error *err)
 }
 
 int sbx_rootfs_export(sbx_export_result *out, sbx_store *store, const char *image,
-                      const char *dir, const sbx_export_options *opts, sbx_error *err)
+                      const char *dir, const sbx_export_options *opts, sbx_ctx *ctx,
+                      sbx_error *err)
 {
     static const sbx_export_options defaults = SBX_EXPORT_OPTIONS_INIT;
     const sbx_export_options *o = opts ? opts : &defaults;
@@ -443,5 +445,5 @@ int sbx_rootfs_export(sbx_export_result *out, sbx_store *store, const char *imag
     if (!image || !*image || !dir || !*dir)
         return sbx_error_set(err, SBX_EINVAL, "exporting: an image and a directory are needed");
     struct call c = {out, store, image, o};
-    return rfs_outdir_run(dir, "exporting", "export", check_dest, work, &c, err);
+    return rfs_outdir_run(dir, "exporting", "export", check_dest, work, &c, ctx, err);
 }

@@ -39,6 +39,7 @@ typedef struct capture_ctx {
     sbx_capture_write_fn write_fn;
     void *ud;
     sbx_error *err;
+    const sbx_ctx *ctx;
     int write_failed;
     bool discard;
     uint64_t size, entries;
@@ -249,6 +250,8 @@ static int capture_dir(capture_ctx *c, const char *path, const char *name);
 static int capture_one(capture_ctx *c, const char *path, const char *name, const char *base)
 {
     struct stat st;
+    if (sbx__check_cancel(c->ctx, c->err) < 0)
+        return sbx_error_wrap(c->err, "capturing");
     if (lstat(path, &st) < 0)
         return sbx_error_sys(c->err, SBX_EIO, errno, "capturing '%s'", path);
 
@@ -502,8 +505,8 @@ static int dir_is_empty(const char *dir, bool *empty, sbx_error *err)
 }
 
 int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
-                       const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
-                       void *ud, sbx_error *err)
+                              const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
+                              void *ud, sbx_ctx *ctx, sbx_error *err)
 {
     sbx_capture_options defaults = SBX_CAPTURE_OPTIONS_INIT;
     if (!opts)
@@ -528,6 +531,7 @@ int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
     c->write_fn = write_fn;
     c->ud = ud;
     c->err = err;
+    c->ctx = ctx;
     r = sbx__sha256_new(&c->hash, err);
     if (r == 0) {
         c->ar = archive_write_new();
@@ -576,7 +580,7 @@ static int layer_sink(void *ud, const void *buf, size_t len, sbx_error *err)
 }
 
 int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
-                      const sbx_capture_options *opts, sbx_error *err)
+                       const sbx_capture_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
     sbx_capture_options defaults = SBX_CAPTURE_OPTIONS_INIT;
     if (!opts)
@@ -597,7 +601,7 @@ int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
     r = sbx_store_layer_begin(&w, s, NULL, err);
     if (r < 0)
         return sbx_error_wrap(err, "capturing '%s'", dir);
-    r = sbx_rootfs_capture_stream(out, dir, opts, layer_sink, w, err);
+    r = sbx_rootfs_capture_stream(out, dir, opts, layer_sink, w, ctx, err);
     if (r < 0 || !out->changed) {
         sbx_layer_writer_abort(w);
         return r;

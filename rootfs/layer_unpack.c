@@ -58,16 +58,32 @@
 
 /* ---- child side: runs after fork, reports one message on errfd --------- */
 
+/* The exit status says what kind of failure the message reports. */
+#define CHILD_EXIT_FAILED 1  /* reading or writing failed: SBX_EIO */
+#define CHILD_EXIT_REFUSED 2 /* a hostile or malformed entry: SBX_EINVAL */
+
+static void child_report(int errfd, int status, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    (void)!write(errfd, msg, strlen(msg));
+    _exit(status);
+}
+
 static void child_fail(int errfd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void child_fail(int errfd, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    (void)!write(errfd, msg, strlen(msg));
-    _exit(1);
+    child_report(errfd, CHILD_EXIT_FAILED, fmt, ap);
+}
+
+static void child_refuse(int errfd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void child_refuse(int errfd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    child_report(errfd, CHILD_EXIT_REFUSED, fmt, ap);
 }
 
 static void drop_overlay_xattrs(struct archive_entry *e)
@@ -325,10 +341,10 @@ static void check_entry_paths(const linkset *ls, struct archive_entry *e, const 
     char buf[4096];
     const char *via = through_link(ls, archive_entry_pathname(e), buf, sizeof(buf));
     if (via)
-        child_fail(errfd, "refusing entry '%s': it passes through the symlink '%s'", orig, via);
+        child_refuse(errfd, "refusing entry '%s': it passes through the symlink '%s'", orig, via);
     const char *hl = archive_entry_hardlink(e);
     if (hl && (via = through_link(ls, hl, buf, sizeof(buf))))
-        child_fail(errfd, "refusing entry '%s': its link target passes through the symlink "
+        child_refuse(errfd, "refusing entry '%s': its link target passes through the symlink "
                    "'%s'", orig, via);
 }
 
@@ -359,7 +375,7 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
     while ((r = archive_read_next_header(in, &e)) == ARCHIVE_OK) {
         const char *name = archive_entry_pathname(e);
         if (!name || !*name)
-            child_fail(errfd, "refusing an entry without a name");
+            child_refuse(errfd, "refusing an entry without a name");
         char orig[4096];
         snprintf(orig, sizeof(orig), "%s", name);
         const char *slash = strrchr(name, '/');
@@ -368,7 +384,7 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
         if (base && !strcmp(base, ".wh..wh..opq")) {
             /* Check the parent path the same way libarchive would. */
             if (name[0] == '/' || strstr(name, "../") || !strncmp(name, "..", 2))
-                child_fail(errfd, "refusing entry '%s': path escapes the layer", orig);
+                child_refuse(errfd, "refusing entry '%s': path escapes the layer", orig);
             char **n = realloc(opaque, (nopaque + 1) * sizeof(char *));
             if (!n)
                 child_fail(errfd, "out of memory");
@@ -383,7 +399,7 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
         if (chrooted)
             check_entry_paths(&links, e, orig, errfd);
         if (archive_write_header(out, e) != ARCHIVE_OK)
-            child_fail(errfd, "refusing entry '%s': %s", orig, archive_error_string(out));
+            child_refuse(errfd, "refusing entry '%s': %s", orig, archive_error_string(out));
         if (chrooted && archive_entry_filetype(e) == AE_IFLNK) {
             char norm[4096];
             if (normalize(norm, sizeof(norm), archive_entry_pathname(e)) == 1)
@@ -478,7 +494,7 @@ static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *
         return 0;
     if (!msg[0])
         snprintf(msg, sizeof(msg), "extractor died (status 0x%x)", status);
-    bool hostile = strstr(msg, "refusing") != NULL;
+    bool hostile = WIFEXITED(status) && WEXITSTATUS(status) == CHILD_EXIT_REFUSED;
     return sbx_error_set(err, hostile ? SBX_EINVAL : SBX_EIO, "unpacking: %s", msg);
 }
 
@@ -486,7 +502,7 @@ static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *
  * untrusted dest (another boot's, or unmarked) is first moved to *trash.  All
  * under an flock of the parent, so no unpacker ever moves a trusted dir. */
 static int install(const char *parent, const char *tmp, const char *dest, const char *boot,
-                   char **trash, bool *installed, sbx_error *err)
+                   char **trash, bool *installed, const sbx_ctx *ctx, sbx_error *err)
 {
     int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (pfd < 0)
@@ -515,7 +531,7 @@ static int install(const char *parent, const char *tmp, const char *dest, const 
             *trash = NULL;
             goto out;
         }
-        sbx_log(SBX_LOG_INFO, "unpacked dir '%s' has no mark of this boot: unpacking it again",
+        sbx__log(ctx, SBX_LOG_INFO, "unpacked dir '%s' has no mark of this boot: unpacking it again",
                 dest);
     }
     if (rename(tmp, dest) < 0)
@@ -528,7 +544,7 @@ out:
 }
 
 static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
-                       sbx_error *err)
+                       const sbx_ctx *ctx, sbx_error *err)
 {
     char boot[80];
     int r = read_boot_id(boot, sizeof(boot), err);
@@ -571,7 +587,7 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
     bool installed = false;
     _cleanup_free_ char *trash = NULL;
     if (r == 0)
-        r = install(parent, tmp, dest, boot, &trash, &installed, err);
+        r = install(parent, tmp, dest, boot, &trash, &installed, ctx, err);
     sbx_error tmp_err = SBX_ERROR_INIT;
     if (!installed)
         sbx__rm_rf(tmp, &tmp_err);
@@ -584,13 +600,14 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
 
 int sbx_rootfs_unpack_tar_fd(int fd, const char *dest, sbx_error *err)
 {
-    return unpack_into(dest, fd, NULL, NULL, err);
+    return unpack_into(dest, fd, NULL, NULL, NULL, err);
 }
 
 typedef struct feed_state {
     sbx_layer_reader *rd;
     const char *diff_id;
     uint64_t done, total, next_report;
+    const sbx_ctx *ctx;
 } feed_state;
 
 static int feed_layer(void *ud, int sock, sbx_error *err)
@@ -601,16 +618,18 @@ static int feed_layer(void *ud, int sock, sbx_error *err)
         return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
     for (;;) {
         size_t n = 0;
-        int r = sbx_layer_reader_read(f->rd, buf, UNPACK_BLOCK, &n, err);
+        int r = sbx__check_cancel(f->ctx, err);
+        if (r == 0)
+            r = sbx_layer_reader_read(f->rd, buf, UNPACK_BLOCK, &n, err);
         if (r < 0)
             return r;
         if (n == 0) {
-            sbx_progress_emit(f->diff_id, "unpack", f->done, f->total);
+            sbx__progress(f->ctx, f->diff_id, "unpack", f->done, f->total);
             return 0;
         }
         f->done += n;
         if (f->done >= f->next_report) {
-            sbx_progress_emit(f->diff_id, "unpack", f->done, f->total);
+            sbx__progress(f->ctx, f->diff_id, "unpack", f->done, f->total);
             f->next_report = f->done + (8u << 20);
         }
         for (size_t off = 0; off < n;) {
@@ -625,7 +644,7 @@ static int feed_layer(void *ud, int sock, sbx_error *err)
 }
 
 int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const char *diff_id,
-                            sbx_error *err)
+                            sbx_ctx *ctx, sbx_error *err)
 {
     int r = sbx_store_layer_unpacked_path(s, diff_id, path_out, path_len, err);
     if (r < 0)
@@ -636,12 +655,12 @@ int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const
     r = sbx_store_layer_open(&rd, s, diff_id, err);
     if (r < 0)
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
-    feed_state f = {rd, diff_id, 0, 0, 0};
+    feed_state f = {rd, diff_id, 0, 0, 0, ctx};
     sbx_layer_info info;
     sbx_error ignore = SBX_ERROR_INIT;
     if (sbx_store_layer_info(s, diff_id, &info, &ignore) == 0)
         f.total = info.size;
-    r = unpack_into(path_out, -1, feed_layer, &f, err);
+    r = unpack_into(path_out, -1, feed_layer, &f, ctx, err);
     sbx_layer_reader_free(rd);
     if (r < 0)
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);

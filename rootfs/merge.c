@@ -134,7 +134,7 @@ typedef struct merge {
     size_t ndirs, capdirs;
     sbx_rootfs_stats st;
     char *buf;       /* copy buffer for the read/write fallback */
-    const volatile int *cancel;
+    sbx_ctx *ctx;
 } merge;
 
 static bool overlay_private(const char *name)
@@ -445,8 +445,8 @@ static int walk(merge *m, int sdir, int ddir, char *rel, size_t rlen, sbx_error 
         const char *n = de->d_name;
         if (n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2])))
             continue;
-        if (m->cancel && *m->cancel) {
-            r = sbx_error_sys(err, SBX_EIO, EINTR, "merging: interrupted");
+        if ((r = sbx__check_cancel(m->ctx, err)) < 0) {
+            sbx_error_wrap(err, "merging");
             break;
         }
         size_t nl = strlen(n);
@@ -481,9 +481,9 @@ static int finish_times(merge *m, sbx_error *err)
 }
 
 int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers, bool link,
-                     const volatile int *cancel, sbx_rootfs_stats *stats, sbx_error *err)
+                     sbx_rootfs_stats *stats, sbx_ctx *ctx, sbx_error *err)
 {
-    merge m = {.link = link, .try_clone = true, .try_cfr = true, .dest_fd = -1, .cancel = cancel};
+    merge m = {.link = link, .try_clone = true, .try_cfr = true, .dest_fd = -1, .ctx = ctx};
     char rel[PATH_BUF];
     int r = 0;
     m.dest_fd = open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -507,7 +507,7 @@ int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers
         }
         rel[0] = '\0';
         r = walk(&m, sfd, m.dest_fd, rel, 0, err);
-        if (r < 0)
+        if (r < 0 && r != SBX_ECANCELED)
             sbx_error_where(err, "%s", layers[i]);
     }
     if (r == 0)

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "outdir.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx_common.h"
 
 static atomic_uint tmp_counter;
@@ -72,7 +72,7 @@ void rfs_outdir_clean_stale(const rfs_outdir *d)
             _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", d->parent, de->d_name);
             sbx_error e = SBX_ERROR_INIT;
             if (p) {
-                sbx_log(SBX_LOG_DEBUG, "removing '%s' left by a killed %s", p, d->kind);
+                sbx__log(d->ctx, SBX_LOG_DEBUG, "removing '%s' left by a killed %s", p, d->kind);
                 sbx__rm_rf(p, &e);
             }
         }
@@ -115,9 +115,9 @@ int rfs_outdir_make_tmp(rfs_outdir *d, sbx_error *err)
 int rfs_outdir_run(const char *dir, const char *verb, const char *kind,
                    int (*check)(rfs_outdir *d, sbx_error *err),
                    int (*work)(rfs_outdir *d, void *ud, sbx_error *err), void *ud,
-                   sbx_error *err)
+                   sbx_ctx *ctx, sbx_error *err)
 {
-    rfs_outdir d = RFS_OUTDIR_INIT(verb, kind);
+    rfs_outdir d = RFS_OUTDIR_INIT(verb, kind, ctx);
     int r = rfs_outdir_split(&d, dir, err);
     if (r == 0 && check)
         r = check(&d, err);

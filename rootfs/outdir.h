@@ -27,9 +27,10 @@ typedef struct rfs_outdir {
     char *tmp;        /* the temp dir beside it */
     int lock_fd;      /* flock on tmp while we work */
     bool existed;     /* for the caller: path was there (an empty dir) */
+    sbx_ctx *ctx;     /* the call's context */
 } rfs_outdir;
 
-#define RFS_OUTDIR_INIT(verb, kind) {(verb), (kind), NULL, NULL, NULL, NULL, -1, false}
+#define RFS_OUTDIR_INIT(verb, kind, ctx) {(verb), (kind), NULL, NULL, NULL, NULL, -1, false, (ctx)}
 
 /* Split dir into parent and base (refusing "", ".", ".."). */
 int rfs_outdir_split(rfs_outdir *d, const char *dir, sbx_error *err);
@@ -48,6 +49,6 @@ void rfs_outdir_free(rfs_outdir *d);
 int rfs_outdir_run(const char *dir, const char *verb, const char *kind,
                    int (*check)(rfs_outdir *d, sbx_error *err),
                    int (*work)(rfs_outdir *d, void *ud, sbx_error *err), void *ud,
-                   sbx_error *err);
+                   sbx_ctx *ctx, sbx_error *err);
 
 #endif

@@ -19,7 +19,7 @@
 #include "rootfs_internal.h"
 #include "outdir.h"
 #include "sbx_common.h"
-#include "sbx/log.h"
+#include "sbx/context.h"
 #include "sbx/rootfs.h"
 
 /* ---- the destination and its temp dir ------------------------------------- */
@@ -55,15 +55,15 @@ static int check_dest(rfs_outdir *d, sbx_error *err)
 
 /* ---- the work ---------------------------------------------------------------- */
 
-static int check_cancel(const sbx_rootfs_options *o, sbx_error *err)
+static int check_cancel(const sbx_ctx *ctx, sbx_error *err)
 {
-    if (o->cancel && *o->cancel)
-        return sbx_error_sys(err, SBX_EIO, EINTR, "unpacking: interrupted");
+    if (sbx__check_cancel(ctx, err) < 0)
+        return sbx_error_wrap(err, "unpacking");
     return 0;
 }
 
-static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in,
-                         const sbx_rootfs_options *o, sbx_error *err)
+static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in, sbx_ctx *ctx,
+                         sbx_error *err)
 {
     char **dirs = calloc(in->nlayers + 1, sizeof *dirs);
     if (!dirs)
@@ -72,7 +72,7 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in,
     for (size_t i = 0; i < in->nlayers; i++) {
         const char *diff_id = in->layers[i].diff_id;
         char id[96], path[4096];
-        int r = check_cancel(o, err);
+        int r = check_cancel(ctx, err);
         if (r < 0)
             return r;
         snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, in->nlayers, diff_id);
@@ -87,8 +87,8 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in,
         if (r < 0)
             return r;
         bool cached = sbx_rootfs_layer_is_current(path); /* else another boot's: unpack again */
-        sbx_progress_emit(id, cached ? "cached" : "unpack", 0, in->layers[i].size);
-        if (!cached && (r = sbx_rootfs_layer_unpack(path, sizeof path, s, diff_id, err)) < 0)
+        sbx__progress(ctx, id, cached ? "cached" : "unpack", 0, in->layers[i].size);
+        if (!cached && (r = sbx_rootfs_layer_unpack(path, sizeof path, s, diff_id, ctx, err)) < 0)
             return sbx_error_wrap(err, "unpacking layer %zu/%zu", i + 1, in->nlayers);
         if (!(dirs[i] = strdup(path)))
             return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
@@ -105,15 +105,14 @@ static int merge_into_tmp(sbx_rootfs_result *out, const rfs_outdir *d, char **di
         return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
     for (size_t i = 0; i < n; i++)
         top_first[i] = dirs[n - 1 - i];
-    sbx_progress_emit("rootfs", "merge", 0, 0);
-    int r = n ? sbx_rootfs_merge(d->tmp, top_first, n, o->link, o->cancel, &out->stats, err)
-              : 0;
+    sbx__progress(d->ctx, "rootfs", "merge", 0, 0);
+    int r = n ? sbx_rootfs_merge(d->tmp, top_first, n, o->link, &out->stats, d->ctx, err) : 0;
     free(top_first);
     if (r == 0 && !n && chmod(d->tmp, 0755) < 0)
         r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: setting mode of '%s'", d->tmp);
     if (r == 0 && !o->no_sync && syncfs(d->lock_fd) < 0)
         r = sbx_error_sys(err, sbx__errno_code(errno), errno, "unpacking: syncing '%s'", d->tmp);
-    return r < 0 ? r : check_cancel(o, err);
+    return r < 0 ? r : check_cancel(d->ctx, err);
 }
 
 static int write_config(const sbx_image *in, const char *path, sbx_error *err)
@@ -136,7 +135,7 @@ static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, rfs_outd
     snprintf(out->digest, sizeof out->digest, "%s", in->digest);
     snprintf(out->config, sizeof out->config, "%s", in->config_digest);
     out->layers = in->nlayers;
-    if ((r = unpack_layers(&dirs, s, in, o, err)) < 0)
+    if ((r = unpack_layers(&dirs, s, in, d->ctx, err)) < 0)
         goto out;
     if ((r = rfs_outdir_make_tmp(d, err)) < 0)
         goto out;
@@ -162,7 +161,7 @@ static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, rfs_outd
     if (!o->no_sync)
         sbx__fsync_dir(d->parent, &fe);
     sbx_store_touch(s, out->digest, &fe);
-    sbx_progress_emit("rootfs", "done", out->stats.bytes, out->stats.bytes);
+    sbx__progress(d->ctx, "rootfs", "done", out->stats.bytes, out->stats.bytes);
 out:
     if (r < 0 && config_written)
         unlink(o->config_path);
@@ -188,7 +187,8 @@ static int work(rfs_outdir *d, void *ud, sbx_error *err)
 }
 
 int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *image,
-                      const char *dir, const sbx_rootfs_options *opts, sbx_error *err)
+                      const char *dir, const sbx_rootfs_options *opts, sbx_ctx *ctx,
+                      sbx_error *err)
 {
     static const sbx_rootfs_options defaults = SBX_ROOTFS_OPTIONS_INIT;
     const sbx_rootfs_options *o = opts ? opts : &defaults;
@@ -196,5 +196,5 @@ int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *imag
     if (!image || !*image || !dir || !*dir)
         return sbx_error_set(err, SBX_EINVAL, "unpacking: an image and a directory are needed");
     struct call c = {out, store, image, o};
-    return rfs_outdir_run(dir, "unpacking", "unpack", check_dest, work, &c, err);
+    return rfs_outdir_run(dir, "unpacking", "unpack", check_dest, work, &c, ctx, err);
 }

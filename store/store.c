@@ -477,7 +477,7 @@ int sbx_store__reserve_release(sbx_store *s)
 {
     if (unlinkat(s->root_fd, "reserve", 0) < 0)
         return 0;
-    sbx_log(SBX_LOG_WARN, "store '%s' is out of disk space; using its reserve", s->root);
+    sbx__log(s->ctx, SBX_LOG_WARN, "store '%s' is out of disk space; using its reserve", s->root);
     return 1;
 }
 

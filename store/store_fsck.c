@@ -11,7 +11,7 @@
 
 #include "store_internal.h"
 
-#define warn(...) sbx_log(SBX_LOG_WARN, __VA_ARGS__)
+#define warn(...) sbx__log(s->ctx, SBX_LOG_WARN, __VA_ARGS__)
 
 static int quarantine(sbx_store *s, const char *dir, const char *name)
 {
@@ -238,16 +238,18 @@ static int fsck_kind(sbx_store *s, sbx_obj_kind kind, sbx_fsck_report *rep, sbx_
     uint64_t total = 0, done = 0;
     for (size_t i = 0; i < n; i++)
         total += v[i].size;
-    sbx_progress_emit("fsck", phase, 0, total);
+    sbx__progress(s->ctx, "fsck", phase, 0, total);
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
+        if ((rc = sbx__check_cancel(s->ctx, err)) < 0)
+            break;
         rc = in_tx(s, check_record(s, kind, &v[i], rep, err), err);
         if (kind == SBX_OBJ_LAYER)
             rep->layers_checked++;
         else
             rep->blobs_checked++;
         done += v[i].size;
-        sbx_progress_emit("fsck", phase, done, total);
+        sbx__progress(s->ctx, "fsck", phase, done, total);
     }
     free(v);
     return rc == 0 ? scan_dir(s, kind, rep, err) : rc;
@@ -270,7 +272,7 @@ static int drop_broken_names(sbx_store *s, sbx_fsck_report *rep, sbx_error *err)
                            err);
 }
 
-int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err)
+static int fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err)
 {
     sbx_fsck_report rep = {0};
     if (sbx_store__lock(s, 1, err) < 0)
@@ -300,4 +302,12 @@ int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err)
         return SBX_ECORRUPT;
     }
     return 0;
+}
+
+int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_ctx *ctx, sbx_error *err)
+{
+    s->ctx = ctx;
+    int rc = fsck(s, report, err);
+    s->ctx = NULL;
+    return rc;
 }

@@ -236,7 +236,7 @@ static void empty_trash(sbx_store *s, const strvec *trash, int dry_run, sbx_gc_r
         sbx_error err = SBX_ERROR_INIT;
         if (p && sbx__rm_rf(p, &err) < 0) {
             char buf[1400];
-            sbx_log(SBX_LOG_WARN, "gc: %s", sbx_error_format(&err, buf, sizeof buf));
+            sbx__log(s->ctx, SBX_LOG_WARN, "gc: %s", sbx_error_format(&err, buf, sizeof buf));
         }
         free(p);
     }
@@ -340,8 +340,8 @@ static int gc_locked(sbx_store *s, const sbx_gc_options *o, sbx_gc_report *rep, 
     return rc;
 }
 
-int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
-                 sbx_error *err)
+static int gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
+              sbx_error *err)
 {
     sbx_gc_options def = SBX_GC_OPTIONS_INIT;
     const sbx_gc_options *o = opts ? opts : &def;
@@ -431,4 +431,13 @@ int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err)
     if (rc != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "df");
     return 0;
+}
+
+int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
+                 sbx_ctx *ctx, sbx_error *err)
+{
+    s->ctx = ctx;
+    int rc = gc(s, opts, report, err);
+    s->ctx = NULL;
+    return rc;
 }

@@ -17,6 +17,7 @@ struct sbx_store {
     sqlite3 *db;
     int64_t lease_id;     /* this handle's process lease (row in leases) */
     int64_t start_time;   /* our process start time (/proc/self/stat field 22) */
+    const sbx_ctx *ctx;   /* the context of the long call (gc, fsck) under way, or NULL */
 };
 
 /* Kinds of stored object, also the directory they live in. */

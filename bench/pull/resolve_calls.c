@@ -38,7 +38,7 @@ static int run(double *t, size_t n, const char *ref, sbx_registry_options *o, in
         char digest[SBX_DIGEST_BUFSZ];
         sbx_error err = SBX_ERROR_INIT;
         uint64_t t0 = sbx__now_monotonic_ns();
-        if (sbx_registry_resolve(digest, ref, o, &err) < 0) {
+        if (sbx_registry_resolve(digest, ref, o, NULL, &err) < 0) {
             char buf[2048];
             fprintf(stderr, "bench_resolve_calls: %s\n", sbx_error_format(&err, buf, sizeof buf));
             return -1;

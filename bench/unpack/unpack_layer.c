@@ -64,7 +64,7 @@ static int from_store(const char *root, const char *diff_id)
         return die(&err);
     char path[4096];
     double t0 = now();
-    if (sbx_rootfs_layer_unpack(path, sizeof path, s, diff_id, &err) < 0)
+    if (sbx_rootfs_layer_unpack(path, sizeof path, s, diff_id, NULL, &err) < 0)
         return die(&err);
     printf("%.3f\n", now() - t0);
     sbx_store_free(s);

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "sbx/context.h"
 #include "sbx/error.h"
 
 #ifdef __cplusplus
@@ -180,7 +181,7 @@ typedef struct sbx_copy_opts {
 /* Hashes the source now (sbx_recipe_copy_digest).  Errors as that function,
  * plus SBX_EINVAL for a relative dest or a bad owner/mode. */
 int sbx_recipe_copy(sbx_recipe **out, const sbx_recipe *r, const sbx_copy_opts *opts,
-                    sbx_error *err);
+                    sbx_ctx *ctx, sbx_error *err);
 
 /* The command the sandbox starts with, and the one the platform polls for
  * readiness, as an argv (n >= 1).  The YAML string form "CMD" is stored as
@@ -202,11 +203,11 @@ void sbx_recipe_unref(sbx_recipe *r);
  * when the file or a copy source cannot be read; SBX_ELIMIT for a file over
  * 1 MiB.  *out is owned by the caller. */
 int sbx_recipe_parse_file(sbx_recipe **out, const char *path, const char *context_dir,
-                          sbx_error *err);
+                          sbx_ctx *ctx, sbx_error *err);
 /* The same over a buffer; name is used in err->where (NULL: "<recipe>"),
  * context_dir NULL means the current directory. */
 int sbx_recipe_parse_buffer(sbx_recipe **out, const char *data, size_t len, const char *name,
-                            const char *context_dir, sbx_error *err);
+                            const char *context_dir, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- reading a recipe ---------------------------------------------------- */
 
@@ -272,7 +273,7 @@ int sbx_recipe_copy_walk(const char *context_dir, const char *src, sbx_copy_visi
  * same clock tick is never hidden).  Errors as sbx_recipe_copy_walk, plus
  * SBX_EIO when a file changes size while it is read.  Thread-safe. */
 int sbx_recipe_copy_digest(char out[SBX_DIGEST_BUFSZ], const char *context_dir,
-                           const char *src, sbx_error *err);
+                           const char *src, sbx_ctx *ctx, sbx_error *err);
 
 /* Where the per-file hash cache lives: $SBX_CACHE_DIR, else
  * /var/cache/sbx-image for root, else $XDG_CACHE_HOME/sbx-image

@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sbx/context.h"
 #include "sbx/error.h"
 #include "sbx/image.h"
 #include "sbx/store.h"
@@ -94,10 +95,10 @@ typedef struct sbx_resolve_result {
  * image's platforms), SBX_EAUTH,
  * SBX_ENET, SBX_EDIGEST, SBX_EUNSUPPORTED (schema1), SBX_ELIMIT. */
 int sbx_registry_resolve(char digest_out[SBX_DIGEST_BUFSZ], const char *ref,
-                         const sbx_registry_options *opts, sbx_error *err);
+                         const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err);
 /* As sbx_registry_resolve, with details. */
 int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
-                            const sbx_registry_options *opts, sbx_error *err);
+                            const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- pull ------------------------------------------------------------------- */
 
@@ -124,11 +125,11 @@ typedef struct sbx_pull_result {
  * store already has, by blob digest or diff_id, are not downloaded; several
  * download at once).  On success the store names the normalized ref ->
  * image manifest digest (for an index, the index is stored too and the
- * name points at the platform's manifest).  Progress via sbx_progress_emit
+ * name points at the platform's manifest).  Progress on ctx
  * with id = layer digest (short) and phases "present", "download",
  * "commit", "done".  Errors as resolve, plus store errors. */
 int sbx_registry_pull(sbx_pull_result *out, const char *ref, const sbx_registry_options *opts,
-                      sbx_error *err);
+                      sbx_ctx *ctx, sbx_error *err);
 /* Frees what the result owns (not the struct).  Accepts NULL. */
 void sbx_pull_result_free(sbx_pull_result *r);
 
@@ -166,7 +167,7 @@ typedef struct sbx_image_info {
  * pinned digest), else from the registry (manifests and config only, no
  * layers downloaded).  *out owned by the caller: sbx_image_info_free. */
 int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_registry_options *opts,
-                         sbx_error *err);
+                         sbx_ctx *ctx, sbx_error *err);
 void sbx_image_info_free(sbx_image_info *info);
 
 #ifdef __cplusplus

@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sbx/context.h"
 #include "sbx/error.h"
 #include "sbx/store.h"
 
@@ -51,13 +52,9 @@ typedef struct sbx_rootfs_options {
     /* Skip syncfs before the rename (a tree that may be lost on a power cut
      * is fine for some throwaway sandboxes).  Default false: synced. */
     bool no_sync;
-    /* When set, checked between entries: once *cancel is non-zero (a signal
-     * handler sets it) the call stops, removes what it made and returns
-     * SBX_EIO with sys_errno EINTR.  NULL: not cancellable. */
-    const volatile int *cancel;
 } sbx_rootfs_options;
 
-#define SBX_ROOTFS_OPTIONS_INIT {false, NULL, NULL, false, NULL}
+#define SBX_ROOTFS_OPTIONS_INIT {false, NULL, NULL, false}
 
 typedef struct sbx_rootfs_stats {
     uint64_t files;   /* non-directory entries placed (files, symlinks, devices, fifos) */
@@ -77,23 +74,25 @@ typedef struct sbx_rootfs_result {
 /* Materialize the root filesystem of `image` (a store name, a ref as pull
  * names it, a pinned ref or a manifest digest: looked up in the store only,
  * never in a registry) into `dir`, which must not exist or be an empty
- * directory.  Progress via sbx_progress_emit: id "layer N/M sha256:<12 hex>"
+ * directory.  Progress on ctx: id "layer N/M sha256:<12 hex>"
  * with phase "cached" or "unpack" (total: the layer's compressed size), then
  * id "rootfs" with "merge" and "done" (done: bytes of regular files).
  * Errors: SBX_ENOTFOUND (the store has no such image, or lacks a layer:
  * the message suggests `sbx-image pull`), SBX_EINVAL (dir not empty, a bad
- * argument), SBX_EIO / SBX_ENOSPC (with sys_errno), store errors.  On error
- * nothing is left at dir (an empty dir that existed stays). */
+ * argument), SBX_ENOPLATFORM, SBX_ECANCELED (ctx was cancelled), SBX_EIO /
+ * SBX_ENOSPC (with sys_errno), store errors.  On error nothing is left at
+ * dir (an empty dir that existed stays). */
 int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *image,
-                      const char *dir, const sbx_rootfs_options *opts, sbx_error *err);
+                      const char *dir, const sbx_rootfs_options *opts, sbx_ctx *ctx,
+                      sbx_error *err);
 
 /* Merge overlay-form layer directories, top-most first, into the existing
  * empty directory dest (no temp dir, no rename: the caller owns atomicity).
  * dest's own owner, mode, xattrs and times become those of layers[0]'s root.
- * link as in sbx_rootfs_options.  When cancel is set, stops with SBX_EIO /
- * EINTR once *cancel is non-zero.  stats may be NULL. */
+ * link as in sbx_rootfs_options.  SBX_ECANCELED once ctx is cancelled.
+ * stats may be NULL. */
 int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers, bool link,
-                     const volatile int *cancel, sbx_rootfs_stats *stats, sbx_error *err);
+                     sbx_rootfs_stats *stats, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- layers: the store's unpacked cache and captures --------------------- */
 
@@ -104,10 +103,11 @@ bool sbx_rootfs_layer_is_current(const char *dir);
 /* Unpack the stored layer diff_id into its directory in the store's cache
  * (sbx_store_layer_unpacked_path), overlay form, unless it is already there;
  * writes that path to path_out.  Concurrent unpackers of one layer end with
- * one directory.  Errors: SBX_ENOTFOUND (no such layer), SBX_EINVAL (a
- * hostile or malformed entry; the message names it), SBX_EIO. */
+ * one directory.  Progress on ctx: id diff_id, phase "unpack" (bytes of
+ * tar).  Errors: SBX_ENOTFOUND (no such layer), SBX_EINVAL (a hostile or
+ * malformed entry; the message names it), SBX_ECANCELED, SBX_EIO. */
 int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const char *diff_id,
-                            sbx_error *err);
+                            sbx_ctx *ctx, sbx_error *err);
 
 /* Unpack an uncompressed tar read from fd into dest, created atomically
  * (temp dir beside it + rename), with the same conversions and refusals.
@@ -146,15 +146,16 @@ typedef int (*sbx_capture_write_fn)(void *ud, const void *buf, size_t len, sbx_e
  * compute the diff_id): entries sorted by path, mtimes clamped, numeric
  * owners, hardlinks as links, overlay whiteouts and opaque dirs as OCI ones
  * (see sbx_capture_options).  The same tree always yields the same bytes.
- * An empty dir writes nothing and returns changed=false. */
+ * An empty dir writes nothing and returns changed=false.  SBX_ECANCELED
+ * once ctx is cancelled (checked between entries). */
 int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
                               const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
-                              void *ud, sbx_error *err);
+                              void *ud, sbx_ctx *ctx, sbx_error *err);
 
 /* Capture dir into the store as a layer.  An empty dir adds no layer
  * (changed=false, nothing stored). */
 int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
-                       const sbx_capture_options *opts, sbx_error *err);
+                       const sbx_capture_options *opts, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- export: an image from the store as an OCI image layout --------------
  *
@@ -186,13 +187,9 @@ typedef struct sbx_export_options {
     /* The index.json annotation "org.opencontainers.image.ref.name" (the
      * TAG of `oci:DIR:TAG`); NULL: none. */
     const char *tag;
-    /* When set, checked between blobs and while copying: once *cancel is
-     * non-zero the call stops, removes what it made and returns SBX_EIO with
-     * sys_errno EINTR.  NULL: not cancellable. */
-    const volatile int *cancel;
 } sbx_export_options;
 
-#define SBX_EXPORT_OPTIONS_INIT {NULL, NULL, NULL}
+#define SBX_EXPORT_OPTIONS_INIT {NULL, NULL}
 
 typedef struct sbx_export_result {
     char digest[SBX_DIGEST_BUFSZ];        /* the manifest in the layout */
@@ -206,15 +203,17 @@ typedef struct sbx_export_result {
 
 /* Write `image` (a store name, a ref as pull names it, a pinned ref or a
  * manifest digest: looked up in the store only, as sbx_rootfs_unpack does)
- * as an OCI image layout at `dir`, which must not exist.  Progress via
- * sbx_progress_emit: id "layer N/M sha256:<12 hex>" with phase "copy"
+ * as an OCI image layout at `dir`, which must not exist.  Progress on ctx:
+ * id "layer N/M sha256:<12 hex>" with phase "copy"
  * (done/total: the stored zstd bytes), then id "layout" with "done".
  * Errors: SBX_ENOTFOUND (no such image, or a layer is missing), SBX_EINVAL
  * (dir exists, a bad argument, not an image manifest), SBX_EDIGEST (a store
- * file does not match its digest: run fsck), SBX_EIO / SBX_ENOSPC (with
- * sys_errno), store errors.  On error nothing is left at dir. */
+ * file does not match its digest: run fsck), SBX_ECANCELED, SBX_EIO /
+ * SBX_ENOSPC (with sys_errno), store errors.  On error nothing is left at
+ * dir. */
 int sbx_rootfs_export(sbx_export_result *out, sbx_store *store, const char *image,
-                      const char *dir, const sbx_export_options *opts, sbx_error *err);
+                      const char *dir, const sbx_export_options *opts, sbx_ctx *ctx,
+                      sbx_error *err);
 
 #ifdef __cplusplus
 }

@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sbx/context.h"
 #include "sbx/error.h"
 
 #ifdef __cplusplus
@@ -214,7 +215,7 @@ typedef struct sbx_gc_report {
 } sbx_gc_report;
 
 int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
-                 sbx_error *err);
+                 sbx_ctx *ctx, sbx_error *err);
 
 typedef struct sbx_fsck_report {
     uint64_t blobs_checked, layers_checked;
@@ -228,7 +229,7 @@ typedef struct sbx_fsck_report {
  * or dangling (the report says what), 0 when clean.  Verified files without
  * records (left by an interrupted gc) are recorded and counted in orphans
  * but are not a failure. */
-int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err);
+int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_ctx *ctx, sbx_error *err);
 
 typedef struct sbx_df_report {
     uint64_t stored_bytes;        /* bytes on disk: blobs + zstd layers */

@@ -57,7 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     sbx_error err = SBX_ERROR_INIT;
     sbx_recipe *r = NULL;
-    if (sbx_recipe_parse_buffer(&r, (const char *)data, size, "fuzz.yaml", g_ctx, &err) == 0) {
+    if (sbx_recipe_parse_buffer(&r, (const char *)data, size, "fuzz.yaml", g_ctx, NULL, &err) == 0) {
         char *canon = NULL, d[SBX_DIGEST_BUFSZ];
         if (sbx_recipe_canonical(&canon, r, &err) == 0)
             free(canon);

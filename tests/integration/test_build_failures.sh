@@ -127,8 +127,9 @@ for _ in $(seq 100); do grep -q " $STORE" /proc/self/mountinfo && break; sleep 0
 grep -q " $STORE" /proc/self/mountinfo || { cat "$T/err"; b_die "the step never started"; }
 kill -INT "$pid"
 rc=0; wait "$pid" || rc=$?
-[[ $rc != 0 ]] || b_die "an interrupted build exited 0"
-grep -qi 'interrupted' "$T/err" || { cat "$T/err"; b_die "no 'interrupted' in the error"; }
+((rc == 130)) || { cat "$T/err"; b_die "an interrupted build exited $rc, want 130"; }
+grep -q 'cancelled' "$T/err" || { cat "$T/err"; b_die "no 'cancelled' in the error"; }
+grep -q 'interrupted by Interrupt' "$T/err" || { cat "$T/err"; b_die "no signal named"; }
 b_state >"$T/after"
 diff "$T/before" "$T/after" >&2 || b_die "an interrupted build changed the store"
 b_assert_clean

@@ -197,7 +197,7 @@ rm -rf "$T/big"
 start_export TERM
 ((KILLED)) || fail "SIGTERM came after the rename (the copy of 96 MB was too quick?)"
 assert_eq "$KRC" 143 "exit status after SIGTERM"
-grep -q "exporting: interrupted" "$T/kill.err" || fail "no 'interrupted' line: $(cat "$T/kill.err")"
+grep -q "exporting: cancelled" "$T/kill.err" || fail "no 'exporting: cancelled' line: $(cat "$T/kill.err")"
 nothing_left big
 ok fsck
 t_pass

@@ -99,7 +99,7 @@ for i in 1 2 3 4; do
     [[ ! -e $dir ]] || b_die "SIG$sig round $i: $dir left"
     left=$(find "$T" -maxdepth 1 -name ".t$i.sbx-unpack-*")
     [[ -z $left ]] || b_die "SIG$sig round $i: the stopped unpack left its temp dir: $left"
-    grep -q "interrupted" "$T/term.err" && stopped=$((stopped + 1))
+    grep -Eq "(unpacking|merging): cancelled" "$T/term.err" && stopped=$((stopped + 1))
 done
 echo "$stopped of 4 signalled unpacks stopped mid-way and cleaned up"
 ((stopped >= 2)) || b_die "no signal landed mid-way: the test did not test anything"

@@ -154,9 +154,9 @@ static void test_cache_lookup(void **state)
     assert_int_equal(bld_config_commit(f->s, cfg, d, &err), 0);
     const char *key = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     json_t *back = NULL;
-    assert_int_equal(bld_cache_lookup(&back, got, f->s, key), 0);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL), 0);
     assert_int_equal(bld_cache_store(f->s, key, d, &err), 0);
-    assert_int_equal(bld_cache_lookup(&back, got, f->s, key), 1);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL), 1);
     assert_string_equal(got, d);
     assert_string_equal(bld_config_layer(back, 0), l1);
     char named[SBX_DIGEST_BUFSZ];
@@ -202,12 +202,12 @@ static void test_cache_lookup_missing_layer_file(void **state)
     const char *key = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
     assert_int_equal(bld_cache_store(f->s, key, d, &err), 0);
     json_t *back = NULL;
-    assert_int_equal(bld_cache_lookup(&back, got, f->s, key), 1);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL), 1);
     json_decref(back);
     back = NULL;
     assert_int_equal(sbx_store_layer_path(f->s, l1, path, sizeof path, &err), 0);
     assert_int_equal(unlink(path), 0);
-    assert_int_equal(bld_cache_lookup(&back, got, f->s, key), 0);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL), 0);
     assert_null(back);
     json_decref(cfg);
 }
@@ -215,7 +215,7 @@ static void test_cache_lookup_missing_layer_file(void **state)
 static const sbx_step *one_step(sbx_recipe **keep, const char *yaml)
 {
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_recipe_parse_buffer(keep, yaml, strlen(yaml), "t.yaml", NULL, &err) < 0)
+    if (sbx_recipe_parse_buffer(keep, yaml, strlen(yaml), "t.yaml", NULL, NULL, &err) < 0)
         fail_msg("parse: %s at %s", err.msg, err.where);
     return sbx_recipe_step(*keep, 0);
 }
@@ -291,12 +291,12 @@ static void test_copy_stage_parents_and_modes(void **state)
     const char *yaml = "image: x\nsteps:\n  - copy: {src: tool, dest: /bin/}\n"
                        "  - copy: {src: notes, dest: /tmp/sub/notes.txt, mode: \"0600\"}\n";
     sbx_recipe *r = NULL;
-    if (sbx_recipe_parse_buffer(&r, yaml, strlen(yaml), "t.yaml", ctx, &err) < 0)
+    if (sbx_recipe_parse_buffer(&r, yaml, strlen(yaml), "t.yaml", ctx, NULL, &err) < 0)
         fail_msg("parse: %s", err.msg);
     const char *lowers[] = {lower};
     assert_int_equal(mkdir(stage, 0755), 0);
-    if (bld_copy_stage(stage, ctx, sbx_recipe_step(r, 0), lowers, 1, &err) < 0 ||
-        bld_copy_stage(stage, ctx, sbx_recipe_step(r, 1), lowers, 1, &err) < 0)
+    if (bld_copy_stage(stage, ctx, sbx_recipe_step(r, 0), lowers, 1, NULL, &err) < 0 ||
+        bld_copy_stage(stage, ctx, sbx_recipe_step(r, 1), lowers, 1, NULL, &err) < 0)
         fail_msg("stage: %s", err.msg);
     struct stat st;
     snprintf(p, sizeof p, "%s/usr/bin/tool", stage);
@@ -334,7 +334,7 @@ static int seed(int argc, char **argv)
     sbx_store *s = NULL;
     char d[SBX_DIGEST_BUFSZ];
     if (sbx_store_open(&s, argv[2], &err) < 0 ||
-        sbx_build_image_from_dir(d, s, argv[3], argv[4], "test fixture", &err) < 0) {
+        sbx_build_image_from_dir(d, s, argv[3], argv[4], "test fixture", NULL, &err) < 0) {
         fprintf(stderr, "seed: %s\n", err.msg);
         sbx_store_free(s);
         return 1;

@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -160,7 +161,7 @@ static void run_output_and_exit(bld_runtime_kind rt)
     c.o.keep_lines = 3;
     bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
     assert_true(res.exited);
     assert_int_equal(res.exit_code, 0);
     assert_int_equal(res.runtime, rt);
@@ -180,7 +181,7 @@ static void run_output_and_exit(bld_runtime_kind rt)
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "rm -rf %s/srv", c.upper);
     sh("%s", cmd);
-    int r = sbx_rootfs_capture_stream(&cr, c.upper, &co, NULL, NULL, &err);
+    int r = sbx_rootfs_capture_stream(&cr, c.upper, &co, NULL, NULL, NULL, &err);
     assert_int_equal(r, 0);
     assert_false(cr.changed);
 }
@@ -199,7 +200,7 @@ static void test_crun_output_and_exit(void **state)
     sbx_error err = SBX_ERROR_INIT;
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
-    must(bld_runtime_detect(&rt, BLD_RUNTIME_CRUN, store, &err), &err);
+    must(bld_runtime_detect(&rt, BLD_RUNTIME_CRUN, store, NULL, &err), &err);
     /* the workaround is there exactly when mountinfo shows a hybrid layout */
     int v2 = system("grep -q ' - cgroup2 ' /proc/self/mountinfo") == 0;
     int v1 = system("grep -q ' - cgroup ' /proc/self/mountinfo") == 0;
@@ -216,7 +217,7 @@ static void test_nonzero_exit(void **state)
     c.o.user = "";
     bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    assert_int_equal(bld_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
+    assert_int_equal(bld_sandbox_run(&res, &c.o, NULL, &err), SBX_ESTEP);
     tu_assert_error(&err, SBX_ESTEP, "exited with status 3");
     assert_true(res.exited);
     assert_int_equal(res.exit_code, 3);
@@ -240,7 +241,7 @@ static void test_timeout_kills_and_cleans(void **state)
     bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
     uint64_t t0 = sbx__now_monotonic_ns();
-    assert_int_equal(bld_sandbox_run(&res, &c.o, &err), SBX_ETIMEOUT);
+    assert_int_equal(bld_sandbox_run(&res, &c.o, NULL, &err), SBX_ETIMEOUT);
     uint64_t ms = (sbx__now_monotonic_ns() - t0) / 1000000;
     tu_assert_error(&err, SBX_ETIMEOUT, "timed out after 1s");
     assert_true(res.timed_out);
@@ -260,16 +261,16 @@ static void test_whiteouts_and_opaque(void **state)
              "rm /etc/deleteme && rm -rf /data/dir && mkdir /data/dir && echo x > /data/dir/new");
     bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
     bld_sandbox_result_clear(&res);
 
     sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
     co.epoch = 0;
     sbx_capture_result cr1, cr2;
-    must(sbx_rootfs_capture_stream(&cr1, c.upper, &co, NULL, NULL, &err), &err);
+    must(sbx_rootfs_capture_stream(&cr1, c.upper, &co, NULL, NULL, NULL, &err), &err);
     assert_true(cr1.changed);
     /* deterministic: a second capture gives the same diff_id */
-    must(sbx_rootfs_capture_stream(&cr2, c.upper, &co, NULL, NULL, &err), &err);
+    must(sbx_rootfs_capture_stream(&cr2, c.upper, &co, NULL, NULL, NULL, &err), &err);
     assert_string_equal(cr1.diff_id, cr2.diff_id);
 
     char path[700];
@@ -308,12 +309,12 @@ static void test_whiteout_entries_in_layer(void **state)
     ctx_init(&c, BLD_RUNTIME_CRUN, "rm /etc/deleteme; rm -rf /data/dir; mkdir /data/dir");
     bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
     bld_sandbox_result_clear(&res);
     sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
     sbx_capture_result cr;
     mem m = {0};
-    must(sbx_rootfs_capture_stream(&cr, c.upper, &co, mem_sink, &m, &err), &err);
+    must(sbx_rootfs_capture_stream(&cr, c.upper, &co, mem_sink, &m, NULL, &err), &err);
     struct archive *a = archive_read_new();
     archive_read_support_format_tar(a);
     assert_int_equal(archive_read_open_memory(a, m.d, m.n), ARCHIVE_OK);
@@ -341,11 +342,11 @@ static void test_no_change_no_layer(void **state)
     c.lowers[0] = bare;
     bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
     bld_sandbox_result_clear(&res);
     sbx_capture_options co = SBX_CAPTURE_OPTIONS_INIT;
     sbx_capture_result cr;
-    must(sbx_rootfs_capture_stream(&cr, c.upper, &co, NULL, NULL, &err), &err);
+    must(sbx_rootfs_capture_stream(&cr, c.upper, &co, NULL, NULL, NULL, &err), &err);
     assert_false(cr.changed);
     assert_int_equal(tu_count_files(c.upper), 0);
     free(bare);
@@ -359,7 +360,7 @@ static char *run_capture(bld_runtime_kind rt, const char *user, const char *scri
     c.o.user = user;
     c.o.network = net;
     bld_sandbox_result res;
-    *code = bld_sandbox_run(&res, &c.o, err);
+    *code = bld_sandbox_run(&res, &c.o, NULL, err);
     bld_sandbox_result_clear(&res);
     return strdup(c.out);
 }
@@ -459,10 +460,10 @@ static void test_runtime_errors(void **state)
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
     sbx_error_clear(&err);
-    must(bld_runtime_detect(&rt, BLD_RUNTIME_AUTO, store, &err), &err);
+    must(bld_runtime_detect(&rt, BLD_RUNTIME_AUTO, store, NULL, &err), &err);
     assert_int_equal(rt.kind, BLD_RUNTIME_CRUN); /* crun works here, with the workaround */
     if (access("/usr/bin/runsc", X_OK) != 0 && access("/usr/sbin/runsc", X_OK) != 0) {
-        assert_int_equal(bld_runtime_detect(&rt, BLD_RUNTIME_RUNSC, store, &err),
+        assert_int_equal(bld_runtime_detect(&rt, BLD_RUNTIME_RUNSC, store, NULL, &err),
                          SBX_EUNSUPPORTED);
         tu_assert_error(&err, SBX_EUNSUPPORTED, "runsc: not installed");
         assert_non_null(strstr(err.msg, "Debian package 'runsc'"));
@@ -473,7 +474,7 @@ static void test_runtime_errors(void **state)
     c.o.nlowers = 0;
     bld_sandbox_result res;
     sbx_error_clear(&err);
-    assert_int_equal(bld_sandbox_run(&res, &c.o, &err), SBX_EINVAL);
+    assert_int_equal(bld_sandbox_run(&res, &c.o, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "no lower dirs and no rootfs");
     assert_nothing_left(store);
 }
@@ -493,7 +494,7 @@ static void test_runsc(void **state)
     run_ctx c;
     ctx_init(&c, BLD_RUNTIME_RUNSC, "echo gone > /data/new; rm /etc/deleteme; exit 4");
     bld_sandbox_result res;
-    assert_int_equal(bld_sandbox_run(&res, &c.o, &err), SBX_ESTEP);
+    assert_int_equal(bld_sandbox_run(&res, &c.o, NULL, &err), SBX_ESTEP);
     assert_int_equal(res.exit_code, 4);
     assert_int_equal(res.runtime, BLD_RUNTIME_RUNSC);
     bld_sandbox_result_clear(&res);
@@ -526,7 +527,7 @@ static void test_many_lowers(void **state)
     c.o.nlowers = N + 1;
     bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
     bld_sandbox_result_clear(&res);
     assert_string_equal(c.out, "0\n119\n120\n");
     assert_nothing_left(c.store);
@@ -546,13 +547,13 @@ static void test_plain_rootfs_and_scratch_upper(void **state)
     c.o.upper = c.o.work = NULL;
     bld_sandbox_result res;
     sbx_error err = SBX_ERROR_INIT;
-    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
     bld_sandbox_result_clear(&res);
     sh("test \"$(cat %s/made)\" = made", root);
 
     ctx_init(&c, BLD_RUNTIME_RUNC, "echo lost > /lost; cat /lost");
     c.o.upper = c.o.work = NULL;
-    must(bld_sandbox_run(&res, &c.o, &err), &err);
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
     bld_sandbox_result_clear(&res);
     assert_string_equal(c.out, "lost\n");
     assert_int_equal(tu_count_files(c.upper), 0);
@@ -599,6 +600,18 @@ static void test_device_guards(void **state)
     free(out);
 }
 
+/* The child is a host program: its own SIGINT/SIGTERM handler records the
+ * signal and cancels the context (the library neither blocks nor reads
+ * signals).  Exit 40+N after a cancelled run: 42 SIGINT, 55 SIGTERM. */
+static sbx_ctx *g_child_ctx;
+static volatile sig_atomic_t g_child_sig;
+
+static void child_on_signal(int sig)
+{
+    g_child_sig = sig;
+    sbx_ctx_cancel(g_child_ctx);
+}
+
 /* A run killed with SIGKILL leaves a bundle, a mount and a container; the
  * next cleanup removes them. */
 static pid_t start_child_run(const char *store, bld_runtime_kind rt, const char *script)
@@ -612,8 +625,14 @@ static pid_t start_child_run(const char *store, bld_runtime_kind rt, const char 
         c.o.store_root = c.store;
         bld_sandbox_result res;
         sbx_error err = SBX_ERROR_INIT;
-        int r = bld_sandbox_run(&res, &c.o, &err);
-        _exit(r == SBX_ESTEP ? 40 + res.interrupted : 1); /* 42 SIGINT, 55 SIGTERM */
+        if (sbx_ctx_new(&g_child_ctx, &err) < 0)
+            _exit(1);
+        struct sigaction sa = {.sa_handler = child_on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        int r = bld_sandbox_run(&res, &c.o, g_child_ctx, &err);
+        _exit(r == SBX_ECANCELED && res.cancelled ? 40 + g_child_sig : 1);
     }
     return pid;
 }
@@ -647,7 +666,7 @@ static void test_killed_run_cleaned_next_time(void **state)
     sh("%s", cmd);
     unsigned removed = 0;
     sbx_error err = SBX_ERROR_INIT;
-    must(bld_sandbox_cleanup_stale(store, &removed, &err), &err);
+    must(bld_sandbox_cleanup_stale(store, &removed, NULL, &err), &err);
     assert_int_equal(removed, 1);
     snprintf(cmd, sizeof(cmd), "grep -q '%s/run' /proc/self/mountinfo", store);
     assert_int_not_equal(system(cmd), 0);
@@ -689,6 +708,39 @@ static void test_sigint_during_step_cleans(void **state)
     assert_int_not_equal(system("pgrep -f 'slee[p] 103' >/dev/null"), 0);
 }
 
+/* A threaded host cancels a running step from another thread: the
+ * container is killed at once and everything is torn down. */
+static void *cancel_when_running(void *ctx)
+{
+    wait_running();
+    sbx_ctx_cancel(ctx);
+    return NULL;
+}
+
+static void test_cancel_from_another_thread(void **state)
+{
+    (void)state;
+    run_ctx c;
+    ctx_init(&c, BLD_RUNTIME_CRUN, "touch /ready; sleep 104");
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_ctx *ctx;
+    must(sbx_ctx_new(&ctx, &err), &err);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_when_running, ctx), 0);
+    bld_sandbox_result res;
+    uint64_t t0 = sbx__now_monotonic_ns();
+    assert_int_equal(bld_sandbox_run(&res, &c.o, ctx, &err), SBX_ECANCELED);
+    pthread_join(th, NULL);
+    assert_true(res.cancelled);
+    assert_non_null(strstr(err.msg, "cancelled"));
+    /* far below the step's 104 s: the kill did not wait for the process */
+    assert_true(sbx__now_monotonic_ns() - t0 < 60ull * 1000000000ull);
+    bld_sandbox_result_clear(&res);
+    sbx_ctx_free(ctx);
+    assert_nothing_left(c.store);
+    assert_int_not_equal(system("pgrep -f 'slee[p] 104' >/dev/null"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -711,6 +763,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_during_step_cleans, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigint_during_step_cleans, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_cancel_from_another_thread, setup, teardown_test),
     };
     return cmocka_run_group_tests(tests, make_base, drop_base);
 }

@@ -69,7 +69,7 @@ static int teardown(void **state)
 static void digest(const char *ctx, const char *src, char out[SBX_DIGEST_BUFSZ])
 {
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_recipe_copy_digest(out, ctx, src, &err) < 0)
+    if (sbx_recipe_copy_digest(out, ctx, src, NULL, &err) < 0)
         fail_msg("copy digest of '%s': %s", src, err.msg);
 }
 
@@ -267,7 +267,7 @@ static void test_sbxignore_in_walk_and_digest(void **state)
     assert_string_equal(before, after);
     /* Copying an excluded file is "not found". */
     char out[SBX_DIGEST_BUFSZ];
-    assert_int_equal(sbx_recipe_copy_digest(out, f->ctx, "src/a.txt", &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_recipe_copy_digest(out, f->ctx, "src/a.txt", NULL, &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "excluded by .sbxignore");
     char *p = tu_path(f->ctx, ".sbxignore");
     unlink(p);
@@ -314,10 +314,10 @@ static void test_context_boundary(void **state)
     char *p = tu_path(f->ctx, "src/up");
     assert_int_equal(symlink("../..", p), 0);
     /* Through a symlink out of the context: refused. */
-    assert_int_equal(sbx_recipe_copy_digest(out, f->ctx, "src/up", &err), SBX_EINVAL);
+    assert_int_equal(sbx_recipe_copy_digest(out, f->ctx, "src/up", NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "refusing a source outside the build context");
     /* Lexically out: refused before touching the disk. */
-    assert_int_equal(sbx_recipe_copy_digest(out, f->ctx, "src/../../etc", &err), SBX_EINVAL);
+    assert_int_equal(sbx_recipe_copy_digest(out, f->ctx, "src/../../etc", NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "expected a path inside the build context");
     /* A symlink inside the tree is an entry, not followed: fine. */
     digest(f->ctx, "src", out);
@@ -326,7 +326,7 @@ static void test_context_boundary(void **state)
     /* Special files are refused with a hint. */
     p = tu_path(f->ctx, "src/fifo");
     assert_int_equal(mkfifo(p, 0644), 0);
-    assert_int_equal(sbx_recipe_copy_digest(out, f->ctx, "src", &err), SBX_EUNSUPPORTED);
+    assert_int_equal(sbx_recipe_copy_digest(out, f->ctx, "src", NULL, &err), SBX_EUNSUPPORTED);
     tu_assert_error(&err, SBX_EUNSUPPORTED, "expected a regular file, directory or symlink");
     unlink(p);
     free(p);

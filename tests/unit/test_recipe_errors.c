@@ -172,7 +172,7 @@ static void test_bad_inputs(void **state)
         const bad_case *c = &cases[i];
         sbx_error err = SBX_ERROR_INIT;
         sbx_recipe *r = (sbx_recipe *)0x1;
-        int rc = sbx_recipe_parse_buffer(&r, c->yaml, strlen(c->yaml), "bad.yaml", g_ctx, &err);
+        int rc = sbx_recipe_parse_buffer(&r, c->yaml, strlen(c->yaml), "bad.yaml", g_ctx, NULL, &err);
         char want_where[64];
         snprintf(want_where, sizeof want_where, "bad.yaml:%s", c->where);
         if (rc != c->code || err.code != c->code || !strstr(err.msg, c->needle) ||
@@ -198,7 +198,7 @@ static void test_file_errors(void **state)
     len += (size_t)snprintf(huge, cap, "base: sbx\nsteps:\n  - env:\n");
     for (int i = 0; i < 10000; i++)
         len += (size_t)snprintf(huge + len, cap - len, "      V%d: x\n", i);
-    assert_int_equal(sbx_recipe_parse_buffer(&r, huge, len, "huge.yaml", g_ctx, &err), SBX_EINVAL);
+    assert_int_equal(sbx_recipe_parse_buffer(&r, huge, len, "huge.yaml", g_ctx, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "expected at most 8192 entries in a list or mapping");
     assert_string_equal(err.where, "huge.yaml:8196:7");
     free(huge);
@@ -208,13 +208,13 @@ static void test_file_errors(void **state)
     for (int i = 0; i < 120000; i++)
         fputs("# padding\n", f);
     fclose(f);
-    assert_int_equal(sbx_recipe_parse_file(&r, path, NULL, &err), SBX_ELIMIT);
+    assert_int_equal(sbx_recipe_parse_file(&r, path, NULL, NULL, &err), SBX_ELIMIT);
     tu_assert_error(&err, SBX_ELIMIT, "exceeds the limit");
     free(path);
     /* The file name is the one given, in where. */
     path = tu_path(g_ctx, "bad.yaml");
     tu_write_file(path, "base: sbx\nsteps:\n  - workdir: rel\n");
-    assert_int_equal(sbx_recipe_parse_file(&r, path, NULL, &err), SBX_EINVAL);
+    assert_int_equal(sbx_recipe_parse_file(&r, path, NULL, NULL, &err), SBX_EINVAL);
     char *want = sbx__strdup_printf("%s:3:14", path);
     assert_string_equal(err.where, want);
     free(want);
@@ -223,7 +223,7 @@ static void test_file_errors(void **state)
     path = tu_path(g_ctx, "escape");
     assert_int_equal(symlink("/etc", path), 0);
     const char *y = "base: sbx\nsteps:\n  - copy: {src: escape/hostname, dest: /x}\n";
-    assert_int_equal(sbx_recipe_parse_buffer(&r, y, strlen(y), "s.yaml", g_ctx, &err), SBX_EINVAL);
+    assert_int_equal(sbx_recipe_parse_buffer(&r, y, strlen(y), "s.yaml", g_ctx, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "refusing a source outside the build context");
     assert_string_equal(err.where, "s.yaml:3:17");
     free(path);

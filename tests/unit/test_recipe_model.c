@@ -46,7 +46,7 @@ static void digest_of(const char *yaml, char out[SBX_DIGEST_BUFSZ])
 {
     sbx_error err = SBX_ERROR_INIT;
     sbx_recipe *r = NULL;
-    if (sbx_recipe_parse_buffer(&r, yaml, strlen(yaml), "t.yaml", g_ctx, &err) < 0)
+    if (sbx_recipe_parse_buffer(&r, yaml, strlen(yaml), "t.yaml", g_ctx, NULL, &err) < 0)
         fail_msg("parse failed: %s: %s\n--- recipe:\n%s", err.where, err.msg, yaml);
     assert_int_equal(sbx_recipe_digest(out, r, &err), 0);
     sbx_recipe_unref(r);
@@ -255,7 +255,7 @@ static void test_api_and_yaml_agree(void **state)
     assert_int_equal(sbx_recipe_from_sbx(&r0, g_ctx, &err), 0);
     assert_int_equal(sbx_recipe_apt_install(&r1, r0, pk, 2, &err), 0);
     assert_int_equal(sbx_recipe_env(&r2, r1, names, values, 2, &err), 0);
-    assert_int_equal(sbx_recipe_copy(&r3, r2, &co, &err), 0);
+    assert_int_equal(sbx_recipe_copy(&r3, r2, &co, NULL, &err), 0);
     assert_int_equal(sbx_recipe_start_cmd(&r4, r3, start, 3, &err), 0);
     char api[SBX_DIGEST_BUFSZ], yaml[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_recipe_digest(api, r4, &err), 0);
@@ -327,10 +327,10 @@ static void test_api_validation(void **state)
     assert_int_equal(sbx_recipe_run_cmd(&o, r, utf, 1, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "valid UTF-8");
     sbx_copy_opts co = {"app", "/x", NULL, 010000};
-    assert_int_equal(sbx_recipe_copy(&o, r, &co, &err), SBX_EINVAL);
+    assert_int_equal(sbx_recipe_copy(&o, r, &co, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "mode");
     co = (sbx_copy_opts){"missing", "/x", NULL, -1};
-    assert_int_equal(sbx_recipe_copy(&o, r, &co, &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_recipe_copy(&o, r, &co, NULL, &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "copy 'missing'");
     assert_int_equal(sbx_recipe_from_sbx(&o, "/nonexistent/ctx", &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "open build context '/nonexistent/ctx'");
@@ -351,8 +351,8 @@ static void test_cache_keys_chain(void **state)
     const char *y2 = "from_registry: node:22\nsteps: [{apt_install: [a]}, {run_cmd: CHANGED}, "
                      "{run_cmd: y}]\n";
     sbx_recipe *a = NULL, *b = NULL;
-    assert_int_equal(sbx_recipe_parse_buffer(&a, y1, strlen(y1), "a", g_ctx, &err), 0);
-    assert_int_equal(sbx_recipe_parse_buffer(&b, y2, strlen(y2), "b", g_ctx, &err), 0);
+    assert_int_equal(sbx_recipe_parse_buffer(&a, y1, strlen(y1), "a", g_ctx, NULL, &err), 0);
+    assert_int_equal(sbx_recipe_parse_buffer(&b, y2, strlen(y2), "b", g_ctx, NULL, &err), 0);
     char ka[4][SBX_DIGEST_BUFSZ], kb[4][SBX_DIGEST_BUFSZ], k[SBX_DIGEST_BUFSZ];
     for (size_t i = 0; i <= 3; i++) {
         assert_int_equal(sbx_recipe_cache_key(ka[i], a, i, D1, &err), 0);
@@ -419,7 +419,7 @@ static void test_shared_between_threads(void **state)
     sbx_error err = SBX_ERROR_INIT;
     thread_arg t = {0};
     const char *y = "base: sbx\nsteps: [{apt_install: [a]}, {run_cmd: x}, {env: {A: b}}]\n";
-    assert_int_equal(sbx_recipe_parse_buffer(&t.shared, y, strlen(y), "t", g_ctx, &err), 0);
+    assert_int_equal(sbx_recipe_parse_buffer(&t.shared, y, strlen(y), "t", g_ctx, NULL, &err), 0);
     assert_int_equal(sbx_recipe_digest(t.want, t.shared, &err), 0);
     pthread_t th[4];
     for (int i = 0; i < 4; i++)
@@ -437,7 +437,7 @@ static void test_parse_file_context_default(void **state)
     char *path = tu_path(g_ctx, "recipe.yaml");
     tu_write_file(path, "base: sbx\nsteps:\n  - copy: {src: run.sh, dest: /run.sh}\n");
     sbx_recipe *r = NULL;
-    assert_int_equal(sbx_recipe_parse_file(&r, path, NULL, &err), 0);
+    assert_int_equal(sbx_recipe_parse_file(&r, path, NULL, NULL, &err), 0);
     char *real = realpath(g_ctx, NULL);
     assert_string_equal(sbx_recipe_context_dir(r), real);
     const sbx_step *s = sbx_recipe_step(r, 0);
@@ -446,7 +446,7 @@ static void test_parse_file_context_default(void **state)
     free(where);
     free(real);
     sbx_recipe_unref(r);
-    assert_int_equal(sbx_recipe_parse_file(&r, "/nonexistent.yaml", NULL, &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_recipe_parse_file(&r, "/nonexistent.yaml", NULL, NULL, &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "read recipe: open '/nonexistent.yaml'");
     free(path);
 }

@@ -361,7 +361,7 @@ static int pull_blob_with(fixture *f, const char *identity_token, sbx_error *err
     reg_config cfg;
     assert_int_equal(reg_config_load(&cfg, f->rcfg, err), 0);
     reg_client *c = NULL;
-    assert_int_equal(reg_client_new(&c, &ref, "", &opts, &cfg, err), 0);
+    assert_int_equal(reg_client_new(&c, &ref, "", &opts, &cfg, NULL, err), 0);
     sbx_descriptor d = {.size = BLOB_LEN};
     snprintf(d.digest, sizeof d.digest, "%s", f->s.digest);
     snprintf(d.media_type, sizeof d.media_type, "application/vnd.oci.image.layer.v1.tar");
@@ -502,20 +502,20 @@ static void test_resolve_without_head(void **state)
     opts.store = f->store;
     sbx_resolve_result r;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_registry_resolve_ex(&r, ref, &opts, &err) < 0)
+    if (sbx_registry_resolve_ex(&r, ref, &opts, NULL, &err) < 0)
         fail_msg("%s", err.msg);
     assert_string_equal(r.digest, want);
     assert_int_equal(f->s.heads, 1);
     assert_int_equal(f->s.manifest_gets, 1);
     assert_int_equal(r.cached, 0);
     /* the second answer comes from the store's cache: no request */
-    assert_int_equal(sbx_registry_resolve_ex(&r, ref, &opts, &err), 0);
+    assert_int_equal(sbx_registry_resolve_ex(&r, ref, &opts, NULL, &err), 0);
     assert_int_equal(r.cached, 1);
     assert_string_equal(r.digest, want);
     assert_int_equal(f->s.heads + f->s.manifest_gets, 2);
     /* ttl 0: asked again */
     opts.resolve_ttl = 0;
-    assert_int_equal(sbx_registry_resolve_ex(&r, ref, &opts, &err), 0);
+    assert_int_equal(sbx_registry_resolve_ex(&r, ref, &opts, NULL, &err), 0);
     assert_int_equal(r.cached, 0);
     assert_int_equal(f->s.manifest_gets, 2);
 }
@@ -548,18 +548,18 @@ static void test_connection_reused_across_calls(void **state)
     char d[SBX_DIGEST_BUFSZ];
     sbx_error err = SBX_ERROR_INIT;
     for (int i = 0; i < 3; i++)
-        if (sbx_registry_resolve(d, ref, &opts, &err) < 0)
+        if (sbx_registry_resolve(d, ref, &opts, NULL, &err) < 0)
             fail_msg("%s", err.msg);
     assert_int_equal(f->s.manifest_gets, 3);
     /* the first call may probe for TLS on its own connection; after that
      * every request rides the one the first call opened */
     int after_three = accepts(&f->s);
     assert_in_range(after_three, 1, 2);
-    must(sbx_registry_resolve(d, ref, &opts, &err), &err);
+    must(sbx_registry_resolve(d, ref, &opts, NULL, &err), &err);
     assert_int_equal(accepts(&f->s), after_three);
     /* closing the idle connections makes the next call connect again */
     sbx_registry_close_idle();
-    must(sbx_registry_resolve(d, ref, &opts, &err), &err);
+    must(sbx_registry_resolve(d, ref, &opts, NULL, &err), &err);
     assert_int_equal(accepts(&f->s), after_three + 1);
 }
 
@@ -578,7 +578,7 @@ static void *resolve_loop(void *arg)
     for (int i = 0; i < 10; i++) {
         char d[SBX_DIGEST_BUFSZ];
         sbx_error err = SBX_ERROR_INIT;
-        if (sbx_registry_resolve(d, r->ref, &opts, &err) < 0)
+        if (sbx_registry_resolve(d, r->ref, &opts, NULL, &err) < 0)
             r->failures++;
     }
     return NULL;

@@ -69,7 +69,7 @@ static int merge3(bool link, sbx_rootfs_stats *st, sbx_error *err)
 {
     const char *layers[] = {p("top"), p("mid"), p("low")};
     mkd("out");
-    return sbx_rootfs_merge(p("out"), layers, 3, link, NULL, st, err);
+    return sbx_rootfs_merge(p("out"), layers, 3, link, st, NULL, err);
 }
 
 /* An upper dir over a whiteout in the middle layer hides the lowest layer's
@@ -140,7 +140,7 @@ static void test_unpack_errors(void **state)
     assert_int_equal(sbx_store_open(&s, p("store"), &err), 0);
     sbx_rootfs_result res;
 
-    assert_int_equal(sbx_rootfs_unpack(&res, s, "nosuch:1", p("new"), NULL, &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_rootfs_unpack(&res, s, "nosuch:1", p("new"), NULL, NULL, &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "no such image in the store");
     assert_non_null(strstr(err.msg, "sbx-image pull nosuch:1"));
     assert_string_equal(err.where, "nosuch:1");
@@ -148,13 +148,13 @@ static void test_unpack_errors(void **state)
 
     sbx_error_clear(&err);
     mkd("full"), file("full/x", "x");
-    assert_int_equal(sbx_rootfs_unpack(&res, s, "nosuch:1", p("full"), NULL, &err), SBX_EINVAL);
+    assert_int_equal(sbx_rootfs_unpack(&res, s, "nosuch:1", p("full"), NULL, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "is not empty");
     assert_string_equal(err.where, p("full"));
     assert_int_equal(tu_count_files(p("full")), 1);
 
     sbx_error_clear(&err);
-    assert_int_equal(sbx_rootfs_unpack(&res, s, "", p("new"), NULL, &err), SBX_EINVAL);
+    assert_int_equal(sbx_rootfs_unpack(&res, s, "", p("new"), NULL, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "an image and a directory are needed");
     sbx_store_free(s);
     /* nothing but the store and "full" beside the destinations: no temp dir */

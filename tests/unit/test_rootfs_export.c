@@ -188,7 +188,7 @@ static void test_built_image_exact(void **state)
     o.tag = "latest";
     sbx_export_result r;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_rootfs_export(&r, g_s, "img:built", p("out"), &o, &err) < 0)
+    if (sbx_rootfs_export(&r, g_s, "img:built", p("out"), &o, NULL, &err) < 0)
         fail_msg("export: %s", err.msg);
     assert_string_equal(r.digest, digest);
     assert_string_equal(r.stored_digest, digest);
@@ -230,7 +230,7 @@ static void test_pulled_image_rereferenced(void **state)
     pulled_image(digest, diff_id);
     sbx_export_result r;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_rootfs_export(&r, g_s, "img:pulled", p("out"), NULL, &err) < 0)
+    if (sbx_rootfs_export(&r, g_s, "img:pulled", p("out"), NULL, NULL, &err) < 0)
         fail_msg("export: %s", err.msg);
     assert_true(r.recompressed);
     assert_string_equal(r.stored_digest, digest);
@@ -268,28 +268,29 @@ static void test_refusals_leave_nothing(void **state)
     sbx_export_result r;
     sbx_error err = SBX_ERROR_INIT;
 
-    assert_int_equal(sbx_rootfs_export(&r, g_s, "nosuch:1", p("out"), NULL, &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "nosuch:1", p("out"), NULL, NULL, &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "no such image in the store");
     assert_string_equal(err.where, "nosuch:1");
     assert_false(exists("out"));
 
     sbx_error_clear(&err);
     assert_int_equal(mkdir(p("empty"), 0755), 0);
-    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:built", p("empty"), NULL, &err), SBX_EINVAL);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:built", p("empty"), NULL, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "already exists");
     assert_string_equal(err.where, p("empty"));
     assert_int_equal(tu_count_files(p("empty")), 0);
 
     sbx_error_clear(&err);
-    assert_int_equal(sbx_rootfs_export(&r, g_s, "", p("out"), NULL, &err), SBX_EINVAL);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "", p("out"), NULL, NULL, &err), SBX_EINVAL);
 
     /* cancelled before it starts: nothing made */
-    static volatile int cancel = 1;
-    sbx_export_options o = SBX_EXPORT_OPTIONS_INIT;
-    o.cancel = &cancel;
+    sbx_ctx *ctx;
+    assert_int_equal(sbx_ctx_new(&ctx, &err), 0);
+    sbx_ctx_cancel(ctx);
     sbx_error_clear(&err);
-    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:built", p("out"), &o, &err), SBX_EIO);
-    assert_int_equal(err.sys_errno, EINTR);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:built", p("out"), NULL, ctx, &err),
+                     SBX_ECANCELED);
+    sbx_ctx_free(ctx);
     only_left("empty", NULL);
 }
 
@@ -309,7 +310,7 @@ static void test_damaged_layer_fails(void **state)
     assert_int_equal(pwrite(fd, &c, 1, 20), 1);
     close(fd);
     sbx_export_result r;
-    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:pulled", p("out"), NULL, &err), SBX_EDIGEST);
+    assert_int_equal(sbx_rootfs_export(&r, g_s, "img:pulled", p("out"), NULL, NULL, &err), SBX_EDIGEST);
     tu_assert_error(&err, SBX_EDIGEST, diff_id);
     assert_false(exists("out"));
     only_left(NULL, NULL);
@@ -328,7 +329,7 @@ static void test_stale_temp_dir_removed(void **state)
     assert_int_equal(mkdir(p(".other.sbx-export-999999-0"), 0700), 0);
     sbx_export_result r;
     sbx_error err = SBX_ERROR_INIT;
-    if (sbx_rootfs_export(&r, g_s, "img:built", p("out"), NULL, &err) < 0)
+    if (sbx_rootfs_export(&r, g_s, "img:built", p("out"), NULL, NULL, &err) < 0)
         fail_msg("export: %s", err.msg);
     only_left("out", ".other.sbx-export-999999-0");
 }

@@ -246,11 +246,11 @@ static void test_layer_unpack_other_boot_redone(void **state)
     char diff_id[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_layer_writer_commit(w, diff_id, &err), 0);
     char path[1024];
-    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, diff_id, &err) != 0)
+    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, diff_id, NULL, &err) != 0)
         fail_msg("unpack: %s", err.msg);
     assert_fresh(path);
     make_stale(path, "00000000-0000-0000-0000-000000000001");
-    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, diff_id, &err) != 0)
+    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, diff_id, NULL, &err) != 0)
         fail_msg("unpack: %s", err.msg);
     assert_fresh(path);
     char *parent = strdup(path);

@@ -41,7 +41,7 @@ static void capture_mem(const char *dir, const sbx_capture_options *o, membuf *m
     sbx_error err = SBX_ERROR_INIT;
     m->data = NULL;
     m->len = 0;
-    int r = sbx_rootfs_capture_stream(res, dir, o, mem_sink, m, &err);
+    int r = sbx_rootfs_capture_stream(res, dir, o, mem_sink, m, NULL, &err);
     if (r != 0)
         fail_msg("capture: %s", err.msg);
 }
@@ -273,13 +273,13 @@ static void test_capture_empty_and_errors(void **state)
 
     sbx_error err = SBX_ERROR_INIT;
     char *missing = tu_path(d, "missing");
-    assert_int_equal(sbx_rootfs_capture_stream(&res, missing, &o, mem_sink, &m, &err), SBX_ENOTFOUND);
+    assert_int_equal(sbx_rootfs_capture_stream(&res, missing, &o, mem_sink, &m, NULL, &err), SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "capturing");
     assert_string_equal(err.where, missing);
 
     sbx_error_clear(&err);
     o.prefix = "../x";
-    assert_int_equal(sbx_rootfs_capture_stream(&res, d, &o, mem_sink, &m, &err), SBX_EINVAL);
+    assert_int_equal(sbx_rootfs_capture_stream(&res, d, &o, mem_sink, &m, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "bad prefix '../x'");
     assert_int_equal(m.len, 0);
     free(missing);
@@ -618,12 +618,12 @@ static void test_store_capture_and_unpack(void **state)
     sbx_capture_options o = SBX_CAPTURE_OPTIONS_INIT;
     o.overlay_upper = false;
     sbx_capture_result res;
-    if (sbx_rootfs_capture(&res, s, src, &o, &err) != 0)
+    if (sbx_rootfs_capture(&res, s, src, &o, NULL, &err) != 0)
         fail_msg("capture: %s", err.msg);
     assert_true(res.changed);
     assert_int_equal(sbx_store_has_layer(s, res.diff_id), 1);
     sbx_capture_result none;
-    assert_int_equal(sbx_rootfs_capture(&none, s, empty, &o, &err), 0);
+    assert_int_equal(sbx_rootfs_capture(&none, s, empty, &o, NULL, &err), 0);
     assert_false(none.changed);
 
     /* several processes unpack the same layer at once: one dir results */
@@ -635,7 +635,7 @@ static void test_store_capture_and_unpack(void **state)
             sbx_error e = SBX_ERROR_INIT;
             char path[1024];
             if (sbx_store_open(&cs, root, &e) != 0 ||
-                sbx_rootfs_layer_unpack(path, sizeof(path), cs, res.diff_id, &e) != 0)
+                sbx_rootfs_layer_unpack(path, sizeof(path), cs, res.diff_id, NULL, &e) != 0)
                 _exit(1);
             sbx_store_free(cs);
             _exit(0);
@@ -647,7 +647,7 @@ static void test_store_capture_and_unpack(void **state)
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
     char path[1024];
-    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, res.diff_id, &err) != 0)
+    if (sbx_rootfs_layer_unpack(path, sizeof(path), s, res.diff_id, NULL, &err) != 0)
         fail_msg("unpack: %s", err.msg);
     membuf m;
     sbx_capture_result again;
@@ -659,7 +659,7 @@ static void test_store_capture_and_unpack(void **state)
     assert_true(no_tmp_left(parent));
 
     assert_int_equal(sbx_rootfs_layer_unpack(path, sizeof(path), s, "sha256:0000000000000000000000000000000000000000000000"
-                                         "000000000000000000", &err),
+                                         "000000000000000000", NULL, &err),
                      SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "unpacking layer 'sha256:0000");
     sbx_store_free(s);

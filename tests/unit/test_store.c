@@ -585,13 +585,13 @@ static void test_lease_protects_from_gc_in_another_handle(void **state)
     tu_assert_error(&err, SBX_EINVAL, "add to lease");
     assert_int_equal(sbx_lease_add(NULL, d, &err), SBX_EINVAL);
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 0);
     assert_int_equal(sbx_store_has_blob(t->s, d), 1);
     sbx_lease_release(l);
     sbx_lease_release(NULL);
     ts_reopen(t);
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 1);
     assert_int_equal(sbx_store_has_blob(t->s, d), 0);
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
@@ -613,10 +613,10 @@ static void test_lease_ttl_expires(void **state)
     assert_int_equal(sbx_store_lease_acquire(&l, t->s, 3600, &err), 0);
     assert_int_equal(sbx_lease_add(l, d, &err), 0);
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 0);
     ts_sql(t, "UPDATE leases SET expires = 1 WHERE implicit = 0"); /* time passes */
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 1);
     assert_int_equal(sbx_lease_add(l, d, &err), SBX_EBUSY);
     tu_assert_error(&err, SBX_EBUSY, "the lease expired");
@@ -645,7 +645,7 @@ static void test_dead_process_lease_is_ignored(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM leases"), 2);
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 1);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM leases"), 0);
 }
@@ -662,10 +662,10 @@ static void test_has_leases_what_it_found(void **state)
     sbx_store *g = NULL;
     assert_int_equal(sbx_store_open(&g, t->root, &err), 0);
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 0);
     ts_reopen(t);
-    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 1);
     sbx_store_free(g);
 }
@@ -680,14 +680,14 @@ static void test_lease_clear_lets_gc_reclaim(void **state)
     sbx_store *g = NULL;
     assert_int_equal(sbx_store_open(&g, t->root, &err), 0);
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 0); /* the writer's process lease holds it */
     assert_int_equal(sbx_store_lease_clear(t->s, &err), 0);
-    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 1);
     /* The handle keeps working, and its lease protects new work again. */
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
-    assert_int_equal(sbx_store_gc(g, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(g, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 0);
     sbx_store_free(g);
 }
@@ -709,7 +709,7 @@ static void test_crashed_writer_debris_is_undone_on_open(void **state)
     assert_int_equal(ts_count(t, "tmp"), 0);
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
     sbx_fsck_report rep;
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     /* A live writer's temp file is left alone. */
     char *live = sbx__strdup_printf("%s/tmp/w.%d.%lld.mnopqr", t->root, (int)getpid(),
                                    (long long)ts_self_start());
@@ -745,7 +745,7 @@ static void test_dangling_record_is_repaired_by_next_writer(void **state)
     assert_int_equal(sbx_store_has_blob(t->s, d), 1);
     assert_int_equal(sbx_store_has_layer(t->s, diff), 1);
     sbx_fsck_report rep;
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     /* Something else in tmp/ (not named like a writer's file) is left alone. */
     char *other = sbx__strdup_printf("%s/tmp/not-ours", t->root);
     tu_write_file(other, "x");
@@ -765,7 +765,7 @@ static void test_unrecorded_file_is_replaced_by_next_writer(void **state)
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM blobs"), 1);
     sbx_fsck_report rep;
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     free(blob);
 }
 

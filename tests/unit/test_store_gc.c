@@ -33,14 +33,14 @@ static void test_gc_keeps_named_removes_the_rest(void **state)
     sbx_gc_options o = SBX_GC_OPTIONS_INIT;
     o.dry_run = 1;
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 2);  /* config + manifest */
     assert_int_equal(rep.layers_removed, 1);
     assert_true(rep.bytes_freed > 0);
     assert_int_equal(ts_count(t, "blobs/sha256"), 4); /* dry run: nothing gone */
     assert_int_equal(ts_count(t, "layers/sha256"), 2);
 
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 2);
     assert_int_equal(rep.layers_removed, 1);
     assert_int_equal(ts_count(t, "blobs/sha256"), 2);
@@ -56,10 +56,10 @@ static void test_gc_keeps_named_removes_the_rest(void **state)
     assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
     assert_int_equal(rep.bytes_after, df.stored_bytes);
     /* Nothing left to do. */
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed + rep.layers_removed, 0);
     sbx_fsck_report fr;
-    assert_int_equal(sbx_store_fsck(t->s, &fr, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &fr, NULL, &err), 0);
 }
 
 static void test_gc_keeps_what_an_index_reaches(void **state)
@@ -74,10 +74,10 @@ static void test_gc_keeps_what_an_index_reaches(void **state)
     assert_int_equal(sbx_store_name_set(t->s, "multi", idx, &err), 0);
     ts_reopen(t);
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed + rep.layers_removed, 0);
     assert_int_equal(sbx_store_name_remove(t->s, "multi", &err), 0);
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 3);
     assert_int_equal(rep.layers_removed, 1);
 }
@@ -107,7 +107,7 @@ static void test_gc_max_bytes_evicts_lru_never_leased(void **state)
     sbx_gc_options o = SBX_GC_OPTIONS_INIT;
     o.max_bytes = one * 2 + one / 2; /* room for two images */
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
     assert_int_equal(rep.names_evicted, 1);
     assert_true(rep.bytes_after <= o.max_bytes);
     char got[SBX_DIGEST_BUFSZ];
@@ -118,7 +118,7 @@ static void test_gc_max_bytes_evicts_lru_never_leased(void **state)
 
     /* A budget nothing fits: every unleased name goes, the leased image stays. */
     o.max_bytes = 1;
-    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
     assert_int_equal(rep.names_evicted, 1);
     assert_int_equal(sbx_store_has_blob(t->s, a), 1);
     assert_int_equal(sbx_store_has_blob(t->s, b), 0);
@@ -144,7 +144,7 @@ static void test_gc_removes_unrecorded_files_and_stale_tmp(void **state)
     char *lost = sbx__strdup_printf("%s/unpacked/%s", t->root, ABC_HEX);
     assert_int_equal(mkdir(lost, 0700), 0);
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 1);
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
     assert_int_equal(ts_count(t, "tmp"), 0);
@@ -217,7 +217,7 @@ static void test_gc_unpacked_removes_unleased_dirs_only(void **state)
     assert_int_equal(o.unpacked, 0);
     sbx_gc_report rep;
     /* Without the option the cache of live layers stays. */
-    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
     assert_int_equal(rep.unpacked_removed, 0);
     assert_int_equal(rep.unpacked_bytes_freed, 0);
     struct stat st;
@@ -225,7 +225,7 @@ static void test_gc_unpacked_removes_unleased_dirs_only(void **state)
 
     o.unpacked = 1;
     o.dry_run = 1;
-    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
     assert_int_equal(rep.unpacked_removed, 1);
     assert_int_equal(rep.unpacked_bytes_freed, ua_bytes);
     assert_int_equal(rep.blobs_removed + rep.layers_removed + rep.bytes_freed, 0);
@@ -234,7 +234,7 @@ static void test_gc_unpacked_removes_unleased_dirs_only(void **state)
     assert_int_equal(ts_count(t, "tmp"), 0);
 
     o.dry_run = 0;
-    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
     assert_int_equal(rep.unpacked_removed, 1);
     assert_int_equal(rep.unpacked_bytes_freed, ua_bytes);
     assert_int_equal(rep.blobs_removed + rep.layers_removed + rep.bytes_freed, 0);
@@ -252,11 +252,11 @@ static void test_gc_unpacked_removes_unleased_dirs_only(void **state)
     /* The build ends: the next gc --unpacked takes b's dir too. */
     sbx_store_free(h);
     ts_reopen(t);
-    assert_int_equal(sbx_store_gc(t->s, &o, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
     assert_int_equal(rep.unpacked_removed, 1);
     assert_int_equal(stat(ub, &st), -1);
     sbx_fsck_report fr;
-    assert_int_equal(sbx_store_fsck(t->s, &fr, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &fr, NULL, &err), 0);
     free(inflight);
     free(ua);
     free(ub);
@@ -283,7 +283,7 @@ static void test_gc_unpacked_counts_only_bytes_it_frees(void **state)
     ts_reopen(t);
 
     sbx_gc_report rep;
-    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, &err), 0);
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.layers_removed, 1);
     assert_int_equal(rep.unpacked_removed, 1); /* went with its layer */
     assert_int_equal(rep.unpacked_bytes_freed, dir_bytes);
@@ -332,7 +332,7 @@ static void test_fsck_clean_store(void **state)
     char m[SBX_DIGEST_BUFSZ];
     ts_put_image(t, "img", 1, m);
     sbx_fsck_report rep;
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_checked, 2);
     assert_int_equal(rep.layers_checked, 1);
     assert_int_equal(rep.corrupt + rep.dangling_repaired + rep.orphans, 0);
@@ -351,7 +351,7 @@ static void test_fsck_keeps_layer_of_128k_multiple(void **state)
         char layer[SBX_DIGEST_BUFSZ];
         ts_put_layer(t, sizes[i], 7 + (unsigned)i, layer);
         sbx_fsck_report rep;
-        assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+        assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
         assert_int_equal(rep.corrupt, 0);
         assert_int_equal(ts_count(t, "quarantine"), 0);
         assert_int_equal(sbx_store_has_layer(t->s, layer), 1);
@@ -397,10 +397,12 @@ static void test_fsck_progress(void **state)
     char m[SBX_DIGEST_BUFSZ];
     ts_put_image_sized(t, "img", 3, 300000, m);
     fsck_seen f = {0};
-    sbx_progress_set_sink(on_fsck_progress, &f);
+    sbx_ctx *ctx;
+    assert_int_equal(sbx_ctx_new(&ctx, &err), 0);
+    sbx_ctx_set_progress(ctx, on_fsck_progress, &f);
     sbx_fsck_report rep;
-    int rc = sbx_store_fsck(t->s, &rep, &err);
-    sbx_progress_set_sink(NULL, NULL);
+    int rc = sbx_store_fsck(t->s, &rep, ctx, &err);
+    sbx_ctx_free(ctx);
     assert_int_equal(rc, 0);
     assert_true(f.events >= 4); /* a start and an end per phase */
     assert_false(f.layers_before_blobs_done);
@@ -418,7 +420,7 @@ static void test_fsck_quarantines_corrupt_blob(void **state)
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
     ts_damage(t, "blobs/sha256/" ABC_HEX, "abd");
     sbx_fsck_report rep;
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), SBX_ECORRUPT);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), SBX_ECORRUPT);
     tu_assert_error(&err, SBX_ECORRUPT, "1 corrupt (quarantined)");
     assert_non_null(strstr(err.msg, t->root));
     assert_string_equal(err.where, t->root);
@@ -427,9 +429,9 @@ static void test_fsck_quarantines_corrupt_blob(void **state)
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
     assert_int_equal(sbx_store_has_blob(t->s, d), 0);
     /* Repaired: the next run is clean, and the blob can be stored again. */
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
 }
 
 static void test_fsck_quarantines_corrupt_layer(void **state)
@@ -448,7 +450,7 @@ static void test_fsck_quarantines_corrupt_layer(void **state)
     assert_int_equal(pwrite(fd, "XXXX", 4, 40), 4);
     close(fd);
     sbx_fsck_report rep;
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), SBX_ECORRUPT);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), SBX_ECORRUPT);
     assert_int_equal(rep.corrupt, 1);
     assert_int_equal(sbx_store_has_layer(t->s, layer), 0);
     /* The name stays: its manifest is intact, only a layer must be fetched again. */
@@ -477,7 +479,7 @@ static void test_fsck_repairs_dangling_and_records_orphans(void **state)
     ts_damage(t, "blobs/sha256/garbage", "x");
 
     sbx_fsck_report rep;
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), SBX_ECORRUPT);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), SBX_ECORRUPT);
     assert_int_equal(rep.dangling_repaired, 3); /* manifest record, its name, blob size */
     assert_int_equal(rep.orphans, 2);
     assert_int_equal(rep.corrupt, 1);
@@ -489,7 +491,7 @@ static void test_fsck_repairs_dangling_and_records_orphans(void **state)
     assert_int_equal(ts_sql_int(t, "SELECT size FROM blobs WHERE digest='%q'", d), 3);
     char got[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_store_name_get(t->s, "img", got, &err), SBX_ENOTFOUND);
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     free(mp);
 }
 
@@ -500,11 +502,11 @@ static void test_fsck_orphan_alone_is_not_a_failure(void **state)
     /* What an interrupted gc leaves: a valid file whose record it deleted. */
     ts_damage(t, "blobs/sha256/" ABC_HEX, "abc");
     sbx_fsck_report rep;
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     assert_int_equal(rep.orphans, 1);
     assert_int_equal(rep.corrupt + rep.dangling_repaired, 0);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM blobs"), 1);
-    assert_int_equal(sbx_store_fsck(t->s, &rep, &err), 0);
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     assert_int_equal(rep.orphans, 0);
 }
 
