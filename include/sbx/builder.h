@@ -103,22 +103,22 @@ typedef struct sbx_build_result {
  * registry and store errors.  ctx: logs, registry progress and cancel; step
  * events and output still go to opts->on_event / on_output.  Free what
  * result owns with sbx_build_result_free. */
-int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
-              const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err);
-void sbx_build_result_free(sbx_build_result *r);
+SBX_API int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
+                      const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err);
+SBX_API void sbx_build_result_free(sbx_build_result *r);
 
 /* The platform base image (base: sbx): its store name for the options
  * ("sbx-base:bookworm-minbase"), building it with debootstrap when the
  * store does not have it.  digest_out gets its manifest digest. */
-int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
-                       const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+                               const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err);
 
 /* Store a plain directory tree as a one-layer image named `name` (owners,
  * modes and symlinks as found).  The base images of tests and of base: sbx
  * are made this way. */
-int sbx_build_image_from_dir(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
-                             const char *dir, const char *name, const char *created_by,
-                             sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_build_image_from_dir(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
+                                     const char *dir, const char *name, const char *created_by,
+                                     sbx_ctx *ctx, sbx_error *err);
 
 #ifdef __cplusplus
 }

@@ -56,20 +56,20 @@ typedef struct sbx_ctx sbx_ctx;
 /* A new context: no sinks (messages dropped), level SBX_LOG_INFO, not
  * cancelled.  Owned by the caller: sbx_ctx_free (after the calls using it
  * have returned). */
-int sbx_ctx_new(sbx_ctx **out, sbx_error *err);
-void sbx_ctx_free(sbx_ctx *ctx);
+SBX_API int sbx_ctx_new(sbx_ctx **out, sbx_error *err);
+SBX_API void sbx_ctx_free(sbx_ctx *ctx);
 
 /* Set the sinks before the calls that use them (not while one runs). */
-void sbx_ctx_set_log(sbx_ctx *ctx, sbx_log_fn fn, void *ud, sbx_log_level min_level);
-void sbx_ctx_set_progress(sbx_ctx *ctx, sbx_progress_fn fn, void *ud);
+SBX_API void sbx_ctx_set_log(sbx_ctx *ctx, sbx_log_fn fn, void *ud, sbx_log_level min_level);
+SBX_API void sbx_ctx_set_progress(sbx_ctx *ctx, sbx_progress_fn fn, void *ud);
 /* An id given to every callback ("build 42", a request id); copied. */
-int sbx_ctx_set_op_id(sbx_ctx *ctx, const char *op_id, sbx_error *err);
-const char *sbx_ctx_op_id(const sbx_ctx *ctx);
+SBX_API int sbx_ctx_set_op_id(sbx_ctx *ctx, const char *op_id, sbx_error *err);
+SBX_API const char *sbx_ctx_op_id(const sbx_ctx *ctx);
 
 /* Ask every call using ctx to stop.  Any thread; async-signal-safe.  A
  * cancelled context stays cancelled: use a new one for the next operation. */
-void sbx_ctx_cancel(sbx_ctx *ctx);
-bool sbx_ctx_cancelled(const sbx_ctx *ctx);
+SBX_API void sbx_ctx_cancel(sbx_ctx *ctx);
+SBX_API bool sbx_ctx_cancelled(const sbx_ctx *ctx);
 
 #ifdef __cplusplus
 }

@@ -9,6 +9,8 @@
 #ifndef SBX_ERROR_H
 #define SBX_ERROR_H
 
+#include "sbx/api.h"
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -51,22 +53,22 @@ typedef struct sbx_error {
 #define SBX_ERROR_INIT {0, 0, "", ""}
 
 /* Set an error and return `code` (so `return sbx_error_set(...)` works). */
-int sbx_error_set(sbx_error *err, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+SBX_API int sbx_error_set(sbx_error *err, int code, const char *fmt, ...)
+            __attribute__((format(printf, 3, 4)));
 /* As sbx_error_set, recording errno (the printer appends strerror). */
-int sbx_error_sys(sbx_error *err, int code, int sys_errno, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+SBX_API int sbx_error_sys(sbx_error *err, int code, int sys_errno, const char *fmt, ...)
+            __attribute__((format(printf, 4, 5)));
 /* Record where the problem is (file:line:col, a ref, a path). */
-void sbx_error_where(sbx_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+SBX_API void sbx_error_where(sbx_error *err, const char *fmt, ...)
+            __attribute__((format(printf, 2, 3)));
 /* Prefix context: msg becomes "<context>: <msg>".  Returns err->code. */
-int sbx_error_wrap(sbx_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-void sbx_error_clear(sbx_error *err);
+SBX_API int sbx_error_wrap(sbx_error *err, const char *fmt, ...)
+            __attribute__((format(printf, 2, 3)));
+SBX_API void sbx_error_clear(sbx_error *err);
 /* One line: "[where: ]msg[: strerror]". */
-const char *sbx_error_format(const sbx_error *err, char *buf, size_t len);
+SBX_API const char *sbx_error_format(const sbx_error *err, char *buf, size_t len);
 /* Stable short name of a code ("not found", "digest mismatch", ...). */
-const char *sbx_error_code_name(int code);
+SBX_API const char *sbx_error_code_name(int code);
 
 #ifdef __cplusplus
 }

@@ -49,10 +49,10 @@ typedef struct sbx_ref {
  * registry host; default tag "latest" unless a digest is given.
  * Returns SBX_EINVAL with a message saying what is wrong (uppercase
  * repository, bad digest, empty component, too long ...), where = the ref. */
-int sbx_ref_parse(sbx_ref *out, const char *s, sbx_error *err);
+SBX_API int sbx_ref_parse(sbx_ref *out, const char *s, sbx_error *err);
 
 /* The manifest reference to ask the registry for: the digest if set, else the tag. */
-const char *sbx_ref_reference(const sbx_ref *r);
+SBX_API const char *sbx_ref_reference(const sbx_ref *r);
 
 /* ---- platforms ------------------------------------------------------------ */
 
@@ -65,15 +65,15 @@ typedef struct sbx_platform {
 /* Parse "os/arch[/variant]" (also "arch" alone = linux/arch) and normalize
  * (aarch64 -> arm64, x86_64 -> amd64, arm64 -> arm64/v8, arm -> arm/v7,
  * amd64/v1 -> amd64 ...).  SBX_EINVAL on a malformed string. */
-int sbx_platform_parse(sbx_platform *out, const char *s, sbx_error *err);
+SBX_API int sbx_platform_parse(sbx_platform *out, const char *s, sbx_error *err);
 /* The platform of this host, normalized. */
-void sbx_platform_host(sbx_platform *out);
+SBX_API void sbx_platform_host(sbx_platform *out);
 /* Normalize in place (fields as found in an index or a config). */
-void sbx_platform_normalize(sbx_platform *p);
+SBX_API void sbx_platform_normalize(sbx_platform *p);
 /* "linux/arm64/v8" into buf; returns buf. */
-const char *sbx_platform_format(const sbx_platform *p, char *buf, size_t len);
+SBX_API const char *sbx_platform_format(const sbx_platform *p, char *buf, size_t len);
 /* 1 when an image entry `have` (normalized) satisfies the wanted platform. */
-int sbx_platform_match(const sbx_platform *want, const sbx_platform *have);
+SBX_API int sbx_platform_match(const sbx_platform *want, const sbx_platform *have);
 
 /* ---- media types -------------------------------------------------------- */
 
@@ -116,13 +116,13 @@ typedef struct sbx_media_type {
 
 /* The table's entry for a media type (parameters after ';' ignored), or NULL
  * for a type it does not list. */
-const sbx_media_type *sbx_media_type_find(const char *media_type);
+SBX_API const sbx_media_type *sbx_media_type_find(const char *media_type);
 /* Shortcuts over the table; false/SBX_COMP_AUTO for NULL or unknown types
  * (an unlisted layer type ending in +gzip, .gzip, +zstd or .tar is read by
  * its suffix, as containerd does). */
-bool sbx_media_is_index(const char *media_type);
-bool sbx_media_is_manifest(const char *media_type);
-sbx_compression sbx_media_layer_compression(const char *media_type);
+SBX_API bool sbx_media_is_index(const char *media_type);
+SBX_API bool sbx_media_is_manifest(const char *media_type);
+SBX_API sbx_compression sbx_media_layer_compression(const char *media_type);
 
 /* ---- manifests, indexes, configs ------------------------------------------ */
 
@@ -158,13 +158,13 @@ typedef struct sbx_manifest {
  * from its shape.  Errors: SBX_EUNSUPPORTED (schema1, or an unknown type),
  * SBX_EINVAL (malformed; the message says what), SBX_ELIMIT (too many
  * layers or entries).  *out owned by the caller: sbx_manifest_free. */
-int sbx_manifest_parse(sbx_manifest *out, const char *content_type, const char *body,
-                       size_t len, sbx_error *err);
-void sbx_manifest_free(sbx_manifest *m);
+SBX_API int sbx_manifest_parse(sbx_manifest *out, const char *content_type, const char *body,
+                               size_t len, sbx_error *err);
+SBX_API void sbx_manifest_free(sbx_manifest *m);
 /* The index entry for want (the best match, as containerd ranks them).
  * SBX_ENOPLATFORM when none matches: the message lists the platforms. */
-int sbx_manifest_pick(const sbx_descriptor **out, const sbx_manifest *index,
-                      const sbx_platform *want, sbx_error *err);
+SBX_API int sbx_manifest_pick(const sbx_descriptor **out, const sbx_manifest *index,
+                              const sbx_platform *want, sbx_error *err);
 
 typedef struct sbx_image_config {
     sbx_platform platform;
@@ -174,9 +174,9 @@ typedef struct sbx_image_config {
 
 /* Parse an image config: its platform and rootfs.diff_ids.  SBX_EINVAL,
  * SBX_ELIMIT.  *out owned by the caller: sbx_image_config_free. */
-int sbx_image_config_parse(sbx_image_config *out, const char *body, size_t len,
-                           sbx_error *err);
-void sbx_image_config_free(sbx_image_config *c);
+SBX_API int sbx_image_config_parse(sbx_image_config *out, const char *body, size_t len,
+                                   sbx_error *err);
+SBX_API void sbx_image_config_free(sbx_image_config *c);
 
 /* ---- images in the store ------------------------------------------------- */
 
@@ -216,15 +216,15 @@ typedef struct sbx_image {
  * SBX_EINVAL (not an image manifest, a malformed document or platform),
  * SBX_EDIGEST (a damaged store file), store errors.  *out owned by the
  * caller: sbx_image_close. */
-int sbx_image_open(sbx_image **out, sbx_store *s, const char *name, const char *platform,
-                   sbx_error *err);
+SBX_API int sbx_image_open(sbx_image **out, sbx_store *s, const char *name, const char *platform,
+                           sbx_error *err);
 /* Release the lease and free.  Accepts NULL. */
-void sbx_image_close(sbx_image *img);
+SBX_API void sbx_image_close(sbx_image *img);
 
 /* 1 when the manifest `digest` is stored and reads back, else 0.  Takes no
  * lease and writes nothing (unlike sbx_store_has_blob): what a no-op
  * rebuild checks. */
-int sbx_image_readable(sbx_store *s, const char *digest);
+SBX_API int sbx_image_readable(sbx_store *s, const char *digest);
 
 /* Store an image whose layers are all in the store: the config bytes as
  * given, and an OCI manifest whose layer descriptors are the stored zstd
@@ -232,11 +232,12 @@ int sbx_image_readable(sbx_store *s, const char *digest);
  * bytes, same digest.  A manifest already stored is not written again.
  * Errors: SBX_ENOTFOUND (a layer is not stored), SBX_EINVAL (a bad config),
  * store errors. */
-int sbx_image_write(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s, const char *config,
-                    size_t config_len, sbx_error *err);
+SBX_API int sbx_image_write(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s, const char *config,
+                            size_t config_len, sbx_error *err);
 /* The manifest digest sbx_image_write would give, writing nothing. */
-int sbx_image_write_digest(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s, const char *config,
-                           size_t config_len, sbx_error *err);
+SBX_API int sbx_image_write_digest(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
+                                   const char *config,
+                                   size_t config_len, sbx_error *err);
 
 #ifdef __cplusplus
 }

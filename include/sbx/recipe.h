@@ -131,20 +131,20 @@ typedef struct sbx_step {
  * relative to (NULL: the current directory); it must exist and is stored as
  * an absolute, symlink-free path.  *out is owned by the caller (unref it).
  * Errors: SBX_EINVAL for a bad ref/version, SBX_EIO for a bad context_dir. */
-int sbx_recipe_from_registry(sbx_recipe **out, const char *ref, const char *add_python,
-                             const char *context_dir, sbx_error *err);
-int sbx_recipe_from_sbx(sbx_recipe **out, const char *context_dir, sbx_error *err);
-int sbx_recipe_from_image(sbx_recipe **out, const char *name_or_digest,
-                          const char *context_dir, sbx_error *err);
+SBX_API int sbx_recipe_from_registry(sbx_recipe **out, const char *ref, const char *add_python,
+                                     const char *context_dir, sbx_error *err);
+SBX_API int sbx_recipe_from_sbx(sbx_recipe **out, const char *context_dir, sbx_error *err);
+SBX_API int sbx_recipe_from_image(sbx_recipe **out, const char *name_or_digest,
+                                  const char *context_dir, sbx_error *err);
 
 /* Step functions: each returns in *out a new recipe (caller owns it) that is
  * r plus one step; r is untouched and still owned by the caller.  Inputs are
  * copied.  Validation failures return SBX_EINVAL with a message saying what
  * was expected; *out is then NULL. */
-int sbx_recipe_python(sbx_recipe **out, const sbx_recipe *r, const char *version,
-                      sbx_error *err);
-int sbx_recipe_apt_install(sbx_recipe **out, const sbx_recipe *r, const char *const *pkgs,
-                           size_t n, sbx_error *err);
+SBX_API int sbx_recipe_python(sbx_recipe **out, const sbx_recipe *r, const char *version,
+                              sbx_error *err);
+SBX_API int sbx_recipe_apt_install(sbx_recipe **out, const sbx_recipe *r, const char *const *pkgs,
+                                   size_t n, sbx_error *err);
 
 typedef struct sbx_pip_opts {
     const char *const *packages;
@@ -158,18 +158,20 @@ typedef struct sbx_pip_opts {
     bool pre;
 } sbx_pip_opts;
 #define SBX_PIP_OPTS_INIT {NULL, 0, NULL, NULL, NULL, 0, NULL, 0, false}
-int sbx_recipe_pip_install(sbx_recipe **out, const sbx_recipe *r, const sbx_pip_opts *opts,
-                           sbx_error *err);
-int sbx_recipe_npm_install(sbx_recipe **out, const sbx_recipe *r, const char *const *pkgs,
-                           size_t n, bool global, sbx_error *err);
+SBX_API int sbx_recipe_pip_install(sbx_recipe **out, const sbx_recipe *r, const sbx_pip_opts *opts,
+                                   sbx_error *err);
+SBX_API int sbx_recipe_npm_install(sbx_recipe **out, const sbx_recipe *r, const char *const *pkgs,
+                                   size_t n, bool global, sbx_error *err);
 /* user may be NULL. */
-int sbx_recipe_run_cmd(sbx_recipe **out, const sbx_recipe *r, const char *const *commands,
-                       size_t n, const char *user, sbx_error *err);
+SBX_API int sbx_recipe_run_cmd(sbx_recipe **out, const sbx_recipe *r, const char *const *commands,
+                               size_t n, const char *user, sbx_error *err);
 /* names[i]=values[i]; names must be unique and match [A-Za-z_][A-Za-z0-9_]*. */
-int sbx_recipe_env(sbx_recipe **out, const sbx_recipe *r, const char *const *names,
-                   const char *const *values, size_t n, sbx_error *err);
-int sbx_recipe_workdir(sbx_recipe **out, const sbx_recipe *r, const char *path, sbx_error *err);
-int sbx_recipe_user(sbx_recipe **out, const sbx_recipe *r, const char *name, sbx_error *err);
+SBX_API int sbx_recipe_env(sbx_recipe **out, const sbx_recipe *r, const char *const *names,
+                           const char *const *values, size_t n, sbx_error *err);
+SBX_API int sbx_recipe_workdir(sbx_recipe **out, const sbx_recipe *r, const char *path,
+                               sbx_error *err);
+SBX_API int sbx_recipe_user(sbx_recipe **out, const sbx_recipe *r, const char *name,
+                            sbx_error *err);
 
 typedef struct sbx_copy_opts {
     const char *src;   /* relative to the recipe's context */
@@ -180,20 +182,20 @@ typedef struct sbx_copy_opts {
 #define SBX_COPY_OPTS_INIT {NULL, NULL, NULL, -1}
 /* Hashes the source now (sbx_recipe_copy_digest).  Errors as that function,
  * plus SBX_EINVAL for a relative dest or a bad owner/mode. */
-int sbx_recipe_copy(sbx_recipe **out, const sbx_recipe *r, const sbx_copy_opts *opts,
-                    sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_recipe_copy(sbx_recipe **out, const sbx_recipe *r, const sbx_copy_opts *opts,
+                            sbx_ctx *ctx, sbx_error *err);
 
 /* The command the sandbox starts with, and the one the platform polls for
  * readiness, as an argv (n >= 1).  The YAML string form "CMD" is stored as
  * {"/bin/sh", "-c", "CMD"}.  Setting again replaces. */
-int sbx_recipe_start_cmd(sbx_recipe **out, const sbx_recipe *r, const char *const *argv,
-                         size_t n, sbx_error *err);
-int sbx_recipe_ready_cmd(sbx_recipe **out, const sbx_recipe *r, const char *const *argv,
-                         size_t n, sbx_error *err);
+SBX_API int sbx_recipe_start_cmd(sbx_recipe **out, const sbx_recipe *r, const char *const *argv,
+                                 size_t n, sbx_error *err);
+SBX_API int sbx_recipe_ready_cmd(sbx_recipe **out, const sbx_recipe *r, const char *const *argv,
+                                 size_t n, sbx_error *err);
 
 /* Reference counting (atomic).  unref accepts NULL and frees at zero. */
-sbx_recipe *sbx_recipe_ref(const sbx_recipe *r);
-void sbx_recipe_unref(sbx_recipe *r);
+SBX_API sbx_recipe *sbx_recipe_ref(const sbx_recipe *r);
+SBX_API void sbx_recipe_unref(sbx_recipe *r);
 
 /* ---- the YAML front end -------------------------------------------------- */
 
@@ -202,34 +204,35 @@ void sbx_recipe_unref(sbx_recipe *r);
  * "FILE:LINE:COL" (1-based) and err->msg saying what was expected; SBX_EIO
  * when the file or a copy source cannot be read; SBX_ELIMIT for a file over
  * 1 MiB.  *out is owned by the caller. */
-int sbx_recipe_parse_file(sbx_recipe **out, const char *path, const char *context_dir,
-                          sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_recipe_parse_file(sbx_recipe **out, const char *path, const char *context_dir,
+                                  sbx_ctx *ctx, sbx_error *err);
 /* The same over a buffer; name is used in err->where (NULL: "<recipe>"),
  * context_dir NULL means the current directory. */
-int sbx_recipe_parse_buffer(sbx_recipe **out, const char *data, size_t len, const char *name,
-                            const char *context_dir, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_recipe_parse_buffer(sbx_recipe **out, const char *data, size_t len,
+                                    const char *name,
+                                    const char *context_dir, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- reading a recipe ---------------------------------------------------- */
 
-const sbx_recipe_base *sbx_recipe_get_base(const sbx_recipe *r);
-size_t sbx_recipe_n_steps(const sbx_recipe *r);
+SBX_API const sbx_recipe_base *sbx_recipe_get_base(const sbx_recipe *r);
+SBX_API size_t sbx_recipe_n_steps(const sbx_recipe *r);
 /* Step i (0-based), or NULL when out of range.  Valid while r is held. */
-const sbx_step *sbx_recipe_step(const sbx_recipe *r, size_t i);
+SBX_API const sbx_step *sbx_recipe_step(const sbx_recipe *r, size_t i);
 /* argv (NULL when unset), count in *n. */
-const char *const *sbx_recipe_get_start_cmd(const sbx_recipe *r, size_t *n);
-const char *const *sbx_recipe_get_ready_cmd(const sbx_recipe *r, size_t *n);
+SBX_API const char *const *sbx_recipe_get_start_cmd(const sbx_recipe *r, size_t *n);
+SBX_API const char *const *sbx_recipe_get_ready_cmd(const sbx_recipe *r, size_t *n);
 /* Absolute, symlink-free build context directory. */
-const char *sbx_recipe_context_dir(const sbx_recipe *r);
+SBX_API const char *sbx_recipe_context_dir(const sbx_recipe *r);
 
 /* ---- identity ------------------------------------------------------------- */
 
 /* The canonical form (compact JSON, no trailing newline); *out is
  * NUL-terminated and owned by the caller. */
-int sbx_recipe_canonical(char **out, const sbx_recipe *r, sbx_error *err);
+SBX_API int sbx_recipe_canonical(char **out, const sbx_recipe *r, sbx_error *err);
 /* "sha256:" + hex sha256 of the canonical form. */
-int sbx_recipe_digest(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, sbx_error *err);
+SBX_API int sbx_recipe_digest(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, sbx_error *err);
 /* The canonical form of the base alone ({"kind":...}). */
-int sbx_recipe_base_canonical(char **out, const sbx_recipe *r, sbx_error *err);
+SBX_API int sbx_recipe_base_canonical(char **out, const sbx_recipe *r, sbx_error *err);
 
 /* Cache key of the state after the first n steps (n = 0: the base itself),
  * chained: key(0) = sha256("sbx-cache-v1\n" base-canonical "\n" resolved),
@@ -238,8 +241,8 @@ int sbx_recipe_base_canonical(char **out, const sbx_recipe *r, sbx_error *err);
  * "sha256:..."), so a moved tag never hits an old key.  start/ready commands
  * are not part of any step key (they only touch the final config).
  * Errors: SBX_EINVAL for n > n_steps or a bad digest. */
-int sbx_recipe_cache_key(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, size_t n,
-                         const char *resolved_base_digest, sbx_error *err);
+SBX_API int sbx_recipe_cache_key(char out[SBX_DIGEST_BUFSZ], const sbx_recipe *r, size_t n,
+                                 const char *resolved_base_digest, sbx_error *err);
 
 /* ---- copy sources -------------------------------------------------------- */
 
@@ -262,8 +265,8 @@ typedef int (*sbx_copy_visit_fn)(const sbx_copy_entry *e, void *ud, sbx_error *e
  * exist or is itself excluded.  A visitor returning < 0 stops the walk with
  * that code.  The builder copies exactly these entries, so the image matches
  * the digest. */
-int sbx_recipe_copy_walk(const char *context_dir, const char *src, sbx_copy_visit_fn fn,
-                         void *ud, sbx_error *err);
+SBX_API int sbx_recipe_copy_walk(const char *context_dir, const char *src, sbx_copy_visit_fn fn,
+                                 void *ud, sbx_error *err);
 
 /* The Merkle content hash of a copy source (docs/recipe-digest.md): relative
  * paths, file contents, symlink targets and the executable bit; not times,
@@ -272,13 +275,13 @@ int sbx_recipe_copy_walk(const char *context_dir, const char *src, sbx_copy_visi
  * mtime, ctime) and only for files older than the run (so an edit in the
  * same clock tick is never hidden).  Errors as sbx_recipe_copy_walk, plus
  * SBX_EIO when a file changes size while it is read.  Thread-safe. */
-int sbx_recipe_copy_digest(char out[SBX_DIGEST_BUFSZ], const char *context_dir,
-                           const char *src, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_recipe_copy_digest(char out[SBX_DIGEST_BUFSZ], const char *context_dir,
+                                   const char *src, sbx_ctx *ctx, sbx_error *err);
 
 /* Where the per-file hash cache lives: $SBX_CACHE_DIR, else
  * /var/cache/sbx-image for root, else $XDG_CACHE_HOME/sbx-image
  * (~/.cache/sbx-image). */
-int sbx_recipe_cache_dir(char *buf, size_t len, sbx_error *err);
+SBX_API int sbx_recipe_cache_dir(char *buf, size_t len, sbx_error *err);
 
 #ifdef __cplusplus
 }

@@ -68,13 +68,13 @@ typedef struct sbx_registry_options {
 
 /* Initialise libcurl's global state.  Idempotent; the functions below call
  * it themselves, but a threaded program should call it first. */
-int sbx_registry_global_init(sbx_error *err);
+SBX_API int sbx_registry_global_init(sbx_error *err);
 
 /* Connections to registries stay open after a call returns (a few idle
  * handles per process, each with its connections), so the next resolve or
  * pull to the same registry skips the TCP and TLS handshakes.  This closes
  * them now; calls after it open new ones.  Safe from any thread. */
-void sbx_registry_close_idle(void);
+SBX_API void sbx_registry_close_idle(void);
 
 /* ---- resolve ---------------------------------------------------------------- */
 
@@ -94,11 +94,11 @@ typedef struct sbx_resolve_result {
  * SBX_ENOPLATFORM (no entry for the platform: the message lists the
  * image's platforms), SBX_EAUTH,
  * SBX_ENET, SBX_EDIGEST, SBX_EUNSUPPORTED (schema1), SBX_ELIMIT. */
-int sbx_registry_resolve(char digest_out[SBX_DIGEST_BUFSZ], const char *ref,
-                         const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_registry_resolve(char digest_out[SBX_DIGEST_BUFSZ], const char *ref,
+                                 const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err);
 /* As sbx_registry_resolve, with details. */
-int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
-                            const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
+                                    const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- pull ------------------------------------------------------------------- */
 
@@ -128,10 +128,11 @@ typedef struct sbx_pull_result {
  * name points at the platform's manifest).  Progress on ctx
  * with id = layer digest (short) and phases "present", "download",
  * "commit", "done".  Errors as resolve, plus store errors. */
-int sbx_registry_pull(sbx_pull_result *out, const char *ref, const sbx_registry_options *opts,
-                      sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_registry_pull(sbx_pull_result *out, const char *ref,
+                              const sbx_registry_options *opts,
+                              sbx_ctx *ctx, sbx_error *err);
 /* Frees what the result owns (not the struct).  Accepts NULL. */
-void sbx_pull_result_free(sbx_pull_result *r);
+SBX_API void sbx_pull_result_free(sbx_pull_result *r);
 
 /* ---- inspect ---------------------------------------------------------------- */
 
@@ -166,9 +167,10 @@ typedef struct sbx_image_info {
 /* Describe an image: from opts->store when it names ref (or holds the
  * pinned digest), else from the registry (manifests and config only, no
  * layers downloaded).  *out owned by the caller: sbx_image_info_free. */
-int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_registry_options *opts,
-                         sbx_ctx *ctx, sbx_error *err);
-void sbx_image_info_free(sbx_image_info *info);
+SBX_API int sbx_registry_inspect(sbx_image_info **out, const char *ref,
+                                 const sbx_registry_options *opts,
+                                 sbx_ctx *ctx, sbx_error *err);
+SBX_API void sbx_image_info_free(sbx_image_info *info);
 
 #ifdef __cplusplus
 }

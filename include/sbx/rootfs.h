@@ -82,23 +82,23 @@ typedef struct sbx_rootfs_result {
  * argument), SBX_ENOPLATFORM, SBX_ECANCELED (ctx was cancelled), SBX_EIO /
  * SBX_ENOSPC (with sys_errno), store errors.  On error nothing is left at
  * dir (an empty dir that existed stays). */
-int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *image,
-                      const char *dir, const sbx_rootfs_options *opts, sbx_ctx *ctx,
-                      sbx_error *err);
+SBX_API int sbx_rootfs_unpack(sbx_rootfs_result *out, sbx_store *store, const char *image,
+                              const char *dir, const sbx_rootfs_options *opts, sbx_ctx *ctx,
+                              sbx_error *err);
 
 /* Merge overlay-form layer directories, top-most first, into the existing
  * empty directory dest (no temp dir, no rename: the caller owns atomicity).
  * dest's own owner, mode, xattrs and times become those of layers[0]'s root.
  * link as in sbx_rootfs_options.  SBX_ECANCELED once ctx is cancelled.
  * stats may be NULL. */
-int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers, bool link,
-                     sbx_rootfs_stats *stats, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_rootfs_merge(const char *dest, const char *const *layers, size_t nlayers, bool link,
+                             sbx_rootfs_stats *stats, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- layers: the store's unpacked cache and captures --------------------- */
 
 /* Whether dir is a complete unpacked layer of this boot (its root's mark
  * names the current boot id).  Anything else must not be used as a lower. */
-bool sbx_rootfs_layer_is_current(const char *dir);
+SBX_API bool sbx_rootfs_layer_is_current(const char *dir);
 
 /* Unpack the stored layer diff_id into its directory in the store's cache
  * (sbx_store_layer_unpacked_path), overlay form, unless it is already there;
@@ -106,13 +106,14 @@ bool sbx_rootfs_layer_is_current(const char *dir);
  * one directory.  Progress on ctx: id diff_id, phase "unpack" (bytes of
  * tar).  Errors: SBX_ENOTFOUND (no such layer), SBX_EINVAL (a hostile or
  * malformed entry; the message names it), SBX_ECANCELED, SBX_EIO. */
-int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const char *diff_id,
-                            sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s,
+                                    const char *diff_id,
+                                    sbx_ctx *ctx, sbx_error *err);
 
 /* Unpack an uncompressed tar read from fd into dest, created atomically
  * (temp dir beside it + rename), with the same conversions and refusals.
  * dest already there and current is success; an untrusted one is replaced. */
-int sbx_rootfs_unpack_tar_fd(int fd, const char *dest, sbx_error *err);
+SBX_API int sbx_rootfs_unpack_tar_fd(int fd, const char *dest, sbx_error *err);
 
 typedef struct sbx_capture_options {
     /* Clamp mtimes to this (seconds); -1: $SOURCE_DATE_EPOCH if set, else 0. */
@@ -148,14 +149,15 @@ typedef int (*sbx_capture_write_fn)(void *ud, const void *buf, size_t len, sbx_e
  * (see sbx_capture_options).  The same tree always yields the same bytes.
  * An empty dir writes nothing and returns changed=false.  SBX_ECANCELED
  * once ctx is cancelled (checked between entries). */
-int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
-                              const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
-                              void *ud, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
+                                      const sbx_capture_options *opts,
+                                      sbx_capture_write_fn write_fn, void *ud, sbx_ctx *ctx,
+                                      sbx_error *err);
 
 /* Capture dir into the store as a layer.  An empty dir adds no layer
  * (changed=false, nothing stored). */
-int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
-                       const sbx_capture_options *opts, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
+                               const sbx_capture_options *opts, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- export: an image from the store as an OCI image layout --------------
  *
@@ -211,9 +213,9 @@ typedef struct sbx_export_result {
  * file does not match its digest: run fsck), SBX_ECANCELED, SBX_EIO /
  * SBX_ENOSPC (with sys_errno), store errors.  On error nothing is left at
  * dir. */
-int sbx_rootfs_export(sbx_export_result *out, sbx_store *store, const char *image,
-                      const char *dir, const sbx_export_options *opts, sbx_ctx *ctx,
-                      sbx_error *err);
+SBX_API int sbx_rootfs_export(sbx_export_result *out, sbx_store *store, const char *image,
+                              const char *dir, const sbx_export_options *opts, sbx_ctx *ctx,
+                              sbx_error *err);
 
 #ifdef __cplusplus
 }

@@ -39,65 +39,68 @@ typedef struct sbx_lease sbx_lease;
 
 /* Default root: $SBX_STORE, else /var/lib/sbx-image for root, else
  * $XDG_DATA_HOME/sbx-image (~/.local/share/sbx-image). */
-int sbx_store_default_root(char *buf, size_t len, sbx_error *err);
+SBX_API int sbx_store_default_root(char *buf, size_t len, sbx_error *err);
 
 /* Open (creating with mode 0700 if needed) the store at root; NULL means the
  * default root.  The handle is owned by the caller; free with sbx_store_free.
  * One handle may be used by one thread at a time. */
-int sbx_store_open(sbx_store **out, const char *root, sbx_error *err);
-void sbx_store_free(sbx_store *s);
-const char *sbx_store_root(const sbx_store *s);
+SBX_API int sbx_store_open(sbx_store **out, const char *root, sbx_error *err);
+SBX_API void sbx_store_free(sbx_store *s);
+SBX_API const char *sbx_store_root(const sbx_store *s);
 
 /* ---- blobs: exact bytes (manifests, configs) ----------------------------- */
 
 /* Start writing a blob.  expected_digest may be NULL; when given, commit fails
  * with SBX_EDIGEST on mismatch and nothing is stored. */
-int sbx_store_blob_begin(sbx_blob_writer **out, sbx_store *s, const char *expected_digest,
-                         sbx_error *err);
-int sbx_blob_writer_write(sbx_blob_writer *w, const void *buf, size_t len, sbx_error *err);
+SBX_API int sbx_store_blob_begin(sbx_blob_writer **out, sbx_store *s, const char *expected_digest,
+                                 sbx_error *err);
+SBX_API int sbx_blob_writer_write(sbx_blob_writer *w, const void *buf, size_t len, sbx_error *err);
 /* Verify, sync and link into place; writes the digest to digest_out (may be
  * NULL).  An already present blob is success.  The writer is freed either way. */
-int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ],
-                           sbx_error *err);
+SBX_API int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ],
+                                   sbx_error *err);
 /* Discard: removes the temp file and frees the writer.  Accepts NULL. */
-void sbx_blob_writer_abort(sbx_blob_writer *w);
+SBX_API void sbx_blob_writer_abort(sbx_blob_writer *w);
 
 /* One-shot put of a buffer (media_type may be NULL: recorded for inspect). */
-int sbx_store_put_blob(sbx_store *s, const void *data, size_t len, const char *media_type,
-                       const char *expected_digest, char digest_out[SBX_DIGEST_BUFSZ],
-                       sbx_error *err);
+SBX_API int sbx_store_put_blob(sbx_store *s, const void *data, size_t len, const char *media_type,
+                               const char *expected_digest, char digest_out[SBX_DIGEST_BUFSZ],
+                               sbx_error *err);
 /* 1 if present (recorded and its file in place), 0 if not.  A hit joins this
  * handle's process lease, so gc keeps it while the caller relies on the
  * answer (until sbx_store_free or sbx_store_lease_clear). */
-int sbx_store_has_blob(sbx_store *s, const char *digest);
+SBX_API int sbx_store_has_blob(sbx_store *s, const char *digest);
 /* Read a whole blob (re-hashed; SBX_EDIGEST if the file was damaged).
  * Refuses blobs over max bytes with SBX_ELIMIT.  *out is NUL-terminated and
  * owned by the caller. */
-int sbx_store_read_blob(sbx_store *s, const char *digest, size_t max, char **out, size_t *len,
-                        sbx_error *err);
+SBX_API int sbx_store_read_blob(sbx_store *s, const char *digest, size_t max, char **out,
+                                size_t *len,
+                                sbx_error *err);
 
 /* ---- layers: uncompressed tar in, zstd at rest, addressed by diff_id ---- */
 
 /* Start writing a layer from its uncompressed tar stream.  expected_diff_id
  * may be NULL. */
-int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expected_diff_id,
-                          sbx_error *err);
-int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err);
+SBX_API int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s,
+                                  const char *expected_diff_id,
+                                  sbx_error *err);
+SBX_API int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len,
+                                   sbx_error *err);
 /* Finish: verify, sync, link.  diff_id_out may be NULL.  Frees the writer. */
-int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUFSZ],
-                            sbx_error *err);
-void sbx_layer_writer_abort(sbx_layer_writer *w);
+SBX_API int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUFSZ],
+                                    sbx_error *err);
+SBX_API void sbx_layer_writer_abort(sbx_layer_writer *w);
 
 /* As sbx_store_has_blob, for a layer by diff_id. */
-int sbx_store_has_layer(sbx_store *s, const char *diff_id);
+SBX_API int sbx_store_has_layer(sbx_store *s, const char *diff_id);
 
 /* Record a compressed form seen for a layer (a registry's blob digest, its
  * media type and size), so the same layer arriving another way is recognised. */
-int sbx_store_layer_add_source(sbx_store *s, const char *diff_id, const char *blob_digest,
-                               const char *media_type, uint64_t size, sbx_error *err);
+SBX_API int sbx_store_layer_add_source(sbx_store *s, const char *diff_id, const char *blob_digest,
+                                       const char *media_type, uint64_t size, sbx_error *err);
 /* diff_id of the layer stored for a compressed blob digest; SBX_ENOTFOUND if none. */
-int sbx_store_layer_by_source(sbx_store *s, const char *blob_digest,
-                              char diff_id_out[SBX_DIGEST_BUFSZ], sbx_error *err);
+SBX_API int sbx_store_layer_by_source(sbx_store *s, const char *blob_digest,
+                                      char diff_id_out[SBX_DIGEST_BUFSZ], sbx_error *err);
 
 typedef struct sbx_layer_info {
     char diff_id[SBX_DIGEST_BUFSZ];
@@ -105,26 +108,27 @@ typedef struct sbx_layer_info {
     uint64_t stored_size;     /* zstd bytes on disk */
     char zstd_digest[SBX_DIGEST_BUFSZ]; /* sha256 of the stored zstd stream */
 } sbx_layer_info;
-int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out, sbx_error *err);
+SBX_API int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
+                                 sbx_error *err);
 
 /* Stream a stored layer back as its uncompressed tar. */
-int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_id,
-                         sbx_error *err);
+SBX_API int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_id,
+                                 sbx_error *err);
 /* Read up to len bytes; *nread 0 means end of stream. */
-int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
-                          sbx_error *err);
-void sbx_layer_reader_free(sbx_layer_reader *r);
+SBX_API int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
+                                  sbx_error *err);
+SBX_API void sbx_layer_reader_free(sbx_layer_reader *r);
 /* Path of the stored zstd file (for export/push of the stored form). */
-int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
-                         sbx_error *err);
+SBX_API int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
+                                 sbx_error *err);
 
 /* Directory where a consumer (the builder, `sbx-image unpack`) may keep the
  * unpacked form of a layer: <root>/unpacked/<hex>.  gc removes it with the
  * layer, and with sbx_gc_options.unpacked while no live lease reaches the
  * layer, so a consumer holds a lease on the layer (or an image reaching it)
  * for as long as it uses the directory. */
-int sbx_store_layer_unpacked_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
-                                  sbx_error *err);
+SBX_API int sbx_store_layer_unpacked_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
+                                          sbx_error *err);
 
 /* ---- manifests and what they reference ----------------------------------- */
 
@@ -141,20 +145,21 @@ typedef struct sbx_store_child {
 
 /* Store a manifest's exact bytes and record what it references, in one
  * transaction.  Children must already be stored (SBX_ENOTFOUND otherwise). */
-int sbx_store_put_manifest(sbx_store *s, const void *data, size_t len, const char *media_type,
-                           const char *expected_digest, const sbx_store_child *children,
-                           size_t nchildren, char digest_out[SBX_DIGEST_BUFSZ], sbx_error *err);
+SBX_API int sbx_store_put_manifest(sbx_store *s, const void *data, size_t len,
+                                   const char *media_type, const char *expected_digest,
+                                   const sbx_store_child *children, size_t nchildren,
+                                   char digest_out[SBX_DIGEST_BUFSZ], sbx_error *err);
 
 /* ---- names -------------------------------------------------------------- */
 
 /* Names are free-form strings (a normalized ref such as
  * "docker.io/library/node:22", a recipe digest "recipe:sha256:...", a builder
  * cache key "cache:sha256:...").  Setting replaces atomically. */
-int sbx_store_name_set(sbx_store *s, const char *name, const char *manifest_digest,
-                       sbx_error *err);
-int sbx_store_name_get(sbx_store *s, const char *name, char digest_out[SBX_DIGEST_BUFSZ],
-                       sbx_error *err);
-int sbx_store_name_remove(sbx_store *s, const char *name, sbx_error *err);
+SBX_API int sbx_store_name_set(sbx_store *s, const char *name, const char *manifest_digest,
+                               sbx_error *err);
+SBX_API int sbx_store_name_get(sbx_store *s, const char *name, char digest_out[SBX_DIGEST_BUFSZ],
+                               sbx_error *err);
+SBX_API int sbx_store_name_remove(sbx_store *s, const char *name, sbx_error *err);
 
 typedef struct sbx_name_entry {
     char *name;
@@ -163,35 +168,35 @@ typedef struct sbx_name_entry {
     int64_t last_used; /* unix seconds */
 } sbx_name_entry;
 /* All names whose text starts with prefix (NULL or "" for all), sorted. */
-int sbx_store_name_list(sbx_store *s, const char *prefix, sbx_name_entry **out, size_t *n,
-                        sbx_error *err);
-void sbx_name_entries_free(sbx_name_entry *e, size_t n);
+SBX_API int sbx_store_name_list(sbx_store *s, const char *prefix, sbx_name_entry **out, size_t *n,
+                                sbx_error *err);
+SBX_API void sbx_name_entries_free(sbx_name_entry *e, size_t n);
 /* Mark a manifest as used now (for LRU eviction in gc --max-bytes). */
-int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err);
+SBX_API int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err);
 
 /* ---- small metadata: key/value with a timestamp (e.g. resolve cache) ----- */
-int sbx_store_meta_set(sbx_store *s, const char *ns, const char *key, const char *value,
-                       sbx_error *err);
+SBX_API int sbx_store_meta_set(sbx_store *s, const char *ns, const char *key, const char *value,
+                               sbx_error *err);
 /* *value_out owned by the caller; *stamp_out the unix time it was set. */
-int sbx_store_meta_get(sbx_store *s, const char *ns, const char *key, char **value_out,
-                       int64_t *stamp_out, sbx_error *err);
+SBX_API int sbx_store_meta_get(sbx_store *s, const char *ns, const char *key, char **value_out,
+                               int64_t *stamp_out, sbx_error *err);
 
 /* ---- leases ------------------------------------------------------------- */
 
 /* A lease keeps digests (blobs, layers, manifests and all they reach) from gc
  * while it lives: until released, until ttl_seconds pass (0 = no expiry), or
  * until the owning process dies. */
-int sbx_store_lease_acquire(sbx_lease **out, sbx_store *s, int64_t ttl_seconds,
-                            sbx_error *err);
-int sbx_lease_add(sbx_lease *l, const char *digest, sbx_error *err);
+SBX_API int sbx_store_lease_acquire(sbx_lease **out, sbx_store *s, int64_t ttl_seconds,
+                                    sbx_error *err);
+SBX_API int sbx_lease_add(sbx_lease *l, const char *digest, sbx_error *err);
 /* Release and free; accepts NULL. */
-void sbx_lease_release(sbx_lease *l);
+SBX_API void sbx_lease_release(sbx_lease *l);
 
 /* Empty this handle's process lease: what it committed or found through
  * has_* so far is then kept only if a name or another lease reaches it.  A
  * long-lived handle (a daemon that never frees its store) calls this between
  * operations, or gc could never reclaim anything it once touched. */
-int sbx_store_lease_clear(sbx_store *s, sbx_error *err);
+SBX_API int sbx_store_lease_clear(sbx_store *s, sbx_error *err);
 
 /* ---- gc, fsck, df ------------------------------------------------------- */
 
@@ -214,8 +219,8 @@ typedef struct sbx_gc_report {
     uint64_t unpacked_removed, unpacked_bytes_freed;
 } sbx_gc_report;
 
-int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
-                 sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
+                         sbx_ctx *ctx, sbx_error *err);
 
 typedef struct sbx_fsck_report {
     uint64_t blobs_checked, layers_checked;
@@ -229,7 +234,7 @@ typedef struct sbx_fsck_report {
  * or dangling (the report says what), 0 when clean.  Verified files without
  * records (left by an interrupted gc) are recorded and counted in orphans
  * but are not a failure. */
-int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_ctx *ctx, sbx_error *err);
 
 typedef struct sbx_df_report {
     uint64_t stored_bytes;        /* bytes on disk: blobs + zstd layers */
@@ -239,7 +244,7 @@ typedef struct sbx_df_report {
      * 512 of each inode once, as `du -s` counts them */
     uint64_t unpacked_bytes;
 } sbx_df_report;
-int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err);
+SBX_API int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err);
 
 #ifdef __cplusplus
 }
