@@ -285,33 +285,25 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     if (!valid_word(bp.suite) || !valid_word(bp.variant))
         return sbx_error_set(err, SBX_EINVAL, "build the sbx base: bad suite '%s' or variant '%s'",
                              bp.suite, bp.variant);
-    sbx_error e2 = SBX_ERROR_INIT;
     if (named_manifest(store, bp.name, digest_out))
         return 0;
 
-    _cleanup_free_ char *dir = sbx__strdup_printf("%s/build", sbx_store_root(store));
-    _cleanup_free_ char *lock = sbx__strdup_printf("%s/sbx-base.lock", dir ? dir : "");
-    if (!dir || !lock)
-        return sbx_error_set(err, SBX_ENOMEM, "build the sbx base");
-    if (sbx__mkdir_p(dir, 0700, err) < 0)
-        return err->code;
-    _cleanup_close_ int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (lfd < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "open '%s'", lock);
-    sbx__log(ctx, SBX_LOG_DEBUG, "waiting for the sbx base lock '%s'", lock);
-    if (sbx__flock_wait(lfd, ctx, err) < 0)
-        return sbx_error_wrap(err, "lock '%s'", lock);
+    sbx__log(ctx, SBX_LOG_DEBUG, "waiting for the sbx base lock");
+    _cleanup_close_ int lfd = -1;
+    if (sbx_store_lock_named(&lfd, store, "sbx-base", ctx, err) < 0)
+        return sbx_error_wrap(err, "build the sbx base");
     /* Someone else may have made it while we waited. */
     if (named_manifest(store, bp.name, digest_out))
         return 0;
 
     sbx__log(ctx, SBX_LOG_INFO, "building the sbx base '%s' with debootstrap --variant=%s %s %s",
             bp.name, bp.variant, bp.suite, bp.mirror);
-    _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/%d-base", dir, (int)getpid());
-    if (!rootfs)
-        return sbx_error_set(err, SBX_ENOMEM, "build the sbx base");
-    sbx__rm_rf(rootfs, &e2);
-    int rc = sbx__mkdir_p(rootfs, 0755, err);
+    sbx_scratch *sc = NULL;
+    if (sbx_store_scratch_new(&sc, store, "build", 0, err) < 0)
+        return sbx_error_wrap(err, "build the sbx base");
+    _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/rootfs", sbx_scratch_path(sc));
+    int rc = rootfs ? sbx__mkdir_p(rootfs, 0755, err)
+                    : sbx_error_set(err, SBX_ENOMEM, "build the sbx base");
     if (rc == 0)
         rc = debootstrap_into(rootfs, &bp, opts, ctx, err);
     if (rc == 0) {
@@ -323,7 +315,7 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
             sbx_error_wrap(err, "store the sbx base");
     }
     sbx_error e3 = SBX_ERROR_INIT;
-    sbx__rm_rf(rootfs, &e3);
+    sbx_scratch_free(sc, &e3);
     return rc;
 }
 
@@ -374,20 +366,28 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
 int bld_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *digest,
                    const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
-    if (base->kind != SBX_BASE_REGISTRY || sbx_store_has_blob(store, digest) == 1) {
-        /* A manifest is stored only with its children, so present = complete.
-         * has_blob leases it (and what it reaches) for the steps that run. */
-        if (base->kind != SBX_BASE_REGISTRY)
-            return sbx_store_has_blob(store, digest) == 1
-                       ? 0
+    /* A manifest is stored only with its children, so present = complete.
+     * has_blob leases it (and what it reaches) for the steps that run. */
+    int present = sbx_store_has_blob(store, digest, err);
+    if (present < 0)
+        return present;
+    if (base->kind != SBX_BASE_REGISTRY)
+        return present ? 0
                        : sbx_error_set(err, SBX_ENOTFOUND, "base '%s' is no longer in the store",
                                        digest);
+    if (present) {
         json_t *cfg = NULL;
         sbx_error e2 = SBX_ERROR_INIT;
         if (bld_config_load(&cfg, store, digest, &e2) == 0) {
             size_t n = bld_config_nlayers(cfg), have = 0;
-            for (size_t i = 0; i < n; i++)
-                have += sbx_store_has_layer(store, bld_config_layer(cfg, i)) == 1;
+            for (size_t i = 0; i < n; i++) {
+                int h = sbx_store_has_layer(store, bld_config_layer(cfg, i), err);
+                if (h < 0) {
+                    json_decref(cfg);
+                    return h;
+                }
+                have += (size_t)h;
+            }
             json_decref(cfg);
             if (have == n)
                 return 0;

@@ -8,10 +8,10 @@
  * commands and name it "recipe:<digest>" and by tags.
  *
  * Failure: a failed step stores nothing (its upper dir is removed; its layer
- * was never captured; no name is set).  Scratch dirs live under
- * <root>/build/<pid>-<n>/ and are removed after each step; ones left by a
- * killed builder (dead pid) are removed by the next build, and
- * bld_sandbox_cleanup_stale removes their bundles and mounts.
+ * was never captured; no name is set).  Scratch dirs are the store's
+ * (tmp/build.<id>, tmp/run.<id>) and are removed after each step; ones left
+ * by a killed builder are removed by the store's reaper, and
+ * bld_sandbox_cleanup_stale removes their containers and mounts.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -40,7 +40,6 @@ typedef struct build_ctx {
     bld_runtime_kind runtime;
     unsigned timeout;
     size_t total;
-    unsigned scratch_seq;
     size_t cur_index; /* step whose output is streaming */
 } build_ctx;
 
@@ -93,53 +92,22 @@ static void on_output(void *ud, const char *line, size_t len)
 
 /* ---- scratch directories ------------------------------------------------ */
 
-static int pid_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
-
-/* Remove <root>/build/<pid>-* left by builders that died. */
-static void cleanup_dead_scratch(const char *root, const sbx_ctx *ctx)
+/* A step's scratch dir: a scratch dir of the store (tmp/build.<id>), removed
+ * after the step; one a killed builder left is removed by the store's reaper
+ * (its flock died with the builder). */
+static sbx_scratch *scratch_new(build_ctx *c, sbx_error *err)
 {
-    _cleanup_free_ char *dir = sbx__strdup_printf("%s/build", root);
-    DIR *d = dir ? opendir(dir) : NULL;
-    if (!d)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char *end;
-        long pid = strtol(e->d_name, &end, 10);
-        if (end == e->d_name || *end != '-' || pid_alive((pid_t)pid))
-            continue;
-        _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", dir, e->d_name);
-        sbx_error e2 = SBX_ERROR_INIT;
-        if (p && sbx__rm_rf(p, &e2) == 0)
-            sbx__log(ctx, SBX_LOG_DEBUG, "removed '%s' left by a dead build", p);
-    }
-    closedir(d);
+    sbx_scratch *sc = NULL;
+    if (sbx_store_scratch_new(&sc, c->s, "build", 0, err) < 0)
+        sbx_error_wrap(err, "create scratch dir");
+    return sc;
 }
 
-static char *scratch_new(build_ctx *c, sbx_error *err)
+static void scratch_free(build_ctx *c, sbx_scratch *sc)
 {
-    char *p = sbx__strdup_printf("%s/build/%d-%u", c->root, (int)getpid(), c->scratch_seq++);
-    if (!p) {
-        sbx_error_set(err, SBX_ENOMEM, "create scratch dir");
-        return NULL;
-    }
-    sbx_error e2 = SBX_ERROR_INIT;
-    sbx__rm_rf(p, &e2);
-    if (sbx__mkdir_p(p, 0700, err) < 0) {
-        free(p);
-        return NULL;
-    }
-    return p;
-}
-
-static void scratch_free(build_ctx *c, char *p)
-{
-    if (!p)
-        return;
     sbx_error e = SBX_ERROR_INIT;
-    if (sbx__rm_rf(p, &e) < 0)
+    if (sbx_scratch_free(sc, &e) < 0)
         sbx__log(c->ctx, SBX_LOG_WARN, "%s", e.msg);
-    free(p);
 }
 
 /* ---- lowers ------------------------------------------------------------- */
@@ -223,13 +191,13 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         return sbx_error_set(err, SBX_EUNSUPPORTED,
                              "run '%s': the image has no layers to run commands in", summary);
     }
-    char *scratch = scratch_new(c, err);
+    sbx_scratch *scratch = scratch_new(c, err);
     if (!scratch) {
         lowers_free(&low);
         return err->code;
     }
-    _cleanup_free_ char *upper = sbx__strdup_printf("%s/upper", scratch);
-    _cleanup_free_ char *work = sbx__strdup_printf("%s/work", scratch);
+    _cleanup_free_ char *upper = sbx__strdup_printf("%s/upper", sbx_scratch_path(scratch));
+    _cleanup_free_ char *work = sbx__strdup_printf("%s/work", sbx_scratch_path(scratch));
     _cleanup_free_ const char **env = bld_config_env(config);
     int rc = 0;
     if (!upper || !work || !env)
@@ -241,7 +209,7 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
     if (rc == 0) {
         const char *argv[] = {"/bin/sh", "-c", cmd->script, NULL};
         bld_sandbox_options so = BLD_SANDBOX_OPTIONS_INIT;
-        so.store_root = c->root;
+        so.store = c->s;
         so.lowers = (const char *const *)low.dirs;
         so.nlowers = low.n;
         so.upper = upper;
@@ -302,12 +270,12 @@ static int copy_step(build_ctx *c, json_t *config, const sbx_step *st, const cha
     lowers low = {0};
     if (lowers_get(&low, c, config, err) < 0)
         return err->code;
-    char *scratch = scratch_new(c, err);
+    sbx_scratch *scratch = scratch_new(c, err);
     if (!scratch) {
         lowers_free(&low);
         return err->code;
     }
-    _cleanup_free_ char *stage = sbx__strdup_printf("%s/stage", scratch);
+    _cleanup_free_ char *stage = sbx__strdup_printf("%s/stage", sbx_scratch_path(scratch));
     int rc = stage ? sbx__mkdir_p(stage, 0755, err)
                    : sbx_error_set(err, SBX_ENOMEM, "prepare copy");
     if (rc == 0)
@@ -469,8 +437,16 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
     const sbx_recipe_base *b = sbx_recipe_get_base(c->r);
     char d[SBX_DIGEST_BUFSZ];
     if (!(c->o && c->o->no_cache) && bld_cache_lookup(config, d, c->s, key0, c->ctx)) {
-        sbx_store_has_blob(c->s, d); /* steps run on it: lease it against gc */
-        return 0;
+        int have = sbx_store_has_blob(c->s, d, err); /* steps run on it: lease it */
+        if (have != 0) {
+            if (have < 0) {
+                json_decref(*config);
+                *config = NULL;
+            }
+            return have < 0 ? have : 0;
+        }
+        json_decref(*config); /* gone since the lookup: made again below */
+        *config = NULL;
     }
     if (bld_base_fetch(c->s, b, c->res->base_digest, c->o, c->ctx, err) < 0)
         return err->code;
@@ -534,7 +510,17 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     }
     if (config && start < n) {
         /* Steps run on this state: lease it (and its layers) against gc. */
-        sbx_store_has_blob(c->s, d);
+        int have = sbx_store_has_blob(c->s, d, err);
+        if (have < 0) {
+            json_decref(config);
+            free(keys);
+            return have;
+        }
+        if (have == 0) { /* gone since the lookup: build from the base */
+            json_decref(config);
+            config = NULL;
+            start = 0;
+        }
     } else if (config) {
         char name[SBX_DIGEST_BUFSZ + 16];
         if (bld_cache_name(name, sizeof name, keys[n]) == 0)
@@ -610,9 +596,8 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)
         return err->code;
 
-    cleanup_dead_scratch(c.root, ctx);
     sbx_error e2 = SBX_ERROR_INIT;
-    if (bld_sandbox_cleanup_stale(c.root, NULL, ctx, &e2) < 0)
+    if (bld_sandbox_cleanup_stale(store, NULL, ctx, &e2) < 0)
         sbx__log(ctx, SBX_LOG_WARN, "clean up after killed builds: %s", e2.msg);
 
     const sbx_recipe_base *b = sbx_recipe_get_base(recipe);

@@ -316,26 +316,15 @@ static int write_probe_bundle(const char *bundle, bool no_mknod, bool seccomp, s
     return 0;
 }
 
-static int probe(const bld_runtime_info *rt, const char *store_root, char *why, size_t whylen)
+static int probe(const bld_runtime_info *rt, sbx_store *store, char *why, size_t whylen)
 {
-    static unsigned counter;
     sbx_error err = SBX_ERROR_INIT;
     char id[96];
-    snprintf(id, sizeof(id), "sbx-probe-%ld-%u", (long)getpid(),
-             __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-    _cleanup_free_ char *bundle = sbx__strdup_printf("%s/run/%s", store_root, id);
-    if (!bundle) {
-        snprintf(why, whylen, "out of memory");
-        return -1;
-    }
-    int r = write_probe_bundle(bundle, rt->cgroups_disabled, rt->kind != BLD_RUNTIME_RUNSC, &err);
-    if (r == 0) {
-        _cleanup_free_ char *owner = sbx__strdup_printf("%s/owner", bundle);
-        char pidtxt[32];
-        int n = snprintf(pidtxt, sizeof(pidtxt), "%ld\n", (long)getpid());
-        if (owner)
-            sbx__write_file_atomic(owner, pidtxt, (size_t)n, 0600, &err);
-    }
+    sbx_scratch *sc = NULL;
+    int r = bld_bundle_new(&sc, store, rt, id, &err);
+    const char *bundle = sc ? sbx_scratch_path(sc) : NULL;
+    if (r == 0)
+        r = write_probe_bundle(bundle, rt->cgroups_disabled, rt->kind != BLD_RUNTIME_RUNSC, &err);
     char out[2048] = "";
     int status = -1;
     if (r == 0) {
@@ -345,7 +334,7 @@ static int probe(const bld_runtime_info *rt, const char *store_root, char *why, 
         bld_rt_destroy(rt, id);
     }
     sbx_error e2 = SBX_ERROR_INIT;
-    sbx__rm_rf(bundle, &e2);
+    sbx_scratch_free(sc, &e2);
     if (r < 0 || status < 0) {
         copy_str(why, whylen, err.msg);
         return -1;
@@ -368,7 +357,7 @@ typedef struct probe_cache {
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static probe_cache cache[4];
 
-static int check_one(bld_runtime_info *out, bld_runtime_kind kind, const char *store_root,
+static int check_one(bld_runtime_info *out, bld_runtime_kind kind, sbx_store *store,
                      char *why, size_t whylen, const sbx_ctx *ctx)
 {
     pthread_mutex_lock(&cache_lock);
@@ -378,11 +367,11 @@ static int check_one(bld_runtime_info *out, bld_runtime_kind kind, const char *s
         c->ok = -1;
         if (bld_rt_find(&c->info, kind, &err) < 0)
             copy_str(c->why, sizeof(c->why), err.msg);
-        else if (probe(&c->info, store_root, c->why, sizeof(c->why)) == 0)
+        else if (probe(&c->info, store, c->why, sizeof(c->why)) == 0)
             c->ok = 0;
         else if (c->info.cgroup_workaround && !c->info.cgroups_disabled &&
                  (c->info.cgroups_disabled = true) &&
-                 probe(&c->info, store_root, c->why, sizeof(c->why)) == 0) {
+                 probe(&c->info, store, c->why, sizeof(c->why)) == 0) {
             /* v1 controllers unusable too: run without cgroups, and so
              * without a devices cgroup (the spec then drops CAP_MKNOD) */
             sbx__log(ctx, SBX_LOG_INFO, "crun runs with --cgroup-manager=disabled here");
@@ -402,21 +391,21 @@ static int check_one(bld_runtime_info *out, bld_runtime_kind kind, const char *s
     return ok;
 }
 
-int bld_runtime_detect(bld_runtime_info *out, bld_runtime_kind want, const char *store_root,
+int bld_runtime_detect(bld_runtime_info *out, bld_runtime_kind want, sbx_store *store,
                        const sbx_ctx *ctx, sbx_error *err)
 {
     char why1[600], why2[600];
     if (want != BLD_RUNTIME_AUTO) {
         if ((unsigned)want >= SBX_ARRAY_LEN(cache))
             return sbx_error_set(err, SBX_EINVAL, "unknown runtime %d", (int)want);
-        if (check_one(out, want, store_root, why1, sizeof(why1), ctx) == 0)
+        if (check_one(out, want, store, why1, sizeof(why1), ctx) == 0)
             return 0;
         return sbx_error_set(err, SBX_EUNSUPPORTED, "runtime '%s' does not work here: %s",
                              bld_runtime_name(want), why1);
     }
-    if (check_one(out, BLD_RUNTIME_CRUN, store_root, why1, sizeof(why1), ctx) == 0)
+    if (check_one(out, BLD_RUNTIME_CRUN, store, why1, sizeof(why1), ctx) == 0)
         return 0;
-    if (check_one(out, BLD_RUNTIME_RUNC, store_root, why2, sizeof(why2), ctx) == 0) {
+    if (check_one(out, BLD_RUNTIME_RUNC, store, why2, sizeof(why2), ctx) == 0) {
         sbx__log(ctx, SBX_LOG_INFO, "using runc: %s", why1);
         return 0;
     }

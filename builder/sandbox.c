@@ -1,8 +1,8 @@
 /* Run one build step in a throwaway OCI container.
  *
- * Lifecycle of a bundle <store>/run/sbx-<pid>-<n>/:
- *   owner    "<pid> <starttime>": who made it (cleanup_stale checks it is dead)
- *   runtime  "<runtime> <workaround>": how to kill what it started
+ * Lifecycle of a bundle, a scratch dir of the store <store>/tmp/run.<id>/
+ * (flock()ed by us while it exists; container "sbx-<id>"):
+ *   runtime  "<runtime> <workaround>": how the reaper kills what it started
  *   l/<i>    short links to the lower dirs, u and w to upper and work, so the
  *            overlay option string stays far below the 4 KiB page limit
  *   rootfs/  the overlay mount point; config.json
@@ -38,7 +38,8 @@ typedef struct run_state {
     const sbx_ctx *ctx;
     bld_runtime_info rt;
     char id[96];
-    char *bundle;
+    sbx_scratch *scratch;
+    const char *bundle; /* the scratch dir's path */
     char *rootfs;        /* what the runtime sees as root */
     bool mounted;
     const char *target;  /* dir that takes the container's writes (upper or rootfs) */
@@ -120,7 +121,7 @@ static char *ring_join(run_state *st)
 /* ---- bundle and rootfs -------------------------------------------------- */
 
 /* Bundle files live as long as one step: no fsync (after a power cut there
- * is no container to find, and the owner's start time tells a reused pid). */
+ * is no container to find). */
 static int write_small(const char *dir, const char *name, const char *text, sbx_error *err)
 {
     _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", dir, name);
@@ -134,30 +135,9 @@ static int write_small(const char *dir, const char *name, const char *text, sbx_
 
 static int make_bundle(run_state *st, sbx_error *err)
 {
-    static unsigned counter;
-    _cleanup_free_ char *run = sbx__strdup_printf("%s/run", st->o->store_root);
-    if (!run)
-        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    int r = sbx__mkdir_p(run, 0700, err);
-    if (r < 0)
-        return sbx_error_wrap(err, "preparing the sandbox");
-    snprintf(st->id, sizeof(st->id), "sbx-%ld-%u", (long)getpid(),
-             __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-    st->bundle = sbx__strdup_printf("%s/%s", run, st->id);
-    if (!st->bundle)
-        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    if (mkdir(st->bundle, 0700) < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: creating '%s'",
-                             st->bundle);
-    char text[128];
-    snprintf(text, sizeof(text), "%ld %llu\n", (long)getpid(),
-             (unsigned long long)bld_proc_starttime(getpid()));
-    r = write_small(st->bundle, "owner", text, err);
-    if (r == 0) {
-        snprintf(text, sizeof(text), "%s %d %d\n", bld_runtime_name(st->rt.kind),
-                 st->rt.cgroup_workaround, st->rt.cgroups_disabled);
-        r = write_small(st->bundle, "runtime", text, err);
-    }
+    int r = bld_bundle_new(&st->scratch, st->o->store, &st->rt, st->id, err);
+    if (r == 0)
+        st->bundle = sbx_scratch_path(st->scratch);
     return r;
 }
 
@@ -324,11 +304,13 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
     }
     if (!st->mounted)
         remove_created(st);
-    if (st->bundle && !st->mounted) {
-        sbx_error e = SBX_ERROR_INIT;
-        if (sbx__rm_rf(st->bundle, &e) < 0)
-            sbx__log(st->ctx, SBX_LOG_WARN, "removing '%s': %s", st->bundle, e.msg);
-    }
+    /* Still mounted: the removal stops at the mount and the released
+     * bundle goes to the reaper, which unmounts it. */
+    sbx_error e = SBX_ERROR_INIT;
+    if (sbx_scratch_free(st->scratch, &e) < 0)
+        sbx__log(st->ctx, SBX_LOG_WARN, "%s", e.msg);
+    st->scratch = NULL;
+    st->bundle = NULL;
 }
 
 /* ---- the process -------------------------------------------------------- */
@@ -560,7 +542,7 @@ static int verdict(const bld_sandbox_options *o, const bld_sandbox_result *res, 
 
 static int check_options(const bld_sandbox_options *o, sbx_error *err)
 {
-    if (!o->store_root || !o->argv || !o->argv[0])
+    if (!o->store || !o->argv || !o->argv[0])
         return sbx_error_set(err, SBX_EINVAL, "running a step: store root and argv are required");
     if (o->nlowers == 0 && !o->rootfs)
         return sbx_error_set(err, SBX_EINVAL, "running a step: no lower dirs and no rootfs");
@@ -592,7 +574,7 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
     if (r < 0)
         return r;
     run_state st = {.o = o, .ctx = ctx};
-    r = bld_runtime_detect(&st.rt, o->runtime, o->store_root, ctx, err);
+    r = bld_runtime_detect(&st.rt, o->runtime, o->store, ctx, err);
     if (r < 0)
         return r;
     st.ring_cap = o->keep_lines ? o->keep_lines : 20;
@@ -633,7 +615,6 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
     free(st.ring);
     for (size_t i = 0; i < st.nremove; i++)
         free(st.remove_after[i]);
-    free(st.bundle);
     free(st.rootfs);
     if (r < 0)
         return sbx_error_wrap(err, "running '%s'", o->argv[0]);

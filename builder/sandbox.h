@@ -1,16 +1,18 @@
 /* Builder internals: run one command in a throwaway OCI container.
  *
  * A step runs under a real OCI runtime (crun, runc or runsc) from a bundle
- * generated under <store root>/run/<id>/: config.json (jansson), rootfs/ (an
- * overlayfs of the given lower dirs plus an upper and a work dir, mounted here
- * before the runtime starts, so the runtime sees a plain directory) and an
- * owner file (pid + start time of the process that made it).
+ * generated in a scratch dir of the store, <store root>/tmp/run.<id>/:
+ * config.json (jansson), rootfs/ (an overlayfs of the given lower dirs plus an
+ * upper and a work dir, mounted here before the runtime starts, so the
+ * runtime sees a plain directory) and the runtime that runs it.  The
+ * container is "sbx-<id>".
  *
  * Invariants:
  *  - Nothing outlives bld_sandbox_run: the container is killed and deleted,
  *    the rootfs unmounted and the bundle removed on every path, including a
- *    timeout and SIGINT/SIGTERM arriving while the step runs.
- *  - A bundle whose owner died (SIGKILL, power cut) is found and removed by
+ *    timeout and a cancel arriving while the step runs.
+ *  - A bundle whose maker died (SIGKILL, power cut) is found by the store's
+ *    reaper (its flock is gone) and removed through
  *    bld_sandbox_cleanup_stale(): container, mount, directory.
  *  - The upper dir belongs to the caller and is left in place (unmounted) for
  *    capture; only mount points the runtime had to create in it are removed.
@@ -24,6 +26,7 @@
 
 #include "sbx/context.h"
 #include "sbx/error.h"
+#include "sbx/store.h"
 
 typedef enum {
     BLD_RUNTIME_AUTO = 0, /* crun, then runc (runsc only when asked for) */
@@ -42,8 +45,8 @@ typedef enum {
 typedef void (*bld_sandbox_output_fn)(void *ud, const char *line, size_t len);
 
 typedef struct bld_sandbox_options {
-    /* Where bundles live: <store_root>/run/<id>/.  Required. */
-    const char *store_root;
+    /* The store the bundle's scratch dir is made in.  Required. */
+    sbx_store *store;
 
     /* Root filesystem: unpacked layer dirs, top-most first, stacked with
      * overlayfs over upper/work.  nlowers may be 0 only when rootfs is set:
@@ -104,11 +107,11 @@ int bld_sandbox_run(bld_sandbox_result *result, const bld_sandbox_options *opts,
                     const sbx_ctx *ctx, sbx_error *err);
 void bld_sandbox_result_clear(bld_sandbox_result *result);
 
-/* Remove what killed runs left under <store_root>/run: for every bundle whose
- * owner process is dead, kill and delete its container, unmount its rootfs and
- * remove the directory; also stale unpack temp dirs.  Bundles of live
- * processes are left alone.  *removed (may be NULL) counts bundles removed. */
-int bld_sandbox_cleanup_stale(const char *store_root, unsigned *removed, const sbx_ctx *ctx,
+/* Remove what killed runs left: for every bundle whose maker is gone, kill
+ * and delete its container, unmount its rootfs and remove the directory.
+ * Bundles of live processes are left alone.  *removed (may be NULL) counts
+ * bundles removed. */
+int bld_sandbox_cleanup_stale(sbx_store *store, unsigned *removed, const sbx_ctx *ctx,
                               sbx_error *err);
 
 /* ---- runtimes ------------------------------------------------------------ */
@@ -130,8 +133,8 @@ const char *bld_runtime_name(bld_runtime_kind kind);
 /* Find a runtime that works on this host, probing it with a real container
  * (cached per process).  AUTO tries crun then runc; when none works,
  * SBX_EUNSUPPORTED with why each failed ("crun: ...; runc: not installed").
- * store_root is where the probe bundle goes. */
-int bld_runtime_detect(bld_runtime_info *out, bld_runtime_kind want, const char *store_root,
+ * The probe bundle is a scratch dir of store. */
+int bld_runtime_detect(bld_runtime_info *out, bld_runtime_kind want, sbx_store *store,
                        const sbx_ctx *ctx, sbx_error *err);
 
 /* true when cgroup2 is mounted beside v1 controllers (e.g. at

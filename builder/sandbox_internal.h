@@ -32,10 +32,13 @@ void bld_rt_destroy(const bld_runtime_info *rt, const char *id);
 /* Find the binary of a runtime on PATH (no probe). */
 int bld_rt_find(bld_runtime_info *out, bld_runtime_kind kind, sbx_error *err);
 
-/* Start time of a process (field 22 of /proc/PID/stat), 0 if unknown. */
-uint64_t bld_proc_starttime(pid_t pid);
-/* pid is alive and, when start is not 0, still the same process. */
-bool bld_owner_alive(pid_t pid, uint64_t start);
+/* The container id of the bundle in scratch dir <id>: "sbx-<id>". */
+int bld_bundle_container_id(char *buf, size_t len, const char *scratch_id);
+/* A bundle: a scratch dir of kind "run" (SBX_SCRATCH_OWNER_REAPS) with a
+ * "runtime" file ("<name> <workaround> <cgroups disabled>") telling the
+ * reaper how to delete its container. */
+int bld_bundle_new(sbx_scratch **out, sbx_store *store, const bld_runtime_info *rt,
+                   char id_out[96], sbx_error *err);
 
 /* Wait for pid, handling EINTR; returns the wait status. */
 int bld_wait_pid(pid_t pid);

@@ -1,16 +1,13 @@
-/* Cleaning what killed runs left under <store>/run (and unpack temp dirs).
- *
- * A bundle is stale when its owner (pid + start time from the "owner" file,
- * or the pid in its name when the file was never written) is dead or its pid
- * now belongs to another process.  Its container is deleted with the runtime
- * recorded in "runtime", its rootfs unmounted, then the directory removed;
- * a rootfs that will not unmount is left alone (removing through a mount
- * would delete image content).
- */
-#include <dirent.h>
+/* What a killed build step leaves: its bundle, a scratch dir of the store
+ * (tmp/run.<id>, made with SBX_SCRATCH_OWNER_REAPS), possibly with its
+ * container "sbx-<id>" still running and its rootfs still mounted.  The
+ * store's reaper hands us each bundle whose maker is gone (the maker's flock
+ * on it was released by the kernel; no pid is involved): the container is
+ * deleted with the runtime recorded in "runtime", the rootfs unmounted, and
+ * the store then removes the directory.  A rootfs that will not unmount keeps
+ * its bundle (removing through a mount would delete image content). */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -19,40 +16,6 @@
 #include "sandbox_internal.h"
 #include "sbx_common.h"
 
-uint64_t bld_proc_starttime(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* comm may hold spaces */
-    if (!p)
-        return 0;
-    unsigned long long v = 0;
-    /* fields after comm: state(3) ... starttime(22) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d "
-                      "%*d %*d %llu", &v) != 1)
-        return 0;
-    return v;
-}
-
-bool bld_owner_alive(pid_t pid, uint64_t start)
-{
-    if (pid <= 0)
-        return false;
-    if (kill(pid, 0) < 0 && errno == ESRCH)
-        return false;
-    return start == 0 || bld_proc_starttime(pid) == start;
-}
-
-/* ---- what killed runs left ---------------------------------------------- */
-
 static bool is_mountpoint(const char *path)
 {
     struct stat a, b;
@@ -60,28 +23,23 @@ static bool is_mountpoint(const char *path)
     return parent && stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
 }
 
-static void clean_bundle(const char *run, const char *name, unsigned *removed,
-                         const sbx_ctx *ctx)
+int bld_bundle_container_id(char *buf, size_t len, const char *scratch_id)
 {
-    _cleanup_free_ char *bundle = sbx__strdup_printf("%s/%s", run, name);
-    _cleanup_free_ char *owner = sbx__strdup_printf("%s/owner", bundle);
+    int n = snprintf(buf, len, "sbx-%s", scratch_id);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static int reap_bundle(void *ud, const char *bundle, const char *scratch_id, sbx_error *err)
+{
+    const sbx_ctx *ctx = ud;
     _cleanup_free_ char *rtfile = sbx__strdup_printf("%s/runtime", bundle);
     _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/rootfs", bundle);
-    if (!bundle || !owner || !rtfile || !rootfs)
-        return;
-    long pid = 0;
-    unsigned long long start = 0;
+    char id[96];
+    if (!rtfile || !rootfs || bld_bundle_container_id(id, sizeof id, scratch_id) < 0)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     sbx_error e = SBX_ERROR_INIT;
-    _cleanup_free_ char *text = NULL;
-    size_t len;
-    if (sbx__read_file(&text, &len, owner, 256, &e) == 0)
-        sscanf(text, "%ld %llu", &pid, &start);
-    else if (sscanf(name, "sbx-%ld-", &pid) != 1 && sscanf(name, "sbx-probe-%ld-", &pid) != 1)
-        pid = 0;
-    if (bld_owner_alive((pid_t)pid, start))
-        return;
-
     _cleanup_free_ char *rtt = NULL;
+    size_t len;
     char rtname[16] = "";
     int workaround = 0, disabled = 0;
     if (sbx__read_file(&rtt, &len, rtfile, 256, &e) == 0)
@@ -96,58 +54,43 @@ static void clean_bundle(const char *run, const char *name, unsigned *removed,
         if (bld_rt_find(&rt, kinds[i], &e) < 0)
             continue;
         rt.cgroups_disabled = known && rt.cgroup_workaround && disabled;
-        bld_rt_destroy(&rt, name);
+        bld_rt_destroy(&rt, id);
     }
     for (int i = 0; i < 8 && is_mountpoint(rootfs); i++)
         if (umount2(rootfs, 0) < 0)
             umount2(rootfs, MNT_DETACH);
-    if (is_mountpoint(rootfs)) {
-        sbx__log(ctx, SBX_LOG_WARN, "cannot unmount stale '%s'; leaving it", rootfs);
-        return;
-    }
-    if (sbx__rm_rf(bundle, &e) == 0 && removed)
-        (*removed)++;
+    if (is_mountpoint(rootfs))
+        return sbx_error_set(err, SBX_EBUSY, "cannot unmount the stale '%s'", rootfs);
+    sbx__log(ctx, SBX_LOG_DEBUG, "removed the container and mount of a killed step (%s)", id);
+    return 0;
 }
 
-/* Unpack temp dirs "<hex>.tmp-<pid>-<n>" of dead processes. */
-static void clean_unpack_tmp(const char *root)
-{
-    _cleanup_free_ char *dir = sbx__strdup_printf("%s/unpacked", root);
-    DIR *d = dir ? opendir(dir) : NULL;
-    if (!d)
-        return;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        const char *t = strstr(de->d_name, ".tmp-");
-        long pid;
-        if (!t || sscanf(t, ".tmp-%ld-", &pid) != 1 || bld_owner_alive((pid_t)pid, 0))
-            continue;
-        _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", dir, de->d_name);
-        sbx_error e = SBX_ERROR_INIT;
-        if (p)
-            sbx__rm_rf(p, &e);
-    }
-    closedir(d);
-}
-
-int bld_sandbox_cleanup_stale(const char *store_root, unsigned *removed, const sbx_ctx *ctx,
+int bld_sandbox_cleanup_stale(sbx_store *store, unsigned *removed, const sbx_ctx *ctx,
                               sbx_error *err)
 {
-    if (removed)
-        *removed = 0;
-    _cleanup_free_ char *run = sbx__strdup_printf("%s/run", store_root);
-    if (!run)
-        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    DIR *d = opendir(run);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)))
-            if (!strncmp(de->d_name, "sbx-", 4))
-                clean_bundle(run, de->d_name, removed, ctx);
-        closedir(d);
-    } else if (errno != ENOENT) {
-        return sbx_error_sys(err, SBX_EIO, errno, "cleaning '%s'", run);
+    return sbx_store_scratch_reap(store, "run", reap_bundle, (void *)ctx, removed, err);
+}
+
+int bld_bundle_new(sbx_scratch **out, sbx_store *store, const bld_runtime_info *rt,
+                   char id_out[96], sbx_error *err)
+{
+    int r = sbx_store_scratch_new(out, store, "run", SBX_SCRATCH_OWNER_REAPS, err);
+    if (r < 0)
+        return sbx_error_wrap(err, "preparing the sandbox");
+    bld_bundle_container_id(id_out, 96, sbx_scratch_id(*out));
+    /* No fsync: after a power cut there is no container left to delete. */
+    char text[128];
+    int n = snprintf(text, sizeof text, "%s %d %d\n", bld_runtime_name(rt->kind),
+                     rt->cgroup_workaround, rt->cgroups_disabled);
+    _cleanup_free_ char *p = sbx__strdup_printf("%s/runtime", sbx_scratch_path(*out));
+    _cleanup_close_ int fd = p ? open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+    if (fd < 0 || sbx__write_all(fd, text, (size_t)n, err) < 0) {
+        if (fd < 0)
+            sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: writing 'runtime'");
+        sbx_error e = SBX_ERROR_INIT;
+        sbx_scratch_free(*out, &e);
+        *out = NULL;
+        return err->code;
     }
-    clean_unpack_tmp(store_root);
     return 0;
 }

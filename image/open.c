@@ -23,16 +23,18 @@ static int find(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *name, s
 {
     sbx_error e = SBX_ERROR_INIT;
     if (sbx__digest_valid(name)) {
-        if (sbx_store_has_blob(s, name) == 1) {
+        int have = sbx_store_has_blob(s, name, err);
+        if (have != 0) {
             snprintf(digest, SBX_DIGEST_BUFSZ, "%s", name);
-            return 0;
+            return have < 0 ? have : 0;
         }
     } else {
         sbx_ref ref;
         if (sbx_ref_parse(&ref, name, &e) == 0) {
-            if (ref.digest[0] && sbx_store_has_blob(s, ref.digest) == 1) {
+            int have = ref.digest[0] ? sbx_store_has_blob(s, ref.digest, err) : 0;
+            if (have != 0) {
                 snprintf(digest, SBX_DIGEST_BUFSZ, "%s", ref.digest);
-                return 0;
+                return have < 0 ? have : 0;
             }
             if (sbx_store_name_get(s, ref.str, digest, &e) == 0)
                 return 0;

@@ -92,11 +92,14 @@ int sbx_image_write(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s, const char 
     int r = serialize(&b, s, config, config_len, digest_out, err);
     /* A rebuild writes states the store already has: skip the synced writes
      * then (a stored manifest was stored with all its children). */
-    if (r == 0 && sbx_store_has_blob(s, digest_out) == 1) {
+    int have = r == 0 ? sbx_store_has_blob(s, digest_out, err) : 0;
+    if (have != 0) {
         img_bytes_clear(&b);
-        return 0;
+        return have < 0 ? have : 0;
     }
-    if (r == 0 && sbx_store_has_blob(s, b.cfg_digest) != 1 &&
+    if (r == 0 && (have = sbx_store_has_blob(s, b.cfg_digest, err)) < 0)
+        r = have;
+    if (r == 0 && have == 0 &&
         sbx_store_put_blob(s, config, config_len, SBX_MT_OCI_CONFIG, NULL, b.cfg_digest, err) < 0)
         r = sbx_error_wrap(err, "storing the image config");
     if (r == 0 && sbx_store_put_manifest(s, b.manifest, strlen(b.manifest), SBX_MT_OCI_MANIFEST,

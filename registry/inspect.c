@@ -58,7 +58,7 @@ static int fill_image(sbx_image_info *info, const sbx_manifest *m, sbx_store *st
         l->size = m->layers[i].size;
         if (i < ic.ndiff_ids)
             snprintf(l->diff_id, sizeof l->diff_id, "%s", ic.diff_ids[i]);
-        l->present = store && l->diff_id[0] && sbx_store_has_layer(store, l->diff_id) == 1;
+        l->present = store && l->diff_id[0] && sbx_store_has_layer(store, l->diff_id, NULL) == 1;
     }
     info->nlayers = m->nlayers;
     sbx_image_config_free(&ic);
@@ -157,14 +157,15 @@ static int from_registry(sbx_image_info *info, reg_session *s, sbx_store *store,
 static bool store_lookup(char top[SBX_DIGEST_BUFSZ], char named[SBX_DIGEST_BUFSZ],
                          sbx_store *store, const char *arg, const reg_session *s, bool parsed)
 {
+    /* Best effort: what the store cannot answer, the registry is asked. */
     sbx_error e = SBX_ERROR_INIT;
     named[0] = '\0';
     /* a manifest digest, as build prints it */
-    if (sbx__digest_valid(arg) && sbx_store_has_blob(store, arg) == 1) {
+    if (sbx__digest_valid(arg) && sbx_store_has_blob(store, arg, &e) == 1) {
         snprintf(top, SBX_DIGEST_BUFSZ, "%s", arg);
         return true;
     }
-    if (parsed && s->ref.digest[0] && sbx_store_has_blob(store, s->ref.digest) == 1) {
+    if (parsed && s->ref.digest[0] && sbx_store_has_blob(store, s->ref.digest, &e) == 1) {
         snprintf(top, SBX_DIGEST_BUFSZ, "%s", s->ref.digest);
         return true;
     }
@@ -174,7 +175,7 @@ static bool store_lookup(char top[SBX_DIGEST_BUFSZ], char named[SBX_DIGEST_BUFSZ
         _cleanup_free_ char *val = NULL;
         int64_t stamp;
         if (sbx_store_meta_get(store, REG_META_TOP, s->ref.str, &val, &stamp, &e) == 0 && val &&
-            sbx__digest_valid(val) && sbx_store_has_blob(store, val) == 1)
+            sbx__digest_valid(val) && sbx_store_has_blob(store, val, &e) == 1)
             snprintf(top, SBX_DIGEST_BUFSZ, "%s", val);
         return true;
     }

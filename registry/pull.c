@@ -169,7 +169,10 @@ static int fetch_config(char **cfg, size_t *cfg_len, sbx_image_config *ic, reg_c
                              m->config.digest, (unsigned long long)m->config.size, SBX_CONFIG_MAX);
     int rc = -1;
     sbx_error e = SBX_ERROR_INIT;
-    if (sbx_store_has_blob(store, m->config.digest) == 1)
+    int have = sbx_store_has_blob(store, m->config.digest, err);
+    if (have < 0)
+        return have;
+    if (have == 1)
         rc = sbx_store_read_blob(store, m->config.digest, SBX_CONFIG_MAX, cfg, cfg_len, &e);
     if (rc < 0)
         rc = reg_get_blob_small(c, m->config.digest, SBX_CONFIG_MAX, cfg, cfg_len, err);
@@ -191,16 +194,15 @@ static int layer_present(sbx_store *store, const sbx_descriptor *d, const char *
     char have[SBX_DIGEST_BUFSZ];
     sbx_error e = SBX_ERROR_INIT;
     *present = false;
-    if (sbx_store_layer_by_source(store, d->digest, have, &e) == 0 && !strcmp(have, diff_id) &&
-        sbx_store_has_layer(store, diff_id) == 1) {
-        *present = true;
-        return 0;
-    }
-    if (sbx_store_has_layer(store, diff_id) == 1) {
-        *present = true;
-        return sbx_store_layer_add_source(store, diff_id, d->digest, d->media_type, d->size, err);
-    }
-    return 0;
+    bool known = sbx_store_layer_by_source(store, d->digest, have, &e) == 0 &&
+                 !strcmp(have, diff_id);
+    int r = sbx_store_has_layer(store, diff_id, err);
+    if (r <= 0)
+        return r;
+    *present = true;
+    return known ? 0
+                 : sbx_store_layer_add_source(store, diff_id, d->digest, d->media_type, d->size,
+                                              err);
 }
 
 static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sbx_error *err)

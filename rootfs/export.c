@@ -194,7 +194,10 @@ static int layer_infos(sbx_layer_info *infos, bool *same, sbx_store *s, const sb
         if (!sbx__digest_valid(l->diff_id))
             return sbx_error_set(err, SBX_ENOTFOUND, "exporting: layer %zu has no diff_id in the "
                                  "image config", i + 1);
-        if (sbx_store_has_layer(s, l->diff_id) != 1)
+        int have = sbx_store_has_layer(s, l->diff_id, err);
+        if (have < 0)
+            return sbx_error_wrap(err, "exporting");
+        if (have == 0)
             return sbx_error_set(err, SBX_ENOTFOUND,
                                  "exporting: layer %zu/%zu '%s' is not in the store (pull the "
                                  "image again: sbx-image pull)", i + 1, in->nlayers, l->diff_id);

@@ -12,12 +12,14 @@
  * the only overlay markers in the result are the ones made from OCI
  * whiteouts.
  *
- * Atomicity: the dir is built as <dest>.tmp-<pid>-<n> and renamed to <dest>;
- * losing a rename race to another unpacker is success.  Every change of
- * <dest> (rename into place, moving an untrusted one aside) happens under an
- * flock of its parent dir, so a trusted <dest> is never replaced or removed
- * by an unpacker (only gc removes it).  Temp dirs of dead processes are
- * removed by bld_sandbox_cleanup_stale().
+ * Atomicity: the dir is built in a scratch dir of the store
+ * (tmp/unpack.<id>/tree, flock()ed by us: if we die, the store's reaper
+ * removes it) and renamed to <dest>; losing a rename race to another
+ * unpacker is success.  Every change of <dest> (rename into place, moving an
+ * untrusted one aside into the same scratch dir) happens under an flock of
+ * its parent dir, so a trusted <dest> is never replaced or removed by an
+ * unpacker (only gc removes it).  Without a store (sbx_rootfs_unpack_tar_fd)
+ * the temp dir is a sibling <dest>.tmp-<pid>-<n>.
  *
  * Durability without syncing: nothing is fsync'ed (a syncfs of the whole
  * filesystem cost 1.7 s per unpack on a busy host).  Instead the finished
@@ -502,7 +504,8 @@ static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *
  * untrusted dest (another boot's, or unmarked) is first moved to *trash.  All
  * under an flock of the parent, so no unpacker ever moves a trusted dir. */
 static int install(const char *parent, const char *tmp, const char *dest, const char *boot,
-                   char **trash, bool *installed, const sbx_ctx *ctx, sbx_error *err)
+                   const char *scratch, char **trash, bool *installed, const sbx_ctx *ctx,
+                   sbx_error *err)
 {
     int pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (pfd < 0)
@@ -518,8 +521,9 @@ static int install(const char *parent, const char *tmp, const char *dest, const 
         goto out; /* another unpacker won; its dir is the same layer */
     struct stat st;
     if (lstat(dest, &st) == 0) {
-        *trash = sbx__strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
-                                   atomic_fetch_add(&tmp_counter, 1));
+        *trash = scratch ? sbx__strdup_printf("%s/old", scratch)
+                         : sbx__strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
+                                              atomic_fetch_add(&tmp_counter, 1));
         if (!*trash) {
             r = sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
             goto out;
@@ -543,7 +547,7 @@ out:
     return r;
 }
 
-static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
+static int unpack_into(sbx_store *s, const char *dest, int tarfd, feed_fn feed, void *feed_ud,
                        const sbx_ctx *ctx, sbx_error *err)
 {
     char boot[80];
@@ -577,22 +581,32 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
         if (r < 0)
             return r;
     }
-    _cleanup_free_ char *tmp = sbx__strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
-                                                 atomic_fetch_add(&tmp_counter, 1));
+    sbx_scratch *sc = NULL;
+    if (s && (r = sbx_store_scratch_new(&sc, s, "unpack", 0, err)) < 0)
+        return sbx_error_wrap(err, "unpacking");
+    _cleanup_free_ char *tmp = sc ? sbx__strdup_printf("%s/tree", sbx_scratch_path(sc))
+                                  : sbx__strdup_printf("%s.tmp-%ld-%u", dest, (long)getpid(),
+                                                       atomic_fetch_add(&tmp_counter, 1));
     if (!tmp)
-        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
-    if (mkdir(tmp, 0755) < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "unpacking: creating '%s'", tmp);
-    r = extract_in_child(tarfd, feed, feed_ud, tmp, boot, err);
+        r = sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    else if (mkdir(tmp, 0755) < 0)
+        r = sbx_error_sys(err, SBX_EIO, errno, "unpacking: creating '%s'", tmp);
+    else
+        r = extract_in_child(tarfd, feed, feed_ud, tmp, boot, err);
     bool installed = false;
     _cleanup_free_ char *trash = NULL;
     if (r == 0)
-        r = install(parent, tmp, dest, boot, &trash, &installed, ctx, err);
+        r = install(parent, tmp, dest, boot, sc ? sbx_scratch_path(sc) : NULL, &trash,
+                    &installed, ctx, err);
     sbx_error tmp_err = SBX_ERROR_INIT;
-    if (!installed)
-        sbx__rm_rf(tmp, &tmp_err);
-    if (trash)
-        sbx__rm_rf(trash, &tmp_err);
+    if (sc) {
+        sbx_scratch_free(sc, &tmp_err); /* what was not renamed into place */
+    } else {
+        if (!installed && tmp)
+            sbx__rm_rf(tmp, &tmp_err);
+        if (trash)
+            sbx__rm_rf(trash, &tmp_err);
+    }
     if (r < 0)
         sbx_error_where(err, "%s", dest);
     return r;
@@ -600,7 +614,7 @@ static int unpack_into(const char *dest, int tarfd, feed_fn feed, void *feed_ud,
 
 int sbx_rootfs_unpack_tar_fd(int fd, const char *dest, sbx_error *err)
 {
-    return unpack_into(dest, fd, NULL, NULL, NULL, err);
+    return unpack_into(NULL, dest, fd, NULL, NULL, NULL, err);
 }
 
 typedef struct feed_state {
@@ -660,7 +674,7 @@ int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const
     sbx_error ignore = SBX_ERROR_INIT;
     if (sbx_store_layer_info(s, diff_id, &info, &ignore) == 0)
         f.total = info.size;
-    r = unpack_into(path_out, -1, feed_layer, &f, ctx, err);
+    r = unpack_into(s, path_out, -1, feed_layer, &f, ctx, err);
     sbx_layer_reader_free(rd);
     if (r < 0)
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);

@@ -79,7 +79,10 @@ static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in, sb
         if (!sbx__digest_valid(diff_id))
             return sbx_error_set(err, SBX_ENOTFOUND, "unpacking: layer %zu has no diff_id in the "
                                  "image config", i + 1);
-        if (sbx_store_has_layer(s, diff_id) != 1)
+        int have = sbx_store_has_layer(s, diff_id, err);
+        if (have < 0)
+            return sbx_error_wrap(err, "unpacking");
+        if (have == 0)
             return sbx_error_set(err, SBX_ENOTFOUND,
                                  "unpacking: layer %zu/%zu '%s' is not in the store (pull the "
                                  "image again: sbx-image pull)", i + 1, in->nlayers, diff_id);

@@ -7,8 +7,11 @@
  *                             named by the sha256 of the uncompressed tar (diff_id)
  *   unpacked/<hex>            opaque directories a consumer fills for a layer;
  *                             removed with the layer
- *   tmp/                      temp files of writers in flight (w., b., l.), unpacked
- *                             trees gc is removing (u.)
+ *   tmp/<kind>.<id>           temp files of writers in flight (w, b, l), unpacked
+ *                             trees gc is removing (u), other modules' scratch
+ *                             dirs (run, build, unpack): each flock()ed by its
+ *                             maker; store_scratch.c reaps the unlocked ones
+ *   locks/<name>.lock         named locks (sbx_store_lock_named)
  *   quarantine/               files fsck found corrupt
  *   meta.db                   SQLite (WAL, synchronous=FULL): records, names, leases
  *   lock                      flock: shared around every commit, exclusive for gc/fsck
@@ -17,14 +20,14 @@
  * Invariants:
  *  - A file under blobs/ or layers/ is always complete and was verified
  *    against its name before it was linked there: writers stream into
- *    tmp/w.<pid>.<start>.<rand>, hash while writing, fsync, verify, rename to
- *    tmp/<b|l>.<hex>.<pid>.<start>.<rand>, and only then link into place.
+ *    tmp/w.<id> (flock()ed while they live), hash while writing, fsync,
+ *    verify, rename to tmp/<b|l>.<hex>.<id>, and only then link into place.
  *  - A record (blobs/layers row) exists only for a file that is in place: the
  *    link, the directory fsync and the record insert happen inside one
  *    IMMEDIATE transaction (SQLite's write lock serialises writers of the same
  *    object, so two writers end with one file and one record).  A writer killed
  *    between link and commit leaves its named temp file with a link count of
- *    2; open and gc see its owner is dead and unlink the unrecorded object, so
+ *    2; open and gc can take its lock, so unlink the unrecorded object, so
  *    the store is back to "not stored" and the work simply runs again.
  *  - Everything recorded goes into this handle's process lease (pid + process
  *    start time, so pid reuse is detected) in the same transaction; has_* adds
@@ -72,7 +75,7 @@ static const char *const SCHEMA =
     "PRAGMA user_version=1;";
 
 static const char *const SUBDIRS[] = {"blobs", "blobs/sha256", "layers", "layers/sha256",
-                                      "unpacked", "tmp", "quarantine"};
+                                      "unpacked", "tmp", "quarantine", "locks"};
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -212,108 +215,6 @@ int sbx_store__proc_alive(pid_t pid, int64_t start)
     if (start <= 0) /* recorded without /proc: all we can ask is whether the pid exists */
         return kill(pid, 0) == 0 || errno == EPERM;
     return sbx_store__proc_start(pid) == start;
-}
-
-/* ---- temp files ------------------------------------------------------------- */
-
-int sbx_store__tmp_create(sbx_store *s, char *name_out, size_t len, sbx_error *err)
-{
-    char tmpl[PATH_MAX];
-    snprintf(tmpl, sizeof tmpl, "%s/tmp/w.%d.%lld.XXXXXX", s->root, (int)getpid(),
-             (long long)s->start_time);
-    int fd = mkostemp(tmpl, O_CLOEXEC);
-    if (fd < 0)
-        return sbx_store__io_err(s, err, errno, "create temp file");
-    fchmod(fd, 0600);
-    snprintf(name_out, len, "%s", strrchr(tmpl, '/') + 1);
-    return fd;
-}
-
-/* Parse "<k>.<...>.<pid>.<start>.<rand>": the owner of a temp file. */
-static int tmp_owner(const char *name, pid_t *pid, int64_t *start, char *kind, char hex[65])
-{
-    *kind = name[0];
-    if ((name[0] != 'w' && name[0] != 'b' && name[0] != 'l' && name[0] != 'u') ||
-        name[1] != '.')
-        return -1;
-    const char *p = name + 2;
-    hex[0] = '\0';
-    if (name[0] == 'b' || name[0] == 'l') {
-        if (strlen(p) < 65 || p[64] != '.')
-            return -1;
-        memcpy(hex, p, 64);
-        hex[64] = '\0';
-        p += 65;
-    }
-    long long a, b;
-    if (sscanf(p, "%lld.%lld.", &a, &b) != 2)
-        return -1;
-    *pid = (pid_t)a;
-    *start = b;
-    return 0;
-}
-
-/* A writer died after linking its named temp file into place but before its
- * record committed: remove the unrecorded object (same inode) so the store is
- * back to "not stored". */
-static void undo_half_link(sbx_store *s, char kind, const char *hex, const struct stat *tst)
-{
-    sbx_error err = SBX_ERROR_INIT;
-    char digest[SBX_DIGEST_BUFSZ], rel[128];
-    snprintf(digest, sizeof digest, "sha256:%s", hex);
-    sbx_obj_kind k = kind == 'l' ? SBX_OBJ_LAYER : SBX_OBJ_BLOB;
-    sbx_store__obj_relpath(rel, sizeof rel, k, hex);
-    if (sbx_store__begin(s, &err) < 0)
-        return;
-    int have = sbx_store__exists(s,
-                                 k == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
-                                                    : "SELECT 1 FROM blobs WHERE digest=?",
-                                 digest, &err);
-    struct stat fst;
-    if (have == 0 && fstatat(s->root_fd, rel, &fst, AT_SYMLINK_NOFOLLOW) == 0 &&
-        fst.st_ino == tst->st_ino && fst.st_dev == tst->st_dev)
-        unlinkat(s->root_fd, rel, 0);
-    sbx_store__rollback(s);
-}
-
-void sbx_store__clean_tmp(sbx_store *s)
-{
-    int dfd = openat(s->root_fd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return;
-    DIR *d = fdopendir(dfd);
-    if (!d) {
-        close(dfd);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        pid_t pid = 0;
-        int64_t start = 0;
-        char kind, hex[65];
-        /* Only our own names: anything else in tmp/ is not ours to remove. */
-        if (tmp_owner(de->d_name, &pid, &start, &kind, hex) < 0 ||
-            sbx_store__proc_alive(pid, start))
-            continue;
-        struct stat st;
-        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-            continue;
-        if (S_ISREG(st.st_mode) && st.st_nlink > 1 && kind != 'w' && hex[0])
-            undo_half_link(s, kind, hex, &st);
-        if (S_ISREG(st.st_mode)) {
-            unlinkat(dfd, de->d_name, 0);
-        } else if (S_ISDIR(st.st_mode) && kind == 'u') {
-            /* An unpacked tree a gc moved here and did not get to remove. */
-            char *path = sbx__strdup_printf("%s/tmp/%s", s->root, de->d_name);
-            sbx_error err = SBX_ERROR_INIT;
-            if (path)
-                sbx__rm_rf(path, &err);
-            free(path);
-        }
-    }
-    closedir(d);
 }
 
 /* ---- the commit protocol --------------------------------------------------- */

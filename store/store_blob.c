@@ -36,7 +36,7 @@ int sbx_store_blob_begin(sbx_blob_writer **out, sbx_store *s, const char *expect
         free(w);
         return err->code;
     }
-    w->fd = sbx_store__tmp_create(s, w->tmpname, sizeof w->tmpname, err);
+    w->fd = sbx_store__tmp_entry(s, "w", false, false, w->tmpname, sizeof w->tmpname, err);
     if (w->fd < 0) {
         int rc = err->code;
         sbx_error_wrap(err, "write blob");
@@ -187,11 +187,13 @@ int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ]
         sbx_blob_writer_abort(w);
         return rc;
     }
-    close(w->fd);
-    w->fd = -1;
+    /* The fd stays open through the commit: its flock tells the reaper the
+     * temp file (renamed, then linked) is still someone's. */
     blob_insert_ctx ctx = {w, digest};
     int rc = sbx_store__commit_object(s, SBX_OBJ_BLOB, w->tmpname, digest, blob_insert, &ctx,
                                       err);
+    close(w->fd);
+    w->fd = -1;
     sbx_blob_writer_abort(w); /* the temp file is gone; frees the writer */
     if (rc < 0)
         return sbx_error_wrap(err, "store blob '%s'", digest);
@@ -241,33 +243,38 @@ int sbx_store_put_manifest(sbx_store *s, const void *data, size_t len, const cha
 
 /* Present and recorded; adds it to this handle's lease so gc keeps it while
  * the caller relies on the answer. */
-int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest)
+int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_error *err)
 {
     if (!sbx__digest_valid(digest))
         return 0;
-    sbx_error err = SBX_ERROR_INIT;
     const char *sql = kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
                                             : "SELECT 1 FROM blobs WHERE digest=?";
-    int have = sbx_store__exists(s, sql, digest, &err);
+    const char *what = kind == SBX_OBJ_LAYER ? "layer" : "blob";
+    int have = sbx_store__exists(s, sql, digest, err);
+    if (have < 0)
+        return sbx_error_wrap(err, "looking up %s '%s'", what, digest);
     char rel[128];
     sbx_store__obj_relpath(rel, sizeof rel, kind, digest + 7);
-    if (have <= 0 || faccessat(s->root_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+    if (have == 0 || faccessat(s->root_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
         return 0; /* no record, or a record whose file is gone (fsck repairs it) */
-    if (sbx_store__lock(s, 0, &err) < 0)
-        return 1;
-    if (sbx_store__begin(s, &err) == 0) {
-        have = sbx_store__exists(s, sql, digest, &err) == 1;
-        if (have && sbx_store__lease_self(s, digest, &err) == 0)
-            sbx_store__commit(s, &err);
+    /* Present only once leased: the caller relies on gc keeping it. */
+    int r = sbx_store__lock(s, 0, err);
+    if (r == 0 && (r = sbx_store__begin(s, err)) == 0) {
+        have = sbx_store__exists(s, sql, digest, err);
+        r = have < 0 ? have : 0;
+        if (r == 0 && have == 1 && (r = sbx_store__lease_self(s, digest, err)) == 0)
+            r = sbx_store__commit(s, err);
         sbx_store__rollback(s);
     }
     sbx_store__unlock(s);
+    if (r < 0)
+        return sbx_error_wrap(err, "leasing %s '%s'", what, digest);
     return have == 1;
 }
 
-int sbx_store_has_blob(sbx_store *s, const char *digest)
+int sbx_store_has_blob(sbx_store *s, const char *digest, sbx_error *err)
 {
-    return sbx_store__has(s, SBX_OBJ_BLOB, digest);
+    return sbx_store__has(s, SBX_OBJ_BLOB, digest, err);
 }
 
 int sbx_store_read_blob(sbx_store *s, const char *digest, size_t max, char **out, size_t *len,

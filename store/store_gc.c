@@ -199,10 +199,12 @@ static void unlink_objects(sbx_store *s, sbx_obj_kind kind, const strvec *sv)
 }
 
 /* Take unpacked/<hex> out of the cache.  Trees can be large, so under the
- * lock they are only moved to tmp/u.<pid>.<start>.<n> (a rename) and removed
- * after it is released (if gc dies first, the next open removes them).  A dry
- * run notes the tree where it is, to be measured. */
-static void take_unpacked(sbx_store *s, const char *hex, int dry_run, strvec *trash)
+ * lock they are only moved into a scratch dir tmp/u.<id>/ (a rename) and
+ * removed after it is released (if gc dies first, its lock on the scratch
+ * dir goes with it and the next open or gc removes it).  A dry run notes the
+ * tree where it is, to be measured. */
+static void take_unpacked(sbx_store *s, const char *hex, int dry_run, strvec *trash,
+                          sbx_scratch **bin)
 {
     char from[300], to[128];
     snprintf(from, sizeof from, "unpacked/%s", hex);
@@ -213,14 +215,19 @@ static void take_unpacked(sbx_store *s, const char *hex, int dry_run, strvec *tr
         strvec_push(trash, from);
         return;
     }
-    snprintf(to, sizeof to, "tmp/u.%d.%lld.%zu", (int)getpid(), (long long)s->start_time,
-             trash->n);
+    sbx_error e = SBX_ERROR_INIT;
+    if (!*bin && sbx_store_scratch_new(bin, s, "u", 0, &e) < 0) {
+        sbx__log(s->ctx, SBX_LOG_WARN, "gc: keeping unpacked '%s': %s", hex, e.msg);
+        return;
+    }
+    snprintf(to, sizeof to, "tmp/u.%s/%s", sbx_scratch_id(*bin), hex);
     if (renameat(s->root_fd, from, s->root_fd, to) == 0)
         strvec_push(trash, to);
 }
 
 /* Measure what goes, then (unless a dry run) remove it; outside the lock. */
-static void empty_trash(sbx_store *s, const strvec *trash, int dry_run, sbx_gc_report *rep)
+static void empty_trash(sbx_store *s, const strvec *trash, sbx_scratch *bin, int dry_run,
+                        sbx_gc_report *rep)
 {
     sbx_store__du *du = trash->n ? sbx_store__du_new() : NULL;
     for (size_t i = 0; du && i < trash->n; i++)
@@ -240,12 +247,16 @@ static void empty_trash(sbx_store *s, const strvec *trash, int dry_run, sbx_gc_r
         }
         free(p);
     }
+    sbx_error err = SBX_ERROR_INIT;
+    if (sbx_scratch_free(bin, &err) < 0)
+        sbx__log(s->ctx, SBX_LOG_WARN, "gc: %s", err.msg);
 }
 
 /* Unpacked directories whose layer is gone (a crash between sweep and rm, or
  * a consumer that unpacked a layer gc removed meanwhile).  Only names of the
- * cache (64 hex): an unpacker's <hex>.tmp-* in flight is not touched. */
-static void sweep_unpacked(sbx_store *s, int dry_run, strvec *trash)
+ * cache (64 hex): unpackers build in tmp/ and rename in, so nothing else is
+ * there. */
+static void sweep_unpacked(sbx_store *s, int dry_run, strvec *trash, sbx_scratch **bin)
 {
     int dfd = openat(s->root_fd, "unpacked", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
@@ -267,7 +278,7 @@ static void sweep_unpacked(sbx_store *s, int dry_run, strvec *trash)
     }
     closedir(d);
     for (size_t i = 0; i < lost.n; i++)
-        take_unpacked(s, lost.v[i], dry_run, trash);
+        take_unpacked(s, lost.v[i], dry_run, trash, bin);
     strvec_free(&lost);
 }
 
@@ -348,6 +359,7 @@ static int gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
     sbx_gc_report rep = {0};
     gc_lists l = {0};
     strvec trash = {0};
+    sbx_scratch *bin = NULL;
     if (sbx_store__lock(s, 1, err) < 0)
         return sbx_error_wrap(err, "gc");
     sbx_store__clean_tmp(s);
@@ -366,16 +378,18 @@ static int gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
          * shared) then finds the layer leased and its dir already gone, and
          * unpacks it again. */
         for (size_t i = 0; i < l.layers.n; i++)
-            take_unpacked(s, l.layers.v[i] + 7, o->dry_run, &trash);
+            take_unpacked(s, l.layers.v[i] + 7, o->dry_run, &trash, &bin);
         for (size_t i = 0; i < l.unleased.n; i++)
-            take_unpacked(s, l.unleased.v[i] + 7, o->dry_run, &trash);
+            take_unpacked(s, l.unleased.v[i] + 7, o->dry_run, &trash, &bin);
         sweep_unrecorded(s, SBX_OBJ_BLOB, &rep, o->dry_run);
         sweep_unrecorded(s, SBX_OBJ_LAYER, &rep, o->dry_run);
-        sweep_unpacked(s, o->dry_run, &trash);
+        sweep_unpacked(s, o->dry_run, &trash, &bin);
     }
     sbx_store__unlock(s);
     if (rc == 0)
-        empty_trash(s, &trash, o->dry_run, &rep);
+        empty_trash(s, &trash, bin, o->dry_run, &rep);
+    else
+        sbx_scratch_free(bin, err);
     strvec_free(&trash);
     gc_lists_free(&l);
     if (rc < 0)

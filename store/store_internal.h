@@ -48,14 +48,19 @@ void sbx_store__unlock(sbx_store *s);
 /* Add digest to this handle's process lease (inside the caller's transaction). */
 int sbx_store__lease_self(sbx_store *s, const char *digest, sbx_error *err);
 
-/* Temp files: <root>/tmp/w.<pid>.<starttime>.<random>, so stale ones (their
- * writer died) are recognised and removed by open and gc. */
-int sbx_store__tmp_create(sbx_store *s, char *name_out, size_t len, sbx_error *err);
-/* Remove temp files whose writer is dead (and undo a half-done link). */
+/* A new entry tmp/<kind>.<id> (a file opened read-write, or a directory),
+ * already flock()ed when it appears under that name; returns the locked fd
+ * (the lock lives as long as it is open), name_out gets "<kind>.<id>".
+ * owner_reaps (directories): only sbx_store_scratch_reap with this kind's
+ * hook may remove it once its maker is gone.  See store_scratch.c. */
+int sbx_store__tmp_entry(sbx_store *s, const char *kind, bool dir, bool owner_reaps,
+                         char *name_out, size_t len, sbx_error *err);
+/* The generic reaper (open and gc): remove every unlocked entry of tmp/ (and
+ * undo a writer's half-done link). */
 void sbx_store__clean_tmp(sbx_store *s);
 
-/* Process identity for leases: start time in clock ticks since boot, 0 if
- * the process does not exist. */
+/* Process identity for leases (the only use of pids in the store): start
+ * time in clock ticks since boot, 0 if the process does not exist. */
 int64_t sbx_store__proc_start(pid_t pid);
 int sbx_store__proc_alive(pid_t pid, int64_t start);
 
@@ -69,8 +74,9 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpnam
                              const char *digest, sbx_store__insert_fn insert, void *ud,
                              sbx_error *err);
 
-/* 1 if recorded (and then leased by this handle), else 0. */
-int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest);
+/* 1 if recorded, in place and now leased by this handle; 0 if not; <0 on
+ * a metadata error (never reported as "absent"). */
+int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_error *err);
 
 /* The space reserve: created on open when there is room; released (returns
  * 1) by rm and gc when they hit a full disk, before they retry once. */

@@ -87,7 +87,7 @@ int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expe
     int workers = ncpu < LAYER_ZSTD_WORKERS ? LAYER_ZSTD_WORKERS : ncpu > 8 ? 8 : (int)ncpu;
     if (!ZSTD_isError(ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_nbWorkers, workers)))
         ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_jobSize, LAYER_ZSTD_JOB);
-    w->fd = sbx_store__tmp_create(s, w->tmpname, sizeof w->tmpname, err);
+    w->fd = sbx_store__tmp_entry(s, "w", false, false, w->tmpname, sizeof w->tmpname, err);
     if (w->fd < 0) {
         int rc = err->code;
         w->fd = -1;
@@ -235,11 +235,12 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
         sbx_layer_writer_abort(w);
         return rc;
     }
-    close(w->fd);
-    w->fd = -1;
+    /* Open through the commit: its flock keeps the reaper away. */
     layer_insert_ctx ctx = {w, diff_id, zdigest};
     int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, w->tmpname, diff_id, layer_insert, &ctx,
                                       err);
+    close(w->fd);
+    w->fd = -1;
     sbx_layer_writer_abort(w);
     if (rc < 0)
         return sbx_error_wrap(err, "store layer '%s'", diff_id);
@@ -248,9 +249,9 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
     return 0;
 }
 
-int sbx_store_has_layer(sbx_store *s, const char *diff_id)
+int sbx_store_has_layer(sbx_store *s, const char *diff_id, sbx_error *err)
 {
-    return sbx_store__has(s, SBX_OBJ_LAYER, diff_id);
+    return sbx_store__has(s, SBX_OBJ_LAYER, diff_id, err);
 }
 
 /* ---- sources: compressed forms seen for a layer ----------------------------- */

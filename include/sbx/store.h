@@ -66,10 +66,11 @@ SBX_API void sbx_blob_writer_abort(sbx_blob_writer *w);
 SBX_API int sbx_store_put_blob(sbx_store *s, const void *data, size_t len, const char *media_type,
                                const char *expected_digest, char digest_out[SBX_DIGEST_BUFSZ],
                                sbx_error *err);
-/* 1 if present (recorded and its file in place), 0 if not.  A hit joins this
- * handle's process lease, so gc keeps it while the caller relies on the
- * answer (until sbx_store_free or sbx_store_lease_clear). */
-SBX_API int sbx_store_has_blob(sbx_store *s, const char *digest);
+/* 1 if present (recorded and its file in place), 0 if not, <0 (err set)
+ * when the store cannot tell (a metadata error is never "absent").  A hit
+ * has joined this handle's process lease, so gc keeps it while the caller
+ * relies on the answer (until sbx_store_free or sbx_store_lease_clear). */
+SBX_API int sbx_store_has_blob(sbx_store *s, const char *digest, sbx_error *err);
 /* Read a whole blob (re-hashed; SBX_EDIGEST if the file was damaged).
  * Refuses blobs over max bytes with SBX_ELIMIT.  *out is NUL-terminated and
  * owned by the caller. */
@@ -92,7 +93,7 @@ SBX_API int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DI
 SBX_API void sbx_layer_writer_abort(sbx_layer_writer *w);
 
 /* As sbx_store_has_blob, for a layer by diff_id. */
-SBX_API int sbx_store_has_layer(sbx_store *s, const char *diff_id);
+SBX_API int sbx_store_has_layer(sbx_store *s, const char *diff_id, sbx_error *err);
 
 /* Record a compressed form seen for a layer (a registry's blob digest, its
  * media type and size), so the same layer arriving another way is recognised. */
@@ -245,6 +246,45 @@ typedef struct sbx_df_report {
     uint64_t unpacked_bytes;
 } sbx_df_report;
 SBX_API int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err);
+
+/* ---- scratch directories and locks: the store owns its tree ---------------
+ *
+ * Work in progress that is not yet an object (a sandbox bundle, a layer
+ * being unpacked, a step's staging area) lives in a scratch directory
+ * <root>/tmp/<kind>.<id>, never elsewhere under the root.  Its maker holds an
+ * flock on it until sbx_scratch_free; when the maker dies the kernel drops
+ * the lock, and the next sbx_store_open or gc removes the directory (safe
+ * across pid reuse and pid namespaces: no pid is recorded). */
+typedef struct sbx_scratch sbx_scratch;
+
+/* Leave the directory to sbx_store_scratch_reap with its kind's hook (it
+ * holds something only its module can release: a container, a mount). */
+#define SBX_SCRATCH_OWNER_REAPS 1u
+
+/* A new empty directory (mode 0700).  kind: 1-16 letters a-z. */
+SBX_API int sbx_store_scratch_new(sbx_scratch **out, sbx_store *s, const char *kind,
+                                  unsigned flags, sbx_error *err);
+/* Its absolute path; its id (12 characters [a-z0-9], unique in the store). */
+SBX_API const char *sbx_scratch_path(const sbx_scratch *sc);
+SBX_API const char *sbx_scratch_id(const sbx_scratch *sc);
+/* Remove the directory with what is in it, then release it.  An error (a
+ * mount in the way) leaves the directory to the reaper.  Accepts NULL. */
+SBX_API int sbx_scratch_free(sbx_scratch *sc, sbx_error *err);
+
+/* Called for a dead scratch directory before it is removed; an error keeps
+ * it (for the next try). */
+typedef int (*sbx_scratch_reap_fn)(void *ud, const char *path, const char *id, sbx_error *err);
+/* Remove the scratch directories of kind (NULL: every kind, and the store's
+ * own temp files) whose maker is gone, calling fn first for each (kind and
+ * fn given: also those made with SBX_SCRATCH_OWNER_REAPS).  A directory with
+ * a mount below it is left.  *removed (may be NULL) counts what went. */
+SBX_API int sbx_store_scratch_reap(sbx_store *s, const char *kind, sbx_scratch_reap_fn fn,
+                                   void *ud, unsigned *removed, sbx_error *err);
+
+/* Wait for the lock <root>/locks/<name>.lock (name: [a-z0-9_-]), held until
+ * *fd_out is closed.  SBX_ECANCELED when ctx is cancelled while waiting. */
+SBX_API int sbx_store_lock_named(int *fd_out, sbx_store *s, const char *name, sbx_ctx *ctx,
+                                 sbx_error *err);
 
 #ifdef __cplusplus
 }

@@ -156,7 +156,7 @@ static int verify_image(sbx_store *s, const char *m, sbx_error *err)
         char d[SBX_DIGEST_BUFSZ];
         snprintf(d, sizeof d, "%.71s", p);
         p += 71;
-        if (sbx_store_has_layer(s, d)) {
+        if (sbx_store_has_layer(s, d, NULL)) {
             rc = read_layer(s, d, -1, err);
         } else {
             char *b = NULL;

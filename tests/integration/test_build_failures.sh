@@ -109,7 +109,8 @@ for _ in $(seq 100); do grep -q " $STORE" /proc/self/mountinfo && break; sleep 0
 grep -q " $STORE" /proc/self/mountinfo || { cat "$T/err"; b_die "the step never started"; }
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
-[[ -n $(find "$STORE/build" -mindepth 1 -maxdepth 1 ! -name '*.lock') ]] || b_die "the killed build left nothing to clean (test is vacuous)"
+compgen -G "$STORE/tmp/build.*" >/dev/null && compgen -G "$STORE/tmp/run.*" >/dev/null ||
+    b_die "the killed build left no bundle or scratch dir to clean (test is vacuous)"
 cat >"$ctx/after.yaml" <<'YAML'
 image: busybox:test
 steps:

@@ -80,6 +80,32 @@ echo "$killed_mid of $rounds rounds killed in the middle of the work"
 ((killed_mid >= 3)) || b_die "only $killed_mid rounds were killed mid-way: the test did not test anything"
 b_pass "killed unpacks leave no DIR (or a complete one); the next unpack completes and cleans up"
 
+# SIGKILL during a layer unpack into the store's cache: the half-unpacked
+# layer is a scratch dir tmp/unpack.<id> whose lock died with the process;
+# gc removes it: no tmp debris, nothing half-made in unpacked/.
+caught=0
+for i in 1 2 3 4; do
+    rm -rf "$STORE/unpacked"
+    "$SBX_BIN" --store "$STORE" unpack unpack:big "$T/g$i" >/dev/null 2>&1 &
+    pid=$!
+    n=0
+    while ! compgen -G "$STORE/tmp/unpack.*" >/dev/null && kill -0 "$pid" 2>/dev/null; do
+        sleep 0.002
+        ((++n < 10000)) || b_die "no layer scratch dir after 20 s"
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    compgen -G "$STORE/tmp/unpack.*" >/dev/null && caught=$((caught + 1))
+    "$SBX_BIN" --store "$STORE" gc >/dev/null 2>"$T/gc.err" || { cat "$T/gc.err"; b_die "gc failed"; }
+    left=$(ls -A "$STORE/tmp")
+    [[ -z $left ]] || b_die "round $i: tmp debris after gc: $left"
+    ! ls -A "$STORE/unpacked" | grep -qv '^[0-9a-f]\{64\}$' || b_die "round $i: debris in unpacked/: $(ls -A "$STORE/unpacked")"
+    rm -rf "$T/g$i"
+done
+echo "$caught of 4 kills landed during a layer unpack"
+((caught >= 2)) || b_die "no kill landed during a layer unpack: the test did not test anything"
+b_pass "an unpack killed in a layer unpack leaves a scratch dir that gc removes"
+
 # SIGTERM / SIGINT: the unpack stops, removes its temp dir itself, exits 128+N
 stopped=0
 for i in 1 2 3 4; do

@@ -21,6 +21,7 @@
 
 static char *g_base;  /* a busybox rootfs used as the bottom lower */
 static char *g_work;  /* per-test scratch */
+static sbx_store *g_store; /* <g_work>/store */
 
 static void must(int r, const sbx_error *err)
 {
@@ -74,12 +75,18 @@ static int setup(void **state)
     g_work = tu_tmpdir();
     char cmd[512];
     snprintf(cmd, sizeof(cmd), "mkdir -p %s/store %s/upper %s/work", g_work, g_work, g_work);
-    return system(cmd) == 0 ? 0 : -1;
+    if (system(cmd) != 0)
+        return -1;
+    snprintf(cmd, sizeof(cmd), "%s/store", g_work);
+    sbx_error err = SBX_ERROR_INIT;
+    return sbx_store_open(&g_store, cmd, &err) == 0 ? 0 : -1;
 }
 
 static int teardown_test(void **state)
 {
     (void)state;
+    sbx_store_free(g_store);
+    g_store = NULL;
     tu_tmpdir_free(g_work);
     g_work = NULL;
     return 0;
@@ -115,7 +122,7 @@ static void ctx_init(run_ctx *c, bld_runtime_kind rt, const char *script)
     snprintf(c->upper, sizeof(c->upper), "%s/upper", g_work);
     snprintf(c->work, sizeof(c->work), "%s/work", g_work);
     c->lowers[0] = g_base;
-    c->o.store_root = c->store;
+    c->o.store = g_store;
     c->o.lowers = c->lowers;
     c->o.nlowers = 1;
     c->o.upper = c->upper;
@@ -137,12 +144,9 @@ static void assert_nothing_left(const char *store)
     char cmd[2048];
     snprintf(cmd, sizeof(cmd), "grep -q '%s' /proc/self/mountinfo", store);
     assert_int_not_equal(system(cmd), 0);
-    snprintf(cmd, sizeof(cmd), "%s/run", store);
-    long n = tu_count_files(cmd);
-    assert_true(n <= 0);
-    struct stat st;
-    if (stat(cmd, &st) == 0)
-        assert_int_equal(st.st_mode & 0777, 0700);
+    /* no bundle (scratch dir tmp/run.<id>) */
+    snprintf(cmd, sizeof(cmd), "ls -a %s/tmp | grep -q 'run\\.'", store);
+    assert_int_not_equal(system(cmd), 0);
     /* `list` shows each container's bundle path, which lies in the store */
     snprintf(cmd, sizeof(cmd), "(runc list; crun list; runsc list) 2>/dev/null | grep -q '%s'",
              store);
@@ -200,7 +204,7 @@ static void test_crun_output_and_exit(void **state)
     sbx_error err = SBX_ERROR_INIT;
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
-    must(bld_runtime_detect(&rt, BLD_RUNTIME_CRUN, store, NULL, &err), &err);
+    must(bld_runtime_detect(&rt, BLD_RUNTIME_CRUN, g_store, NULL, &err), &err);
     /* the workaround is there exactly when mountinfo shows a hybrid layout */
     int v2 = system("grep -q ' - cgroup2 ' /proc/self/mountinfo") == 0;
     int v1 = system("grep -q ' - cgroup ' /proc/self/mountinfo") == 0;
@@ -460,10 +464,10 @@ static void test_runtime_errors(void **state)
     char store[600];
     snprintf(store, sizeof(store), "%s/store", g_work);
     sbx_error_clear(&err);
-    must(bld_runtime_detect(&rt, BLD_RUNTIME_AUTO, store, NULL, &err), &err);
+    must(bld_runtime_detect(&rt, BLD_RUNTIME_AUTO, g_store, NULL, &err), &err);
     assert_int_equal(rt.kind, BLD_RUNTIME_CRUN); /* crun works here, with the workaround */
     if (access("/usr/bin/runsc", X_OK) != 0 && access("/usr/sbin/runsc", X_OK) != 0) {
-        assert_int_equal(bld_runtime_detect(&rt, BLD_RUNTIME_RUNSC, store, NULL, &err),
+        assert_int_equal(bld_runtime_detect(&rt, BLD_RUNTIME_RUNSC, g_store, NULL, &err),
                          SBX_EUNSUPPORTED);
         tu_assert_error(&err, SBX_EUNSUPPORTED, "runsc: not installed");
         assert_non_null(strstr(err.msg, "Debian package 'runsc'"));
@@ -622,10 +626,9 @@ static pid_t start_child_run(const char *store, bld_runtime_kind rt, const char 
         run_ctx c;
         ctx_init(&c, rt, script);
         snprintf(c.store, sizeof(c.store), "%s", store);
-        c.o.store_root = c.store;
         bld_sandbox_result res;
         sbx_error err = SBX_ERROR_INIT;
-        if (sbx_ctx_new(&g_child_ctx, &err) < 0)
+        if (sbx_store_open(&c.o.store, store, &err) < 0 || sbx_ctx_new(&g_child_ctx, &err) < 0)
             _exit(1);
         struct sigaction sa = {.sa_handler = child_on_signal};
         sigemptyset(&sa.sa_mask);
@@ -656,28 +659,34 @@ static void test_killed_run_cleaned_next_time(void **state)
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
     char cmd[4096];
-    snprintf(cmd, sizeof(cmd), "grep -q '%s/run' /proc/self/mountinfo", store);
+    snprintf(cmd, sizeof(cmd), "grep -q '%s/tmp/run\\.' /proc/self/mountinfo", store);
     sh("%s", cmd); /* left behind */
+    snprintf(cmd, sizeof(cmd), "runc list | grep -q '%s'", store);
+    sh("%s", cmd); /* and its container */
 
-    /* a bundle of a live owner is not touched */
-    snprintf(cmd, sizeof(cmd), "mkdir -p %s/run/sbx-%ld-999 && echo '%ld 0' > "
-             "%s/run/sbx-%ld-999/owner", store, (long)getpid(), (long)getpid(), store,
-             (long)getpid());
-    sh("%s", cmd);
-    unsigned removed = 0;
+    /* a bundle whose maker lives (holds its lock) is not touched, nor is
+     * it by the store's generic reaper, as its module reaps it */
     sbx_error err = SBX_ERROR_INIT;
-    must(bld_sandbox_cleanup_stale(store, &removed, NULL, &err), &err);
+    sbx_scratch *live = NULL;
+    must(sbx_store_scratch_new(&live, g_store, "run", SBX_SCRATCH_OWNER_REAPS, &err), &err);
+    unsigned removed = 0;
+    must(sbx_store_scratch_reap(g_store, NULL, NULL, NULL, &removed, &err), &err);
+    assert_int_equal(removed, 0); /* the dead bundle has a mount and is its module's */
+    must(bld_sandbox_cleanup_stale(g_store, &removed, NULL, &err), &err);
     assert_int_equal(removed, 1);
-    snprintf(cmd, sizeof(cmd), "grep -q '%s/run' /proc/self/mountinfo", store);
+    snprintf(cmd, sizeof(cmd), "grep -q '%s/tmp' /proc/self/mountinfo", store);
     assert_int_not_equal(system(cmd), 0);
     assert_int_not_equal(system("pgrep -f 'slee[p] 101' >/dev/null"), 0);
-    snprintf(cmd, sizeof(cmd), "test -d %s/run/sbx-%ld-999 && test $(ls %s/run | wc -l) = 1",
-             store, (long)getpid(), store);
-    sh("%s", cmd);
-    snprintf(cmd, sizeof(cmd), "rm -rf %s/run/sbx-%ld-999", store, (long)getpid());
-    sh("%s", cmd);
-    snprintf(cmd, sizeof(cmd), "runc list -q | grep -q '^sbx-%ld-'", (long)pid);
+    snprintf(cmd, sizeof(cmd), "runc list | grep -q '%s'", store);
     assert_int_not_equal(system(cmd), 0);
+    struct stat st;
+    char live_path[1024];
+    snprintf(live_path, sizeof live_path, "%s", sbx_scratch_path(live));
+    assert_int_equal(stat(live_path, &st), 0);
+    snprintf(cmd, sizeof(cmd), "test $(ls %s/tmp | grep -c '^run\\.') = 1", store);
+    sh("%s", cmd);
+    must(sbx_scratch_free(live, &err), &err);
+    assert_int_equal(stat(live_path, &st), -1);
 }
 
 static void signal_during_step_cleans(bld_runtime_kind rt, int sig, const char *script)

@@ -421,7 +421,7 @@ static void test_resume_with_range(void **state)
     char want[64];
     snprintf(want, sizeof want, "bytes=%d-", BLOB_LEN / 2);
     assert_string_equal(f->s.ranges[1], want); /* resumed where it stopped */
-    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest, NULL), 1);
 }
 
 static void test_resume_ignored_restarts_cleanly(void **state)
@@ -433,7 +433,7 @@ static void test_resume_ignored_restarts_cleanly(void **state)
         fail_msg("%s", err.msg);
     assert_int_equal(f->s.blob_gets, 2);
     assert_true(f->s.ranges[1][0] != '\0'); /* asked for a range, got 200: started over */
-    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest, NULL), 1);
 }
 
 static void test_resume_wrong_offset_restarts(void **state)
@@ -446,7 +446,7 @@ static void test_resume_wrong_offset_restarts(void **state)
     assert_int_equal(f->s.blob_gets, 3);
     assert_true(f->s.ranges[1][0] != '\0');
     assert_string_equal(f->s.ranges[2], ""); /* the 206 was refused: whole blob again */
-    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest, NULL), 1);
 }
 
 static void test_retry_after(void **state)
@@ -472,7 +472,7 @@ static void test_redirect_drops_authorization(void **state)
     assert_int_equal(f->s.auth_on_registry, 1); /* the registry got the token */
     assert_int_equal(f->s.cdn_gets, 1);
     assert_int_equal(f->s.auth_on_cdn, 0);      /* the other origin did not */
-    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest, NULL), 1);
 }
 
 static void test_identity_token(void **state)
@@ -487,7 +487,7 @@ static void test_identity_token(void **state)
     assert_non_null(strstr(f->s.post_body, "refresh_token=refresh%2Fabc%3D"));
     assert_non_null(strstr(f->s.post_body, "service=svc2"));
     assert_non_null(strstr(f->s.post_body, "scope=repository%3At%2Fx%3Apull"));
-    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest), 1);
+    assert_int_equal(sbx_store_has_layer(f->store, f->s.digest, NULL), 1);
 }
 
 static void test_resolve_without_head(void **state)

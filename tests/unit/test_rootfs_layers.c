@@ -621,7 +621,7 @@ static void test_store_capture_and_unpack(void **state)
     if (sbx_rootfs_capture(&res, s, src, &o, NULL, &err) != 0)
         fail_msg("capture: %s", err.msg);
     assert_true(res.changed);
-    assert_int_equal(sbx_store_has_layer(s, res.diff_id), 1);
+    assert_int_equal(sbx_store_has_layer(s, res.diff_id, NULL), 1);
     sbx_capture_result none;
     assert_int_equal(sbx_rootfs_capture(&none, s, empty, &o, NULL, &err), 0);
     assert_false(none.changed);

@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -27,7 +28,7 @@ static void test_open_creates_private_layout(void **state)
     assert_int_equal(stat(root, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0700);
     const char *sub[] = {"blobs/sha256", "layers/sha256", "tmp", "quarantine", "unpacked",
-                         "meta.db", "lock"};
+                         "locks", "meta.db", "lock"};
     for (size_t i = 0; i < SBX_ARRAY_LEN(sub); i++) {
         char *p = tu_path(root, sub[i]);
         assert_int_equal(stat(p, &st), 0);
@@ -92,7 +93,7 @@ static void test_blob_put_read_dedup(void **state)
     char d[SBX_DIGEST_BUFSZ], d2[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, "text/plain", NULL, d, &err), 0);
     assert_string_equal(d, ABC_DIGEST);
-    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, d, NULL), 1);
     /* The same bytes again, with the expected digest: success, one file. */
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, ABC_DIGEST, d2, &err), 0);
     assert_string_equal(d2, d);
@@ -122,7 +123,7 @@ static void test_blob_digest_mismatch_stores_nothing(void **state)
     assert_string_equal(err.where, ABC_DIGEST);
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
     assert_int_equal(ts_count(t, "tmp"), 0);
-    assert_int_equal(sbx_store_has_blob(t->s, ABC_DIGEST), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, ABC_DIGEST, NULL), 0);
     /* A malformed expected digest is refused before anything is written. */
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, "sha256:xyz", d, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "write blob: parse digest 'sha256:xyz'");
@@ -153,7 +154,7 @@ static void test_blob_writer_stream_and_abort(void **state)
     /* commit with digest_out NULL is fine. */
     assert_int_equal(sbx_store_blob_begin(&w, t->s, EMPTY_DIGEST, &err), 0);
     assert_int_equal(sbx_blob_writer_commit(w, NULL, &err), 0);
-    assert_int_equal(sbx_store_has_blob(t->s, EMPTY_DIGEST), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, EMPTY_DIGEST, NULL), 1);
 }
 
 /* A write that fails (here: RLIMIT_FSIZE) poisons the writer: committing it
@@ -207,8 +208,8 @@ static void test_blob_read_errors(void **state)
     assert_string_equal(err.where, ABC_DIGEST);
     assert_int_equal(sbx_store_read_blob(t->s, "nope", 10, &data, &len, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "read blob: parse digest 'nope'");
-    assert_int_equal(sbx_store_has_blob(t->s, "nope"), 0);
-    assert_int_equal(sbx_store_has_blob(t->s, ABC_DIGEST), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, "nope", NULL), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, ABC_DIGEST, NULL), 0);
 
     char d[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
@@ -239,7 +240,7 @@ static void test_layer_roundtrip(void **state)
                                                 &err), 0);
     assert_int_equal(sbx_layer_writer_commit(w, got, &err), 0);
     assert_string_equal(got, want);
-    assert_int_equal(sbx_store_has_layer(t->s, want), 1);
+    assert_int_equal(sbx_store_has_layer(t->s, want, NULL), 1);
     assert_int_equal(ts_count(t, "tmp"), 0);
 
     sbx_layer_info info;
@@ -361,7 +362,7 @@ static void test_layer_errors(void **state)
     assert_int_equal(sbx_store_layer_path(t->s, ABC_DIGEST, path, sizeof path, &err),
                      SBX_ENOTFOUND);
     tu_assert_error(&err, SBX_ENOTFOUND, "find layer");
-    assert_int_equal(sbx_store_has_layer(t->s, ABC_DIGEST), 0);
+    assert_int_equal(sbx_store_has_layer(t->s, ABC_DIGEST, NULL), 0);
     assert_int_equal(sbx_store_layer_unpacked_path(t->s, "bad", path, sizeof path, &err),
                      SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "find unpacked layer");
@@ -455,7 +456,7 @@ static void test_manifest_children(void **state)
     sbx_store_child kids[] = {{SBX_CHILD_BLOB, cfg}, {SBX_CHILD_LAYER, layer}};
     assert_int_equal(sbx_store_put_manifest(t->s, "{\"m\":1}", 7, "application/x", NULL, kids, 2,
                                             m, &err), 0);
-    assert_int_equal(sbx_store_has_blob(t->s, m), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, m, NULL), 1);
     /* A missing child refuses the whole manifest. */
     sbx_store_child bad[] = {{SBX_CHILD_BLOB, cfg}, {SBX_CHILD_LAYER, ABC_DIGEST}};
     char m2[SBX_DIGEST_BUFSZ];
@@ -587,13 +588,13 @@ static void test_lease_protects_from_gc_in_another_handle(void **state)
     sbx_gc_report rep;
     assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 0);
-    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, d, NULL), 1);
     sbx_lease_release(l);
     sbx_lease_release(NULL);
     ts_reopen(t);
     assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
     assert_int_equal(rep.blobs_removed, 1);
-    assert_int_equal(sbx_store_has_blob(t->s, d), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, d, NULL), 0);
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
 
     assert_int_equal(sbx_store_lease_acquire(&l, h, -1, &err), SBX_EINVAL);
@@ -658,7 +659,7 @@ static void test_has_leases_what_it_found(void **state)
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
     ts_reopen(t);
     /* This handle relies on has_blob's answer; gc in another must keep it. */
-    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, d, NULL), 1);
     sbx_store *g = NULL;
     assert_int_equal(sbx_store_open(&g, t->root, &err), 0);
     sbx_gc_report rep;
@@ -696,12 +697,12 @@ static void test_crashed_writer_debris_is_undone_on_open(void **state)
 {
     ts_ctx *t = *state;
     sbx_error err = SBX_ERROR_INIT;
-    pid_t dead = ts_dead_pid();
     /* A writer died after linking its named temp file into place, before
-     * its record committed; and another died mid-write. */
+     * its record committed; and another died mid-write.  Dead: nobody holds
+     * their flock. */
     char *blob = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
-    char *named = sbx__strdup_printf("%s/tmp/b.%s.%d.12345.abcdef", t->root, ABC_HEX, (int)dead);
-    char *partial = sbx__strdup_printf("%s/tmp/w.%d.12345.ghijkl", t->root, (int)dead);
+    char *named = sbx__strdup_printf("%s/tmp/b.%s.abcdef", t->root, ABC_HEX);
+    char *partial = sbx__strdup_printf("%s/tmp/w.ghijkl", t->root);
     tu_write_file(named, "abc");
     assert_int_equal(link(named, blob), 0);
     tu_write_file(partial, "ab");
@@ -710,21 +711,57 @@ static void test_crashed_writer_debris_is_undone_on_open(void **state)
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
     sbx_fsck_report rep;
     assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
-    /* A live writer's temp file is left alone. */
-    char *live = sbx__strdup_printf("%s/tmp/w.%d.%lld.mnopqr", t->root, (int)getpid(),
-                                   (long long)ts_self_start());
+    /* A live writer's temp file (its flock held) is left alone; and so is
+     * a name that is not the store's. */
+    char *live = sbx__strdup_printf("%s/tmp/w.mnopqr", t->root);
+    char *foreign = sbx__strdup_printf("%s/tmp/NOTOURS", t->root);
     tu_write_file(live, "a");
+    tu_write_file(foreign, "a");
+    int lfd = open(live, O_RDONLY | O_CLOEXEC);
+    assert_true(lfd >= 0);
+    assert_int_equal(flock(lfd, LOCK_EX), 0);
+    ts_reopen(t);
+    assert_int_equal(ts_count(t, "tmp"), 2);
+    close(lfd); /* its writer dies */
     ts_reopen(t);
     assert_int_equal(ts_count(t, "tmp"), 1);
-    unlink(live);
+    unlink(foreign);
+    free(foreign);
     /* And the interrupted work completes when run again. */
     char d[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
-    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, d, NULL), 1);
     free(live);
     free(blob);
     free(named);
     free(partial);
+}
+
+/* has_* never answers "absent" when the metadata cannot be read: a caller
+ * would download or build again, or report a stored image missing. */
+static void test_has_reports_metadata_errors(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char d[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, d, &err), 1);
+    assert_int_equal(sbx_store_has_layer(t->s, "sha256:" ABC_HEX, &err), 0);
+    char *path = tu_path(t->root, "meta.db");
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "ALTER TABLE blobs RENAME TO gone;"
+                                      "ALTER TABLE layers RENAME TO gone2", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    free(path);
+    int r = sbx_store_has_blob(t->s, d, &err);
+    assert_true(r < 0);
+    assert_int_equal(r, err.code);
+    assert_non_null(strstr(err.msg, "looking up blob"));
+    sbx_error_clear(&err);
+    assert_true(sbx_store_has_layer(t->s, "sha256:" ABC_HEX, &err) < 0);
+    assert_non_null(strstr(err.msg, "looking up layer"));
 }
 
 static void test_dangling_record_is_repaired_by_next_writer(void **state)
@@ -738,12 +775,12 @@ static void test_dangling_record_is_repaired_by_next_writer(void **state)
     assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
     assert_int_equal(unlink(blob), 0);
     assert_int_equal(unlink(path), 0);
-    assert_int_equal(sbx_store_has_blob(t->s, d), 0);  /* the file is gone: not "present" */
-    assert_int_equal(sbx_store_has_layer(t->s, diff), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, d, NULL), 0);  /* the file is gone: not "present" */
+    assert_int_equal(sbx_store_has_layer(t->s, diff, NULL), 0);
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
     ts_put_layer(t, 5000, 1, diff);
-    assert_int_equal(sbx_store_has_blob(t->s, d), 1);
-    assert_int_equal(sbx_store_has_layer(t->s, diff), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, d, NULL), 1);
+    assert_int_equal(sbx_store_has_layer(t->s, diff, NULL), 1);
     sbx_fsck_report rep;
     assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     /* Something else in tmp/ (not named like a writer's file) is left alone. */
@@ -839,6 +876,7 @@ int main(void)
         TS_TEST(test_has_leases_what_it_found),
         TS_TEST(test_lease_clear_lets_gc_reclaim),
         TS_TEST(test_crashed_writer_debris_is_undone_on_open),
+        TS_TEST(test_has_reports_metadata_errors),
         TS_TEST(test_unrecorded_file_is_replaced_by_next_writer),
         TS_TEST(test_dangling_record_is_repaired_by_next_writer),
         TS_TEST(test_last_close_leaves_an_empty_wal),

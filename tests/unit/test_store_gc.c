@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "sbx/store.h"
 #include "sbx_common.h"
@@ -45,9 +47,9 @@ static void test_gc_keeps_named_removes_the_rest(void **state)
     assert_int_equal(rep.layers_removed, 1);
     assert_int_equal(ts_count(t, "blobs/sha256"), 2);
     assert_int_equal(ts_count(t, "layers/sha256"), 1);
-    assert_int_equal(sbx_store_has_blob(t->s, keep), 1);
-    assert_int_equal(sbx_store_has_blob(t->s, drop), 0);
-    assert_int_equal(sbx_store_has_layer(t->s, dl), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, keep, NULL), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, drop, NULL), 0);
+    assert_int_equal(sbx_store_has_layer(t->s, dl, NULL), 0);
     struct stat st;
     assert_int_equal(stat(unpacked, &st), -1);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM layer_sources"), 0);
@@ -114,14 +116,14 @@ static void test_gc_max_bytes_evicts_lru_never_leased(void **state)
     assert_int_equal(sbx_store_name_get(t->s, "a", got, &err), 0); /* leased: kept */
     assert_int_equal(sbx_store_name_get(t->s, "c", got, &err), SBX_ENOTFOUND); /* LRU of the rest */
     assert_int_equal(sbx_store_name_get(t->s, "b", got, &err), 0);
-    assert_int_equal(sbx_store_has_blob(t->s, c), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, c, NULL), 0);
 
     /* A budget nothing fits: every unleased name goes, the leased image stays. */
     o.max_bytes = 1;
     assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
     assert_int_equal(rep.names_evicted, 1);
-    assert_int_equal(sbx_store_has_blob(t->s, a), 1);
-    assert_int_equal(sbx_store_has_blob(t->s, b), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, a, NULL), 1);
+    assert_int_equal(sbx_store_has_blob(t->s, b, NULL), 0);
     assert_true(rep.bytes_after > 1);
     sbx_lease_release(l);
     sbx_store_free(h);
@@ -133,11 +135,12 @@ static void test_gc_removes_unrecorded_files_and_stale_tmp(void **state)
     sbx_error err = SBX_ERROR_INIT;
     char *stray = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
     tu_write_file(stray, "abc");
-    char *tmp = sbx__strdup_printf("%s/tmp/w.%d.1.xxxxxx", t->root, (int)ts_dead_pid());
+    /* A dead writer's temp file (nobody holds its flock). */
+    char *tmp = sbx__strdup_printf("%s/tmp/w.xxxxxx", t->root);
     tu_write_file(tmp, "partial");
     /* An unpacked tree a killed gc had moved aside, and an unpacked tree
      * whose layer is gone. */
-    char *trash = sbx__strdup_printf("%s/tmp/u.%d.1.0", t->root, (int)ts_dead_pid());
+    char *trash = sbx__strdup_printf("%s/tmp/u.abc123", t->root);
     assert_int_equal(mkdir(trash, 0700), 0);
     char *inner = tu_path(trash, "f");
     tu_write_file(inner, "x");
@@ -156,6 +159,95 @@ static void test_gc_removes_unrecorded_files_and_stale_tmp(void **state)
     free(trash);
     free(inner);
     free(lost);
+}
+
+static int reap_ok(void *ud, const char *path, const char *id, sbx_error *err)
+{
+    (void)ud;
+    (void)err;
+    assert_non_null(strstr(path, id));
+    return 0;
+}
+
+/* A child process makes a scratch dir with a file in it and dies without
+ * freeing it (as after SIGKILL: the kernel drops its lock).  Its path to
+ * path_out. */
+static void scratch_of_dead_process(const char *root, const char *kind, unsigned flags,
+                                    char *path_out, size_t len)
+{
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        sbx_store *s = NULL;
+        sbx_scratch *sc = NULL;
+        sbx_error e = SBX_ERROR_INIT;
+        if (sbx_store_open(&s, root, &e) < 0 || sbx_store_scratch_new(&sc, s, kind, flags, &e) < 0)
+            _exit(1);
+        char *f = tu_path(sbx_scratch_path(sc), "half-a-layer");
+        tu_write_file(f, "x");
+        ssize_t n = write(pfd[1], sbx_scratch_path(sc), strlen(sbx_scratch_path(sc)));
+        _exit(n > 0 ? 0 : 1);
+    }
+    close(pfd[1]);
+    ssize_t n = read(pfd[0], path_out, len - 1);
+    close(pfd[0]);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(n > 0);
+    path_out[n] = '\0';
+}
+
+/* Scratch dirs: a live one (its maker holds it) survives open and gc; a dead
+ * one goes, and so does one whose maker died before naming it (".n."); one
+ * marked for its module's reaper is left to that reaper. */
+static void test_scratch_dirs_and_the_reaper(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_scratch *live = NULL, *live2 = NULL;
+    assert_int_equal(sbx_store_scratch_new(&live, t->s, "unpack", 0, &err), 0);
+    assert_int_equal(sbx_store_scratch_new(&live2, t->s, "unpack", 0, &err), 0);
+    assert_int_equal(strlen(sbx_scratch_id(live)), 12);
+    assert_string_not_equal(sbx_scratch_id(live), sbx_scratch_id(live2));
+    assert_int_equal(sbx_scratch_free(live2, &err), 0);
+    char *lp = strdup(sbx_scratch_path(live));
+    char dp[1024], op[1024];
+    scratch_of_dead_process(t->root, "unpack", 0, dp, sizeof dp);
+    scratch_of_dead_process(t->root, "run", SBX_SCRATCH_OWNER_REAPS, op, sizeof op);
+    char *fresh = sbx__strdup_printf("%s/tmp/.n.build.qqqqqqqqqqqq", t->root);
+    assert_int_equal(mkdir(fresh, 0700), 0);
+    char *bad = sbx__strdup_printf("%s/tmp/Bad.kind", t->root);
+    assert_int_equal(mkdir(bad, 0700), 0);
+
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
+    struct stat st;
+    assert_int_equal(stat(lp, &st), 0);
+    assert_int_equal(stat(dp, &st), -1);
+    assert_int_equal(stat(op, &st), 0);
+    assert_int_equal(stat(fresh, &st), -1);
+    assert_int_equal(stat(bad, &st), 0); /* not a name of ours */
+
+    /* The module's reaper, with its hook. */
+    unsigned removed = 0;
+    assert_int_equal(sbx_store_scratch_reap(t->s, "run", NULL, NULL, &removed, &err), 0);
+    assert_int_equal(removed, 0); /* without a hook it is still the module's */
+    ts_reopen(t); /* open reaps too, but not that */
+    assert_int_equal(stat(op, &st), 0);
+
+    assert_int_equal(sbx_scratch_free(live, &err), 0);
+    assert_int_equal(stat(lp, &st), -1);
+    free(lp);
+    free(fresh);
+    rmdir(bad);
+    free(bad);
+    assert_int_equal(sbx_store_scratch_reap(t->s, "run", reap_ok, NULL, &removed, &err), 0);
+    assert_int_equal(removed, 1);
+    assert_int_equal(stat(op, &st), -1);
+    assert_int_equal(sbx_store_scratch_new(&live, t->s, "Bad", 0, &err), SBX_EINVAL);
 }
 
 /* An unpacked dir for a layer holding one file of n bytes, as the builder or
@@ -211,7 +303,7 @@ static void test_gc_unpacked_removes_unleased_dirs_only(void **state)
     /* A running build holds b (its process lease reaches b's layer). */
     sbx_store *h = NULL;
     assert_int_equal(sbx_store_open(&h, t->root, &err), 0);
-    assert_int_equal(sbx_store_has_blob(h, b), 1);
+    assert_int_equal(sbx_store_has_blob(h, b, NULL), 1);
 
     sbx_gc_options o = SBX_GC_OPTIONS_INIT;
     assert_int_equal(o.unpacked, 0);
@@ -245,7 +337,7 @@ static void test_gc_unpacked_removes_unleased_dirs_only(void **state)
     assert_int_equal(ts_count(t, "tmp"), 0);  /* removed after the lock, not left behind */
     /* The compressed layers and the names stay. */
     assert_int_equal(ts_count(t, "layers/sha256"), 2);
-    assert_int_equal(sbx_store_has_layer(t->s, la), 1);
+    assert_int_equal(sbx_store_has_layer(t->s, la, NULL), 1);
     char got[SBX_DIGEST_BUFSZ];
     assert_int_equal(sbx_store_name_get(t->s, "a", got, &err), 0);
 
@@ -354,7 +446,7 @@ static void test_fsck_keeps_layer_of_128k_multiple(void **state)
         assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
         assert_int_equal(rep.corrupt, 0);
         assert_int_equal(ts_count(t, "quarantine"), 0);
-        assert_int_equal(sbx_store_has_layer(t->s, layer), 1);
+        assert_int_equal(sbx_store_has_layer(t->s, layer, NULL), 1);
         sbx_layer_reader *r = NULL;
         assert_int_equal(sbx_store_layer_open(&r, t->s, layer, &err), 0);
         size_t total = 0, n;
@@ -427,7 +519,7 @@ static void test_fsck_quarantines_corrupt_blob(void **state)
     assert_int_equal(rep.corrupt, 1);
     assert_int_equal(ts_count(t, "quarantine"), 1);
     assert_int_equal(ts_count(t, "blobs/sha256"), 0);
-    assert_int_equal(sbx_store_has_blob(t->s, d), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, d, NULL), 0);
     /* Repaired: the next run is clean, and the blob can be stored again. */
     assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     assert_int_equal(sbx_store_put_blob(t->s, "abc", 3, NULL, NULL, d, &err), 0);
@@ -452,7 +544,7 @@ static void test_fsck_quarantines_corrupt_layer(void **state)
     sbx_fsck_report rep;
     assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), SBX_ECORRUPT);
     assert_int_equal(rep.corrupt, 1);
-    assert_int_equal(sbx_store_has_layer(t->s, layer), 0);
+    assert_int_equal(sbx_store_has_layer(t->s, layer, NULL), 0);
     /* The name stays: its manifest is intact, only a layer must be fetched again. */
     assert_int_equal(sbx_store_name_get(t->s, "img", got, &err), 0);
     assert_int_equal(sbx_store_name_list(t->s, NULL, &v, &n, &err), 0);
@@ -483,7 +575,7 @@ static void test_fsck_repairs_dangling_and_records_orphans(void **state)
     assert_int_equal(rep.dangling_repaired, 3); /* manifest record, its name, blob size */
     assert_int_equal(rep.orphans, 2);
     assert_int_equal(rep.corrupt, 1);
-    assert_int_equal(sbx_store_has_layer(t->s, layer), 1);
+    assert_int_equal(sbx_store_has_layer(t->s, layer, NULL), 1);
     sbx_layer_info info;
     assert_int_equal(sbx_store_layer_info(t->s, layer, &info, &err), 0);
     assert_int_equal(info.size, 30000);
@@ -556,6 +648,7 @@ int main(void)
         TS_TEST(test_gc_keeps_what_an_index_reaches),
         TS_TEST(test_gc_max_bytes_evicts_lru_never_leased),
         TS_TEST(test_gc_removes_unrecorded_files_and_stale_tmp),
+        TS_TEST(test_scratch_dirs_and_the_reaper),
         TS_TEST(test_gc_unpacked_removes_unleased_dirs_only),
         TS_TEST(test_gc_unpacked_counts_only_bytes_it_frees),
         TS_TEST(test_fsck_clean_store),

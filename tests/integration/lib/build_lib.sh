@@ -67,15 +67,17 @@ b_busybox_image() {
 # b_state [STORE]: names and layer/blob counts, to compare before/after.
 b_state() { "$B_DRIVER" --state "${1:-$STORE}"; }
 
-# b_assert_clean: no mount, bundle or scratch dir left by a build.
+# b_assert_clean: no mount, bundle or scratch dir left by a build (all work
+# in flight lives in the store's tmp/, nothing beside it).
 b_assert_clean() {
     if grep -q " $STORE" /proc/self/mountinfo; then
         grep " $STORE" /proc/self/mountinfo >&2
         b_die "mounts left under $STORE"
     fi
     local left
-    left=$(find "$STORE/run" "$STORE/build" -mindepth 1 -maxdepth 1 ! -name '*.lock' 2>/dev/null | head -5)
-    [[ -z $left ]] || b_die "left behind: $left"
+    left=$(ls -A "$STORE/tmp" 2>/dev/null | head -5)
+    [[ -z $left ]] || b_die "left behind in $STORE/tmp: $left"
+    [[ ! -e $STORE/run && ! -e $STORE/build ]] || b_die "a build wrote outside the store's tmp/"
 }
 
 # b_sbx_base: make $STORE a copy of the shared store holding the base: sbx image.
