@@ -39,6 +39,30 @@ ok pull --json "$REF"
 check_pulled oci-multi
 fsck_clean
 
+case_ "SIGINT while a layer is stalled mid-body: cancelled at once, exit 130, nothing kept"
+STORE=$T/store-int
+proxy_mode p '{"mode":"stall","fraction":0.5,"stall":120,"match":"/blobs/'"$BIG"'"}'
+: >"$p_DIR/proxy.log"
+"$SBX_BIN" pull --store "$STORE" "$REF" >/dev/null 2>"$T/int.err" &
+pid=$!
+n=100
+until [[ -s $p_DIR/proxy.log ]] && grep -q '"stalling": true' "$p_DIR/proxy.log"; do
+    ((n-- > 0)) || fail "the pull never reached the stalled layer"
+    sleep 0.1
+done
+sleep 0.3
+t0=$SECONDS
+kill -INT "$pid"
+st=0; wait "$pid" 2>/dev/null || st=$?
+((SECONDS - t0 < 15)) || fail "the pull took $((SECONDS - t0)) s to stop after SIGINT (stall 120 s)"
+assert_eq "$st" 130 "exit status after SIGINT"
+grep -q 'cancelled' "$T/int.err" || { cat "$T/int.err"; fail "no 'cancelled' in the error"; }
+grep -q 'interrupted by Interrupt' "$T/int.err" || { cat "$T/int.err"; fail "the signal is not named"; }
+fsck_clean
+not_named test/img
+[[ -z $(ls -A "$STORE/tmp") ]] || fail "the cancelled pull left $(ls -A "$STORE/tmp")"
+proxy_mode p '{"mode":"pass"}'
+
 case_ "killed at random points, 8 rounds, one store"
 STORE=$T/store-random
 killed=0
