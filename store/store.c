@@ -479,7 +479,10 @@ int sbx_store_open(sbx_store **out, const char *root, sbx_error *err)
 {
     char def[PATH_MAX];
     *out = NULL;
-    if (!root || !*root) {
+    if (root && !*root) /* an unset variable, most likely: never the default store */
+        return sbx_error_set(err, SBX_EINVAL, "open store: the path is empty (give a "
+                             "directory, or none for the default store)");
+    if (!root) {
         if (sbx_store_default_root(def, sizeof def, err) < 0)
             return err->code;
         root = def;

@@ -42,7 +42,8 @@ typedef struct sbx_lease sbx_lease;
 SBX_API int sbx_store_default_root(char *buf, size_t len, sbx_error *err);
 
 /* Open (creating with mode 0700 if needed) the store at root; NULL means the
- * default root.  The handle is owned by the caller; free with sbx_store_free.
+ * default root, "" is SBX_EINVAL (an unset variable must not select the
+ * default store).  The handle is owned by the caller; free with sbx_store_free.
  * One handle may be used by one thread at a time. */
 SBX_API int sbx_store_open(sbx_store **out, const char *root, sbx_error *err);
 SBX_API void sbx_store_free(sbx_store *s);
