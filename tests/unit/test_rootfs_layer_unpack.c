@@ -261,6 +261,57 @@ static void test_layer_unpack_other_boot_redone(void **state)
     tu_tmpdir_free(d);
 }
 
+static void store_tar(char diff_id[SBX_DIGEST_BUFSZ], sbx_store *s, const char *tar)
+{
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_layer_writer *w = NULL;
+    char *bytes = NULL;
+    size_t len = 0;
+    assert_int_equal(sbx__read_file(&bytes, &len, tar, 1 << 20, &err), 0);
+    assert_int_equal(sbx_store_layer_begin(&w, s, NULL, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, bytes, len, &err), 0);
+    assert_int_equal(sbx_layer_writer_commit(w, diff_id, &err), 0);
+    free(bytes);
+}
+
+/* A stored layer whose file was replaced by another valid zstd stream (its
+ * frame checksum fine, its content not the layer's) never reaches a
+ * sandbox: unpack hashes what it feeds the extractor and refuses it. */
+static void test_layer_unpack_checks_diff_id(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir(), *root = tu_path(d, "store");
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_store *s = NULL;
+    assert_int_equal(sbx_store_open(&s, root, &err), 0);
+    char good[SBX_DIGEST_BUFSZ], other[SBX_DIGEST_BUFSZ];
+    char *tar = write_layer(d, NULL);
+    store_tar(good, s, tar);
+    free(tar);
+    tar = write_layer(d, "forged");
+    store_tar(other, s, tar);
+    assert_string_not_equal(good, other);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cp %s/layers/sha256/%s.zst %s/layers/sha256/%s.zst", root,
+             other + 7, root, good + 7);
+    assert_int_equal(system(cmd), 0);
+    char path[1024];
+    assert_int_equal(sbx_rootfs_layer_unpack(path, sizeof(path), s, good, NULL, &err),
+                     SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "does not match");
+    assert_non_null(strstr(err.msg, good));
+    struct stat st;
+    char *cached = NULL;
+    assert_int_equal(sbx_store_layer_unpacked_path(s, good, path, sizeof path, &err), 0);
+    cached = path;
+    assert_int_equal(lstat(cached, &st), -1);
+    char *tmp = tu_path(root, "tmp");
+    assert_int_equal(tu_count_files(tmp), 0);
+    sbx_store_free(s);
+    free(tmp), free(tar), free(root);
+    tu_tmpdir_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -270,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_unpack_stale_concurrent),
         cmocka_unit_test(test_unpack_drops_forged_mark),
         cmocka_unit_test(test_layer_unpack_other_boot_redone),
+        cmocka_unit_test(test_layer_unpack_checks_diff_id),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
