@@ -110,12 +110,12 @@ int sbx__check_cancel(const sbx_ctx *c, sbx_error *err)
     return sbx_error_set(err, SBX_ECANCELED, "cancelled");
 }
 
-int sbx__flock_wait(int fd, const sbx_ctx *c, sbx_error *err)
+int sbx__flock_wait(int fd, int op, const sbx_ctx *c, sbx_error *err)
 {
     /* flock cannot wait on a second fd: try, and sleep on the cancel fd
      * between tries (a held lock is a running build: 50 ms is nothing). */
     for (;;) {
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        if (flock(fd, op | LOCK_NB) == 0)
             return 0;
         if (errno != EWOULDBLOCK && errno != EINTR)
             return sbx_error_sys(err, SBX_EIO, errno, "flock");

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
+#include <stdio.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -131,7 +133,15 @@ static int rm_rf_at(int parent, const char *name, dev_t dev, sbx_error *err)
             return sbx_error_sys(err, SBX_EIO, errno, "remove '%s'", name);
         return 0;
     }
-    if (st.st_dev != dev)
+    /* A mount point below: never remove what is mounted there.  st_dev
+     * misses a bind mount from the same filesystem; statx's mount-root
+     * attribute does not. */
+    struct statx sx;
+    bool mount_root = parent != AT_FDCWD &&
+                      statx(parent, name, AT_SYMLINK_NOFOLLOW, STATX_TYPE, &sx) == 0 &&
+                      (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+                      (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+    if (st.st_dev != dev || mount_root)
         return sbx_error_set(err, SBX_EBUSY, "remove '%s': a mount point is in the way", name);
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
@@ -180,4 +190,102 @@ uint64_t sbx__now_monotonic_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void sbx__close_fds_except(const int *keep, size_t n)
+{
+    unsigned lo = 3;
+    for (;;) {
+        /* the smallest kept fd at or above lo */
+        unsigned next = ~0u;
+        for (size_t i = 0; i < n; i++)
+            if (keep[i] >= 0 && (unsigned)keep[i] >= lo && (unsigned)keep[i] < next)
+                next = (unsigned)keep[i];
+        if (next == ~0u) {
+            close_range(lo, ~0u, 0);
+            return;
+        }
+        if (next > lo)
+            close_range(lo, next - 1, 0);
+        lo = next + 1;
+    }
+}
+
+/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+static void unescape_octal(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+            r[3] >= '0' && r[3] <= '7') {
+            *w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+            r += 3;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+}
+
+/* Calls fn for each mount point at or below path; stops when fn returns true. */
+static void each_mount_below(const char *path, bool (*fn)(void *ud, const char *mp), void *ud)
+{
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return;
+    size_t pl = strlen(path);
+    char line[8192], mp[4096];
+    while (fgets(line, sizeof line, f)) {
+        /* "id parent maj:min root mountpoint ..." */
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+            continue;
+        unescape_octal(mp);
+        if (!strncmp(mp, path, pl) && (mp[pl] == '\0' || mp[pl] == '/') && fn(ud, mp))
+            break;
+    }
+    fclose(f);
+}
+
+static bool found_one(void *ud, const char *mp)
+{
+    (void)mp;
+    *(bool *)ud = true;
+    return true;
+}
+
+bool sbx__mounted_below(const char *path)
+{
+    bool found = false;
+    each_mount_below(path, found_one, &found);
+    return found;
+}
+
+typedef struct deepest {
+    char mp[4096];
+    size_t len;
+} deepest;
+
+static bool keep_deepest(void *ud, const char *mp)
+{
+    deepest *d = ud;
+    size_t l = strlen(mp);
+    if (l > d->len) {
+        snprintf(d->mp, sizeof d->mp, "%s", mp);
+        d->len = l;
+    }
+    return false;
+}
+
+int sbx__umount_below(const char *path)
+{
+    /* deepest first; a stacked or stuck mount point gets a few tries */
+    for (int tries = 0; tries < 64; tries++) {
+        deepest d = {"", 0};
+        each_mount_below(path, keep_deepest, &d);
+        if (!d.len)
+            return 0;
+        if (umount2(d.mp, 0) < 0 && umount2(d.mp, MNT_DETACH) < 0)
+            return 1;
+    }
+    return sbx__mounted_below(path) ? 1 : 0;
 }

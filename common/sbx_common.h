@@ -66,6 +66,15 @@ int sbx__write_file_atomic(const char *path, const void *data, size_t len, mode_
                           sbx_error *err);
 /* rm -rf; missing paths are fine.  Does not cross mount points. */
 int sbx__rm_rf(const char *path, sbx_error *err);
+/* In a child forked without exec: close every fd above stderr except the n
+ * in keep, so the child holds none of the parent's locks (flocks belong to
+ * open files, and a long-lived child would keep them held). */
+void sbx__close_fds_except(const int *keep, size_t n);
+/* Mount points at or below path (an absolute, canonical path), from
+ * /proc/self/mountinfo: whether there is one; unmount them all, deepest
+ * first (lazily when busy), returning how many are left. */
+bool sbx__mounted_below(const char *path);
+int sbx__umount_below(const char *path);
 /* Map an errno from a write path to SBX_ENOSPC or SBX_EIO. */
 int sbx__errno_code(int e);
 
@@ -89,9 +98,9 @@ void sbx__progress(const sbx_ctx *ctx, const char *id, const char *phase, uint64
 int sbx__check_cancel(const sbx_ctx *ctx, sbx_error *err);
 /* An fd that polls readable once ctx is cancelled; -1 for NULL. */
 int sbx__ctx_cancel_fd(const sbx_ctx *ctx);
-/* flock(fd, LOCK_EX), waiting until it is granted or ctx is cancelled
- * (SBX_ECANCELED); other failures SBX_EIO. */
-int sbx__flock_wait(int fd, const sbx_ctx *ctx, sbx_error *err);
+/* flock(fd, op) (LOCK_EX or LOCK_SH), waiting until it is granted or ctx
+ * is cancelled (SBX_ECANCELED); other failures SBX_EIO. */
+int sbx__flock_wait(int fd, int op, const sbx_ctx *ctx, sbx_error *err);
 
 /* ---- strings ------------------------------------------------------------- */
 /* asprintf that aborts nothing: returns NULL on ENOMEM. */

@@ -352,6 +352,8 @@ static void check_entry_paths(const linkset *ls, struct archive_entry *e, const 
 
 static void child_extract(int tarfd, const char *dir, const char *boot_id, int errfd)
 {
+    int keep[] = {tarfd, errfd};
+    sbx__close_fds_except(keep, 2); /* no lock of the parent's lives on in us */
     if (chdir(dir) < 0)
         child_fail(errfd, "entering '%s': %s", dir, strerror(errno));
     /* Confine the extractor to the new dir; without CAP_SYS_CHROOT, fall

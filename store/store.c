@@ -172,6 +172,10 @@ int sbx_store__exists(sbx_store *s, const char *sql, const char *arg, sbx_error 
 
 int sbx_store__lock(sbx_store *s, int exclusive, sbx_error *err)
 {
+    if (s->ctx) /* a long call (gc, fsck) waits cancellably */
+        return sbx__flock_wait(s->lock_fd, exclusive ? LOCK_EX : LOCK_SH, s->ctx, err) < 0
+                   ? sbx_error_wrap(err, "waiting for the store lock")
+                   : 0;
     while (flock(s->lock_fd, exclusive ? LOCK_EX : LOCK_SH) < 0) {
         if (errno != EINTR)
             return sbx_store__io_err(s, err, errno, "lock");
@@ -500,6 +504,16 @@ int sbx_store_open(sbx_store **out, const char *root, sbx_error *err)
         s->root_fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (s->root_fd < 0)
             rc = sbx_store__io_err(s, err, errno, "open root");
+    }
+    if (rc == 0) {
+        /* Paths handed out and compared later (scratch dirs, mountinfo) are
+         * absolute and canonical: a relative root or a symlinked home would
+         * otherwise name something else after a chdir, or hide a mount. */
+        char *real = realpath(root, NULL);
+        if (real) {
+            free(s->root);
+            s->root = real;
+        }
     }
     for (size_t i = 0; rc == 0 && i < SBX_ARRAY_LEN(SUBDIRS); i++)
         if (mkdirat(s->root_fd, SUBDIRS[i], 0700) < 0 && errno != EEXIST)

@@ -245,6 +245,9 @@ int sbx_store_put_manifest(sbx_store *s, const void *data, size_t len, const cha
  * the caller relies on the answer. */
 int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_error *err)
 {
+    sbx_error local = SBX_ERROR_INIT;
+    if (!err)
+        err = &local; /* callers that only want the answer */
     if (!sbx__digest_valid(digest))
         return 0;
     const char *sql = kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
@@ -255,8 +258,13 @@ int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_erro
         return sbx_error_wrap(err, "looking up %s '%s'", what, digest);
     char rel[128];
     sbx_store__obj_relpath(rel, sizeof rel, kind, digest + 7);
-    if (have == 0 || faccessat(s->root_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
-        return 0; /* no record, or a record whose file is gone (fsck repairs it) */
+    if (have == 0)
+        return 0;
+    if (faccessat(s->root_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+        if (errno == ENOENT)
+            return 0; /* a record whose file is gone (fsck repairs it) */
+        return sbx_store__io_err(s, err, errno, "look up the object file");
+    }
     /* Present only once leased: the caller relies on gc keeping it. */
     int r = sbx_store__lock(s, 0, err);
     if (r == 0 && (r = sbx_store__begin(s, err)) == 0) {

@@ -386,10 +386,11 @@ static int gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
         sweep_unpacked(s, o->dry_run, &trash, &bin);
     }
     sbx_store__unlock(s);
+    sbx_error e = SBX_ERROR_INIT; /* err holds gc's own error */
     if (rc == 0)
         empty_trash(s, &trash, bin, o->dry_run, &rep);
     else
-        sbx_scratch_free(bin, err);
+        sbx_scratch_free(bin, &e);
     strvec_free(&trash);
     gc_lists_free(&l);
     if (rc < 0)

@@ -89,6 +89,7 @@ int sbx_store__tmp_entry(sbx_store *s, const char *kind, bool dir, bool owner_re
     while (flock(tfd, LOCK_SH) < 0) /* released with tfd, after the rename */
         if (errno != EINTR)
             return sbx_store__io_err(s, err, errno, "lock tmp/");
+    /* (a reaper holds tmp/ exclusively only for a moment, never waiting) */
     char id[13], hidden[64], name[64];
     for (int attempt = 0;; attempt++) {
         random_id(id);
@@ -176,34 +177,28 @@ int sbx_scratch_free(sbx_scratch *sc, sbx_error *err)
         if (r < 0)
             sbx_error_wrap(err, "removing scratch dir"); /* the reaper retries later */
     }
-    if (sc->fd >= 0)
-        close(sc->fd); /* releases the lock, after the removal */
+    if (sc->fd >= 0) {
+        flock(sc->fd, LOCK_UN); /* after the removal; also for any forked copy of the fd */
+        close(sc->fd);
+    }
     free(sc->path);
     free(sc);
     return r;
 }
 
-/* ---- the reaper ---------------------------------------------------------- */
-
-/* 1 when a mount point lies at or below path (from /proc/self/mountinfo). */
-static bool mounted_below(const char *path)
+void sbx_scratch_release(sbx_scratch *sc)
 {
-    FILE *f = fopen("/proc/self/mountinfo", "re");
-    if (!f)
-        return false;
-    size_t pl = strlen(path);
-    char line[4096];
-    bool found = false;
-    while (!found && fgets(line, sizeof line, f)) {
-        char mp[4096];
-        /* "id parent maj:min root mountpoint ..." */
-        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
-            continue;
-        found = !strncmp(mp, path, pl) && (mp[pl] == '\0' || mp[pl] == '/');
+    if (!sc)
+        return;
+    if (sc->fd >= 0) {
+        flock(sc->fd, LOCK_UN);
+        close(sc->fd);
     }
-    fclose(f);
-    return found;
+    free(sc->path);
+    free(sc);
 }
+
+/* ---- the reaper ---------------------------------------------------------- */
 
 /* A writer died after linking its named temp file into place but before its
  * record committed: remove the unrecorded object (same inode) so the store is
@@ -228,15 +223,33 @@ static void undo_half_link(sbx_store *s, char kind, const char *hex, const struc
     sbx_store__rollback(s);
 }
 
-/* "b.<64 hex>.<id>" / "l.<64 hex>.<id>": the hex, else "". */
-static void object_hex(const char *name, char hex[65])
+static bool id_valid(const char *id)
+{
+    if (strlen(id) != 12)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9')))
+            return false;
+    return true;
+}
+
+/* After "<kind>.": "<id>", or for a named object file (b, l) "<64 hex>.<id>".
+ * The hex goes to hex ("" when none); false for any other name, such as the
+ * "w.<pid>.<start>.<rand>" of an older sbx-image still running on this store
+ * (it has no lock to test: it is left to that version's own reaper). */
+static bool entry_name_valid(const char *kind, const char *rest, char hex[65])
 {
     hex[0] = '\0';
-    if ((name[0] == 'b' || name[0] == 'l') && name[1] == '.' && strlen(name + 2) > 65 &&
-        name[66] == '.') {
-        memcpy(hex, name + 2, 64);
+    if ((!strcmp(kind, "b") || !strcmp(kind, "l")) && strlen(rest) == 64 + 1 + 12 &&
+        rest[64] == '.') {
+        for (size_t i = 0; i < 64; i++)
+            if (!((rest[i] >= '0' && rest[i] <= '9') || (rest[i] >= 'a' && rest[i] <= 'f')))
+                return false;
+        memcpy(hex, rest, 64);
         hex[64] = '\0';
+        rest += 65;
     }
+    return id_valid(rest);
 }
 
 /* With tmp/ held exclusively (no maker is between create and rename), every
@@ -251,7 +264,9 @@ static void remove_unfinished(int tfd)
             close(dfd);
         return;
     }
-    if (flock(tfd, LOCK_EX) == 0) {
+    /* Never wait: a maker mid-creation is microseconds away from done, and
+     * the next reaper will look again. */
+    if (flock(tfd, LOCK_EX | LOCK_NB) == 0) {
         struct dirent *de;
         while ((de = readdir(d))) {
             if (strncmp(de->d_name, NEW_PREFIX, strlen(NEW_PREFIX)))
@@ -298,7 +313,9 @@ int sbx_store_scratch_reap(sbx_store *s, const char *kind, sbx_scratch_reap_fn f
             continue;
         memcpy(k, base, klen);
         k[klen] = '\0';
-        if (!kind_valid(k) || (kind && (klen != kl || memcmp(k, kind, kl))))
+        char hex[65];
+        if (!kind_valid(k) || (kind && (klen != kl || memcmp(k, kind, kl))) ||
+            !entry_name_valid(k, dot + 1, hex))
             continue;
         _cleanup_close_ int fd = openat(tfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
         if (fd < 0)
@@ -309,8 +326,6 @@ int sbx_store_scratch_reap(sbx_store *s, const char *kind, sbx_scratch_reap_fn f
         if (fstat(fd, &st) < 0)
             continue;
         if (S_ISREG(st.st_mode)) {
-            char hex[65];
-            object_hex(base, hex);
             if (st.st_nlink > 1 && hex[0])
                 undo_half_link(s, base[0], hex, &st);
             if (unlinkat(tfd, name, 0) == 0 && removed)
@@ -332,7 +347,7 @@ int sbx_store_scratch_reap(sbx_store *s, const char *kind, sbx_scratch_reap_fn f
         } else if (owner_reaps) {
             continue; /* its module's reaper knows what else it holds */
         }
-        if (mounted_below(path)) {
+        if (sbx__mounted_below(path)) {
             sbx__log(s->ctx, SBX_LOG_WARN, "leaving '%s': something is mounted in it", path);
             continue;
         }
@@ -366,7 +381,7 @@ int sbx_store_lock_named(int *fd_out, sbx_store *s, const char *name, sbx_ctx *c
     int fd = openat(s->root_fd, rel, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return sbx_store__io_err(s, err, errno, "open lock");
-    if (sbx__flock_wait(fd, ctx, err) < 0) {
+    if (sbx__flock_wait(fd, LOCK_EX, ctx, err) < 0) {
         close(fd);
         return sbx_error_wrap(err, "waiting for the lock '%s'", name);
     }

@@ -271,6 +271,9 @@ SBX_API const char *sbx_scratch_id(const sbx_scratch *sc);
 /* Remove the directory with what is in it, then release it.  An error (a
  * mount in the way) leaves the directory to the reaper.  Accepts NULL. */
 SBX_API int sbx_scratch_free(sbx_scratch *sc, sbx_error *err);
+/* Release it without removing anything (something in it could not be
+ * undone here, e.g. a mount): the reaper takes it.  Accepts NULL. */
+SBX_API void sbx_scratch_release(sbx_scratch *sc);
 
 /* Called for a dead scratch directory before it is removed; an error keeps
  * it (for the next try). */

@@ -1,5 +1,6 @@
 #include <errno.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 
 #include "sbx_common.h"
@@ -85,6 +86,33 @@ static void test_rm_rf_handles_nested_dirs(void **state)
     tu_tmpdir_free(dir);
 }
 
+/* A bind mount of the same filesystem below the tree (same st_dev): rm -rf
+ * stops at it, and what it shows survives; sbx__umount_below finds it
+ * (with a space in its path, escaped in mountinfo) and unmounts it. */
+static void test_rm_rf_stops_at_a_bind_mount(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *precious = tu_path(dir, "precious"), *tree = tu_path(dir, "tree with space");
+    char *mp = tu_path(tree, "sub/mnt");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx__mkdir_p(precious, 0755, &err), 0);
+    assert_int_equal(sbx__mkdir_p(mp, 0755, &err), 0);
+    char *keep = tu_path(precious, "keep");
+    tu_write_file(keep, "x");
+    assert_int_equal(mount(precious, mp, NULL, MS_BIND, NULL), 0);
+    assert_true(sbx__mounted_below(tree));
+    assert_int_equal(sbx__rm_rf(tree, &err), SBX_EBUSY);
+    struct stat st;
+    assert_int_equal(stat(keep, &st), 0);
+    assert_int_equal(sbx__umount_below(tree), 0);
+    assert_false(sbx__mounted_below(tree));
+    assert_int_equal(sbx__rm_rf(tree, &err), 0);
+    assert_int_equal(stat(keep, &st), 0);
+    free(keep), free(mp), free(tree), free(precious);
+    tu_tmpdir_free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -93,6 +121,7 @@ int main(void)
         cmocka_unit_test(test_error_wrap_and_format),
         cmocka_unit_test(test_write_file_atomic_and_read_limit),
         cmocka_unit_test(test_rm_rf_handles_nested_dirs),
+        cmocka_unit_test(test_rm_rf_stops_at_a_bind_mount),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

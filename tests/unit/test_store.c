@@ -701,8 +701,8 @@ static void test_crashed_writer_debris_is_undone_on_open(void **state)
      * its record committed; and another died mid-write.  Dead: nobody holds
      * their flock. */
     char *blob = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
-    char *named = sbx__strdup_printf("%s/tmp/b.%s.abcdef", t->root, ABC_HEX);
-    char *partial = sbx__strdup_printf("%s/tmp/w.ghijkl", t->root);
+    char *named = sbx__strdup_printf("%s/tmp/b.%s.abcdefabcdef", t->root, ABC_HEX);
+    char *partial = sbx__strdup_printf("%s/tmp/w.ghijklghijkl", t->root);
     tu_write_file(named, "abc");
     assert_int_equal(link(named, blob), 0);
     tu_write_file(partial, "ab");
@@ -712,9 +712,10 @@ static void test_crashed_writer_debris_is_undone_on_open(void **state)
     sbx_fsck_report rep;
     assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     /* A live writer's temp file (its flock held) is left alone; and so is
-     * a name that is not the store's. */
-    char *live = sbx__strdup_printf("%s/tmp/w.mnopqr", t->root);
-    char *foreign = sbx__strdup_printf("%s/tmp/NOTOURS", t->root);
+     * a name that is not the store's, like an older sbx-image's writer's
+     * (it has no lock to test). */
+    char *live = sbx__strdup_printf("%s/tmp/w.mnopqrmnopqr", t->root);
+    char *foreign = sbx__strdup_printf("%s/tmp/w.123.456.abcdef", t->root);
     tu_write_file(live, "a");
     tu_write_file(foreign, "a");
     int lfd = open(live, O_RDONLY | O_CLOEXEC);
@@ -762,6 +763,7 @@ static void test_has_reports_metadata_errors(void **state)
     sbx_error_clear(&err);
     assert_true(sbx_store_has_layer(t->s, "sha256:" ABC_HEX, &err) < 0);
     assert_non_null(strstr(err.msg, "looking up layer"));
+    assert_true(sbx_store_has_blob(t->s, d, NULL) < 0); /* no err: still an error, no crash */
 }
 
 static void test_dangling_record_is_repaired_by_next_writer(void **state)

@@ -136,11 +136,11 @@ static void test_gc_removes_unrecorded_files_and_stale_tmp(void **state)
     char *stray = sbx__strdup_printf("%s/blobs/sha256/%s", t->root, ABC_HEX);
     tu_write_file(stray, "abc");
     /* A dead writer's temp file (nobody holds its flock). */
-    char *tmp = sbx__strdup_printf("%s/tmp/w.xxxxxx", t->root);
+    char *tmp = sbx__strdup_printf("%s/tmp/w.xxxxxxxxxxxx", t->root);
     tu_write_file(tmp, "partial");
     /* An unpacked tree a killed gc had moved aside, and an unpacked tree
      * whose layer is gone. */
-    char *trash = sbx__strdup_printf("%s/tmp/u.abc123", t->root);
+    char *trash = sbx__strdup_printf("%s/tmp/u.abc123abc123", t->root);
     assert_int_equal(mkdir(trash, 0700), 0);
     char *inner = tu_path(trash, "f");
     tu_write_file(inner, "x");
