@@ -192,16 +192,35 @@ static int run_logged(char *const argv[], const sbx_build_options *opts, const s
     char buf[4096], line[4096];
     size_t ll = 0;
     tail[0] = '\0';
+    /* On cancel: SIGTERM to the group (debootstrap's traps unmount what it
+     * mounted in the target), SIGKILL after a grace period; the output is
+     * drained until the pipe closes, but never past the kill's grace. */
     bool cancelled = false;
+    uint64_t kill_at = 0, give_up_at = 0;
     for (;;) {
         struct pollfd p[2] = {{pfd[0], POLLIN, 0},
                               {cancelled ? -1 : sbx__ctx_cancel_fd(ctx), POLLIN, 0}};
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
+        int tmo = -1;
+        uint64_t now = sbx__now_monotonic_ns();
+        if (cancelled) {
+            uint64_t next = kill_at ? kill_at : give_up_at;
+            tmo = next > now ? (int)((next - now) / 1000000 + 1) : 0;
+        }
+        if (poll(p, 2, tmo) < 0 && errno != EINTR)
             break;
+        now = sbx__now_monotonic_ns();
         if (!cancelled && sbx_ctx_cancelled(ctx)) {
             cancelled = true;
-            kill(-pid, SIGKILL);
+            kill(-pid, SIGTERM);
+            kill_at = now + 10ull * 1000000000ull;
         }
+        if (kill_at && now >= kill_at) {
+            kill(-pid, SIGKILL);
+            kill_at = 0;
+            give_up_at = now + 2ull * 1000000000ull;
+        }
+        if (give_up_at && now >= give_up_at)
+            break; /* something of the group kept the pipe open */
         if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
         ssize_t n = read(pfd[0], buf, sizeof buf);
@@ -299,7 +318,7 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     sbx__log(ctx, SBX_LOG_INFO, "building the sbx base '%s' with debootstrap --variant=%s %s %s",
             bp.name, bp.variant, bp.suite, bp.mirror);
     sbx_scratch *sc = NULL;
-    if (sbx_store_scratch_new(&sc, store, "build", 0, err) < 0)
+    if (sbx_store_scratch_new(&sc, store, "build", SBX_SCRATCH_OWNER_REAPS, err) < 0)
         return sbx_error_wrap(err, "build the sbx base");
     _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/rootfs", sbx_scratch_path(sc));
     int rc = rootfs ? sbx__mkdir_p(rootfs, 0755, err)
@@ -314,8 +333,13 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         if (rc < 0)
             sbx_error_wrap(err, "store the sbx base");
     }
+    /* debootstrap killed mid-way can leave its /proc and /sys mounts in
+     * the tree: never remove through them */
     sbx_error e3 = SBX_ERROR_INIT;
-    sbx_scratch_free(sc, &e3);
+    if (sbx__umount_below(sbx_scratch_path(sc)))
+        sbx_scratch_release(sc); /* the builder's reaper tries again */
+    else
+        sbx_scratch_free(sc, &e3);
     return rc;
 }
 

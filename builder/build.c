@@ -93,12 +93,13 @@ static void on_output(void *ud, const char *line, size_t len)
 /* ---- scratch directories ------------------------------------------------ */
 
 /* A step's scratch dir: a scratch dir of the store (tmp/build.<id>), removed
- * after the step; one a killed builder left is removed by the store's reaper
- * (its flock died with the builder). */
+ * after the step.  It holds the overlay's upper and work dirs, which a
+ * container orphaned by a killed builder may still be using: only the
+ * builder's reaper takes it, after the container is gone. */
 static sbx_scratch *scratch_new(build_ctx *c, sbx_error *err)
 {
     sbx_scratch *sc = NULL;
-    if (sbx_store_scratch_new(&sc, c->s, "build", 0, err) < 0)
+    if (sbx_store_scratch_new(&sc, c->s, "build", SBX_SCRATCH_OWNER_REAPS, err) < 0)
         sbx_error_wrap(err, "create scratch dir");
     return sc;
 }

@@ -304,10 +304,12 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
     }
     if (!st->mounted)
         remove_created(st);
-    /* Still mounted: the removal stops at the mount and the released
-     * bundle goes to the reaper, which unmounts it. */
+    /* Still mounted: leave the bundle whole (its runtime file says how to
+     * reap it) to the builder's reaper, which unmounts it. */
     sbx_error e = SBX_ERROR_INIT;
-    if (sbx_scratch_free(st->scratch, &e) < 0)
+    if (st->mounted)
+        sbx_scratch_release(st->scratch);
+    else if (sbx_scratch_free(st->scratch, &e) < 0)
         sbx__log(st->ctx, SBX_LOG_WARN, "%s", e.msg);
     st->scratch = NULL;
     st->bundle = NULL;

@@ -16,13 +16,6 @@
 #include "sandbox_internal.h"
 #include "sbx_common.h"
 
-static bool is_mountpoint(const char *path)
-{
-    struct stat a, b;
-    _cleanup_free_ char *parent = sbx__strdup_printf("%s/..", path);
-    return parent && stat(path, &a) == 0 && stat(parent, &b) == 0 && a.st_dev != b.st_dev;
-}
-
 int bld_bundle_container_id(char *buf, size_t len, const char *scratch_id)
 {
     int n = snprintf(buf, len, "sbx-%s", scratch_id);
@@ -56,19 +49,29 @@ static int reap_bundle(void *ud, const char *bundle, const char *scratch_id, sbx
         rt.cgroups_disabled = known && rt.cgroup_workaround && disabled;
         bld_rt_destroy(&rt, id);
     }
-    for (int i = 0; i < 8 && is_mountpoint(rootfs); i++)
-        if (umount2(rootfs, 0) < 0)
-            umount2(rootfs, MNT_DETACH);
-    if (is_mountpoint(rootfs))
+    if (sbx__umount_below(bundle))
         return sbx_error_set(err, SBX_EBUSY, "cannot unmount the stale '%s'", rootfs);
     sbx__log(ctx, SBX_LOG_DEBUG, "removed the container and mount of a killed step (%s)", id);
+    return 0;
+}
+
+/* A killed builder's step dirs (upper and work of an overlay) and base tree
+ * (debootstrap's own mounts, if it died mid-way): reaped after the bundles,
+ * so no container of theirs still runs. */
+static int reap_build(void *ud, const char *path, const char *scratch_id, sbx_error *err)
+{
+    (void)ud;
+    (void)scratch_id;
+    if (sbx__umount_below(path))
+        return sbx_error_set(err, SBX_EBUSY, "cannot unmount what is mounted in '%s'", path);
     return 0;
 }
 
 int bld_sandbox_cleanup_stale(sbx_store *store, unsigned *removed, const sbx_ctx *ctx,
                               sbx_error *err)
 {
-    return sbx_store_scratch_reap(store, "run", reap_bundle, (void *)ctx, removed, err);
+    int r = sbx_store_scratch_reap(store, "run", reap_bundle, (void *)ctx, removed, err);
+    return r < 0 ? r : sbx_store_scratch_reap(store, "build", reap_build, NULL, NULL, err);
 }
 
 int bld_bundle_new(sbx_scratch **out, sbx_store *store, const bld_runtime_info *rt,
