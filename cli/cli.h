@@ -51,6 +51,9 @@ int cli_print_json(FILE *f, json_t *o);
  * cleans up; the command exits 128+N); a second signal ends the process at
  * once. */
 void cli_catch_signals(sbx_ctx *ctx);
+/* When status is 128+N for the signal N that cancelled the command: die of
+ * N now (the command has cleaned up); else return. */
+void cli_exit_like_signal(int status);
 /* "debug: <msg>" on stderr with -v. */
 void cli_debug(const sbx_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Human-readable byte count ("12.3 MB"). */

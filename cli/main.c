@@ -75,6 +75,7 @@ int main(int argc, char **argv)
             int rc = commands[c].fn(&cli, argc - i, argv + i);
             cli_catch_signals(NULL);
             sbx_ctx_free(cli.ctx);
+            cli_exit_like_signal(rc);
             return rc;
         }
     }

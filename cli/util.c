@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,7 +19,7 @@ int cli_common_opt(sbx_cli *cli, int c, const char *arg)
 }
 
 static volatile sig_atomic_t g_signal;
-static sbx_ctx *g_signal_ctx;
+static sbx_ctx *volatile g_signal_ctx;
 
 int cli_fail_status(const sbx_error *err)
 {
@@ -99,6 +100,7 @@ const char *cli_human_bytes(unsigned long long n, char *buf, size_t len)
 
 static void on_signal(int sig)
 {
+    int saved = errno;
     if (g_signal) { /* asked twice: stop now */
         signal(sig, SIG_DFL);
         raise(sig);
@@ -106,6 +108,19 @@ static void on_signal(int sig)
     }
     g_signal = sig;
     sbx_ctx_cancel(g_signal_ctx); /* async-signal-safe */
+    errno = saved;
+}
+
+void cli_exit_like_signal(int status)
+{
+    if (!g_signal || status != 128 + g_signal)
+        return;
+    /* Die of the signal, after the cleanup, so that a calling shell sees it
+     * (bash stops a loop on an interrupted child only when it died of SIGINT). */
+    fflush(stdout);
+    fflush(stderr);
+    signal(g_signal, SIG_DFL);
+    raise(g_signal);
 }
 
 void cli_catch_signals(sbx_ctx *ctx)
