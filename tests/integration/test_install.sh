@@ -35,6 +35,11 @@ nm -D --defined-only "$libdir/libsbx.so" | awk '$2 ~ /^[TDB]$/ {print $3}' >"$T/
 # sbx_ then words joined by single underscores: no sbx__*, sbx_store__*, bld_*, ...
 bad=$(grep -vE '^sbx_[a-z0-9]+(_[a-z0-9]+)*$' "$T/syms" | grep -vE '^_(init|fini|edata|end|_bss_start)$' || true)
 [[ -z $bad ]] || fail "internal symbols exported: $(echo "$bad" | head -5 | tr '\n' ' ')"
+# the same for the static library: its internals are local symbols
+nm --defined-only "$libdir/libsbx.a" 2>/dev/null | awk '$2 ~ /^[TDBR]$/ {print $3}' | sort -u >"$T/ssyms"
+bad=$(grep -vE '^sbx_[a-z0-9]+(_[a-z0-9]+)*$' "$T/ssyms" || true)
+[[ -z $bad ]] || fail "libsbx.a exports internal symbols: $(echo "$bad" | head -5 | tr '\n' ' ')"
+grep -qx sbx_registry_resolve "$T/ssyms" || fail "libsbx.a lacks sbx_registry_resolve"
 for f in $(grep -ho 'SBX_API [^(]*\bsbx_[a-z0-9_]*(' "$SBX_SOURCE_DIR"/include/sbx/*.h |
            grep -o 'sbx_[a-z0-9_]*(' | tr -d '('); do
     grep -qx "$f" "$T/syms" || fail "public $f is not exported"
