@@ -119,6 +119,7 @@ int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
     if (rt->kind == BLD_RUNTIME_RUNSC) {
         argv[n++] = "--ignore-cgroups";
         argv[n++] = "--platform=ptrace";
+        argv[n++] = "--oci-seccomp"; /* the step's filter, inside the sandbox too */
         argv[n++] = call->network == BLD_NETWORK_NONE ? "--network=none" : "--network=host";
     }
     for (size_t i = 0; args[i]; i++) {
@@ -286,7 +287,7 @@ static void first_line(char *dst, size_t len, const char *out)
         snprintf(dst, len, "no output");
 }
 
-static int write_probe_bundle(const char *bundle, bool no_mknod, bool seccomp, sbx_error *err)
+static int write_probe_bundle(const char *bundle, bool no_mknod, bool gvisor, sbx_error *err)
 {
     _cleanup_free_ char *rootfs = sbx__strdup_printf("%s/rootfs", bundle);
     _cleanup_free_ char *cfg = sbx__strdup_printf("%s/config.json", bundle);
@@ -302,7 +303,7 @@ static int write_probe_bundle(const char *bundle, bool no_mknod, bool seccomp, s
     const char *argv[] = {"/sbx-exec-check", NULL};
     const char *env[] = {"PATH=/", NULL};
     spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", BLD_NETWORK_NONE, no_mknod,
-                     seccomp};
+                     gvisor};
     json_t *spec = NULL;
     r = bld_spec_build(&spec, &in, err);
     if (r < 0)
@@ -324,7 +325,7 @@ static int probe(const bld_runtime_info *rt, sbx_store *store, char *why, size_t
     int r = bld_bundle_new(&sc, store, rt, id, &err);
     const char *bundle = sc ? sbx_scratch_path(sc) : NULL;
     if (r == 0)
-        r = write_probe_bundle(bundle, rt->cgroups_disabled, rt->kind != BLD_RUNTIME_RUNSC, &err);
+        r = write_probe_bundle(bundle, rt->cgroups_disabled, rt->kind == BLD_RUNTIME_RUNSC, &err);
     char out[2048] = "";
     int status = -1;
     if (r == 0) {

@@ -379,7 +379,7 @@ static int write_config(run_state *st, const bld_user_ids *user, sbx_error *err)
     }
     spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
                      o->cwd ? o->cwd : "/", user, o->hostname, o->network,
-                     st->rt.cgroups_disabled, st->rt.kind != BLD_RUNTIME_RUNSC};
+                     st->rt.cgroups_disabled, st->rt.kind == BLD_RUNTIME_RUNSC};
     json_t *spec = NULL;
     int r = bld_spec_build(&spec, &in, err);
     free_strv(env);

@@ -53,7 +53,8 @@ typedef struct spec_input {
     const char *hostname;
     bld_network_mode network;
     bool no_mknod;                    /* no devices cgroup guards device nodes */
-    bool seccomp;                     /* add the syscall deny list (not for runsc) */
+    bool gvisor;                      /* runsc: its kernel has no clone3, its filter
+                                         answers EPERM whatever errnoRet says */
 } spec_input;
 
 /* Build config.json; *out owned by the caller (json_decref). */

@@ -115,14 +115,39 @@ static json_t *build_process(const spec_input *in)
                      "rlimits", rlimits, "noNewPrivileges", 1);
 }
 
-static json_t *build_seccomp(void)
+/* clone(2) may make namespaces too (CLONE_NEWUSER gives a step a user
+ * namespace with every capability, CLONE_NEWNET one to use them in): refused
+ * with EPERM when any namespace flag is set, one rule per flag (rules are
+ * OR'ed, a rule's argument checks AND'ed).  clone3 passes its flags in
+ * memory a filter cannot read: ENOSYS, so libc falls back to clone, as under
+ * Docker's default profile.  Flag values from <linux/sched.h>. */
+static const unsigned long clone_ns_flags[] = {
+    0x00020000, /* CLONE_NEWNS */     0x02000000, /* CLONE_NEWCGROUP */
+    0x04000000, /* CLONE_NEWUTS */    0x08000000, /* CLONE_NEWIPC */
+    0x10000000, /* CLONE_NEWUSER */   0x20000000, /* CLONE_NEWPID */
+    0x40000000, /* CLONE_NEWNET */
+};
+
+static json_t *build_seccomp(bool gvisor)
 {
     static const char *const arches[] = {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32",
                                          "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"};
-    return json_pack("{s:s, s:o, s:[{s:o, s:s, s:i}]}", "defaultAction", "SCMP_ACT_ALLOW",
-                     "architectures", str_array(arches, SBX_ARRAY_LEN(arches)), "syscalls",
-                     "names", str_array(denied_syscalls, SBX_ARRAY_LEN(denied_syscalls)),
-                     "action", "SCMP_ACT_ERRNO", "errnoRet", 1);
+    json_t *rules = json_pack("[{s:o, s:s, s:i}]", "names",
+                              str_array(denied_syscalls, SBX_ARRAY_LEN(denied_syscalls)),
+                              "action", "SCMP_ACT_ERRNO", "errnoRet", 1);
+    /* gVisor has no clone3 (ENOSYS already); a rule there would answer EPERM
+     * and break libc's fallback for threads */
+    if (rules && !gvisor)
+        json_array_append_new(rules, json_pack("{s:[s], s:s, s:i}", "names", "clone3", "action",
+                                               "SCMP_ACT_ERRNO", "errnoRet", 38 /* ENOSYS */));
+    for (size_t i = 0; rules && i < SBX_ARRAY_LEN(clone_ns_flags); i++)
+        json_array_append_new(
+            rules, json_pack("{s:[s], s:s, s:i, s:[{s:i, s:I, s:I, s:s}]}", "names", "clone",
+                             "action", "SCMP_ACT_ERRNO", "errnoRet", 1, "args", "index", 0,
+                             "value", (json_int_t)clone_ns_flags[i], "valueTwo",
+                             (json_int_t)clone_ns_flags[i], "op", "SCMP_CMP_MASKED_EQ"));
+    return json_pack("{s:s, s:o, s:o}", "defaultAction", "SCMP_ACT_ALLOW", "architectures",
+                     str_array(arches, SBX_ARRAY_LEN(arches)), "syscalls", rules);
 }
 
 static json_t *build_linux(const spec_input *in)
@@ -137,8 +162,8 @@ static json_t *build_linux(const spec_input *in)
                            str_array(masked_paths, SBX_ARRAY_LEN(masked_paths)),
                            "readonlyPaths",
                            str_array(readonly_paths, SBX_ARRAY_LEN(readonly_paths)));
-    if (lx && in->seccomp)
-        json_object_set_new(lx, "seccomp", build_seccomp());
+    if (lx)
+        json_object_set_new(lx, "seccomp", build_seccomp(in->gvisor));
     return lx;
 }
 

@@ -57,7 +57,8 @@ static int make_base(void **state)
              " > etc/passwd; "
              "printf 'root:x:0:\\nbuilder:x:1000:\\nextra:x:2000:builder\\n' > etc/group; "
              "echo old > etc/deleteme; echo old > data/dir/old; echo keep > data/keep; "
-             "echo '127.0.0.1 localhost' > etc/hosts; touch etc/resolv.conf",
+             "echo '127.0.0.1 localhost' > etc/hosts; touch etc/resolv.conf; "
+             "cc -static -O1 -pthread -o bin/nscheck \"$SBX_SOURCE_DIR/tests/unit/nscheck.c\"",
              g_base);
     return system(cmd) == 0 ? 0 : -1;
 }
@@ -582,6 +583,40 @@ static void test_seccomp_refuses_unshare(void **state)
     free(out);
 }
 
+/* Namespaces through clone(2) flags and clone3 are refused as unshare is
+ * (Docker's default profile): a step must not make a user namespace with
+ * full capabilities, nor a network namespace to use them in.  Plain forks
+ * work, and libc's fork falls back from clone3's ENOSYS. */
+static void test_seccomp_refuses_namespace_clones(void **state)
+{
+    (void)state;
+    static const char want[] = "fork: ok\n"
+                               "clone newuser: EPERM\n"
+                               "clone newnet: EPERM\n"
+                               "clone newns: EPERM\n"
+                               "clone newuser|newnet: EPERM\n"
+                               "clone3: ENOSYS\n"
+                               "clone3 newuser: ENOSYS\n"
+                               "libc fork: ok\n"
+                               "thread: ok\n";
+    bld_runtime_kind rts[] = {BLD_RUNTIME_CRUN, BLD_RUNTIME_RUNC, BLD_RUNTIME_RUNSC};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(rts); i++) {
+        sbx_error err = SBX_ERROR_INIT;
+        int code;
+        char *out = run_capture(rts[i], NULL, "/bin/nscheck", BLD_NETWORK_HOST, &code, &err);
+        must(code, &err);
+        if (strcmp(out, want) != 0)
+            fail_msg("%s:\n%s", bld_runtime_name(rts[i]), out);
+        free(out);
+        /* and as a user (no capabilities at all) */
+        out = run_capture(rts[i], "builder", "/bin/nscheck", BLD_NETWORK_HOST, &code, &err);
+        must(code, &err);
+        if (strcmp(out, want) != 0)
+            fail_msg("%s as builder:\n%s", bld_runtime_name(rts[i]), out);
+        free(out);
+    }
+}
+
 /* Device nodes are guarded: runc keeps the rootfs nodev (a node shipped in an
  * image, say for the host's disk, does not open); crun on this hybrid host
  * runs in its own v1 devices cgroup rather than with cgroups disabled. */
@@ -769,6 +804,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plain_rootfs_and_scratch_upper, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_device_guards, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_seccomp_refuses_unshare, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_seccomp_refuses_namespace_clones, setup,
+                                        teardown_test),
         cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigterm_during_step_cleans, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_sigint_during_step_cleans, setup, teardown_test),
