@@ -64,7 +64,8 @@
 #define CHILD_EXIT_FAILED 1  /* reading or writing failed: SBX_EIO */
 #define CHILD_EXIT_REFUSED 2 /* a hostile or malformed entry: SBX_EINVAL */
 
-static void child_report(int errfd, int status, const char *fmt, va_list ap)
+static __attribute__((noreturn)) void child_report(int errfd, int status, const char *fmt,
+                                                 va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -72,7 +73,8 @@ static void child_report(int errfd, int status, const char *fmt, va_list ap)
     _exit(status);
 }
 
-static void child_fail(int errfd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void child_fail(int errfd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 static void child_fail(int errfd, const char *fmt, ...)
 {
     va_list ap;
@@ -80,7 +82,8 @@ static void child_fail(int errfd, const char *fmt, ...)
     child_report(errfd, CHILD_EXIT_FAILED, fmt, ap);
 }
 
-static void child_refuse(int errfd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void child_refuse(int errfd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3), noreturn));
 static void child_refuse(int errfd, const char *fmt, ...)
 {
     va_list ap;
@@ -223,6 +226,31 @@ static void to_overlay_whiteout(struct archive_entry *e, const char *name, const
     archive_entry_set_hardlink(e, NULL);
     archive_entry_set_symlink(e, NULL);
     archive_entry_xattr_clear(e);
+}
+
+typedef enum {
+    WH_NONE,        /* an ordinary entry */
+    WH_WHITEOUT,    /* ".wh.NAME": a whiteout of NAME (whatever the entry's type) */
+    WH_OPAQUE,      /* "DIR/.wh..wh..opq" */
+    WH_ROOT_OPAQUE, /* ".wh..wh..opq" at the root */
+    WH_SKIP,        /* aufs metadata: ".wh..wh.*", and the root's ".wh..wh.plnk/" tree */
+    WH_INSIDE,      /* below a ".wh.X" component */
+} wh_kind;
+
+/* rel: the entry's path without "./" prefixes or trailing slashes; base: its
+ * last component. */
+static wh_kind whiteout_kind(const char *rel, const char *base)
+{
+    if (!strncmp(rel, ".wh..wh.", 8) && (strchr(rel, '/') || strcmp(rel, ".wh..wh..opq")))
+        return WH_SKIP; /* the root's aufs dirs (.wh..wh.plnk/...) */
+    for (const char *c = rel; c < base; c = strchr(c, '/') + 1)
+        if (!strncmp(c, ".wh.", 4))
+            return WH_INSIDE;
+    if (!strcmp(base, ".wh..wh..opq"))
+        return base == rel ? WH_ROOT_OPAQUE : WH_OPAQUE;
+    if (!strncmp(base, ".wh..wh.", 8))
+        return WH_SKIP;
+    return !strncmp(base, ".wh.", 4) && base[4] ? WH_WHITEOUT : WH_NONE;
 }
 
 /* ---- symlinks made by this extraction ----------------------------------- */
@@ -382,10 +410,39 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
             child_refuse(errfd, "refusing an entry without a name");
         char orig[4096];
         snprintf(orig, sizeof(orig), "%s", name);
-        const char *slash = strrchr(name, '/');
-        /* "dir/" names a dir; its base is the part before the slash */
-        const char *base = slash && slash[1] ? slash + 1 : (slash ? NULL : name);
-        if (base && !strcmp(base, ".wh..wh..opq")) {
+        /* Whiteout names are read from the entry's base, trailing slashes
+         * dropped ("a/.wh.x/" is a whiteout of a/x), as Docker and
+         * containerd read them. */
+        char clean[4096];
+        snprintf(clean, sizeof(clean), "%s", name);
+        for (size_t l = strlen(clean); l > 1 && clean[l - 1] == '/'; l--)
+            clean[l - 1] = '\0';
+        const char *rel = clean;
+        while (!strncmp(rel, "./", 2))
+            rel += 2;
+        const char *slash = strrchr(rel, '/');
+        const char *base = slash ? slash + 1 : rel;
+        switch (whiteout_kind(rel, base)) {
+        case WH_NONE:
+            break;
+        case WH_SKIP: /* aufs metadata: no meaning for overlay */
+            continue;
+        case WH_INSIDE:
+            child_refuse(errfd, "refusing entry '%s': it lies inside a whiteout", orig);
+        case WH_ROOT_OPAQUE:
+            child_refuse(errfd, "refusing entry '%s': an opaque whiteout at the layer's root "
+                         "(Docker's applier would hide every lower layer, overlayfs none)",
+                         orig);
+        case WH_OPAQUE:
+            break;
+        case WH_WHITEOUT:
+            archive_entry_set_pathname(e, clean);
+            name = archive_entry_pathname(e);
+            slash = strrchr(name, '/');
+            base = slash ? slash + 1 : name;
+            break;
+        }
+        if (!strcmp(base, ".wh..wh..opq")) {
             /* Check the parent path the same way libarchive would. */
             if (name[0] == '/' || strstr(name, "../") || !strncmp(name, "..", 2))
                 child_refuse(errfd, "refusing entry '%s': path escapes the layer", orig);
@@ -393,10 +450,10 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
             if (!n)
                 child_fail(errfd, "out of memory");
             opaque = n;
-            opaque[nopaque++] = strndup(name, (size_t)(base - name));
+            opaque[nopaque++] = strndup(rel, (size_t)(base - rel));
             continue;
         }
-        if (base && !strncmp(base, ".wh.", 4) && base[4])
+        if (!strncmp(base, ".wh.", 4) && base[4])
             to_overlay_whiteout(e, name, base);
         else
             drop_overlay_xattrs(e);

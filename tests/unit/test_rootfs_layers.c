@@ -494,6 +494,55 @@ static void test_unpack_refuses_traversal(void **state)
     assert_int_equal(lstat("/sbx-evil-sym3", &st), -1);
 }
 
+/* Whiteout names as Docker and containerd read them: a directory entry named
+ * ".wh.X" is a whiteout of X (no directory ".wh.X" appears); aufs metadata
+ * (".wh..wh.*" other than the opaque marker, and the root's ".wh..wh.plnk/"
+ * with what is in it) is skipped.  Refused: an entry inside a whiteout, and
+ * an opaque marker at the layer's root (it would hide every lower layer under
+ * Docker's applier and nothing under overlayfs, which ignores it on a
+ * layer's root). */
+static void test_unpack_whiteout_names(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    tspec specs[] = {
+        {"a/", AE_IFDIR, NULL},
+        {"a/.wh.x/", AE_IFDIR, NULL},
+        {"a/.wh..wh.aufs", AE_IFREG, NULL},
+        {".wh..wh.plnk/", AE_IFDIR, NULL},
+        {".wh..wh.plnk/1234.56", AE_IFREG, "aufs link"},
+        {"a/keep", AE_IFREG, "k"},
+    };
+    char *tar = write_tar(d, specs, SBX_ARRAY_LEN(specs));
+    char *dest = tu_path(d, "out");
+    sbx_error err = SBX_ERROR_INIT;
+    if (unpack_file(tar, dest, &err) != 0)
+        fail_msg("unpack: %s", err.msg);
+    struct stat st;
+    char *x = tu_path(dest, "a/x");
+    assert_int_equal(lstat(x, &st), 0);
+    assert_true(S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0));
+    const char *absent[] = {"a/.wh.x", "a/.wh..wh.aufs", "a/.wh.aufs", ".wh..wh.plnk",
+                            ".wh.plnk"};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(absent); i++) {
+        char *p = tu_path(dest, absent[i]);
+        if (lstat(p, &st) == 0)
+            fail_msg("'%s' is in the unpacked layer", absent[i]);
+        free(p);
+    }
+    assert_int_equal(tu_count_files(dest), 2); /* a/x and a/keep */
+    free(x), free(tar), free(dest);
+    tu_tmpdir_free(d);
+
+    tspec inside[] = {{"b/", AE_IFDIR, NULL}, {"b/.wh.y/f", AE_IFREG, "x"}};
+    expect_refused(inside, 2, "refusing entry 'b/.wh.y/f': it lies inside a whiteout");
+    tspec rootopq[] = {{".wh..wh..opq", AE_IFREG, NULL}, {"new", AE_IFREG, "n"}};
+    expect_refused(rootopq, 2, "refusing entry '.wh..wh..opq': an opaque whiteout at the "
+                               "layer's root");
+    tspec rootopq2[] = {{"./.wh..wh..opq", AE_IFREG, NULL}};
+    expect_refused(rootopq2, 1, "an opaque whiteout at the layer's root");
+}
+
 static void test_unpack_symlinks_allowed(void **state)
 {
     (void)state;
@@ -676,6 +725,7 @@ int main(void)
         cmocka_unit_test(test_capture_prefix_owner_mode),
         cmocka_unit_test(test_caps_and_devices_roundtrip),
         cmocka_unit_test(test_unpack_whiteouts),
+        cmocka_unit_test(test_unpack_whiteout_names),
         cmocka_unit_test(test_unpack_refuses_traversal),
         cmocka_unit_test(test_unpack_symlinks_allowed),
         cmocka_unit_test(test_unpack_concurrent),
