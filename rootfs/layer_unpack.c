@@ -256,7 +256,8 @@ static wh_kind whiteout_kind(const char *rel, const char *base)
 /* ---- symlinks made by this extraction ----------------------------------- */
 
 /* The tree starts empty and only this child writes to it, so the symlinks an
- * entry could pass through are exactly the symlink entries seen so far.
+ * entry could pass through are exactly the symlink entries seen so far, and
+ * the hardlinks made to them (the same inode).
  * Checking against this set costs no syscalls, where libarchive's
  * SECURE_SYMLINKS lstat()s every component of every entry (measured: three
  * times the openat calls of `tar -x`).  Inside the chroot an escape is
@@ -461,9 +462,15 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
             check_entry_paths(&links, e, orig, errfd);
         if (archive_write_header(out, e) != ARCHIVE_OK)
             child_refuse(errfd, "refusing entry '%s': %s", orig, archive_error_string(out));
-        if (chrooted && archive_entry_filetype(e) == AE_IFLNK) {
-            char norm[4096];
-            if (normalize(norm, sizeof(norm), archive_entry_pathname(e)) == 1)
+        if (chrooted) {
+            /* What is a symlink now: a symlink entry, or a hardlink to one
+             * (it is the same inode, so nothing may pass through it either). */
+            char norm[4096], target[4096];
+            const char *hl = archive_entry_hardlink(e);
+            bool is_link = archive_entry_filetype(e) == AE_IFLNK ||
+                           (hl && normalize(target, sizeof(target), hl) == 1 &&
+                            linkset_has(&links, target, strlen(target)));
+            if (is_link && normalize(norm, sizeof(norm), archive_entry_pathname(e)) == 1)
                 linkset_add(&links, norm, errfd);
         }
         if (archive_entry_size(e) > 0)

@@ -477,6 +477,9 @@ static void test_unpack_refuses_traversal(void **state)
     expect_refused(sym3, 4, "refusing entry 'd/esc");
     tspec sym4[] = {{"esc", AE_IFLNK, "/etc"}, {"h", 1, "esc/passwd"}};
     expect_refused(sym4, 2, "refusing entry 'h'");
+    /* a hardlink to a symlink is that symlink: nothing passes through it */
+    tspec sym5[] = {{"esc", AE_IFLNK, "/tmp"}, {"h", 1, "esc"}, {"h/sbx-evil-sym5", AE_IFREG, "x"}};
+    expect_refused(sym5, 3, "refusing entry 'h/sbx-evil-sym5': it passes through the symlink 'h'");
     static char deep[5200];
     for (int i = 0; i < 2550; i++)
         memcpy(deep + 2 * i, "a/", 2);
