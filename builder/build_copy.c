@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/xattr.h>
 
 #include "build_copy.h"
 #include "sandbox.h"
@@ -34,16 +35,77 @@ static int __attribute__((format(printf, 3, 4))) pfmt(char *buf, size_t len, con
     return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
-/* lstat relpath ("a/b", no leading '/') in the merged view of the lowers;
- * 0 when found, -1 when absent or whited out. */
-static int lower_lstat(const char *const *lowers, size_t n, const char *relpath,
-                       struct stat *st, char *path, size_t plen)
+static bool is_opaque(int dirfd)
+{
+    char v = 0;
+    return (fgetxattr(dirfd, "trusted.overlay.opaque", &v, 1) == 1 ||
+            fgetxattr(dirfd, "user.overlay.opaque", &v, 1) == 1) &&
+           v == 'y';
+}
+
+/* Look relpath ("a/b", no leading '/') up in one layer, component by
+ * component from the layer's root fd, never following a symlink.  1: found
+ * (*st, and for a symlink its target in link); 0: absent here, look below;
+ * -1: absent in the merged view (a whiteout, a non-directory on the way, or
+ * an opaque directory above it hides the layers below). */
+static int layer_lookup(const char *layer, const char *relpath, struct stat *st, char *link,
+                        size_t linklen)
+{
+    char work[PATH_MAX];
+    pfmt(work, sizeof work, "%s", relpath);
+    int fd = open(layer, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    int r = 0;
+    bool opaque = false;
+    char *save = NULL;
+    for (char *c = strtok_r(work, "/", &save); c;) {
+        char *next = strtok_r(NULL, "/", &save);
+        struct stat cs;
+        if (fstatat(fd, c, &cs, AT_SYMLINK_NOFOLLOW) < 0)
+            break; /* not in this layer */
+        if (S_ISCHR(cs.st_mode) && cs.st_rdev == makedev(0, 0)) {
+            r = -1; /* whited out */
+            break;
+        }
+        if (!next) {
+            *st = cs;
+            ssize_t n = link && S_ISLNK(cs.st_mode) ? readlinkat(fd, c, link, linklen - 1) : -1;
+            if (link)
+                link[n > 0 ? n : 0] = '\0';
+            r = 1;
+            break;
+        }
+        if (!S_ISDIR(cs.st_mode)) {
+            r = -1; /* a non-directory hides the path below it */
+            break;
+        }
+        int sub = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(fd);
+        fd = sub;
+        if (fd < 0)
+            break;
+        opaque |= is_opaque(fd);
+        c = next;
+    }
+    if (fd >= 0)
+        close(fd);
+    return r == 0 && opaque ? -1 : r;
+}
+
+/* relpath in the merged view of the lowers (top-most first), as overlayfs
+ * shows it, each layer read by itself (a lower's "a -> /etc" is never the
+ * host's /etc).  0 and the layer's index when found, -1 when absent. */
+static int lower_lookup(const char *const *lowers, size_t n, const char *relpath,
+                        struct stat *st, char *link, size_t linklen, size_t *layer)
 {
     for (size_t i = 0; i < n; i++) {
-        pfmt(path, plen, "%s/%s", lowers[i], relpath);
-        if (lstat(path, st) == 0) {
-            if (S_ISCHR(st->st_mode) && st->st_rdev == makedev(0, 0))
-                return -1; /* whiteout */
+        int r = layer_lookup(lowers[i], relpath, st, link, linklen);
+        if (r < 0)
+            return -1;
+        if (r > 0) {
+            if (layer)
+                *layer = i;
             return 0;
         }
     }
@@ -73,16 +135,12 @@ static int resolve_in_image(char *out, size_t outlen, const char *in,
                 out[0] = '\0';
             continue;
         }
-        char cand[PATH_MAX], host[PATH_MAX];
+        char cand[PATH_MAX], target[PATH_MAX];
         if (pfmt(cand, sizeof cand, "%s%s%s", out, out[0] ? "/" : "", c) < 0)
             return sbx_error_set(err, SBX_ELIMIT, "resolve '%s' in the image: path too long", in);
         struct stat st;
-        if (lower_lstat(lowers, n, cand, &st, host, sizeof host) == 0 && S_ISLNK(st.st_mode)) {
-            char target[PATH_MAX];
-            ssize_t tl = readlink(host, target, sizeof target - 1);
-            if (tl < 0)
-                return sbx_error_sys(err, SBX_EIO, errno, "read link '%s'", host);
-            target[tl] = '\0';
+        if (lower_lookup(lowers, n, cand, &st, target, sizeof target, NULL) == 0 &&
+            S_ISLNK(st.st_mode)) {
             const char *rest = save && *save ? save : "";
             char next[PATH_MAX];
             int r = target[0] == '/' ? pfmt(next, sizeof next, "%s/%s", target, rest)
@@ -108,7 +166,7 @@ static int stage_image_dirs(const char *stage, const char *rel, const char *cons
     char *save = NULL;
     for (char *c = strtok_r(work, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
         size_t l = strlen(cur);
-        char path[PATH_MAX], host[PATH_MAX];
+        char path[PATH_MAX];
         if (pfmt(cur + l, sizeof cur - l, "%s%s", l ? "/" : "", c) < 0 ||
             pfmt(path, sizeof path, "%s/%s", stage, cur) < 0)
             return sbx_error_set(err, SBX_ELIMIT, "copy: path '%s' too long", rel);
@@ -116,7 +174,7 @@ static int stage_image_dirs(const char *stage, const char *rel, const char *cons
         mode_t mode = 0755;
         uid_t uid = 0;
         gid_t gid = 0;
-        if (lower_lstat(lowers, n, cur, &st, host, sizeof host) == 0 && S_ISDIR(st.st_mode)) {
+        if (lower_lookup(lowers, n, cur, &st, NULL, 0, NULL) == 0 && S_ISDIR(st.st_mode)) {
             mode = st.st_mode & 07777;
             uid = st.st_uid;
             gid = st.st_gid;
@@ -202,16 +260,13 @@ static int visit(const sbx_copy_entry *e, void *ud, sbx_error *err)
     return copy_file(e->path, to, mode, c->uid, c->gid, err);
 }
 
-/* Which lower holds the image's /etc/passwd (the top-most one). */
+/* Which lower holds the image's /etc/passwd (as the merged view shows it). */
 static const char *passwd_root(const char *const *lowers, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
-        char p[PATH_MAX];
-        struct stat st;
-        pfmt(p, sizeof p, "%s/etc/passwd", lowers[i]);
-        if (lstat(p, &st) == 0)
-            return S_ISREG(st.st_mode) ? lowers[i] : NULL;
-    }
+    struct stat st;
+    size_t i;
+    if (lower_lookup(lowers, n, "etc/passwd", &st, NULL, 0, &i) == 0 && S_ISREG(st.st_mode))
+        return lowers[i];
     return NULL;
 }
 

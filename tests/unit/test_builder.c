@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "build_cache.h"
@@ -324,6 +325,64 @@ static void test_copy_stage_parents_and_modes(void **state)
     tu_tmpdir_free(dir);
 }
 
+/* The copy step reads the image's directories in each layer by itself and
+ * with overlay masking: a lower's symlink is never followed on the host (a
+ * dir of the host's would give the image its owner and mode), a dir over a
+ * lower non-dir or an opaque dir hides what is below it. */
+static void test_copy_stage_layers_masked(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *ctx = tu_path(dir, "ctx"), *top = tu_path(dir, "top"), *bottom = tu_path(dir, "bottom");
+    char *stage = tu_path(dir, "stage"), *host = tu_path(dir, "host");
+    char p[4096];
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(mkdir(ctx, 0755), 0);
+    snprintf(p, sizeof p, "%s/notes", ctx);
+    tu_write_file(p, "n\n");
+    /* the host: <dir>/host/b, 0711 owned by 4242 */
+    snprintf(p, sizeof p, "%s/b", host);
+    assert_int_equal(sbx__mkdir_p(p, 0711, &err), 0);
+    assert_int_equal(chown(p, 4242, 4242), 0);
+    chmod(p, 0711);
+    /* bottom: a -> <host> (absolute), d/e 0700 */
+    assert_int_equal(mkdir(bottom, 0755), 0);
+    snprintf(p, sizeof p, "%s/a", bottom);
+    assert_int_equal(symlink(host, p), 0);
+    snprintf(p, sizeof p, "%s/d/e", bottom);
+    assert_int_equal(sbx__mkdir_p(p, 0700, &err), 0);
+    chmod(p, 0700);
+    /* top: a/ (a dir over bottom's symlink), d/ opaque */
+    snprintf(p, sizeof p, "%s/a", top);
+    assert_int_equal(sbx__mkdir_p(p, 0755, &err), 0);
+    snprintf(p, sizeof p, "%s/d", top);
+    assert_int_equal(mkdir(p, 0755), 0);
+    assert_int_equal(setxattr(p, "trusted.overlay.opaque", "y", 1, 0), 0);
+
+    const char *yaml = "image: x\nsteps:\n  - copy: {src: notes, dest: /a/b/n}\n"
+                       "  - copy: {src: notes, dest: /d/e/n}\n";
+    sbx_recipe *r = NULL;
+    if (sbx_recipe_parse_buffer(&r, yaml, strlen(yaml), "t.yaml", ctx, NULL, &err) < 0)
+        fail_msg("parse: %s", err.msg);
+    const char *lowers[] = {top, bottom};
+    assert_int_equal(mkdir(stage, 0755), 0);
+    if (bld_copy_stage(stage, ctx, sbx_recipe_step(r, 0), lowers, 2, NULL, &err) < 0 ||
+        bld_copy_stage(stage, ctx, sbx_recipe_step(r, 1), lowers, 2, NULL, &err) < 0)
+        fail_msg("stage: %s", err.msg);
+    const char *fresh[] = {"a/b", "d/e"}; /* absent from the image: new, 0755 root */
+    for (size_t i = 0; i < 2; i++) {
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", stage, fresh[i]);
+        assert_int_equal(lstat(p, &st), 0);
+        if ((st.st_mode & 07777) != 0755 || st.st_uid != 0)
+            fail_msg("%s: mode %o owner %u, want 0755 root", fresh[i], st.st_mode & 07777,
+                     (unsigned)st.st_uid);
+    }
+    sbx_recipe_unref(r);
+    free(ctx), free(top), free(bottom), free(stage), free(host);
+    tu_tmpdir_free(dir);
+}
+
 static int seed(int argc, char **argv)
 {
     if (argc != 5) {
@@ -411,6 +470,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_cache_lookup_missing_layer_file, setup, teardown),
         cmocka_unit_test(test_step_scripts),
         cmocka_unit_test(test_copy_stage_parents_and_modes),
+        cmocka_unit_test(test_copy_stage_layers_masked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
