@@ -13,10 +13,12 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 
 #include "build_copy.h"
@@ -197,14 +199,46 @@ typedef struct copy_ctx {
     size_t nlowers;
     uint64_t files, bytes;
     const sbx_ctx *ctx;
+    int ctx_fd;          /* the build context, the root every source is opened beneath */
+    const char *ctx_real; /* its canonical path, the prefix of every entry's path */
 } copy_ctx;
 
-static int copy_file(const char *from, const char *to, mode_t mode, uid_t uid, gid_t gid,
+/* Open a source file the walk listed, beneath the context and through no
+ * symlink: a context directory swapped for a symlink to the host after the
+ * walk (or during it) cannot make a host file the layer's content. */
+static int open_source(const copy_ctx *c, const char *path, sbx_error *err)
+{
+    size_t n = strlen(c->ctx_real);
+    if (strncmp(path, c->ctx_real, n) != 0 || path[n] != '/')
+        return sbx_error_set(err, SBX_EINVAL, "copy: '%s' is outside the build context", path);
+    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                      RESOLVE_NO_MAGICLINKS};
+    int fd = (int)syscall(SYS_openat2, c->ctx_fd, path + n + 1, &how, sizeof how);
+    if (fd < 0) {
+        int e = errno;
+        if (e == ELOOP || e == EXDEV)
+            return sbx_error_set(err, SBX_EINVAL, "copy: '%s' no longer lies in the build "
+                                 "context (a directory on its way was replaced by a symlink "
+                                 "while the build ran)", path);
+        return sbx_error_sys(err, e == ENOENT ? SBX_ENOTFOUND : SBX_EIO, e, "open '%s'", path);
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return sbx_error_set(err, SBX_EINVAL, "copy: '%s' is no longer a regular file", path);
+    }
+    return fd;
+}
+
+static int copy_file(const copy_ctx *c, const char *from, const char *to, mode_t mode,
                      sbx_error *err)
 {
-    _cleanup_close_ int in = open(from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    _cleanup_close_ int in = open_source(c, from, err);
     if (in < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "open '%s'", from);
+        return in;
+    uid_t uid = c->uid;
+    gid_t gid = c->gid;
     _cleanup_close_ int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
                                    0600);
     if (out < 0)
@@ -257,7 +291,7 @@ static int visit(const sbx_copy_entry *e, void *ud, sbx_error *err)
     mode_t mode = c->mode >= 0 ? (mode_t)c->mode : e->executable ? 0755 : 0644;
     c->files++;
     c->bytes += e->size;
-    return copy_file(e->path, to, mode, c->uid, c->gid, err);
+    return copy_file(c, e->path, to, mode, err);
 }
 
 /* Which lower holds the image's /etc/passwd (as the merged view shows it). */
@@ -275,7 +309,16 @@ int bld_copy_stage(const char *stage, const char *context_dir, const sbx_step *s
                    sbx_error *err)
 {
     copy_ctx c = {.stage = stage, .mode = st->u.copy.mode, .lowers = lowers,
-                  .nlowers = nlowers, .ctx = ctx};
+                  .nlowers = nlowers, .ctx = ctx, .ctx_fd = -1};
+    _cleanup_free_ char *ctx_real = realpath(context_dir, NULL);
+    if (!ctx_real)
+        return sbx_error_sys(err, errno == ENOENT ? SBX_ENOTFOUND : SBX_EIO, errno,
+                             "copy: open build context '%s'", context_dir);
+    _cleanup_close_ int ctx_fd = open(ctx_real, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (ctx_fd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "copy: open build context '%s'", ctx_real);
+    c.ctx_fd = ctx_fd;
+    c.ctx_real = ctx_real;
     if (st->u.copy.owner) {
         bld_user_ids ids;
         const char *root = passwd_root(lowers, nlowers);

@@ -213,6 +213,11 @@ int rcp_copy_tree_build(rcp_copy_node **out, const char *context_dir, const char
         rc = sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", real);
         goto out;
     }
+    if (S_ISLNK(st.st_mode)) { /* realpath's answer has no symlink: it was just swapped */
+        rc = sbx_error_set(err, SBX_EINVAL, "copy '%s': the source changed while it was read "
+                           "(now a symlink)", src);
+        goto out;
+    }
     if (excluded && !S_ISDIR(st.st_mode)) {
         rc = sbx_error_set(err, SBX_ENOTFOUND, "copy '%s': the source is excluded by .sbxignore",
                            src);

@@ -6,11 +6,13 @@
  * it stores the directory tree DIR as a one-layer image named NAME
  * (sbx_build_image_from_dir) and prints the manifest digest, which is how
  * the tests make their busybox base without any registry. */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "build_cache.h"
@@ -383,6 +385,94 @@ static void test_copy_stage_layers_masked(void **state)
     tu_tmpdir_free(dir);
 }
 
+/* A context directory swapped for a symlink to a host directory while copy
+ * steps run: what is copied never comes from outside the context (the step
+ * fails instead).  A race, tried a bounded number of times. */
+typedef struct flipper {
+    const char *sub, *real, *host;
+    volatile int stop;
+} flipper;
+
+static void *flip(void *arg)
+{
+    flipper *f = arg;
+    while (!f->stop) {
+        for (volatile int i = 0; i < 20000; i++) /* the real dir, for a while */
+            ;
+        if (rename(f->sub, f->real) == 0) {
+            if (symlink(f->host, f->sub) == 0) {
+                for (volatile int i = 0; i < 20000; i++)
+                    ;
+                unlink(f->sub);
+            }
+            rename(f->real, f->sub);
+        }
+    }
+    return NULL;
+}
+
+static void test_copy_context_swap_race(void **state)
+{
+    (void)state;
+    char *dir = tu_tmpdir();
+    char *ctx = tu_path(dir, "ctx"), *host = tu_path(dir, "host");
+    char *sub = tu_path(ctx, "sub"), *real = tu_path(ctx, "sub.real");
+    char p[4096];
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(sbx__mkdir_p(sub, 0755, &err), 0);
+    assert_int_equal(sbx__mkdir_p(host, 0755, &err), 0);
+    for (int i = 0; i < 64; i++) {
+        snprintf(p, sizeof p, "%s/f%d", sub, i);
+        tu_write_file(p, "harmless\n");
+        snprintf(p, sizeof p, "%s/f%d", host, i);
+        tu_write_file(p, "SECRET\n");
+    }
+    const char *yaml = "image: x\nsteps:\n  - copy: {src: sub, dest: /x/}\n";
+    sbx_recipe *r = NULL;
+    if (sbx_recipe_parse_buffer(&r, yaml, strlen(yaml), "t.yaml", ctx, NULL, &err) < 0)
+        fail_msg("parse: %s", err.msg);
+    char *lower = tu_path(dir, "lower");
+    assert_int_equal(mkdir(lower, 0755), 0);
+    const char *lowers[] = {lower};
+    flipper f = {sub, real, host, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, flip, &f), 0);
+    int leaks = 0, copied = 0, refused = 0;
+    for (int round = 0; round < 400; round++) {
+        char stage[1024];
+        snprintf(stage, sizeof stage, "%s/stage%d", dir, round);
+        assert_int_equal(mkdir(stage, 0755), 0);
+        sbx_error_clear(&err);
+        if (bld_copy_stage(stage, ctx, sbx_recipe_step(r, 0), lowers, 1, NULL, &err) < 0) {
+            refused++;
+        } else {
+            copied++;
+            /* what the layer holds: read without following any symlink */
+            struct stat xs;
+            snprintf(p, sizeof p, "%s/x", stage);
+            assert_int_equal(lstat(p, &xs), 0);
+            assert_true(S_ISDIR(xs.st_mode)); /* a dir source stays a dir */
+            for (int i = 0; i < 64; i++) {
+                snprintf(p, sizeof p, "%s/x/f%d", stage, i);
+                int fd = open(p, O_RDONLY | O_NOFOLLOW);
+                char buf[16] = "";
+                if (fd >= 0 && read(fd, buf, sizeof buf - 1) > 0 && strstr(buf, "SECRET"))
+                    leaks++;
+                if (fd >= 0)
+                    close(fd);
+            }
+        }
+        sbx__rm_rf(stage, &err);
+    }
+    f.stop = 1;
+    pthread_join(th, NULL);
+    printf("swap race: %d copies, %d refused, %d host files copied\n", copied, refused, leaks);
+    assert_int_equal(leaks, 0);
+    sbx_recipe_unref(r);
+    free(ctx), free(host), free(sub), free(real), free(lower);
+    tu_tmpdir_free(dir);
+}
+
 static int seed(int argc, char **argv)
 {
     if (argc != 5) {
@@ -471,6 +561,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_step_scripts),
         cmocka_unit_test(test_copy_stage_parents_and_modes),
         cmocka_unit_test(test_copy_stage_layers_masked),
+        cmocka_unit_test(test_copy_context_swap_race),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
