@@ -39,6 +39,7 @@ typedef struct build_ctx {
     const char *root;
     bld_runtime_kind runtime;
     unsigned timeout;
+    unsigned pids_limit; /* 0: none */
     size_t total;
     size_t cur_index; /* step whose output is streaming */
 } build_ctx;
@@ -221,6 +222,7 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         so.user = cmd->user ? cmd->user : bld_config_get_string(config, "User");
         so.network = c->o && c->o->network_none ? BLD_NETWORK_NONE : BLD_NETWORK_HOST;
         so.timeout_sec = c->timeout;
+        so.pids_limit = c->pids_limit;
         so.runtime = c->runtime;
         so.on_output = on_output;
         so.output_ud = c;
@@ -235,6 +237,10 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
                 rc = sbx_error_set(err, SBX_ETIMEOUT, "timed out after %u seconds", c->timeout);
             else if (sr.cancelled)
                 rc = sbx_error_set(err, SBX_ECANCELED, "cancelled");
+            else if (sr.hit_pids_limit)
+                rc = sbx_error_set(err, SBX_ESTEP, "command failed with exit code %d after a "
+                                   "fork failed: the step hit its process limit (%u; raise it "
+                                   "with --pids-limit)", sr.exit_code, c->pids_limit);
             else if (sr.exited)
                 rc = sbx_error_set(err, SBX_ESTEP, "command failed with exit code %d",
                                    sr.exit_code);
@@ -580,6 +586,29 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     return rc;
 }
 
+/* The steps' process limit: the option, else $SBX_BUILD_PIDS_LIMIT, else the
+ * default; 0 out means none. */
+static int pids_limit(unsigned *out, const sbx_build_options *opts, sbx_error *err)
+{
+    unsigned v = opts ? opts->pids_limit : 0;
+    const char *env = getenv("SBX_BUILD_PIDS_LIMIT");
+    if (!v && env && *env) {
+        char *end;
+        unsigned long n = strtoul(env, &end, 10);
+        if (!strcmp(env, "max"))
+            v = SBX_PIDS_UNLIMITED;
+        else if (*end || n == 0 || n >= SBX_PIDS_UNLIMITED)
+            return sbx_error_set(err, SBX_EINVAL, "SBX_BUILD_PIDS_LIMIT must be 'max' or a "
+                                 "positive number, not '%s'", env);
+        else
+            v = (unsigned)n;
+    }
+    if (!v)
+        v = SBX_BUILD_PIDS_DEFAULT;
+    *out = v == SBX_PIDS_UNLIMITED ? 0 : v;
+    return 0;
+}
+
 int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
               const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
@@ -594,6 +623,8 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
         const char *t = getenv("SBX_BUILD_TIMEOUT");
         c.timeout = t && atoi(t) > 0 ? (unsigned)atoi(t) : 3600;
     }
+    if (pids_limit(&c.pids_limit, opts, err) < 0)
+        return err->code;
     if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)
         return err->code;
 

@@ -379,7 +379,8 @@ static int write_config(run_state *st, const bld_user_ids *user, sbx_error *err)
     }
     spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
                      o->cwd ? o->cwd : "/", user, o->hostname, o->network,
-                     st->rt.cgroups_disabled, st->rt.kind == BLD_RUNTIME_RUNSC};
+                     st->rt.cgroups_disabled, st->rt.kind == BLD_RUNTIME_RUNSC,
+                     o->pids_limit};
     json_t *spec = NULL;
     int r = bld_spec_build(&spec, &in, err);
     free_strv(env);
@@ -536,6 +537,10 @@ static int verdict(const bld_sandbox_options *o, const bld_sandbox_result *res, 
     if (res->term_signal)
         return sbx_error_set(err, SBX_ESTEP, "running '%s': runtime killed by %s", c,
                              strsignal(res->term_signal));
+    if (res->hit_pids_limit)
+        return sbx_error_set(err, SBX_ESTEP, "running '%s': exited with status %d after a fork "
+                             "failed: the step hit its process limit (%u; raise it with "
+                             "--pids-limit)", c, res->exit_code, o->pids_limit);
     if (res->exit_code != 0)
         return sbx_error_set(err, SBX_ESTEP, "running '%s': exited with status %d", c,
                              res->exit_code);
@@ -612,6 +617,11 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
             (unsigned long long)((t2 - t1) / 1000000));
 
     res->tail = ring_join(&st);
+    /* The step's own words are the only sign a fork hit the pids cgroup
+     * (its counters go with the container): shells and libc say these. */
+    res->hit_pids_limit = res->exited && res->exit_code != 0 && o->pids_limit && res->tail &&
+                          (strstr(res->tail, "Resource temporarily unavailable") ||
+                           strstr(res->tail, "can't fork") || strstr(res->tail, "fork: retry"));
     for (size_t i = 0; i < st.ring_cap; i++)
         free(st.ring[i]);
     free(st.ring);

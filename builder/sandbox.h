@@ -76,24 +76,28 @@ typedef struct bld_sandbox_options {
     bld_sandbox_output_fn on_output; /* may be NULL */
     void *output_ud;
     size_t keep_lines;        /* lines kept in result.tail; 0: 20 */
+    /* Processes (and threads) the step may have at once, through the
+     * runtime's pids cgroup (crun, runc; runsc ignores cgroups); 0: none. */
+    unsigned pids_limit;
 } bld_sandbox_options;
 
 #define BLD_SANDBOX_OPTIONS_INIT                                                            \
     {NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, BLD_NETWORK_HOST, 0,      \
-     BLD_RUNTIME_AUTO, NULL, NULL, 0}
+     BLD_RUNTIME_AUTO, NULL, NULL, 0, 0}
 
 typedef struct bld_sandbox_result {
     bool exited;          /* the process exited; exit_code valid */
     int exit_code;
     int term_signal;      /* killed by this signal (0 if none) */
     bool timed_out;       /* killed by us after timeout_sec */
+    bool hit_pids_limit;  /* failed after a fork failed under pids_limit */
     bool cancelled;       /* the context was cancelled: the container was killed */
     char *tail;           /* last keep_lines lines, '\n'-joined; owned, see _clear */
     bld_runtime_kind runtime; /* the runtime that ran it */
     uint64_t duration_ms;
 } bld_sandbox_result;
 
-#define BLD_SANDBOX_RESULT_INIT {false, 0, 0, false, false, NULL, BLD_RUNTIME_AUTO, 0}
+#define BLD_SANDBOX_RESULT_INIT {false, 0, 0, false, false, false, NULL, BLD_RUNTIME_AUTO, 0}
 
 /* Run one command and tear everything down.  Returns 0 when the process
  * exited with status 0; SBX_ESTEP when it exited non-zero or was killed by a

@@ -55,6 +55,7 @@ typedef struct spec_input {
     bool no_mknod;                    /* no devices cgroup guards device nodes */
     bool gvisor;                      /* runsc: its kernel has no clone3, its filter
                                          answers EPERM whatever errnoRet says */
+    unsigned pids_limit;              /* 0: none */
 } spec_input;
 
 /* Build config.json; *out owned by the caller (json_decref). */

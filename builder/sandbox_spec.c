@@ -157,8 +157,12 @@ static json_t *build_linux(const spec_input *in)
     if (in->network == BLD_NETWORK_NONE)
         json_array_append_new(ns, json_pack("{s:s}", "type", "network"));
     json_t *devices = json_pack("[{s:b, s:s}]", "allow", 0, "access", "rwm");
+    json_t *resources = json_pack("{s:o}", "devices", devices);
+    if (resources && in->pids_limit)
+        json_object_set_new(resources, "pids",
+                            json_pack("{s:I}", "limit", (json_int_t)in->pids_limit));
     json_t *lx = json_pack("{s:o, s:o, s:o, s:o}", "namespaces", ns, "resources",
-                           json_pack("{s:o}", "devices", devices), "maskedPaths",
+                           resources, "maskedPaths",
                            str_array(masked_paths, SBX_ARRAY_LEN(masked_paths)),
                            "readonlyPaths",
                            str_array(readonly_paths, SBX_ARRAY_LEN(readonly_paths)));

@@ -38,6 +38,8 @@ static void usage(FILE *f)
           "                      managers work)\n"
           "  --timeout SECONDS   per-step time limit (default: $SBX_BUILD_TIMEOUT, else\n"
           "                      3600)\n"
+          "  --pids-limit N|max  processes and threads a step may have at once (crun,\n"
+          "                      runc; default: $SBX_BUILD_PIDS_LIMIT, else 4096)\n"
           "  --base-suite S      Debian suite of base: sbx (default: $SBX_BASE_SUITE, else\n"
           "                      bookworm)\n"
           "  --base-variant V    debootstrap variant of base: sbx (default:\n"
@@ -254,7 +256,7 @@ static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
 
 int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
-    enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT,
+    enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
            O_SUITE, O_VARIANT, O_MIRROR };
     static const struct option longopts[] = {
         {"context", required_argument, NULL, O_CONTEXT},
@@ -264,6 +266,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"runtime", required_argument, NULL, O_RUNTIME},
         {"network", required_argument, NULL, O_NETWORK},
         {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"pids-limit", required_argument, NULL, O_PIDS},
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
         {"base-mirror", required_argument, NULL, O_MIRROR},
@@ -311,6 +314,18 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
                 return cli_usage_error("build", "--timeout needs a positive number of seconds, "
                                                 "not '%s'", optarg);
             bo.timeout_seconds = (unsigned)v;
+            break;
+        }
+        case O_PIDS: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (!strcmp(optarg, "max"))
+                bo.pids_limit = SBX_PIDS_UNLIMITED;
+            else if (*end || v <= 0 || v >= INT_MAX)
+                return cli_usage_error("build", "--pids-limit needs 'max' or a positive number, "
+                                                "not '%s'", optarg);
+            else
+                bo.pids_limit = (unsigned)v;
             break;
         }
         case O_SUITE: bo.base_suite = optarg; break;

@@ -69,10 +69,17 @@ typedef struct sbx_build_options {
     sbx_build_event_fn on_event;
     sbx_build_output_fn on_output;
     void *ud;
+    /* Processes (and threads) a step may have at once (crun and runc; runsc
+     * runs its own kernel).  0: $SBX_BUILD_PIDS_LIMIT ("max" or a number),
+     * else SBX_BUILD_PIDS_DEFAULT; SBX_PIDS_UNLIMITED: no limit. */
+    unsigned pids_limit;
 } sbx_build_options;
 
+#define SBX_BUILD_PIDS_DEFAULT 4096u
+#define SBX_PIDS_UNLIMITED (~0u)
+
 #define SBX_BUILD_OPTIONS_INIT \
-    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL}
+    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0}
 
 #define SBX_BUILD_TAIL_LINES 20
 

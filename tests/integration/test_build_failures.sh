@@ -61,6 +61,18 @@ grep -q 'timed out' "$T/err" || { cat "$T/err"; b_die "no timeout message"; }
 grep -q '    started' "$T/err" || b_die "no last output on timeout"
 b_pass "timeout: reported, store unchanged"
 
+cat >"$ctx/bomb.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; echo all started
+YAML
+start=$(date +%s)
+expect_fail "fork bomb" "$ctx/bomb.yaml" --pids-limit 32
+(( $(date +%s) - start < 30 )) || b_die "the process limit did not stop the step"
+grep -q 'process limit (32; raise it with --pids-limit)' "$T/err" || { cat "$T/err"; b_die "the error does not name the limit"; }
+! grep -qx '      all started' "$T/err" || b_die "the step started all its processes"
+b_pass "a fork bomb stops at --pids-limit, the error names the limit"
+
 cat >"$ctx/outside.yaml" <<'YAML'
 image: busybox:test
 steps:

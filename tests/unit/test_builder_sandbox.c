@@ -617,6 +617,39 @@ static void test_seccomp_refuses_namespace_clones(void **state)
     }
 }
 
+/* A fork bomb is stopped by the step's process limit (crun and runc put the
+ * step in a pids cgroup; runsc runs its own kernel, cgroups ignored): the
+ * step fails at once instead of starving the host until the timeout. */
+static void test_pids_limit_stops_a_fork_bomb(void **state)
+{
+    (void)state;
+    const char *bomb = "i=0; while [ $i -lt 300 ]; do sleep 20 & i=$((i+1)); done; echo all started";
+    bld_runtime_kind rts[] = {BLD_RUNTIME_CRUN, BLD_RUNTIME_RUNC};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(rts); i++) {
+        run_ctx c;
+        ctx_init(&c, rts[i], bomb);
+        c.o.pids_limit = 64;
+        bld_sandbox_result res;
+        sbx_error err = SBX_ERROR_INIT;
+        uint64_t t0 = sbx__now_monotonic_ns();
+        assert_int_equal(bld_sandbox_run(&res, &c.o, NULL, &err), SBX_ESTEP);
+        assert_true(sbx__now_monotonic_ns() - t0 < 15ull * 1000000000ull);
+        assert_null(strstr(c.out, "all started"));
+        assert_non_null(strstr(err.msg, "process limit (64;"));
+        bld_sandbox_result_clear(&res);
+        assert_nothing_left(c.store);
+    }
+    /* without a limit the same script starts them all */
+    run_ctx c;
+    ctx_init(&c, BLD_RUNTIME_CRUN, "i=0; while [ $i -lt 300 ]; do sleep 1 & i=$((i+1)); done; "
+                                   "echo all started; wait");
+    bld_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
+    assert_non_null(strstr(c.out, "all started"));
+    bld_sandbox_result_clear(&res);
+}
+
 /* Device nodes are guarded: runc keeps the rootfs nodev (a node shipped in an
  * image, say for the host's disk, does not open); crun on this hybrid host
  * runs in its own v1 devices cgroup rather than with cgroups disabled. */
@@ -804,6 +837,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_plain_rootfs_and_scratch_upper, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_device_guards, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_seccomp_refuses_unshare, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_pids_limit_stops_a_fork_bomb, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_seccomp_refuses_namespace_clones, setup,
                                         teardown_test),
         cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
