@@ -168,7 +168,10 @@ static void usage(FILE *f)
             "output: the image manifest digest on stdout (or --json); progress on stderr, live\n"
             "per layer on a terminal.  Exit 1 on error, 2 on usage errors.\n"
             "environment: SBX_STALL_TIMEOUT (s, default 30), SBX_RETRY_MAX (default 5),\n"
-            "SBX_RETRY_BASE_MS (default 500), SBX_REGISTRIES_CONFIG, SBX_CERTS_DIR, DOCKER_CONFIG.\n");
+            "SBX_RETRY_BASE_MS (default 500), SBX_REGISTRIES_CONFIG, SBX_CERTS_DIR, DOCKER_CONFIG;\n"
+            "a layer may expand to SBX_EXPANSION_FLOOR bytes (default 1 GiB), beyond that to\n"
+            "SBX_MAX_EXPANSION (100) times its compressed size, never past SBX_MAX_LAYER_BYTES\n"
+            "(64 GiB).\n");
 }
 
 static int print_json(const sbx_pull_result *r)

@@ -11,6 +11,7 @@
  * a wrong digest never reaches the store.  Memory is bounded by fixed buffers
  * and the zstd window limit, whatever the layer size. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -39,12 +40,28 @@ typedef struct layer_pipe {
     size_t zstd_ret; /* last ZSTD_decompressStream result: 0 = frame complete */
     unsigned char *out;
     uint64_t last_emit_ns;
+    uint64_t tar_bytes, tar_max; /* uncompressed so far; the expansion cap */
     sbx_error *err;
 } layer_pipe;
+
+/* Decompression bombs: a layer may expand to SBX_EXPANSION_FLOOR (1 GiB)
+ * whatever its ratio, beyond that to SBX_MAX_EXPANSION (100) times its
+ * compressed size, and never beyond SBX_MAX_LAYER_BYTES (64 GiB). */
+static uint64_t expansion_cap(const sbx_descriptor *d, const sbx_ctx *ctx)
+{
+    int64_t floor_b = reg_env_int("SBX_EXPANSION_FLOOR", 1ll << 30, 0, INT64_MAX, ctx);
+    int64_t ratio = reg_env_int("SBX_MAX_EXPANSION", 100, 1, 1000000, ctx);
+    int64_t abs_max = reg_env_int("SBX_MAX_LAYER_BYTES", 64ll << 30, 1, INT64_MAX, ctx);
+    uint64_t by_ratio = d->size > (uint64_t)(INT64_MAX / ratio) ? (uint64_t)INT64_MAX
+                                                                 : d->size * (uint64_t)ratio;
+    uint64_t cap = by_ratio > (uint64_t)floor_b ? by_ratio : (uint64_t)floor_b;
+    return cap < (uint64_t)abs_max ? cap : (uint64_t)abs_max;
+}
 
 static int pipe_start(layer_pipe *p, sbx_error *err)
 {
     p->nbytes = 0;
+    p->tar_bytes = 0;
     p->nhead = 0;
     p->comp = SBX_COMP_AUTO;
     p->z_end = false;
@@ -65,12 +82,21 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
     return sbx_store_layer_begin(&p->w, p->store, p->diff_id, err);
 }
 
-static int emit_out(layer_pipe *p, size_t n)
+static int emit_tar(layer_pipe *p, const void *buf, size_t n)
 {
     if (n == 0)
         return 0;
-    return sbx_layer_writer_write(p->w, p->out, n, p->err);
+    p->tar_bytes += n;
+    if (p->tar_bytes > p->tar_max)
+        return sbx_error_set(p->err, SBX_ELIMIT,
+                             "layer '%s' expands beyond %llu bytes from %llu compressed (a "
+                             "decompression bomb?  SBX_MAX_EXPANSION, SBX_EXPANSION_FLOOR and "
+                             "SBX_MAX_LAYER_BYTES set the limit)", p->desc->digest,
+                             (unsigned long long)p->tar_max, (unsigned long long)p->desc->size);
+    return sbx_layer_writer_write(p->w, buf, n, p->err);
 }
+
+static int emit_out(layer_pipe *p, size_t n) { return emit_tar(p, p->out, n); }
 
 static int feed_gzip(layer_pipe *p, const unsigned char *buf, size_t len)
 {
@@ -138,7 +164,7 @@ static int feed(layer_pipe *p, const unsigned char *buf, size_t len)
     switch (p->comp) {
     case SBX_COMP_GZIP: return feed_gzip(p, buf, len);
     case SBX_COMP_ZSTD: return feed_zstd(p, buf, len);
-    default: return len ? sbx_layer_writer_write(p->w, buf, len, p->err) : 0;
+    default: return emit_tar(p, buf, len);
     }
 }
 
@@ -236,6 +262,7 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
 {
     layer_pipe p = {.store = store, .desc = desc, .diff_id = expected_diff_id,
                     .pid = progress_id, .ctx = reg_client_ctx(c), .err = err};
+    p.tar_max = expansion_cap(desc, p.ctx);
     if (!(p.out = malloc(OUTBUF)))
         return sbx_error_set(err, SBX_ENOMEM, "pulling layer '%s': out of memory", desc->digest);
     int rc = pipe_start(&p, err);

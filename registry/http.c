@@ -359,6 +359,7 @@ typedef struct xfer {
     bool started;      /* first body byte seen */
     bool bad_range;    /* 206 not starting where asked */
     int abort_code;    /* our own reason to abort */
+    bool sink_failed;  /* ... given by the sink, its message already in err */
     sbx_error *err;
     size_t cap;
     curl_off_t last_now;  /* stall watch: bytes seen at the last progress */
@@ -514,6 +515,7 @@ static size_t write_cb(char *buf, size_t size, size_t nitems, void *ud)
                 /* the server sent the whole blob: start over cleanly */
                 if (x->sink->reset(x->sink->ud, x->err) < 0) {
                     x->abort_code = x->err->code ? x->err->code : SBX_EINTERNAL;
+                    x->sink_failed = true;
                     return 0;
                 }
                 x->sink->offset = 0;
@@ -521,6 +523,7 @@ static size_t write_cb(char *buf, size_t size, size_t nitems, void *ud)
         }
         if (x->sink->write(x->sink->ud, buf, n) != 0) {
             x->abort_code = x->err->code ? x->err->code : SBX_EINTERNAL;
+            x->sink_failed = true;
             return 0;
         }
         x->sink->offset += n;
@@ -1144,6 +1147,8 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
         if (cc == CURLE_ABORTED_BY_CALLBACK)
             return sbx_error_set(err, SBX_EINTERNAL, "%s: abandoned (another download failed)",
                                  rq->what);
+        if (x.abort_code && x.sink_failed)
+            return x.abort_code; /* the sink's own error, already in err */
         if (x.abort_code == SBX_ELIMIT)
             return sbx_error_set(err, SBX_ELIMIT, "%s: answer from '%s' exceeds %zu bytes",
                                  rq->what, c->host, rq->max_body);
