@@ -54,6 +54,9 @@ void cli_catch_signals(sbx_ctx *ctx);
 /* When status is 128+N for the signal N that cancelled the command: die of
  * N now (the command has cleaned up); else return. */
 void cli_exit_like_signal(int status);
+/* Progress may be redrawn in place with escape codes: stderr is a terminal
+ * that understands them (not TERM=dumb or unset) and NO_COLOR is not set. */
+int cli_draws_in_place(void);
 /* "debug: <msg>" on stderr with -v. */
 void cli_debug(const sbx_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Human-readable byte count ("12.3 MB"). */

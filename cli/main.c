@@ -36,7 +36,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    sbx_cli cli = {.tty = isatty(STDERR_FILENO)};
+    sbx_cli cli = {.tty = cli_draws_in_place()};
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "sbx/context.h"
@@ -34,6 +35,13 @@ int cli_fail(const sbx_error *err)
     if (err->code == SBX_ECANCELED && g_signal)
         fprintf(stderr, "sbx-image: interrupted by %s\n", strsignal(g_signal));
     return cli_fail_status(err);
+}
+
+int cli_draws_in_place(void)
+{
+    const char *term = getenv("TERM"), *no_color = getenv("NO_COLOR");
+    return isatty(STDERR_FILENO) && term && *term && strcmp(term, "dumb") != 0 &&
+           !(no_color && *no_color);
 }
 
 void cli_debug(const sbx_cli *cli, const char *fmt, ...)

@@ -54,8 +54,16 @@ for d in $(fx oci-multi '.layers[].digest'); do
     grep "${d:0:19}" "$T/err" | grep -qi 'present' || fail "second pull does not say layer ${d:0:19} is present"
 done
 
+case_ "TERM=dumb or NO_COLOR on a terminal: plain lines, no escape codes"
+for env in TERM=dumb NO_COLOR=1; do
+    script -q -e -c "env TERM=xterm $env '$SBX_BIN' pull --store '$T/store-dumb-${env%%=*}' '$R/oci-multi:v1'" /dev/null >"$T/tty" 2>&1 ||
+        { cat "$T/tty"; fail "pull on a terminal with $env failed"; }
+    ! grep -q $'\e' "$T/tty" || fail "escape codes on a terminal with $env"
+    grep -q "${R#*/}" "$T/tty" || grep -q "pulled" "$T/tty" || fail "no progress with $env"
+done
+
 case_ "on a terminal: progress drawn in place for each layer"
-script -q -e -c "'$SBX_BIN' pull --store '$T/store-tty' '$R/oci-multi:v1'" /dev/null >"$T/tty" 2>&1 ||
+script -q -e -c "env -u NO_COLOR TERM=xterm '$SBX_BIN' pull --store '$T/store-tty' '$R/oci-multi:v1'" /dev/null >"$T/tty" 2>&1 ||
     { cat "$T/tty"; fail "pull on a terminal failed"; }
 grep -q $'\e\[' "$T/tty" || fail "no terminal control sequences on a terminal"
 for d in $(fx oci-multi '.layers[].digest'); do
