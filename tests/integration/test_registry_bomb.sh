@@ -13,37 +13,12 @@ reg_start r plain
 fx_push r oci-multi=test/normal:v1
 
 # a two-layer OCI layout: a small ordinary layer, then 48 MiB of zeros
-"$PY" - "$T/lay" <<'PY'
-import gzip, hashlib, io, json, os, sys, tarfile
-out = sys.argv[1]
-os.makedirs(f"{out}/blobs/sha256", exist_ok=True)
-def blob(data):
-    d = hashlib.sha256(data).hexdigest()
-    open(f"{out}/blobs/sha256/{d}", "wb").write(data)
-    return "sha256:" + d, len(data)
-def layer(name, data):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        m = tarfile.TarInfo(name); m.size = len(data); m.mode = 0o644; m.mtime = 1000
-        t.addfile(m, io.BytesIO(data))
-    raw = buf.getvalue()
-    return raw, gzip.compress(raw, compresslevel=9, mtime=0)
-layers, diff_ids = [], []
-for raw, gz in (layer("etc/motd", b"hello\n"), layer("zeros", bytes(48 << 20))):
-    d, n = blob(gz)
-    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
-    diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-cd, cn = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode())
-md, mn = blob(json.dumps({"schemaVersion": 2,
-                          "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                          "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                     "digest": cd, "size": cn}, "layers": layers}).encode())
-open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "digest": md, "size": mn, "platform": {"architecture": "amd64", "os": "linux"},
-           "annotations": {"org.opencontainers.image.ref.name": "latest"}}]},
-          open(f"{out}/index.json", "w"))
+"$PY" - "$HLIB" "$T/lay" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from layout import layer, ti, write_layout
+write_layout(sys.argv[2], [layer([ti("etc/motd", data=b"hello\n")]),
+                           layer([ti("zeros", data=bytes(48 << 20))])])
 PY
 skopeo copy -q "oci:$T/lay:latest" "docker://$r_HOST/test/bomb:1" --dest-tls-verify=false
 

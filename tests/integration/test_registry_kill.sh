@@ -13,6 +13,16 @@ fx_push r oci-multi=test/img:v1 oci-mixed=test/mixed:v1
 REF=$p_HOST/test/img:v1
 export SBX_STALL_TIMEOUT=60
 
+# await_stall: wait until the proxy stalls the big layer mid-body.
+await_stall() {
+    local n=100
+    until [[ -s $p_DIR/proxy.log ]] && grep -q '"stalling": true' "$p_DIR/proxy.log"; do
+        ((n-- > 0)) || fail "the pull never reached the stalled layer"
+        sleep 0.1
+    done
+    sleep 0.3
+}
+
 not_named() {
     ok images
     ! grep -q "$1" "$T/out" || fail "the store names '$1' after a killed pull"
@@ -24,12 +34,7 @@ BIG=$(fx oci-multi '.layers[0].digest')
 proxy_mode p '{"mode":"stall","fraction":0.5,"stall":120,"match":"/blobs/'"$BIG"'"}'
 "$SBX_BIN" pull --store "$STORE" "$REF" >/dev/null 2>"$T/killed.err" &
 pid=$!
-n=100
-until [[ -s $p_DIR/proxy.log ]] && grep -q '"stalling": true' "$p_DIR/proxy.log"; do
-    ((n-- > 0)) || fail "the pull never reached the stalled layer"
-    sleep 0.1
-done
-sleep 0.3
+await_stall
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
 fsck_clean
@@ -45,12 +50,7 @@ proxy_mode p '{"mode":"stall","fraction":0.5,"stall":120,"match":"/blobs/'"$BIG"
 : >"$p_DIR/proxy.log"
 "$SBX_BIN" pull --store "$STORE" "$REF" >/dev/null 2>"$T/int.err" &
 pid=$!
-n=100
-until [[ -s $p_DIR/proxy.log ]] && grep -q '"stalling": true' "$p_DIR/proxy.log"; do
-    ((n-- > 0)) || fail "the pull never reached the stalled layer"
-    sleep 0.1
-done
-sleep 0.3
+await_stall
 t0=$SECONDS
 kill -INT "$pid"
 st=0; wait "$pid" 2>/dev/null || st=$?

@@ -13,54 +13,22 @@ reg_start r plain
 
 # mk_layout DIR ROOT_OPAQUE: a two-layer gzip OCI layout tagged "latest".
 mk_layout() {
-    "$PY" - "$1" "$2" <<'PY'
-import gzip, hashlib, io, json, os, sys, tarfile
-out, root_opaque = sys.argv[1], sys.argv[2] == "1"
-os.makedirs(f"{out}/blobs/sha256", exist_ok=True)
-def blob(data):
-    d = hashlib.sha256(data).hexdigest()
-    open(f"{out}/blobs/sha256/{d}", "wb").write(data)
-    return "sha256:" + d, len(data)
-def ti(name, kind=tarfile.REGTYPE, data=b""):
-    m = tarfile.TarInfo(name); m.type = kind; m.mtime = 1000
-    m.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    if kind == tarfile.REGTYPE: m.size = len(data)
-    return m, data
-def layer(members):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
-        for m, data in members:
-            t.addfile(m, io.BytesIO(data) if m.type == tarfile.REGTYPE else None)
-    raw = buf.getvalue()
-    return raw, gzip.compress(raw, mtime=0)
-base = layer([ti("a", tarfile.DIRTYPE), ti("a/x", data=b"x\n"), ti("a/y", data=b"y\n"),
-              ti("b", tarfile.DIRTYPE), ti("b/z", data=b"z\n"),
-              ti("c", tarfile.DIRTYPE), ti("c/keep", data=b"k\n")])
+    "$PY" - "$HLIB" "$1" "$2" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+from layout import DIR, layer, ti, write_layout
+out, root_opaque = sys.argv[2], sys.argv[3] == "1"
+base = layer([ti("a", DIR), ti("a/x", data=b"x\n"), ti("a/y", data=b"y\n"),
+              ti("b", DIR), ti("b/z", data=b"z\n"), ti("c", DIR), ti("c/keep", data=b"k\n")])
 if root_opaque:
     top = layer([ti(".wh..wh..opq"), ti("new", data=b"n\n")])
 else:
     # parents listed, as docker and buildah write layers (a parent a layer
     # leaves out is created by the extractor: see docs/sandbox.md)
-    top = layer([ti("a", tarfile.DIRTYPE), ti("a/.wh.x", tarfile.DIRTYPE),
-                 ti("a/.wh..wh.aufs"), ti("b", tarfile.DIRTYPE), ti("b/.wh..wh..opq"),
-                 ti("b/new", data=b"n\n"), ti("c", tarfile.DIRTYPE), ti("c/.wh.gone")])
-layers, diff_ids = [], []
-for raw, gz in (base, top):
-    d, n = blob(gz)
-    layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": n})
-    diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
-cd, cn = blob(json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                          "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode())
-md, mn = blob(json.dumps({"schemaVersion": 2,
-                          "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                          "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                                     "digest": cd, "size": cn},
-                          "layers": layers}).encode())
-open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion":"1.0.0"}')
-json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-           "digest": md, "size": mn, "platform": {"architecture": "amd64", "os": "linux"},
-           "annotations": {"org.opencontainers.image.ref.name": "latest"}}]},
-          open(f"{out}/index.json", "w"))
+    top = layer([ti("a", DIR), ti("a/.wh.x", DIR), ti("a/.wh..wh.aufs"), ti("b", DIR),
+                 ti("b/.wh..wh..opq"), ti("b/new", data=b"n\n"), ti("c", DIR),
+                 ti("c/.wh.gone")])
+write_layout(out, [base, top])
 PY
 }
 listing() {
