@@ -625,6 +625,14 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     }
     if (pids_limit(&c.pids_limit, opts, err) < 0)
         return err->code;
+    for (size_t i = 0; opts && i < opts->n_tags; i++) {
+        sbx_ref ref; /* a tag is an image name as docker writes one, without a digest */
+        if (sbx_ref_parse(&ref, opts->tags[i], err) < 0)
+            return sbx_error_wrap(err, "tag '%s'", opts->tags[i]);
+        if (ref.digest[0])
+            return sbx_error_set(err, SBX_EINVAL, "tag '%s': a tag names no digest",
+                                 opts->tags[i]);
+    }
     if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)
         return err->code;
 

@@ -73,6 +73,13 @@ grep -q 'process limit (32; raise it with --pids-limit)' "$T/err" || { cat "$T/e
 ! grep -qx '      all started' "$T/err" || b_die "the step started all its processes"
 b_pass "a fork bomb stops at --pids-limit, the error names the limit"
 
+for bad in 'Bad Tag!' 'x:' 'a/UPPER' 'a@sha256:0000000000000000000000000000000000000000000000000000000000000000'; do
+    expect_fail "tag '$bad'" "$ctx/slow.yaml" --tag "$bad"
+    grep -qF "tag '$bad'" "$T/err" || { cat "$T/err"; b_die "the error does not name the tag '$bad'"; }
+    ! grep -q 'started' "$T/err" || b_die "a step ran before the bad tag '$bad' was refused"
+done
+b_pass "bad --tag names are refused before anything runs"
+
 cat >"$ctx/outside.yaml" <<'YAML'
 image: busybox:test
 steps:
