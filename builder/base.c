@@ -6,7 +6,7 @@
  *  - image: a name or manifest digest this store already holds.
  *  - base: sbx: the platform base, made here with debootstrap from Debian's
  *    archive, captured as one layer and named "sbx-base:<suite>-<variant>".
- *    Made once per store: an exclusive flock on <root>/build/sbx-base.lock
+ *    Made once per store: an exclusive flock on <root>/locks/sbx-base.lock
  *    serializes concurrent builders, and the loser finds the name set.
  */
 #include <dirent.h>
@@ -16,7 +16,6 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 

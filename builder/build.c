@@ -36,7 +36,6 @@ typedef struct build_ctx {
     const sbx_build_options *o;
     sbx_ctx *ctx;
     sbx_build_result *res;
-    const char *root;
     bld_runtime_kind runtime;
     unsigned timeout;
     unsigned pids_limit; /* 0: none */
@@ -615,7 +614,7 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     sbx_build_result none = SBX_BUILD_RESULT_INIT;
     *result = none;
     build_ctx c = {.s = store, .r = recipe, .o = opts, .ctx = ctx, .res = result,
-                   .root = sbx_store_root(store), .total = sbx_recipe_n_steps(recipe)};
+                   .total = sbx_recipe_n_steps(recipe)};
     if (opts && opts->runtime && bld_runtime_parse(&c.runtime, opts->runtime, err) < 0)
         return err->code;
     c.timeout = opts && opts->timeout_seconds ? opts->timeout_seconds : 0;
