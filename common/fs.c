@@ -289,3 +289,134 @@ int sbx__umount_below(const char *path)
     }
     return sbx__mounted_below(path) ? 1 : 0;
 }
+
+int sbx__boot_id(char *out, size_t len, sbx_error *err)
+{
+    static const char path[] = "/proc/sys/kernel/random/boot_id";
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "reading '%s'", path);
+    ssize_t n = sbx__read_full(fd, out, len - 1);
+    close(fd);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
+        n--;
+    if (n <= 0)
+        return sbx_error_set(err, SBX_EIO, "no boot id in '%s'", path);
+    out[n] = '\0';
+    return 0;
+}
+
+void sbx__mount_srcs_free(sbx__mount_src *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(v[i].source);
+        free(v[i].mountpoint);
+    }
+    free(v);
+}
+
+/* Add the mounts of one mountinfo file whose source starts with prefix. */
+static int scan_mountinfo(const char *file, const char *prefix, sbx__mount_src **v, size_t *n,
+                          size_t *cap)
+{
+    FILE *f = fopen(file, "re");
+    if (!f)
+        return 0; /* the process is gone, or not ours to read */
+    size_t pl = strlen(prefix);
+    char *line = NULL;
+    size_t llen = 0;
+    int rc = 0;
+    while (rc == 0 && getline(&line, &llen, f) > 0) {
+        /* "id parent maj:min root mountpoint options [optional...] - fstype source super" */
+        char *sep = strstr(line, " - ");
+        if (!sep)
+            continue;
+        char mp[4096], fstype[64], source[512];
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
+            sscanf(sep + 3, "%63s %511s", fstype, source) != 2)
+            continue;
+        unescape_octal(source);
+        if (strncmp(source, prefix, pl) != 0)
+            continue;
+        unescape_octal(mp);
+        if (*n == *cap) {
+            size_t nc = *cap ? *cap * 2 : 16;
+            sbx__mount_src *nv = realloc(*v, nc * sizeof *nv);
+            if (!nv) {
+                rc = -1;
+                break;
+            }
+            *v = nv;
+            *cap = nc;
+        }
+        (*v)[*n].source = strdup(source);
+        (*v)[*n].mountpoint = strdup(mp);
+        if (!(*v)[*n].source || !(*v)[*n].mountpoint) {
+            free((*v)[*n].source);
+            free((*v)[*n].mountpoint);
+            rc = -1;
+            break;
+        }
+        (*n)++;
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+int sbx__mount_sources(const char *prefix, bool all_ns, sbx__mount_src **out, size_t *nout)
+{
+    sbx__mount_src *v = NULL;
+    size_t n = 0, cap = 0;
+    *out = NULL;
+    *nout = 0;
+    if (scan_mountinfo("/proc/self/mountinfo", prefix, &v, &n, &cap) < 0)
+        goto oom;
+    if (all_ns) {
+        struct stat self;
+        ino_t *seen = NULL;
+        size_t nseen = 0, capseen = 0;
+        if (stat("/proc/self/ns/mnt", &self) < 0)
+            self.st_ino = 0;
+        DIR *d = opendir("/proc");
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+            if (de->d_name[0] < '1' || de->d_name[0] > '9')
+                continue;
+            char p[300];
+            struct stat st;
+            snprintf(p, sizeof p, "/proc/%s/ns/mnt", de->d_name);
+            if (stat(p, &st) < 0 || st.st_ino == self.st_ino)
+                continue;
+            bool dup = false;
+            for (size_t i = 0; i < nseen && !dup; i++)
+                dup = seen[i] == st.st_ino;
+            if (dup)
+                continue;
+            if (nseen == capseen) {
+                size_t nc = capseen ? capseen * 2 : 64;
+                ino_t *ns = realloc(seen, nc * sizeof *ns);
+                if (!ns)
+                    break;
+                seen = ns;
+                capseen = nc;
+            }
+            seen[nseen++] = st.st_ino;
+            snprintf(p, sizeof p, "/proc/%s/mountinfo", de->d_name);
+            if (scan_mountinfo(p, prefix, &v, &n, &cap) < 0) {
+                free(seen);
+                closedir(d);
+                goto oom;
+            }
+        }
+        if (d)
+            closedir(d);
+        free(seen);
+    }
+    *out = v;
+    *nout = n;
+    return 0;
+oom:
+    sbx__mount_srcs_free(v, n);
+    return -1;
+}

@@ -75,6 +75,18 @@ void sbx__close_fds_except(const int *keep, size_t n);
  * first (lazily when busy), returning how many are left. */
 bool sbx__mounted_below(const char *path);
 int sbx__umount_below(const char *path);
+/* Mounts whose source (the device field of mountinfo) starts with prefix:
+ * in this mount namespace, and with all_ns in every mount namespace of a
+ * process in /proc (the mount points are then as that namespace sees them).
+ * -1 when out of memory. */
+typedef struct sbx__mount_src {
+    char *source;
+    char *mountpoint;
+} sbx__mount_src;
+int sbx__mount_sources(const char *prefix, bool all_ns, sbx__mount_src **out, size_t *n);
+void sbx__mount_srcs_free(sbx__mount_src *v, size_t n);
+/* This boot's id (/proc/sys/kernel/random/boot_id). */
+int sbx__boot_id(char *out, size_t len, sbx_error *err);
 /* Map an errno from a write path to SBX_ENOSPC or SBX_EIO. */
 int sbx__errno_code(int e);
 

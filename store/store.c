@@ -12,6 +12,7 @@
  *                             dirs (run, build, unpack): each flock()ed by its
  *                             maker; store_scratch.c reaps the unlocked ones
  *   locks/<name>.lock         named locks (sbx_store_lock_named)
+ *   mounts/<id>               a mount's upper, work and lower links (store_mounts.c)
  *   quarantine/               files fsck found corrupt
  *   meta.db                   SQLite (WAL, synchronous=FULL): records, names, leases
  *   lock                      flock: shared around every commit, exclusive for gc/fsck
@@ -52,6 +53,14 @@
 
 #include "store_internal.h"
 
+/* A mount's record (store_mounts.c): state 0 while its maker works, 1 once
+ * made; flat names the flattened lower it uses (or ""). */
+#define MOUNTS_SCHEMA                                                                       \
+    "CREATE TABLE IF NOT EXISTS mounts(id TEXT PRIMARY KEY, image TEXT NOT NULL,"           \
+    " digest TEXT NOT NULL, dir TEXT NOT NULL, created INTEGER NOT NULL,"                   \
+    " boot_id TEXT NOT NULL, read_only INTEGER NOT NULL, state INTEGER NOT NULL,"           \
+    " flat TEXT NOT NULL DEFAULT '');"
+
 static const char *const SCHEMA =
     "CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
     " media_type TEXT, is_manifest INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
@@ -63,7 +72,8 @@ static const char *const SCHEMA =
     "CREATE TABLE IF NOT EXISTS children(parent TEXT NOT NULL, kind INTEGER NOT NULL,"
     " child TEXT NOT NULL, PRIMARY KEY(parent, kind, child));"
     "CREATE TABLE IF NOT EXISTS names(name TEXT PRIMARY KEY, digest TEXT NOT NULL,"
-    " created INTEGER NOT NULL, last_used INTEGER NOT NULL);"
+    " created INTEGER NOT NULL, last_used INTEGER NOT NULL,"
+    " expires INTEGER NOT NULL DEFAULT 0, ttl INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS names_digest ON names(digest);"
     "CREATE TABLE IF NOT EXISTS meta(ns TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
     " stamp INTEGER NOT NULL, PRIMARY KEY(ns, key));"
@@ -72,10 +82,18 @@ static const char *const SCHEMA =
     " implicit INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS lease_refs(lease INTEGER NOT NULL, digest TEXT NOT NULL,"
     " PRIMARY KEY(lease, digest));"
-    "PRAGMA user_version=1;";
+    MOUNTS_SCHEMA
+    "PRAGMA user_version=2;";
+
+/* Version 1 had neither name expiry nor mounts. */
+static const char *const MIGRATE_1_2 =
+    "ALTER TABLE names ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE names ADD COLUMN ttl INTEGER NOT NULL DEFAULT 0;"
+    MOUNTS_SCHEMA
+    "PRAGMA user_version=2;";
 
 static const char *const SUBDIRS[] = {"blobs", "blobs/sha256", "layers", "layers/sha256",
-                                      "unpacked", "tmp", "quarantine", "locks"};
+                                      "unpacked", "tmp", "quarantine", "locks", "mounts"};
 
 /* ---- small helpers -------------------------------------------------------- */
 
@@ -459,7 +477,7 @@ static int open_db(sbx_store *s, sbx_error *err)
         sqlite3_step(vst) == SQLITE_ROW)
         version = sqlite3_column_int(vst, 0);
     sqlite3_finalize(vst);
-    if (version == 1)
+    if (version == 2)
         return sbx_store__exec(s, PRAGMAS, err);
     /* Schema and journal mode under the exclusive lock: two first opens at
      * once would otherwise race on the WAL switch. */
@@ -470,8 +488,21 @@ static int open_db(sbx_store *s, sbx_error *err)
         rc = sbx_store__exec(s, PRAGMAS, err);
     if (rc == 0)
         rc = sbx_store__begin(s, err);
-    if (rc == 0)
-        rc = sbx_store__exec(s, SCHEMA, err);
+    if (rc == 0) {
+        /* again, now that no one else can be migrating */
+        version = 0;
+        if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &vst, NULL) == SQLITE_OK &&
+            sqlite3_step(vst) == SQLITE_ROW)
+            version = sqlite3_column_int(vst, 0);
+        sqlite3_finalize(vst);
+        if (version == 1)
+            rc = sbx_store__exec(s, MIGRATE_1_2, err);
+        else if (version == 0)
+            rc = sbx_store__exec(s, SCHEMA, err);
+        else if (version != 2)
+            rc = sbx_error_set(err, SBX_EUNSUPPORTED, "metadata version %d is newer than this "
+                               "sbx-image knows (2)", version);
+    }
     if (rc == 0)
         rc = sbx_store__commit(s, err);
     sbx_store__rollback(s);
@@ -530,6 +561,8 @@ int sbx_store_open(sbx_store **out, const char *root, sbx_error *err)
         return rc;
     }
     sbx_store__clean_tmp(s);
+    sbx_error ignore = SBX_ERROR_INIT; /* the next open or gc tries again */
+    sbx_store_mount_reap(s, false, NULL, &ignore);
     sbx_store__reserve_ensure(s);
     *out = s;
     return 0;

@@ -307,7 +307,13 @@ static int fsck(sbx_store *s, sbx_fsck_report *report, sbx_error *err)
 int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_ctx *ctx, sbx_error *err)
 {
     s->ctx = ctx;
+    /* dead mounts are debris, not damage: removed and counted */
+    unsigned dead = 0;
+    sbx_error me = SBX_ERROR_INIT;
+    sbx_store_mount_reap(s, true, &dead, &me);
     int rc = fsck(s, report, err);
+    if (report)
+        report->dead_mounts = dead;
     s->ctx = NULL;
     return rc;
 }

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 
 #include "store_internal.h"
 
@@ -21,6 +22,7 @@ static const char *const MARK_SQL =
     "INSERT INTO gc_live(d) WITH RECURSIVE r(d) AS ("
     " SELECT digest FROM names WHERE name NOT IN (SELECT name FROM gc_evict)"
     " UNION SELECT digest FROM lease_refs"
+    " UNION SELECT digest FROM mounts"
     " UNION SELECT c.child FROM children c JOIN r ON c.parent = r.d)"
     " SELECT d FROM r;";
 
@@ -28,6 +30,7 @@ static const char *const LEASED_SQL =
     "DELETE FROM gc_leased;"
     "INSERT INTO gc_leased(d) WITH RECURSIVE r(d) AS ("
     " SELECT digest FROM lease_refs"
+    " UNION SELECT digest FROM mounts"
     " UNION SELECT c.child FROM children c JOIN r ON c.parent = r.d)"
     " SELECT d FROM r;";
 
@@ -39,6 +42,24 @@ static int query_u64(sbx_store *s, const char *sql, uint64_t *out, sbx_error *er
     if (sqlite3_step(st) != SQLITE_ROW)
         return sbx_store__sql_err(s, err, "query metadata");
     *out = (uint64_t)sqlite3_column_int64(st, 0);
+    return 0;
+}
+
+/* Names whose expiry passed go first (not while their image is mounted:
+ * being mounted is being used). */
+static int expire_names(sbx_store *s, sbx_gc_report *rep, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "INSERT OR IGNORE INTO gc_evict(name) SELECT name FROM names"
+                           " WHERE expires > 0 AND expires <= ? AND digest NOT IN"
+                           " (SELECT digest FROM mounts)",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_int64(st, 1, sbx__now_unix());
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "expire names");
+    rep->names_expired = (uint64_t)sqlite3_changes(s->db);
     return 0;
 }
 
@@ -252,6 +273,33 @@ static void empty_trash(sbx_store *s, const strvec *trash, sbx_scratch *bin, int
         sbx__log(s->ctx, SBX_LOG_WARN, "gc: %s", err.msg);
 }
 
+/* A flattened lower (rootfs/flatten.c) no live mount names and no mounter
+ * holds (a shared flock from finding it until its record names it): a cache
+ * entry that costs inodes, made again by the next mount that needs it.
+ * Returns its fd, flock()ed exclusively, to be held while it is moved out: a
+ * mounter waiting for its shared lock then finds it moved and makes it
+ * again.  -1: keep it. */
+static int flat_unused(sbx_store *s, int dfd, const char *name)
+{
+    char digest[SBX_DIGEST_BUFSZ + 8];
+    snprintf(digest, sizeof digest, "sha256:%.64s", name + 5);
+    sbx_error err = SBX_ERROR_INIT;
+    if (strlen(name) != 69 || !sbx__digest_valid(digest) ||
+        sbx_store__exists(s, "SELECT 1 FROM mounts WHERE flat=?", digest, &err) != 0)
+        return -1;
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        return -1;
+    }
+    /* a record may have named it between the query and the lock */
+    if (fd >= 0 && sbx_store__exists(s, "SELECT 1 FROM mounts WHERE flat=?", digest, &err) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* Unpacked directories whose layer is gone (a crash between sweep and rm, or
  * a consumer that unpacked a layer gc removed meanwhile).  Only names of the
  * cache (64 hex): unpackers build in tmp/ and rename in, so nothing else is
@@ -268,6 +316,14 @@ static void sweep_unpacked(sbx_store *s, int dry_run, strvec *trash, sbx_scratch
     strvec lost = {0};
     struct dirent *de;
     while ((de = readdir(d))) {
+        if (!strncmp(de->d_name, "flat-", 5)) {
+            int fd = flat_unused(s, dirfd(d), de->d_name);
+            if (fd >= 0) { /* moved while still locked: see flat_unused */
+                take_unpacked(s, de->d_name, dry_run, trash, bin);
+                close(fd);
+            }
+            continue;
+        }
         char digest[SBX_DIGEST_BUFSZ + 8];
         snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
         sbx_error err = SBX_ERROR_INIT;
@@ -322,6 +378,8 @@ static int gc_locked(sbx_store *s, const sbx_gc_options *o, sbx_gc_report *rep, 
     if (rc == 0)
         rc = drop_dead_leases(s, err);
     if (rc == 0)
+        rc = expire_names(s, rep, err);
+    if (rc == 0)
         rc = sbx_store__exec(s, MARK_SQL, err);
     if (rc == 0 && o->max_bytes)
         rc = evict(s, o->max_bytes, rep, err);
@@ -360,6 +418,10 @@ static int gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
     gc_lists l = {0};
     strvec trash = {0};
     sbx_scratch *bin = NULL;
+    unsigned reaped = 0;
+    /* dead mounts first: what they held is then no longer a root */
+    if (!o->dry_run && sbx_store_mount_reap(s, true, &reaped, err) < 0)
+        return sbx_error_wrap(err, "gc");
     if (sbx_store__lock(s, 1, err) < 0)
         return sbx_error_wrap(err, "gc");
     sbx_store__clean_tmp(s);
@@ -369,6 +431,7 @@ static int gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
         memset(&rep, 0, sizeof rep);
         rc = gc_locked(s, o, &rep, &l, err);
     }
+    rep.mounts_reaped = reaped;
     if (rc == 0 && !o->dry_run) {
         unlink_objects(s, SBX_OBJ_BLOB, &l.blobs);
         unlink_objects(s, SBX_OBJ_LAYER, &l.layers);
@@ -455,4 +518,34 @@ int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report
     int rc = gc(s, opts, report, err);
     s->ctx = NULL;
     return rc;
+}
+
+/* ---- what one image costs ------------------------------------------------- */
+
+static const char *const USAGE_SQL =
+    "WITH RECURSIVE mine(d) AS (SELECT ?1 UNION SELECT c.child FROM children c"
+    "  JOIN mine ON c.parent = mine.d),"
+    " others(d) AS (SELECT digest FROM names WHERE digest != ?1 AND name NOT LIKE 'cache:%'"
+    "  UNION SELECT c.child FROM children c JOIN others ON c.parent = others.d),"
+    " sz(d, b) AS (SELECT digest, size FROM blobs UNION ALL"
+    "  SELECT diff_id, stored_size FROM layers)"
+    " SELECT coalesce(sum(b), 0),"
+    "  coalesce(sum(CASE WHEN d IN (SELECT d FROM others) THEN 0 ELSE b END), 0)"
+    " FROM sz WHERE d IN (SELECT d FROM mine)";
+
+int sbx_store_image_usage(sbx_store *s, const char *digest, sbx_image_usage *out,
+                          sbx_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (sbx__digest_parse(NULL, digest, err) < 0)
+        return sbx_error_wrap(err, "image usage");
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, USAGE_SQL, err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return sbx_store__sql_err(s, err, "image usage");
+    out->total_bytes = (uint64_t)sqlite3_column_int64(st, 0);
+    out->size_bytes = (uint64_t)sqlite3_column_int64(st, 1);
+    return 0;
 }

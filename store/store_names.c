@@ -33,9 +33,19 @@ static int name_not_found(sbx_store *s, const char *what, const char *name, sbx_
 int sbx_store_name_set(sbx_store *s, const char *name, const char *manifest_digest,
                        sbx_error *err)
 {
+    return sbx_store_name_set_ttl(s, name, manifest_digest, 0, err);
+}
+
+int sbx_store_name_set_ttl(sbx_store *s, const char *name, const char *manifest_digest,
+                           int64_t ttl_seconds, sbx_error *err)
+{
     if (check_text("name", name, NAME_MAX_LEN, err) < 0 ||
         sbx__digest_parse(NULL, manifest_digest, err) < 0)
         return sbx_error_wrap(err, "set name");
+    if (ttl_seconds < 0 || ttl_seconds > SBX_NAME_TTL_MAX)
+        return sbx_error_set(err, SBX_EINVAL, "set name '%s': expiry of %lld seconds is out of "
+                             "range (0 to %lld)", name, (long long)ttl_seconds,
+                             (long long)SBX_NAME_TTL_MAX);
     if (sbx_store__lock(s, 0, err) < 0)
         return err->code;
     int rc = sbx_store__begin(s, err);
@@ -52,15 +62,19 @@ int sbx_store_name_set(sbx_store *s, const char *name, const char *manifest_dige
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (rc == 0)
         rc = sbx_store__prepare(s, &st,
-                                "INSERT INTO names(name, digest, created, last_used)"
-                                " VALUES(?1, ?2, ?3, ?3) ON CONFLICT(name) DO UPDATE SET"
-                                " digest=excluded.digest, created=excluded.created,"
-                                " last_used=excluded.last_used",
+                                "INSERT INTO names(name, digest, created, last_used, expires,"
+                                " ttl) VALUES(?1, ?2, ?3, ?3, ?4, ?5) ON CONFLICT(name) DO"
+                                " UPDATE SET digest=excluded.digest, created=excluded.created,"
+                                " last_used=excluded.last_used, expires=excluded.expires,"
+                                " ttl=excluded.ttl",
                                 err);
     if (rc == 0) {
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, manifest_digest, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, sbx__now_unix());
+        int64_t now = sbx__now_unix();
+        sqlite3_bind_int64(st, 3, now);
+        sqlite3_bind_int64(st, 4, ttl_seconds ? now + ttl_seconds : 0);
+        sqlite3_bind_int64(st, 5, ttl_seconds);
         if (sqlite3_step(st) != SQLITE_DONE)
             rc = sbx_store__sql_err(s, err, "set name");
     }
@@ -128,7 +142,7 @@ int sbx_store_name_list(sbx_store *s, const char *prefix, sbx_name_entry **out, 
     *n = 0;
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st,
-                           "SELECT name, digest, created, last_used FROM names"
+                           "SELECT name, digest, created, last_used, expires, ttl FROM names"
                            " WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
                            err) < 0)
         return err->code;
@@ -156,6 +170,8 @@ int sbx_store_name_list(sbx_store *s, const char *prefix, sbx_name_entry **out, 
         snprintf(e->digest, sizeof e->digest, "%s", (const char *)sqlite3_column_text(st, 1));
         e->created = sqlite3_column_int64(st, 2);
         e->last_used = sqlite3_column_int64(st, 3);
+        e->expires_at = sqlite3_column_int64(st, 4);
+        e->ttl = sqlite3_column_int64(st, 5);
         len++;
     }
     if (rc != SQLITE_DONE) {
@@ -181,7 +197,11 @@ int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err)
         return SBX_ENOTFOUND;
     }
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    if (sbx_store__prepare(s, &st, "UPDATE names SET last_used=? WHERE digest=?", err) < 0)
+    /* a name with an expiry is kept ttl seconds past its last use */
+    if (sbx_store__prepare(s, &st,
+                           "UPDATE names SET last_used=?1, expires=CASE WHEN ttl > 0 THEN"
+                           " ?1 + ttl ELSE expires END WHERE digest=?2",
+                           err) < 0)
         return err->code;
     sqlite3_bind_int64(st, 1, sbx__now_unix());
     sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);

@@ -19,6 +19,7 @@
 #ifndef SBX_STORE_H
 #define SBX_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -159,6 +160,13 @@ SBX_API int sbx_store_put_manifest(sbx_store *s, const void *data, size_t len,
  * cache key "cache:sha256:...").  Setting replaces atomically. */
 SBX_API int sbx_store_name_set(sbx_store *s, const char *name, const char *manifest_digest,
                                sbx_error *err);
+/* The same, with an expiry: the name goes (gc removes it first) once
+ * ttl_seconds pass without a use; each use (sbx_store_touch: mount, unpack,
+ * build base, export) starts the time again.  0: never expires (what
+ * sbx_store_name_set gives).  At most SBX_NAME_TTL_MAX. */
+#define SBX_NAME_TTL_MAX ((int64_t)100 * 365 * 86400)
+SBX_API int sbx_store_name_set_ttl(sbx_store *s, const char *name, const char *manifest_digest,
+                                   int64_t ttl_seconds, sbx_error *err);
 SBX_API int sbx_store_name_get(sbx_store *s, const char *name, char digest_out[SBX_DIGEST_BUFSZ],
                                sbx_error *err);
 SBX_API int sbx_store_name_remove(sbx_store *s, const char *name, sbx_error *err);
@@ -168,12 +176,15 @@ typedef struct sbx_name_entry {
     char digest[SBX_DIGEST_BUFSZ];
     int64_t created;   /* unix seconds */
     int64_t last_used; /* unix seconds */
+    int64_t expires_at; /* unix seconds; 0: never */
+    int64_t ttl;        /* seconds an unused name lives; 0: forever */
 } sbx_name_entry;
 /* All names whose text starts with prefix (NULL or "" for all), sorted. */
 SBX_API int sbx_store_name_list(sbx_store *s, const char *prefix, sbx_name_entry **out, size_t *n,
                                 sbx_error *err);
 SBX_API void sbx_name_entries_free(sbx_name_entry *e, size_t n);
-/* Mark a manifest as used now (for LRU eviction in gc --max-bytes). */
+/* Mark a manifest as used now (for LRU eviction in gc --max-bytes), and
+ * push back the expiry of every name with a ttl that points to it. */
 SBX_API int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err);
 
 /* ---- small metadata: key/value with a timestamp (e.g. resolve cache) ----- */
@@ -200,6 +211,79 @@ SBX_API void sbx_lease_release(sbx_lease *l);
  * operations, or gc could never reclaim anything it once touched. */
 SBX_API int sbx_store_lease_clear(sbx_store *s, sbx_error *err);
 
+/* ---- mounts: writable layers the store owns -------------------------------
+ *
+ * The records behind sbx_rootfs_mount (the rootfs module does the mounting).
+ * A mount lives in <root>/mounts/<id>/ (u: overlay upper, w: work dir, l/:
+ * links to the lower dirs) with a record naming its image, which gc keeps
+ * (with its layers' unpacked dirs) while the record lives.  A record is dead
+ * when its maker died before finishing, when it was made in another boot, or
+ * (checked by gc) when no mount namespace on the host still has its overlay
+ * (source "sbx-<id>") mounted; the reaper unmounts what is left in this
+ * namespace and removes it.  See store_mounts.c. */
+#define SBX_MOUNT_ID_BUFSZ 16
+typedef struct sbx_store_mount sbx_store_mount;
+
+typedef struct sbx_mount_entry {
+    char id[SBX_MOUNT_ID_BUFSZ];   /* 12 characters [a-z0-9] */
+    char *image;                   /* as the caller named it */
+    char digest[SBX_DIGEST_BUFSZ]; /* the image manifest */
+    char *dir;                     /* the mount point (canonical) */
+    char *path;                    /* <root>/mounts/<id> */
+    char *flat;                    /* the flattened lower it uses, or "" */
+    char boot_id[40];
+    int64_t created;               /* unix seconds */
+    bool read_only;
+    bool ready;                    /* made completely */
+} sbx_mount_entry;
+
+/* Start a mount record (state "being made", held by the returned handle):
+ * creates <root>/mounts/<id> with u/ and w/ (not for read_only) and l/.
+ * Finish with sbx_store_mount_ready once mounted, or sbx_store_mount_abort. */
+SBX_API int sbx_store_mount_begin(sbx_store_mount **out, sbx_store *s, const char *image,
+                                  const char *digest, const char *dir, bool read_only,
+                                  sbx_error *err);
+SBX_API const char *sbx_store_mount_id(const sbx_store_mount *m);
+SBX_API const char *sbx_store_mount_path(const sbx_store_mount *m);
+/* Record the flattened lower dir the mount uses (kept by gc meanwhile). */
+SBX_API int sbx_store_mount_set_flat(sbx_store_mount *m, const char *flat, sbx_error *err);
+/* Mark made and release the handle (freed either way). */
+SBX_API int sbx_store_mount_ready(sbx_store_mount *m, sbx_error *err);
+/* Remove the record and its directory (the caller unmounted it) and free. */
+SBX_API void sbx_store_mount_abort(sbx_store_mount *m);
+
+/* The record for a mount id or a mount point (any path to it).
+ * SBX_ENOTFOUND when there is none.  Clear with sbx_mount_entry_clear. */
+SBX_API int sbx_store_mount_find(sbx_mount_entry *out, sbx_store *s, const char *id_or_dir,
+                                 sbx_error *err);
+SBX_API int sbx_store_mount_list(sbx_mount_entry **out, size_t *n, sbx_store *s, sbx_error *err);
+SBX_API void sbx_mount_entry_clear(sbx_mount_entry *e);
+SBX_API void sbx_mount_entries_free(sbx_mount_entry *v, size_t n);
+/* Hold mount id (its maker's lock: gc leaves it alone meanwhile) until
+ * *fd_out is closed.  SBX_ENOTFOUND when it went while we waited. */
+SBX_API int sbx_store_mount_lock(int *fd_out, sbx_store *s, const char *id, sbx_ctx *ctx,
+                                 sbx_error *err);
+/* Remove record and directory of a mount the caller unmounted (holding
+ * its lock_fd from sbx_store_mount_lock). */
+SBX_API int sbx_store_mount_remove(sbx_store *s, const char *id, int lock_fd, sbx_error *err);
+/* Remove dead mounts (see above); full: also check every mount namespace
+ * for the live ones (gc), else only unfinished and other-boot records
+ * (cheap: what open does).  *reaped (may be NULL) counts them. */
+SBX_API int sbx_store_mount_reap(sbx_store *s, bool full, unsigned *reaped, sbx_error *err);
+
+/* ---- what images cost ------------------------------------------------------ */
+
+typedef struct sbx_image_usage {
+    /* stored bytes (blobs, zstd layers) of everything the manifest reaches */
+    uint64_t total_bytes;
+    /* of those, the bytes no other named image reaches (builder step
+     * images, "cache:" names, do not count as other images): what removing
+     * this image alone would free, the billing basis of a snapshot */
+    uint64_t size_bytes;
+} sbx_image_usage;
+SBX_API int sbx_store_image_usage(sbx_store *s, const char *digest, sbx_image_usage *out,
+                                  sbx_error *err);
+
 /* ---- gc, fsck, df ------------------------------------------------------- */
 
 typedef struct sbx_gc_options {
@@ -219,6 +303,12 @@ typedef struct sbx_gc_report {
      * once, counting only inodes with no link left outside them (a tree of
      * `sbx-image unpack --link` keeps its files). */
     uint64_t unpacked_removed, unpacked_bytes_freed;
+    /* names removed because their expiry passed (names_evicted counts the
+     * --max-bytes evictions after them) */
+    uint64_t names_expired;
+    /* dead mounts removed (their maker died, their host rebooted, or their
+     * overlay is mounted nowhere any more) */
+    uint64_t mounts_reaped;
 } sbx_gc_report;
 
 SBX_API int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
@@ -229,6 +319,7 @@ typedef struct sbx_fsck_report {
     uint64_t corrupt;            /* quarantined */
     uint64_t dangling_repaired;  /* records without files, removed */
     uint64_t orphans;            /* files without records, recorded or removed */
+    uint64_t dead_mounts;        /* mounts found dead (sbx_store_mount_reap) and removed */
 } sbx_fsck_report;
 
 /* Re-hash everything; quarantine corrupt files under <root>/quarantine;
