@@ -91,6 +91,10 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
     X(inspect, "show an image's manifest, config and layers")                           \
     X(unpack, "materialize an image's root filesystem into a directory")                \
     X(export, "write an image as an OCI image layout directory")                        \
+    X(mount, "mount an image as a sandbox's root filesystem (overlay, instant)")       \
+    X(umount, "unmount a mount and drop its writable layer")                            \
+    X(mounts, "list the live mounts")                                                   \
+    X(commit, "snapshot a mount's changes as a new image")                              \
     X(images, "list named images in the store")                                         \
     X(rm, "remove names from the store")                                                \
     X(gc, "delete what no name or lease reaches")                                       \

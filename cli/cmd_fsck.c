@@ -10,14 +10,16 @@ static const char USAGE[] =
     "diff_id and compressed digest checked).  Corrupt files are moved to\n"
     "<store>/quarantine and their records removed; records whose file is missing\n"
     "are removed; files without records are recorded when they verify; names\n"
-    "whose manifest is gone are removed.  Prints the counts; each problem is\n"
+    "whose manifest is gone are removed; dead mounts (their maker died, their host\n"
+    "rebooted, or their overlay is mounted nowhere) are removed and counted, not\n"
+    "failed.  Prints the counts; each problem is\n"
     "logged on stderr, and so is progress (bytes re-hashed of blobs, then of\n"
     "layers: redrawn in place on a terminal, a line per phase otherwise).\n"
     "Exit status 1 when anything was wrong, 0 when clean.\n"
     "\n"
     "options:\n"
     "  --json        print {blobs_checked, layers_checked, corrupt,\n"
-    "                dangling_repaired, orphans, clean}\n"
+    "                dangling_repaired, orphans, dead_mounts, clean}\n"
     "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
     "                else $XDG_DATA_HOME/sbx-image)\n"
     "  -v, --verbose debug messages on stderr\n"
@@ -49,19 +51,20 @@ int cmd_fsck(sbx_cli *cli, int argc, char **argv)
     if (rc < 0 && rc != SBX_ECORRUPT)
         return cli_fail(&err);
     if (cli->json) {
-        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:b}", "blobs_checked",
+        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "blobs_checked",
                               (json_int_t)r.blobs_checked, "layers_checked",
                               (json_int_t)r.layers_checked, "corrupt", (json_int_t)r.corrupt,
                               "dangling_repaired", (json_int_t)r.dangling_repaired, "orphans",
-                              (json_int_t)r.orphans, "clean", rc == 0);
+                              (json_int_t)r.orphans, "dead_mounts", (json_int_t)r.dead_mounts,
+                              "clean", rc == 0);
         if (cli_print_json(stdout, j) != CLI_EXIT_OK)
             return CLI_EXIT_FAIL;
     } else {
         printf("checked %llu blobs, %llu layers: %llu corrupt (quarantined), %llu dangling "
-               "records repaired, %llu files without records\n",
+               "records repaired, %llu files without records, %llu dead mounts removed\n",
                (unsigned long long)r.blobs_checked, (unsigned long long)r.layers_checked,
                (unsigned long long)r.corrupt, (unsigned long long)r.dangling_repaired,
-               (unsigned long long)r.orphans);
+               (unsigned long long)r.orphans, (unsigned long long)r.dead_mounts);
     }
     fflush(stdout);
     return rc < 0 ? cli_fail(&err) : CLI_EXIT_OK;

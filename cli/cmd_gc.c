@@ -11,10 +11,12 @@
 static const char USAGE[] =
     "usage: sbx-image gc [--max-bytes N] [--unpacked] [--dry-run] [--json] [--store DIR]\n"
     "\n"
-    "Delete every blob and layer that no name reaches and no running operation\n"
-    "holds (a live lease), the unpacked directories of the layers it deletes, and\n"
-    "temp files of writers that died.  Prints what was removed, the bytes freed\n"
-    "and the bytes still stored.\n"
+    "Remove dead mounts (their maker died, their host rebooted, or their overlay is\n"
+    "mounted in no mount namespace any more) and names whose expiry passed (not\n"
+    "while their image is mounted), then delete every blob and layer that no name\n"
+    "reaches and no running operation or live mount holds, the unpacked\n"
+    "directories of the layers it deletes, and temp files of writers that died.\n"
+    "Prints what was removed, the bytes freed and the bytes still stored.\n"
     "\n"
     "options:\n"
     "  --max-bytes N  also remove least recently used names until what stays takes\n"
@@ -25,8 +27,8 @@ static const char USAGE[] =
     "                 and the next build or unpack that needs one unpacks it again\n"
     "  --dry-run      report what would be removed, change nothing\n"
     "  --json         print {blobs_removed, layers_removed, names_evicted,\n"
-    "                 bytes_freed, bytes_after, unpacked_removed,\n"
-    "                 unpacked_bytes_freed, dry_run}\n"
+    "                 names_expired, mounts_reaped, bytes_freed, bytes_after,\n"
+    "                 unpacked_removed, unpacked_bytes_freed, dry_run}\n"
     "  --store DIR    store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
     "                 else $XDG_DATA_HOME/sbx-image)\n"
     "  -v, --verbose  debug messages on stderr\n"
@@ -103,10 +105,12 @@ int cmd_gc(sbx_cli *cli, int argc, char **argv)
     if (rc < 0)
         return cli_fail(&err);
     if (cli->json) {
-        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "blobs_removed",
-                              (json_int_t)r.blobs_removed, "layers_removed",
+        json_t *j = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
+                              "blobs_removed", (json_int_t)r.blobs_removed, "layers_removed",
                               (json_int_t)r.layers_removed, "names_evicted",
-                              (json_int_t)r.names_evicted, "bytes_freed",
+                              (json_int_t)r.names_evicted, "names_expired",
+                              (json_int_t)r.names_expired, "mounts_reaped",
+                              (json_int_t)r.mounts_reaped, "bytes_freed",
                               (json_int_t)r.bytes_freed, "bytes_after",
                               (json_int_t)r.bytes_after, "unpacked_removed",
                               (json_int_t)r.unpacked_removed, "unpacked_bytes_freed",
@@ -114,6 +118,9 @@ int cmd_gc(sbx_cli *cli, int argc, char **argv)
         return cli_print_json(stdout, j);
     } else {
         char freed[32], after[32], unpacked[32];
+        if (r.mounts_reaped || r.names_expired)
+            printf("%s %llu dead mounts, %llu expired names\n",
+                   o.dry_run ? "would remove" : "removed", (unsigned long long)r.mounts_reaped, (unsigned long long)r.names_expired);
         printf("%s%llu blobs, %llu layers, %llu names evicted; %s freed, %s stored; "
                "%llu unpacked layer dirs, %s freed\n",
                o.dry_run ? "would remove " : "removed ", (unsigned long long)r.blobs_removed,

@@ -9,13 +9,18 @@ static const char USAGE[] =
     "usage: sbx-image images [--all] [--json] [--store DIR] [PREFIX]\n"
     "\n"
     "List the named images in the store, sorted by name: NAME, DIGEST (the first\n"
-    "12 hex digits of the manifest digest) and CREATED (when the name was last set,\n"
-    "UTC).  With PREFIX, only names that start with it.\n"
+    "12 hex digits of the manifest digest), CREATED (when the name was last set,\n"
+    "UTC), SIZE (stored compressed bytes no other named image holds: what removing\n"
+    "this one alone frees) and EXPIRES (when an unused name goes; each use, as a\n"
+    "mount, unpack or build base, pushes it back).  With PREFIX, only names that\n"
+    "start with it.\n"
     "\n"
     "options:\n"
     "  --all         also list the builder's step cache names (\"cache:...\")\n"
-    "  --json        print a JSON array of {name, digest, created, last_used}\n"
-    "                (full digests, unix seconds)\n"
+    "  --json        print a JSON array of {name, digest, created, last_used,\n"
+    "                expires_at, size_bytes, total_bytes} (full digests, unix\n"
+    "                seconds, expires_at 0 for never; total_bytes: all stored bytes\n"
+    "                the image reaches)\n"
     "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
     "                else $XDG_DATA_HOME/sbx-image)\n"
     "  -v, --verbose debug messages on stderr\n"
@@ -68,22 +73,40 @@ int cmd_images(sbx_cli *cli, int argc, char **argv)
             width = len;
     }
     if (!cli->json)
-        printf("%-*s  %-12s  %s\n", width, "NAME", "DIGEST", "CREATED");
-    for (size_t i = 0; i < n; i++) {
+        printf("%-*s  %-12s  %-19s  %10s  %s\n", width, "NAME", "DIGEST", "CREATED", "SIZE",
+               "EXPIRES");
+    int rc = CLI_EXIT_OK;
+    for (size_t i = 0; i < n && rc == CLI_EXIT_OK; i++) {
         if (!all && strncmp(v[i].name, "cache:", 6) == 0)
             continue;
+        sbx_image_usage u;
+        if (sbx_store_image_usage(s, v[i].digest, &u, &err) < 0) {
+            rc = cli_fail(&err);
+            break;
+        }
         if (arr) {
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:I, s:I}", "name", v[i].name,
-                                                 "digest", v[i].digest, "created",
-                                                 (json_int_t)v[i].created, "last_used",
-                                                 (json_int_t)v[i].last_used));
+            json_array_append_new(
+                arr, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "name", v[i].name,
+                               "digest", v[i].digest, "created", (json_int_t)v[i].created,
+                               "last_used", (json_int_t)v[i].last_used, "expires_at",
+                               (json_int_t)v[i].expires_at, "size_bytes",
+                               (json_int_t)u.size_bytes, "total_bytes",
+                               (json_int_t)u.total_bytes));
         } else {
-            char when[32];
+            char when[32], exp[32] = "never", size[32];
             fmt_time(v[i].created, when, sizeof when);
-            printf("%-*s  %-12.12s  %s\n", width, v[i].name, v[i].digest + 7, when);
+            if (v[i].expires_at)
+                fmt_time(v[i].expires_at, exp, sizeof exp);
+            printf("%-*s  %-12.12s  %s  %10s  %s\n", width, v[i].name, v[i].digest + 7, when,
+                   cli_human_bytes(u.size_bytes, size, sizeof size), exp);
         }
     }
-    int rc = cli->json ? cli_print_json(stdout, arr) : CLI_EXIT_OK;
+    if (rc == CLI_EXIT_OK && arr) {
+        json_t *a = arr;
+        arr = NULL;
+        rc = cli_print_json(stdout, a);
+    }
+    json_decref(arr);
     sbx_name_entries_free(v, n);
     sbx_store_free(s);
     return rc;

@@ -108,3 +108,51 @@ int sbx_image_write(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s, const char 
     img_bytes_clear(&b);
     return r;
 }
+
+int sbx_image_config_add_layer(char **out, size_t *out_len, const char *config, size_t len,
+                               const char *diff_id, const char *created_by,
+                               const char *comment, sbx_error *err)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (!sbx__digest_valid(diff_id))
+        return sbx_error_set(err, SBX_EINVAL, "adding a layer: '%s' is not a diff_id", diff_id);
+    json_error_t je;
+    json_t *c = json_loadb(config, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *rootfs = json_is_object(c) ? json_object_get(c, "rootfs") : NULL;
+    json_t *ids = json_is_object(rootfs) ? json_object_get(rootfs, "diff_ids") : NULL;
+    if (!json_is_array(ids)) {
+        json_decref(c);
+        return sbx_error_set(err, SBX_EINVAL, "adding a layer: the image config has no "
+                             "rootfs.diff_ids");
+    }
+    size_t nlayers = json_array_size(ids);
+    if (nlayers + 1 > SBX_MAX_LAYERS) {
+        json_decref(c);
+        return sbx_error_set(err, SBX_ELIMIT, "adding a layer: the image would have more than "
+                             "%u layers", (unsigned)SBX_MAX_LAYERS);
+    }
+    int rc = json_array_append_new(ids, json_string(diff_id));
+    /* History, when the parent keeps it in step with its layers (one entry
+     * without empty_layer per layer, as Docker checks): one more entry.
+     * No "created": the same change on the same parent is the same image. */
+    json_t *hist = json_object_get(c, "history");
+    size_t with_layer = 0, i;
+    json_t *h;
+    json_array_foreach(hist, i, h)
+        if (!json_is_true(json_object_get(h, "empty_layer")))
+            with_layer++;
+    if (rc == 0 && json_is_array(hist) && with_layer == nlayers) {
+        json_t *e = json_pack("{s:s}", "created_by", created_by ? created_by : "");
+        if (!e || (comment && json_object_set_new(e, "comment", json_string(comment)) < 0) ||
+            json_array_append_new(hist, e) < 0)
+            rc = -1;
+    }
+    char *s = rc == 0 ? json_dumps(c, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(c);
+    if (!s)
+        return sbx_error_set(err, SBX_ENOMEM, "adding a layer: out of memory");
+    *out = s;
+    *out_len = strlen(s);
+    return 0;
+}

@@ -55,6 +55,7 @@ int rfs_archive_load(sbx_error *err);
     /* writing a tar stream */                                                               \
     F(struct archive *, archive_write_new, (void), (), NULL)                                 \
     F(int, archive_write_set_format_pax_restricted, (struct archive *a), (a), ARCHIVE_FATAL) \
+    F(int, archive_write_set_format_pax, (struct archive *a), (a), ARCHIVE_FATAL)           \
     F(int, archive_write_set_format_option,                                                  \
       (struct archive *a, const char *m, const char *o, const char *v), (a, m, o, v),        \
       ARCHIVE_FATAL)                                                                         \
@@ -88,6 +89,11 @@ int rfs_archive_load(sbx_error *err);
     F(const char *, archive_entry_hardlink, (struct archive_entry *e), (e), NULL)            \
     F(__LA_MODE_T, archive_entry_filetype, (struct archive_entry *e), (e), 0)                \
     F(la_int64_t, archive_entry_size, (struct archive_entry *e), (e), 0)                     \
+    F(__LA_MODE_T, archive_entry_perm, (struct archive_entry *e), (e), 0)                    \
+    F(la_int64_t, archive_entry_uid, (struct archive_entry *e), (e), 0)                      \
+    F(la_int64_t, archive_entry_gid, (struct archive_entry *e), (e), 0)                      \
+    F(time_t, archive_entry_mtime, (struct archive_entry *e), (e), 0)                        \
+    F(long, archive_entry_mtime_nsec, (struct archive_entry *e), (e), 0)                     \
     V(archive_entry_set_pathname, (struct archive_entry *e, const char *s), (e, s))          \
     V(archive_entry_set_hardlink, (struct archive_entry *e, const char *s), (e, s))          \
     V(archive_entry_set_symlink, (struct archive_entry *e, const char *s), (e, s))           \

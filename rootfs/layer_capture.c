@@ -159,9 +159,13 @@ static void entry_common(capture_ctx *c, const char *name, const struct stat *st
     archive_entry_set_uid(c->entry, st->st_uid);
     archive_entry_set_gid(c->entry, st->st_gid);
     int64_t mt = st->st_mtim.tv_sec;
-    if (mt > c->epoch || mt < 0)
-        mt = c->epoch;
-    archive_entry_set_mtime(c->entry, mt, 0);
+    if (c->opts->keep_mtimes) {
+        archive_entry_set_mtime(c->entry, mt, st->st_mtim.tv_nsec);
+    } else {
+        if (mt > c->epoch || mt < 0)
+            mt = c->epoch;
+        archive_entry_set_mtime(c->entry, mt, 0);
+    }
     if (c->opts->set_owner) {
         archive_entry_set_uid(c->entry, c->opts->uid);
         archive_entry_set_gid(c->entry, c->opts->gid);
@@ -476,12 +480,23 @@ static int capture_run(capture_ctx *c, const char *dir)
         if (r < 0)
             return r;
     }
+    if (!prefix && c->opts->keep_mtimes) {
+        /* A snapshot keeps its root's owner, mode, xattrs and times too
+         * (overlayfs shows the upper root's own). */
+        entry_common(c, "./", &st);
+        bool opaque = false;
+        int r = add_xattrs(c, dir, &opaque);
+        if (r == 0)
+            r = write_header(c, dir);
+        if (r < 0)
+            return r;
+    }
     return capture_dir(c, dir, prefix ? prefix : "");
 }
 
 /* The walk is done once to know whether anything is there (an empty upper
  * must write no bytes at all), then for real. */
-static int dir_is_empty(const char *dir, bool *empty, sbx_error *err)
+int rfs_dir_is_empty(const char *dir, bool *empty, sbx_error *err)
 {
     struct stat st;
     if (lstat(dir, &st) < 0) {
@@ -514,7 +529,7 @@ int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
     memset(out, 0, sizeof(*out));
 
     bool empty = false;
-    int r = dir_is_empty(dir, &empty, err);
+    int r = rfs_dir_is_empty(dir, &empty, err);
     if (r < 0)
         return r;
     if (empty && !opts->prefix)
@@ -541,7 +556,11 @@ int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
     }
     /* hdrcharset=BINARY: names are bytes; without it libarchive converts them
      * through the C locale and fails on non-ASCII (ca-certificates' links). */
-    if (r == 0 && (archive_write_set_format_pax_restricted(c->ar) != ARCHIVE_OK ||
+    /* pax proper when times keep their nanoseconds: restricted pax writes
+     * an extended header only where ustar cannot say it, and drops them */
+    if (r == 0 && ((opts->keep_mtimes ? archive_write_set_format_pax(c->ar)
+                                      : archive_write_set_format_pax_restricted(c->ar)) !=
+                       ARCHIVE_OK ||
                    archive_write_set_format_option(c->ar, "pax", "hdrcharset", "BINARY") !=
                        ARCHIVE_OK ||
                    archive_write_set_bytes_per_block(c->ar, 10240) != ARCHIVE_OK ||
@@ -587,7 +606,7 @@ int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
         opts = &defaults;
     memset(out, 0, sizeof(*out));
     bool empty = false;
-    int r = dir_is_empty(dir, &empty, err);
+    int r = rfs_dir_is_empty(dir, &empty, err);
     if (r < 0)
         return r;
     if (empty && !opts->prefix)

@@ -142,6 +142,16 @@ static int set_mark(const char *dir, const char *boot_id)
     return lsetxattr(dir, SBX_UNPACK_MARK_XATTR_USER, boot_id, n, 0);
 }
 
+int rfs_mark_current(const char *dir, sbx_error *err)
+{
+    char boot[80];
+    if (sbx__boot_id(boot, sizeof boot, err) < 0)
+        return err->code;
+    if (set_mark(dir, boot) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "marking '%s'", dir);
+    return 0;
+}
+
 static bool mark_is(const char *dir, const char *boot_id)
 {
     char v[80];
@@ -153,17 +163,8 @@ static bool mark_is(const char *dir, const char *boot_id)
 
 static int read_boot_id(char *out, size_t len, sbx_error *err)
 {
-    static const char path[] = "/proc/sys/kernel/random/boot_id";
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "unpacking: reading '%s'", path);
-    ssize_t n = sbx__read_full(fd, out, len - 1);
-    close(fd);
-    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' '))
-        n--;
-    if (n <= 0)
-        return sbx_error_set(err, SBX_EIO, "unpacking: no boot id in '%s'", path);
-    out[n] = '\0';
+    if (sbx__boot_id(out, len, err) < 0)
+        return sbx_error_wrap(err, "unpacking");
     return 0;
 }
 
@@ -403,6 +404,11 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
 
     char **opaque = NULL;
     size_t nopaque = 0;
+    bool root_set = false;
+    mode_t root_mode = 0755;
+    uid_t root_uid = 0;
+    gid_t root_gid = 0;
+    struct timespec root_times[2];
     struct archive_entry *e;
     int r;
     while ((r = archive_read_next_header(in, &e)) == ARCHIVE_OK) {
@@ -442,6 +448,21 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
             slash = strrchr(name, '/');
             base = slash ? slash + 1 : name;
             break;
+        }
+        if (!*rel || !strcmp(rel, ".")) {
+            /* The layer's root ("./", as snapshots carry it): libarchive
+             * leaves the existing dir alone, so its owner, mode and times
+             * are applied here after the rest. */
+            if (archive_entry_filetype(e) != AE_IFDIR)
+                child_refuse(errfd, "refusing entry '%s': the layer's root is not a directory",
+                             orig);
+            root_set = true;
+            root_mode = archive_entry_perm(e);
+            root_uid = (uid_t)archive_entry_uid(e);
+            root_gid = (gid_t)archive_entry_gid(e);
+            root_times[0].tv_sec = root_times[1].tv_sec = archive_entry_mtime(e);
+            root_times[0].tv_nsec = root_times[1].tv_nsec = archive_entry_mtime_nsec(e);
+            continue;
         }
         if (!strcmp(base, ".wh..wh..opq")) {
             /* Check the parent path the same way libarchive would. */
@@ -486,6 +507,9 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
     for (size_t i = 0; i < nopaque; i++)
         if (mark_opaque(*opaque[i] ? opaque[i] : ".") < 0)
             child_fail(errfd, "marking '%s' opaque: %s", opaque[i], strerror(errno));
+    if (root_set && (lchown(".", root_uid, root_gid) < 0 || chmod(".", root_mode) < 0 ||
+                     utimensat(AT_FDCWD, ".", root_times, 0) < 0))
+        child_fail(errfd, "setting the layer root's owner, mode and times: %s", strerror(errno));
     archive_read_free(in);
     archive_write_free(out);
     /* Last, so a tree with the mark is complete (see the top comment). */
@@ -744,6 +768,16 @@ int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const
     int r = sbx_store_layer_unpacked_path(s, diff_id, path_out, path_len, err);
     if (r < 0)
         return r;
+    if (sbx_rootfs_layer_is_current(path_out))
+        return 0;
+    /* One unpacker per layer (16 sandboxes starting from a new image unpack
+     * it once): the others wait, then find it done.  Locks are striped by
+     * the diff_id's first byte, so locks/ stays small. */
+    char lock_name[32];
+    snprintf(lock_name, sizeof lock_name, "unpack-%.2s", diff_id + 7);
+    _cleanup_close_ int lock_fd = -1;
+    if (sbx_store_lock_named(&lock_fd, s, lock_name, ctx, err) < 0)
+        return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
     if (sbx_rootfs_layer_is_current(path_out))
         return 0;
     sbx_layer_reader *rd = NULL;

@@ -134,3 +134,10 @@ int rfs_outdir_run(const char *dir, const char *verb, const char *kind,
     rfs_outdir_free(&d);
     return r;
 }
+
+void rfs_strv_free(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}

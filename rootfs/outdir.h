@@ -32,6 +32,14 @@ typedef struct rfs_outdir {
 
 #define RFS_OUTDIR_INIT(verb, kind, ctx) {(verb), (kind), NULL, NULL, NULL, NULL, -1, false, (ctx)}
 
+/* Unpack each layer of `in` into the store's cache (once: a layer already
+ * there for this boot is used as is), with progress "layer N/M <digest>"
+ * ("cached" or "unpack"); *dirs_out gets their directories, bottom first,
+ * NULL-terminated (even on error: free with rfs_strv_free). */
+int rfs_unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in, sbx_ctx *ctx,
+                      sbx_error *err);
+void rfs_strv_free(char **v);
+
 /* Split dir into parent and base (refusing "", ".", ".."). */
 int rfs_outdir_split(rfs_outdir *d, const char *dir, sbx_error *err);
 /* Remove temp dirs that dead processes left for the same destination. */

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sbx/image.h"
 #include "sbx/rootfs.h"
 #include "sbx_common.h"
 
@@ -34,5 +35,21 @@
  * CAP_SYS_ADMIN).  Layers cannot carry either: they are dropped from tars. */
 #define SBX_UNPACK_MARK_XATTR "trusted.sbx.unpacked-boot"
 #define SBX_UNPACK_MARK_XATTR_USER "user.sbx.unpacked-boot"
+
+/* Whether dir is an empty directory (false for a non-directory). */
+int rfs_dir_is_empty(const char *dir, bool *empty, sbx_error *err);
+/* Mark dir (a tree built for the cache) as complete in this boot. */
+int rfs_mark_current(const char *dir, sbx_error *err);
+
+/* The lowers of a mount of img, top-most first (flatten.c): the layers'
+ * cached dirs (dirs, bottom first), with the bottom ones flattened into one
+ * cached dir when there are more than SBX_MOUNT_MAX_LOWERS.  flat gets that
+ * dir's chain id ("" when none) and *flat_fd holds it (a shared flock) so
+ * gc leaves it until the mount's record names it. */
+#define SBX_MOUNT_MAX_LOWERS 128
+#define SBX_MOUNT_FLAT_STEP 64
+int rfs_mount_lowers(char ***lowers, size_t *n, char flat[SBX_DIGEST_BUFSZ], int *flat_fd,
+                     sbx_store *s, const sbx_image *img, char **dirs, sbx_ctx *ctx,
+                     sbx_error *err);
 
 #endif

@@ -62,8 +62,8 @@ static int check_cancel(const sbx_ctx *ctx, sbx_error *err)
     return 0;
 }
 
-static int unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in, sbx_ctx *ctx,
-                         sbx_error *err)
+int rfs_unpack_layers(char ***dirs_out, sbx_store *s, const sbx_image *in, sbx_ctx *ctx,
+                      sbx_error *err)
 {
     char **dirs = calloc(in->nlayers + 1, sizeof *dirs);
     if (!dirs)
@@ -138,7 +138,7 @@ static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, rfs_outd
     snprintf(out->digest, sizeof out->digest, "%s", in->digest);
     snprintf(out->config, sizeof out->config, "%s", in->config_digest);
     out->layers = in->nlayers;
-    if ((r = unpack_layers(&dirs, s, in, d->ctx, err)) < 0)
+    if ((r = rfs_unpack_layers(&dirs, s, in, d->ctx, err)) < 0)
         goto out;
     if ((r = rfs_outdir_make_tmp(d, err)) < 0)
         goto out;
@@ -168,10 +168,7 @@ static int run(sbx_rootfs_result *out, sbx_store *s, const char *image, rfs_outd
 out:
     if (r < 0 && config_written)
         unlink(o->config_path);
-    if (dirs)
-        for (size_t i = 0; dirs[i]; i++)
-            free(dirs[i]);
-    free(dirs);
+    rfs_strv_free(dirs);
     sbx_image_close(in);
     return r;
 }

@@ -11,7 +11,7 @@ PKGS=(
   crun runc runsc debootstrap
   # tests: registry, fixtures, harness tools
   docker-registry busybox-static zstd sqlite3 openssl apache2-utils
-  python3 python3-cryptography curl jq util-linux e2fsprogs iproute2
+  python3 python3-cryptography curl jq util-linux e2fsprogs iproute2 strace
   # benchmarks: the real alternatives
   skopeo umoci
 )

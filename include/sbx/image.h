@@ -234,6 +234,15 @@ SBX_API int sbx_image_readable(sbx_store *s, const char *digest);
  * store errors. */
 SBX_API int sbx_image_write(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s, const char *config,
                             size_t config_len, sbx_error *err);
+/* A new config: `config` with diff_id on top of its rootfs.diff_ids and,
+ * when the parent's history is in step with its layers, a history entry
+ * {created_by, comment (NULL: none)}; everything else (the top-level
+ * "created" too) is kept, so the same layer on the same parent always gives
+ * the same config.  Compact JSON with sorted keys; *out owned by the caller.
+ * SBX_EINVAL (not a config with rootfs.diff_ids), SBX_ELIMIT. */
+SBX_API int sbx_image_config_add_layer(char **out, size_t *out_len, const char *config,
+                                       size_t len, const char *diff_id, const char *created_by,
+                                       const char *comment, sbx_error *err);
 /* The manifest digest sbx_image_write would give, writing nothing. */
 SBX_API int sbx_image_write_digest(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
                                    const char *config,

@@ -129,9 +129,14 @@ typedef struct sbx_capture_options {
     uint32_t uid, gid;
     int file_mode; /* -1: keep; else permission bits for regular files */
     int dir_mode;  /* -1: keep */
+    /* Keep every entry's mtime as it is, to the nanosecond, instead of
+     * clamping (a sandbox's snapshot: `make` after a resume must see the
+     * times it left), and capture the dir's root as a "./" entry.  epoch
+     * then dates only the whiteout markers. */
+    bool keep_mtimes;
 } sbx_capture_options;
 
-#define SBX_CAPTURE_OPTIONS_INIT {-1, true, NULL, false, 0, 0, -1, -1}
+#define SBX_CAPTURE_OPTIONS_INIT {-1, true, NULL, false, 0, 0, -1, -1, false}
 
 typedef struct sbx_capture_result {
     char diff_id[SBX_DIGEST_BUFSZ]; /* sha256 of the tar stream; "" when !changed */
@@ -158,6 +163,98 @@ SBX_API int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
  * (changed=false, nothing stored). */
 SBX_API int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
                                const sbx_capture_options *opts, sbx_ctx *ctx, sbx_error *err);
+
+/* ---- mounts: instant root filesystems, snapshots (runtime hosts) ----------
+ *
+ * sbx_rootfs_mount makes dir the image's root filesystem as an overlay of
+ * the store's cached unpacked layers (each unpacked once, shared by every
+ * mount) and a fresh writable upper dir the store owns: O(layers), not
+ * O(files).  sbx_rootfs_commit captures what changed in the upper dir as a
+ * layer on top of the mounted image and a new image (a snapshot); mounting
+ * a snapshot is resume or fork, mounting an older one is rollback.
+ * sbx_rootfs_umount unmounts and drops the upper dir.  See docs/runtime.md.
+ *
+ * Invariants:
+ *  - Nothing is pulled: an image not in the store is SBX_ENOTFOUND.
+ *  - A live mount's image, layers and upper dir are kept by gc in every
+ *    process; a mount whose maker died, whose host rebooted or whose overlay
+ *    is mounted nowhere any more is removed by gc (sbx_store_mount_reap).
+ *  - A mount or commit killed at any moment leaves no mount, no half layer
+ *    and no name; the next store open or gc removes what it left.
+ *  - Commit is deterministic: the same changes (with the same times) on the
+ *    same parent give the same diff_id and the same image digest.
+ */
+typedef struct sbx_mount_options {
+    bool read_only;       /* no upper dir: the image as it is, mounted read-only */
+    const char *platform; /* "os/arch[/variant]" when IMAGE names an index; NULL: this host's */
+} sbx_mount_options;
+#define SBX_MOUNT_OPTIONS_INIT {false, NULL}
+
+typedef struct sbx_mount_result {
+    char id[SBX_MOUNT_ID_BUFSZ];
+    char digest[SBX_DIGEST_BUFSZ]; /* the image manifest mounted */
+    char *dir;                     /* the mount point, canonical */
+    /* The overlay, for a runtime that mounts it itself: lowers top-most
+     * first (the store's dirs; with flattened, the last one holds the
+     * bottom layers merged), upper and work (NULL when read-only). */
+    char **lowers;
+    size_t nlowers;
+    char *upper, *work;
+    size_t layers;  /* the image's layers */
+    bool flattened;
+} sbx_mount_result;
+SBX_API void sbx_mount_result_clear(sbx_mount_result *r);
+
+/* Mount `image` (looked up in the store only, as sbx_rootfs_unpack does) at
+ * dir: created when missing (its parent must exist), else an empty
+ * directory that is not a mount point.  Needs CAP_SYS_ADMIN in the mount
+ * namespace dir is in.  Progress on ctx as sbx_rootfs_unpack's layers, then
+ * id "rootfs" with "mount" and "done".  Errors: SBX_ENOTFOUND (not in the
+ * store), SBX_EINVAL (dir not empty, a mount point, not a directory),
+ * SBX_ENOPLATFORM, SBX_ECANCELED, SBX_EIO (mount(2) failed: sys_errno).
+ * On error nothing is mounted, recorded or left at dir (a dir it created is
+ * removed).  *out: sbx_mount_result_clear. */
+SBX_API int sbx_rootfs_mount(sbx_mount_result *out, sbx_store *s, const char *image,
+                             const char *dir, const sbx_mount_options *opts, sbx_ctx *ctx,
+                             sbx_error *err);
+
+/* Unmount a mount (its id, or its directory) and remove its upper dir and
+ * record.  SBX_EBUSY when a process still uses it (stop the sandbox first)
+ * or it is mounted only in another mount namespace; SBX_ENOTFOUND.  Waits
+ * (cancellably) for a commit of the same mount to finish. */
+SBX_API int sbx_rootfs_umount(sbx_store *s, const char *id_or_dir, sbx_ctx *ctx, sbx_error *err);
+
+typedef struct sbx_commit_options {
+    const char *tag;    /* name for the snapshot; NULL: "snapshot:<digest>" */
+    int64_t expires_in; /* seconds the name lives unused (each use refreshes it); 0: forever */
+} sbx_commit_options;
+#define SBX_COMMIT_OPTIONS_INIT {NULL, 0}
+
+typedef struct sbx_commit_result {
+    char digest[SBX_DIGEST_BUFSZ];  /* the snapshot's manifest (the parent's when !changed) */
+    char parent[SBX_DIGEST_BUFSZ];  /* the mounted image */
+    char diff_id[SBX_DIGEST_BUFSZ]; /* the new layer; "" when nothing changed */
+    char name[512];                 /* the name set */
+    bool changed;
+    /* size_bytes: stored compressed bytes no other named image holds (the
+     * snapshot's own layer, config and manifest, plus any parent bytes no
+     * other name keeps); total_bytes: all it reaches */
+    sbx_image_usage usage;
+    int64_t expires_at;             /* unix seconds; 0: never */
+} sbx_commit_result;
+
+/* Capture the upper dir of a writable mount (id or directory) as a
+ * deterministic zstd layer: new and changed files (owners, modes, xattrs,
+ * times to the nanosecond), deletions as OCI whiteouts, replaced
+ * directories as opaque; then write an image whose config is the mounted
+ * image's plus that layer, and name it.  The mount stays as it is (a later
+ * commit captures everything changed since the mount, again on the mounted
+ * image).  The caller stops or freezes the sandbox first: files written
+ * during the capture may be captured torn or not at all.  Errors:
+ * SBX_ENOTFOUND, SBX_EINVAL (a read-only mount), SBX_ECANCELED, SBX_EIO,
+ * SBX_ENOSPC, store errors; nothing is named on error. */
+SBX_API int sbx_rootfs_commit(sbx_commit_result *out, sbx_store *s, const char *id_or_dir,
+                              const sbx_commit_options *opts, sbx_ctx *ctx, sbx_error *err);
 
 /* ---- export: an image from the store as an OCI image layout --------------
  *
