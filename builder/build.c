@@ -644,6 +644,10 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
         emit_base(&c, b, NULL);
     if (bld_base_resolve(result->base_digest, store, b, opts, ctx, err) < 0)
         return err->code;
+    /* a use of the base: its names' expiry moves (best effort: a base not
+     * pulled yet has no names here) */
+    sbx_error te = SBX_ERROR_INIT;
+    sbx_store_touch(store, result->base_digest, &te);
     if (b->kind != SBX_BASE_SBX)
         emit_base(&c, b, result->base_digest);
     return build_steps(&c, result->recipe_digest, err);

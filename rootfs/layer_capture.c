@@ -58,7 +58,8 @@ static la_ssize_t ar_write_cb(struct archive *a, void *p, const void *buf, size_
         archive_set_error(a, EIO, "layer sink failed");
         return -1;
     }
-    sbx__sha256_update(c->hash, buf, len);
+    if (c->hash)
+        sbx__sha256_update(c->hash, buf, len);
     c->size += len;
     return (la_ssize_t)len;
 }
@@ -519,9 +520,11 @@ int rfs_dir_is_empty(const char *dir, bool *empty, sbx_error *err)
     return 0;
 }
 
-int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
-                              const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
-                              void *ud, sbx_ctx *ctx, sbx_error *err)
+/* hash: compute the diff_id here (false: the sink hashes, as the store's
+ * layer writer does; out->diff_id is then left empty). */
+static int capture_stream(sbx_capture_result *out, const char *dir,
+                          const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
+                          void *ud, bool hash, sbx_ctx *ctx, sbx_error *err)
 {
     sbx_capture_options defaults = SBX_CAPTURE_OPTIONS_INIT;
     if (!opts)
@@ -547,7 +550,7 @@ int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
     c->ud = ud;
     c->err = err;
     c->ctx = ctx;
-    r = sbx__sha256_new(&c->hash, err);
+    r = hash ? sbx__sha256_new(&c->hash, err) : 0;
     if (r == 0) {
         c->ar = archive_write_new();
         c->entry = archive_entry_new();
@@ -572,7 +575,8 @@ int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
     if (r == 0 && archive_write_close(c->ar) != ARCHIVE_OK)
         r = ar_fail(c, "finishing the tar stream", dir);
     if (r == 0) {
-        sbx__sha256_final(c->hash, out->diff_id);
+        if (c->hash)
+            sbx__sha256_final(c->hash, out->diff_id);
         out->changed = c->entries > 0;
         out->size = c->size;
         out->entries = c->entries;
@@ -591,6 +595,13 @@ int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
     free(c->links);
     free(c);
     return r;
+}
+
+int sbx_rootfs_capture_stream(sbx_capture_result *out, const char *dir,
+                              const sbx_capture_options *opts, sbx_capture_write_fn write_fn,
+                              void *ud, sbx_ctx *ctx, sbx_error *err)
+{
+    return capture_stream(out, dir, opts, write_fn, ud, true, ctx, err);
 }
 
 static int layer_sink(void *ud, const void *buf, size_t len, sbx_error *err)
@@ -620,17 +631,14 @@ int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char *dir,
     r = sbx_store_layer_begin(&w, s, NULL, err);
     if (r < 0)
         return sbx_error_wrap(err, "capturing '%s'", dir);
-    r = sbx_rootfs_capture_stream(out, dir, opts, layer_sink, w, ctx, err);
+    /* the writer hashes the stream for the diff_id: once is enough */
+    r = capture_stream(out, dir, opts, layer_sink, w, false, ctx, err);
     if (r < 0 || !out->changed) {
         sbx_layer_writer_abort(w);
         return r;
     }
-    char stored[SBX_DIGEST_BUFSZ];
-    r = sbx_layer_writer_commit(w, stored, err);
+    r = sbx_layer_writer_commit(w, out->diff_id, err);
     if (r < 0)
         return sbx_error_wrap(err, "capturing '%s'", dir);
-    if (strcmp(stored, out->diff_id) != 0)
-        return sbx_error_set(err, SBX_EDIGEST, "capturing '%s': store recorded '%s' for a "
-                             "stream hashed as '%s'", dir, stored, out->diff_id);
     return 0;
 }

@@ -158,6 +158,12 @@ int sbx_store__begin(sbx_store *s, sbx_error *err)
     return sbx_store__exec(s, "BEGIN IMMEDIATE", err);
 }
 
+void sbx_store__relaxed(sbx_store *s, bool on)
+{
+    sqlite3_exec(s->db, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL", NULL, NULL,
+                 NULL);
+}
+
 int sbx_store__commit(sbx_store *s, sbx_error *err)
 {
     if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
@@ -578,9 +584,11 @@ void sbx_store_free(sbx_store *s)
         snprintf(sql, sizeof sql,
                  "DELETE FROM lease_refs WHERE lease=%lld; DELETE FROM leases WHERE id=%lld;",
                  (long long)s->lease_id, (long long)s->lease_id);
+        sbx_store__relaxed(s, true);
         if (sbx_store__begin(s, &err) == 0 && sbx_store__exec(s, sql, &err) == 0)
             sbx_store__commit(s, &err);
         sbx_store__rollback(s);
+        sbx_store__relaxed(s, false);
     }
     if (s->db)
         sqlite3_close_v2(s->db);
@@ -598,7 +606,10 @@ int sbx_store_lease_clear(sbx_store *s, sbx_error *err)
         return 0;
     char sql[96];
     snprintf(sql, sizeof sql, "DELETE FROM lease_refs WHERE lease=%lld", (long long)s->lease_id);
-    return sbx_store__exec(s, sql, err);
+    sbx_store__relaxed(s, true);
+    int rc = sbx_store__exec(s, sql, err);
+    sbx_store__relaxed(s, false);
+    return rc;
 }
 
 const char *sbx_store_root(const sbx_store *s) { return s ? s->root : NULL; }

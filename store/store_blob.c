@@ -267,6 +267,7 @@ int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_erro
     }
     /* Present only once leased: the caller relies on gc keeping it. */
     int r = sbx_store__lock(s, 0, err);
+    sbx_store__relaxed(s, true);
     if (r == 0 && (r = sbx_store__begin(s, err)) == 0) {
         have = sbx_store__exists(s, sql, digest, err);
         r = have < 0 ? have : 0;
@@ -274,6 +275,7 @@ int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_erro
             r = sbx_store__commit(s, err);
         sbx_store__rollback(s);
     }
+    sbx_store__relaxed(s, false);
     sbx_store__unlock(s);
     if (r < 0)
         return sbx_error_wrap(err, "leasing %s '%s'", what, digest);

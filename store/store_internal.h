@@ -37,6 +37,13 @@ static inline void sbx_store__finalizep(sqlite3_stmt **st) { sqlite3_finalize(*s
 /* BEGIN IMMEDIATE (takes the write lock now, so no upgrade deadlocks). */
 int sbx_store__begin(sbx_store *s, sbx_error *err);
 int sbx_store__commit(sbx_store *s, sbx_error *err);
+/* Commit the next transactions without waiting for the disk (on) or with
+ * (off, the default).  Only for records that a crash makes moot anyway:
+ * leases (their process is dead after it), use times, mount records (a
+ * mount does not survive a reboot).  WAL with synchronous=NORMAL: a power
+ * cut may lose the last such commits, never consistency; the next full
+ * commit of any process makes them durable too. */
+void sbx_store__relaxed(sbx_store *s, bool on);
 void sbx_store__rollback(sbx_store *s);
 /* 1 if a row exists for the single-text-parameter query, 0 if not, <0 on error. */
 int sbx_store__exists(sbx_store *s, const char *sql, const char *arg, sbx_error *err);

@@ -90,6 +90,7 @@ int sbx_store_mount_begin(sbx_store_mount **out, sbx_store *s, const char *image
         if ((i < 2 && read_only) ? 0 : mkdirat(m->fd, sub[i], i == 0 ? 0755 : 0700) < 0)
             rc = sbx_store__io_err(s, err, errno, "create mount dir");
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    sbx_store__relaxed(s, true); /* mount records do not outlive the boot */
     if (rc == 0 && (rc = sbx_store__begin(s, err)) == 0)
         rc = sbx_store__prepare(s, &st,
                                 "INSERT INTO mounts(id, image, digest, dir, created, boot_id,"
@@ -116,6 +117,7 @@ int sbx_store_mount_begin(sbx_store_mount **out, sbx_store *s, const char *image
     if (rc == 0)
         rc = sbx_store__commit(s, err);
     sbx_store__rollback(s);
+    sbx_store__relaxed(s, false);
     if (rc < 0) {
         /* still in tmp/ (or, after a failed commit, under mounts/ with no
          * row): the reapers take it once the lock goes */
@@ -134,7 +136,10 @@ static int set_column(sbx_store *s, const char *sql, const char *id, const char 
         return err->code;
     sqlite3_bind_text(st, 1, text ? text : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE)
+    sbx_store__relaxed(s, true);
+    int step = sqlite3_step(st);
+    sbx_store__relaxed(s, false);
+    if (step != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "update mount record");
     return 0;
 }
@@ -179,7 +184,10 @@ static int drop(sbx_store *s, int fd, const char *id, sbx_error *err)
     if (sbx_store__prepare(s, &st, "DELETE FROM mounts WHERE id=?", err) < 0)
         return err->code;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE)
+    sbx_store__relaxed(s, true);
+    int step = sqlite3_step(st);
+    sbx_store__relaxed(s, false);
+    if (step != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "remove mount record");
     return 0;
 }

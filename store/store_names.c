@@ -205,7 +205,10 @@ int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err)
         return err->code;
     sqlite3_bind_int64(st, 1, sbx__now_unix());
     sqlite3_bind_text(st, 2, digest, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE)
+    sbx_store__relaxed(s, true); /* a use time is a hint: no wait for the disk */
+    int step = sqlite3_step(st);
+    sbx_store__relaxed(s, false);
+    if (step != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "mark used");
     return 0;
 }
@@ -284,7 +287,10 @@ int sbx_store_lease_acquire(sbx_lease **out, sbx_store *s, int64_t ttl_seconds, 
     sqlite3_bind_int64(st, 2, s->start_time);
     sqlite3_bind_int64(st, 3, ttl_seconds ? now + ttl_seconds : 0);
     sqlite3_bind_int64(st, 4, now);
-    if (sqlite3_step(st) != SQLITE_DONE) {
+    sbx_store__relaxed(s, true);
+    int step = sqlite3_step(st);
+    sbx_store__relaxed(s, false);
+    if (step != SQLITE_DONE) {
         free(l);
         return sbx_store__sql_err(s, err, "acquire lease");
     }
@@ -305,6 +311,7 @@ int sbx_lease_add(sbx_lease *l, const char *digest, sbx_error *err)
         return err->code;
     char id[32];
     snprintf(id, sizeof id, "%lld", (long long)l->id);
+    sbx_store__relaxed(s, true);
     int rc = sbx_store__begin(s, err);
     if (rc == 0) {
         int live = sbx_store__exists(s, "SELECT 1 FROM leases WHERE id=CAST(? AS INTEGER)", id,
@@ -328,6 +335,7 @@ int sbx_lease_add(sbx_lease *l, const char *digest, sbx_error *err)
     if (rc == 0)
         rc = sbx_store__commit(s, err);
     sbx_store__rollback(s);
+    sbx_store__relaxed(s, false);
     sbx_store__unlock(s);
     return rc;
 }
@@ -341,8 +349,10 @@ void sbx_lease_release(sbx_lease *l)
     snprintf(sql, sizeof sql,
              "DELETE FROM lease_refs WHERE lease=%lld; DELETE FROM leases WHERE id=%lld;",
              (long long)l->id, (long long)l->id);
+    sbx_store__relaxed(l->s, true);
     if (sbx_store__begin(l->s, &err) == 0 && sbx_store__exec(l->s, sql, &err) == 0)
         sbx_store__commit(l->s, &err);
     sbx_store__rollback(l->s);
+    sbx_store__relaxed(l->s, false);
     free(l);
 }
