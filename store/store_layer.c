@@ -1,9 +1,12 @@
-/* Layers: the uncompressed tar streams in, is hashed (diff_id) while zstd
- * compresses it in worker threads, and the compressed output is hashed too
- * (zstd_digest).  Memory stays bounded: zstd's job size is pinned and the
- * writer holds only one output buffer. */
+/* Layers: the uncompressed tar streams in and is staged in 1 MiB buffers;
+ * each full buffer is hashed (diff_id) by the writer's hasher thread while
+ * zstd's worker threads compress it and the caller fills the other buffer,
+ * and the compressed output is hashed too (zstd_digest).  Memory stays
+ * bounded: zstd's job size is pinned, the writer holds two staging buffers
+ * and one output buffer. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <zstd.h>
 #include <zstd_errors.h>
@@ -19,6 +22,79 @@
 #define LAYER_ZSTD_JOB (1u << 20)
 #define LAYER_ZSTD_WORKERS 2 /* at least; one per online CPU up to 8 */
 #define LAYER_WRITEBACK_CHUNK (8u << 20)
+#define LAYER_STAGE (1u << 20)
+
+/* Hashes one staged buffer at a time, beside the caller. */
+typedef struct hasher {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sbx__sha256 *h;
+    const unsigned char *buf; /* to hash; NULL when idle */
+    size_t len;
+    bool quit, started;
+} hasher;
+
+static void *hasher_main(void *p)
+{
+    hasher *hs = p;
+    pthread_mutex_lock(&hs->mu);
+    for (;;) {
+        while (!hs->buf && !hs->quit)
+            pthread_cond_wait(&hs->cv, &hs->mu);
+        if (!hs->buf)
+            break;
+        const unsigned char *b = hs->buf;
+        size_t n = hs->len;
+        pthread_mutex_unlock(&hs->mu);
+        sbx__sha256_update(hs->h, b, n);
+        pthread_mutex_lock(&hs->mu);
+        hs->buf = NULL;
+        pthread_cond_broadcast(&hs->cv);
+    }
+    pthread_mutex_unlock(&hs->mu);
+    return NULL;
+}
+
+/* Wait until the previous buffer is hashed (inline when no thread). */
+static void hasher_wait(hasher *hs)
+{
+    if (!hs->started)
+        return;
+    pthread_mutex_lock(&hs->mu);
+    while (hs->buf)
+        pthread_cond_wait(&hs->cv, &hs->mu);
+    pthread_mutex_unlock(&hs->mu);
+}
+
+static void hasher_give(hasher *hs, const unsigned char *b, size_t n)
+{
+    if (!hs->started) {
+        sbx__sha256_update(hs->h, b, n);
+        return;
+    }
+    pthread_mutex_lock(&hs->mu);
+    while (hs->buf)
+        pthread_cond_wait(&hs->cv, &hs->mu);
+    hs->buf = b;
+    hs->len = n;
+    pthread_cond_broadcast(&hs->cv);
+    pthread_mutex_unlock(&hs->mu);
+}
+
+static void hasher_stop(hasher *hs)
+{
+    if (!hs->started)
+        return;
+    pthread_mutex_lock(&hs->mu);
+    hs->quit = true;
+    pthread_cond_broadcast(&hs->cv);
+    pthread_mutex_unlock(&hs->mu);
+    pthread_join(hs->th, NULL);
+    pthread_mutex_destroy(&hs->mu);
+    pthread_cond_destroy(&hs->cv);
+    hs->started = false;
+}
 
 struct sbx_layer_writer {
     sbx_store *s;
@@ -32,6 +108,10 @@ struct sbx_layer_writer {
     void *out;
     size_t outcap;
     char expected[SBX_DIGEST_BUFSZ];
+    hasher hs;                /* hashes w->diff from the staged buffers */
+    unsigned char *stage[2];
+    size_t fill;              /* bytes in stage[cur] */
+    int cur;
 };
 
 struct sbx_layer_reader {
@@ -66,13 +146,26 @@ int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expe
     w->outcap = ZSTD_CStreamOutSize();
     w->out = malloc(w->outcap);
     w->cctx = ZSTD_createCCtx();
-    if (!w->out || !w->cctx) {
+    w->stage[0] = malloc(LAYER_STAGE);
+    w->stage[1] = malloc(LAYER_STAGE);
+    if (!w->out || !w->cctx || !w->stage[0] || !w->stage[1]) {
         sbx_layer_writer_abort(w);
         return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
     }
     if (sbx__sha256_new(&w->diff, err) < 0 || sbx__sha256_new(&w->zhash, err) < 0) {
         sbx_layer_writer_abort(w);
         return err->code;
+    }
+    /* no thread (a resource limit): hashed inline, slower, same result */
+    w->hs.h = w->diff;
+    if (pthread_mutex_init(&w->hs.mu, NULL) == 0) {
+        if (pthread_cond_init(&w->hs.cv, NULL) == 0) {
+            w->hs.started = pthread_create(&w->hs.th, NULL, hasher_main, &w->hs) == 0;
+            if (!w->hs.started)
+                pthread_cond_destroy(&w->hs.cv);
+        }
+        if (!w->hs.started)
+            pthread_mutex_destroy(&w->hs.mu);
     }
     size_t zr = ZSTD_CCtx_setParameter(w->cctx, ZSTD_c_compressionLevel, LAYER_ZSTD_LEVEL);
     if (!ZSTD_isError(zr))
@@ -127,11 +220,18 @@ static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
     return 0;
 }
 
-int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
+/* Hand the staged buffer to the hasher and to zstd (which copies it into
+ * its jobs), then switch to the other one: its hash finished before this
+ * one was handed over. */
+static int flush_stage(sbx_layer_writer *w, sbx_error *err)
 {
-    sbx__sha256_update(w->diff, buf, len);
-    w->size += len;
-    ZSTD_inBuffer ib = {buf, len, 0};
+    if (w->fill == 0)
+        return 0;
+    const unsigned char *b = w->stage[w->cur];
+    hasher_give(&w->hs, b, w->fill);
+    ZSTD_inBuffer ib = {b, w->fill, 0};
+    w->fill = 0;
+    w->cur ^= 1;
     while (ib.pos < ib.size) {
         ZSTD_outBuffer ob = {w->out, w->outcap, 0};
         size_t zr = ZSTD_compressStream2(w->cctx, &ob, &ib, ZSTD_e_continue);
@@ -145,10 +245,31 @@ int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx
     return 0;
 }
 
+int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
+{
+    const unsigned char *p = buf;
+    w->size += len;
+    while (len > 0) {
+        size_t n = LAYER_STAGE - w->fill;
+        if (n > len)
+            n = len;
+        memcpy(w->stage[w->cur] + w->fill, p, n);
+        w->fill += n;
+        p += n;
+        len -= n;
+        if (w->fill == LAYER_STAGE && flush_stage(w, err) < 0)
+            return err->code;
+    }
+    return 0;
+}
+
 void sbx_layer_writer_abort(sbx_layer_writer *w)
 {
     if (!w)
         return;
+    hasher_stop(&w->hs);
+    free(w->stage[0]);
+    free(w->stage[1]);
     if (w->fd >= 0) {
         close(w->fd);
         char rel[160];
@@ -199,6 +320,10 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
         sbx_layer_writer_abort(w);
         return SBX_EIO;
     }
+    if (flush_stage(w, err) < 0) {
+        sbx_layer_writer_abort(w);
+        return err->code;
+    }
     ZSTD_inBuffer ib = {NULL, 0, 0};
     size_t left;
     do {
@@ -214,6 +339,7 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
             return err->code;
         }
     } while (left != 0);
+    hasher_wait(&w->hs);
     sbx__sha256_final(w->diff, diff_id);
     sbx__sha256_final(w->zhash, zdigest);
     if (w->expected[0] && strcmp(diff_id, w->expected) != 0) {

@@ -201,6 +201,48 @@ static void test_image_config(void **state)
     tu_assert_error(&err, SBX_EINVAL, "no rootfs.diff_ids");
 }
 
+#define D1 "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+#define D2 "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+
+static void test_config_add_layer(void **state)
+{
+    (void)state;
+    sbx_error err = SBX_ERROR_INIT;
+    const char *cfg = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"created\":\"2020-01-01T00:00:00Z\","
+                      "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"" D1 "\"]},"
+                      "\"history\":[{\"created_by\":\"base\"},{\"empty_layer\":true}]}";
+    char *out = NULL, *again = NULL;
+    size_t len = 0, len2 = 0;
+    assert_int_equal(sbx_image_config_add_layer(&out, &len, cfg, strlen(cfg), D2, "commit", "why",
+                                                &err), 0);
+    assert_non_null(strstr(out, "\"diff_ids\":[\"" D1 "\",\"" D2 "\"]"));
+    assert_non_null(strstr(out, "{\"comment\":\"why\",\"created_by\":\"commit\"}"));
+    assert_non_null(strstr(out, "\"created\":\"2020-01-01T00:00:00Z\"")); /* kept */
+    /* deterministic: the same layer on the same parent, the same bytes */
+    assert_int_equal(sbx_image_config_add_layer(&again, &len2, cfg, strlen(cfg), D2, "commit",
+                                                "why", &err), 0);
+    assert_int_equal(len, len2);
+    assert_memory_equal(out, again, len);
+    sbx_image_config c;
+    assert_int_equal(sbx_image_config_parse(&c, out, len, &err), 0);
+    assert_int_equal(c.ndiff_ids, 2);
+    sbx_image_config_free(&c);
+    free(out);
+    free(again);
+
+    /* history out of step with the layers (none here): left alone */
+    const char *bare = "{\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
+    assert_int_equal(sbx_image_config_add_layer(&out, &len, bare, strlen(bare), D1, "c", NULL,
+                                                &err), 0);
+    assert_null(strstr(out, "history"));
+    free(out);
+
+    assert_int_equal(sbx_image_config_add_layer(&out, &len, "{}", 2, D1, "c", NULL, &err),
+                     SBX_EINVAL);
+    assert_int_equal(sbx_image_config_add_layer(&out, &len, bare, strlen(bare), "sha256:1", "c",
+                                                NULL, &err), SBX_EINVAL);
+}
+
 static void test_layer_compression(void **state)
 {
     (void)state;
@@ -224,6 +266,7 @@ int main(void)
         cmocka_unit_test(test_image_manifests), cmocka_unit_test(test_indexes),
         cmocka_unit_test(test_manifest_errors), cmocka_unit_test(test_manifest_limits),
         cmocka_unit_test(test_image_config),    cmocka_unit_test(test_layer_compression),
+        cmocka_unit_test(test_config_add_layer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,5 @@
 /* Unit tests for the store's gc, fsck and df. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -641,6 +642,174 @@ static void test_df_counts_each_image(void **state)
     free(man);
 }
 
+static void test_names_expire_and_uses_refresh_them(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char a[SBX_DIGEST_BUFSZ], b[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, NULL, 1, a);
+    ts_put_image(t, "keep", 2, b);
+    assert_int_equal(sbx_store_name_set_ttl(t->s, "snap", a, 3600, &err), 0);
+    assert_int_equal(sbx_store_name_set_ttl(t->s, "x", a, -1, &err), SBX_EINVAL);
+    sbx_name_entry *v = NULL;
+    size_t n = 0;
+    assert_int_equal(sbx_store_name_list(t->s, "snap", &v, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].ttl, 3600);
+    assert_true(v[0].expires_at >= v[0].created + 3600);
+    sbx_name_entries_free(v, n);
+
+    /* a use pushes the expiry back to now + ttl; names without one stay 0 */
+    ts_sql(t, "UPDATE names SET expires = 5 WHERE name = 'snap'");
+    assert_int_equal(sbx_store_touch(t->s, a, &err), 0);
+    assert_true(ts_sql_int(t, "SELECT expires FROM names WHERE name='snap'") > 1700000000);
+    assert_int_equal(sbx_store_touch(t->s, b, &err), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT expires FROM names WHERE name='keep'"), 0);
+
+    /* expired: gc removes the name first, then what it alone reached */
+    ts_sql(t, "UPDATE names SET expires = 5 WHERE name = 'snap'");
+    sbx_gc_options o = SBX_GC_OPTIONS_INIT;
+    o.dry_run = 1;
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
+    assert_int_equal(rep.names_expired, 1);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM names WHERE name='snap'"), 1);
+    o.dry_run = 0;
+    ts_reopen(t); /* the handle's own lease would keep the image */
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
+    assert_int_equal(rep.names_expired, 1);
+    assert_int_equal(rep.names_evicted, 0);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM names WHERE name='snap'"), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, a, NULL), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, b, NULL), 1);
+}
+
+static void test_image_usage_counts_what_no_other_name_holds(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m1[SBX_DIGEST_BUFSZ], m2[SBX_DIGEST_BUFSZ], layer[SBX_DIGEST_BUFSZ];
+    char cfg[SBX_DIGEST_BUFSZ];
+    ts_put_image_sized(t, "one", 1, 100000, m1);
+    /* a second image sharing one's layer, with a layer of its own */
+    char own[SBX_DIGEST_BUFSZ];
+    ts_put_layer(t, 100000, 1, layer);
+    ts_put_layer(t, 50000, 9, own);
+    const char *c = "{\"config\":2}";
+    char *man = sbx__strdup_printf("{\"manifest\":2,\"l\":\"%s\",\"o\":\"%s\"}", layer, own);
+    assert_int_equal(sbx_store_put_blob(t->s, c, strlen(c), NULL, NULL, cfg, &err), 0);
+    sbx_store_child kids[] = {{SBX_CHILD_BLOB, cfg}, {SBX_CHILD_LAYER, layer},
+                              {SBX_CHILD_LAYER, own}};
+    assert_int_equal(sbx_store_put_manifest(t->s, man, strlen(man), NULL, NULL, kids, 3, m2, &err),
+                     0);
+    assert_int_equal(sbx_store_name_set(t->s, "two", m2, &err), 0);
+    long long shared = ts_sql_int(t, "SELECT stored_size FROM layers WHERE diff_id='%s'", layer);
+    long long mine = ts_sql_int(t, "SELECT stored_size FROM layers WHERE diff_id='%s'", own);
+    sbx_image_usage u;
+    assert_int_equal(sbx_store_image_usage(t->s, m2, &u, &err), 0);
+    assert_int_equal(u.total_bytes, shared + mine + strlen(c) + strlen(man));
+    assert_int_equal(u.size_bytes, mine + strlen(c) + strlen(man));
+    /* "one" gone: two alone holds the shared layer, and pays for it */
+    assert_int_equal(sbx_store_name_remove(t->s, "one", &err), 0);
+    assert_int_equal(sbx_store_image_usage(t->s, m2, &u, &err), 0);
+    assert_int_equal(u.size_bytes, u.total_bytes);
+    /* builder step images are not other images */
+    assert_int_equal(sbx_store_name_set(t->s, "cache:sha256:ab", m1, &err), 0);
+    assert_int_equal(sbx_store_image_usage(t->s, m2, &u, &err), 0);
+    assert_int_equal(u.size_bytes, u.total_bytes);
+    assert_int_equal(sbx_store_image_usage(t->s, "nope", &u, &err), SBX_EINVAL);
+    free(man);
+}
+
+/* Entries under <root>/mounts. */
+static long mount_dirs(ts_ctx *t)
+{
+    char *p = tu_path(t->root, "mounts");
+    DIR *d = opendir(p);
+    free(p);
+    long n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        n += de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void test_mount_records_keep_images_until_dead(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char a[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, NULL, 1, a);
+    sbx_store_mount *m = NULL;
+    assert_int_equal(sbx_store_mount_begin(&m, t->s, "img", a, "/nowhere", false, &err), 0);
+    char id[SBX_MOUNT_ID_BUFSZ];
+    snprintf(id, sizeof id, "%s", sbx_store_mount_id(m));
+    assert_int_equal(mount_dirs(t), 1);
+    assert_int_equal(sbx_store_mount_ready(m, &err), 0);
+    sbx_mount_entry e;
+    assert_int_equal(sbx_store_mount_find(&e, t->s, id, &err), 0);
+    assert_true(e.ready && !e.read_only);
+    assert_string_equal(e.digest, a);
+    assert_string_equal(e.dir, "/nowhere");
+    sbx_mount_entry_clear(&e);
+    assert_int_equal(sbx_store_mount_find(&e, t->s, "/elsewhere", &err), SBX_ENOTFOUND);
+
+    /* a live record (cheap check: same boot, made) keeps the unnamed image */
+    ts_reopen(t);
+    unsigned reaped = 9;
+    assert_int_equal(sbx_store_mount_reap(t->s, false, &reaped, &err), 0);
+    assert_int_equal(reaped, 0);
+    sbx_gc_options o = SBX_GC_OPTIONS_INIT;
+    sbx_gc_report rep;
+    /* nothing is mounted as sbx-<id> anywhere: the full check finds it dead */
+    assert_int_equal(sbx_store_gc(t->s, &o, &rep, NULL, &err), 0);
+    assert_int_equal(rep.mounts_reaped, 1);
+    assert_int_equal(mount_dirs(t), 0);
+    assert_int_equal(sbx_store_has_blob(t->s, a, NULL), 0);
+
+    /* held by its maker, a record is live whatever its state; unfinished
+     * and released, the next open removes it */
+    ts_put_image(t, NULL, 2, a);
+    assert_int_equal(sbx_store_mount_begin(&m, t->s, "img", a, "/nowhere", true, &err), 0);
+    sbx_store *h = NULL;
+    assert_int_equal(sbx_store_open(&h, t->root, &err), 0);
+    assert_int_equal(mount_dirs(t), 1);
+    assert_int_equal(sbx_store_gc(h, &o, &rep, NULL, &err), 0);
+    assert_int_equal(rep.mounts_reaped, 0);
+    assert_int_equal(sbx_store_has_blob(h, a, NULL), 1);
+    sbx_store_free(h);
+    /* its process "dies": the lock goes with the handle's fd */
+    sbx_store_mount_abort(m);
+    assert_int_equal(mount_dirs(t), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM mounts"), 0);
+}
+
+static void test_version_1_store_is_migrated(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char a[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, "old", 1, a);
+    ts_sql(t, "DROP TABLE mounts; CREATE TABLE n2(name TEXT PRIMARY KEY, digest TEXT NOT NULL,"
+              " created INTEGER NOT NULL, last_used INTEGER NOT NULL);"
+              "INSERT INTO n2 SELECT name, digest, created, last_used FROM names;"
+              "DROP TABLE names; ALTER TABLE n2 RENAME TO names; PRAGMA user_version=1;");
+    ts_reopen(t);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 2);
+    assert_int_equal(sbx_store_name_set_ttl(t->s, "new", a, 60, &err), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT ttl FROM names WHERE name='new'"), 60);
+    assert_int_equal(ts_sql_int(t, "SELECT expires FROM names WHERE name='old'"), 0);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM mounts"), 0);
+    /* a newer metadata version is refused, not downgraded */
+    ts_sql(t, "PRAGMA user_version=3");
+    sbx_store *h = NULL;
+    assert_int_equal(sbx_store_open(&h, t->root, &err), SBX_EUNSUPPORTED);
+    tu_assert_error(&err, SBX_EUNSUPPORTED, "metadata version 3 is newer");
+    ts_sql(t, "PRAGMA user_version=2");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -660,6 +829,10 @@ int main(void)
         TS_TEST(test_fsck_orphan_alone_is_not_a_failure),
         TS_TEST(test_df_counts_each_image),
         TS_TEST(test_df_unpacked_bytes),
+        TS_TEST(test_names_expire_and_uses_refresh_them),
+        TS_TEST(test_image_usage_counts_what_no_other_name_holds),
+        TS_TEST(test_mount_records_keep_images_until_dead),
+        TS_TEST(test_version_1_store_is_migrated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
