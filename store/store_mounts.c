@@ -435,9 +435,8 @@ int sbx_store_mount_reap(sbx_store *s, bool full, unsigned *reaped, sbx_error *e
             continue;
         /* the row may have been committed just before we took the lock */
         if (sbx_store__exists(s, "SELECT 1 FROM mounts WHERE id=?", de->d_name, &e2) == 0) {
-            char rel[80];
-            snprintf(rel, sizeof rel, "%s/mounts/%s", s->root, de->d_name);
-            if (!sbx__mounted_below(rel) && sbx__rm_rf(rel, &e2) == 0 && reaped)
+            _cleanup_free_ char *path = sbx__strdup_printf("%s/mounts/%s", s->root, de->d_name);
+            if (path && !sbx__mounted_below(path) && sbx__rm_rf(path, &e2) == 0 && reaped)
                 (*reaped)++;
         }
         close(fd);
