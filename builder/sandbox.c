@@ -195,10 +195,11 @@ static int mount_overlay(run_state *st, sbx_error *err)
         /* no copy-up shortcuts: every change must be a real file in upper */
         /* nodev: a device node shipped in an image (say, the host's disk) must
          * not open; the container's /dev is the runtime's own tmpfs.  Older
-         * kernels lack volatile (5.10) or the others: drop them in turn. */
+         * kernels lack volatile (5.10): it may go; the others may not (a
+         * redirect or metacopy upper would lose data in the captured layer). */
         static const char *const extras[] = {
             ",index=off,metacopy=off,redirect_dir=off,volatile",
-            ",index=off,metacopy=off,redirect_dir=off", ""};
+            ",index=off,metacopy=off,redirect_dir=off"};
         char full[8300];
         for (size_t i = 0; i < SBX_ARRAY_LEN(extras); i++) {
             snprintf(full, sizeof(full), "%s%s", opts, extras[i]);

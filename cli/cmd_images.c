@@ -80,7 +80,7 @@ int cmd_images(sbx_cli *cli, int argc, char **argv)
         if (!all && strncmp(v[i].name, "cache:", 6) == 0)
             continue;
         sbx_image_usage u;
-        if (sbx_store_image_usage(s, v[i].digest, &u, &err) < 0) {
+        if (sbx_store_image_usage(s, v[i].digest, v[i].name, &u, &err) < 0) {
             rc = cli_fail(&err);
             break;
         }

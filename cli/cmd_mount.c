@@ -29,8 +29,9 @@ static const char MOUNT_USAGE[] =
     "  --read-only        no upper directory: the image as it is, mounted read-only\n"
     "  --platform OS/ARCH[/VARIANT]  the entry to use when IMAGE names an index\n"
     "  --json             print {id, image, digest, dir, lowers, upper, work, layers,\n"
-    "                     flattened}: lowers top-most first, as overlayfs's lowerdir\n"
-    "                     takes them, so a runtime can be given the overlay itself\n"
+    "                     flattened}: what the overlay is made of (lowers top-most\n"
+    "                     first).  Give a runtime DIR as its root (or bind-mount it);\n"
+    "                     never a second overlay on the same upper\n"
     "  --store DIR        store to use\n"
     "  -v, --verbose      debug messages on stderr\n"
     "\n"
@@ -48,7 +49,8 @@ static const char UMOUNT_USAGE[] =
     "Unmount a mount made by `sbx-image mount` (by its id or directory) and remove\n"
     "its writable upper directory: whatever was not committed is gone.  Fails, and\n"
     "changes nothing, while a process still uses the mount (stop the sandbox\n"
-    "first) or when it is mounted only in another mount namespace.\n"
+    "first) or while it is in use elsewhere (a bind mount, or the root of a\n"
+    "runtime's container).\n"
     "\n"
     "options:\n"
     "  --json             print {id, dir}\n"
@@ -59,8 +61,8 @@ static const char MOUNTS_USAGE[] =
     "usage: sbx-image mounts [--json]\n"
     "\n"
     "List the store's mounts: ID, IMAGE (as it was named), DIGEST (12 hex digits),\n"
-    "CREATED (UTC), DIR, and MODE (rw, ro; \"dead\" for one gc will remove: its\n"
-    "maker died or its host rebooted).\n"
+    "CREATED (UTC), DIR, and MODE (rw, ro; \"new\" for one not finished: being made,\n"
+    "or left by a killed mount for the next command to remove).\n"
     "\n"
     "options:\n"
     "  --json             print [{id, image, digest, dir, created, read_only, ready,\n"
@@ -259,7 +261,7 @@ int cmd_mounts(sbx_cli *cli, int argc, char **argv)
         gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
         printf("%-12s  %-24s  %-12.12s  %s  %-4s  %s\n", v[i].id, v[i].image, v[i].digest + 7,
-               when, !v[i].ready ? "dead" : v[i].read_only ? "ro" : "rw", v[i].dir);
+               when, !v[i].ready ? "new" : v[i].read_only ? "ro" : "rw", v[i].dir);
     }
     sbx_mount_entries_free(v, n);
     return arr ? cli_print_json(stdout, arr) : CLI_EXIT_OK;

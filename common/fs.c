@@ -315,13 +315,22 @@ void sbx__mount_srcs_free(sbx__mount_src *v, size_t n)
     free(v);
 }
 
-/* Add the mounts of one mountinfo file whose source starts with prefix. */
-static int scan_mountinfo(const char *file, const char *prefix, sbx__mount_src **v, size_t *n,
-                          size_t *cap)
+/* A process vanished between readdir and the read, or is exiting (its
+ * namespace already let go: EINVAL): not a failure (its namespace, if
+ * another process is in it, is read through that one). */
+static bool vanished(int e) { return e == ENOENT || e == ESRCH || e == EINVAL; }
+
+/* Add the mounts of one mountinfo (an open fd, consumed) whose source
+ * starts with prefix.  -1: out of memory; -2: a read error; -3: the
+ * process went while it was read. */
+static int scan_mountinfo(int fd, bool other_ns, const char *prefix, sbx__mount_src **v,
+                          size_t *n, size_t *cap)
 {
-    FILE *f = fopen(file, "re");
-    if (!f)
-        return 0; /* the process is gone, or not ours to read */
+    FILE *f = fdopen(fd, "re");
+    if (!f) {
+        close(fd);
+        return -1;
+    }
     size_t pl = strlen(prefix);
     char *line = NULL;
     size_t llen = 0;
@@ -331,12 +340,20 @@ static int scan_mountinfo(const char *file, const char *prefix, sbx__mount_src *
         char *sep = strstr(line, " - ");
         if (!sep)
             continue;
-        char mp[4096], fstype[64], source[512];
-        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1 ||
-            sscanf(sep + 3, "%63s %511s", fstype, source) != 2)
+        char mp[4096], fstype[32], source[512];
+        int id = 0;
+        if (sscanf(line, "%d %*s %*s %*s %4095s", &id, mp) != 2 ||
+            sscanf(sep + 3, "%31s %511s", fstype, source) != 2)
             continue;
         unescape_octal(source);
         if (strncmp(source, prefix, pl) != 0)
+            continue;
+        /* mount ids are unique on the host: one already listed is the same
+         * mount seen through another process of its namespace */
+        bool dup = false;
+        for (size_t i = 0; i < *n && !dup; i++)
+            dup = (*v)[i].mnt_id == id;
+        if (dup)
             continue;
         unescape_octal(mp);
         if (*n == *cap) {
@@ -351,6 +368,9 @@ static int scan_mountinfo(const char *file, const char *prefix, sbx__mount_src *
         }
         (*v)[*n].source = strdup(source);
         (*v)[*n].mountpoint = strdup(mp);
+        snprintf((*v)[*n].fstype, sizeof (*v)[*n].fstype, "%s", fstype);
+        (*v)[*n].other_ns = other_ns;
+        (*v)[*n].mnt_id = id;
         if (!(*v)[*n].source || !(*v)[*n].mountpoint) {
             free((*v)[*n].source);
             free((*v)[*n].mountpoint);
@@ -359,64 +379,103 @@ static int scan_mountinfo(const char *file, const char *prefix, sbx__mount_src *
         }
         (*n)++;
     }
+    if (rc == 0 && ferror(f))
+        rc = vanished(errno) ? -3 : -2;
     free(line);
     fclose(f);
     return rc;
 }
 
-int sbx__mount_sources(const char *prefix, bool all_ns, sbx__mount_src **out, size_t *nout)
+
+int sbx__mount_sources(const char *prefix, bool all_ns, sbx__mount_src **out, size_t *nout,
+                       bool *incomplete)
 {
     sbx__mount_src *v = NULL;
     size_t n = 0, cap = 0;
+    ino_t *seen = NULL;
+    size_t nseen = 0, capseen = 0;
+    DIR *d = NULL;
     *out = NULL;
     *nout = 0;
-    if (scan_mountinfo("/proc/self/mountinfo", prefix, &v, &n, &cap) < 0)
+    if (incomplete)
+        *incomplete = false;
+    int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+    int r = fd >= 0 ? scan_mountinfo(fd, false, prefix, &v, &n, &cap) : -2;
+    if (r == -1)
         goto oom;
-    if (all_ns) {
-        struct stat self;
-        ino_t *seen = NULL;
-        size_t nseen = 0, capseen = 0;
-        if (stat("/proc/self/ns/mnt", &self) < 0)
-            self.st_ino = 0;
-        DIR *d = opendir("/proc");
-        struct dirent *de;
-        while (d && (de = readdir(d))) {
-            if (de->d_name[0] < '1' || de->d_name[0] > '9')
-                continue;
-            char p[300];
-            struct stat st;
-            snprintf(p, sizeof p, "/proc/%s/ns/mnt", de->d_name);
-            if (stat(p, &st) < 0 || st.st_ino == self.st_ino)
-                continue;
-            bool dup = false;
-            for (size_t i = 0; i < nseen && !dup; i++)
-                dup = seen[i] == st.st_ino;
-            if (dup)
-                continue;
-            if (nseen == capseen) {
-                size_t nc = capseen ? capseen * 2 : 64;
-                ino_t *ns = realloc(seen, nc * sizeof *ns);
-                if (!ns)
-                    break;
-                seen = ns;
-                capseen = nc;
-            }
-            seen[nseen++] = st.st_ino;
-            snprintf(p, sizeof p, "/proc/%s/mountinfo", de->d_name);
-            if (scan_mountinfo(p, prefix, &v, &n, &cap) < 0) {
-                free(seen);
-                closedir(d);
-                goto oom;
-            }
+    if (r == -2 && incomplete)
+        *incomplete = true;
+    if (!all_ns)
+        goto done;
+    struct stat self;
+    if (stat("/proc/self/ns/mnt", &self) < 0)
+        self.st_ino = 0;
+    d = opendir("/proc");
+    if (!d && incomplete)
+        *incomplete = true;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] < '1' || de->d_name[0] > '9')
+            continue;
+        /* through one fd of the process's /proc dir: its namespace and its
+         * mountinfo are the same process's, even if the pid is reused */
+        int pfd = openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (pfd < 0)
+            continue;
+        /* the namespace link may be closed to us (pid 1 in a container)
+         * while mountinfo is not: then read it anyway, mount ids dedupe */
+        struct stat st;
+        bool known = fstatat(pfd, "ns/mnt", &st, 0) == 0;
+        if (!known && vanished(errno)) {
+            close(pfd);
+            continue;
         }
-        if (d)
-            closedir(d);
-        free(seen);
+        bool dup = known && st.st_ino == self.st_ino;
+        for (size_t i = 0; known && i < nseen && !dup; i++)
+            dup = seen[i] == st.st_ino;
+        if (dup) {
+            close(pfd);
+            continue;
+        }
+        int mfd = openat(pfd, "mountinfo", O_RDONLY | O_CLOEXEC);
+        int e = errno;
+        close(pfd);
+        if (mfd < 0) {
+            if (!vanished(e) && incomplete)
+                *incomplete = true;
+            continue;
+        }
+        r = scan_mountinfo(mfd, true, prefix, &v, &n, &cap);
+        if (r == -1)
+            goto oom;
+        if (r == -2 || r == -3) { /* not seen: another process of it may still be read */
+            if (r == -2 && incomplete)
+                *incomplete = true;
+            continue;
+        }
+        if (!known)
+            continue;
+        if (nseen == capseen) {
+            size_t nc = capseen ? capseen * 2 : 64;
+            ino_t *ns = realloc(seen, nc * sizeof *ns);
+            if (!ns)
+                goto oom;
+            seen = ns;
+            capseen = nc;
+        }
+        seen[nseen++] = st.st_ino;
     }
+done:
+    if (d)
+        closedir(d);
+    free(seen);
     *out = v;
     *nout = n;
     return 0;
 oom:
+    if (d)
+        closedir(d);
+    free(seen);
     sbx__mount_srcs_free(v, n);
     return -1;
 }

@@ -76,14 +76,20 @@ void sbx__close_fds_except(const int *keep, size_t n);
 bool sbx__mounted_below(const char *path);
 int sbx__umount_below(const char *path);
 /* Mounts whose source (the device field of mountinfo) starts with prefix:
- * in this mount namespace, and with all_ns in every mount namespace of a
- * process in /proc (the mount points are then as that namespace sees them).
- * -1 when out of memory. */
+ * in this mount namespace, and with all_ns in every other mount namespace
+ * of a process in /proc (other_ns; their mount points as that namespace
+ * sees them).  *incomplete (may be NULL) is set when some process's
+ * mountinfo could not be read (not when it exited meanwhile): the answer
+ * may then lack mounts.  -1 when out of memory. */
 typedef struct sbx__mount_src {
     char *source;
     char *mountpoint;
+    char fstype[32];
+    bool other_ns;
+    int mnt_id; /* mountinfo's first field: unique on the host */
 } sbx__mount_src;
-int sbx__mount_sources(const char *prefix, bool all_ns, sbx__mount_src **out, size_t *n);
+int sbx__mount_sources(const char *prefix, bool all_ns, sbx__mount_src **out, size_t *n,
+                       bool *incomplete);
 void sbx__mount_srcs_free(sbx__mount_src *v, size_t n);
 /* This boot's id (/proc/sys/kernel/random/boot_id). */
 int sbx__boot_id(char *out, size_t len, sbx_error *err);

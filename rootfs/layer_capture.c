@@ -43,6 +43,11 @@ typedef struct capture_ctx {
     int write_failed;
     bool discard;
     uint64_t size, entries;
+    /* The directory being walked, opened without following a symlink from
+     * its parent's fd: entries are reached as /proc/self/fd/<dirfd>/<name>,
+     * one component from a pinned directory, so a sandbox that swaps a dir
+     * for a symlink mid-walk gets an error, never the host's files. */
+    int dirfd;
     hardlink *links;
     size_t nlinks, caplinks;
     char buf[65536];
@@ -199,9 +204,10 @@ static int write_marker(capture_ctx *c, const char *name, mode_t mode, const cha
     return write_header(c, path);
 }
 
-static int write_file_data(capture_ctx *c, const char *path, const struct stat *st)
+static int write_file_data(capture_ctx *c, const char *path, const char *sp,
+                           const struct stat *st)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    _cleanup_close_ int fd = open(sp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return sbx_error_sys(c->err, SBX_EIO, errno, "capturing '%s': opening", path);
     uint64_t left = (uint64_t)st->st_size;
@@ -249,7 +255,7 @@ static const char *hardlink_seen(capture_ctx *c, const struct stat *st, const ch
     return NULL;
 }
 
-static int capture_dir(capture_ctx *c, const char *path, const char *name);
+static int capture_dir(capture_ctx *c, const char *path, const char *sp, const char *name);
 
 /* One entry: path on disk, name in the tar (no leading "./", no trailing "/"). */
 static int capture_one(capture_ctx *c, const char *path, const char *name, const char *base)
@@ -257,7 +263,14 @@ static int capture_one(capture_ctx *c, const char *path, const char *name, const
     struct stat st;
     if (sbx__check_cancel(c->ctx, c->err) < 0)
         return sbx_error_wrap(c->err, "capturing");
-    if (lstat(path, &st) < 0)
+    /* sp: the name for syscalls (see capture_ctx.dirfd); path: for messages */
+    char spbuf[320]; /* "/proc/self/fd/N/" + one name (NAME_MAX) */
+    const char *sp = path;
+    if (c->dirfd >= 0) {
+        snprintf(spbuf, sizeof spbuf, "/proc/self/fd/%d/%s", c->dirfd, base);
+        sp = spbuf;
+    }
+    if (lstat(sp, &st) < 0)
         return sbx_error_sys(c->err, SBX_EIO, errno, "capturing '%s'", path);
 
     if (c->opts->overlay_upper && is_whiteout(&st)) {
@@ -272,7 +285,7 @@ static int capture_one(capture_ctx *c, const char *path, const char *name, const
 
     entry_common(c, name, &st);
     bool opaque = false;
-    int r = add_xattrs(c, path, &opaque);
+    int r = add_xattrs(c, sp, &opaque);
     if (r < 0)
         return r;
 
@@ -288,11 +301,11 @@ static int capture_one(capture_ctx *c, const char *path, const char *name, const
     if (S_ISREG(st.st_mode)) {
         archive_entry_set_size(c->entry, st.st_size);
         r = write_header(c, path);
-        return r < 0 ? r : write_file_data(c, path, &st);
+        return r < 0 ? r : write_file_data(c, path, sp, &st);
     }
     if (S_ISLNK(st.st_mode)) {
         char tgt[4097];
-        ssize_t n = readlink(path, tgt, sizeof(tgt) - 1);
+        ssize_t n = readlink(sp, tgt, sizeof(tgt) - 1);
         if (n < 0)
             return sbx_error_sys(c->err, SBX_EIO, errno, "capturing '%s': readlink", path);
         tgt[n] = '\0';
@@ -323,7 +336,7 @@ static int capture_one(capture_ctx *c, const char *path, const char *name, const
         if (r < 0)
             return r;
     }
-    return capture_dir(c, path, name);
+    return capture_dir(c, path, sp, name);
 }
 
 static void free_names(char **names, size_t n)
@@ -333,12 +346,18 @@ static void free_names(char **names, size_t n)
     free(names);
 }
 
-/* Sorted names in a directory (not . and ..). */
-static int list_dir(char ***out, size_t *n_out, const char *path, sbx_error *err)
+/* Sorted names in a directory (not . and ..); fd: the directory, open
+ * (not consumed), or -1 to open path. */
+static int list_dir_fd(char ***out, size_t *n_out, int fd, const char *path, sbx_error *err)
 {
-    DIR *d = opendir(path);
-    if (!d)
-        return sbx_error_sys(err, SBX_EIO, errno, "capturing '%s': opening directory", path);
+    int dfd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+    if (!d) {
+        int e = errno;
+        if (dfd >= 0)
+            close(dfd);
+        return sbx_error_sys(err, SBX_EIO, e, "capturing '%s': opening directory", path);
+    }
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *de;
@@ -373,13 +392,24 @@ static int list_dir(char ***out, size_t *n_out, const char *path, sbx_error *err
     return 0;
 }
 
-static int capture_dir(capture_ctx *c, const char *path, const char *name)
+static int list_dir(char ***out, size_t *n_out, const char *path, sbx_error *err)
+{
+    return list_dir_fd(out, n_out, -1, path, err);
+}
+
+static int capture_dir(capture_ctx *c, const char *path, const char *sp, const char *name)
 {
     char **names = NULL;
     size_t n = 0;
-    int r = list_dir(&names, &n, path, c->err);
+    _cleanup_close_ int fd = open(sp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return sbx_error_sys(c->err, SBX_EIO, errno, "capturing '%s': opening directory "
+                             "(changed during the capture?)", path);
+    int r = list_dir_fd(&names, &n, fd, path, c->err);
     if (r < 0)
         return r;
+    int saved = c->dirfd;
+    c->dirfd = fd;
     for (size_t i = 0; i < n && r == 0; i++) {
         char *child = sbx__strdup_printf("%s/%s", path, names[i]);
         char *cname = *name ? sbx__strdup_printf("%s/%s", name, names[i]) : strdup(names[i]);
@@ -390,6 +420,7 @@ static int capture_dir(capture_ctx *c, const char *path, const char *name)
         free(child);
         free(cname);
     }
+    c->dirfd = saved;
     free_names(names, n);
     return r;
 }
@@ -492,7 +523,7 @@ static int capture_run(capture_ctx *c, const char *dir)
         if (r < 0)
             return r;
     }
-    return capture_dir(c, dir, prefix ? prefix : "");
+    return capture_dir(c, dir, dir, prefix ? prefix : "");
 }
 
 /* The walk is done once to know whether anything is there (an empty upper
@@ -545,6 +576,7 @@ static int capture_stream(sbx_capture_result *out, const char *dir,
     if (!c)
         return sbx_error_set(err, SBX_ENOMEM, "capturing '%s': out of memory", dir);
     c->opts = opts;
+    c->dirfd = -1;
     c->epoch = resolve_epoch(opts->epoch);
     c->write_fn = write_fn;
     c->ud = ud;

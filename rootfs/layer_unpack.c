@@ -507,8 +507,17 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
     for (size_t i = 0; i < nopaque; i++)
         if (mark_opaque(*opaque[i] ? opaque[i] : ".") < 0)
             child_fail(errfd, "marking '%s' opaque: %s", opaque[i], strerror(errno));
-    if (root_set && (lchown(".", root_uid, root_gid) < 0 || chmod(".", root_mode) < 0 ||
-                     utimensat(AT_FDCWD, ".", root_times, 0) < 0))
+    /* A layer without a root entry (most registries' layers) gets fixed
+     * ones, not the unpacking process's umask and clock: the root a mount
+     * shows, and a snapshot's "./", are then the same in every boot. */
+    if (!root_set) {
+        root_mode = 0755;
+        root_uid = 0;
+        root_gid = 0;
+        root_times[0] = root_times[1] = (struct timespec){0, 0};
+    }
+    if (lchown(".", root_uid, root_gid) < 0 || chmod(".", root_mode) < 0 ||
+        utimensat(AT_FDCWD, ".", root_times, 0) < 0)
         child_fail(errfd, "setting the layer root's owner, mode and times: %s", strerror(errno));
     archive_read_free(in);
     archive_write_free(out);

@@ -104,10 +104,11 @@ static int do_mount(const char *mpath, const char *id, const char *target, size_
     if (pid == 0) {
         if (chdir(mpath) < 0)
             _exit(errno);
-        /* older kernels lack volatile (5.10) or the others: drop them in turn */
+        /* volatile (5.10) may go on an older kernel; the others may not: a
+         * redirect or metacopy upper would lose data in a commit */
         static const char *const extras[] = {
             ",index=off,metacopy=off,redirect_dir=off,volatile",
-            ",index=off,metacopy=off,redirect_dir=off", ""};
+            ",index=off,metacopy=off,redirect_dir=off"};
         char full[4200];
         int e = 0;
         for (size_t i = 0; i < SBX_ARRAY_LEN(extras); i++) {
@@ -133,7 +134,7 @@ static int do_mount(const char *mpath, const char *id, const char *target, size_
                          target, nlowers);
 }
 
-/* l/<i> -> lower i (top-most first); an empty l/e when overlayfs would get
+/* l/<i> -> lower i (top-most first); empty dirs l/<n>... when overlayfs would get
  * too few lowers (no layers, or one without an upper). */
 static int link_lowers(const char *mpath, char **lowers, size_t *n, bool read_only,
                        sbx_error *err)
@@ -145,14 +146,14 @@ static int link_lowers(const char *mpath, char **lowers, size_t *n, bool read_on
         if (symlink(lowers[i], p) < 0)
             return sbx_error_sys(err, SBX_EIO, errno, "mounting: linking '%s'", p);
     }
-    if (*n >= (read_only ? 2u : 1u))
-        return 0;
-    _cleanup_free_ char *e = sbx__strdup_printf("%s/l/%zu", mpath, *n);
-    if (!e)
-        return sbx_error_set(err, SBX_ENOMEM, "mounting: out of memory");
-    if (mkdir(e, 0755) < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "mounting: creating '%s'", e);
-    (*n)++;
+    while (*n < (read_only ? 2u : 1u)) {
+        _cleanup_free_ char *e = sbx__strdup_printf("%s/l/%zu", mpath, *n);
+        if (!e)
+            return sbx_error_set(err, SBX_ENOMEM, "mounting: out of memory");
+        if (mkdir(e, 0755) < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "mounting: creating '%s'", e);
+        (*n)++;
+    }
     return 0;
 }
 
@@ -280,27 +281,32 @@ int sbx_rootfs_mount(sbx_mount_result *out, sbx_store *s, const char *image, con
 
 /* ---- umount ------------------------------------------------------------------ */
 
-/* Whether this namespace has mount id at its recorded dir; others: whether
- * another namespace still has it. */
-static void where_mounted(const char *id, const char *dir, bool *here, bool *elsewhere)
+/* Whether this namespace has mount id at its recorded dir (here), and
+ * whether something else uses it: a bind mount of it here, or a mount
+ * namespace that has it as its root (a runtime's container, after its
+ * pivot_root).  Other namespaces that merely hold a copy at some path (any
+ * `unshare -m` made while the mount existed copies every mount) do not
+ * count: they would block every umount, and nothing runs in them. */
+static int where_mounted(const char *id, const char *dir, bool *here, bool *elsewhere,
+                         sbx_error *err)
 {
     char src[32];
     snprintf(src, sizeof src, "sbx-%s", id);
     *here = *elsewhere = false;
     sbx__mount_src *v = NULL;
     size_t n = 0;
-    if (sbx__mount_sources(src, false, &v, &n) == 0)
-        for (size_t i = 0; i < n; i++)
-            if (!strcmp(v[i].source, src) && !strcmp(v[i].mountpoint, dir))
-                *here = true;
+    if (sbx__mount_sources(src, true, &v, &n, NULL) < 0)
+        return sbx_error_set(err, SBX_ENOMEM, "unmounting: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(v[i].source, src) != 0)
+            continue;
+        if (!v[i].other_ns && !strcmp(v[i].mountpoint, dir) && !*here)
+            *here = true;
+        else if (!v[i].other_ns || !strcmp(v[i].mountpoint, "/"))
+            *elsewhere = true;
+    }
     sbx__mount_srcs_free(v, n);
-    if (*here)
-        return;
-    if (sbx__mount_sources(src, true, &v, &n) == 0)
-        for (size_t i = 0; i < n; i++)
-            if (!strcmp(v[i].source, src))
-                *elsewhere = true;
-    sbx__mount_srcs_free(v, n);
+    return 0;
 }
 
 int sbx_rootfs_umount(sbx_store *s, const char *id_or_dir, sbx_ctx *ctx, sbx_error *err)
@@ -312,21 +318,21 @@ int sbx_rootfs_umount(sbx_store *s, const char *id_or_dir, sbx_ctx *ctx, sbx_err
     _cleanup_close_ int lock = -1;
     r = sbx_store_mount_lock(&lock, s, e.id, ctx, err);
     bool here = false, elsewhere = false;
-    if (r == 0) {
-        where_mounted(e.id, e.dir, &here, &elsewhere);
-        /* the stack of mounts on dir: ours is the one to go; a busy one
-         * (a process still in the sandbox) is an error, not a lazy detach
-         * that would drop the upper under a live sandbox */
-        if (here && umount2(e.dir, 0) < 0)
-            r = errno == EBUSY
-                    ? sbx_error_set(err, SBX_EBUSY, "unmounting '%s': busy (a process still uses "
-                                    "it: stop the sandbox first)", e.dir)
-                    : sbx_error_sys(err, SBX_EIO, errno, "unmounting '%s'", e.dir);
-        else if (!here && elsewhere)
-            r = sbx_error_set(err, SBX_EBUSY, "unmounting '%s': mount %s is mounted in another "
-                              "mount namespace only (a runtime's); unmount it there first",
-                              e.dir, e.id);
-    }
+    if (r == 0)
+        r = where_mounted(e.id, e.dir, &here, &elsewhere, err);
+    /* Still mounted anywhere but here (a runtime's container, a bind mount):
+     * refused, or the upper would be removed under a live sandbox.  Here, a
+     * busy mount (a process still in it) is an error too, never a lazy
+     * detach. */
+    if (r == 0 && elsewhere)
+        r = sbx_error_set(err, SBX_EBUSY, "unmounting '%s': mount %s is also mounted elsewhere "
+                          "(a bind mount, or the root of a runtime's container); stop the "
+                          "sandbox and unmount those first", e.dir, e.id);
+    else if (r == 0 && here && umount2(e.dir, 0) < 0)
+        r = errno == EBUSY
+                ? sbx_error_set(err, SBX_EBUSY, "unmounting '%s': busy (a process still uses "
+                                "it: stop the sandbox first)", e.dir)
+                : sbx_error_sys(err, SBX_EIO, errno, "unmounting '%s'", e.dir);
     if (r == 0)
         r = sbx_store_mount_remove(s, e.id, lock, err);
     if (r < 0) {
@@ -419,7 +425,7 @@ int sbx_rootfs_commit(sbx_commit_result *out, sbx_store *s, const char *id_or_di
         r = sbx_store_name_set_ttl(s, out->name, out->digest, o->expires_in, err);
     }
     if (r == 0)
-        r = sbx_store_image_usage(s, out->digest, &out->usage, err);
+        r = sbx_store_image_usage(s, out->digest, out->name, &out->usage, err);
     if (r == 0 && o->expires_in)
         out->expires_at = sbx__now_unix() + o->expires_in;
     sbx_image_close(parent);

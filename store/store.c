@@ -85,12 +85,31 @@ static const char *const SCHEMA =
     MOUNTS_SCHEMA
     "PRAGMA user_version=2;";
 
-/* Version 1 had neither name expiry nor mounts. */
-static const char *const MIGRATE_1_2 =
-    "ALTER TABLE names ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE names ADD COLUMN ttl INTEGER NOT NULL DEFAULT 0;"
-    MOUNTS_SCHEMA
-    "PRAGMA user_version=2;";
+/* Version 1 had neither name expiry nor mounts.  The columns may be there
+ * already (a version 1 binary opened a version 2 store and set the version
+ * back): they are added only when missing. */
+static const char *const MIGRATE_1_2_EXPIRES =
+    "ALTER TABLE names ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;";
+static const char *const MIGRATE_1_2_TTL =
+    "ALTER TABLE names ADD COLUMN ttl INTEGER NOT NULL DEFAULT 0;";
+static const char *const MIGRATE_1_2 = MOUNTS_SCHEMA "PRAGMA user_version=2;";
+
+static int has_column(sbx_store *s, const char *table, const char *column)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT 1 FROM pragma_table_info('%s') WHERE name=?", table);
+    sbx_error ignore = SBX_ERROR_INIT;
+    return sbx_store__exists(s, sql, column, &ignore) == 1;
+}
+
+static int migrate_1_2(sbx_store *s, sbx_error *err)
+{
+    if (!has_column(s, "names", "expires") && sbx_store__exec(s, MIGRATE_1_2_EXPIRES, err) < 0)
+        return err->code;
+    if (!has_column(s, "names", "ttl") && sbx_store__exec(s, MIGRATE_1_2_TTL, err) < 0)
+        return err->code;
+    return sbx_store__exec(s, MIGRATE_1_2, err);
+}
 
 static const char *const SUBDIRS[] = {"blobs", "blobs/sha256", "layers", "layers/sha256",
                                       "unpacked", "tmp", "quarantine", "locks", "mounts"};
@@ -502,7 +521,7 @@ static int open_db(sbx_store *s, sbx_error *err)
             version = sqlite3_column_int(vst, 0);
         sqlite3_finalize(vst);
         if (version == 1)
-            rc = sbx_store__exec(s, MIGRATE_1_2, err);
+            rc = migrate_1_2(s, err);
         else if (version == 0)
             rc = sbx_store__exec(s, SCHEMA, err);
         else if (version != 2)

@@ -525,7 +525,8 @@ int sbx_store_gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report
 static const char *const USAGE_SQL =
     "WITH RECURSIVE mine(d) AS (SELECT ?1 UNION SELECT c.child FROM children c"
     "  JOIN mine ON c.parent = mine.d),"
-    " others(d) AS (SELECT digest FROM names WHERE digest != ?1 AND name NOT LIKE 'cache:%'"
+    " others(d) AS (SELECT digest FROM names WHERE name NOT LIKE 'cache:%'"
+    "  AND CASE WHEN ?2 IS NULL THEN digest != ?1 ELSE name != ?2 END"
     "  UNION SELECT c.child FROM children c JOIN others ON c.parent = others.d),"
     " sz(d, b) AS (SELECT digest, size FROM blobs UNION ALL"
     "  SELECT diff_id, stored_size FROM layers)"
@@ -533,8 +534,8 @@ static const char *const USAGE_SQL =
     "  coalesce(sum(CASE WHEN d IN (SELECT d FROM others) THEN 0 ELSE b END), 0)"
     " FROM sz WHERE d IN (SELECT d FROM mine)";
 
-int sbx_store_image_usage(sbx_store *s, const char *digest, sbx_image_usage *out,
-                          sbx_error *err)
+int sbx_store_image_usage(sbx_store *s, const char *digest, const char *name,
+                          sbx_image_usage *out, sbx_error *err)
 {
     memset(out, 0, sizeof *out);
     if (sbx__digest_parse(NULL, digest, err) < 0)
@@ -543,6 +544,10 @@ int sbx_store_image_usage(sbx_store *s, const char *digest, sbx_image_usage *out
     if (sbx_store__prepare(s, &st, USAGE_SQL, err) < 0)
         return err->code;
     sqlite3_bind_text(st, 1, digest, -1, SQLITE_STATIC);
+    if (name)
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 2);
     if (sqlite3_step(st) != SQLITE_ROW)
         return sbx_store__sql_err(s, err, "image usage");
     out->total_bytes = (uint64_t)sqlite3_column_int64(st, 0);

@@ -171,7 +171,7 @@ static int drop(sbx_store *s, int fd, const char *id, sbx_error *err)
     snprintf(src, sizeof src, "sbx-%s", id);
     sbx__mount_src *v = NULL;
     size_t n = 0;
-    if (sbx__mount_sources(src, false, &v, &n) == 0)
+    if (sbx__mount_sources(src, false, &v, &n, NULL) == 0)
         for (size_t i = 0; i < n; i++)
             if (!strcmp(v[i].source, src))
                 umount2(v[i].mountpoint, MNT_DETACH);
@@ -288,11 +288,13 @@ int sbx_store_mount_find(sbx_mount_entry *out, sbx_store *s, const char *id_or_d
     memset(out, 0, sizeof *out);
     if (!id_or_dir || !*id_or_dir)
         return sbx_error_set(err, SBX_EINVAL, "find mount: give a mount id or directory");
-    /* a directory is matched by its canonical path (as mount recorded it) */
-    _cleanup_free_ char *real = mount_id_valid(id_or_dir) ? NULL : realpath(id_or_dir, NULL);
+    /* a directory is matched by its canonical path (as mount recorded it);
+     * a name that could be either is tried as both */
+    _cleanup_free_ char *real = realpath(id_or_dir, NULL);
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     _cleanup_free_ char *sql = sbx__strdup_printf(
-        "%s WHERE id=?1 OR dir=?2 ORDER BY state DESC, created DESC LIMIT 1", SELECT_MOUNT);
+        "%s WHERE id=?1 OR dir=?2 ORDER BY id=?1 DESC, state DESC, created DESC, rowid DESC"
+        " LIMIT 1", SELECT_MOUNT);
     if (!sql)
         return sbx_error_set(err, SBX_ENOMEM, "find mount: out of memory");
     if (sbx_store__prepare(s, &st, sql, err) < 0)
@@ -345,10 +347,12 @@ int sbx_store_mount_remove(sbx_store *s, const char *id, int lock_fd, sbx_error 
 
 /* ---- reaping -------------------------------------------------------------- */
 
+/* An overlay (not anything else someone named so) with source sbx-<id>. */
 static bool has_source(const sbx__mount_src *v, size_t n, const char *id)
 {
     for (size_t i = 0; i < n; i++)
-        if (!strncmp(v[i].source, "sbx-", 4) && !strcmp(v[i].source + 4, id))
+        if (!strncmp(v[i].source, "sbx-", 4) && !strcmp(v[i].source + 4, id) &&
+            !strcmp(v[i].fstype, "overlay"))
             return true;
     return false;
 }
@@ -383,9 +387,17 @@ int sbx_store_mount_reap(sbx_store *s, bool full, unsigned *reaped, sbx_error *e
         return err->code;
     sbx__mount_src *all = NULL;
     size_t nall = 0;
+    bool incomplete = false;
     int rc = 0;
-    if (n && full && sbx__mount_sources("sbx-", true, &all, &nall) < 0)
+    if (n && full && sbx__mount_sources("sbx-", true, &all, &nall, &incomplete) < 0)
         rc = sbx_error_set(err, SBX_ENOMEM, "check mounts: out of memory");
+    /* a namespace that could not be read may hold any of them: then only
+     * the other rules apply */
+    if (incomplete) {
+        sbx__log(s->ctx, SBX_LOG_WARN, "check mounts: some processes' mount namespaces could "
+                 "not be read; mounts are kept unless unfinished or from another boot");
+        full = false;
+    }
     for (size_t i = 0; rc == 0 && i < n; i++) {
         sbx_mount_entry *e = &v[i];
         int fd = -1;

@@ -276,13 +276,17 @@ SBX_API int sbx_store_mount_reap(sbx_store *s, bool full, unsigned *reaped, sbx_
 typedef struct sbx_image_usage {
     /* stored bytes (blobs, zstd layers) of everything the manifest reaches */
     uint64_t total_bytes;
-    /* of those, the bytes no other named image reaches (builder step
-     * images, "cache:" names, do not count as other images): what removing
-     * this image alone would free, the billing basis of a snapshot */
+    /* of those, the bytes no other name reaches (builder step images,
+     * "cache:" names, do not count): what removing this name alone would
+     * free, the billing basis of a snapshot.  A snapshot that changed
+     * nothing (its parent's digest under a new name) costs 0. */
     uint64_t size_bytes;
 } sbx_image_usage;
-SBX_API int sbx_store_image_usage(sbx_store *s, const char *digest, sbx_image_usage *out,
-                                  sbx_error *err);
+/* The usage of manifest digest as the name `name` holds it (other names,
+ * of any digest, count as others); NULL: of the image itself (only names of
+ * other digests count as others). */
+SBX_API int sbx_store_image_usage(sbx_store *s, const char *digest, const char *name,
+                                  sbx_image_usage *out, sbx_error *err);
 
 /* ---- gc, fsck, df ------------------------------------------------------- */
 

@@ -7,6 +7,7 @@
 # dir is shared by the next snapshots and removed by gc once unused.
 set -euo pipefail
 source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
+b_private_mounts "$0" "$@"
 b_init
 field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 

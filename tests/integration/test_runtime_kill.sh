@@ -7,6 +7,7 @@
 #  - commit killed at random points while it captures a 30 MB change.
 set -euo pipefail
 source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
+b_private_mounts "$0" "$@"
 b_init
 command -v strace >/dev/null || b_die "missing strace (scripts/deps.sh)"
 

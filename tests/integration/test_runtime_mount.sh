@@ -7,6 +7,7 @@
 # unpack each layer once.
 set -euo pipefail
 source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
+b_private_mounts "$0" "$@"
 b_init
 
 # listing ROOT: every entry with owner, mode, type, size and mtime (ns),
@@ -143,6 +144,49 @@ sbx umount "$T/f1"
 ! grep -q " $T/f1 " /proc/self/mountinfo || b_die "umount left the overlay"
 sbx umount "$T/f2"
 b_pass "umount refuses a busy mount (nothing lost), then unmounts"
+
+# ---- umount refuses a mount still in use elsewhere ----
+sbx mount rt:base "$T/u1" >/dev/null
+mkdir -p "$T/bundle-root" && mount --bind "$T/u1" "$T/bundle-root"
+if sbx umount "$T/u1" 2>"$T/err"; then b_die "unmounted a mount that is bind-mounted elsewhere"; fi
+grep -q "also mounted elsewhere" "$T/err" || b_die "bind-mount refusal unclear: $(cat "$T/err")"
+umount "$T/bundle-root"
+# a container: a mount namespace whose root it is (pivot_root into it)
+unshare -m --propagation private sh -c "cd '$T/u1' && mkdir -p .oldroot && pivot_root . .oldroot && exec /bin/sleep 60" &
+holder=$!
+for _ in $(seq 1 100); do grep -q "^[0-9]* [0-9]* [0-9:]* / / .* - overlay sbx-" "/proc/$holder/mountinfo" 2>/dev/null && break; sleep 0.05; done
+grep -q "^[0-9]* [0-9]* [0-9:]* / / .* - overlay sbx-" "/proc/$holder/mountinfo" || b_die "the container never had the mount as its root"
+if sbx umount "$T/u1" 2>"$T/err"; then b_die "unmounted the root of a running container"; fi
+grep -q "also mounted elsewhere" "$T/err" || b_die "container refusal unclear: $(cat "$T/err")"
+[[ -d $T/u1/bin ]] || b_die "a refused umount changed the mount"
+kill "$holder" && wait "$holder" 2>/dev/null || true
+# a namespace that only holds a copy (any unshare -m made meanwhile) does not block it
+unshare -m --propagation private sleep 60 &
+holder=$!
+for _ in $(seq 1 50); do grep -q "sbx-" "/proc/$holder/mountinfo" 2>/dev/null && break; sleep 0.05; done
+sbx umount "$T/u1" || b_die "a copy in an idle mount namespace blocked umount"
+kill "$holder" && wait "$holder" 2>/dev/null || true
+b_pass "umount refuses (changing nothing) while a bind mount or a container's root has the mount; a mere copy does not block it"
+
+# ---- a sandbox swapping a dir for a symlink during the capture gets no host files ----
+sbx mount rt:base "$T/sw" >/dev/null
+mkdir "$T/sw/d" && echo mine >"$T/sw/d/f"
+# the capture lists d's xattrs (its 3rd llistxattr: the root's takes 2), stalls
+# there, and d becomes a symlink to /etc before it is opened
+strace -f -qq -o "$T/sw.trace" -e trace=llistxattr -e inject=llistxattr:delay_exit=1500000:when=3 \
+    "$SBX_BIN" --store "$STORE" commit --tag rt:swap "$T/sw" >"$T/sw.out" 2>"$T/sw.err" &
+tracer=$!
+for _ in $(seq 1 100); do (($(grep -c 'llistxattr(' "$T/sw.trace" 2>/dev/null || echo 0) >= 3)) && break; sleep 0.05; done
+mv "$T/sw/d" "$T/sw/d.old" && ln -s /etc "$T/sw/d"
+if wait "$tracer"; then
+    sbx mount rt:swap "$T/sw2" >/dev/null
+    ls -la "$T/sw2/d.old" >&2
+    b_die "the commit went on although d became a symlink to /etc mid-capture (host files in the snapshot?)"
+fi
+grep -q "changed during the capture" "$T/sw.err" || b_die "swap error unclear: $(cat "$T/sw.err")"
+if sbx inspect rt:swap >/dev/null 2>&1; then b_die "a failed commit named its snapshot"; fi
+sbx umount "$T/sw"
+b_pass "a dir swapped for a symlink to /etc mid-capture fails the commit; nothing of the host is stored"
 
 # ---- gc and fsck with live mounts ----
 sbx rm rt:snap1 >/dev/null

@@ -706,18 +706,29 @@ static void test_image_usage_counts_what_no_other_name_holds(void **state)
     long long shared = ts_sql_int(t, "SELECT stored_size FROM layers WHERE diff_id='%s'", layer);
     long long mine = ts_sql_int(t, "SELECT stored_size FROM layers WHERE diff_id='%s'", own);
     sbx_image_usage u;
-    assert_int_equal(sbx_store_image_usage(t->s, m2, &u, &err), 0);
+    assert_int_equal(sbx_store_image_usage(t->s, m2, "two", &u, &err), 0);
     assert_int_equal(u.total_bytes, shared + mine + strlen(c) + strlen(man));
     assert_int_equal(u.size_bytes, mine + strlen(c) + strlen(man));
+    assert_int_equal(sbx_store_image_usage(t->s, m2, NULL, &u, &err), 0);
+    assert_int_equal(u.size_bytes, mine + strlen(c) + strlen(man));
+    /* a second name of the same image (a snapshot that changed nothing):
+     * removing either frees nothing, so each costs 0; the image itself
+     * still has its own bytes */
+    assert_int_equal(sbx_store_name_set(t->s, "snapshot:two", m2, &err), 0);
+    assert_int_equal(sbx_store_image_usage(t->s, m2, "snapshot:two", &u, &err), 0);
+    assert_int_equal(u.size_bytes, 0);
+    assert_int_equal(sbx_store_image_usage(t->s, m2, NULL, &u, &err), 0);
+    assert_int_equal(u.size_bytes, mine + strlen(c) + strlen(man));
+    assert_int_equal(sbx_store_name_remove(t->s, "snapshot:two", &err), 0);
     /* "one" gone: two alone holds the shared layer, and pays for it */
     assert_int_equal(sbx_store_name_remove(t->s, "one", &err), 0);
-    assert_int_equal(sbx_store_image_usage(t->s, m2, &u, &err), 0);
+    assert_int_equal(sbx_store_image_usage(t->s, m2, "two", &u, &err), 0);
     assert_int_equal(u.size_bytes, u.total_bytes);
     /* builder step images are not other images */
     assert_int_equal(sbx_store_name_set(t->s, "cache:sha256:ab", m1, &err), 0);
-    assert_int_equal(sbx_store_image_usage(t->s, m2, &u, &err), 0);
+    assert_int_equal(sbx_store_image_usage(t->s, m2, "two", &u, &err), 0);
     assert_int_equal(u.size_bytes, u.total_bytes);
-    assert_int_equal(sbx_store_image_usage(t->s, "nope", &u, &err), SBX_EINVAL);
+    assert_int_equal(sbx_store_image_usage(t->s, "nope", NULL, &u, &err), SBX_EINVAL);
     free(man);
 }
 

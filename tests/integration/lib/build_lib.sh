@@ -42,6 +42,16 @@ b_init() {
 
 sbx() { "$SBX_BIN" --store "$STORE" "$@"; }
 
+# b_private_mounts "$0" "$@" (first thing in a script that mounts): run the
+# script in a mount namespace of its own, so its mounts are not copied into
+# the namespaces other tests make meanwhile (and theirs not into its).
+b_private_mounts() {
+    if [[ -z ${SBX_TEST_MNTNS:-} ]]; then
+        export SBX_TEST_MNTNS=1
+        exec unshare -m --propagation private -- bash "$@"
+    fi
+}
+
 # b_busybox_rootfs DIR
 b_busybox_rootfs() {
     local d=$1 a
