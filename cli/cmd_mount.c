@@ -12,7 +12,7 @@
 #include "sbx/rootfs.h"
 
 static const char MOUNT_USAGE[] =
-    "usage: sbx-image mount [--read-only] [--platform P] [--json] IMAGE DIR\n"
+    "usage: sbx-image mount [--read-only] [--no-mount] [--platform P] [--json] IMAGE DIR\n"
     "\n"
     "Make DIR the root filesystem of IMAGE for a sandbox: an overlay of the store's\n"
     "cached unpacked layers (each unpacked once, then shared by every mount) and a\n"
@@ -27,11 +27,16 @@ static const char MOUNT_USAGE[] =
     "\n"
     "options:\n"
     "  --read-only        no upper directory: the image as it is, mounted read-only\n"
+    "  --no-mount         record the mount but let the runtime mount it, in its own\n"
+    "                     mount namespace, as --json's type, source and options say\n"
+    "                     (keep the source: gc knows the mount by it).  Lives until\n"
+    "                     umount or a reboot, mounted or not; DIR need not exist\n"
     "  --platform OS/ARCH[/VARIANT]  the entry to use when IMAGE names an index\n"
-    "  --json             print {id, image, digest, dir, lowers, upper, work, layers,\n"
-    "                     flattened}: what the overlay is made of (lowers top-most\n"
-    "                     first).  Give a runtime DIR as its root (or bind-mount it);\n"
-    "                     never a second overlay on the same upper\n"
+    "  --json             print {id, image, digest, dir, type, source, options,\n"
+    "                     lowers, upper, work, layers, flattened}: the overlay (lowers\n"
+    "                     top-most first).  Give a runtime DIR as its root (or bind-\n"
+    "                     mount it), or with --no-mount the mount itself; never a\n"
+    "                     second overlay on the same upper\n"
     "  --store DIR        store to use\n"
     "  -v, --verbose      debug messages on stderr\n"
     "\n"
@@ -61,12 +66,13 @@ static const char MOUNTS_USAGE[] =
     "usage: sbx-image mounts [--json]\n"
     "\n"
     "List the store's mounts: ID, IMAGE (as it was named), DIGEST (12 hex digits),\n"
-    "CREATED (UTC), DIR, and MODE (rw, ro; \"new\" for one not finished: being made,\n"
-    "or left by a killed mount for the next command to remove).\n"
+    "CREATED (UTC), DIR, and MODE (rw, ro; \"ext\" for one the runtime mounts,\n"
+    "--no-mount; \"new\" for one not finished: being made, or left by a killed\n"
+    "mount for the next command to remove).\n"
     "\n"
     "options:\n"
     "  --json             print [{id, image, digest, dir, created, read_only, ready,\n"
-    "                     upper}] (created in unix seconds)\n"
+    "                     external, upper}] (created in unix seconds)\n"
     "  --store DIR        store to use\n"
     "  -v, --verbose      debug messages on stderr\n";
 
@@ -148,6 +154,7 @@ static int mount_opt(void *ud, int c, const char *arg)
     switch (c) {
     case 'r': m->o.read_only = true; return 0;
     case 'p': m->o.platform = arg; return 0;
+    case 'n': m->o.no_mount = true; return 0;
     default: return -1;
     }
 }
@@ -163,9 +170,10 @@ static json_t *strv_json(char **v, size_t n)
 int cmd_mount(sbx_cli *cli, int argc, char **argv)
 {
     static const struct option extra[] = {{"read-only", no_argument, NULL, 'r'},
-                                          {"platform", required_argument, NULL, 'p'}};
+                                          {"platform", required_argument, NULL, 'p'},
+                                          {"no-mount", no_argument, NULL, 'n'}};
     struct mount_opts m = {SBX_MOUNT_OPTIONS_INIT};
-    int r = parse(cli, "mount", MOUNT_USAGE, extra, 2, mount_opt, &m, argc, argv, 2,
+    int r = parse(cli, "mount", MOUNT_USAGE, extra, 3, mount_opt, &m, argc, argv, 2,
                   "IMAGE and DIR");
     if (r < 0)
         return -r - 1;
@@ -183,11 +191,13 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
     int rc = CLI_EXIT_OK;
     if (cli->json)
         rc = cli_print_json(
-            stdout, json_pack("{s:s, s:s, s:s, s:s, s:o, s:s?, s:s?, s:I, s:b}", "id", res.id,
-                              "image", image, "digest", res.digest, "dir", res.dir, "lowers",
-                              strv_json(res.lowers, res.nlowers), "upper", res.upper, "work",
-                              res.work, "layers", (json_int_t)res.layers, "flattened",
-                              res.flattened));
+            stdout, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:s?, s:s?, s:I, s:b, "
+                              "s:b}", "id", res.id, "image", image, "digest", res.digest, "dir",
+                              res.dir, "type", "overlay", "source", res.source, "options",
+                              res.options, "lowers", strv_json(res.lowers, res.nlowers),
+                              "upper", res.upper, "work", res.work, "layers",
+                              (json_int_t)res.layers, "flattened", res.flattened, "mounted",
+                              !m.o.no_mount));
     else
         printf("%s\n", res.id);
     sbx_mount_result_clear(&res);
@@ -248,10 +258,11 @@ int cmd_mounts(sbx_cli *cli, int argc, char **argv)
             if (upper)
                 sprintf(upper, "%s/u", v[i].path);
             json_array_append_new(
-                arr, json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:b, s:s?}", "id", v[i].id,
+                arr, json_pack("{s:s, s:s, s:s, s:s, s:I, s:b, s:b, s:b, s:s?}", "id", v[i].id,
                                "image", v[i].image, "digest", v[i].digest, "dir", v[i].dir,
                                "created", (json_int_t)v[i].created, "read_only",
-                               v[i].read_only, "ready", v[i].ready, "upper", upper));
+                               v[i].read_only, "ready", v[i].ready, "external", v[i].external,
+                               "upper", upper));
             free(upper);
             continue;
         }
@@ -261,7 +272,8 @@ int cmd_mounts(sbx_cli *cli, int argc, char **argv)
         gmtime_r(&t, &tm);
         strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
         printf("%-12s  %-24s  %-12.12s  %s  %-4s  %s\n", v[i].id, v[i].image, v[i].digest + 7,
-               when, !v[i].ready ? "new" : v[i].read_only ? "ro" : "rw", v[i].dir);
+               when, !v[i].ready ? "new" : v[i].external ? "ext" : v[i].read_only ? "ro" : "rw",
+               v[i].dir);
     }
     sbx_mount_entries_free(v, n);
     return arr ? cli_print_json(stdout, arr) : CLI_EXIT_OK;

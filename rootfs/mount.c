@@ -21,6 +21,7 @@
  * cached by the chain of layers it holds; see docs/runtime.md. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -37,6 +38,7 @@ void sbx_mount_result_clear(sbx_mount_result *r)
     free(r->dir);
     free(r->upper);
     free(r->work);
+    free(r->options);
     rfs_strv_free(r->lowers);
     memset(r, 0, sizeof *r);
 }
@@ -71,6 +73,22 @@ static int prepare_dir(char **real, bool *created, const char *dir, sbx_error *e
     if (!(*real = realpath(dir, NULL)))
         return sbx_error_sys(err, SBX_EIO, errno, "mounting: resolving '%s'", dir);
     return 0;
+}
+
+/* For a runtime's mount: dir as an absolute path (it need not exist). */
+static int absolute(char **out, const char *dir, sbx_error *err)
+{
+    *out = realpath(dir, NULL);
+    if (*out)
+        return 0;
+    char cwd[PATH_MAX];
+    if (dir[0] == '/')
+        *out = strdup(dir);
+    else if (getcwd(cwd, sizeof cwd))
+        *out = sbx__strdup_printf("%s/%s", cwd, dir);
+    else
+        return sbx_error_sys(err, SBX_EIO, errno, "mounting: resolving '%s'", dir);
+    return *out ? 0 : sbx_error_set(err, SBX_ENOMEM, "mounting: out of memory");
 }
 
 /* ---- the overlay ------------------------------------------------------------- */
@@ -157,6 +175,25 @@ static int link_lowers(const char *mpath, char **lowers, size_t *n, bool read_on
     return 0;
 }
 
+/* The options a runtime mounts the overlay with: absolute paths to the
+ * lower links, so they fit one page for up to about 100 layers. */
+static int runtime_options(char **out, const char *mpath, size_t nlinks, bool read_only,
+                           sbx_error *err)
+{
+    size_t cap = 256 + nlinks * (strlen(mpath) + 16) + 2 * strlen(mpath);
+    char *o = malloc(cap);
+    if (!o)
+        return sbx_error_set(err, SBX_ENOMEM, "mounting: out of memory");
+    size_t len = (size_t)snprintf(o, cap, "lowerdir=");
+    for (size_t i = 0; i < nlinks; i++)
+        len += (size_t)snprintf(o + len, cap - len, "%s%s/l/%zu", i ? ":" : "", mpath, i);
+    if (!read_only)
+        len += (size_t)snprintf(o + len, cap - len, ",upperdir=%s/u,workdir=%s/w", mpath, mpath);
+    snprintf(o + len, cap - len, ",index=off,metacopy=off,redirect_dir=off");
+    *out = o;
+    return 0;
+}
+
 /* lowers: the n real lower dirs; nlinks >= n counts the empty one too. */
 /* overlayfs shows the upper dir's own owner, mode and times for the root:
  * give it the image's (the top-most lower's root, as a merge would). */
@@ -228,19 +265,36 @@ static int mount_image(sbx_mount_result *out, sbx_store *s, const char *image, c
         (r = upper_like_image_root(mpath, nlowers ? lowers[0] : NULL, err)) < 0)
         goto out;
     sbx__progress(ctx, "rootfs", "mount", 0, 0);
-    if ((r = do_mount(mpath, sbx_store_mount_id(m), dir, nlinks, o->read_only, err)) < 0)
+    if (o->no_mount)
+        r = sbx_store_mount_set_external(m, err);
+    else
+        r = do_mount(mpath, sbx_store_mount_id(m), dir, nlinks, o->read_only, err);
+    if (r < 0)
         goto out;
+    snprintf(out->source, sizeof out->source, "sbx-%s", sbx_store_mount_id(m));
+    if ((r = runtime_options(&out->options, mpath, nlinks, o->read_only, err)) < 0) {
+        if (!o->no_mount)
+            umount2(dir, MNT_DETACH);
+        goto out;
+    }
     if ((r = fill_result(out, img, sbx_store_mount_id(m), mpath, dir, lowers, nlowers, nlinks,
                          o->read_only, err)) < 0 ||
         (r = sbx__check_cancel(ctx, err)) < 0) {
-        umount2(dir, MNT_DETACH);
+        if (!o->no_mount)
+            umount2(dir, MNT_DETACH);
         goto out;
     }
     out->flattened = flat[0] != '\0';
+    if (o->no_mount && strlen(out->options) > 4000) {
+        r = sbx_error_set(err, SBX_ELIMIT, "mounting: %zu lower layers do not fit in one page "
+                          "of mount options for a runtime; mount it on the host instead", nlinks);
+        goto out;
+    }
     r = sbx_store_mount_ready(m, err);
     m = NULL;
     if (r < 0) {
-        umount2(dir, MNT_DETACH); /* the record stays unfinished: the reaper takes it */
+        if (!o->no_mount)
+            umount2(dir, MNT_DETACH); /* the record stays unfinished: the reaper takes it */
         goto out;
     }
     sbx_error te = SBX_ERROR_INIT;
@@ -266,7 +320,7 @@ int sbx_rootfs_mount(sbx_mount_result *out, sbx_store *s, const char *image, con
         return sbx_error_set(err, SBX_EINVAL, "mounting: an image and a directory are needed");
     _cleanup_free_ char *real = NULL;
     bool created = false;
-    int r = prepare_dir(&real, &created, dir, err);
+    int r = o->no_mount ? absolute(&real, dir, err) : prepare_dir(&real, &created, dir, err);
     if (r == 0)
         r = mount_image(out, s, image, real, o, ctx, err);
     if (r < 0) {
@@ -287,8 +341,8 @@ int sbx_rootfs_mount(sbx_mount_result *out, sbx_store *s, const char *image, con
  * pivot_root).  Other namespaces that merely hold a copy at some path (any
  * `unshare -m` made while the mount existed copies every mount) do not
  * count: they would block every umount, and nothing runs in them. */
-static int where_mounted(const char *id, const char *dir, bool *here, bool *elsewhere,
-                         sbx_error *err)
+static int where_mounted(const char *id, const char *dir, bool external, bool *here,
+                         bool *elsewhere, sbx_error *err)
 {
     char src[32];
     snprintf(src, sizeof src, "sbx-%s", id);
@@ -300,10 +354,10 @@ static int where_mounted(const char *id, const char *dir, bool *here, bool *else
     for (size_t i = 0; i < n; i++) {
         if (strcmp(v[i].source, src) != 0)
             continue;
-        if (!v[i].other_ns && !strcmp(v[i].mountpoint, dir) && !*here)
+        if (!external && !v[i].other_ns && !strcmp(v[i].mountpoint, dir) && !*here)
             *here = true;
-        else if (!v[i].other_ns || !strcmp(v[i].mountpoint, "/"))
-            *elsewhere = true;
+        else if (external || !v[i].other_ns || !strcmp(v[i].mountpoint, "/"))
+            *elsewhere = true; /* a runtime's own mount of it is always a use */
     }
     sbx__mount_srcs_free(v, n);
     return 0;
@@ -319,7 +373,7 @@ int sbx_rootfs_umount(sbx_store *s, const char *id_or_dir, sbx_ctx *ctx, sbx_err
     r = sbx_store_mount_lock(&lock, s, e.id, ctx, err);
     bool here = false, elsewhere = false;
     if (r == 0)
-        r = where_mounted(e.id, e.dir, &here, &elsewhere, err);
+        r = where_mounted(e.id, e.dir, e.external, &here, &elsewhere, err);
     /* Still mounted anywhere but here (a runtime's container, a bind mount):
      * refused, or the upper would be removed under a live sandbox.  Here, a
      * busy mount (a process still in it) is an error too, never a lazy

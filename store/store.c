@@ -54,12 +54,13 @@
 #include "store_internal.h"
 
 /* A mount's record (store_mounts.c): state 0 while its maker works, 1 once
- * made; flat names the flattened lower it uses (or ""). */
+ * made; flat names the flattened lower it uses (or ""); external: the
+ * runtime mounts the overlay, not sbx-image. */
 #define MOUNTS_SCHEMA                                                                       \
     "CREATE TABLE IF NOT EXISTS mounts(id TEXT PRIMARY KEY, image TEXT NOT NULL,"           \
     " digest TEXT NOT NULL, dir TEXT NOT NULL, created INTEGER NOT NULL,"                   \
     " boot_id TEXT NOT NULL, read_only INTEGER NOT NULL, state INTEGER NOT NULL,"           \
-    " flat TEXT NOT NULL DEFAULT '');"
+    " flat TEXT NOT NULL DEFAULT '', external INTEGER NOT NULL DEFAULT 0);"
 
 static const char *const SCHEMA =
     "CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
@@ -83,16 +84,19 @@ static const char *const SCHEMA =
     "CREATE TABLE IF NOT EXISTS lease_refs(lease INTEGER NOT NULL, digest TEXT NOT NULL,"
     " PRIMARY KEY(lease, digest));"
     MOUNTS_SCHEMA
-    "PRAGMA user_version=2;";
+    "PRAGMA user_version=3;";
 
-/* Version 1 had neither name expiry nor mounts.  The columns may be there
+/* Version 1 had neither name expiry nor mounts, version 2 no external
+ * mounts.  The columns may be there
  * already (a version 1 binary opened a version 2 store and set the version
  * back): they are added only when missing. */
 static const char *const MIGRATE_1_2_EXPIRES =
     "ALTER TABLE names ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;";
 static const char *const MIGRATE_1_2_TTL =
     "ALTER TABLE names ADD COLUMN ttl INTEGER NOT NULL DEFAULT 0;";
-static const char *const MIGRATE_1_2 = MOUNTS_SCHEMA "PRAGMA user_version=2;";
+static const char *const MIGRATE_TO_3 = MOUNTS_SCHEMA "PRAGMA user_version=3;";
+static const char *const MIGRATE_2_3_EXTERNAL =
+    "ALTER TABLE mounts ADD COLUMN external INTEGER NOT NULL DEFAULT 0;";
 
 static int has_column(sbx_store *s, const char *table, const char *column)
 {
@@ -102,13 +106,19 @@ static int has_column(sbx_store *s, const char *table, const char *column)
     return sbx_store__exists(s, sql, column, &ignore) == 1;
 }
 
-static int migrate_1_2(sbx_store *s, sbx_error *err)
+/* From version 1 or 2 (or one an older binary set back to it). */
+static int migrate_to_3(sbx_store *s, sbx_error *err)
 {
     if (!has_column(s, "names", "expires") && sbx_store__exec(s, MIGRATE_1_2_EXPIRES, err) < 0)
         return err->code;
     if (!has_column(s, "names", "ttl") && sbx_store__exec(s, MIGRATE_1_2_TTL, err) < 0)
         return err->code;
-    return sbx_store__exec(s, MIGRATE_1_2, err);
+    if (sbx_store__exists(s, "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                          "mounts", err) == 1 &&
+        !has_column(s, "mounts", "external") &&
+        sbx_store__exec(s, MIGRATE_2_3_EXTERNAL, err) < 0)
+        return err->code;
+    return sbx_store__exec(s, MIGRATE_TO_3, err);
 }
 
 static const char *const SUBDIRS[] = {"blobs", "blobs/sha256", "layers", "layers/sha256",
@@ -502,7 +512,7 @@ static int open_db(sbx_store *s, sbx_error *err)
         sqlite3_step(vst) == SQLITE_ROW)
         version = sqlite3_column_int(vst, 0);
     sqlite3_finalize(vst);
-    if (version == 2)
+    if (version == 3)
         return sbx_store__exec(s, PRAGMAS, err);
     /* Schema and journal mode under the exclusive lock: two first opens at
      * once would otherwise race on the WAL switch. */
@@ -520,13 +530,13 @@ static int open_db(sbx_store *s, sbx_error *err)
             sqlite3_step(vst) == SQLITE_ROW)
             version = sqlite3_column_int(vst, 0);
         sqlite3_finalize(vst);
-        if (version == 1)
-            rc = migrate_1_2(s, err);
+        if (version == 1 || version == 2)
+            rc = migrate_to_3(s, err);
         else if (version == 0)
             rc = sbx_store__exec(s, SCHEMA, err);
-        else if (version != 2)
+        else if (version != 3)
             rc = sbx_error_set(err, SBX_EUNSUPPORTED, "metadata version %d is newer than this "
-                               "sbx-image knows (2)", version);
+                               "sbx-image knows (3)", version);
     }
     if (rc == 0)
         rc = sbx_store__commit(s, err);

@@ -149,6 +149,12 @@ int sbx_store_mount_set_flat(sbx_store_mount *m, const char *flat, sbx_error *er
     return set_column(m->s, "UPDATE mounts SET flat=?1 WHERE id=?2", m->id, flat, err);
 }
 
+int sbx_store_mount_set_external(sbx_store_mount *m, sbx_error *err)
+{
+    return set_column(m->s, "UPDATE mounts SET external=1 WHERE id=?2 AND ?1 IS NOT NULL", m->id,
+                      "", err);
+}
+
 int sbx_store_mount_ready(sbx_store_mount *m, sbx_error *err)
 {
     int rc = set_column(m->s, "UPDATE mounts SET state=1 WHERE id=?2 AND ?1 IS NOT NULL", m->id,
@@ -222,7 +228,8 @@ void sbx_mount_entries_free(sbx_mount_entry *v, size_t n)
 }
 
 static const char *const SELECT_MOUNT =
-    "SELECT id, image, digest, dir, created, boot_id, read_only, state, flat FROM mounts";
+    "SELECT id, image, digest, dir, created, boot_id, read_only, state, flat, external"
+    " FROM mounts";
 
 static int row_to_entry(sbx_store *s, sqlite3_stmt *st, sbx_mount_entry *e, sbx_error *err)
 {
@@ -236,6 +243,7 @@ static int row_to_entry(sbx_store *s, sqlite3_stmt *st, sbx_mount_entry *e, sbx_
     e->read_only = sqlite3_column_int(st, 6) != 0;
     e->ready = sqlite3_column_int(st, 7) == 1;
     e->flat = strdup((const char *)sqlite3_column_text(st, 8));
+    e->external = sqlite3_column_int(st, 9) != 0;
     e->path = sbx__strdup_printf("%s/mounts/%s", s->root, e->id);
     if (!e->image || !e->dir || !e->path || !e->flat) {
         sbx_mount_entry_clear(e);
@@ -401,8 +409,10 @@ int sbx_store_mount_reap(sbx_store *s, bool full, unsigned *reaped, sbx_error *e
     for (size_t i = 0; rc == 0 && i < n; i++) {
         sbx_mount_entry *e = &v[i];
         int fd = -1;
+        /* an external mount (the runtime mounts it) lives until umount or
+         * a reboot, mounted or not: between a stop and a commit it is not */
         bool dead = !e->ready || strcmp(e->boot_id, boot) != 0 ||
-                    (full && !has_source(all, nall, e->id));
+                    (full && !e->external && !has_source(all, nall, e->id));
         if (!dead || held(s, e->id, &fd))
             continue;
         /* its maker may have finished between the list and the lock */

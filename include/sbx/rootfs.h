@@ -187,8 +187,13 @@ SBX_API int sbx_rootfs_capture(sbx_capture_result *out, sbx_store *s, const char
 typedef struct sbx_mount_options {
     bool read_only;       /* no upper dir: the image as it is, mounted read-only */
     const char *platform; /* "os/arch[/variant]" when IMAGE names an index; NULL: this host's */
+    /* Do not mount: the runtime mounts the overlay itself, as result.type,
+     * result.source and result.options say (at dir, or wherever it wants),
+     * in its own mount namespace.  Such a mount lives until umount or a
+     * reboot, mounted or not.  dir need not exist. */
+    bool no_mount;
 } sbx_mount_options;
-#define SBX_MOUNT_OPTIONS_INIT {false, NULL}
+#define SBX_MOUNT_OPTIONS_INIT {false, NULL, false}
 
 typedef struct sbx_mount_result {
     char id[SBX_MOUNT_ID_BUFSZ];
@@ -200,6 +205,12 @@ typedef struct sbx_mount_result {
     char **lowers;
     size_t nlowers;
     char *upper, *work;
+    /* The mount, as mount(8) or an OCI runtime's mount entry takes it:
+     * type "overlay", source "sbx-<id>" (keep it: it is how gc knows the
+     * mount is in use), options "lowerdir=...,upperdir=...,workdir=...,
+     * index=off,metacopy=off,redirect_dir=off" with absolute paths. */
+    char source[SBX_MOUNT_ID_BUFSZ + 8];
+    char *options;
     size_t layers;  /* the image's layers */
     bool flattened;
 } sbx_mount_result;

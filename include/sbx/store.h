@@ -218,9 +218,10 @@ SBX_API int sbx_store_lease_clear(sbx_store *s, sbx_error *err);
  * links to the lower dirs) with a record naming its image, which gc keeps
  * (with its layers' unpacked dirs) while the record lives.  A record is dead
  * when its maker died before finishing, when it was made in another boot, or
- * (checked by gc) when no mount namespace on the host still has its overlay
- * (source "sbx-<id>") mounted; the reaper unmounts what is left in this
- * namespace and removes it.  See store_mounts.c. */
+ * (checked by gc; not for external ones, which the runtime mounts) when no
+ * mount namespace on the host still has its overlay (source "sbx-<id>")
+ * mounted; the reaper unmounts what is left in this namespace and removes
+ * it.  See store_mounts.c. */
 #define SBX_MOUNT_ID_BUFSZ 16
 typedef struct sbx_store_mount sbx_store_mount;
 
@@ -235,6 +236,7 @@ typedef struct sbx_mount_entry {
     int64_t created;               /* unix seconds */
     bool read_only;
     bool ready;                    /* made completely */
+    bool external;                 /* the runtime mounts it: live until umount or reboot */
 } sbx_mount_entry;
 
 /* Start a mount record (state "being made", held by the returned handle):
@@ -247,6 +249,8 @@ SBX_API const char *sbx_store_mount_id(const sbx_store_mount *m);
 SBX_API const char *sbx_store_mount_path(const sbx_store_mount *m);
 /* Record the flattened lower dir the mount uses (kept by gc meanwhile). */
 SBX_API int sbx_store_mount_set_flat(sbx_store_mount *m, const char *flat, sbx_error *err);
+/* Record that the runtime, not sbx-image, mounts it (see sbx_mount_entry). */
+SBX_API int sbx_store_mount_set_external(sbx_store_mount *m, sbx_error *err);
 /* Mark made and release the handle (freed either way). */
 SBX_API int sbx_store_mount_ready(sbx_store_mount *m, sbx_error *err);
 /* Remove the record and its directory (the caller unmounted it) and free. */

@@ -17,6 +17,22 @@ listing() {
         find . -xdev -type f -exec md5sum {} + | sort)
 }
 mounts_json() { sbx mounts --json; }
+# start_holder PATTERN CMD...: run CMD (in a mount namespace of its own) in
+# the background as $holder, and wait until its mountinfo matches PATTERN.
+start_holder() {
+    local pat=$1
+    shift
+    "$@" &
+    holder=$!
+    for _ in $(seq 1 100); do grep -q "$pat" "/proc/$holder/mountinfo" 2>/dev/null && return 0; sleep 0.05; done
+    b_die "the holder's namespace never matched '$pat'"
+}
+stop_holder() { kill "$holder" && wait "$holder" 2>/dev/null || true; }
+# umount_refused ID|DIR WHAT: umount must fail because the mount is in use elsewhere
+umount_refused() {
+    if sbx umount "$1" 2>"$T/err"; then b_die "unmounted $2"; fi
+    grep -q "also mounted elsewhere" "$T/err" || b_die "refusal for $2 unclear: $(cat "$T/err")"
+}
 field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 
 b_busybox_rootfs "$T/bb"
@@ -148,25 +164,43 @@ b_pass "umount refuses a busy mount (nothing lost), then unmounts"
 # ---- umount refuses a mount still in use elsewhere ----
 sbx mount rt:base "$T/u1" >/dev/null
 mkdir -p "$T/bundle-root" && mount --bind "$T/u1" "$T/bundle-root"
-if sbx umount "$T/u1" 2>"$T/err"; then b_die "unmounted a mount that is bind-mounted elsewhere"; fi
-grep -q "also mounted elsewhere" "$T/err" || b_die "bind-mount refusal unclear: $(cat "$T/err")"
+umount_refused "$T/u1" "a mount that is bind-mounted elsewhere"
 umount "$T/bundle-root"
 # a container: a mount namespace whose root it is (pivot_root into it)
-unshare -m --propagation private sh -c "cd '$T/u1' && mkdir -p .oldroot && pivot_root . .oldroot && exec /bin/sleep 60" &
-holder=$!
-for _ in $(seq 1 100); do grep -q "^[0-9]* [0-9]* [0-9:]* / / .* - overlay sbx-" "/proc/$holder/mountinfo" 2>/dev/null && break; sleep 0.05; done
-grep -q "^[0-9]* [0-9]* [0-9:]* / / .* - overlay sbx-" "/proc/$holder/mountinfo" || b_die "the container never had the mount as its root"
-if sbx umount "$T/u1" 2>"$T/err"; then b_die "unmounted the root of a running container"; fi
-grep -q "also mounted elsewhere" "$T/err" || b_die "container refusal unclear: $(cat "$T/err")"
+start_holder "^[0-9]* [0-9]* [0-9:]* / / .* - overlay sbx-" \
+    unshare -m --propagation private sh -c "cd '$T/u1' && mkdir -p .oldroot && pivot_root . .oldroot && exec /bin/sleep 60"
+umount_refused "$T/u1" "the root of a running container"
 [[ -d $T/u1/bin ]] || b_die "a refused umount changed the mount"
-kill "$holder" && wait "$holder" 2>/dev/null || true
+stop_holder
 # a namespace that only holds a copy (any unshare -m made meanwhile) does not block it
-unshare -m --propagation private sleep 60 &
-holder=$!
-for _ in $(seq 1 50); do grep -q "sbx-" "/proc/$holder/mountinfo" 2>/dev/null && break; sleep 0.05; done
+start_holder "sbx-" unshare -m --propagation private sleep 60
 sbx umount "$T/u1" || b_die "a copy in an idle mount namespace blocked umount"
-kill "$holder" && wait "$holder" 2>/dev/null || true
+stop_holder
 b_pass "umount refuses (changing nothing) while a bind mount or a container's root has the mount; a mere copy does not block it"
+
+# ---- --no-mount: the runtime mounts the overlay itself ----
+sbx mount --no-mount --json rt:base "$T/ext-root" >"$T/ext.json"
+[[ ! -e $T/ext-root ]] || b_die "--no-mount made or mounted its dir"
+ext=$(field id <"$T/ext.json")
+src=$(field source <"$T/ext.json"); opts=$(field options <"$T/ext.json")
+[[ $src == "sbx-$ext" && $(field type <"$T/ext.json") == overlay && $opts == lowerdir=/*upperdir=/*redirect_dir=off ]] ||
+    b_die "--no-mount --json lacks the mount: $(cat "$T/ext.json")"
+sbx mounts | grep -q "^$ext .* ext " || b_die "mounts does not say ext: $(sbx mounts)"
+mkdir -p "$T/ext-root"
+# the runtime, in its own mount namespace, writes and then is stopped
+start_holder " - overlay $src " unshare -m --propagation private sh -c \
+    "mount -t overlay '$src' -o '$opts' '$T/ext-root' && echo from-runtime > '$T/ext-root/by-runtime' && exec sleep 60"
+umount_refused "$ext" "a mount the runtime still has"
+for _ in $(seq 1 100); do [[ -f $(field upper <"$T/ext.json")/by-runtime ]] && break; sleep 0.05; done
+stop_holder
+sbx gc --json >"$T/gc.json" # stopped, not yet committed: it must stay
+[[ $(field mounts_reaped <"$T/gc.json") == 0 ]] || b_die "gc reaped a stopped external mount"
+sbx commit --tag rt:ext "$ext" >/dev/null
+sbx mount rt:ext "$T/ext-check" >/dev/null
+[[ $(cat "$T/ext-check/by-runtime") == from-runtime ]] || b_die "the runtime's write is not in the snapshot"
+sbx umount "$T/ext-check" && sbx umount "$ext"
+! sbx mounts --json | grep -q "$ext" || b_die "umount left the external record"
+b_pass "--no-mount: the runtime mounts type/source/options itself; the record lives through stop and gc, commit captures the runtime's writes"
 
 # ---- a sandbox swapping a dir for a symlink during the capture gets no host files ----
 sbx mount rt:base "$T/sw" >/dev/null
@@ -176,7 +210,11 @@ mkdir "$T/sw/d" && echo mine >"$T/sw/d/f"
 strace -f -qq -o "$T/sw.trace" -e trace=llistxattr -e inject=llistxattr:delay_exit=1500000:when=3 \
     "$SBX_BIN" --store "$STORE" commit --tag rt:swap "$T/sw" >"$T/sw.out" 2>"$T/sw.err" &
 tracer=$!
-for _ in $(seq 1 100); do (($(grep -c 'llistxattr(' "$T/sw.trace" 2>/dev/null || echo 0) >= 3)) && break; sleep 0.05; done
+for _ in $(seq 1 100); do
+    n=$(grep -c 'llistxattr(' "$T/sw.trace" 2>/dev/null || true)
+    ((${n:-0} >= 3)) && break
+    sleep 0.05
+done
 mv "$T/sw/d" "$T/sw/d.old" && ln -s /etc "$T/sw/d"
 if wait "$tracer"; then
     sbx mount rt:swap "$T/sw2" >/dev/null
