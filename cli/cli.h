@@ -93,7 +93,7 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
     X(export, "write an image as an OCI image layout directory")                        \
     X(mount, "mount an image as a sandbox's root filesystem (overlay, instant)")       \
     X(umount, "unmount a mount and drop its writable layer")                            \
-    X(mounts, "list the live mounts")                                                   \
+    X(mounts, "list the store's mounts")                                               \
     X(commit, "snapshot a mount's changes as a new image")                              \
     X(images, "list named images in the store")                                         \
     X(rm, "remove names from the store")                                                \
