@@ -608,6 +608,28 @@ static int pids_limit(unsigned *out, const sbx_build_options *opts, sbx_error *e
     return 0;
 }
 
+static int coalesce(int *lock, build_ctx *c, const char *recipe_digest, sbx_error *err)
+{
+    char name[32];
+    snprintf(name, sizeof name, "build-%.16s", recipe_digest + 7);
+    unsigned wait = c->o ? c->o->wait_timeout_seconds : 0;
+    /* taken within a second: no one else was building it (nothing to say) */
+    unsigned first = 1;
+    int r = sbx_store_lock_named_wait(lock, c->s, name, first, c->ctx, err);
+    if (r == 0 || r != SBX_ETIMEOUT || (wait && wait <= first))
+        return r == SBX_ETIMEOUT
+                   ? sbx_error_set(err, SBX_ETIMEOUT, "another build of recipe %s is still "
+                                   "running after %u s of waiting", recipe_digest, wait)
+                   : r;
+    sbx__log(c->ctx, SBX_LOG_INFO, "another build of this recipe is running: waiting for it");
+    if (sbx_store_lock_named_wait(lock, c->s, name, wait ? wait - first : 0, c->ctx, err) < 0)
+        return err->code == SBX_ETIMEOUT
+                   ? sbx_error_set(err, SBX_ETIMEOUT, "another build of recipe %s is still "
+                                   "running after %u s of waiting", recipe_digest, wait)
+                   : err->code;
+    return 0;
+}
+
 int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
               const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
@@ -650,6 +672,13 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     sbx_store_touch(store, result->base_digest, &te);
     if (b->kind != SBX_BASE_SBX)
         emit_base(&c, b, result->base_digest);
+    /* One build per recipe at a time in a store: a second one waits, then
+     * finds every step the first ran cached (the same digest, no step run
+     * twice).  The lock dies with its holder, so a killed builder's waiter
+     * takes over from the last step it cached. */
+    _cleanup_close_ int lock = -1;
+    if (coalesce(&lock, &c, result->recipe_digest, err) < 0)
+        return err->code;
     return build_steps(&c, result->recipe_digest, err);
 }
 

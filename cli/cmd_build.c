@@ -38,6 +38,9 @@ static void usage(FILE *f)
           "                      managers work)\n"
           "  --timeout SECONDS   per-step time limit (default: $SBX_BUILD_TIMEOUT, else\n"
           "                      3600)\n"
+          "  --wait-timeout SECONDS  concurrent builds of one recipe in a store run once:\n"
+          "                      this one waits for a running one (then finds its steps\n"
+          "                      cached) at most this long (default: no limit)\n"
           "  --pids-limit N|max  processes and threads a step may have at once (crun,\n"
           "                      runc; default: $SBX_BUILD_PIDS_LIMIT, else 4096)\n"
           "  --base-suite S      Debian suite of base: sbx (default: $SBX_BASE_SUITE, else\n"
@@ -257,7 +260,7 @@ static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
 int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
-           O_SUITE, O_VARIANT, O_MIRROR };
+           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT };
     static const struct option longopts[] = {
         {"context", required_argument, NULL, O_CONTEXT},
         {"tag", required_argument, NULL, O_TAG},
@@ -266,6 +269,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"runtime", required_argument, NULL, O_RUNTIME},
         {"network", required_argument, NULL, O_NETWORK},
         {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"wait-timeout", required_argument, NULL, O_WAIT},
         {"pids-limit", required_argument, NULL, O_PIDS},
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
@@ -314,6 +318,15 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
                 return cli_usage_error("build", "--timeout needs a positive number of seconds, "
                                                 "not '%s'", optarg);
             bo.timeout_seconds = (unsigned)v;
+            break;
+        }
+        case O_WAIT: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v <= 0 || v > INT_MAX)
+                return cli_usage_error("build", "--wait-timeout needs a positive number of "
+                                                "seconds, not '%s'", optarg);
+            bo.wait_timeout_seconds = (unsigned)v;
             break;
         }
         case O_PIDS: {

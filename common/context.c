@@ -112,6 +112,12 @@ int sbx__check_cancel(const sbx_ctx *c, sbx_error *err)
 
 int sbx__flock_wait(int fd, int op, const sbx_ctx *c, sbx_error *err)
 {
+    return sbx__flock_wait_until(fd, op, c, 0, err);
+}
+
+int sbx__flock_wait_until(int fd, int op, const sbx_ctx *c, uint64_t deadline_ns,
+                          sbx_error *err)
+{
     /* flock cannot wait on a second fd: try, and sleep on the cancel fd
      * between tries (a held lock is a running build: 50 ms is nothing). */
     for (;;) {
@@ -121,6 +127,8 @@ int sbx__flock_wait(int fd, int op, const sbx_ctx *c, sbx_error *err)
             return sbx_error_sys(err, SBX_EIO, errno, "flock");
         if (sbx__check_cancel(c, err) < 0)
             return err->code;
+        if (deadline_ns && sbx__now_monotonic_ns() >= deadline_ns)
+            return sbx_error_set(err, SBX_ETIMEOUT, "gave up waiting for a lock");
         struct pollfd p = {sbx__ctx_cancel_fd(c), POLLIN, 0};
         poll(&p, 1, 50);
     }

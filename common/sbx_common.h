@@ -119,6 +119,10 @@ int sbx__ctx_cancel_fd(const sbx_ctx *ctx);
 /* flock(fd, op) (LOCK_EX or LOCK_SH), waiting until it is granted or ctx
  * is cancelled (SBX_ECANCELED); other failures SBX_EIO. */
 int sbx__flock_wait(int fd, int op, const sbx_ctx *ctx, sbx_error *err);
+/* The same, giving up with SBX_ETIMEOUT at deadline_ns (CLOCK_MONOTONIC,
+ * sbx__now_monotonic_ns; 0: never). */
+int sbx__flock_wait_until(int fd, int op, const sbx_ctx *ctx, uint64_t deadline_ns,
+                          sbx_error *err);
 
 /* ---- strings ------------------------------------------------------------- */
 /* asprintf that aborts nothing: returns NULL on ENOMEM. */

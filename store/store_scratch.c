@@ -372,6 +372,12 @@ void sbx_store__clean_tmp(sbx_store *s)
 int sbx_store_lock_named(int *fd_out, sbx_store *s, const char *name, sbx_ctx *ctx,
                          sbx_error *err)
 {
+    return sbx_store_lock_named_wait(fd_out, s, name, 0, ctx, err);
+}
+
+int sbx_store_lock_named_wait(int *fd_out, sbx_store *s, const char *name,
+                              unsigned timeout_seconds, sbx_ctx *ctx, sbx_error *err)
+{
     *fd_out = -1;
     for (const char *p = name; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
@@ -381,7 +387,10 @@ int sbx_store_lock_named(int *fd_out, sbx_store *s, const char *name, sbx_ctx *c
     int fd = openat(s->root_fd, rel, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return sbx_store__io_err(s, err, errno, "open lock");
-    if (sbx__flock_wait(fd, LOCK_EX, ctx, err) < 0) {
+    uint64_t deadline = timeout_seconds
+                            ? sbx__now_monotonic_ns() + (uint64_t)timeout_seconds * 1000000000ull
+                            : 0;
+    if (sbx__flock_wait_until(fd, LOCK_EX, ctx, deadline, err) < 0) {
         close(fd);
         return sbx_error_wrap(err, "waiting for the lock '%s'", name);
     }

@@ -73,13 +73,18 @@ typedef struct sbx_build_options {
      * runs its own kernel).  0: $SBX_BUILD_PIDS_LIMIT ("max" or a number),
      * else SBX_BUILD_PIDS_DEFAULT; SBX_PIDS_UNLIMITED: no limit. */
     unsigned pids_limit;
+    /* Concurrent builds of one recipe (same recipe digest, any process or
+     * thread, one store) run once: the others wait for it, then find its
+     * steps cached.  Seconds a build waits for another one of the same
+     * recipe before it gives up with SBX_ETIMEOUT; 0: no limit. */
+    unsigned wait_timeout_seconds;
 } sbx_build_options;
 
 #define SBX_BUILD_PIDS_DEFAULT 4096u
 #define SBX_PIDS_UNLIMITED (~0u)
 
 #define SBX_BUILD_OPTIONS_INIT \
-    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0}
+    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0}
 
 #define SBX_BUILD_TAIL_LINES 20
 

@@ -388,6 +388,9 @@ SBX_API int sbx_store_scratch_reap(sbx_store *s, const char *kind, sbx_scratch_r
  * *fd_out is closed.  SBX_ECANCELED when ctx is cancelled while waiting. */
 SBX_API int sbx_store_lock_named(int *fd_out, sbx_store *s, const char *name, sbx_ctx *ctx,
                                  sbx_error *err);
+/* The same, giving up after timeout_seconds (0: never) with SBX_ETIMEOUT. */
+SBX_API int sbx_store_lock_named_wait(int *fd_out, sbx_store *s, const char *name,
+                                      unsigned timeout_seconds, sbx_ctx *ctx, sbx_error *err);
 
 #ifdef __cplusplus
 }
