@@ -311,22 +311,15 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
                 return cli_usage_error("build", "--network must be host or none, not '%s'",
                                        optarg);
             break;
-        case O_TIMEOUT: {
-            char *end;
-            long v = strtol(optarg, &end, 10);
-            if (*end || v <= 0 || v > INT_MAX)
-                return cli_usage_error("build", "--timeout needs a positive number of seconds, "
-                                                "not '%s'", optarg);
-            bo.timeout_seconds = (unsigned)v;
-            break;
-        }
+        case O_TIMEOUT:
         case O_WAIT: {
+            const char *name = c == O_TIMEOUT ? "--timeout" : "--wait-timeout";
             char *end;
             long v = strtol(optarg, &end, 10);
             if (*end || v <= 0 || v > INT_MAX)
-                return cli_usage_error("build", "--wait-timeout needs a positive number of "
-                                                "seconds, not '%s'", optarg);
-            bo.wait_timeout_seconds = (unsigned)v;
+                return cli_usage_error("build", "%s needs a positive number of seconds, not "
+                                                "'%s'", name, optarg);
+            *(c == O_TIMEOUT ? &bo.timeout_seconds : &bo.wait_timeout_seconds) = (unsigned)v;
             break;
         }
         case O_PIDS: {
