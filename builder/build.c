@@ -38,10 +38,32 @@ typedef struct build_ctx {
     sbx_build_result *res;
     bld_runtime_kind runtime;
     unsigned timeout;
+    uint64_t deadline_ns; /* the whole build's (monotonic); 0: none */
     unsigned pids_limit; /* 0: none */
     size_t total;
     size_t cur_index; /* step whose output is streaming */
 } build_ctx;
+
+/* A step's time: its own limit, or what is left of the build's if less
+ * (at least a second). */
+static unsigned step_timeout(const build_ctx *c)
+{
+    if (!c->deadline_ns)
+        return c->timeout;
+    uint64_t now = sbx__now_monotonic_ns();
+    uint64_t left = c->deadline_ns > now ? (c->deadline_ns - now + 999999999ull) / 1000000000ull
+                                         : 1;
+    return left < c->timeout ? (unsigned)left : c->timeout;
+}
+
+/* SBX_ETIMEOUT once the build's deadline passed. */
+static int check_deadline(const build_ctx *c, sbx_error *err)
+{
+    if (c->deadline_ns && sbx__now_monotonic_ns() >= c->deadline_ns)
+        return sbx_error_set(err, SBX_ETIMEOUT, "the build ran out of its %u seconds",
+                             c->o->build_timeout_seconds);
+    return 0;
+}
 
 static void emit(build_ctx *c, sbx_build_event_kind kind, size_t index, const char *summary,
                  const char *detail, const char *diff_id, double secs)
@@ -220,7 +242,7 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         so.cwd = bld_config_get_string(config, "WorkingDir");
         so.user = cmd->user ? cmd->user : bld_config_get_string(config, "User");
         so.network = c->o && c->o->network_none ? BLD_NETWORK_NONE : BLD_NETWORK_HOST;
-        so.timeout_sec = c->timeout;
+        so.timeout_sec = step_timeout(c);
         so.pids_limit = c->pids_limit;
         so.runtime = c->runtime;
         so.on_output = on_output;
@@ -233,7 +255,12 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
             if (sr.exited && sr.exit_code == BLD_STEP_EXIT_UNAVAILABLE)
                 rc = sbx_error_set(err, SBX_EUNSUPPORTED, "%s", last_line(sr.tail));
             else if (sr.timed_out)
-                rc = sbx_error_set(err, SBX_ETIMEOUT, "timed out after %u seconds", c->timeout);
+                rc = so.timeout_sec < c->timeout
+                         ? sbx_error_set(err, SBX_ETIMEOUT, "the build's time (%u s) ran out after "
+                                         "%u seconds of this step", c->o->build_timeout_seconds,
+                                         so.timeout_sec)
+                         : sbx_error_set(err, SBX_ETIMEOUT, "timed out after %u seconds",
+                                         c->timeout);
             else if (sr.cancelled)
                 rc = sbx_error_set(err, SBX_ECANCELED, "cancelled");
             else if (sr.hit_pids_limit)
@@ -541,7 +568,8 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
             rc = sbx_error_set(err, SBX_ENOMEM, "describe step %zu", i);
             break;
         }
-        if (i > start && (rc = sbx__check_cancel(c->ctx, err)) < 0) {
+        if (i > start &&
+            ((rc = sbx__check_cancel(c->ctx, err)) < 0 || (rc = check_deadline(c, err)) < 0)) {
             sbx_error_wrap(err, "step %zu/%zu '%s'", i, n, summary);
             break;
         }
@@ -613,6 +641,9 @@ static int coalesce(int *lock, build_ctx *c, const char *recipe_digest, sbx_erro
     char name[32];
     snprintf(name, sizeof name, "build-%.16s", recipe_digest + 7);
     unsigned wait = c->o ? c->o->wait_timeout_seconds : 0;
+    unsigned left = c->deadline_ns ? step_timeout(c) : 0; /* the build's own bound */
+    if (left && (!wait || left < wait))
+        wait = left;
     /* taken within a second: no one else was building it (nothing to say) */
     unsigned first = 1;
     int r = sbx_store_lock_named_wait(lock, c->s, name, first, c->ctx, err);
@@ -640,6 +671,9 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     if (opts && opts->runtime && bld_runtime_parse(&c.runtime, opts->runtime, err) < 0)
         return err->code;
     c.timeout = opts && opts->timeout_seconds ? opts->timeout_seconds : 0;
+    if (opts && opts->build_timeout_seconds)
+        c.deadline_ns =
+            sbx__now_monotonic_ns() + (uint64_t)opts->build_timeout_seconds * 1000000000ull;
     if (!c.timeout) {
         const char *t = getenv("SBX_BUILD_TIMEOUT");
         c.timeout = t && atoi(t) > 0 ? (unsigned)atoi(t) : 3600;

@@ -38,6 +38,8 @@ static void usage(FILE *f)
           "                      managers work)\n"
           "  --timeout SECONDS   per-step time limit (default: $SBX_BUILD_TIMEOUT, else\n"
           "                      3600)\n"
+          "  --build-timeout SECONDS  the whole build's time limit, waits and steps included\n"
+          "                      (default: none; a step also keeps its own --timeout)\n"
           "  --wait-timeout SECONDS  concurrent builds of one recipe in a store run once:\n"
           "                      this one waits for a running one (then finds its steps\n"
           "                      cached) at most this long (default: no limit)\n"
@@ -260,7 +262,7 @@ static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
 int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
-           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT };
+           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT };
     static const struct option longopts[] = {
         {"context", required_argument, NULL, O_CONTEXT},
         {"tag", required_argument, NULL, O_TAG},
@@ -270,6 +272,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"network", required_argument, NULL, O_NETWORK},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"wait-timeout", required_argument, NULL, O_WAIT},
+        {"build-timeout", required_argument, NULL, O_BUILD_TIMEOUT},
         {"pids-limit", required_argument, NULL, O_PIDS},
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
@@ -312,14 +315,19 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
                                        optarg);
             break;
         case O_TIMEOUT:
-        case O_WAIT: {
-            const char *name = c == O_TIMEOUT ? "--timeout" : "--wait-timeout";
+        case O_WAIT:
+        case O_BUILD_TIMEOUT: {
+            const char *name = c == O_TIMEOUT ? "--timeout"
+                               : c == O_WAIT  ? "--wait-timeout"
+                                              : "--build-timeout";
             char *end;
             long v = strtol(optarg, &end, 10);
             if (*end || v <= 0 || v > INT_MAX)
                 return cli_usage_error("build", "%s needs a positive number of seconds, not "
                                                 "'%s'", name, optarg);
-            *(c == O_TIMEOUT ? &bo.timeout_seconds : &bo.wait_timeout_seconds) = (unsigned)v;
+            *(c == O_TIMEOUT ? &bo.timeout_seconds
+              : c == O_WAIT  ? &bo.wait_timeout_seconds
+                             : &bo.build_timeout_seconds) = (unsigned)v;
             break;
         }
         case O_PIDS: {

@@ -78,13 +78,18 @@ typedef struct sbx_build_options {
      * steps cached.  Seconds a build waits for another one of the same
      * recipe before it gives up with SBX_ETIMEOUT; 0: no limit. */
     unsigned wait_timeout_seconds;
+    /* The whole build's time limit, beside the per-step one: counted from
+     * the call, it bounds the wait above and every step (a step gets what
+     * is left if that is less than its own limit); SBX_ETIMEOUT, the steps
+     * finished before staying cached.  0: none. */
+    unsigned build_timeout_seconds;
 } sbx_build_options;
 
 #define SBX_BUILD_PIDS_DEFAULT 4096u
 #define SBX_PIDS_UNLIMITED (~0u)
 
 #define SBX_BUILD_OPTIONS_INIT \
-    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0}
+    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0}
 
 #define SBX_BUILD_TAIL_LINES 20
 

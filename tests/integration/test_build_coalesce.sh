@@ -7,7 +7,8 @@
 #    last cached step (the killed step reruns once) and the digest is the same
 #    as an uninterrupted build's;
 #  - a waiter interrupted (SIGINT) does not disturb the build it waits for;
-#  - --wait-timeout gives up with a clear error, the build going on.
+#  - --wait-timeout gives up with a clear error, the build going on;
+#  - --build-timeout bounds the whole build; finished steps stay cached.
 set -euo pipefail
 source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
 b_init
@@ -87,4 +88,13 @@ rc=0; wait "$waiter" || rc=$?
 wait "$builder" || { cat "$T/w/err.0"; b_die "the build failed after a waiter was interrupted"; }
 [[ $(field steps_run <"$T/w/out.0") == 3 ]] || b_die "the builder did not run its 3 steps"
 b_pass "an interrupted waiter (exit 130) and one that gave up (--wait-timeout) leave the build running to the end"
+
+# ---- the whole build's time limit ----
+recipe "$T/t" t
+if sbx build --build-timeout 2 "$T/t/recipe.yaml" >"$T/t/out" 2>"$T/t/err"; then b_die "--build-timeout 2 did not stop a 4 s build"; fi
+grep -q "the build's time (2 s) ran out\|the build ran out of its 2 seconds" "$T/t/err" || b_die "build timeout error unclear: $(cat "$T/t/err")"
+sbx build --json "$T/t/recipe.yaml" >"$T/t/out" 2>"$T/t/err" || { cat "$T/t/err"; b_die "the rebuild failed"; }
+[[ $(field steps_cached <"$T/t/out") == 1 && $(field steps_run <"$T/t/out") == 2 ]] ||
+    b_die "the steps before the build timed out were not kept: $(cat "$T/t/out")"
+b_pass "--build-timeout stops the build inside its second step; the first stays cached"
 b_assert_clean
