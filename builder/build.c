@@ -42,6 +42,7 @@ typedef struct build_ctx {
     unsigned pids_limit; /* 0: none */
     size_t total;
     size_t cur_index; /* step whose output is streaming */
+    bld_record *rec;  /* this build's record and log */
 } build_ctx;
 
 /* A step's time: its own limit, or what is left of the build's if less
@@ -68,9 +69,10 @@ static int check_deadline(const build_ctx *c, sbx_error *err)
 static void emit(build_ctx *c, sbx_build_event_kind kind, size_t index, const char *summary,
                  const char *detail, const char *diff_id, double secs)
 {
+    sbx_build_event ev = {kind, index, c->total, summary, detail, diff_id, secs, NULL};
+    bld_record_event(c->rec, &ev);
     if (!c->o || !c->o->on_event)
         return;
-    sbx_build_event ev = {kind, index, c->total, summary, detail, diff_id, secs, NULL};
     c->o->on_event(c->o->ud, &ev);
 }
 
@@ -79,8 +81,6 @@ static void emit(build_ctx *c, sbx_build_event_kind kind, size_t index, const ch
  * with their ref and the manifest digest it resolved to. */
 static void emit_base(build_ctx *c, const sbx_recipe_base *b, const char *digest)
 {
-    if (!c->o || !c->o->on_event)
-        return;
     sbx_build_event ev = {SBX_BUILD_EV_BASE, 0, c->total, NULL, b->ref, NULL, 0, digest};
     char what[200];
     switch (b->kind) {
@@ -96,20 +96,22 @@ static void emit_base(build_ctx *c, const sbx_recipe_base *b, const char *digest
     case SBX_BASE_REGISTRY: ev.summary = "from_registry"; break;
     default: ev.summary = "base"; break;
     }
-    c->o->on_event(c->o->ud, &ev);
+    bld_record_event(c->rec, &ev);
+    if (c->o && c->o->on_event)
+        c->o->on_event(c->o->ud, &ev);
 }
 
 static void on_output(void *ud, const char *line, size_t len)
 {
     build_ctx *c = ud;
-    if (!c->o || !c->o->on_output)
-        return;
     char buf[4100];
     if (len >= sizeof buf)
         len = sizeof buf - 1;
     memcpy(buf, line, len);
     buf[len] = '\0';
-    c->o->on_output(c->o->ud, c->cur_index, buf);
+    bld_record_output(c->rec, c->cur_index, buf);
+    if (c->o && c->o->on_output)
+        c->o->on_output(c->o->ud, c->cur_index, buf);
 }
 
 /* ---- scratch directories ------------------------------------------------ */
@@ -661,6 +663,8 @@ static int coalesce(int *lock, build_ctx *c, const char *recipe_digest, sbx_erro
     return 0;
 }
 
+static int build_run(build_ctx *c, sbx_error *err);
+
 int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
               const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err)
 {
@@ -691,13 +695,39 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)
         return err->code;
 
+    /* Its record, its log, and a cancel from another process: on the
+     * caller's context, or one of its own when the caller gave none. */
+    sbx_ctx *own = NULL;
+    if (!ctx && sbx_ctx_new(&own, err) < 0)
+        return err->code;
+    c.ctx = ctx ? ctx : own;
+    int rc = bld_record_begin(&c.rec, store, result->recipe_digest, err);
+    if (rc == 0) {
+        snprintf(result->build_id, sizeof result->build_id, "%s", bld_record_id(c.rec));
+        sbx__log(c.ctx, SBX_LOG_DEBUG, "build %s", result->build_id);
+        bld_record_watch_cancel(c.rec, c.ctx);
+        rc = build_run(&c, err);
+        bld_record_end(c.rec, rc, rc == 0 ? result->digest : NULL, err);
+    }
+    sbx_ctx_free(own);
+    return rc;
+}
+
+/* What sbx_build does once its record exists. */
+static int build_run(build_ctx *c, sbx_error *err)
+{
+    sbx_store *store = c->s;
+    const sbx_recipe *recipe = c->r;
+    const sbx_build_options *opts = c->o;
+    sbx_ctx *ctx = c->ctx;
+    sbx_build_result *result = c->res;
     sbx_error e2 = SBX_ERROR_INIT;
     if (bld_sandbox_cleanup_stale(store, NULL, ctx, &e2) < 0)
         sbx__log(ctx, SBX_LOG_WARN, "clean up after killed builds: %s", e2.msg);
 
     const sbx_recipe_base *b = sbx_recipe_get_base(recipe);
     if (b->kind == SBX_BASE_SBX)
-        emit_base(&c, b, NULL);
+        emit_base(c, b, NULL);
     if (bld_base_resolve(result->base_digest, store, b, opts, ctx, err) < 0)
         return err->code;
     /* a use of the base: its names' expiry moves (best effort: a base not
@@ -705,15 +735,16 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     sbx_error te = SBX_ERROR_INIT;
     sbx_store_touch(store, result->base_digest, &te);
     if (b->kind != SBX_BASE_SBX)
-        emit_base(&c, b, result->base_digest);
+        emit_base(c, b, result->base_digest);
     /* One build per recipe at a time in a store: a second one waits, then
      * finds every step the first ran cached (the same digest, no step run
      * twice).  The lock dies with its holder, so a killed builder's waiter
      * takes over from the last step it cached. */
     _cleanup_close_ int lock = -1;
-    if (coalesce(&lock, &c, result->recipe_digest, err) < 0)
+    if (coalesce(&lock, c, result->recipe_digest, err) < 0)
         return err->code;
-    return build_steps(&c, result->recipe_digest, err);
+    bld_record_running(c->rec);
+    return build_steps(c, result->recipe_digest, err);
 }
 
 void sbx_build_result_free(sbx_build_result *r)

@@ -5,11 +5,26 @@
 
 #include <jansson.h>
 
+#include "sbx/builder.h"
 #include "sbx/error.h"
 #include "sbx/image.h"
 #include "sbx/store.h"
 
 #define BLD_LABEL_READY_CMD "sh.sbx.ready-cmd"
+
+/* ---- record.c: build records and logs ------------------------------------ */
+
+typedef struct bld_record bld_record;
+/* A new record (queued) and its log, held until bld_record_end. */
+int bld_record_begin(bld_record **out, sbx_store *s, const char *recipe_digest, sbx_error *err);
+const char *bld_record_id(const bld_record *r);
+void bld_record_running(bld_record *r);
+void bld_record_event(bld_record *r, const sbx_build_event *ev);
+void bld_record_output(bld_record *r, size_t index, const char *line);
+/* Cancel ctx when another process asks (sbx_build_cancel). */
+void bld_record_watch_cancel(bld_record *r, sbx_ctx *ctx);
+/* Final state from rc (0, SBX_ECANCELED, other), digest or err; frees r. */
+void bld_record_end(bld_record *r, int rc, const char *digest, const sbx_error *err);
 
 /* ---- config.c: the image state between steps is an OCI config ----------- */
 

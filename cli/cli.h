@@ -86,6 +86,9 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
 
 #define CLI_COMMANDS(X)                                                                 \
     X(build, "build an image from a recipe")                                            \
+    X(builds, "list build records (state, timings, image or error)")                    \
+    X(build_log, "print a build's log (--follow while it runs)")                        \
+    X(build_cancel, "stop a queued or running build from any process")                  \
     X(pull, "pull an image from a registry into the store")                             \
     X(resolve, "print the manifest digest an image ref points to")                      \
     X(inspect, "show an image's manifest, config and layers")                           \

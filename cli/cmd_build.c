@@ -38,8 +38,8 @@ static void usage(FILE *f)
           "                      managers work)\n"
           "  --timeout SECONDS   per-step time limit (default: $SBX_BUILD_TIMEOUT, else\n"
           "                      3600)\n"
-          "  --build-timeout SECONDS  the whole build's time limit, waits and steps included\n"
-          "                      (default: none; a step also keeps its own --timeout)\n"
+          "  --build-timeout SECONDS  the whole build's time limit, waits and steps\n"
+          "                      included (default: none; a step keeps its --timeout)\n"
           "  --wait-timeout SECONDS  concurrent builds of one recipe in a store run once:\n"
           "                      this one waits for a running one (then finds its steps\n"
           "                      cached) at most this long (default: no limit)\n"
@@ -61,7 +61,8 @@ static void usage(FILE *f)
           "\n"
           "Output:\n"
           "  stdout: the image's manifest digest (sha256:...); with --json one object:\n"
-          "  digest, recipe_digest, base_digest, steps_run, steps_cached.\n"
+          "  digest, recipe_digest, base_digest, steps_run, steps_cached, build_id (its\n"
+          "  record: sbx-image builds, build-log, build-cancel).\n"
           "  stderr: '[base] KIND REF -> sha256:...' (for base: sbx, its suite and\n"
           "  variant), then per step '[3/7] apt_install curl git' or '... (cached)', the\n"
           "  step's output indented, and 'done in 2.31s, layer sha256:...' (or 'no\n"
@@ -81,17 +82,7 @@ typedef struct ui {
     int tty;
 } ui;
 
-static const char *ev_name(sbx_build_event_kind k)
-{
-    switch (k) {
-    case SBX_BUILD_EV_BASE: return "base";
-    case SBX_BUILD_EV_START: return "start";
-    case SBX_BUILD_EV_CACHED: return "cached";
-    case SBX_BUILD_EV_DONE: return "done";
-    case SBX_BUILD_EV_FAILED: return "failed";
-    }
-    return "event";
-}
+static const char *ev_name(sbx_build_event_kind k) { return sbx_build_event_name(k); }
 
 static void print_json_line(json_t *o) { cli_print_json(stderr, o); }
 
@@ -381,10 +372,10 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     if (sbx_build(&res, store, recipe, &bo, cli->ctx, &err) < 0) {
         rc = build_fail(&res, &err, cli->json);
     } else if (cli->json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I}", "digest", res.digest, "recipe_digest",
-                              res.recipe_digest, "base_digest", res.base_digest, "steps_run",
-                              (json_int_t)res.steps_run, "steps_cached",
-                              (json_int_t)res.steps_cached);
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "digest", res.digest,
+                              "recipe_digest", res.recipe_digest, "base_digest", res.base_digest,
+                              "steps_run", (json_int_t)res.steps_run, "steps_cached",
+                              (json_int_t)res.steps_cached, "build_id", res.build_id);
         rc = cli_print_json(stdout, o);
     } else {
         printf("%s\n", res.digest);

@@ -19,12 +19,25 @@ static const struct {
 #undef X
 };
 
+/* A verb as typed: the C name with '-' for '_' (build_log -> build-log). */
+static const char *verb_name(char *buf, size_t len, const char *c_name)
+{
+    snprintf(buf, len, "%s", c_name);
+    for (char *p = buf; *p; p++)
+        if (*p == '_')
+            *p = '-';
+    return buf;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "usage: sbx-image [--store DIR] [--json] [-v] COMMAND [ARGS]\n\n"
                "Build, pull and keep OCI images for sandboxes.\n\ncommands:\n");
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        char name[32];
+        fprintf(f, "  %-12s %s\n", verb_name(name, sizeof name, commands[i].name),
+                commands[i].summary);
+    }
     fprintf(f, "\nglobal options (also accepted after the command):\n"
                "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
                "                else $XDG_DATA_HOME/sbx-image)\n"
@@ -65,7 +78,8 @@ int main(int argc, char **argv)
         return CLI_EXIT_USAGE;
     }
     for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
-        if (strcmp(argv[i], commands[c].name) == 0) {
+        char name[32];
+        if (strcmp(argv[i], verb_name(name, sizeof name, commands[c].name)) == 0) {
             sbx_error err = SBX_ERROR_INIT;
             if (sbx_ctx_new(&cli.ctx, &err) < 0)
                 return cli_fail(&err);

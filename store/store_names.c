@@ -263,6 +263,73 @@ int sbx_store_meta_get(sbx_store *s, const char *ns, const char *key, char **val
     return 0;
 }
 
+static void free_pairs(char **k, char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(k[i]);
+        free(v[i]);
+    }
+    free(k);
+    free(v);
+}
+
+int sbx_store_meta_list(sbx_store *s, const char *ns, char ***keys_out, char ***values_out,
+                        size_t *n_out, sbx_error *err)
+{
+    *keys_out = *values_out = NULL;
+    *n_out = 0;
+    if (check_text("namespace", ns, 256, err) < 0)
+        return sbx_error_wrap(err, "list metadata");
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, "SELECT key, value FROM meta WHERE ns=? ORDER BY key", err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    char **k = NULL, **v = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **nk = realloc(k, cap * sizeof *nk);
+            if (nk)
+                k = nk;
+            char **nv = nk ? realloc(v, cap * sizeof *nv) : NULL;
+            if (nv)
+                v = nv;
+            if (!nk || !nv)
+                goto oom;
+        }
+        k[n] = strdup((const char *)sqlite3_column_text(st, 0));
+        v[n] = strdup((const char *)sqlite3_column_text(st, 1));
+        n++;
+        if (!k[n - 1] || !v[n - 1])
+            goto oom;
+    }
+    if (rc == SQLITE_DONE) {
+        *keys_out = k;
+        *values_out = v;
+        *n_out = n;
+        return 0;
+    }
+    free_pairs(k, v, n);
+    return sbx_store__sql_err(s, err, "list metadata");
+oom:
+    free_pairs(k, v, n);
+    return sbx_error_set(err, SBX_ENOMEM, "list metadata: out of memory");
+}
+
+int sbx_store_meta_delete(sbx_store *s, const char *ns, const char *key, sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, "DELETE FROM meta WHERE ns=? AND key=?", err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "delete metadata");
+    return 0;
+}
+
 /* ---- leases ----------------------------------------------------------------- */
 
 int sbx_store_lease_acquire(sbx_lease **out, sbx_store *s, int64_t ttl_seconds, sbx_error *err)

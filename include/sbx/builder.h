@@ -15,6 +15,7 @@
 #ifndef SBX_BUILDER_H
 #define SBX_BUILDER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,8 @@ typedef struct sbx_build_event {
 } sbx_build_event;
 
 typedef void (*sbx_build_event_fn)(void *ud, const sbx_build_event *ev);
+/* "base", "start", "cached", "done", "failed" (what --json's events say). */
+SBX_API const char *sbx_build_event_name(sbx_build_event_kind kind);
 /* One line of a running step's output (without the newline). */
 typedef void (*sbx_build_output_fn)(void *ud, size_t index, const char *line);
 
@@ -93,6 +96,8 @@ typedef struct sbx_build_options {
 
 #define SBX_BUILD_TAIL_LINES 20
 
+#define SBX_BUILD_ID_BUFSZ 16
+
 typedef struct sbx_build_result {
     char digest[SBX_DIGEST_BUFSZ];        /* the image manifest */
     char recipe_digest[SBX_DIGEST_BUFSZ];
@@ -106,9 +111,10 @@ typedef struct sbx_build_result {
     int term_signal;
     int timed_out;
     char *tail;                           /* owned: last lines of output, '\n'-separated */
+    char build_id[SBX_BUILD_ID_BUFSZ];    /* its record (sbx_build_record_get) */
 } sbx_build_result;
 
-#define SBX_BUILD_RESULT_INIT {{0}, {0}, {0}, 0, 0, 0, NULL, NULL, 0, 0, 0, NULL}
+#define SBX_BUILD_RESULT_INIT {{0}, {0}, {0}, 0, 0, 0, NULL, NULL, 0, 0, 0, NULL, {0}}
 
 /* Build recipe into store.  On success result->digest names the image
  * manifest, which the store names "recipe:<recipe digest>" and every tag.
@@ -123,6 +129,41 @@ typedef struct sbx_build_result {
 SBX_API int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *recipe,
                       const sbx_build_options *opts, sbx_ctx *ctx, sbx_error *err);
 SBX_API void sbx_build_result_free(sbx_build_result *r);
+
+/* ---- build records: status, logs and cancel, from any process -------------
+ *
+ * Every sbx_build leaves a record in its store (see builder/record.c):
+ * state "queued" (waiting for another build of the recipe), "running",
+ * "succeeded", "failed" or "cancelled"; timings per step; the image digest
+ * or the error; and the full log (every event and every output line).  A
+ * record whose builder died says "failed".  Records older than
+ * $SBX_BUILD_RECORDS_DAYS (default 7) go when the next build starts. */
+typedef struct sbx_build_record {
+    char id[SBX_BUILD_ID_BUFSZ];          /* 12 characters [a-z0-9] */
+    char recipe_digest[SBX_DIGEST_BUFSZ];
+    char state[16];
+    int64_t created, started, ended;      /* unix seconds; 0: not yet */
+    char digest[SBX_DIGEST_BUFSZ];        /* the image, when succeeded */
+    char *error;                          /* when failed or cancelled, else NULL */
+    char *json;                           /* the whole record (steps and their seconds) */
+} sbx_build_record;
+/* Every record, newest first.  Free with sbx_build_records_free. */
+SBX_API int sbx_build_records(sbx_build_record **out, size_t *n, sbx_store *s, sbx_error *err);
+/* One, by build id or by recipe digest (its newest build).  SBX_ENOTFOUND. */
+SBX_API int sbx_build_record_get(sbx_build_record *out, sbx_store *s, const char *id_or_recipe,
+                                 sbx_error *err);
+SBX_API void sbx_build_record_clear(sbx_build_record *rec);
+SBX_API void sbx_build_records_free(sbx_build_record *v, size_t n);
+/* The build's log, in chunks, to fn; with follow, until the build ends
+ * (live while it runs; SBX_ECANCELED when ctx is cancelled). */
+typedef void (*sbx_build_log_fn)(void *ud, const char *buf, size_t len);
+SBX_API int sbx_build_log(sbx_store *s, const char *id_or_recipe, bool follow, sbx_build_log_fn fn,
+                          void *ud, sbx_ctx *ctx, sbx_error *err);
+/* Ask a queued or running build (any process) to stop: its running step's
+ * container is killed, nothing half-built is kept, the record says
+ * cancelled.  Returns once asked (the builder notices within 100 ms).
+ * SBX_EINVAL when it already ended. */
+SBX_API int sbx_build_cancel(sbx_store *s, const char *id_or_recipe, sbx_error *err);
 
 /* The platform base image (base: sbx): its store name for the options
  * ("sbx-base:bookworm-minbase"), building it with debootstrap when the

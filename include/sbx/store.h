@@ -190,6 +190,12 @@ SBX_API int sbx_store_touch(sbx_store *s, const char *digest, sbx_error *err);
 /* ---- small metadata: key/value with a timestamp (e.g. resolve cache) ----- */
 SBX_API int sbx_store_meta_set(sbx_store *s, const char *ns, const char *key, const char *value,
                                sbx_error *err);
+/* Every key and value of a namespace, sorted by key; arrays and strings
+ * owned by the caller (free each, then the arrays). */
+SBX_API int sbx_store_meta_list(sbx_store *s, const char *ns, char ***keys_out,
+                                char ***values_out, size_t *n_out, sbx_error *err);
+/* Remove one (absent: success). */
+SBX_API int sbx_store_meta_delete(sbx_store *s, const char *ns, const char *key, sbx_error *err);
 /* *value_out owned by the caller; *stamp_out the unix time it was set. */
 SBX_API int sbx_store_meta_get(sbx_store *s, const char *ns, const char *key, char **value_out,
                                int64_t *stamp_out, sbx_error *err);
