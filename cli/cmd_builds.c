@@ -74,6 +74,17 @@ static int parse(sbx_cli *cli, const char *verb, const char *usage, bool *follow
     return 1;
 }
 
+/* parse, then open the store: 1 with *s open, else the exit status (<= 0
+ * as -status: 0 for --help). */
+static int begin(sbx_cli *cli, sbx_store **s, const char *verb, const char *usage, bool *follow,
+                 int argc, char **argv, int npos, const char *what)
+{
+    int r = parse(cli, verb, usage, follow, argc, argv, npos, what);
+    if (r <= 0)
+        return r;
+    return cli_open_store(cli, s) == CLI_EXIT_OK ? 1 : -CLI_EXIT_FAIL;
+}
+
 static const char *hex12(const char *digest)
 {
     return strncmp(digest, "sha256:", 7) == 0 ? digest + 7 : "-";
@@ -81,12 +92,10 @@ static const char *hex12(const char *digest)
 
 int cmd_builds(sbx_cli *cli, int argc, char **argv)
 {
-    int r = parse(cli, "builds", BUILDS_USAGE, NULL, argc, argv, 0, "no arguments");
+    sbx_store *s = NULL;
+    int r = begin(cli, &s, "builds", BUILDS_USAGE, NULL, argc, argv, 0, "no arguments");
     if (r <= 0)
         return -r;
-    sbx_store *s = NULL;
-    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
-        return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_build_record *v = NULL;
     size_t n = 0;
@@ -127,12 +136,10 @@ static void write_out(void *ud, const char *buf, size_t len)
 int cmd_build_log(sbx_cli *cli, int argc, char **argv)
 {
     bool follow = false;
-    int r = parse(cli, "build-log", LOG_USAGE, &follow, argc, argv, 1, "ID or RECIPE-DIGEST");
+    sbx_store *s = NULL;
+    int r = begin(cli, &s, "build-log", LOG_USAGE, &follow, argc, argv, 1, "ID or RECIPE-DIGEST");
     if (r <= 0)
         return -r;
-    sbx_store *s = NULL;
-    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
-        return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     r = sbx_build_log(s, argv[optind], follow, write_out, NULL, cli->ctx, &err);
     sbx_store_free(s);
@@ -141,12 +148,11 @@ int cmd_build_log(sbx_cli *cli, int argc, char **argv)
 
 int cmd_build_cancel(sbx_cli *cli, int argc, char **argv)
 {
-    int r = parse(cli, "build-cancel", CANCEL_USAGE, NULL, argc, argv, 1, "ID or RECIPE-DIGEST");
+    sbx_store *s = NULL;
+    int r = begin(cli, &s, "build-cancel", CANCEL_USAGE, NULL, argc, argv, 1,
+                  "ID or RECIPE-DIGEST");
     if (r <= 0)
         return -r;
-    sbx_store *s = NULL;
-    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
-        return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     r = sbx_build_cancel(s, argv[optind], &err);
     sbx_store_free(s);
