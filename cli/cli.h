@@ -41,8 +41,16 @@ int cli_fail(const sbx_error *err);
 int cli_fail_status(const sbx_error *err);
 /* Print "sbx-image <verb>: <message>" and a hint to --help; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Open the store chosen by --store / SBX_STORE / default; prints on failure. */
+/* Open the store chosen by --store / SBX_STORE / default; prints on failure.
+ * It must exist (read-only commands never create one); _create makes it
+ * (pull, build); _or_none gives *out NULL for a store that is not there
+ * (listing commands: nothing in it). */
 int cli_open_store(sbx_cli *cli, sbx_store **out);
+/* CLI_EXIT_OK as root; else one line saying verb needs root and why, and
+ * CLI_EXIT_FAIL: said before anything is opened or made. */
+int cli_need_root(const char *verb, const char *why);
+int cli_open_store_create(sbx_cli *cli, sbx_store **out);
+int cli_open_store_or_none(sbx_cli *cli, sbx_store **out);
 /* Print o as one line of compact JSON to f and take ownership of it (NULL,
  * a failed json_pack, is an out-of-memory error).  Returns CLI_EXIT_OK, or
  * CLI_EXIT_FAIL after printing the error. */

@@ -355,6 +355,12 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     }
 
     sbx_error err = SBX_ERROR_INIT;
+    if (geteuid() != 0) { /* said at once, not deep in the first step */
+        sbx_error_set(&err, SBX_EUNSUPPORTED, "build needs root (its steps run in OCI containers "
+                      "on overlay mounts); run it as root (sbx-image digest checks a recipe "
+                      "without)");
+        return build_fail(NULL, &err, cli->json);
+    }
     sbx_recipe *recipe = NULL;
     if (sbx_recipe_parse_file(&recipe, path, context, cli->ctx, &err) < 0)
         return build_fail(NULL, &err, cli->json);

@@ -82,7 +82,9 @@ static int begin(sbx_cli *cli, sbx_store **s, const char *verb, const char *usag
     int r = parse(cli, verb, usage, follow, argc, argv, npos, what);
     if (r <= 0)
         return r;
-    return cli_open_store(cli, s) == CLI_EXIT_OK ? 1 : -CLI_EXIT_FAIL;
+    /* builds lists nothing for an absent store; the others need one */
+    r = npos ? cli_open_store(cli, s) : cli_open_store_or_none(cli, s);
+    return r == CLI_EXIT_OK ? 1 : -CLI_EXIT_FAIL;
 }
 
 static const char *hex12(const char *digest)
@@ -99,7 +101,7 @@ int cmd_builds(sbx_cli *cli, int argc, char **argv)
     sbx_error err = SBX_ERROR_INIT;
     sbx_build_record *v = NULL;
     size_t n = 0;
-    r = sbx_build_records(&v, &n, s, &err);
+    r = s ? sbx_build_records(&v, &n, s, &err) : 0;
     sbx_store_free(s);
     if (r < 0)
         return cli_fail(&err);

@@ -55,12 +55,12 @@ int cmd_images(sbx_cli *cli, int argc, char **argv)
     const char *prefix = optind < argc ? argv[optind] : NULL;
 
     sbx_store *s = NULL;
-    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
+    if (cli_open_store_or_none(cli, &s) != CLI_EXIT_OK)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_name_entry *v = NULL;
     size_t n = 0;
-    if (sbx_store_name_list(s, prefix, &v, &n, &err) < 0) {
+    if (s && sbx_store_name_list(s, prefix, &v, &n, &err) < 0) {
         sbx_store_free(s);
         return cli_fail(&err);
     }

@@ -136,7 +136,7 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
         return cli_usage_error("inspect", "--raw, --config and --json exclude each other");
     sbx_error err = SBX_ERROR_INIT;
     sbx_store *store = NULL;
-    if (sbx_store_open(&store, cli->store_root, &err) < 0) {
+    if (sbx_store_open_existing(&store, cli->store_root, &err) < 0) {
         cli_debug(cli, "inspecting without the store: %s", err.msg);
         sbx_error_clear(&err);
         store = NULL;

@@ -179,6 +179,9 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
     if (r < 0)
         return -r - 1;
     const char *image = argv[optind], *dir = argv[optind + 1];
+    if (cli_need_root("mount", m.o.no_mount ? "its upper dir belongs to the store, owned by root"
+                                            : "mounting an overlay needs CAP_SYS_ADMIN") != 0)
+        return CLI_EXIT_FAIL;
     sbx_store *s = NULL;
     if (cli_open_store(cli, &s) != CLI_EXIT_OK)
         return CLI_EXIT_FAIL;
@@ -213,6 +216,8 @@ int cmd_umount(sbx_cli *cli, int argc, char **argv)
     if (r < 0)
         return -r - 1;
     const char *what = argv[optind];
+    if (cli_need_root("umount", "unmounting needs CAP_SYS_ADMIN") != 0)
+        return CLI_EXIT_FAIL;
     sbx_store *s = NULL;
     if (cli_open_store(cli, &s) != CLI_EXIT_OK)
         return CLI_EXIT_FAIL;
@@ -240,12 +245,12 @@ int cmd_mounts(sbx_cli *cli, int argc, char **argv)
     if (r < 0)
         return -r - 1;
     sbx_store *s = NULL;
-    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
+    if (cli_open_store_or_none(cli, &s) != CLI_EXIT_OK)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_mount_entry *v = NULL;
     size_t n = 0;
-    r = sbx_store_mount_list(&v, &n, s, &err);
+    r = s ? sbx_store_mount_list(&v, &n, s, &err) : 0;
     sbx_store_free(s);
     if (r < 0)
         return cli_fail(&err);

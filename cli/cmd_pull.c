@@ -231,7 +231,7 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
         return cli_usage_error("pull", "expected exactly one REF");
     const char *ref = argv[optind];
     sbx_store *store = NULL;
-    int rc = cli_open_store(cli, &store);
+    int rc = cli_open_store_create(cli, &store);
     if (rc != CLI_EXIT_OK)
         return rc;
     g_pp.tty = cli->tty;

@@ -75,6 +75,7 @@ int cmd_resolve(sbx_cli *cli, int argc, char **argv)
     const char *ref = argv[optind];
     sbx_error err = SBX_ERROR_INIT;
     sbx_store *store = NULL;
+    /* resolve writes its answer to the store's cache: it may make one */
     if (sbx_store_open(&store, cli->store_root, &err) < 0) {
         /* the cache is an optimisation: resolve works without a store */
         cli_debug(cli, "resolving without the store's cache: %s", err.msg);

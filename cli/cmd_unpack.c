@@ -92,6 +92,8 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
     const char *image = argv[optind], *dir = argv[optind + 1];
     if (!*image || !*dir)
         return cli_usage_error("unpack", "IMAGE and DIR must not be empty");
+    if (cli_need_root("unpack", "it keeps the image's owners and device nodes") != 0)
+        return CLI_EXIT_FAIL;
     sbx_store *store = NULL;
     if (cli_open_store(cli, &store) != 0)
         return CLI_EXIT_FAIL;

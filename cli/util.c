@@ -70,9 +70,36 @@ int cli_usage_error(const char *verb, const char *fmt, ...)
 int cli_open_store(sbx_cli *cli, sbx_store **out)
 {
     sbx_error err = SBX_ERROR_INIT;
+    if (sbx_store_open_existing(out, cli->store_root, &err) < 0)
+        return cli_fail(&err);
+    return CLI_EXIT_OK;
+}
+
+int cli_need_root(const char *verb, const char *why)
+{
+    if (geteuid() == 0)
+        return CLI_EXIT_OK;
+    fprintf(stderr, "sbx-image: error: %s needs root (%s); run it as root\n", verb, why);
+    return CLI_EXIT_FAIL;
+}
+
+int cli_open_store_create(sbx_cli *cli, sbx_store **out)
+{
+    sbx_error err = SBX_ERROR_INIT;
     if (sbx_store_open(out, cli->store_root, &err) < 0)
         return cli_fail(&err);
     return CLI_EXIT_OK;
+}
+
+int cli_open_store_or_none(sbx_cli *cli, sbx_store **out)
+{
+    sbx_error err = SBX_ERROR_INIT;
+    int r = sbx_store_open_existing(out, cli->store_root, &err);
+    if (r == SBX_ENOTFOUND) {
+        *out = NULL; /* no store there: nothing in it */
+        return CLI_EXIT_OK;
+    }
+    return r < 0 ? cli_fail(&err) : CLI_EXIT_OK;
 }
 
 int cli_print_json(FILE *f, json_t *o)

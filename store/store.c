@@ -603,6 +603,31 @@ int sbx_store_open(sbx_store **out, const char *root, sbx_error *err)
     return 0;
 }
 
+int sbx_store_open_existing(sbx_store **out, const char *root, sbx_error *err)
+{
+    char def[PATH_MAX];
+    *out = NULL;
+    if (root && !*root)
+        return sbx_store_open(out, root, err); /* the same refusal */
+    if (!root) {
+        if (sbx_store_default_root(def, sizeof def, err) < 0)
+            return err->code;
+        root = def;
+    }
+    char *db = sbx__strdup_printf("%s/meta.db", root);
+    if (!db)
+        return sbx_error_set(err, SBX_ENOMEM, "open store: out of memory");
+    struct stat st;
+    int e = stat(db, &st) == 0 ? 0 : errno;
+    free(db);
+    if (e == ENOENT) { /* (a file in the way is open's error to give) */
+        sbx_error_set(err, SBX_ENOTFOUND, "no store at '%s' (a pull or a build makes one)", root);
+        sbx_error_where(err, "%s", root);
+        return SBX_ENOTFOUND;
+    }
+    return sbx_store_open(out, root, err);
+}
+
 void sbx_store_free(sbx_store *s)
 {
     if (!s)

@@ -48,6 +48,9 @@ SBX_API int sbx_store_default_root(char *buf, size_t len, sbx_error *err);
  * One handle may be used by one thread at a time. */
 SBX_API int sbx_store_open(sbx_store **out, const char *root, sbx_error *err);
 SBX_API void sbx_store_free(sbx_store *s);
+/* Open only a store that exists (its metadata is there): SBX_ENOTFOUND,
+ * creating nothing, otherwise.  What read-only commands use. */
+SBX_API int sbx_store_open_existing(sbx_store **out, const char *root, sbx_error *err);
 SBX_API const char *sbx_store_root(const sbx_store *s);
 
 /* ---- blobs: exact bytes (manifests, configs) ----------------------------- */

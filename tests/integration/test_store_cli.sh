@@ -19,12 +19,20 @@ sbx gc --help | grep -q "unpacked_removed" && sbx gc --help | grep -q "unpacked_
 sbx df --help | grep -q "unpacked_bytes}" || fail "df --help does not name unpacked_bytes"
 sbx df --help | grep -q "gc --unpacked" || fail "df --help does not say how to free the cache"
 
-# Empty store.
+# No store yet: listing commands show nothing, the others say there is
+# none, and none of them makes one.
 [[ $(sbx --store "$S" images --json) == "[]" ]] || fail "empty images --json"
 sbx --store "$S" images | grep -q "^NAME  *DIGEST  *CREATED" || fail "images header"
-[[ -d $S && $(stat -c %a "$S") == 700 ]] || fail "store root not created 0700"
+[[ $(sbx --store "$S" mounts --json) == "[]" && $(sbx --store "$S" builds --json) == "[]" ]] ||
+  fail "mounts/builds of no store"
+for verb in gc fsck df "rm x"; do
+  if sbx --store "$S" $verb >/dev/null 2>"$WORK/err"; then fail "$verb worked on no store"; fi
+  grep -q "no store at '$S'" "$WORK/err" || fail "$verb on no store: $(cat "$WORK/err")"
+done
+[[ ! -e $S ]] || fail "a read-only command made the store"
 
 m1=$("$STORE_TOOL" "$S" put-image docker.io/library/busybox:1 1 300000)
+[[ -d $S && $(stat -c %a "$S") == 700 ]] || fail "store root not created 0700"
 m2=$("$STORE_TOOL" "$S" put-image recipe:sha256:abc 2 300000)
 "$STORE_TOOL" "$S" put-image cache:sha256:def 3 1000 >/dev/null
 sbx --store "$S" images >"$WORK/out"
@@ -123,3 +131,18 @@ for args in '--store= images' 'gc --store=' 'images --store ""'; do
   [[ ! -e $WORK/default ]] || fail "$args opened the default store"
 done
 echo "PASS: store CLI"
+
+# Commands that need root say so first, in one line, and touch nothing.
+if command -v setpriv >/dev/null; then
+  for cmd in "build $WORK/none.yaml" "unpack x $WORK/u" "mount x $WORK/m" "umount x"; do
+    rc=0
+    setpriv --reuid 65534 --regid 65534 --clear-groups "$SBX_BIN" --store "$WORK/np" $cmd \
+      >/dev/null 2>"$WORK/err" || rc=$?
+    verb=${cmd%% *}
+    ((rc == 1)) && [[ $(wc -l <"$WORK/err") == 1 ]] && grep -q "error: $verb needs root (" "$WORK/err" ||
+      fail "non-root $verb: exit $rc: $(cat "$WORK/err")"
+  done
+  [[ ! -e $WORK/np && ! -e $WORK/u && ! -e $WORK/m ]] || fail "a refused non-root command made something"
+else
+  fail "setpriv (util-linux) is missing"
+fi
