@@ -46,6 +46,10 @@ int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((forma
  * (pull, build); _or_none gives *out NULL for a store that is not there
  * (listing commands: nothing in it). */
 int cli_open_store(sbx_cli *cli, sbx_store **out);
+/* The registry commands' --platform ('p') and --creds USER:PASSWORD ('c')
+ * into opts: 1 when c was one of them, -1 on a usage error (said), else 0. */
+struct sbx_registry_options;
+int cli_registry_opt(struct sbx_registry_options *opts, int c, char *arg, const char *verb);
 /* CLI_EXIT_OK as root; else one line saying verb needs root and why, and
  * CLI_EXIT_FAIL: said before anything is opened or made. */
 int cli_need_root(const char *verb, const char *why);
@@ -98,6 +102,7 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
     X(build_log, "print a build's log (--follow while it runs)")                        \
     X(build_cancel, "stop a queued or running build from any process")                  \
     X(pull, "pull an image from a registry into the store")                             \
+    X(push, "push an image from the store to a registry")                               \
     X(resolve, "print the manifest digest an image ref points to")                      \
     X(inspect, "show an image's manifest, config and layers")                           \
     X(unpack, "materialize an image's root filesystem into a directory")                \

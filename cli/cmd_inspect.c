@@ -9,7 +9,6 @@
 #include "sbx/context.h"
 #include "sbx/registry.h"
 
-int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
 
 static void usage(FILE *f)
 {
@@ -119,12 +118,12 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
         }
         if (cli_common_opt(cli, c, optarg))
             continue;
+        int ro = cli_registry_opt(&opts, c, optarg, "inspect");
+        if (ro < 0)
+            return CLI_EXIT_USAGE;
+        if (ro)
+            continue;
         switch (c) {
-        case 'p': opts.platform = optarg; break;
-        case 'c':
-            if (cli_registry_creds(&opts, optarg, "inspect"))
-                return CLI_EXIT_USAGE;
-            break;
         case 'r': raw = 1; break;
         case 'C': config = 1; break;
         default: return cli_usage_error("inspect", "unknown option");

@@ -14,7 +14,6 @@
 #include "sbx/context.h"
 #include "sbx/registry.h"
 
-int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
 
 /* ---- progress display ------------------------------------------------------ */
 
@@ -210,12 +209,12 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
         }
         if (cli_common_opt(cli, c, optarg))
             continue;
+        int ro = cli_registry_opt(&opts, c, optarg, "pull");
+        if (ro < 0)
+            return CLI_EXIT_USAGE;
+        if (ro)
+            continue;
         switch (c) {
-        case 'p': opts.platform = optarg; break;
-        case 'c':
-            if (cli_registry_creds(&opts, optarg, "pull"))
-                return CLI_EXIT_USAGE;
-            break;
         case 'P': {
             char *end;
             long n = strtol(optarg, &end, 10);

@@ -8,10 +8,9 @@
 #include "sbx/context.h"
 #include "sbx/registry.h"
 
-/* Shared by resolve, pull and inspect: --creds USER:PASS into opts.  The
- * strings point into arg (argv), which outlives the call. */
-int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb);
-int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
+/* Shared by resolve, pull, inspect and push: --creds USER:PASS into opts.
+ * The strings point into arg (argv), which outlives the call. */
+static int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
 {
     char *colon = strchr(arg, ':');
     if (!colon || colon == arg)
@@ -20,6 +19,15 @@ int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
     opts->username = arg;
     opts->password = colon + 1;
     return 0;
+}
+
+int cli_registry_opt(sbx_registry_options *opts, int c, char *arg, const char *verb)
+{
+    switch (c) {
+    case 'p': opts->platform = arg; return 1;
+    case 'c': return cli_registry_creds(opts, arg, verb) ? -1 : 1;
+    default: return 0;
+    }
 }
 
 static void usage(FILE *f)
@@ -60,12 +68,12 @@ int cmd_resolve(sbx_cli *cli, int argc, char **argv)
         }
         if (cli_common_opt(cli, c, optarg))
             continue;
+        int ro = cli_registry_opt(&opts, c, optarg, "resolve");
+        if (ro < 0)
+            return CLI_EXIT_USAGE;
+        if (ro)
+            continue;
         switch (c) {
-        case 'p': opts.platform = optarg; break;
-        case 'c':
-            if (cli_registry_creds(&opts, optarg, "resolve"))
-                return CLI_EXIT_USAGE;
-            break;
         case 'n': opts.resolve_ttl = 0; break;
         default: return cli_usage_error("resolve", "unknown option");
         }

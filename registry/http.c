@@ -55,6 +55,7 @@ struct reg_client {
     char certs_dir[PATH_MAX];
     reg_creds creds;
     auth_kind auth;
+    bool push;                         /* ask for tokens with push scope */
     reg_challenge chal;
     char *token;
     char token_key[SBX_DIGEST_BUFSZ];
@@ -325,6 +326,8 @@ int reg_client_clone(reg_client **out, reg_client *src, sbx_error *err)
 
 void reg_client_set_cancel(reg_client *c, const volatile int *flag) { c->cancel = flag; }
 
+void reg_client_set_push(reg_client *c) { c->push = true; }
+
 sbx_ctx *reg_client_ctx(const reg_client *c) { return c->ctx; }
 
 void reg_client_remember(reg_client *c, sbx_store *store)
@@ -368,7 +371,35 @@ typedef struct xfer {
     bool stalled;
     const volatile int *cancel;
     const sbx_ctx *ctx;
+    curl_off_t last_ul;   /* the same for an upload */
+    /* an upload's body: a buffer, or a file read from 0 */
+    const char *up_buf;
+    int up_fd;
+    uint64_t up_len, up_off;
 } xfer;
+
+static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
+{
+    xfer *x = ud;
+    size_t want = size * nitems;
+    uint64_t left = x->up_len - x->up_off;
+    if (want > left)
+        want = (size_t)left;
+    if (want == 0)
+        return 0;
+    if (x->up_buf) {
+        memcpy(buf, x->up_buf + x->up_off, want);
+    } else {
+        ssize_t n;
+        while ((n = pread(x->up_fd, buf, want, (off_t)x->up_off)) < 0 && errno == EINTR)
+            ;
+        if (n <= 0)
+            return CURL_READFUNC_ABORT; /* the file shrank or failed: fail the request */
+        want = (size_t)n;
+    }
+    x->up_off += want;
+    return want;
+}
 
 /* libcurl's LOW_SPEED_* averages speed over a window, so a silent body is
  * only noticed seconds late; this watches for no new byte at all. */
@@ -379,8 +410,9 @@ static int xferinfo_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
     if ((x->cancel && __atomic_load_n(x->cancel, __ATOMIC_RELAXED)) || sbx_ctx_cancelled(x->ctx))
         return 1;
     uint64_t now = sbx__now_monotonic_ns();
-    if (dlnow != x->last_now || ulnow > 0) {
+    if (dlnow != x->last_now || ulnow != x->last_ul) {
         x->last_now = dlnow;
+        x->last_ul = ulnow;
         x->last_ns = now;
         return 0;
     }
@@ -610,7 +642,7 @@ static void url_hostport(const char *url, char *buf, size_t len)
 }
 
 typedef struct perform_args {
-    const char *method; /* GET, HEAD, POST */
+    const char *method; /* GET, HEAD, POST, PUT */
     const char *url;
     const char *accept;
     const char *authorization; /* full header value or NULL */
@@ -618,6 +650,11 @@ typedef struct perform_args {
     size_t max_body;
     reg_sink *sink;
     uint64_t range_from;
+    /* PUT: the body, a buffer or a file (from offset 0), and its type */
+    const char *content_type;
+    const char *body;
+    int body_fd;
+    uint64_t body_len;
 } perform_args;
 
 /* One HTTP exchange.  Returns the CURLcode; *abort_code is set when our own
@@ -660,19 +697,32 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     char hp[300];
     url_hostport(a->url, hp, sizeof hp);
     set_tls(c, hp);
-    if (!strcmp(a->method, "HEAD"))
+    if (!strcmp(a->method, "HEAD")) {
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
-    else if (!strcmp(a->method, "POST"))
+    } else if (!strcmp(a->method, "POST")) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, a->postfields ? a->postfields : "");
+    } else if (!strcmp(a->method, "PUT")) {
+        x->up_buf = a->body;
+        x->up_fd = a->body_fd;
+        x->up_len = a->body_len;
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
+        curl_easy_setopt(h, CURLOPT_READDATA, x);
+        curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)a->body_len);
+    }
     char range[64];
     if (a->range_from > 0) {
         snprintf(range, sizeof range, "%llu-", (unsigned long long)a->range_from);
         curl_easy_setopt(h, CURLOPT_RANGE, range);
     }
     struct curl_slist *hdrs = NULL;
-    char *accept = NULL, *auth = NULL;
+    char *accept = NULL, *auth = NULL, *ctype = NULL;
     if (a->accept && (accept = sbx__strdup_printf("Accept: %s", a->accept)))
         hdrs = curl_slist_append(hdrs, accept);
+    if (a->content_type && (ctype = sbx__strdup_printf("Content-Type: %s", a->content_type)))
+        hdrs = curl_slist_append(hdrs, ctype);
+    if (!strcmp(a->method, "PUT")) /* no 100-continue round trip */
+        hdrs = curl_slist_append(hdrs, "Expect:");
     if (a->authorization && (auth = sbx__strdup_printf("Authorization: %s", a->authorization)))
         hdrs = curl_slist_append(hdrs, auth);
     if (hdrs)
@@ -688,6 +738,7 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
         resp->status = code;
     curl_slist_free_all(hdrs);
     free(accept);
+    free(ctype);
     if (auth) {
         OPENSSL_cleanse(auth, strlen(auth));
         free(auth);
@@ -955,7 +1006,7 @@ static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
 
 static void repo_scope(reg_client *c, char *buf, size_t len)
 {
-    snprintf(buf, len, "repository:%s:pull", c->ref.path);
+    snprintf(buf, len, "repository:%s:%s", c->ref.path, c->push ? "pull,push" : "pull");
 }
 
 /* React to a 401: parse the challenge and get a token (or switch to basic).
@@ -998,10 +1049,15 @@ static int handle_401(reg_client *c, const reg_resp *r, sbx_error *err)
 typedef struct reg_req {
     const char *method;
     const char *path; /* "/v2/..." */
+    const char *url;  /* instead of path: an absolute URL (an upload's Location) */
     const char *accept;
     size_t max_body;
     reg_sink *sink;
     const char *what; /* "fetching manifest 'x'" for messages */
+    const char *content_type; /* PUT */
+    const char *body;         /* PUT: a buffer ... */
+    int body_fd;              /* ... or a file (body NULL) */
+    uint64_t body_len;
 } reg_req;
 
 static bool same_origin(const char *a, const char *b)
@@ -1081,7 +1137,8 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
     bool auth_retried = false, restart_clean = false;
     char errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;;) {
-        _cleanup_free_ char *url = sbx__strdup_printf("%s%s", c->base, rq->path);
+        _cleanup_free_ char *url =
+            rq->url ? strdup(rq->url) : sbx__strdup_printf("%s%s", c->base, rq->path);
         if (!url)
             return sbx_error_set(err, SBX_ENOMEM, "out of memory");
         if (restart_clean && rq->sink) {
@@ -1097,7 +1154,9 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             _cleanup_free_ char *authz = send_auth ? auth_header(c) : NULL;
             perform_args a = {.method = rq->method, .url = url, .accept = rq->accept,
                               .authorization = authz, .max_body = rq->max_body, .sink = rq->sink,
-                              .range_from = rq->sink ? rq->sink->offset : 0};
+                              .range_from = rq->sink ? rq->sink->offset : 0,
+                              .content_type = rq->content_type, .body = rq->body,
+                              .body_fd = rq->body_fd, .body_len = rq->body_len};
             cc = perform(c, &a, resp, &x, errbuf);
             if (authz)
                 OPENSSL_cleanse(authz, strlen(authz));
@@ -1167,8 +1226,9 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             return 0;
         if (cc == CURLE_OK && resp->status == 200 && !rq->sink)
             return 0;
-        if (cc == CURLE_OK && !strcmp(rq->method, "HEAD") && resp->status >= 200 &&
-            resp->status < 300)
+        if (cc == CURLE_OK && (!strcmp(rq->method, "HEAD") || !strcmp(rq->method, "PUT") ||
+                               !strcmp(rq->method, "POST")) &&
+            resp->status >= 200 && resp->status < 300)
             return 0;
         bool retry;
         if (cc == CURLE_OK && resp->status == 416 && rq->sink && rq->sink->offset > 0) {
@@ -1288,6 +1348,77 @@ int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_e
     reg_resp resp = {.content_length = -1};
     sink->err = err;
     reg_req rq = {.method = "GET", .path = path, .sink = sink, .max_body = 0, .what = what};
+    int rc = do_request(c, &rq, &resp, err);
+    reg_resp_clear(&resp);
+    return rc;
+}
+
+/* ---- uploads (push) ------------------------------------------------------------- */
+
+int reg_blob_exists(reg_client *c, const char *digest, sbx_error *err)
+{
+    _cleanup_free_ char *path = sbx__strdup_printf("/v2/%s/blobs/%s", c->ref.path, digest);
+    _cleanup_free_ char *what = sbx__strdup_printf("checking blob '%s'", digest);
+    if (!path || !what)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    reg_resp resp = {.content_length = -1};
+    reg_req rq = {.method = "HEAD", .path = path, .what = what};
+    int rc = do_request(c, &rq, &resp, err);
+    reg_resp_clear(&resp);
+    if (rc == SBX_ENOTFOUND) {
+        sbx_error_clear(err);
+        return 0;
+    }
+    return rc < 0 ? rc : 1;
+}
+
+int reg_put_blob(reg_client *c, const char *digest, int fd, const char *buf, uint64_t len,
+                 sbx_error *err)
+{
+    _cleanup_free_ char *path = sbx__strdup_printf("/v2/%s/blobs/uploads/", c->ref.path);
+    _cleanup_free_ char *what = sbx__strdup_printf("uploading blob '%s'", digest);
+    if (!path || !what)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    reg_resp resp = {.content_length = -1};
+    reg_req start = {.method = "POST", .path = path, .what = what};
+    int rc = do_request(c, &start, &resp, err);
+    if (rc == 0 && (resp.status != 202 || !resp.location[0]))
+        rc = sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld without an upload "
+                           "location", what, c->host, resp.status);
+    _cleanup_free_ char *base = rc == 0 ? sbx__strdup_printf("%s%s", c->base, path) : NULL;
+    _cleanup_free_ char *loc = base ? resolve_location(base, resp.location) : NULL;
+    reg_resp_clear(&resp);
+    if (rc < 0)
+        return rc;
+    if (!loc)
+        return sbx_error_set(err, SBX_ENET, "%s: '%s' gave an unusable upload location", what,
+                             c->host);
+    /* monolithic: the whole blob in one PUT to the location, with its digest */
+    _cleanup_free_ char *url = sbx__strdup_printf("%s%cdigest=%s", loc,
+                                                  strchr(loc, '?') ? '&' : '?', digest);
+    if (!url)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    reg_req put = {.method = "PUT", .url = url, .what = what,
+                   .content_type = "application/octet-stream", .body = buf, .body_fd = fd,
+                   .body_len = len};
+    rc = do_request(c, &put, &resp, err);
+    if (rc == 0 && resp.status != 201 && resp.status != 204)
+        rc = sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld to the upload", what,
+                           c->host, resp.status);
+    reg_resp_clear(&resp);
+    return rc;
+}
+
+int reg_put_manifest(reg_client *c, const char *reference, const char *media_type,
+                     const char *body, size_t len, sbx_error *err)
+{
+    _cleanup_free_ char *path = sbx__strdup_printf("/v2/%s/manifests/%s", c->ref.path, reference);
+    _cleanup_free_ char *what = sbx__strdup_printf("uploading manifest '%s'", reference);
+    if (!path || !what)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    reg_resp resp = {.content_length = -1};
+    reg_req rq = {.method = "PUT", .path = path, .what = what, .content_type = media_type,
+                  .body = body, .body_fd = -1, .body_len = len};
     int rc = do_request(c, &rq, &resp, err);
     reg_resp_clear(&resp);
     return rc;

@@ -134,6 +134,8 @@ void reg_client_remember(reg_client *c, sbx_store *store);
  * a sibling download failed.  They also stop when the context is cancelled
  * (SBX_ECANCELED). */
 void reg_client_set_cancel(reg_client *c, const volatile int *flag);
+/* Tokens asked for from now on carry push scope ("pull,push"). */
+void reg_client_set_push(reg_client *c);
 /* The context of the call the client serves. */
 sbx_ctx *reg_client_ctx(const reg_client *c);
 
@@ -147,6 +149,16 @@ int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out
                        sbx_error *err);
 /* Stream a blob into sink, resuming with Range on interruption. */
 int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_error *err);
+
+/* Push: whether the repository has a blob (HEAD: 1 yes, 0 no); upload one
+ * in a single PUT (POST for a location, then PUT ?digest=) from a file
+ * (read from offset 0; buf NULL) or a buffer; put a manifest under a tag
+ * or digest. */
+int reg_blob_exists(reg_client *c, const char *digest, sbx_error *err);
+int reg_put_blob(reg_client *c, const char *digest, int fd, const char *buf, uint64_t len,
+                 sbx_error *err);
+int reg_put_manifest(reg_client *c, const char *reference, const char *media_type,
+                     const char *body, size_t len, sbx_error *err);
 
 /* ---- blobs ----------------------------------------------------------------- */
 

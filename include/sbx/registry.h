@@ -134,6 +134,31 @@ SBX_API int sbx_registry_pull(sbx_pull_result *out, const char *ref,
 /* Frees what the result owns (not the struct).  Accepts NULL. */
 SBX_API void sbx_pull_result_free(sbx_pull_result *r);
 
+/* ---- push ------------------------------------------------------------------ */
+
+typedef struct sbx_push_result {
+    char ref[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + SBX_REF_TAG_MAX + SBX_DIGEST_BUFSZ + 4];
+    char digest[SBX_DIGEST_BUFSZ]; /* the manifest pushed */
+    size_t blobs_pushed, blobs_existing; /* layers and config: sent, or already there */
+    uint64_t bytes_pushed;
+    /* The manifest was made anew over the stored zstd layers (a pulled gzip
+     * image): its digest differs from the stored one. */
+    bool recompressed;
+} sbx_push_result;
+
+/* Push `image` (looked up in the store only, as unpack does; platform from
+ * opts for an index) to `dest` (a ref; NULL or "": image's own name): every
+ * layer as stored (zstd) and the config, each only when the repository
+ * lacks it (HEAD first), in one PUT each; the manifest last, under dest's
+ * tag (or its digest, which must be the manifest's).  Credentials as pull
+ * takes them; tokens with push scope.  Progress on ctx: "layer N/M <digest>"
+ * and "config" with phase "exists" or "push", then "manifest" "done".
+ * Errors: SBX_ENOTFOUND (not in the store), SBX_EAUTH (push refused),
+ * SBX_ENET, SBX_EDIGEST, SBX_ECANCELED, store errors. */
+SBX_API int sbx_registry_push(sbx_push_result *out, sbx_store *store, const char *image,
+                              const char *dest, const sbx_registry_options *opts, sbx_ctx *ctx,
+                              sbx_error *err);
+
 /* ---- inspect ---------------------------------------------------------------- */
 
 typedef struct sbx_image_platform {

@@ -1,0 +1,90 @@
+/* sbx-image push IMAGE [DEST]: an image from the store to a registry. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "sbx/registry.h"
+
+
+static void usage(FILE *f)
+{
+    fputs("usage: sbx-image push [--creds USER:PASSWORD] [--platform P] [--json]\n"
+          "                      IMAGE [DEST]\n"
+          "\n"
+          "Push an image from the store to a registry.  IMAGE is a store name, a ref as\n"
+          "pulled, a snapshot or a manifest digest; DEST a ref (default: IMAGE's own\n"
+          "name, as docker push does).  Each layer goes as the store keeps it (zstd) and\n"
+          "only when the repository lacks it (asked with HEAD first), in one upload;\n"
+          "then the config; the manifest last, so the tag never names an image whose\n"
+          "blobs are missing.  A built image keeps its manifest digest; a pulled gzip\n"
+          "image gets a new manifest over the zstd layers (said on stderr).\n"
+          "\n"
+          "options:\n"
+          "  --creds USER:PASSWORD  credentials for DEST's registry (default: the Docker\n"
+          "                     config and its credential helpers)\n"
+          "  --platform OS/ARCH[/VARIANT]  the entry to push when IMAGE names an index\n"
+          "  --json             print {ref, digest, blobs_pushed, blobs_existing,\n"
+          "                     bytes_pushed, recompressed}\n"
+          "  --store DIR        store to push from\n"
+          "  -v, --verbose      debug messages on stderr\n"
+          "\n"
+          "output: the pushed manifest's digest on stdout; a line per blob on stderr.\n"
+          "Exit 1 on error (the tag is not set), 2 on usage errors.\n"
+          "\n"
+          "example:\n"
+          "  sbx-image push myapp:1 registry.example.com/team/myapp:1\n",
+          f);
+}
+
+int cmd_push(sbx_cli *cli, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"platform", required_argument, NULL, 'p'},
+        {"creds", required_argument, NULL, 'c'},
+        CLI_COMMON_OPTS,
+        {NULL, 0, NULL, 0},
+    };
+    sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+        if (c == 'h') {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        int ro = cli_common_opt(cli, c, optarg) ? 1 : cli_registry_opt(&opts, c, optarg, "push");
+        if (ro < 0)
+            return CLI_EXIT_USAGE;
+        if (!ro)
+            return cli_usage_error("push", "unknown option '%s'", argv[optind - 1]);
+    }
+    if (optind + 1 != argc && optind + 2 != argc)
+        return cli_usage_error("push", "expected IMAGE and an optional DEST");
+    const char *image = argv[optind], *dest = optind + 1 < argc ? argv[optind + 1] : NULL;
+    if (!*image || (dest && !*dest))
+        return cli_usage_error("push", "IMAGE and DEST must not be empty");
+    sbx_store *store = NULL;
+    if (cli_open_store(cli, &store) != CLI_EXIT_OK)
+        return CLI_EXIT_FAIL;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_push_result r;
+    int rc = sbx_registry_push(&r, store, image, dest, &opts, cli->ctx, &err);
+    sbx_store_free(store);
+    cli_progress_done();
+    if (rc < 0)
+        return cli_fail(&err);
+    if (r.recompressed)
+        fprintf(stderr, "note: %s was pulled with other compressed layers; pushed a new manifest "
+                "over its zstd layers (%s)\n", image, r.digest);
+    if (cli->json)
+        return cli_print_json(stdout, json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "ref", r.ref,
+                                                "digest", r.digest, "blobs_pushed",
+                                                (json_int_t)r.blobs_pushed, "blobs_existing",
+                                                (json_int_t)r.blobs_existing, "bytes_pushed",
+                                                (json_int_t)r.bytes_pushed, "recompressed",
+                                                r.recompressed));
+    printf("%s\n", r.digest);
+    return CLI_EXIT_OK;
+}

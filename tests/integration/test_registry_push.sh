@@ -1,0 +1,69 @@
+#!/bin/bash
+# sbx-image push against the real docker-registry: a pulled gzip image is
+# pushed with a new manifest over its zstd layers and pulls back into an
+# empty store with the same diff_ids; pushing again sends no blob (HEAD
+# first); skopeo reads what was pushed; a pushed image keeps its digest
+# when pushed again elsewhere; token auth asks for push scope, anonymous
+# push is refused, and a refused push sets no tag.
+set -euo pipefail
+source "$SBX_SOURCE_DIR/tests/integration/lib/registry.sh"
+t_init
+fx_build
+reg_start r plain
+reg_start tr token
+fx_push r oci-multi=src/img:v1
+R=$r_HOST
+
+case_ "push a pulled gzip image: new manifest over the zstd layers, every blob sent"
+STORE=$T/store-a
+ok pull "$R/src/img:v1"
+ok push --json "$R/src/img:v1" "$R/dst/img:v2"
+jq_is .blobs_pushed 4
+jq_is .blobs_existing 0
+jq_is .recompressed true
+pushed=$(jq -r .digest "$T/out")
+[[ $pushed != "$(fx oci-multi .digest)" ]] || fail "a recompressed push kept the gzip manifest digest"
+err_has "new manifest over its zstd layers"
+
+case_ "push again: HEAD finds every blob, none is sent; same digest"
+ok push --json "$R/src/img:v1" "$R/dst/img:v2"
+jq_is .blobs_pushed 0
+jq_is .blobs_existing 4
+jq_is .digest "$pushed"
+
+case_ "what was pushed pulls back into an empty store with the same diff_ids"
+STORE=$T/store-b
+ok pull --json "$R/dst/img:v2"
+jq_is .digest "$pushed"
+got=$(jq -c '[.layers[].diff_id]' "$T/out")
+want=$(jq -c '[.layers[].diff_id]' <<<"$(fx oci-multi '{layers: .layers}')")
+assert_eq "$got" "$want" "diff_ids after push and pull"
+jq -e '[.layers[].media_type] | all(. == "application/vnd.oci.image.layer.v1.tar+zstd")' "$T/out" >/dev/null ||
+  fail "pushed layers are not zstd: $(cat "$T/out")"
+skopeo inspect --tls-verify=false --raw "docker://$R/dst/img:v2" | sha256sum | grep -q "${pushed#sha256:}" ||
+  fail "skopeo reads another manifest"
+
+case_ "an image pushed as it is stored keeps its digest"
+ok push --json "$R/dst/img:v2" "$R/third/img:v3"
+jq_is .recompressed false
+jq_is .digest "$pushed"
+
+case_ "token auth: push scope with --creds; anonymous push refused, no tag set"
+fails push "$R/dst/img:v2" "$tr_HOST/private/pushed:v1"
+err_has 'auth|denied|unauthori[sz]ed|credential'
+STORE=$T/store-c
+fails pull "$tr_HOST/private/pushed:v1" --creds "$TEST_USER:$TEST_PASS"
+STORE=$T/store-b
+ok push --creds "$TEST_USER:$TEST_PASS" "$R/dst/img:v2" "$tr_HOST/private/pushed:v1"
+jq -se 'map(select((.scopes // []) | any(test("push")))) | length >= 1' "$tr_tok_DIR/token.log" >/dev/null ||
+  fail "no token was asked for with push scope"
+STORE=$T/store-c
+ok pull --json --creds "$TEST_USER:$TEST_PASS" "$tr_HOST/private/pushed:v1"
+jq_is .digest "$pushed"
+
+case_ "errors: an image not in the store, a bad destination"
+fails push "$R/nothing/here:v1" "$R/dst/img:v9"
+err_has "nothing/here"
+fails push "$R/dst/img:v2" "Bad Dest!"
+err_has "Bad Dest"
+t_pass
