@@ -13,6 +13,7 @@
 #include "sbx/builder.h"
 #include "sbx/context.h"
 #include "sbx/recipe.h"
+#include "sbx/registry.h"
 
 static void usage(FILE *f)
 {
@@ -28,6 +29,9 @@ static void usage(FILE *f)
           "                      directory)\n"
           "  --tag NAME          also name the image NAME in the store (repeatable;\n"
           "                      default: none)\n"
+          "  --push REF          then push the image to REF (as sbx-image push does, with\n"
+          "                      the Docker config's credentials); a failed push keeps\n"
+          "                      the built image and exits 1\n"
           "  --no-cache          run every step even when its result is cached (the results\n"
           "                      are still cached)\n"
           "  --platform P        os/arch[/variant] of a from_registry base (default:\n"
@@ -253,7 +257,7 @@ static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
 int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
-           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT };
+           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH };
     static const struct option longopts[] = {
         {"context", required_argument, NULL, O_CONTEXT},
         {"tag", required_argument, NULL, O_TAG},
@@ -264,6 +268,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"wait-timeout", required_argument, NULL, O_WAIT},
         {"build-timeout", required_argument, NULL, O_BUILD_TIMEOUT},
+        {"push", required_argument, NULL, O_PUSH},
         {"pids-limit", required_argument, NULL, O_PIDS},
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
@@ -272,7 +277,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     sbx_build_options bo = SBX_BUILD_OPTIONS_INIT;
-    const char *context = NULL;
+    const char *context = NULL, *push_ref = NULL;
     const char *tags[64];
     size_t ntags = 0;
     int c;
@@ -282,6 +287,11 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         switch (c) {
         case 'h': usage(stdout); return CLI_EXIT_OK;
         case O_CONTEXT: context = optarg; break;
+        case O_PUSH:
+            if (!*optarg)
+                return cli_usage_error("build", "--push needs a ref");
+            push_ref = optarg;
+            break;
         case O_TAG:
             if (ntags == sizeof tags / sizeof tags[0])
                 return cli_usage_error("build", "too many --tag options");
@@ -375,13 +385,23 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     bo.on_output = on_output;
     bo.ud = &u;
     sbx_build_result res = SBX_BUILD_RESULT_INIT;
-    if (sbx_build(&res, store, recipe, &bo, cli->ctx, &err) < 0) {
+    sbx_push_result pushed = {0};
+    int b = sbx_build(&res, store, recipe, &bo, cli->ctx, &err);
+    if (b == 0 && push_ref) {
+        /* the image, then the registry: a failed push keeps the built image */
+        sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
+        b = sbx_registry_push(&pushed, store, res.digest, push_ref, &ro, cli->ctx, &err);
+        if (b == 0 && !cli->json)
+            fprintf(stderr, "pushed %s\n", pushed.ref);
+    }
+    if (b < 0) {
         rc = build_fail(&res, &err, cli->json);
     } else if (cli->json) {
-        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s}", "digest", res.digest,
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:I, s:s, s:s?}", "digest", res.digest,
                               "recipe_digest", res.recipe_digest, "base_digest", res.base_digest,
                               "steps_run", (json_int_t)res.steps_run, "steps_cached",
-                              (json_int_t)res.steps_cached, "build_id", res.build_id);
+                              (json_int_t)res.steps_cached, "build_id", res.build_id, "pushed",
+                              push_ref ? pushed.ref : NULL);
         rc = cli_print_json(stdout, o);
     } else {
         printf("%s\n", res.digest);

@@ -39,6 +39,16 @@ ok build "$T/ctx/r.yaml"
 assert_eq "$(head -n 1 "$T/err")" "[base] from_registry $r1_HOST/bb/base:1 -> ${base1:0:19}" "base line"
 assert_eq "$(sed -n 2p "$T/err")" "[1/1] run_cmd echo built > /built && cat /built (cached)" "cached step line"
 
+case_ "build --push: the built image goes to the registry with its digest"
+ok build --json --push "$r1_HOST/bb/built:1" "$T/ctx/r.yaml"
+assert_eq "$(res pushed)" "$r1_HOST/bb/built:1" "pushed ref"
+pushed_digest=$(res digest)
+STORE_SAVED=$STORE
+STORE=$T/store-pulled
+ok pull --json "$r1_HOST/bb/built:1"
+assert_eq "$(res digest)" "$pushed_digest" "the pulled image's digest is the built one's"
+STORE=$STORE_SAVED
+
 case_ "the tag moves: rebuild from the new base"
 fx_push r1 "oci-multi=bb/base:1"
 ok build --json "$T/ctx/r.yaml"
