@@ -32,6 +32,11 @@ typedef struct sbx_cli {
 
 /* Handle a common option; returns 1 when it was one. */
 int cli_common_opt(sbx_cli *cli, int c, const char *arg);
+/* getopt_long over a verb's longopts (which end with CLI_COMMON_OPTS),
+ * handling the common options: the verb's next option, -1 at the end, or
+ * CLI_OPT_HELP for -h/--help (the verb prints its usage and exits 0). */
+#define CLI_OPT_HELP (-2)
+int cli_next_opt(sbx_cli *cli, int argc, char **argv, const struct option *longopts);
 
 /* Print "sbx-image: error: <where>: <msg>" to stderr; returns the exit
  * status: 128+N when signal N cancelled the call (SBX_ECANCELED), else
@@ -107,6 +112,7 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
     X(inspect, "show an image's manifest, config and layers")                           \
     X(unpack, "materialize an image's root filesystem into a directory")                \
     X(export, "write an image as an OCI image layout directory")                        \
+    X(load, "bring in an image from an OCI layout or archive, or docker save")          \
     X(mount, "mount an image as a sandbox's root filesystem (overlay, instant)")       \
     X(umount, "unmount a mount and drop its writable layer")                            \
     X(mounts, "list the store's mounts")                                               \

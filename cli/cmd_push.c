@@ -47,14 +47,12 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
-        if (c == 'h') {
+    for (int c; (c = cli_next_opt(cli, argc, argv, longopts)) != -1;) {
+        if (c == CLI_OPT_HELP) {
             usage(stdout);
             return CLI_EXIT_OK;
         }
-        int ro = cli_common_opt(cli, c, optarg) ? 1 : cli_registry_opt(&opts, c, optarg, "push");
+        int ro = cli_registry_opt(&opts, c, optarg, "push");
         if (ro < 0)
             return CLI_EXIT_USAGE;
         if (!ro)

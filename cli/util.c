@@ -75,6 +75,18 @@ int cli_open_store(sbx_cli *cli, sbx_store **out)
     return CLI_EXIT_OK;
 }
 
+int cli_next_opt(sbx_cli *cli, int argc, char **argv, const struct option *longopts)
+{
+    opterr = 0;
+    for (;;) {
+        int c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL);
+        if (c == 'h')
+            return CLI_OPT_HELP;
+        if (c == -1 || !cli_common_opt(cli, c, optarg))
+            return c;
+    }
+}
+
 int cli_need_root(const char *verb, const char *why)
 {
     if (geteuid() == 0)

@@ -43,6 +43,10 @@ int rfs_archive_load(sbx_error *err);
     /* reading a tar */                                                                      \
     F(struct archive *, archive_read_new, (void), (), NULL)                                  \
     F(int, archive_read_support_format_tar, (struct archive *a), (a), ARCHIVE_FATAL)        \
+    F(int, archive_read_support_format_raw, (struct archive *a), (a), ARCHIVE_FATAL)        \
+    F(int, archive_read_support_filter_gzip, (struct archive *a), (a), ARCHIVE_FATAL)       \
+    F(int, archive_read_support_filter_zstd, (struct archive *a), (a), ARCHIVE_FATAL)       \
+    F(int, archive_read_support_filter_none, (struct archive *a), (a), ARCHIVE_FATAL)       \
     F(int, archive_read_support_format_gnutar, (struct archive *a), (a), ARCHIVE_FATAL)     \
     F(int, archive_read_open_fd, (struct archive *a, int fd, size_t block_size),             \
       (a, fd, block_size), ARCHIVE_FATAL)                                                    \
@@ -87,6 +91,7 @@ int rfs_archive_load(sbx_error *err);
     V(archive_entry_free, (struct archive_entry *e), (e))                                    \
     F(const char *, archive_entry_pathname, (struct archive_entry *e), (e), NULL)            \
     F(const char *, archive_entry_hardlink, (struct archive_entry *e), (e), NULL)            \
+    F(const char *, archive_entry_symlink, (struct archive_entry *e), (e), NULL)             \
     F(__LA_MODE_T, archive_entry_filetype, (struct archive_entry *e), (e), 0)                \
     F(la_int64_t, archive_entry_size, (struct archive_entry *e), (e), 0)                     \
     F(__LA_MODE_T, archive_entry_perm, (struct archive_entry *e), (e), 0)                    \

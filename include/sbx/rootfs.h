@@ -267,6 +267,34 @@ typedef struct sbx_commit_result {
 SBX_API int sbx_rootfs_commit(sbx_commit_result *out, sbx_store *s, const char *id_or_dir,
                               const sbx_commit_options *opts, sbx_ctx *ctx, sbx_error *err);
 
+/* ---- load: images other tools made ---------------------------------------
+ *
+ * SOURCE is an OCI image layout directory, an OCI archive (a tar of one),
+ * or a docker-archive tar (docker save, podman save, skopeo copy
+ * docker-archive:).  Every blob is checked against its digest and size and
+ * every layer against the config's diff_id before anything is stored, so a
+ * bad source is a clear error and the store gets nothing.  An OCI layout's
+ * manifest is kept byte for byte (its digest too); a docker-archive, which
+ * has none, gets the OCI manifest sbx_image_write makes (recompressed).
+ * The name: opts.tag, else the source's own (the layout's
+ * org.opencontainers.image.ref.name, the archive's RepoTags[0]); neither is
+ * SBX_EINVAL. */
+typedef struct sbx_load_options {
+    const char *tag;      /* the name to give it; NULL: the source's */
+    const char *platform; /* an index's entry; NULL: this host's */
+} sbx_load_options;
+#define SBX_LOAD_OPTIONS_INIT {NULL, NULL}
+
+typedef struct sbx_load_result {
+    char digest[SBX_DIGEST_BUFSZ];
+    char name[768]; /* as sbx_ref normalizes it */
+    size_t layers;
+    bool recompressed; /* a docker-archive: the manifest was made here */
+} sbx_load_result;
+
+SBX_API int sbx_rootfs_load(sbx_load_result *out, sbx_store *store, const char *source,
+                            const sbx_load_options *opts, sbx_ctx *ctx, sbx_error *err);
+
 /* ---- export: an image from the store as an OCI image layout --------------
  *
  * The layout (image-spec "image-layout") is what other tools read:

@@ -1,0 +1,63 @@
+#!/bin/bash
+# sbx-image load: images skopeo wrote as an OCI layout, an OCI archive and a
+# docker-archive come into the store checked (the layout's manifest digest
+# kept, a docker archive's layers the same diff_ids) and unpack; a layer
+# with one byte changed, or a source without a name, is refused and the
+# store gets nothing.
+set -euo pipefail
+source "$SBX_SOURCE_DIR/tests/integration/lib/registry.sh"
+t_init
+fx_build
+command -v skopeo >/dev/null || t_die "missing skopeo (scripts/deps.sh)"
+want=$(fx oci-multi .digest)
+want_ids=$(fx oci-multi '[.layers[].diff_id] | join(",")')
+skopeo copy -q "oci:$FX:oci-multi" "oci:$T/layout:v1"
+skopeo copy -q "oci:$FX:oci-multi" "oci-archive:$T/oci.tar:v1"
+skopeo copy -q "oci:$FX:oci-multi" "docker-archive:$T/docker.tar:img/app:1"
+layout_digest=$(jq -r '.manifests[0].digest' "$T/layout/index.json")
+
+case_ "an OCI layout: the manifest kept byte for byte, named by the layout's ref name"
+STORE=$T/store-a
+ok load --json --tag img/layout:1 "$T/layout"
+jq_is .digest "$layout_digest"
+jq_is .recompressed false
+jq_is .layers 3
+ok unpack img/layout:1 "$T/root-a"
+[[ -x $T/root-a/bin/busybox ]] || fail "the loaded image does not unpack to its files"
+
+case_ "an OCI archive"
+STORE=$T/store-b
+ok load --json --tag img/archive:1 "$T/oci.tar"
+jq_is .digest "$layout_digest"
+[[ -z $(ls "$STORE/tmp") ]] || fail "the extracted archive was left in tmp/"
+
+case_ "a docker-archive: named by RepoTags, an OCI manifest made, the same diff_ids"
+STORE=$T/store-c
+ok load --json "$T/docker.tar"
+jq_is .name docker.io/img/app:1
+jq_is .recompressed true
+ok inspect --json docker.io/img/app:1
+got_ids=$(jq -r '[.layers[].diff_id] | join(",")' "$T/out")
+assert_eq "$got_ids" "$want_ids" "diff_ids"
+
+case_ "a layer with one byte changed: refused, nothing stored"
+cp -a "$T/layout" "$T/bad"
+blob=$(jq -r '.layers[1].digest' "$T/bad/blobs/sha256/${layout_digest#sha256:}")
+f=$T/bad/blobs/sha256/${blob#sha256:}
+chmod u+w "$f"
+printf '\x00' | dd of="$f" bs=1 seek=100 conv=notrunc status=none
+STORE=$T/store-d
+fails load --tag img/bad:1 "$T/bad"
+err_has "does not match"
+ok images --json
+assert_eq "$(cat "$T/out")" "[]" "names after a refused load"
+[[ -z $(ls "$STORE/layers/sha256" 2>/dev/null) ]] || fail "a refused load stored layers"
+
+case_ "no name anywhere: --tag is asked for"
+jq 'del(.manifests[0].annotations)' "$T/layout/index.json" >"$T/idx" && cp -a "$T/layout" "$T/noname" &&
+  cp "$T/idx" "$T/noname/index.json"
+fails load "$T/noname"
+err_has "--tag"
+fails load "$T/nothing-here"
+err_has "nothing-here"
+t_pass
