@@ -10,8 +10,8 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: sbx-image push [--creds USER:PASSWORD] [--platform P] [--json]\n"
-          "                      IMAGE [DEST]\n"
+    fputs("usage: sbx-image push [--compression zstd|gzip] [--creds USER:PASSWORD]\n"
+          "                      [--platform P] [--json] IMAGE [DEST]\n"
           "\n"
           "Push an image from the store to a registry.  IMAGE is a store name, a ref as\n"
           "pulled, a snapshot or a manifest digest; DEST a ref (default: IMAGE's own\n"
@@ -22,6 +22,10 @@ static void usage(FILE *f)
           "image gets a new manifest over the zstd layers (said on stderr).\n"
           "\n"
           "options:\n"
+          "  --compression zstd|gzip  layers as stored (zstd, the default) or gzipped for\n"
+          "                     clients that cannot read zstd: deterministic (level 6, no\n"
+          "                     name or time), so the same image always gets the same\n"
+          "                     digests; the manifest is a new OCI one over them\n"
           "  --creds USER:PASSWORD  credentials for DEST's registry (default: the Docker\n"
           "                     config and its credential helpers)\n"
           "  --platform OS/ARCH[/VARIANT]  the entry to push when IMAGE names an index\n"
@@ -43,6 +47,7 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
+        {"compression", required_argument, NULL, 'z'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -51,6 +56,12 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
         if (c == CLI_OPT_HELP) {
             usage(stdout);
             return CLI_EXIT_OK;
+        }
+        if (c == 'z') {
+            if (strcmp(optarg, "zstd") && strcmp(optarg, "gzip"))
+                return cli_usage_error("push", "--compression is zstd or gzip, not '%s'", optarg);
+            opts.push_gzip = !strcmp(optarg, "gzip");
+            continue;
         }
         int ro = cli_registry_opt(&opts, c, optarg, "push");
         if (ro < 0)

@@ -12,12 +12,74 @@
  * its digest is the store's.  A pulled image whose manifest describes other
  * compressed forms (gzip) gets the OCI manifest sbx_image_write makes over
  * the stored zstd layers and the same config: a new digest (said in
- * result.recompressed), as export does. */
+ * result.recompressed), as export does.
+ *
+ * With push_gzip each layer is gzipped from the stored tar (zlib level 6, no
+ * name, mtime 0: the same tar gives the same bytes) into a scratch file
+ * while it is hashed, then sent like a stored one; the manifest is an OCI
+ * one over those (compact JSON, sorted keys), so pushing the same image
+ * twice gives the same digests.  The gzip digest is recorded as a source of
+ * the layer. */
+
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <string.h>
+#include <zlib.h>
 
 #include "registry_internal.h"
+
+/* A layer's gzip form in dir/<n>.gz: path, digest and size. */
+static int gzip_layer(char *path_out, size_t plen, char digest[SBX_DIGEST_BUFSZ], uint64_t *size,
+                      sbx_store *s, const char *diff_id, const char *dir, size_t n, sbx_ctx *ctx,
+                      sbx_error *err)
+{
+    snprintf(path_out, plen, "%s/%zu.gz", dir, n);
+    _cleanup_close_ int fd = open(path_out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "pushing: creating '%s'", path_out);
+    sbx_layer_reader *rd = NULL;
+    if (sbx_store_layer_open(&rd, s, diff_id, err) < 0)
+        return err->code;
+    _cleanup_sha256_ sbx__sha256 *h = NULL;
+    z_stream z = {0};
+    int rc = sbx__sha256_new(&h, err);
+    /* 16 + MAX_WBITS: a gzip wrapper; deflateInit2 leaves name and mtime empty */
+    if (rc == 0 && deflateInit2(&z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        rc = sbx_error_set(err, SBX_ENOMEM, "pushing: zlib");
+    _cleanup_free_ unsigned char *in = malloc(1 << 17), *out = malloc(1 << 17);
+    if (rc == 0 && (!in || !out))
+        rc = sbx_error_set(err, SBX_ENOMEM, "pushing: out of memory");
+    *size = 0;
+    for (bool end = false; rc == 0 && !end;) {
+        size_t got = 0;
+        if ((rc = sbx__check_cancel(ctx, err)) < 0 ||
+            (rc = sbx_layer_reader_read(rd, in, 1 << 17, &got, err)) < 0)
+            break;
+        end = got == 0;
+        z.next_in = in;
+        z.avail_in = (uInt)got;
+        do {
+            z.next_out = out;
+            z.avail_out = 1 << 17;
+            int zr = deflate(&z, end ? Z_FINISH : Z_NO_FLUSH);
+            if (zr == Z_STREAM_ERROR) {
+                rc = sbx_error_set(err, SBX_EINTERNAL, "pushing: zlib deflate failed");
+                break;
+            }
+            size_t made = (1u << 17) - z.avail_out;
+            sbx__sha256_update(h, out, made);
+            *size += made;
+            if (made && (rc = sbx__write_all(fd, out, made, err)) < 0)
+                break;
+        } while (z.avail_out == 0);
+    }
+    deflateEnd(&z);
+    sbx_layer_reader_free(rd);
+    if (rc == 0)
+        sbx__sha256_final(h, digest);
+    return rc;
+}
 
 static int push_blob(reg_client *c, sbx_push_result *out, const char *digest, const char *path,
                      const char *buf, uint64_t len, const char *progress_id, sbx_ctx *ctx,
@@ -72,9 +134,37 @@ static int manifest_for(char **raw, size_t *len, char digest[SBX_DIGEST_BUFSZ],
     return 0;
 }
 
+/* The OCI manifest over gzip layers (and the image's config), as bytes. */
+static int gzip_manifest(char **raw, size_t *len, char digest[SBX_DIGEST_BUFSZ],
+                         const sbx_image *img, char (*gz_digest)[SBX_DIGEST_BUFSZ],
+                         const uint64_t *gz_size, sbx_error *err)
+{
+    json_t *layers = json_array();
+    for (size_t i = 0; layers && i < img->nlayers; i++)
+        json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType",
+                                                SBX_MT_OCI_LAYER_GZIP, "digest", gz_digest[i],
+                                                "size", (json_int_t)gz_size[i]));
+    json_t *m = layers ? json_pack("{s:i, s:s, s:{s:s, s:s, s:I}, s:o}", "schemaVersion", 2,
+                                   "mediaType", SBX_MT_OCI_MANIFEST, "config", "mediaType",
+                                   SBX_MT_OCI_CONFIG, "digest", img->config_digest, "size",
+                                   (json_int_t)img->config_len, "layers", layers)
+                       : NULL;
+    *raw = m ? json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(m);
+    if (!*raw)
+        return sbx_error_set(err, SBX_ENOMEM, "pushing: out of memory");
+    *len = strlen(*raw);
+    sbx__sha256_buf(*raw, *len, digest);
+    return 0;
+}
+
 static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_session *ses,
                 sbx_ctx *ctx, sbx_error *err)
 {
+    bool gz = ses->opts && ses->opts->push_gzip;
+    sbx_scratch *sc = NULL;
+    char (*gz_digest)[SBX_DIGEST_BUFSZ] = NULL;
+    uint64_t *gz_size = NULL;
     sbx_layer_info *infos = calloc(img->nlayers + 1, sizeof *infos);
     if (!infos)
         return sbx_error_set(err, SBX_ENOMEM, "pushing: out of memory");
@@ -86,18 +176,47 @@ static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_se
     char *man = NULL;
     size_t man_len = 0;
     char media_type[128];
-    if (rc == 0)
+    if (rc == 0 && gz) {
+        gz_digest = calloc(img->nlayers + 1, sizeof *gz_digest);
+        gz_size = calloc(img->nlayers + 1, sizeof *gz_size);
+        if (!gz_digest || !gz_size)
+            rc = sbx_error_set(err, SBX_ENOMEM, "pushing: out of memory");
+        else if ((rc = sbx_store_scratch_new(&sc, s, "push", 0, err)) < 0)
+            sbx_error_wrap(err, "pushing");
+        for (size_t i = 0; rc == 0 && i < img->nlayers; i++) {
+            char path[4096], id[96];
+            snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, img->nlayers,
+                     img->layers[i].diff_id);
+            sbx__progress(ctx, id, "gzip", 0, infos[i].size);
+            rc = gzip_layer(path, sizeof path, gz_digest[i], &gz_size[i], s,
+                            img->layers[i].diff_id, sbx_scratch_path(sc), i, ctx, err);
+            sbx_error se = SBX_ERROR_INIT; /* bookkeeping: a later pull finds it */
+            if (rc == 0)
+                sbx_store_layer_add_source(s, img->layers[i].diff_id, gz_digest[i],
+                                           SBX_MT_OCI_LAYER_GZIP, gz_size[i], &se);
+        }
+        if (rc == 0)
+            rc = gzip_manifest(&man, &man_len, out->digest, img, gz_digest, gz_size, err);
+        snprintf(media_type, sizeof media_type, "%s", SBX_MT_OCI_MANIFEST);
+        out->recompressed = true;
+    } else if (rc == 0) {
         rc = manifest_for(&man, &man_len, out->digest, media_type, &out->recompressed, s, img,
                           infos, err);
+    }
     reg_client *c = NULL;
     if (rc == 0 && (rc = reg_client_new(&c, &ses->ref, "", ses->opts, &ses->cfg, ctx, err)) == 0)
         reg_client_set_push(c);
     for (size_t i = 0; rc == 0 && i < img->nlayers; i++) {
         char path[4096], id[96];
-        snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, img->nlayers, infos[i].zstd_digest);
-        if ((rc = sbx_store_layer_path(s, img->layers[i].diff_id, path, sizeof path, err)) == 0)
-            rc = push_blob(c, out, infos[i].zstd_digest, path, NULL, infos[i].stored_size, id,
-                           ctx, err);
+        const char *digest = gz ? gz_digest[i] : infos[i].zstd_digest;
+        snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, img->nlayers, digest);
+        if (gz)
+            snprintf(path, sizeof path, "%s/%zu.gz", sbx_scratch_path(sc), i);
+        else
+            rc = sbx_store_layer_path(s, img->layers[i].diff_id, path, sizeof path, err);
+        if (rc == 0)
+            rc = push_blob(c, out, digest, path, NULL, gz ? gz_size[i] : infos[i].stored_size,
+                           id, ctx, err);
     }
     if (rc == 0)
         rc = push_blob(c, out, img->config_digest, NULL, img->config_raw, img->config_len,
@@ -115,6 +234,10 @@ static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_se
     reg_client_free(c);
     free(man);
     free(infos);
+    free(gz_digest);
+    free(gz_size);
+    sbx_error fe = SBX_ERROR_INIT;
+    sbx_scratch_free(sc, &fe);
     return rc;
 }
 

@@ -61,10 +61,13 @@ typedef struct sbx_registry_options {
     int64_t resolve_ttl;
     /* Layers downloaded at once; 0 means the default (2). */
     unsigned parallel;
+    /* push: layers as gzip (deterministic: the same image, the same
+     * digests) for clients that cannot read zstd; false: zstd as stored. */
+    bool push_gzip;
 } sbx_registry_options;
 
 #define SBX_REGISTRY_OPTIONS_INIT \
-    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0}
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false}
 
 /* Initialise libcurl's global state.  Idempotent; the functions below call
  * it themselves, but a threaded program should call it first. */

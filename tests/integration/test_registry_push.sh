@@ -48,6 +48,24 @@ ok push --json "$R/dst/img:v2" "$R/third/img:v3"
 jq_is .recompressed false
 jq_is .digest "$pushed"
 
+case_ "--compression gzip: deterministic gzip layers, a reader of gzip gets the same tree"
+ok push --json --compression gzip "$R/dst/img:v2" "$R/gz/img:v1"
+jq_is .recompressed true
+gz1=$(jq -r .digest "$T/out")
+ok push --json --compression gzip "$R/dst/img:v2" "$R/gz/img:v2"
+jq_is .digest "$gz1"
+jq_is .blobs_pushed 0
+skopeo inspect --tls-verify=false --raw "docker://$R/gz/img:v1" |
+  jq -e '[.layers[].mediaType] | all(. == "application/vnd.oci.image.layer.v1.tar+gzip")' >/dev/null ||
+  fail "gzip push has other layer types"
+STORE=$T/store-gz
+ok pull --json "$R/gz/img:v1"
+assert_eq "$(jq -c '[.layers[].diff_id]' "$T/out")" "$want" "diff_ids of the gzip push"
+sbx push --compression lz4 "$R/dst/img:v2" "$R/gz/img:v3"
+assert_eq "$RC" 2 "exit status of a bad --compression"
+err_has "zstd or gzip"
+STORE=$T/store-b
+
 case_ "token auth: push scope with --creds; anonymous push refused, no tag set"
 fails push "$R/dst/img:v2" "$tr_HOST/private/pushed:v1"
 err_has 'auth|denied|unauthori[sz]ed|credential'
