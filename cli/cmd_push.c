@@ -16,7 +16,8 @@ static void usage(FILE *f)
           "Push an image from the store to a registry.  IMAGE is a store name, a ref as\n"
           "pulled, a snapshot or a manifest digest; DEST a ref (default: IMAGE's own\n"
           "name, as docker push does).  Each layer goes as the store keeps it (zstd) and\n"
-          "only when the repository lacks it (asked with HEAD first), in one upload;\n"
+          "only when the repository lacks it (asked with HEAD first), in one upload, or\n"
+          "mounted from another repository of the registry this store pushed it to;\n"
           "then the config; the manifest last, so the tag never names an image whose\n"
           "blobs are missing.  A built image keeps its manifest digest; a pulled gzip\n"
           "image gets a new manifest over the zstd layers (said on stderr).\n"
@@ -30,7 +31,7 @@ static void usage(FILE *f)
           "                     config and its credential helpers)\n"
           "  --platform OS/ARCH[/VARIANT]  the entry to push when IMAGE names an index\n"
           "  --json             print {ref, digest, blobs_pushed, blobs_existing,\n"
-          "                     bytes_pushed, recompressed}\n"
+          "                     blobs_mounted, bytes_pushed, recompressed}\n"
           "  --store DIR        store to push from\n"
           "  -v, --verbose      debug messages on stderr\n"
           "\n"
@@ -88,10 +89,11 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
         fprintf(stderr, "note: %s was pulled with other compressed layers; pushed a new manifest "
                 "over its zstd layers (%s)\n", image, r.digest);
     if (cli->json)
-        return cli_print_json(stdout, json_pack("{s:s, s:s, s:I, s:I, s:I, s:b}", "ref", r.ref,
-                                                "digest", r.digest, "blobs_pushed",
+        return cli_print_json(stdout, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "ref",
+                                                r.ref, "digest", r.digest, "blobs_pushed",
                                                 (json_int_t)r.blobs_pushed, "blobs_existing",
-                                                (json_int_t)r.blobs_existing, "bytes_pushed",
+                                                (json_int_t)r.blobs_existing, "blobs_mounted",
+                                                (json_int_t)r.blobs_mounted, "bytes_pushed",
                                                 (json_int_t)r.bytes_pushed, "recompressed",
                                                 r.recompressed));
     printf("%s\n", r.digest);

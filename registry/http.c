@@ -1373,15 +1373,22 @@ int reg_blob_exists(reg_client *c, const char *digest, sbx_error *err)
 }
 
 int reg_put_blob(reg_client *c, const char *digest, int fd, const char *buf, uint64_t len,
-                 sbx_error *err)
+                 const char *mount_from, sbx_error *err)
 {
-    _cleanup_free_ char *path = sbx__strdup_printf("/v2/%s/blobs/uploads/", c->ref.path);
+    _cleanup_free_ char *path =
+        mount_from ? sbx__strdup_printf("/v2/%s/blobs/uploads/?mount=%s&from=%s", c->ref.path,
+                                        digest, mount_from)
+                   : sbx__strdup_printf("/v2/%s/blobs/uploads/", c->ref.path);
     _cleanup_free_ char *what = sbx__strdup_printf("uploading blob '%s'", digest);
     if (!path || !what)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     reg_resp resp = {.content_length = -1};
     reg_req start = {.method = "POST", .path = path, .what = what};
     int rc = do_request(c, &start, &resp, err);
+    if (rc == 0 && mount_from && resp.status == 201) {
+        reg_resp_clear(&resp);
+        return 1; /* mounted from the other repository: nothing to send */
+    }
     if (rc == 0 && (resp.status != 202 || !resp.location[0]))
         rc = sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld without an upload "
                            "location", what, c->host, resp.status);

@@ -81,28 +81,49 @@ static int gzip_layer(char *path_out, size_t plen, char digest[SBX_DIGEST_BUFSZ]
     return rc;
 }
 
-static int push_blob(reg_client *c, sbx_push_result *out, const char *digest, const char *path,
-                     const char *buf, uint64_t len, const char *progress_id, sbx_ctx *ctx,
-                     sbx_error *err)
+/* Where the store last pushed a blob to on a registry (metadata
+ * "pushed-blob", key "<host>/<digest>", value the repository): a push of
+ * the same blob to another repository there asks for a cross-repository
+ * mount instead of sending it again. */
+#define PUSHED_NS "pushed-blob"
+
+static int push_blob(reg_client *c, sbx_store *s, const reg_session *ses, sbx_push_result *out,
+                     const char *digest, const char *path, const char *buf, uint64_t len,
+                     const char *progress_id, sbx_ctx *ctx, sbx_error *err)
 {
     int have = reg_blob_exists(c, digest, err);
     if (have < 0)
         return have;
+    char key[SBX_REF_DOMAIN_MAX + SBX_DIGEST_BUFSZ + 2];
+    snprintf(key, sizeof key, "%s/%s", ses->ref.domain, digest);
+    sbx_error me = SBX_ERROR_INIT; /* the record is a hint */
     if (have) {
         out->blobs_existing++;
         sbx__progress(ctx, progress_id, "exists", len, len);
+        sbx_store_meta_set(s, PUSHED_NS, key, ses->ref.path, &me);
         return 0;
+    }
+    _cleanup_free_ char *from = NULL;
+    if (sbx_store_meta_get(s, PUSHED_NS, key, &from, NULL, &me) < 0 ||
+        !strcmp(from, ses->ref.path)) {
+        free(from);
+        from = NULL;
     }
     _cleanup_close_ int fd = -1;
     if (path && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "reading '%s'", path);
-    sbx__progress(ctx, progress_id, "push", 0, len);
-    int rc = reg_put_blob(c, digest, fd, buf, len, err);
+    sbx__progress(ctx, progress_id, from ? "mount" : "push", 0, len);
+    int rc = reg_put_blob(c, digest, fd, buf, len, from, err);
     if (rc < 0)
         return rc;
-    out->blobs_pushed++;
-    out->bytes_pushed += len;
-    sbx__progress(ctx, progress_id, "push", len, len);
+    if (rc == 1) {
+        out->blobs_mounted++;
+    } else {
+        out->blobs_pushed++;
+        out->bytes_pushed += len;
+    }
+    sbx__progress(ctx, progress_id, rc == 1 ? "mount" : "push", len, len);
+    sbx_store_meta_set(s, PUSHED_NS, key, ses->ref.path, &me);
     return 0;
 }
 
@@ -215,12 +236,12 @@ static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_se
         else
             rc = sbx_store_layer_path(s, img->layers[i].diff_id, path, sizeof path, err);
         if (rc == 0)
-            rc = push_blob(c, out, digest, path, NULL, gz ? gz_size[i] : infos[i].stored_size,
-                           id, ctx, err);
+            rc = push_blob(c, s, ses, out, digest, path, NULL,
+                           gz ? gz_size[i] : infos[i].stored_size, id, ctx, err);
     }
     if (rc == 0)
-        rc = push_blob(c, out, img->config_digest, NULL, img->config_raw, img->config_len,
-                       "config", ctx, err);
+        rc = push_blob(c, s, ses, out, img->config_digest, NULL, img->config_raw,
+                       img->config_len, "config", ctx, err);
     if (rc == 0) {
         const char *reference = ses->ref.digest[0] ? out->digest : ses->ref.tag;
         if (ses->ref.digest[0] && strcmp(ses->ref.digest, out->digest) != 0)

@@ -152,11 +152,12 @@ int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_e
 
 /* Push: whether the repository has a blob (HEAD: 1 yes, 0 no); upload one
  * in a single PUT (POST for a location, then PUT ?digest=) from a file
- * (read from offset 0; buf NULL) or a buffer; put a manifest under a tag
- * or digest. */
+ * (read from offset 0; buf NULL) or a buffer, first asking the registry to
+ * mount it from repository mount_from (NULL: don't) -- 1 when it did, 0
+ * when it was uploaded; put a manifest under a tag or digest. */
 int reg_blob_exists(reg_client *c, const char *digest, sbx_error *err);
 int reg_put_blob(reg_client *c, const char *digest, int fd, const char *buf, uint64_t len,
-                 sbx_error *err);
+                 const char *mount_from, sbx_error *err);
 int reg_put_manifest(reg_client *c, const char *reference, const char *media_type,
                      const char *body, size_t len, sbx_error *err);
 

@@ -143,6 +143,7 @@ typedef struct sbx_push_result {
     char ref[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + SBX_REF_TAG_MAX + SBX_DIGEST_BUFSZ + 4];
     char digest[SBX_DIGEST_BUFSZ]; /* the manifest pushed */
     size_t blobs_pushed, blobs_existing; /* layers and config: sent, or already there */
+    size_t blobs_mounted; /* not sent: mounted from another repository of the registry */
     uint64_t bytes_pushed;
     /* The manifest was made anew over the stored zstd layers (a pulled gzip
      * image): its digest differs from the stored one. */

@@ -31,6 +31,13 @@ jq_is .blobs_pushed 0
 jq_is .blobs_existing 4
 jq_is .digest "$pushed"
 
+case_ "to another repository of the same registry: every blob mounted, none sent"
+ok push --json "$R/src/img:v1" "$R/other/img:v1"
+jq_is .blobs_mounted 4
+jq_is .blobs_pushed 0
+jq_is .digest "$pushed"
+skopeo inspect --tls-verify=false "docker://$R/other/img:v1" >/dev/null || fail "the mounted image does not read back"
+
 case_ "what was pushed pulls back into an empty store with the same diff_ids"
 STORE=$T/store-b
 ok pull --json "$R/dst/img:v2"
