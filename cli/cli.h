@@ -55,6 +55,14 @@ int cli_open_store(sbx_cli *cli, sbx_store **out);
  * into opts: 1 when c was one of them, -1 on a usage error (said), else 0. */
 struct sbx_registry_options;
 int cli_registry_opt(struct sbx_registry_options *opts, int c, char *arg, const char *verb);
+/* A verb's options (the common ones, and extra, each handed to opt:
+ * 0 taken, -1 unknown, -2 a usage error it said) and exactly npos
+ * non-empty arguments (what names them in the error).  0 to go on; else
+ * -(exit status) - 1: --help printed (0) or a usage error said (2). */
+int cli_parse_verb(sbx_cli *cli, const char *verb, const char *usage,
+                   const struct option *extra, size_t nextra,
+                   int (*opt)(void *ud, int c, const char *arg), void *ud, int argc, char **argv,
+                   int npos, const char *what);
 /* CLI_EXIT_OK as root; else one line saying verb needs root and why, and
  * CLI_EXIT_FAIL: said before anything is opened or made. */
 int cli_need_root(const char *verb, const char *why);

@@ -47,31 +47,13 @@ static const char CANCEL_USAGE[] =
     "options:\n"
     "  --store DIR        store to use\n";
 
-/* Common options, an optional -f, then exactly npos arguments. */
-static int parse(sbx_cli *cli, const char *verb, const char *usage, bool *follow, int argc,
-                 char **argv, int npos, const char *what)
+static int follow_opt(void *ud, int c, const char *arg)
 {
-    static const struct option longopts[] = {{"follow", no_argument, NULL, 'f'}, CLI_COMMON_OPTS,
-                                             {NULL, 0, NULL, 0}};
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, follow ? "f" CLI_COMMON_SHORT : CLI_COMMON_SHORT,
-                            longopts, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(usage, stdout);
-            return 0;
-        }
-        if (cli_common_opt(cli, c, optarg))
-            continue;
-        if (c == 'f' && follow) {
-            *follow = true;
-            continue;
-        }
-        return -cli_usage_error(verb, "unknown option '%s'", argv[optind - 1]);
-    }
-    if (argc - optind != npos || (npos && !*argv[optind]))
-        return -cli_usage_error(verb, "expected %s", what);
-    return 1;
+    (void)arg;
+    if (c != 'f')
+        return -1;
+    *(bool *)ud = true;
+    return 0;
 }
 
 /* parse, then open the store: 1 with *s open, else the exit status (<= 0
@@ -79,9 +61,11 @@ static int parse(sbx_cli *cli, const char *verb, const char *usage, bool *follow
 static int begin(sbx_cli *cli, sbx_store **s, const char *verb, const char *usage, bool *follow,
                  int argc, char **argv, int npos, const char *what)
 {
-    int r = parse(cli, verb, usage, follow, argc, argv, npos, what);
-    if (r <= 0)
-        return r;
+    static const struct option extra[] = {{"follow", no_argument, NULL, 'f'}};
+    int r = cli_parse_verb(cli, verb, usage, extra, follow ? 1 : 0, follow ? follow_opt : NULL,
+                           follow, argc, argv, npos, what);
+    if (r < 0)
+        return r + 1; /* -(exit status) */
     /* builds lists nothing for an absent store; the others need one */
     r = npos ? cli_open_store(cli, s) : cli_open_store_or_none(cli, s);
     return r == CLI_EXIT_OK ? 1 : -CLI_EXIT_FAIL;

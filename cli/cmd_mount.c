@@ -105,44 +105,6 @@ static const char COMMIT_USAGE[] =
     "\n"
     "output: the snapshot's digest on stdout.\n";
 
-/* Parse the common options and the positional arguments (exactly npos). */
-static int parse(sbx_cli *cli, const char *verb, const char *usage,
-                 const struct option *extra, size_t nextra,
-                 int (*opt)(void *ud, int c, const char *arg), void *ud, int argc, char **argv,
-                 int npos, const char *what)
-{
-    struct option longopts[12] = {CLI_COMMON_OPTS};
-    size_t base = 4;
-    for (size_t i = 0; i < nextra && base + i < sizeof longopts / sizeof longopts[0] - 1; i++)
-        longopts[base + i] = extra[i];
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(usage, stdout);
-            return -CLI_EXIT_OK - 1;
-        }
-        if (cli_common_opt(cli, c, optarg))
-            continue;
-        int r = c == '?' ? -1 : opt ? opt(ud, c, optarg) : -1;
-        if (r < 0) {
-            if (r == -1)
-                cli_usage_error(verb, "unknown option '%s'", argv[optind - 1]);
-            return -CLI_EXIT_USAGE - 1;
-        }
-    }
-    if (argc - optind != npos) {
-        cli_usage_error(verb, "expected %s", what);
-        return -CLI_EXIT_USAGE - 1;
-    }
-    for (int i = optind; i < argc; i++)
-        if (!*argv[i]) {
-            cli_usage_error(verb, "%s must not be empty", what);
-            return -CLI_EXIT_USAGE - 1;
-        }
-    return 0;
-}
-
 /* ---- mount ------------------------------------------------------------------ */
 
 struct mount_opts {
@@ -174,7 +136,7 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
                                           {"platform", required_argument, NULL, 'p'},
                                           {"no-mount", no_argument, NULL, 'n'}};
     struct mount_opts m = {SBX_MOUNT_OPTIONS_INIT};
-    int r = parse(cli, "mount", MOUNT_USAGE, extra, 3, mount_opt, &m, argc, argv, 2,
+    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 3, mount_opt, &m, argc, argv, 2,
                   "IMAGE and DIR");
     if (r < 0)
         return -r - 1;
@@ -212,7 +174,7 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
 
 int cmd_umount(sbx_cli *cli, int argc, char **argv)
 {
-    int r = parse(cli, "umount", UMOUNT_USAGE, NULL, 0, NULL, NULL, argc, argv, 1, "ID or DIR");
+    int r = cli_parse_verb(cli, "umount", UMOUNT_USAGE, NULL, 0, NULL, NULL, argc, argv, 1, "ID or DIR");
     if (r < 0)
         return -r - 1;
     const char *what = argv[optind];
@@ -241,7 +203,7 @@ int cmd_umount(sbx_cli *cli, int argc, char **argv)
 
 int cmd_mounts(sbx_cli *cli, int argc, char **argv)
 {
-    int r = parse(cli, "mounts", MOUNTS_USAGE, NULL, 0, NULL, NULL, argc, argv, 0, "no arguments");
+    int r = cli_parse_verb(cli, "mounts", MOUNTS_USAGE, NULL, 0, NULL, NULL, argc, argv, 0, "no arguments");
     if (r < 0)
         return -r - 1;
     sbx_store *s = NULL;
@@ -350,7 +312,7 @@ int cmd_commit(sbx_cli *cli, int argc, char **argv)
     static const struct option extra[] = {{"tag", required_argument, NULL, 't'},
                                           {"expires-in", required_argument, NULL, 'e'}};
     struct commit_opts m = {SBX_COMMIT_OPTIONS_INIT};
-    int r = parse(cli, "commit", COMMIT_USAGE, extra, 2, commit_opt, &m, argc, argv, 1,
+    int r = cli_parse_verb(cli, "commit", COMMIT_USAGE, extra, 2, commit_opt, &m, argc, argv, 1,
                   "ID or DIR");
     if (r < 0)
         return -r - 1;

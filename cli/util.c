@@ -87,6 +87,51 @@ int cli_next_opt(sbx_cli *cli, int argc, char **argv, const struct option *longo
     }
 }
 
+int cli_parse_verb(sbx_cli *cli, const char *verb, const char *usage,
+                   const struct option *extra, size_t nextra,
+                   int (*opt)(void *ud, int c, const char *arg), void *ud, int argc, char **argv,
+                   int npos, const char *what)
+{
+    struct option longopts[16] = {CLI_COMMON_OPTS};
+    size_t base = 4;
+    char shortopts[32];
+    size_t ns = (size_t)snprintf(shortopts, sizeof shortopts, "%s", CLI_COMMON_SHORT);
+    for (size_t i = 0; i < nextra && base + i < sizeof longopts / sizeof longopts[0] - 1; i++) {
+        longopts[base + i] = extra[i];
+        /* a one-letter value with no argument is also its short option */
+        if (extra[i].has_arg == no_argument && extra[i].val >= 'a' && extra[i].val <= 'z' &&
+            ns + 1 < sizeof shortopts) {
+            shortopts[ns++] = (char)extra[i].val;
+            shortopts[ns] = '\0';
+        }
+    }
+    opterr = 0;
+    for (int c; (c = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1;) {
+        if (c == 'h') {
+            fputs(usage, stdout);
+            return -CLI_EXIT_OK - 1;
+        }
+        if (cli_common_opt(cli, c, optarg))
+            continue;
+        int r = c == '?' ? -1 : opt ? opt(ud, c, optarg) : -1;
+        if (r < 0) {
+            if (r == -1)
+                cli_usage_error(verb, "unknown option '%s'", argv[optind - 1]);
+            return -CLI_EXIT_USAGE - 1;
+        }
+    }
+    if (argc - optind != npos) {
+        cli_usage_error(verb, "expected %s", what);
+        return -CLI_EXIT_USAGE - 1;
+    }
+    for (int i = optind; i < argc; i++)
+        if (!*argv[i]) {
+            cli_usage_error(verb, "%s must not be empty", what);
+            return -CLI_EXIT_USAGE - 1;
+        }
+    return 0;
+}
+
 int cli_need_root(const char *verb, const char *why)
 {
     if (geteuid() == 0)
