@@ -366,8 +366,10 @@ static int extract(const char *tarpath, const char *dir, sbx_error *err)
                            archive_error_string(a));
     struct archive_entry *e;
     int r;
-    char links[64][2][600];
+    char(*links)[2][600] = calloc(64, sizeof *links); /* on the heap: a host thread's stack is small */
     size_t nlinks = 0;
+    if (!links)
+        rc = sbx_error_set(err, SBX_ENOMEM, "loading: out of memory");
     while (rc == 0 && (r = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
         const char *name = archive_entry_pathname(e);
         while (name && !strncmp(name, "./", 2))
@@ -379,7 +381,7 @@ static int extract(const char *tarpath, const char *dir, sbx_error *err)
         snprintf(clean, sizeof clean, "%s", name);
         for (size_t l = strlen(clean); l > 0 && clean[l - 1] == '/'; l--)
             clean[l - 1] = '\0';
-        if (type == AE_IFLNK && plain_name(clean) && nlinks < SBX_ARRAY_LEN(links)) {
+        if (type == AE_IFLNK && plain_name(clean) && nlinks < 64) {
             const char *t = archive_entry_symlink(e);
             resolve_inside(links[nlinks][1], sizeof links[nlinks][1], clean, t ? t : "");
             if (links[nlinks][1][0]) {
@@ -449,6 +451,7 @@ static int extract(const char *tarpath, const char *dir, sbx_error *err)
         else if ((rc = sbx__mkdir_p(to, 0700, err)) == 0 && rmdir(to) == 0 && link(from, to) < 0)
             rc = sbx_error_sys(err, SBX_EIO, errno, "loading: linking '%s'", links[i][0]);
     }
+    free(links);
     return rc;
 }
 
