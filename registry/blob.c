@@ -47,11 +47,16 @@ typedef struct layer_pipe {
 /* Decompression bombs: a layer may expand to SBX_EXPANSION_FLOOR (1 GiB)
  * whatever its ratio, beyond that to SBX_MAX_EXPANSION (100) times its
  * compressed size, and never beyond SBX_MAX_LAYER_BYTES (64 GiB). */
+static int64_t max_layer_bytes(const sbx_ctx *ctx)
+{
+    return reg_env_int("SBX_MAX_LAYER_BYTES", 64ll << 30, 1, INT64_MAX, ctx);
+}
+
 static uint64_t expansion_cap(const sbx_descriptor *d, const sbx_ctx *ctx)
 {
     int64_t floor_b = reg_env_int("SBX_EXPANSION_FLOOR", 1ll << 30, 0, INT64_MAX, ctx);
     int64_t ratio = reg_env_int("SBX_MAX_EXPANSION", 100, 1, 1000000, ctx);
-    int64_t abs_max = reg_env_int("SBX_MAX_LAYER_BYTES", 64ll << 30, 1, INT64_MAX, ctx);
+    int64_t abs_max = max_layer_bytes(ctx);
     uint64_t by_ratio = d->size > (uint64_t)(INT64_MAX / ratio) ? (uint64_t)INT64_MAX
                                                                  : d->size * (uint64_t)ratio;
     uint64_t cap = by_ratio > (uint64_t)floor_b ? by_ratio : (uint64_t)floor_b;
@@ -262,6 +267,12 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
 {
     layer_pipe p = {.store = store, .desc = desc, .diff_id = expected_diff_id,
                     .pid = progress_id, .ctx = reg_client_ctx(c), .err = err};
+    /* a layer whose own descriptor says it is too big is not fetched at all */
+    int64_t abs_max = max_layer_bytes(p.ctx);
+    if (desc->size > (uint64_t)abs_max)
+        return sbx_error_set(err, SBX_ELIMIT, "layer '%s' is %llu bytes compressed, over "
+                             "SBX_MAX_LAYER_BYTES (%lld): not fetched", desc->digest,
+                             (unsigned long long)desc->size, (long long)abs_max);
     p.tar_max = expansion_cap(desc, p.ctx);
     if (!(p.out = malloc(OUTBUF)))
         return sbx_error_set(err, SBX_ENOMEM, "pulling layer '%s': out of memory", desc->digest);

@@ -40,4 +40,11 @@ export SBX_MAX_EXPANSION=100000
 ok pull --platform linux/amd64 "$r_HOST/test/bomb:1"
 unset SBX_EXPANSION_FLOOR SBX_MAX_EXPANSION
 
+case_ "a layer whose descriptor is over SBX_MAX_LAYER_BYTES is refused before it is fetched"
+STORE=$T/store-max
+SBX_MAX_LAYER_BYTES=1000 sbx pull --platform linux/amd64 "$r_HOST/test/bomb:1"
+((RC == 1)) || fail "pull over SBX_MAX_LAYER_BYTES exited $RC"
+err_has "over SBX_MAX_LAYER_BYTES \\(1000\\)"
+[[ -z $(ls "$STORE/layers/sha256" 2>/dev/null) ]] || fail "a refused layer was stored"
+
 t_pass
