@@ -27,8 +27,9 @@ static void usage(FILE *f)
           "Options:\n"
           "  --context DIR       build context for copy steps (default: the recipe's\n"
           "                      directory)\n"
-          "  --tag NAME          also name the image NAME in the store (repeatable;\n"
+          "  -t, --tag NAME      also name the image NAME in the store (repeatable;\n"
           "                      default: none)\n"
+          "  -f FILE             the recipe file (instead of RECIPE.yaml)\n"
           "  --push REF          then push the image to REF (as sbx-image push does, with\n"
           "                      the Docker config's credentials); a failed push keeps\n"
           "                      the built image and exits 1\n"
@@ -281,17 +282,24 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     const char *tags[64];
     size_t ntags = 0;
     int c;
-    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
+    const char *file = NULL;
+    while ((c = getopt_long(argc, argv, "t:f:" CLI_COMMON_SHORT, longopts, NULL)) != -1) {
         if (cli_common_opt(cli, c, optarg))
             continue;
         switch (c) {
         case 'h': usage(stdout); return CLI_EXIT_OK;
         case O_CONTEXT: context = optarg; break;
+        case 'f':
+            if (!*optarg)
+                return cli_usage_error("build", "-f needs a recipe file");
+            file = optarg;
+            break;
         case O_PUSH:
             if (!*optarg)
                 return cli_usage_error("build", "--push needs a ref");
             push_ref = optarg;
             break;
+        case 't': /* docker's -t: the same as --tag */
         case O_TAG:
             if (ntags == sizeof tags / sizeof tags[0])
                 return cli_usage_error("build", "too many --tag options");
@@ -349,10 +357,11 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         default: return cli_usage_error("build", "unknown option");
         }
     }
-    if (optind + 1 != argc)
-        return cli_usage_error("build", optind == argc ? "missing RECIPE.yaml"
-                                                       : "expected one recipe file");
-    const char *path = argv[optind];
+    if (file ? optind != argc : optind + 1 != argc)
+        return cli_usage_error("build", file ? "-f names the recipe: no other argument"
+                               : optind == argc ? "missing RECIPE.yaml"
+                                                : "expected one recipe file");
+    const char *path = file ? file : argv[optind];
     bo.tags = tags;
     bo.n_tags = ntags;
     cli_install_sinks(cli);

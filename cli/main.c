@@ -77,6 +77,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
+    /* help [COMMAND]: the list, or that command's --help */
+    char *help_argv[] = {NULL, "--help", NULL};
+    if (!strcmp(argv[i], "help")) {
+        if (i + 1 >= argc) {
+            usage(stdout);
+            return CLI_EXIT_OK;
+        }
+        help_argv[0] = argv[i + 1];
+        argv = help_argv;
+        argc = 2;
+        i = 0;
+    }
     for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
         char name[32];
         if (strcmp(argv[i], verb_name(name, sizeof name, commands[c].name)) == 0) {

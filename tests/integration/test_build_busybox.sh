@@ -128,3 +128,14 @@ done
 grep -q '^Output:' "$T/help" && grep -q 'stdout: the image' "$T/help" || b_die "build --help does not say what it prints"
 ! awk 'length > 80' "$T/help" | grep -q . || b_die "build --help has lines over 80 columns"
 b_pass "build --help lists every option and what it prints"
+
+# docker's short forms: -t for --tag, -f for the recipe file; help COMMAND
+d2=$(sbx build -t bb:short -f "$ctx/recipe.yaml" 2>/dev/null) || b_die "build -t -f failed"
+[[ $d2 == "$digest" ]] || b_die "build -t -f built another image: $d2"
+"$B_DRIVER" --state "$STORE" | awk '$1 == "name" && $2 == "docker.io/library/bb:short" {f=1} $1 == "name" && $2 == "bb:short" {f=1} END {exit !f}' ||
+    b_die "-t did not name the image: $("$B_DRIVER" --state "$STORE" | grep name)"
+if sbx build -f "$ctx/recipe.yaml" "$ctx/recipe.yaml" 2>"$T/err"; then b_die "-f and a RECIPE both taken"; fi
+grep -q -- "-f names the recipe" "$T/err" || b_die "unclear: $(cat "$T/err")"
+cmp -s <("$SBX_BIN" help build) <("$SBX_BIN" build --help) || b_die "help build is not build --help"
+"$SBX_BIN" help | grep -q "^  build-log " || b_die "help does not list the commands"
+b_pass "build -t NAME -f FILE, and help [COMMAND]"
