@@ -128,14 +128,17 @@ int sbx_store_mount_begin(sbx_store_mount **out, sbx_store *s, const char *image
     return 0;
 }
 
-static int set_column(sbx_store *s, const char *sql, const char *id, const char *text,
+/* One statement on mount id's row (?1; ?2 is text when given), committed
+ * without waiting for the disk: mount records do not outlive the boot. */
+static int mount_exec(sbx_store *s, const char *sql, const char *id, const char *text,
                       sbx_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st, sql, err) < 0)
         return err->code;
-    sqlite3_bind_text(st, 1, text ? text : "", -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (text)
+        sqlite3_bind_text(st, 2, text, -1, SQLITE_STATIC);
     sbx_store__relaxed(s, true);
     int step = sqlite3_step(st);
     sbx_store__relaxed(s, false);
@@ -146,31 +149,30 @@ static int set_column(sbx_store *s, const char *sql, const char *id, const char 
 
 int sbx_store_mount_set_flat(sbx_store_mount *m, const char *flat, sbx_error *err)
 {
-    return set_column(m->s, "UPDATE mounts SET flat=?1 WHERE id=?2", m->id, flat, err);
+    return mount_exec(m->s, "UPDATE mounts SET flat=?2 WHERE id=?1", m->id, flat ? flat : "",
+                      err);
 }
 
 int sbx_store_mount_set_external(sbx_store_mount *m, sbx_error *err)
 {
-    return set_column(m->s, "UPDATE mounts SET external=1 WHERE id=?2 AND ?1 IS NOT NULL", m->id,
-                      "", err);
+    return mount_exec(m->s, "UPDATE mounts SET external=1 WHERE id=?1", m->id, NULL, err);
 }
 
 int sbx_store_mount_ready(sbx_store_mount *m, sbx_error *err)
 {
-    int rc = set_column(m->s, "UPDATE mounts SET state=1 WHERE id=?2 AND ?1 IS NOT NULL", m->id,
-                        "", err);
+    int rc = mount_exec(m->s, "UPDATE mounts SET state=1 WHERE id=?1", m->id, NULL, err);
     mount_free(m);
     return rc;
 }
 
-static int drop(sbx_store *s, int fd, const char *id, sbx_error *err)
+/* Remove a mount's leftovers, directory and row (its lock is the caller's). */
+static int drop(sbx_store *s, const char *id, sbx_error *err)
 {
     char rel[80];
     snprintf(rel, sizeof rel, "mounts/%s", id);
     _cleanup_free_ char *path = sbx__strdup_printf("%s/%s", s->root, rel);
     if (!path)
         return sbx_error_set(err, SBX_ENOMEM, "remove mount: out of memory");
-    (void)fd;
     /* whatever this namespace still has of it (a maker killed after its
      * mount(2)) goes first: an upper must never be emptied under a mount */
     char src[32];
@@ -186,16 +188,7 @@ static int drop(sbx_store *s, int fd, const char *id, sbx_error *err)
         sbx__umount_below(path);
     if (sbx__rm_rf(path, err) < 0)
         return sbx_error_wrap(err, "remove mount '%s'", id);
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    if (sbx_store__prepare(s, &st, "DELETE FROM mounts WHERE id=?", err) < 0)
-        return err->code;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sbx_store__relaxed(s, true);
-    int step = sqlite3_step(st);
-    sbx_store__relaxed(s, false);
-    if (step != SQLITE_DONE)
-        return sbx_store__sql_err(s, err, "remove mount record");
-    return 0;
+    return mount_exec(s, "DELETE FROM mounts WHERE id=?1", id, NULL, err);
 }
 
 void sbx_store_mount_abort(sbx_store_mount *m)
@@ -203,7 +196,7 @@ void sbx_store_mount_abort(sbx_store_mount *m)
     if (!m)
         return;
     sbx_error err = SBX_ERROR_INIT;
-    drop(m->s, m->fd, m->id, &err);
+    drop(m->s, m->id, &err);
     mount_free(m);
 }
 
@@ -350,7 +343,8 @@ int sbx_store_mount_remove(sbx_store *s, const char *id, int lock_fd, sbx_error 
 {
     if (!mount_id_valid(id))
         return sbx_error_set(err, SBX_EINVAL, "remove mount: '%s' is not a mount id", id);
-    return drop(s, lock_fd, id, err);
+    (void)lock_fd; /* the caller's proof it holds the mount: what drop needs */
+    return drop(s, id, err);
 }
 
 /* ---- reaping -------------------------------------------------------------- */
@@ -424,7 +418,7 @@ int sbx_store_mount_reap(sbx_store *s, bool full, unsigned *reaped, sbx_error *e
             continue;
         }
         sbx_error de = SBX_ERROR_INIT;
-        if (drop(s, fd, e->id, &de) < 0) {
+        if (drop(s, e->id, &de) < 0) {
             char buf[1400];
             sbx__log(s->ctx, SBX_LOG_WARN, "%s", sbx_error_format(&de, buf, sizeof buf));
         } else if (reaped) {
