@@ -18,7 +18,7 @@
  * kept, the record says cancelled.
  *
  * Records and logs older than $SBX_BUILD_RECORDS_DAYS (default 7) are
- * removed when the next build starts. */
+ * removed when a build starts, at most once an hour. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +38,8 @@
 
 #define RECORD_NS "build"
 #define RECORD_DAYS_DEFAULT 7
+#define PRUNE_NS "build-prune"
+#define PRUNE_EVERY_SECONDS 3600
 
 struct bld_record {
     sbx_store *s;
@@ -105,10 +107,20 @@ static void prune(sbx_store *s)
 {
     const char *env = getenv("SBX_BUILD_RECORDS_DAYS");
     long days = env && atol(env) > 0 ? atol(env) : RECORD_DAYS_DEFAULT;
-    int64_t before = sbx__now_unix() - days * 86400;
+    int64_t now = sbx__now_unix(), before = now - days * 86400, last = 0;
     sbx_build_record *v = NULL;
     size_t n = 0;
     sbx_error err = SBX_ERROR_INIT;
+    /* at most once an hour: a busy build host has many records, and every
+     * build would otherwise read them all */
+    char *seen = NULL;
+    if (sbx_store_meta_get(s, PRUNE_NS, "last", &seen, &last, &err) == 0 &&
+        now - last < PRUNE_EVERY_SECONDS) {
+        free(seen);
+        return;
+    }
+    free(seen);
+    sbx_store_meta_set(s, PRUNE_NS, "last", "", &err);
     if (sbx_build_records(&v, &n, s, &err) < 0)
         return;
     for (size_t i = 0; i < n; i++) {

@@ -137,7 +137,8 @@ SBX_API void sbx_build_result_free(sbx_build_result *r);
  * "succeeded", "failed" or "cancelled"; timings per step; the image digest
  * or the error; and the full log (every event and every output line).  A
  * record whose builder died says "failed".  Records older than
- * $SBX_BUILD_RECORDS_DAYS (default 7) go when the next build starts. */
+ * $SBX_BUILD_RECORDS_DAYS (default 7) go when a build starts (at most once
+ * an hour). */
 typedef struct sbx_build_record {
     char id[SBX_BUILD_ID_BUFSZ];          /* 12 characters [a-z0-9] */
     char recipe_digest[SBX_DIGEST_BUFSZ];

@@ -88,3 +88,21 @@ assert sum(n.startswith("cache:") for n in names) >= 1, names
 ' "$rc_" || b_die "a cancelled build named its image, or lost its finished step"
 b_assert_clean
 b_pass "build-cancel during apt_install: the step's sandbox killed, no image named, the first step cached, record cancelled"
+
+# ---- retention: records older than SBX_BUILD_RECORDS_DAYS go at a build ----
+old=$(record "$ra" id)
+python3 - "$STORE/meta.db" "$old" <<'PY'
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+v = json.loads(db.execute("SELECT value FROM meta WHERE ns='build' AND key=?", (sys.argv[2],)).fetchone()[0])
+v["created"] = 1000
+db.execute("UPDATE meta SET value=? WHERE ns='build' AND key=?", (json.dumps(v), sys.argv[2]))
+db.execute("DELETE FROM meta WHERE ns='build-prune'")
+db.commit()
+PY
+SBX_BUILD_RECORDS_DAYS=1 sbx build "$T/a/recipe.yaml" >/dev/null 2>&1 || b_die "the build after aging a record failed"
+[[ -z $(sbx builds --json | python3 -c 'import json,sys; print("".join(b["id"] for b in json.load(sys.stdin) if b["id"] == sys.argv[1]))' "$old") ]] ||
+    b_die "a record older than SBX_BUILD_RECORDS_DAYS stayed"
+[[ ! -e $STORE/builds/$old.log ]] || b_die "its log stayed"
+[[ -n $(record "$rk" id) ]] || b_die "a recent record went too"
+b_pass "records older than SBX_BUILD_RECORDS_DAYS (and their logs) go when a build starts"
