@@ -1147,7 +1147,9 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             rq->sink->offset = 0;
             restart_clean = false;
         }
-        bool send_auth = true, hopped = false;
+        /* Credentials stay with the registry: an upload location the
+         * registry names on another origin gets none, as a redirect does */
+        bool send_auth = !rq->url || same_origin(rq->url, c->base), hopped = false;
         CURLcode cc = CURLE_OK;
         xfer x;
         for (int hop = 0;; hop++) {

@@ -86,6 +86,17 @@ STORE=$T/store-c
 ok pull --json --creds "$TEST_USER:$TEST_PASS" "$tr_HOST/private/pushed:v1"
 jq_is .digest "$pushed"
 
+case_ "an upload location on another origin never receives the credentials"
+proxy_start p tr    # the registry, with the fault
+proxy_start q tr    # another origin for the same registry: it logs what arrives
+proxy_mode p "{\"mode\":\"upload_to\",\"target\":\"http://$q_HOST\",\"match\":\"/blobs/uploads/\",\"method\":\"POST\",\"count\":-1}"
+STORE=$T/store-b
+sbx push --creds "$TEST_USER:$TEST_PASS" "$R/dst/img:v2" "$p_HOST/private/elsewhere:v1"
+jq -e 'select(.method == "PUT")' "$q_DIR/proxy.log" >/dev/null ||
+  fail "no upload reached the other origin: $(cat "$q_DIR/proxy.log" 2>/dev/null | head -3)"
+! jq -e 'select(.auth)' "$q_DIR/proxy.log" >/dev/null ||
+  fail "Authorization reached the other origin: $(jq -c 'select(.auth)' "$q_DIR/proxy.log" | head -2)"
+
 case_ "errors: an image not in the store, a bad destination"
 fails push "$R/nothing/here:v1" "$R/dst/img:v9"
 err_has "nothing/here"

@@ -28,6 +28,8 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
   huge     chunked           answer 200 claiming a 1 GiB body (or, chunked, no
                              length) and keep sending until the client hangs up
   slow     rate              send the body at about RATE bytes/s
+  upload_to target           forward, then point the answer's Location (an upload
+                             location) at TARGET: another origin, same path and query
   accept   accept            forward with the client's Accept replaced (the registry
                              then converts a schema2 manifest to schema1)
   "on_range": "ignore" | "misalign" (any mode, not counted): a Range request on a
@@ -176,6 +178,11 @@ class ProxyHandler(httpd.Handler):
         elif mode == "tamper" and data:
             data = data.replace(b"{", b"{ ", 1)
             entry["sha256"] = "sha256:" + hashlib.sha256(data).hexdigest()
+        if mode == "upload_to":
+            def moved(v):
+                u = urllib.parse.urlsplit(v)
+                return m["target"].rstrip("/") + u.path + ("?" + u.query if u.query else "")
+            out = [(k, moved(v) if k.lower() == "location" else v) for k, v in out]
         self.send_response(r.status)
         for k, v in out:
             if k.lower() != "content-length":
