@@ -78,7 +78,12 @@ for round in 1 2 3 4 5 6 7 8; do
     st=0; wait "$pid" 2>/dev/null || st=$?
     if ((st == 137)); then killed=$((killed + 1)); echo "round $round: killed a $img pull"
     else echo "round $round: the $img pull finished first (exit $st)"; fi
-    ok fsck
+    if [[ -e $STORE/meta.db ]]; then
+        ok fsck
+    else # killed before it made the store: there is none, and fsck says so
+        fails fsck
+        err_has "no store at"
+    fi
 done
 ((killed >= 3)) || fail "only $killed of 8 pulls were killed in flight"
 proxy_mode p '{"mode":"pass"}'
