@@ -4,7 +4,9 @@
  * points at) is leased before anything is read, and a lease reaches
  * everything a manifest references, so gc in another process cannot take
  * the index entry, config or layers away while the image is open.  Every
- * document is re-hashed as the store reads it back. */
+ * document is re-hashed as the store reads it back.  Private content (see
+ * sbx_store_access_check) is opened only for a caller the handle's check
+ * lets in. */
 #include <string.h>
 
 #include "image_internal.h"
@@ -150,6 +152,8 @@ int sbx_image_open(sbx_image **out, sbx_store *s, const char *name, const char *
         r = sbx_lease_add(img->lease, top, err);
     if (r < 0)
         sbx_error_wrap(err, "leasing the image");
+    else if ((r = sbx_store_access_check(s, top, err)) < 0)
+        sbx_error_where(err, "%s", name); /* private, and the caller has not shown access */
     else
         r = load(img, s, top, platform, err);
     if (r < 0) {

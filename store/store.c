@@ -62,6 +62,12 @@
     " boot_id TEXT NOT NULL, read_only INTEGER NOT NULL, state INTEGER NOT NULL,"           \
     " flat TEXT NOT NULL DEFAULT '', external INTEGER NOT NULL DEFAULT 0);"
 
+/* Version 4: where content came from (store_access.c). */
+#define ORIGINS_SCHEMA                                                                      \
+    "CREATE TABLE IF NOT EXISTS origins(digest TEXT NOT NULL, repo TEXT NOT NULL,"          \
+    " ref TEXT NOT NULL, private INTEGER NOT NULL, stamp INTEGER NOT NULL,"                 \
+    " PRIMARY KEY(digest, repo));"
+
 static const char *const SCHEMA =
     "CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
     " media_type TEXT, is_manifest INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
@@ -84,7 +90,8 @@ static const char *const SCHEMA =
     "CREATE TABLE IF NOT EXISTS lease_refs(lease INTEGER NOT NULL, digest TEXT NOT NULL,"
     " PRIMARY KEY(lease, digest));"
     MOUNTS_SCHEMA
-    "PRAGMA user_version=3;";
+    ORIGINS_SCHEMA
+    "PRAGMA user_version=4;";
 
 /* Version 1 had neither name expiry nor mounts, version 2 no external
  * mounts.  The columns may be there
@@ -95,6 +102,7 @@ static const char *const MIGRATE_1_2_EXPIRES =
 static const char *const MIGRATE_1_2_TTL =
     "ALTER TABLE names ADD COLUMN ttl INTEGER NOT NULL DEFAULT 0;";
 static const char *const MIGRATE_TO_3 = MOUNTS_SCHEMA "PRAGMA user_version=3;";
+static const char *const MIGRATE_3_4 = ORIGINS_SCHEMA "PRAGMA user_version=4;";
 static const char *const MIGRATE_2_3_EXTERNAL =
     "ALTER TABLE mounts ADD COLUMN external INTEGER NOT NULL DEFAULT 0;";
 
@@ -512,7 +520,7 @@ static int open_db(sbx_store *s, sbx_error *err)
         sqlite3_step(vst) == SQLITE_ROW)
         version = sqlite3_column_int(vst, 0);
     sqlite3_finalize(vst);
-    if (version == 3)
+    if (version == 4)
         return sbx_store__exec(s, PRAGMAS, err);
     /* Schema and journal mode under the exclusive lock: two first opens at
      * once would otherwise race on the WAL switch. */
@@ -532,11 +540,13 @@ static int open_db(sbx_store *s, sbx_error *err)
         sqlite3_finalize(vst);
         if (version == 1 || version == 2)
             rc = migrate_to_3(s, err);
-        else if (version == 0)
+        if (rc == 0 && version >= 1 && version <= 3)
+            rc = sbx_store__exec(s, MIGRATE_3_4, err);
+        else if (rc == 0 && version == 0)
             rc = sbx_store__exec(s, SCHEMA, err);
-        else if (version != 3)
+        else if (rc == 0 && version != 4)
             rc = sbx_error_set(err, SBX_EUNSUPPORTED, "metadata version %d is newer than this "
-                               "sbx-image knows (3)", version);
+                               "sbx-image knows (4)", version);
     }
     if (rc == 0)
         rc = sbx_store__commit(s, err);

@@ -343,7 +343,10 @@ static const char *const DELETE_DEAD_SQL =
     "DELETE FROM blobs WHERE digest NOT IN (SELECT d FROM gc_live);"
     "DELETE FROM layers WHERE diff_id NOT IN (SELECT d FROM gc_live);"
     "DELETE FROM children WHERE parent NOT IN (SELECT digest FROM blobs);"
-    "DELETE FROM layer_sources WHERE diff_id NOT IN (SELECT diff_id FROM layers);";
+    "DELETE FROM layer_sources WHERE diff_id NOT IN (SELECT diff_id FROM layers);"
+    /* a day's grace: a pull records origins before its manifest is stored */
+    "DELETE FROM origins WHERE stamp < strftime('%s','now') - 86400"
+    " AND digest NOT IN (SELECT digest FROM blobs) AND digest NOT IN (SELECT diff_id FROM layers);";
 
 /* Layers that stay but no live lease reaches: their unpacked dirs may go. */
 static const char *const UNLEASED_SQL =

@@ -18,6 +18,8 @@ struct sbx_store {
     int64_t lease_id;     /* this handle's process lease (row in leases) */
     int64_t start_time;   /* our process start time (/proc/self/stat field 22) */
     const sbx_ctx *ctx;   /* the context of the long call (gc, fsck) under way, or NULL */
+    sbx_access_fn access; /* who may use private content (store_access.c), or NULL */
+    void *access_arg;
 };
 
 /* Kinds of stored object, also the directory they live in. */

@@ -203,6 +203,43 @@ SBX_API int sbx_store_meta_delete(sbx_store *s, const char *ns, const char *key,
 SBX_API int sbx_store_meta_get(sbx_store *s, const char *ns, const char *key, char **value_out,
                                int64_t *stamp_out, sbx_error *err);
 
+/* ---- private content: where it came from, who may use it ------------------ */
+/* What the registry gives anyone is public.  What was pulled with
+ * credentials and refused to an anonymous caller is private to the
+ * registry repository it came from: a caller may use it only after showing
+ * it may pull from that repository (docs/registry.md, "Private images").
+ * The store records origins; the check itself is the registry's
+ * (sbx_registry_gate), installed on a handle. */
+
+/* Record that digest (a manifest, index, config or layer diff_id) came
+ * from repo ("host/path") where ref_digest (a manifest the repository
+ * holds) proves access, and whether an anonymous caller was refused
+ * there.  The latest observation for a repository wins.  Durable before
+ * it returns: record before the content becomes visible under a name. */
+SBX_API int sbx_store_origin_set(sbx_store *s, const char *const *digests, size_t ndigests,
+                                 const char *repo, const char *ref_digest, bool is_private,
+                                 sbx_error *err);
+
+/* The check for one private repository: 0 when the handle's caller may
+ * pull repo@ref_digest, SBX_EAUTH (or another error) with a message when
+ * not. */
+typedef int (*sbx_access_fn)(void *arg, sbx_store *s, const char *repo, const char *ref_digest,
+                             sbx_error *err);
+/* Install the caller's check on this handle (fn NULL: none).  arg must
+ * outlive its use; install again for another caller. */
+SBX_API void sbx_store_set_access(sbx_store *s, sbx_access_fn fn, void *arg);
+/* May the handle's caller use digest and all it reaches (children)?  Each
+ * private piece (no public origin, some private one) needs one of its
+ * repositories to pass the installed check; with none installed, private
+ * content is refused (SBX_EAUTH).  0 for public and local content. */
+SBX_API int sbx_store_access_check(sbx_store *s, const char *digest, sbx_error *err);
+/* The same with fn and arg for this one check instead of the handle's. */
+SBX_API int sbx_store_access_check_with(sbx_store *s, const char *digest, sbx_access_fn fn,
+                                        void *arg, sbx_error *err);
+/* The store's secret key (32 bytes, made on first use, mode 0600): keyed
+ * hashes of credential identities, so the store never holds a secret. */
+SBX_API int sbx_store_secret_key(sbx_store *s, unsigned char key[32], sbx_error *err);
+
 /* ---- leases ------------------------------------------------------------- */
 
 /* A lease keeps digests (blobs, layers, manifests and all they reach) from gc

@@ -808,9 +808,10 @@ static void test_version_1_store_is_migrated(void **state)
               "INSERT INTO n2 SELECT name, digest, created, last_used FROM names;"
               "DROP TABLE names; ALTER TABLE n2 RENAME TO names; PRAGMA user_version=1;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 3);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 4);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM pragma_table_info('mounts')"
                                    " WHERE name='external'"), 1);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM origins"), 0);
     assert_int_equal(sbx_store_name_set_ttl(t->s, "new", a, 60, &err), 0);
     assert_int_equal(ts_sql_int(t, "SELECT ttl FROM names WHERE name='new'"), 60);
     assert_int_equal(ts_sql_int(t, "SELECT expires FROM names WHERE name='old'"), 0);
@@ -821,15 +822,20 @@ static void test_version_1_store_is_migrated(void **state)
               " boot_id TEXT NOT NULL, read_only INTEGER NOT NULL, state INTEGER NOT NULL,"
               " flat TEXT NOT NULL DEFAULT ''); PRAGMA user_version=2;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 3);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 4);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM pragma_table_info('mounts')"
                                    " WHERE name='external'"), 1);
+    /* a version 3 store (no origins) */
+    ts_sql(t, "DROP TABLE origins; PRAGMA user_version=3;");
+    ts_reopen(t);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 4);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM origins"), 0);
     /* a newer metadata version is refused, not downgraded */
-    ts_sql(t, "PRAGMA user_version=4");
+    ts_sql(t, "PRAGMA user_version=5");
     sbx_store *h = NULL;
     assert_int_equal(sbx_store_open(&h, t->root, &err), SBX_EUNSUPPORTED);
-    tu_assert_error(&err, SBX_EUNSUPPORTED, "metadata version 4 is newer");
-    ts_sql(t, "PRAGMA user_version=3");
+    tu_assert_error(&err, SBX_EUNSUPPORTED, "metadata version 5 is newer");
+    ts_sql(t, "PRAGMA user_version=4");
 }
 
 int main(void)
