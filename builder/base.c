@@ -344,6 +344,30 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
 
 /* ---- resolving the base of a recipe -------------------------------------- */
 
+/* The caller's registry settings and credentials, for this store and platform. */
+static void base_registry_opts(sbx_registry_options *ro, sbx_store *store,
+                               const sbx_build_options *opts)
+{
+    static const sbx_registry_options defaults = SBX_REGISTRY_OPTIONS_INIT;
+    *ro = opts && opts->registry ? *opts->registry : defaults;
+    ro->store = store;
+    ro->platform = opts ? opts->platform : NULL;
+}
+
+/* A base named in the store is used only by a caller who may see it. */
+static int base_access(sbx_store *store, const char *digest, const char *ref,
+                       const sbx_build_options *opts, sbx_error *err)
+{
+    sbx_registry_options ro;
+    base_registry_opts(&ro, store, opts);
+    if (sbx_registry_access_check(store, digest, &ro, err) < 0) {
+        sbx_error_wrap(err, "base image '%s'", ref);
+        sbx_error_where(err, "%s", ref);
+        return err->code;
+    }
+    return 0;
+}
+
 int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
                      const sbx_recipe_base *base, const sbx_build_options *opts,
                      sbx_ctx *ctx, sbx_error *err)
@@ -356,7 +380,7 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         if (sbx__digest_valid(ref)) {
             if (sbx_image_readable(store, ref)) {
                 snprintf(digest_out, SBX_DIGEST_BUFSZ, "%s", ref);
-                return 0;
+                return base_access(store, digest_out, ref, opts, err);
             }
             sbx_error_set(err, SBX_ENOTFOUND, "find base image '%s': not in the store", ref);
             sbx_error_where(err, "%s", ref);
@@ -364,20 +388,19 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         }
         sbx_error e2 = SBX_ERROR_INIT;
         if (named_manifest(store, ref, digest_out))
-            return 0;
+            return base_access(store, digest_out, ref, opts, err);
         /* A pulled image is named by its normalized ref. */
         sbx_ref r;
         if (sbx_ref_parse(&r, ref, &e2) == 0 && named_manifest(store, r.str, digest_out))
-            return 0;
+            return base_access(store, digest_out, ref, opts, err);
         sbx_error_set(err, SBX_ENOTFOUND,
                       "find base image '%s': the store has no image by that name or digest", ref);
         sbx_error_where(err, "%s", ref);
         return err->code;
     }
     case SBX_BASE_REGISTRY: {
-        sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
-        ro.store = store;
-        ro.platform = opts ? opts->platform : NULL;
+        sbx_registry_options ro;
+        base_registry_opts(&ro, store, opts);
         if (sbx_registry_resolve(digest_out, base->ref, &ro, ctx, err) < 0)
             return sbx_error_wrap(err, "resolve base '%s'", base->ref);
         return 0;
@@ -427,9 +450,8 @@ int bld_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *di
         pinned = sbx__strdup_printf("%s@%s", r.str, digest);
     if (!pinned)
         return sbx_error_set(err, SBX_ENOMEM, "pull base");
-    sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
-    ro.store = store;
-    ro.platform = opts ? opts->platform : NULL;
+    sbx_registry_options ro;
+    base_registry_opts(&ro, store, opts);
     sbx_pull_result pr;
     memset(&pr, 0, sizeof pr);
     int rc = sbx_registry_pull(&pr, pinned, &ro, ctx, err);

@@ -55,6 +55,11 @@ int cli_open_store(sbx_cli *cli, sbx_store **out);
  * into opts: 1 when c was one of them, -1 on a usage error (said), else 0. */
 struct sbx_registry_options;
 int cli_registry_opt(struct sbx_registry_options *opts, int c, char *arg, const char *verb);
+/* --creds USER:PASSWORD alone (verbs where 'c' means something else):
+ * 0, or CLI_EXIT_USAGE after saying why.  Hides the password in argv. */
+int cli_registry_creds(struct sbx_registry_options *opts, char *arg, const char *verb);
+/* The long option value of --creds in those verbs. */
+#define CLI_OPT_CREDS 0x1001
 /* A verb's options (the common ones, and extra, each handed to opt:
  * 0 taken, -1 unknown, -2 a usage error it said) and exactly npos
  * non-empty arguments (what names them in the error).  0 to go on; else

@@ -35,6 +35,9 @@ static void usage(FILE *f)
           "                      the built image and exits 1\n"
           "  --no-cache          run every step even when its result is cached (the results\n"
           "                      are still cached)\n"
+          "  --creds USER:PASSWORD  credentials for the base's registry (default: the\n"
+          "                      Docker config); a private base in the store is used\n"
+          "                      only when that registry accepts them now\n"
           "  --platform P        os/arch[/variant] of a from_registry base (default:\n"
           "                      this host's)\n"
           "  --runtime R         OCI runtime: auto, crun, runc or runsc (default: auto:\n"
@@ -259,6 +262,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
            O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH };
+    static sbx_registry_options ropts = SBX_REGISTRY_OPTIONS_INIT;
     static const struct option longopts[] = {
         {"context", required_argument, NULL, O_CONTEXT},
         {"tag", required_argument, NULL, O_TAG},
@@ -274,6 +278,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
         {"base-mirror", required_argument, NULL, O_MIRROR},
+        {"creds", required_argument, NULL, CLI_OPT_CREDS},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -308,6 +313,11 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
             tags[ntags++] = optarg;
             break;
         case O_NOCACHE: bo.no_cache = 1; break;
+        case CLI_OPT_CREDS:
+            if (cli_registry_creds(&ropts, optarg, "build"))
+                return CLI_EXIT_USAGE;
+            bo.registry = &ropts;
+            break;
         case O_PLATFORM: bo.platform = optarg; break;
         case O_RUNTIME:
             if (strcmp(optarg, "auto") && strcmp(optarg, "crun") && strcmp(optarg, "runc") &&
@@ -399,6 +409,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     if (b == 0 && push_ref) {
         /* the image, then the registry: a failed push keeps the built image */
         sbx_registry_options ro = SBX_REGISTRY_OPTIONS_INIT;
+        sbx_registry_gate(store, &ropts); /* a private base: these credentials saw it */
         b = sbx_registry_push(&pushed, store, res.digest, push_ref, &ro, cli->ctx, &err);
         if (b == 0 && !cli->json)
             fprintf(stderr, "pushed %s\n", pushed.ref);

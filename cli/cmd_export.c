@@ -5,6 +5,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "sbx/registry.h"
 #include "sbx/rootfs.h"
 #include "sbx/context.h"
 
@@ -34,6 +35,9 @@ static void usage(FILE *f)
             "                     org.opencontainers.image.ref.name): oci:DIR:TAG\n"
             "  --platform OS/ARCH[/VARIANT]  the entry to export when IMAGE names an index\n"
             "                     (default: this host's); only that manifest is exported\n"
+            "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
+            "                     pulled with credentials is used only after that registry\n"
+            "                     accepts these (default: the Docker config)\n"
             "  --json             print {\"image\",\"digest\",\"dir\",\"blobs\",\"bytes\",\n"
             "                     \"recompressed\"}\n"
             "  --store DIR        store to read the image from\n"
@@ -58,10 +62,12 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"tag", required_argument, NULL, 't'},
         {"platform", required_argument, NULL, 'p'},
+        {"creds", required_argument, NULL, CLI_OPT_CREDS},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
     sbx_export_options opts = SBX_EXPORT_OPTIONS_INIT;
+    sbx_registry_options ropts = SBX_REGISTRY_OPTIONS_INIT;
     int c;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
         if (c == 'h') {
@@ -80,6 +86,10 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
             opts.tag = optarg;
             break;
         case 'p': opts.platform = optarg; break;
+        case CLI_OPT_CREDS:
+            if (cli_registry_creds(&ropts, optarg, "export"))
+                return CLI_EXIT_USAGE;
+            break;
         default: return cli_usage_error("export", "unknown option");
         }
     }
@@ -93,6 +103,7 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_export_result res;
+    sbx_registry_gate(store, &ropts);
     int rc = sbx_rootfs_export(&res, store, image, dir, &opts, cli->ctx, &err);
     sbx_store_free(store);
     cli_progress_done();

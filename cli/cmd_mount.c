@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "sbx/registry.h"
 #include "sbx/rootfs.h"
 
 static const char MOUNT_USAGE[] =
@@ -33,6 +34,9 @@ static const char MOUNT_USAGE[] =
     "                     (keep the source: gc knows the mount by it).  Lives until\n"
     "                     umount or a reboot, mounted or not; DIR need not exist\n"
     "  --platform OS/ARCH[/VARIANT]  the entry to use when IMAGE names an index\n"
+    "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
+    "                     pulled with credentials is mounted only after that registry\n"
+    "                     accepts these (default: the Docker config)\n"
     "  --json             print {id, image, digest, dir, type, source, options,\n"
     "                     lowers, upper, work, layers, flattened, mounted}: the\n"
     "                     overlay (lowers top-most first).  Give a runtime DIR as its\n"
@@ -109,6 +113,7 @@ static const char COMMIT_USAGE[] =
 
 struct mount_opts {
     sbx_mount_options o;
+    sbx_registry_options r;
 };
 
 static int mount_opt(void *ud, int c, const char *arg)
@@ -118,6 +123,7 @@ static int mount_opt(void *ud, int c, const char *arg)
     case 'r': m->o.read_only = true; return 0;
     case 'p': m->o.platform = arg; return 0;
     case 'n': m->o.no_mount = true; return 0;
+    case CLI_OPT_CREDS: return cli_registry_creds(&m->r, (char *)arg, "mount") ? -2 : 0;
     default: return -1;
     }
 }
@@ -134,9 +140,10 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
 {
     static const struct option extra[] = {{"read-only", no_argument, NULL, 'r'},
                                           {"platform", required_argument, NULL, 'p'},
-                                          {"no-mount", no_argument, NULL, 'n'}};
-    struct mount_opts m = {SBX_MOUNT_OPTIONS_INIT};
-    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 3, mount_opt, &m, argc, argv, 2,
+                                          {"no-mount", no_argument, NULL, 'n'},
+                                          {"creds", required_argument, NULL, CLI_OPT_CREDS}};
+    struct mount_opts m = {SBX_MOUNT_OPTIONS_INIT, SBX_REGISTRY_OPTIONS_INIT};
+    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 4, mount_opt, &m, argc, argv, 2,
                   "IMAGE and DIR");
     if (r < 0)
         return -r - 1;
@@ -149,6 +156,7 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_mount_result res;
+    sbx_registry_gate(s, &m.r);
     r = sbx_rootfs_mount(&res, s, image, dir, &m.o, cli->ctx, &err);
     sbx_store_free(s);
     cli_progress_done();

@@ -80,6 +80,10 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_push_result r;
+    /* --creds are DEST's: a private IMAGE is checked with the Docker config's */
+    sbx_registry_options src = opts;
+    src.username = src.password = src.identity_token = src.registry_token = NULL;
+    sbx_registry_gate(store, &src);
     int rc = sbx_registry_push(&r, store, image, dest, &opts, cli->ctx, &err);
     sbx_store_free(store);
     cli_progress_done();

@@ -8,16 +8,27 @@
 #include "sbx/context.h"
 #include "sbx/registry.h"
 
-/* Shared by resolve, pull, inspect and push: --creds USER:PASS into opts.
- * The strings point into arg (argv), which outlives the call. */
-static int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
+/* --creds USER:PASSWORD into opts, for every verb that takes it.  The
+ * values are copied (they live as long as the process) and the password
+ * in argv is overwritten, so /proc/PID/cmdline and ps show "***" from now
+ * on; it was visible until here, which is why --password-stdin exists. */
+int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
 {
     char *colon = strchr(arg, ':');
     if (!colon || colon == arg)
         return cli_usage_error(verb, "--creds wants USER:PASSWORD");
-    *colon = '\0';
-    opts->username = arg;
-    opts->password = colon + 1;
+    char *user = strndup(arg, (size_t)(colon - arg)), *pass = strdup(colon + 1);
+    if (!user || !pass) {
+        free(user);
+        free(pass);
+        return cli_usage_error(verb, "out of memory");
+    }
+    size_t n = strlen(colon + 1);
+    memset(colon + 1, '*', n < 3 ? n : 3);
+    if (n > 3)
+        memset(colon + 4, '\0', n - 3);
+    opts->username = user;
+    opts->password = pass;
     return 0;
 }
 

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "sbx/context.h"
+#include "sbx/registry.h"
 #include "sbx/rootfs.h"
 
 static void usage(FILE *f)
@@ -35,6 +36,9 @@ static void usage(FILE *f)
             "  --platform OS/ARCH[/VARIANT]  the entry to use when IMAGE names an index\n"
             "                     (default: this host's)\n"
             "  --no-sync          skip syncing DIR before it is renamed into place\n"
+            "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
+            "                     pulled with credentials is used only after that registry\n"
+            "                     accepts these (default: the Docker config)\n"
             "  --json             print {\"image\",\"digest\",\"dir\",\"layers\",\"files\",\"bytes\",\n"
             "                     \"dirs\",\"linked\",\"copied\"}\n"
             "  --store DIR        store to read the image from\n"
@@ -63,10 +67,12 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"platform", required_argument, NULL, 'p'},
         {"no-sync", no_argument, NULL, 'n'},
+        {"creds", required_argument, NULL, CLI_OPT_CREDS},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
     sbx_rootfs_options opts = SBX_ROOTFS_OPTIONS_INIT;
+    sbx_registry_options ropts = SBX_REGISTRY_OPTIONS_INIT;
     int c;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
         if (c == 'h') {
@@ -84,6 +90,10 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
             break;
         case 'p': opts.platform = optarg; break;
         case 'n': opts.no_sync = true; break;
+        case CLI_OPT_CREDS:
+            if (cli_registry_creds(&ropts, optarg, "unpack"))
+                return CLI_EXIT_USAGE;
+            break;
         default: return cli_usage_error("unpack", "unknown option");
         }
     }
@@ -99,6 +109,7 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_rootfs_result res;
+    sbx_registry_gate(store, &ropts);
     int rc = sbx_rootfs_unpack(&res, store, image, dir, &opts, cli->ctx, &err);
     sbx_store_free(store);
     cli_progress_done();

@@ -28,6 +28,8 @@
 #include <jansson.h>
 #include <limits.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -56,6 +58,7 @@ struct reg_client {
     reg_creds creds;
     auth_kind auth;
     bool push;                         /* ask for tokens with push scope */
+    bool sent_creds;                   /* a request carried what the credentials got */
     reg_challenge chal;
     char *token;
     char token_key[SBX_DIGEST_BUFSZ];
@@ -322,6 +325,53 @@ int reg_client_clone(reg_client **out, reg_client *src, sbx_error *err)
     }
     *out = c;
     return 0;
+}
+
+int reg_client_anonymous(reg_client **out, reg_client *src, sbx_error *err)
+{
+    int rc = reg_client_clone(out, src, err);
+    if (rc < 0)
+        return rc;
+    reg_client *c = *out;
+    reg_creds_clear(&c->creds);
+    if (c->token) {
+        OPENSSL_cleanse(c->token, strlen(c->token));
+        free(c->token);
+        c->token = NULL;
+    }
+    c->auth = AUTH_UNKNOWN;
+    c->sent_creds = false;
+    c->token_key[0] = '\0';
+    cred_identity(c);
+    return 0;
+}
+
+bool reg_client_sent_creds(const reg_client *c) { return c->sent_creds; }
+
+void reg_client_identity(const reg_client *c, const unsigned char key[32],
+                         char out[REG_IDENTITY_BUFSZ])
+{
+    if (reg_creds_empty(&c->creds)) {
+        snprintf(out, REG_IDENTITY_BUFSZ, "anonymous");
+        return;
+    }
+    /* the same fields cred_identity hashes, keyed: the store never holds
+     * anything a password could be recovered or tried against from */
+    _cleanup_free_ char *s = sbx__strdup_printf(
+        "%s\n%s\n%s\n%s\n%s", c->host, c->creds.username ? c->creds.username : "",
+        c->creds.password ? c->creds.password : "",
+        c->creds.identity_token ? c->creds.identity_token : "",
+        c->creds.registry_token ? c->creds.registry_token : "");
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (!s || !HMAC(EVP_sha256(), key, 32, (const unsigned char *)s, strlen(s), mac, &n)) {
+        snprintf(out, REG_IDENTITY_BUFSZ, "unknown"); /* matches no cached verdict */
+    } else {
+        for (unsigned i = 0; i < n && 2 * i + 2 < REG_IDENTITY_BUFSZ; i++)
+            snprintf(out + 2 * i, 3, "%02x", mac[i]);
+    }
+    if (s)
+        OPENSSL_cleanse(s, strlen(s));
 }
 
 void reg_client_set_cancel(reg_client *c, const volatile int *flag) { c->cancel = flag; }
@@ -877,14 +927,39 @@ static char *basic_header(const reg_creds *cr)
 
 static char *auth_header(reg_client *c)
 {
-    if (c->auth == AUTH_BEARER && c->token)
+    if (c->auth == AUTH_BEARER && c->token) {
+        c->sent_creds |= !reg_creds_empty(&c->creds);
         return sbx__strdup_printf("Bearer %s", c->token);
-    if (c->auth == AUTH_BASIC && (c->creds.username || c->creds.password))
+    }
+    if (c->auth == AUTH_BASIC && (c->creds.username || c->creds.password)) {
+        c->sent_creds = true;
         return basic_header(&c->creds);
+    }
     return NULL;
 }
 
 static char *esc(CURL *h, const char *s) { return curl_easy_escape(h, s ? s : "", 0); }
+
+/* SBX_TOKEN_REALM=same-host: credentials go to a token realm only on the
+ * registry's own host name (any port); the default, "any", sends them to
+ * whatever realm the registry names, as Docker does (over TLS or to
+ * loopback only, see below). */
+static bool realm_allowed(const reg_client *c, const char *realm_host)
+{
+    const char *pol = getenv("SBX_TOKEN_REALM");
+    if (!pol || !*pol || !strcmp(pol, "any"))
+        return true;
+    char a[300], b[300];
+    snprintf(a, sizeof a, "%s", realm_host);
+    snprintf(b, sizeof b, "%s", c->host);
+    /* strip ":port" (not inside "[v6]") */
+    char *pa = strrchr(a, ':'), *pb = strrchr(b, ':');
+    if (pa && !strchr(pa, ']'))
+        *pa = '\0';
+    if (pb && !strchr(pb, ']'))
+        *pb = '\0';
+    return !strcasecmp(a, b);
+}
 
 /* Ask the challenge's realm for a token with `scope`. */
 static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
@@ -912,6 +987,11 @@ static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
     char realm_host[300];
     url_hostport(ch->realm, realm_host, sizeof realm_host);
     bool has_secret = !reg_creds_empty(&c->creds);
+    if (has_secret && !realm_allowed(c, realm_host))
+        return sbx_error_set(err, SBX_EAUTH,
+                             "authenticating to '%s': the token realm is on another host ('%s') "
+                             "and SBX_TOKEN_REALM=same-host keeps credentials from it",
+                             c->host, realm_host);
     if (has_secret && !strncmp(ch->realm, "http://", 7) && !reg_host_is_loopback(realm_host) &&
         !(c->cfg && reg_config_is_insecure(c->cfg, realm_host)))
         return sbx_error_set(err, SBX_EAUTH,

@@ -1,6 +1,7 @@
 /* Inspect: describe an image from the store when it has it (by store name,
  * normalized ref, or pinned digest), else from the registry (manifests and
- * config only; no layer is downloaded). */
+ * config only; no layer is downloaded).  Private content in the store is
+ * shown only to a caller whose credentials the registry accepts for it. */
 #include <string.h>
 
 #include "registry_internal.h"
@@ -205,9 +206,14 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
     char named[SBX_DIGEST_BUFSZ] = "";
     bool local = store && store_lookup(top, named, store, ref, &s, parsed);
     bool explicit_platform = opts && opts->platform && *opts->platform;
-    if (local)
+    bool wrapped = false; /* the message already says "inspecting" */
+    if (local && (rc = sbx_registry_access_check(store, top, opts, err)) < 0) {
+        sbx_error_wrap(err, "inspecting '%s'", ref);
+        wrapped = true; /* private, and the caller has not shown it may see it */
+    } else if (local) {
         rc = from_store(info, store, top, &s.want, named[0] && !explicit_platform ? named : NULL,
                         err);
+    }
     if (local && rc == SBX_ENOTFOUND && parsed) {
         /* partly stored (say, another platform's manifest only): ask the registry */
         sbx_image_info_free(info);
@@ -220,8 +226,8 @@ int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_regist
             local = false;
         }
     }
-    bool wrapped = false; /* the message already says "inspecting" */
-    if (!local && is_digest) {
+    if (wrapped) {
+    } else if (!local && is_digest) {
         rc = sbx_error_set(err, SBX_ENOTFOUND, "inspecting '%s': the store has no manifest with "
                            "that digest (name a ref to ask a registry)", ref);
         wrapped = true;

@@ -159,6 +159,35 @@ void reg_cache_key(char *buf, size_t len, const sbx_ref *ref, const sbx_platform
     snprintf(buf, len, "%s %s", ref->str, sbx_platform_format(want, p, sizeof p));
 }
 
+void reg_cache_value(char *buf, size_t len, const char *digest, const char *media_type,
+                     const char *top, bool is_private)
+{
+    snprintf(buf, len, "%s %s %s %s", digest, media_type, top, is_private ? "private" : "public");
+}
+
+/* Before anything is stored: where it all comes from, and whether an
+ * anonymous caller could have it (access.c). */
+static int record_origin(reg_client *c, reg_session *s, sbx_store *store, const reg_fetched *f,
+                         const sbx_image_config *ic, bool *is_private, sbx_error *err)
+{
+    char repo[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2];
+    reg_repo_of(repo, sizeof repo, &s->ref);
+    reg_access_learn(is_private, c, store, repo, f->top_digest, s->opts);
+    const char **d = calloc(ic->ndiff_ids + 3, sizeof *d);
+    if (!d)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    size_t n = 0;
+    d[n++] = f->top_digest;
+    if (strcmp(f->digest, f->top_digest) != 0)
+        d[n++] = f->digest;
+    d[n++] = f->image.config.digest;
+    for (size_t i = 0; i < ic->ndiff_ids; i++)
+        d[n++] = ic->diff_ids[i];
+    int rc = sbx_store_origin_set(store, d, n, repo, f->top_digest, *is_private, err);
+    free(d);
+    return rc;
+}
+
 /* ---- pull ----------------------------------------------------------------------- */
 
 static int fetch_config(char **cfg, size_t *cfg_len, sbx_image_config *ic, reg_client *c,
@@ -230,6 +259,9 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
                            sbx_platform_format(&ic.platform, h, sizeof h));
         goto out;
     }
+    bool is_private = false;
+    if ((rc = record_origin(c, s, store, &f, &ic, &is_private, err)) < 0)
+        goto out;
     if ((rc = sbx_store_put_blob(store, cfg, cfg_len,
                                  m->config.media_type[0] ? m->config.media_type : SBX_MT_OCI_CONFIG,
                                  m->config.digest, NULL, err)) < 0)
@@ -301,7 +333,7 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
     /* the pull answers resolve too */
     char key[REG_CACHE_KEY_MAX], val[400];
     reg_cache_key(key, sizeof key, &s->ref, &s->want);
-    snprintf(val, sizeof val, "%s %s %s", f.digest, f.media_type, f.top_digest);
+    reg_cache_value(val, sizeof val, f.digest, f.media_type, f.top_digest, is_private);
     sbx_error cerr = SBX_ERROR_INIT;
     sbx_store_meta_set(store, "resolve", key, val, &cerr);
     sbx_store_meta_set(store, REG_META_TOP, s->ref.str, f.top_digest, &cerr);

@@ -134,6 +134,15 @@ void reg_client_remember(reg_client *c, sbx_store *store);
  * a sibling download failed.  They also stop when the context is cancelled
  * (SBX_ECANCELED). */
 void reg_client_set_cancel(reg_client *c, const volatile int *flag);
+/* A sibling with no credentials at all: what an anonymous caller gets. */
+int reg_client_anonymous(reg_client **out, reg_client *c, sbx_error *err);
+/* Did a request of c carry the credentials (basic, or a token they got)? */
+bool reg_client_sent_creds(const reg_client *c);
+/* Who c's credentials are, as a keyed hash (HMAC-SHA256 under the store's
+ * key, hex) of the host and the secrets; "anonymous" without any. */
+#define REG_IDENTITY_BUFSZ 65
+void reg_client_identity(const reg_client *c, const unsigned char key[32],
+                         char out[REG_IDENTITY_BUFSZ]);
 /* Tokens asked for from now on carry push scope ("pull,push"). */
 void reg_client_set_push(reg_client *c);
 /* The context of the call the client serves. */
@@ -211,7 +220,27 @@ void reg_fetched_free(reg_fetched *f);
 /* Store meta namespace: host -> "http" for a loopback/insecure registry that
  * did not speak TLS, so later runs skip the failing handshake. */
 #define REG_META_SCHEME "scheme"
+/* ---- private content (access.c) -------------------------------------------- */
+/* "host/path" of a ref: the unit of access. */
+void reg_repo_of(char *buf, size_t len, const sbx_ref *ref);
+/* After client c fetched ref_digest from its repository: remember that the
+ * caller may pull from it, and find out (cached per repository) whether an
+ * anonymous caller may: *is_private when not.  Never fails: an anonymous
+ * probe that cannot be made counts as private. */
+void reg_access_learn(bool *is_private, reg_client *c, sbx_store *s, const char *repo,
+                      const char *ref_digest, const sbx_registry_options *opts);
+/* May the caller described by opts (its credentials, else the Docker
+ * config) pull repo@ref_digest?  Cached per identity and repository for
+ * $SBX_ACCESS_TTL seconds; else a manifest HEAD.  0, SBX_EAUTH, or the
+ * network's error when the registry cannot be asked (and policy does not
+ * allow a known identity through). */
+int reg_access_check(sbx_store *s, const char *repo, const char *ref_digest,
+                     const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err);
+
 /* Resolve cache key in the store's "resolve" meta namespace: "<ref> <platform>". */
 void reg_cache_key(char *buf, size_t len, const sbx_ref *ref, const sbx_platform *want);
+/* Its value: "<digest> <media type> <what the ref names> public|private". */
+void reg_cache_value(char *buf, size_t len, const char *digest, const char *media_type,
+                     const char *top, bool is_private);
 
 #endif

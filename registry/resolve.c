@@ -17,7 +17,9 @@ static int64_t ttl_of(const sbx_registry_options *opts)
     return reg_env_int("SBX_RESOLVE_TTL", 60, 0, 365LL * 86400, NULL);
 }
 
-static bool cache_lookup(sbx_resolve_result *out, const reg_session *s, sbx_store *store,
+/* A cached answer for a private repository is given only to a caller who
+ * may pull from it now (access.c); any other caller asks the registry. */
+static bool cache_lookup(sbx_resolve_result *out, reg_session *s, sbx_store *store,
                          int64_t ttl)
 {
     char key[REG_CACHE_KEY_MAX];
@@ -31,10 +33,20 @@ static bool cache_lookup(sbx_resolve_result *out, const reg_session *s, sbx_stor
     int64_t age = sbx__now_unix() - stamp;
     if (!pinned && (ttl == 0 || age < 0 || age >= ttl))
         return false;
-    char dg[SBX_DIGEST_BUFSZ], mt[128], top[SBX_DIGEST_BUFSZ];
-    if (sscanf(val, "%71s %127s %71s", dg, mt, top) != 3 || !sbx__digest_valid(dg) ||
-        !sbx__digest_valid(top))
-        return false;
+    char dg[SBX_DIGEST_BUFSZ], mt[128], top[SBX_DIGEST_BUFSZ], vis[16];
+    if (sscanf(val, "%71s %127s %71s %15s", dg, mt, top, vis) != 4 || !sbx__digest_valid(dg) ||
+        !sbx__digest_valid(top) || (strcmp(vis, "public") && strcmp(vis, "private")))
+        return false; /* (an answer from before privacy was recorded: ask again) */
+    if (!strcmp(vis, "private")) {
+        char repo[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2];
+        reg_repo_of(repo, sizeof repo, &s->ref);
+        sbx_error ae = SBX_ERROR_INIT;
+        if (reg_access_check(store, repo, top, s->opts, s->ctx, &ae) < 0) {
+            sbx__log(s->ctx, SBX_LOG_DEBUG, "not answering '%s' from the cache: %s", s->ref.str,
+                     ae.msg);
+            return false;
+        }
+    }
     snprintf(out->digest, sizeof out->digest, "%s", dg);
     snprintf(out->media_type, sizeof out->media_type, "%s", mt);
     snprintf(out->index_digest, sizeof out->index_digest, "%s", top);
@@ -42,11 +54,12 @@ static bool cache_lookup(sbx_resolve_result *out, const reg_session *s, sbx_stor
     return true;
 }
 
-static void cache_store(const sbx_resolve_result *r, const reg_session *s, sbx_store *store)
+static void cache_store(const sbx_resolve_result *r, const reg_session *s, sbx_store *store,
+                        bool is_private)
 {
     char key[REG_CACHE_KEY_MAX], val[400];
     reg_cache_key(key, sizeof key, &s->ref, &s->want);
-    snprintf(val, sizeof val, "%s %s %s", r->digest, r->media_type, r->index_digest);
+    reg_cache_value(val, sizeof val, r->digest, r->media_type, r->index_digest, is_private);
     sbx_error e = SBX_ERROR_INIT;
     if (sbx_store_meta_set(store, "resolve", key, val, &e) < 0)
         sbx__log(s->ctx, SBX_LOG_DEBUG, "not caching the answer for '%s': %s", s->ref.str, e.msg);
@@ -140,6 +153,7 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
         reg_session_free(&s);
         return 0;
     }
+    bool is_private = false;
     if (rc == 0) {
         bool mirrors = !strcmp(s.ref.domain, "docker.io");
         size_t n = mirrors ? s.cfg.nmirrors : 0;
@@ -150,8 +164,12 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
             rc = reg_client_new(&c, &s.ref, ep, opts, &s.cfg, ctx, err);
             if (rc == 0)
                 rc = resolve_at(out, c, &s, err);
-            if (rc == 0)
+            if (rc == 0) {
                 reg_client_remember(c, store);
+                char repo[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2];
+                reg_repo_of(repo, sizeof repo, &s.ref);
+                reg_access_learn(&is_private, c, store, repo, out->index_digest, opts);
+            }
             reg_client_free(c);
             if (rc == 0)
                 break;
@@ -163,7 +181,7 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
         }
     }
     if (rc == 0 && store && (ttl > 0 || s.ref.digest[0]))
-        cache_store(out, &s, store);
+        cache_store(out, &s, store, is_private);
     if (rc < 0) {
         if (s.parsed)
             sbx_error_wrap(err, "resolving '%s'", s.ref.str);

@@ -86,13 +86,19 @@ typedef struct sbx_build_options {
      * is left if that is less than its own limit); SBX_ETIMEOUT, the steps
      * finished before staying cached.  0: none. */
     unsigned build_timeout_seconds;
+    /* Registry settings and the caller's credentials for the base (and any
+     * image the build pulls); store and platform are the build's.  NULL:
+     * the Docker config.  A private base in the store (pulled with
+     * credentials, see sbx_registry_gate) is used only when these
+     * credentials may pull it now. */
+    const struct sbx_registry_options *registry;
 } sbx_build_options;
 
 #define SBX_BUILD_PIDS_DEFAULT 4096u
 #define SBX_PIDS_UNLIMITED (~0u)
 
 #define SBX_BUILD_OPTIONS_INIT \
-    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0}
+    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL}
 
 #define SBX_BUILD_TAIL_LINES 20
 

@@ -64,10 +64,14 @@ typedef struct sbx_registry_options {
     /* push: layers as gzip (deterministic: the same image, the same
      * digests) for clients that cannot read zstd; false: zstd as stored. */
     bool push_gzip;
+    /* How long the registry's answer to "may these credentials pull from
+     * this private repository?" is trusted, in seconds; -1 means
+     * $SBX_ACCESS_TTL or 60; 0 asks every time (see sbx_registry_gate). */
+    int64_t access_ttl;
 } sbx_registry_options;
 
 #define SBX_REGISTRY_OPTIONS_INIT \
-    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false}
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false, -1}
 
 /* Initialise libcurl's global state.  Idempotent; the functions below call
  * it themselves, but a threaded program should call it first. */
@@ -162,6 +166,24 @@ typedef struct sbx_push_result {
 SBX_API int sbx_registry_push(sbx_push_result *out, sbx_store *store, const char *image,
                               const char *dest, const sbx_registry_options *opts, sbx_ctx *ctx,
                               sbx_error *err);
+
+/* ---- private images ------------------------------------------------------------ */
+
+/* Install on store handle s the check that lets its caller use private
+ * content (pulled with credentials, refused to anonymous callers): the
+ * caller's credentials in opts (NULL: the Docker config) must be accepted
+ * by the registry repository the content came from -- a manifest HEAD, its
+ * verdict cached per keyed credential identity for opts->access_ttl.
+ * sbx_image_open (unpack, mount, export, push) and builds then use it;
+ * without one, private content is refused.  opts must outlive the
+ * handle's use; install again for another caller.  resolve, pull, inspect
+ * and push check with their own opts and need none.  docs/registry.md,
+ * "Private images". */
+SBX_API void sbx_registry_gate(sbx_store *s, const sbx_registry_options *opts);
+/* The same check once, for digest and all it reaches, without installing
+ * anything: 0, or SBX_EAUTH naming the repository. */
+SBX_API int sbx_registry_access_check(sbx_store *s, const char *digest,
+                                      const sbx_registry_options *opts, sbx_error *err);
 
 /* ---- inspect ---------------------------------------------------------------- */
 

@@ -14,7 +14,8 @@ GET /token?service=..&scope=..[&scope=..]: with valid Basic credentials every
 requested action is granted; anonymous requests get `pull` on repositories under
 --anon-prefix and nothing else; wrong credentials get 401.  POST /token with an
 OAuth2 password grant is answered the same way, and so is a refresh_token grant
-whose token was given with --refresh NAME:TOKEN (Docker's identity tokens).  Every request is appended to
+whose token was given with --refresh NAME:TOKEN (Docker's identity tokens).  A user
+named in DIR/revoked (read at each request) is refused.  Every request is appended to
 DIR/token.log as a JSON line (user, scopes, whether credentials came); the log
 never holds the secrets themselves.
 """
@@ -108,7 +109,17 @@ class TokenHandler(httpd.Handler):
                          .strftime("%Y-%m-%dT%H:%M:%SZ")})
 
     def check(self, user, password):
+        if user in self.revoked():
+            return False
         return user in self.users and self.users[user] == password
+
+    def revoked(self):
+        # DIR/revoked: user names whose credentials stop working (read each time)
+        try:
+            with open(os.path.join(self.dir, "revoked")) as f:
+                return set(f.read().split())
+        except FileNotFoundError:
+            return set()
 
     def do_GET(self):
         u = urllib.parse.urlsplit(self.path)
@@ -163,6 +174,7 @@ def main():
     a = ap.parse_args()
     TokenHandler.key, TokenHandler.cert_der = make_key(a.dir)
     TokenHandler.users = dict(u.split(":", 1) for u in a.user)
+    TokenHandler.dir = a.dir
     TokenHandler.refresh = {t: n for n, t in (r.split(":", 1) for r in a.refresh)}
     TokenHandler.anon_prefix = a.anon_prefix
     TokenHandler.expires = a.expires
