@@ -60,6 +60,14 @@ int cli_registry_opt(struct sbx_registry_options *opts, int c, char *arg, const 
 int cli_registry_creds(struct sbx_registry_options *opts, char *arg, const char *verb);
 /* The long option value of --creds in those verbs. */
 #define CLI_OPT_CREDS 0x1001
+/* --password-stdin (cli_registry_opt takes it too): the password of
+ * --creds USER is stdin's first line.  After parsing, cli_registry_finish
+ * reads it (or says what is missing): 0, or CLI_EXIT_USAGE. */
+#define CLI_OPT_PASSWORD_STDIN 0x1002
+#define CLI_PASSWORD_STDIN_OPT {"password-stdin", no_argument, NULL, CLI_OPT_PASSWORD_STDIN}
+#define CLI_PASSWORD_STDIN_HELP                                                        \
+    "  --password-stdin   with --creds USER: the password is stdin's first line\n"
+int cli_registry_finish(struct sbx_registry_options *opts, const char *verb);
 /* A verb's options (the common ones, and extra, each handed to opt:
  * 0 taken, -1 unknown, -2 a usage error it said) and exactly npos
  * non-empty arguments (what names them in the error).  0 to go on; else

@@ -38,6 +38,7 @@ static void usage(FILE *f)
             "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
             "                     pulled with credentials is used only after that registry\n"
             "                     accepts these (default: the Docker config)\n"
+            CLI_PASSWORD_STDIN_HELP
             "  --json             print {\"image\",\"digest\",\"dir\",\"blobs\",\"bytes\",\n"
             "                     \"recompressed\"}\n"
             "  --store DIR        store to read the image from\n"
@@ -63,6 +64,7 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
         {"tag", required_argument, NULL, 't'},
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, CLI_OPT_CREDS},
+        CLI_PASSWORD_STDIN_OPT,
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -90,6 +92,7 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
             if (cli_registry_creds(&ropts, optarg, "export"))
                 return CLI_EXIT_USAGE;
             break;
+        case CLI_OPT_PASSWORD_STDIN: cli_registry_opt(&ropts, c, optarg, "export"); break;
         default: return cli_usage_error("export", "unknown option");
         }
     }
@@ -98,6 +101,8 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
     const char *image = argv[optind], *dir = argv[optind + 1];
     if (!*image || !*dir)
         return cli_usage_error("export", "IMAGE and DIR must not be empty");
+    if (cli_registry_finish(&ropts, "export"))
+        return CLI_EXIT_USAGE;
     sbx_store *store = NULL;
     if (cli_open_store(cli, &store) != 0)
         return CLI_EXIT_FAIL;

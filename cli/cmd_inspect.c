@@ -23,6 +23,8 @@ static void usage(FILE *f)
             "options:\n"
             "  --platform OS/ARCH[/VARIANT]  platform to show from an index (default: this host's)\n"
             "  --creds USER:PASSWORD         credentials for the ref's registry\n"
+            "  --password-stdin              with --creds USER: the password is stdin's\n"
+            "                                first line (kept out of the process list)\n"
             "  --raw                         print the exact bytes of the manifest the ref names\n"
             "                                (the index for a multi-platform image)\n"
             "  --config                      print the exact bytes of the image config\n"
@@ -104,6 +106,7 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
+        CLI_PASSWORD_STDIN_OPT,
         {"raw", no_argument, NULL, 'r'},
         {"config", no_argument, NULL, 'C'},
         CLI_COMMON_OPTS,
@@ -131,6 +134,8 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
     }
     if (optind + 1 != argc)
         return cli_usage_error("inspect", "expected exactly one REF or NAME");
+    if (cli_registry_finish(&opts, "inspect"))
+        return CLI_EXIT_USAGE;
     if (raw + config + cli->json > 1)
         return cli_usage_error("inspect", "--raw, --config and --json exclude each other");
     sbx_error err = SBX_ERROR_INIT;

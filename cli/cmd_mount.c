@@ -37,6 +37,7 @@ static const char MOUNT_USAGE[] =
     "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
     "                     pulled with credentials is mounted only after that registry\n"
     "                     accepts these (default: the Docker config)\n"
+    CLI_PASSWORD_STDIN_HELP
     "  --json             print {id, image, digest, dir, type, source, options,\n"
     "                     lowers, upper, work, layers, flattened, mounted}: the\n"
     "                     overlay (lowers top-most first).  Give a runtime DIR as its\n"
@@ -124,6 +125,7 @@ static int mount_opt(void *ud, int c, const char *arg)
     case 'p': m->o.platform = arg; return 0;
     case 'n': m->o.no_mount = true; return 0;
     case CLI_OPT_CREDS: return cli_registry_creds(&m->r, (char *)arg, "mount") ? -2 : 0;
+    case CLI_OPT_PASSWORD_STDIN: cli_registry_opt(&m->r, c, (char *)arg, "mount"); return 0;
     default: return -1;
     }
 }
@@ -141,13 +143,16 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
     static const struct option extra[] = {{"read-only", no_argument, NULL, 'r'},
                                           {"platform", required_argument, NULL, 'p'},
                                           {"no-mount", no_argument, NULL, 'n'},
-                                          {"creds", required_argument, NULL, CLI_OPT_CREDS}};
+                                          {"creds", required_argument, NULL, CLI_OPT_CREDS},
+                                          CLI_PASSWORD_STDIN_OPT};
     struct mount_opts m = {SBX_MOUNT_OPTIONS_INIT, SBX_REGISTRY_OPTIONS_INIT};
-    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 4, mount_opt, &m, argc, argv, 2,
+    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 5, mount_opt, &m, argc, argv, 2,
                   "IMAGE and DIR");
     if (r < 0)
         return -r - 1;
     const char *image = argv[optind], *dir = argv[optind + 1];
+    if (cli_registry_finish(&m.r, "mount"))
+        return CLI_EXIT_USAGE;
     if (cli_need_root("mount", m.o.no_mount ? "its upper dir belongs to the store, owned by root"
                                             : "mounting an overlay needs CAP_SYS_ADMIN") != 0)
         return CLI_EXIT_FAIL;

@@ -159,6 +159,8 @@ static void usage(FILE *f)
             "  --platform OS/ARCH[/VARIANT]  platform to pull (default: this host's)\n"
             "  --creds USER:PASSWORD         credentials for the ref's registry (default: the\n"
             "                                Docker config, $DOCKER_CONFIG/config.json)\n"
+            "  --password-stdin              with --creds USER: the password is stdin's\n"
+            "                                first line (kept out of the process list)\n"
             "  --parallel N                  layers downloaded at once (1-8, default 2)\n"
             "  --json                        print {\"ref\",\"digest\",\"config\",\"layers\":[{\"digest\",\n"
             "                                \"diff_id\",\"size\",\"media_type\",\"present\"}]}\n"
@@ -196,6 +198,7 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
+        CLI_PASSWORD_STDIN_OPT,
         {"parallel", required_argument, NULL, 'P'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
@@ -228,6 +231,8 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
     }
     if (optind + 1 != argc)
         return cli_usage_error("pull", "expected exactly one REF");
+    if (cli_registry_finish(&opts, "pull"))
+        return CLI_EXIT_USAGE;
     const char *ref = argv[optind];
     sbx_store *store = NULL;
     int rc = cli_open_store_create(cli, &store);

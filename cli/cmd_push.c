@@ -29,6 +29,7 @@ static void usage(FILE *f)
           "                     digests; the manifest is a new OCI one over them\n"
           "  --creds USER:PASSWORD  credentials for DEST's registry (default: the Docker\n"
           "                     config and its credential helpers)\n"
+          "  --password-stdin   with --creds USER: the password is stdin's first line\n"
           "  --platform OS/ARCH[/VARIANT]  the entry to push when IMAGE names an index\n"
           "  --json             print {ref, digest, blobs_pushed, blobs_existing,\n"
           "                     blobs_mounted, bytes_pushed, recompressed}\n"
@@ -48,6 +49,7 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
+        CLI_PASSWORD_STDIN_OPT,
         {"compression", required_argument, NULL, 'z'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
@@ -72,6 +74,8 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
     }
     if (optind + 1 != argc && optind + 2 != argc)
         return cli_usage_error("push", "expected IMAGE and an optional DEST");
+    if (cli_registry_finish(&opts, "push"))
+        return CLI_EXIT_USAGE;
     const char *image = argv[optind], *dest = optind + 1 < argc ? argv[optind + 1] : NULL;
     if (!*image || (dest && !*dest))
         return cli_usage_error("push", "IMAGE and DEST must not be empty");

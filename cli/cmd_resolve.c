@@ -12,11 +12,18 @@
  * values are copied (they live as long as the process) and the password
  * in argv is overwritten, so /proc/PID/cmdline and ps show "***" from now
  * on; it was visible until here, which is why --password-stdin exists. */
+static bool g_password_stdin;
+
 int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
 {
     char *colon = strchr(arg, ':');
+    if (!colon && *arg) { /* USER alone: the password comes with --password-stdin */
+        if (!(opts->username = strdup(arg)))
+            return cli_usage_error(verb, "out of memory");
+        return 0;
+    }
     if (!colon || colon == arg)
-        return cli_usage_error(verb, "--creds wants USER:PASSWORD");
+        return cli_usage_error(verb, "--creds wants USER:PASSWORD (or USER with --password-stdin)");
     char *user = strndup(arg, (size_t)(colon - arg)), *pass = strdup(colon + 1);
     if (!user || !pass) {
         free(user);
@@ -37,8 +44,34 @@ int cli_registry_opt(sbx_registry_options *opts, int c, char *arg, const char *v
     switch (c) {
     case 'p': opts->platform = arg; return 1;
     case 'c': return cli_registry_creds(opts, arg, verb) ? -1 : 1;
+    case CLI_OPT_PASSWORD_STDIN: g_password_stdin = true; return 1;
     default: return 0;
     }
+}
+
+int cli_registry_finish(sbx_registry_options *opts, const char *verb)
+{
+    if (!g_password_stdin) {
+        if (opts->username && !opts->password)
+            return cli_usage_error(verb, "--creds %s has no password: give USER:PASSWORD, or "
+                                   "USER and --password-stdin", opts->username);
+        return 0;
+    }
+    if (!opts->username || opts->password)
+        return cli_usage_error(verb, "--password-stdin goes with --creds USER (no password)");
+    /* the password is the first line of stdin, as docker login takes it */
+    static char buf[4096];
+    size_t n = 0;
+    int ch;
+    while (n + 1 < sizeof buf && (ch = getchar()) != EOF && ch != '\n')
+        buf[n++] = (char)ch;
+    if (n && buf[n - 1] == '\r')
+        n--;
+    buf[n] = '\0';
+    if (n == 0)
+        return cli_usage_error(verb, "--password-stdin: stdin gave no password");
+    opts->password = buf;
+    return 0;
 }
 
 static void usage(FILE *f)
@@ -53,6 +86,8 @@ static void usage(FILE *f)
             "  --platform OS/ARCH[/VARIANT]  platform to resolve for (default: this host's)\n"
             "  --creds USER:PASSWORD         credentials for the ref's registry (default: the\n"
             "                                Docker config, $DOCKER_CONFIG/config.json)\n"
+            "  --password-stdin              with --creds USER: the password is stdin's\n"
+            "                                first line (kept out of the process list)\n"
             "  --no-cache                    ask the registry even if the store has an answer\n"
             "  --json                        print {\"ref\",\"digest\",\"media_type\",\"platform\",\n"
             "                                \"index_digest\",\"cached\"}\n"
@@ -66,6 +101,7 @@ int cmd_resolve(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
+        {"password-stdin", no_argument, NULL, CLI_OPT_PASSWORD_STDIN},
         {"no-cache", no_argument, NULL, 'n'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
@@ -91,6 +127,8 @@ int cmd_resolve(sbx_cli *cli, int argc, char **argv)
     }
     if (optind + 1 != argc)
         return cli_usage_error("resolve", "expected exactly one REF");
+    if (cli_registry_finish(&opts, "resolve"))
+        return CLI_EXIT_USAGE;
     const char *ref = argv[optind];
     sbx_error err = SBX_ERROR_INIT;
     sbx_store *store = NULL;

@@ -39,6 +39,7 @@ static void usage(FILE *f)
             "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
             "                     pulled with credentials is used only after that registry\n"
             "                     accepts these (default: the Docker config)\n"
+            CLI_PASSWORD_STDIN_HELP
             "  --json             print {\"image\",\"digest\",\"dir\",\"layers\",\"files\",\"bytes\",\n"
             "                     \"dirs\",\"linked\",\"copied\"}\n"
             "  --store DIR        store to read the image from\n"
@@ -68,6 +69,7 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
         {"platform", required_argument, NULL, 'p'},
         {"no-sync", no_argument, NULL, 'n'},
         {"creds", required_argument, NULL, CLI_OPT_CREDS},
+        CLI_PASSWORD_STDIN_OPT,
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -94,6 +96,7 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
             if (cli_registry_creds(&ropts, optarg, "unpack"))
                 return CLI_EXIT_USAGE;
             break;
+        case CLI_OPT_PASSWORD_STDIN: cli_registry_opt(&ropts, c, optarg, "unpack"); break;
         default: return cli_usage_error("unpack", "unknown option");
         }
     }
@@ -102,6 +105,8 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
     const char *image = argv[optind], *dir = argv[optind + 1];
     if (!*image || !*dir)
         return cli_usage_error("unpack", "IMAGE and DIR must not be empty");
+    if (cli_registry_finish(&ropts, "unpack"))
+        return CLI_EXIT_USAGE;
     if (cli_need_root("unpack", "it keeps the image's owners and device nodes") != 0)
         return CLI_EXIT_FAIL;
     sbx_store *store = NULL;

@@ -128,6 +128,14 @@ err_has 'refused|credential|private'
 fails resolve "${A[@]}" "$ref"
 rm -f "$tr_tok_DIR/revoked"
 
+case_ "--password-stdin: the password comes on stdin, never on the command line"
+rm -rf "$T/rootfs-a"
+printf '%s\n' "$TEST_PASS" | ok unpack --creds "$TEST_USER" --password-stdin "$ref" "$T/rootfs-a"
+printf '%s\n' "$TEST_PASS" | ok pull --json --creds "$TEST_USER" --password-stdin "$ref"
+sbx pull --creds "$TEST_USER" "$ref" </dev/null
+((RC == 2)) || fail "--creds USER without a password: exit $RC, expected 2 (usage)"
+err_has 'no password'
+
 case_ "the store holds no credential, only keyed identities"
 ! grep -rqaF -- "$TEST_PASS" "$STORE" || fail "the store holds the password"
 ! grep -rqaF -- "$(printf '%s:%s' "$TEST_USER" "$TEST_PASS" | base64 -w0)" "$STORE" ||
