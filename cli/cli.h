@@ -68,6 +68,17 @@ int cli_registry_creds(struct sbx_registry_options *opts, char *arg, const char 
 #define CLI_PASSWORD_STDIN_HELP                                                        \
     "  --password-stdin   with --creds USER: the password is stdin's first line\n"
 int cli_registry_finish(struct sbx_registry_options *opts, const char *verb);
+/* --authfile FILE (cli_registry_opt takes it too): credentials from that
+ * containers-auth.json only. */
+#define CLI_OPT_AUTHFILE 0x1003
+/* The long options that go with --creds on every verb that takes it. */
+#define CLI_CREDS_MORE_OPTS                                                            \
+    CLI_PASSWORD_STDIN_OPT, {"authfile", required_argument, NULL, CLI_OPT_AUTHFILE}
+#define CLI_CREDS_MORE_HELP                                                            \
+    CLI_PASSWORD_STDIN_HELP                                                            \
+    "  --authfile FILE    credentials from this auth file only (default:\n"            \
+    "                     $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,\n" \
+    "                     ~/.config/containers/auth.json, the Docker config)\n"
 /* A verb's options (the common ones, and extra, each handed to opt:
  * 0 taken, -1 unknown, -2 a usage error it said) and exactly npos
  * non-empty arguments (what names them in the error).  0 to go on; else
@@ -129,6 +140,8 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
     X(build_cancel, "stop a queued or running build from any process")                  \
     X(pull, "pull an image from a registry into the store")                             \
     X(push, "push an image from the store to a registry")                               \
+    X(login, "check credentials with a registry and keep them in the auth file")        \
+    X(logout, "remove a registry's credentials from the auth file")                     \
     X(resolve, "print the manifest digest an image ref points to")                      \
     X(inspect, "show an image's manifest, config and layers")                           \
     X(unpack, "materialize an image's root filesystem into a directory")                \

@@ -39,6 +39,7 @@ static void usage(FILE *f)
           "                      Docker config); a private base in the store is used\n"
           "                      only when that registry accepts them now\n"
           "  --password-stdin    with --creds USER: the password is stdin's first line\n"
+          "  --authfile FILE     credentials from this auth file only\n"
           "  --platform P        os/arch[/variant] of a from_registry base (default:\n"
           "                      this host's)\n"
           "  --runtime R         OCI runtime: auto, crun, runc or runsc (default: auto:\n"
@@ -280,7 +281,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"base-variant", required_argument, NULL, O_VARIANT},
         {"base-mirror", required_argument, NULL, O_MIRROR},
         {"creds", required_argument, NULL, CLI_OPT_CREDS},
-        CLI_PASSWORD_STDIN_OPT,
+        CLI_CREDS_MORE_OPTS,
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -320,7 +321,12 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
                 return CLI_EXIT_USAGE;
             bo.registry = &ropts;
             break;
-        case CLI_OPT_PASSWORD_STDIN: cli_registry_opt(&ropts, c, optarg, "build"); break;
+        case CLI_OPT_PASSWORD_STDIN:
+        case CLI_OPT_AUTHFILE:
+            if (cli_registry_opt(&ropts, c, optarg, "build") < 0)
+                return CLI_EXIT_USAGE;
+            bo.registry = &ropts;
+            break;
         case O_PLATFORM: bo.platform = optarg; break;
         case O_RUNTIME:
             if (strcmp(optarg, "auto") && strcmp(optarg, "crun") && strcmp(optarg, "runc") &&

@@ -38,7 +38,7 @@ static void usage(FILE *f)
             "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
             "                     pulled with credentials is used only after that registry\n"
             "                     accepts these (default: the Docker config)\n"
-            CLI_PASSWORD_STDIN_HELP
+            CLI_CREDS_MORE_HELP
             "  --json             print {\"image\",\"digest\",\"dir\",\"blobs\",\"bytes\",\n"
             "                     \"recompressed\"}\n"
             "  --store DIR        store to read the image from\n"
@@ -64,7 +64,7 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
         {"tag", required_argument, NULL, 't'},
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, CLI_OPT_CREDS},
-        CLI_PASSWORD_STDIN_OPT,
+        CLI_CREDS_MORE_OPTS,
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -92,7 +92,11 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
             if (cli_registry_creds(&ropts, optarg, "export"))
                 return CLI_EXIT_USAGE;
             break;
-        case CLI_OPT_PASSWORD_STDIN: cli_registry_opt(&ropts, c, optarg, "export"); break;
+        case CLI_OPT_PASSWORD_STDIN:
+        case CLI_OPT_AUTHFILE:
+            if (cli_registry_opt(&ropts, c, optarg, "export") < 0)
+                return CLI_EXIT_USAGE;
+            break;
         default: return cli_usage_error("export", "unknown option");
         }
     }

@@ -25,6 +25,7 @@ static void usage(FILE *f)
             "  --creds USER:PASSWORD         credentials for the ref's registry\n"
             "  --password-stdin              with --creds USER: the password is stdin's\n"
             "                                first line (kept out of the process list)\n"
+            "  --authfile FILE               credentials from this auth file only\n"
             "  --raw                         print the exact bytes of the manifest the ref names\n"
             "                                (the index for a multi-platform image)\n"
             "  --config                      print the exact bytes of the image config\n"
@@ -106,7 +107,7 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
-        CLI_PASSWORD_STDIN_OPT,
+        CLI_CREDS_MORE_OPTS,
         {"raw", no_argument, NULL, 'r'},
         {"config", no_argument, NULL, 'C'},
         CLI_COMMON_OPTS,

@@ -37,7 +37,7 @@ static const char MOUNT_USAGE[] =
     "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
     "                     pulled with credentials is mounted only after that registry\n"
     "                     accepts these (default: the Docker config)\n"
-    CLI_PASSWORD_STDIN_HELP
+    CLI_CREDS_MORE_HELP
     "  --json             print {id, image, digest, dir, type, source, options,\n"
     "                     lowers, upper, work, layers, flattened, mounted}: the\n"
     "                     overlay (lowers top-most first).  Give a runtime DIR as its\n"
@@ -125,7 +125,8 @@ static int mount_opt(void *ud, int c, const char *arg)
     case 'p': m->o.platform = arg; return 0;
     case 'n': m->o.no_mount = true; return 0;
     case CLI_OPT_CREDS: return cli_registry_creds(&m->r, (char *)arg, "mount") ? -2 : 0;
-    case CLI_OPT_PASSWORD_STDIN: cli_registry_opt(&m->r, c, (char *)arg, "mount"); return 0;
+    case CLI_OPT_PASSWORD_STDIN:
+    case CLI_OPT_AUTHFILE: return cli_registry_opt(&m->r, c, (char *)arg, "mount") < 0 ? -2 : 0;
     default: return -1;
     }
 }
@@ -144,9 +145,9 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
                                           {"platform", required_argument, NULL, 'p'},
                                           {"no-mount", no_argument, NULL, 'n'},
                                           {"creds", required_argument, NULL, CLI_OPT_CREDS},
-                                          CLI_PASSWORD_STDIN_OPT};
+                                          CLI_CREDS_MORE_OPTS};
     struct mount_opts m = {SBX_MOUNT_OPTIONS_INIT, SBX_REGISTRY_OPTIONS_INIT};
-    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 5, mount_opt, &m, argc, argv, 2,
+    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 6, mount_opt, &m, argc, argv, 2,
                   "IMAGE and DIR");
     if (r < 0)
         return -r - 1;

@@ -161,6 +161,7 @@ static void usage(FILE *f)
             "                                Docker config, $DOCKER_CONFIG/config.json)\n"
             "  --password-stdin              with --creds USER: the password is stdin's\n"
             "                                first line (kept out of the process list)\n"
+            "  --authfile FILE               credentials from this auth file only\n"
             "  --parallel N                  layers downloaded at once (1-8, default 2)\n"
             "  --json                        print {\"ref\",\"digest\",\"config\",\"layers\":[{\"digest\",\n"
             "                                \"diff_id\",\"size\",\"media_type\",\"present\"}]}\n"
@@ -198,7 +199,7 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
-        CLI_PASSWORD_STDIN_OPT,
+        CLI_CREDS_MORE_OPTS,
         {"parallel", required_argument, NULL, 'P'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},

@@ -30,6 +30,7 @@ static void usage(FILE *f)
           "  --creds USER:PASSWORD  credentials for DEST's registry (default: the Docker\n"
           "                     config and its credential helpers)\n"
           "  --password-stdin   with --creds USER: the password is stdin's first line\n"
+          "  --authfile FILE    credentials from this auth file only\n"
           "  --platform OS/ARCH[/VARIANT]  the entry to push when IMAGE names an index\n"
           "  --json             print {ref, digest, blobs_pushed, blobs_existing,\n"
           "                     blobs_mounted, bytes_pushed, recompressed}\n"
@@ -49,7 +50,7 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
-        CLI_PASSWORD_STDIN_OPT,
+        CLI_CREDS_MORE_OPTS,
         {"compression", required_argument, NULL, 'z'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},

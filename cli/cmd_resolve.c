@@ -45,6 +45,13 @@ int cli_registry_opt(sbx_registry_options *opts, int c, char *arg, const char *v
     case 'p': opts->platform = arg; return 1;
     case 'c': return cli_registry_creds(opts, arg, verb) ? -1 : 1;
     case CLI_OPT_PASSWORD_STDIN: g_password_stdin = true; return 1;
+    case CLI_OPT_AUTHFILE:
+        if (!*arg) {
+            cli_usage_error(verb, "--authfile needs a file");
+            return -1;
+        }
+        opts->authfile = arg;
+        return 1;
     default: return 0;
     }
 }
@@ -88,6 +95,7 @@ static void usage(FILE *f)
             "                                Docker config, $DOCKER_CONFIG/config.json)\n"
             "  --password-stdin              with --creds USER: the password is stdin's\n"
             "                                first line (kept out of the process list)\n"
+            "  --authfile FILE               credentials from this auth file only\n"
             "  --no-cache                    ask the registry even if the store has an answer\n"
             "  --json                        print {\"ref\",\"digest\",\"media_type\",\"platform\",\n"
             "                                \"index_digest\",\"cached\"}\n"
@@ -101,7 +109,7 @@ int cmd_resolve(sbx_cli *cli, int argc, char **argv)
     static const struct option longopts[] = {
         {"platform", required_argument, NULL, 'p'},
         {"creds", required_argument, NULL, 'c'},
-        {"password-stdin", no_argument, NULL, CLI_OPT_PASSWORD_STDIN},
+        CLI_CREDS_MORE_OPTS,
         {"no-cache", no_argument, NULL, 'n'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},

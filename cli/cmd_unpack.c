@@ -39,7 +39,7 @@ static void usage(FILE *f)
             "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
             "                     pulled with credentials is used only after that registry\n"
             "                     accepts these (default: the Docker config)\n"
-            CLI_PASSWORD_STDIN_HELP
+            CLI_CREDS_MORE_HELP
             "  --json             print {\"image\",\"digest\",\"dir\",\"layers\",\"files\",\"bytes\",\n"
             "                     \"dirs\",\"linked\",\"copied\"}\n"
             "  --store DIR        store to read the image from\n"
@@ -69,7 +69,7 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
         {"platform", required_argument, NULL, 'p'},
         {"no-sync", no_argument, NULL, 'n'},
         {"creds", required_argument, NULL, CLI_OPT_CREDS},
-        CLI_PASSWORD_STDIN_OPT,
+        CLI_CREDS_MORE_OPTS,
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -96,7 +96,11 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
             if (cli_registry_creds(&ropts, optarg, "unpack"))
                 return CLI_EXIT_USAGE;
             break;
-        case CLI_OPT_PASSWORD_STDIN: cli_registry_opt(&ropts, c, optarg, "unpack"); break;
+        case CLI_OPT_PASSWORD_STDIN:
+        case CLI_OPT_AUTHFILE:
+            if (cli_registry_opt(&ropts, c, optarg, "unpack") < 0)
+                return CLI_EXIT_USAGE;
+            break;
         default: return cli_usage_error("unpack", "unknown option");
         }
     }

@@ -98,10 +98,12 @@ int cli_parse_verb(sbx_cli *cli, const char *verb, const char *usage,
     size_t ns = (size_t)snprintf(shortopts, sizeof shortopts, "%s", CLI_COMMON_SHORT);
     for (size_t i = 0; i < nextra && base + i < sizeof longopts / sizeof longopts[0] - 1; i++) {
         longopts[base + i] = extra[i];
-        /* a one-letter value with no argument is also its short option */
-        if (extra[i].has_arg == no_argument && extra[i].val >= 'a' && extra[i].val <= 'z' &&
-            ns + 1 < sizeof shortopts) {
+        /* a one-letter value is also its short option ("u:" when it takes one) */
+        if (extra[i].has_arg != optional_argument && extra[i].val >= 'a' &&
+            extra[i].val <= 'z' && ns + 2 < sizeof shortopts) {
             shortopts[ns++] = (char)extra[i].val;
+            if (extra[i].has_arg == required_argument)
+                shortopts[ns++] = ':';
             shortopts[ns] = '\0';
         }
     }

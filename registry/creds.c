@@ -24,11 +24,20 @@ static const char *docker_server(const char *host)
 static bool key_matches(const char *key, const char *host)
 {
     const char *k = key;
+    bool url = true;
     if (!strncmp(k, "https://", 8))
         k += 8;
     else if (!strncmp(k, "http://", 7))
         k += 7;
+    else
+        url = false;
     size_t n = strcspn(k, "/");
+    /* "host/ns/repo" names a repository (containers-auth.json): not the
+     * whole registry; a URL's path ("https://host/v1/") does not count */
+    const char *p = k + n;
+    if (!url && *p && strcmp(p, "/") && strcmp(p, "/v1/") && strcmp(p, "/v2/") &&
+        strcmp(p, "/v1") && strcmp(p, "/v2"))
+        return false;
     if (!strcmp(host, "docker.io")) {
         static const char *aliases[] = {"docker.io", "index.docker.io", "registry-1.docker.io"};
         for (size_t i = 0; i < SBX_ARRAY_LEN(aliases); i++)
@@ -50,6 +59,30 @@ static json_t *find_key(json_t *obj, const char *host)
             return val;
     }
     return NULL;
+}
+
+/* containers-auth.json keys may name a repository or a namespace
+ * ("quay.io/team/app", "quay.io/team"): the most specific key covering the
+ * repository wins, then the registry's own key. */
+static json_t *find_key_repo(json_t *obj, const char *host, const char *path)
+{
+    if (!json_is_object(obj))
+        return NULL;
+    if (path && *path) {
+        char cand[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2];
+        snprintf(cand, sizeof cand, "%s/%s", host, path);
+        size_t hostlen = strlen(host);
+        for (;;) {
+            json_t *v = json_object_get(obj, cand);
+            if (v)
+                return v;
+            char *slash = strrchr(cand, '/');
+            if (!slash || (size_t)(slash - cand) <= hostlen)
+                break;
+            *slash = '\0';
+        }
+    }
+    return find_key(obj, host);
 }
 
 static bool helper_name_ok(const char *name)
@@ -188,26 +221,22 @@ static int creds_from_auth_entry(reg_creds *out, json_t *entry, const char *path
     return reg_creds_empty(out) ? SBX_ENOTFOUND : 0;
 }
 
-int reg_docker_creds(reg_creds *out, const char *config_path, const char *host, sbx_error *err)
+/* Credentials for host (and repository path) from one auth file in the
+ * Docker config / containers-auth.json format; SBX_ENOTFOUND when it has
+ * none, or when the file is missing and missing_ok. */
+static int creds_from_file(reg_creds *out, const char *path, const char *host,
+                           const char *repo_path, bool missing_ok, sbx_error *err)
 {
     memset(out, 0, sizeof *out);
-    _cleanup_free_ char *path = NULL;
-    if (config_path && *config_path)
-        path = strdup(config_path);
-    else if (getenv("DOCKER_CONFIG") && *getenv("DOCKER_CONFIG"))
-        path = sbx__strdup_printf("%s/config.json", getenv("DOCKER_CONFIG"));
-    else if (getenv("HOME"))
-        path = sbx__strdup_printf("%s/.docker/config.json", getenv("HOME"));
-    if (!path)
-        return SBX_ENOTFOUND;
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
     sbx_error rerr = SBX_ERROR_INIT;
     if (sbx__read_file(&data, &len, path, 4u << 20, &rerr) < 0) {
-        if (rerr.sys_errno == ENOENT)
+        if (rerr.sys_errno == ENOENT && missing_ok)
             return SBX_ENOTFOUND;
         *err = rerr;
-        return sbx_error_wrap(err, "reading Docker config");
+        sbx_error_where(err, "%s", path);
+        return sbx_error_wrap(err, "reading the auth file '%s'", path);
     }
     json_error_t jerr;
     json_t *root = json_loadb(data, len, 0, &jerr);
@@ -219,8 +248,8 @@ int reg_docker_creds(reg_creds *out, const char *config_path, const char *host, 
                              root ? "not a JSON object" : jerr.text);
     }
     int rc = SBX_ENOTFOUND;
-    json_t *helper = find_key(json_object_get(root, "credHelpers"), host);
-    json_t *entry = find_key(json_object_get(root, "auths"), host);
+    json_t *helper = find_key_repo(json_object_get(root, "credHelpers"), host, repo_path);
+    json_t *entry = find_key_repo(json_object_get(root, "auths"), host, repo_path);
     const char *store = json_string_value(json_object_get(root, "credsStore"));
     if (json_is_string(helper)) {
         rc = reg_cred_helper_get(out, json_string_value(helper), docker_server(host), err);
@@ -232,5 +261,68 @@ int reg_docker_creds(reg_creds *out, const char *config_path, const char *host, 
     json_decref(root);
     if (rc == SBX_ENOTFOUND)
         sbx_error_clear(err);
+    return rc;
+}
+
+static char *docker_config_path(const char *config_path)
+{
+    if (config_path && *config_path)
+        return strdup(config_path);
+    if (getenv("DOCKER_CONFIG") && *getenv("DOCKER_CONFIG"))
+        return sbx__strdup_printf("%s/config.json", getenv("DOCKER_CONFIG"));
+    if (getenv("HOME"))
+        return sbx__strdup_printf("%s/.docker/config.json", getenv("HOME"));
+    return NULL;
+}
+
+int reg_docker_creds(reg_creds *out, const char *config_path, const char *host, sbx_error *err)
+{
+    memset(out, 0, sizeof *out);
+    _cleanup_free_ char *path = docker_config_path(config_path);
+    if (!path)
+        return SBX_ENOTFOUND;
+    return creds_from_file(out, path, host, NULL, true, err);
+}
+
+char *reg_default_authfile(const sbx_registry_options *opts)
+{
+    if (opts && opts->authfile && *opts->authfile)
+        return strdup(opts->authfile);
+    const char *e = getenv("REGISTRY_AUTH_FILE");
+    if (e && *e)
+        return strdup(e);
+    e = getenv("XDG_RUNTIME_DIR");
+    if (e && *e)
+        return sbx__strdup_printf("%s/containers/auth.json", e);
+    return sbx__strdup_printf("/run/containers/%u/auth.json", (unsigned)getuid());
+}
+
+int reg_lookup_creds(reg_creds *out, const sbx_registry_options *opts, const char *host,
+                     const char *repo_path, sbx_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (opts && opts->authfile && *opts->authfile) /* that file only, as podman has it */
+        return creds_from_file(out, opts->authfile, host, repo_path, false, err);
+    /* podman's and skopeo's order: REGISTRY_AUTH_FILE, the runtime dir's
+     * auth.json, the config dir's, then Docker's config */
+    char *paths[4] = {0};
+    size_t n = 0;
+    const char *e = getenv("REGISTRY_AUTH_FILE");
+    if (e && *e)
+        paths[n++] = strdup(e);
+    else
+        paths[n++] = reg_default_authfile(NULL);
+    e = getenv("XDG_CONFIG_HOME");
+    if (e && *e)
+        paths[n++] = sbx__strdup_printf("%s/containers/auth.json", e);
+    else if (getenv("HOME"))
+        paths[n++] = sbx__strdup_printf("%s/.config/containers/auth.json", getenv("HOME"));
+    paths[n++] = docker_config_path(opts ? opts->docker_config : NULL);
+    int rc = SBX_ENOTFOUND;
+    for (size_t i = 0; i < n && rc == SBX_ENOTFOUND; i++)
+        if (paths[i])
+            rc = creds_from_file(out, paths[i], host, repo_path, true, err);
+    for (size_t i = 0; i < n; i++)
+        free(paths[i]);
     return rc;
 }

@@ -59,6 +59,7 @@ struct reg_client {
     auth_kind auth;
     bool push;                         /* ask for tokens with push scope */
     bool sent_creds;                   /* a request carried what the credentials got */
+    bool login;                        /* tokens without a scope (reg_ping) */
     reg_challenge chal;
     char *token;
     char token_key[SBX_DIGEST_BUFSZ];
@@ -296,8 +297,8 @@ int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
             return sbx_error_set(err, SBX_ENOMEM, "copying credentials: out of memory");
         }
     } else {
-        rc = reg_docker_creds(&c->creds, opts ? opts->docker_config : NULL,
-                              c->fixed_scheme ? c->host : ref->domain, err);
+        rc = reg_lookup_creds(&c->creds, opts, c->fixed_scheme ? c->host : ref->domain,
+                              ref->path, err);
         if (rc < 0 && rc != SBX_ENOTFOUND) {
             reg_client_free(c);
             return rc;
@@ -1012,8 +1013,9 @@ static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
         a.postfields = form;
     } else {
         bool q = strchr(ch->realm, '?') != NULL;
-        url = sbx__strdup_printf("%s%cservice=%s&scope=%s", ch->realm, q ? '&' : '?', e_service,
-                                e_scope);
+        url = *scope ? sbx__strdup_printf("%s%cservice=%s&scope=%s", ch->realm, q ? '&' : '?',
+                                         e_service, e_scope)
+                     : sbx__strdup_printf("%s%cservice=%s", ch->realm, q ? '&' : '?', e_service);
         if (c->creds.username || c->creds.password)
             authz = basic_header(&c->creds);
     }
@@ -1086,7 +1088,10 @@ static int fetch_token(reg_client *c, const char *scope, sbx_error *err)
 
 static void repo_scope(reg_client *c, char *buf, size_t len)
 {
-    snprintf(buf, len, "repository:%s:%s", c->ref.path, c->push ? "pull,push" : "pull");
+    if (c->login)
+        snprintf(buf, len, "%s", "");
+    else
+        snprintf(buf, len, "repository:%s:%s", c->ref.path, c->push ? "pull,push" : "pull");
 }
 
 /* React to a 401: parse the challenge and get a token (or switch to basic).
@@ -1377,6 +1382,18 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
 }
 
 /* ---- public-to-the-module operations ------------------------------------------- */
+
+int reg_ping(reg_client *c, sbx_error *err)
+{
+    c->login = true;
+    reg_resp resp = {.content_length = -1};
+    reg_req rq = {.method = "GET", .path = "/v2/", .max_body = REG_ERRBODY_MAX,
+                  .what = "logging in"};
+    int rc = do_request(c, &rq, &resp, err);
+    reg_resp_clear(&resp);
+    c->login = false;
+    return rc;
+}
 
 int reg_get_manifest(reg_client *c, const char *reference, bool head_only, reg_resp *resp,
                      sbx_error *err)

@@ -57,6 +57,16 @@ bool reg_creds_empty(const reg_creds *c);
  * has nothing for host, other codes on a broken config or helper. */
 int reg_docker_creds(reg_creds *out, const char *config_path, const char *host,
                      sbx_error *err);
+/* Credentials for a repository when none were given per call: opts'
+ * authfile alone when set, else REGISTRY_AUTH_FILE (or the runtime dir's
+ * containers/auth.json), the config dir's containers/auth.json, then the
+ * Docker config; keys naming the repository or a namespace of it win over
+ * the registry's.  SBX_ENOTFOUND when none has any. */
+int reg_lookup_creds(reg_creds *out, const sbx_registry_options *opts, const char *host,
+                     const char *repo_path, sbx_error *err);
+/* The auth file login writes: opts' authfile, REGISTRY_AUTH_FILE,
+ * $XDG_RUNTIME_DIR/containers/auth.json, /run/containers/UID/auth.json. */
+char *reg_default_authfile(const sbx_registry_options *opts);
 /* Run docker-credential-<helper> get for server (exposed for tests). */
 int reg_cred_helper_get(reg_creds *out, const char *helper, const char *server,
                         sbx_error *err);
@@ -148,6 +158,9 @@ void reg_client_set_push(reg_client *c);
 /* The context of the call the client serves. */
 sbx_ctx *reg_client_ctx(const reg_client *c);
 
+/* GET /v2/ with the client's credentials (tokens asked for without a
+ * scope, as docker login does): 0 when the registry accepts them. */
+int reg_ping(reg_client *c, sbx_error *err);
 /* Fetch a manifest by tag or digest (HEAD when head_only); buffered, limited
  * to SBX_MANIFEST_MAX.  SBX_ENOTFOUND on 404. */
 int reg_get_manifest(reg_client *c, const char *reference, bool head_only, reg_resp *resp,

@@ -68,10 +68,16 @@ typedef struct sbx_registry_options {
      * this private repository?" is trusted, in seconds; -1 means
      * $SBX_ACCESS_TTL or 60; 0 asks every time (see sbx_registry_gate). */
     int64_t access_ttl;
+    /* An auth file (containers-auth.json, the format of Docker's config)
+     * to take credentials from instead of the default chain: NULL means
+     * REGISTRY_AUTH_FILE, else $XDG_RUNTIME_DIR/containers/auth.json, then
+     * $XDG_CONFIG_HOME (~/.config)/containers/auth.json, then the Docker
+     * config, as podman and skopeo look.  Per-call credentials win. */
+    const char *authfile;
 } sbx_registry_options;
 
 #define SBX_REGISTRY_OPTIONS_INIT \
-    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false, -1}
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false, -1, NULL}
 
 /* Initialise libcurl's global state.  Idempotent; the functions below call
  * it themselves, but a threaded program should call it first. */
@@ -184,6 +190,21 @@ SBX_API void sbx_registry_gate(sbx_store *s, const sbx_registry_options *opts);
  * anything: 0, or SBX_EAUTH naming the repository. */
 SBX_API int sbx_registry_access_check(sbx_store *s, const char *digest,
                                       const sbx_registry_options *opts, sbx_error *err);
+
+/* ---- login ------------------------------------------------------------------ */
+
+/* Check opts' username and password against registry ("host[:port]") and,
+ * when it accepts them, keep them in the auth file (opts->authfile, else
+ * the default one podman writes: REGISTRY_AUTH_FILE or
+ * $XDG_RUNTIME_DIR/containers/auth.json), mode 0600, replaced atomically.
+ * *path_out (may be NULL) gets the file's path; caller frees.  Errors:
+ * SBX_EAUTH (refused), SBX_ENET, SBX_EINVAL, SBX_EIO. */
+SBX_API int sbx_registry_login(char **path_out, const char *registry,
+                               const sbx_registry_options *opts, sbx_ctx *ctx, sbx_error *err);
+/* Remove registry's entry (NULL: every entry) from the auth file;
+ * SBX_ENOTFOUND when it had none. */
+SBX_API int sbx_registry_logout(char **path_out, const char *registry,
+                                const sbx_registry_options *opts, sbx_error *err);
 
 /* ---- inspect ---------------------------------------------------------------- */
 

@@ -135,6 +135,51 @@ fails pull --creds "$TEST_USER:not-$TEST_PASS" "$br_HOST/private/img:v1"
 err_has 'auth|denied|unauthori[sz]ed|credential|password'
 fsck_clean
 
+case_ "login: refused credentials write nothing; accepted ones go to the auth file"
+fresh login
+printf '%s\n' "wrong-$TEST_PASS" | fails login -u "$TEST_USER" --password-stdin "$tr_HOST"
+err_has 'refused|auth|credential|401'
+[[ ! -e $XDG_RUNTIME_DIR/containers/auth.json ]] || fail "a refused login wrote the auth file"
+printf '%s\n' "$TEST_PASS" | ok login -u "$TEST_USER" --password-stdin "$tr_HOST"
+err_has 'Login Succeeded'
+AF=$XDG_RUNTIME_DIR/containers/auth.json
+assert_eq "$(stat -c %a "$AF")" 600 "auth file mode"
+assert_eq "$(jq -r --arg h "$tr_HOST" '.auths[$h].auth' "$AF" | base64 -d)" "$TEST_USER:$TEST_PASS" \
+    "auth entry"
+printf '%s\n' "$TEST_PASS" | ok login -u "$TEST_USER" --password-stdin "$br_HOST"
+ok pull --json "$PRIV"                      # from the runtime dir's auth.json
+check_pulled oci-multi
+ok pull --json "$br_HOST/private/img:v1"
+ok logout "$tr_HOST"
+[[ $(jq -r --arg h "$tr_HOST" '.auths[$h] // "gone"' "$AF") == gone ]] || fail "logout kept the entry"
+[[ $(jq -r --arg h "$br_HOST" '.auths[$h] | type' "$AF") == object ]] || fail "logout took another entry"
+STORE=$T/store-logout
+fails pull "$PRIV"
+fails logout "$tr_HOST"
+err_has 'not logged in'
+ok logout --all
+sbx logout; ((RC == 2)) || fail "logout without REGISTRY or --all: exit $RC, expected 2"
+
+case_ "auth files in podman's order, and keys that name a repository"
+fresh authfiles
+printf '{"auths":{"%s":{"auth":"%s"}}}\n' "$tr_HOST/private/img" \
+    "$(printf '%s:%s' "$TEST_USER" "$TEST_PASS" | base64 -w0)" >"$T/repo-auth.json"
+ok pull --json --authfile "$T/repo-auth.json" "$PRIV"   # the key names this repository
+fails pull --authfile "$T/repo-auth.json" "$tr_HOST/private/other:v1"   # and no other
+docker_login tr
+fails pull --authfile "$T/repo-auth.json" "$tr_HOST/private/other:v1"   # --authfile alone
+ok pull --json "$tr_HOST/private/other:v1"                               # the Docker config last
+rm -f "$DOCKER_CONFIG/config.json"
+STORE=$T/store-raf
+REGISTRY_AUTH_FILE=$T/repo-auth.json ok pull --json "$PRIV"
+fails pull --authfile "$T/missing.json" "$PRIV"
+err_has 'missing.json'
+mkdir -p "$XDG_CONFIG_HOME/containers"
+cp "$T/repo-auth.json" "$XDG_CONFIG_HOME/containers/auth.json"
+STORE=$T/store-xdgc
+ok pull --json "$PRIV"
+rm -f "$XDG_CONFIG_HOME/containers/auth.json"
+
 case_ "no password, base64 credentials or token in anything sbx-image printed"
 no_secrets
 ! grep -qF -- "$TEST_PASS" "$tr_tok_DIR/token.log" || fail "token log holds the password"

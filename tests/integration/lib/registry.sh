@@ -69,6 +69,9 @@ t_init() {
     mkdir -p "$DOCKER_CONFIG" "$T/certs.d"
     export SBX_CERTS_DIR=$T/certs.d
     export SBX_REGISTRIES_CONFIG=$T/registries.json   # absent unless a test writes it
+    # the auth files podman's order reads: the test's own, none to begin with
+    export XDG_RUNTIME_DIR=$T/xdg-run XDG_CONFIG_HOME=$T/xdg-config
+    unset REGISTRY_AUTH_FILE
     export SBX_RETRY_BASE_MS=${SBX_RETRY_BASE_MS:-50}
     if [[ -z ${SBX_TEST_NETNS:-} ]]; then
         # No namespace: any traffic that is not for loopback goes to a dead
