@@ -105,18 +105,21 @@ int cmd_login(sbx_cli *cli, int argc, char **argv)
     if (r < 0)
         return -r - 1;
     const char *registry = argv[optind];
-    /* (the process exits soon: what is asked for is not freed) */
-    if (!o.user && !(o.user = ask("Username: ", false)))
+    char *asked = NULL, *pw = NULL;
+    if (!o.user && !(o.user = asked = ask("Username: ", false)))
         return cli_usage_error("login", "give the user with -u USER");
-    char *pw = NULL;
     if (o.pw_stdin) {
         size_t cap = 0;
         ssize_t n = getline(&pw, &cap, stdin);
         if (n > 0)
             pw[strcspn(pw, "\r\n")] = '\0';
-        if (n <= 0 || !*pw)
+        if (n <= 0 || !*pw) {
+            free(pw);
+            free(asked);
             return cli_usage_error("login", "--password-stdin: stdin gave no password");
+        }
     } else if (!(pw = ask("Password: ", true))) {
+        free(asked);
         return cli_usage_error("login", "give the password with --password-stdin");
     }
     o.r.username = o.user;
@@ -126,6 +129,7 @@ int cmd_login(sbx_cli *cli, int argc, char **argv)
     r = sbx_registry_login(&path, registry, &o.r, cli->ctx, &err);
     explicit_bzero(pw, strlen(pw));
     free(pw);
+    free(asked);
     if (r < 0)
         return cli_fail(&err);
     fprintf(stderr, "Login Succeeded (%s)\n", path);

@@ -13,13 +13,17 @@
  * in argv is overwritten, so /proc/PID/cmdline and ps show "***" from now
  * on; it was visible until here, which is why --password-stdin exists. */
 static bool g_password_stdin;
+/* The copies --creds makes: one process, one caller, kept until exit. */
+static char *g_user, *g_pass;
 
 int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
 {
     char *colon = strchr(arg, ':');
     if (!colon && *arg) { /* USER alone: the password comes with --password-stdin */
-        if (!(opts->username = strdup(arg)))
+        free(g_user);
+        if (!(g_user = strdup(arg)))
             return cli_usage_error(verb, "out of memory");
+        opts->username = g_user;
         return 0;
     }
     if (!colon || colon == arg)
@@ -34,8 +38,10 @@ int cli_registry_creds(sbx_registry_options *opts, char *arg, const char *verb)
     memset(colon + 1, '*', n < 3 ? n : 3);
     if (n > 3)
         memset(colon + 4, '\0', n - 3);
-    opts->username = user;
-    opts->password = pass;
+    free(g_user);
+    free(g_pass);
+    opts->username = g_user = user;
+    opts->password = g_pass = pass;
     return 0;
 }
 
