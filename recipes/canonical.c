@@ -99,6 +99,13 @@ static json_t *step_json(const sbx_step *s)
         break;
     }
     json_object_set_new(o, "op", json_string(op));
+    if (s->n_secrets) { /* ids and env names only; absent when none (older digests stand) */
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < s->n_secrets; i++)
+            json_array_append_new(a, json_pack("{s:s, s:o}", "id", s->secrets[i].id, "env",
+                                               jstr_or_null(s->secrets[i].env)));
+        json_object_set_new(o, "secrets", a);
+    }
     return o;
 }
 

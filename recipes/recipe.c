@@ -19,6 +19,7 @@ typedef struct step_node {
     int refs;
     void **owned; /* every allocation the step's fields point to */
     size_t n_owned, cap_owned;
+    struct step_node *shares; /* the step whose fields pub points into, or NULL */
 } step_node;
 
 typedef struct argv_t {
@@ -92,6 +93,7 @@ static void step_unref(step_node *s)
     for (size_t i = 0; i < s->n_owned; i++)
         free(s->owned[i]);
     free(s->owned);
+    step_unref(s->shares);
     free(s);
 }
 
@@ -290,6 +292,63 @@ int rcp_recipe_set_last_where(sbx_recipe *r, const char *where)
 
 /* ---- step functions ------------------------------------------------------ */
 
+int sbx_recipe_with_secrets(sbx_recipe **out, const sbx_recipe *r,
+                            const sbx_step_secret *secrets, size_t n, sbx_error *err)
+{
+    *out = NULL;
+    step_node *last = r->n_steps ? r->steps[r->n_steps - 1] : NULL;
+    sbx_step_kind k = last ? last->pub.kind : 0;
+    if (k != SBX_STEP_APT_INSTALL && k != SBX_STEP_PIP_INSTALL && k != SBX_STEP_NPM_INSTALL &&
+        k != SBX_STEP_RUN_CMD)
+        return sbx_error_set(err, SBX_EINVAL, "secrets: only apt_install, pip_install, "
+                             "npm_install and run_cmd steps run commands that can use them");
+    if (n > SBX_RECIPE_MAX_LIST)
+        return sbx_error_set(err, SBX_ELIMIT, "expected at most %d secrets in a step",
+                             SBX_RECIPE_MAX_LIST);
+    for (size_t i = 0; i < n; i++) {
+        if (rcp_rv_secret_id(secrets[i].id, err) < 0 ||
+            (secrets[i].env && rcp_rv_env_name(secrets[i].env, err) < 0))
+            return sbx_error_wrap(err, "secrets");
+        for (size_t j = 0; j < i; j++) {
+            if (!strcmp(secrets[i].id, secrets[j].id))
+                return sbx_error_set(err, SBX_EINVAL, "secrets: '%s' is named twice",
+                                     secrets[i].id);
+            if (secrets[i].env && secrets[j].env && !strcmp(secrets[i].env, secrets[j].env))
+                return sbx_error_set(err, SBX_EINVAL, "secrets: two secrets set env '%s'",
+                                     secrets[i].env);
+        }
+    }
+    step_node *s = step_new(k, err);
+    if (!s)
+        return err->code;
+    s->pub = last->pub; /* the same step, pointing into last's fields */
+    s->pub.canonical = NULL;
+    s->pub.secrets = NULL;
+    s->pub.n_secrets = 0;
+    s->shares = step_ref(last);
+    bool oom = false;
+    if (n) {
+        sbx_step_secret *v = own(s, calloc(n, sizeof *v));
+        oom = !v;
+        for (size_t i = 0; v && i < n; i++) {
+            v[i].id = own_str(s, secrets[i].id, &oom);
+            v[i].env = own_str(s, secrets[i].env, &oom);
+        }
+        s->pub.secrets = v;
+        s->pub.n_secrets = n;
+    }
+    s->pub.where = last->pub.where;
+    sbx_recipe *base;
+    if (recipe_derive(&base, r, 0, err) < 0) {
+        step_unref(s);
+        return err->code;
+    }
+    step_unref(base->steps[--base->n_steps]); /* replaced below */
+    int rc = append_step(out, base, s, oom, err);
+    sbx_recipe_unref(base);
+    return rc;
+}
+
 static int check_list(const char *const *v, size_t n, const char *what, const char *item,
                       bool allow_spaces, bool package, sbx_error *err)
 {
@@ -341,7 +400,7 @@ int sbx_recipe_apt_install(sbx_recipe **out, const sbx_recipe *r, const char *co
 static int check_urls(const char *const *v, size_t n, const char *what, sbx_error *err)
 {
     for (size_t i = 0; i < n; i++) {
-        if (rcp_rv_ref(v[i], what, err) < 0)
+        if (rcp_rv_ref(v[i], what, err) < 0 || rcp_rv_url_no_userinfo(v[i], what, err) < 0)
             return err->code;
     }
     return 0;
@@ -353,7 +412,8 @@ int sbx_recipe_pip_install(sbx_recipe **out, const sbx_recipe *r, const sbx_pip_
     *out = NULL;
     if (check_list(o->packages, o->n_packages, "pip_install", "package", true, true, err) < 0 ||
         (o->user && rcp_rv_user(o->user, "pip_install user", err) < 0) ||
-        (o->index_url && rcp_rv_ref(o->index_url, "index_url", err) < 0) ||
+        (o->index_url && (rcp_rv_ref(o->index_url, "index_url", err) < 0 ||
+                          rcp_rv_url_no_userinfo(o->index_url, "index_url", err) < 0)) ||
         check_urls(o->extra_index_urls, o->n_extra_index_urls, "extra_index_urls", err) < 0 ||
         check_urls(o->find_links, o->n_find_links, "find_links", err) < 0)
         return err->code;

@@ -32,6 +32,11 @@ int rcp_rv_package(const char *s, const char *what, bool allow_spaces, sbx_error
 int rcp_rv_version(const char *s, const char *what, sbx_error *err);
 /* [A-Za-z_][A-Za-z0-9_]* */
 int rcp_rv_env_name(const char *s, sbx_error *err);
+/* A build secret's id: [A-Za-z0-9_.-]{1,64}, not "." or "..". */
+int rcp_rv_secret_id(const char *s, sbx_error *err);
+/* A URL in a recipe holds no credentials (user:password@): they would be
+ * in the digest and in every log; secrets carry them. */
+int rcp_rv_url_no_userinfo(const char *s, const char *what, sbx_error *err);
 /* non-empty, no whitespace or control characters, at most one ':' */
 int rcp_rv_user(const char *s, const char *what, sbx_error *err);
 int rcp_rv_abs_path(const char *s, const char *what, sbx_error *err);

@@ -197,6 +197,45 @@ static int advance(pctx *p, build *b, const ynode *pos, int rc, sbx_recipe **nex
     return 0;
 }
 
+static int opt_str(pctx *p, const ynode *m, const char *key, const char **out);
+
+/* secrets: [NAME | {id: NAME, env: VAR}, ...] of a step map, applied to
+ * the step just added (nothing when absent). */
+static int step_secrets(pctx *p, build *b, const ynode *key, const ynode *m)
+{
+    const ynode *v = m && m->type == YNODE_MAP ? map_get(m, "secrets") : NULL;
+    if (!v || is_null(v))
+        return 0;
+    if (v->type != YNODE_SEQ)
+        return FAIL(p, v, "expected a list of secrets (NAME or {id: NAME, env: VAR}), got %s",
+                    kind_name(v));
+    if (v->n > SBX_RECIPE_MAX_LIST)
+        return FAIL(p, v, "expected at most %d secrets", SBX_RECIPE_MAX_LIST);
+    _cleanup_free_ sbx_step_secret *s = calloc(v->n + 1, sizeof *s);
+    if (!s)
+        return sbx_error_set(p->err, SBX_ENOMEM, "allocate secrets");
+    static const char *const keys[] = {"id", "env", NULL};
+    for (size_t i = 0; i < v->n; i++) {
+        const ynode *it = v->items[i];
+        if (it->type == YNODE_MAP) {
+            const ynode *id = map_get(it, "id");
+            if (check_keys(p, it, "a secret", keys) < 0 || opt_str(p, it, "env", &s[i].env) < 0)
+                return p->err->code;
+            if (!id)
+                return FAIL(p, it, "expected 'id' in a secret");
+            if (get_str(p, id, "a secret id", &s[i].id) < 0)
+                return p->err->code;
+        } else if (get_str(p, it, "a secret", &s[i].id) < 0) {
+            return p->err->code;
+        }
+        if (at(p, it, rcp_rv_secret_id(s[i].id, p->err)) < 0 ||
+            (s[i].env && at(p, it, rcp_rv_env_name(s[i].env, p->err)) < 0))
+            return p->err->code;
+    }
+    sbx_recipe *n = NULL;
+    return advance(p, b, key, sbx_recipe_with_secrets(&n, b->r, s, v->n, p->err), &n);
+}
+
 static int step_python(pctx *p, build *b, const ynode *key, const ynode *v)
 {
     const char *ver;
@@ -208,12 +247,22 @@ static int step_python(pctx *p, build *b, const ynode *key, const ynode *v)
 
 static int step_apt(pctx *p, build *b, const ynode *key, const ynode *v)
 {
+    static const char *const keys[] = {"packages", "secrets", NULL};
     _cleanup_free_ const char **pk = NULL;
     size_t n_pk;
-    if (get_packages(p, v, "apt_install", false, &pk, &n_pk) < 0)
+    const ynode *pkn = v;
+    if (v->type == YNODE_MAP) {
+        if (check_keys(p, v, "apt_install", keys) < 0)
+            return p->err->code;
+        if (!(pkn = map_get(v, "packages")))
+            return FAIL(p, v, "expected 'packages' in apt_install");
+    }
+    if (get_packages(p, pkn, "apt_install", false, &pk, &n_pk) < 0)
         return p->err->code;
     sbx_recipe *n = NULL;
-    return advance(p, b, key, sbx_recipe_apt_install(&n, b->r, pk, n_pk, p->err), &n);
+    if (advance(p, b, key, sbx_recipe_apt_install(&n, b->r, pk, n_pk, p->err), &n) < 0)
+        return p->err->code;
+    return step_secrets(p, b, key, v);
 }
 
 static int opt_str(pctx *p, const ynode *m, const char *key, const char **out)
@@ -228,7 +277,7 @@ static int opt_str(pctx *p, const ynode *m, const char *key, const char **out)
 static int step_pip(pctx *p, build *b, const ynode *key, const ynode *v)
 {
     static const char *const keys[] = {"packages",  "user", "index_url", "extra_index_urls",
-                                       "find_links", "pre",  NULL};
+                                       "find_links", "pre",  "secrets", NULL};
     sbx_pip_opts o = SBX_PIP_OPTS_INIT;
     _cleanup_free_ const char **pk = NULL, **extra = NULL, **links = NULL;
     const ynode *pkn = v;
@@ -257,12 +306,14 @@ static int step_pip(pctx *p, build *b, const ynode *key, const ynode *v)
         return p->err->code;
     o.packages = pk;
     sbx_recipe *n = NULL;
-    return advance(p, b, key, sbx_recipe_pip_install(&n, b->r, &o, p->err), &n);
+    if (advance(p, b, key, sbx_recipe_pip_install(&n, b->r, &o, p->err), &n) < 0)
+        return p->err->code;
+    return step_secrets(p, b, key, v);
 }
 
 static int step_npm(pctx *p, build *b, const ynode *key, const ynode *v)
 {
-    static const char *const keys[] = {"packages", "global", NULL};
+    static const char *const keys[] = {"packages", "global", "secrets", NULL};
     _cleanup_free_ const char **pk = NULL;
     size_t n_pk;
     bool global = false;
@@ -277,12 +328,14 @@ static int step_npm(pctx *p, build *b, const ynode *key, const ynode *v)
     if (get_packages(p, pkn, "npm_install", false, &pk, &n_pk) < 0)
         return p->err->code;
     sbx_recipe *n = NULL;
-    return advance(p, b, key, sbx_recipe_npm_install(&n, b->r, pk, n_pk, global, p->err), &n);
+    if (advance(p, b, key, sbx_recipe_npm_install(&n, b->r, pk, n_pk, global, p->err), &n) < 0)
+        return p->err->code;
+    return step_secrets(p, b, key, v);
 }
 
 static int step_run(pctx *p, build *b, const ynode *key, const ynode *v)
 {
-    static const char *const keys[] = {"commands", "user", NULL};
+    static const char *const keys[] = {"commands", "user", "secrets", NULL};
     _cleanup_free_ const char **cmds = NULL;
     size_t n_cmds;
     const char *user = NULL;
@@ -301,7 +354,9 @@ static int step_run(pctx *p, build *b, const ynode *key, const ynode *v)
             return FAIL(p, cn->type == YNODE_SEQ ? cn->items[i] : cn,
                         "expected a non-empty command in run_cmd");
     sbx_recipe *n = NULL;
-    return advance(p, b, key, sbx_recipe_run_cmd(&n, b->r, cmds, n_cmds, user, p->err), &n);
+    if (advance(p, b, key, sbx_recipe_run_cmd(&n, b->r, cmds, n_cmds, user, p->err), &n) < 0)
+        return p->err->code;
+    return step_secrets(p, b, key, v);
 }
 
 static int step_env(pctx *p, build *b, const ynode *key, const ynode *v)

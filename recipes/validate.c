@@ -116,6 +116,34 @@ int rcp_rv_env_name(const char *s, sbx_error *err)
     return 0;
 }
 
+int rcp_rv_secret_id(const char *s, sbx_error *err)
+{
+    size_t n = s ? strlen(s) : 0;
+    bool ok = n >= 1 && n <= 64 && strcmp(s, ".") && strcmp(s, "..");
+    for (size_t i = 0; ok && i < n; i++)
+        ok = (s[i] & 0x80) == 0 && (isalnum((unsigned char)s[i]) || strchr("_.-", s[i]));
+    if (!ok)
+        return sbx_error_set(err, SBX_EINVAL, "expected a secret id ([A-Za-z0-9_.-], 1 to 64 "
+                             "characters), got '%.64s'", s ? s : "");
+    return 0;
+}
+
+int rcp_rv_url_no_userinfo(const char *s, const char *what, sbx_error *err)
+{
+    const char *p = strstr(s, "://");
+    if (!p)
+        return 0;
+    p += 3;
+    size_t auth = strcspn(p, "/?#");
+    const char *at = memchr(p, '@', auth);
+    if (!at)
+        return 0;
+    return sbx_error_set(err, SBX_EINVAL, "%s '%.*s****@%.200s' holds credentials: they would "
+                         "be in the recipe's digest and in logs; pass them as a build secret "
+                         "(secrets: [{id: NAME, env: PIP_INDEX_URL}], build --secret)",
+                         what, (int)(p - s), s, at + 1);
+}
+
 int rcp_rv_user(const char *s, const char *what, sbx_error *err)
 {
     if (rcp_rv_text(s, what, false, err) < 0)

@@ -65,12 +65,27 @@ typedef enum sbx_step_kind {
     SBX_STEP_COPY,
 } sbx_step_kind;
 
+/* A build secret a step uses (BuildKit's meaning): the step sees its value
+ * as the file /run/secrets/ID (tmpfs, mode 0400, the step's user's), and
+ * also as the environment variable env when env is not NULL.  Only the id
+ * and env are part of the recipe (and its digest); the value is given to
+ * the build (sbx_build_options.secrets) and reaches no layer, config, cache
+ * key, log or message. */
+typedef struct sbx_step_secret {
+    const char *id;  /* [A-Za-z0-9_.-]{1,64}, not "." or ".." */
+    const char *env; /* NULL, or an environment variable name */
+} sbx_step_secret;
+
 /* A step, read-only.  Strings and arrays belong to the step and live as long
  * as any recipe that holds it.  Optional strings are NULL when absent. */
 typedef struct sbx_step {
     sbx_step_kind kind;
     const char *canonical; /* this step's canonical JSON (docs/recipe-digest.md) */
     const char *where;     /* "recipe.yaml:12:5" when parsed from a file, else NULL */
+    /* The build secrets this step uses (apt_install, pip_install,
+     * npm_install and run_cmd only); n_secrets 0 for none. */
+    const sbx_step_secret *secrets;
+    size_t n_secrets;
     union {
         struct { /* python: VERSION */
             const char *version;
@@ -136,6 +151,13 @@ SBX_API int sbx_recipe_from_registry(sbx_recipe **out, const char *ref, const ch
 SBX_API int sbx_recipe_from_sbx(sbx_recipe **out, const char *context_dir, sbx_error *err);
 SBX_API int sbx_recipe_from_image(sbx_recipe **out, const char *name_or_digest,
                                   const char *context_dir, sbx_error *err);
+
+/* r with its last step (apt_install, pip_install, npm_install or run_cmd)
+ * using these build secrets instead of the ones it had (n 0: none).  Ids
+ * are unique; env names are unique and valid.  SBX_EINVAL otherwise, or
+ * when the last step runs no commands. */
+SBX_API int sbx_recipe_with_secrets(sbx_recipe **out, const sbx_recipe *r,
+                                    const sbx_step_secret *secrets, size_t n, sbx_error *err);
 
 /* Step functions: each returns in *out a new recipe (caller owns it) that is
  * r plus one step; r is untouched and still owned by the caller.  Inputs are

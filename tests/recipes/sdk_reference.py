@@ -41,6 +41,14 @@ def as_list(v):
     return [v] if isinstance(v, str) else list(v)
 
 
+def with_secrets(step, secrets):
+    """A step's build secrets: "ID" or (ID, ENV); only present when some."""
+    if secrets:
+        step["secrets"] = [{"id": s, "env": None} if isinstance(s, str)
+                           else {"id": s[0], "env": s[1]} for s in secrets]
+    return step
+
+
 def as_argv(cmd):
     return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
 
@@ -71,20 +79,23 @@ class Image:
     def python(self, version):
         return self._with({"op": "python", "version": version})
 
-    def apt_install(self, *packages):
-        return self._with({"op": "apt_install", "packages": list(packages)})
+    def apt_install(self, *packages, secrets=()):
+        return self._with(with_secrets({"op": "apt_install", "packages": list(packages)}, secrets))
 
     def pip_install(self, *packages, user=None, index_url=None, extra_index_urls=(),
-                    find_links=(), pre=False):
-        return self._with({"op": "pip_install", "packages": list(packages), "user": user,
-                           "index_url": index_url, "extra_index_urls": as_list(extra_index_urls),
-                           "find_links": as_list(find_links), "pre": pre})
+                    find_links=(), pre=False, secrets=()):
+        return self._with(with_secrets(
+            {"op": "pip_install", "packages": list(packages), "user": user,
+             "index_url": index_url, "extra_index_urls": as_list(extra_index_urls),
+             "find_links": as_list(find_links), "pre": pre}, secrets))
 
-    def npm_install(self, *packages, global_=False):
-        return self._with({"op": "npm_install", "packages": list(packages), "global": global_})
+    def npm_install(self, *packages, global_=False, secrets=()):
+        return self._with(with_secrets(
+            {"op": "npm_install", "packages": list(packages), "global": global_}, secrets))
 
-    def run_cmd(self, commands, user=None):
-        return self._with({"op": "run_cmd", "commands": as_list(commands), "user": user})
+    def run_cmd(self, commands, user=None, secrets=()):
+        return self._with(with_secrets(
+            {"op": "run_cmd", "commands": as_list(commands), "user": user}, secrets))
 
     def env(self, variables):
         return self._with({"op": "env", "vars": dict(variables)})
@@ -145,6 +156,12 @@ def golden_images(ctx):
         .copy("context/single.txt", "/etc/single.txt")
         .start_cmd("cat /greeting"))
     yield "06-sbxignore", Image.sbx(ctx).copy("context/neg", "/neg/")
+    yield "07-secrets", (
+        Image.from_registry("docker.io/library/python:3.12-slim", context=ctx)
+        .apt_install("curl", secrets=["apt_auth"])
+        .pip_install("private-pkg==1.0", secrets=[("pypi", "PIP_INDEX_URL")])
+        .npm_install("left-pad@1.3.0", secrets=["npm_token"])
+        .run_cmd(["test -s /run/secrets/tok"], user="root", secrets=["tok", ("api.key", "API_KEY")]))
 
 
 def main(golden):
