@@ -201,6 +201,46 @@ static const char *last_line(const char *tail)
     return nl ? nl + 1 : tail;
 }
 
+/* The step's secrets from the build's, by id; and the script that first
+ * exports those with an env name from their files (the values never pass
+ * through the container's config). */
+static int step_secrets(bld_secret **out, char **script, const build_ctx *c,
+                        const bld_step_cmd *cmd, size_t index, sbx_error *err)
+{
+    *out = NULL;
+    *script = NULL;
+    if (!cmd->n_secrets)
+        return 0;
+    bld_secret *v = calloc(cmd->n_secrets, sizeof *v);
+    if (!v)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    for (size_t i = 0; i < cmd->n_secrets; i++) {
+        const sbx_step_secret *want = &cmd->secrets[i];
+        const sbx_build_secret *have = NULL;
+        for (size_t j = 0; c->o && j < c->o->n_secrets && !have; j++)
+            if (c->o->secrets[j].id && !strcmp(c->o->secrets[j].id, want->id))
+                have = &c->o->secrets[j];
+        if (!have) {
+            free(v);
+            return sbx_error_set(err, SBX_EINVAL, "step %zu uses the secret '%s', which the "
+                                 "build was not given (build --secret id=%s,src=FILE or "
+                                 "id=%s,env=VAR)", index, want->id, want->id, want->id);
+        }
+        if (have->len > SBX_BUILD_SECRET_MAX) {
+            free(v);
+            return sbx_error_set(err, SBX_ELIMIT, "the secret '%s' is %zu bytes (at most %u)",
+                                 want->id, have->len, SBX_BUILD_SECRET_MAX);
+        }
+        v[i] = (bld_secret){want->id, have->value, have->len};
+    }
+    if (!(*script = bld_step_script_with_secrets(cmd))) {
+        free(v);
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    }
+    *out = v;
+    return 0;
+}
+
 /* Run cmd on the state `config` (step index, 0 = add_python); on success add
  * the captured layer (if any) and a history entry to config. */
 static int run_step(build_ctx *c, json_t *config, size_t index, const char *summary,
@@ -229,10 +269,14 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         rc = sbx_error_set(err, SBX_ENOMEM, "prepare step");
     if (rc == 0 && (sbx__mkdir_p(upper, 0755, err) < 0 || sbx__mkdir_p(work, 0700, err) < 0))
         rc = err->code;
+    _cleanup_free_ bld_secret *secrets = NULL;
+    _cleanup_free_ char *script = NULL;
+    if (rc == 0)
+        rc = step_secrets(&secrets, &script, c, cmd, index, err);
 
     bld_sandbox_result sr = BLD_SANDBOX_RESULT_INIT;
     if (rc == 0) {
-        const char *argv[] = {"/bin/sh", "-c", cmd->script, NULL};
+        const char *argv[] = {"/bin/sh", "-c", script ? script : cmd->script, NULL};
         bld_sandbox_options so = BLD_SANDBOX_OPTIONS_INIT;
         so.store = c->s;
         so.lowers = (const char *const *)low.dirs;
@@ -250,6 +294,8 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         so.on_output = on_output;
         so.output_ud = c;
         so.keep_lines = SBX_BUILD_TAIL_LINES;
+        so.secrets = secrets;
+        so.nsecrets = cmd->n_secrets;
         c->cur_index = index;
         rc = bld_sandbox_run(&sr, &so, c->ctx, err);
         if (rc < 0) {
@@ -365,6 +411,8 @@ static int apply_step(build_ctx *c, json_t *config, size_t index, const sbx_step
         return sbx_error_set(err, SBX_ENOMEM, "prepare '%s'", summary);
     if (k == 0)
         return sbx_error_set(err, SBX_EINTERNAL, "no command for '%s'", summary);
+    cmd.secrets = st->secrets;
+    cmd.n_secrets = st->n_secrets;
     int rc = run_step(c, config, index, summary, &cmd, err);
     bld_step_cmd_free(&cmd);
     return rc;
@@ -489,7 +537,7 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
         return sbx_error_wrap(err, "read base '%s'", b->ref);
     if (b->kind == SBX_BASE_REGISTRY && b->add_python) {
         _cleanup_free_ char *summary = sbx__strdup_printf("add_python %s", b->add_python);
-        bld_step_cmd cmd = {bld_step_python_script(b->add_python), NULL, "0"};
+        bld_step_cmd cmd = {bld_step_python_script(b->add_python), NULL, "0", NULL, 0};
         cmd.display = sbx__strdup_printf("install python %s from the base's package manager",
                                         b->add_python);
         int rc = !summary || !cmd.script || !cmd.display

@@ -13,8 +13,13 @@ typedef struct bld_step_cmd {
     char *script;     /* owned: given to /bin/sh -c in the sandbox */
     char *display;    /* owned: the command as shown in errors */
     const char *user; /* borrowed: run as (NULL: the image's user, else root) */
+    const sbx_step_secret *secrets; /* borrowed: the step's build secrets */
+    size_t n_secrets;
 } bld_step_cmd;
 
+/* cmd's script after lines that export each secret with an env name from
+ * its file (VAR="$(cat /run/secrets/ID)"); owned by the caller. */
+char *bld_step_script_with_secrets(const bld_step_cmd *cmd);
 /* "apt_install curl git": one line, owned by the caller; NULL on ENOMEM. */
 char *bld_step_summary(const sbx_step *st);
 /* Fill out for a step that runs commands: 1 when it does, 0 when it is a

@@ -50,6 +50,11 @@ typedef struct run_state {
     size_t linelen;
     char **ring;
     size_t ring_cap, ring_next, ring_count;
+    /* secrets: the tmpfs holding them, and what output must not show */
+    char *secrets_dir;
+    bool secrets_mounted;
+    char **redact;
+    size_t nredact;
 } run_state;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -68,9 +73,30 @@ static char *join_cmd(const char *const *argv)
 
 /* ---- output: lines to the callback and into a ring ---------------------- */
 
+/* Every occurrence of a secret's value (each of its lines of 4 bytes or
+ * more) becomes "****", in place: the line never grows. */
+static void redact_line(run_state *st)
+{
+    for (size_t i = 0; i < st->nredact; i++) {
+        const char *v = st->redact[i];
+        size_t vl = strlen(v), at = 0;
+        while (at + vl <= st->linelen) {
+            char *hit = memmem(st->line + at, st->linelen - at, v, vl);
+            if (!hit)
+                break;
+            size_t off = (size_t)(hit - st->line);
+            memcpy(hit, "****", 4);
+            memmove(hit + 4, hit + vl, st->linelen - off - vl);
+            st->linelen -= vl - 4;
+            at = off + 4;
+        }
+    }
+}
+
 static void emit_line(run_state *st)
 {
     const bld_sandbox_options *o = st->o;
+    redact_line(st);
     if (o->on_output)
         o->on_output(o->output_ud, st->line, st->linelen);
     char *copy = strndup(st->line, st->linelen);
@@ -139,6 +165,83 @@ static int make_bundle(run_state *st, sbx_error *err)
     if (r == 0)
         st->bundle = sbx_scratch_path(st->scratch);
     return r;
+}
+
+/* The step's secrets as files on a tmpfs of the bundle's: never on disk,
+ * owned by the step's user, mode 0400 in a 0500 dir; bound read-only at
+ * /run/secrets. */
+static int mount_secrets(run_state *st, const bld_user_ids *u, sbx_error *err)
+{
+    const bld_sandbox_options *o = st->o;
+    if (!o->nsecrets)
+        return 0;
+    st->secrets_dir = sbx__strdup_printf("%s/secrets", st->bundle);
+    if (!st->secrets_dir)
+        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+    if (mkdir(st->secrets_dir, 0700) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "making the secrets dir");
+    if (mount("sbx-secrets", st->secrets_dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "mode=0700,size=8m") < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "mounting a tmpfs for the step's secrets");
+    st->secrets_mounted = true;
+    _cleanup_close_ int dfd = open(st->secrets_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "opening the secrets dir");
+    for (size_t i = 0; i < o->nsecrets; i++) {
+        const bld_secret *s = &o->secrets[i];
+        if (!s->id || !*s->id || strchr(s->id, '/') || !strcmp(s->id, ".") || !strcmp(s->id, ".."))
+            return sbx_error_set(err, SBX_EINVAL, "a secret id must be a file name");
+        _cleanup_close_ int fd = openat(dfd, s->id, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                        O_CLOEXEC, 0400);
+        if (fd < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "writing the secret '%s'", s->id);
+        if (sbx__write_all(fd, s->value, s->len, err) < 0)
+            return sbx_error_wrap(err, "writing the secret '%s'", s->id);
+        if (fchown(fd, u->uid, u->gid) < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "owning the secret '%s'", s->id);
+    }
+    if (fchown(dfd, u->uid, u->gid) < 0 || fchmod(dfd, 0500) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "owning the secrets dir");
+    return 0;
+}
+
+static void unmount_secrets(run_state *st)
+{
+    if (st->secrets_mounted &&
+        umount2(st->secrets_dir, 0) < 0 && umount2(st->secrets_dir, MNT_DETACH) < 0)
+        sbx__log(st->ctx, SBX_LOG_WARN, "unmounting the secrets of '%s': %s", st->id,
+                 strerror(errno));
+    else
+        st->secrets_mounted = false;
+}
+
+/* What the output must not show: each line (4 bytes or more) of each value. */
+static int secret_redactions(run_state *st, sbx_error *err)
+{
+    for (size_t i = 0; i < st->o->nsecrets; i++) {
+        const char *v = st->o->secrets[i].value;
+        size_t len = st->o->secrets[i].len;
+        for (size_t a = 0; a < len;) {
+            size_t e = a;
+            while (e < len && v[e] != '\n')
+                e++;
+            size_t pl = e - a;
+            if (pl && v[e - 1] == '\r')
+                pl--;
+            if (pl >= 4 && !memchr(v + a, '\0', pl)) {
+                char **nr = realloc(st->redact, (st->nredact + 1) * sizeof *nr);
+                if (!nr || !(nr[st->nredact] = strndup(v + a, pl))) {
+                    if (nr)
+                        st->redact = nr;
+                    return sbx_error_set(err, SBX_ENOMEM, "out of memory");
+                }
+                st->redact = nr;
+                st->nredact++;
+            }
+            a = e + 1;
+        }
+    }
+    return 0;
 }
 
 static void drop_volatile_marker(const run_state *st)
@@ -223,12 +326,18 @@ static int mount_overlay(run_state *st, sbx_error *err)
  * the captured layer. */
 static void note_missing_mountpoints(run_state *st, int rootfd)
 {
-    static const char *const targets[] = {"etc/resolv.conf", "etc/hosts", "proc", "dev", "sys"};
+    static const char *const targets[] = {"etc/resolv.conf", "etc/hosts", "proc", "dev", "sys",
+                                          "run/secrets"};
     if (!st->target)
         return;
     _cleanup_close_ int tfd = open(st->target, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat rs;
+    /* /run held only to hold the secrets' mount point goes too */
+    bool run_in_upper = tfd >= 0 && fstatat(tfd, "run", &rs, AT_SYMLINK_NOFOLLOW) == 0;
     for (size_t i = 0; i < SBX_ARRAY_LEN(targets); i++) {
         if (i < 2 && st->o->network == BLD_NETWORK_NONE)
+            continue;
+        if (i == 5 && !st->o->nsecrets)
             continue;
         int fd = bld_open_in_root(rootfd, targets[i], O_PATH);
         if (fd >= 0) {
@@ -242,6 +351,8 @@ static void note_missing_mountpoints(run_state *st, int rootfd)
         if (i < 2 && tfd >= 0 && fstatat(tfd, "etc", &sb, AT_SYMLINK_NOFOLLOW) < 0 &&
             st->nremove < SBX_ARRAY_LEN(st->remove_after))
             st->remove_after[st->nremove++] = strdup("etc");
+        if (i == 5 && !run_in_upper && st->nremove < SBX_ARRAY_LEN(st->remove_after))
+            st->remove_after[st->nremove++] = strdup("run");
     }
 }
 
@@ -295,6 +406,7 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
 {
     if (started && container_may_exist(st, res))
         bld_rt_destroy(&st->rt, st->id);
+    unmount_secrets(st);
     if (st->mounted && st->rootfs) {
         if (umount2(st->rootfs, 0) < 0 && umount2(st->rootfs, MNT_DETACH) < 0)
             sbx__log(st->ctx, SBX_LOG_WARN, "unmounting '%s': %s", st->rootfs, strerror(errno));
@@ -308,7 +420,7 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
     /* Still mounted: leave the bundle whole (its runtime file says how to
      * reap it) to the builder's reaper, which unmounts it. */
     sbx_error e = SBX_ERROR_INIT;
-    if (st->mounted)
+    if (st->mounted || st->secrets_mounted)
         sbx_scratch_release(st->scratch);
     else if (sbx_scratch_free(st->scratch, &e) < 0)
         sbx__log(st->ctx, SBX_LOG_WARN, "%s", e.msg);
@@ -381,7 +493,7 @@ static int write_config(run_state *st, const bld_user_ids *user, sbx_error *err)
     spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
                      o->cwd ? o->cwd : "/", user, o->hostname, o->network,
                      st->rt.cgroups_disabled, st->rt.kind == BLD_RUNTIME_RUNSC,
-                     o->pids_limit};
+                     o->pids_limit, st->secrets_dir};
     json_t *spec = NULL;
     int r = bld_spec_build(&spec, &in, err);
     free_strv(env);
@@ -601,7 +713,11 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
         st.target = o->rootfs;
     }
     if (r == 0)
+        r = secret_redactions(&st, err);
+    if (r == 0)
         r = prepare_root(&st, &user, err);
+    if (r == 0)
+        r = mount_secrets(&st, &user, err);
     if (r == 0)
         r = write_config(&st, &user, err);
     if (r == 0) {
@@ -628,6 +744,12 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
     free(st.ring);
     for (size_t i = 0; i < st.nremove; i++)
         free(st.remove_after[i]);
+    for (size_t i = 0; i < st.nredact; i++) {
+        explicit_bzero(st.redact[i], strlen(st.redact[i]));
+        free(st.redact[i]);
+    }
+    free(st.redact);
+    free(st.secrets_dir);
     free(st.rootfs);
     if (r < 0)
         return sbx_error_wrap(err, "running '%s'", o->argv[0]);

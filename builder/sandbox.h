@@ -44,6 +44,13 @@ typedef enum {
  * longer than 4 KiB arrive in pieces).  Called on the calling thread. */
 typedef void (*bld_sandbox_output_fn)(void *ud, const char *line, size_t len);
 
+/* A build secret for one step: /run/secrets/<id> in the container. */
+typedef struct bld_secret {
+    const char *id;
+    const char *value;
+    size_t len;
+} bld_secret;
+
 typedef struct bld_sandbox_options {
     /* The store the bundle's scratch dir is made in.  Required. */
     sbx_store *store;
@@ -79,11 +86,17 @@ typedef struct bld_sandbox_options {
     /* Processes (and threads) the step may have at once, through the
      * runtime's pids cgroup (crun, runc; runsc ignores cgroups); 0: none. */
     unsigned pids_limit;
+    /* Build secrets: files /run/secrets/<id> (mode 0400, the step's user's)
+     * on a tmpfs of the host bind-mounted read-only, gone with the step;
+     * never in the upper dir.  Their values (each line of 4 bytes or more)
+     * are replaced by "****" in the output lines and the tail. */
+    const bld_secret *secrets;
+    size_t nsecrets;
 } bld_sandbox_options;
 
 #define BLD_SANDBOX_OPTIONS_INIT                                                            \
     {NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, BLD_NETWORK_HOST, 0,      \
-     BLD_RUNTIME_AUTO, NULL, NULL, 0, 0}
+     BLD_RUNTIME_AUTO, NULL, NULL, 0, 0, NULL, 0}
 
 typedef struct bld_sandbox_result {
     bool exited;          /* the process exited; exit_code valid */

@@ -56,6 +56,7 @@ typedef struct spec_input {
     bool gvisor;                      /* runsc: its kernel has no clone3, its filter
                                          answers EPERM whatever errnoRet says */
     unsigned pids_limit;              /* 0: none */
+    const char *secrets_dir;          /* bound read-only at /run/secrets, or NULL */
 } spec_input;
 
 /* Build config.json; *out owned by the caller (json_decref). */

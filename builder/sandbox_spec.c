@@ -62,7 +62,7 @@ static json_t *mount_entry(const char *dest, const char *type, const char *sourc
                      "options", str_array(opts, (size_t)-1));
 }
 
-static json_t *build_mounts(bld_network_mode net)
+static json_t *build_mounts(bld_network_mode net, const char *secrets_dir)
 {
     static const char *const proc_o[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const dev_o[] = {"nosuid", "strictatime", "mode=755", "size=65536k", NULL};
@@ -85,6 +85,8 @@ static json_t *build_mounts(bld_network_mode net)
                                              bind_ro));
         json_array_append_new(m, mount_entry("/etc/hosts", "bind", "/etc/hosts", bind_ro));
     }
+    if (secrets_dir)
+        json_array_append_new(m, mount_entry("/run/secrets", "bind", secrets_dir, bind_ro));
     return m;
 }
 
@@ -175,7 +177,7 @@ int bld_spec_build(json_t **out, const spec_input *in, sbx_error *err)
 {
     json_t *process = build_process(in);
     json_t *linux_ = build_linux(in);
-    json_t *mounts = build_mounts(in->network);
+    json_t *mounts = build_mounts(in->network, in->secrets_dir);
     json_t *root = json_pack("{s:s, s:b}", "path", in->root_path, "readonly", 0);
     if (!process || !linux_ || !mounts || !root) {
         json_decref(process);

@@ -328,3 +328,19 @@ void bld_step_cmd_free(bld_step_cmd *s)
     free(s->display);
     memset(s, 0, sizeof *s);
 }
+
+char *bld_step_script_with_secrets(const bld_step_cmd *cmd)
+{
+    sbuf b = {0};
+    for (size_t i = 0; i < cmd->n_secrets; i++) {
+        const sbx_step_secret *s = &cmd->secrets[i];
+        if (s->env) /* id and env were validated: no quoting needed */
+            sb_fmt(&b, "%s=\"$(cat /run/secrets/%s)\" && export %s\n", s->env, s->id, s->env);
+    }
+    sb_str(&b, cmd->script);
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}

@@ -2,6 +2,7 @@
  * digest on stdout.  Steps and their live output go to stderr: "[3/7] ..."
  * lines (on a terminal and off it alike, output lines indented under their
  * step), or one JSON object per line with --json. */
+#include <errno.h>
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
@@ -30,6 +31,10 @@ static void usage(FILE *f)
           "  -t, --tag NAME      also name the image NAME in the store (repeatable;\n"
           "                      default: none)\n"
           "  -f FILE             the recipe file (instead of RECIPE.yaml)\n"
+          "  --secret id=NAME,src=FILE | id=NAME,env=VAR\n"
+          "                      a build secret for the steps that name it (repeatable):\n"
+          "                      /run/secrets/NAME in the step, never in a layer, the\n"
+          "                      digest, a cache key or the output (shown as ****)\n"
           "  --push REF          then push the image to REF (as sbx-image push does, with\n"
           "                      the Docker config's credentials); a failed push keeps\n"
           "                      the built image and exits 1\n"
@@ -260,10 +265,79 @@ static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
 }
 
 
+/* --secret id=NAME,src=FILE | id=NAME,env=VAR (BuildKit's form; source=
+ * and type=file|env too).  The value is read now; FILE and VAR are never
+ * printed with it. */
+static int parse_secret(sbx_build_secret *out, const char *arg, const sbx_build_secret *prev,
+                        size_t nprev)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", arg);
+    const char *id = NULL, *src = NULL, *env = NULL, *type = NULL;
+    for (char *save = NULL, *kv = strtok_r(buf, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(kv, '=');
+        if (!eq)
+            return cli_usage_error("build", "--secret: '%s' is not KEY=VALUE", kv);
+        *eq = '\0';
+        const char *v = eq + 1;
+        if (!strcmp(kv, "id"))
+            id = v;
+        else if (!strcmp(kv, "src") || !strcmp(kv, "source"))
+            src = v;
+        else if (!strcmp(kv, "env"))
+            env = v;
+        else if (!strcmp(kv, "type"))
+            type = v;
+        else
+            return cli_usage_error("build", "--secret: unknown key '%s' (id, src, env, type)", kv);
+    }
+    if (!id || !*id)
+        return cli_usage_error("build", "--secret needs id=NAME");
+    if (type && strcmp(type, "file") && strcmp(type, "env"))
+        return cli_usage_error("build", "--secret %s: type is file or env", id);
+    if (type && !strcmp(type, "env") && !env && src)
+        env = src, src = NULL;
+    if (!src == !env)
+        return cli_usage_error("build", "--secret %s: give src=FILE or env=VAR", id);
+    for (size_t i = 0; i < nprev; i++)
+        if (!strcmp(prev[i].id, id))
+            return cli_usage_error("build", "--secret %s given twice", id);
+    char *value = NULL;
+    size_t len = 0;
+    if (env) {
+        const char *e = getenv(env);
+        if (!e)
+            return cli_usage_error("build", "--secret %s: the environment has no %s", id, env);
+        value = strdup(e);
+        len = value ? strlen(value) : 0;
+    } else {
+        FILE *f = fopen(src, "re");
+        if (!f)
+            return cli_usage_error("build", "--secret %s: cannot read '%s': %s", id, src,
+                                   strerror(errno));
+        value = malloc(SBX_BUILD_SECRET_MAX + 1);
+        len = value ? fread(value, 1, SBX_BUILD_SECRET_MAX + 1, f) : 0;
+        bool bad = ferror(f);
+        fclose(f);
+        if (bad || len > SBX_BUILD_SECRET_MAX) {
+            free(value);
+            return cli_usage_error("build", "--secret %s: '%s' %s", id, src,
+                                   bad ? "could not be read" : "is over 512 KiB");
+        }
+    }
+    if (!value || !(out->id = strdup(id)))
+        return cli_usage_error("build", "out of memory");
+    out->value = value;
+    out->len = len;
+    return 0;
+}
+
 int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
-           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH };
+           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH, O_SECRET };
+    static sbx_build_secret secrets[64];
+    size_t nsecrets = 0;
     static sbx_registry_options ropts = SBX_REGISTRY_OPTIONS_INIT;
     static const struct option longopts[] = {
         {"context", required_argument, NULL, O_CONTEXT},
@@ -276,6 +350,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"wait-timeout", required_argument, NULL, O_WAIT},
         {"build-timeout", required_argument, NULL, O_BUILD_TIMEOUT},
         {"push", required_argument, NULL, O_PUSH},
+        {"secret", required_argument, NULL, O_SECRET},
         {"pids-limit", required_argument, NULL, O_PIDS},
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
@@ -301,6 +376,15 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
             if (!*optarg)
                 return cli_usage_error("build", "-f needs a recipe file");
             file = optarg;
+            break;
+        case O_SECRET:
+            if (nsecrets == sizeof secrets / sizeof secrets[0])
+                return cli_usage_error("build", "too many --secret options");
+            if (parse_secret(&secrets[nsecrets], optarg, secrets, nsecrets) != 0)
+                return CLI_EXIT_USAGE;
+            nsecrets++;
+            bo.secrets = secrets;
+            bo.n_secrets = nsecrets;
             break;
         case O_PUSH:
             if (!*optarg)

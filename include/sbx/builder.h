@@ -92,13 +92,28 @@ typedef struct sbx_build_options {
      * credentials, see sbx_registry_gate) is used only when these
      * credentials may pull it now. */
     const struct sbx_registry_options *registry;
+    /* Build secrets by id, for the steps whose recipe names them
+     * (sbx_step_secret).  A step that runs and names an id not here fails
+     * before it starts; cached steps need none.  Values reach no layer,
+     * config, cache key, log line, event or message (lines of a value of 4
+     * bytes or more are shown as "****").  Each at most
+     * SBX_BUILD_SECRET_MAX bytes. */
+    const struct sbx_build_secret *secrets;
+    size_t n_secrets;
 } sbx_build_options;
+
+typedef struct sbx_build_secret {
+    const char *id;
+    const void *value;
+    size_t len;
+} sbx_build_secret;
+#define SBX_BUILD_SECRET_MAX (512u << 10)
 
 #define SBX_BUILD_PIDS_DEFAULT 4096u
 #define SBX_PIDS_UNLIMITED (~0u)
 
 #define SBX_BUILD_OPTIONS_INIT \
-    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL}
+    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, 0}
 
 #define SBX_BUILD_TAIL_LINES 20
 
