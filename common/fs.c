@@ -479,3 +479,26 @@ oom:
     sbx__mount_srcs_free(v, n);
     return -1;
 }
+
+const char *sbx__url_redact(char *buf, size_t len, const char *url, bool drop_query)
+{
+    if (!len)
+        return buf;
+    url = url ? url : "";
+    size_t n = drop_query ? strcspn(url, "?") : strlen(url);
+    const char *p = strstr(url, "://");
+    const char *auth = p && (size_t)(p - url) < n ? p + 3 : NULL;
+    size_t alen = auth ? strcspn(auth, "/?#") : 0;
+    const char *at = auth ? memchr(auth, '@', alen) : NULL;
+    if (!at) {
+        snprintf(buf, len, "%.*s", (int)n, url);
+        return buf;
+    }
+    const char *colon = memchr(auth, ':', (size_t)(at - auth));
+    size_t rest = n - (size_t)(at + 1 - url);
+    if (colon)
+        snprintf(buf, len, "%.*s:****@%.*s", (int)(colon - url), url, (int)rest, at + 1);
+    else
+        snprintf(buf, len, "%.*s****@%.*s", (int)(auth - url), url, (int)rest, at + 1);
+    return buf;
+}

@@ -127,6 +127,11 @@ int sbx__flock_wait_until(int fd, int op, const sbx_ctx *ctx, uint64_t deadline_
 /* ---- strings ------------------------------------------------------------- */
 /* asprintf that aborts nothing: returns NULL on ENOMEM. */
 char *sbx__strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* url with its credentials hidden as pip shows them: "user:****@host" in the
+ * authority for user:password, "****@host" for a lone user (a token), and
+ * without its query string when drop_query (presigned URLs sign there).
+ * Always NUL-terminated, cut to len. */
+const char *sbx__url_redact(char *buf, size_t len, const char *url, bool drop_query);
 /* Monotonic and wall clocks in seconds / nanoseconds. */
 int64_t sbx__now_unix(void);
 uint64_t sbx__now_monotonic_ns(void);

@@ -135,13 +135,13 @@ int rcp_rv_url_no_userinfo(const char *s, const char *what, sbx_error *err)
         return 0;
     p += 3;
     size_t auth = strcspn(p, "/?#");
-    const char *at = memchr(p, '@', auth);
-    if (!at)
+    if (!memchr(p, '@', auth))
         return 0;
-    return sbx_error_set(err, SBX_EINVAL, "%s '%.*s****@%.200s' holds credentials: they would "
-                         "be in the recipe's digest and in logs; pass them as a build secret "
-                         "(secrets: [{id: NAME, env: PIP_INDEX_URL}], build --secret)",
-                         what, (int)(p - s), s, at + 1);
+    char shown[300];
+    return sbx_error_set(err, SBX_EINVAL, "%s '%s' holds credentials: they would be in the "
+                         "recipe's digest and in logs; pass them as a build secret (secrets: "
+                         "[{id: NAME, env: PIP_INDEX_URL}], build --secret)",
+                         what, sbx__url_redact(shown, sizeof shown, s, false));
 }
 
 int rcp_rv_user(const char *s, const char *what, sbx_error *err)

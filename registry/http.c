@@ -660,7 +660,7 @@ static const char *system_ca_dir(void)
 
 static void set_tls(reg_client *c, const char *host_port)
 {
-    char path[PATH_MAX + 64];
+    char path[PATH_MAX + 400]; /* certs dir, host[:port] (up to 300), file */
     struct stat st;
     const char *ca_dir = system_ca_dir();
     if (ca_dir) {
@@ -795,9 +795,10 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
         free(auth);
     }
     /* no query string: presigned redirect targets carry signatures there */
-    sbx__log(c->ctx, SBX_LOG_DEBUG, "%s %.*s -> %ld%s%s", a->method, (int)strcspn(a->url, "?"), a->url,
-            resp->status,
-            cc ? " " : "", cc ? curl_easy_strerror(cc) : "");
+    char shown[1200];
+    sbx__log(c->ctx, SBX_LOG_DEBUG, "%s %s -> %ld%s%s", a->method,
+             sbx__url_redact(shown, sizeof shown, a->url, true), resp->status, cc ? " " : "",
+             cc ? curl_easy_strerror(cc) : "");
     return cc;
 }
 

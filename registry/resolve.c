@@ -174,8 +174,9 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
             if (rc == 0)
                 break;
             if (i < n) {
-                char buf[1400];
-                sbx__log(ctx, SBX_LOG_WARN, "mirror '%s' failed (%s); trying the next source", ep,
+                char buf[1400], shown[1200];
+                sbx__log(ctx, SBX_LOG_WARN, "mirror '%s' failed (%s); trying the next source",
+                        sbx__url_redact(shown, sizeof shown, ep, true),
                         sbx_error_format(err, buf, sizeof buf));
             }
         }

@@ -143,8 +143,9 @@ int reg_fetch_image(reg_fetched *out, reg_client **client, reg_session *s, sbx_e
         reg_fetched_free(out);
         reg_client_free(c);
         if (i < n) {
-            char buf[1400];
-            sbx__log(s->ctx, SBX_LOG_WARN, "mirror '%s' failed (%s); trying the next source", ep,
+            char buf[1400], shown[1200];
+            sbx__log(s->ctx, SBX_LOG_WARN, "mirror '%s' failed (%s); trying the next source",
+                        sbx__url_redact(shown, sizeof shown, ep, true),
                     sbx_error_format(err, buf, sizeof buf));
         }
     }

@@ -2,7 +2,10 @@
 # End-to-end on the debootstrap base (base: sbx, built once per build dir):
 #  - apt_install from Debian's archive (python3-pip, npm, hello);
 #  - pip_install from a PEP 503 index served on 127.0.0.1 with a wheel this
-#    test makes by hand (Debian's python3 is externally managed: PEP 668);
+#    test makes by hand (Debian's python3 is externally managed: PEP 668),
+#    behind a token the recipe gets as a build secret (PIP_INDEX_URL), which
+#    a later run_cmd echoes: the token is then in no blob, layer, metadata,
+#    log or output line;
 #  - npm_install of one small package from the npm registry, global and
 #    into the working directory.  Debian's npm package pulls ~390 packages
 #    (110 s of apt here), so the image gets Debian's nodejs and npm itself
@@ -42,10 +45,29 @@ printf '<!DOCTYPE html><html><body><a href="sbx-tiny/">sbx-tiny</a></body></html
 printf '<!DOCTYPE html><html><body><a href="../../files/%s#sha256=%s">%s</a></body></html>\n' \
     "$whl" "$sum" "$whl" >"$idx/simple/sbx-tiny/index.html"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-python3 -m http.server --bind 127.0.0.1 --directory "$idx" "$port" >"$T/http.log" 2>&1 &
+# the index wants a token (basic auth, as private indexes do): the recipe
+# gets it only as a build secret
+TOKEN="pypi-token-$RANDOM$RANDOM-$(date +%s%N)"
+python3 - "$idx" "$port" "$TOKEN" >"$T/http.log" 2>&1 <<'PY' &
+import base64, functools, http.server, sys
+root, port, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+want = "Basic " + base64.b64encode(f"__token__:{token}".encode()).decode()
+class H(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("Authorization") != want:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(H, directory=root)).serve_forever()
+PY
 HTTP_PID=$!
 trap 'kill $HTTP_PID 2>/dev/null; b_cleanup' EXIT
-for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/simple/" >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 50); do curl -fsS -u "__token__:$TOKEN" "http://127.0.0.1:$port/simple/" >/dev/null 2>&1 && break; sleep 0.1; done
+[[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/simple/") == 401 ]] || b_die "the index answers without its token"
+printf 'http://__token__:%s@127.0.0.1:%s/simple\n' "$TOKEN" "$port" >"$T/pypi-url"
 
 ctx=$T/ctx
 mkdir -p "$ctx"
@@ -59,7 +81,7 @@ steps:
   - apt_install: [python3-pip, nodejs, hello]
   - copy: {src: host-ca.crt, dest: /etc/ssl/host-ca.crt, mode: "0644"}
   - env: {NODE_EXTRA_CA_CERTS: /etc/ssl/host-ca.crt, npm_config_cafile: /etc/ssl/host-ca.crt}
-  - pip_install: {packages: [sbx-tiny], index_url: "http://127.0.0.1:$port/simple"}
+  - pip_install: {packages: [sbx-tiny], secrets: [{id: pypi, env: PIP_INDEX_URL}]}
   - run_cmd: |
       node -e 'require("https").get("https://registry.npmjs.org/npm/-/npm-10.9.2.tgz", r => { if (r.statusCode != 200) process.exit(1); r.pipe(require("fs").createWriteStream("/tmp/npm.tgz")); })'
       mkdir -p /usr/local/lib/node_modules/npm
@@ -77,9 +99,21 @@ steps:
       - node -e 'const n = require(process.argv[1] + "/is-number"); if (!n(5)) process.exit(1); console.log("npm -g ok")' "\$(npm root -g)"
       - node -e 'const o = require("/srv/app/node_modules/is-odd"); if (!o(3)) process.exit(1); console.log("npm local ok")'
       - test ! -e /var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_InRelease
+  - run_cmd:
+      commands: ['test -s /run/secrets/pypi && echo "index: \$(cat /run/secrets/pypi)"']
+      secrets: [pypi]
 YAML
-sbx build "$ctx/recipe.yaml" >"$T/out" 2>"$T/err" || { tail -n 60 "$T/err"; b_die "debian build failed"; }
-grep -q '^\[1/10\] apt_install python3-pip nodejs hello' "$T/err" || b_die "no apt step line"
+sbx build --secret id=pypi,src="$T/pypi-url" "$ctx/recipe.yaml" >"$T/out" 2>"$T/err" ||
+    { tail -n 60 "$T/err"; b_die "debian build failed"; }
+# the token is nowhere: blobs, layers (decompressed), metadata, build logs, events
+for f in $(find "$STORE" -name '*.zst'); do
+    ! zstd -dc "$f" 2>/dev/null | grep -qaF -- "$TOKEN" || b_die "the index token is in layer $f"
+done
+! grep -rqaF -- "$TOKEN" "$STORE" || b_die "the index token is in $(grep -rlaF -- "$TOKEN" "$STORE" | head -3)"
+! sqlite3 "$STORE/meta.db" .dump | grep -qF -- "$TOKEN" || b_die "the index token is in the metadata"
+! grep -qF -- "$TOKEN" "$T/out" "$T/err" || b_die "the index token is in the build's output"
+grep -q 'index: \*\*\*\*' "$T/err" || { tail -n 20 "$T/err"; b_die "the step's echo of the secret was not shown as ****"; }
+grep -q '^\[1/11\] apt_install python3-pip nodejs hello' "$T/err" || b_die "no apt step line"
 [[ $(head -n 1 "$T/err") == "[base] sbx (debian bookworm minbase)" ]] || { head -n 2 "$T/err"; b_die "no '[base] sbx (debian bookworm minbase)' line"; }
 grep -q '      pip ok' "$T/err" || { tail -n 30 "$T/err"; b_die "pip package not importable"; }
 grep -q '      npm -g ok' "$T/err" || b_die "global npm package missing"
@@ -87,7 +121,7 @@ grep -q '      npm local ok' "$T/err" || b_die "local npm package missing"
 grep -q 'Hello, World\|GNU Hello\|hello (GNU' "$T/err" || b_die "hello did not run"
 grep -q "GET /simple/sbx-tiny/" "$T/http.log" || b_die "pip did not use the local index"
 grep -q '      python (3, 11)' "$T/err" || b_die "python: 3.11 step did not give python3.11"
-b_pass "apt_install, pip_install (local PEP 503 index), npm_install global and local on base: sbx"
+b_pass "apt_install, pip_install (local PEP 503 index behind a token given as a build secret, found nowhere after), npm_install global and local on base: sbx"
 
 # python: a version the archive does not have fails, naming what it has.
 cat >"$ctx/py.yaml" <<'YAML'

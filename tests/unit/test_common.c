@@ -113,6 +113,21 @@ static void test_rm_rf_stops_at_a_bind_mount(void **state)
     tu_tmpdir_free(dir);
 }
 
+static void test_url_redact_hides_credentials_as_pip_does(void **state)
+{
+    (void)state;
+    char b[128];
+    assert_string_equal(sbx__url_redact(b, sizeof b, "https://u:p@h:5000/simple", false),
+                        "https://u:****@h:5000/simple");
+    assert_string_equal(sbx__url_redact(b, sizeof b, "https://tok@h/x?a=1", false),
+                        "https://****@h/x?a=1");
+    assert_string_equal(sbx__url_redact(b, sizeof b, "https://h/x?sig=s3cr3t", true), "https://h/x");
+    assert_string_equal(sbx__url_redact(b, sizeof b, "https://h/a@b", false), "https://h/a@b");
+    assert_string_equal(sbx__url_redact(b, sizeof b, "http://u:p@h?x=@y", true), "http://u:****@h");
+    assert_string_equal(sbx__url_redact(b, sizeof b, "no-scheme:p@h", false), "no-scheme:p@h");
+    assert_string_equal(sbx__url_redact(b, 8, "https://u:p@h/", false), "https:/");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -122,6 +137,7 @@ int main(void)
         cmocka_unit_test(test_write_file_atomic_and_read_limit),
         cmocka_unit_test(test_rm_rf_handles_nested_dirs),
         cmocka_unit_test(test_rm_rf_stops_at_a_bind_mount),
+        cmocka_unit_test(test_url_redact_hides_credentials_as_pip_does),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

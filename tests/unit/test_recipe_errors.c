@@ -68,7 +68,7 @@ static const bad_case cases[] = {
     {"base: sbx\nsteps:\n  - run_cmd: {commands: [x], secrets: a}\n", SBX_EINVAL, "3:39",
      "expected a list of secrets"},
     {"base: sbx\nsteps:\n  - pip_install: {packages: [a], index_url: 'https://u:p@h/s'}\n",
-     SBX_EINVAL, "3:5", "index_url 'https://****@h/s' holds credentials"},
+     SBX_EINVAL, "3:5", "index_url 'https://u:****@h/s' holds credentials"},
     {"base: sbx\nsteps:\n  - pip_install: {packages: [a], find_links: ['http://t@h/w']}\n",
      SBX_EINVAL, "3:5", "find_links 'http://****@h/w' holds credentials"},
     {"base: sbx\nsteps:\n  - pip_install: {packages: [a], pre: yes}\n", SBX_EINVAL, "3:39",
