@@ -287,7 +287,10 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         so.env = env;
         so.cwd = bld_config_get_string(config, "WorkingDir");
         so.user = cmd->user ? cmd->user : bld_config_get_string(config, "User");
-        so.network = c->o && c->o->network_none ? BLD_NETWORK_NONE : BLD_NETWORK_HOST;
+        int net = c->o ? c->o->network : SBX_BUILD_NETWORK_ISOLATED;
+        so.network = net == SBX_BUILD_NETWORK_NONE   ? BLD_NETWORK_NONE
+                     : net == SBX_BUILD_NETWORK_HOST ? BLD_NETWORK_HOST
+                                                     : BLD_NETWORK_ISOLATED;
         so.timeout_sec = step_timeout(c);
         so.pids_limit = c->pids_limit;
         so.runtime = c->runtime;

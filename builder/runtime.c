@@ -13,6 +13,7 @@
  * --cgroup-manager=disabled; no shell is involved.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
@@ -108,11 +109,20 @@ static void child_leave_hybrid(char paths[][256], int n)
         }
 }
 
+#define NSENTER "/usr/bin/nsenter" /* util-linux */
+
 int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, sbx_error *err)
 {
     const bld_runtime_info *rt = call->rt;
     const char *argv[64];
     size_t n = 0;
+    char netarg[PATH_MAX + 8];
+    if (call->netns) {
+        snprintf(netarg, sizeof netarg, "--net=%s", call->netns);
+        argv[n++] = "nsenter";
+        argv[n++] = netarg;
+        argv[n++] = "--";
+    }
     argv[n++] = rt->path;
     if (rt->kind == BLD_RUNTIME_CRUN && rt->cgroups_disabled)
         argv[n++] = "--cgroup-manager=disabled";
@@ -120,6 +130,10 @@ int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
         argv[n++] = "--ignore-cgroups";
         argv[n++] = "--platform=ptrace";
         argv[n++] = "--oci-seccomp"; /* the step's filter, inside the sandbox too */
+        /* isolated: runsc runs in the step's namespace (call->netns) and uses
+         * it as its host network; its own netstack mode would copy the
+         * interfaces, but this runsc takes every namespace of a recent
+         * kernel for the root one and refuses */
         argv[n++] = call->network == BLD_NETWORK_NONE ? "--network=none" : "--network=host";
     }
     for (size_t i = 0; args[i]; i++) {
@@ -153,7 +167,7 @@ int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
             _exit(126);
         if (rt->kind == BLD_RUNTIME_CRUN && rt->cgroup_workaround)
             child_leave_hybrid(hybrid, nhybrid);
-        execv(rt->path, (char *const *)argv);
+        execv(call->netns ? NSENTER : rt->path, (char *const *)argv);
         dprintf(2, "sbx-image: executing '%s': %s\n", rt->path, strerror(errno));
         _exit(127);
     }
@@ -221,7 +235,7 @@ int bld_rt_run(const rt_call *call0, const char *const *args, unsigned timeout_s
 
 void bld_rt_destroy(const bld_runtime_info *rt, const char *id)
 {
-    rt_call call = {rt, BLD_NETWORK_HOST, -1};
+    rt_call call = {rt, BLD_NETWORK_HOST, -1, NULL};
     sbx_error err = SBX_ERROR_INIT;
     const char *del_args[] = {"delete", "-f", id, NULL};
     /* -f kills a running container first; a missing one is no error here */
@@ -303,7 +317,7 @@ static int write_probe_bundle(const char *bundle, bool no_mknod, bool gvisor, sb
     const char *argv[] = {"/sbx-exec-check", NULL};
     const char *env[] = {"PATH=/", NULL};
     spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", BLD_NETWORK_NONE, no_mknod,
-                     gvisor, 0, NULL};
+                     gvisor, 0, NULL, NULL, NULL};
     json_t *spec = NULL;
     r = bld_spec_build(&spec, &in, err);
     if (r < 0)
@@ -329,7 +343,7 @@ static int probe(const bld_runtime_info *rt, sbx_store *store, char *why, size_t
     char out[2048] = "";
     int status = -1;
     if (r == 0) {
-        rt_call call = {rt, BLD_NETWORK_NONE, -1};
+        rt_call call = {rt, BLD_NETWORK_NONE, -1, NULL};
         const char *args[] = {"run", "--bundle", bundle, id, NULL};
         status = bld_rt_run(&call, args, 30, out, sizeof(out), &err);
         bld_rt_destroy(rt, id);

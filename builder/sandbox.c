@@ -55,6 +55,7 @@ typedef struct run_state {
     bool secrets_mounted;
     char **redact;
     size_t nredact;
+    bld_netns net; /* isolated network */
 } run_state;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -336,7 +337,7 @@ static void note_missing_mountpoints(run_state *st, int rootfd)
     bool run_in_upper = tfd >= 0 && fstatat(tfd, "run", &rs, AT_SYMLINK_NOFOLLOW) == 0;
     for (size_t i = 0; i < SBX_ARRAY_LEN(targets); i++) {
         if (i < 2 && st->o->network == BLD_NETWORK_NONE)
-            continue;
+            continue; /* (isolated binds them as host does) */
         if (i == 5 && !st->o->nsecrets)
             continue;
         int fd = bld_open_in_root(rootfd, targets[i], O_PATH);
@@ -407,6 +408,7 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
     if (started && container_may_exist(st, res))
         bld_rt_destroy(&st->rt, st->id);
     unmount_secrets(st);
+    bld_netns_down(&st->net, st->ctx);
     if (st->mounted && st->rootfs) {
         if (umount2(st->rootfs, 0) < 0 && umount2(st->rootfs, MNT_DETACH) < 0)
             sbx__log(st->ctx, SBX_LOG_WARN, "unmounting '%s': %s", st->rootfs, strerror(errno));
@@ -420,7 +422,7 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
     /* Still mounted: leave the bundle whole (its runtime file says how to
      * reap it) to the builder's reaper, which unmounts it. */
     sbx_error e = SBX_ERROR_INIT;
-    if (st->mounted || st->secrets_mounted)
+    if (st->mounted || st->secrets_mounted || st->net.mounted)
         sbx_scratch_release(st->scratch);
     else if (sbx_scratch_free(st->scratch, &e) < 0)
         sbx__log(st->ctx, SBX_LOG_WARN, "%s", e.msg);
@@ -493,7 +495,7 @@ static int write_config(run_state *st, const bld_user_ids *user, sbx_error *err)
     spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
                      o->cwd ? o->cwd : "/", user, o->hostname, o->network,
                      st->rt.cgroups_disabled, st->rt.kind == BLD_RUNTIME_RUNSC,
-                     o->pids_limit, st->secrets_dir};
+                     o->pids_limit, st->secrets_dir, st->net.path, st->net.resolv};
     json_t *spec = NULL;
     int r = bld_spec_build(&spec, &in, err);
     free_strv(env);
@@ -522,7 +524,7 @@ static void start_kill(run_state *st, wait_state *w)
         return;
     w->killing = true;
     w->kill_deadline = sbx__now_monotonic_ns() + KILL_GRACE_NS;
-    rt_call call = {&st->rt, st->o->network, -1};
+    rt_call call = {&st->rt, st->o->network, -1, NULL};
     const char *args[] = {"kill", st->id, "KILL", NULL};
     sbx_error e = SBX_ERROR_INIT;
     bld_rt_run(&call, args, 10, NULL, 0, &e);
@@ -617,7 +619,8 @@ static int start_and_supervise(run_state *st, bld_sandbox_result *res, bool *sta
     int pfd[2];
     if (pipe2(pfd, O_CLOEXEC) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "running the step: pipe");
-    rt_call call = {&st->rt, st->o->network, pfd[1]};
+    rt_call call = {&st->rt, st->o->network, pfd[1],
+                    st->rt.kind == BLD_RUNTIME_RUNSC ? st->net.path : NULL};
     const char *args[] = {"run", "--bundle", st->bundle, st->id, NULL};
     wait_state w = {0};
     int r = bld_rt_spawn(&w.pid, &call, args, err);
@@ -718,6 +721,8 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
         r = prepare_root(&st, &user, err);
     if (r == 0)
         r = mount_secrets(&st, &user, err);
+    if (r == 0 && o->network == BLD_NETWORK_ISOLATED)
+        r = bld_netns_up(&st.net, st.bundle, ctx, err);
     if (r == 0)
         r = write_config(&st, &user, err);
     if (r == 0) {

@@ -38,6 +38,8 @@ typedef enum {
 typedef enum {
     BLD_NETWORK_HOST = 0, /* share the host network (package managers work) */
     BLD_NETWORK_NONE,     /* own network namespace with loopback only */
+    BLD_NETWORK_ISOLATED, /* own namespace, outbound through slirp4netns; no host
+                             loopback, no link-local (sandbox_net.c) */
 } bld_network_mode;
 
 /* One line of the step's combined stdout+stderr, without its newline (lines

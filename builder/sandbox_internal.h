@@ -3,6 +3,7 @@
 #define SBX_BUILDER_SANDBOX_INTERNAL_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <sys/types.h>
 
 #include "sandbox.h"
@@ -12,6 +13,10 @@ typedef struct rt_call {
     const bld_runtime_info *rt;
     bld_network_mode network;
     int out_fd;  /* stdout+stderr of the runtime (and the container); -1: /dev/null */
+    /* isolated network under runsc: the runtime itself runs in this network
+     * namespace (through nsenter) with --network=host, so what is "host" to
+     * it is the step's namespace; NULL otherwise */
+    const char *netns;
 } rt_call;
 
 /* Start `<runtime> [global flags] args...` in its own process group with
@@ -57,7 +62,22 @@ typedef struct spec_input {
                                          answers EPERM whatever errnoRet says */
     unsigned pids_limit;              /* 0: none */
     const char *secrets_dir;          /* bound read-only at /run/secrets, or NULL */
+    const char *netns_path;           /* isolated: the namespace to join */
+    const char *resolv_path;          /* isolated: the resolv.conf to bind */
 } spec_input;
+
+/* The isolated network (sandbox_net.c): a namespace bound at
+ * <bundle>/netns with slirp4netns serving it. */
+typedef struct bld_netns {
+    char *path, *resolv;
+    pid_t slirp;
+    int exit_fd;
+    bool mounted;
+} bld_netns;
+int bld_netns_up(bld_netns *n, const char *bundle, const sbx_ctx *ctx, sbx_error *err);
+/* Stop slirp4netns, unbind and remove the namespace; a no-op on a zeroed
+ * n (never brought up). */
+void bld_netns_down(bld_netns *n, const sbx_ctx *ctx);
 
 /* Build config.json; *out owned by the caller (json_decref). */
 int bld_spec_build(json_t **out, const spec_input *in, sbx_error *err);

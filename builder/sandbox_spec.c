@@ -1,9 +1,11 @@
 /* The OCI runtime-spec config.json for one build step.
  *
- * Isolation: own mount, pid, uts and ipc namespaces, plus a network namespace
- * (loopback only) for network none; /proc, /dev (tmpfs), /dev/pts, /dev/shm,
- * /dev/mqueue and a read-only /sys; the host's resolv.conf and hosts bound
- * read-only when the host network is shared.  Root gets the capability set a
+ * Isolation: own mount, pid, uts and ipc namespaces, plus a network namespace:
+ * the isolated one made before (sandbox_net.c, joined by path; default), or a
+ * new one with loopback only for network none, or the host's shared; /proc,
+ * /dev (tmpfs), /dev/pts, /dev/shm, /dev/mqueue and a read-only /sys; a
+ * resolv.conf (slirp's DNS when isolated, the host's when shared) and the
+ * host's hosts bound read-only.  Root gets the capability set a
  * package manager needs (Docker's default set; without CAP_MKNOD when the
  * runtime runs without a devices cgroup); other users get none effective.
  * no_new_privs is set, so setuid binaries cannot raise privileges, and a
@@ -62,7 +64,8 @@ static json_t *mount_entry(const char *dest, const char *type, const char *sourc
                      "options", str_array(opts, (size_t)-1));
 }
 
-static json_t *build_mounts(bld_network_mode net, const char *secrets_dir)
+static json_t *build_mounts(bld_network_mode net, const char *secrets_dir,
+                            const char *resolv_path)
 {
     static const char *const proc_o[] = {"nosuid", "noexec", "nodev", NULL};
     static const char *const dev_o[] = {"nosuid", "strictatime", "mode=755", "size=65536k", NULL};
@@ -80,8 +83,10 @@ static json_t *build_mounts(bld_network_mode net, const char *secrets_dir)
     json_array_append_new(m, mount_entry("/dev/shm", "tmpfs", "shm", shm_o));
     json_array_append_new(m, mount_entry("/dev/mqueue", "mqueue", "mqueue", mq_o));
     json_array_append_new(m, mount_entry("/sys", "sysfs", "sysfs", sys_o));
-    if (net == BLD_NETWORK_HOST) {
-        json_array_append_new(m, mount_entry("/etc/resolv.conf", "bind", "/etc/resolv.conf",
+    if (net == BLD_NETWORK_HOST || net == BLD_NETWORK_ISOLATED) {
+        json_array_append_new(m, mount_entry("/etc/resolv.conf", "bind",
+                                             net == BLD_NETWORK_ISOLATED ? resolv_path
+                                                                         : "/etc/resolv.conf",
                                              bind_ro));
         json_array_append_new(m, mount_entry("/etc/hosts", "bind", "/etc/hosts", bind_ro));
     }
@@ -101,7 +106,9 @@ static json_t *build_process(const spec_input *in)
     const char *capv[SBX_ARRAY_LEN(default_caps)];
     size_t ncaps = 0;
     for (size_t i = 0; i < SBX_ARRAY_LEN(default_caps); i++)
-        if (!in->no_mknod || strcmp(default_caps[i], "CAP_MKNOD") != 0)
+        if ((!in->no_mknod || strcmp(default_caps[i], "CAP_MKNOD") != 0) &&
+            /* isolated: no raw frames past the namespace's routes */
+            (in->network != BLD_NETWORK_ISOLATED || strcmp(default_caps[i], "CAP_NET_RAW") != 0))
             capv[ncaps++] = default_caps[i];
     json_t *caps = json_pack("{s:o, s:o, s:o}", "bounding", str_array(capv, ncaps),
                              "effective", str_array(capv, u->uid == 0 ? ncaps : 0),
@@ -158,6 +165,10 @@ static json_t *build_linux(const spec_input *in)
                            "uts", "type", "mount");
     if (in->network == BLD_NETWORK_NONE)
         json_array_append_new(ns, json_pack("{s:s}", "type", "network"));
+    else if (in->network == BLD_NETWORK_ISOLATED && !in->gvisor)
+        json_array_append_new(ns, json_pack("{s:s, s:s}", "type", "network", "path",
+                                            in->netns_path));
+    /* (runsc: the runtime runs in that namespace, its "host" network) */
     json_t *devices = json_pack("[{s:b, s:s}]", "allow", 0, "access", "rwm");
     json_t *resources = json_pack("{s:o}", "devices", devices);
     if (resources && in->pids_limit)
@@ -177,7 +188,7 @@ int bld_spec_build(json_t **out, const spec_input *in, sbx_error *err)
 {
     json_t *process = build_process(in);
     json_t *linux_ = build_linux(in);
-    json_t *mounts = build_mounts(in->network, in->secrets_dir);
+    json_t *mounts = build_mounts(in->network, in->secrets_dir, in->resolv_path);
     json_t *root = json_pack("{s:s, s:b}", "path", in->root_path, "readonly", 0);
     if (!process || !linux_ || !mounts || !root) {
         json_decref(process);

@@ -49,8 +49,10 @@ static void usage(FILE *f)
           "                      this host's)\n"
           "  --runtime R         OCI runtime: auto, crun, runc or runsc (default: auto:\n"
           "                      crun where it works, else runc)\n"
-          "  --network MODE      steps' network: host or none (default: host, so package\n"
-          "                      managers work)\n"
+          "  --network MODE      steps' network: isolated (the default: a namespace of\n"
+          "                      their own, outbound through slirp4netns, so package\n"
+          "                      managers work, but no way to this host's 127.0.0.1 or\n"
+          "                      to 169.254.0.0/16), host (the host's own) or none\n"
           "  --timeout SECONDS   per-step time limit (default: $SBX_BUILD_TIMEOUT, else\n"
           "                      3600)\n"
           "  --build-timeout SECONDS  the whole build's time limit, waits and steps\n"
@@ -421,10 +423,14 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
             break;
         case O_NETWORK:
             if (!strcmp(optarg, "none"))
-                bo.network_none = 1;
-            else if (strcmp(optarg, "host"))
-                return cli_usage_error("build", "--network must be host or none, not '%s'",
-                                       optarg);
+                bo.network = SBX_BUILD_NETWORK_NONE;
+            else if (!strcmp(optarg, "host"))
+                bo.network = SBX_BUILD_NETWORK_HOST;
+            else if (!strcmp(optarg, "isolated"))
+                bo.network = SBX_BUILD_NETWORK_ISOLATED;
+            else
+                return cli_usage_error("build", "--network must be isolated, host or none, not "
+                                       "'%s'", optarg);
             break;
         case O_TIMEOUT:
         case O_WAIT:

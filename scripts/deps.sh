@@ -9,6 +9,8 @@ PKGS=(
   libjansson-dev libsqlite3-dev zlib1g-dev libcmocka-dev
   # runtime: OCI runtimes, the platform base image
   crun runc runsc debootstrap
+  # the steps' isolated network (outbound NAT without the host's loopback)
+  slirp4netns
   # tests: registry, fixtures, harness tools
   docker-registry busybox-static zstd sqlite3 openssl apache2-utils
   python3 python3-cryptography curl jq util-linux e2fsprogs iproute2 strace

@@ -56,13 +56,19 @@ SBX_API const char *sbx_build_event_name(sbx_build_event_kind kind);
 /* One line of a running step's output (without the newline). */
 typedef void (*sbx_build_output_fn)(void *ud, size_t index, const char *line);
 
+enum { SBX_BUILD_NETWORK_ISOLATED = 0, SBX_BUILD_NETWORK_NONE = 1, SBX_BUILD_NETWORK_HOST = 2 };
+
 typedef struct sbx_build_options {
     const char *const *tags;   /* extra names for the result */
     size_t n_tags;
     int no_cache;              /* run every step; results are still cached */
     const char *platform;      /* "os/arch[/variant]" for from_registry bases; NULL: host */
     const char *runtime;       /* "auto" (NULL), "crun", "runc", "runsc" */
-    int network_none;          /* steps run without network */
+    /* Steps' network: SBX_BUILD_NETWORK_ISOLATED (0, the default) a
+     * namespace of their own with outbound access through slirp4netns, no
+     * way to the host's loopback or to 169.254.0.0/16; _NONE loopback
+     * only; _HOST the host's own (every service on its 127.0.0.1). */
+    int network;
     unsigned timeout_seconds;  /* per step; 0: $SBX_BUILD_TIMEOUT or 3600 */
     /* base: sbx.  NULL: $SBX_BASE_SUITE / $SBX_BASE_VARIANT / $SBX_BASE_MIRROR, else
      * bookworm / minbase / the Debian mirror apt uses on this host. */

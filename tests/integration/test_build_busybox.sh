@@ -97,7 +97,8 @@ b_pass "files, owners, modes, user and env inside the image"
 b_assert_clean
 b_pass "no mount, bundle or scratch dir left"
 
-# --network none: the step sees only loopback; by default it shares the host's.
+# --network none: the step sees only loopback; --network host shares the host's;
+# by default (isolated) it has lo and slirp4netns's tap0 (test_build_network.sh).
 cat >"$ctx/net.yaml" <<'YAML'
 image: busybox:test
 steps:
@@ -114,10 +115,12 @@ assert base["event"] == "base" and base["summary"] == "image", base
 assert base["detail"] == "busybox:test" and base["digest"] == res["base_digest"], base
 PY
 grep -q '"line":"lo "' "$T/err-net" || { cat "$T/err-net"; b_die "--network none: the step saw more than loopback"; }
-sbx build --no-cache --json "$ctx/net.yaml" >/dev/null 2>"$T/err-net2" || b_die "host network build failed"
+sbx build --no-cache --json --network host "$ctx/net.yaml" >/dev/null 2>"$T/err-net2" || b_die "host network build failed"
 host_ifaces=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ' ')
-grep -qF "\"line\":\"$host_ifaces\"" "$T/err-net2" || { cat "$T/err-net2"; b_die "default network is not the host's ($host_ifaces)"; }
-b_pass "--network none gives loopback only; the default shares the host network"
+grep -qF "\"line\":\"$host_ifaces\"" "$T/err-net2" || { cat "$T/err-net2"; b_die "--network host is not the host's network ($host_ifaces)"; }
+sbx build --no-cache --json "$ctx/net.yaml" >/dev/null 2>"$T/err-net3" || b_die "isolated network build failed"
+grep -qF '"line":"lo tap0 "' "$T/err-net3" || { cat "$T/err-net3"; b_die "the default network is not lo and tap0"; }
+b_pass "--network none gives loopback only, host the host's, the default lo and tap0"
 b_assert_clean
 
 # --help: every option, and what the command prints.
