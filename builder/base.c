@@ -344,9 +344,8 @@ int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
 
 /* ---- resolving the base of a recipe -------------------------------------- */
 
-/* The caller's registry settings and credentials, for this store and platform. */
-static void base_registry_opts(sbx_registry_options *ro, sbx_store *store,
-                               const sbx_build_options *opts)
+void bld_registry_opts(sbx_registry_options *ro, sbx_store *store,
+                       const sbx_build_options *opts)
 {
     static const sbx_registry_options defaults = SBX_REGISTRY_OPTIONS_INIT;
     *ro = opts && opts->registry ? *opts->registry : defaults;
@@ -359,7 +358,7 @@ static int base_access(sbx_store *store, const char *digest, const char *ref,
                        const sbx_build_options *opts, sbx_error *err)
 {
     sbx_registry_options ro;
-    base_registry_opts(&ro, store, opts);
+    bld_registry_opts(&ro, store, opts);
     if (sbx_registry_access_check(store, digest, &ro, err) < 0) {
         sbx_error_wrap(err, "base image '%s'", ref);
         sbx_error_where(err, "%s", ref);
@@ -400,7 +399,7 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
     }
     case SBX_BASE_REGISTRY: {
         sbx_registry_options ro;
-        base_registry_opts(&ro, store, opts);
+        bld_registry_opts(&ro, store, opts);
         if (sbx_registry_resolve(digest_out, base->ref, &ro, ctx, err) < 0)
             return sbx_error_wrap(err, "resolve base '%s'", base->ref);
         return 0;
@@ -451,7 +450,7 @@ int bld_base_fetch(sbx_store *store, const sbx_recipe_base *base, const char *di
     if (!pinned)
         return sbx_error_set(err, SBX_ENOMEM, "pull base");
     sbx_registry_options ro;
-    base_registry_opts(&ro, store, opts);
+    bld_registry_opts(&ro, store, opts);
     sbx_pull_result pr;
     memset(&pr, 0, sizeof pr);
     int rc = sbx_registry_pull(&pr, pinned, &ro, ctx, err);

@@ -24,6 +24,7 @@
 #include "build_cache.h"
 #include "build_copy.h"
 #include "build_internal.h"
+#include "sbx/registry.h"
 #include "build_steps.h"
 #include "sbx/rootfs.h"
 #include "sandbox.h"
@@ -586,13 +587,26 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     json_t *config = NULL;
     size_t start = 0; /* steps 1..start come from the cache */
     char d[SBX_DIGEST_BUFSZ];
+    bool remote = c->o && c->o->n_cache_from && !c->o->no_cache;
+    _cleanup_free_ bool *dead = remote ? calloc(c->o->n_cache_from, sizeof *dead) : NULL;
+    remote = remote && dead;
+    sbx_registry_options ro;
+    bld_registry_opts(&ro, c->s, c->o);
     if (!c->o || !c->o->no_cache) {
+        /* the deepest state here, else the deepest a cache repository has */
         for (size_t k = n; k >= 1; k--) {
-            if (bld_cache_lookup(&config, d, c->s, keys[k], c->ctx)) {
+            if (bld_cache_lookup(&config, d, c->s, keys[k], c->ctx) ||
+                (remote &&
+                 bld_cache_fetch(c->s, c->o->cache_from, dead, c->o->n_cache_from, keys[k],
+                                 &ro, c->ctx) == 1 &&
+                 bld_cache_lookup(&config, d, c->s, keys[k], c->ctx))) {
                 start = k;
                 break;
             }
         }
+        if (!config && remote)
+            bld_cache_fetch(c->s, c->o->cache_from, dead, c->o->n_cache_from, keys[0], &ro,
+                            c->ctx);
     }
     if (config && start < n) {
         /* Steps run on this state: lease it (and its layers) against gc. */
@@ -661,6 +675,18 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     }
     if (rc == 0)
         rc = finish_image(c, config, recipe_digest, err);
+    if (rc == 0 && c->o && c->o->cache_to) {
+        const char **kv = calloc(n + 1, sizeof *kv);
+        size_t pushed = 0;
+        for (size_t i = 0; kv && i <= n; i++)
+            kv[i] = keys[i];
+        rc = kv ? bld_cache_publish(c->s, c->o->cache_to, kv, n + 1, &ro, c->ctx, &pushed, err)
+                : sbx_error_set(err, SBX_ENOMEM, "out of memory");
+        if (rc == 0)
+            sbx__log(c->ctx, SBX_LOG_INFO, "cache: %zu entries published to %s", pushed,
+                     c->o->cache_to);
+        free(kv);
+    }
     json_decref(config);
     free(keys);
     return rc;
@@ -743,6 +769,11 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
             return sbx_error_set(err, SBX_EINVAL, "tag '%s': a tag names no digest",
                                  opts->tags[i]);
     }
+    for (size_t i = 0; opts && i < opts->n_cache_from; i++)
+        if (bld_cache_check_repo(opts->cache_from[i], err) < 0)
+            return err->code;
+    if (opts && opts->cache_to && bld_cache_check_repo(opts->cache_to, err) < 0)
+        return err->code;
     if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)
         return err->code;
 

@@ -14,6 +14,11 @@ typedef struct bld_base_params {
 /* base: sbx parameters from opts, the environment and the host's apt sources. */
 int bld_base_sbx_params(bld_base_params *out, const sbx_build_options *opts);
 
+/* The caller's registry settings and credentials (opts->registry, else the
+ * defaults) for this store and the build's platform. */
+struct sbx_registry_options;
+void bld_registry_opts(struct sbx_registry_options *ro, sbx_store *store,
+                       const sbx_build_options *opts);
 /* The manifest digest the base stands for, without downloading layers:
  * registry bases are resolved (resolve cache applies), image bases looked up,
  * the sbx base built if missing.  SBX_ENOTFOUND for a missing image base. */

@@ -3,6 +3,7 @@
 #define SBX_BUILD_CACHE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "sbx/context.h"
 #include "sbx/store.h"
@@ -16,5 +17,20 @@ int bld_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx
                      const char *key, const sbx_ctx *ctx);
 /* Name the state after a step. */
 int bld_cache_store(sbx_store *s, const char *key, const char *digest, sbx_error *err);
+
+/* ---- through a registry (cache_registry.c) ---- */
+struct sbx_registry_options;
+/* A cache repository is host/path without tag or digest. */
+int bld_cache_check_repo(const char *repo, sbx_error *err);
+/* Look for key's entry in the repositories in order, skipping those
+ * marked dead; 1 when one was pulled and named in the store, 0 when none
+ * has it.  A repository that fails otherwise than with "not found" is said
+ * as a warning and marked dead for the rest of the build. */
+int bld_cache_fetch(sbx_store *s, const char *const *repos, bool *dead, size_t nrepos,
+                    const char *key, const struct sbx_registry_options *ro, sbx_ctx *ctx);
+/* Push every entry the store has for keys to repo, tagged by key. */
+int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys, size_t nkeys,
+                      const struct sbx_registry_options *ro, sbx_ctx *ctx, size_t *pushed,
+                      sbx_error *err);
 
 #endif

@@ -35,6 +35,11 @@ static void usage(FILE *f)
           "                      a build secret for the steps that name it (repeatable):\n"
           "                      /run/secrets/NAME in the step, never in a layer, the\n"
           "                      digest, a cache key or the output (shown as ****)\n"
+          "  --cache-from REPO   look for cached steps in this registry repository too\n"
+          "                      (host/path; repeatable, in order): the deepest hit is\n"
+          "                      pulled, only what this store lacks; trust it as a base\n"
+          "  --cache-to REPO     after the build, push every step's cached state there,\n"
+          "                      tagged sbx-cache-<key> (credentials as for the base)\n"
           "  --push REF          then push the image to REF (as sbx-image push does, with\n"
           "                      the Docker config's credentials); a failed push keeps\n"
           "                      the built image and exits 1\n"
@@ -337,7 +342,10 @@ static int parse_secret(sbx_build_secret *out, const char *arg, const sbx_build_
 int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
-           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH, O_SECRET };
+           O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH, O_SECRET, O_CACHE_FROM,
+           O_CACHE_TO };
+    static const char *cache_from[16];
+    size_t ncache_from = 0;
     static sbx_build_secret secrets[64];
     size_t nsecrets = 0;
     static sbx_registry_options ropts = SBX_REGISTRY_OPTIONS_INIT;
@@ -353,6 +361,8 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"build-timeout", required_argument, NULL, O_BUILD_TIMEOUT},
         {"push", required_argument, NULL, O_PUSH},
         {"secret", required_argument, NULL, O_SECRET},
+        {"cache-from", required_argument, NULL, O_CACHE_FROM},
+        {"cache-to", required_argument, NULL, O_CACHE_TO},
         {"pids-limit", required_argument, NULL, O_PIDS},
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
@@ -378,6 +388,20 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
             if (!*optarg)
                 return cli_usage_error("build", "-f needs a recipe file");
             file = optarg;
+            break;
+        case O_CACHE_FROM:
+            if (ncache_from == sizeof cache_from / sizeof cache_from[0])
+                return cli_usage_error("build", "too many --cache-from options");
+            if (!*optarg)
+                return cli_usage_error("build", "--cache-from needs a repository");
+            cache_from[ncache_from++] = optarg;
+            bo.cache_from = cache_from;
+            bo.n_cache_from = ncache_from;
+            break;
+        case O_CACHE_TO:
+            if (!*optarg)
+                return cli_usage_error("build", "--cache-to needs a repository");
+            bo.cache_to = optarg;
             break;
         case O_SECRET:
             if (nsecrets == sizeof secrets / sizeof secrets[0])

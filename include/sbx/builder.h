@@ -106,6 +106,16 @@ typedef struct sbx_build_options {
      * SBX_BUILD_SECRET_MAX bytes. */
     const struct sbx_build_secret *secrets;
     size_t n_secrets;
+    /* The step cache through registries: repositories (host/path, no tag)
+     * whose entries (each step's state, tagged sbx-cache-<key hex>) are
+     * looked up before a step runs, in order, pulling only what the deepest
+     * hit holds; and one repository every entry of this build is pushed to
+     * once it succeeded.  Credentials: `registry`.  A cache repository is
+     * trusted as much as a base image (its entries are what the steps
+     * "made"). */
+    const char *const *cache_from;
+    size_t n_cache_from;
+    const char *cache_to;
 } sbx_build_options;
 
 typedef struct sbx_build_secret {
@@ -119,7 +129,8 @@ typedef struct sbx_build_secret {
 #define SBX_PIDS_UNLIMITED (~0u)
 
 #define SBX_BUILD_OPTIONS_INIT \
-    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, 0}
+    {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, 0, \
+     NULL, 0, NULL}
 
 #define SBX_BUILD_TAIL_LINES 20
 

@@ -66,4 +66,49 @@ YAML
 fails build "$T/ctx/py.yaml"
 err_has "add_python 3.11"
 err_has "available: none"
+
+case_ "the step cache through the registry: a second store runs nothing"
+fx_push r1 "oci-single=bb/cbase:1"
+mark=$RANDOM$RANDOM
+cat >"$T/ctx/c.yaml" <<YAML
+from_registry: $r1_HOST/bb/cbase:1
+steps:
+  - run_cmd: echo one-$mark > /one
+  - run_cmd: echo two > /two
+  - run_cmd: echo three > /three
+YAML
+CACHE=$r1_HOST/cache/steps
+STORE=$T/store-c1
+ok build --json --cache-to "$CACHE" "$T/ctx/c.yaml"
+assert_eq "$(res steps_run)" 3 "steps run with an empty cache"
+dA=$(res digest)
+blobs() { grep -c 'GET /v2/[^ ]*/blobs/' "$r1_DIR/registry.log" || true; }
+tags() { grep -c "/v2/cache/steps/manifests/sbx-cache-" "$r1_DIR/registry.log" || true; }
+STORE=$T/store-c2
+b0=$(blobs) t0=$(tags)
+ok build --json --cache-from "$CACHE" "$T/ctx/c.yaml"
+assert_eq "$(res steps_run)" 0 "steps run in a second store with --cache-from"
+assert_eq "$(res steps_cached)" 3 "steps from the registry's cache"
+assert_eq "$(res digest)" "$dA" "the image from the cache"
+# the deepest state only: its config and its 4 layers (base + 3 steps), no other
+assert_eq "$(($(blobs) - b0))" 5 "blobs downloaded"
+ok images --json
+! grep -q 'sbx-cache-' "$T/out" || fail "the cache's tags became image names"
+((($(tags) - t0) <= 3)) || fail "more than one tag lookup for the deepest key"
+
+case_ "a change at step 2 reruns 2 and 3 only, from the registry's step 1"
+sed -i 's/echo two/echo TWO/' "$T/ctx/c.yaml"
+STORE=$T/store-c3
+ok build --json --cache-from "$CACHE" "$T/ctx/c.yaml"
+assert_eq "$(res steps_run)" 2 "steps run after a change at step 2"
+assert_eq "$(res steps_cached)" 1 "steps from the registry's cache"
+
+case_ "--cache-from a repository that does not answer: a warning, and the build runs"
+STORE=$T/store-c4
+ok build --json --cache-from "127.0.0.1:$(free_port 127.0.0.1)/nothing/here" "$T/ctx/c.yaml"
+assert_eq "$(res steps_run)" 3 "steps run without a usable cache"
+err_has "cache not usable"
+assert_eq "$(grep -c 'cache not usable' "$T/err")" 1 "warnings for a dead cache repository (asked once)"
+fails build --cache-from "$r1_HOST/cache/steps:tag" "$T/ctx/c.yaml"
+err_has "without a tag or digest"
 echo "PASS"
