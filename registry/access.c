@@ -125,9 +125,9 @@ int reg_access_check(sbx_store *s, const char *repo, const char *ref_digest,
     reg_client *c = NULL;
     if (rc == 0)
         rc = reg_client_new(&c, &sess.ref, "", opts, &sess.cfg, ctx, err);
-    char id[REG_IDENTITY_BUFSZ] = "unknown";
-    if (rc == 0 && !identity_of(id, c, s))
-        snprintf(id, sizeof id, "unknown");
+    char id[REG_IDENTITY_BUFSZ] = "unknown"; /* (no key: matches no cached verdict) */
+    if (rc == 0)
+        identity_of(id, c, s);
     bool ever_ok = false;
     int v = rc == 0 ? verdict_get(s, id, repo, ttl, &ever_ok) : 0;
     if (v > 0) {

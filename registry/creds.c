@@ -69,7 +69,7 @@ static json_t *find_key_repo(json_t *obj, const char *host, const char *path)
     if (!json_is_object(obj))
         return NULL;
     if (path && *path) {
-        char cand[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2];
+        char cand[REG_REPO_BUFSZ];
         snprintf(cand, sizeof cand, "%s/%s", host, path);
         size_t hostlen = strlen(host);
         for (;;) {

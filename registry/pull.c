@@ -170,7 +170,7 @@ void reg_cache_value(char *buf, size_t len, const char *digest, const char *medi
 static int record_origin(reg_client *c, reg_session *s, sbx_store *store, const reg_fetched *f,
                          const sbx_image_config *ic, bool *is_private, sbx_error *err)
 {
-    char repo[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2];
+    char repo[REG_REPO_BUFSZ];
     reg_repo_of(repo, sizeof repo, &s->ref);
     reg_access_learn(is_private, c, store, repo, f->top_digest, s->opts);
     const char **d = calloc(ic->ndiff_ids + 3, sizeof *d);

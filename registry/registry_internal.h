@@ -235,6 +235,7 @@ void reg_fetched_free(reg_fetched *f);
 #define REG_META_SCHEME "scheme"
 /* ---- private content (access.c) -------------------------------------------- */
 /* "host/path" of a ref: the unit of access. */
+#define REG_REPO_BUFSZ (SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2)
 void reg_repo_of(char *buf, size_t len, const sbx_ref *ref);
 /* After client c fetched ref_digest from its repository: remember that the
  * caller may pull from it, and find out (cached per repository) whether an

@@ -38,7 +38,7 @@ static bool cache_lookup(sbx_resolve_result *out, reg_session *s, sbx_store *sto
         !sbx__digest_valid(top) || (strcmp(vis, "public") && strcmp(vis, "private")))
         return false; /* (an answer from before privacy was recorded: ask again) */
     if (!strcmp(vis, "private")) {
-        char repo[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2];
+        char repo[REG_REPO_BUFSZ];
         reg_repo_of(repo, sizeof repo, &s->ref);
         sbx_error ae = SBX_ERROR_INIT;
         if (reg_access_check(store, repo, top, s->opts, s->ctx, &ae) < 0) {
@@ -166,7 +166,7 @@ int sbx_registry_resolve_ex(sbx_resolve_result *out, const char *ref,
                 rc = resolve_at(out, c, &s, err);
             if (rc == 0) {
                 reg_client_remember(c, store);
-                char repo[SBX_REF_DOMAIN_MAX + SBX_REF_PATH_MAX + 2];
+                char repo[REG_REPO_BUFSZ];
                 reg_repo_of(repo, sizeof repo, &s.ref);
                 reg_access_learn(&is_private, c, store, repo, out->index_digest, opts);
             }
