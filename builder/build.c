@@ -523,7 +523,9 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
 {
     const sbx_recipe_base *b = sbx_recipe_get_base(c->r);
     char d[SBX_DIGEST_BUFSZ];
-    if (!(c->o && c->o->no_cache) && bld_cache_lookup(config, d, c->s, key0, c->ctx)) {
+    sbx_registry_options ro;
+    bld_registry_opts(&ro, c->s, c->o);
+    if (!(c->o && c->o->no_cache) && bld_cache_lookup(config, d, c->s, key0, &ro, c->ctx)) {
         int have = sbx_store_has_blob(c->s, d, err); /* steps run on it: lease it */
         if (have != 0) {
             if (have < 0) {
@@ -558,7 +560,11 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
                 sbx_error_wrap(err, "add_python %s", b->add_python);
         }
         bld_step_cmd_free(&cmd);
+        size_t nl = bld_config_nlayers(*config);
         if (rc == 0 && (bld_config_commit(c->s, *config, d, err) < 0 ||
+                        bld_config_made_here(c->s, *config, d,
+                                             nl ? bld_config_layer(*config, nl - 1) : NULL,
+                                             err) < 0 ||
                         bld_cache_store(c->s, key0, d, err) < 0))
             rc = err->code;
         if (rc < 0) {
@@ -578,8 +584,12 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     if (!keys)
         return sbx_error_set(err, SBX_ENOMEM, "compute cache keys");
     int rc = 0;
+    _cleanup_free_ bool *bound = calloc(n + 1, sizeof *bound);
     for (size_t i = 0; i <= n && rc == 0; i++)
         rc = sbx_recipe_cache_key(keys[i], c->r, i, c->res->base_digest, err);
+    if (rc == 0)
+        rc = bound ? bld_cache_bind_secrets(keys, bound, n, c->r, c->o, c->s, err)
+                   : sbx_error_set(err, SBX_ENOMEM, "compute cache keys");
     if (rc < 0) {
         free(keys);
         return rc;
@@ -595,11 +605,11 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     if (!c->o || !c->o->no_cache) {
         /* the deepest state here, else the deepest a cache repository has */
         for (size_t k = n; k >= 1; k--) {
-            if (bld_cache_lookup(&config, d, c->s, keys[k], c->ctx) ||
-                (remote &&
+            if (bld_cache_lookup(&config, d, c->s, keys[k], &ro, c->ctx) ||
+                (remote && !bound[k] &&
                  bld_cache_fetch(c->s, c->o->cache_from, dead, c->o->n_cache_from, keys[k],
                                  &ro, c->ctx) == 1 &&
-                 bld_cache_lookup(&config, d, c->s, keys[k], c->ctx))) {
+                 bld_cache_lookup(&config, d, c->s, keys[k], &ro, c->ctx))) {
                 start = k;
                 break;
             }
@@ -623,7 +633,7 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
         }
     } else if (config) {
         char name[SBX_DIGEST_BUFSZ + 16];
-        if (bld_cache_name(name, sizeof name, keys[n]) == 0)
+        if (keys[n][0] && bld_cache_name(name, sizeof name, keys[n]) == 0)
             touch_if_stale(c->s, name, c->ctx);
     }
     if (!config)
@@ -665,6 +675,8 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
             layers_after > layers_before ? bld_config_layer(config, layers_after - 1) : NULL;
         rc = bld_config_commit(c->s, config, d, err);
         if (rc == 0)
+            rc = bld_config_made_here(c->s, config, d, diff_id, err);
+        if (rc == 0 && keys[i][0])
             rc = bld_cache_store(c->s, keys[i], d, err);
         emit(c, rc < 0 ? SBX_BUILD_EV_FAILED : SBX_BUILD_EV_DONE, i, summary,
              diff_id || st->kind == SBX_STEP_ENV || st->kind == SBX_STEP_WORKDIR ||
@@ -676,11 +688,13 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     if (rc == 0)
         rc = finish_image(c, config, recipe_digest, err);
     if (rc == 0 && c->o && c->o->cache_to) {
+        /* states bound to secret values are this store's alone */
         const char **kv = calloc(n + 1, sizeof *kv);
-        size_t pushed = 0;
+        size_t pushed = 0, nk = 0;
         for (size_t i = 0; kv && i <= n; i++)
-            kv[i] = keys[i];
-        rc = kv ? bld_cache_publish(c->s, c->o->cache_to, kv, n + 1, &ro, c->ctx, &pushed, err)
+            if (!bound[i])
+                kv[nk++] = keys[i];
+        rc = kv ? bld_cache_publish(c->s, c->o->cache_to, kv, nk, &ro, c->ctx, &pushed, err)
                 : sbx_error_set(err, SBX_ENOMEM, "out of memory");
         if (rc == 0)
             sbx__log(c->ctx, SBX_LOG_INFO, "cache: %zu entries published to %s", pushed,

@@ -5,7 +5,9 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "sbx/builder.h"
 #include "sbx/context.h"
+#include "sbx/recipe.h"
 #include "sbx/store.h"
 
 /* "cache:<key>" into buf; -1 when it does not fit. */
@@ -13,13 +15,22 @@ int bld_cache_name(char *buf, size_t len, const char *key);
 /* 1 and the state (config owned by the caller, manifest digest) when key is
  * cached completely in the store; 0 otherwise (never an error: a broken
  * entry is a miss and is rebuilt). */
+struct sbx_registry_options;
+/* A private entry (pulled from a private cache repository) counts only
+ * when the caller passes the access check with ro's credentials. */
 int bld_cache_lookup(json_t **config_out, char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
-                     const char *key, const sbx_ctx *ctx);
+                     const char *key, const struct sbx_registry_options *ro, const sbx_ctx *ctx);
 /* Name the state after a step. */
 int bld_cache_store(sbx_store *s, const char *key, const char *digest, sbx_error *err);
+/* Bind keys[k] (1..n) at and after the first step that uses build secrets
+ * to the values o gives: an HMAC under the store's key of the key and every
+ * value so far; bound[k] says which.  Where a step up to k uses a secret o
+ * lacks, keys[k] is cleared ("" matches no entry). */
+int bld_cache_bind_secrets(char (*keys)[SBX_DIGEST_BUFSZ], bool *bound, size_t n,
+                           const sbx_recipe *r, const sbx_build_options *o, sbx_store *s,
+                           sbx_error *err);
 
 /* ---- through a registry (cache_registry.c) ---- */
-struct sbx_registry_options;
 /* A cache repository is host/path without tag or digest. */
 int bld_cache_check_repo(const char *repo, sbx_error *err);
 /* Look for key's entry in the repositories in order, skipping those

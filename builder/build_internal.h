@@ -65,6 +65,12 @@ const char **bld_config_env(json_t *config);
  * digest goes to digest_out.  Same config, same bytes, same digest. */
 int bld_config_commit(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFSZ],
                    sbx_error *err);
+/* A step ran here and made the state bld_config_commit wrote as manifest
+ * (and layer, NULL for none): record them as made here, so the state is
+ * anyone's who can build it, whatever cache repository it also came from
+ * (sbx_store_origin_local). */
+int bld_config_made_here(sbx_store *s, json_t *config, const char *manifest, const char *layer,
+                         sbx_error *err);
 /* The manifest digest bld_config_commit would give, without writing anything
  * (reads the layers' stored forms). */
 int bld_config_digest(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_BUFSZ],

@@ -238,3 +238,15 @@ int bld_config_commit(sbx_store *s, json_t *config, char digest_out[SBX_DIGEST_B
         return err->code;
     return sbx_image_write(digest_out, s, cfg, strlen(cfg), err);
 }
+
+int bld_config_made_here(sbx_store *s, json_t *config, const char *manifest, const char *layer,
+                         sbx_error *err)
+{
+    _cleanup_free_ char *cfg = NULL;
+    if (dump(&cfg, config, err) < 0)
+        return err->code;
+    char cd[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(cfg, strlen(cfg), cd);
+    const char *d[3] = {manifest, cd, layer};
+    return sbx_store_origin_local(s, d, layer ? 3 : 2, err);
+}

@@ -1,4 +1,5 @@
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <string.h>
 
 #include "sbx_common.h"
@@ -57,6 +58,19 @@ void sbx__sha256_buf(const void *data, size_t len, char out[SBX_DIGEST_BUFSZ])
     sbx__sha256_raw(data, len, md);
     memcpy(out, "sha256:", 7);
     sbx__hex_encode(md, 32, out + 7);
+}
+
+int sbx__hmac_sha256_hex(const unsigned char key[32], const void *data, size_t len,
+                         char out[SBX_SHA256_HEXLEN + 1])
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    out[0] = '\0';
+    if (!HMAC(EVP_sha256(), key, 32, data, len, mac, &n) || n != 32)
+        return -1;
+    sbx__hex_encode(mac, 32, out);
+    OPENSSL_cleanse(mac, sizeof mac);
+    return 0;
 }
 
 void sbx__hex_encode(const unsigned char *in, size_t len, char *out)

@@ -50,6 +50,10 @@ bool sbx__digest_valid(const char *s);
 /* Validate and return the hex part; error names the bad digest. */
 int sbx__digest_parse(const char **hex_out, const char *digest, sbx_error *err);
 void sbx__hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
+/* HMAC-SHA256 of data under a 32-byte key, as 64 hex digits; -1 when
+ * OpenSSL fails (out is then empty). */
+int sbx__hmac_sha256_hex(const unsigned char key[32], const void *data, size_t len,
+                         char out[SBX_SHA256_HEXLEN + 1]);
 
 /* ---- filesystem ---------------------------------------------------------- */
 /* mkdir -p with mode; existing directories are fine. */

@@ -28,8 +28,6 @@
 #include <jansson.h>
 #include <limits.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -363,14 +361,8 @@ void reg_client_identity(const reg_client *c, const unsigned char key[32],
         c->creds.password ? c->creds.password : "",
         c->creds.identity_token ? c->creds.identity_token : "",
         c->creds.registry_token ? c->creds.registry_token : "");
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    if (!s || !HMAC(EVP_sha256(), key, 32, (const unsigned char *)s, strlen(s), mac, &n)) {
+    if (!s || sbx__hmac_sha256_hex(key, s, strlen(s), out) < 0)
         snprintf(out, REG_IDENTITY_BUFSZ, "unknown"); /* matches no cached verdict */
-    } else {
-        for (unsigned i = 0; i < n && 2 * i + 2 < REG_IDENTITY_BUFSZ; i++)
-            snprintf(out + 2 * i, 3, "%02x", mac[i]);
-    }
     if (s)
         OPENSSL_cleanse(s, strlen(s));
 }

@@ -150,7 +150,7 @@ int reg_client_anonymous(reg_client **out, reg_client *c, sbx_error *err);
 bool reg_client_sent_creds(const reg_client *c);
 /* Who c's credentials are, as a keyed hash (HMAC-SHA256 under the store's
  * key, hex) of the host and the secrets; "anonymous" without any. */
-#define REG_IDENTITY_BUFSZ 65
+#define REG_IDENTITY_BUFSZ (SBX_SHA256_HEXLEN + 1)
 void reg_client_identity(const reg_client *c, const unsigned char key[32],
                          char out[REG_IDENTITY_BUFSZ]);
 /* Tokens asked for from now on carry push scope ("pull,push"). */

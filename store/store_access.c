@@ -18,12 +18,15 @@
 
 #define ORIGIN_REPO_MAX 512
 
-int sbx_store_origin_set(sbx_store *s, const char *const *digests, size_t ndigests,
+/* The origin repository of what was made here: not "host/path", so no
+ * registry's. */
+#define ORIGIN_LOCAL "local"
+
+/* ref_digest NULL: each digest is its own. */
+static int origin_insert(sbx_store *s, const char *const *digests, size_t ndigests,
                          const char *repo, const char *ref_digest, bool is_private,
                          sbx_error *err)
 {
-    if (!repo || !*repo || strlen(repo) > ORIGIN_REPO_MAX || !sbx__digest_valid(ref_digest))
-        return sbx_error_set(err, SBX_EINVAL, "record origin: bad repository or digest");
     for (size_t i = 0; i < ndigests; i++)
         if (!sbx__digest_valid(digests[i]))
             return sbx_error_set(err, SBX_EINVAL, "record origin: bad digest '%.80s'",
@@ -42,7 +45,7 @@ int sbx_store_origin_set(sbx_store *s, const char *const *digests, size_t ndiges
         sqlite3_reset(st);
         sqlite3_bind_text(st, 1, digests[i], -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, repo, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, ref_digest, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, ref_digest ? ref_digest : digests[i], -1, SQLITE_STATIC);
         sqlite3_bind_int(st, 4, is_private ? 1 : 0);
         sqlite3_bind_int64(st, 5, now);
         if (sqlite3_step(st) != SQLITE_DONE) {
@@ -52,6 +55,22 @@ int sbx_store_origin_set(sbx_store *s, const char *const *digests, size_t ndiges
         }
     }
     return sbx_store__commit(s, err);
+}
+
+int sbx_store_origin_set(sbx_store *s, const char *const *digests, size_t ndigests,
+                         const char *repo, const char *ref_digest, bool is_private,
+                         sbx_error *err)
+{
+    if (!repo || !strchr(repo, '/') || strlen(repo) > ORIGIN_REPO_MAX ||
+        !sbx__digest_valid(ref_digest))
+        return sbx_error_set(err, SBX_EINVAL, "record origin: bad repository or digest");
+    return origin_insert(s, digests, ndigests, repo, ref_digest, is_private, err);
+}
+
+int sbx_store_origin_local(sbx_store *s, const char *const *digests, size_t ndigests,
+                           sbx_error *err)
+{
+    return origin_insert(s, digests, ndigests, ORIGIN_LOCAL, NULL, false, err);
 }
 
 void sbx_store_set_access(sbx_store *s, sbx_access_fn fn, void *arg)

@@ -99,11 +99,12 @@ typedef struct sbx_build_options {
      * credentials may pull it now. */
     const struct sbx_registry_options *registry;
     /* Build secrets by id, for the steps whose recipe names them
-     * (sbx_step_secret).  A step that runs and names an id not here fails
-     * before it starts; cached steps need none.  Values reach no layer,
-     * config, cache key, log line, event or message (lines of a value of 4
-     * bytes or more are shown as "****").  Each at most
-     * SBX_BUILD_SECRET_MAX bytes. */
+     * (sbx_step_secret).  A step that names an id not here fails before it
+     * starts, cached or not: the states from the first step that uses a
+     * secret on are cached under a keyed hash of the values and given only
+     * to a build with the same values.  Values reach no layer, config, log
+     * line, event or message (lines of a value of 4 bytes or more are shown
+     * as "****").  Each at most SBX_BUILD_SECRET_MAX bytes. */
     const struct sbx_build_secret *secrets;
     size_t n_secrets;
     /* The step cache through registries: repositories (host/path, no tag)

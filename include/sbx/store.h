@@ -220,6 +220,14 @@ SBX_API int sbx_store_origin_set(sbx_store *s, const char *const *digests, size_
                                  const char *repo, const char *ref_digest, bool is_private,
                                  sbx_error *err);
 
+/* Record that digests were made here (what a build step produced: its
+ * layer, the state's config and manifest).  Public from then on, whatever
+ * repository they also came from: whoever can make them may have them.
+ * Never for content that was only copied in (a pulled base, a loaded
+ * image). */
+SBX_API int sbx_store_origin_local(sbx_store *s, const char *const *digests, size_t ndigests,
+                                   sbx_error *err);
+
 /* The check for one private repository: 0 when the handle's caller may
  * pull repo@ref_digest, SBX_EAUTH (or another error) with a message when
  * not. */

@@ -111,4 +111,22 @@ err_has "cache not usable"
 assert_eq "$(grep -c 'cache not usable' "$T/err")" 1 "warnings for a dead cache repository (asked once)"
 fails build --cache-from "$r1_HOST/cache/steps:tag" "$T/ctx/c.yaml"
 err_has "without a tag or digest"
+
+case_ "states after a step that used a secret are not published"
+cat >"$T/ctx/s.yaml" <<YAML
+from_registry: $r1_HOST/bb/cbase:1
+steps:
+  - run_cmd: echo one-$mark > /one
+  - run_cmd: {commands: ["cat /run/secrets/k > /dev/null"], secrets: [k]}
+  - run_cmd: echo three > /three
+YAML
+echo value-$mark >"$T/k"
+STORE=$T/store-c5
+ok build --json --secret id=k,src="$T/k" --cache-to "$r1_HOST/cache/sec" "$T/ctx/s.yaml"
+err_has "cache: 1 entries published"
+assert_eq "$(grep -c 'PUT /v2/cache/sec/manifests/sbx-cache-' "$r1_DIR/registry.log")" 1 "cache entries pushed"
+STORE=$T/store-c6
+ok build --json --secret id=k,src="$T/k" --cache-from "$r1_HOST/cache/sec" "$T/ctx/s.yaml"
+assert_eq "$(res steps_cached)" 1 "steps from the registry's cache"
+assert_eq "$(res steps_run)" 2 "steps run from the one that used the secret"
 echo "PASS"

@@ -98,6 +98,26 @@ fails unpack "${C[@]}" "$built" "$T/rootfs-no"
 rm -rf "$T/rootfs-a"
 ok unpack "${A[@]}" "$built" "$T/rootfs-a"
 
+case_ "a step cache entry from a private cache repository goes only to its tenants"
+# store 1 publishes the cache of a build on a public base to a private repository;
+# store 2 gets it for tenant A; B, with no credentials, runs the step itself
+recipe "$T/r-pub.yaml" "$tr_HOST/public/img:v1"
+cache=$tr_HOST/private/cache
+ok build --json "${A[@]}" --cache-to "$cache" "$T/r-pub.yaml"
+pub_built=$(jq -r .digest "$T/out")
+STORE=$T/store2
+ok build --json "${A[@]}" --cache-from "$cache" "$T/r-pub.yaml"
+assert_eq "$(jq -r .steps_run "$T/out")" 0 "steps run for A from the private cache"
+ok build --json --cache-from "$cache" "$T/r-pub.yaml"
+assert_eq "$(jq -r .steps_run "$T/out")" 1 "steps run for B (no access to the cache repository)"
+assert_eq "$(jq -r .digest "$T/out")" "$pub_built" "B's own build of the same recipe"
+rm -rf "$T/rootfs-b"
+ok unpack "$pub_built" "$T/rootfs-b"   # built here for B: B's to use
+ok build --json "${C[@]}" --cache-from "$cache" "$T/r-pub.yaml"
+assert_eq "$(jq -r .steps_run "$T/out")" 0 "steps run for C after B built it here"
+fsck_clean
+STORE=$T/store
+
 case_ "a public image is never re-checked"
 pub=$tr_HOST/public/img:v1
 ok pull --json "$pub"

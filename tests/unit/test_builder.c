@@ -157,9 +157,9 @@ static void test_cache_lookup(void **state)
     assert_int_equal(bld_config_commit(f->s, cfg, d, &err), 0);
     const char *key = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     json_t *back = NULL;
-    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL), 0);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL, NULL), 0);
     assert_int_equal(bld_cache_store(f->s, key, d, &err), 0);
-    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL), 1);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL, NULL), 1);
     assert_string_equal(got, d);
     assert_string_equal(bld_config_layer(back, 0), l1);
     char named[SBX_DIGEST_BUFSZ];
@@ -205,12 +205,12 @@ static void test_cache_lookup_missing_layer_file(void **state)
     const char *key = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
     assert_int_equal(bld_cache_store(f->s, key, d, &err), 0);
     json_t *back = NULL;
-    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL), 1);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL, NULL), 1);
     json_decref(back);
     back = NULL;
     assert_int_equal(sbx_store_layer_path(f->s, l1, path, sizeof path, &err), 0);
     assert_int_equal(unlink(path), 0);
-    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL), 0);
+    assert_int_equal(bld_cache_lookup(&back, got, f->s, key, NULL, NULL), 0);
     assert_null(back);
     json_decref(cfg);
 }

@@ -111,6 +111,29 @@ static void test_a_public_origin_wins(void **state)
     sbx_store_set_access(t->s, NULL, NULL);
 }
 
+static void test_made_here_is_public(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    char m[SBX_DIGEST_BUFSZ], l[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, "step", 5, m);
+    layer_of(t, m, l);
+    mark(t, m, "reg.example/cache", m, true);
+    mark(t, l, "reg.example/cache", m, true);
+    assert_int_equal(sbx_store_access_check(t->s, m, &err), SBX_EAUTH);
+    /* a build made the same layer but not the same state: still private */
+    const char *d[] = {l};
+    assert_int_equal(sbx_store_origin_local(t->s, d, 1, &err), 0);
+    sbx_error_clear(&err);
+    assert_int_equal(sbx_store_access_check(t->s, m, &err), SBX_EAUTH);
+    /* and the state too: anyone's */
+    d[0] = m;
+    assert_int_equal(sbx_store_origin_local(t->s, d, 1, &err), 0);
+    assert_int_equal(sbx_store_access_check(t->s, m, &err), 0);
+    /* a registry repository is host/path: "local" is no registry's */
+    assert_int_equal(sbx_store_origin_set(t->s, d, 1, "local", m, false, &err), SBX_EINVAL);
+}
+
 static void test_an_image_on_a_private_layer_is_private(void **state)
 {
     ts_ctx *t = *state;
@@ -174,6 +197,7 @@ int main(void)
         TS_TEST(test_unrecorded_content_is_public),
         TS_TEST(test_a_private_layer_needs_the_check),
         TS_TEST(test_a_public_origin_wins),
+        TS_TEST(test_made_here_is_public),
         TS_TEST(test_an_image_on_a_private_layer_is_private),
         TS_TEST(test_origins_of_gone_content_are_pruned),
         TS_TEST(test_the_store_key_is_made_once_and_private),
