@@ -44,7 +44,16 @@ typedef struct build_ctx {
     size_t total;
     size_t cur_index; /* step whose output is streaming */
     bld_record *rec;  /* this build's record and log */
+    int64_t waited_since; /* unix time it began to wait for another build; 0: did not */
 } build_ctx;
+
+/* What besides the step key decides whether a step succeeds here: a
+ * failure is shared only with builds that agree on it. */
+static void step_outcome(const build_ctx *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "rt%d.net%d.pids%u.t%u", (int)c->runtime,
+             c->o ? (int)c->o->network : 0, c->pids_limit, c->timeout);
+}
 
 /* A step's time: its own limit, or what is left of the build's if less
  * (at least a second). */
@@ -655,11 +664,23 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
             emit(c, SBX_BUILD_EV_CACHED, i, summary, NULL, NULL, 0);
             continue;
         }
+        char outcome[64];
+        step_outcome(c, outcome, sizeof outcome);
+        if (c->waited_since &&
+            (rc = bld_record_shared_failure(c->s, keys[i], outcome, c->waited_since, err)) < 0) {
+            /* the build this one waited for failed here: the same failure */
+            fail_info(c, i, summary, NULL, NULL);
+            emit(c, SBX_BUILD_EV_FAILED, i, summary, NULL, NULL, 0);
+            sbx_error_wrap(err, "step %zu/%zu '%s'", i, n, summary);
+            break;
+        }
         emit(c, SBX_BUILD_EV_START, i, summary, NULL, NULL, 0);
         uint64_t t0 = sbx__now_monotonic_ns();
         size_t layers_before = bld_config_nlayers(config);
         rc = apply_step(c, config, i, st, summary, err);
         double secs = (double)(sbx__now_monotonic_ns() - t0) / 1e9;
+        if (rc == SBX_ESTEP)
+            bld_record_step_failed(c->rec, keys[i], outcome, err);
         if (rc < 0) {
             if (!c->res->failed_step)
                 fail_info(c, i, summary, NULL, NULL);
@@ -739,6 +760,7 @@ static int coalesce(int *lock, build_ctx *c, const char *recipe_digest, sbx_erro
         wait = left;
     /* taken within a second: no one else was building it (nothing to say) */
     unsigned first = 1;
+    int64_t t0 = sbx__now_unix();
     int r = sbx_store_lock_named_wait(lock, c->s, name, first, c->ctx, err);
     if (r == 0 || r != SBX_ETIMEOUT || (wait && wait <= first))
         return r == SBX_ETIMEOUT
@@ -746,6 +768,7 @@ static int coalesce(int *lock, build_ctx *c, const char *recipe_digest, sbx_erro
                                    "running after %u s of waiting", recipe_digest, wait)
                    : r;
     sbx__log(c->ctx, SBX_LOG_INFO, "another build of this recipe is running: waiting for it");
+    c->waited_since = t0;
     if (sbx_store_lock_named_wait(lock, c->s, name, wait ? wait - first : 0, c->ctx, err) < 0)
         return err->code == SBX_ETIMEOUT
                    ? sbx_error_set(err, SBX_ETIMEOUT, "another build of recipe %s is still "

@@ -25,6 +25,15 @@ void bld_record_output(bld_record *r, size_t index, const char *line);
 void bld_record_watch_cancel(bld_record *r, sbx_ctx *ctx);
 /* Final state from rc (0, SBX_ECANCELED, other), digest or err; frees r. */
 void bld_record_end(bld_record *r, int rc, const char *digest, const sbx_error *err);
+/* A step failed (SBX_ESTEP) under key and outcome (what else decides the
+ * step's result: runtime, network, limits): remembered, so builds that
+ * waited for this one get the failure instead of running the step again. */
+void bld_record_step_failed(bld_record *r, const char *key, const char *outcome,
+                            const sbx_error *failure);
+/* SBX_ESTEP, naming the build, when a step under key and outcome failed
+ * at or after since (unix seconds); 0 when none did. */
+int bld_record_shared_failure(sbx_store *s, const char *key, const char *outcome, int64_t since,
+                              sbx_error *err);
 
 /* ---- config.c: the image state between steps is an OCI config ----------- */
 

@@ -40,6 +40,7 @@
 #define RECORD_DAYS_DEFAULT 7
 #define PRUNE_NS "build-prune"
 #define PRUNE_EVERY_SECONDS 3600
+#define FAILED_NS "build-step-failed"
 
 struct bld_record {
     sbx_store *s;
@@ -136,6 +137,52 @@ static void prune(sbx_store *s)
         sbx_store_meta_delete(s, RECORD_NS, v[i].id, &err);
     }
     sbx_build_records_free(v, n);
+    /* failures are only for the builds that waited: an hour is plenty */
+    char **keys = NULL, **vals = NULL;
+    if (sbx_store_meta_list(s, FAILED_NS, &keys, &vals, &n, &err) < 0)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        char *val = NULL;
+        int64_t stamp = 0;
+        if (sbx_store_meta_get(s, FAILED_NS, keys[i], &val, &stamp, &err) == 0 &&
+            now - stamp > PRUNE_EVERY_SECONDS)
+            sbx_store_meta_delete(s, FAILED_NS, keys[i], &err);
+        free(val);
+        free(keys[i]);
+        free(vals[i]);
+    }
+    free(keys);
+    free(vals);
+}
+
+void bld_record_step_failed(bld_record *r, const char *key, const char *outcome,
+                            const sbx_error *failure)
+{
+    if (!r || !key[0])
+        return;
+    _cleanup_free_ char *v = sbx__strdup_printf("%s %s %s", outcome, r->id, failure->msg);
+    sbx_error ignore = SBX_ERROR_INIT;
+    if (v)
+        sbx_store_meta_set(r->s, FAILED_NS, key, v, &ignore);
+}
+
+int bld_record_shared_failure(sbx_store *s, const char *key, const char *outcome, int64_t since,
+                              sbx_error *err)
+{
+    _cleanup_free_ char *v = NULL;
+    int64_t stamp = 0;
+    sbx_error e = SBX_ERROR_INIT;
+    if (!key[0] || sbx_store_meta_get(s, FAILED_NS, key, &v, &stamp, &e) < 0 || stamp < since)
+        return 0;
+    size_t ol = strlen(outcome);
+    if (strncmp(v, outcome, ol) != 0 || v[ol] != ' ')
+        return 0;
+    const char *id = v + ol + 1, *sp = strchr(id, ' ');
+    if (!sp)
+        return 0;
+    return sbx_error_set(err, SBX_ESTEP, "failed in build %.*s of this recipe, which this build "
+                         "waited for (sbx-image build-log %.*s): %s",
+                         (int)(sp - id), id, (int)(sp - id), id, sp + 1);
 }
 
 int bld_record_begin(bld_record **out, sbx_store *s, const char *recipe_digest, sbx_error *err)

@@ -7,7 +7,13 @@
  * Checks, exit 0 when all hold: the host's own SIGINT handler ran (the
  * library neither blocks nor consumes signals) and the build kept running
  * through it; sbx_ctx_cancel from the other thread stopped the running step
- * within seconds with SBX_ECANCELED; the result names no image. */
+ * within seconds with SBX_ECANCELED; the result names no image.
+ *
+ *   host_build STORE BASE_ROOTFS coalesce
+ *
+ * Eight threads, each with its own store handle, build one new 2-step
+ * recipe at once: the steps run once in all (the sum of steps_run is 2) and
+ * every thread gets the same image digest. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -74,10 +80,68 @@ static int check(int ok, const char *what)
     return ok ? 0 : 1;
 }
 
+#define NTHREADS 8
+
+typedef struct {
+    const char *store;
+    const sbx_recipe *recipe;
+    int rc;
+    sbx_build_result res;
+    char msg[1024];
+} job;
+
+static void *build_one(void *arg)
+{
+    job *j = arg;
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_store *s = NULL;
+    sbx_build_options bo = SBX_BUILD_OPTIONS_INIT;
+    j->rc = sbx_store_open(&s, j->store, &err);
+    if (j->rc == 0)
+        j->rc = sbx_build(&j->res, s, j->recipe, &bo, NULL, &err);
+    if (j->rc < 0)
+        sbx_error_format(&err, j->msg, sizeof j->msg);
+    sbx_store_free(s);
+    return NULL;
+}
+
+static int coalesce(const char *store, const sbx_recipe *recipe)
+{
+    pthread_t th[NTHREADS];
+    job jobs[NTHREADS];
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < NTHREADS; i++) {
+        jobs[i].store = store;
+        jobs[i].recipe = recipe;
+        pthread_create(&th[i], NULL, build_one, &jobs[i]);
+    }
+    size_t ran = 0;
+    int failed = 0, same = 1;
+    for (int i = 0; i < NTHREADS; i++) {
+        pthread_join(th[i], NULL);
+        if (jobs[i].rc < 0) {
+            printf("thread %d: %s\n", i, jobs[i].msg);
+            failed++;
+            continue;
+        }
+        ran += jobs[i].res.steps_run;
+        same &= !strcmp(jobs[i].res.digest, jobs[0].res.digest);
+        printf("thread %d: %s, %zu steps run\n", i, jobs[i].res.digest, jobs[i].res.steps_run);
+    }
+    int bad = 0;
+    bad |= check(!failed, "every thread's build succeeded");
+    bad |= check(same, "every thread got the same image");
+    bad |= check(ran == 2, "the 2 steps ran once in all");
+    for (int i = 0; i < NTHREADS; i++)
+        sbx_build_result_free(&jobs[i].res);
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: host_build STORE BASE_ROOTFS\n");
+    int mode_coalesce = argc == 4 && !strcmp(argv[3], "coalesce");
+    if (argc != 3 && !mode_coalesce) {
+        fprintf(stderr, "usage: host_build STORE BASE_ROOTFS [coalesce]\n");
         return 2;
     }
     struct sigaction sa = {.sa_handler = on_sigint}; /* no SA_RESTART: EINTR everywhere */
@@ -88,16 +152,31 @@ int main(int argc, char **argv)
     sbx_store *store = NULL;
     sbx_recipe *recipe = NULL;
     char base[SBX_DIGEST_BUFSZ];
-    static const char yaml[] = "image: host-base\n"
-                               "steps:\n"
-                               "  - run_cmd: echo step-started; sleep 300\n";
+    static const char cancel_yaml[] = "image: host-base\n"
+                                      "steps:\n"
+                                      "  - run_cmd: echo step-started; sleep 300\n";
+    char coalesce_yaml[256];
+    snprintf(coalesce_yaml, sizeof coalesce_yaml,
+             "image: host-base\n"
+             "steps:\n"
+             "  - run_cmd: sleep 1; echo %ld > /one\n"
+             "  - run_cmd: sleep 1; echo two > /two\n",
+             (long)time(NULL) ^ (long)getpid());
+    const char *yaml = mode_coalesce ? coalesce_yaml : cancel_yaml;
     if (sbx_ctx_new(&g_ctx, &err) < 0 || sbx_store_open(&store, argv[1], &err) < 0 ||
         sbx_build_image_from_dir(base, store, argv[2], "host-base", "busybox", NULL, &err) < 0 ||
-        sbx_recipe_parse_buffer(&recipe, yaml, sizeof yaml - 1, "host.yaml", NULL, NULL,
+        sbx_recipe_parse_buffer(&recipe, yaml, strlen(yaml), "host.yaml", NULL, NULL,
                                 &err) < 0) {
         char buf[2048];
         fprintf(stderr, "host_build: setup: %s\n", sbx_error_format(&err, buf, sizeof buf));
         return 1;
+    }
+    if (mode_coalesce) {
+        sbx_store_free(store); /* each thread has its own handle */
+        int bad = coalesce(argv[1], recipe);
+        sbx_recipe_unref(recipe);
+        sbx_ctx_free(g_ctx);
+        return bad;
     }
     pthread_t th;
     pthread_create(&th, NULL, canceller, NULL);

@@ -73,6 +73,36 @@ assert ran == 2, "steps run by the waiters: %d (want 2: the killed step 2, then 
 PY
 b_pass "builder SIGKILLed in step 2: one waiter reran step 2 and 3 once, all four got the uninterrupted digest"
 
+# ---- a build that fails: its waiters get its failure, without running the step ----
+mkdir -p "$T/f"
+cat >"$T/f/recipe.yaml" <<YAML
+image: busybox:co
+steps:
+  - run_cmd: echo fine-$RANDOM > /fine
+  - run_cmd: sleep 2 && echo "broken step" && exit 7
+YAML
+sbx build --json "$T/f/recipe.yaml" >"$T/f/out.0" 2>"$T/f/err.0" &
+builder=$!
+for _ in $(seq 1 200); do grep -q '"start".*"step":2\|\[2/2\]' "$T/f/err.0" 2>/dev/null && break; sleep 0.05; done
+pids=()
+for i in 1 2 3; do
+    sbx build --json "$T/f/recipe.yaml" >"$T/f/out.$i" 2>"$T/f/err.$i" &
+    pids+=($!)
+done
+wait "$builder" && b_die "the failing build succeeded"
+for i in "${!pids[@]}"; do
+    rc=0; wait "${pids[$i]}" || rc=$?
+    ((rc == 1)) || { cat "$T/f/err.$((i + 1))"; b_die "waiter $((i + 1)) exited $rc, not 1 (the build's failure)"; }
+    grep -q "exit code 7" "$T/f/err.$((i + 1))" || { cat "$T/f/err.$((i + 1))"; b_die "waiter $((i + 1)) does not say the step's failure"; }
+    grep -q "failed in build [a-z0-9]\{12\}" "$T/f/err.$((i + 1))" || { cat "$T/f/err.$((i + 1))"; b_die "waiter $((i + 1)) does not name the build it waited for"; }
+done
+starts=$(cat $(ls -t "$STORE"/builds/*.log | head -n 4) | grep -c '\[2/2\].*: start' || true)
+[[ $starts == 1 ]] || b_die "the failing step started $starts times in 4 builds (want 1)"
+# a build that did not wait for it tries again
+sbx build "$T/f/recipe.yaml" >/dev/null 2>"$T/f/err.5" && b_die "the broken step passed"
+grep -q '^  2| broken step' "$(ls -t "$STORE"/builds/*.log | head -n 1)" || { cat "$T/f/err.5"; b_die "a later build did not run the step again"; }
+b_pass "a failing build: 3 waiters got its failure, the step ran once; a later build runs it again"
+
 # ---- a waiter interrupted, a waiter that gives up ----
 recipe "$T/w" w
 sbx build --json "$T/w/recipe.yaml" >"$T/w/out.0" 2>"$T/w/err.0" &

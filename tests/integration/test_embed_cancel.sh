@@ -4,7 +4,8 @@
 # of its threads sends the process SIGINT, then cancels the build through its
 # context.  The host's own SIGINT handler runs and the build goes on; the
 # cancel kills the step's container at once; nothing of the build is left
-# (no mount, bundle, scratch dir, container, or image).
+# (no mount, bundle, scratch dir, container, or image).  Then eight threads
+# of the host build one new recipe at once: its steps run once in all.
 set -euo pipefail
 source "$SBX_SOURCE_DIR/tests/integration/lib/build_lib.sh"
 b_init
@@ -32,3 +33,9 @@ pgrep -f 'slee[p] 300' >/dev/null && b_die "the step's process is still running"
 sbx images --all >"$T/images"
 grep -q '^recipe:' "$T/images" && b_die "a cancelled build named an image: $(cat "$T/images")"
 b_pass "a threaded host's SIGINT handler runs during a build, and a cancel from another thread stops it cleanly"
+
+rc=0
+timeout 300 "$T/host_build" "$STORE" "$T/bb-rootfs" coalesce >"$T/out" 2>&1 || rc=$?
+cat "$T/out"
+((rc == 0)) || b_die "host_build coalesce exited $rc"
+b_pass "eight threads of one host build one new recipe: its steps run once, one image"
