@@ -1,7 +1,5 @@
 /* sbx-image gc: delete what no name or live lease reaches; optionally evict
  * least recently used names until the store fits a byte budget. */
-#include <ctype.h>
-#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +18,9 @@ static const char USAGE[] =
     "\n"
     "options:\n"
     "  --max-bytes N  also remove least recently used names until what stays takes\n"
-    "                 at most N bytes (suffixes K, M, G, T: powers of 1024).  Images\n"
-    "                 a lease holds are never evicted, so the store may stay above N.\n"
+    "                 at most N bytes (K, M, G, T: powers of 1024; KB, MB, GB, TB:\n"
+    "                 of 1000).  Images a lease holds are never evicted, so the\n"
+    "                 store may stay above N.\n"
     "  --unpacked     also remove the unpacked layer directories (kept for builds and\n"
     "                 unpack) that no running build or unpack holds; the layers stay,\n"
     "                 and the next build or unpack that needs one unpacks it again\n"
@@ -38,34 +37,6 @@ static const char USAGE[] =
     "unpacked_bytes_freed counts the disk blocks of removed unpacked directories,\n"
     "leaving out files still linked elsewhere (trees of unpack --link).\n";
 
-/* "10", "512K", "1.5G", "2GiB" -> bytes; -1 when malformed. */
-static int parse_bytes(const char *s, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    if (!isdigit((unsigned char)*s))
-        return -1;
-    double v = strtod(s, &end);
-    if (errno || end == s || v < 0)
-        return -1;
-    double mult = 1;
-    switch (toupper((unsigned char)*end)) {
-    case 'K': mult = 1024.0; end++; break;
-    case 'M': mult = 1024.0 * 1024; end++; break;
-    case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
-    case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
-    default: break;
-    }
-    if (mult > 1 && (*end == 'i' || *end == 'I'))
-        end++;
-    if (*end == 'B' || *end == 'b')
-        end++;
-    if (*end || v * mult >= 1.8e19)
-        return -1;
-    *out = (uint64_t)(v * mult);
-    return 0;
-}
-
 int cmd_gc(sbx_cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {{"max-bytes", required_argument, NULL, 'm'},
@@ -80,9 +51,11 @@ int cmd_gc(sbx_cli *cli, int argc, char **argv)
             fputs(USAGE, stdout);
             return CLI_EXIT_OK;
         } else if (c == 'm') {
-            if (parse_bytes(optarg, &o.max_bytes) < 0 || o.max_bytes == 0)
-                return cli_usage_error("gc", "--max-bytes: '%s' is not a positive byte count "
-                                             "(like 500M or 20G)", optarg);
+            sbx_error e = SBX_ERROR_INIT;
+            if (sbx_bytes_parse(optarg, &o.max_bytes, &e) < 0)
+                return cli_usage_error("gc", "--max-bytes: %s", e.msg);
+            if (o.max_bytes == 0)
+                return cli_usage_error("gc", "--max-bytes must be more than 0");
         } else if (c == 'n') {
             o.dry_run = 1;
         } else if (c == 'u') {

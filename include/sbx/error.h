@@ -12,6 +12,7 @@
 #include "sbx/api.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,6 +70,12 @@ SBX_API void sbx_error_clear(sbx_error *err);
 SBX_API const char *sbx_error_format(const sbx_error *err, char *buf, size_t len);
 /* Stable short name of a code ("not found", "digest mismatch", ...). */
 SBX_API const char *sbx_error_code_name(int code);
+
+/* ---- sizes, as options and settings take them ---- */
+/* "512", "64K", "1.5G", "2GiB" (powers of 1024, as docker's --memory),
+ * "100MB", "2GB" (powers of 1000); a trailing B alone is bytes.  0, or -1
+ * when s is not a size (with a message naming it in err). */
+SBX_API int sbx_bytes_parse(const char *s, uint64_t *out, sbx_error *err);
 
 #ifdef __cplusplus
 }

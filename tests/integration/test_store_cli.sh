@@ -69,7 +69,7 @@ sbx --store "$S" gc --json | jq -e '.blobs_removed == 2 and .layers_removed == 1
   .bytes_freed > 0' >/dev/null || fail "gc"
 sbx --store "$S" gc | grep -q "^removed 0 blobs, 0 layers" || fail "second gc"
 rc=0; sbx --store "$S" gc --max-bytes 12X 2>"$WORK/err" || rc=$?
-((rc == 2)) && grep -q "'12X' is not a positive byte count" "$WORK/err" || fail "bad --max-bytes: $rc $(cat "$WORK/err")"
+((rc == 2)) && grep -q "'12X' is not a size" "$WORK/err" || fail "bad --max-bytes: $rc $(cat "$WORK/err")"
 rc=0; sbx --store "$S" gc --bogus 2>"$WORK/err" || rc=$?
 ((rc == 2)) && grep -q "unknown option '--bogus'" "$WORK/err" || fail "unknown option: $rc"
 sbx --store "$S" gc --max-bytes 1K --json | jq -e '.names_evicted == 2' >/dev/null ||

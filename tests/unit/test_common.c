@@ -128,6 +128,41 @@ static void test_url_redact_hides_credentials_as_pip_does(void **state)
     assert_string_equal(sbx__url_redact(b, 8, "https://u:p@h/", false), "https:/");
 }
 
+static void test_bytes_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        uint64_t v;
+    } good[] = {{"0", 0},
+                {"512", 512},
+                {"512B", 512},
+                {"64K", 64u << 10},
+                {"64k", 64u << 10},
+                {"1.5G", 3ull << 29},
+                {"2GiB", 2ull << 30},
+                {"2gib", 2ull << 30},
+                {"100MB", 100000000},
+                {"2GB", 2000000000},
+                {"1T", 1ull << 40},
+                {"1TB", 1000000000000ull}};
+    sbx_error err = SBX_ERROR_INIT;
+    for (size_t i = 0; i < SBX_ARRAY_LEN(good); i++) {
+        uint64_t v = 1;
+        assert_int_equal(sbx_bytes_parse(good[i].s, &v, &err), 0);
+        assert_true(v == good[i].v);
+    }
+    static const char *const bad[] = {"", "M", "-1", "1X", "1GiBB", "1 G", "1e30", "1MiX",
+                                      "2BB", "0x10"};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(bad); i++) {
+        uint64_t v = 7;
+        sbx_error_clear(&err);
+        assert_int_equal(sbx_bytes_parse(bad[i], &v, &err), SBX_EINVAL);
+        assert_true(v == 7);
+        assert_non_null(strstr(err.msg, "is not a size"));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -138,6 +173,7 @@ int main(void)
         cmocka_unit_test(test_rm_rf_handles_nested_dirs),
         cmocka_unit_test(test_rm_rf_stops_at_a_bind_mount),
         cmocka_unit_test(test_url_redact_hides_credentials_as_pip_does),
+        cmocka_unit_test(test_bytes_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
