@@ -55,6 +55,16 @@ void sbx__hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 *
 int sbx__hmac_sha256_hex(const unsigned char key[32], const void *data, size_t len,
                          char out[SBX_SHA256_HEXLEN + 1]);
 
+/* ---- disk usage (du.c) ------------------------------------------------------ */
+typedef struct sbx__du sbx__du;
+sbx__du *sbx__du_new(void);
+void sbx__du_free(sbx__du *du);
+/* Add the tree at dirfd/name (not crossing its mount point); -1 on ENOMEM. */
+int sbx__du_add_at(sbx__du *du, int dirfd, const char *name);
+/* Bytes of everything added; bytes removing it all would free. */
+uint64_t sbx__du_total(const sbx__du *du);
+uint64_t sbx__du_freed(const sbx__du *du);
+
 /* ---- filesystem ---------------------------------------------------------- */
 /* mkdir -p with mode; existing directories are fine. */
 int sbx__mkdir_p(const char *path, mode_t mode, sbx_error *err);

@@ -250,15 +250,15 @@ static void take_unpacked(sbx_store *s, const char *hex, int dry_run, strvec *tr
 static void empty_trash(sbx_store *s, const strvec *trash, sbx_scratch *bin, int dry_run,
                         sbx_gc_report *rep)
 {
-    sbx_store__du *du = trash->n ? sbx_store__du_new() : NULL;
+    sbx__du *du = trash->n ? sbx__du_new() : NULL;
     for (size_t i = 0; du && i < trash->n; i++)
-        if (sbx_store__du_add(du, s, trash->v[i]) < 0) {
-            sbx_store__du_free(du);
+        if (sbx__du_add_at(du, s->root_fd, trash->v[i]) < 0) {
+            sbx__du_free(du);
             du = NULL; /* out of memory: the bytes stay unknown (0) */
         }
     rep->unpacked_removed = trash->n;
-    rep->unpacked_bytes_freed = du ? sbx_store__du_freed(du) : 0;
-    sbx_store__du_free(du);
+    rep->unpacked_bytes_freed = du ? sbx__du_freed(du) : 0;
+    sbx__du_free(du);
     for (size_t i = 0; !dry_run && i < trash->n; i++) {
         char *p = sbx__strdup_printf("%s/%s", s->root, trash->v[i]);
         sbx_error err = SBX_ERROR_INIT;

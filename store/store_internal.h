@@ -95,16 +95,6 @@ int sbx_store__reserve_release(sbx_store *s);
 /* Map an errno from a write to an error naming the store. */
 int sbx_store__io_err(sbx_store *s, sbx_error *err, int e, const char *what);
 
-/* Sizes of unpacked layer trees (store_unpacked.c): add trees (paths
- * relative to the root), then read each inode's bytes once (total) or only
- * those of inodes whose every link was among the trees (what removing them
- * frees).  du_add fails only when out of memory. */
-typedef struct sbx_store__du sbx_store__du;
-sbx_store__du *sbx_store__du_new(void);
-void sbx_store__du_free(sbx_store__du *du);
-int sbx_store__du_add(sbx_store__du *du, sbx_store *s, const char *rel);
-uint64_t sbx_store__du_total(const sbx_store__du *du);
-uint64_t sbx_store__du_freed(const sbx_store__du *du);
 /* Bytes on disk of everything under <root>/unpacked (for df). */
 int sbx_store__unpacked_bytes(sbx_store *s, uint64_t *out, sbx_error *err);
 

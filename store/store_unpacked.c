@@ -2,136 +2,16 @@
  * (df) and how much removing some of it frees (gc).
  *
  * The store never reads inside these trees; consumers (the builder, unpack)
- * fill them.  Bytes are st_blocks * 512, what du counts, and each inode counts
- * once: tar hardlinks share inodes inside a tree, and `sbx-image unpack
- * --link` trees outside the store share them with the cache.  A file also
- * linked from outside the removed trees frees nothing when they go, so gc
- * counts an inode only when it has seen every one of its links.  The walk
- * does not cross mount points and skips what it cannot read: a size, not a
- * verdict. */
+ * fill them.  Sizes are common/du.c's: st_blocks * 512, each inode once
+ * (tar hardlinks share inodes inside a tree, and `sbx-image unpack --link`
+ * trees outside the store share them with the cache), and gc counts an
+ * inode as freed only when it has seen every one of its links. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 
 #include "store_internal.h"
-
-typedef struct {
-    dev_t dev;
-    ino_t ino;
-    nlink_t nlink;
-    nlink_t seen;
-    uint64_t bytes;
-} du_inode;
-
-struct sbx_store__du {
-    du_inode *v; /* open addressing; ino 0 marks an empty slot */
-    size_t n, cap;
-    uint64_t dir_bytes; /* directories cannot be hardlinked: counted as met */
-};
-
-sbx_store__du *sbx_store__du_new(void) { return calloc(1, sizeof(sbx_store__du)); }
-
-void sbx_store__du_free(sbx_store__du *du)
-{
-    if (du)
-        free(du->v);
-    free(du);
-}
-
-static size_t slot_of(const du_inode *v, size_t cap, dev_t dev, ino_t ino)
-{
-    uint64_t h = ((uint64_t)ino * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)dev * 0xc2b2ae3d27d4eb4full);
-    size_t i = (size_t)(h >> 17) & (cap - 1);
-    while (v[i].ino && (v[i].ino != ino || v[i].dev != dev))
-        i = (i + 1) & (cap - 1);
-    return i;
-}
-
-static int grow(sbx_store__du *du)
-{
-    size_t cap = du->cap ? du->cap * 2 : 1024;
-    du_inode *v = calloc(cap, sizeof *v);
-    if (!v)
-        return -1;
-    for (size_t i = 0; i < du->cap; i++)
-        if (du->v[i].ino)
-            v[slot_of(v, cap, du->v[i].dev, du->v[i].ino)] = du->v[i];
-    free(du->v);
-    du->v = v;
-    du->cap = cap;
-    return 0;
-}
-
-static int note_inode(sbx_store__du *du, const struct stat *st)
-{
-    if (S_ISDIR(st->st_mode)) {
-        du->dir_bytes += (uint64_t)st->st_blocks * 512;
-        return 0;
-    }
-    if ((du->n + 1) * 2 > du->cap && grow(du) < 0)
-        return -1;
-    ino_t ino = st->st_ino ? st->st_ino : (ino_t)-1; /* 0 is the empty-slot mark */
-    du_inode *e = &du->v[slot_of(du->v, du->cap, st->st_dev, ino)];
-    if (!e->ino) {
-        *e = (du_inode){st->st_dev, ino, st->st_nlink, 0, (uint64_t)st->st_blocks * 512};
-        du->n++;
-    }
-    e->seen++;
-    return 0;
-}
-
-static int walk(sbx_store__du *du, int parent, const char *name, dev_t dev)
-{
-    struct stat st;
-    if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return 0; /* gone meanwhile, or unreadable */
-    if (S_ISDIR(st.st_mode) && st.st_dev != dev)
-        return 0; /* a mount point: not the store's disk */
-    if (note_inode(du, &st) < 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode))
-        return 0;
-    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0)
-            close(fd);
-        return 0;
-    }
-    int rc = 0;
-    struct dirent *de;
-    while (rc == 0 && (de = readdir(d)))
-        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-            rc = walk(du, dirfd(d), de->d_name, dev);
-    closedir(d);
-    return rc;
-}
-
-int sbx_store__du_add(sbx_store__du *du, sbx_store *s, const char *rel)
-{
-    struct stat root;
-    if (fstat(s->root_fd, &root) < 0)
-        return 0;
-    return walk(du, s->root_fd, rel, root.st_dev);
-}
-
-uint64_t sbx_store__du_total(const sbx_store__du *du)
-{
-    uint64_t n = du->dir_bytes;
-    for (size_t i = 0; i < du->cap; i++)
-        n += du->v[i].bytes;
-    return n;
-}
-
-uint64_t sbx_store__du_freed(const sbx_store__du *du)
-{
-    uint64_t n = du->dir_bytes;
-    for (size_t i = 0; i < du->cap; i++)
-        if (du->v[i].ino && du->v[i].seen >= du->v[i].nlink)
-            n += du->v[i].bytes;
-    return n;
-}
 
 int sbx_store__unpacked_bytes(sbx_store *s, uint64_t *out, sbx_error *err)
 {
@@ -143,7 +23,7 @@ int sbx_store__unpacked_bytes(sbx_store *s, uint64_t *out, sbx_error *err)
             close(dfd);
         return errno == ENOENT ? 0 : sbx_store__io_err(s, err, errno, "list unpacked layers");
     }
-    sbx_store__du *du = sbx_store__du_new();
+    sbx__du *du = sbx__du_new();
     int rc = du ? 0 : -1;
     struct dirent *de;
     while (rc == 0 && (de = readdir(d))) {
@@ -151,11 +31,11 @@ int sbx_store__unpacked_bytes(sbx_store *s, uint64_t *out, sbx_error *err)
             continue;
         char rel[320];
         snprintf(rel, sizeof rel, "unpacked/%s", de->d_name);
-        rc = sbx_store__du_add(du, s, rel);
+        rc = sbx__du_add_at(du, s->root_fd, rel);
     }
     closedir(d);
     if (rc == 0)
-        *out = sbx_store__du_total(du);
-    sbx_store__du_free(du);
+        *out = sbx__du_total(du);
+    sbx__du_free(du);
     return rc == 0 ? 0 : sbx_error_set(err, SBX_ENOMEM, "size unpacked layers: out of memory");
 }
