@@ -41,6 +41,8 @@ typedef struct build_ctx {
     unsigned timeout;
     uint64_t deadline_ns; /* the whole build's (monotonic); 0: none */
     unsigned pids_limit; /* 0: none */
+    uint64_t memory_bytes, disk_bytes; /* 0: none */
+    unsigned cpu_millis;                /* 0: no quota */
     size_t total;
     size_t cur_index; /* step whose output is streaming */
     bld_record *rec;  /* this build's record and log */
@@ -51,8 +53,10 @@ typedef struct build_ctx {
  * failure is shared only with builds that agree on it. */
 static void step_outcome(const build_ctx *c, char *buf, size_t len)
 {
-    snprintf(buf, len, "rt%d.net%d.pids%u.t%u", (int)c->runtime,
-             c->o ? (int)c->o->network : 0, c->pids_limit, c->timeout);
+    snprintf(buf, len, "rt%d.net%d.pids%u.t%u.m%llu.c%u.d%llu", (int)c->runtime,
+             c->o ? (int)c->o->network : 0, c->pids_limit, c->timeout,
+             (unsigned long long)c->memory_bytes, c->cpu_millis,
+             (unsigned long long)c->disk_bytes);
 }
 
 /* A step's time: its own limit, or what is left of the build's if less
@@ -303,6 +307,9 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
                                                      : BLD_NETWORK_ISOLATED;
         so.timeout_sec = step_timeout(c);
         so.pids_limit = c->pids_limit;
+        so.memory_bytes = c->memory_bytes;
+        so.cpu_millis = c->cpu_millis;
+        so.disk_bytes = c->disk_bytes;
         so.runtime = c->runtime;
         so.on_output = on_output;
         so.output_ud = c;
@@ -324,7 +331,17 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
                                          c->timeout);
             else if (sr.cancelled)
                 rc = sbx_error_set(err, SBX_ECANCELED, "cancelled");
-            else if (sr.hit_pids_limit)
+            else if (sr.hit_disk_limit || sr.hit_memory_limit) {
+                char lim[48];
+                bld_limit_format(sr.hit_disk_limit ? c->disk_bytes : c->memory_bytes, lim,
+                                 sizeof lim);
+                rc = sr.hit_disk_limit
+                         ? sbx_error_set(err, SBX_ELIMIT, "the step wrote more than its disk "
+                                         "limit (%s; raise it with --disk-limit)", lim)
+                         : sbx_error_set(err, SBX_ESTEP, "command killed (SIGKILL), most likely "
+                                         "by its memory limit (%s; raise it with --memory)",
+                                         lim);
+            } else if (sr.hit_pids_limit)
                 rc = sbx_error_set(err, SBX_ESTEP, "command failed with exit code %d after a "
                                    "fork failed: the step hit its process limit (%u; raise it "
                                    "with --pids-limit)", sr.exit_code, c->pids_limit);
@@ -750,6 +767,50 @@ static int pids_limit(unsigned *out, const sbx_build_options *opts, sbx_error *e
     return 0;
 }
 
+/* A size limit: the option, else the environment variable, else def;
+ * 0 out means none. */
+static int size_limit(uint64_t *out, uint64_t opt, const char *var, uint64_t def,
+                      sbx_error *err)
+{
+    const char *env = getenv(var);
+    uint64_t v = opt;
+    if (!v && env && *env) {
+        if (!strcmp(env, "max"))
+            v = SBX_LIMIT_NONE;
+        else if (sbx_bytes_parse(env, &v, err) < 0 || v == 0)
+            return sbx_error_set(err, SBX_EINVAL, "%s must be 'max' or a size such as 4G, not "
+                                 "'%s'", var, env);
+    }
+    *out = !v ? def : v == SBX_LIMIT_NONE ? 0 : v;
+    return 0;
+}
+
+/* Memory, CPU and disk for each step (see sbx_build_options). */
+static int step_limits(build_ctx *c, const sbx_build_options *opts, sbx_error *err)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    uint64_t half = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz / 2 : 0;
+    uint64_t mem_def = half && half < SBX_BUILD_MEMORY_MAX_DEFAULT ? half
+                                                                   : SBX_BUILD_MEMORY_MAX_DEFAULT;
+    if (size_limit(&c->memory_bytes, opts ? opts->memory_bytes : 0, "SBX_BUILD_MEMORY", mem_def,
+                   err) < 0 ||
+        size_limit(&c->disk_bytes, opts ? opts->disk_bytes : 0, "SBX_BUILD_DISK_LIMIT",
+                   SBX_BUILD_DISK_DEFAULT, err) < 0)
+        return err->code;
+    unsigned cpu = opts ? opts->cpu_millis : 0;
+    const char *env = getenv("SBX_BUILD_CPUS");
+    if (!cpu && env && *env && strcmp(env, "max") != 0) {
+        char *end;
+        double v = strtod(env, &end);
+        if (*end || !(v >= 0.01 && v <= 4096))
+            return sbx_error_set(err, SBX_EINVAL, "SBX_BUILD_CPUS must be 'max' or a number of "
+                                 "cores such as 1.5, not '%s'", env);
+        cpu = (unsigned)(v * 1000 + 0.5);
+    }
+    c->cpu_millis = cpu == (unsigned)SBX_LIMIT_NONE ? 0 : cpu;
+    return 0;
+}
+
 static int coalesce(int *lock, build_ctx *c, const char *recipe_digest, sbx_error *err)
 {
     char name[32];
@@ -796,7 +857,7 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
         const char *t = getenv("SBX_BUILD_TIMEOUT");
         c.timeout = t && atoi(t) > 0 ? (unsigned)atoi(t) : 3600;
     }
-    if (pids_limit(&c.pids_limit, opts, err) < 0)
+    if (pids_limit(&c.pids_limit, opts, err) < 0 || step_limits(&c, opts, err) < 0)
         return err->code;
     for (size_t i = 0; opts && i < opts->n_tags; i++) {
         sbx_ref ref; /* a tag is an image name as docker writes one, without a digest */

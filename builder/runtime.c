@@ -317,7 +317,7 @@ static int write_probe_bundle(const char *bundle, bool no_mknod, bool gvisor, sb
     const char *argv[] = {"/sbx-exec-check", NULL};
     const char *env[] = {"PATH=/", NULL};
     spec_input in = {"rootfs", argv, env, "/", &root, "sbx-probe", BLD_NETWORK_NONE, no_mknod,
-                     gvisor, 0, NULL, NULL, NULL};
+                     gvisor, 0, 0, 0, NULL, NULL, NULL};
     json_t *spec = NULL;
     r = bld_spec_build(&spec, &in, err);
     if (r < 0)

@@ -32,6 +32,7 @@
 #define LINE_MAX_BYTES 4096
 #define KILL_GRACE_NS (10ull * 1000000000ull)
 #define DRAIN_GRACE_NS (2ull * 1000000000ull)
+#define DU_EVERY_NS (1000000000ull)
 
 typedef struct run_state {
     const bld_sandbox_options *o;
@@ -495,7 +496,8 @@ static int write_config(run_state *st, const bld_user_ids *user, sbx_error *err)
     spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
                      o->cwd ? o->cwd : "/", user, o->hostname, o->network,
                      st->rt.cgroups_disabled, st->rt.kind == BLD_RUNTIME_RUNSC,
-                     o->pids_limit, st->secrets_dir, st->net.path, st->net.resolv};
+                     o->pids_limit, o->memory_bytes, o->cpu_millis, st->secrets_dir,
+                     st->net.path, st->net.resolv};
     json_t *spec = NULL;
     int r = bld_spec_build(&spec, &in, err);
     free_strv(env);
@@ -543,8 +545,22 @@ static bool reap(wait_state *w)
     return w->exited;
 }
 
+/* true when the upper dir holds more than the disk limit (its size in
+ * res either way). */
+static bool upper_over(run_state *st, bld_sandbox_result *res)
+{
+    sbx__du *du = sbx__du_new();
+    if (!du)
+        return false;
+    sbx__du_add_at(du, AT_FDCWD, st->target);
+    res->upper_bytes = sbx__du_total(du);
+    sbx__du_free(du);
+    return res->upper_bytes > st->o->disk_bytes;
+}
+
 /* Pump output until the runtime exits (and its output is drained), killing
- * the container on timeout or when the context is cancelled. */
+ * the container on timeout, when the context is cancelled, or when the
+ * upper dir grows past the disk limit. */
 static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int outfd)
 {
     int cancelfd = sbx__ctx_cancel_fd(st->ctx);
@@ -552,12 +568,25 @@ static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int
     uint64_t start = sbx__now_monotonic_ns();
     uint64_t deadline = o->timeout_sec ? start + (uint64_t)o->timeout_sec * 1000000000ull : 0;
     uint64_t drain_deadline = 0;
+    /* the upper dir's size every second, or less often when walking it
+     * takes long: at most a twentieth of the step's time goes to it */
+    bool watch_disk = o->disk_bytes && st->mounted;
+    uint64_t next_du = watch_disk ? start + DU_EVERY_NS : 0;
     int pidfd = pidfd_open(w->pid, 0);
     while (!(w->exited && outfd < 0)) {
         uint64_t now = sbx__now_monotonic_ns();
         if (deadline && now >= deadline && !w->killing) {
             res->timed_out = true;
             start_kill(st, w);
+        }
+        if (next_du && now >= next_du && !w->killing) {
+            bool over = upper_over(st, res);
+            uint64_t took = sbx__now_monotonic_ns() - now;
+            next_du = now + (20 * took > DU_EVERY_NS ? 20 * took : DU_EVERY_NS);
+            if (over) {
+                res->hit_disk_limit = true;
+                start_kill(st, w);
+            }
         }
         if (w->killing && !w->exited && now >= w->kill_deadline) {
             kill(-w->pid, SIGKILL); /* the runtime itself hangs */
@@ -568,6 +597,8 @@ static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int
         uint64_t next = UINT64_MAX;
         if (deadline && !w->killing)
             next = deadline;
+        if (next_du && !w->killing && next_du < next)
+            next = next_du;
         if (w->killing && !w->exited)
             next = w->kill_deadline;
         if (w->exited)
@@ -610,6 +641,10 @@ static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int
     }
     if (st->linelen)
         emit_line(st);
+    /* what it wrote last, after the last look */
+    if (watch_disk && !res->hit_disk_limit && !res->timed_out && !res->cancelled &&
+        upper_over(st, res))
+        res->hit_disk_limit = true;
     res->duration_ms = (sbx__now_monotonic_ns() - start) / 1000000;
 }
 
@@ -641,8 +676,22 @@ static int start_and_supervise(run_state *st, bld_sandbox_result *res, bool *sta
     return 0;
 }
 
+int bld_limit_format(uint64_t n, char *buf, size_t len)
+{
+    static const char *const units[] = {"KiB", "MiB", "GiB", "TiB"};
+    int u = -1;
+    uint64_t v = n;
+    while (u < 3 && v && v % 1024 == 0) {
+        v /= 1024;
+        u++;
+    }
+    return u < 0 ? snprintf(buf, len, "%llu bytes", (unsigned long long)n)
+                 : snprintf(buf, len, "%llu %s", (unsigned long long)v, units[u]);
+}
+
 static int verdict(const bld_sandbox_options *o, const bld_sandbox_result *res, sbx_error *err)
 {
+    char lim[48];
     _cleanup_free_ char *cmd = join_cmd(o->argv);
     const char *c = cmd ? cmd : o->argv[0];
     if (res->cancelled)
@@ -650,6 +699,16 @@ static int verdict(const bld_sandbox_options *o, const bld_sandbox_result *res, 
     if (res->timed_out)
         return sbx_error_set(err, SBX_ETIMEOUT, "running '%s': timed out after %us", c,
                              o->timeout_sec);
+    if (res->hit_disk_limit) {
+        bld_limit_format(o->disk_bytes, lim, sizeof lim);
+        return sbx_error_set(err, SBX_ELIMIT, "running '%s': the step wrote more than its disk "
+                             "limit (%s; raise it with --disk-limit)", c, lim);
+    }
+    if (res->hit_memory_limit) {
+        bld_limit_format(o->memory_bytes, lim, sizeof lim);
+        return sbx_error_set(err, SBX_ESTEP, "running '%s': killed (SIGKILL), most likely by its "
+                             "memory limit (%s; raise it with --memory)", c, lim);
+    }
     if (res->term_signal)
         return sbx_error_set(err, SBX_ESTEP, "running '%s': runtime killed by %s", c,
                              strsignal(res->term_signal));
@@ -739,6 +798,13 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
             (unsigned long long)((t2 - t1) / 1000000));
 
     res->tail = ring_join(&st);
+    /* A SIGKILL nobody here sent, under a memory cgroup: the OOM killer's
+     * (the cgroup's counters go with the container).  137 is a shell's
+     * word for a child killed so. */
+    res->hit_memory_limit = o->memory_bytes && !res->timed_out && !res->cancelled &&
+                            !res->hit_disk_limit &&
+                            ((res->exited && res->exit_code == 128 + SIGKILL) ||
+                             res->term_signal == SIGKILL);
     /* The step's own words are the only sign a fork hit the pids cgroup
      * (its counters go with the container): shells and libc say these. */
     res->hit_pids_limit = res->exited && res->exit_code != 0 && o->pids_limit && res->tail &&

@@ -88,6 +88,16 @@ typedef struct bld_sandbox_options {
     /* Processes (and threads) the step may have at once, through the
      * runtime's pids cgroup (crun, runc; runsc ignores cgroups); 0: none. */
     unsigned pids_limit;
+    /* Memory (bytes) and CPU (thousandths of a core) the step may use,
+     * through the runtime's memory and cpu cgroups (crun, runc); 0: none.
+     * The step always gets half the CPU weight of a plain process
+     * (shares 512), so the host's own services win under contention. */
+    uint64_t memory_bytes;
+    unsigned cpu_millis;
+    /* Bytes the step may write to its upper dir (du's count, checked every
+     * second or so while it runs and once when it ends; past it the
+     * container is killed: SBX_ELIMIT).  0: none; only with an overlay. */
+    uint64_t disk_bytes;
     /* Build secrets: files /run/secrets/<id> (mode 0400, the step's user's)
      * on a tmpfs of the host bind-mounted read-only, gone with the step;
      * never in the upper dir.  Their values (each line of 4 bytes or more)
@@ -98,7 +108,7 @@ typedef struct bld_sandbox_options {
 
 #define BLD_SANDBOX_OPTIONS_INIT                                                            \
     {NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, BLD_NETWORK_HOST, 0,      \
-     BLD_RUNTIME_AUTO, NULL, NULL, 0, 0, NULL, 0}
+     BLD_RUNTIME_AUTO, NULL, NULL, 0, 0, 0, 0, 0, NULL, 0}
 
 typedef struct bld_sandbox_result {
     bool exited;          /* the process exited; exit_code valid */
@@ -106,13 +116,17 @@ typedef struct bld_sandbox_result {
     int term_signal;      /* killed by this signal (0 if none) */
     bool timed_out;       /* killed by us after timeout_sec */
     bool hit_pids_limit;  /* failed after a fork failed under pids_limit */
+    bool hit_memory_limit; /* SIGKILLed (137) under memory_bytes: most likely the OOM killer */
+    bool hit_disk_limit;  /* killed by us: the upper dir passed disk_bytes */
+    uint64_t upper_bytes; /* the upper dir's size at the last check (with disk_bytes) */
     bool cancelled;       /* the context was cancelled: the container was killed */
     char *tail;           /* last keep_lines lines, '\n'-joined; owned, see _clear */
     bld_runtime_kind runtime; /* the runtime that ran it */
     uint64_t duration_ms;
 } bld_sandbox_result;
 
-#define BLD_SANDBOX_RESULT_INIT {false, 0, 0, false, false, false, NULL, BLD_RUNTIME_AUTO, 0}
+#define BLD_SANDBOX_RESULT_INIT \
+    {false, 0, 0, false, false, false, false, 0, false, NULL, BLD_RUNTIME_AUTO, 0}
 
 /* Run one command and tear everything down.  Returns 0 when the process
  * exited with status 0; SBX_ESTEP when it exited non-zero or was killed by a
@@ -124,6 +138,8 @@ typedef struct bld_sandbox_result {
  * *result is filled whenever the process ran; free with _clear. */
 int bld_sandbox_run(bld_sandbox_result *result, const bld_sandbox_options *opts,
                     const sbx_ctx *ctx, sbx_error *err);
+/* A limit as a person gives it: "64 MiB", "2 GiB", else "N bytes". */
+int bld_limit_format(uint64_t n, char *buf, size_t len);
 void bld_sandbox_result_clear(bld_sandbox_result *result);
 
 /* Remove what killed runs left: for every bundle whose maker is gone, kill

@@ -61,6 +61,8 @@ typedef struct spec_input {
     bool gvisor;                      /* runsc: its kernel has no clone3, its filter
                                          answers EPERM whatever errnoRet says */
     unsigned pids_limit;              /* 0: none */
+    uint64_t memory_bytes;            /* 0: none */
+    unsigned cpu_millis;              /* 0: no quota (the weight is always half) */
     const char *secrets_dir;          /* bound read-only at /run/secrets, or NULL */
     const char *netns_path;           /* isolated: the namespace to join */
     const char *resolv_path;          /* isolated: the resolv.conf to bind */

@@ -174,6 +174,17 @@ static json_t *build_linux(const spec_input *in)
     if (resources && in->pids_limit)
         json_object_set_new(resources, "pids",
                             json_pack("{s:I}", "limit", (json_int_t)in->pids_limit));
+    if (resources && in->memory_bytes)
+        json_object_set_new(resources, "memory",
+                            json_pack("{s:I}", "limit", (json_int_t)in->memory_bytes));
+    /* half a plain process's weight: the host's own services first */
+    json_t *cpu = json_pack("{s:I}", "shares", (json_int_t)512);
+    if (cpu && in->cpu_millis) {
+        json_object_set_new(cpu, "period", json_integer(100000));
+        json_object_set_new(cpu, "quota", json_integer((json_int_t)in->cpu_millis * 100));
+    }
+    if (resources && cpu)
+        json_object_set_new(resources, "cpu", cpu);
     json_t *lx = json_pack("{s:o, s:o, s:o, s:o}", "namespaces", ns, "resources",
                            resources, "maskedPaths",
                            str_array(masked_paths, SBX_ARRAY_LEN(masked_paths)),

@@ -67,6 +67,14 @@ static void usage(FILE *f)
           "                      cached) at most this long (default: no limit)\n"
           "  --pids-limit N|max  processes and threads a step may have at once (crun,\n"
           "                      runc; default: $SBX_BUILD_PIDS_LIMIT, else 4096)\n"
+          "  --memory SIZE|max   a step's memory; past it the kernel kills it (crun, runc;\n"
+          "                      default: $SBX_BUILD_MEMORY, else half the host's, at\n"
+          "                      most 8G; K, M, G: powers of 1024)\n"
+          "  --cpus N|max        cores a step may use, as a quota: 1.5 (crun, runc;\n"
+          "                      default: $SBX_BUILD_CPUS, else no quota; a step always\n"
+          "                      has half a plain process's CPU weight)\n"
+          "  --disk-limit SIZE|max  bytes a step may write to its layer; past them it is\n"
+          "                      stopped (default: $SBX_BUILD_DISK_LIMIT, else 20G)\n"
           "  --base-suite S      Debian suite of base: sbx (default: $SBX_BASE_SUITE, else\n"
           "                      bookworm)\n"
           "  --base-variant V    debootstrap variant of base: sbx (default:\n"
@@ -343,7 +351,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
            O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH, O_SECRET, O_CACHE_FROM,
-           O_CACHE_TO };
+           O_CACHE_TO, O_MEMORY, O_CPUS, O_DISK };
     static const char *cache_from[16];
     size_t ncache_from = 0;
     static sbx_build_secret secrets[64];
@@ -364,6 +372,9 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"cache-from", required_argument, NULL, O_CACHE_FROM},
         {"cache-to", required_argument, NULL, O_CACHE_TO},
         {"pids-limit", required_argument, NULL, O_PIDS},
+        {"memory", required_argument, NULL, O_MEMORY},
+        {"cpus", required_argument, NULL, O_CPUS},
+        {"disk-limit", required_argument, NULL, O_DISK},
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
         {"base-mirror", required_argument, NULL, O_MIRROR},
@@ -482,6 +493,30 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
                                                 "not '%s'", optarg);
             else
                 bo.pids_limit = (unsigned)v;
+            break;
+        }
+        case O_MEMORY:
+        case O_DISK: {
+            uint64_t *dst = c == O_MEMORY ? &bo.memory_bytes : &bo.disk_bytes;
+            sbx_error e = SBX_ERROR_INIT;
+            if (!strcmp(optarg, "max"))
+                *dst = SBX_LIMIT_NONE;
+            else if (sbx_bytes_parse(optarg, dst, &e) < 0 || *dst == 0)
+                return cli_usage_error("build", "%s needs 'max' or a size such as 4G: %s",
+                                       c == O_MEMORY ? "--memory" : "--disk-limit",
+                                       e.code ? e.msg : "0 is no size");
+            break;
+        }
+        case O_CPUS: {
+            char *end;
+            double v = strtod(optarg, &end);
+            if (!strcmp(optarg, "max"))
+                bo.cpu_millis = (unsigned)SBX_LIMIT_NONE;
+            else if (*end || end == optarg || !(v >= 0.01 && v <= 4096))
+                return cli_usage_error("build", "--cpus needs 'max' or a number of cores such "
+                                                "as 1.5, not '%s'", optarg);
+            else
+                bo.cpu_millis = (unsigned)(v * 1000 + 0.5);
             break;
         }
         case O_SUITE: bo.base_suite = optarg; break;

@@ -117,6 +117,16 @@ typedef struct sbx_build_options {
     const char *const *cache_from;
     size_t n_cache_from;
     const char *cache_to;
+    /* A step's memory (bytes; past it the kernel kills it), CPU (thousandths
+     * of a core, as a quota per 100 ms) and the bytes it may write to its
+     * layer (past them it is stopped with SBX_ELIMIT).  Memory and CPU go
+     * through the runtime's cgroups (crun, runc; runsc runs its own
+     * kernel and ignores them).  0: $SBX_BUILD_MEMORY, $SBX_BUILD_CPUS,
+     * $SBX_BUILD_DISK_LIMIT (sizes as sbx_bytes_parse reads them, or
+     * "max"), else the defaults below; SBX_LIMIT_NONE: none. */
+    uint64_t memory_bytes;
+    unsigned cpu_millis;
+    uint64_t disk_bytes;
 } sbx_build_options;
 
 typedef struct sbx_build_secret {
@@ -128,10 +138,15 @@ typedef struct sbx_build_secret {
 
 #define SBX_BUILD_PIDS_DEFAULT 4096u
 #define SBX_PIDS_UNLIMITED (~0u)
+#define SBX_LIMIT_NONE (~0ull)
+/* Memory: half the host's, at most 8 GiB.  CPU: no quota (a step always
+ * has half a plain process's CPU weight).  Disk: 20 GiB. */
+#define SBX_BUILD_MEMORY_MAX_DEFAULT (8ull << 30)
+#define SBX_BUILD_DISK_DEFAULT (20ull << 30)
 
 #define SBX_BUILD_OPTIONS_INIT \
     {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, 0, \
-     NULL, 0, NULL}
+     NULL, 0, NULL, 0, 0, 0}
 
 #define SBX_BUILD_TAIL_LINES 20
 

@@ -73,6 +73,35 @@ grep -q 'process limit (32; raise it with --pids-limit)' "$T/err" || { cat "$T/e
 ! grep -qx '      all started' "$T/err" || b_die "the step started all its processes"
 b_pass "a fork bomb stops at --pids-limit, the error names the limit"
 
+cat >"$ctx/hog.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: x=$(head -c 300000000 /dev/zero | tr '\0' a); echo survived
+YAML
+expect_fail "memory hog" "$ctx/hog.yaml" --memory 64M
+grep -q 'memory limit (64 MiB; raise it with --memory)' "$T/err" || { cat "$T/err"; b_die "the error does not name the memory limit"; }
+! grep -q '  survived' "$T/err" || b_die "the hog survived its memory limit"
+b_pass "a step past --memory is killed, the error names the limit"
+
+cat >"$ctx/writer.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: head -c 50000000 /dev/zero > /big; echo wrote; sleep 30
+YAML
+start=$(date +%s)
+SBX_BUILD_DISK_LIMIT=8M expect_fail "disk writer" "$ctx/writer.yaml"
+(( $(date +%s) - start < 20 )) || b_die "the disk limit did not stop the step while it ran"
+grep -q 'disk limit (8 MiB; raise it with --disk-limit)' "$T/err" || { cat "$T/err"; b_die "the error does not name the disk limit"; }
+b_pass "a step writing past SBX_BUILD_DISK_LIMIT is stopped while it runs, the error names the limit"
+
+for bad in "--memory 0" "--memory 12X" "--disk-limit -1" "--cpus 0" "--cpus lots"; do
+    rc=0; sbx build $bad "$ctx/writer.yaml" >/dev/null 2>"$T/err" || rc=$?
+    ((rc == 2)) || { cat "$T/err"; b_die "'$bad': exit $rc, want 2 (usage)"; }
+done
+rc=0; SBX_BUILD_MEMORY=lots sbx build "$ctx/writer.yaml" >/dev/null 2>"$T/err" || rc=$?
+((rc != 0)) && grep -q 'SBX_BUILD_MEMORY' "$T/err" || { cat "$T/err"; b_die "a bad SBX_BUILD_MEMORY was not named"; }
+b_pass "bad limits are usage errors that name the option or variable"
+
 for bad in 'Bad Tag!' 'x:' 'a/UPPER' 'a@sha256:0000000000000000000000000000000000000000000000000000000000000000'; do
     expect_fail "tag '$bad'" "$ctx/slow.yaml" --tag "$bad"
     grep -qF "tag '$bad'" "$T/err" || { cat "$T/err"; b_die "the error does not name the tag '$bad'"; }

@@ -650,6 +650,139 @@ static void test_pids_limit_stops_a_fork_bomb(void **state)
     bld_sandbox_result_clear(&res);
 }
 
+/* A step that grows past its memory limit is killed by the kernel (the
+ * memory cgroup of crun and runc); the error names the limit.  Within it,
+ * the same shell works. */
+static void test_memory_limit_stops_a_hog(void **state)
+{
+    (void)state;
+    const char *hog = "x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived ${#x}";
+    bld_runtime_kind rts[] = {BLD_RUNTIME_CRUN, BLD_RUNTIME_RUNC};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(rts); i++) {
+        run_ctx c;
+        ctx_init(&c, rts[i], hog);
+        c.o.memory_bytes = 64u << 20;
+        bld_sandbox_result res;
+        sbx_error err = SBX_ERROR_INIT;
+        assert_int_equal(bld_sandbox_run(&res, &c.o, NULL, &err), SBX_ESTEP);
+        assert_null(strstr(c.out, "survived"));
+        assert_true(res.hit_memory_limit);
+        assert_non_null(strstr(err.msg, "memory limit (64 MiB; raise it with --memory)"));
+        bld_sandbox_result_clear(&res);
+        assert_nothing_left(c.store);
+    }
+    run_ctx c;
+    ctx_init(&c, BLD_RUNTIME_CRUN, "x=$(head -c 8000000 /dev/zero | tr '\\0' a); echo kept ${#x}");
+    c.o.memory_bytes = 64u << 20;
+    bld_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
+    assert_non_null(strstr(c.out, "kept 8000000"));
+    bld_sandbox_result_clear(&res);
+}
+
+/* The CPU settings reach the step's cpu cgroup: read from the host while
+ * the step, which printed its cgroup, waits. */
+typedef struct cg_probe {
+    run_ctx c;
+    char quota[32], shares[32];
+} cg_probe;
+
+static void read_first_line(const char *path, char *out, size_t len)
+{
+    FILE *f = fopen(path, "r");
+    out[0] = '\0';
+    if (f && fgets(out, (int)len, f))
+        out[strcspn(out, "\n")] = '\0';
+    if (f)
+        fclose(f);
+}
+
+static void on_cgroup_line(void *ud, const char *line, size_t len)
+{
+    cg_probe *p = ud;
+    on_line(&p->c, line, len);
+    /* "4:cpu,cpuacct:/path" or "4:cpu:/path" */
+    const char *colon = memchr(line, ':', len);
+    const char *ctl = colon ? colon + 1 : NULL;
+    const char *path = ctl ? memchr(ctl, ':', len - (size_t)(ctl - line)) : NULL;
+    if (!path || !(strncmp(ctl, "cpu,", 4) == 0 || strncmp(ctl, "cpu:", 4) == 0))
+        return;
+    char dir[600], f[700];
+    snprintf(dir, sizeof dir, "/sys/fs/cgroup/%.*s%.*s", (int)(path - ctl), ctl,
+             (int)(len - (size_t)(path + 1 - line)), path + 1);
+    snprintf(f, sizeof f, "%s/cpu.cfs_quota_us", dir);
+    read_first_line(f, p->quota, sizeof p->quota);
+    snprintf(f, sizeof f, "%s/cpu.shares", dir);
+    read_first_line(f, p->shares, sizeof p->shares);
+}
+
+static void test_cpu_limit_reaches_the_cgroup(void **state)
+{
+    (void)state;
+    if (access("/sys/fs/cgroup/cpu/cpu.shares", F_OK) != 0)
+        skip(); /* no v1 cpu controller (a cgroup v2 host: the runtime converts) */
+    bld_runtime_kind rts[] = {BLD_RUNTIME_CRUN, BLD_RUNTIME_RUNC};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(rts); i++) {
+        cg_probe p;
+        memset(&p, 0, sizeof p);
+        ctx_init(&p.c, rts[i], "grep -E ':cpu[,:]' /proc/self/cgroup; sleep 1");
+        p.c.o.on_output = on_cgroup_line;
+        p.c.o.output_ud = &p;
+        p.c.o.cpu_millis = 500;
+        bld_sandbox_result res;
+        sbx_error err = SBX_ERROR_INIT;
+        must(bld_sandbox_run(&res, &p.c.o, NULL, &err), &err);
+        bld_sandbox_result_clear(&res);
+        assert_string_equal(p.quota, "50000"); /* half of the 100000 us period */
+        assert_string_equal(p.shares, "512");
+    }
+}
+
+/* A step that writes more than its disk limit to its layer is stopped
+ * while it runs, and one that ends first is caught at its end. */
+/* A fresh upper and work dir for c, named by n. */
+static void fresh_upper(run_ctx *c, int n)
+{
+    snprintf(c->upper, sizeof c->upper, "%s/upper%d", g_work, n);
+    snprintf(c->work, sizeof c->work, "%s/work%d", g_work, n);
+    assert_int_equal(mkdir(c->upper, 0755), 0);
+    assert_int_equal(mkdir(c->work, 0755), 0);
+}
+
+static void test_disk_limit_stops_a_writer(void **state)
+{
+    (void)state;
+    const char *scripts[] = {"head -c 50000000 /dev/zero > /big; sleep 30; echo done",
+                             "head -c 50000000 /dev/zero > /big"};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(scripts); i++) {
+        run_ctx c;
+        ctx_init(&c, BLD_RUNTIME_CRUN, scripts[i]);
+        fresh_upper(&c, (int)i);
+        c.o.disk_bytes = 8u << 20;
+        bld_sandbox_result res;
+        sbx_error err = SBX_ERROR_INIT;
+        uint64_t t0 = sbx__now_monotonic_ns();
+        assert_int_equal(bld_sandbox_run(&res, &c.o, NULL, &err), SBX_ELIMIT);
+        assert_true(sbx__now_monotonic_ns() - t0 < 15ull * 1000000000ull);
+        assert_true(res.hit_disk_limit);
+        assert_true(res.upper_bytes > (8u << 20));
+        assert_null(strstr(c.out, "done"));
+        assert_non_null(strstr(err.msg, "disk limit (8 MiB; raise it with --disk-limit)"));
+        bld_sandbox_result_clear(&res);
+        assert_nothing_left(c.store);
+    }
+    run_ctx c;
+    ctx_init(&c, BLD_RUNTIME_CRUN, "head -c 1000000 /dev/zero > /small");
+    fresh_upper(&c, 9);
+    c.o.disk_bytes = 8u << 20;
+    bld_sandbox_result res;
+    sbx_error err = SBX_ERROR_INIT;
+    must(bld_sandbox_run(&res, &c.o, NULL, &err), &err);
+    assert_false(res.hit_disk_limit);
+    bld_sandbox_result_clear(&res);
+}
+
 /* Device nodes are guarded: runc keeps the rootfs nodev (a node shipped in an
  * image, say for the host's disk, does not open); crun on this hybrid host
  * runs in its own v1 devices cgroup rather than with cgroups disabled. */
@@ -838,6 +971,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_device_guards, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_seccomp_refuses_unshare, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_pids_limit_stops_a_fork_bomb, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_memory_limit_stops_a_hog, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_cpu_limit_reaches_the_cgroup, setup, teardown_test),
+        cmocka_unit_test_setup_teardown(test_disk_limit_stops_a_writer, setup, teardown_test),
         cmocka_unit_test_setup_teardown(test_seccomp_refuses_namespace_clones, setup,
                                         teardown_test),
         cmocka_unit_test_setup_teardown(test_killed_run_cleaned_next_time, setup, teardown_test),
