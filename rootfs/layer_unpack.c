@@ -789,8 +789,14 @@ int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
     if (sbx_rootfs_layer_is_current(path_out))
         return 0;
+    return rfs_layer_extract(s, diff_id, path_out, ctx, err);
+}
+
+int rfs_layer_extract(sbx_store *s, const char *diff_id, const char *dest, sbx_ctx *ctx,
+                      sbx_error *err)
+{
     sbx_layer_reader *rd = NULL;
-    r = sbx_store_layer_open(&rd, s, diff_id, err);
+    int r = sbx_store_layer_open(&rd, s, diff_id, err);
     if (r < 0)
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
     feed_state f = {rd, diff_id, 0, 0, 0, ctx};
@@ -798,7 +804,7 @@ int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *s, const
     sbx_error ignore = SBX_ERROR_INIT;
     if (sbx_store_layer_info(s, diff_id, &info, &ignore) == 0)
         f.total = info.size;
-    r = unpack_into(s, path_out, -1, feed_layer, &f, ctx, err);
+    r = unpack_into(s, dest, -1, feed_layer, &f, ctx, err);
     sbx_layer_reader_free(rd);
     if (r < 0)
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);

@@ -40,6 +40,10 @@
 int rfs_dir_is_empty(const char *dir, bool *empty, sbx_error *err);
 /* Mark dir (a tree built for the cache) as complete in this boot. */
 int rfs_mark_current(const char *dir, sbx_error *err);
+/* Unpack the stored layer diff_id into dest (which must not exist yet),
+ * the stream checked against the diff_id as it is fed. */
+int rfs_layer_extract(sbx_store *s, const char *diff_id, const char *dest, sbx_ctx *ctx,
+                      sbx_error *err);
 
 /* The lowers of a mount of img, top-most first (flatten.c): the layers'
  * cached dirs (dirs, bottom first), with the bottom ones flattened into one

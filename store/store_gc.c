@@ -470,6 +470,57 @@ static int gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
     return 0;
 }
 
+/* Whether a live lease or mount reaches the layer diff_id. */
+static int unpacked_in_use(sbx_store *s, const char *diff_id, bool *used, sbx_error *err)
+{
+    *used = false;
+    int rc = sbx_store__exec(s, "CREATE TEMP TABLE IF NOT EXISTS gc_leased(d TEXT PRIMARY KEY);",
+                             err);
+    if (rc == 0)
+        rc = sbx_store__begin(s, err);
+    if (rc == 0)
+        rc = drop_dead_leases(s, err);
+    if (rc == 0)
+        rc = sbx_store__exec(s, LEASED_SQL, err);
+    if (rc == 0) {
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        rc = sbx_store__prepare(s, &st, "SELECT 1 FROM gc_leased WHERE d = ?", err);
+        if (rc == 0) {
+            sqlite3_bind_text(st, 1, diff_id, -1, SQLITE_STATIC);
+            *used = sqlite3_step(st) == SQLITE_ROW;
+        }
+    }
+    if (rc == 0)
+        rc = sbx_store__commit(s, err);
+    sbx_store__rollback(s);
+    return rc;
+}
+
+int sbx_store_unpacked_discard(sbx_store *s, const char *diff_id, sbx_error *err)
+{
+    if (!sbx__digest_valid(diff_id))
+        return sbx_error_set(err, SBX_EINVAL, "discard unpacked '%s': not a diff_id", diff_id);
+    if (sbx_store__lock(s, 1, err) < 0)
+        return sbx_error_wrap(err, "discard unpacked '%s'", diff_id);
+    bool used = false;
+    int rc = unpacked_in_use(s, diff_id, &used, err);
+    strvec trash = {0};
+    sbx_scratch *bin = NULL;
+    if (rc == 0 && used)
+        rc = sbx_error_set(err, SBX_EBUSY, "the unpacked dir of '%s' is in use (a mount or a "
+                           "running unpack or build holds it)", diff_id);
+    else if (rc == 0)
+        take_unpacked(s, diff_id + 7, 0, &trash, &bin);
+    sbx_store__unlock(s);
+    sbx_gc_report rep = {0};
+    if (rc == 0)
+        empty_trash(s, &trash, bin, 0, &rep);
+    else
+        sbx_scratch_free(bin, &(sbx_error)SBX_ERROR_INIT);
+    strvec_free(&trash);
+    return rc;
+}
+
 /* ---- df ---------------------------------------------------------------------- */
 
 static const char *const IMAGE_BYTES_SQL =

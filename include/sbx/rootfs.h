@@ -110,6 +110,19 @@ SBX_API int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *
                                     const char *diff_id,
                                     sbx_ctx *ctx, sbx_error *err);
 
+/* fsck of the unpacked layer cache: every complete unpacked layer dir is
+ * compared with a fresh extraction of its stored layer (checked against
+ * its diff_id): names, types, modes, owners, sizes, mtimes, device numbers,
+ * symlink targets, xattrs, bytes.  One that differs (a `--link` tree
+ * written to shares its inodes) is taken out of the cache, to be unpacked
+ * again when next used, unless a mount or a running unpack holds it
+ * (counted in busy, kept).  SBX_ECORRUPT when any differed. */
+typedef struct sbx_unpacked_check {
+    uint64_t checked, corrupt, discarded, busy;
+} sbx_unpacked_check;
+SBX_API int sbx_rootfs_check_unpacked(sbx_unpacked_check *out, sbx_store *s, sbx_ctx *ctx,
+                                      sbx_error *err);
+
 /* Unpack an uncompressed tar read from fd into dest, created atomically
  * (temp dir beside it + rename), with the same conversions and refusals.
  * dest already there and current is success; an untrusted one is replaced. */

@@ -133,6 +133,11 @@ SBX_API int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, s
  * layer, and with sbx_gc_options.unpacked while no live lease reaches the
  * layer, so a consumer holds a lease on the layer (or an image reaching it)
  * for as long as it uses the directory. */
+/* Take the unpacked dir of diff_id out of the cache, to be made again
+ * when next used: what fsck does with one that no longer matches its
+ * layer.  SBX_EBUSY while a live lease or mount reaches the layer (an
+ * overlay may use it as a lower); 0 when there is none. */
+SBX_API int sbx_store_unpacked_discard(sbx_store *s, const char *diff_id, sbx_error *err);
 SBX_API int sbx_store_layer_unpacked_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
                                           sbx_error *err);
 
