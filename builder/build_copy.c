@@ -13,12 +13,10 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <fcntl.h>
-#include <linux/openat2.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/syscall.h>
 #include <sys/xattr.h>
 
 #include "build_copy.h"
@@ -211,10 +209,7 @@ static int open_source(const copy_ctx *c, const char *path, sbx_error *err)
     size_t n = strlen(c->ctx_real);
     if (strncmp(path, c->ctx_real, n) != 0 || path[n] != '/')
         return sbx_error_set(err, SBX_EINVAL, "copy: '%s' is outside the build context", path);
-    struct open_how how = {.flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW,
-                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
-                                      RESOLVE_NO_MAGICLINKS};
-    int fd = (int)syscall(SYS_openat2, c->ctx_fd, path + n + 1, &how, sizeof how);
+    int fd = sbx__open_beneath(c->ctx_fd, path + n + 1, O_RDONLY);
     if (fd < 0) {
         int e = errno;
         if (e == ELOOP || e == EXDEV)

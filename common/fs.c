@@ -1,14 +1,25 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <stdarg.h>
 #include <string.h>
 #include <stdio.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sbx_common.h"
+
+int sbx__open_beneath(int dirfd, const char *rel, int flags)
+{
+    struct open_how how = {.flags = (uint64_t)(flags | O_NOFOLLOW | O_CLOEXEC),
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                      RESOLVE_NO_MAGICLINKS};
+    return (int)syscall(SYS_openat2, dirfd, *rel ? rel : ".", &how, sizeof how);
+}
 
 int sbx__mkdir_p(const char *path, mode_t mode, sbx_error *err)
 {

@@ -66,6 +66,12 @@ uint64_t sbx__du_total(const sbx__du *du);
 uint64_t sbx__du_freed(const sbx__du *du);
 
 /* ---- filesystem ---------------------------------------------------------- */
+/* Open rel beneath dirfd through no symlink (openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS; O_NOFOLLOW added): what the
+ * path names now and inside dirfd, or -1 with errno (ELOOP or EXDEV: a
+ * symlink or ".." on the way, e.g. a directory swapped for a symlink). */
+int sbx__open_beneath(int dirfd, const char *rel, int flags);
+
 /* mkdir -p with mode; existing directories are fine. */
 int sbx__mkdir_p(const char *path, mode_t mode, sbx_error *err);
 /* Full write/read loops handling EINTR and short counts. */

@@ -38,6 +38,8 @@ typedef struct job {
     const char *progress_id;
     uint64_t done_bytes, total_bytes, last_report_ns;
     const sbx_ctx *sctx; /* the call's context: progress, log, cancel */
+    int ctx_fd;          /* the build context: files are opened beneath it */
+    size_t ctx_len;      /* strip from a node's path to get it relative to ctx_fd */
 } job;
 
 #define PROGRESS_MIN_BYTES (64u << 20) /* smaller sources finish before anyone looks */
@@ -75,14 +77,21 @@ static void collect_files(rcp_copy_node *n, rcp_copy_node ***v, size_t *len, siz
         collect_files(n->children[i], v, len, cap, oom);
 }
 
-static int hash_file(rcp_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool *stable,
-                     size_t *bytes, sbx_error *err)
+static int hash_file(const job *j, rcp_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf,
+                     bool *stable, size_t *bytes, sbx_error *err)
 {
-    /* O_NONBLOCK: never wait on a fifo swapped in after the walk. */
-    _cleanup_close_ int fd = open(n->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    /* Beneath the context, through no symlink: what the walk saw, or an
+     * error.  O_NONBLOCK: never wait on a fifo swapped in after the walk. */
+    _cleanup_close_ int fd = strlen(n->path) >= j->ctx_len
+                                 ? sbx__open_beneath(j->ctx_fd, n->path + j->ctx_len,
+                                                     O_RDONLY | O_NONBLOCK)
+                                 : -1;
     if (fd < 0)
-        return sbx_error_sys(err, errno == ENOENT ? SBX_ENOTFOUND : SBX_EIO, errno,
-                             "open '%s' to hash it", n->path);
+        return errno == ELOOP || errno == EXDEV
+                   ? sbx_error_set(err, SBX_EINVAL, "hash '%s': a directory on its way was "
+                                   "replaced by a symlink while the context was read", n->path)
+                   : sbx_error_sys(err, errno == ENOENT ? SBX_ENOTFOUND : SBX_EIO, errno,
+                                   "open '%s' to hash it", n->path);
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     uint64_t total = 0;
     /* Read up to the size seen by the walk; a file that grows or shrinks
@@ -105,7 +114,8 @@ static int hash_file(rcp_copy_node *n, EVP_MD_CTX *ctx, unsigned char *buf, bool
     struct stat after;
     if (fstat(fd, &after) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", n->path);
-    if (!S_ISREG(after.st_mode) || (uint64_t)after.st_ino != n->ino)
+    if (!S_ISREG(after.st_mode) || (uint64_t)after.st_ino != n->ino ||
+        (uint64_t)after.st_dev != n->dev)
         return sbx_error_set(err, SBX_EIO, "hash '%s': it was replaced while the context was read",
                              n->path);
     if (total != n->size || (uint64_t)after.st_size != n->size)
@@ -151,7 +161,7 @@ static void work(job *j, bool reporter)
         sbx_error e = SBX_ERROR_INIT;
         bool stable = false;
         size_t got = 0;
-        if (sbx__check_cancel(j->sctx, &e) < 0 || hash_file(n, ctx, buf, &stable, &got, &e) < 0) {
+        if (sbx__check_cancel(j->sctx, &e) < 0 || hash_file(j, n, ctx, buf, &stable, &got, &e) < 0) {
             pthread_mutex_lock(&j->lock);
             if (!j->failed)
                 j->err = e;
@@ -249,6 +259,14 @@ static int hash_files(rcp_copy_node *root, const char *context_dir, const char *
         return sbx_error_set(err, SBX_ENOMEM, "allocate file list");
     }
     j.safe_before_ns = start_ns - racy_margin_ns(context_dir);
+    _cleanup_free_ char *ctx_real = realpath(context_dir, NULL);
+    _cleanup_close_ int ctx_fd = ctx_real ? open(ctx_real, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (ctx_fd < 0) {
+        free(j.files);
+        return sbx_error_sys(err, SBX_EIO, errno, "open build context '%s'", context_dir);
+    }
+    j.ctx_fd = ctx_fd;
+    j.ctx_len = strlen(ctx_real) + (strcmp(ctx_real, "/") ? 1 : 0);
     for (size_t i = 0; i < j.n_files; i++)
         j.total_bytes += j.files[i]->size;
     _cleanup_free_ char *id = NULL;

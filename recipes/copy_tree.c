@@ -5,11 +5,18 @@
  * refused unless it lands inside the context.  Below the source nothing is
  * followed: symlinks are entries (their target text is what is copied and
  * hashed), and only regular files, directories and symlinks are accepted.
+ * The walk reads from descriptors, never through paths: the source is
+ * opened beneath the context through no symlink, and every entry is
+ * stat'ed and opened relative to its parent's descriptor (O_NOFOLLOW), so a
+ * directory swapped for a symlink while the walk runs is an error, never a
+ * way out of the context.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "recipe_internal.h"
 
@@ -44,7 +51,9 @@ static char *join(const char *a, const char *b)
     return sbx__strdup_printf("%s/%s", a, b);
 }
 
-static int node_from_stat(rcp_copy_node *n, const struct stat *st, sbx_error *err)
+/* dirfd/name is what n was stat'ed as (for symlinks: read from there). */
+static int node_from_stat(rcp_copy_node *n, const struct stat *st, int dirfd, const char *name,
+                          sbx_error *err)
 {
     n->dev = (uint64_t)st->st_dev;
     n->ino = (uint64_t)st->st_ino;
@@ -60,7 +69,7 @@ static int node_from_stat(rcp_copy_node *n, const struct stat *st, sbx_error *er
         n->link_target = malloc(cap);
         if (!n->link_target)
             return sbx_error_set(err, SBX_ENOMEM, "allocate link target");
-        ssize_t len = readlink(n->path, n->link_target, cap - 1);
+        ssize_t len = readlinkat(dirfd, name, n->link_target, cap - 1);
         if (len < 0)
             return sbx_error_sys(err, SBX_EIO, errno, "read symlink '%s'", n->path);
         n->link_target[len] = '\0';
@@ -73,10 +82,28 @@ static int node_from_stat(rcp_copy_node *n, const struct stat *st, sbx_error *er
     return 0;
 }
 
-static int build_dir(rcp_copy_node *dir, const walk *w, sbx_error *err);
+static int build_dir(rcp_copy_node *dir, int dfd, const walk *w, sbx_error *err);
+
+/* The directory dirfd/name, opened through no symlink, checked to be what
+ * st describes; -1 with err set when it changed. */
+static int open_subdir(int dirfd, const char *name, const struct stat *st, const char *path,
+                       sbx_error *err)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat now;
+    if (fd >= 0 && fstat(fd, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino)
+        return fd;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    sbx_error_set(err, SBX_EINVAL, "copy: '%s' changed while the context was read (%s)", path,
+                  fd >= 0 || e == ELOOP || e == ENOTDIR ? "replaced" : strerror(e));
+    return -1;
+}
 
 /* Returns 1 when the child was added, 0 when it was left out. */
-static int add_child(rcp_copy_node *dir, const char *name, const walk *w, sbx_error *err)
+static int add_child(rcp_copy_node *dir, int dfd, const char *name, const walk *w,
+                     sbx_error *err)
 {
     rcp_copy_node *c = calloc(1, sizeof *c);
     if (!c)
@@ -89,7 +116,7 @@ static int add_child(rcp_copy_node *dir, const char *name, const walk *w, sbx_er
         return sbx_error_set(err, SBX_ENOMEM, "allocate copy entry");
     }
     struct stat st;
-    if (lstat(c->path, &st) < 0) {
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
         int e = errno;
         rcp_copy_tree_free(c);
         if (e == ENOENT) /* removed while we walked: it is not there */
@@ -103,10 +130,17 @@ static int add_child(rcp_copy_node *dir, const char *name, const walk *w, sbx_er
         rcp_copy_tree_free(c);
         return 0;
     }
-    if (node_from_stat(c, &st, err) < 0 || (is_dir && build_dir(c, w, err) < 0)) {
+    int cfd = -1;
+    if (node_from_stat(c, &st, dfd, name, err) < 0 ||
+        (is_dir && ((cfd = open_subdir(dfd, name, &st, c->path, err)) < 0 ||
+                    build_dir(c, cfd, w, err) < 0))) {
+        if (cfd >= 0)
+            close(cfd);
         rcp_copy_tree_free(c);
         return err->code;
     }
+    if (cfd >= 0)
+        close(cfd);
     if (excluded && c->n_children == 0) { /* walked only for re-included entries */
         rcp_copy_tree_free(c);
         return 0;
@@ -115,11 +149,15 @@ static int add_child(rcp_copy_node *dir, const char *name, const walk *w, sbx_er
     return 1;
 }
 
-static int build_dir(rcp_copy_node *dir, const walk *w, sbx_error *err)
+static int build_dir(rcp_copy_node *dir, int dfd, const walk *w, sbx_error *err)
 {
-    DIR *d = opendir(dir->path);
-    if (!d)
+    int lfd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
+    if (!d) {
+        if (lfd >= 0)
+            close(lfd);
         return sbx_error_sys(err, SBX_EIO, errno, "open directory '%s'", dir->path);
+    }
     char **names = NULL;
     size_t n = 0, cap = 0;
     int rc = 0;
@@ -154,7 +192,7 @@ static int build_dir(rcp_copy_node *dir, const walk *w, sbx_error *err)
             rc = sbx_error_set(err, SBX_ENOMEM, "allocate directory listing");
     }
     for (size_t i = 0; rc == 0 && i < n; i++)
-        if (add_child(dir, names[i], w, err) < 0)
+        if (add_child(dir, dfd, names[i], w, err) < 0)
             rc = err->code;
     for (size_t i = 0; i < n; i++)
         free(names[i]);
@@ -199,7 +237,7 @@ int rcp_copy_tree_build(rcp_copy_node **out, const char *context_dir, const char
     if (rcp_ignore_load(&ig, ctx, err) < 0)
         return err->code;
     walk w = {.ig = ig, .ctx_len = strlen(ctx) + (strcmp(ctx, "/") ? 1 : 0)};
-    int rc = 0;
+    int rc = 0, src_fd = -1;
     rcp_copy_node *root = calloc(1, sizeof *root);
     if (!root || !(root->name = strdup("")) || !(root->relpath = strdup("")) ||
         !(root->path = strdup(real))) {
@@ -209,8 +247,18 @@ int rcp_copy_tree_build(rcp_copy_node **out, const char *context_dir, const char
     struct stat st;
     bool is_root = !strcmp(real, ctx);
     bool excluded = !is_root && rcp_ignore_match(ig, real + w.ctx_len);
-    if (lstat(real, &st) < 0) {
-        rc = sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", real);
+    /* realpath's answer, opened beneath the context through no symlink: a
+     * component swapped since is an error, not a way out */
+    int ctx_fd = open(ctx, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    src_fd = ctx_fd < 0 ? -1 : sbx__open_beneath(ctx_fd, is_root ? "" : real + w.ctx_len, O_PATH);
+    int e = errno;
+    if (ctx_fd >= 0)
+        close(ctx_fd);
+    if (src_fd < 0 || fstat(src_fd, &st) < 0) {
+        rc = e == ELOOP || e == EXDEV
+                 ? sbx_error_set(err, SBX_EINVAL, "copy '%s': the source changed while it was "
+                                 "read (a symlink on its way)", src)
+                 : sbx_error_sys(err, SBX_EIO, e, "open '%s'", real);
         goto out;
     }
     if (S_ISLNK(st.st_mode)) { /* realpath's answer has no symlink: it was just swapped */
@@ -223,7 +271,8 @@ int rcp_copy_tree_build(rcp_copy_node **out, const char *context_dir, const char
                            src);
         goto out;
     }
-    if (node_from_stat(root, &st, err) < 0 || (S_ISDIR(st.st_mode) && build_dir(root, &w, err) < 0)) {
+    if (node_from_stat(root, &st, src_fd, "", err) < 0 ||
+        (S_ISDIR(st.st_mode) && build_dir(root, src_fd, &w, err) < 0)) {
         rc = err->code;
         goto out;
     }
@@ -234,6 +283,8 @@ int rcp_copy_tree_build(rcp_copy_node **out, const char *context_dir, const char
     }
     *out = SBX_STEAL(root);
 out:
+    if (src_fd >= 0)
+        close(src_fd);
     rcp_copy_tree_free(root);
     rcp_ignore_free(ig);
     return rc;

@@ -2,6 +2,7 @@
  * not), .sbxignore matching, the context boundary, the walk the builder uses,
  * and the per-file hash cache. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -426,6 +427,74 @@ static void test_file_hash_cache_keeps_recent(void **state)
     tu_tmpdir_free(root);
 }
 
+/* A context directory swapped for a symlink to a host directory while the
+ * walk and the hash run (a bounded number of tries): neither ever reads
+ * through it.  The walk lists what is beneath the context, opened from the
+ * descriptor of its parent; the hash opens each file beneath the context
+ * through no symlink. */
+typedef struct flipper {
+    char *d, *real, *host;
+    volatile int stop;
+    long flips;
+} flipper;
+
+static void *flip_dir(void *arg)
+{
+    flipper *fl = arg;
+    while (!fl->stop) {
+        if (rename(fl->d, fl->real) == 0) {
+            if (symlink(fl->host, fl->d) == 0) {
+                usleep(50);
+                unlink(fl->d);
+            }
+            rename(fl->real, fl->d);
+            fl->flips++;
+            usleep(50); /* and a while as it should be, so some walks get through */
+        }
+    }
+    return NULL;
+}
+
+static void test_walk_and_hash_never_follow_a_swapped_dir(void **state)
+{
+    fixture *f = *state;
+    char *host = tu_tmpdir();
+    mkfile(host, "shadow", "host secret\n", 0600);
+    mkfile(host, "f", "host f\n", 0644);
+    mkdir_in(f->ctx, "race");
+    mkdir_in(f->ctx, "race/d");
+    mkfile(f->ctx, "race/d/f", "mine\n", 0644);
+    char mine[SBX_DIGEST_BUFSZ];
+    digest(f->ctx, "race/d/f", mine);
+    flipper fl = {tu_path(f->ctx, "race/d"), tu_path(f->ctx, "race/d.real"), host, 0, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, flip_dir, &fl), 0);
+    int walked = 0, hashed = 0;
+    for (int i = 0; i < 4000; i++) {
+        walk_acc acc = {""};
+        sbx_error err = SBX_ERROR_INIT;
+        if (sbx_recipe_copy_walk(f->ctx, "race", collect, &acc, &err) == 0) {
+            walked++;
+            if (strstr(acc.list, "shadow"))
+                fail_msg("the walk went through the swapped directory: %s", acc.list);
+        }
+        char got[SBX_DIGEST_BUFSZ];
+        sbx_error_clear(&err);
+        /* the file itself, through the swapped directory: only its own bytes */
+        if (sbx_recipe_copy_digest(got, f->ctx, "race/d/f", NULL, &err) == 0) {
+            hashed++;
+            assert_string_equal(got, mine);
+        }
+    }
+    fl.stop = 1;
+    pthread_join(th, NULL);
+    assert_true(fl.flips > 100);
+    assert_true(walked > 0 && hashed > 0);
+    free(fl.d);
+    free(fl.real);
+    tu_tmpdir_free(host);
+}
+
 static void test_path_clean(void **state)
 {
     (void)state;
@@ -458,6 +527,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_walk_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_hash_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_hash_cache_keeps_recent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_walk_and_hash_never_follow_a_swapped_dir, setup,
+                                        teardown),
         cmocka_unit_test(test_path_clean),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
