@@ -238,8 +238,15 @@ static int copy_file(const copy_ctx *c, const char *from, const char *to, mode_t
                                    0600);
     if (out < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "create '%s'", to);
+    struct stat st;
+    int sr = sbx__is_sparse(in) && fstat(in, &st) == 0
+                 ? sbx__copy_sparse(in, out, (uint64_t)st.st_size, err) /* holes stay holes */
+                 : SBX_EUNSUPPORTED;
+    if (sr < 0 && sr != SBX_EUNSUPPORTED)
+        return sbx_error_wrap(err, "copy '%s'", from);
+    sbx_error_clear(err);
     char buf[65536];
-    for (;;) {
+    for (; sr != 0;) {
         ssize_t r = read(in, buf, sizeof buf);
         if (r < 0 && errno == EINTR)
             continue;

@@ -21,6 +21,77 @@ int sbx__open_beneath(int dirfd, const char *rel, int flags)
     return (int)syscall(SYS_openat2, dirfd, *rel ? rel : ".", &how, sizeof how);
 }
 
+bool sbx__is_sparse(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+           (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size;
+}
+
+/* [off, off + len) of sfd to the same offsets of dfd. */
+static int copy_range(int sfd, int dfd, off_t off, uint64_t len, sbx_error *err)
+{
+    loff_t in = off, out = off;
+    bool cfr = true;
+    char buf[65536];
+    while (len > 0) {
+        ssize_t n;
+        if (cfr) {
+            n = copy_file_range(sfd, &in, dfd, &out, len > (1u << 30) ? 1u << 30 : len, 0);
+            if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+                          errno == EOPNOTSUPP)) {
+                cfr = false;
+                continue;
+            }
+        } else {
+            n = pread(sfd, buf, len < sizeof buf ? len : sizeof buf, in);
+            if (n > 0 && pwrite(dfd, buf, (size_t)n, out) != n)
+                n = -1;
+            if (n > 0) {
+                in += n;
+                out += n;
+            }
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return sbx_error_sys(err, sbx__errno_code(errno), errno, "copying data");
+        if (n == 0)
+            return sbx_error_set(err, SBX_EIO, "copying data: the file shrank");
+        len -= (uint64_t)n;
+    }
+    return 0;
+}
+
+int sbx__copy_sparse(int sfd, int dfd, uint64_t size, sbx_error *err)
+{
+    off_t off = 0;
+    bool wrote = false;
+    while ((uint64_t)off < size) {
+        off_t data = lseek(sfd, off, SEEK_DATA);
+        if (data < 0 && errno == ENXIO)
+            break; /* holes to the end */
+        off_t hole = data < 0 ? -1 : lseek(sfd, data, SEEK_HOLE);
+        if (data < 0 || hole < 0) {
+            if (!wrote && (errno == EINVAL || errno == EOPNOTSUPP))
+                return sbx_error_set(err, SBX_EUNSUPPORTED, "no SEEK_DATA here");
+            return sbx_error_sys(err, SBX_EIO, errno, "finding the holes");
+        }
+        if ((uint64_t)hole > size)
+            hole = (off_t)size;
+        if (hole > data) {
+            int r = copy_range(sfd, dfd, data, (uint64_t)(hole - data), err);
+            if (r < 0)
+                return r;
+            wrote = true;
+        }
+        off = hole;
+    }
+    if (ftruncate(dfd, (off_t)size) < 0)
+        return sbx_error_sys(err, sbx__errno_code(errno), errno, "setting the size");
+    return 0;
+}
+
 int sbx__mkdir_p(const char *path, mode_t mode, sbx_error *err)
 {
     _cleanup_free_ char *p = strdup(path);

@@ -71,6 +71,13 @@ uint64_t sbx__du_freed(const sbx__du *du);
  * path names now and inside dirfd, or -1 with errno (ELOOP or EXDEV: a
  * symlink or ".." on the way, e.g. a directory swapped for a symlink). */
 int sbx__open_beneath(int dirfd, const char *rel, int flags);
+/* Whether fd's file has fewer blocks than its size needs (holes). */
+bool sbx__is_sparse(int fd);
+/* Copy the data of sfd (a regular file of size bytes) to the empty dfd at
+ * the same offsets, skipping holes (SEEK_DATA / SEEK_HOLE), and give dfd
+ * that size: holes stay holes.  SBX_EUNSUPPORTED (nothing written) when the
+ * filesystem cannot say where the holes are. */
+int sbx__copy_sparse(int sfd, int dfd, uint64_t size, sbx_error *err);
 
 /* mkdir -p with mode; existing directories are fine. */
 int sbx__mkdir_p(const char *path, mode_t mode, sbx_error *err);

@@ -49,10 +49,12 @@
 #include "rootfs_internal.h"
 #include "sbx_common.h"
 
+/* _SPARSE: blocks of zeros become holes (layers are dense tars). */
 #define UNPACK_FLAGS                                                                        \
     (ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_OWNER |                  \
      ARCHIVE_EXTRACT_XATTR | ARCHIVE_EXTRACT_SECURE_SYMLINKS |                              \
-     ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS)
+     ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS |             \
+     ARCHIVE_EXTRACT_SPARSE)
 
 /* Bytes per read of the tar and per chunk fed to the extractor: large files
  * are then written in 1 MiB pieces rather than 64 KiB ones. */

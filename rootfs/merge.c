@@ -218,6 +218,13 @@ static int copy_data(merge *m, int sfd, int dfd, const char *rel, sbx_error *err
             errno == ENOSYS || errno == EPERM)
             m->try_clone = false;
     }
+    struct stat st;
+    if (sbx__is_sparse(sfd) && fstat(sfd, &st) == 0) { /* holes stay holes */
+        int r = sbx__copy_sparse(sfd, dfd, (uint64_t)st.st_size, err);
+        if (r != SBX_EUNSUPPORTED)
+            return r < 0 ? sbx_error_wrap(err, "merging: copying '%s'", rel) : 0;
+        sbx_error_clear(err);
+    }
     while (m->try_cfr) {
         ssize_t n = copy_file_range(sfd, NULL, dfd, NULL, 1 << 30, 0);
         if (n == 0)
