@@ -95,13 +95,17 @@ int bld_wait_pid(pid_t pid)
 /* In the child, before exec: a private mount namespace without cgroup2.
  * The mount list is read before fork (no stdio after fork in a threaded
  * process). */
-static void child_leave_hybrid(char paths[][256], int n)
+static void child_private_mounts(void)
 {
     if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
-        dprintf(2, "sbx-image: entering a private mount namespace for crun: %s\n",
+        dprintf(2, "sbx-image: entering a private mount namespace for the runtime: %s\n",
                 strerror(errno));
         _exit(125);
     }
+}
+
+static void child_leave_hybrid(char paths[][256], int n)
+{
     for (int i = 0; i < n; i++)
         if (umount2(paths[i], MNT_DETACH) < 0) {
             dprintf(2, "sbx-image: unmounting '%s' for crun: %s\n", paths[i], strerror(errno));
@@ -165,7 +169,22 @@ int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
         int out = call->out_fd >= 0 ? call->out_fd : devnull;
         if (dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
             _exit(126);
-        if (rt->kind == BLD_RUNTIME_CRUN && rt->cgroup_workaround)
+        bool hybrid_ns = rt->kind == BLD_RUNTIME_CRUN && rt->cgroup_workaround;
+        if (hybrid_ns || call->overlay_opts)
+            child_private_mounts();
+        if (call->overlay_opts) {
+            int mr = -1;
+            if (chdir(call->bundle) == 0)
+                for (size_t i = 0; i < call->n_overlay_opts && mr < 0; i++)
+                    mr = mount("overlay", "rootfs", "overlay", MS_NODEV, call->overlay_opts[i]);
+            if (mr < 0) {
+                dprintf(2, "sbx-image: mounting the step's rootfs: %s\n", strerror(errno));
+                _exit(125);
+            }
+            if (call->ready_fd >= 0 && write(call->ready_fd, "1", 1) < 0)
+                _exit(125);
+        }
+        if (hybrid_ns)
             child_leave_hybrid(hybrid, nhybrid);
         execv(call->netns ? NSENTER : rt->path, (char *const *)argv);
         dprintf(2, "sbx-image: executing '%s': %s\n", rt->path, strerror(errno));
@@ -235,7 +254,7 @@ int bld_rt_run(const rt_call *call0, const char *const *args, unsigned timeout_s
 
 void bld_rt_destroy(const bld_runtime_info *rt, const char *id)
 {
-    rt_call call = {rt, BLD_NETWORK_HOST, -1, NULL};
+    rt_call call = {rt, BLD_NETWORK_HOST, -1, NULL, NULL, NULL, 0, -1};
     sbx_error err = SBX_ERROR_INIT;
     const char *del_args[] = {"delete", "-f", id, NULL};
     /* -f kills a running container first; a missing one is no error here */
@@ -343,7 +362,7 @@ static int probe(const bld_runtime_info *rt, sbx_store *store, char *why, size_t
     char out[2048] = "";
     int status = -1;
     if (r == 0) {
-        rt_call call = {rt, BLD_NETWORK_NONE, -1, NULL};
+        rt_call call = {rt, BLD_NETWORK_NONE, -1, NULL, NULL, NULL, 0, -1};
         const char *args[] = {"run", "--bundle", bundle, id, NULL};
         status = bld_rt_run(&call, args, 30, out, sizeof(out), &err);
         bld_rt_destroy(rt, id);

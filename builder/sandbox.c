@@ -42,7 +42,9 @@ typedef struct run_state {
     sbx_scratch *scratch;
     const char *bundle; /* the scratch dir's path */
     char *rootfs;        /* what the runtime sees as root */
-    bool mounted;
+    bool overlay;        /* rootfs is an overlay of the lowers (else a plain dir) */
+    bool mounted;        /* ... mounted here, in the caller's mount namespace */
+    char *ovl_full[2];   /* its options (relative to the bundle), tried in order */
     const char *target;  /* dir that takes the container's writes (upper or rootfs) */
     char *remove_after[12];
     size_t nremove;
@@ -289,6 +291,16 @@ static int mount_overlay(run_state *st, sbx_error *err)
     if (mkdir(path, 0755) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "preparing the sandbox: creating '%s'", path);
 
+    /* no copy-up shortcuts: every change must be a real file in upper */
+    /* nodev: a device node shipped in an image (say, the host's disk) must
+     * not open; the container's /dev is the runtime's own tmpfs.  Older
+     * kernels lack volatile (5.10): it may go; the others may not (a
+     * redirect or metacopy upper would lose data in the captured layer). */
+    static const char *const extras[] = {",index=off,metacopy=off,redirect_dir=off,volatile",
+                                         ",index=off,metacopy=off,redirect_dir=off"};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(extras); i++)
+        if (!(st->ovl_full[i] = sbx__strdup_printf("%s%s", opts, extras[i])))
+            return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     /* Relative option paths resolve against the mounter's cwd: mount from a
      * child so this process's cwd is never touched. */
     pid_t pid = fork();
@@ -297,20 +309,9 @@ static int mount_overlay(run_state *st, sbx_error *err)
     if (pid == 0) {
         if (chdir(st->bundle) < 0)
             _exit(errno);
-        /* no copy-up shortcuts: every change must be a real file in upper */
-        /* nodev: a device node shipped in an image (say, the host's disk) must
-         * not open; the container's /dev is the runtime's own tmpfs.  Older
-         * kernels lack volatile (5.10): it may go; the others may not (a
-         * redirect or metacopy upper would lose data in the captured layer). */
-        static const char *const extras[] = {
-            ",index=off,metacopy=off,redirect_dir=off,volatile",
-            ",index=off,metacopy=off,redirect_dir=off"};
-        char full[8300];
-        for (size_t i = 0; i < SBX_ARRAY_LEN(extras); i++) {
-            snprintf(full, sizeof(full), "%s%s", opts, extras[i]);
-            if (mount("overlay", "rootfs", "overlay", MS_NODEV, full) == 0)
+        for (size_t i = 0; i < SBX_ARRAY_LEN(st->ovl_full); i++)
+            if (mount("overlay", "rootfs", "overlay", MS_NODEV, st->ovl_full[i]) == 0)
                 _exit(0);
-        }
         _exit(errno);
     }
     int status = bld_wait_pid(pid);
@@ -318,7 +319,7 @@ static int mount_overlay(run_state *st, sbx_error *err)
         return sbx_error_sys(err, SBX_EIO, WIFEXITED(status) ? WEXITSTATUS(status) : EIO,
                              "mounting the overlay rootfs at '%s' (%zu lowers)", path,
                              o->nlowers);
-    st->mounted = true;
+    st->mounted = st->overlay = true;
     st->rootfs = strdup(path);
     st->target = o->upper;
     return st->rootfs ? 0 : sbx_error_set(err, SBX_ENOMEM, "out of memory");
@@ -418,6 +419,8 @@ static void teardown(run_state *st, bool started, const bld_sandbox_result *res)
         if (!st->mounted)
             drop_volatile_marker(st);
     }
+    if (!st->mounted && st->overlay)
+        drop_volatile_marker(st); /* the runtime's mount is gone with its namespace */
     if (!st->mounted)
         remove_created(st);
     /* Still mounted: leave the bundle whole (its runtime file says how to
@@ -493,7 +496,7 @@ static int write_config(run_state *st, const bld_user_ids *user, sbx_error *err)
         free_strv(env);
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
     }
-    spec_input in = {st->mounted ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
+    spec_input in = {st->overlay ? "rootfs" : st->rootfs, o->argv, (const char *const *)env,
                      o->cwd ? o->cwd : "/", user, o->hostname, o->network,
                      st->rt.cgroups_disabled, st->rt.kind == BLD_RUNTIME_RUNSC,
                      o->pids_limit, o->memory_bytes, o->cpu_millis, st->secrets_dir,
@@ -526,7 +529,7 @@ static void start_kill(run_state *st, wait_state *w)
         return;
     w->killing = true;
     w->kill_deadline = sbx__now_monotonic_ns() + KILL_GRACE_NS;
-    rt_call call = {&st->rt, st->o->network, -1, NULL};
+    rt_call call = {&st->rt, st->o->network, -1, NULL, NULL, NULL, 0, -1};
     const char *args[] = {"kill", st->id, "KILL", NULL};
     sbx_error e = SBX_ERROR_INIT;
     bld_rt_run(&call, args, 10, NULL, 0, &e);
@@ -570,7 +573,7 @@ static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int
     uint64_t drain_deadline = 0;
     /* the upper dir's size every second, or less often when walking it
      * takes long: at most a twentieth of the step's time goes to it */
-    bool watch_disk = o->disk_bytes && st->mounted;
+    bool watch_disk = o->disk_bytes && st->overlay && st->target;
     uint64_t next_du = watch_disk ? start + DU_EVERY_NS : 0;
     int pidfd = pidfd_open(w->pid, 0);
     while (!(w->exited && outfd < 0)) {
@@ -648,23 +651,63 @@ static void supervise(run_state *st, bld_sandbox_result *res, wait_state *w, int
     res->duration_ms = (sbx__now_monotonic_ns() - start) / 1000000;
 }
 
+/* Once the runtime's own mount namespace holds the step's mounts, the
+ * caller's namespace lets go of them: the secrets' tmpfs and the network
+ * namespace's bind live on in the copy, and go with the container. */
+static void leave_mounts_to_the_runtime(run_state *st, int ready)
+{
+    struct pollfd p = {ready, POLLIN, 0};
+    char c;
+    if (poll(&p, 1, 30000) != 1 || read(ready, &c, 1) != 1)
+        return; /* it failed to mount: its words are in the output */
+    unmount_secrets(st);
+    if (st->net.mounted && umount2(st->net.path, MNT_DETACH) == 0)
+        st->net.mounted = false;
+}
+
 static int start_and_supervise(run_state *st, bld_sandbox_result *res, bool *started,
                                sbx_error *err)
 {
-    int pfd[2];
+    /* The overlay was mounted here to prepare the root (users, working dir,
+     * mount points); the step runs on a mount of its own in the runtime's
+     * mount namespace, which dies with the container whatever ends this
+     * process: a killed builder leaves nothing mounted here. */
+    if (st->mounted) {
+        if (umount2(st->rootfs, 0) < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "unmounting the prepared rootfs '%s'",
+                                 st->rootfs);
+        st->mounted = false;
+        drop_volatile_marker(st);
+    }
+    int pfd[2], rfd[2] = {-1, -1};
     if (pipe2(pfd, O_CLOEXEC) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "running the step: pipe");
+    if (st->overlay && pipe2(rfd, O_CLOEXEC) < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return sbx_error_sys(err, SBX_EIO, errno, "running the step: pipe");
+    }
     rt_call call = {&st->rt, st->o->network, pfd[1],
-                    st->rt.kind == BLD_RUNTIME_RUNSC ? st->net.path : NULL};
+                    st->rt.kind == BLD_RUNTIME_RUNSC ? st->net.path : NULL,
+                    st->bundle, st->overlay ? st->ovl_full : NULL,
+                    SBX_ARRAY_LEN(st->ovl_full), rfd[1]};
     const char *args[] = {"run", "--bundle", st->bundle, st->id, NULL};
     wait_state w = {0};
     int r = bld_rt_spawn(&w.pid, &call, args, err);
     close(pfd[1]);
+    if (rfd[1] >= 0)
+        close(rfd[1]);
     if (r < 0) {
         close(pfd[0]);
+        if (rfd[0] >= 0)
+            close(rfd[0]);
         return r;
     }
     *started = true;
+    if (rfd[0] >= 0) {
+        leave_mounts_to_the_runtime(st, rfd[0]);
+        close(rfd[0]);
+    }
     supervise(st, res, &w, pfd[0]);
     res->runtime = st->rt.kind;
     if (WIFEXITED(w.status)) {
@@ -822,6 +865,8 @@ int bld_sandbox_run(bld_sandbox_result *res, const bld_sandbox_options *opts,
     free(st.redact);
     free(st.secrets_dir);
     free(st.rootfs);
+    free(st.ovl_full[0]);
+    free(st.ovl_full[1]);
     if (r < 0)
         return sbx_error_wrap(err, "running '%s'", o->argv[0]);
     return verdict(o, res, err);

@@ -17,12 +17,22 @@ typedef struct rt_call {
      * namespace (through nsenter) with --network=host, so what is "host" to
      * it is the step's namespace; NULL otherwise */
     const char *netns;
+    /* `run`: the container's root filesystem is mounted in a mount
+     * namespace of the runtime's own, so it goes with the container however
+     * the builder ends: an overlay at <bundle>/rootfs with the first of
+     * these options that mounts (relative to the bundle); then a byte to
+     * ready_fd.  NULL: nothing to mount. */
+    const char *bundle;
+    char *const *overlay_opts;
+    size_t n_overlay_opts;
+    int ready_fd;
 } rt_call;
 
 /* Start `<runtime> [global flags] args...` in its own process group with
- * stdin on /dev/null; in the hybrid-cgroup case the child first enters a
- * private mount namespace without the cgroup2 mount.  Signals blocked by the
- * caller are unblocked in the child.  Returns the pid. */
+ * stdin on /dev/null; in the hybrid-cgroup case, or with overlay_opts, the
+ * child first enters a private mount namespace (without the cgroup2 mount;
+ * with the overlay).  Signals blocked by the caller are unblocked in the
+ * child.  Returns the pid. */
 int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, sbx_error *err);
 
 /* Run a runtime command to completion within timeout_sec, collecting up to
