@@ -75,6 +75,59 @@ static int print_json(const sbx_image_info *in)
     return cli_print_json(stdout, o);
 }
 
+/* A JSON array of strings as one shell-ish line: ["/bin/sh", "-c", "x"]. */
+static void print_strv(const char *label, json_t *v)
+{
+    if (!json_is_array(v) || !json_array_size(v))
+        return;
+    printf("%-13s", label);
+    size_t i;
+    json_t *s;
+    json_array_foreach(v, i, s) {
+        char *q = json_dumps(s, JSON_ENCODE_ANY);
+        printf("%s%s", i ? " " : "[", q ? q : "?");
+        free(q);
+    }
+    printf("]\n");
+}
+
+/* What the image runs as and with: the config's run settings, labels (the
+ * sandbox's ready command among them) and history. */
+static void print_config(const sbx_image_info *in)
+{
+    json_t *cfg = json_loadb(in->config_raw, in->config_len, 0, NULL);
+    if (!cfg)
+        return;
+    json_t *c = json_object_get(cfg, "config");
+    const char *created = json_string_value(json_object_get(cfg, "created"));
+    if (created)
+        printf("created:     %s\n", created);
+    const char *user = json_string_value(json_object_get(c, "User"));
+    const char *wd = json_string_value(json_object_get(c, "WorkingDir"));
+    printf("user:        %s\n", user && *user ? user : "(root)");
+    if (wd && *wd)
+        printf("workdir:     %s\n", wd);
+    print_strv("entrypoint:", json_object_get(c, "Entrypoint"));
+    print_strv("cmd:", json_object_get(c, "Cmd"));
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(c, "Env"), i, v)
+        printf("%s %s\n", i ? "            " : "env:        ", json_string_value(v));
+    const char *key;
+    int n = 0;
+    json_object_foreach(json_object_get(c, "Labels"), key, v)
+        printf("%s %s=%s\n", n++ ? "            " : "labels:     ", key, json_string_value(v));
+    json_t *h = json_object_get(cfg, "history");
+    if (json_array_size(h))
+        printf("history:     %zu entries\n", json_array_size(h));
+    json_array_foreach(h, i, v) {
+        const char *by = json_string_value(json_object_get(v, "created_by"));
+        printf("  %2zu %s%s\n", i + 1, by ? by : "",
+               json_is_true(json_object_get(v, "empty_layer")) ? "  (no layer)" : "");
+    }
+    json_decref(cfg);
+}
+
 static void print_human(const sbx_image_info *in)
 {
     char plat[100], b[32];
@@ -100,6 +153,7 @@ static void print_human(const sbx_image_info *in)
                l->media_type, l->present ? "  [in store]" : "");
         printf("     diff_id %s\n", l->diff_id);
     }
+    print_config(in);
 }
 
 int cmd_inspect(sbx_cli *cli, int argc, char **argv)

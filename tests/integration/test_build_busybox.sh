@@ -70,6 +70,15 @@ assert c["created"] == "1970-01-01T00:00:00Z"
 PY
 b_pass "config has Env, WorkingDir, User, Cmd, ready label, history and diff_ids"
 
+# inspect says what the image runs as and with, without --json
+sbx inspect bb:built >"$T/inspect" 2>"$T/err" || { cat "$T/err"; b_die "inspect failed"; }
+for want in '^created: *1970-01-01T00:00:00Z$' '^user: *app$' '^workdir: *\/work$' \
+    '^cmd: *\["/bin/sh" "-c" "/usr/local/bin/run.sh"\]$' 'GREETING=hi$' \
+    'sh.sbx.ready-cmd=\["/bin/sh","-c","test -f /work/greeting"\]$' '^history: *9 entries$'; do
+    grep -q -- "$want" "$T/inspect" || { cat "$T/inspect"; b_die "inspect lacks '$want'"; }
+done
+b_pass "inspect shows created, user, workdir, cmd, env, labels and history"
+
 # The filesystem, checked from inside a build on top of the image.
 cat >"$ctx/check.yaml" <<YAML
 image: $digest
