@@ -151,29 +151,53 @@ int sbx__fsync_dir(const char *path, sbx_error *err)
     return 0;
 }
 
+int sbx__read_fd(char **out, size_t *len, int fd, const char *name, size_t max, sbx_error *err)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", name);
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max)
+        return sbx_error_set(err, SBX_ELIMIT, "read '%s': %lld bytes exceeds the limit of %zu",
+                             name, (long long)st.st_size, max);
+    /* a pipe or a terminal says size 0: read to the end, up to max */
+    size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 65536, n = 0;
+    _cleanup_free_ char *buf = malloc(cap);
+    for (;;) {
+        if (!buf)
+            return sbx_error_set(err, SBX_ENOMEM, "read '%s': out of memory", name);
+        if (n + 1 == cap) {
+            if (S_ISREG(st.st_mode) || cap > max + 1)
+                break;
+            char *nb = realloc(buf, cap * 2);
+            if (!nb)
+                return sbx_error_set(err, SBX_ENOMEM, "read '%s': out of memory", name);
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t r = sbx__read_full(fd, buf + n, cap - 1 - n);
+        if (r < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "read '%s'", name);
+        n += (size_t)r;
+        if ((size_t)r < cap - 1 - (n - (size_t)r))
+            break; /* the end */
+    }
+    if (n > max)
+        return sbx_error_set(err, SBX_ELIMIT, "read '%s': more than the limit of %zu bytes", name,
+                             max);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    *out = SBX_STEAL(buf);
+    return 0;
+}
+
 int sbx__read_file(char **out, size_t *len, const char *path, size_t max, sbx_error *err)
 {
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return sbx_error_sys(err, errno == ENOENT ? SBX_ENOTFOUND : SBX_EIO, errno, "open '%s'",
                              path);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "stat '%s'", path);
-    if ((uint64_t)st.st_size > max)
-        return sbx_error_set(err, SBX_ELIMIT, "read '%s': %lld bytes exceeds the limit of %zu",
-                             path, (long long)st.st_size, max);
-    _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf)
-        return sbx_error_set(err, SBX_ENOMEM, "read '%s': out of memory", path);
-    ssize_t n = sbx__read_full(fd, buf, (size_t)st.st_size);
-    if (n < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "read '%s'", path);
-    buf[n] = '\0';
-    if (len)
-        *len = (size_t)n;
-    *out = SBX_STEAL(buf);
-    return 0;
+    return sbx__read_fd(out, len, fd, path, max, err);
 }
 
 int sbx__write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,

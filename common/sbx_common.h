@@ -88,6 +88,9 @@ ssize_t sbx__read_full(int fd, void *buf, size_t len);
 int sbx__fsync_dir(const char *path, sbx_error *err);
 /* Read a whole file, refusing more than max bytes; *out is NUL-terminated, caller frees. */
 int sbx__read_file(char **out, size_t *len, const char *path, size_t max, sbx_error *err);
+/* The same from an open fd (a pipe or terminal is read to its end); name
+ * is for messages. */
+int sbx__read_fd(char **out, size_t *len, int fd, const char *name, size_t max, sbx_error *err);
 /* Atomically replace path with data: temp file in the same dir, fsync, rename, fsync dir. */
 int sbx__write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
                           sbx_error *err);

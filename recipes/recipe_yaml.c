@@ -567,6 +567,11 @@ int sbx_recipe_parse_file(sbx_recipe **out, const char *path, const char *contex
     *out = NULL;
     _cleanup_free_ char *data = NULL;
     size_t len = 0;
+    if (!strcmp(path, "-")) { /* standard input; the context: the current directory */
+        if (sbx__read_fd(&data, &len, 0, "<stdin>", SBX_RECIPE_MAX_FILE, err) < 0)
+            return sbx_error_wrap(err, "read recipe");
+        return sbx_recipe_parse_buffer(out, data, len, "<stdin>", context_dir, ctx, err);
+    }
     if (sbx__read_file(&data, &len, path, SBX_RECIPE_MAX_FILE, err) < 0)
         return sbx_error_wrap(err, "read recipe");
     _cleanup_free_ char *dir = NULL;

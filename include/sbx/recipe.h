@@ -221,8 +221,9 @@ SBX_API void sbx_recipe_unref(sbx_recipe *r);
 
 /* ---- the YAML front end -------------------------------------------------- */
 
-/* Parse a recipe file (docs/recipe-format.md).  context_dir NULL means the
- * directory that holds the file.  Errors: SBX_EINVAL with err->where set to
+/* Parse a recipe file (docs/recipe-format.md); "-" is standard input.
+ * context_dir NULL means the directory that holds the file (for "-", the
+ * current directory).  Errors: SBX_EINVAL with err->where set to
  * "FILE:LINE:COL" (1-based) and err->msg saying what was expected; SBX_EIO
  * when the file or a copy source cannot be read; SBX_ELIMIT for a file over
  * 1 MiB.  *out is owned by the caller. */

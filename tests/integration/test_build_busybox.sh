@@ -49,6 +49,11 @@ b_state | grep -q "^name recipe:$rd $digest$" || { b_state; b_die "no recipe:<di
 b_state | grep -q "^name bb:built $digest$" || b_die "no tag name"
 b_pass "image named by recipe digest and tag"
 
+# The recipe on standard input, its context given.
+sbx build --context "$ctx" - <"$ctx/recipe.yaml" >"$T/out" 2>"$T/err" || { cat "$T/err"; b_die "build - failed"; }
+[[ $(cat "$T/out") == "$digest" ]] || b_die "build - gave $(cat "$T/out"), not $digest"
+b_pass "build - reads the recipe from stdin"
+
 # The config: Env, WorkingDir, User, Cmd, ready label, history, layers.
 "$B_DRIVER" --config "$STORE" "$digest" >"$T/config.json"
 python3 - "$T/config.json" <<'PY'

@@ -140,3 +140,15 @@ set -e
 "$bin" recipe show --help | grep -q -- "--context DIR" || fail "recipe show --help"
 "$bin" recipe --help | grep -q "recipe show" || fail "recipe --help"
 echo "ok: errors and help"
+
+# A recipe on standard input: "-" (or /dev/stdin), the context the current directory.
+y="$golden/$(ls "$golden" | grep '\.yaml$' | head -n 1)"
+want=$(cat "${y%.yaml}.digest")
+[ "$("$bin" digest - <"$y")" = "$want" ] || fail "digest - (a file on stdin)"
+[ "$(cat "$y" | "$bin" digest -)" = "$want" ] || fail "digest - (a pipe)"
+[ "$(cat "$y" | "$bin" digest /dev/stdin)" = "$want" ] || fail "digest /dev/stdin (a pipe)"
+rc=0; printf 'image: x\nsteps:\n  - bogus: 1\n' | "$bin" digest - 2>"$work/err" || rc=$?
+[ "$rc" = 1 ] && grep -q '^sbx-image: error: <stdin>:3:5: unknown step' "$work/err" || fail "stdin error: $rc $(cat "$work/err")"
+rc=0; head -c 1100000 /dev/zero | tr '\0' '#' | "$bin" digest - 2>"$work/err" || rc=$?
+[ "$rc" = 1 ] && grep -q 'more than the limit of 1048576 bytes' "$work/err" || fail "a 1.1 MB recipe on stdin: $rc $(cat "$work/err")"
+echo "ok: a recipe on standard input"
