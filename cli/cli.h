@@ -18,6 +18,8 @@ typedef struct sbx_cli {
     const char *store_root; /* --store DIR, else NULL (SBX_STORE or the default) */
     int json;               /* --json: machine-readable results on stdout */
     int verbose;            /* -v: debug logs */
+    int quiet;              /* -q: no progress, step output or info logs; results and
+                             * errors only (images: only the digests) */
     int tty;                /* stderr is a terminal: draw progress bars */
     sbx_ctx *ctx;           /* the command's one operation: sinks, cancel on a signal */
 } sbx_cli;
@@ -27,8 +29,9 @@ typedef struct sbx_cli {
     {"json", no_argument, NULL, 'J'},                      \
     {"store", required_argument, NULL, 'S'},               \
     {"verbose", no_argument, NULL, 'v'},                   \
+    {"quiet", no_argument, NULL, 'q'},                     \
     {"help", no_argument, NULL, 'h'}
-#define CLI_COMMON_SHORT "vh"
+#define CLI_COMMON_SHORT "vqh"
 
 /* Handle a common option; returns 1 when it was one. */
 int cli_common_opt(sbx_cli *cli, int c, const char *arg);

@@ -88,6 +88,8 @@ static void usage(FILE *f)
           "                      root, else $XDG_DATA_HOME/sbx-image or\n"
           "                      ~/.local/share/sbx-image)\n"
           "  -v, --verbose       also print debug logs (per-step timings, the runtime used)\n"
+          "  -q, --quiet         print nothing on stderr but a failure's report, warnings\n"
+          "                      and errors (the digest still goes to stdout)\n"
           "  -h, --help          print this help\n"
           "\n"
           "Output:\n"
@@ -111,6 +113,7 @@ static void usage(FILE *f)
 typedef struct ui {
     int json;
     int tty;
+    int quiet; /* -q: the digest, the failure report and errors only */
 } ui;
 
 static const char *ev_name(sbx_build_event_kind k) { return sbx_build_event_name(k); }
@@ -136,6 +139,8 @@ static void on_event(void *ud, const sbx_build_event *ev)
         print_json_line(o);
         return;
     }
+    if (u->quiet)
+        return;
     const char *bold = u->tty ? "\033[1m" : "", *dim = u->tty ? "\033[2m" : "",
                *off = u->tty ? "\033[0m" : "";
     cli_progress_clear(); /* a pull's or unpack's progress line gives way to the step */
@@ -181,6 +186,8 @@ static void on_output(void *ud, size_t index, const char *line)
                                   "line", line));
         return;
     }
+    if (u->quiet)
+        return;
     cli_progress_clear();
     fprintf(stderr, "      %s\n", line);
 }
@@ -560,7 +567,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         return build_fail(NULL, &err, cli->json);
     }
     int rc = CLI_EXIT_OK;
-    ui u = {cli->json, cli->tty};
+    ui u = {cli->json, cli->tty, cli->quiet};
     bo.on_event = on_event;
     bo.on_output = on_output;
     bo.ud = &u;

@@ -17,6 +17,7 @@ static const char USAGE[] =
     "\n"
     "options:\n"
     "  --all         also list the builder's step cache names (\"cache:...\")\n"
+    "  -q, --quiet   print only the full manifest digests, each once\n"
     "  --json        print a JSON array of {name, digest, created, last_used,\n"
     "                expires_at, size_bytes, total_bytes} (full digests, unix\n"
     "                seconds, expires_at 0 for never; total_bytes: all stored bytes\n"
@@ -72,13 +73,22 @@ int cmd_images(sbx_cli *cli, int argc, char **argv)
         if ((all || strncmp(v[i].name, "cache:", 6) != 0) && len > width)
             width = len;
     }
-    if (!cli->json)
+    if (!cli->json && !cli->quiet)
         printf("%-*s  %-12s  %-19s  %10s  %s\n", width, "NAME", "DIGEST", "CREATED", "SIZE",
                "EXPIRES");
     int rc = CLI_EXIT_OK;
     for (size_t i = 0; i < n && rc == CLI_EXIT_OK; i++) {
         if (!all && strncmp(v[i].name, "cache:", 6) == 0)
             continue;
+        if (cli->quiet && !arr) { /* the digests, each once */
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = (all || strncmp(v[j].name, "cache:", 6) != 0) &&
+                       !strcmp(v[j].digest, v[i].digest);
+            if (!seen)
+                printf("%s\n", v[i].digest);
+            continue;
+        }
         sbx_image_usage u;
         if (sbx_store_image_usage(s, v[i].digest, v[i].name, &u, &err) < 0) {
             rc = cli_fail(&err);

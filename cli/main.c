@@ -43,6 +43,8 @@ static void usage(FILE *f)
                "                else $XDG_DATA_HOME/sbx-image)\n"
                "  --json        machine-readable results on stdout\n"
                "  -v, --verbose debug messages on stderr\n"
+               "  -q, --quiet   no progress, step output or notes on stderr: results,\n"
+               "                warnings and errors only (images -q: the digests)\n"
                "  --version     print the version\n\n"
                "Run 'sbx-image COMMAND --help' for a command's options.\n");
 }
@@ -63,6 +65,8 @@ int main(int argc, char **argv)
             cli.json = 1;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             cli.verbose = 1;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            cli.quiet = 1;
         } else if (!strcmp(a, "--store") && i + 1 < argc) {
             cli.store_root = argv[++i];
         } else if (!strncmp(a, "--store=", 8)) {

@@ -85,8 +85,9 @@ static void progress_sink(void *ud, const sbx_progress *p)
 
 void cli_set_sinks(sbx_cli *cli, sbx_log_fn log, sbx_progress_fn progress)
 {
-    sbx_ctx_set_log(cli->ctx, log, NULL, cli->verbose ? SBX_LOG_DEBUG : SBX_LOG_INFO);
-    sbx_ctx_set_progress(cli->ctx, progress, NULL);
+    sbx_ctx_set_log(cli->ctx, log, NULL,
+                    cli->verbose ? SBX_LOG_DEBUG : cli->quiet ? SBX_LOG_WARN : SBX_LOG_INFO);
+    sbx_ctx_set_progress(cli->ctx, cli->quiet && !cli->verbose ? NULL : progress, NULL);
 }
 
 void cli_install_sinks(sbx_cli *cli)

@@ -15,6 +15,7 @@ int cli_common_opt(sbx_cli *cli, int c, const char *arg)
     case 'J': cli->json = 1; return 1;
     case 'S': cli->store_root = arg; return 1;
     case 'v': cli->verbose = 1; cli_install_sinks(cli); return 1;
+    case 'q': cli->quiet = 1; cli_install_sinks(cli); return 1;
     default: return 0;
     }
 }

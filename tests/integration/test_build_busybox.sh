@@ -139,7 +139,7 @@ b_assert_clean
 
 # --help: every option, and what the command prints.
 "$SBX_BIN" build --help >"$T/help" || b_die "build --help failed"
-for o in context tag no-cache platform runtime network timeout base-suite base-variant base-mirror json store verbose help; do
+for o in context tag no-cache platform runtime network timeout pids-limit memory cpus disk-limit secret cache-from cache-to base-suite base-variant base-mirror json store verbose quiet help; do
     grep -q -- "--$o\b" "$T/help" || b_die "build --help does not list --$o"
 done
 grep -q '^Output:' "$T/help" && grep -q 'stdout: the image' "$T/help" || b_die "build --help does not say what it prints"
@@ -156,3 +156,11 @@ grep -q -- "-f names the recipe" "$T/err" || b_die "unclear: $(cat "$T/err")"
 cmp -s <("$SBX_BIN" help build) <("$SBX_BIN" build --help) || b_die "help build is not build --help"
 "$SBX_BIN" help | grep -q "^  build-log " || b_die "help does not list the commands"
 b_pass "build -t NAME -f FILE, and help [COMMAND]"
+
+# -q: the digest on stdout and nothing on stderr; images -q: the digests
+sbx build -q --no-cache "$ctx/recipe.yaml" >"$T/out" 2>"$T/err" || { cat "$T/err"; b_die "build -q failed"; }
+[[ $(cat "$T/out") == "$digest" && ! -s $T/err ]] || { cat "$T/err"; b_die "build -q printed on stderr"; }
+sbx -q images >"$T/out" || b_die "images -q failed"
+grep -qx "$digest" "$T/out" && ! grep -qv '^sha256:[0-9a-f]\{64\}$' "$T/out" || b_die "images -q: $(cat "$T/out")"
+[[ $(sort "$T/out" | uniq -d) == "" ]] || b_die "images -q repeats a digest"
+b_pass "build -q prints only the digest; images -q only the digests"
