@@ -385,13 +385,16 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
             sbx_error_where(err, "%s", ref);
             return err->code;
         }
+        /* the one naming model (sbx_image_lookup): a built tag and a pulled
+         * ref of the same words are one name */
         sbx_error e2 = SBX_ERROR_INIT;
-        if (named_manifest(store, ref, digest_out))
+        if (sbx_image_lookup(digest_out, NULL, 0, store, ref, &e2) == 0 &&
+            sbx_image_readable(store, digest_out))
             return base_access(store, digest_out, ref, opts, err);
-        /* A pulled image is named by its normalized ref. */
-        sbx_ref r;
-        if (sbx_ref_parse(&r, ref, &e2) == 0 && named_manifest(store, r.str, digest_out))
-            return base_access(store, digest_out, ref, opts, err);
+        if (e2.code && e2.code != SBX_ENOTFOUND) {
+            *err = e2;
+            return sbx_error_wrap(err, "find base image '%s'", ref);
+        }
         sbx_error_set(err, SBX_ENOTFOUND,
                       "find base image '%s': the store has no image by that name or digest", ref);
         sbx_error_where(err, "%s", ref);

@@ -537,9 +537,12 @@ static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
         return err->code;
     if (name_set_if_changed(c->s, name, c->res->digest, err) < 0)
         return sbx_error_wrap(err, "name the image '%s'", name);
-    for (size_t i = 0; c->o && i < c->o->n_tags; i++)
-        if (name_set_if_changed(c->s, c->o->tags[i], c->res->digest, err) < 0)
+    for (size_t i = 0; c->o && i < c->o->n_tags; i++) {
+        char tag[sizeof ((sbx_ref *)0)->str];
+        if (sbx_image_tag_name(tag, sizeof tag, c->o->tags[i], err) < 0 ||
+            name_set_if_changed(c->s, tag, c->res->digest, err) < 0)
             return sbx_error_wrap(err, "tag the image '%s'", c->o->tags[i]);
+    }
     return 0;
 }
 
@@ -860,12 +863,9 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     if (pids_limit(&c.pids_limit, opts, err) < 0 || step_limits(&c, opts, err) < 0)
         return err->code;
     for (size_t i = 0; opts && i < opts->n_tags; i++) {
-        sbx_ref ref; /* a tag is an image name as docker writes one, without a digest */
-        if (sbx_ref_parse(&ref, opts->tags[i], err) < 0)
-            return sbx_error_wrap(err, "tag '%s'", opts->tags[i]);
-        if (ref.digest[0])
-            return sbx_error_set(err, SBX_EINVAL, "tag '%s': a tag names no digest",
-                                 opts->tags[i]);
+        char tag[sizeof ((sbx_ref *)0)->str]; /* an image name as docker writes one, without a digest */
+        if (sbx_image_tag_name(tag, sizeof tag, opts->tags[i], err) < 0)
+            return err->code;
     }
     for (size_t i = 0; opts && i < opts->n_cache_from; i++)
         if (bld_cache_check_repo(opts->cache_from[i], err) < 0)

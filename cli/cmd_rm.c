@@ -2,6 +2,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "sbx/image.h"
 
 static const char USAGE[] =
     "usage: sbx-image rm [--json] [--store DIR] NAME...\n"
@@ -40,14 +41,26 @@ int cmd_rm(sbx_cli *cli, int argc, char **argv)
     int rc = CLI_EXIT_OK;
     for (int i = optind; i < argc; i++) {
         sbx_error err = SBX_ERROR_INIT;
-        if (sbx_store_name_remove(s, argv[i], &err) < 0) {
+        /* the name the words find (sbx_image_lookup): "busybox" removes
+         * docker.io/library/busybox:latest */
+        char digest[SBX_DIGEST_BUFSZ], name[1024] = "";
+        sbx_error le = SBX_ERROR_INIT;
+        if (sbx_image_lookup(digest, name, sizeof name, s, argv[i], &le) == 0 && !name[0]) {
+            sbx_error_set(&err, SBX_EINVAL, "'%s' is a digest: rm removes names (list them "
+                          "with sbx-image images)", argv[i]);
             rc = cli_fail(&err);
             json_array_append_new(failed, json_string(argv[i]));
             continue;
         }
-        json_array_append_new(removed, json_string(argv[i]));
+        if (sbx_store_name_remove(s, name[0] ? name : argv[i], &err) < 0) {
+            rc = cli_fail(&err);
+            json_array_append_new(failed, json_string(argv[i]));
+            continue;
+        }
+        const char *gone = name[0] ? name : argv[i];
+        json_array_append_new(removed, json_string(gone));
         if (!cli->json)
-            printf("%s\n", argv[i]);
+            printf("%s\n", gone);
     }
     if (cli->json) {
         if (cli_print_json(stdout, json_pack("{s:O, s:O}", "removed", removed, "failed",

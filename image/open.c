@@ -19,37 +19,10 @@ int img_read(char **out, size_t *len, sbx_store *s, const char *digest, size_t m
     return 0;
 }
 
-/* The digest `name` points at in the store: a manifest digest, a pinned
- * ref's digest, a ref as pull names it, or the name as given. */
+/* The digest `name` points at in the store (lookup.c). */
 static int find(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *name, sbx_error *err)
 {
-    sbx_error e = SBX_ERROR_INIT;
-    if (sbx__digest_valid(name)) {
-        int have = sbx_store_has_blob(s, name, err);
-        if (have != 0) {
-            snprintf(digest, SBX_DIGEST_BUFSZ, "%s", name);
-            return have < 0 ? have : 0;
-        }
-    } else {
-        sbx_ref ref;
-        if (sbx_ref_parse(&ref, name, &e) == 0) {
-            int have = ref.digest[0] ? sbx_store_has_blob(s, ref.digest, err) : 0;
-            if (have != 0) {
-                snprintf(digest, SBX_DIGEST_BUFSZ, "%s", ref.digest);
-                return have < 0 ? have : 0;
-            }
-            if (sbx_store_name_get(s, ref.str, digest, &e) == 0)
-                return 0;
-        }
-        sbx_error_clear(&e);
-        if (sbx_store_name_get(s, name, digest, &e) == 0)
-            return 0;
-    }
-    sbx_error_set(err, SBX_ENOTFOUND,
-                  "no such image in the store '%s' (pull it first: sbx-image pull %s)",
-                  sbx_store_root(s), name);
-    sbx_error_where(err, "%s", name);
-    return SBX_ENOTFOUND;
+    return sbx_image_lookup(digest, NULL, 0, s, name, err);
 }
 
 static int read_manifest(char **raw, size_t *len, sbx_manifest *m, sbx_store *s,

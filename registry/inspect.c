@@ -180,7 +180,8 @@ static bool store_lookup(char top[SBX_DIGEST_BUFSZ], char named[SBX_DIGEST_BUFSZ
             snprintf(top, SBX_DIGEST_BUFSZ, "%s", val);
         return true;
     }
-    return sbx_store_name_get(store, arg, top, &e) == 0;
+    /* the literal name, or a digest prefix as `images` prints it */
+    return sbx_image_lookup(top, NULL, 0, store, arg, &e) == 0;
 }
 
 int sbx_registry_inspect(sbx_image_info **out, const char *ref, const sbx_registry_options *opts,

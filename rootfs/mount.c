@@ -470,13 +470,14 @@ int sbx_rootfs_commit(sbx_commit_result *out, sbx_store *s, const char *id_or_di
     }
     if (r == 0) {
         if (o->tag)
-            snprintf(out->name, sizeof out->name, "%s", o->tag);
+            r = sbx_image_tag_name(out->name, sizeof out->name, o->tag, err);
         else
             snprintf(out->name, sizeof out->name, "snapshot:%s", out->digest);
         sbx_error me = SBX_ERROR_INIT; /* lineage is informational */
-        if (cap.changed)
+        if (r == 0 && cap.changed)
             sbx_store_meta_set(s, "parent", out->digest, e.digest, &me);
-        r = sbx_store_name_set_ttl(s, out->name, out->digest, o->expires_in, err);
+        if (r == 0)
+            r = sbx_store_name_set_ttl(s, out->name, out->digest, o->expires_in, err);
     }
     if (r == 0)
         r = sbx_store_image_usage(s, out->digest, out->name, &out->usage, err);

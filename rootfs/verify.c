@@ -7,8 +7,8 @@
  * would rm -rf of the user's tree), so the cache is checked instead: each
  * unpacked layer dir is compared with a fresh extraction of its stored
  * layer, checked against the diff_id as it is fed (names, types, modes,
- * owners, sizes, mtimes, device numbers, symlink targets, xattrs and every
- * file's bytes).  A dir that differs is taken out of the cache and made
+ * owners, sizes, file mtimes, device numbers, symlink targets, xattrs and
+ * every file's bytes).  A dir that differs is taken out of the cache and made
  * again on its next use; one that a mount or a running unpack holds is
  * reported and kept. */
 #include <dirent.h>
@@ -170,8 +170,10 @@ static int cmp_entry(int a, int b, const char *name, const char *rel, bool root,
         return differs(why, wlen, rel, "device number");
     if (!S_ISDIR(sa.st_mode) && sa.st_size != sb.st_size)
         return differs(why, wlen, rel, "size");
-    if (!root && (sa.st_mtim.tv_sec != sb.st_mtim.tv_sec ||
-                  sa.st_mtim.tv_nsec != sb.st_mtim.tv_nsec))
+    /* not a directory's: a parent a tar does not list is made with the time
+     * of its extraction (the names inside are compared instead) */
+    if (!root && !S_ISDIR(sa.st_mode) &&
+        (sa.st_mtim.tv_sec != sb.st_mtim.tv_sec || sa.st_mtim.tv_nsec != sb.st_mtim.tv_nsec))
         return differs(why, wlen, rel, "mtime");
     size_t xa = 0, xb = 0;
     char *va = xattrs_of(a, name, &xa), *vb = xattrs_of(b, name, &xb);

@@ -206,6 +206,22 @@ typedef struct sbx_image {
     sbx_lease *lease;                    /* private */
 } sbx_image;
 
+/* What a person's words name in the store (never a registry), in this
+ * order: a stored manifest digest; a pinned ref's digest; the name the
+ * words normalize to as a ref ("busybox" -> "docker.io/library/
+ * busybox:latest", the name pull, build --tag, commit --tag and load set);
+ * the words as a literal store name ("recipe:sha256:...", "snapshot:...");
+ * a digest prefix of 12 to 63 hex digits (as `images` prints) matching one
+ * named image.  digest_out gets the manifest (or index) digest; name_out
+ * (may be NULL) the name that matched, "" for a digest.  SBX_ENOTFOUND
+ * (where = words), SBX_EINVAL (an ambiguous prefix), store errors. */
+SBX_API int sbx_image_lookup(char digest_out[SBX_DIGEST_BUFSZ], char *name_out, size_t name_len,
+                             sbx_store *s, const char *words, sbx_error *err);
+/* The store name a tag gives an image (build --tag, commit --tag): its
+ * normalized ref ("app" -> "docker.io/library/app:latest").  SBX_EINVAL
+ * for a tag that is no ref or that holds a digest. */
+SBX_API int sbx_image_tag_name(char *out, size_t len, const char *tag, sbx_error *err);
+
 /* Open `name` from the store only (never a registry): a manifest digest, a
  * pinned ref ("repo@sha256:..."), a ref as pull names it
  * ("docker.io/library/node:22", or any form sbx_ref_parse accepts), or a

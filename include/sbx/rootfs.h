@@ -112,7 +112,7 @@ SBX_API int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *
 
 /* fsck of the unpacked layer cache: every complete unpacked layer dir is
  * compared with a fresh extraction of its stored layer (checked against
- * its diff_id): names, types, modes, owners, sizes, mtimes, device numbers,
+ * its diff_id): names, types, modes, owners, sizes, file mtimes, device numbers,
  * symlink targets, xattrs, bytes.  One that differs (a `--link` tree
  * written to shares its inodes) is taken out of the cache, to be unpacked
  * again when next used, unless a mount or a running unpack holds it

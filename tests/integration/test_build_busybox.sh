@@ -46,7 +46,7 @@ b_pass "build prints the digest, the base and each step"
 # Named by recipe digest and tag.
 rd=$(sbx digest "$ctx/recipe.yaml")
 b_state | grep -q "^name recipe:$rd $digest$" || { b_state; b_die "no recipe:<digest> name"; }
-b_state | grep -q "^name bb:built $digest$" || b_die "no tag name"
+b_state | grep -q "^name docker.io/library/bb:built $digest$" || b_die "no tag name (normalized)"
 b_pass "image named by recipe digest and tag"
 
 # The recipe on standard input, its context given.

@@ -94,7 +94,7 @@ sbx fsck --json >"$T/fsck.json" 2>/dev/null || b_die "fsck not clean: $(cat "$T/
 [[ $(ours_mounted) == 0 ]] || b_die "an sbx overlay is left mounted"
 sbx images --json | python3 -c '
 import json, sys
-bad = [i for i in json.load(sys.stdin) if i["name"].startswith("kill:snap") and i["digest"] != sys.argv[1]]
+bad = [i for i in json.load(sys.stdin) if i["name"].startswith("docker.io/library/kill:snap") and i["digest"] != sys.argv[1]]
 assert not bad, bad
 ' "$want" || b_die "a killed commit named something other than the whole snapshot"
 b_pass "12 commits killed at random points: a name only for whole snapshots ($named), equal to an uninterrupted commit; gc and fsck clean"

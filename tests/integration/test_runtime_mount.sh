@@ -80,7 +80,7 @@ snap1=$(field digest <"$T/c1.json")
 python3 - "$T/c1.json" "$base" <<'PY' || b_die "commit --json wrong: $(cat "$T/c1.json")"
 import json, sys
 o = json.load(open(sys.argv[1]))
-assert o["parent"] == sys.argv[2] and o["changed"] and o["name"] == "rt:snap1", o
+assert o["parent"] == sys.argv[2] and o["changed"] and o["name"] == "docker.io/library/rt:snap1", o
 assert o["diff_id"].startswith("sha256:") and o["digest"] != o["parent"], o
 assert 0 < o["size_bytes"] < 10000 < o["total_bytes"], o
 assert o["expires_at"] == 0, o
@@ -271,7 +271,7 @@ now=$(date +%s)
 ((exp >= now + 1 && exp <= now + 3)) || b_die "expires_at $exp not ~2s after $now"
 sbx images --json | python3 -c '
 import json, sys
-e = [i for i in json.load(sys.stdin) if i["name"] == "rt:exp"][0]
+e = [i for i in json.load(sys.stdin) if i["name"] == "docker.io/library/rt:exp"][0]
 assert e["expires_at"] > 0 and e["size_bytes"] > 0 and e["total_bytes"] > e["size_bytes"], e
 ' || b_die "images --json lacks expires_at/size_bytes/total_bytes"
 sbx umount "$T/e"
