@@ -353,6 +353,35 @@ void bld_registry_opts(sbx_registry_options *ro, sbx_store *store,
     ro->platform = opts ? opts->platform : NULL;
 }
 
+static int base_access(sbx_store *store, const char *digest, const char *ref,
+                       const sbx_build_options *opts, sbx_error *err);
+
+/* A stored base: the caller may see it, and an index (a name pull set for
+ * a multi-platform image) gives its entry for the build's platform, which
+ * must be stored too.  digest is replaced by that manifest's. */
+static int stored_base(char digest[SBX_DIGEST_BUFSZ], sbx_store *store, const char *ref,
+                       const sbx_build_options *opts, sbx_error *err)
+{
+    if (base_access(store, digest, ref, opts, err) < 0)
+        return err->code;
+    char m[SBX_DIGEST_BUFSZ];
+    const char *plat = opts ? opts->platform : NULL;
+    if (sbx_image_platform_manifest(m, store, digest, plat, err) < 0)
+        return sbx_error_wrap(err, "find base image '%s'", ref);
+    if (strcmp(m, digest) != 0 && !sbx_image_readable(store, m)) {
+        char hp[64];
+        sbx_platform host;
+        sbx_platform_host(&host);
+        const char *p = plat && *plat ? plat : sbx_platform_format(&host, hp, sizeof hp);
+        sbx_error_set(err, SBX_ENOPLATFORM, "base image '%s': the store holds it, but not for %s "
+                      "(pull it with --platform %s)", ref, p, p);
+        sbx_error_where(err, "%s", ref);
+        return err->code;
+    }
+    snprintf(digest, SBX_DIGEST_BUFSZ, "%s", m);
+    return 0;
+}
+
 /* A base named in the store is used only by a caller who may see it. */
 static int base_access(sbx_store *store, const char *digest, const char *ref,
                        const sbx_build_options *opts, sbx_error *err)
@@ -379,7 +408,7 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         if (sbx__digest_valid(ref)) {
             if (sbx_image_readable(store, ref)) {
                 snprintf(digest_out, SBX_DIGEST_BUFSZ, "%s", ref);
-                return base_access(store, digest_out, ref, opts, err);
+                return stored_base(digest_out, store, ref, opts, err);
             }
             sbx_error_set(err, SBX_ENOTFOUND, "find base image '%s': not in the store", ref);
             sbx_error_where(err, "%s", ref);
@@ -390,7 +419,7 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
         sbx_error e2 = SBX_ERROR_INIT;
         if (sbx_image_lookup(digest_out, NULL, 0, store, ref, &e2) == 0 &&
             sbx_image_readable(store, digest_out))
-            return base_access(store, digest_out, ref, opts, err);
+            return stored_base(digest_out, store, ref, opts, err);
         if (e2.code && e2.code != SBX_ENOTFOUND) {
             *err = e2;
             return sbx_error_wrap(err, "find base image '%s'", ref);

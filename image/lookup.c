@@ -101,6 +101,33 @@ int sbx_image_lookup(char digest_out[SBX_DIGEST_BUFSZ], char *name_out, size_t n
     return SBX_ENOTFOUND;
 }
 
+int sbx_image_platform_manifest(char out[SBX_DIGEST_BUFSZ], sbx_store *s, const char *digest,
+                                const char *platform, sbx_error *err)
+{
+    _cleanup_free_ char *raw = NULL;
+    size_t len = 0;
+    sbx_manifest m = {0};
+    int r = img_read(&raw, &len, s, digest, SBX_MANIFEST_MAX, "manifest", err);
+    if (r == 0 && (r = sbx_manifest_parse(&m, NULL, raw, len, err)) < 0)
+        sbx_error_wrap(err, "reading the manifest '%s'", digest);
+    if (r == 0 && m.kind != SBX_MANIFEST_INDEX)
+        snprintf(out, SBX_DIGEST_BUFSZ, "%s", digest);
+    if (r == 0 && m.kind == SBX_MANIFEST_INDEX) {
+        sbx_platform want;
+        const sbx_descriptor *d = NULL;
+        if (platform && *platform)
+            r = sbx_platform_parse(&want, platform, err);
+        else
+            sbx_platform_host(&want);
+        if (r == 0)
+            r = sbx_manifest_pick(&d, &m, &want, err);
+        if (r == 0)
+            snprintf(out, SBX_DIGEST_BUFSZ, "%s", d->digest);
+    }
+    sbx_manifest_free(&m);
+    return r;
+}
+
 int sbx_image_tag_name(char *out, size_t len, const char *tag, sbx_error *err)
 {
     sbx_ref ref;

@@ -89,8 +89,21 @@ static int load(sbx_image *img, sbx_store *s, const char *top, const char *platf
         sbx_manifest_free(&m);
         free(img->manifest_raw);
         img->manifest_raw = NULL;
-        if (r == 0)
+        if (r == 0) {
             r = read_manifest(&img->manifest_raw, &img->manifest_len, &m, s, img->digest, err);
+            if (r == SBX_ENOTFOUND) {
+                char plat[64];
+                sbx_platform want;
+                sbx_platform_host(&want);
+                if (platform && *platform)
+                    snprintf(plat, sizeof plat, "%s", platform);
+                else
+                    sbx_platform_format(&want, plat, sizeof plat);
+                sbx_error_clear(err);
+                r = sbx_error_set(err, SBX_ENOPLATFORM, "the store holds this image, but not "
+                                  "for %s (pull it with --platform %s)", plat, plat);
+            }
+        }
         if (r == 0 && m.kind != SBX_MANIFEST_IMAGE)
             r = sbx_error_set(err, SBX_EINVAL, "the index entry '%s' is not an image manifest",
                               img->digest);

@@ -328,7 +328,11 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
                                          f.top_digest, &idx_child, 1, NULL, err)) < 0)
             goto out;
     }
-    if ((rc = sbx_store_name_set(store, s->ref.str, f.digest, err)) < 0)
+    /* The name points at what the ref names: the index of a multi-platform
+     * image, so every platform pulled under it stays reachable and
+     * unpack/mount/export --platform pick theirs (a name per platform
+     * manifest made the last pull win). */
+    if ((rc = sbx_store_name_set(store, s->ref.str, f.top_digest, err)) < 0)
         goto out;
     /* the pull answers resolve too */
     char key[REG_CACHE_KEY_MAX], val[400];

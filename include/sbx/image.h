@@ -217,6 +217,12 @@ typedef struct sbx_image {
  * (where = words), SBX_EINVAL (an ambiguous prefix), store errors. */
 SBX_API int sbx_image_lookup(char digest_out[SBX_DIGEST_BUFSZ], char *name_out, size_t name_len,
                              sbx_store *s, const char *words, sbx_error *err);
+/* The image manifest digest names for platform ("os/arch[/variant]";
+ * NULL: this host): digest itself when it is a manifest, its entry for
+ * the platform when it is an index (the entry may not be stored).  Reads
+ * without a lease.  SBX_ENOPLATFORM, SBX_EINVAL, store errors. */
+SBX_API int sbx_image_platform_manifest(char out[SBX_DIGEST_BUFSZ], sbx_store *s, const char *digest,
+                                        const char *platform, sbx_error *err);
 /* The store name a tag gives an image (build --tag, commit --tag): its
  * normalized ref ("app" -> "docker.io/library/app:latest").  SBX_EINVAL
  * for a tag that is no ref or that holds a digest. */

@@ -49,6 +49,27 @@ ok pull --json --platform linux/arm64/v8 "$R/list:v1"
 check_pulled docker-list linux/arm64
 fsck_clean
 
+case_ "two platforms pulled under one name: each command's --platform picks its own"
+ok pull --json "$R/multi:v1" # this host's, after the arm64 pull above
+arm=$(fx oci-index '.platforms["linux/arm64/v8"].digest')
+amd=$(fx oci-index '.platforms["linux/amd64"].digest')
+ok images --json
+jq -e --arg n "$R/multi:v1" --arg d "$(fx oci-index .digest)" \
+    '[.[] | select(.name == $n)][0].digest == $d' "$T/out" >/dev/null ||
+    fail "the name does not point at the index: $(cat "$T/out")"
+rm -rf "$T/u-arm" "$T/u-host" "$T/u-v7"
+ok unpack --json --platform linux/arm64 "$R/multi:v1" "$T/u-arm"
+jq_is .digest "$arm"
+ok unpack --json "$R/multi:v1" "$T/u-host"
+[[ $(uname -m) != x86_64 ]] || jq_is .digest "$amd"
+fails unpack --platform linux/arm/v7 "$R/multi:v1" "$T/u-v7"
+err_has 'not for linux/arm/v7 .pull it with --platform linux/arm/v7'
+[[ ! -e $T/u-v7 ]] || fail "a refused unpack left $T/u-v7"
+printf 'image: %s\nsteps:\n  - env: {A: "1"}\n' "$R/multi:v1" >"$T/m.yaml"
+ok build --json --platform linux/arm64 "$T/m.yaml"
+jq_is .base_digest "$arm"
+fsck_clean
+
 case_ "a platform the index lacks: the error lists what it has"
 fails resolve --platform linux/riscv64 "$R/multi:v1"
 err_has 'riscv64'
