@@ -155,6 +155,7 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
     X(mounts, "list the store's mounts")                                               \
     X(commit, "snapshot a mount's changes as a new image")                              \
     X(images, "list named images in the store")                                         \
+    X(tag, "give an image in the store another name")                                   \
     X(rm, "remove names from the store")                                                \
     X(gc, "delete what no name or lease reaches")                                       \
     X(fsck, "verify every blob and repair the store's records")                         \

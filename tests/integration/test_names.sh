@@ -33,6 +33,16 @@ sbx build "$ctx/short.yaml" >/dev/null 2>"$T/err" || { cat "$T/err"; b_die "imag
 if sbx unpack "${short:0:11}" "$T/u2" 2>"$T/err"; then b_die "11 hex digits were taken for a digest"; fi
 b_pass "the 12-hex digest images prints works for unpack, inspect and a recipe's image"
 
+sbx tag "$short" app2 127.0.0.1:5000/team/app2:v1 >"$T/out" 2>"$T/err" || { cat "$T/err"; b_die "tag"; }
+[[ $(cat "$T/out") == $'docker.io/library/app2:latest\n127.0.0.1:5000/team/app2:v1' ]] || b_die "tag printed: $(cat "$T/out")"
+rm -rf "$T/u"
+sbx unpack app2 "$T/u" >/dev/null 2>"$T/err" && [[ -f $T/u/one ]] || { cat "$T/err"; b_die "unpack of a tag"; }
+rc=0; sbx tag app "x@$d" 2>"$T/err" || rc=$?
+[[ $rc == 2 ]] && grep -q "names no digest" "$T/err" || b_die "tag with a digest: exit $rc $(cat "$T/err")"
+rc=0; sbx tag nope app3 2>"$T/err" || rc=$?
+[[ $rc == 1 ]] && grep -q "no such image" "$T/err" || b_die "tag of an unknown image: exit $rc $(cat "$T/err")"
+b_pass "tag IMAGE NEW... names an image by any of the words; refusals are clear"
+
 sbx build --tag app --tag 127.0.0.1:5000/team/app "$ctx/app.yaml" >/dev/null 2>&1
 sbx rm 127.0.0.1:5000/team/app >"$T/out" 2>"$T/err" || { cat "$T/err"; b_die "rm of a registry ref"; }
 grep -qx "127.0.0.1:5000/team/app:latest" "$T/out" || b_die "rm did not say the name it removed: $(cat "$T/out")"
