@@ -45,6 +45,14 @@ int cli_next_opt(sbx_cli *cli, int argc, char **argv, const struct option *longo
  * status: 128+N when signal N cancelled the call (SBX_ECANCELED), else
  * CLI_EXIT_FAIL. */
 int cli_fail(const sbx_error *err);
+/* With --json: cli_fail prints {"event": "error", "message", "code",
+ * "where"} (cli_error_json) on stderr instead of the text line. */
+void cli_set_json_errors(int on);
+json_t *cli_error_json(const sbx_error *err);
+/* The --json log and progress sinks: one {"event": "log"|"progress", ...}
+ * line each on stderr. */
+void cli_json_log(void *ud, sbx_log_level level, const char *op_id, const char *msg);
+void cli_json_progress(void *ud, const sbx_progress *p);
 /* The exit status cli_fail would return, without printing. */
 int cli_fail_status(const sbx_error *err);
 /* Print "sbx-image <verb>: <message>" and a hint to --help; returns CLI_EXIT_USAGE. */

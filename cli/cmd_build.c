@@ -192,24 +192,6 @@ static void on_output(void *ud, size_t index, const char *line)
     fprintf(stderr, "      %s\n", line);
 }
 
-/* --json: library logs and progress (pulls, unpacks) as events too, so every
- * stderr line is one JSON object. */
-static void json_log(void *ud, sbx_log_level level, const char *op_id, const char *msg)
-{
-    (void)ud;
-    (void)op_id;
-    print_json_line(json_pack("{s:s, s:s, s:s}", "event", "log", "level",
-                              cli_log_level_name(level), "message", msg));
-}
-
-static void json_progress(void *ud, const sbx_progress *p)
-{
-    (void)ud;
-    print_json_line(json_pack("{s:s, s:s, s:s, s:I, s:I}", "event", "progress", "id", p->id,
-                              "phase", p->phase, "done", (json_int_t)p->done, "total",
-                              (json_int_t)p->total));
-}
-
 /* Plain (not a terminal, not --json): pull and unpack progress as one line
  * per phase, indented under the step like its output, with short digests. */
 static void plain_progress(void *ud, const sbx_progress *p)
@@ -264,11 +246,8 @@ static void report_failure(const sbx_build_result *r)
 static int build_fail(const sbx_build_result *r, const sbx_error *err, int json)
 {
     if (json) {
-        char buf[2048];
-        json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message",
-                              sbx_error_format(err, buf, sizeof buf), "code",
-                              sbx_error_code_name(err->code), "where", err->where);
-        if (r && r->failed_step) {
+        json_t *o = cli_error_json(err);
+        if (o && r && r->failed_step) {
             json_object_set_new(o, "step", json_integer((json_int_t)r->failed_step));
             if (r->failed_summary)
                 json_object_set_new(o, "summary", json_string(r->failed_summary));
@@ -544,7 +523,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     bo.n_tags = ntags;
     cli_install_sinks(cli);
     if (cli->json) {
-        cli_set_sinks(cli, json_log, json_progress);
+        cli_set_sinks(cli, cli_json_log, cli_json_progress);
     } else if (!cli->tty) {
         sbx_ctx_set_progress(cli->ctx, plain_progress, NULL);
     } else {

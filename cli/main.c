@@ -41,7 +41,8 @@ static void usage(FILE *f)
     fprintf(f, "\nglobal options (also accepted after the command):\n"
                "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
                "                else $XDG_DATA_HOME/sbx-image)\n"
-               "  --json        machine-readable results on stdout\n"
+               "  --json        machine-readable results on stdout; progress, logs and\n"
+               "                errors as JSON lines on stderr ({\"event\": \"error\", ...})\n"
                "  -v, --verbose debug messages on stderr\n"
                "  -q, --quiet   no progress, step output or notes on stderr: results,\n"
                "                warnings and errors only (images -q: the digests)\n"
@@ -63,6 +64,7 @@ int main(int argc, char **argv)
             return CLI_EXIT_OK;
         } else if (!strcmp(a, "--json")) {
             cli.json = 1;
+            cli_set_json_errors(1);
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
             cli.verbose = 1;
         } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {

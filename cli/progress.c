@@ -83,8 +83,30 @@ static void progress_sink(void *ud, const sbx_progress *p)
     fflush(stderr);
 }
 
+/* --json: library logs and progress as events too, so every stderr line is
+ * one JSON object. */
+void cli_json_log(void *ud, sbx_log_level level, const char *op_id, const char *msg)
+{
+    (void)ud;
+    (void)op_id;
+    cli_print_json(stderr, json_pack("{s:s, s:s, s:s}", "event", "log", "level",
+                                     cli_log_level_name(level), "message", msg));
+}
+
+void cli_json_progress(void *ud, const sbx_progress *p)
+{
+    (void)ud;
+    cli_print_json(stderr, json_pack("{s:s, s:s, s:s, s:I, s:I}", "event", "progress", "id",
+                                     p->id, "phase", p->phase, "done", (json_int_t)p->done,
+                                     "total", (json_int_t)p->total));
+}
+
 void cli_set_sinks(sbx_cli *cli, sbx_log_fn log, sbx_progress_fn progress)
 {
+    if (cli->json) { /* every verb: stderr is JSON lines too */
+        log = cli_json_log;
+        progress = cli_json_progress;
+    }
     sbx_ctx_set_log(cli->ctx, log, NULL,
                     cli->verbose ? SBX_LOG_DEBUG : cli->quiet ? SBX_LOG_WARN : SBX_LOG_INFO);
     sbx_ctx_set_progress(cli->ctx, cli->quiet && !cli->verbose ? NULL : progress, NULL);

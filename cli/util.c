@@ -9,10 +9,21 @@
 #include "cli.h"
 #include "sbx/context.h"
 
+/* --json anywhere on the line: errors too are one JSON object on stderr */
+static int g_json_errors;
+
+json_t *cli_error_json(const sbx_error *err)
+{
+    char buf[2048];
+    return json_pack("{s:s, s:s, s:s, s:s}", "event", "error", "message",
+                     sbx_error_format(err, buf, sizeof buf), "code",
+                     sbx_error_code_name(err->code), "where", err->where);
+}
+
 int cli_common_opt(sbx_cli *cli, int c, const char *arg)
 {
     switch (c) {
-    case 'J': cli->json = 1; return 1;
+    case 'J': cli->json = g_json_errors = 1; cli_install_sinks(cli); return 1;
     case 'S': cli->store_root = arg; return 1;
     case 'v': cli->verbose = 1; cli_install_sinks(cli); return 1;
     case 'q': cli->quiet = 1; cli_install_sinks(cli); return 1;
@@ -28,10 +39,19 @@ int cli_fail_status(const sbx_error *err)
     return err->code == SBX_ECANCELED && g_signal ? 128 + g_signal : CLI_EXIT_FAIL;
 }
 
+void cli_set_json_errors(int on) { g_json_errors = on; }
+
 int cli_fail(const sbx_error *err)
 {
     char buf[2048];
     cli_progress_done();
+    if (g_json_errors) {
+        json_t *o = cli_error_json(err);
+        if (o && err->code == SBX_ECANCELED && g_signal)
+            json_object_set_new(o, "signal", json_string(strsignal(g_signal)));
+        cli_print_json(stderr, o);
+        return cli_fail_status(err);
+    }
     fprintf(stderr, "sbx-image: error: %s\n", sbx_error_format(err, buf, sizeof buf));
     if (err->code == SBX_ECANCELED && g_signal)
         fprintf(stderr, "sbx-image: interrupted by %s\n", strsignal(g_signal));

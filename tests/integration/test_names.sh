@@ -51,4 +51,12 @@ sbx rm app >"$T/out" 2>"$T/err" || { cat "$T/err"; b_die "rm app"; }
 if sbx rm "$d" 2>"$T/err"; then b_die "rm of a digest removed something"; fi
 grep -q "rm removes names" "$T/err" || { cat "$T/err"; b_die "rm of a digest: unclear"; }
 b_pass "rm takes the words build and pull take, and names what it removed"
+
+rc=0; sbx unpack --json nope "$T/u3" >"$T/out" 2>"$T/err" || rc=$?
+[[ $rc == 1 && $(wc -l <"$T/err") == 1 ]] || b_die "--json error: exit $rc, $(cat "$T/err")"
+jq -e '.event == "error" and .code == "not found" and .where == "nope"' "$T/err" >/dev/null ||
+    b_die "--json error is not one JSON object: $(cat "$T/err")"
+rc=0; sbx --json rm nope >"$T/out" 2>"$T/err" || rc=$?
+[[ $rc == 1 ]] && jq -e '.event == "error"' "$T/err" >/dev/null || b_die "--json rm error: $(cat "$T/err")"
+b_pass "--json errors are one JSON object on stderr"
 b_assert_clean

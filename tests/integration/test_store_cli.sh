@@ -113,7 +113,10 @@ rc=0
 sbx --store "$S" fsck --json >"$WORK/out" 2>"$WORK/err" || rc=$?
 ((rc == 1)) || fail "fsck on a damaged store: exit $rc"
 jq -e '.clean == false and .corrupt == 1' "$WORK/out" >/dev/null || fail "fsck --json: $(cat "$WORK/out")"
-grep -q "^sbx-image: error: .*1 corrupt (quarantined)" "$WORK/err" || fail "fsck error line: $(cat "$WORK/err")"
+# --json: the error is the last stderr line, one JSON object like every other line
+tail -n 1 "$WORK/err" | jq -e '.event == "error" and (.message | test("1 corrupt [(]quarantined[)]"))' >/dev/null ||
+  fail "fsck error event: $(cat "$WORK/err")"
+! grep -qv '^{' "$WORK/err" || fail "fsck --json: a stderr line that is not JSON: $(cat "$WORK/err")"
 [[ -n $(ls "$S/quarantine") ]] || fail "nothing quarantined"
 sbx --store "$S" fsck >/dev/null || fail "fsck after repair"
 

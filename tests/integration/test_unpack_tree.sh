@@ -9,7 +9,7 @@ source "${SBX_SOURCE_DIR:?}/tests/integration/lib/build_lib.sh"
 source "$SBX_SOURCE_DIR/tests/integration/lib/unpack_lib.sh"
 b_init
 u_image unpack:test >/dev/null
-digest=$(sbx images --json | python3 -c 'import json,sys; print([e["digest"] for e in json.load(sys.stdin) if e["name"]=="unpack:test"][0])')
+digest=$(sbx inspect --json unpack:test | jq -r .digest)
 
 # ---- copies (default) ----
 sbx unpack --json --config "$T/config.json" unpack:test "$T/root" >"$T/out" 2>"$T/err" ||
@@ -22,7 +22,8 @@ assert o["layers"] == 4, o
 assert o["files"] > 250 and o["bytes"] > 1000000, o
 assert o["linked"] == 0 and o["copied"] > 5, o
 PY
-for i in 1 2 3 4; do grep -q "^layer $i/4 sha256:" "$T/err" || { cat "$T/err"; b_die "no progress line for layer $i"; }; done
+for i in 1 2 3 4; do grep -q "\"id\":\"layer $i/4 sha256:" "$T/err" || { cat "$T/err"; b_die "no progress event for layer $i"; }; done
+! grep -qv "^{" "$T/err" || { cat "$T/err"; b_die "--json: a stderr line that is not JSON"; }
 b_pass "unpack --json reports image, digest, dir, layers, files, bytes; progress per layer on stderr"
 
 u_check_tree "$T/root"
