@@ -27,16 +27,13 @@ static const char USAGE[] =
 int cmd_tag(sbx_cli *cli, int argc, char **argv)
 {
     static const struct option opts[] = {CLI_COMMON_OPTS, {NULL, 0, NULL, 0}};
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, opts, NULL)) != -1) {
-        if (c == 'h') {
-            fputs(USAGE, stdout);
-            return CLI_EXIT_OK;
-        } else if (!cli_common_opt(cli, c, optarg)) {
-            return cli_usage_error("tag", "unknown option '%s'", argv[optind - 1]);
-        }
+    int c = cli_next_opt(cli, argc, argv, opts);
+    if (c == CLI_OPT_HELP) {
+        fputs(USAGE, stdout);
+        return CLI_EXIT_OK;
     }
+    if (c != -1)
+        return cli_usage_error("tag", "unknown option '%s'", argv[optind - 1]);
     if (argc - optind < 2)
         return cli_usage_error("tag", "expected an IMAGE and at least one NEW-NAME");
     char names[16][sizeof ((sbx_ref *)0)->str];

@@ -113,8 +113,9 @@ int cli_parse_verb(sbx_cli *cli, const char *verb, const char *usage,
                    int (*opt)(void *ud, int c, const char *arg), void *ud, int argc, char **argv,
                    int npos, const char *what)
 {
+    static const struct option common[] = {CLI_COMMON_OPTS};
     struct option longopts[16] = {CLI_COMMON_OPTS};
-    size_t base = 4;
+    size_t base = sizeof common / sizeof common[0];
     char shortopts[32];
     size_t ns = (size_t)snprintf(shortopts, sizeof shortopts, "%s", CLI_COMMON_SHORT);
     for (size_t i = 0; i < nextra && base + i < sizeof longopts / sizeof longopts[0] - 1; i++) {

@@ -474,6 +474,7 @@ static int gc(sbx_store *s, const sbx_gc_options *opts, sbx_gc_report *report,
 static int unpacked_in_use(sbx_store *s, const char *diff_id, bool *used, sbx_error *err)
 {
     *used = false;
+    /* gc's own steps: the temp table, dead leases dropped, what the rest reach */
     int rc = sbx_store__exec(s, "CREATE TEMP TABLE IF NOT EXISTS gc_leased(d TEXT PRIMARY KEY);",
                              err);
     if (rc == 0)
