@@ -155,6 +155,7 @@ typedef int (*cli_cmd_fn)(sbx_cli *cli, int argc, char **argv);
     X(logout, "remove a registry's credentials from the auth file")                     \
     X(resolve, "print the manifest digest an image ref points to")                      \
     X(inspect, "show an image's manifest, config and layers")                           \
+    X(history, "show how an image was made, step by step")                              \
     X(unpack, "materialize an image's root filesystem into a directory")                \
     X(export, "write an image as an OCI image layout directory")                        \
     X(load, "bring in an image from an OCI layout or archive, or docker save")          \

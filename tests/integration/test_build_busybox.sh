@@ -84,6 +84,13 @@ for want in '^created: *1970-01-01T00:00:00Z$' '^user: *app$' '^workdir: *\/work
 done
 b_pass "inspect shows created, user, workdir, cmd, env, labels and history"
 
+sbx history bb:built >"$T/hist" 2>"$T/err" || { cat "$T/err"; b_die "history failed"; }
+[[ $(wc -l <"$T/hist") == 10 ]] || { cat "$T/hist"; b_die "history: not a header and 9 entries"; }
+sed -n 2p "$T/hist" | grep -q 'whoami > /tmp/whoami' || { cat "$T/hist"; b_die "history: the newest entry is not first"; }
+sbx history --json bb:built | jq -e 'length == 9 and ([.[] | select(.layer != null)] | length) == 6 and
+    all(.[]; (.empty_layer and .size == 0) or (.empty_layer | not))' >/dev/null || b_die "history --json"
+b_pass "history lists the config's history, newest first, with the layer each entry made"
+
 # The filesystem, checked from inside a build on top of the image.
 cat >"$ctx/check.yaml" <<YAML
 image: $digest
