@@ -123,6 +123,8 @@ char *bld_step_summary(const sbx_step *st)
     case SBX_STEP_NPM_INSTALL:
         if (st->u.npm_install.global)
             sb_str(&b, " -g");
+        if (!st->u.npm_install.n_packages)
+            sb_str(&b, " (package.json)");
         sb_list(&b, st->u.npm_install.packages, st->u.npm_install.n_packages, 0);
         break;
     case SBX_STEP_RUN_CMD:
@@ -263,10 +265,21 @@ int bld_step_script(bld_step_cmd *out, const sbx_step *st, const char *cur_user,
     }
     case SBX_STEP_NPM_INSTALL: {
         sbuf cmd = {0};
-        sb_str(&cmd, "npm install --no-audit --no-fund --no-update-notifier");
-        if (st->u.npm_install.global)
-            sb_str(&cmd, " -g");
-        sb_list(&cmd, st->u.npm_install.packages, st->u.npm_install.n_packages, 1);
+        if (st->u.npm_install.n_packages == 0) {
+            /* the project: `npm ci` from its lockfile, else `npm install` */
+            sb_str(&cmd, "if [ ! -f package.json ]; then echo \"npm_install: no packages given and "
+                         "no package.json in $(pwd) (copy the project there first)\"; exit 1; fi\n"
+                         "if [ -f package-lock.json ] || [ -f npm-shrinkwrap.json ]; then "
+                         "echo 'npm_install: npm ci (the lockfile)'; "
+                         "npm ci --no-audit --no-fund --no-update-notifier; else "
+                         "echo 'npm_install: npm install (package.json, no lockfile)'; "
+                         "npm install --no-audit --no-fund --no-update-notifier; fi");
+        } else {
+            sb_str(&cmd, "npm install --no-audit --no-fund --no-update-notifier");
+            if (st->u.npm_install.global)
+                sb_str(&cmd, " -g");
+            sb_list(&cmd, st->u.npm_install.packages, st->u.npm_install.n_packages, 1);
+        }
         char *c = sb_take(&cmd);
         if (!c) {
             free(b.s);

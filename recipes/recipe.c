@@ -438,7 +438,11 @@ int sbx_recipe_npm_install(sbx_recipe **out, const sbx_recipe *r, const char *co
                            size_t n, bool global, sbx_error *err)
 {
     *out = NULL;
-    if (check_list(pkgs, n, "npm_install", "package", false, true, err) < 0)
+    /* no packages: the project in the working directory (its package.json) */
+    if (n == 0 && global)
+        return sbx_error_set(err, SBX_EINVAL, "expected packages for a global npm_install (without "
+                             "packages it installs the package.json in the working directory)");
+    if (n && check_list(pkgs, n, "npm_install", "package", false, true, err) < 0)
         return err->code;
     step_node *s = step_new(SBX_STEP_NPM_INSTALL, err);
     if (!s)

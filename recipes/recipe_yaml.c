@@ -322,10 +322,10 @@ static int step_npm(pctx *p, build *b, const ynode *key, const ynode *v)
         const ynode *g = map_get(v, "global");
         if (check_keys(p, v, "npm_install", keys) < 0 || (g && get_bool(p, g, "global", &global) < 0))
             return p->err->code;
-        if (!(pkn = map_get(v, "packages")))
-            return FAIL(p, v, "expected 'packages' in npm_install");
+        pkn = map_get(v, "packages"); /* absent: the package.json in the workdir */
     }
-    if (get_packages(p, pkn, "npm_install", false, &pk, &n_pk) < 0)
+    n_pk = 0;
+    if (pkn && get_packages(p, pkn, "npm_install", false, &pk, &n_pk) < 0)
         return p->err->code;
     sbx_recipe *n = NULL;
     if (advance(p, b, key, sbx_recipe_npm_install(&n, b->r, pk, n_pk, global, p->err), &n) < 0)

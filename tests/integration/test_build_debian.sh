@@ -124,7 +124,25 @@ grep -q '      npm local ok' "$T/err" || b_die "local npm package missing"
 grep -q 'Hello, World\|GNU Hello\|hello (GNU' "$T/err" || b_die "hello did not run"
 grep -q "GET /simple/sbx-tiny/" "$T/http.log" || b_die "pip did not use the local index"
 grep -q '      python (3, 11)' "$T/err" || b_die "python: 3.11 step did not give python3.11"
-b_pass "apt_install, pip_install (local PEP 503 index behind a token given as a build secret, found nowhere after), npm_install global and local on base: sbx"
+
+# npm_install without packages: the project's package.json (npm install),
+# then a copy of it with its lockfile (npm ci)
+d1=$(cat "$T/out")
+cat >"$ctx/proj.yaml" <<YAML
+image: $d1
+steps:
+  - run_cmd: mkdir -p /srv/proj && printf '{"name":"proj","version":"1.0.0","dependencies":{"is-number":"7.0.0"}}\\n' > /srv/proj/package.json
+  - workdir: /srv/proj
+  - npm_install: {}
+  - run_cmd: cp -r /srv/proj /srv/proj2 && rm -rf /srv/proj2/node_modules && test -f /srv/proj2/package-lock.json
+  - workdir: /srv/proj2
+  - npm_install: {}
+  - run_cmd: node -e 'require("/srv/proj/node_modules/is-number"); require("/srv/proj2/node_modules/is-number"); console.log("npm project ok")'
+YAML
+sbx build --network host "$ctx/proj.yaml" >/dev/null 2>"$T/err" || { tail -n 40 "$T/err"; b_die "npm_install without packages failed"; }
+grep -q 'npm_install: npm install (package.json, no lockfile)' "$T/err" && grep -q 'npm_install: npm ci (the lockfile)' "$T/err" &&
+    grep -q '      npm project ok' "$T/err" || { tail -n 40 "$T/err"; b_die "npm_install without packages: not npm install then npm ci"; }
+b_pass "apt_install, pip_install (local PEP 503 index behind a token given as a build secret, found nowhere after), npm_install global, local, and a project's package.json (npm install, then npm ci) on base: sbx"
 
 # python: a version the archive does not have fails, naming what it has: the
 # list comes from apt-get update against Debian's archive, through the

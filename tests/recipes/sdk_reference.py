@@ -162,6 +162,9 @@ def golden_images(ctx):
         .pip_install("private-pkg==1.0", secrets=[("pypi", "PIP_INDEX_URL")])
         .npm_install("left-pad@1.3.0", secrets=["npm_token"])
         .run_cmd(["test -s /run/secrets/tok"], user="root", secrets=["tok", ("api.key", "API_KEY")]))
+    yield "08-npm-project", (
+        Image.image("node:22", ctx).workdir("/srv/app").npm_install()
+        .npm_install("left-pad@1.3.0", global_=True))
 
 
 def main(golden):
