@@ -108,6 +108,8 @@ static const bad_case cases[] = {
      "expected at least one package in pip_install, got an empty list"},
     {"base: sbx\nsteps:\n  - npm_install: []\n", SBX_EINVAL, "3:18",
      "expected at least one package in npm_install, got an empty list"},
+    {"base: sbx\nsteps:\n  - npm_install: {global: true}\n", SBX_EINVAL, "3:5",
+     "expected packages for a global npm_install"},
     {"base: sbx\nsteps:\n  - pip_install: {pre: true}\n", SBX_EINVAL, "3:18",
      "expected 'packages' in pip_install"},
     {"base: sbx\nsteps:\n  - run_cmd: []\n", SBX_EINVAL, "3:14",
