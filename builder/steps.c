@@ -239,6 +239,8 @@ int bld_step_script(bld_step_cmd *out, const sbx_step *st, const char *cur_user,
         }
         if (p->pre)
             sb_str(&cmd, " --pre");
+        if (p->user_install)
+            sb_str(&cmd, " --user");
         sb_list(&cmd, p->packages, p->n_packages, 1);
         char *c = sb_take(&cmd);
         if (!c) {

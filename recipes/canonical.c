@@ -53,7 +53,8 @@ static json_t *step_json(const sbx_step *s)
         const __typeof__(s->u.pip_install) *p = &s->u.pip_install;
         op = "pip_install";
         json_object_set_new(o, "packages", jstrv(p->packages, p->n_packages));
-        json_object_set_new(o, "user", jstr_or_null(p->user));
+        /* true: pip --user; a string: run as that user; null: neither */
+        json_object_set_new(o, "user", p->user_install ? json_true() : jstr_or_null(p->user));
         json_object_set_new(o, "index_url", jstr_or_null(p->index_url));
         json_object_set_new(o, "extra_index_urls",
                             jstrv(p->extra_index_urls, p->n_extra_index_urls));

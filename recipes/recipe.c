@@ -412,6 +412,9 @@ int sbx_recipe_pip_install(sbx_recipe **out, const sbx_recipe *r, const sbx_pip_
     *out = NULL;
     if (check_list(o->packages, o->n_packages, "pip_install", "package", true, true, err) < 0 ||
         (o->user && rcp_rv_user(o->user, "pip_install user", err) < 0) ||
+        (o->user && o->user_install &&
+         sbx_error_set(err, SBX_EINVAL, "pip_install: user is true (pip --user) or a user "
+                       "name, not both") < 0) ||
         (o->index_url && (rcp_rv_ref(o->index_url, "index_url", err) < 0 ||
                           rcp_rv_url_no_userinfo(o->index_url, "index_url", err) < 0)) ||
         check_urls(o->extra_index_urls, o->n_extra_index_urls, "extra_index_urls", err) < 0 ||
@@ -425,6 +428,7 @@ int sbx_recipe_pip_install(sbx_recipe **out, const sbx_recipe *r, const sbx_pip_
     p->packages = own_strv(s, o->packages, o->n_packages, &oom);
     p->n_packages = o->n_packages;
     p->user = own_str(s, o->user, &oom);
+    p->user_install = o->user_install;
     p->index_url = own_str(s, o->index_url, &oom);
     p->extra_index_urls = own_strv(s, o->extra_index_urls, o->n_extra_index_urls, &oom);
     p->n_extra_index_urls = o->n_extra_index_urls;

@@ -288,7 +288,13 @@ static int step_pip(pctx *p, build *b, const ynode *key, const ynode *v)
             return FAIL(p, v, "expected 'packages' in pip_install");
         const ynode *e = map_get(v, "extra_index_urls"), *fl = map_get(v, "find_links"),
                     *pre = map_get(v, "pre");
-        if (opt_str(p, v, "user", &o.user) < 0 || opt_str(p, v, "index_url", &o.index_url) < 0 ||
+        /* user: true/false is pip --user (the SDK's boolean); a name runs pip as that user */
+        const ynode *un = map_get(v, "user");
+        int ub = un ? bool_value(un) : -1;
+        if (ub >= 0)
+            o.user_install = ub == 1;
+        if ((ub < 0 && opt_str(p, v, "user", &o.user) < 0) ||
+            opt_str(p, v, "index_url", &o.index_url) < 0 ||
             (o.user && at(p, map_get(v, "user"), rcp_rv_user(o.user, "user", p->err)) < 0) ||
             (o.index_url &&
              at(p, map_get(v, "index_url"), rcp_rv_ref(o.index_url, "index_url", p->err)) < 0) ||

@@ -104,6 +104,9 @@ typedef struct sbx_step {
             const char *const *find_links;
             size_t n_find_links;
             bool pre; /* allow pre-releases (pip --pre) */
+            /* `user: true` (the SDK's pip_install(user=True)): pip --user,
+             * into the current recipe user's home; user is then NULL */
+            bool user_install;
         } pip_install;
         struct { /* npm_install: {packages, global} */
             const char *const *packages;
@@ -178,8 +181,9 @@ typedef struct sbx_pip_opts {
     const char *const *find_links;
     size_t n_find_links;
     bool pre;
+    bool user_install; /* pip --user (then user must be NULL) */
 } sbx_pip_opts;
-#define SBX_PIP_OPTS_INIT {NULL, 0, NULL, NULL, NULL, 0, NULL, 0, false}
+#define SBX_PIP_OPTS_INIT {NULL, 0, NULL, NULL, NULL, 0, NULL, 0, false, false}
 SBX_API int sbx_recipe_pip_install(sbx_recipe **out, const sbx_recipe *r, const sbx_pip_opts *opts,
                                    sbx_error *err);
 SBX_API int sbx_recipe_npm_install(sbx_recipe **out, const sbx_recipe *r, const char *const *pkgs,

@@ -138,11 +138,17 @@ steps:
   - workdir: /srv/proj2
   - npm_install: {}
   - run_cmd: node -e 'require("/srv/proj/node_modules/is-number"); require("/srv/proj2/node_modules/is-number"); console.log("npm project ok")'
+  - run_cmd: python3 -m pip uninstall -y --break-system-packages sbx-tiny && useradd -m pipuser
+  - user: pipuser
+  - pip_install: {packages: [sbx-tiny], user: true, secrets: [{id: pypi, env: PIP_INDEX_URL}]}
+  - run_cmd: python3 -c 'import sbx_tiny; assert sbx_tiny.__file__.startswith("/home/pipuser/.local/"), sbx_tiny.__file__; print("pip user ok")'
 YAML
-sbx build --network host "$ctx/proj.yaml" >/dev/null 2>"$T/err" || { tail -n 40 "$T/err"; b_die "npm_install without packages failed"; }
+sbx build --network host --secret id=pypi,src="$T/pypi-url" "$ctx/proj.yaml" >/dev/null 2>"$T/err" ||
+    { tail -n 40 "$T/err"; b_die "npm_install without packages, pip_install user: true failed"; }
+grep -q '      pip user ok' "$T/err" || { tail -n 20 "$T/err"; b_die "pip_install user: true did not install into the user's home"; }
 grep -q 'npm_install: npm install (package.json, no lockfile)' "$T/err" && grep -q 'npm_install: npm ci (the lockfile)' "$T/err" &&
     grep -q '      npm project ok' "$T/err" || { tail -n 40 "$T/err"; b_die "npm_install without packages: not npm install then npm ci"; }
-b_pass "apt_install, pip_install (local PEP 503 index behind a token given as a build secret, found nowhere after), npm_install global, local, and a project's package.json (npm install, then npm ci) on base: sbx"
+b_pass "apt_install, pip_install (local PEP 503 index behind a token given as a build secret, found nowhere after), npm_install global, local, and a project's package.json (npm install, then npm ci), pip_install user: true (pip --user) on base: sbx"
 
 # python: a version the archive does not have fails, naming what it has: the
 # list comes from apt-get update against Debian's archive, through the

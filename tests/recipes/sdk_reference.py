@@ -82,10 +82,12 @@ class Image:
     def apt_install(self, *packages, secrets=()):
         return self._with(with_secrets({"op": "apt_install", "packages": list(packages)}, secrets))
 
-    def pip_install(self, *packages, user=None, index_url=None, extra_index_urls=(),
+    def pip_install(self, *packages, user=False, index_url=None, extra_index_urls=(),
                     find_links=(), pre=False, secrets=()):
+        # user: the SDK's boolean (True: pip --user; False: the same as none),
+        # or a user name to run pip as
         return self._with(with_secrets(
-            {"op": "pip_install", "packages": list(packages), "user": user,
+            {"op": "pip_install", "packages": list(packages), "user": user or None,
              "index_url": index_url, "extra_index_urls": as_list(extra_index_urls),
              "find_links": as_list(find_links), "pre": pre}, secrets))
 
@@ -162,6 +164,9 @@ def golden_images(ctx):
         .pip_install("private-pkg==1.0", secrets=[("pypi", "PIP_INDEX_URL")])
         .npm_install("left-pad@1.3.0", secrets=["npm_token"])
         .run_cmd(["test -s /run/secrets/tok"], user="root", secrets=["tok", ("api.key", "API_KEY")]))
+    yield "09-pip-user", (
+        Image.image("python:3.12-slim", ctx).user("app")
+        .pip_install("requests==2.32.3", user=True).pip_install("flask", user=False))
     yield "08-npm-project", (
         Image.image("node:22", ctx).workdir("/srv/app").npm_install()
         .npm_install("left-pad@1.3.0", global_=True))

@@ -180,6 +180,7 @@ static void test_every_change_changes_digest(void **state)
         {"[curl, git]", "[curl, git, vim]"},
         {"requests==2.32.3", "requests==2.32.4"},
         {"user: app\n      index_url", "user: bob\n      index_url"},
+        {"user: app\n      index_url", "user: true\n      index_url"},
         {"1/simple", "9/simple"},
         {"2/simple", "8/simple"},
         {"3/links", "7/links"},
@@ -218,6 +219,40 @@ static void test_every_change_changes_digest(void **state)
                          changes[i][0], changes[i][1], j == n ? "the base" : "change", j);
     }
     free(digests);
+}
+
+/* pip_install's user as the SDK has it: true is pip --user, false the
+ * same recipe as no user at all; a name still runs pip as that user. */
+static void test_pip_user_boolean(void **state)
+{
+    (void)state;
+    char none[SBX_DIGEST_BUFSZ], no[SBX_DIGEST_BUFSZ], yes[SBX_DIGEST_BUFSZ],
+        named[SBX_DIGEST_BUFSZ];
+    digest_of("image: x\nsteps:\n  - pip_install: {packages: [a]}\n", none);
+    digest_of("image: x\nsteps:\n  - pip_install: {packages: [a], user: false}\n", no);
+    digest_of("image: x\nsteps:\n  - pip_install: {packages: [a], user: true}\n", yes);
+    digest_of("image: x\nsteps:\n  - pip_install: {packages: [a], user: \"true\"}\n", named);
+    assert_string_equal(none, no);
+    assert_string_not_equal(yes, no);
+    assert_string_not_equal(named, yes); /* quoted: a user named "true" */
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_recipe *r = NULL;
+    const char *y = "image: x\nsteps:\n  - pip_install: {packages: [a], user: true}\n";
+    assert_int_equal(sbx_recipe_parse_buffer(&r, y, strlen(y), "t", g_ctx, NULL, &err), 0);
+    const sbx_step *st = sbx_recipe_step(r, 0);
+    assert_true(st->u.pip_install.user_install);
+    assert_null(st->u.pip_install.user);
+    sbx_recipe_unref(r);
+    const char *both[] = {"a"};
+    sbx_pip_opts o = SBX_PIP_OPTS_INIT;
+    o.packages = both;
+    o.n_packages = 1;
+    o.user = "app";
+    o.user_install = true;
+    sbx_recipe *base = NULL, *out = NULL;
+    assert_int_equal(sbx_recipe_parse_buffer(&base, "image: x\n", 9, "b", g_ctx, NULL, &err), 0);
+    assert_int_equal(sbx_recipe_pip_install(&out, base, &o, &err), SBX_EINVAL);
+    sbx_recipe_unref(base);
 }
 
 static void test_copied_content_changes_digest(void **state)
@@ -456,6 +491,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reformatting_keeps_digest),
         cmocka_unit_test(test_every_change_changes_digest),
+        cmocka_unit_test(test_pip_user_boolean),
         cmocka_unit_test(test_copied_content_changes_digest),
         cmocka_unit_test(test_api_and_yaml_agree),
         cmocka_unit_test(test_api_validation),
