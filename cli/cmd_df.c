@@ -10,7 +10,10 @@ static const char USAGE[] =
     "each stored once) against the bytes the named images would take uncompressed\n"
     "and undeduplicated (for every named image: its manifests, configs and the\n"
     "uncompressed size of its layers, counted again for each image; an image\n"
-    "with several names counts once, builder step caches not at all).\n"
+    "with several names counts once, builder step caches not at all).  SAVED is\n"
+    "1 - STORED/IMAGES, 'none' when the store keeps as much or more (content no\n"
+    "name reaches until gc, or layers too small to compress).  Sizes are SI (kB,\n"
+    "MB, GB: powers of 1000), as everywhere the tool prints them.\n"
     "\n"
     "The unpacked layer cache (layers unpacked for builds and unpack, under\n"
     "<store>/unpacked) is shown apart, as the disk blocks it takes with each file\n"
@@ -59,7 +62,11 @@ int cmd_df(sbx_cli *cli, int argc, char **argv)
         return cli_print_json(stdout, j);
     } else {
         char st[32], lg[32], up[32], saved[16] = "-";
-        if (r.logical_bytes)
+        /* stored more than the images take (content no name reaches, tiny
+         * layers compressing to more than their tars): nothing saved */
+        if (r.logical_bytes && r.stored_bytes >= r.logical_bytes)
+            snprintf(saved, sizeof saved, "none");
+        else if (r.logical_bytes)
             snprintf(saved, sizeof saved, "%.0f%%",
                      100.0 * (1.0 - (double)r.stored_bytes / (double)r.logical_bytes));
         printf("%-10s %-10s %-7s %-7s %-7s %s\n", "STORED", "IMAGES", "SAVED", "BLOBS", "LAYERS",

@@ -51,6 +51,10 @@ sbx images --store "$S" | grep -q busybox || fail "--store after the verb"
 sbx --store "$S" df --json | jq -e '.names == 3 and .layers == 3 and .blobs == 6 and
   .logical_bytes > .stored_bytes' >/dev/null || fail "df --json: $(sbx --store "$S" df --json)"
 sbx --store "$S" df | grep -q "^STORED  *IMAGES  *SAVED" || fail "df table"
+# a store keeping as much as its images take saves nothing (not "-1%")
+"$STORE_TOOL" "$WORK/small" put-image docker.io/library/x:1 9 1000 >/dev/null
+sbx --store "$WORK/small" df | awk 'NR == 2 {print $5}' | grep -qx none ||
+  fail "df SAVED of a store that saves nothing: $(sbx --store "$WORK/small" df)"
 
 # rm: unknown names are a one-line error, the others still go.
 rc=0
