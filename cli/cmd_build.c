@@ -18,7 +18,7 @@
 
 static void usage(FILE *f)
 {
-    fputs("Usage: sbx-image build RECIPE.yaml [OPTIONS]\n"
+    fputs("usage: sbx-image build RECIPE.yaml [OPTIONS]\n"
           "\n"
           "Build the image a recipe describes into the store, running each step that\n"
           "runs commands in a throwaway OCI container and caching the result of every\n"
@@ -26,7 +26,7 @@ static void usage(FILE *f)
           "image recipe:<recipe digest> and every --tag.  RECIPE.yaml '-' reads the\n"
           "recipe from standard input.\n"
           "\n"
-          "Options:\n"
+          "options:\n"
           "  --context DIR       build context for copy steps (default: the recipe's\n"
           "                      directory; the current one for '-')\n"
           "  -t, --tag NAME      also name the image NAME in the store (repeatable;\n"
@@ -92,7 +92,7 @@ static void usage(FILE *f)
           "                      and errors (the digest still goes to stdout)\n"
           "  -h, --help          print this help\n"
           "\n"
-          "Output:\n"
+          "output:\n"
           "  stdout: the image's manifest digest (sha256:...); with --json one object:\n"
           "  digest, recipe_digest, base_digest, steps_run, steps_cached, build_id (its\n"
           "  record: sbx-image builds, build-log, build-cancel).\n"

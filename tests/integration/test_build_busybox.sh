@@ -149,7 +149,7 @@ b_assert_clean
 for o in context tag no-cache platform runtime network timeout pids-limit memory cpus disk-limit secret cache-from cache-to base-suite base-variant base-mirror json store verbose quiet help; do
     grep -q -- "--$o\b" "$T/help" || b_die "build --help does not list --$o"
 done
-grep -q '^Output:' "$T/help" && grep -q 'stdout: the image' "$T/help" || b_die "build --help does not say what it prints"
+grep -q '^output:' "$T/help" && grep -q 'stdout: the image' "$T/help" || b_die "build --help does not say what it prints"
 ! awk 'length > 80' "$T/help" | grep -q . || b_die "build --help has lines over 80 columns"
 b_pass "build --help lists every option and what it prints"
 

@@ -153,3 +153,13 @@ if command -v setpriv >/dev/null; then
 else
   fail "setpriv (util-linux) is missing"
 fi
+
+# One heading style: every command's --help starts "usage: sbx-image VERB" and
+# lists its "options:".
+verbs=$("$SBX_BIN" --help | awk '/^commands:/ {f = 1; next} /^$/ {f = 0} f {print $1}')
+[[ $(wc -w <<<"$verbs") -ge 25 ]] || fail "sbx-image --help lists too few commands: $verbs"
+for v in $verbs; do
+  h=$("$SBX_BIN" $v --help) || fail "$v --help failed"
+  [[ $(head -n 1 <<<"$h") == "usage: sbx-image $v"* ]] || fail "$v --help starts '$(head -n 1 <<<"$h")'"
+  grep -q '^options:' <<<"$h" || fail "$v --help has no 'options:' heading"
+done
