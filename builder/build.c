@@ -494,9 +494,12 @@ static int image_named(build_ctx *c, const char *name, const char *digest)
     sbx_error e = SBX_ERROR_INIT;
     if (sbx_store_name_get(c->s, name, cur, &e) < 0 || strcmp(cur, digest) != 0)
         return 0;
-    for (size_t i = 0; c->o && i < c->o->n_tags; i++)
-        if (sbx_store_name_get(c->s, c->o->tags[i], cur, &e) < 0 || strcmp(cur, digest) != 0)
+    for (size_t i = 0; c->o && i < c->o->n_tags; i++) {
+        char tag[sizeof ((sbx_ref *)0)->str];
+        if (sbx_image_tag_name(tag, sizeof tag, c->o->tags[i], &e) < 0 ||
+            sbx_store_name_get(c->s, tag, cur, &e) < 0 || strcmp(cur, digest) != 0)
             return 0;
+    }
     return sbx_image_readable(c->s, digest);
 }
 
