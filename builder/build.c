@@ -526,6 +526,14 @@ static int finish_image(build_ctx *c, json_t *config, const char *recipe_digest,
         if (!s || bld_config_set_label(config, BLD_LABEL_READY_CMD, s, err) < 0)
             return err->code ? err->code : sbx_error_set(err, SBX_ENOMEM, "set ready command");
     }
+    for (size_t i = 0; c->o && i < c->o->n_labels; i++) {
+        const char *kv = c->o->labels[i], *eq = strchr(kv, '=');
+        _cleanup_free_ char *key = eq ? strndup(kv, (size_t)(eq - kv)) : NULL;
+        if (!key)
+            return sbx_error_set(err, SBX_ENOMEM, "set label '%s'", kv);
+        if (bld_config_set_label(config, key, eq + 1, err) < 0)
+            return err->code;
+    }
     _cleanup_free_ char *name = sbx__strdup_printf("recipe:%s", recipe_digest);
     if (!name)
         return sbx_error_set(err, SBX_ENOMEM, "name the image");
@@ -873,6 +881,14 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     for (size_t i = 0; opts && i < opts->n_cache_from; i++)
         if (bld_cache_check_repo(opts->cache_from[i], err) < 0)
             return err->code;
+    for (size_t i = 0; opts && i < opts->n_labels; i++) {
+        const char *kv = opts->labels[i], *eq = kv ? strchr(kv, '=') : NULL;
+        if (!eq || eq == kv)
+            return sbx_error_set(err, SBX_EINVAL, "label '%s': give KEY=VALUE", kv ? kv : "");
+        if (!strncmp(kv, "sh.sbx.", 7))
+            return sbx_error_set(err, SBX_EINVAL, "label '%s': keys under sh.sbx. are the "
+                                 "tool's own", kv);
+    }
     if (opts && opts->cache_to && bld_cache_check_repo(opts->cache_to, err) < 0)
         return err->code;
     if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)

@@ -31,6 +31,8 @@ static void usage(FILE *f)
           "                      directory; the current one for '-')\n"
           "  -t, --tag NAME      also name the image NAME in the store (repeatable;\n"
           "                      default: none)\n"
+          "  --label KEY=VALUE   a label on the image's config (repeatable); the recipe\n"
+          "                      digest and the step cache stay, the image differs\n"
           "  -f FILE             the recipe file (instead of RECIPE.yaml)\n"
           "  --secret id=NAME,src=FILE | id=NAME,env=VAR\n"
           "                      a build secret for the steps that name it (repeatable):\n"
@@ -338,7 +340,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
            O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH, O_SECRET, O_CACHE_FROM,
-           O_CACHE_TO, O_MEMORY, O_CPUS, O_DISK };
+           O_CACHE_TO, O_MEMORY, O_CPUS, O_DISK, O_LABEL };
     static const char *cache_from[16];
     size_t ncache_from = 0;
     static sbx_build_secret secrets[64];
@@ -360,6 +362,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"cache-to", required_argument, NULL, O_CACHE_TO},
         {"pids-limit", required_argument, NULL, O_PIDS},
         {"memory", required_argument, NULL, O_MEMORY},
+        {"label", required_argument, NULL, O_LABEL},
         {"cpus", required_argument, NULL, O_CPUS},
         {"disk-limit", required_argument, NULL, O_DISK},
         {"base-suite", required_argument, NULL, O_SUITE},
@@ -373,6 +376,8 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
     sbx_build_options bo = SBX_BUILD_OPTIONS_INIT;
     const char *context = NULL, *push_ref = NULL;
     const char *tags[64];
+    static const char *labels[64];
+    size_t nlabels = 0;
     size_t ntags = 0;
     int c;
     const char *file = NULL;
@@ -395,6 +400,13 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
             cache_from[ncache_from++] = optarg;
             bo.cache_from = cache_from;
             bo.n_cache_from = ncache_from;
+            break;
+        case O_LABEL:
+            if (nlabels == sizeof labels / sizeof labels[0])
+                return cli_usage_error("build", "at most %zu --label", sizeof labels / sizeof labels[0]);
+            if (!strchr(optarg, '=') || *optarg == '=')
+                return cli_usage_error("build", "--label needs KEY=VALUE, not '%s'", optarg);
+            labels[nlabels++] = optarg;
             break;
         case O_CACHE_TO:
             if (!*optarg)
@@ -521,6 +533,8 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         return CLI_EXIT_USAGE;
     bo.tags = tags;
     bo.n_tags = ntags;
+    bo.labels = labels;
+    bo.n_labels = nlabels;
     cli_install_sinks(cli);
     if (cli->json) {
         cli_set_sinks(cli, cli_json_log, cli_json_progress);

@@ -127,6 +127,11 @@ typedef struct sbx_build_options {
     uint64_t memory_bytes;
     unsigned cpu_millis;
     uint64_t disk_bytes;
+    /* Labels set on the image's config ("KEY=VALUE"; a later one for the
+     * same key wins; keys under sh.sbx. are the tool's own).  The recipe
+     * digest and the step cache do not change; the image does. */
+    const char *const *labels;
+    size_t n_labels;
 } sbx_build_options;
 
 typedef struct sbx_build_secret {
@@ -146,7 +151,7 @@ typedef struct sbx_build_secret {
 
 #define SBX_BUILD_OPTIONS_INIT \
     {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, 0, \
-     NULL, 0, NULL, 0, 0, 0}
+     NULL, 0, NULL, 0, 0, 0, NULL, 0}
 
 #define SBX_BUILD_TAIL_LINES 20
 

@@ -146,7 +146,7 @@ b_assert_clean
 
 # --help: every option, and what the command prints.
 "$SBX_BIN" build --help >"$T/help" || b_die "build --help failed"
-for o in context tag no-cache platform runtime network timeout pids-limit memory cpus disk-limit secret cache-from cache-to base-suite base-variant base-mirror json store verbose quiet help; do
+for o in context tag label no-cache platform runtime network timeout pids-limit memory cpus disk-limit secret cache-from cache-to base-suite base-variant base-mirror json store verbose quiet help; do
     grep -q -- "--$o\b" "$T/help" || b_die "build --help does not list --$o"
 done
 grep -q '^output:' "$T/help" && grep -q 'stdout: the image' "$T/help" || b_die "build --help does not say what it prints"
@@ -171,3 +171,18 @@ sbx -q images >"$T/out" || b_die "images -q failed"
 grep -qx "$digest" "$T/out" && ! grep -qv '^sha256:[0-9a-f]\{64\}$' "$T/out" || b_die "images -q: $(cat "$T/out")"
 [[ $(sort "$T/out" | uniq -d) == "" ]] || b_die "images -q repeats a digest"
 b_pass "build -q prints only the digest; images -q only the digests"
+
+# --label: the image's config gets it; the recipe's digest and cache stay
+sbx build --json --label team=infra --label org.opencontainers.image.source=https://x.example/app \
+    "$ctx/recipe.yaml" >"$T/out" 2>"$T/err" || { cat "$T/err"; b_die "build --label failed"; }
+[[ $(jq -r .steps_run "$T/out") == 0 ]] || b_die "--label ran steps again"
+ld=$(jq -r .digest "$T/out")
+[[ $ld != "$digest" ]] || b_die "--label gave the same image"
+sbx inspect "$ld" | grep -q '^ *team=infra$' || b_die "inspect does not show the label"
+"$B_DRIVER" --config "$STORE" "$ld" | jq -e '.config.Labels["org.opencontainers.image.source"] == "https://x.example/app"
+    and (.config.Labels | has("sh.sbx.ready-cmd"))' >/dev/null || b_die "the labels are not in the config"
+rc=0; sbx build --label noequals "$ctx/recipe.yaml" 2>"$T/err" || rc=$?
+[[ $rc == 2 ]] || b_die "--label without = : exit $rc"
+rc=0; sbx build --label sh.sbx.ready-cmd=x "$ctx/recipe.yaml" 2>"$T/err" || rc=$?
+[[ $rc == 1 ]] && grep -q "the tool's own" "$T/err" || b_die "--label sh.sbx.*: exit $rc $(cat "$T/err")"
+b_pass "--label sets the config's labels without touching the recipe digest or the cache"
