@@ -73,8 +73,14 @@ int sbx__copy_sparse(int sfd, int dfd, uint64_t size, sbx_error *err)
             break; /* holes to the end */
         off_t hole = data < 0 ? -1 : lseek(sfd, data, SEEK_HOLE);
         if (data < 0 || hole < 0) {
-            if (!wrote && (errno == EINVAL || errno == EOPNOTSUPP))
+            int e = errno;
+            if (!wrote && (e == EINVAL || e == EOPNOTSUPP)) {
+                /* the caller copies the plain way, from the start */
+                if (lseek(sfd, 0, SEEK_SET) < 0)
+                    return sbx_error_sys(err, SBX_EIO, errno, "finding the holes");
                 return sbx_error_set(err, SBX_EUNSUPPORTED, "no SEEK_DATA here");
+            }
+            errno = e;
             return sbx_error_sys(err, SBX_EIO, errno, "finding the holes");
         }
         if ((uint64_t)hole > size)

@@ -54,6 +54,19 @@ static int by_prefix(char digest[SBX_DIGEST_BUFSZ], sbx_store *s, const char *wo
     return found ? 0 : SBX_ENOTFOUND;
 }
 
+/* A stored blob that parses as an image manifest or index. */
+static bool is_manifest(sbx_store *s, const char *digest)
+{
+    _cleanup_free_ char *raw = NULL;
+    size_t len = 0;
+    sbx_manifest m = {0};
+    sbx_error e = SBX_ERROR_INIT;
+    bool ok = sbx_store_read_blob(s, digest, SBX_MANIFEST_MAX, &raw, &len, &e) == 0 &&
+              sbx_manifest_parse(&m, NULL, raw, len, &e) == 0;
+    sbx_manifest_free(&m);
+    return ok;
+}
+
 int sbx_image_lookup(char digest_out[SBX_DIGEST_BUFSZ], char *name_out, size_t name_len,
                      sbx_store *s, const char *words, sbx_error *err)
 {
@@ -64,6 +77,9 @@ int sbx_image_lookup(char digest_out[SBX_DIGEST_BUFSZ], char *name_out, size_t n
         int have = sbx_store_has_blob(s, words, err);
         if (have < 0)
             return have;
+        if (have && !is_manifest(s, words))
+            return sbx_error_set(err, SBX_EINVAL, "'%s' is a stored blob but no image manifest "
+                                 "or index (a config?)", words);
         if (have) {
             snprintf(digest_out, SBX_DIGEST_BUFSZ, "%s", words);
             return 0;

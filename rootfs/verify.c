@@ -110,12 +110,19 @@ static __attribute__((noinline)) char *xattrs_of(int dirfd, const char *name, si
     char *out = NULL;
     size_t olen = 0;
     for (size_t i = 0; i < ns.n; i++) {
-        char val[4096];
-        ssize_t vl = ns.v[i] ? lgetxattr(path, ns.v[i], val, sizeof val) : -1;
+        char small[4096], *val = small;
+        ssize_t vl = ns.v[i] ? lgetxattr(path, ns.v[i], NULL, 0) : -1;
+        if (vl > (ssize_t)sizeof small && !(val = malloc((size_t)vl)))
+            break;
+        if (vl > 0)
+            vl = lgetxattr(path, ns.v[i], val, vl > (ssize_t)sizeof small ? (size_t)vl : sizeof small);
         size_t need = strlen(ns.v[i] ? ns.v[i] : "") + 1 + sizeof vl + (vl > 0 ? (size_t)vl : 0);
         char *no = realloc(out, olen + need);
-        if (!no)
+        if (!no) {
+            if (val != small)
+                free(val);
             break;
+        }
         out = no;
         memcpy(out + olen, ns.v[i] ? ns.v[i] : "", strlen(ns.v[i] ? ns.v[i] : "") + 1);
         olen += strlen(ns.v[i] ? ns.v[i] : "") + 1;
@@ -125,6 +132,8 @@ static __attribute__((noinline)) char *xattrs_of(int dirfd, const char *name, si
             memcpy(out + olen, val, (size_t)vl);
             olen += (size_t)vl;
         }
+        if (val != small)
+            free(val);
     }
     names_free(&ns);
     *len = olen;

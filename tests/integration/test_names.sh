@@ -39,6 +39,9 @@ rm -rf "$T/u"
 sbx unpack app2 "$T/u" >/dev/null 2>"$T/err" && [[ -f $T/u/one ]] || { cat "$T/err"; b_die "unpack of a tag"; }
 rc=0; sbx tag app "x@$d" 2>"$T/err" || rc=$?
 [[ $rc == 2 ]] && grep -q "names no digest" "$T/err" || b_die "tag with a digest: exit $rc $(cat "$T/err")"
+cfg=$(sbx inspect --json app | jq -r .config)
+rc=0; sbx tag "$cfg" app4 2>"$T/err" || rc=$?
+[[ $rc == 1 ]] && grep -q "no image manifest" "$T/err" || b_die "tag of a config digest: exit $rc $(cat "$T/err")"
 rc=0; sbx tag nope app3 2>"$T/err" || rc=$?
 [[ $rc == 1 ]] && grep -q "no such image" "$T/err" || b_die "tag of an unknown image: exit $rc $(cat "$T/err")"
 b_pass "tag IMAGE NEW... names an image by any of the words; refusals are clear"
