@@ -642,21 +642,35 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     remote = remote && dead;
     sbx_registry_options ro;
     bld_registry_opts(&ro, c->s, c->o);
+    /* States from a cache repository, and those built on one, are named in
+     * that repository's namespace (bld_cache_ns_key): a build that does not
+     * list it never finds them.  ns: the repository this build's states
+     * build on, if any. */
+    const char *ns = NULL;
+    char nk[SBX_DIGEST_BUFSZ];
     if (!c->o || !c->o->no_cache) {
         /* the deepest state here, else the deepest a cache repository has */
-        for (size_t k = n; k >= 1; k--) {
-            if (bld_cache_lookup(&config, d, c->s, keys[k], &ro, c->ctx) ||
-                (remote && !bound[k] &&
-                 bld_cache_fetch(c->s, c->o->cache_from, dead, c->o->n_cache_from, keys[k],
-                                 &ro, c->ctx) == 1 &&
-                 bld_cache_lookup(&config, d, c->s, keys[k], &ro, c->ctx))) {
+        for (size_t k = n; k >= 1 && !config; k--) {
+            if (bld_cache_lookup(&config, d, c->s, keys[k], &ro, c->ctx)) {
                 start = k;
                 break;
             }
+            for (size_t r = 0; remote && !bound[k] && r < c->o->n_cache_from && !config; r++) {
+                bld_cache_ns_key(nk, keys[k], c->o->cache_from[r]);
+                if (bld_cache_lookup(&config, d, c->s, nk, &ro, c->ctx))
+                    ns = c->o->cache_from[r];
+            }
+            size_t hit = 0;
+            if (!config && remote && !bound[k] &&
+                bld_cache_fetch(c->s, c->o->cache_from, dead, c->o->n_cache_from, keys[k], &ro,
+                                c->ctx, &hit) == 1) {
+                bld_cache_ns_key(nk, keys[k], c->o->cache_from[hit]);
+                if (bld_cache_lookup(&config, d, c->s, nk, &ro, c->ctx))
+                    ns = c->o->cache_from[hit];
+            }
+            if (config)
+                start = k;
         }
-        if (!config && remote)
-            bld_cache_fetch(c->s, c->o->cache_from, dead, c->o->n_cache_from, keys[0], &ro,
-                            c->ctx);
     }
     if (config && start < n) {
         /* Steps run on this state: lease it (and its layers) against gc. */
@@ -673,11 +687,24 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
         }
     } else if (config) {
         char name[SBX_DIGEST_BUFSZ + 16];
-        if (keys[n][0] && bld_cache_name(name, sizeof name, keys[n]) == 0)
+        if (ns)
+            bld_cache_ns_key(nk, keys[n], ns);
+        if (keys[n][0] && bld_cache_name(name, sizeof name, ns ? nk : keys[n]) == 0)
             touch_if_stale(c->s, name, c->ctx);
     }
-    if (!config)
-        rc = base_state(c, &config, keys[0], err);
+    if (!config) {
+        /* the base state (add_python) from a cache repository, when one has it */
+        size_t hit = 0;
+        const char *key0 = keys[0];
+        if (remote && !c->o->no_cache &&
+            bld_cache_fetch(c->s, c->o->cache_from, dead, c->o->n_cache_from, keys[0], &ro,
+                            c->ctx, &hit) == 1) {
+            ns = c->o->cache_from[hit];
+            bld_cache_ns_key(nk, keys[0], ns);
+            key0 = nk;
+        }
+        rc = base_state(c, &config, key0, err);
+    }
     for (size_t i = 1; i <= n && rc == 0; i++) {
         const sbx_step *st = sbx_recipe_step(c->r, i - 1);
         _cleanup_free_ char *summary = bld_step_summary(st);
@@ -728,8 +755,10 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
         rc = bld_config_commit(c->s, config, d, err);
         if (rc == 0)
             rc = bld_config_made_here(c->s, config, d, diff_id, err);
+        if (ns)
+            bld_cache_ns_key(nk, keys[i], ns);
         if (rc == 0 && keys[i][0])
-            rc = bld_cache_store(c->s, keys[i], d, err);
+            rc = bld_cache_store(c->s, ns ? nk : keys[i], d, err);
         emit(c, rc < 0 ? SBX_BUILD_EV_FAILED : SBX_BUILD_EV_DONE, i, summary,
              diff_id || st->kind == SBX_STEP_ENV || st->kind == SBX_STEP_WORKDIR ||
                      st->kind == SBX_STEP_USER
@@ -740,18 +769,28 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     if (rc == 0)
         rc = finish_image(c, config, recipe_digest, err);
     if (rc == 0 && c->o && c->o->cache_to) {
-        /* states bound to secret values are this store's alone */
-        const char **kv = calloc(n + 1, sizeof *kv);
-        size_t pushed = 0, nk = 0;
-        for (size_t i = 0; kv && i <= n; i++)
-            if (!bound[i])
-                kv[nk++] = keys[i];
-        rc = kv ? bld_cache_publish(c->s, c->o->cache_to, kv, nk, &ro, c->ctx, &pushed, err)
-                : sbx_error_set(err, SBX_ENOMEM, "out of memory");
+        /* states bound to secret values are this store's alone; the others
+         * are tagged by their key, found under their name here */
+        const char **kv = calloc(n + 1, sizeof *kv), **names = calloc(n + 1, sizeof *names);
+        char(*nks)[SBX_DIGEST_BUFSZ] = calloc(n + 1, sizeof *nks);
+        size_t pushed = 0, nkeys = 0;
+        for (size_t i = 0; kv && names && nks && i <= n; i++) {
+            if (bound[i])
+                continue;
+            if (ns)
+                bld_cache_ns_key(nks[i], keys[i], ns);
+            kv[nkeys] = keys[i];
+            names[nkeys++] = ns && i >= start ? nks[i] : keys[i];
+        }
+        rc = kv && names && nks ? bld_cache_publish(c->s, c->o->cache_to, kv, names, nkeys, &ro,
+                                                    c->ctx, &pushed, err)
+                                : sbx_error_set(err, SBX_ENOMEM, "out of memory");
         if (rc == 0)
             sbx__log(c->ctx, SBX_LOG_INFO, "cache: %zu entries published to %s", pushed,
                      c->o->cache_to);
         free(kv);
+        free(names);
+        free(nks);
     }
     json_decref(config);
     free(keys);

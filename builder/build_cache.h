@@ -38,10 +38,17 @@ int bld_cache_check_repo(const char *repo, sbx_error *err);
  * has it.  A repository that fails otherwise than with "not found" is said
  * as a warning and marked dead for the rest of the build. */
 int bld_cache_fetch(sbx_store *s, const char *const *repos, bool *dead, size_t nrepos,
-                    const char *key, const struct sbx_registry_options *ro, sbx_ctx *ctx);
-/* Push every entry the store has for keys to repo, tagged by key. */
-int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys, size_t nkeys,
+                    const char *key, const struct sbx_registry_options *ro, sbx_ctx *ctx,
+                    size_t *hit);
+/* Push the state the store names cache:<names[i]> to repo, tagged by
+ * keys[i], for each i that has one. */
+int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys,
+                      const char *const *names, size_t nkeys,
                       const struct sbx_registry_options *ro, sbx_ctx *ctx, size_t *pushed,
                       sbx_error *err);
+/* The key a state from cache repository repo (or built on one) is named by
+ * in the store: another tenant's --cache-from must not feed a build that
+ * does not list the same repository. */
+void bld_cache_ns_key(char out[SBX_DIGEST_BUFSZ], const char *key, const char *repo);
 
 #endif

@@ -125,6 +125,12 @@ int bld_cache_bind_secrets(char (*keys)[SBX_DIGEST_BUFSZ], bool *bound, size_t n
     return rc;
 }
 
+void bld_cache_ns_key(char out[SBX_DIGEST_BUFSZ], const char *key, const char *repo)
+{
+    _cleanup_free_ char *s = sbx__strdup_printf("%s\nfrom %s", key, repo);
+    sbx__sha256_buf(s ? s : "", s ? strlen(s) : 0, out);
+}
+
 int bld_cache_store(sbx_store *s, const char *key, const char *digest, sbx_error *err)
 {
     char name[SBX_DIGEST_BUFSZ + 16];

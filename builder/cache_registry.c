@@ -10,7 +10,9 @@
  *
  * Trust: a cache repository maps keys to images; whoever can push there
  * decides what a step "produced".  Give --cache-from only repositories
- * trusted as much as the base image. */
+ * trusted as much as the base image.  In a shared store what came from a
+ * repository (and what was built on it) is named in that repository's
+ * namespace (bld_cache_ns_key), so it feeds only builds that list it. */
 #include <string.h>
 
 #include "build_cache.h"
@@ -47,7 +49,8 @@ int bld_cache_check_repo(const char *repo, sbx_error *err)
 }
 
 int bld_cache_fetch(sbx_store *s, const char *const *repos, bool *dead, size_t nrepos,
-                    const char *key, const sbx_registry_options *ro, sbx_ctx *ctx)
+                    const char *key, const sbx_registry_options *ro, sbx_ctx *ctx,
+                    size_t *hit)
 {
     for (size_t i = 0; i < nrepos; i++) {
         if (dead[i])
@@ -69,13 +72,17 @@ int bld_cache_fetch(sbx_store *s, const char *const *repos, bool *dead, size_t n
             sbx_pull_result_free(&pr);
             continue;
         }
-        /* the entry, under the cache's own name; not under the tag */
-        rc = bld_cache_store(s, key, pr.digest, &e);
+        /* the entry, under a cache name of that repository's namespace (only
+         * builds that list the repository find it); not under the tag */
+        char nk[SBX_DIGEST_BUFSZ];
+        bld_cache_ns_key(nk, key, repos[i]);
+        rc = bld_cache_store(s, nk, pr.digest, &e);
         sbx_error ignore = SBX_ERROR_INIT;
         sbx_store_name_remove(s, pr.ref, &ignore);
         sbx_pull_result_free(&pr);
         if (rc == 0) {
             sbx__log(ctx, SBX_LOG_INFO, "cache hit in %s for step key %.19s", repos[i], key);
+            *hit = i;
             return 1;
         }
         sbx__log(ctx, SBX_LOG_WARN, "cache entry from %s not kept: %s", repos[i], e.msg);
@@ -83,15 +90,15 @@ int bld_cache_fetch(sbx_store *s, const char *const *repos, bool *dead, size_t n
     return 0;
 }
 
-int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys, size_t nkeys,
-                      const sbx_registry_options *ro, sbx_ctx *ctx, size_t *pushed,
-                      sbx_error *err)
+int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys,
+                      const char *const *names, size_t nkeys, const sbx_registry_options *ro,
+                      sbx_ctx *ctx, size_t *pushed, sbx_error *err)
 {
     *pushed = 0;
     for (size_t i = 0; i < nkeys; i++) {
         char name[SBX_DIGEST_BUFSZ + 16], digest[SBX_DIGEST_BUFSZ], ref[1024];
         sbx_error e = SBX_ERROR_INIT;
-        if (bld_cache_name(name, sizeof name, keys[i]) < 0 ||
+        if (bld_cache_name(name, sizeof name, names[i]) < 0 ||
             sbx_store_name_get(s, name, digest, &e) < 0)
             continue; /* a state this build did not reach (or a base from a registry) */
         if (cache_ref(ref, sizeof ref, repo, keys[i], err) < 0)

@@ -96,6 +96,18 @@ ok images --json
 ! grep -q 'sbx-cache-' "$T/out" || fail "the cache's tags became image names"
 ((($(tags) - t0) <= 3)) || fail "more than one tag lookup for the deepest key"
 
+case_ "what one build got from a cache repository feeds only builds that list it"
+# store-c2 holds the states its build took from $CACHE: a build there that
+# does not list $CACHE (another tenant) runs every step itself
+ok build --json "$T/ctx/c.yaml"
+assert_eq "$(res steps_run)" 3 "steps run without --cache-from, after another build used it"
+ok build --json --cache-from "$CACHE" "$T/ctx/c.yaml"
+assert_eq "$(res steps_run)" 0 "steps run with --cache-from again"
+ok images --all --json
+# the three states built here, and the deepest one from $CACHE under a name of its own
+jq -e '[.[] | select(.name | startswith("cache:"))] | length == 4' "$T/out" >/dev/null ||
+    fail "the states built here and those from the repository are not named apart: $(cat "$T/out")"
+
 case_ "a change at step 2 reruns 2 and 3 only, from the registry's step 1"
 sed -i 's/echo two/echo TWO/' "$T/ctx/c.yaml"
 STORE=$T/store-c3
