@@ -92,6 +92,48 @@ int bld_wait_pid(pid_t pid)
     return status;
 }
 
+/* Mounts of other steps and sandboxes that a private mount namespace
+ * would copy: the store's scratch dirs (other steps' overlays, secrets'
+ * tmpfs, network namespace binds) other than our bundle's, and overlays
+ * named sbx-* (runtime-host mounts).  The child detaches them in its copy,
+ * so another build's secrets do not live on in this step's namespace.  Read
+ * before fork (no allocation after it); what is mounted after the read is
+ * missed, harmlessly. */
+static char (*others_mounted(size_t *n, const char *bundle))[PATH_MAX]
+{
+    *n = 0;
+    const char *slash = strrchr(bundle, '/');
+    if (!slash)
+        return NULL;
+    size_t tl = (size_t)(slash - bundle) + 1, bl = strlen(bundle); /* "<store>/tmp/" */
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f)
+        return NULL;
+    char(*v)[PATH_MAX] = NULL;
+    size_t cap = 0;
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        char mnt[PATH_MAX], src[256] = "";
+        const char *dash = strstr(line, " - ");
+        if (sscanf(line, "%*s %*s %*s %*s %4095s", mnt) != 1 || !dash ||
+            sscanf(dash + 3, "%*s %255s", src) < 0)
+            continue;
+        bool ours = strncmp(mnt, bundle, bl) == 0 && (mnt[bl] == '/' || !mnt[bl]);
+        if (ours || (strncmp(mnt, bundle, tl) != 0 && strncmp(src, "sbx-", 4) != 0))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char(*nv)[PATH_MAX] = realloc(v, cap * sizeof *v);
+            if (!nv)
+                break;
+            v = nv;
+        }
+        snprintf(v[(*n)++], PATH_MAX, "%s", mnt);
+    }
+    fclose(f);
+    return v;
+}
+
 /* In the child, before exec: a private mount namespace without cgroup2.
  * The mount list is read before fork (no stdio after fork in a threaded
  * process). */
@@ -151,6 +193,9 @@ int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
     int nhybrid = 0;
     if (rt->kind == BLD_RUNTIME_CRUN && rt->cgroup_workaround)
         nhybrid = hybrid_mounts(hybrid, 4);
+    size_t nothers = 0;
+    _cleanup_free_ char(*others)[PATH_MAX] =
+        call->overlay_opts ? others_mounted(&nothers, call->bundle) : NULL;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "opening /dev/null");
@@ -172,6 +217,8 @@ int bld_rt_spawn(pid_t *pid_out, const rt_call *call, const char *const *args, s
         bool hybrid_ns = rt->kind == BLD_RUNTIME_CRUN && rt->cgroup_workaround;
         if (hybrid_ns || call->overlay_opts)
             child_private_mounts();
+        for (size_t i = 0; i < nothers; i++)
+            umount2(others[i], MNT_DETACH); /* gone already, or a parent's went: fine */
         if (call->overlay_opts) {
             int mr = -1;
             if (chdir(call->bundle) == 0)

@@ -110,6 +110,29 @@ found=$(find_secret "$STORE")
 [[ -z $found ]] || b_die "after a failed step the secret is in: $found"
 b_assert_clean
 
+case_ "a step's runtime holds no copy of a sandbox's mount"
+# a runtime host mounts sandboxes' root filesystems (sbx-image mount); a
+# step's runtime enters a mount namespace of its own, which must not keep a
+# copy of them (nor of another build's secrets tmpfs) alive
+sbx mount busybox:test "$T/sandbox" >/dev/null 2>"$T/err" || { cat "$T/err"; b_die "mount failed"; }
+cat >"$ctx/other.yaml" <<'YAML'
+image: busybox:test
+steps:
+  - run_cmd: touch /started-b; sleep 3
+YAML
+sbx build --no-cache "$ctx/other.yaml" >/dev/null 2>"$T/err-b" &
+pb=$!
+for _ in $(seq 100); do compgen -G "$STORE/tmp/build.*/upper/started-b" >/dev/null && break; sleep 0.1; done
+runtimes=0 holders=0
+for pid in $(pgrep -x crun; pgrep -x runc); do
+    runtimes=$((runtimes + 1))
+    grep -q " $T/sandbox " "/proc/$pid/mountinfo" 2>/dev/null && holders=$((holders + 1))
+done
+wait "$pb" || { cat "$T/err-b"; b_die "the build failed"; }
+sbx umount "$T/sandbox" >/dev/null 2>&1 || true
+((runtimes > 0)) || b_die "no runtime process seen while the step ran (test is vacuous)"
+((holders == 0)) || b_die "the step's runtime held a copy of the sandbox's mount"
+
 case_ "usage: --secret needs id and one source"
 for bad in "src=$T/tok" "id=tok" "id=tok,src=$T/tok,env=X" "id=tok,src=$T/missing" "id=tok,env=SBX_UNSET_VAR" "id=tok,nope=1"; do
     rc=0; sbx build --secret "$bad" "$ctx/recipe.yaml" >/dev/null 2>"$T/err" || rc=$?
