@@ -29,6 +29,12 @@ static void usage(FILE *f)
             "  --raw                         print the exact bytes of the manifest the ref names\n"
             "                                (the index for a multi-platform image)\n"
             "  --config                      print the exact bytes of the image config\n"
+            "  --format TEMPLATE             print TEMPLATE with each {{.Field}} replaced:\n"
+            "                                Ref, Digest, MediaType, Index, Platform,\n"
+            "                                Config, Created, User, WorkingDir, Cmd,\n"
+            "                                Entrypoint, Env (lists space-separated),\n"
+            "                                Labels.KEY, Layers (a count), Size (bytes)\n"
+            "                                e.g. --format '{{.Digest}} {{.User}}'\n"
             "  --json                        print everything as one JSON object\n"
             "  --store DIR                   store to look in first\n"
             "  -v, --verbose                 debug messages on stderr\n\n"
@@ -128,6 +134,63 @@ static void print_config(const sbx_image_info *in)
     json_decref(cfg);
 }
 
+/* --format: the template with each {{.Field}} replaced (docs in the usage).
+ * Returns 0, or -1 with *bad naming an unknown field. */
+static int print_format(const sbx_image_info *in, const char *tmpl, char bad[128])
+{
+    json_t *cfg = json_loadb(in->config_raw, in->config_len, 0, NULL);
+    json_t *c = json_object_get(cfg, "config");
+    char plat[100], num[32];
+    for (const char *p = tmpl; *p;) {
+        const char *open = strstr(p, "{{."), *close = open ? strstr(open, "}}") : NULL;
+        if (!open || !close) {
+            fputs(p, stdout);
+            break;
+        }
+        fwrite(p, 1, (size_t)(open - p), stdout);
+        char field[128];
+        snprintf(field, sizeof field, "%.*s", (int)(close - open - 3), open + 3);
+        const char *s = NULL;
+        json_t *arr = NULL;
+        if (!strcmp(field, "Ref")) s = in->ref;
+        else if (!strcmp(field, "Digest")) s = in->digest;
+        else if (!strcmp(field, "MediaType")) s = in->media_type;
+        else if (!strcmp(field, "Index")) s = strcmp(in->top_digest, in->digest) ? in->top_digest : "";
+        else if (!strcmp(field, "Platform")) s = sbx_platform_format(&in->platform, plat, sizeof plat);
+        else if (!strcmp(field, "Config")) s = in->config_digest;
+        else if (!strcmp(field, "Created")) s = json_string_value(json_object_get(cfg, "created"));
+        else if (!strcmp(field, "User")) s = json_string_value(json_object_get(c, "User"));
+        else if (!strcmp(field, "WorkingDir")) s = json_string_value(json_object_get(c, "WorkingDir"));
+        else if (!strcmp(field, "Layers")) {
+            snprintf(num, sizeof num, "%zu", in->nlayers);
+            s = num;
+        } else if (!strcmp(field, "Size")) {
+            snprintf(num, sizeof num, "%llu", (unsigned long long)total_size(in));
+            s = num;
+        } else if (!strcmp(field, "Cmd") || !strcmp(field, "Entrypoint") || !strcmp(field, "Env"))
+            arr = json_object_get(c, field);
+        else if (!strncmp(field, "Labels.", 7))
+            s = json_string_value(json_object_get(json_object_get(c, "Labels"), field + 7));
+        else {
+            snprintf(bad, 128, "%s", field);
+            json_decref(cfg);
+            return -1;
+        }
+        if (arr) { /* a list: its strings, space-separated */
+            size_t i;
+            json_t *v;
+            json_array_foreach(arr, i, v)
+                printf("%s%s", i ? " " : "", json_string_value(v) ? json_string_value(v) : "");
+        } else if (s) {
+            fputs(s, stdout);
+        }
+        p = close + 2;
+    }
+    putchar('\n');
+    json_decref(cfg);
+    return 0;
+}
+
 static void print_human(const sbx_image_info *in)
 {
     char plat[100], b[32];
@@ -164,11 +227,13 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
         CLI_CREDS_MORE_OPTS,
         {"raw", no_argument, NULL, 'r'},
         {"config", no_argument, NULL, 'C'},
+        {"format", required_argument, NULL, 'F'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
     sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
     int raw = 0, config = 0, c;
+    const char *format = NULL;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
         if (c == 'h') {
             usage(stdout);
@@ -184,6 +249,7 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
         switch (c) {
         case 'r': raw = 1; break;
         case 'C': config = 1; break;
+        case 'F': format = optarg; break;
         default: return cli_usage_error("inspect", "unknown option");
         }
     }
@@ -191,8 +257,8 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
         return cli_usage_error("inspect", "expected exactly one REF or NAME");
     if (cli_registry_finish(&opts, "inspect"))
         return CLI_EXIT_USAGE;
-    if (raw + config + cli->json > 1)
-        return cli_usage_error("inspect", "--raw, --config and --json exclude each other");
+    if (raw + config + cli->json + (format != NULL) > 1)
+        return cli_usage_error("inspect", "--raw, --config, --format and --json exclude each other");
     sbx_error err = SBX_ERROR_INIT;
     sbx_store *store = NULL;
     if (sbx_store_open_existing(&store, cli->store_root, &err) < 0) {
@@ -214,6 +280,11 @@ int cmd_inspect(sbx_cli *cli, int argc, char **argv)
         fwrite(in->config_raw, 1, in->config_len, stdout);
     else if (cli->json)
         exit_code = print_json(in);
+    else if (format) {
+        char bad[128];
+        if (print_format(in, format, bad) < 0)
+            exit_code = cli_usage_error("inspect", "--format: unknown field '.%s' (see --help)", bad);
+    }
     else
         print_human(in);
     sbx_image_info_free(in);

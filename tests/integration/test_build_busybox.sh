@@ -91,6 +91,14 @@ sbx history --json bb:built | jq -e 'length == 9 and ([.[] | select(.layer != nu
     all(.[]; (.empty_layer and .size == 0) or (.empty_layer | not))' >/dev/null || b_die "history --json"
 b_pass "history lists the config's history, newest first, with the layer each entry made"
 
+out=$(sbx inspect --format '{{.Digest}}|{{.User}}|{{.WorkingDir}}|{{.Cmd}}|{{.Layers}}|{{.Labels.sh.sbx.ready-cmd}}' bb:built) ||
+    b_die "inspect --format failed"
+[[ $out == "$digest|app|/work|/bin/sh -c /usr/local/bin/run.sh|6|[\"/bin/sh\",\"-c\",\"test -f /work/greeting\"]" ]] ||
+    b_die "inspect --format printed '$out'"
+rc=0; sbx inspect --format '{{.Nope}}' bb:built 2>"$T/err" >/dev/null || rc=$?
+[[ $rc == 2 ]] && grep -q "unknown field '.Nope'" "$T/err" || b_die "inspect --format with an unknown field: exit $rc $(cat "$T/err")"
+b_pass "inspect --format prints the fields its template names"
+
 # The filesystem, checked from inside a build on top of the image.
 cat >"$ctx/check.yaml" <<YAML
 image: $digest
