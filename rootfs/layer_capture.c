@@ -339,16 +339,14 @@ static int capture_one(capture_ctx *c, const char *path, const char *name, const
     return capture_dir(c, path, sp, name);
 }
 
-static void free_names(char **names, size_t n)
+void rfs_free_names(char **names, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
 }
 
-/* Sorted names in a directory (not . and ..); fd: the directory, open
- * (not consumed), or -1 to open path. */
-static int list_dir_fd(char ***out, size_t *n_out, int fd, const char *path, sbx_error *err)
+int rfs_list_dir_fd(char ***out, size_t *n_out, int fd, const char *path, sbx_error *err)
 {
     int dfd = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
@@ -356,7 +354,7 @@ static int list_dir_fd(char ***out, size_t *n_out, int fd, const char *path, sbx
         int e = errno;
         if (dfd >= 0)
             close(dfd);
-        return sbx_error_sys(err, SBX_EIO, e, "capturing '%s': opening directory", path);
+        return sbx_error_sys(err, SBX_EIO, e, "opening the directory '%s'", path);
     }
     char **names = NULL;
     size_t n = 0, cap = 0;
@@ -369,20 +367,20 @@ static int list_dir_fd(char ***out, size_t *n_out, int fd, const char *path, sbx
             cap = cap ? cap * 2 : 32;
             char **nn = realloc(names, cap * sizeof(char *));
             if (!nn) {
-                r = sbx_error_set(err, SBX_ENOMEM, "capturing: out of memory");
+                r = sbx_error_set(err, SBX_ENOMEM, "listing '%s': out of memory", path);
                 break;
             }
             names = nn;
         }
         if (!(names[n] = strdup(de->d_name))) {
-            r = sbx_error_set(err, SBX_ENOMEM, "capturing: out of memory");
+            r = sbx_error_set(err, SBX_ENOMEM, "listing '%s': out of memory", path);
             break;
         }
         n++;
     }
     closedir(d);
     if (r < 0) {
-        free_names(names, n);
+        rfs_free_names(names, n);
         return r;
     }
     if (n)
@@ -394,7 +392,7 @@ static int list_dir_fd(char ***out, size_t *n_out, int fd, const char *path, sbx
 
 static int list_dir(char ***out, size_t *n_out, const char *path, sbx_error *err)
 {
-    return list_dir_fd(out, n_out, -1, path, err);
+    return rfs_list_dir_fd(out, n_out, -1, path, err);
 }
 
 static int capture_dir(capture_ctx *c, const char *path, const char *sp, const char *name)
@@ -405,9 +403,9 @@ static int capture_dir(capture_ctx *c, const char *path, const char *sp, const c
     if (fd < 0)
         return sbx_error_sys(c->err, SBX_EIO, errno, "capturing '%s': opening directory "
                              "(changed during the capture?)", path);
-    int r = list_dir_fd(&names, &n, fd, path, c->err);
+    int r = rfs_list_dir_fd(&names, &n, fd, path, c->err);
     if (r < 0)
-        return r;
+        return sbx_error_wrap(c->err, "capturing");
     int saved = c->dirfd;
     c->dirfd = fd;
     for (size_t i = 0; i < n && r == 0; i++) {
@@ -421,7 +419,7 @@ static int capture_dir(capture_ctx *c, const char *path, const char *sp, const c
         free(cname);
     }
     c->dirfd = saved;
-    free_names(names, n);
+    rfs_free_names(names, n);
     return r;
 }
 
@@ -546,7 +544,7 @@ int rfs_dir_is_empty(const char *dir, bool *empty, sbx_error *err)
     int r = list_dir(&names, &n, dir, err);
     if (r < 0)
         return r;
-    free_names(names, n);
+    rfs_free_names(names, n);
     *empty = n == 0;
     return 0;
 }

@@ -38,6 +38,11 @@
 
 /* Whether dir is an empty directory (false for a non-directory). */
 int rfs_dir_is_empty(const char *dir, bool *empty, sbx_error *err);
+/* Sorted names in a directory (not . and ..); fd: the directory, open
+ * (not consumed), or -1 to open path (layer_capture.c).  Free with
+ * rfs_free_names. */
+int rfs_list_dir_fd(char ***out, size_t *n_out, int fd, const char *path, sbx_error *err);
+void rfs_free_names(char **names, size_t n);
 /* Mark dir (a tree built for the cache) as complete in this boot. */
 int rfs_mark_current(const char *dir, sbx_error *err);
 /* Unpack the stored layer diff_id into dest (which must not exist yet),

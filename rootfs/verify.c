@@ -11,7 +11,6 @@
  * every file's bytes).  A dir that differs is taken out of the cache and made
  * again on its next use; one that a mount or a running unpack holds is
  * reported and kept. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -29,11 +28,18 @@ typedef struct {
 
 static void names_free(names *ns)
 {
-    for (size_t i = 0; i < ns->n; i++)
-        free(ns->v[i]);
-    free(ns->v);
+    rfs_free_names(ns->v, ns->n);
     ns->v = NULL;
     ns->n = 0;
+}
+
+/* The sorted entries of dirfd (the module's listing); -1 when unreadable. */
+static int list_dir(int dirfd, names *out)
+{
+    sbx_error e = SBX_ERROR_INIT;
+    out->v = NULL;
+    out->n = 0;
+    return rfs_list_dir_fd(&out->v, &out->n, dirfd, ".", &e) < 0 ? -1 : 0;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -41,49 +47,8 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The sorted entries of dirfd (not . and ..); -1 when unreadable. */
-static int list_dir(int dirfd, names *out)
-{
-    out->v = NULL;
-    out->n = 0;
-    int fd = dup(dirfd);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    rewinddir(d);
-    size_t cap = 0;
-    struct dirent *de;
-    int rc = 0;
-    while (rc == 0 && (de = readdir(d))) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-            continue;
-        if (out->n == cap) {
-            cap = cap ? cap * 2 : 32;
-            char **nv = realloc(out->v, cap * sizeof *nv);
-            if (!nv) {
-                rc = -1;
-                break;
-            }
-            out->v = nv;
-        }
-        if (!(out->v[out->n] = strdup(de->d_name)))
-            rc = -1;
-        else
-            out->n++;
-    }
-    closedir(d);
-    if (rc == 0 && out->n)
-        qsort(out->v, out->n, sizeof *out->v, cmp_str);
-    if (rc < 0)
-        names_free(out);
-    return rc;
-}
-
 /* "name\0value-len value..." of every xattr of dirfd/name, sorted by name,
- * into a malloc'd buffer; NULL on failure (then *len is 0). */
+ * into a malloc'd buffer; NULL when they cannot be read whole. */
 static __attribute__((noinline)) char *xattrs_of(int dirfd, const char *name, size_t *len)
 {
     char path[64 + 256];
@@ -92,50 +57,36 @@ static __attribute__((noinline)) char *xattrs_of(int dirfd, const char *name, si
     ssize_t n = llistxattr(path, NULL, 0);
     if (n <= 0)
         return n == 0 ? calloc(1, 1) : NULL;
-    char *list = malloc((size_t)n);
-    if (!list || (n = llistxattr(path, list, (size_t)n)) < 0) {
-        free(list);
+    _cleanup_free_ char *list = malloc((size_t)n);
+    if (!list || (n = llistxattr(path, list, (size_t)n)) < 0)
         return NULL;
-    }
-    names ns = {0};
-    for (char *p = list; p < list + n; p += strlen(p) + 1) {
-        char **nv = realloc(ns.v, (ns.n + 1) * sizeof *nv);
-        if (!nv)
-            break;
-        ns.v = nv;
-        ns.v[ns.n++] = strdup(p);
-    }
-    free(list);
-    qsort(ns.v, ns.n, sizeof *ns.v, cmp_str);
+    size_t count = 0;
+    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(list + i) + 1)
+        count++;
+    _cleanup_free_ const char **keys = calloc(count ? count : 1, sizeof *keys);
+    if (!keys)
+        return NULL;
+    count = 0;
+    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(list + i) + 1)
+        keys[count++] = list + i;
+    qsort(keys, count, sizeof *keys, cmp_str);
     char *out = NULL;
     size_t olen = 0;
-    for (size_t i = 0; i < ns.n; i++) {
-        char small[4096], *val = small;
-        ssize_t vl = ns.v[i] ? lgetxattr(path, ns.v[i], NULL, 0) : -1;
-        if (vl > (ssize_t)sizeof small && !(val = malloc((size_t)vl)))
-            break;
-        if (vl > 0)
-            vl = lgetxattr(path, ns.v[i], val, vl > (ssize_t)sizeof small ? (size_t)vl : sizeof small);
-        size_t need = strlen(ns.v[i] ? ns.v[i] : "") + 1 + sizeof vl + (vl > 0 ? (size_t)vl : 0);
+    for (size_t i = 0; i < count; i++) {
+        ssize_t vl = lgetxattr(path, keys[i], NULL, 0);
+        size_t kl = strlen(keys[i]) + 1, need = kl + sizeof vl + (vl > 0 ? (size_t)vl : 0);
         char *no = realloc(out, olen + need);
         if (!no) {
-            if (val != small)
-                free(val);
-            break;
+            free(out);
+            return NULL;
         }
         out = no;
-        memcpy(out + olen, ns.v[i] ? ns.v[i] : "", strlen(ns.v[i] ? ns.v[i] : "") + 1);
-        olen += strlen(ns.v[i] ? ns.v[i] : "") + 1;
-        memcpy(out + olen, &vl, sizeof vl);
-        olen += sizeof vl;
-        if (vl > 0) {
-            memcpy(out + olen, val, (size_t)vl);
-            olen += (size_t)vl;
-        }
-        if (val != small)
-            free(val);
+        memcpy(out + olen, keys[i], kl);
+        if (vl > 0 && lgetxattr(path, keys[i], out + olen + kl + sizeof vl, (size_t)vl) != vl)
+            vl = -1; /* changed meanwhile: the size alone says so */
+        memcpy(out + olen + kl, &vl, sizeof vl);
+        olen += kl + sizeof vl + (vl > 0 ? (size_t)vl : 0);
     }
-    names_free(&ns);
     *len = olen;
     return out ? out : calloc(1, 1);
 }
@@ -287,12 +238,10 @@ int sbx_rootfs_check_unpacked(sbx_unpacked_check *out, sbx_store *s, sbx_ctx *ct
     _cleanup_free_ char *root = sbx__strdup_printf("%s/unpacked", sbx_store_root(s));
     if (!root)
         return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    DIR *d = opendir(root);
-    if (!d)
-        return errno == ENOENT ? 0 : sbx_error_sys(err, SBX_EIO, errno, "listing '%s'", root);
+    if (access(root, F_OK) != 0 && errno == ENOENT)
+        return 0;
     names ns = {0};
-    int rc = list_dir(dirfd(d), &ns) < 0 ? sbx_error_set(err, SBX_ENOMEM, "out of memory") : 0;
-    closedir(d);
+    int rc = rfs_list_dir_fd(&ns.v, &ns.n, -1, root, err);
     for (size_t i = 0; rc == 0 && i < ns.n; i++) {
         char diff_id[SBX_DIGEST_BUFSZ + 8], dir[4096], why[600] = "";
         snprintf(diff_id, sizeof diff_id, "sha256:%s", ns.v[i]);
