@@ -15,6 +15,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "build_base.h"
 #include "build_cache.h"
 #include "build_copy.h"
+#include "build_python.h"
 #include "build_internal.h"
 #include "sbx/registry.h"
 #include "build_steps.h"
@@ -47,6 +49,8 @@ typedef struct build_ctx {
     size_t cur_index; /* step whose output is streaming */
     bld_record *rec;  /* this build's record and log */
     int64_t waited_since; /* unix time it began to wait for another build; 0: did not */
+    bld_python_src py;    /* where a standalone CPython comes from (bld_python_used) */
+    int unavailable;      /* the last python step's BLD_STEP_EXIT_UNAVAILABLE* status */
 } build_ctx;
 
 /* What besides the step key decides whether a step succeeds here: a
@@ -207,6 +211,12 @@ static void fail_info(build_ctx *c, size_t index, const char *summary, const cha
     res->timed_out = sr ? sr->timed_out : 0;
 }
 
+static void fail_clear(build_ctx *c)
+{
+    fail_info(c, 0, NULL, NULL, NULL);
+    c->res->exit_code = 0;
+}
+
 static const char *last_line(const char *tail)
 {
     if (!tail || !*tail)
@@ -255,6 +265,44 @@ static int step_secrets(bld_secret **out, char **script, const build_ctx *c,
     return 0;
 }
 
+/* Before the step: cmd->seed becomes <upper>/<seed_at>.  Parent dirs are
+ * made with the metadata the top-most lower that has them gives (else
+ * root's 0755), so the layer does not change them. */
+static int seed_upper(const char *upper, const bld_step_cmd *cmd, const lowers *low,
+                      sbx_error *err)
+{
+    _cleanup_free_ char *rel = strdup(cmd->seed_at);
+    _cleanup_free_ char *dest = sbx__strdup_printf("%s/%s", upper, cmd->seed_at);
+    if (!rel || !dest)
+        return sbx_error_set(err, SBX_ENOMEM, "prepare step");
+    for (char *slash = strchr(rel, '/'); slash; slash = strchr(slash + 1, '/')) {
+        *slash = '\0';
+        struct stat st = {.st_mode = S_IFDIR | 0755};
+        for (size_t i = 0; i < low->n; i++) {
+            _cleanup_free_ char *p = sbx__strdup_printf("%s/%s", low->dirs[i], rel);
+            if (p && lstat(p, &st) == 0)
+                break;
+            st = (struct stat){.st_mode = S_IFDIR | 0755};
+        }
+        _cleanup_free_ char *d = sbx__strdup_printf("%s/%s", upper, rel);
+        if (!d)
+            return sbx_error_set(err, SBX_ENOMEM, "prepare step");
+        if (!S_ISDIR(st.st_mode))
+            return sbx_error_set(err, SBX_EUNSUPPORTED, "the image's /%s is not a directory",
+                                 rel);
+        struct timespec ts[2] = {st.st_atim, st.st_mtim};
+        if ((mkdir(d, st.st_mode & 07777) < 0 && errno != EEXIST) ||
+            chmod(d, st.st_mode & 07777) < 0 || lchown(d, st.st_uid, st.st_gid) < 0 ||
+            (st.st_mtim.tv_sec && utimensat(AT_FDCWD, d, ts, AT_SYMLINK_NOFOLLOW) < 0))
+            return sbx_error_sys(err, SBX_EIO, errno, "prepare step: '%s'", d);
+        *slash = '/';
+    }
+    if (rename(cmd->seed, dest) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "prepare step: moving '%s' to '%s'", cmd->seed,
+                             dest);
+    return 0;
+}
+
 /* Run cmd on the state `config` (step index, 0 = add_python); on success add
  * the captured layer (if any) and a history entry to config. */
 static int run_step(build_ctx *c, json_t *config, size_t index, const char *summary,
@@ -283,6 +331,8 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         rc = sbx_error_set(err, SBX_ENOMEM, "prepare step");
     if (rc == 0 && (sbx__mkdir_p(upper, 0755, err) < 0 || sbx__mkdir_p(work, 0700, err) < 0))
         rc = err->code;
+    if (rc == 0 && cmd->seed)
+        rc = seed_upper(upper, cmd, &low, err);
     _cleanup_free_ bld_secret *secrets = NULL;
     _cleanup_free_ char *script = NULL;
     if (rc == 0)
@@ -320,8 +370,11 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
         rc = bld_sandbox_run(&sr, &so, c->ctx, err);
         if (rc < 0) {
             fail_info(c, index, summary, cmd->display, &sr);
-            if (sr.exited && sr.exit_code == BLD_STEP_EXIT_UNAVAILABLE)
+            if (sr.exited && sr.exit_code >= BLD_STEP_EXIT_UNAVAILABLE &&
+                sr.exit_code <= BLD_STEP_EXIT_UNAVAILABLE_MUSL && cmd->python) {
+                c->unavailable = sr.exit_code;
                 rc = sbx_error_set(err, SBX_EUNSUPPORTED, "%s", last_line(sr.tail));
+            }
             else if (sr.timed_out)
                 rc = so.timeout_sec < c->timeout
                          ? sbx_error_set(err, SBX_ETIMEOUT, "the build's time (%u s) ran out after "
@@ -372,6 +425,73 @@ static int run_step(build_ctx *c, json_t *config, size_t index, const char *summ
     bld_sandbox_result_clear(&sr);
     scratch_free(c, scratch);
     lowers_free(&low);
+    return rc;
+}
+
+/* python: VERSION and add_python (index 0): the base's package manager,
+ * else a standalone CPython for the base's C library from the pinned
+ * source (build_python.h) as /usr/local, checked by running it. */
+static int python_step(build_ctx *c, json_t *config, size_t index, const char *summary,
+                       const char *version, sbx_error *err)
+{
+    bld_step_cmd cmd = {.user = "0", .python = true};
+    cmd.script = bld_step_python_script(version);
+    cmd.display = sbx__strdup_printf("install python %s from the base's package manager", version);
+    int rc = !cmd.script || !cmd.display ? sbx_error_set(err, SBX_ENOMEM, "prepare '%s'", summary)
+                                         : 0;
+    c->unavailable = 0;
+    if (rc == 0)
+        rc = run_step(c, config, index, summary, &cmd, err);
+    bld_step_cmd_free(&cmd);
+    if (rc == 0 || !c->unavailable)
+        return rc;
+    const char *libc = c->unavailable == BLD_STEP_EXIT_UNAVAILABLE_GNU    ? "gnu"
+                       : c->unavailable == BLD_STEP_EXIT_UNAVAILABLE_MUSL ? "musl"
+                                                                           : NULL;
+    const char *arch = bld_python_arch();
+    char why[sizeof err->msg];
+    snprintf(why, sizeof why, "%s", err->msg);
+    if (!libc)
+        return sbx_error_set(err, SBX_EUNSUPPORTED, "%s; nor can a standalone CPython run: the "
+                             "base has neither glibc's nor musl's dynamic loader for %s", why,
+                             arch);
+    const bld_python_pin *pin = bld_python_pick(&c->py, version, arch, libc);
+    if (!pin)
+        return sbx_error_set(err, SBX_EUNSUPPORTED, "%s; and no standalone CPython %s is pinned "
+                             "for %s-%s in %s", why, version, arch, libc,
+                             c->py.pins_file ? c->py.pins_file : "the builder's pins (see "
+                             "--python-pins)");
+    sbx_error_clear(err);
+    fail_clear(c);
+    char mm[32];
+    snprintf(mm, sizeof mm, "%.*s", (int)(strchr(strchr(pin->version, '.') + 1, '.')
+                                          ? strchr(strchr(pin->version, '.') + 1, '.') - pin->version
+                                          : (long)strlen(pin->version)), pin->version);
+    _cleanup_free_ char *line = sbx__strdup_printf("standalone CPython %s (%s-%s) from %s%s",
+                                                   pin->version, arch, libc, c->py.url, pin->path);
+    if (line) {
+        c->cur_index = index;
+        on_output(c, line, strlen(line));
+    }
+    sbx_scratch *sc = scratch_new(c, err);
+    if (!sc)
+        return err->code;
+    sbx_registry_options ro;
+    bld_registry_opts(&ro, c->s, c->o);
+    _cleanup_free_ char *tree = NULL;
+    rc = bld_python_fetch(&tree, sbx_scratch_path(sc), &c->py, pin, &ro, c->ctx, err);
+    if (rc == 0) {
+        bld_step_cmd chk = {.user = "0", .seed = tree, .seed_at = "usr/local"};
+        chk.script = bld_step_python_check_script(pin->version, mm);
+        chk.display = sbx__strdup_printf("install standalone CPython %s from %s%s", pin->version,
+                                         c->py.url, pin->path);
+        rc = !chk.script || !chk.display ? sbx_error_set(err, SBX_ENOMEM, "prepare '%s'", summary)
+                                         : run_step(c, config, index, summary, &chk, err);
+        bld_step_cmd_free(&chk);
+    } else {
+        fail_info(c, index, summary, NULL, NULL);
+    }
+    scratch_free(c, sc);
     return rc;
 }
 
@@ -432,6 +552,7 @@ static int apply_step(build_ctx *c, json_t *config, size_t index, const sbx_step
     case SBX_STEP_WORKDIR:
     case SBX_STEP_USER: return config_step(config, st, summary, err);
     case SBX_STEP_COPY: return copy_step(c, config, st, summary, err);
+    case SBX_STEP_PYTHON: return python_step(c, config, index, summary, st->u.python.version, err);
     default: break;
     }
     bld_step_cmd cmd;
@@ -583,23 +704,17 @@ static int base_state(build_ctx *c, json_t **config, const char *key0, sbx_error
         return sbx_error_wrap(err, "read base '%s'", b->ref);
     if (b->kind == SBX_BASE_REGISTRY && b->add_python) {
         _cleanup_free_ char *summary = sbx__strdup_printf("add_python %s", b->add_python);
-        bld_step_cmd cmd = {bld_step_python_script(b->add_python), NULL, "0", NULL, 0};
-        cmd.display = sbx__strdup_printf("install python %s from the base's package manager",
-                                        b->add_python);
-        int rc = !summary || !cmd.script || !cmd.display
-                     ? sbx_error_set(err, SBX_ENOMEM, "prepare add_python")
-                     : 0;
+        int rc = !summary ? sbx_error_set(err, SBX_ENOMEM, "prepare add_python") : 0;
         if (rc == 0) {
             emit(c, SBX_BUILD_EV_START, 0, summary, NULL, NULL, 0);
             uint64_t t0 = sbx__now_monotonic_ns();
-            rc = run_step(c, *config, 0, summary, &cmd, err);
+            rc = python_step(c, *config, 0, summary, b->add_python, err);
             double secs = (double)(sbx__now_monotonic_ns() - t0) / 1e9;
             emit(c, rc < 0 ? SBX_BUILD_EV_FAILED : SBX_BUILD_EV_DONE, 0, summary, NULL, NULL,
                  secs);
             if (rc < 0)
                 sbx_error_wrap(err, "add_python %s", b->add_python);
         }
-        bld_step_cmd_free(&cmd);
         size_t nl = bld_config_nlayers(*config);
         if (rc == 0 && (bld_config_commit(c->s, *config, d, err) < 0 ||
                         bld_config_made_here(c->s, *config, d,
@@ -630,6 +745,8 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     if (rc == 0)
         rc = bound ? bld_cache_bind_secrets(keys, bound, n, c->r, c->o, c->s, err)
                    : sbx_error_set(err, SBX_ENOMEM, "compute cache keys");
+    if (rc == 0 && c->py.url)
+        rc = bld_python_bind_keys(keys, n, c->r, &c->py, err);
     if (rc < 0) {
         free(keys);
         return rc;
@@ -932,6 +1049,9 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
         return err->code;
     if (sbx_recipe_digest(result->recipe_digest, recipe, err) < 0)
         return err->code;
+    /* a bad pins file fails now, not after the steps before python ran */
+    if (bld_python_used(recipe) && bld_python_src_load(&c.py, opts, err) < 0)
+        return err->code;
 
     /* Its record, its log, and a cancel from another process: on the
      * caller's context, or one of its own when the caller gave none. */
@@ -948,6 +1068,7 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
         bld_record_end(c.rec, rc, rc == 0 ? result->digest : NULL, err);
     }
     sbx_ctx_free(own);
+    bld_python_src_free(&c.py);
     return rc;
 }
 

@@ -156,14 +156,25 @@ char *bld_step_summary(const sbx_step *st)
 }
 
 /* Shared by python: VERSION and add_python: install pythonX.Y from the
- * base's package manager, or exit BLD_STEP_EXIT_UNAVAILABLE after printing
- * what is available as the last line. */
+ * base's package manager, or print what is available as the last line and
+ * exit BLD_STEP_EXIT_UNAVAILABLE(_GNU/_MUSL) naming the C library a
+ * standalone build could use (its dynamic loader as the kernel's machine
+ * names it). */
 static void python_script(sbuf *b, const char *version)
 {
     sb_str(b, "set -e\nv=");
     sb_quote(b, version);
     sb_str(b,
            "\n"
+           "unavailable() {\n"
+           "  echo \"$1\"\n"
+           "  m=$(uname -m 2>/dev/null) || m=unknown\n"
+           "  case $m in x86_64) g=/lib64/ld-linux-x86-64.so.2 ;; aarch64) "
+           "g=/lib/ld-linux-aarch64.so.1 ;; *) g= ;; esac\n"
+           "  if [ -e \"/lib/ld-musl-$m.so.1\" ]; then exit " BLD_STEP_EXIT_UNAVAILABLE_MUSL_S "; fi\n"
+           "  if [ -n \"$g\" ] && [ -e \"$g\" ]; then exit " BLD_STEP_EXIT_UNAVAILABLE_GNU_S "; fi\n"
+           "  exit " BLD_STEP_EXIT_UNAVAILABLE_S "\n"
+           "}\n"
            "if command -v apt-get >/dev/null 2>&1; then\n"
            "  export DEBIAN_FRONTEND=noninteractive\n"
            "  apt-get update -q\n"
@@ -180,17 +191,30 @@ static void python_script(sbuf *b, const char *version)
            "  avail=$(apt-cache pkgnames python3. | grep -E '^python3\\.[0-9]+$' | sed "
            "'s/^python//' | sort -V | tr '\\n' ' ')\n"
            "  rm -rf /var/lib/apt/lists/*\n"
-           "  echo \"python $v is not available from apt; available: ${avail:-none}\"\n"
-           "  exit " BLD_STEP_EXIT_UNAVAILABLE_S "\n"
+           "  unavailable \"python $v is not available from apt; available: ${avail:-none}\"\n"
            "elif command -v apk >/dev/null 2>&1; then\n"
            "  have=$(apk search -x python3 | sed -n 's/^python3-\\([0-9]*\\.[0-9]*\\).*/\\1/p')\n"
            "  if [ \"$have\" = \"$v\" ]; then apk add --no-cache python3 py3-pip; exit 0; fi\n"
-           "  echo \"python $v is not available from apk; available: ${have:-none}\"\n"
-           "  exit " BLD_STEP_EXIT_UNAVAILABLE_S "\n"
+           "  unavailable \"python $v is not available from apk; available: ${have:-none}\"\n"
            "fi\n"
-           "echo \"python $v: the base has no package manager this builder knows (apt-get, "
-           "apk); available: none\"\n"
-           "exit " BLD_STEP_EXIT_UNAVAILABLE_S "\n");
+           "unavailable \"python $v: the base has no package manager this builder knows "
+           "(apt-get, apk); available: none\"\n");
+}
+
+char *bld_step_python_check_script(const char *version, const char *mm)
+{
+    sbuf b = {0};
+    sb_str(&b, "v=");
+    sb_quote(&b, version);
+    sb_str(&b, "\nout=$(/usr/local/bin/python");
+    sb_quote(&b, mm);
+    sb_str(&b, " --version 2>&1) || {\n"
+               "  echo \"the standalone CPython does not run on this base: $out\"; exit 1; }\n"
+               "case \"$out\" in\n"
+               "  \"Python $v\" | \"Python $v\".*) echo \"$out (standalone CPython in /usr/local)\" ;;\n"
+               "  *) echo \"the standalone CPython says '$out', not $v\"; exit 1 ;;\n"
+               "esac\n");
+    return sb_take(&b);
 }
 
 char *bld_step_python_script(const char *version)

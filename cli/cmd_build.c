@@ -85,6 +85,13 @@ static void usage(FILE *f)
           "  --base-mirror URL   Debian mirror of base: sbx (default: $SBX_BASE_MIRROR,\n"
           "                      else the host's apt mirror, else\n"
           "                      http://deb.debian.org/debian)\n"
+          "  --python-pins FILE  python: and add_python versions the base's package\n"
+          "                      manager lacks come as standalone CPython builds pinned\n"
+          "                      by SHA-256 in this JSON file (default: $SBX_PYTHON_PINS,\n"
+          "                      else the pins built in; see docs/builder.md)\n"
+          "  --python-mirror URL  where those builds are downloaded from (default:\n"
+          "                      $SBX_PYTHON_MIRROR, else the pins file's url, else\n"
+          "                      python-build-standalone's GitHub releases)\n"
           "  --json              JSON on stdout and stderr (see Output)\n"
           "  --store DIR         the store (default: $SBX_STORE, else /var/lib/sbx-image as\n"
           "                      root, else $XDG_DATA_HOME/sbx-image or\n"
@@ -340,7 +347,7 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
 {
     enum { O_CONTEXT = 1000, O_TAG, O_NOCACHE, O_PLATFORM, O_RUNTIME, O_NETWORK, O_TIMEOUT, O_PIDS,
            O_SUITE, O_VARIANT, O_MIRROR, O_WAIT, O_BUILD_TIMEOUT, O_PUSH, O_SECRET, O_CACHE_FROM,
-           O_CACHE_TO, O_MEMORY, O_CPUS, O_DISK, O_LABEL };
+           O_CACHE_TO, O_MEMORY, O_CPUS, O_DISK, O_LABEL, O_PY_PINS, O_PY_MIRROR };
     static const char *cache_from[16];
     size_t ncache_from = 0;
     static sbx_build_secret secrets[64];
@@ -368,6 +375,8 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         {"base-suite", required_argument, NULL, O_SUITE},
         {"base-variant", required_argument, NULL, O_VARIANT},
         {"base-mirror", required_argument, NULL, O_MIRROR},
+        {"python-pins", required_argument, NULL, O_PY_PINS},
+        {"python-mirror", required_argument, NULL, O_PY_MIRROR},
         {"creds", required_argument, NULL, CLI_OPT_CREDS},
         CLI_CREDS_MORE_OPTS,
         CLI_COMMON_OPTS,
@@ -521,6 +530,16 @@ int cmd_build(sbx_cli *cli, int argc, char **argv)
         case O_SUITE: bo.base_suite = optarg; break;
         case O_VARIANT: bo.base_variant = optarg; break;
         case O_MIRROR: bo.base_mirror = optarg; break;
+        case O_PY_PINS:
+            if (!*optarg)
+                return cli_usage_error("build", "--python-pins needs a file");
+            bo.python_pins = optarg;
+            break;
+        case O_PY_MIRROR:
+            if (!*optarg)
+                return cli_usage_error("build", "--python-mirror needs a URL");
+            bo.python_mirror = optarg;
+            break;
         default: return cli_usage_error("build", "unknown option");
         }
     }

@@ -1445,6 +1445,17 @@ int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_e
     return rc;
 }
 
+int reg_get_url(reg_client *c, const char *url, const char *what, reg_sink *sink,
+                sbx_error *err)
+{
+    reg_resp resp = {.content_length = -1};
+    sink->err = err;
+    reg_req rq = {.method = "GET", .url = url, .sink = sink, .max_body = 0, .what = what};
+    int rc = do_request(c, &rq, &resp, err);
+    reg_resp_clear(&resp);
+    return rc;
+}
+
 /* ---- uploads (push) ------------------------------------------------------------- */
 
 int reg_blob_exists(reg_client *c, const char *digest, sbx_error *err)

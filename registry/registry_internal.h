@@ -171,6 +171,10 @@ int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out
                        sbx_error *err);
 /* Stream a blob into sink, resuming with Range on interruption. */
 int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_error *err);
+/* Stream an absolute URL (redirects followed, no credentials) into sink,
+ * resuming as blobs do; what names it in messages. */
+int reg_get_url(reg_client *c, const char *url, const char *what, reg_sink *sink,
+                sbx_error *err);
 
 /* Push: whether the repository has a blob (HEAD: 1 yes, 0 no); upload one
  * in a single PUT (POST for a location, then PUT ?digest=) from a file

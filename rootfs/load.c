@@ -58,6 +58,9 @@ static int read_blob(char **out, size_t *len, const char *root, const char *dige
     return 0;
 }
 
+static int stream_decompressed(int fd, const char *path, const char *what, chunk_fn fn,
+                               void *ud, sbx_ctx *ctx, sbx_error *err);
+
 /* Stream a layer file, decompressed (gzip, zstd or none, by its bytes), to
  * fn, once the file's own sha256 is expect (when given). */
 static int layer_stream(const char *path, const char *expect, chunk_fn fn, void *ud,
@@ -84,9 +87,19 @@ static int layer_stream(const char *path, const char *expect, chunk_fn fn, void 
                              "(it hashes to %s)", path, expect, digest_out);
     if (lseek(fd, 0, SEEK_SET) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "loading: '%s'", path);
+    return stream_decompressed(fd, path, "loading", fn, ud, ctx, err);
+}
+
+/* fd's bytes, decompressed (gzip, zstd or none, by its bytes), to fn;
+ * messages start with what and name path. */
+static int stream_decompressed(int fd, const char *path, const char *what, chunk_fn fn,
+                               void *ud, sbx_ctx *ctx, sbx_error *err)
+{
+    if (rfs_archive_load(err) < 0)
+        return err->code;
     struct archive *a = archive_read_new();
     if (!a)
-        return sbx_error_set(err, SBX_ENOMEM, "loading: out of memory");
+        return sbx_error_set(err, SBX_ENOMEM, "%s: out of memory", what);
     int rc = 0;
     struct archive_entry *e;
     if (archive_read_support_filter_gzip(a) != ARCHIVE_OK ||
@@ -95,7 +108,7 @@ static int layer_stream(const char *path, const char *expect, chunk_fn fn, void 
         archive_read_support_format_raw(a) != ARCHIVE_OK ||
         archive_read_open_fd(a, fd, 65536) != ARCHIVE_OK ||
         archive_read_next_header(a, &e) != ARCHIVE_OK)
-        rc = sbx_error_set(err, SBX_EINVAL, "loading: '%s' is not a tar, gzip or zstd layer: %s",
+        rc = sbx_error_set(err, SBX_EINVAL, "%s: '%s' is not a tar, gzip or zstd file: %s", what,
                            path, archive_error_string(a));
     while (rc == 0) {
         const void *b;
@@ -105,7 +118,7 @@ static int layer_stream(const char *path, const char *expect, chunk_fn fn, void 
         if (r == ARCHIVE_EOF)
             break;
         if (r != ARCHIVE_OK) {
-            rc = sbx_error_set(err, SBX_EINVAL, "loading: decompressing '%s': %s", path,
+            rc = sbx_error_set(err, SBX_EINVAL, "%s: decompressing '%s': %s", what, path,
                                archive_error_string(a));
             break;
         }
@@ -114,6 +127,16 @@ static int layer_stream(const char *path, const char *expect, chunk_fn fn, void 
     }
     archive_read_free(a);
     return rc;
+}
+
+static int fd_chunk(void *ud, const void *buf, size_t len, sbx_error *err)
+{
+    return sbx__write_all(*(int *)ud, buf, len, err);
+}
+
+int sbx_rootfs_decompress_fd(int in, int out, const char *name, sbx_ctx *ctx, sbx_error *err)
+{
+    return stream_decompressed(in, name, "decompressing", fd_chunk, &out, ctx, err);
 }
 
 static int hash_chunk(void *ud, const void *buf, size_t len, sbx_error *err)

@@ -132,6 +132,16 @@ typedef struct sbx_build_options {
      * digest and the step cache do not change; the image does. */
     const char *const *labels;
     size_t n_labels;
+    /* Where python: VERSION and add_python get a standalone CPython when
+     * the base's package manager lacks the version (or the base has none):
+     * a pins file (JSON: {"url": BASE, "pythons": [{"version": "3.12.7",
+     * "arch": "x86_64", "libc": "gnu", "path": P, "sha256": HEX}, ...]};
+     * docs/builder.md) replacing the pins built in, and a mirror replacing
+     * the base URL the archives are under.  NULL: $SBX_PYTHON_PINS,
+     * $SBX_PYTHON_MIRROR, else the built-in pins of python-build-standalone
+     * releases and its release download URL. */
+    const char *python_pins;
+    const char *python_mirror;
 } sbx_build_options;
 
 typedef struct sbx_build_secret {
@@ -151,7 +161,7 @@ typedef struct sbx_build_secret {
 
 #define SBX_BUILD_OPTIONS_INIT \
     {NULL, 0, 0, NULL, NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, 0, \
-     NULL, 0, NULL, 0, 0, 0, NULL, 0}
+     NULL, 0, NULL, 0, 0, 0, NULL, 0, NULL, NULL}
 
 #define SBX_BUILD_TAIL_LINES 20
 

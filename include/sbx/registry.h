@@ -173,6 +173,20 @@ SBX_API int sbx_registry_push(sbx_push_result *out, sbx_store *store, const char
                               const char *dest, const sbx_registry_options *opts, sbx_ctx *ctx,
                               sbx_error *err);
 
+/* ---- plain files ----------------------------------------------------------------- */
+
+/* Download url (http or https; redirects followed; no credentials sent) into
+ * fd (written from its current offset, truncated back on a restart), with
+ * the retries, resumption and stall limit of blob downloads and TLS
+ * settings from opts (certs.d; NULL: defaults).  The bytes must hash to
+ * sha256_hex (64 hex digits) and be at most max_bytes: SBX_EDIGEST or
+ * SBX_ELIMIT otherwise, naming the URL.  Progress on ctx under progress_id,
+ * phase "download".  For pinned artifacts such as a standalone CPython. */
+SBX_API int sbx_registry_fetch_url(int fd, const char *url, const char *sha256_hex,
+                                   uint64_t max_bytes, const char *progress_id,
+                                   const sbx_registry_options *opts, sbx_ctx *ctx,
+                                   sbx_error *err);
+
 /* ---- private images ------------------------------------------------------------ */
 
 /* Install on store handle s the check that lets its caller use private

@@ -166,3 +166,26 @@ b_state >"$T/after"
 diff "$T/before" "$T/after" >&2 || b_die "failed python step changed the store"
 b_assert_clean
 b_pass "python: unavailable version names what apt has (Debian's archive reached from the isolated network)"
+
+# python: 3.12 on the bookworm base, which has 3.11 only: apt-get update
+# (isolated network) finds no python3.12, and the standalone CPython comes
+# from a pinned source served here (an archive this test makes; its
+# python3.12 is a stub for glibc that answers --version).
+grep -q 'and no standalone CPython 3.99 is pinned for' "$T/err" || { tail -n 3 "$T/err"; b_die "3.99: no word on standalone pins"; }
+mkdir -p "$T/pbs"
+sum=$(b_pbs_archive "$T/pbs" 3.12.99)
+b_http_serve "$T/pbs"
+b_pbs_pins "$T/pins.json" "$HTTP_URL/" 3.12.99 "$sum"
+cat >"$ctx/py312.yaml" <<'YAML'
+base: sbx
+steps:
+  - python: "3.12"
+  - run_cmd: python3 --version && python3.12 --version && ls -l /usr/local/bin/python3
+YAML
+SBX_PYTHON_PINS=$T/pins.json sbx build "$ctx/py312.yaml" >/dev/null 2>"$T/err" ||
+    { tail -n 20 "$T/err"; b_die "python: 3.12 on bookworm failed"; }
+grep -q 'python 3.12 is not available from apt; available: 3\.11' "$T/err" || { cat "$T/err"; b_die "3.12 came from apt?"; }
+grep -q "standalone CPython 3.12.99 (x86_64-gnu) from $HTTP_URL/" "$T/err" || { cat "$T/err"; b_die "no standalone download"; }
+[[ $(grep -c '      Python 3.12.99$' "$T/err") == 2 ]] || { cat "$T/err"; b_die "python3 is not the standalone 3.12"; }
+b_assert_clean
+b_pass "python: 3.12 on bookworm (apt has 3.11): a standalone CPython from the pinned local source"

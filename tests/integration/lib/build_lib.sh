@@ -14,12 +14,14 @@ set -euo pipefail
 : "${SBX_SOURCE_DIR:?SBX_SOURCE_DIR must name the source tree}"
 : "${SBX_BUILD_DIR:?SBX_BUILD_DIR must name the build dir}"
 B_DRIVER=$SBX_BUILD_DIR/tests/test_builder
+B_HTTP_PIDS=()
 
 b_die() { echo "build test: $*" >&2; exit 1; }
 b_pass() { echo "ok - $*"; }
 
 b_cleanup() {
-    local rc=$?
+    local rc=$? p
+    for p in "${B_HTTP_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     # Whatever a failing test left mounted must not outlive it.
     if [[ -n ${T:-} ]]; then
         { grep -o " $T/[^ ]*" /proc/self/mountinfo 2>/dev/null || true; } | sort -r |
@@ -113,3 +115,58 @@ b_sbx_base() {
 
 # b_json_field JSON KEY
 b_json_field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+# b_pbs_archive DIR VERSION: an archive in python-build-standalone's
+# install_only layout, made here: python/bin/pythonX.Y is a stub ELF linked
+# against the host's glibc that answers --version with "Python VERSION";
+# python/bin/pipX.Y a script; entries owned by uid 1000 as a release's
+# may be.  Written to DIR/cpython-VERSION-test.tar.gz; prints its SHA-256.
+b_pbs_archive() {
+    local dir=$1 v=$2 mm w
+    mm=$(echo "$v" | cut -d. -f1,2)
+    w=$T/pbs-work-$v
+    mkdir -p "$w/python/bin" "$w/python/lib/python$mm" "$dir"
+    cat >"$w/stub.c" <<C
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--version")) {
+        puts("Python $v");
+        return 0;
+    }
+    printf("python stub %s\n", argc > 2 ? argv[2] : "");
+    return 0;
+}
+C
+    cc -O1 -o "$w/python/bin/python$mm" "$w/stub.c" || b_die "cannot compile the python stub"
+    printf '#!/bin/sh\necho "pip stub"\n' >"$w/python/bin/pip$mm"
+    chmod 0755 "$w/python/bin/pip$mm"
+    echo "# stub" >"$w/python/lib/python$mm/os.py"
+    tar -C "$w" --owner=1000 --group=1000 -czf "$dir/cpython-$v-test.tar.gz" python
+    sha256sum "$dir/cpython-$v-test.tar.gz" | cut -d' ' -f1
+}
+
+# b_pbs_pins FILE URL VERSION SHA256 [LIBC]: a pins file with one entry, for
+# the archive b_pbs_archive made.
+b_pbs_pins() {
+    printf '{"url": "%s", "pythons": [{"version": "%s", "arch": "%s", "libc": "%s", "path": "cpython-%s-test.tar.gz", "sha256": "%s"}]}\n' \
+        "$2" "$3" "$(uname -m)" "${5:-gnu}" "$3" "$4" >"$1"
+}
+
+# b_http_serve DIR: serve DIR on a free 127.0.0.1 port (requests logged to
+# DIR.log); sets HTTP_URL.
+b_http_serve() {
+    local dir=$1 port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >"$dir.log" 2>&1 &
+    B_HTTP_PIDS+=($!)
+    T_PIDS+=($!) # registry.sh's cleanup, when a test uses it
+    HTTP_URL=http://127.0.0.1:$port
+    local i
+    for i in $(seq 100); do
+        curl -fso /dev/null "$HTTP_URL/" && return 0
+        sleep 0.1
+    done
+    b_die "the HTTP server on $HTTP_URL did not start"
+}
