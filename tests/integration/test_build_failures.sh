@@ -38,6 +38,13 @@ grep -q 'error: .*fail.yaml:3:.*step 1/2' "$T/err" || { cat "$T/err"; b_die "err
 ! grep -q 'never' "$T/err" || b_die "the step after the failure ran"
 b_pass "failing command: step, command, exit code, output; store unchanged"
 
+# 86 is what the python step's script uses for "not available": a user's
+# command that exits 86 is an ordinary failure
+printf 'image: busybox:test\nsteps:\n  - run_cmd: echo last words; exit 86\n' >"$ctx/e86.yaml"
+expect_fail "exit 86" "$ctx/e86.yaml"
+grep -q 'error: .*command failed with exit code 86' "$T/err" || { cat "$T/err"; b_die "exit 86 not reported as a failed command"; }
+b_pass "a command exiting 86 is a failed command"
+
 expect_fail "failing command (--json)" "$ctx/fail.yaml" --json
 python3 - "$T/err" <<'PY' || b_die "--json failure output is not one JSON event per line"
 import json, sys
