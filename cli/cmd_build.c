@@ -115,7 +115,12 @@ static void usage(FILE *f)
           "Exit status 0 on success.  On failure, 1: the failing step, its command, its\n"
           "exit code or timeout and the last lines of its output on stderr (with --json\n"
           "one error event); the failed step leaves nothing in the store (steps before it\n"
-          "stay cached).  2 for a usage error.\n",
+          "stay cached).  2 for a usage error.\n"
+          "\n"
+          "examples:\n"
+          "  sbx-image build recipe.yaml -t myapp:1\n"
+          "  sbx-image build - --context ./app < recipe.yaml\n"
+          "  sbx-image build recipe.yaml --cache-from registry.example/cache/app --push registry.example/team/app:1\n",
           f);
 }
 

@@ -22,7 +22,11 @@ static const char BUILDS_USAGE[] =
     "  --json             print the whole records: [{id, recipe_digest, state,\n"
     "                     created, started, ended, digest, error, steps: [{index,\n"
     "                     summary, state, seconds}]}]\n"
-    "  --store DIR        store to use\n";
+    "  --store DIR        store to use\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image builds\n"
+    "  sbx-image builds --json\n";
 
 static const char LOG_USAGE[] =
     "usage: sbx-image build-log [--follow] ID|RECIPE-DIGEST\n"
@@ -33,7 +37,11 @@ static const char LOG_USAGE[] =
     "\n"
     "options:\n"
     "  -f, --follow       follow a running build to its end\n"
-    "  --store DIR        store to use\n";
+    "  --store DIR        store to use\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image build-log --follow 3f9a1c2b7d04\n"
+    "  sbx-image build-log recipe:sha256:4f1c...\n";
 
 static const char CANCEL_USAGE[] =
     "usage: sbx-image build-cancel ID|RECIPE-DIGEST\n"
@@ -45,7 +53,10 @@ static const char CANCEL_USAGE[] =
     "error.\n"
     "\n"
     "options:\n"
-    "  --store DIR        store to use\n";
+    "  --store DIR        store to use\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image build-cancel 3f9a1c2b7d04\n";
 
 static int follow_opt(void *ud, int c, const char *arg)
 {

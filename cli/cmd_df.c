@@ -27,7 +27,11 @@ static const char USAGE[] =
     "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
     "                else $XDG_DATA_HOME/sbx-image)\n"
     "  -v, --verbose debug messages on stderr\n"
-    "  -h, --help    show this help\n";
+    "  -h, --help    show this help\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image df\n"
+    "  sbx-image df --json\n";
 
 int cmd_df(sbx_cli *cli, int argc, char **argv)
 {

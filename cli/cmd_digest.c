@@ -22,7 +22,11 @@ static void usage(FILE *f)
                "  -v, --verbose  debug messages on stderr\n"
                "  -h, --help     this help\n\n"
                "Prints one line, the digest (\"sha256:<64 hex>\"), on stdout.  Needs no store\n"
-               "and no network.  Exit status 1 with a file:line:col error for a bad recipe.\n");
+               "and no network.  Exit status 1 with a file:line:col error for a bad recipe.\n"
+               "\n"
+               "examples:\n"
+               "  sbx-image digest recipe.yaml\n"
+               "  cat recipe.yaml | sbx-image digest -\n");
 }
 
 int cmd_digest(sbx_cli *cli, int argc, char **argv)

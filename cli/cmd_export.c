@@ -47,7 +47,10 @@ static void usage(FILE *f)
             "count the distinct blobs written; recompressed is true when the layers were\n"
             "re-referenced as zstd and the digest changed); progress on stderr, one line per\n"
             "layer.  Exit 1 on error (nothing is left at DIR), 2 on usage errors, 128+N when\n"
-            "stopped by signal N (SIGINT, SIGTERM, SIGHUP: what was made is removed first).\n");
+            "stopped by signal N (SIGINT, SIGTERM, SIGHUP: what was made is removed first).\n"
+            "\n"
+            "examples:\n"
+            "  sbx-image export myapp:1 ./myapp-oci && skopeo inspect oci:./myapp-oci\n");
 }
 
 static int print_json(const char *image, const char *dir, const sbx_export_result *r)

@@ -35,7 +35,11 @@ static const char USAGE[] =
     "\n"
     "bytes_freed and bytes_after count blobs and compressed layers (df's STORED);\n"
     "unpacked_bytes_freed counts the disk blocks of removed unpacked directories,\n"
-    "leaving out files still linked elsewhere (trees of unpack --link).\n";
+    "leaving out files still linked elsewhere (trees of unpack --link).\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image gc\n"
+    "  sbx-image gc --max-bytes 50G\n";
 
 int cmd_gc(sbx_cli *cli, int argc, char **argv)
 {

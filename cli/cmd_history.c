@@ -23,8 +23,8 @@ static const char USAGE[] =
     "  -v, --verbose debug messages on stderr\n"
     "  -h, --help    show this help\n"
     "\n"
-    "example:\n"
-    "  sbx-image history node:22\n";
+    "examples:\n"
+    "  sbx-image history myapp:1\n";
 
 int cmd_history(sbx_cli *cli, int argc, char **argv)
 {

@@ -25,7 +25,11 @@ static const char USAGE[] =
     "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
     "                else $XDG_DATA_HOME/sbx-image)\n"
     "  -v, --verbose debug messages on stderr\n"
-    "  -h, --help    show this help\n";
+    "  -h, --help    show this help\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image images\n"
+    "  sbx-image images -q\n";
 
 static void fmt_time(int64_t t, char *buf, size_t len)
 {

@@ -39,7 +39,11 @@ static void usage(FILE *f)
             "  --store DIR                   store to look in first\n"
             "  -v, --verbose                 debug messages on stderr\n\n"
             "output: a summary (or --json, --raw, --config) on stdout.  Exit 1 on error, 2 on\n"
-            "usage errors.\n");
+            "usage errors.\n"
+            "\n"
+            "examples:\n"
+            "  sbx-image inspect node:22\n"
+            "  sbx-image inspect --format '{{.Digest}} {{.Config.User}}' myapp:1\n");
 }
 
 static uint64_t total_size(const sbx_image_info *in)

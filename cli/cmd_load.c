@@ -29,8 +29,9 @@ static void usage(FILE *f)
           "\n"
           "output: the manifest digest on stdout.\n"
           "\n"
-          "example:\n"
-          "  docker save busybox:1.36 -o bb.tar && sbx-image load bb.tar\n",
+          "examples:\n"
+          "  sbx-image load --tag myapp:1 ./myapp.tar\n"
+          "  skopeo copy docker://busybox oci:bb && sbx-image load bb\n",
           f);
 }
 

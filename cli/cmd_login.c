@@ -29,8 +29,8 @@ static const char LOGIN_USAGE[] =
     "output: \"Login Succeeded\" and the file on stderr.  Exit 1 when the registry\n"
     "refuses the credentials (the file is not touched), 2 on usage errors.\n"
     "\n"
-    "example:\n"
-    "  printf '%s\\n' \"$TOKEN\" | sbx-image login -u ci --password-stdin ghcr.io\n";
+    "examples:\n"
+    "  sbx-image login -u ci --password-stdin registry.example.com < token.txt\n";
 
 static const char LOGOUT_USAGE[] =
     "usage: sbx-image logout [--authfile FILE] (REGISTRY | --all)\n"
@@ -42,7 +42,11 @@ static const char LOGOUT_USAGE[] =
     "  --all              remove every entry\n"
     "  --authfile FILE    the auth file (default: as login)\n"
     "\n"
-    "Exit 1 when the file has no such entry, 2 on usage errors.\n";
+    "Exit 1 when the file has no such entry, 2 on usage errors.\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image logout registry.example.com\n"
+    "  sbx-image logout --all\n";
 
 /* One line from the terminal, echo off for a secret; NULL without one. */
 static char *ask(const char *prompt, bool secret)

@@ -49,10 +49,9 @@ static const char MOUNT_USAGE[] =
     "output: the mount id on stdout.  Exit 1 on error (nothing is mounted or left),\n"
     "2 on usage errors, 128+N when stopped by signal N.\n"
     "\n"
-    "example:\n"
-    "  id=$(sbx-image mount node:22 /run/sandboxes/a/rootfs)\n"
-    "  ... run the sandbox on /run/sandboxes/a/rootfs, stop it ...\n"
-    "  sbx-image commit --expires-in 7d \"$id\"; sbx-image umount \"$id\"\n";
+    "examples:\n"
+    "  sbx-image mount node:22\n"
+    "  sbx-image mount --read-only --json myapp:1\n";
 
 static const char UMOUNT_USAGE[] =
     "usage: sbx-image umount [--json] ID|DIR\n"
@@ -66,7 +65,10 @@ static const char UMOUNT_USAGE[] =
     "options:\n"
     "  --json             print {id, dir}\n"
     "  --store DIR        store to use\n"
-    "  -v, --verbose      debug messages on stderr\n";
+    "  -v, --verbose      debug messages on stderr\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image umount 9c1e4f0a2b3d\n";
 
 static const char MOUNTS_USAGE[] =
     "usage: sbx-image mounts [--json]\n"
@@ -80,7 +82,10 @@ static const char MOUNTS_USAGE[] =
     "  --json             print [{id, image, digest, dir, created, read_only, ready,\n"
     "                     external, upper}] (created in unix seconds)\n"
     "  --store DIR        store to use\n"
-    "  -v, --verbose      debug messages on stderr\n";
+    "  -v, --verbose      debug messages on stderr\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image mounts --json\n";
 
 static const char COMMIT_USAGE[] =
     "usage: sbx-image commit [--tag NAME] [--expires-in DURATION] [--json] ID|DIR\n"
@@ -108,7 +113,10 @@ static const char COMMIT_USAGE[] =
     "  --store DIR        store to use\n"
     "  -v, --verbose      debug messages on stderr\n"
     "\n"
-    "output: the snapshot's digest on stdout.\n";
+    "output: the snapshot's digest on stdout.\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image commit --tag snapshot:sb-42 --expires-in 7d 9c1e4f0a2b3d\n";
 
 /* ---- mount ------------------------------------------------------------------ */
 

@@ -174,7 +174,12 @@ static void usage(FILE *f)
             "SBX_RETRY_BASE_MS (default 500), SBX_REGISTRIES_CONFIG, SBX_CERTS_DIR, DOCKER_CONFIG;\n"
             "a layer may expand to SBX_EXPANSION_FLOOR bytes (default 1 GiB), beyond that to\n"
             "SBX_MAX_EXPANSION (100) times its compressed size, never past SBX_MAX_LAYER_BYTES\n"
-            "(64 GiB).\n");
+            "(64 GiB).\n"
+            "\n"
+            "examples:\n"
+            "  sbx-image pull node:22\n"
+            "  sbx-image pull --platform linux/arm64 registry.example/team/app:1\n"
+            "  sbx-image pull --creds user --password-stdin registry.example/private/app:1 < pw.txt\n");
 }
 
 static int print_json(const sbx_pull_result *r)

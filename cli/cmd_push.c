@@ -40,8 +40,9 @@ static void usage(FILE *f)
           "output: the pushed manifest's digest on stdout; a line per blob on stderr.\n"
           "Exit 1 on error (the tag is not set), 2 on usage errors.\n"
           "\n"
-          "example:\n"
-          "  sbx-image push myapp:1 registry.example.com/team/myapp:1\n",
+          "examples:\n"
+          "  sbx-image push myapp:1 registry.example.com/team/myapp:1\n"
+          "  sbx-image push --compression gzip myapp:1 registry.example.com/team/myapp:1\n",
           f);
 }
 

@@ -21,7 +21,10 @@ static void usage(FILE *f)
                "                 \"steps\": [{\"where\": \"file:line:col\", \"canonical\": ...}]}\n"
                "  -v, --verbose  debug messages on stderr\n"
                "  -h, --help     this help\n\n"
-               "Prints the canonical form and a newline on stdout.\n");
+               "Prints the canonical form and a newline on stdout.\n"
+               "\n"
+               "examples:\n"
+               "  sbx-image recipe show recipe.yaml | jq .steps\n");
 }
 
 int cli_recipe_args(sbx_cli *cli, const char *verb, int argc, char **argv, void (*usage_fn)(FILE *),

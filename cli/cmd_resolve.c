@@ -107,7 +107,11 @@ static void usage(FILE *f)
             "                                \"index_digest\",\"cached\"}\n"
             "  --store DIR                   store holding the resolve cache\n"
             "  -v, --verbose                 debug messages (requests) on stderr\n\n"
-            "output: the digest (sha256:...) on stdout.  Exit 1 on error, 2 on usage errors.\n");
+            "output: the digest (sha256:...) on stdout.  Exit 1 on error, 2 on usage errors.\n"
+            "\n"
+            "examples:\n"
+            "  sbx-image resolve node:22\n"
+            "  sbx-image resolve --json --platform linux/arm64 registry.example/team/app:1\n");
 }
 
 int cmd_resolve(sbx_cli *cli, int argc, char **argv)

@@ -17,7 +17,11 @@ static const char USAGE[] =
     "  --store DIR   store root (default: $SBX_STORE, /var/lib/sbx-image as root,\n"
     "                else $XDG_DATA_HOME/sbx-image)\n"
     "  -v, --verbose debug messages on stderr\n"
-    "  -h, --help    show this help\n";
+    "  -h, --help    show this help\n"
+    "\n"
+    "examples:\n"
+    "  sbx-image rm myapp:1\n"
+    "  sbx-image rm 3f9a1c2b7d04\n";
 
 int cmd_rm(sbx_cli *cli, int argc, char **argv)
 {

@@ -21,7 +21,7 @@ static const char USAGE[] =
     "  -q, --quiet   print nothing but errors\n"
     "  -h, --help    show this help\n"
     "\n"
-    "example:\n"
+    "examples:\n"
     "  sbx-image tag recipe:sha256:4f1c...  registry.example/team/app:v2\n";
 
 int cmd_tag(sbx_cli *cli, int argc, char **argv)

@@ -47,7 +47,11 @@ static void usage(FILE *f)
             "output: DIR on stdout (or --json: files counts non-directory entries, bytes the\n"
             "regular files' sizes); progress on stderr, one line per layer.  Exit 1 on error\n"
             "(nothing is left at DIR), 2 on usage errors, 128+N when stopped by signal N\n"
-            "(SIGINT, SIGTERM, SIGHUP: what was made is removed first).\n");
+            "(SIGINT, SIGTERM, SIGHUP: what was made is removed first).\n"
+            "\n"
+            "examples:\n"
+            "  sbx-image unpack node:22 /tmp/node-root\n"
+            "  sbx-image unpack --platform linux/arm64 registry.example/team/app:1 ./rootfs\n");
 }
 
 static int print_json(const char *image, const char *dir, const sbx_rootfs_result *r)

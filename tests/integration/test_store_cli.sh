@@ -154,12 +154,16 @@ else
   fail "setpriv (util-linux) is missing"
 fi
 
-# One heading style: every command's --help starts "usage: sbx-image VERB" and
-# lists its "options:".
+# One heading style: every command's --help starts "usage: sbx-image VERB",
+# lists its "options:" and ends with "examples:" of that command.
 verbs=$("$SBX_BIN" --help | awk '/^commands:/ {f = 1; next} /^$/ {f = 0} f {print $1}')
 [[ $(wc -w <<<"$verbs") -ge 25 ]] || fail "sbx-image --help lists too few commands: $verbs"
 for v in $verbs; do
   h=$("$SBX_BIN" $v --help) || fail "$v --help failed"
   [[ $(head -n 1 <<<"$h") == "usage: sbx-image $v"* ]] || fail "$v --help starts '$(head -n 1 <<<"$h")'"
   grep -q '^options:' <<<"$h" || fail "$v --help has no 'options:' heading"
+  ex=$(sed -n '/^examples:$/,$p' <<<"$h" | tail -n +2)
+  grep -q "^  sbx-image $v " <<<"$ex" || fail "$v --help has no example of $v"
+  ! grep -qv '^  ' <<<"$ex" || fail "$v --help: text after its examples: $(grep -v '^  ' <<<"$ex" | head -1)"
 done
+"$SBX_BIN" --help | grep -q '^examples:$' || fail "sbx-image --help has no examples"
