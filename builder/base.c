@@ -240,6 +240,12 @@ static int run_logged(char *const argv[], const sbx_build_options *opts, const s
             ll = 0;
         }
     }
+    if (ll) { /* a last line without a newline: often the reason */
+        line[ll] = '\0';
+        if (opts && opts->on_output)
+            opts->on_output(opts->ud, 0, line);
+        tail_push(tail, tail_len, line, ll);
+    }
     close(pfd[0]);
     int status;
     while (waitpid(pid, &status, 0) < 0) {
@@ -285,14 +291,30 @@ static int debootstrap_into(const char *rootfs, const bld_base_params *bp,
         return sbx_error_wrap(err, err->code == SBX_ECANCELED
                                        ? "build the sbx base"
                                        : "build the sbx base (is debootstrap installed?)");
-    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        return sbx_error_set(err, SBX_ESTEP,
-                             "build the sbx base: 'debootstrap %s %s %s' failed (%s %d); last "
-                             "output:\n%s",
-                             variant, bp->suite, bp->mirror,
-                             WIFEXITED(st) ? "exit code" : "signal",
-                             WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), tail);
-    return clear_dev(rootfs, err);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return clear_dev(rootfs, err);
+    /* The reason first (debootstrap's last "E:" line, else its last line),
+     * then as much of the output's end as the message holds: the whole
+     * tail would not fit, and its end is what explains the failure. */
+    char reason[512] = "";
+    for (const char *p = tail; p && *p;) {
+        size_t n = strcspn(p, "\n");
+        if (n && (!strncmp(p, "E: ", 3) || !reason[0] || strncmp(reason, "E: ", 3)))
+            snprintf(reason, sizeof reason, "%.*s", (int)n, p);
+        p += n;
+        p += *p == '\n';
+    }
+    char head[sizeof err->msg];
+    int hl = snprintf(head, sizeof head, "build the sbx base: 'debootstrap %s %s %s' failed (%s "
+                      "%d)%s%s; last output:\n", variant, bp->suite, bp->mirror,
+                      WIFEXITED(st) ? "exit code" : "signal",
+                      WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st), reason[0] ? ": " : "",
+                      reason);
+    const char *t = tail;
+    size_t room = hl > 0 && (size_t)hl < sizeof head ? sizeof head - 1 - (size_t)hl : 0;
+    while (strlen(t) > room && strchr(t, '\n'))
+        t = strchr(t, '\n') + 1;
+    return sbx_error_set(err, SBX_ESTEP, "%s%s", head, t);
 }
 
 int sbx_build_sbx_base(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,

@@ -134,6 +134,15 @@ expect_fail "missing base" "$ctx/missing.yaml"
 grep -q "no-such-image:1" "$T/err" || { cat "$T/err"; b_die "error does not name the base"; }
 b_pass "missing base: named in the error, store unchanged"
 
+# base: sbx with a mirror nothing listens on: debootstrap's own reason (its
+# last "E:" line) ends the error, not a cut-off middle of its output
+printf 'base: sbx\nsteps:\n  - run_cmd: "true"\n' >"$ctx/sbx.yaml"
+expect_fail "debootstrap failure" "$ctx/sbx.yaml" --base-mirror http://127.0.0.1:9/debian
+grep -q "error: .*debootstrap --variant=minbase bookworm .*failed (exit code 1): E: .*127.0.0.1:9/debian.*; last output:$" "$T/err" ||
+    { cat "$T/err"; b_die "the error line does not give debootstrap's reason"; }
+tail -n 1 "$T/err" | grep -q "^E: " || { cat "$T/err"; b_die "the output's end is not the error's end"; }
+b_pass "a failing debootstrap: its reason in the error"
+
 # A failure after cached steps keeps those steps and adds nothing of its own.
 cat >"$ctx/late.yaml" <<'YAML'
 image: busybox:test
