@@ -55,6 +55,8 @@ void cli_json_log(void *ud, sbx_log_level level, const char *op_id, const char *
 void cli_json_progress(void *ud, const sbx_progress *p);
 /* The exit status cli_fail would return, without printing. */
 int cli_fail_status(const sbx_error *err);
+/* "--store needs a directory" on stderr; returns CLI_EXIT_USAGE. */
+int cli_store_empty(void);
 /* Print "sbx-image <verb>: <message>" and a hint to --help; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Open the store chosen by --store / SBX_STORE / default; prints on failure.

@@ -76,8 +76,12 @@ int main(int argc, char **argv)
             cli.quiet = 1;
         } else if (!strcmp(a, "--store") && i + 1 < argc) {
             cli.store_root = argv[++i];
+            if (!*cli.store_root)
+                return cli_store_empty();
         } else if (!strncmp(a, "--store=", 8)) {
             cli.store_root = a + 8;
+            if (!*cli.store_root)
+                return cli_store_empty();
         } else {
             fprintf(stderr, "sbx-image: unknown option '%s'\n", a);
             usage(stderr);

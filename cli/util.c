@@ -20,11 +20,22 @@ json_t *cli_error_json(const sbx_error *err)
                      sbx_error_code_name(err->code), "where", err->where);
 }
 
+int cli_store_empty(void)
+{
+    fprintf(stderr, "sbx-image: --store needs a directory (leave it out for the default "
+                    "store)\n");
+    return CLI_EXIT_USAGE;
+}
+
 int cli_common_opt(sbx_cli *cli, int c, const char *arg)
 {
     switch (c) {
     case 'J': cli->json = g_json_errors = 1; cli_install_sinks(cli); return 1;
-    case 'S': cli->store_root = arg; return 1;
+    case 'S':
+        if (!*arg) /* a usage error, as a missing value is: never the default store */
+            exit(cli_store_empty());
+        cli->store_root = arg;
+        return 1;
     case 'v': cli->verbose = 1; cli_install_sinks(cli); return 1;
     case 'q': cli->quiet = 1; cli_install_sinks(cli); return 1;
     default: return 0;

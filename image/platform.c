@@ -62,6 +62,9 @@ int sbx_platform_parse(sbx_platform *out, const char *s, sbx_error *err)
         sbx_error_set(err, SBX_EINVAL, "parsing platform '': empty platform");
         return SBX_EINVAL;
     }
+    if (strchr(s, ','))
+        return sbx_error_set(err, SBX_EINVAL, "platform '%.100s' lists several: give one "
+                             "os/arch[/variant] (run the command once per platform)", s);
     const char *parts[3] = {0};
     size_t lens[3] = {0};
     size_t n = 0;

@@ -129,12 +129,12 @@ touch "$WORK/afile"
 rc=0; sbx --store "$WORK/afile" images 2>"$WORK/err" || rc=$?
 ((rc == 1)) && [[ $(wc -l <"$WORK/err") == 1 ]] && grep -q "afile" "$WORK/err" ||
   fail "bad store: exit $rc: $(cat "$WORK/err")"
-# --store "" (an unset variable in a script) is an error, never the default
-# store: `gc --store "$UNSET"` must not clean the machine's store.
+# --store "" (an unset variable in a script) is a usage error, never the
+# default store: `gc --store "$UNSET"` must not clean the machine's store.
 for args in '--store= images' 'gc --store=' 'images --store ""'; do
   rc=0
   eval "SBX_STORE='$WORK/default' '$SBX_BIN' $args" >/dev/null 2>"$WORK/err" || rc=$?
-  ((rc == 1)) && grep -q "empty" "$WORK/err" || fail "$args: exit $rc: $(cat "$WORK/err")"
+  ((rc == 2)) && grep -q "store needs a directory" "$WORK/err" || fail "$args: exit $rc: $(cat "$WORK/err")"
   [[ ! -e $WORK/default ]] || fail "$args opened the default store"
 done
 echo "PASS: store CLI"

@@ -168,6 +168,7 @@ static void test_platform_parse_normalize(void **state)
         {"linux/", NULL, "expected os/arch"},
         {"linux/amd64/v1/x", NULL, "expected os/arch"},
         {"linux/am d64", NULL, "invalid character"},
+        {"linux/amd64,linux/arm64", NULL, "lists several: give one os/arch[/variant]"},
     };
     for (size_t i = 0; i < SBX_ARRAY_LEN(v); i++) {
         sbx_platform p;
