@@ -448,7 +448,8 @@ static int python_step(build_ctx *c, json_t *config, size_t index, const char *s
     const char *libc = c->unavailable == BLD_STEP_EXIT_UNAVAILABLE_GNU    ? "gnu"
                        : c->unavailable == BLD_STEP_EXIT_UNAVAILABLE_MUSL ? "musl"
                                                                            : NULL;
-    const char *arch = bld_python_arch();
+    /* the base's machine, which a --platform build under emulation is */
+    const char *arch = bld_python_machine(bld_config_get_string(config, "architecture"));
     char why[sizeof err->msg];
     snprintf(why, sizeof why, "%s", err->msg);
     if (!libc)
@@ -745,8 +746,13 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
     if (rc == 0)
         rc = bound ? bld_cache_bind_secrets(keys, bound, n, c->r, c->o, c->s, err)
                    : sbx_error_set(err, SBX_ENOMEM, "compute cache keys");
-    if (rc == 0 && c->py.url)
-        rc = bld_python_bind_keys(keys, n, c->r, &c->py, err);
+    if (rc == 0 && c->py.url) {
+        sbx_platform pf;
+        sbx_error pe = SBX_ERROR_INIT;
+        bool given = c->o && c->o->platform && sbx_platform_parse(&pf, c->o->platform, &pe) == 0;
+        rc = bld_python_bind_keys(keys, n, c->r, &c->py,
+                                  bld_python_machine(given ? pf.architecture : NULL), err);
+    }
     if (rc < 0) {
         free(keys);
         return rc;
@@ -1056,8 +1062,10 @@ int sbx_build(sbx_build_result *result, sbx_store *store, const sbx_recipe *reci
     /* Its record, its log, and a cancel from another process: on the
      * caller's context, or one of its own when the caller gave none. */
     sbx_ctx *own = NULL;
-    if (!ctx && sbx_ctx_new(&own, err) < 0)
+    if (!ctx && sbx_ctx_new(&own, err) < 0) {
+        bld_python_src_free(&c.py);
         return err->code;
+    }
     c.ctx = ctx ? ctx : own;
     int rc = bld_record_begin(&c.rec, store, result->recipe_digest, err);
     if (rc == 0) {

@@ -37,15 +37,18 @@ void bld_python_src_free(bld_python_src *s);
  * one) on arch with libc; NULL when none. */
 const bld_python_pin *bld_python_pick(const bld_python_src *s, const char *version,
                                       const char *arch, const char *libc);
-/* The machine steps run on, as pins name it (uname -m). */
-const char *bld_python_arch(void);
+/* The machine as pins name it (uname -m) for an OCI architecture (amd64 ->
+ * x86_64, arm64 -> aarch64); NULL or "": this host's. */
+const char *bld_python_machine(const char *oci_arch);
 /* Whether the recipe installs python anywhere (add_python or a python step). */
 bool bld_python_used(const sbx_recipe *r);
-/* Bind keys[first python step .. n] to the pins the recipe's versions have
- * on this machine (both C libraries): another pinned build means another
- * state.  Empty keys stay empty. */
+/* Bind each keys[k] after a python step (or add_python) to the pins (both C
+ * libraries, on machine arch) of the python steps at or before k: another
+ * pinned build means another state from its step on.  Steps the package
+ * manager served are bound too (which source serves them is known only when
+ * they run).  Empty keys stay empty. */
 int bld_python_bind_keys(char (*keys)[SBX_DIGEST_BUFSZ], size_t n, const sbx_recipe *r,
-                         const bld_python_src *s, sbx_error *err);
+                         const bld_python_src *s, const char *arch, sbx_error *err);
 /* Download pin into scratch dir dir, check its SHA-256, unpack it: *tree
  * (owned) is the python/ dir, owned by root, with python3/python/pip3/pip
  * links beside pythonX.Y in bin/. */

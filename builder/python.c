@@ -26,8 +26,10 @@
 #include "sbx_common.h"
 
 #define PBS_DEFAULT_URL "https://github.com/astral-sh/python-build-standalone/releases/download/"
-/* An install_only archive is 20-40 MB; refuse what is far past that. */
+/* An install_only archive is 20-40 MB and unpacks to about 150 MB;
+ * refuse what is far past that (the pins may be a site's, not ours). */
 #define PBS_MAX_BYTES (512ull << 20)
+#define PBS_MAX_TAR_BYTES (4ull << 30)
 
 static const bld_python_pin builtin_pins[] = {
     {"3.9.25", "aarch64", "gnu",
@@ -215,6 +217,11 @@ int bld_python_src_load(bld_python_src *out, const sbx_build_options *o, sbx_err
     if (rc == 0 && strncmp(url, "https://", 8) && strncmp(url, "http://", 7))
         rc = sbx_error_set(err, SBX_EINVAL, "python source '%s' (%s) is not an http:// or "
                            "https:// URL", url, mirror ? "mirror" : pins);
+    /* credentials in a URL would reach logs and messages: none */
+    const char *host = rc == 0 ? strstr(url, "://") + 3 : NULL;
+    if (host && memchr(host, '@', strcspn(host, "/")))
+        rc = sbx_error_set(err, SBX_EINVAL, "python source (%s): a URL with credentials is "
+                           "refused; give the mirror access another way", mirror ? "mirror" : pins);
     if (rc == 0) {
         size_t len = strlen(url);
         char *u = sbx__strdup_printf("%s%s", url, len && url[len - 1] == '/' ? "" : "/");
@@ -236,14 +243,18 @@ void bld_python_src_free(bld_python_src *s)
     memset(s, 0, sizeof *s);
 }
 
-/* 1 when pin version p is version v or v's newer patch release; patch out. */
-static bool version_match(const char *p, const char *v, long *patch)
+/* 1 when pin version p ("3.12.7") is version v ("3", "3.12", "3.12.7") or
+ * a release of it; *rank orders releases (minor, then patch). */
+static bool version_match(const char *p, const char *v, long *rank)
 {
     size_t n = strlen(v);
     if (strncmp(p, v, n) != 0 || (p[n] != '\0' && p[n] != '.'))
         return false;
-    const char *last = strrchr(p, '.');
-    *patch = last ? strtol(last + 1, NULL, 10) : 0;
+    const char *dot = strchr(p, '.');
+    char *end = NULL;
+    long minor = dot ? strtol(dot + 1, &end, 10) : 0;
+    long patch = end && *end == '.' ? strtol(end + 1, NULL, 10) : 0;
+    *rank = minor * 100000 + patch;
     return true;
 }
 
@@ -251,20 +262,26 @@ const bld_python_pin *bld_python_pick(const bld_python_src *s, const char *versi
                                       const char *arch, const char *libc)
 {
     const bld_python_pin *best = NULL;
-    long best_patch = -1, patch;
+    long best_rank = -1, rank;
     for (size_t i = 0; i < s->n; i++) {
         const bld_python_pin *p = &s->pins[i];
         if (!strcmp(p->arch, arch) && !strcmp(p->libc, libc) &&
-            version_match(p->version, version, &patch) && patch > best_patch) {
+            version_match(p->version, version, &rank) && rank > best_rank) {
             best = p;
-            best_patch = patch;
+            best_rank = rank;
         }
     }
     return best;
 }
 
-const char *bld_python_arch(void)
+const char *bld_python_machine(const char *oci_arch)
 {
+    if (oci_arch && !strcmp(oci_arch, "amd64"))
+        return "x86_64";
+    if (oci_arch && !strcmp(oci_arch, "arm64"))
+        return "aarch64";
+    if (oci_arch && *oci_arch)
+        return oci_arch;
     static char machine[sizeof ((struct utsname *)0)->machine];
     if (!machine[0]) {
         struct utsname u;
@@ -285,38 +302,32 @@ bool bld_python_used(const sbx_recipe *r)
 }
 
 int bld_python_bind_keys(char (*keys)[SBX_DIGEST_BUFSZ], size_t n, const sbx_recipe *r,
-                         const bld_python_src *s, sbx_error *err)
+                         const bld_python_src *s, const char *arch, sbx_error *err)
 {
-    /* the pins of every version the recipe asks for, both C libraries */
-    _cleanup_sha256_ sbx__sha256 *pins = NULL;
-    if (sbx__sha256_new(&pins, err) < 0)
-        return err->code;
+    /* material: a running hash of the pins (both C libraries) of every
+     * python step at or before k, so a pin change reruns from its step */
+    char material[SBX_DIGEST_BUFSZ] = "";
     const sbx_recipe_base *b = sbx_recipe_get_base(r);
-    size_t first = SIZE_MAX;
-    const char *arch = bld_python_arch();
     for (size_t k = 0; k <= n; k++) {
         const char *v = NULL;
         if (k == 0)
             v = b->kind == SBX_BASE_REGISTRY ? b->add_python : NULL;
         else if (sbx_recipe_step(r, k - 1)->kind == SBX_STEP_PYTHON)
             v = sbx_recipe_step(r, k - 1)->u.python.version;
-        if (!v)
-            continue;
-        if (first == SIZE_MAX)
-            first = k;
-        static const char *const libcs[] = {"gnu", "musl"};
-        for (size_t l = 0; l < 2; l++) {
-            const bld_python_pin *p = bld_python_pick(s, v, arch, libcs[l]);
-            sbx__sha256_update(pins, v, strlen(v) + 1);
-            sbx__sha256_update(pins, p ? p->sha256 : "-", p ? 65 : 2);
+        if (v) {
+            _cleanup_sha256_ sbx__sha256 *m = NULL;
+            if (sbx__sha256_new(&m, err) < 0)
+                return err->code;
+            sbx__sha256_update(m, material, strlen(material) + 1);
+            static const char *const libcs[] = {"gnu", "musl"};
+            for (size_t l = 0; l < 2; l++) {
+                const bld_python_pin *p = bld_python_pick(s, v, arch, libcs[l]);
+                sbx__sha256_update(m, v, strlen(v) + 1);
+                sbx__sha256_update(m, p ? p->sha256 : "-", p ? 65 : 2);
+            }
+            sbx__sha256_final(m, material);
         }
-    }
-    if (first == SIZE_MAX)
-        return 0;
-    char material[SBX_DIGEST_BUFSZ];
-    sbx__sha256_final(pins, material);
-    for (size_t k = first; k <= n; k++) {
-        if (!keys[k][0])
+        if (!material[0] || !keys[k][0])
             continue;
         _cleanup_sha256_ sbx__sha256 *h = NULL;
         if (sbx__sha256_new(&h, err) < 0)
@@ -381,7 +392,7 @@ int bld_python_fetch(char **tree, const char *dir, const bld_python_src *s,
     _cleanup_close_ int tfd = open(tar, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (tfd < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "standalone python: creating '%s'", tar);
-    if (lseek(afd, 0, SEEK_SET) < 0 || sbx_rootfs_decompress_fd(afd, tfd, url, ctx, err) < 0 ||
+    if (lseek(afd, 0, SEEK_SET) < 0 || sbx_rootfs_decompress_fd(afd, tfd, PBS_MAX_TAR_BYTES, url, ctx, err) < 0 ||
         lseek(tfd, 0, SEEK_SET) < 0)
         return err->code ? err->code
                          : sbx_error_sys(err, SBX_EIO, errno, "standalone python: '%s'", tar);

@@ -177,7 +177,7 @@ static void python_script(sbuf *b, const char *version)
            "}\n"
            "if command -v apt-get >/dev/null 2>&1; then\n"
            "  export DEBIAN_FRONTEND=noninteractive\n"
-           "  apt-get update -q\n"
+           "  apt-get update -q || echo \"apt-get update failed: looking in what apt has\"\n"
            "  if apt-cache show \"python$v\" >/dev/null 2>&1; then\n"
            "    pkgs=\"python$v\"\n"
            "    if apt-cache show python3 2>/dev/null | grep -q \"^Depends:.*python$v\\b\"; then\n"

@@ -129,14 +129,27 @@ static int stream_decompressed(int fd, const char *path, const char *what, chunk
     return rc;
 }
 
+typedef struct fd_out {
+    int fd;
+    uint64_t n, max;
+    const char *name;
+} fd_out;
+
 static int fd_chunk(void *ud, const void *buf, size_t len, sbx_error *err)
 {
-    return sbx__write_all(*(int *)ud, buf, len, err);
+    fd_out *o = ud;
+    if (len > o->max - o->n)
+        return sbx_error_set(err, SBX_ELIMIT, "decompressing '%s': it expands past %llu bytes",
+                             o->name, (unsigned long long)o->max);
+    o->n += len;
+    return sbx__write_all(o->fd, buf, len, err);
 }
 
-int sbx_rootfs_decompress_fd(int in, int out, const char *name, sbx_ctx *ctx, sbx_error *err)
+int sbx_rootfs_decompress_fd(int in, int out, uint64_t max_bytes, const char *name,
+                             sbx_ctx *ctx, sbx_error *err)
 {
-    return stream_decompressed(in, name, "decompressing", fd_chunk, &out, ctx, err);
+    fd_out o = {.fd = out, .max = max_bytes, .name = name};
+    return stream_decompressed(in, name, "decompressing", fd_chunk, &o, ctx, err);
 }
 
 static int hash_chunk(void *ud, const void *buf, size_t len, sbx_error *err)

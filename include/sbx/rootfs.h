@@ -128,10 +128,11 @@ SBX_API int sbx_rootfs_check_unpacked(sbx_unpacked_check *out, sbx_store *s, sbx
  * dest already there and current is success; an untrusted one is replaced. */
 SBX_API int sbx_rootfs_unpack_tar_fd(int fd, const char *dest, sbx_error *err);
 /* Write what fd holds (gzip, zstd or plain, told by its bytes) to out,
- * decompressed: for archives such as a standalone CPython's tar.gz before
+ * decompressed, at most max_bytes of it (SBX_ELIMIT past them): for
+ * archives such as a standalone CPython's tar.gz before
  * sbx_rootfs_unpack_tar_fd.  name is the input's name for messages. */
-SBX_API int sbx_rootfs_decompress_fd(int in, int out, const char *name, sbx_ctx *ctx,
-                                     sbx_error *err);
+SBX_API int sbx_rootfs_decompress_fd(int in, int out, uint64_t max_bytes, const char *name,
+                                     sbx_ctx *ctx, sbx_error *err);
 
 typedef struct sbx_capture_options {
     /* Clamp mtimes to this (seconds); -1: $SOURCE_DATE_EPOCH if set, else 0. */

@@ -100,6 +100,39 @@ ok build --json --python-pins "$T/pins98.json" "$T/ctx/add.yaml"
 assert_eq "$(jq -r .steps_run "$T/out")" 1 "steps run with another pin (the run_cmd)"
 err_has "Python 3\.12\.98"
 
+case_ "python: \"3\" is the newest 3.x pinned (minor first, then patch)"
+python3 - "$T/pins.json" "$T/pins3.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+e = dict(d["pythons"][0], version="3.9.100", path="no-such.tar.gz")
+d["pythons"].append(e)
+json.dump(d, open(sys.argv[2], "w"))
+PY
+printf 'image: bbglibc:test\nsteps:\n  - python: "3"\n' >"$T/ctx/three.yaml"
+ok build --python-pins "$T/pins3.json" "$T/ctx/three.yaml"
+err_has "standalone CPython 3\.12\.99"
+
+case_ "a pin change reruns from its own python step, not from the first"
+s131=$(b_pbs_archive "$srv" 3.13.1)
+s132=$(b_pbs_archive "$srv" 3.13.2)
+pins2() { # FILE VERSION-A SHA-A VERSION-B SHA-B
+    python3 - "$@" "$HTTP_URL/" "$(uname -m)" <<'PY'
+import json, sys
+f, va, sa, vb, sb, url, arch = sys.argv[1:]
+e = lambda v, s: {"version": v, "arch": arch, "libc": "gnu", "path": f"cpython-{v}-test.tar.gz", "sha256": s}
+json.dump({"url": url, "pythons": [e(va, sa), e(vb, sb)]}, open(f, "w"))
+PY
+}
+pins2 "$T/two-a.json" 3.12.99 "$sum" 3.13.1 "$s131"
+pins2 "$T/two-b.json" 3.12.99 "$sum" 3.13.2 "$s132"
+printf 'image: bbglibc:test\nsteps:\n  - python: "3.12"\n  - run_cmd: echo heavy\n  - python: "3.13"\n  - run_cmd: python3 --version\n' >"$T/ctx/two.yaml"
+ok build --json --python-pins "$T/two-a.json" "$T/ctx/two.yaml"
+assert_eq "$(jq -r .steps_run "$T/out")" 4 "steps run"
+err_has '"line":"Python 3\.13\.1"'
+ok build --json --python-pins "$T/two-b.json" "$T/ctx/two.yaml"
+assert_eq "$(jq -r .steps_run "$T/out")" 2 "steps run after the 3.13 pin changed (python 3.13 and after)"
+err_has '"line":"Python 3\.13\.2"'
+
 case_ "a python: step on a base with no C library names why"
 printf 'image: bbstatic:test\nsteps:\n  - python: "3.12"\n' >"$T/ctx/static.yaml"
 fails build --python-pins "$T/pins.json" "$T/ctx/static.yaml"
@@ -126,5 +159,8 @@ err_has "entry 1: \"path\" is not a relative path"
 fails build --python-pins "$T/nope.json" "$T/ctx/step.yaml"
 err_has "python pins '$T/nope.json'"
 grep -q '^\[1/3\]' "$T/err" && fail "a step ran before the pins were read"
+fails build --python-pins "$T/pins.json" --python-mirror "http://u:s3cr3t@127.0.0.1:9/" "$T/ctx/step.yaml"
+err_has "a URL with credentials is refused"
+err_lacks "s3cr3t"
 
 t_pass
