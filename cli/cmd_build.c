@@ -120,7 +120,7 @@ static void usage(FILE *f)
           "examples:\n"
           "  sbx-image build recipe.yaml -t myapp:1\n"
           "  sbx-image build - --context ./app < recipe.yaml\n"
-          "  sbx-image build recipe.yaml --cache-from registry.example/cache/app --push registry.example/team/app:1\n",
+          "  sbx-image build r.yaml --cache-from reg.example/cache --push reg.example/app:1\n",
           f);
 }
 

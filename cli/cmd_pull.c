@@ -179,7 +179,7 @@ static void usage(FILE *f)
             "examples:\n"
             "  sbx-image pull node:22\n"
             "  sbx-image pull --platform linux/arm64 registry.example/team/app:1\n"
-            "  sbx-image pull --creds user --password-stdin registry.example/private/app:1 < pw.txt\n");
+            "  sbx-image pull --creds ci --password-stdin reg.example/private/app:1 <pw.txt\n");
 }
 
 static int print_json(const sbx_pull_result *r)

@@ -49,8 +49,8 @@ static void usage(FILE *f)
                "  --version     print the version\n\n"
                "examples:\n"
                "  sbx-image pull node:22 && sbx-image unpack node:22 /tmp/node-root\n"
-               "  sbx-image build recipe.yaml -t myapp:1 && sbx-image push myapp:1 "
-               "registry.example/team/myapp:1\n"
+               "  sbx-image build recipe.yaml -t myapp:1\n"
+               "  sbx-image push myapp:1 registry.example/team/myapp:1\n"
                "  sbx-image help build\n\n"
                "Run 'sbx-image COMMAND --help' for a command's options.\n");
 }

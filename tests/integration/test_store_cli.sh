@@ -164,6 +164,7 @@ for v in $verbs; do
   grep -q '^options:' <<<"$h" || fail "$v --help has no 'options:' heading"
   ex=$(sed -n '/^examples:$/,$p' <<<"$h" | tail -n +2)
   grep -q "^  sbx-image $v " <<<"$ex" || fail "$v --help has no example of $v"
+  ! awk 'length > 80' <<<"$ex" | grep -q . || fail "$v --help: an example over 80 columns"
   ! grep -qv '^  ' <<<"$ex" || fail "$v --help: text after its examples: $(grep -v '^  ' <<<"$ex" | head -1)"
 done
 "$SBX_BIN" --help | grep -q '^examples:$' || fail "sbx-image --help has no examples"
