@@ -465,9 +465,7 @@ static int python_step(build_ctx *c, json_t *config, size_t index, const char *s
     sbx_error_clear(err);
     fail_clear(c);
     char mm[32];
-    snprintf(mm, sizeof mm, "%.*s", (int)(strchr(strchr(pin->version, '.') + 1, '.')
-                                          ? strchr(strchr(pin->version, '.') + 1, '.') - pin->version
-                                          : (long)strlen(pin->version)), pin->version);
+    bld_python_minor(mm, sizeof mm, pin);
     _cleanup_free_ char *line = sbx__strdup_printf("standalone CPython %s (%s-%s) from %s%s",
                                                    pin->version, arch, libc, c->py.url, pin->path);
     if (line) {

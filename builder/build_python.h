@@ -37,6 +37,8 @@ void bld_python_src_free(bld_python_src *s);
  * one) on arch with libc; NULL when none. */
 const bld_python_pin *bld_python_pick(const bld_python_src *s, const char *version,
                                       const char *arch, const char *libc);
+/* "3.12" of pin's version "3.12.14" into buf. */
+void bld_python_minor(char *buf, size_t len, const bld_python_pin *pin);
 /* The machine as pins name it (uname -m) for an OCI architecture (amd64 ->
  * x86_64, arm64 -> aarch64); NULL or "": this host's. */
 const char *bld_python_machine(const char *oci_arch);

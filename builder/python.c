@@ -274,6 +274,13 @@ const bld_python_pin *bld_python_pick(const bld_python_src *s, const char *versi
     return best;
 }
 
+void bld_python_minor(char *buf, size_t len, const bld_python_pin *pin)
+{
+    /* pins' versions are X.Y.Z (pins_from_file, the table above) */
+    const char *dot2 = strchr(strchr(pin->version, '.') + 1, '.');
+    snprintf(buf, len, "%.*s", (int)(dot2 - pin->version), pin->version);
+}
+
 const char *bld_python_machine(const char *oci_arch)
 {
     if (oci_arch && !strcmp(oci_arch, "amd64"))
@@ -374,12 +381,10 @@ int bld_python_fetch(char **tree, const char *dir, const bld_python_src *s,
     _cleanup_free_ char *up = sbx__strdup_printf("%s/unpack", dir);
     _cleanup_free_ char *out = sbx__strdup_printf("%s/unpack/tree", dir);
     _cleanup_free_ char *py = sbx__strdup_printf("%s/unpack/tree/python", dir);
-    /* "3.12.14" -> bin/python3.12 */
-    const char *dot2 = strchr(strchr(pin->version, '.') + 1, '.');
-    int mm = dot2 ? (int)(dot2 - pin->version) : (int)strlen(pin->version);
-    char exe[64], pip[64];
-    snprintf(exe, sizeof exe, "python%.*s", mm, pin->version);
-    snprintf(pip, sizeof pip, "pip%.*s", mm, pin->version);
+    char mm[32], exe[64], pip[64]; /* "3.12.14" -> bin/python3.12, bin/pip3.12 */
+    bld_python_minor(mm, sizeof mm, pin);
+    snprintf(exe, sizeof exe, "python%s", mm);
+    snprintf(pip, sizeof pip, "pip%s", mm);
     if (!url || !arc || !tar || !up || !out || !py)
         return sbx_error_set(err, SBX_ENOMEM, "standalone python: out of memory");
     if (mkdir(up, 0700) < 0)
