@@ -36,7 +36,8 @@ char *bld_step_script_with_secrets(const bld_step_cmd *cmd);
 /* "apt_install curl git": one line, owned by the caller; NULL on ENOMEM. */
 char *bld_step_summary(const sbx_step *st);
 /* Fill out for a step that runs commands: 1 when it does, 0 when it is a
- * config or copy step (out zeroed), -1 on ENOMEM.  cur_user/cur_workdir:
+ * config, copy or python step (out zeroed; python: is two scripts,
+ * bld_step_python_script then a standalone build's check), -1 on ENOMEM.  cur_user/cur_workdir:
  * the image state before the step (may be NULL). */
 int bld_step_script(bld_step_cmd *out, const sbx_step *st, const char *cur_user,
                     const char *cur_workdir);

@@ -231,11 +231,6 @@ int bld_step_script(bld_step_cmd *out, const sbx_step *st, const char *cur_user,
     memset(out, 0, sizeof *out);
     out->user = cur_user;
     switch (st->kind) {
-    case SBX_STEP_PYTHON:
-        python_script(&b, st->u.python.version);
-        sb_fmt(&disp, "install python %s from the base's package manager", st->u.python.version);
-        out->user = "0";
-        break;
     case SBX_STEP_APT_INSTALL:
         sb_str(&b, "set -e\nexport DEBIAN_FRONTEND=noninteractive\napt-get update -q\n"
                    "apt-get install -y -q --no-install-recommends");
