@@ -28,7 +28,7 @@ static void short_id(const char *digest, char *buf, size_t len)
     snprintf(buf, len, "%.19s", digest); /* "sha256:" + 12 hex */
 }
 
-/* ---- parallel layer downloads ------------------------------------------------ */
+/* ---- layer downloads ------------------------------------------------------- */
 
 typedef struct job {
     const sbx_descriptor *desc;
@@ -36,119 +36,10 @@ typedef struct job {
     char pid[32];
 } job;
 
-typedef struct pool {
-    pthread_mutex_t lock;
-    job *jobs;
-    size_t njobs, next;
-    bool failed;
-    volatile int cancel; /* set with failed: running transfers stop */
-    sbx_error err;
-    reg_client *proto;
-    const char *store_root;
-} pool;
-
-typedef struct worker {
-    pthread_t tid;
-    pool *p;
-    sbx_store *store;
-    reg_client *client;
-    bool started;
-} worker;
-
-static void pool_fail(pool *p, const sbx_error *e)
+static int download_one(void *ud, size_t i, reg_client *c, sbx_store *store, sbx_error *err)
 {
-    pthread_mutex_lock(&p->lock);
-    if (!p->failed) {
-        p->failed = true;
-        p->err = *e;
-        __atomic_store_n(&p->cancel, 1, __ATOMIC_RELAXED);
-    }
-    pthread_mutex_unlock(&p->lock);
-}
-
-static void *worker_main(void *arg)
-{
-    worker *w = arg;
-    pool *p = w->p;
-    for (;;) {
-        pthread_mutex_lock(&p->lock);
-        job *j = (!p->failed && p->next < p->njobs) ? &p->jobs[p->next++] : NULL;
-        pthread_mutex_unlock(&p->lock);
-        if (!j)
-            break;
-        sbx_error e = SBX_ERROR_INIT;
-        if (reg_pull_layer(w->client, w->store, j->desc, j->diff_id, j->pid, &e) < 0) {
-            pool_fail(p, &e);
-            break;
-        }
-    }
-    return NULL;
-}
-
-/* Download jobs; the worker handles are returned for freeing after the
- * manifest is stored. */
-static int download_all(job *jobs, size_t njobs, unsigned parallel, reg_client *client,
-                        sbx_store *store, worker **workers_out, size_t *nworkers_out,
-                        sbx_error *err)
-{
-    *workers_out = NULL;
-    *nworkers_out = 0;
-    if (njobs == 0)
-        return 0;
-    if (parallel <= 1 || njobs == 1) {
-        for (size_t i = 0; i < njobs; i++) {
-            int rc = reg_pull_layer(client, store, jobs[i].desc, jobs[i].diff_id, jobs[i].pid, err);
-            if (rc < 0)
-                return rc;
-        }
-        return 0;
-    }
-    size_t nw = parallel < njobs ? parallel : njobs;
-    pool p = {.jobs = jobs, .njobs = njobs, .proto = client, .store_root = sbx_store_root(store)};
-    pthread_mutex_init(&p.lock, NULL);
-    worker *ws = calloc(nw, sizeof *ws);
-    if (!ws)
-        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    int rc = 0;
-    for (size_t i = 0; i < nw && rc == 0; i++) {
-        ws[i].p = &p;
-        if ((rc = sbx_store_open(&ws[i].store, p.store_root, err)) < 0)
-            break;
-        if ((rc = reg_client_clone(&ws[i].client, client, err)) < 0)
-            break;
-        reg_client_set_cancel(ws[i].client, &p.cancel);
-        if (pthread_create(&ws[i].tid, NULL, worker_main, &ws[i]) != 0) {
-            rc = sbx_error_set(err, SBX_EINTERNAL, "starting a download thread");
-            break;
-        }
-        ws[i].started = true;
-    }
-    if (rc < 0) {
-        pthread_mutex_lock(&p.lock);
-        p.failed = true; /* stop the others */
-        __atomic_store_n(&p.cancel, 1, __ATOMIC_RELAXED);
-        pthread_mutex_unlock(&p.lock);
-    }
-    for (size_t i = 0; i < nw; i++)
-        if (ws[i].started)
-            pthread_join(ws[i].tid, NULL);
-    pthread_mutex_destroy(&p.lock);
-    if (rc == 0 && p.failed) {
-        *err = p.err;
-        rc = err->code ? err->code : SBX_EINTERNAL;
-    }
-    *workers_out = ws;
-    *nworkers_out = nw;
-    return rc;
-}
-
-static void free_workers(worker *ws, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        reg_client_free(ws[i].client);
-        sbx_store_free(ws[i].store);
-    }
-    free(ws);
+    const job *j = &((const job *)ud)[i];
+    return reg_pull_layer(c, store, j->desc, j->diff_id, j->pid, err);
 }
 
 /* ---- resolve cache (shared with resolve.c) ------------------------------------ */
@@ -247,8 +138,7 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
     sbx_image_config ic = {0};
     job *jobs = NULL;
     sbx_store_child *children = NULL;
-    worker *ws = NULL;
-    size_t nws = 0;
+    reg_workers *ws = NULL;
     if ((rc = fetch_config(&cfg, &cfg_len, &ic, c, store, m, err)) < 0)
         goto out;
     if (f.top.kind == SBX_MANIFEST_IMAGE && s->opts->platform && *s->opts->platform &&
@@ -310,7 +200,7 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
     unsigned par = s->opts->parallel ? s->opts->parallel : DEFAULT_PARALLEL;
     if (par > MAX_PARALLEL)
         par = MAX_PARALLEL;
-    if ((rc = download_all(jobs, njobs, par, c, store, &ws, &nws, err)) < 0)
+    if ((rc = reg_run_jobs(njobs, par, c, store, true, download_one, jobs, &ws, err)) < 0)
         goto out;
 
     children[0].kind = SBX_CHILD_BLOB;
@@ -349,7 +239,7 @@ static int pull_image(sbx_pull_result *out, reg_session *s, sbx_store *store, sb
     snprintf(out->config, sizeof out->config, "%s", m->config.digest);
     out->platform = ic.platform.architecture[0] ? ic.platform : s->want;
 out:
-    free_workers(ws, nws);
+    reg_workers_free(ws);
     free(children);
     free(jobs);
     sbx_image_config_free(&ic);

@@ -187,6 +187,23 @@ int reg_put_blob(reg_client *c, const char *digest, int fd, const char *buf, uin
 int reg_put_manifest(reg_client *c, const char *reference, const char *media_type,
                      const char *body, size_t len, sbx_error *err);
 
+/* ---- transfers on worker threads (jobs.c) ---------------------------------- */
+
+/* Job i of a batch, run on a worker's own client and store handle (the
+ * caller's when the batch runs inline). */
+typedef int (*reg_job_fn)(void *ud, size_t i, reg_client *c, sbx_store *store, sbx_error *err);
+typedef struct reg_workers reg_workers;
+/* Run njobs jobs, `parallel` at once (inline when 1 or a single job), on
+ * clones of client; with own_stores each worker opens its own handle on
+ * store's root, else fn gets a NULL store on a worker (the caller's when
+ * inline).  The
+ * first failure cancels the others' transfers and is returned.  *out keeps
+ * the workers' handles open until reg_workers_free (pull keeps their store
+ * leases until the manifest is stored). */
+int reg_run_jobs(size_t njobs, unsigned parallel, reg_client *client, sbx_store *store,
+                 bool own_stores, reg_job_fn fn, void *ud, reg_workers **out, sbx_error *err);
+void reg_workers_free(reg_workers *w);
+
 /* ---- blobs ----------------------------------------------------------------- */
 
 /* Download one layer into store: verify compressed digest and size against
