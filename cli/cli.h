@@ -121,6 +121,8 @@ void cli_exit_like_signal(int status);
 int cli_draws_in_place(void);
 /* "debug: <msg>" on stderr with -v. */
 void cli_debug(const sbx_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* --parallel N (1 to 8) of verb: 0, or a usage error (exit status 2). */
+int cli_parallel_opt(const char *arg, const char *verb, unsigned *out);
 /* Human-readable byte count ("12.3 MB"). */
 const char *cli_human_bytes(unsigned long long n, char *buf, size_t len);
 /* Install the default log and progress sinks on cli->ctx (tty bars or plain

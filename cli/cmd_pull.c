@@ -225,14 +225,10 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
         if (ro)
             continue;
         switch (c) {
-        case 'P': {
-            char *end;
-            long n = strtol(optarg, &end, 10);
-            if (*end || n < 1 || n > 8)
-                return cli_usage_error("pull", "--parallel wants a number from 1 to 8");
-            opts.parallel = (unsigned)n;
+        case 'P':
+            if (cli_parallel_opt(optarg, "pull", &opts.parallel) != 0)
+                return CLI_EXIT_USAGE;
             break;
-        }
         default: return cli_usage_error("pull", "unknown option");
         }
     }

@@ -1,4 +1,5 @@
 /* sbx-image push IMAGE [DEST]: an image from the store to a registry. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,16 +12,20 @@
 static void usage(FILE *f)
 {
     fputs("usage: sbx-image push [--compression zstd|gzip] [--creds USER:PASSWORD]\n"
-          "                      [--platform P] [--json] IMAGE [DEST]\n"
+          "                      [--parallel N] [--chunk-size SIZE] [--platform P]\n"
+          "                      [--json] IMAGE [DEST]\n"
           "\n"
           "Push an image from the store to a registry.  IMAGE is a store name, a ref as\n"
           "pulled, a snapshot or a manifest digest; DEST a ref (default: IMAGE's own\n"
           "name, as docker push does).  Each layer goes as the store keeps it (zstd) and\n"
-          "only when the repository lacks it (asked with HEAD first), in one upload, or\n"
+          "only when the repository lacks it (asked with HEAD first), uploaded or\n"
           "mounted from another repository of the registry this store pushed it to;\n"
-          "then the config; the manifest last, so the tag never names an image whose\n"
-          "blobs are missing.  A built image keeps its manifest digest; a pulled gzip\n"
-          "image gets a new manifest over the zstd layers (said on stderr).\n"
+          "so does the config, two blobs at once; the manifest last, so the tag never\n"
+          "names an image whose blobs are missing.  A blob larger than the chunk size\n"
+          "goes in chunks; after a failure the upload goes on from where the registry\n"
+          "says it stands (or from the start when it dropped the upload).  A built\n"
+          "image keeps its manifest digest; a pulled gzip image gets a new manifest\n"
+          "over the zstd layers (said on stderr).\n"
           "\n"
           "options:\n"
           "  --compression zstd|gzip  layers as stored (zstd, the default) or gzipped for\n"
@@ -31,6 +36,10 @@ static void usage(FILE *f)
           "                     config and its credential helpers)\n"
           "  --password-stdin   with --creds USER: the password is stdin's first line\n"
           "  --authfile FILE    credentials from this auth file only\n"
+          "  --parallel N       blobs uploaded at once (1-8, default 2)\n"
+          "  --chunk-size SIZE  blobs larger than SIZE go in chunks of SIZE (at least\n"
+          "                     1M; default 32M), each resumable; 0 sends every blob\n"
+          "                     in one request.  M is MiB, MB 10^6 bytes\n"
           "  --platform OS/ARCH[/VARIANT]  the entry to push when IMAGE names an index\n"
           "  --json             print {ref, digest, blobs_pushed, blobs_existing,\n"
           "                     blobs_mounted, bytes_pushed, recompressed}\n"
@@ -39,10 +48,13 @@ static void usage(FILE *f)
           "\n"
           "output: the pushed manifest's digest on stdout; a line per blob on stderr.\n"
           "Exit 1 on error (the tag is not set), 2 on usage errors.\n"
+          "environment: SBX_RETRY_MAX (attempts per blob, default 5), SBX_RETRY_BASE_MS,\n"
+          "SBX_STALL_TIMEOUT (s, default 30), as pull.\n"
           "\n"
           "examples:\n"
           "  sbx-image push myapp:1 registry.example.com/team/myapp:1\n"
-          "  sbx-image push --compression gzip myapp:1 registry.example.com/team/myapp:1\n",
+          "  sbx-image push --compression gzip myapp:1 registry.example.com/team/myapp:1\n"
+          "  sbx-image push --parallel 4 --chunk-size 64M myapp:1 reg.example/myapp:1\n",
           f);
 }
 
@@ -53,6 +65,8 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
         {"creds", required_argument, NULL, 'c'},
         CLI_CREDS_MORE_OPTS,
         {"compression", required_argument, NULL, 'z'},
+        {"parallel", required_argument, NULL, 'P'},
+        {"chunk-size", required_argument, NULL, 'C'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
@@ -66,6 +80,21 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
             if (strcmp(optarg, "zstd") && strcmp(optarg, "gzip"))
                 return cli_usage_error("push", "--compression is zstd or gzip, not '%s'", optarg);
             opts.push_gzip = !strcmp(optarg, "gzip");
+            continue;
+        }
+        if (c == 'P') {
+            if (cli_parallel_opt(optarg, "push", &opts.parallel) != 0)
+                return CLI_EXIT_USAGE;
+            continue;
+        }
+        if (c == 'C') {
+            uint64_t v = 0;
+            sbx_error e = SBX_ERROR_INIT;
+            if (sbx_bytes_parse(optarg, &v, &e) < 0 ||
+                (v != 0 && v < (uint64_t)SBX_PUSH_CHUNK_MIN) || v > (uint64_t)INT64_MAX)
+                return cli_usage_error("push", "--chunk-size needs 0 or a size of at least 1M "
+                                       "such as 64M, not '%s'", optarg);
+            opts.push_chunk = (int64_t)v;
             continue;
         }
         int ro = cli_registry_opt(&opts, c, optarg, "push");

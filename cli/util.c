@@ -88,6 +88,16 @@ void cli_debug(const sbx_cli *cli, const char *fmt, ...)
     cli_print_log(SBX_LOG_DEBUG, buf);
 }
 
+int cli_parallel_opt(const char *arg, const char *verb, unsigned *out)
+{
+    char *end;
+    long n = strtol(arg, &end, 10);
+    if (*end || end == arg || n < 1 || n > 8)
+        return cli_usage_error(verb, "--parallel wants a number from 1 to 8, not '%s'", arg);
+    *out = (unsigned)n;
+    return 0;
+}
+
 int cli_usage_error(const char *verb, const char *fmt, ...)
 {
     va_list ap;

@@ -162,6 +162,15 @@ char *sbx__strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 
  * without its query string when drop_query (presigned URLs sign there).
  * Always NUL-terminated, cut to len. */
 const char *sbx__url_redact(char *buf, size_t len, const char *url, bool drop_query);
+/* A number from the environment variable name, or def when it is unset,
+ * empty or out of [min, max] (that said as a warning on ctx). */
+int64_t sbx__env_int(const char *name, int64_t def, int64_t min, int64_t max,
+                     const sbx_ctx *ctx);
+/* Decompression bombs: how far a layer of `compressed` bytes may expand.
+ * SBX_EXPANSION_FLOOR (1 GiB) whatever its ratio, beyond that
+ * SBX_MAX_EXPANSION (100) times its compressed size, never beyond
+ * SBX_MAX_LAYER_BYTES (64 GiB). */
+uint64_t sbx__expansion_cap(uint64_t compressed, const sbx_ctx *ctx);
 /* Monotonic and wall clocks in seconds / nanoseconds. */
 int64_t sbx__now_unix(void);
 uint64_t sbx__now_monotonic_ns(void);

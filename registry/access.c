@@ -21,7 +21,7 @@ static int64_t access_ttl(const sbx_registry_options *opts)
 {
     if (opts && opts->access_ttl >= 0)
         return opts->access_ttl;
-    return reg_env_int("SBX_ACCESS_TTL", 60, 0, 7 * 86400, NULL);
+    return sbx__env_int("SBX_ACCESS_TTL", 60, 0, 7 * 86400, NULL);
 }
 
 void reg_repo_of(char *buf, size_t len, const sbx_ref *ref)
@@ -146,7 +146,7 @@ int reg_access_check(sbx_store *s, const char *repo, const char *ref_digest,
                                     : "the credentials given may not pull from '%s' (the "
                                       "registry refused them)",
                                repo);
-        } else if (ever_ok && reg_env_int("SBX_ACCESS_OFFLINE_KNOWN", 0, 0, 1, ctx) == 1) {
+        } else if (ever_ok && sbx__env_int("SBX_ACCESS_OFFLINE_KNOWN", 0, 0, 1, ctx) == 1) {
             char buf[600];
             sbx__log(ctx, SBX_LOG_WARN, "cannot check access to '%s' (%s); these credentials "
                      "were accepted there before, and SBX_ACCESS_OFFLINE_KNOWN=1 allows that",

@@ -44,23 +44,10 @@ typedef struct layer_pipe {
     sbx_error *err;
 } layer_pipe;
 
-/* Decompression bombs: a layer may expand to SBX_EXPANSION_FLOOR (1 GiB)
- * whatever its ratio, beyond that to SBX_MAX_EXPANSION (100) times its
- * compressed size, and never beyond SBX_MAX_LAYER_BYTES (64 GiB). */
+/* Decompression bombs: the cap is sbx__expansion_cap (also load's). */
 static int64_t max_layer_bytes(const sbx_ctx *ctx)
 {
-    return reg_env_int("SBX_MAX_LAYER_BYTES", 64ll << 30, 1, INT64_MAX, ctx);
-}
-
-static uint64_t expansion_cap(const sbx_descriptor *d, const sbx_ctx *ctx)
-{
-    int64_t floor_b = reg_env_int("SBX_EXPANSION_FLOOR", 1ll << 30, 0, INT64_MAX, ctx);
-    int64_t ratio = reg_env_int("SBX_MAX_EXPANSION", 100, 1, 1000000, ctx);
-    int64_t abs_max = max_layer_bytes(ctx);
-    uint64_t by_ratio = d->size > (uint64_t)(INT64_MAX / ratio) ? (uint64_t)INT64_MAX
-                                                                 : d->size * (uint64_t)ratio;
-    uint64_t cap = by_ratio > (uint64_t)floor_b ? by_ratio : (uint64_t)floor_b;
-    return cap < (uint64_t)abs_max ? cap : (uint64_t)abs_max;
+    return sbx__env_int("SBX_MAX_LAYER_BYTES", 64ll << 30, 1, INT64_MAX, ctx);
 }
 
 static int pipe_start(layer_pipe *p, sbx_error *err)
@@ -273,7 +260,7 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
         return sbx_error_set(err, SBX_ELIMIT, "layer '%s' is %llu bytes compressed, over "
                              "SBX_MAX_LAYER_BYTES (%lld): not fetched", desc->digest,
                              (unsigned long long)desc->size, (long long)abs_max);
-    p.tar_max = expansion_cap(desc, p.ctx);
+    p.tar_max = sbx__expansion_cap(desc->size, p.ctx);
     if (!(p.out = malloc(OUTBUF)))
         return sbx_error_set(err, SBX_ENOMEM, "pulling layer '%s': out of memory", desc->digest);
     int rc = pipe_start(&p, err);

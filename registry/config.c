@@ -161,19 +161,3 @@ const char *reg_certs_dir(const sbx_registry_options *opts)
     return "/etc/sbx-image/certs.d";
 }
 
-int64_t reg_env_int(const char *name, int64_t def, int64_t min, int64_t max,
-                    const sbx_ctx *ctx)
-{
-    const char *e = getenv(name);
-    if (!e || !*e)
-        return def;
-    char *end;
-    errno = 0;
-    long long v = strtoll(e, &end, 10);
-    if (errno || *end || v < min || v > max) {
-        sbx__log(ctx, SBX_LOG_WARN, "ignoring %s='%.40s': expected a number from %lld to %lld", name, e,
-                (long long)min, (long long)max);
-        return def;
-    }
-    return v;
-}

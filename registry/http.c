@@ -67,6 +67,7 @@ struct reg_client {
     int retry_max;
     int64_t retry_base_ms;
     long stall;
+    bool no_patch;                     /* the registry refused a chunked upload */
 };
 
 static pthread_once_t g_curl_once = PTHREAD_ONCE_INIT;
@@ -88,6 +89,7 @@ int reg_global_init(sbx_error *err)
 int sbx_registry_global_init(sbx_error *err) { return reg_global_init(err); }
 
 const char *reg_client_name(const reg_client *c) { return c->host; }
+const char *reg_client_repo(const reg_client *c) { return c->ref.path; }
 
 void reg_resp_clear(reg_resp *r)
 {
@@ -243,9 +245,9 @@ int reg_client_new(reg_client **out, const sbx_ref *ref, const char *endpoint,
     c->opts = opts;
     c->cfg = cfg;
     snprintf(c->certs_dir, sizeof c->certs_dir, "%s", reg_certs_dir(opts));
-    c->retry_max = (int)reg_env_int("SBX_RETRY_MAX", 5, 1, 100, ctx);
-    c->retry_base_ms = reg_env_int("SBX_RETRY_BASE_MS", 500, 0, 60000, ctx);
-    c->stall = (long)reg_env_int("SBX_STALL_TIMEOUT", 30, 1, 3600, ctx);
+    c->retry_max = (int)sbx__env_int("SBX_RETRY_MAX", 5, 1, 100, ctx);
+    c->retry_base_ms = sbx__env_int("SBX_RETRY_BASE_MS", 500, 0, 60000, ctx);
+    c->stall = (long)sbx__env_int("SBX_STALL_TIMEOUT", 30, 1, 3600, ctx);
     if (endpoint && *endpoint) {
         /* a mirror: "scheme://host[:port][/prefix]" */
         size_t n = strlen(endpoint);
@@ -415,10 +417,13 @@ typedef struct xfer {
     const volatile int *cancel;
     const sbx_ctx *ctx;
     curl_off_t last_ul;   /* the same for an upload */
-    /* an upload's body: a buffer, or a file read from 0 */
+    /* an upload's body: bytes [up_base, up_base + up_len) of a buffer or
+     * a file; up_off counts what was read */
     const char *up_buf;
     int up_fd;
-    uint64_t up_len, up_off;
+    uint64_t up_base, up_len, up_off;
+    const char *prog_id; /* upload progress under this id, of prog_total */
+    uint64_t prog_total, last_emit_ns;
 } xfer;
 
 static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
@@ -431,17 +436,34 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
     if (want == 0)
         return 0;
     if (x->up_buf) {
-        memcpy(buf, x->up_buf + x->up_off, want);
+        memcpy(buf, x->up_buf + x->up_base + x->up_off, want);
     } else {
         ssize_t n;
-        while ((n = pread(x->up_fd, buf, want, (off_t)x->up_off)) < 0 && errno == EINTR)
+        while ((n = pread(x->up_fd, buf, want, (off_t)(x->up_base + x->up_off))) < 0 &&
+               errno == EINTR)
             ;
         if (n <= 0)
             return CURL_READFUNC_ABORT; /* the file shrank or failed: fail the request */
         want = (size_t)n;
     }
     x->up_off += want;
+    uint64_t now = sbx__now_monotonic_ns();
+    if (x->prog_id && now - x->last_emit_ns > 100000000ull) {
+        x->last_emit_ns = now;
+        sbx__progress(x->ctx, x->prog_id, "push", x->up_base + x->up_off, x->prog_total);
+    }
     return want;
+}
+
+/* libcurl rewinds an upload's body when it sends the request again (a
+ * reused connection that turned out closed, an auth round). */
+static int seek_cb(void *ud, curl_off_t offset, int origin)
+{
+    xfer *x = ud;
+    if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->up_len)
+        return CURL_SEEKFUNC_CANTSEEK;
+    x->up_off = (uint64_t)offset;
+    return CURL_SEEKFUNC_OK;
 }
 
 /* libcurl's LOW_SPEED_* averages speed over a window, so a silent body is
@@ -513,6 +535,16 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *ud)
         trim_copy(r->location, sizeof r->location, v, vl);
     else if (HDR("retry-after"))
         trim_copy(r->retry_after, sizeof r->retry_after, v, vl);
+    else if (HDR("range"))
+        trim_copy(r->range, sizeof r->range, v, vl);
+    else if (HDR("oci-chunk-min-length")) {
+        char tmp[32], *end;
+        trim_copy(tmp, sizeof tmp, v, vl);
+        errno = 0;
+        long long m = strtoll(tmp, &end, 10);
+        if (!errno && *end == '\0' && m > 0)
+            r->chunk_min = m;
+    }
     else if (HDR("content-length")) {
         char tmp[32];
         trim_copy(tmp, sizeof tmp, v, vl);
@@ -685,7 +717,7 @@ static void url_hostport(const char *url, char *buf, size_t len)
 }
 
 typedef struct perform_args {
-    const char *method; /* GET, HEAD, POST, PUT */
+    const char *method; /* GET, HEAD, POST, PUT, PATCH */
     const char *url;
     const char *accept;
     const char *authorization; /* full header value or NULL */
@@ -693,11 +725,15 @@ typedef struct perform_args {
     size_t max_body;
     reg_sink *sink;
     uint64_t range_from;
-    /* PUT: the body, a buffer or a file (from offset 0), and its type */
+    /* PUT, PATCH: the body, bytes [body_off, body_off + body_len) of a
+     * buffer or a file, its type and Content-Range */
     const char *content_type;
     const char *body;
     int body_fd;
-    uint64_t body_len;
+    uint64_t body_off, body_len;
+    const char *content_range;
+    const char *progress_id;
+    uint64_t progress_total;
 } perform_args;
 
 /* One HTTP exchange.  Returns the CURLcode; *abort_code is set when our own
@@ -744,13 +780,20 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
         curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
     } else if (!strcmp(a->method, "POST")) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, a->postfields ? a->postfields : "");
-    } else if (!strcmp(a->method, "PUT")) {
+    } else if (!strcmp(a->method, "PUT") || !strcmp(a->method, "PATCH")) {
         x->up_buf = a->body;
         x->up_fd = a->body_fd;
+        x->up_base = a->body_off;
         x->up_len = a->body_len;
+        x->prog_id = a->progress_id;
+        x->prog_total = a->progress_total;
         curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        if (!strcmp(a->method, "PATCH"))
+            curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, "PATCH");
         curl_easy_setopt(h, CURLOPT_READFUNCTION, read_cb);
         curl_easy_setopt(h, CURLOPT_READDATA, x);
+        curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, seek_cb);
+        curl_easy_setopt(h, CURLOPT_SEEKDATA, x);
         curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE, (curl_off_t)a->body_len);
     }
     char range[64];
@@ -759,12 +802,14 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
         curl_easy_setopt(h, CURLOPT_RANGE, range);
     }
     struct curl_slist *hdrs = NULL;
-    char *accept = NULL, *auth = NULL, *ctype = NULL;
+    char *accept = NULL, *auth = NULL, *ctype = NULL, *crange = NULL;
     if (a->accept && (accept = sbx__strdup_printf("Accept: %s", a->accept)))
         hdrs = curl_slist_append(hdrs, accept);
     if (a->content_type && (ctype = sbx__strdup_printf("Content-Type: %s", a->content_type)))
         hdrs = curl_slist_append(hdrs, ctype);
-    if (!strcmp(a->method, "PUT")) /* no 100-continue round trip */
+    if (a->content_range && (crange = sbx__strdup_printf("Content-Range: %s", a->content_range)))
+        hdrs = curl_slist_append(hdrs, crange);
+    if (!strcmp(a->method, "PUT") || !strcmp(a->method, "PATCH")) /* no 100-continue */
         hdrs = curl_slist_append(hdrs, "Expect:");
     if (a->authorization && (auth = sbx__strdup_printf("Authorization: %s", a->authorization)))
         hdrs = curl_slist_append(hdrs, auth);
@@ -782,6 +827,7 @@ static CURLcode perform(reg_client *c, const perform_args *a, reg_resp *resp, xf
     curl_slist_free_all(hdrs);
     free(accept);
     free(ctype);
+    free(crange);
     if (auth) {
         OPENSSL_cleanse(auth, strlen(auth));
         free(auth);
@@ -1124,19 +1170,6 @@ static int handle_401(reg_client *c, const reg_resp *r, sbx_error *err)
 
 /* ---- the request loop --------------------------------------------------------- */
 
-typedef struct reg_req {
-    const char *method;
-    const char *path; /* "/v2/..." */
-    const char *url;  /* instead of path: an absolute URL (an upload's Location) */
-    const char *accept;
-    size_t max_body;
-    reg_sink *sink;
-    const char *what; /* "fetching manifest 'x'" for messages */
-    const char *content_type; /* PUT */
-    const char *body;         /* PUT: a buffer ... */
-    int body_fd;              /* ... or a file (body NULL) */
-    uint64_t body_len;
-} reg_req;
 
 static bool same_origin(const char *a, const char *b)
 {
@@ -1236,7 +1269,10 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
                               .authorization = authz, .max_body = rq->max_body, .sink = rq->sink,
                               .range_from = rq->sink ? rq->sink->offset : 0,
                               .content_type = rq->content_type, .body = rq->body,
-                              .body_fd = rq->body_fd, .body_len = rq->body_len};
+                              .body_fd = rq->body_fd, .body_off = rq->body_off,
+                              .body_len = rq->body_len, .content_range = rq->content_range,
+                              .progress_id = rq->progress_id,
+                              .progress_total = rq->progress_total};
             cc = perform(c, &a, resp, &x, errbuf);
             if (authz)
                 OPENSSL_cleanse(authz, strlen(authz));
@@ -1306,10 +1342,11 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
             return 0;
         if (cc == CURLE_OK && resp->status == 200 && !rq->sink)
             return 0;
-        if (cc == CURLE_OK && (!strcmp(rq->method, "HEAD") || !strcmp(rq->method, "PUT") ||
-                               !strcmp(rq->method, "POST")) &&
-            resp->status >= 200 && resp->status < 300)
+        if (cc == CURLE_OK && strcmp(rq->method, "GET") && resp->status >= 200 &&
+            resp->status < 300)
             return 0;
+        if (cc == CURLE_OK && rq->once && resp->status == 204)
+            return 0; /* an upload's status */
         bool retry;
         if (cc == CURLE_OK && resp->status == 416 && rq->sink && rq->sink->offset > 0) {
             /* the range we asked to resume from is refused: start over */
@@ -1326,6 +1363,16 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
                 return curl_error(c, cc, errbuf, rq->what, err);
         } else {
             retry = resp->status == 429 || resp->status >= 500 || resp->status == 408;
+        }
+        if (retry && rq->once) {
+            /* the caller decides what to do again (an upload asks where it stands) */
+            resp->transient = true;
+            if (cc != CURLE_OK)
+                return curl_error(c, cc, errbuf, rq->what, err);
+            char msg[300];
+            registry_message(resp, msg, sizeof msg);
+            return sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld%s", rq->what,
+                                 c->host, resp->status, msg);
         }
         if (!retry) {
             char msg[300], who[300];
@@ -1375,6 +1422,37 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
 }
 
 /* ---- public-to-the-module operations ------------------------------------------- */
+
+int reg_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_error *err)
+{
+    return do_request(c, rq, resp, err);
+}
+
+int reg_retry_pause(reg_client *c, int attempt, const reg_resp *r, const char *what,
+                    sbx_error *err)
+{
+    if (attempt >= c->retry_max)
+        return sbx_error_wrap(err, "gave up after %d attempts", attempt);
+    bool too_long;
+    int64_t ms = backoff_ms(c, attempt, r, &too_long);
+    if (too_long)
+        return sbx_error_set(err, SBX_ENET, "%s: '%s' asked to retry after '%s' (more than %d s)",
+                             what, c->host, r->retry_after, REG_RETRY_AFTER_MAX);
+    sbx__log(c->ctx, SBX_LOG_INFO, "%s, retrying in %lld ms (attempt %d of %d)", err->msg,
+             (long long)ms, attempt + 1, c->retry_max);
+    sbx_error_clear(err);
+    return sleep_ms(c, ms, what, err);
+}
+
+char *reg_client_url(const reg_client *c, const char *path)
+{
+    return sbx__strdup_printf("%s%s", c->base, path);
+}
+
+char *reg_resolve_location(const char *cur, const char *loc) { return resolve_location(cur, loc); }
+
+bool reg_client_patch_refused(const reg_client *c) { return c->no_patch; }
+void reg_client_refuse_patch(reg_client *c) { c->no_patch = true; }
 
 int reg_ping(reg_client *c, sbx_error *err)
 {
@@ -1473,50 +1551,6 @@ int reg_blob_exists(reg_client *c, const char *digest, sbx_error *err)
         return 0;
     }
     return rc < 0 ? rc : 1;
-}
-
-int reg_put_blob(reg_client *c, const char *digest, int fd, const char *buf, uint64_t len,
-                 const char *mount_from, sbx_error *err)
-{
-    _cleanup_free_ char *path =
-        mount_from ? sbx__strdup_printf("/v2/%s/blobs/uploads/?mount=%s&from=%s", c->ref.path,
-                                        digest, mount_from)
-                   : sbx__strdup_printf("/v2/%s/blobs/uploads/", c->ref.path);
-    _cleanup_free_ char *what = sbx__strdup_printf("uploading blob '%s'", digest);
-    if (!path || !what)
-        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    reg_resp resp = {.content_length = -1};
-    reg_req start = {.method = "POST", .path = path, .what = what};
-    int rc = do_request(c, &start, &resp, err);
-    if (rc == 0 && mount_from && resp.status == 201) {
-        reg_resp_clear(&resp);
-        return 1; /* mounted from the other repository: nothing to send */
-    }
-    if (rc == 0 && (resp.status != 202 || !resp.location[0]))
-        rc = sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld without an upload "
-                           "location", what, c->host, resp.status);
-    _cleanup_free_ char *base = rc == 0 ? sbx__strdup_printf("%s%s", c->base, path) : NULL;
-    _cleanup_free_ char *loc = base ? resolve_location(base, resp.location) : NULL;
-    reg_resp_clear(&resp);
-    if (rc < 0)
-        return rc;
-    if (!loc)
-        return sbx_error_set(err, SBX_ENET, "%s: '%s' gave an unusable upload location", what,
-                             c->host);
-    /* monolithic: the whole blob in one PUT to the location, with its digest */
-    _cleanup_free_ char *url = sbx__strdup_printf("%s%cdigest=%s", loc,
-                                                  strchr(loc, '?') ? '&' : '?', digest);
-    if (!url)
-        return sbx_error_set(err, SBX_ENOMEM, "out of memory");
-    reg_req put = {.method = "PUT", .url = url, .what = what,
-                   .content_type = "application/octet-stream", .body = buf, .body_fd = fd,
-                   .body_len = len};
-    rc = do_request(c, &put, &resp, err);
-    if (rc == 0 && resp.status != 201 && resp.status != 204)
-        rc = sbx_error_set(err, SBX_ENET, "%s: '%s' answered HTTP %ld to the upload", what,
-                           c->host, resp.status);
-    reg_resp_clear(&resp);
-    return rc;
 }
 
 int reg_put_manifest(reg_client *c, const char *reference, const char *media_type,

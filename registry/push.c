@@ -1,11 +1,13 @@
 /* sbx_registry_push: an image from the store to a registry.
  *
- * Blobs go first (each layer as the store keeps it, zstd; then the
- * config), each after a HEAD: one the repository already has is never
- * sent again.  A blob is uploaded in one PUT (POST for an upload location,
- * then PUT ?digest=), read from the store's file, so memory does not grow
- * with the layer.  The manifest goes last, so the tag never names an image
- * whose blobs are missing.  Tokens are asked for with push scope.
+ * Blobs go first (each layer as the store keeps it, zstd; and the
+ * config), two at once by default, each after a HEAD: one the repository
+ * already has is never sent again.  A blob is uploaded by upload.c (one PUT,
+ * or PATCHes of the chunk size and a PUT, resumed where the registry's
+ * session stands after a failure), read from the store's file with pread,
+ * so memory does not grow with the layer.  The manifest goes last, so the
+ * tag never names an image whose blobs are missing.  Tokens are asked for
+ * with push scope.
  *
  * The manifest: an image whose manifest describes the stored zstd layers
  * (everything build and commit make) is pushed with its exact bytes, so
@@ -86,45 +88,94 @@ static int gzip_layer(char *path_out, size_t plen, char digest[SBX_DIGEST_BUFSZ]
  * the same blob to another repository there asks for a cross-repository
  * mount instead of sending it again. */
 #define PUSHED_NS "pushed-blob"
+#define PUSH_PARALLEL 2
+#define PUSH_PARALLEL_MAX 8
 
-static int push_blob(reg_client *c, sbx_store *s, const reg_session *ses, sbx_push_result *out,
-                     const char *digest, const char *path, const char *buf, uint64_t len,
-                     const char *progress_id, sbx_ctx *ctx, sbx_error *err)
+typedef struct blob_job {
+    const char *digest;
+    char path[4096]; /* the blob's file, or "" with buf */
+    const char *buf;
+    uint64_t len;
+    char id[96];     /* progress id */
+    char *from;      /* a repository of the registry that has it (a hint) */
+    enum { JOB_TODO, JOB_EXISTING, JOB_MOUNTED, JOB_PUSHED } result;
+} blob_job;
+
+typedef struct push_batch {
+    blob_job *jobs;
+    int64_t chunk;
+    sbx_ctx *ctx;
+} push_batch;
+
+/* One blob, on a worker: HEAD, then a mount or an upload. */
+static int push_one(void *ud, size_t i, reg_client *c, sbx_store *unused, sbx_error *err)
 {
-    int have = reg_blob_exists(c, digest, err);
+    (void)unused;
+    push_batch *b = ud;
+    blob_job *j = &b->jobs[i];
+    int have = reg_blob_exists(c, j->digest, err);
     if (have < 0)
         return have;
-    char key[SBX_REF_DOMAIN_MAX + SBX_DIGEST_BUFSZ + 2];
-    snprintf(key, sizeof key, "%s/%s", ses->ref.domain, digest);
-    sbx_error me = SBX_ERROR_INIT; /* the record is a hint */
     if (have) {
-        out->blobs_existing++;
-        sbx__progress(ctx, progress_id, "exists", len, len);
-        sbx_store_meta_set(s, PUSHED_NS, key, ses->ref.path, &me);
+        j->result = JOB_EXISTING;
+        sbx__progress(b->ctx, j->id, "exists", j->len, j->len);
         return 0;
     }
-    _cleanup_free_ char *from = NULL;
-    if (sbx_store_meta_get(s, PUSHED_NS, key, &from, NULL, &me) < 0 ||
-        !strcmp(from, ses->ref.path)) {
-        free(from);
-        from = NULL;
-    }
     _cleanup_close_ int fd = -1;
-    if (path && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-        return sbx_error_sys(err, SBX_EIO, errno, "reading '%s'", path);
-    sbx__progress(ctx, progress_id, from ? "mount" : "push", 0, len);
-    int rc = reg_put_blob(c, digest, fd, buf, len, from, err);
+    if (j->path[0] && (fd = open(j->path, O_RDONLY | O_CLOEXEC)) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "reading '%s'", j->path);
+    sbx__progress(b->ctx, j->id, j->from ? "mount" : "push", 0, j->len);
+    reg_upload u = {.digest = j->digest, .fd = fd, .buf = j->path[0] ? NULL : j->buf,
+                    .len = j->len, .mount_from = j->from, .chunk = (uint64_t)b->chunk,
+                    .progress_id = j->id};
+    int rc = reg_put_blob(c, &u, err);
     if (rc < 0)
         return rc;
-    if (rc == 1) {
-        out->blobs_mounted++;
-    } else {
-        out->blobs_pushed++;
-        out->bytes_pushed += len;
-    }
-    sbx__progress(ctx, progress_id, rc == 1 ? "mount" : "push", len, len);
-    sbx_store_meta_set(s, PUSHED_NS, key, ses->ref.path, &me);
+    j->result = rc == 1 ? JOB_MOUNTED : JOB_PUSHED;
+    sbx__progress(b->ctx, j->id, rc == 1 ? "mount" : "push", j->len, j->len);
     return 0;
+}
+
+/* The blobs, `parallel` at once.  The store is read and written on this
+ * thread only: the mount hints before, what went where after (also for the
+ * blobs that made it when another failed). */
+static int push_blobs(reg_client *c, sbx_store *s, const reg_session *ses, blob_job *jobs,
+                      size_t n, sbx_push_result *out, sbx_ctx *ctx, sbx_error *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        char key[SBX_REF_DOMAIN_MAX + SBX_DIGEST_BUFSZ + 2];
+        snprintf(key, sizeof key, "%s/%s", ses->ref.domain, jobs[i].digest);
+        sbx_error me = SBX_ERROR_INIT; /* the record is a hint */
+        if (sbx_store_meta_get(s, PUSHED_NS, key, &jobs[i].from, NULL, &me) < 0 ||
+            !strcmp(jobs[i].from, ses->ref.path)) {
+            free(jobs[i].from);
+            jobs[i].from = NULL;
+        }
+    }
+    const sbx_registry_options *o = ses->opts;
+    unsigned par = o && o->parallel ? o->parallel : PUSH_PARALLEL;
+    push_batch b = {.jobs = jobs, .ctx = ctx,
+                    .chunk = !o || o->push_chunk < 0 ? SBX_PUSH_CHUNK_DEFAULT : o->push_chunk};
+    reg_workers *ws = NULL;
+    int rc = reg_run_jobs(n, par > PUSH_PARALLEL_MAX ? PUSH_PARALLEL_MAX : par, c, s, false,
+                          push_one, &b, &ws, err);
+    reg_workers_free(ws);
+    for (size_t i = 0; i < n; i++) {
+        blob_job *j = &jobs[i];
+        free(j->from);
+        j->from = NULL;
+        if (j->result == JOB_TODO)
+            continue;
+        out->blobs_existing += j->result == JOB_EXISTING;
+        out->blobs_mounted += j->result == JOB_MOUNTED;
+        out->blobs_pushed += j->result == JOB_PUSHED;
+        out->bytes_pushed += j->result == JOB_PUSHED ? j->len : 0;
+        char key[SBX_REF_DOMAIN_MAX + SBX_DIGEST_BUFSZ + 2];
+        snprintf(key, sizeof key, "%s/%s", ses->ref.domain, j->digest);
+        sbx_error me = SBX_ERROR_INIT;
+        sbx_store_meta_set(s, PUSHED_NS, key, ses->ref.path, &me);
+    }
+    return rc;
 }
 
 /* The manifest to push: the image's own when it describes the stored zstd
@@ -227,21 +278,28 @@ static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_se
     reg_client *c = NULL;
     if (rc == 0 && (rc = reg_client_new(&c, &ses->ref, "", ses->opts, &ses->cfg, ctx, err)) == 0)
         reg_client_set_push(c);
+    blob_job *jobs = rc == 0 ? calloc(img->nlayers + 1, sizeof *jobs) : NULL;
+    if (rc == 0 && !jobs)
+        rc = sbx_error_set(err, SBX_ENOMEM, "pushing: out of memory");
     for (size_t i = 0; rc == 0 && i < img->nlayers; i++) {
-        char path[4096], id[96];
-        const char *digest = gz ? gz_digest[i] : infos[i].zstd_digest;
-        snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, img->nlayers, digest);
+        blob_job *j = &jobs[i];
+        j->digest = gz ? gz_digest[i] : infos[i].zstd_digest;
+        j->len = gz ? gz_size[i] : infos[i].stored_size;
+        snprintf(j->id, sizeof j->id, "layer %zu/%zu %.19s", i + 1, img->nlayers, j->digest);
         if (gz)
-            snprintf(path, sizeof path, "%s/%zu.gz", sbx_scratch_path(sc), i);
+            snprintf(j->path, sizeof j->path, "%s/%zu.gz", sbx_scratch_path(sc), i);
         else
-            rc = sbx_store_layer_path(s, img->layers[i].diff_id, path, sizeof path, err);
-        if (rc == 0)
-            rc = push_blob(c, s, ses, out, digest, path, NULL,
-                           gz ? gz_size[i] : infos[i].stored_size, id, ctx, err);
+            rc = sbx_store_layer_path(s, img->layers[i].diff_id, j->path, sizeof j->path, err);
     }
-    if (rc == 0)
-        rc = push_blob(c, s, ses, out, img->config_digest, NULL, img->config_raw,
-                       img->config_len, "config", ctx, err);
+    if (rc == 0) {
+        blob_job *j = &jobs[img->nlayers];
+        j->digest = img->config_digest;
+        j->buf = img->config_raw;
+        j->len = img->config_len;
+        snprintf(j->id, sizeof j->id, "config");
+        rc = push_blobs(c, s, ses, jobs, img->nlayers + 1, out, ctx, err);
+    }
+    free(jobs);
     if (rc == 0) {
         const char *reference = ses->ref.digest[0] ? out->digest : ses->ref.tag;
         if (ses->ref.digest[0] && strcmp(ses->ref.digest, out->digest) != 0)

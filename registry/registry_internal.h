@@ -95,8 +95,6 @@ void reg_config_free(reg_config *c);
 bool reg_config_is_insecure(const reg_config *c, const char *host);
 bool reg_host_is_loopback(const char *host);
 const char *reg_certs_dir(const sbx_registry_options *opts);
-int64_t reg_env_int(const char *name, int64_t def, int64_t min, int64_t max,
-                    const sbx_ctx *ctx);
 
 /* ---- HTTP client for one endpoint ------------------------------------------ */
 typedef struct reg_client reg_client;
@@ -112,6 +110,9 @@ typedef struct reg_resp {
     int64_t content_length; /* -1 when absent */
     char *body;             /* buffered body (NUL-terminated) when no sink */
     size_t len;
+    char range[64];         /* an upload's "Range: 0-N" */
+    int64_t chunk_min;      /* OCI-Chunk-Min-Length; 0 when absent */
+    bool transient;         /* a `once` request failed in a way worth trying again */
 } reg_resp;
 void reg_resp_clear(reg_resp *r);
 
@@ -137,6 +138,7 @@ void reg_client_free(reg_client *c);
 /* A sibling client for another thread: same endpoint, own curl handle. */
 int reg_client_clone(reg_client **out, reg_client *c, sbx_error *err);
 const char *reg_client_name(const reg_client *c); /* "host[:port]" for messages */
+const char *reg_client_repo(const reg_client *c); /* the repository's path */
 /* Record in the store what was learned about the endpoint's scheme (main
  * thread only: store handles are one thread at a time). */
 void reg_client_remember(reg_client *c, sbx_store *store);
@@ -176,16 +178,63 @@ int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_e
 int reg_get_url(reg_client *c, const char *url, const char *what, reg_sink *sink,
                 sbx_error *err);
 
-/* Push: whether the repository has a blob (HEAD: 1 yes, 0 no); upload one
- * in a single PUT (POST for a location, then PUT ?digest=) from a file
- * (read from offset 0; buf NULL) or a buffer, first asking the registry to
- * mount it from repository mount_from (NULL: don't) -- 1 when it did, 0
- * when it was uploaded; put a manifest under a tag or digest. */
+/* Push: whether the repository has a blob (HEAD: 1 yes, 0 no); put a
+ * manifest under a tag or digest. */
 int reg_blob_exists(reg_client *c, const char *digest, sbx_error *err);
-int reg_put_blob(reg_client *c, const char *digest, int fd, const char *buf, uint64_t len,
-                 const char *mount_from, sbx_error *err);
 int reg_put_manifest(reg_client *c, const char *reference, const char *media_type,
                      const char *body, size_t len, sbx_error *err);
+
+/* One request with the client's auth, redirects and (unless once) retries. */
+typedef struct reg_req {
+    const char *method;
+    const char *path; /* "/v2/..." */
+    const char *url;  /* instead of path: an absolute URL (an upload's Location) */
+    const char *accept;
+    size_t max_body;
+    reg_sink *sink;
+    const char *what;         /* "fetching manifest 'x'" for messages */
+    const char *content_type; /* PUT, PATCH */
+    const char *body;         /* PUT, PATCH: a buffer ... */
+    int body_fd;              /* ... or a file (body NULL) */
+    uint64_t body_off, body_len; /* the bytes sent: [body_off, body_off + body_len) */
+    const char *content_range;
+    const char *progress_id;  /* upload progress ("push" events) under this id */
+    uint64_t progress_total;
+    /* No retry: a failure worth another try returns an error with
+     * resp->transient set, for the caller to decide (an upload asks the
+     * registry where it stands first).  2xx (and 204) are success. */
+    bool once;
+} reg_req;
+int reg_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_error *err);
+/* After the failed attempt number `attempt` (err says why): wait as a retry
+ * does (Retry-After of r, else backoff) and clear err; or, past the retry
+ * bound, keep err and say so. */
+int reg_retry_pause(reg_client *c, int attempt, const reg_resp *r, const char *what,
+                    sbx_error *err);
+/* The client's base URL + path, and a Location resolved against a URL
+ * (caller frees both). */
+char *reg_client_url(const reg_client *c, const char *path);
+char *reg_resolve_location(const char *cur, const char *loc);
+/* The registry answered a PATCH with 405 or 501: no more chunked uploads. */
+bool reg_client_patch_refused(const reg_client *c);
+void reg_client_refuse_patch(reg_client *c);
+
+/* Upload one blob (upload.c): POST for a session (first asking to mount it
+ * from repository mount_from, when set), then, for a blob larger than
+ * `chunk` (0: never), PATCHes of `chunk` bytes, and a PUT ?digest= with the
+ * rest.  After a failure worth another try it asks the registry where the
+ * upload stands (GET on the session) and goes on from there, or starts a
+ * new session when the registry dropped it.  1 when mounted, 0 when sent. */
+typedef struct reg_upload {
+    const char *digest;
+    int fd;           /* the body: a file (buf NULL), read with pread ... */
+    const char *buf;  /* ... or a buffer */
+    uint64_t len;
+    const char *mount_from;
+    uint64_t chunk;
+    const char *progress_id;
+} reg_upload;
+int reg_put_blob(reg_client *c, const reg_upload *u, sbx_error *err);
 
 /* ---- transfers on worker threads (jobs.c) ---------------------------------- */
 

@@ -14,7 +14,7 @@ static int64_t ttl_of(const sbx_registry_options *opts)
 {
     if (opts && opts->resolve_ttl >= 0)
         return opts->resolve_ttl;
-    return reg_env_int("SBX_RESOLVE_TTL", 60, 0, 365LL * 86400, NULL);
+    return sbx__env_int("SBX_RESOLVE_TTL", 60, 0, 365LL * 86400, NULL);
 }
 
 /* A cached answer for a private repository is given only to a caller who

@@ -58,11 +58,12 @@ static int read_blob(char **out, size_t *len, const char *root, const char *dige
     return 0;
 }
 
-static int stream_decompressed(int fd, const char *path, const char *what, chunk_fn fn,
-                               void *ud, sbx_ctx *ctx, sbx_error *err);
+static int stream_decompressed(int fd, const char *path, const char *what, uint64_t max,
+                               chunk_fn fn, void *ud, sbx_ctx *ctx, sbx_error *err);
 
 /* Stream a layer file, decompressed (gzip, zstd or none, by its bytes), to
- * fn, once the file's own sha256 is expect (when given). */
+ * fn, once the file's own sha256 is expect (when given); no further than a
+ * pulled layer of its size may expand (sbx__expansion_cap). */
 static int layer_stream(const char *path, const char *expect, chunk_fn fn, void *ud,
                         sbx_ctx *ctx, sbx_error *err)
 {
@@ -77,8 +78,11 @@ static int layer_stream(const char *path, const char *expect, chunk_fn fn, void 
         return err->code;
     char buf[65536];
     ssize_t n;
-    while ((n = read(fd, buf, sizeof buf)) > 0)
+    uint64_t size = 0;
+    while ((n = read(fd, buf, sizeof buf)) > 0) {
         sbx__sha256_update(h, buf, (size_t)n);
+        size += (uint64_t)n;
+    }
     if (n < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "loading: reading '%s'", path);
     sbx__sha256_final(h, digest_out);
@@ -87,14 +91,17 @@ static int layer_stream(const char *path, const char *expect, chunk_fn fn, void 
                              "(it hashes to %s)", path, expect, digest_out);
     if (lseek(fd, 0, SEEK_SET) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "loading: '%s'", path);
-    return stream_decompressed(fd, path, "loading", fn, ud, ctx, err);
+    return stream_decompressed(fd, path, "loading", sbx__expansion_cap(size, ctx), fn, ud, ctx,
+                               err);
 }
 
-/* fd's bytes, decompressed (gzip, zstd or none, by its bytes), to fn;
- * messages start with what and name path. */
-static int stream_decompressed(int fd, const char *path, const char *what, chunk_fn fn,
-                               void *ud, sbx_ctx *ctx, sbx_error *err)
+/* fd's bytes, decompressed (gzip, zstd or none, by its bytes), to fn, at
+ * most max of them (SBX_ELIMIT past that); messages start with what and
+ * name path. */
+static int stream_decompressed(int fd, const char *path, const char *what, uint64_t max,
+                               chunk_fn fn, void *ud, sbx_ctx *ctx, sbx_error *err)
 {
+    uint64_t total = 0;
     if (rfs_archive_load(err) < 0)
         return err->code;
     struct archive *a = archive_read_new();
@@ -122,6 +129,13 @@ static int stream_decompressed(int fd, const char *path, const char *what, chunk
                                archive_error_string(a));
             break;
         }
+        if (len > max - total) {
+            rc = sbx_error_set(err, SBX_ELIMIT, "%s: '%s' expands past %llu bytes (a "
+                               "decompression bomb?  SBX_MAX_EXPANSION, SBX_EXPANSION_FLOOR)",
+                               what, path, (unsigned long long)max);
+            break;
+        }
+        total += len;
         if ((rc = sbx__check_cancel(ctx, err)) == 0)
             rc = fn(ud, b, len, err);
     }
@@ -129,27 +143,15 @@ static int stream_decompressed(int fd, const char *path, const char *what, chunk
     return rc;
 }
 
-typedef struct fd_out {
-    int fd;
-    uint64_t n, max;
-    const char *name;
-} fd_out;
-
 static int fd_chunk(void *ud, const void *buf, size_t len, sbx_error *err)
 {
-    fd_out *o = ud;
-    if (len > o->max - o->n)
-        return sbx_error_set(err, SBX_ELIMIT, "decompressing '%s': it expands past %llu bytes",
-                             o->name, (unsigned long long)o->max);
-    o->n += len;
-    return sbx__write_all(o->fd, buf, len, err);
+    return sbx__write_all(*(int *)ud, buf, len, err);
 }
 
 int sbx_rootfs_decompress_fd(int in, int out, uint64_t max_bytes, const char *name,
                              sbx_ctx *ctx, sbx_error *err)
 {
-    fd_out o = {.fd = out, .max = max_bytes, .name = name};
-    return stream_decompressed(in, name, "decompressing", fd_chunk, &o, ctx, err);
+    return stream_decompressed(in, name, "decompressing", max_bytes, fd_chunk, &out, ctx, err);
 }
 
 static int hash_chunk(void *ud, const void *buf, size_t len, sbx_error *err)

@@ -59,7 +59,8 @@ typedef struct sbx_registry_options {
     /* Resolve cache lifetime for tags in seconds; -1 means $SBX_RESOLVE_TTL
      * or 60; 0 disables the cache for this call.  Digests are cached forever. */
     int64_t resolve_ttl;
-    /* Layers downloaded at once; 0 means the default (2). */
+    /* Layers downloaded (pull) or blobs uploaded (push) at once; 0 means
+     * the default (2). */
     unsigned parallel;
     /* push: layers as gzip (deterministic: the same image, the same
      * digests) for clients that cannot read zstd; false: zstd as stored. */
@@ -74,10 +75,17 @@ typedef struct sbx_registry_options {
      * $XDG_CONFIG_HOME (~/.config)/containers/auth.json, then the Docker
      * config, as podman and skopeo look.  Per-call credentials win. */
     const char *authfile;
+    /* push: a blob larger than this many bytes goes in chunks of it (PATCH),
+     * each resumable on its own; 0 sends every blob in one PUT; -1 means
+     * the default (32 MiB).  A registry's OCI-Chunk-Min-Length raises it. */
+    int64_t push_chunk;
 } sbx_registry_options;
 
+#define SBX_PUSH_CHUNK_DEFAULT (32ll << 20)
+#define SBX_PUSH_CHUNK_MIN (1ll << 20)
+
 #define SBX_REGISTRY_OPTIONS_INIT \
-    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false, -1, NULL}
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false, -1, NULL, -1}
 
 /* Initialise libcurl's global state.  Idempotent; the functions below call
  * it themselves, but a threaded program should call it first. */

@@ -53,6 +53,16 @@ ok images --json
 assert_eq "$(cat "$T/out")" "[]" "names after a refused load"
 [[ -z $(ls "$STORE/layers/sha256" 2>/dev/null) ]] || fail "a refused load stored layers"
 
+case_ "a layer that expands past the decompression cap: refused, nothing stored"
+STORE=$T/store-e
+# every layer expands past once the cap is its own compressed size
+SBX_EXPANSION_FLOOR=0 SBX_MAX_EXPANSION=1 fails load --tag img/bomb:1 "$T/layout"
+err_has "expands past"
+ok images --json
+assert_eq "$(cat "$T/out")" "[]" "names after a refused load"
+[[ -z $(ls "$STORE/layers/sha256" 2>/dev/null) ]] || fail "a refused load stored layers"
+ok load --tag img/bomb:1 "$T/layout"
+
 case_ "no name anywhere: --tag is asked for"
 jq 'del(.manifests[0].annotations)' "$T/layout/index.json" >"$T/idx" && cp -a "$T/layout" "$T/noname" &&
   cp "$T/idx" "$T/noname/index.json"

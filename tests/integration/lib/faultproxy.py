@@ -14,7 +14,7 @@ stands in for another host (a CDN) that blob GETs are redirected to.
 
 mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
   count: how many matching requests get the fault (default 1; -1 = all);
-  the rest pass through.  Modes:
+  the rest pass through.  skip: let that many matching requests through first.  Modes:
   pass                        forward untouched
   status   status, retry_after   answer with that status (429, 500, 503...);
            retry_after_date      Retry-After as an HTTP-date that many seconds ahead
@@ -28,12 +28,22 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
   huge     chunked           answer 200 claiming a 1 GiB body (or, chunked, no
                              length) and keep sending until the client hangs up
   slow     rate              send the body at about RATE bytes/s
+  delay    delay             wait DELAY seconds, then forward
+  cut_upload fraction        read that fraction of the request body, then hang up
+                             without forwarding anything (a front end that buffers
+                             uploads, as nginx does, and lost the client);
+             forward         with "forward": true, forward the whole request and hang
+                             up instead of answering (the answer is lost)
   upload_to target           forward, then point the answer's Location (an upload
                              location) at TARGET: another origin, same path and query
   accept   accept            forward with the client's Accept replaced (the registry
                              then converts a schema2 manifest to schema1)
   "on_range": "ignore" | "misalign" (any mode, not counted): a Range request on a
   matching path is answered 200 with the whole body, or 206 from byte 0
+  "headers": {NAME: VALUE} (forwarding modes): added to the answer
+The registry sees the client's Host as X-Forwarded-Host, so the upload
+locations it gives point back at the proxy.  Log entries also have the
+request's Content-Range and body length, and t_end.
 """
 import argparse
 import email.utils
@@ -78,7 +88,7 @@ class ProxyHandler(httpd.Handler):
             raw = ""
         with self._lock:
             if raw != self._state["raw"]:
-                self._state.update(raw=raw, applied=0)
+                self._state.update(raw=raw, applied=0, seen=0)
             if not raw.strip():
                 return None
             m = json.loads(raw)
@@ -90,6 +100,9 @@ class ProxyHandler(httpd.Handler):
                 return None
             if "Range" in self.headers:
                 self.on_range = m.get("on_range")
+            self._state["seen"] = self._state.get("seen", 0) + 1
+            if self._state["seen"] <= m.get("skip", 0):
+                return None
             count = m.get("count", 1)
             if count >= 0 and self._state["applied"] >= count:
                 return None
@@ -107,7 +120,9 @@ class ProxyHandler(httpd.Handler):
 
     def forward(self):
         entry = {"t": time.time(), "method": self.command, "path": self.path,
-                 "range": self.headers.get("Range"), "auth": "Authorization" in self.headers}
+                 "range": self.headers.get("Range"), "auth": "Authorization" in self.headers,
+                 "content_range": self.headers.get("Content-Range"),
+                 "body_len": int(self.headers.get("Content-Length", "0") or 0)}
         try:
             m = self.fault()
             entry["fault"] = m.get("mode") if m else None
@@ -118,11 +133,33 @@ class ProxyHandler(httpd.Handler):
             entry["client_gone"] = str(e)
             self.close_connection = True
         finally:
+            entry["t_end"] = time.time()
             self.record(entry)
 
     def run(self, m, entry):
         mode = m.get("mode") if m else None
+        if mode == "cut_upload":
+            n = int(self.headers.get("Content-Length", "0") or 0)
+            want = n if m.get("forward") else int(n * float(m.get("fraction", 0.5)))
+            body = self.rfile.read(want) if want else b""
+            entry["received"] = len(body)
+            if m.get("forward"):
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+                conn = http.client.HTTPConnection(self.upstream, timeout=60)
+                conn.request(self.command, self.path, body=body, headers=headers)
+                r = conn.getresponse()
+                r.read()
+                conn.close()
+                entry["upstream_status"] = r.status
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            raise Abort()
+        if mode == "delay":
+            time.sleep(float(m.get("delay", 1)))
         if mode == "status":
+            n = int(self.headers.get("Content-Length", "0") or 0)
+            if n:  # an upload's body: read it, as a server answering after it would
+                self.rfile.read(n)
             st = int(m.get("status", 500))
             h = {"Retry-After": str(m["retry_after"])} if "retry_after" in m else {}
             if "retry_after_date" in m:  # the HTTP-date form, N seconds from now
@@ -145,6 +182,8 @@ class ProxyHandler(httpd.Handler):
         n = int(self.headers.get("Content-Length", "0") or 0)
         body = self.rfile.read(n) if n else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+        if self.headers.get("Host"):
+            headers["X-Forwarded-Host"] = self.headers["Host"]
         if self.on_range == "ignore":  # a server without Range support: 200, whole body
             headers = {k: v for k, v in headers.items() if k.lower() != "range"}
             entry["on_range"] = "ignore"
@@ -162,6 +201,7 @@ class ProxyHandler(httpd.Handler):
         r = conn.getresponse()
         entry["status"] = r.status
         out = [(k, v) for k, v in r.getheaders() if k.lower() not in HOP]
+        out += list((m.get("headers") or {}).items()) if m else []
         if self.command == "HEAD":
             self.send_response(r.status)
             for k, v in out:
