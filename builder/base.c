@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 
 #include "build_base.h"
+#include "build_cache.h"
 #include "build_internal.h"
 #include "sbx/rootfs.h"
 #include "sbx/builder.h"
@@ -424,6 +425,16 @@ int bld_base_resolve(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *store,
 {
     switch (base->kind) {
     case SBX_BASE_SBX:
+        if (opts && opts->n_cache_from && !opts->no_cache) {
+            /* the base the cache's keys chain from (cache_registry.c) */
+            bld_base_params bp;
+            bld_base_sbx_params(&bp, opts);
+            sbx_registry_options ro;
+            bld_registry_opts(&ro, store, opts);
+            if (bld_cache_base_fetch(digest_out, store, opts->cache_from, opts->n_cache_from,
+                                     bp.name, &ro, ctx) == 1)
+                return 0;
+        }
         return sbx_build_sbx_base(digest_out, store, opts, ctx, err);
     case SBX_BASE_IMAGE: {
         const char *ref = base->ref;

@@ -906,6 +906,13 @@ static int build_steps(build_ctx *c, const char *recipe_digest, sbx_error *err)
         rc = kv && names && nks ? bld_cache_publish(c->s, c->o->cache_to, kv, names, nkeys, &ro,
                                                     c->ctx, &pushed, err)
                                 : sbx_error_set(err, SBX_ENOMEM, "out of memory");
+        if (rc == 0 && sbx_recipe_get_base(c->r)->kind == SBX_BASE_SBX) {
+            /* the base the keys chain from, for the stores that --cache-from it */
+            bld_base_params bp;
+            bld_base_sbx_params(&bp, c->o);
+            rc = bld_cache_base_publish(c->s, c->o->cache_to, bp.name, c->res->base_digest, &ro,
+                                        c->ctx, err);
+        }
         if (rc == 0)
             sbx__log(c->ctx, SBX_LOG_INFO, "cache: %zu entries published to %s", pushed,
                      c->o->cache_to);

@@ -50,5 +50,14 @@ int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys,
  * in the store: another tenant's --cache-from must not feed a build that
  * does not list the same repository. */
 void bld_cache_ns_key(char out[SBX_DIGEST_BUFSZ], const char *key, const char *repo);
+/* The platform base (store name `name`, "sbx-base:<suite>-<variant>") as
+ * the first of repos that has one published: 1 and its digest (pulled,
+ * named in that repository's namespace), or 0. */
+int bld_cache_base_fetch(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
+                         const char *const *repos, size_t nrepos, const char *name,
+                         const struct sbx_registry_options *ro, sbx_ctx *ctx);
+/* Publish the platform base `digest` to repo unless repo has one already. */
+int bld_cache_base_publish(sbx_store *s, const char *repo, const char *name, const char *digest,
+                           const struct sbx_registry_options *ro, sbx_ctx *ctx, sbx_error *err);
 
 #endif

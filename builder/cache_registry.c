@@ -110,3 +110,102 @@ int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys,
     }
     return 0;
 }
+
+/* ---- the platform base through the cache repositories ------------------------
+ *
+ * base: sbx is made in each store with debootstrap, so two hosts' bases
+ * differ, and so does every step key chained from them: --cache-from alone
+ * would never hit for the platform's default base.  So --cache-to also
+ * publishes the store's base, as "<repo>:sbx-base-<suite>-<variant>-<arch>"
+ * (once: a base already there is never replaced, since keys chain from
+ * it), and a build with --cache-from uses the first listed repository's
+ * base instead of its own.  It is named in that repository's namespace
+ * (like the entries), so only builds that list the repository use it. */
+
+static int base_ref(char *buf, size_t len, const char *repo, const char *name, sbx_error *err)
+{
+    sbx_ref r;
+    if (sbx_ref_parse(&r, repo, err) < 0)
+        return sbx_error_wrap(err, "cache repository '%s'", repo);
+    sbx_platform host;
+    sbx_platform_host(&host);
+    /* name is "sbx-base:<suite>-<variant>": a tag of letters, digits, -_. */
+    const char *word = strchr(name, ':') ? strchr(name, ':') + 1 : name;
+    int n = snprintf(buf, len, "%s/%s:sbx-base-%s-%s", r.domain, r.path, word,
+                     host.architecture);
+    if (n < 0 || (size_t)n >= len)
+        return sbx_error_set(err, SBX_ELIMIT, "cache repository '%s': name too long", repo);
+    return 0;
+}
+
+/* The store name of repo's base: "cache-base:<ns key of name and repo>". */
+static void base_store_name(char *buf, size_t len, const char *name, const char *repo)
+{
+    char nk[SBX_DIGEST_BUFSZ];
+    bld_cache_ns_key(nk, name, repo);
+    snprintf(buf, len, "cache-base:%s", nk + 7);
+}
+
+int bld_cache_base_fetch(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
+                         const char *const *repos, size_t nrepos, const char *name,
+                         const sbx_registry_options *ro, sbx_ctx *ctx)
+{
+    for (size_t i = 0; i < nrepos; i++) {
+        char sname[SBX_DIGEST_BUFSZ + 16], ref[1024];
+        sbx_error e = SBX_ERROR_INIT;
+        base_store_name(sname, sizeof sname, name, repos[i]);
+        if (sbx_store_name_get(s, sname, digest_out, &e) == 0 &&
+            sbx_image_readable(s, digest_out))
+            return 1;
+        sbx_error_clear(&e);
+        if (base_ref(ref, sizeof ref, repos[i], name, &e) < 0)
+            continue;
+        sbx_pull_result pr;
+        memset(&pr, 0, sizeof pr);
+        sbx_registry_options o = *ro;
+        o.resolve_ttl = 0;
+        int rc = sbx_registry_pull(&pr, ref, &o, ctx, &e);
+        if (rc == 0) {
+            snprintf(digest_out, SBX_DIGEST_BUFSZ, "%s", pr.digest);
+            rc = sbx_store_name_set(s, sname, pr.digest, &e);
+            sbx_error ignore = SBX_ERROR_INIT;
+            sbx_store_name_remove(s, pr.ref, &ignore);
+        }
+        sbx_pull_result_free(&pr);
+        if (rc == 0) {
+            sbx__log(ctx, SBX_LOG_INFO, "the platform base from %s (%.19s)", repos[i],
+                     digest_out);
+            return 1;
+        }
+        sbx__log(ctx, rc == SBX_ENOTFOUND ? SBX_LOG_DEBUG : SBX_LOG_WARN,
+                 "no platform base from %s: %s", repos[i], e.msg);
+    }
+    return 0;
+}
+
+int bld_cache_base_publish(sbx_store *s, const char *repo, const char *name, const char *digest,
+                           const sbx_registry_options *ro, sbx_ctx *ctx, sbx_error *err)
+{
+    char ref[1024], there[SBX_DIGEST_BUFSZ];
+    if (base_ref(ref, sizeof ref, repo, name, err) < 0)
+        return err->code;
+    sbx_registry_options o = *ro;
+    o.resolve_ttl = 0;
+    sbx_error e = SBX_ERROR_INIT;
+    int rc = sbx_registry_resolve(there, ref, &o, ctx, &e);
+    if (rc == 0) {
+        if (strcmp(there, digest) != 0)
+            sbx__log(ctx, SBX_LOG_INFO, "cache: %s already holds another platform base (%.19s); "
+                     "kept (builds with --cache-from %s use it)", ref, there, repo);
+        return 0;
+    }
+    if (rc != SBX_ENOTFOUND) {
+        *err = e;
+        return sbx_error_wrap(err, "publishing the platform base");
+    }
+    sbx_push_result pr;
+    if (sbx_registry_push(&pr, s, digest, ref, ro, ctx, err) < 0)
+        return sbx_error_wrap(err, "publishing the platform base");
+    sbx__log(ctx, SBX_LOG_INFO, "cache: the platform base published as %s", ref);
+    return 0;
+}

@@ -141,4 +141,68 @@ STORE=$T/store-c6
 ok build --json --secret id=k,src="$T/k" --cache-from "$r1_HOST/cache/sec" "$T/ctx/s.yaml"
 assert_eq "$(res steps_cached)" 1 "steps from the registry's cache"
 assert_eq "$(res steps_run)" 2 "steps run from the one that used the secret"
+
+# base: sbx through the cache repository.  A stand-in debootstrap (on PATH)
+# makes a busybox tree with a random host id, as two real debootstraps give
+# two different bases; it logs every call.
+mkdir -p "$T/fakebin"
+cat >"$T/fakebin/debootstrap" <<'SH'
+#!/bin/sh
+# debootstrap --variant=V SUITE TARGET MIRROR (a stand-in for the tests)
+echo "$*" >>"$FAKE_DEBOOTSTRAP_LOG"
+t=$3
+mkdir -p "$t/bin" "$t/etc" "$t/tmp" && cp /bin/busybox "$t/bin/busybox" &&
+    ln -s busybox "$t/bin/sh" && ln -s busybox "$t/bin/echo" && ln -s busybox "$t/bin/cat" &&
+    head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$t/etc/host-id"
+SH
+chmod +x "$T/fakebin/debootstrap"
+export FAKE_DEBOOTSTRAP_LOG=$T/debootstrap.log PATH=$T/fakebin:$PATH
+: >"$FAKE_DEBOOTSTRAP_LOG"
+cat >"$T/ctx/sbx.yaml" <<'YAML'
+base: sbx
+steps:
+  - run_cmd: echo one > /one
+  - run_cmd: cat /etc/host-id > /two
+YAML
+SCACHE=$r1_HOST/cache/sbxbase
+runs() { wc -l <"$FAKE_DEBOOTSTRAP_LOG"; }
+
+case_ "base: sbx with --cache-to: the entries and the store's platform base are published"
+STORE=$T/store-sa
+ok build --json --cache-to "$SCACHE" "$T/ctx/sbx.yaml"
+assert_eq "$(res steps_run)" 2 "steps run"
+assert_eq "$(runs)" 1 "debootstrap runs"
+dS=$(res digest)
+baseS=$(res base_digest)
+err_has "platform base published as $SCACHE:sbx-base-bookworm-minbase-"
+ok build --json --cache-to "$SCACHE" "$T/ctx/sbx.yaml"
+assert_eq "$(grep -c 'PUT /v2/cache/sbxbase/manifests/sbx-base-' "$r1_DIR/registry.log")" 1 \
+    "platform bases pushed (the second build finds it there)"
+
+case_ "another store with --cache-from: the published base, no debootstrap, no step run"
+STORE=$T/store-sb
+ok build --json --cache-from "$SCACHE" "$T/ctx/sbx.yaml"
+assert_eq "$(runs)" 1 "debootstrap runs"
+assert_eq "$(res steps_run)" 0 "steps run"
+assert_eq "$(res base_digest)" "$baseS" "base digest"
+assert_eq "$(res digest)" "$dS" "image digest"
+
+case_ "a store with its own platform base: --cache-from uses the repository's, and only it"
+STORE=$T/store-sc
+ok build --json "$T/ctx/sbx.yaml"
+assert_eq "$(runs)" 2 "debootstrap runs (this store's own base)"
+[[ $(res base_digest) != "$baseS" ]] || fail "two debootstraps gave one base"
+own=$(res digest)
+ok build --json --cache-from "$SCACHE" "$T/ctx/sbx.yaml"
+assert_eq "$(res steps_run)" 0 "steps run with --cache-from"
+assert_eq "$(res digest)" "$dS" "image digest with --cache-from"
+ok build --json "$T/ctx/sbx.yaml"
+assert_eq "$(res digest)" "$own" "without --cache-from: this store's own base again"
+assert_eq "$(res steps_run)" 0 "steps run (cached locally)"
+
+case_ "--cache-from a repository with no platform base: this store's own, debootstrapped"
+STORE=$T/store-sd
+ok build --json --cache-from "$r1_HOST/cache/steps" "$T/ctx/sbx.yaml"
+assert_eq "$(runs)" 3 "debootstrap runs"
+assert_eq "$(res steps_run)" 2 "steps run"
 echo "PASS"

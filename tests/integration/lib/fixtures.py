@@ -6,6 +6,7 @@
   fixtures.py bench DIR --mb N [--layers K]
                                         an image of about N MB in K layers (default 4)
                                         plus busybox, for bench/pull
+  fixtures.py tar DIR NAME TARFILE...   an image NAME of those tars as gzip layers
   fixtures.py push DIR URL NAME=REPO:TAG ... [--user U --password P] [--cacert F]
                                         push images from DIR through the distribution API
 
@@ -415,6 +416,16 @@ def main(argv):
         mb = int(argv[argv.index("--mb") + 1]) if "--mb" in argv else 40
         n = int(argv[argv.index("--layers") + 1]) if "--layers" in argv else 4
         build_bench(argv[1], mb, n)
+    elif len(argv) >= 4 and argv[0] == "tar":
+        # fixtures.py tar DIR NAME TARFILE...: an image of those tars as gzip layers
+        lay = Layout(argv[1])
+        layers = []
+        for path in argv[3:]:
+            with open(path, "rb") as f:
+                layers.append((f.read(), "gzip"))
+        d, f = image(lay, layers, history_tag=argv[2])
+        name(lay, argv[2], d, f)
+        lay.finish()
     elif len(argv) >= 3 and argv[0] == "push":
         opts = {"--user": None, "--password": None, "--cacert": None}
         rest = []
