@@ -14,8 +14,9 @@ PKGS=(
   # tests: registry, fixtures, harness tools
   docker-registry busybox-static zstd sqlite3 openssl apache2-utils
   python3 python3-cryptography curl jq util-linux e2fsprogs iproute2 strace
-  # benchmarks: the real alternatives
-  skopeo umoci
+  # benchmarks and load's tests: the real alternatives (buildah writes
+  # layouts and archives load must read; bench/push pushes with it)
+  skopeo umoci buildah
 )
 missing=()
 for p in "${PKGS[@]}"; do

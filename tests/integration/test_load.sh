@@ -63,6 +63,36 @@ assert_eq "$(cat "$T/out")" "[]" "names after a refused load"
 [[ -z $(ls "$STORE/layers/sha256" 2>/dev/null) ]] || fail "a refused load stored layers"
 ok load --tag img/bomb:1 "$T/layout"
 
+case_ "what buildah writes: an OCI layout, an OCI archive and a docker-archive"
+t_need buildah
+mkdir -p "${XDG_RUNTIME_DIR:-$T/xdg-run}" "$DOCKER_CONFIG"
+[[ -s $DOCKER_CONFIG/config.json ]] || echo '{"auths": {}}' >"$DOCKER_CONFIG/config.json"
+BAH=(buildah --root "$T/bah-root" --runroot "$T/bah-run" --storage-driver vfs)
+c=$("${BAH[@]}" from scratch)
+"${BAH[@]}" copy "$c" /bin/busybox /bin/busybox >/dev/null
+printf 'made by buildah\n' >"$T/note"
+"${BAH[@]}" copy "$c" "$T/note" /etc/note >/dev/null
+"${BAH[@]}" config --cmd /bin/busybox --env FROM=buildah "$c"
+"${BAH[@]}" commit -q --format oci "$c" bah/img:1 >/dev/null
+"${BAH[@]}" push -q bah/img:1 "oci:$T/bah-layout:v1"
+"${BAH[@]}" push -q bah/img:1 "oci-archive:$T/bah-oci.tar:v1"
+"${BAH[@]}" push -q bah/img:1 "docker-archive:$T/bah-docker.tar:bah/img:1"
+bah_digest=$(jq -r '.manifests[0].digest' "$T/bah-layout/index.json")
+n=0
+for src in bah-layout bah-oci.tar bah-docker.tar; do
+    n=$((n + 1))
+    STORE=$T/store-bah$n
+    ok load --json --tag "bah/loaded:$n" "$T/$src"
+    [[ $src == bah-docker.tar ]] || jq_is .digest "$bah_digest"
+    ok unpack "bah/loaded:$n" "$T/bah-root$n"
+    assert_eq "$(cat "$T/bah-root$n/etc/note")" "made by buildah" "a file buildah copied ($src)"
+    [[ -x $T/bah-root$n/bin/busybox ]] || fail "busybox missing from what buildah wrote ($src)"
+    ok inspect --config "bah/loaded:$n"
+    jq -e '.config.Env | index("FROM=buildah")' "$T/out" >/dev/null ||
+        fail "the config buildah wrote is not the loaded one's ($src): $(head -c 300 "$T/out")"
+done
+"${BAH[@]}" rm --all >/dev/null 2>&1 || true
+
 case_ "no name anywhere: --tag is asked for"
 jq 'del(.manifests[0].annotations)' "$T/layout/index.json" >"$T/idx" && cp -a "$T/layout" "$T/noname" &&
   cp "$T/idx" "$T/noname/index.json"
