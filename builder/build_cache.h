@@ -41,7 +41,8 @@ int bld_cache_fetch(sbx_store *s, const char *const *repos, bool *dead, size_t n
                     const char *key, const struct sbx_registry_options *ro, sbx_ctx *ctx,
                     size_t *hit);
 /* Push the state the store names cache:<names[i]> to repo, tagged by
- * keys[i], for each i that has one. */
+ * keys[i], for each i that has one and the repository does not have
+ * already (*pushed counts those sent). */
 int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys,
                       const char *const *names, size_t nkeys,
                       const struct sbx_registry_options *ro, sbx_ctx *ctx, size_t *pushed,

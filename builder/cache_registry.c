@@ -103,6 +103,14 @@ int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys,
             continue; /* a state this build did not reach (or a base from a registry) */
         if (cache_ref(ref, sizeof ref, repo, keys[i], err) < 0)
             return err->code;
+        /* incremental: an entry the repository has (one manifest HEAD) is
+         * not pushed again, so publishing costs one request per entry and
+         * the blobs of the new ones, however many entries there are */
+        char there[SBX_DIGEST_BUFSZ];
+        sbx_registry_options o = *ro;
+        o.resolve_ttl = 0;
+        if (sbx_registry_resolve(there, ref, &o, ctx, &e) == 0 && !strcmp(there, digest))
+            continue;
         sbx_push_result pr;
         if (sbx_registry_push(&pr, s, digest, ref, ro, ctx, err) < 0)
             return sbx_error_wrap(err, "publishing the cache entry of step key %.19s", keys[i]);

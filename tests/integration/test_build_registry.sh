@@ -96,6 +96,22 @@ ok images --json
 ! grep -q 'sbx-cache-' "$T/out" || fail "the cache's tags became image names"
 ((($(tags) - t0) <= 3)) || fail "more than one tag lookup for the deepest key"
 
+case_ "publishing again sends only what is new: one manifest HEAD per entry"
+STORE=$T/store-c1
+puts() { grep -c "PUT /v2/cache/steps/$1" "$r1_DIR/registry.log" || true; }
+heads() { grep -c "HEAD /v2/cache/steps/blobs/" "$r1_DIR/registry.log" || true; }
+m0=$(puts manifests/sbx-cache-) h0=$(heads) u0=$(puts blobs/uploads/)
+ok build --json --cache-to "$CACHE" "$T/ctx/c.yaml"
+assert_eq "$(($(puts manifests/sbx-cache-) - m0))" 0 "entries pushed again"
+assert_eq "$(($(heads) - h0))" 0 "blob HEADs for entries the repository has"
+err_has "cache: 0 entries published"
+sed 's/echo three/echo three-changed/' "$T/ctx/c.yaml" >"$T/ctx/c3.yaml"
+ok build --json --cache-to "$CACHE" "$T/ctx/c3.yaml"
+assert_eq "$(($(puts manifests/sbx-cache-) - m0))" 1 "entries pushed after the last step changed"
+assert_eq "$(($(puts blobs/uploads/) - u0))" 2 "blobs sent (the new layer and config)"
+err_has "cache: 1 entries published"
+STORE=$T/store-c2
+
 case_ "what one build got from a cache repository feeds only builds that list it"
 # store-c2 holds the states its build took from $CACHE: a build there that
 # does not list $CACHE (another tenant) runs every step itself
