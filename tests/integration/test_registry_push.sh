@@ -4,13 +4,15 @@
 # empty store with the same diff_ids; pushing again sends no blob (HEAD
 # first); skopeo reads what was pushed; a pushed image keeps its digest
 # when pushed again elsewhere; token auth asks for push scope, anonymous
-# push is refused, and a refused push sets no tag.
+# push is refused, and a refused push sets no tag; htpasswd push; a gzip
+# push copied by skopeo and unpacked by umoci.
 set -euo pipefail
 source "$SBX_SOURCE_DIR/tests/integration/lib/registry.sh"
 t_init
 fx_build
 reg_start r plain
 reg_start tr token
+reg_start hr htpasswd
 fx_push r oci-multi=src/img:v1
 R=$r_HOST
 
@@ -85,6 +87,24 @@ jq -se 'map(select((.scopes // []) | any(test("push")))) | length >= 1' "$tr_tok
 STORE=$T/store-c
 ok pull --json --creds "$TEST_USER:$TEST_PASS" "$tr_HOST/private/pushed:v1"
 jq_is .digest "$pushed"
+
+case_ "htpasswd: push with --creds; without them refused, no tag set"
+STORE=$T/store-b
+fails push "$R/dst/img:v2" "$hr_HOST/team/img:v1"
+err_has 'username and password.*none given'
+! skopeo inspect --tls-verify=false --creds "$TEST_USER:$TEST_PASS" "docker://$hr_HOST/team/img:v1" \
+  >/dev/null 2>&1 || fail "a refused push set the tag"
+ok push --json --creds "$TEST_USER:$TEST_PASS" "$R/dst/img:v2" "$hr_HOST/team/img:v1"
+jq_is .digest "$pushed"
+STORE=$T/store-h
+ok pull --json --creds "$TEST_USER:$TEST_PASS" "$hr_HOST/team/img:v1"
+jq_is .digest "$pushed"
+
+case_ "--compression gzip: skopeo copies it and umoci unpacks it"
+skopeo copy -q --src-tls-verify=false "docker://$R/gz/img:v1" "oci:$T/gz-oci:v1" ||
+  fail "skopeo cannot copy the gzip push"
+umoci unpack --image "$T/gz-oci:v1" "$T/gz-bundle" >/dev/null 2>&1 || fail "umoci cannot unpack the gzip push"
+[[ -x $T/gz-bundle/rootfs/bin/busybox ]] || fail "umoci's tree of the gzip push lacks bin/busybox"
 
 case_ "an upload location on another origin never receives the credentials"
 proxy_start p tr    # the registry, with the fault
