@@ -110,6 +110,13 @@ ok build --json --cache-to "$CACHE" "$T/ctx/c3.yaml"
 assert_eq "$(($(puts manifests/sbx-cache-) - m0))" 1 "entries pushed after the last step changed"
 assert_eq "$(($(puts blobs/uploads/) - u0))" 2 "blobs sent (the new layer and config)"
 err_has "cache: 1 entries published"
+
+case_ "another store, the last step changed: --cache-from runs that step only"
+STORE=$T/store-c7
+sed 's/echo three/echo three-again/' "$T/ctx/c.yaml" >"$T/ctx/c4.yaml"
+ok build --json --cache-from "$CACHE" "$T/ctx/c4.yaml"
+assert_eq "$(res steps_run)" 1 "steps run"
+assert_eq "$(res steps_cached)" 2 "steps from the registry's cache"
 STORE=$T/store-c2
 
 case_ "what one build got from a cache repository feeds only builds that list it"
