@@ -13,6 +13,7 @@
 #include "cli.h"
 #include "sbx/context.h"
 #include "sbx/registry.h"
+#include "sbx/rootfs.h"
 
 
 /* ---- progress display ------------------------------------------------------ */
@@ -163,6 +164,10 @@ static void usage(FILE *f)
             "                                first line (kept out of the process list)\n"
             "  --authfile FILE               credentials from this auth file only\n"
             "  --parallel N                  layers downloaded at once (1-8, default 2)\n"
+            "  --unpack                      also unpack every layer into the store's layer\n"
+            "                                cache (what mount and unpack use), each while it\n"
+            "                                downloads: its bytes decompressed once, and kept\n"
+            "                                only once its digests are verified\n"
             "  --json                        print {\"ref\",\"digest\",\"config\",\"layers\":[{\"digest\",\n"
             "                                \"diff_id\",\"size\",\"media_type\",\"present\"}]}\n"
             "  --store DIR                   store to pull into\n"
@@ -207,10 +212,14 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
         {"creds", required_argument, NULL, 'c'},
         CLI_CREDS_MORE_OPTS,
         {"parallel", required_argument, NULL, 'P'},
+        {"unpack", no_argument, NULL, 'U'},
         CLI_COMMON_OPTS,
         {NULL, 0, NULL, 0},
     };
     sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
+    static const sbx_layer_tap unpack_tap = {sbx_rootfs_tap_begin, sbx_rootfs_tap_write,
+                                             sbx_rootfs_tap_end, NULL};
+    bool unpack = false;
     int c;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
         if (c == 'h') {
@@ -229,6 +238,10 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
             if (cli_parallel_opt(optarg, "pull", &opts.parallel) != 0)
                 return CLI_EXIT_USAGE;
             break;
+        case 'U':
+            unpack = true;
+            opts.layer_tap = &unpack_tap;
+            break;
         default: return cli_usage_error("pull", "unknown option");
         }
     }
@@ -246,10 +259,19 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
     opts.store = store;
     sbx_error err = SBX_ERROR_INIT;
     sbx_pull_result r;
+    memset(&r, 0, sizeof r);
     rc = sbx_registry_pull(&r, ref, &opts, cli->ctx, &err);
+    /* --unpack: the layers the store had already (not downloaded, so not
+     * tapped) are unpacked from the store; the others are there already */
+    for (size_t i = 0; rc == 0 && unpack && i < r.nlayers; i++) {
+        char dir[4096];
+        rc = sbx_rootfs_layer_unpack(dir, sizeof dir, store, r.layers[i].diff_id, cli->ctx, &err);
+    }
     sbx_store_free(store);
-    if (rc < 0)
+    if (rc < 0) {
+        sbx_pull_result_free(&r);
         return cli_fail(&err);
+    }
     size_t present = 0;
     for (size_t i = 0; i < r.nlayers; i++)
         present += r.layers[i].present ? 1 : 0;

@@ -4,6 +4,9 @@
  *                       -> gzip (zlib) / zstd (streaming) / none, chosen by
  *                          the stream's magic bytes (as containerd does)
  *                       -> sbx_layer_writer (hashes the diff_id, zstd at rest)
+ *                       -> and the options' layer tap, when set (pull --unpack:
+ *                          the same bytes extracted into the unpacked-layer
+ *                          cache, told to keep them only once all is verified)
  *
  * Nothing is committed until the whole blob has arrived, its size and digest
  * match the descriptor, and the decompressed stream ended cleanly; the
@@ -42,7 +45,18 @@ typedef struct layer_pipe {
     uint64_t last_emit_ns;
     uint64_t tar_bytes, tar_max; /* uncompressed so far; the expansion cap */
     sbx_error *err;
+    const sbx_layer_tap *tap;
+    void *tapped; /* the tap's handle for this attempt */
 } layer_pipe;
+
+static void untap(layer_pipe *p)
+{
+    if (p->tapped) {
+        sbx_error e = SBX_ERROR_INIT;
+        p->tap->end(p->tapped, false, &e);
+        p->tapped = NULL;
+    }
+}
 
 /* Decompression bombs: the cap is sbx__expansion_cap (also load's). */
 static int64_t max_layer_bytes(const sbx_ctx *ctx)
@@ -71,7 +85,16 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
         return rc;
     sbx_layer_writer_abort(p->w);
     p->w = NULL;
-    return sbx_store_layer_begin(&p->w, p->store, p->diff_id, err);
+    untap(p); /* starting over: the tap starts over too */
+    if ((rc = sbx_store_layer_begin(&p->w, p->store, p->diff_id, err)) < 0)
+        return rc;
+    if (p->tap) {
+        sbx_error_clear(err);
+        p->tapped = p->tap->begin(p->tap->ud, p->store, p->diff_id, p->ctx, err);
+        if (!p->tapped && err->code)
+            return err->code;
+    }
+    return 0;
 }
 
 static int emit_tar(layer_pipe *p, const void *buf, size_t n)
@@ -85,7 +108,10 @@ static int emit_tar(layer_pipe *p, const void *buf, size_t n)
                              "decompression bomb?  SBX_MAX_EXPANSION, SBX_EXPANSION_FLOOR and "
                              "SBX_MAX_LAYER_BYTES set the limit)", p->desc->digest,
                              (unsigned long long)p->tar_max, (unsigned long long)p->desc->size);
-    return sbx_layer_writer_write(p->w, buf, n, p->err);
+    int rc = sbx_layer_writer_write(p->w, buf, n, p->err);
+    if (rc == 0 && p->tapped)
+        rc = p->tap->write(p->tapped, buf, n, p->err);
+    return rc;
 }
 
 static int emit_out(layer_pipe *p, size_t n) { return emit_tar(p, p->out, n); }
@@ -241,6 +267,7 @@ static int pipe_finish(layer_pipe *p, sbx_error *err)
 
 static void pipe_free(layer_pipe *p)
 {
+    untap(p);
     sbx_layer_writer_abort(p->w);
     sbx__sha256_free(p->h);
     if (p->z_init)
@@ -252,8 +279,10 @@ static void pipe_free(layer_pipe *p)
 int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                    const char *expected_diff_id, const char *progress_id, sbx_error *err)
 {
+    const sbx_registry_options *o = reg_client_opts(c);
     layer_pipe p = {.store = store, .desc = desc, .diff_id = expected_diff_id,
-                    .pid = progress_id, .ctx = reg_client_ctx(c), .err = err};
+                    .pid = progress_id, .ctx = reg_client_ctx(c), .err = err,
+                    .tap = o && o->layer_tap ? o->layer_tap : NULL};
     /* a layer whose own descriptor says it is too big is not fetched at all */
     int64_t abs_max = max_layer_bytes(p.ctx);
     if (desc->size > (uint64_t)abs_max)
@@ -279,6 +308,10 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
         if (rc == 0)
             rc = sbx_store_layer_add_source(store, diff_id, desc->digest, desc->media_type,
                                             desc->size, err);
+        if (rc == 0 && p.tapped) { /* both digests verified: the tap may keep it */
+            sbx__progress(p.ctx, progress_id, "unpack", p.tar_bytes, p.tar_bytes);
+            rc = p.tap->end(SBX_STEAL(p.tapped), true, err);
+        }
     }
     pipe_free(&p);
     if (rc == 0)

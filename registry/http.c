@@ -90,6 +90,7 @@ int sbx_registry_global_init(sbx_error *err) { return reg_global_init(err); }
 
 const char *reg_client_name(const reg_client *c) { return c->host; }
 const char *reg_client_repo(const reg_client *c) { return c->ref.path; }
+const sbx_registry_options *reg_client_opts(const reg_client *c) { return c->opts; }
 
 void reg_resp_clear(reg_resp *r)
 {

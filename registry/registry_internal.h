@@ -139,6 +139,7 @@ void reg_client_free(reg_client *c);
 int reg_client_clone(reg_client **out, reg_client *c, sbx_error *err);
 const char *reg_client_name(const reg_client *c); /* "host[:port]" for messages */
 const char *reg_client_repo(const reg_client *c); /* the repository's path */
+const sbx_registry_options *reg_client_opts(const reg_client *c); /* NULL: defaults */
 /* Record in the store what was learned about the endpoint's scheme (main
  * thread only: store handles are one thread at a time). */
 void reg_client_remember(reg_client *c, sbx_store *store);

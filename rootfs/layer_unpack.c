@@ -37,6 +37,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/file.h>
@@ -811,4 +812,167 @@ int rfs_layer_extract(sbx_store *s, const char *diff_id, const char *dest, sbx_c
     if (r < 0)
         return sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
     return 0;
+}
+
+/* ---- unpacking while a layer downloads (pull --unpack) ------------------------
+ *
+ * The puller hands the layer's tar bytes, as it decompresses them, to
+ * sbx_rootfs_tap_write; a thread of the tap feeds them to the confined
+ * extractor (unpack_into, as for a stored layer), so extraction runs beside
+ * the download, decompression and hashing, and every byte is decompressed
+ * once.  The socket between them is small, so a slow extractor slows the
+ * download rather than growing memory.  Nothing is renamed into place until
+ * the puller says the layer verified (its blob digest and size, and its
+ * diff_id as the store committed it): at the end of the stream the feeder
+ * waits for that verdict, and on anything else returns an error, which
+ * kills the extractor, so the scratch tree is removed and the cache never
+ * holds a layer the store does not.  A kill at any point leaves a scratch dir
+ * the store's reaper removes. */
+
+struct sbx_rootfs_tap {
+    sbx_store *store; /* the tap's own handle: the puller's serves its thread */
+    char diff_id[SBX_DIGEST_BUFSZ];
+    char dest[4096];
+    int wfd, rfd;     /* the puller writes wfd; the feeder reads rfd */
+    int lock_fd;
+    pthread_t tid;
+    bool started, write_failed;
+    atomic_int verdict; /* 0 undecided, 1 verified, -1 not */
+    int rc;
+    sbx_error err;
+    sbx_ctx *ctx;
+};
+
+static int feed_tap(void *ud, int sock, sbx_error *err)
+{
+    sbx_rootfs_tap *t = ud;
+    _cleanup_free_ char *buf = malloc(UNPACK_BLOCK);
+    if (!buf)
+        return sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+    bool child_gone = false;
+    for (;;) {
+        ssize_t n = read(t->rfd, buf, UNPACK_BLOCK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "unpacking: reading the download");
+        if (n == 0)
+            break;
+        for (size_t off = 0; !child_gone && off < (size_t)n;) {
+            ssize_t w = send(sock, buf + off, (size_t)n - off, MSG_NOSIGNAL);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) /* the extractor stopped (a refused entry): it says why */
+                child_gone = true;
+            else
+                off += (size_t)w;
+        }
+    }
+    if (atomic_load(&t->verdict) != 1)
+        return sbx_error_set(err, SBX_ECANCELED, "unpacking: the download of '%s' was not "
+                             "verified", t->diff_id);
+    return 0;
+}
+
+static void *tap_main(void *arg)
+{
+    sbx_rootfs_tap *t = arg;
+    t->rc = unpack_into(t->store, t->dest, -1, feed_tap, t, t->ctx, &t->err);
+    close(t->rfd); /* a writer still writing gets EPIPE, not a hang */
+    t->rfd = -1;
+    return NULL;
+}
+
+static void tap_free(sbx_rootfs_tap *t)
+{
+    if (t->wfd >= 0)
+        close(t->wfd);
+    if (t->rfd >= 0)
+        close(t->rfd);
+    if (t->lock_fd >= 0)
+        close(t->lock_fd);
+    sbx_store_free(t->store);
+    free(t);
+}
+
+void *sbx_rootfs_tap_begin(void *ud, sbx_store *store, const char *diff_id, sbx_ctx *ctx,
+                           sbx_error *err)
+{
+    (void)ud;
+    sbx_rootfs_tap *t = calloc(1, sizeof *t);
+    if (!t) {
+        sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
+        return NULL;
+    }
+    t->wfd = t->rfd = t->lock_fd = -1;
+    t->ctx = ctx;
+    snprintf(t->diff_id, sizeof t->diff_id, "%s", diff_id);
+    int sp[2];
+    int r = sbx_store_open(&t->store, sbx_store_root(store), err);
+    if (r == 0)
+        r = sbx_store_layer_unpacked_path(t->store, diff_id, t->dest, sizeof t->dest, err);
+    if (r == 0 && !sbx_rootfs_layer_is_current(t->dest)) {
+        /* the unpackers' lock (sbx_rootfs_layer_unpack), held to the end */
+        char lock_name[32];
+        snprintf(lock_name, sizeof lock_name, "unpack-%.2s", diff_id + 7);
+        r = sbx_store_lock_named(&t->lock_fd, t->store, lock_name, ctx, err);
+    }
+    if (r < 0 || sbx_rootfs_layer_is_current(t->dest)) {
+        if (r < 0)
+            sbx_error_wrap(err, "unpacking layer '%s'", diff_id);
+        tap_free(t); /* done already (or failed): nothing to tap */
+        return NULL;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+        sbx_error_sys(err, SBX_EIO, errno, "unpacking layer '%s': socketpair", diff_id);
+        tap_free(t);
+        return NULL;
+    }
+    t->rfd = sp[0];
+    t->wfd = sp[1];
+    if (pthread_create(&t->tid, NULL, tap_main, t) != 0) {
+        sbx_error_set(err, SBX_EINTERNAL, "unpacking layer '%s': starting a thread", diff_id);
+        tap_free(t);
+        return NULL;
+    }
+    t->started = true;
+    return t;
+}
+
+int sbx_rootfs_tap_write(void *layer, const void *buf, size_t len, sbx_error *err)
+{
+    (void)err;
+    sbx_rootfs_tap *t = layer;
+    const char *p = buf;
+    while (len > 0 && !t->write_failed) {
+        ssize_t w = send(t->wfd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) { /* the extractor ended early: its error comes at the end */
+            t->write_failed = true;
+            break;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int sbx_rootfs_tap_end(void *layer, bool commit, sbx_error *err)
+{
+    sbx_rootfs_tap *t = layer;
+    if (!t)
+        return 0;
+    atomic_store(&t->verdict, commit ? 1 : -1);
+    close(t->wfd); /* the feeder sees the end, then the verdict */
+    t->wfd = -1;
+    if (t->started)
+        pthread_join(t->tid, NULL);
+    int rc = 0;
+    if (commit && t->rc < 0) {
+        *err = t->err;
+        rc = sbx_error_wrap(err, "unpacking layer '%s'", t->diff_id);
+    }
+    tap_free(t);
+    return rc;
 }

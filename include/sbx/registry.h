@@ -79,13 +79,34 @@ typedef struct sbx_registry_options {
      * each resumable on its own; 0 sends every blob in one PUT; -1 means
      * the default (32 MiB).  A registry's OCI-Chunk-Min-Length raises it. */
     int64_t push_chunk;
+    /* pull: a second consumer of each downloaded layer's tar stream (NULL:
+     * none), such as the rootfs module's unpacker (pull --unpack). */
+    const struct sbx_layer_tap *layer_tap;
 } sbx_registry_options;
+
+/* A consumer of the uncompressed tar stream of every layer a pull
+ * downloads, beside the store.  begin, before a layer's first byte, with
+ * the puller's store handle (for its root only: it serves another thread)
+ * and the layer's expected diff_id: a handle, or NULL (with err clear: not
+ * wanted; set: the pull fails).  write gets the bytes in order.  end comes
+ * once per handle: commit true only after the blob's digest and size and
+ * the diff_id were verified and the layer is in the store; false on any
+ * failure, or when the download starts over (a new begin follows).  An
+ * error from end with commit fails the pull (the layer stays stored).
+ * Called on the pull's download threads. */
+typedef struct sbx_layer_tap {
+    void *(*begin)(void *ud, sbx_store *store, const char *diff_id, sbx_ctx *ctx,
+                   sbx_error *err);
+    int (*write)(void *layer, const void *buf, size_t len, sbx_error *err);
+    int (*end)(void *layer, bool commit, sbx_error *err);
+    void *ud;
+} sbx_layer_tap;
 
 #define SBX_PUSH_CHUNK_DEFAULT (32ll << 20)
 #define SBX_PUSH_CHUNK_MIN (1ll << 20)
 
 #define SBX_REGISTRY_OPTIONS_INIT \
-    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false, -1, NULL, -1}
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, -1, 0, false, -1, NULL, -1, NULL}
 
 /* Initialise libcurl's global state.  Idempotent; the functions below call
  * it themselves, but a threaded program should call it first. */

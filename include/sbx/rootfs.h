@@ -110,6 +110,20 @@ SBX_API int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *
                                     const char *diff_id,
                                     sbx_ctx *ctx, sbx_error *err);
 
+/* Unpack a layer into the cache as it downloads (pull --unpack): the three
+ * functions of a registry layer tap (sbx_layer_tap in sbx/registry.h; ud
+ * unused).  begin: NULL with err clear when the layer is unpacked already
+ * (nothing to do), NULL with err set on failure, else a handle that takes
+ * the layer's tar bytes in order (write) and, at end, the puller's verdict:
+ * the layer is renamed into the cache only when commit is true (its blob
+ * and diff_id verified), else nothing is left.  end returns the
+ * extraction's error when commit is true (a hostile entry: SBX_EINVAL). */
+typedef struct sbx_rootfs_tap sbx_rootfs_tap;
+SBX_API void *sbx_rootfs_tap_begin(void *ud, sbx_store *store, const char *diff_id,
+                                   sbx_ctx *ctx, sbx_error *err);
+SBX_API int sbx_rootfs_tap_write(void *layer, const void *buf, size_t len, sbx_error *err);
+SBX_API int sbx_rootfs_tap_end(void *layer, bool commit, sbx_error *err);
+
 /* fsck of the unpacked layer cache: every complete unpacked layer dir is
  * compared with a fresh extraction of its stored layer (checked against
  * its diff_id): names, types, modes, owners, sizes, file mtimes, device numbers,
