@@ -121,6 +121,15 @@ void cli_exit_like_signal(int status);
 int cli_draws_in_place(void);
 /* "debug: <msg>" on stderr with -v. */
 void cli_debug(const sbx_cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The rootfs module's unpacker as the registry's layer tap (pull --unpack). */
+struct sbx_layer_tap;
+struct sbx_registry_options;
+extern const struct sbx_layer_tap cli_unpack_tap;
+/* --pull of unpack and mount: pull ref into s with the verb's registry
+ * options, each layer unpacked into the cache while it downloads. */
+int cli_pull_unpacking(sbx_cli *cli, sbx_store *s, const char *ref,
+                       const struct sbx_registry_options *ro, const char *platform,
+                       sbx_error *err);
 /* --parallel N (1 to 8) of verb: 0, or a usage error (exit status 2). */
 int cli_parallel_opt(const char *arg, const char *verb, unsigned *out);
 /* Human-readable byte count ("12.3 MB"). */

@@ -13,15 +13,15 @@
 #include "sbx/rootfs.h"
 
 static const char MOUNT_USAGE[] =
-    "usage: sbx-image mount [--read-only] [--no-mount] [--platform P] [--json]\n"
-    "                       IMAGE DIR\n"
+    "usage: sbx-image mount [--read-only] [--no-mount] [--pull] [--platform P]\n"
+    "                       [--json] IMAGE DIR\n"
     "\n"
     "Make DIR the root filesystem of IMAGE for a sandbox: an overlay of the store's\n"
     "cached unpacked layers (each unpacked once, then shared by every mount) and a\n"
     "fresh writable upper directory the store owns.  Costs one mount(2) and no file\n"
     "copies, whatever the image's size.  IMAGE is a store name, a ref as pulled, a\n"
     "snapshot from `commit`, or a manifest digest; it is looked up in the store\n"
-    "only (nothing is pulled: run `sbx-image pull REF` first).  DIR is created when\n"
+    "only, unless --pull (else run `sbx-image pull REF` first).  DIR is created when\n"
     "missing, else must be an empty directory that is not a mount point.  Mounting\n"
     "a snapshot resumes or forks a sandbox; mounting an older one rolls it back.\n"
     "The image, its layers and the upper directory are kept by gc while the mount\n"
@@ -33,6 +33,8 @@ static const char MOUNT_USAGE[] =
     "                     mount namespace, as --json's type, source and options say\n"
     "                     (keep the source: gc knows the mount by it).  Lives until\n"
     "                     umount or a reboot, mounted or not; DIR need not exist\n"
+    "  --pull             IMAGE not in the store: pull it (a ref), each layer\n"
+    "                     unpacked while it downloads (pull --unpack), then mount\n"
     "  --platform OS/ARCH[/VARIANT]  the entry to use when IMAGE names an index\n"
     "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
     "                     pulled with credentials is mounted only after that registry\n"
@@ -123,6 +125,7 @@ static const char COMMIT_USAGE[] =
 struct mount_opts {
     sbx_mount_options o;
     sbx_registry_options r;
+    bool pull;
 };
 
 static int mount_opt(void *ud, int c, const char *arg)
@@ -132,6 +135,7 @@ static int mount_opt(void *ud, int c, const char *arg)
     case 'r': m->o.read_only = true; return 0;
     case 'p': m->o.platform = arg; return 0;
     case 'n': m->o.no_mount = true; return 0;
+    case 'P': m->pull = true; return 0;
     case CLI_OPT_CREDS: return cli_registry_creds(&m->r, (char *)arg, "mount") ? -2 : 0;
     case CLI_OPT_PASSWORD_STDIN:
     case CLI_OPT_AUTHFILE: return cli_registry_opt(&m->r, c, (char *)arg, "mount") < 0 ? -2 : 0;
@@ -152,10 +156,11 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
     static const struct option extra[] = {{"read-only", no_argument, NULL, 'r'},
                                           {"platform", required_argument, NULL, 'p'},
                                           {"no-mount", no_argument, NULL, 'n'},
+                                          {"pull", no_argument, NULL, 'P'},
                                           {"creds", required_argument, NULL, CLI_OPT_CREDS},
                                           CLI_CREDS_MORE_OPTS};
-    struct mount_opts m = {SBX_MOUNT_OPTIONS_INIT, SBX_REGISTRY_OPTIONS_INIT};
-    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 6, mount_opt, &m, argc, argv, 2,
+    struct mount_opts m = {SBX_MOUNT_OPTIONS_INIT, SBX_REGISTRY_OPTIONS_INIT, false};
+    int r = cli_parse_verb(cli, "mount", MOUNT_USAGE, extra, 7, mount_opt, &m, argc, argv, 2,
                   "IMAGE and DIR");
     if (r < 0)
         return -r - 1;
@@ -166,12 +171,19 @@ int cmd_mount(sbx_cli *cli, int argc, char **argv)
                                             : "mounting an overlay needs CAP_SYS_ADMIN") != 0)
         return CLI_EXIT_FAIL;
     sbx_store *s = NULL;
-    if (cli_open_store(cli, &s) != CLI_EXIT_OK)
+    if ((m.pull ? cli_open_store_create(cli, &s) : cli_open_store(cli, &s)) != CLI_EXIT_OK)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_mount_result res;
     sbx_registry_gate(s, &m.r);
     r = sbx_rootfs_mount(&res, s, image, dir, &m.o, cli->ctx, &err);
+    if (r == SBX_ENOTFOUND && m.pull) {
+        /* not stored: pulled, its layers unpacked while they download */
+        sbx_error_clear(&err);
+        r = cli_pull_unpacking(cli, s, image, &m.r, m.o.platform, &err);
+        if (r == 0)
+            r = sbx_rootfs_mount(&res, s, image, dir, &m.o, cli->ctx, &err);
+    }
     sbx_store_free(s);
     cli_progress_done();
     if (r < 0)

@@ -217,8 +217,6 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     sbx_registry_options opts = SBX_REGISTRY_OPTIONS_INIT;
-    static const sbx_layer_tap unpack_tap = {sbx_rootfs_tap_begin, sbx_rootfs_tap_write,
-                                             sbx_rootfs_tap_end, NULL};
     bool unpack = false;
     int c;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
@@ -240,7 +238,7 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
             break;
         case 'U':
             unpack = true;
-            opts.layer_tap = &unpack_tap;
+            opts.layer_tap = &cli_unpack_tap;
             break;
         default: return cli_usage_error("pull", "unknown option");
         }

@@ -16,7 +16,8 @@ static void usage(FILE *f)
             "Materialize the root filesystem of an image in the store into DIR, for a\n"
             "sandbox.  IMAGE is a store name (a build --tag), a ref as pulled (node:22), a\n"
             "pinned ref or a manifest digest; it is looked up in the store only, never in a\n"
-            "registry (run `sbx-image pull REF` first).  DIR must not exist or be empty.\n\n"
+            "registry, unless --pull (else run `sbx-image pull REF` first).  DIR must not\n"
+            "exist or be empty.\n\n"
             "Each layer is unpacked once into the store's cache; the layers are then merged\n"
             "top to bottom (whiteouts and opaque directories applied, as overlayfs does) into\n"
             "a temp dir beside DIR, which is synced and renamed to DIR: DIR appears complete\n"
@@ -36,6 +37,8 @@ static void usage(FILE *f)
             "  --platform OS/ARCH[/VARIANT]  the entry to use when IMAGE names an index\n"
             "                     (default: this host's)\n"
             "  --no-sync          skip syncing DIR before it is renamed into place\n"
+            "  --pull             IMAGE not in the store: pull it (a ref), each layer\n"
+            "                     unpacked while it downloads (pull --unpack), then unpack\n"
             "  --creds USER:PASSWORD  credentials for a private image's registry: an image\n"
             "                     pulled with credentials is used only after that registry\n"
             "                     accepts these (default: the Docker config)\n"
@@ -72,6 +75,7 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"platform", required_argument, NULL, 'p'},
         {"no-sync", no_argument, NULL, 'n'},
+        {"pull", no_argument, NULL, 'P'},
         {"creds", required_argument, NULL, CLI_OPT_CREDS},
         CLI_CREDS_MORE_OPTS,
         CLI_COMMON_OPTS,
@@ -79,6 +83,7 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
     };
     sbx_rootfs_options opts = SBX_ROOTFS_OPTIONS_INIT;
     sbx_registry_options ropts = SBX_REGISTRY_OPTIONS_INIT;
+    bool pull = false;
     int c;
     while ((c = getopt_long(argc, argv, CLI_COMMON_SHORT, longopts, NULL)) != -1) {
         if (c == 'h') {
@@ -96,6 +101,7 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
             break;
         case 'p': opts.platform = optarg; break;
         case 'n': opts.no_sync = true; break;
+        case 'P': pull = true; break;
         case CLI_OPT_CREDS:
             if (cli_registry_creds(&ropts, optarg, "unpack"))
                 return CLI_EXIT_USAGE;
@@ -118,12 +124,19 @@ int cmd_unpack(sbx_cli *cli, int argc, char **argv)
     if (cli_need_root("unpack", "it keeps the image's owners and device nodes") != 0)
         return CLI_EXIT_FAIL;
     sbx_store *store = NULL;
-    if (cli_open_store(cli, &store) != 0)
+    if ((pull ? cli_open_store_create(cli, &store) : cli_open_store(cli, &store)) != 0)
         return CLI_EXIT_FAIL;
     sbx_error err = SBX_ERROR_INIT;
     sbx_rootfs_result res;
     sbx_registry_gate(store, &ropts);
     int rc = sbx_rootfs_unpack(&res, store, image, dir, &opts, cli->ctx, &err);
+    if (rc == SBX_ENOTFOUND && pull) {
+        /* not stored: pulled, its layers unpacked while they download */
+        sbx_error_clear(&err);
+        rc = cli_pull_unpacking(cli, store, image, &ropts, opts.platform, &err);
+        if (rc == 0)
+            rc = sbx_rootfs_unpack(&res, store, image, dir, &opts, cli->ctx, &err);
+    }
     sbx_store_free(store);
     cli_progress_done();
     if (rc < 0)

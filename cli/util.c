@@ -8,6 +8,25 @@
 
 #include "cli.h"
 #include "sbx/context.h"
+#include "sbx/registry.h"
+#include "sbx/rootfs.h"
+
+const sbx_layer_tap cli_unpack_tap = {sbx_rootfs_tap_begin, sbx_rootfs_tap_write,
+                                      sbx_rootfs_tap_end, NULL};
+
+int cli_pull_unpacking(sbx_cli *cli, sbx_store *s, const char *ref,
+                       const sbx_registry_options *ro, const char *platform, sbx_error *err)
+{
+    sbx_registry_options o = *ro;
+    o.store = s;
+    o.platform = platform;
+    o.layer_tap = &cli_unpack_tap;
+    sbx_pull_result r;
+    memset(&r, 0, sizeof r);
+    int rc = sbx_registry_pull(&r, ref, &o, cli->ctx, err);
+    sbx_pull_result_free(&r);
+    return rc;
+}
 
 /* --json anywhere on the line: errors too are one JSON object on stderr */
 static int g_json_errors;

@@ -7,7 +7,8 @@
 # extracts nothing again; a digest mismatch in the middle of a layer leaves
 # no blob, no unpacked layer and no temp file; pulls killed at random points
 # leave a store fsck finds clean and nothing unpacked that is not stored;
-# layers the store already had are unpacked from it.
+# layers the store already had are unpacked from it; unpack --pull and
+# mount --pull pull what the store lacks the same way.
 set -euo pipefail
 source "$SBX_SOURCE_DIR/tests/integration/lib/registry.sh"
 t_init
@@ -106,6 +107,21 @@ ok pull "$REF"
 ok pull --unpack "$REF"
 cache_trees "$STORE" >"$T/trees-had"
 diff "$T/trees-ref" "$T/trees-had" >/dev/null || fail "trees unpacked from the store differ"
+
+case_ "unpack --pull and mount --pull of an image the store lacks: pulled unpacking, then used"
+STORE=$T/store-up
+fails unpack "$REF" "$T/root-nopull"
+ok unpack --pull "$REF" "$T/root-up"
+diff <(tree "$T/root-ref") <(tree "$T/root-up") >/dev/null || fail "unpack --pull gives another tree"
+cache_trees "$STORE" >"$T/trees-up"
+diff "$T/trees-ref" "$T/trees-up" >/dev/null || fail "unpack --pull's cache trees differ"
+STORE=$T/store-mp
+ok mount --json --pull "$REF" "$T/mnt"
+[[ $(cat "$T/mnt/etc/motd") == hello ]] || fail "the mount --pull root lacks etc/motd"
+[[ ! -e $T/mnt/etc/gone ]] || fail "a whited-out file shows in the mount"
+ok umount "$T/mnt"
+cache_trees "$STORE" >"$T/trees-mp"
+diff "$T/trees-ref" "$T/trees-mp" >/dev/null || fail "mount --pull's cache trees differ"
 
 case_ "a digest mismatch in the middle of the big layer: no blob, no unpacked layer, no temp file"
 big=$(jq -r '.layers[0].digest' "$T/fx/blobs/sha256/$(jq -r '.manifests[0].digest' "$T/fx/index.json" | cut -d: -f2)")
