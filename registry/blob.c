@@ -1,7 +1,7 @@
 /* Streamed layer download:
  *
  *   curl write callback -> sha256 of the compressed bytes
- *                       -> gzip (zlib) / zstd (streaming) / none, chosen by
+ *                       -> gzip (ISA-L) / zstd (streaming) / none, chosen by
  *                          the stream's magic bytes (as containerd does)
  *                       -> sbx_layer_writer (hashes the diff_id, zstd at rest)
  *                       -> and the options' layer tap, when set (pull --unpack:
@@ -16,7 +16,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
-#include <zlib.h>
+#include <isa-l/igzip_lib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -37,7 +37,7 @@ typedef struct layer_pipe {
     sbx_compression comp; /* decided from the magic bytes */
     unsigned char head[4];
     size_t nhead;
-    z_stream z;
+    struct inflate_state z;
     bool z_init, z_end;
     ZSTD_DCtx *zd;
     size_t zstd_ret; /* last ZSTD_decompressStream result: 0 = frame complete */
@@ -72,10 +72,7 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
     p->comp = SBX_COMP_AUTO;
     p->z_end = false;
     p->zstd_ret = 0;
-    if (p->z_init) {
-        inflateEnd(&p->z);
-        p->z_init = false;
-    }
+    p->z_init = false;
     if (p->zd)
         ZSTD_DCtx_reset(p->zd, ZSTD_reset_session_only);
     sbx__sha256_free(p->h);
@@ -116,36 +113,53 @@ static int emit_tar(layer_pipe *p, const void *buf, size_t n)
 
 static int emit_out(layer_pipe *p, size_t n) { return emit_tar(p, p->out, n); }
 
+static const char *isal_reason(int r)
+{
+    switch (r) {
+    case ISAL_INVALID_BLOCK: return "invalid block";
+    case ISAL_INVALID_SYMBOL: return "invalid symbol";
+    case ISAL_INVALID_LOOKBACK: return "invalid distance";
+    case ISAL_INVALID_WRAPPER: return "not a gzip header";
+    case ISAL_UNSUPPORTED_METHOD: return "unknown compression method";
+    case ISAL_INCORRECT_CHECKSUM: return "incorrect data check";
+    default: return "inflate error";
+    }
+}
+
+/* ISA-L's inflate, one gzip member after another (concatenated gzip is
+ * valid); each member's CRC and length are checked by ISA-L. */
 static int feed_gzip(layer_pipe *p, const unsigned char *buf, size_t len)
 {
-    if (!p->z_init) {
-        memset(&p->z, 0, sizeof p->z);
-        if (inflateInit2(&p->z, 16 + MAX_WBITS) != Z_OK)
-            return sbx_error_set(p->err, SBX_ENOMEM, "starting gzip decompression");
-        p->z_init = true;
-    }
-    p->z.next_in = (unsigned char *)buf;
-    p->z.avail_in = (uInt)len;
-    while (p->z.avail_in > 0) {
-        if (p->z_end) {
-            /* another gzip member follows (concatenated gzip is valid) */
-            if (inflateReset(&p->z) != Z_OK)
-                return sbx_error_set(p->err, SBX_EINTERNAL, "restarting gzip decompression");
+    p->z.next_in = (uint8_t *)buf;
+    p->z.avail_in = (uint32_t)len;
+    for (;;) {
+        if (p->z_end && p->z.avail_in == 0)
+            break; /* a member ended with the input: another may follow later */
+        if (!p->z_init || p->z_end) {
+            /* the first member, or another one following */
+            uint8_t *in = p->z.next_in;
+            uint32_t left = p->z.avail_in;
+            isal_inflate_init(&p->z);
+            p->z.crc_flag = ISAL_GZIP;
+            p->z.next_in = in;
+            p->z.avail_in = left;
+            p->z_init = true;
             p->z_end = false;
         }
         p->z.next_out = p->out;
         p->z.avail_out = OUTBUF;
-        int r = inflate(&p->z, Z_NO_FLUSH);
-        if (r != Z_OK && r != Z_STREAM_END && r != Z_BUF_ERROR)
+        int r = isal_inflate(&p->z);
+        if (r != ISAL_DECOMP_OK && r != ISAL_END_INPUT && r != ISAL_OUT_OVERFLOW)
             return sbx_error_set(p->err, SBX_EDIGEST, "decompressing layer '%s': corrupt gzip "
-                                 "data (%s)", p->desc->digest, p->z.msg ? p->z.msg : "zlib error");
-        int rc = emit_out(p, OUTBUF - p->z.avail_out);
+                                 "data (%s)", p->desc->digest, isal_reason(r));
+        size_t made = OUTBUF - p->z.avail_out;
+        int rc = emit_out(p, made);
         if (rc < 0)
             return rc;
-        if (r == Z_STREAM_END)
+        if (p->z.block_state == ISAL_BLOCK_FINISH)
             p->z_end = true;
-        else if (r == Z_BUF_ERROR && p->z.avail_out != 0)
-            break;
+        else if (p->z.avail_in == 0 && p->z.avail_out > 0)
+            break; /* all input taken, all output given: more input needed */
     }
     return 0;
 }
@@ -270,8 +284,6 @@ static void pipe_free(layer_pipe *p)
     untap(p);
     sbx_layer_writer_abort(p->w);
     sbx__sha256_free(p->h);
-    if (p->z_init)
-        inflateEnd(&p->z);
     ZSTD_freeDCtx(p->zd);
     free(p->out);
 }

@@ -6,7 +6,7 @@ PKGS=(
   # build
   build-essential cmake pkg-config clang libclang-rt-14-dev
   libcurl4-openssl-dev libssl-dev libzstd-dev libarchive-dev libyaml-dev
-  libjansson-dev libsqlite3-dev zlib1g-dev libcmocka-dev
+  libjansson-dev libsqlite3-dev zlib1g-dev libisal-dev libcmocka-dev
   # runtime: OCI runtimes, the platform base image
   crun runc runsc debootstrap
   # the steps' isolated network (outbound NAT without the host's loopback)

@@ -4,7 +4,9 @@
 #
 #   bench/pull/run.sh [BUILD_DIR]        (default: build; use a non-sanitized build)
 #   env: RUNS (default 5), MB (image size, default 48), RESOLVE_RUNS (default 15),
-#        BIG_MB (a one-layer image of that size for peak memory, default 128; 0: skip)
+#        BIG_MB (a one-layer image of that size for peak memory, default 128; 0: skip),
+#        COLD (default 1: the cold-start section below; 0: skip), COLD_RUNS (default 5),
+#        COLD_MB (default 260)
 #
 # 1. pull of a multi-layer gzip image (busybox + 4 layers of random and
 #    text-like files) into an empty store  vs  skopeo copy docker:// oci:DIR
@@ -14,6 +16,11 @@
 # 3. resolve of a tag (cache off)           vs  skopeo inspect --raw: the
 #    sbx-image resolve command, and sbx_registry_resolve() called 50 times in
 #    one process (bench_resolve_calls), as the control plane calls it
+# 4. cold start on a runtime host, for the Debian image (debootstrap minbase
+#    bookworm, one gzip layer; made once per build dir before the run enters
+#    its loopback-only namespace) and a 6-layer COLD_MB image: pull, and pull
+#    --unpack (each layer unpacked into the store's cache while it downloads)
+#    vs skopeo copy, and vs skopeo copy + umoci unpack
 # Times are fork-to-exit of each command; peak RSS is the child's ru_maxrss.  sbx-image does more work in
 # (1): it checks the compressed digest and the uncompressed diff_id, and
 # recompresses every layer to zstd for the store.
@@ -29,6 +36,14 @@ RUNS=${RUNS:-5}
 RESOLVE_RUNS=${RESOLVE_RUNS:-15}
 MB=${MB:-48}
 BIG_MB=${BIG_MB:-128}
+COLD=${COLD:-1}
+COLD_RUNS=${COLD_RUNS:-5}
+COLD_MB=${COLD_MB:-260}
+DEB_TAR=$build/bench-debian-rootfs.tar
+if ((COLD)) && [[ -z ${SBX_TEST_NETNS:-} ]]; then
+    source "$src/bench/lib/debian_rootfs.sh"
+    debian_rootfs_tar "$DEB_TAR" || exit 1
+fi
 source "$src/tests/integration/lib/registry.sh"
 t_init "$@"
 command -v umoci >/dev/null || t_die "umoci missing (scripts/deps.sh installs it)"
@@ -125,6 +140,34 @@ RESOLVE_CALLS=$build/bench/bench_resolve_calls
 "$RESOLVE_CALLS" "$T/rct" "$TREF" 50 >"$T/resolve_calls_tls" || t_die "bench_resolve_calls (tls) failed"
 calls() { awk -v n="$1" '$1 == n {print $2}' "$T/resolve_calls${2:-}"; }
 
+if ((COLD)); then
+    echo "cold start: the Debian image and a ${COLD_MB} MB 6-layer image..."
+    "$PY" "$HLIB/fixtures.py" tar "$T/cold-debian" debian "$DEB_TAR"
+    FX=$T/cold-debian fx_push r debian=cold/debian:1
+    "$PY" "$HLIB/fixtures.py" bench "$T/cold-six" --mb "$COLD_MB" --layers 5 >/dev/null
+    FX=$T/cold-six fx_push r bench=cold/six:1
+    for i in $(seq "$COLD_RUNS"); do
+        echo "cold run $i/$COLD_RUNS"
+        for img in debian six; do
+            ref=$r_HOST/cold/$img:1
+            case $((i % 3)) in
+            0) order="pull unpack skopeo" ;; 1) order="unpack skopeo pull" ;; *) order="skopeo pull unpack" ;;
+            esac
+            for who in $order; do
+                case $who in
+                pull) measure "cold_${img}_pull" "$SBX_BIN" pull --store "$T/c$i" "$ref" ;;
+                unpack) measure "cold_${img}_unpack" "$SBX_BIN" pull --unpack --store "$T/cu$i" "$ref" ;;
+                skopeo)
+                    measure "cold_${img}_skopeo" skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$T/co$i:img"
+                    measure "cold_${img}_umoci" umoci unpack ${ROOTLESS:+--rootless} --image "$T/co$i:img" "$T/co$i-bundle"
+                    ;;
+                esac
+                rm -rf "$T/c$i" "$T/cu$i" "$T/co$i" "$T/co$i-bundle"
+            done
+        done
+    done
+fi
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 sum() { awk -v a="$1" -v b="$2" 'BEGIN {print a + b}'; }
 mib() { echo $(( $(maxrss "$1") / 1024 )); }
@@ -192,5 +235,25 @@ if ((BIG_MB > 0)); then
         "$(ratio "$(median big_sbx)" "$(median big_skopeo)")" "$(cpu_median big_sbx)" \
         "$(cpu_median big_skopeo)" "$(ratio "$(cpu_median big_sbx)" "$(cpu_median big_skopeo)")" \
         "$(mib big_sbx)" "$(mib big_skopeo)"
+fi
+if ((COLD)); then
+    echo "cold start (medians of $COLD_RUNS):"
+    for img in debian six; do
+        echo "  $img: $(jq '.[].layers | length' "$T/cold-$img/facts.json" | head -1) layers," \
+            "$(( $(jq '[.[].layers[].size] | add' "$T/cold-$img/facts.json" | head -1) / 1048576 )) MiB gzip"
+        row "  pull  vs skopeo copy" "$(median "cold_${img}_pull")" "$(median "cold_${img}_skopeo")" \
+            "$(cpu_median "cold_${img}_pull")" "$(cpu_median "cold_${img}_skopeo")" \
+            "$(mib "cold_${img}_pull")" "$(mib "cold_${img}_skopeo")"
+        row "  pull --unpack  vs skopeo copy" "$(median "cold_${img}_unpack")" "$(median "cold_${img}_skopeo")" \
+            "$(cpu_median "cold_${img}_unpack")" "$(cpu_median "cold_${img}_skopeo")" \
+            "$(mib "cold_${img}_unpack")" "$(mib "cold_${img}_skopeo")"
+        row "  pull --unpack  vs copy + umoci unpack" "$(median "cold_${img}_unpack")" \
+            "$(sum "$(median "cold_${img}_skopeo")" "$(median "cold_${img}_umoci")")" \
+            "$(cpu_median "cold_${img}_unpack")" \
+            "$(sum "$(cpu_median "cold_${img}_skopeo")" "$(cpu_median "cold_${img}_umoci")")" \
+            "$(mib "cold_${img}_unpack")" "$(mib "cold_${img}_umoci")"
+    done
+    echo "goals: pull <= 1.3x skopeo copy (wall, CPU); pull --unpack <= 1.0x skopeo copy;"
+    echo "       peak RSS < 64 MiB"
 fi
 echo "goals: pull ratio <= 1.5, resolve ratio <= 0.25, sbx-image peak RSS < 64 MiB"

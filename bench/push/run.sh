@@ -41,17 +41,8 @@ if [[ -z ${SBX_TEST_NETNS:-} ]]; then
         echo "installing buildah (bench only)..." >&2
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
     fi
-    if ((DEBIAN)) && [[ ! -s $DEB_TAR ]]; then
-        mirror=$(awk '/^URIs:/ && $2 !~ /security/ {print $2; exit}' \
-            /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
-        mirror=${mirror:-http://deb.debian.org/debian}
-        w=$(mktemp -d /var/tmp/sbx-bench-push.XXXXXX)
-        echo "debootstrap --variant=minbase bookworm ($mirror)..." >&2
-        debootstrap --variant=minbase bookworm "$w/root" "$mirror" >"$w/log" 2>&1 ||
-            { tail -n 5 "$w/log" >&2; rm -rf "$w"; exit 1; }
-        tar -C "$w/root" --numeric-owner --sort=name -cf "$DEB_TAR.tmp" . && mv "$DEB_TAR.tmp" "$DEB_TAR"
-        rm -rf "$w"
-    fi
+    source "$src/bench/lib/debian_rootfs.sh"
+    if ((DEBIAN)); then debian_rootfs_tar "$DEB_TAR" || exit 1; fi
 fi
 
 source "$src/tests/integration/lib/registry.sh"

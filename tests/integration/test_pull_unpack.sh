@@ -123,6 +123,21 @@ ok umount "$T/mnt"
 cache_trees "$STORE" >"$T/trees-mp"
 diff "$T/trees-ref" "$T/trees-mp" >/dev/null || fail "mount --pull's cache trees differ"
 
+case_ "a layer of two concatenated gzip members pulls whole (the diff_id checks it)"
+"$PY" - "$T/fx2" <<'PY'
+import gzip, os, sys
+sys.path.insert(0, os.path.join(os.environ["SBX_SOURCE_DIR"], "tests/integration/lib"))
+from layout import ti, layer, write_layout, DIR
+raw, _ = layer([ti("etc", DIR), ti("etc/a", data=os.urandom(300000)), ti("etc/b", data=b"b\n" * 50000)])
+cut = len(raw) // 3
+write_layout(sys.argv[1], [(raw, gzip.compress(raw[:cut], mtime=0) + gzip.compress(raw[cut:], mtime=0))])
+PY
+skopeo copy -q --dest-tls-verify=false "oci:$T/fx2:latest" "docker://$r_HOST/t/two:1"
+STORE=$T/store-two
+ok pull --unpack "$r_HOST/t/two:1"
+ok unpack "$r_HOST/t/two:1" "$T/root-two"
+assert_eq "$(wc -c <"$T/root-two/etc/a")" 300000 "size of a file across the members"
+
 case_ "a digest mismatch in the middle of the big layer: no blob, no unpacked layer, no temp file"
 big=$(jq -r '.layers[0].digest' "$T/fx/blobs/sha256/$(jq -r '.manifests[0].digest' "$T/fx/index.json" | cut -d: -f2)")
 STORE=$T/store-bad
