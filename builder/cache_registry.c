@@ -125,9 +125,10 @@ int bld_cache_publish(sbx_store *s, const char *repo, const char *const *keys,
  * differ, and so does every step key chained from them: --cache-from alone
  * would never hit for the platform's default base.  So --cache-to also
  * publishes the store's base, as "<repo>:sbx-base-<suite>-<variant>-<arch>"
- * (once: a base already there is never replaced, since keys chain from
- * it), and a build with --cache-from uses the first listed repository's
- * base instead of its own.  It is named in that repository's namespace
+ * (once: a base already there is not replaced, since keys chain from it;
+ * two hosts publishing at the same moment race, and the later wins), and a
+ * build with --cache-from uses the base of the first listed repository that
+ * has one (and answers) instead of its own.  It is named in that repository's namespace
  * (like the entries), so only builds that list the repository use it. */
 
 static int base_ref(char *buf, size_t len, const char *repo, const char *name, sbx_error *err)
@@ -163,8 +164,13 @@ int bld_cache_base_fetch(char digest_out[SBX_DIGEST_BUFSZ], sbx_store *s,
         sbx_error e = SBX_ERROR_INIT;
         base_store_name(sname, sizeof sname, name, repos[i]);
         if (sbx_store_name_get(s, sname, digest_out, &e) == 0 &&
-            sbx_image_readable(s, digest_out))
-            return 1;
+            sbx_image_readable(s, digest_out)) {
+            /* one tenant's pull of a private repository's base is another's
+             * only when the registry accepts that one's credentials too */
+            if (sbx_registry_access_check(s, digest_out, ro, &e) == 0)
+                return 1;
+            sbx__log(ctx, SBX_LOG_DEBUG, "the platform base from %s: %s", repos[i], e.msg);
+        }
         sbx_error_clear(&e);
         if (base_ref(ref, sizeof ref, repos[i], name, &e) < 0)
             continue;

@@ -41,7 +41,7 @@ static void usage(FILE *f)
           "  --cache-from REPO   look for cached steps in this registry repository too\n"
           "                      (host/path; repeatable, in order): the deepest hit is\n"
           "                      pulled, only what this store lacks; trust it as a base.\n"
-          "                      base: sbx is the first such repository's published one\n"
+          "                      base: sbx is the first one's that published one\n"
           "  --cache-to REPO     after the build, push every step's cached state there,\n"
           "                      tagged sbx-cache-<key> (credentials as for the base),\n"
           "                      and a base: sbx once, for other hosts' --cache-from\n"

@@ -248,6 +248,9 @@ int cmd_pull(sbx_cli *cli, int argc, char **argv)
     if (cli_registry_finish(&opts, "pull"))
         return CLI_EXIT_USAGE;
     const char *ref = argv[optind];
+    if (unpack && cli_need_root("pull --unpack", "unpacking keeps the image's owners and device "
+                                "nodes") != 0)
+        return CLI_EXIT_FAIL;
     sbx_store *store = NULL;
     int rc = cli_open_store_create(cli, &store);
     if (rc != CLI_EXIT_OK)

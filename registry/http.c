@@ -423,6 +423,7 @@ typedef struct xfer {
     const char *up_buf;
     int up_fd;
     uint64_t up_base, up_len, up_off;
+    bool read_failed;    /* the upload's file could not be read */
     const char *prog_id; /* upload progress under this id, of prog_total */
     uint64_t prog_total, last_emit_ns;
 } xfer;
@@ -443,8 +444,10 @@ static size_t read_cb(char *buf, size_t size, size_t nitems, void *ud)
         while ((n = pread(x->up_fd, buf, want, (off_t)(x->up_base + x->up_off))) < 0 &&
                errno == EINTR)
             ;
-        if (n <= 0)
+        if (n <= 0) {
+            x->read_failed = true;
             return CURL_READFUNC_ABORT; /* the file shrank or failed: fail the request */
+        }
         want = (size_t)n;
     }
     x->up_off += want;
@@ -938,6 +941,9 @@ static int sleep_ms(const reg_client *c, int64_t ms, const char *what, sbx_error
     for (;;) {
         if (sbx_ctx_cancelled(c->ctx))
             return sbx_error_set(err, SBX_ECANCELED, "%s: cancelled", what);
+        if (c->cancel && __atomic_load_n(c->cancel, __ATOMIC_RELAXED))
+            return sbx_error_set(err, SBX_EINTERNAL, "%s: abandoned (another transfer failed)",
+                                 what);
         uint64_t now = sbx__now_monotonic_ns();
         if (now >= end)
             return 0;
@@ -1320,8 +1326,11 @@ static int do_request(reg_client *c, const reg_req *rq, reg_resp *resp, sbx_erro
         }
         if (cc == CURLE_ABORTED_BY_CALLBACK && sbx_ctx_cancelled(c->ctx))
             return sbx_error_set(err, SBX_ECANCELED, "%s: cancelled", rq->what);
+        if (cc == CURLE_ABORTED_BY_CALLBACK && x.read_failed)
+            return sbx_error_set(err, SBX_EIO, "%s: reading what is uploaded failed (the file "
+                                 "shrank or could not be read)", rq->what);
         if (cc == CURLE_ABORTED_BY_CALLBACK)
-            return sbx_error_set(err, SBX_EINTERNAL, "%s: abandoned (another download failed)",
+            return sbx_error_set(err, SBX_EINTERNAL, "%s: abandoned (another transfer failed)",
                                  rq->what);
         if (x.abort_code && x.sink_failed)
             return x.abort_code; /* the sink's own error, already in err */

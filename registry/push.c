@@ -99,6 +99,7 @@ typedef struct blob_job {
     char id[96];     /* progress id */
     char *from;      /* a repository of the registry that has it (a hint) */
     enum { JOB_TODO, JOB_EXISTING, JOB_MOUNTED, JOB_PUSHED } result;
+    bool dup;        /* the same blob as an earlier job: sent once, by that one */
 } blob_job;
 
 typedef struct push_batch {
@@ -113,6 +114,8 @@ static int push_one(void *ud, size_t i, reg_client *c, sbx_store *unused, sbx_er
     (void)unused;
     push_batch *b = ud;
     blob_job *j = &b->jobs[i];
+    if (j->dup)
+        return 0;
     int have = reg_blob_exists(c, j->digest, err);
     if (have < 0)
         return have;
@@ -143,6 +146,8 @@ static int push_blobs(reg_client *c, sbx_store *s, const reg_session *ses, blob_
                       size_t n, sbx_push_result *out, sbx_ctx *ctx, sbx_error *err)
 {
     for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; k < i && !jobs[i].dup; k++)
+            jobs[i].dup = !strcmp(jobs[k].digest, jobs[i].digest);
         char key[SBX_REF_DOMAIN_MAX + SBX_DIGEST_BUFSZ + 2];
         snprintf(key, sizeof key, "%s/%s", ses->ref.domain, jobs[i].digest);
         sbx_error me = SBX_ERROR_INIT; /* the record is a hint */
@@ -327,6 +332,10 @@ int sbx_registry_push(sbx_push_result *out, sbx_store *store, const char *image,
     memset(out, 0, sizeof *out);
     if (!store || !image || !*image)
         return sbx_error_set(err, SBX_EINVAL, "pushing: a store and an image are needed");
+    if (opts && opts->push_chunk > 0 && opts->push_chunk < SBX_PUSH_CHUNK_MIN)
+        return sbx_error_set(err, SBX_EINVAL, "pushing: a chunk size of %lld bytes is under the "
+                             "minimum of %lld (0 sends every blob in one request)",
+                             (long long)opts->push_chunk, (long long)SBX_PUSH_CHUNK_MIN);
     if (!dest || !*dest)
         dest = image; /* its own name, as docker push does */
     int rc = reg_global_init(err);

@@ -54,17 +54,19 @@ static int start_session(reg_client *c, const reg_upload *u, bool mount, const c
 }
 
 /* Bytes an upload holds from its Range ("0-N" or "bytes=0-N"): N + 1, but
- * 0 for "0-0" (what an empty session says).  -1 when absent or malformed. */
+ * 0 for "0-0" and "0--1" (what empty sessions say; distribution's "0-0"
+ * could also mean one byte, which chunks of at least 1 MiB never leave).
+ * -1 when malformed. */
 static int64_t held_bytes(const char *range)
 {
     if (!strncmp(range, "bytes=", 6))
         range += 6;
-    unsigned long long end;
+    long long end;
     int used = 0;
-    if (strncmp(range, "0-", 2) || sscanf(range + 2, "%llu%n", &end, &used) != 1 ||
-        range[2 + used] != '\0' || end >= INT64_MAX)
+    if (strncmp(range, "0-", 2) || sscanf(range + 2, "%lld%n", &end, &used) != 1 ||
+        range[2 + used] != '\0' || end >= INT64_MAX || end < -1)
         return -1;
-    return end == 0 ? 0 : (int64_t)end + 1;
+    return end <= 0 ? 0 : (int64_t)end + 1;
 }
 
 /* The session's next location from an answer, if it names one. */
@@ -120,15 +122,26 @@ int reg_put_blob(reg_client *c, const reg_upload *u, sbx_error *err)
             } else if (resp.transient) {
                 rc = reg_retry_pause(c, ++failures, &resp, what, err);
             } else if (resp.status == 404 || resp.status == 400) {
-                /* the registry dropped the session: a new one, from byte 0 */
-                sbx__log(reg_client_ctx(c), SBX_LOG_INFO, "%s: '%s' dropped the upload; "
-                         "sending the blob again from the start", what, reg_client_name(c));
+                /* the session is gone: closed by a PUT whose answer was lost
+                 * (the blob is there), or dropped (a new one, from byte 0) */
                 sbx_error_clear(err);
-                free(loc);
-                loc = NULL;
-                rc = start_session(c, u, false, what, &loc, &chunk_min, err);
-                off = 0;
-                ask = false;
+                int have = reg_blob_exists(c, u->digest, err);
+                if (have == 1) { /* there: done */
+                    reg_resp_clear(&resp);
+                    rc = 0;
+                    break;
+                }
+                if (have == 0) {
+                    sbx__log(reg_client_ctx(c), SBX_LOG_INFO, "%s: '%s' dropped the upload; "
+                             "sending the blob again from the start", what, reg_client_name(c));
+                    free(loc);
+                    loc = NULL;
+                    rc = start_session(c, u, false, what, &loc, &chunk_min, err);
+                    off = 0;
+                    ask = false;
+                } else {
+                    rc = have;
+                }
             }
             reg_resp_clear(&resp);
             if (rc < 0)
@@ -178,12 +191,12 @@ int reg_put_blob(reg_client *c, const reg_upload *u, sbx_error *err)
             break; /* done, or a final answer */
         }
         if (rc < 0 && patch && (resp.status == 405 || resp.status == 501)) {
+            /* the refused PATCH took nothing: the rest goes in the PUT */
             sbx__log(reg_client_ctx(c), SBX_LOG_DEBUG, "%s: '%s' refuses chunked uploads; "
                      "one PUT from here", what, reg_client_name(c));
             reg_client_refuse_patch(c);
             sbx_error_clear(err);
             rc = 0;
-            ask = true;
         } else if (rc < 0 && (resp.transient || resp.status == 404 || resp.status == 416)) {
             /* 404: the session is gone; 416: it holds other bytes than we
              * thought (a body libcurl sent again); the status tells */

@@ -834,7 +834,6 @@ struct sbx_rootfs_tap {
     char diff_id[SBX_DIGEST_BUFSZ];
     char dest[4096];
     int wfd, rfd;     /* the puller writes wfd; the feeder reads rfd */
-    int lock_fd;
     pthread_t tid;
     bool started, write_failed;
     atomic_int verdict; /* 0 undecided, 1 verified, -1 not */
@@ -889,8 +888,6 @@ static void tap_free(sbx_rootfs_tap *t)
         close(t->wfd);
     if (t->rfd >= 0)
         close(t->rfd);
-    if (t->lock_fd >= 0)
-        close(t->lock_fd);
     sbx_store_free(t->store);
     free(t);
 }
@@ -904,19 +901,17 @@ void *sbx_rootfs_tap_begin(void *ud, sbx_store *store, const char *diff_id, sbx_
         sbx_error_set(err, SBX_ENOMEM, "unpacking: out of memory");
         return NULL;
     }
-    t->wfd = t->rfd = t->lock_fd = -1;
+    t->wfd = t->rfd = -1;
     t->ctx = ctx;
     snprintf(t->diff_id, sizeof t->diff_id, "%s", diff_id);
     int sp[2];
     int r = sbx_store_open(&t->store, sbx_store_root(store), err);
     if (r == 0)
         r = sbx_store_layer_unpacked_path(t->store, diff_id, t->dest, sizeof t->dest, err);
-    if (r == 0 && !sbx_rootfs_layer_is_current(t->dest)) {
-        /* the unpackers' lock (sbx_rootfs_layer_unpack), held to the end */
-        char lock_name[32];
-        snprintf(lock_name, sizeof lock_name, "unpack-%.2s", diff_id + 7);
-        r = sbx_store_lock_named(&t->lock_fd, t->store, lock_name, ctx, err);
-    }
+    /* No unpackers' lock (sbx_rootfs_layer_unpack's): it would be held for
+     * a whole download and stall unrelated unpacks of its stripe.  A layer
+     * not yet stored has no other unpacker but another pull's tap, and
+     * install() makes a race between two end in one dir. */
     if (r < 0 || sbx_rootfs_layer_is_current(t->dest)) {
         if (r < 0)
             sbx_error_wrap(err, "unpacking layer '%s'", diff_id);

@@ -97,6 +97,16 @@ err_has "from the start"
 pulls_back c4/big
 proxy_mode p '{"mode":"pass"}'
 
+case_ "the answer to a closing PUT lost (the blob stored): a HEAD finds it, nothing sent again"
+proxy_mode p '{"mode":"cut_upload","forward":true,"method":"PUT","match":"/c4b/big/blobs/uploads/","count":1}'
+fresh c4b
+ok push --json --parallel 1 "$IMG" "$p_HOST/c4b/big:v1"
+jq_is .digest "$digest"
+assert_eq "$(up c4b/big '.method == "POST"')" 5 "upload sessions (none opened again)"
+err_lacks "from the start"
+pulls_back c4b/big
+proxy_mode p '{"mode":"pass"}'
+
 case_ "a registry that refuses PATCH: each blob goes in one PUT"
 proxy_mode p '{"mode":"status","status":405,"method":"PATCH","match":"/c5/big/blobs/uploads/","count":-1}'
 fresh c5
@@ -105,6 +115,7 @@ jq_is .digest "$digest"
 # the first 405 ends chunking for the upload thread that got it (two threads)
 patches=$(up c5/big '.method == "PATCH"')
 ((patches >= 1 && patches <= 2)) || fail "$patches PATCHes tried, expected one per upload thread"
+assert_eq "$(up c5/big '.method == "GET"')" 0 "status requests (a refused PATCH took nothing)"
 assert_eq "$(bytes_sent c5/big)" "$total" "bytes in PUT bodies"
 pulls_back c5/big
 proxy_mode p '{"mode":"pass"}'
