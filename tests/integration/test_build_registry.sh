@@ -168,19 +168,7 @@ assert_eq "$(res steps_run)" 2 "steps run from the one that used the secret"
 # base: sbx through the cache repository.  A stand-in debootstrap (on PATH)
 # makes a busybox tree with a random host id, as two real debootstraps give
 # two different bases; it logs every call.
-mkdir -p "$T/fakebin"
-cat >"$T/fakebin/debootstrap" <<'SH'
-#!/bin/sh
-# debootstrap --variant=V SUITE TARGET MIRROR (a stand-in for the tests)
-echo "$*" >>"$FAKE_DEBOOTSTRAP_LOG"
-t=$3
-mkdir -p "$t/bin" "$t/etc" "$t/tmp" && cp /bin/busybox "$t/bin/busybox" &&
-    ln -s busybox "$t/bin/sh" && ln -s busybox "$t/bin/echo" && ln -s busybox "$t/bin/cat" &&
-    head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$t/etc/host-id"
-SH
-chmod +x "$T/fakebin/debootstrap"
-export FAKE_DEBOOTSTRAP_LOG=$T/debootstrap.log PATH=$T/fakebin:$PATH
-: >"$FAKE_DEBOOTSTRAP_LOG"
+fake_debootstrap
 cat >"$T/ctx/sbx.yaml" <<'YAML'
 base: sbx
 steps:
@@ -188,7 +176,6 @@ steps:
   - run_cmd: cat /etc/host-id > /two
 YAML
 SCACHE=$r1_HOST/cache/sbxbase
-runs() { wc -l <"$FAKE_DEBOOTSTRAP_LOG"; }
 
 case_ "base: sbx with --cache-to: the entries and the store's platform base are published"
 STORE=$T/store-sa

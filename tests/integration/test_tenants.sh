@@ -118,6 +118,23 @@ assert_eq "$(jq -r .steps_run "$T/out")" 0 "steps run for C after B built it her
 fsck_clean
 STORE=$T/store
 
+case_ "base: sbx from a private cache repository goes only to its tenants"
+fake_debootstrap
+printf 'base: sbx\nsteps:\n  - run_cmd: cat /etc/host-id > /id\n' >"$T/r-sbx.yaml"
+sbxcache=$tr_HOST/private/sbxcache
+STORE=$T/store3
+ok build --json "${A[@]}" --cache-to "$sbxcache" "$T/r-sbx.yaml"
+baseA=$(jq -r .base_digest "$T/out")
+STORE=$T/store4
+ok build --json "${A[@]}" --cache-from "$sbxcache" "$T/r-sbx.yaml"
+assert_eq "$(jq -r .base_digest "$T/out")" "$baseA" "A's base from the private cache repository"
+assert_eq "$(runs)" 1 "debootstrap runs (A's second store used the published base)"
+ok build --json --cache-from "$sbxcache" "$T/r-sbx.yaml"
+[[ $(jq -r .base_digest "$T/out") != "$baseA" ]] || fail "B (no credentials) got A's private base"
+assert_eq "$(runs)" 2 "debootstrap runs (B made its own base)"
+fsck_clean
+STORE=$T/store
+
 case_ "a public image is never re-checked"
 pub=$tr_HOST/public/img:v1
 ok pull --json "$pub"

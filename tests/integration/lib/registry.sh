@@ -315,6 +315,26 @@ fx_push() {
 # fx IMAGE JQPATH: a fact about a fixture image, e.g. fx oci-multi .digest
 fx() { jq -r ".[\"$1\"] | $2" "$FX/facts.json"; }
 
+# fake_debootstrap: a stand-in `debootstrap` first on PATH that makes a
+# busybox tree with a random host id (two calls give two different bases, as
+# two real debootstraps do) and logs each call; `runs` counts them.
+fake_debootstrap() {
+    mkdir -p "$T/fakebin"
+    cat >"$T/fakebin/debootstrap" <<'SH'
+#!/bin/sh
+# debootstrap --variant=V SUITE TARGET MIRROR (a stand-in for the tests)
+echo "$*" >>"$FAKE_DEBOOTSTRAP_LOG"
+t=$3
+mkdir -p "$t/bin" "$t/etc" "$t/tmp" && cp /bin/busybox "$t/bin/busybox" &&
+    ln -s busybox "$t/bin/sh" && ln -s busybox "$t/bin/echo" && ln -s busybox "$t/bin/cat" &&
+    head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$t/etc/host-id"
+SH
+    chmod +x "$T/fakebin/debootstrap"
+    export FAKE_DEBOOTSTRAP_LOG=$T/debootstrap.log PATH=$T/fakebin:$PATH
+    : >"$FAKE_DEBOOTSTRAP_LOG"
+}
+runs() { wc -l <"$FAKE_DEBOOTSTRAP_LOG"; }
+
 # ------------------------------------------------------------------ running sbx-image
 
 # sbx VERB ARGS...: run sbx-image on the test's store; stdout in $T/out,
