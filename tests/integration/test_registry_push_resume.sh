@@ -87,6 +87,16 @@ err_has "resuming at byte 1048576 of"
 pulls_back c3b/big
 proxy_mode p '{"mode":"pass"}'
 
+case_ "a failed PUT of a small blob, its empty session's status saying Range: 0--1: sent again"
+# (what zot and others answer for an empty session; distribution says 0-0)
+proxy_mode p '{"mode":"status","status":503,"method":"PUT","match":"/c3c/big/blobs/uploads/","count":1,"headers_on":{"GET":{"Range":"0--1"}}}'
+fresh c3c
+ok push --json --parallel 1 "$IMG" "$p_HOST/c3c/big:v1"
+jq_is .digest "$digest"
+assert_eq "$(up c3c/big '.method == "GET" and .status == 204')" 1 "upload status asked"
+err_has "resuming at byte 0 of"
+proxy_mode p '{"mode":"pass"}'
+
 case_ "an answer lost after the registry took the chunk: its session is gone, the blob starts again"
 proxy_mode p '{"mode":"cut_upload","forward":true,"method":"PATCH","match":"/c4/big/blobs/uploads/","count":1}'
 fresh c4

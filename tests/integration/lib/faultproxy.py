@@ -41,6 +41,8 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
   "on_range": "ignore" | "misalign" (any mode, not counted): a Range request on a
   matching path is answered 200 with the whole body, or 206 from byte 0
   "headers": {NAME: VALUE} (forwarding modes): added to the answer
+  "headers_on": {METHOD: {NAME: VALUE}} (any mode, not counted): added to the
+  forwarded answers of that method on a matching path
 The registry sees the client's Host as X-Forwarded-Host, so the upload
 locations it gives point back at the proxy.  Log entries also have the
 request's Content-Range and body length, and t_end.
@@ -81,6 +83,7 @@ class ProxyHandler(httpd.Handler):
         self.on_range: how to treat a Range request on a matching path
         (whatever the count), from the mode's "on_range"."""
         self.on_range = None
+        self.add_headers = {}
         try:
             with open(self.mode_path) as f:
                 raw = f.read()
@@ -96,6 +99,7 @@ class ProxyHandler(httpd.Handler):
                 return None
             if not re.search(m.get("match", "/blobs/sha256:"), self.path):
                 return None
+            self.add_headers = (m.get("headers_on") or {}).get(self.command, {})
             if m.get("method", "GET") not in (self.command, "*"):
                 return None
             if "Range" in self.headers:
@@ -202,6 +206,7 @@ class ProxyHandler(httpd.Handler):
         entry["status"] = r.status
         out = [(k, v) for k, v in r.getheaders() if k.lower() not in HOP]
         out += list((m.get("headers") or {}).items()) if m else []
+        out += list(self.add_headers.items())
         if self.command == "HEAD":
             self.send_response(r.status)
             for k, v in out:
