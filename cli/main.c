@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "sbx/rootfs.h"
 
 #ifndef SBX_VERSION
 #define SBX_VERSION "0.1.0"
@@ -57,6 +58,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* the layer extractor, exec'd by unpacks rather than forked (rootfs.h) */
+    if (argc >= 2 && !strcmp(argv[1], "__extract"))
+        return sbx_rootfs_extractor_main(argc - 1, argv + 1);
+    sbx_rootfs_set_extractor("/proc/self/exe");
     sbx_cli cli = {.tty = cli_draws_in_place()};
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {

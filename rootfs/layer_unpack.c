@@ -1,7 +1,8 @@
 /* Unpack a layer tar into a directory usable as an overlayfs lower.
  *
  * Trust: the tar is untrusted.  libarchive extracts relative to the current
- * directory, so extraction runs in a forked child that chdir()s into the temp
+ * directory, so extraction runs in a child process (exec'd when the program
+ * set an extractor, sbx_rootfs_set_extractor; else forked) that chdir()s into the temp
  * dir and chroot()s there: nothing it writes can land outside, and the
  * parent's cwd (and its threads) are never disturbed.  Inside, ".." and
  * absolute paths are refused by libarchive (ARCHIVE_EXTRACT_SECURE_NODOTDOT,
@@ -36,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -539,6 +541,55 @@ static atomic_uint tmp_counter;
  * crosses a fork). */
 typedef int (*feed_fn)(void *ud, int sock, sbx_error *err);
 
+/* The extractor as a program of its own (sbx_rootfs_set_extractor): started
+ * with posix_spawn rather than a bare fork.  A fork of a process whose other
+ * threads allocate (a pull's downloads and zstd workers, beside pull
+ * --unpack's extractor) copies whatever lock they held at that instant; the
+ * child then waits on it forever (seen with ASan's allocator).  An exec'd
+ * child starts with nothing of the parent's. */
+static const char *g_extractor;
+
+void sbx_rootfs_set_extractor(const char *exe) { g_extractor = exe; }
+
+int sbx_rootfs_extractor_main(int argc, char **argv)
+{
+    /* argv: DIR BOOT_ID; the tar on fd 0, the report to fd 3 */
+    if (argc != 3)
+        return 2;
+    sbx_error err = SBX_ERROR_INIT;
+    if (rfs_archive_load(&err) < 0) /* before the chroot: it cannot be found after */
+        child_fail(3, "loading libarchive: %s", err.msg);
+    child_extract(0, argv[1], argv[2], 3);
+    return 1; /* not reached */
+}
+
+/* Start the extractor on tarfd, reporting on errfd: exec'd when set, else
+ * forked.  0 and *pid, or -1 with errno. */
+static int start_extractor(pid_t *pid, int tarfd, int errfd, const char *tmp, const char *boot_id)
+{
+    if (g_extractor) {
+        posix_spawn_file_actions_t fa;
+        if ((errno = posix_spawn_file_actions_init(&fa)) != 0)
+            return -1;
+        int e = posix_spawn_file_actions_adddup2(&fa, tarfd, 0);
+        if (!e)
+            e = posix_spawn_file_actions_adddup2(&fa, errfd, 3);
+        char *argv[] = {(char *)g_extractor, "__extract", (char *)tmp, (char *)boot_id, NULL};
+        extern char **environ;
+        if (!e)
+            e = posix_spawn(pid, g_extractor, &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        errno = e;
+        return e ? -1 : 0;
+    }
+    *pid = fork();
+    if (*pid < 0)
+        return -1;
+    if (*pid == 0)
+        child_extract(tarfd, tmp, boot_id, errfd);
+    return 0;
+}
+
 static int wait_child(pid_t pid)
 {
     int status = 0;
@@ -559,8 +610,8 @@ static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *
         close(pfd[1]);
         return sbx_error_sys(err, SBX_EIO, e, "unpacking: socketpair");
     }
-    pid_t pid = fork();
-    if (pid < 0) {
+    pid_t pid;
+    if (start_extractor(&pid, feed ? sock[1] : tarfd, pfd[1], tmp, boot_id) < 0) {
         int e = errno;
         close(pfd[0]);
         close(pfd[1]);
@@ -568,15 +619,7 @@ static int extract_in_child(int tarfd, feed_fn feed, void *feed_ud, const char *
             close(sock[0]);
             close(sock[1]);
         }
-        return sbx_error_sys(err, SBX_EIO, e, "unpacking: fork");
-    }
-    if (pid == 0) {
-        close(pfd[0]);
-        if (feed) {
-            close(sock[0]);
-            tarfd = sock[1];
-        }
-        child_extract(tarfd, tmp, boot_id, pfd[1]);
+        return sbx_error_sys(err, SBX_EIO, e, "unpacking: starting the extractor");
     }
     close(pfd[1]);
     int r = 0;

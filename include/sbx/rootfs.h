@@ -110,6 +110,16 @@ SBX_API int sbx_rootfs_layer_unpack(char *path_out, size_t path_len, sbx_store *
                                     const char *diff_id,
                                     sbx_ctx *ctx, sbx_error *err);
 
+/* Run layer extractors as the program exe (argv: exe "__extract" DIR
+ * BOOT_ID), started with posix_spawn, instead of forking this process: a
+ * fork of a process whose other threads hold locks (an allocator's) can
+ * leave the child waiting forever.  A program that embeds the library calls
+ * it once, before any unpack, with a path to itself ("/proc/self/exe") and
+ * hands that verb to sbx_rootfs_extractor_main (argc/argv after the verb's
+ * position: "__extract" DIR BOOT_ID).  Without it the extractor is forked. */
+SBX_API void sbx_rootfs_set_extractor(const char *exe);
+SBX_API int sbx_rootfs_extractor_main(int argc, char **argv);
+
 /* Unpack a layer into the cache as it downloads (pull --unpack): the three
  * functions of a registry layer tap (sbx_layer_tap in sbx/registry.h; ud
  * unused).  begin: NULL with err clear when the layer is unpacked already
