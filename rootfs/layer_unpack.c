@@ -762,6 +762,23 @@ int sbx_rootfs_unpack_tar_fd(int fd, const char *dest, sbx_error *err)
     return unpack_into(NULL, dest, fd, NULL, NULL, NULL, err);
 }
 
+/* All of buf to a socket; false when the reader is gone (the extractor
+ * stopped, as on a refused entry: it reports why itself). */
+static bool send_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t w = send(fd, p, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return false;
+        p += w;
+        len -= (size_t)w;
+    }
+    return true;
+}
+
 typedef struct feed_state {
     sbx_layer_reader *rd;
     const char *diff_id;
@@ -806,14 +823,8 @@ static int feed_layer(void *ud, int sock, sbx_error *err)
             sbx__progress(f->ctx, f->diff_id, "unpack", f->done, f->total);
             f->next_report = f->done + (8u << 20);
         }
-        for (size_t off = 0; off < n;) {
-            ssize_t w = send(sock, buf + off, n - off, MSG_NOSIGNAL);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) /* the extractor stopped (a refused entry): it reports why */
-                return 0;
-            off += (size_t)w;
-        }
+        if (!send_all(sock, buf, n))
+            return 0; /* the extractor stopped: it reports why */
     }
 }
 
@@ -900,15 +911,9 @@ static int feed_tap(void *ud, int sock, sbx_error *err)
             return sbx_error_sys(err, SBX_EIO, errno, "unpacking: reading the download");
         if (n == 0)
             break;
-        for (size_t off = 0; !child_gone && off < (size_t)n;) {
-            ssize_t w = send(sock, buf + off, (size_t)n - off, MSG_NOSIGNAL);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w < 0) /* the extractor stopped (a refused entry): it says why */
-                child_gone = true;
-            else
-                off += (size_t)w;
-        }
+        /* once the extractor stopped, keep draining: the puller must not block */
+        if (!child_gone && !send_all(sock, buf, (size_t)n))
+            child_gone = true;
     }
     if (atomic_load(&t->verdict) != 1)
         return sbx_error_set(err, SBX_ECANCELED, "unpacking: the download of '%s' was not "
@@ -981,18 +986,9 @@ int sbx_rootfs_tap_write(void *layer, const void *buf, size_t len, sbx_error *er
 {
     (void)err;
     sbx_rootfs_tap *t = layer;
-    const char *p = buf;
-    while (len > 0 && !t->write_failed) {
-        ssize_t w = send(t->wfd, p, len, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) { /* the extractor ended early: its error comes at the end */
-            t->write_failed = true;
-            break;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
+    /* the extractor ended early: its error comes at the end */
+    if (!t->write_failed && !send_all(t->wfd, buf, len))
+        t->write_failed = true;
     return 0;
 }
 
