@@ -3,7 +3,9 @@
  *   curl write callback -> sha256 of the compressed bytes
  *                       -> gzip (ISA-L) / zstd (streaming) / none, chosen by
  *                          the stream's magic bytes (as containerd does)
- *                       -> sbx_layer_writer (hashes the diff_id, zstd at rest)
+ *                       -> sbx_layer_writer (hashes the diff_id, zstd at rest;
+ *                          a zstd blob is kept as sent rather than compressed
+ *                          again, when each of its frames has a checksum)
  *                       -> and the options' layer tap, when set (pull --unpack:
  *                          the same bytes extracted into the unpacked-layer
  *                          cache, told to keep them only once all is verified)
@@ -41,6 +43,12 @@ typedef struct layer_pipe {
     bool z_init, z_end;
     ZSTD_DCtx *zd;
     size_t zstd_ret; /* last ZSTD_decompressStream result: 0 = frame complete */
+    bool keep;        /* this zstd blob is the stored form (sbx_layer_writer_keep_stored) */
+    bool recompress;  /* a frame had no checksum: the store compresses this layer itself */
+    bool no_checksum; /* ... found during this attempt */
+    bool at_frame;    /* the next zstd byte starts a frame */
+    unsigned char fh[5]; /* a frame's magic and header descriptor */
+    size_t nfh;
     unsigned char *out;
     uint64_t last_emit_ns;
     uint64_t tar_bytes, tar_max; /* uncompressed so far; the expansion cap */
@@ -73,6 +81,9 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
     p->z_end = false;
     p->zstd_ret = 0;
     p->z_init = false;
+    p->keep = p->no_checksum = false;
+    p->at_frame = true;
+    p->nfh = 0;
     if (p->zd)
         ZSTD_DCtx_reset(p->zd, ZSTD_reset_session_only);
     sbx__sha256_free(p->h);
@@ -164,6 +175,26 @@ static int feed_gzip(layer_pipe *p, const unsigned char *buf, size_t len)
     return 0;
 }
 
+/* A kept zstd blob must carry zstd's content checksum in every frame: the
+ * store's readers rely on it to notice damage.  RFC 8878: a frame starts
+ * with its magic number, then a header descriptor whose bit 2 is the
+ * Content_Checksum_flag; skippable frames (magic 0x184D2A5?) hold no data.
+ * Collects a frame's first 5 bytes across calls. */
+static void peek_frame(layer_pipe *p, const unsigned char *b, size_t n)
+{
+    size_t take = sizeof p->fh - p->nfh < n ? sizeof p->fh - p->nfh : n;
+    memcpy(p->fh + p->nfh, b, take);
+    p->nfh += take;
+    if (p->nfh < sizeof p->fh)
+        return;
+    p->at_frame = false;
+    uint32_t magic = (uint32_t)p->fh[0] | (uint32_t)p->fh[1] << 8 | (uint32_t)p->fh[2] << 16 |
+                     (uint32_t)p->fh[3] << 24;
+    if ((magic & 0xFFFFFFF0u) == 0x184D2A50u || (magic == ZSTD_MAGICNUMBER && (p->fh[4] & 4)))
+        return;
+    p->no_checksum = true;
+}
+
 static int feed_zstd(layer_pipe *p, const unsigned char *buf, size_t len)
 {
     if (!p->zd) {
@@ -173,6 +204,12 @@ static int feed_zstd(layer_pipe *p, const unsigned char *buf, size_t len)
     }
     ZSTD_inBuffer in = {buf, len, 0};
     while (in.pos < in.size) {
+        if (p->keep && p->at_frame) {
+            peek_frame(p, buf + in.pos, in.size - in.pos);
+            if (p->no_checksum)
+                return sbx_error_set(p->err, SBX_EDIGEST, "layer '%s': a zstd frame without "
+                                     "a checksum", p->desc->digest);
+        }
         ZSTD_outBuffer out = {p->out, OUTBUF, 0};
         size_t r = ZSTD_decompressStream(p->zd, &out, &in);
         if (ZSTD_isError(r)) {
@@ -184,6 +221,10 @@ static int feed_zstd(layer_pipe *p, const unsigned char *buf, size_t len)
                                  "data (%s)", p->desc->digest, ZSTD_getErrorName(r));
         }
         p->zstd_ret = r;
+        if (r == 0) {
+            p->at_frame = true;
+            p->nfh = 0;
+        }
         int rc = emit_out(p, out.pos);
         if (rc < 0)
             return rc;
@@ -200,7 +241,9 @@ static int feed(layer_pipe *p, const unsigned char *buf, size_t len)
     }
 }
 
-static void decide(layer_pipe *p)
+/* Choose the decompressor; a zstd blob becomes the stored form as it is,
+ * with nothing to compress again, unless a frame lacked a checksum. */
+static int decide(layer_pipe *p)
 {
     static const unsigned char gz[] = {0x1f, 0x8b}, zs[] = {0x28, 0xb5, 0x2f, 0xfd};
     if (p->nhead >= 2 && !memcmp(p->head, gz, 2))
@@ -209,6 +252,13 @@ static void decide(layer_pipe *p)
         p->comp = SBX_COMP_ZSTD;
     else
         p->comp = SBX_COMP_NONE;
+    if (p->comp != SBX_COMP_ZSTD || p->recompress)
+        return 0;
+    p->keep = true;
+    int rc = sbx_layer_writer_keep_stored(p->w, p->err);
+    if (rc == 0)
+        rc = sbx_layer_writer_write_stored(p->w, p->head, p->nhead, p->err);
+    return rc;
 }
 
 static int pipe_write(void *ud, const void *vbuf, size_t len)
@@ -232,11 +282,12 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
         len -= take;
         if (p->nhead < sizeof p->head && p->nbytes < p->desc->size)
             return 0;
-        decide(p);
-        if (feed(p, p->head, p->nhead) < 0)
+        if (decide(p) < 0 || feed(p, p->head, p->nhead) < 0)
             return -1;
     }
     if (feed(p, buf, len) < 0)
+        return -1;
+    if (p->keep && sbx_layer_writer_write_stored(p->w, buf, len, p->err) < 0)
         return -1;
     uint64_t now = sbx__now_monotonic_ns();
     if (now - p->last_emit_ns > 100000000ull) {
@@ -256,11 +307,8 @@ static int pipe_reset(void *ud, sbx_error *err)
 /* After the last byte: flush and verify everything but the diff_id. */
 static int pipe_finish(layer_pipe *p, sbx_error *err)
 {
-    if (p->comp == SBX_COMP_AUTO) {
-        decide(p);
-        if (feed(p, p->head, p->nhead) < 0)
-            return err->code;
-    }
+    if (p->comp == SBX_COMP_AUTO && (decide(p) < 0 || feed(p, p->head, p->nhead) < 0))
+        return err->code;
     if (p->nbytes != p->desc->size)
         return sbx_error_set(err, SBX_EDIGEST, "layer '%s': got %llu bytes, the manifest declares "
                              "%llu", p->desc->digest, (unsigned long long)p->nbytes,
@@ -309,6 +357,18 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
         sbx__progress(p.ctx, progress_id, "download", 0, desc->size);
         reg_sink sink = {.write = pipe_write, .reset = pipe_reset, .ud = &p, .err = err};
         rc = reg_get_blob_stream(c, desc->digest, &sink, err);
+        if (rc < 0 && p.no_checksum) {
+            /* rare (zstd writes checksums by default): fetch it again, and
+             * let the store compress the tar itself */
+            sbx__log(p.ctx, SBX_LOG_INFO, "layer '%s': zstd frames without checksums; "
+                     "downloading it again to store it recompressed", desc->digest);
+            sbx_error_clear(err);
+            p.recompress = true;
+            sink.offset = 0;
+            rc = pipe_start(&p, err);
+            if (rc == 0)
+                rc = reg_get_blob_stream(c, desc->digest, &sink, err);
+        }
     }
     if (rc == 0)
         rc = pipe_finish(&p, err);

@@ -104,6 +104,7 @@ struct sbx_layer_writer {
     uint64_t size, stored;
     uint64_t flushed; /* bytes handed to writeback so far (sync_file_range) */
     int failed;       /* a write failed: digests no longer match the file */
+    bool keep_stored; /* the caller gives the zstd stream: the tar is only hashed */
     ZSTD_CCtx *cctx;
     void *out;
     size_t outcap;
@@ -191,14 +192,14 @@ int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expe
     return 0;
 }
 
-static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
+/* Append stored (zstd) bytes to the temp file, hashing them. */
+static int put_stored(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
 {
-    if (ob->pos == 0)
+    if (len == 0)
         return 0;
-    sbx__sha256_update(w->zhash, ob->dst, ob->pos);
-    w->stored += ob->pos;
-    const char *b = ob->dst;
-    size_t len = ob->pos;
+    sbx__sha256_update(w->zhash, buf, len);
+    w->stored += len;
+    const char *b = buf;
     while (len > 0) {
         ssize_t n = write(w->fd, b, len);
         if (n < 0) {
@@ -210,7 +211,6 @@ static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
         b += n;
         len -= (size_t)n;
     }
-    ob->pos = 0;
     /* Start writeback as we go, so the fsync at commit has little left to do. */
     if (w->stored - w->flushed >= LAYER_WRITEBACK_CHUNK) {
         sync_file_range(w->fd, (off64_t)w->flushed, (off64_t)(w->stored - w->flushed),
@@ -218,6 +218,13 @@ static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
         w->flushed = w->stored;
     }
     return 0;
+}
+
+static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
+{
+    int rc = put_stored(w, ob->dst, ob->pos, err);
+    ob->pos = 0;
+    return rc;
 }
 
 /* Hand the staged buffer to the hasher and to zstd (which copies it into
@@ -232,7 +239,7 @@ static int flush_stage(sbx_layer_writer *w, sbx_error *err)
     ZSTD_inBuffer ib = {b, w->fill, 0};
     w->fill = 0;
     w->cur ^= 1;
-    while (ib.pos < ib.size) {
+    while (!w->keep_stored && ib.pos < ib.size) {
         ZSTD_outBuffer ob = {w->out, w->outcap, 0};
         size_t zr = ZSTD_compressStream2(w->cctx, &ob, &ib, ZSTD_e_continue);
         if (ZSTD_isError(zr)) {
@@ -261,6 +268,26 @@ int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx
             return err->code;
     }
     return 0;
+}
+
+int sbx_layer_writer_keep_stored(sbx_layer_writer *w, sbx_error *err)
+{
+    if (w->size || w->stored)
+        return sbx_error_set(err, SBX_EINVAL, "write layer: the stored form is chosen before "
+                             "the first write");
+    w->keep_stored = true;
+    return 0;
+}
+
+int sbx_layer_writer_write_stored(sbx_layer_writer *w, const void *zbuf, size_t len,
+                                  sbx_error *err)
+{
+    if (!w->keep_stored)
+        return sbx_error_set(err, SBX_EINVAL, "write layer: the store compresses this layer "
+                             "itself (sbx_layer_writer_keep_stored not called)");
+    if (w->failed)
+        return sbx_error_set(err, SBX_EIO, "write layer: an earlier write failed");
+    return put_stored(w, zbuf, len, err);
 }
 
 void sbx_layer_writer_abort(sbx_layer_writer *w)
@@ -310,6 +337,22 @@ static int layer_insert(sbx_store *s, void *ud, int present, sbx_error *err)
     return 0;
 }
 
+/* Close the zstd stream the writer made. */
+static int end_zstd(sbx_layer_writer *w, sbx_error *err)
+{
+    ZSTD_inBuffer ib = {NULL, 0, 0};
+    size_t left;
+    do {
+        ZSTD_outBuffer ob = {w->out, w->outcap, 0};
+        left = ZSTD_compressStream2(w->cctx, &ob, &ib, ZSTD_e_end);
+        if (ZSTD_isError(left))
+            return zstd_err(err, left, "write layer");
+        if (drain(w, &ob, err) < 0)
+            return err->code;
+    } while (left != 0);
+    return 0;
+}
+
 int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUFSZ],
                             sbx_error *err)
 {
@@ -324,21 +367,10 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
         sbx_layer_writer_abort(w);
         return err->code;
     }
-    ZSTD_inBuffer ib = {NULL, 0, 0};
-    size_t left;
-    do {
-        ZSTD_outBuffer ob = {w->out, w->outcap, 0};
-        left = ZSTD_compressStream2(w->cctx, &ob, &ib, ZSTD_e_end);
-        if (ZSTD_isError(left)) {
-            zstd_err(err, left, "write layer");
-            sbx_layer_writer_abort(w);
-            return err->code;
-        }
-        if (drain(w, &ob, err) < 0) {
-            sbx_layer_writer_abort(w);
-            return err->code;
-        }
-    } while (left != 0);
+    if (!w->keep_stored && end_zstd(w, err) < 0) {
+        sbx_layer_writer_abort(w);
+        return err->code;
+    }
     hasher_wait(&w->hs);
     sbx__sha256_final(w->diff, diff_id);
     sbx__sha256_final(w->zhash, zdigest);

@@ -96,6 +96,17 @@ SBX_API int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t 
 SBX_API int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUFSZ],
                                     sbx_error *err);
 SBX_API void sbx_layer_writer_abort(sbx_layer_writer *w);
+/* Keep a zstd stream the caller already has (a registry's zstd blob) as the
+ * stored form instead of compressing the tar again: call before the first
+ * write, then give the stream to sbx_layer_writer_write_stored and its
+ * decompressed tar to sbx_layer_writer_write (hashed for the diff_id, not
+ * compressed).  The caller vouches that the stream decompresses to exactly
+ * that tar and that each of its frames carries zstd's content checksum
+ * (readers rely on it to catch damage); the commit checks the diff_id and
+ * records the stream's own digest and size.  SBX_EINVAL after a write. */
+SBX_API int sbx_layer_writer_keep_stored(sbx_layer_writer *w, sbx_error *err);
+SBX_API int sbx_layer_writer_write_stored(sbx_layer_writer *w, const void *zbuf, size_t len,
+                                          sbx_error *err);
 
 /* As sbx_store_has_blob, for a layer by diff_id. */
 SBX_API int sbx_store_has_layer(sbx_store *s, const char *diff_id, sbx_error *err);
@@ -112,7 +123,9 @@ typedef struct sbx_layer_info {
     char diff_id[SBX_DIGEST_BUFSZ];
     uint64_t size;            /* uncompressed tar bytes */
     uint64_t stored_size;     /* zstd bytes on disk */
-    char zstd_digest[SBX_DIGEST_BUFSZ]; /* sha256 of the stored zstd stream */
+    /* sha256 of the stored zstd stream: the store's own compression, or the
+     * registry's blob digest when a zstd blob was kept as sent */
+    char zstd_digest[SBX_DIGEST_BUFSZ];
 } sbx_layer_info;
 SBX_API int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
                                  sbx_error *err);

@@ -13,7 +13,7 @@ proxy_start p r            # pass-through, to count what the client fetches
 R=$p_HOST/test
 SINGLE=(oci-single oci-multi oci-zstd oci-tar oci-mixed docker-single docker-multi)
 specs=()
-for i in "${SINGLE[@]}" oci-index docker-list bad-diffid; do specs+=("$i=test/$i:v1"); done
+for i in "${SINGLE[@]}" oci-zstd-nocheck oci-index docker-list bad-diffid; do specs+=("$i=test/$i:v1"); done
 fx_push r "${specs[@]}"
 
 case $(uname -m) in
@@ -108,6 +108,48 @@ after=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
 # only the config is new: every layer's diff_id is already stored
 assert_eq "$((after - before))" 1 "blob GETs for oci-mixed after oci-multi"
 jq_is '[.layers[].present] | all' true
+fsck_clean
+
+# stored_is IMG WHICH: each layer of IMG as stored (layers/sha256/<diff_id>.zst
+# and its recorded digest) is the registry's blob itself (WHICH=blob) or was
+# recompressed by the store (WHICH=recompressed, with zstd's checksum).
+STORE_TOOL=$SBX_BUILD_DIR/tests/sbx_store_tool
+stored_is() {
+    local img=$1 which=$2 digest diff_id file rec
+    for i in $(seq 0 $(($(fx "$img" '.layers | length') - 1))); do
+        digest=$(fx "$img" ".layers[$i].digest")
+        diff_id=$(fx "$img" ".layers[$i].diff_id")
+        file=$STORE/layers/sha256/${diff_id#sha256:}.zst
+        rec=$("$STORE_TOOL" "$STORE" layer-info "$diff_id" | cut -d' ' -f4)
+        assert_eq "$rec" "sha256:$(sha256sum <"$file" | cut -d' ' -f1)" "recorded digest of $file"
+        if [[ $which == blob ]]; then
+            cmp -s "$file" "$FX/blobs/sha256/${digest#sha256:}" ||
+                fail "$img layer $i: the stored file is not the registry's blob"
+        else
+            ! cmp -s "$file" "$FX/blobs/sha256/${digest#sha256:}" ||
+                fail "$img layer $i: the stored file is the registry's blob, frames without checksums"
+            zstd -lv "$file" 2>&1 | grep -q 'Check: XXH64' || fail "$img layer $i: stored without a checksum"
+        fi
+    done
+}
+
+case_ "zstd layers are stored as the registry sent them, not recompressed"
+STORE=$T/store-zstd
+ok pull --json "$R/oci-zstd:v1"
+check_pulled oci-zstd
+stored_is oci-zstd blob
+ok unpack "$R/oci-zstd:v1" "$T/zstd-root"
+assert_eq "$(cat "$T/zstd-root/app/hello.txt")" "hello from the second layer" "a file of the stored layer"
+cmp -s "$T/zstd-root/bin/busybox" /bin/busybox || fail "busybox unpacked from the stored layer differs"
+fsck_clean
+
+case_ "zstd frames without checksums are recompressed: the store's readers rely on them"
+STORE=$T/store-zstd-nocheck
+ok pull --json "$R/oci-zstd-nocheck:v1"
+check_pulled oci-zstd-nocheck
+stored_is oci-zstd-nocheck recompressed
+ok unpack "$R/oci-zstd-nocheck:v1" "$T/nocheck-root"
+cmp -s "$T/nocheck-root/bin/busybox" /bin/busybox || fail "busybox of a recompressed layer differs"
 fsck_clean
 
 case_ "pinned refs: name@digest, and name:tag@digest where the digest wins"

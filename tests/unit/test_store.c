@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <zstd.h>
 
 #include "sbx/store.h"
 #include "sbx_common.h"
@@ -284,6 +285,86 @@ static void test_layer_roundtrip(void **state)
     assert_int_equal(ts_count(t, "layers/sha256"), 1);
     free(back);
     free(buf);
+}
+
+/* A zstd stream the caller has (a registry's blob) kept as the stored form:
+ * the file is that stream byte for byte, the recorded digest is its own, the
+ * tar is only hashed, and a wrong tar stores nothing. */
+static void test_layer_keep_stored(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    size_t n = 3u << 20;
+    unsigned char *tar = ts_layer_bytes(n, 11);
+    char diff[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ], zd[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(tar, n, diff);
+    /* level 1, unlike the store's own level 3: the stored bytes are the caller's */
+    ZSTD_CCtx *c = ZSTD_createCCtx();
+    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
+    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+    size_t cap = ZSTD_compressBound(n);
+    unsigned char *z = malloc(cap);
+    size_t zlen = ZSTD_compress2(c, z, cap, tar, n);
+    assert_false(ZSTD_isError(zlen));
+    ZSTD_freeCCtx(c);
+    sbx__sha256_buf(z, zlen, zd);
+
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, &err), 0);
+    assert_int_equal(sbx_layer_writer_write_stored(w, z, 10, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "compresses this layer itself");
+    assert_int_equal(sbx_layer_writer_keep_stored(w, &err), 0);
+    for (size_t off = 0; off < zlen; off += 65536)
+        assert_int_equal(sbx_layer_writer_write_stored(w, z + off, zlen - off < 65536 ? zlen - off
+                                                                                       : 65536,
+                                                       &err), 0);
+    for (size_t off = 0; off < n; off += 300000)
+        assert_int_equal(sbx_layer_writer_write(w, tar + off, n - off < 300000 ? n - off : 300000,
+                                                &err), 0);
+    assert_int_equal(sbx_layer_writer_keep_stored(w, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "before the first write");
+    assert_int_equal(sbx_layer_writer_commit(w, got, &err), 0);
+    assert_string_equal(got, diff);
+
+    sbx_layer_info info;
+    assert_int_equal(sbx_store_layer_info(t->s, diff, &info, &err), 0);
+    assert_string_equal(info.zstd_digest, zd);
+    assert_int_equal(info.stored_size, zlen);
+    assert_int_equal(info.size, n);
+    char path[4096];
+    assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
+    char *file = NULL;
+    size_t flen = 0;
+    assert_int_equal(sbx__read_file(&file, &flen, path, 1 << 30, &err), 0);
+    assert_int_equal(flen, zlen);
+    assert_memory_equal(file, z, zlen);
+    free(file);
+    sbx_layer_reader *r = NULL;
+    assert_int_equal(sbx_store_layer_open(&r, t->s, diff, &err), 0);
+    unsigned char *back = malloc(n + 1);
+    size_t total = 0, got_n;
+    do {
+        assert_int_equal(sbx_layer_reader_read(r, back + total, n + 1 - total, &got_n, &err), 0);
+        total += got_n;
+    } while (got_n > 0);
+    assert_int_equal(total, n);
+    assert_memory_equal(back, tar, n);
+    sbx_layer_reader_free(r);
+
+    /* the stream with a tar it does not decompress to: the diff_id check refuses */
+    tar[n / 2] ^= 1;
+    char other[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(tar, n, other);
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, &err), 0);
+    assert_int_equal(sbx_layer_writer_keep_stored(w, &err), 0);
+    assert_int_equal(sbx_layer_writer_write_stored(w, z, zlen, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, tar, n, &err), 0);
+    assert_int_equal(sbx_layer_writer_commit(w, NULL, &err), SBX_EDIGEST);
+    assert_int_equal(sbx_store_has_layer(t->s, other, NULL), 0);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    free(back);
+    free(z);
+    free(tar);
 }
 
 /* Memory stays bounded whatever the layer's size: a 128 MiB layer, written
@@ -865,6 +946,7 @@ int main(void)
         TS_TEST(test_commit_after_failed_write_stores_nothing),
         TS_TEST(test_blob_read_errors),
         TS_TEST(test_layer_roundtrip),
+        TS_TEST(test_layer_keep_stored),
         TS_TEST(test_layer_memory_is_bounded),
         TS_TEST(test_layer_errors),
         TS_TEST(test_layer_damage_detected_on_read),

@@ -130,9 +130,18 @@ def compress(tar, kind):
     if kind == "gzip":
         return gzip.compress(tar, compresslevel=6, mtime=0)
     if kind == "zstd":
-        return subprocess.run(["zstd", "-q", "-3", "-c"], input=tar, stdout=subprocess.PIPE,
-                              check=True).stdout
+        return zstd(tar)
+    if kind == "zstd-nocheck":  # frames without zstd's content checksum
+        return zstd(tar, "--no-check")
+    if kind == "zstd-frames":  # two frames: the first with a checksum, the second without
+        half = len(tar) // 2
+        return zstd(tar[:half]) + zstd(tar[half:], "--no-check")
     raise ValueError(kind)
+
+
+def zstd(data, *opts):
+    return subprocess.run(["zstd", "-q", "-3", *opts, "-c"], input=data, stdout=subprocess.PIPE,
+                          check=True).stdout
 
 
 # ---------------------------------------------------------------- layout
@@ -174,7 +183,7 @@ def image(lay, layers, docker=False, arch="amd64", variant=None, diff_id_overrid
         if docker:
             mt = {"gzip": D_GZIP, "tar": D_TAR}[kind]
         else:
-            mt = {"gzip": OCI_GZIP, "zstd": OCI_ZSTD, "tar": OCI_TAR}[kind]
+            mt = {"gzip": OCI_GZIP, "tar": OCI_TAR}.get(kind, OCI_ZSTD)
         d = lay.put(blob)
         ldescs.append({"mediaType": mt, "digest": d, "size": len(blob)})
         diff_ids.append(sha(tar))
@@ -242,6 +251,9 @@ def build(root):
     name(lay, "oci-multi", d, f)
     d, f = image(lay, [(bb, "zstd"), (app, "zstd")], history_tag="oci-zstd")
     name(lay, "oci-zstd", d, f)
+    d, f = image(lay, [(bb, "zstd-nocheck"), (app, "zstd-frames")],
+                 history_tag="oci-zstd-nocheck")
+    name(lay, "oci-zstd-nocheck", d, f)
     d, f = image(lay, [(bb, "tar"), (app, "tar")], history_tag="oci-tar")
     name(lay, "oci-tar", d, f)
     d, f = image(lay, [(bb, "gzip"), (app, "zstd"), (more, "tar")], history_tag="oci-mixed")
