@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -152,9 +153,15 @@ int main(int argc, char **argv)
     sbx_store *store = NULL;
     sbx_recipe *recipe = NULL;
     char base[SBX_DIGEST_BUFSZ];
-    static const char cancel_yaml[] = "image: host-base\n"
-                                      "steps:\n"
-                                      "  - run_cmd: echo step-started; sleep 300\n";
+    /* HOST_BUILD_MARK names this run's step, so the test finds its own
+     * process and no other run's on the machine */
+    const char *mark = getenv("HOST_BUILD_MARK");
+    char cancel_yaml[256];
+    snprintf(cancel_yaml, sizeof cancel_yaml,
+             "image: host-base\n"
+             "steps:\n"
+             "  - run_cmd: echo step-started; sleep 300; echo %s\n",
+             mark ? mark : "done");
     char coalesce_yaml[256];
     snprintf(coalesce_yaml, sizeof coalesce_yaml,
              "image: host-base\n"

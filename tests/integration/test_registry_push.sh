@@ -13,7 +13,7 @@ fx_build
 reg_start r plain
 reg_start tr token
 reg_start hr htpasswd
-fx_push r oci-multi=src/img:v1
+fx_push r oci-multi=src/img:v1 oci-zstd=src/zst:v1
 R=$r_HOST
 
 case_ "push a pulled gzip image: new manifest over the zstd layers, every blob sent"
@@ -122,4 +122,14 @@ fails push "$R/nothing/here:v1" "$R/dst/img:v9"
 err_has "nothing/here"
 fails push "$R/dst/img:v2" "Bad Dest!"
 err_has "Bad Dest"
+
+case_ "a pulled zstd image (another tool's) is stored as sent: pushed with its own digest"
+STORE=$T/store-zst
+ok pull "$R/src/zst:v1"
+ok push --json "$R/src/zst:v1" "$R/copy/zst:v1"
+jq_is .recompressed false
+jq_is .digest "$(fx oci-zstd .digest)"
+jq_is .blobs_pushed 3
+skopeo inspect --tls-verify=false --raw "docker://$R/copy/zst:v1" | sha256sum | grep -q "$(fx oci-zstd .digest | cut -c8-)" ||
+  fail "the copy's manifest is not the original's"
 t_pass

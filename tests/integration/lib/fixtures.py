@@ -7,6 +7,8 @@
                                         an image of about N MB in K layers (default 4)
                                         plus busybox, for bench/pull
   fixtures.py tar DIR NAME TARFILE...   an image NAME of those tars as gzip layers
+  fixtures.py tar-zstd DIR NAME TARFILE...
+                                        the same with zstd -3 layers (as sbx-image pushes)
   fixtures.py push DIR URL NAME=REPO:TAG ... [--user U --password P] [--cacert F]
                                         push images from DIR through the distribution API
 
@@ -428,13 +430,13 @@ def main(argv):
         mb = int(argv[argv.index("--mb") + 1]) if "--mb" in argv else 40
         n = int(argv[argv.index("--layers") + 1]) if "--layers" in argv else 4
         build_bench(argv[1], mb, n)
-    elif len(argv) >= 4 and argv[0] == "tar":
-        # fixtures.py tar DIR NAME TARFILE...: an image of those tars as gzip layers
+    elif len(argv) >= 4 and argv[0] in ("tar", "tar-zstd"):
+        # fixtures.py tar[-zstd] DIR NAME TARFILE...: an image of those tars
         lay = Layout(argv[1])
         layers = []
         for path in argv[3:]:
             with open(path, "rb") as f:
-                layers.append((f.read(), "gzip"))
+                layers.append((f.read(), "gzip" if argv[0] == "tar" else "zstd"))
         d, f = image(lay, layers, history_tag=argv[2])
         name(lay, argv[2], d, f)
         lay.finish()
