@@ -141,11 +141,13 @@ echo "PASS: store CLI"
 
 # Commands that need root say so first, in one line, and touch nothing.
 if command -v setpriv >/dev/null; then
-  for cmd in "build $WORK/none.yaml" "unpack x $WORK/u" "mount x $WORK/m" "umount x"; do
+  for cmd in "build $WORK/none.yaml" "unpack x $WORK/u" "mount x $WORK/m" "umount x" \
+    "pull --unpack 127.0.0.1:9/x"; do
     rc=0
     setpriv --reuid 65534 --regid 65534 --clear-groups "$SBX_BIN" --store "$WORK/np" $cmd \
       >/dev/null 2>"$WORK/err" || rc=$?
     verb=${cmd%% *}
+    [[ $cmd == pull* ]] && verb="pull --unpack"
     ((rc == 1)) && [[ $(wc -l <"$WORK/err") == 1 ]] && grep -q "error: $verb needs root (" "$WORK/err" ||
       fail "non-root $verb: exit $rc: $(cat "$WORK/err")"
   done
