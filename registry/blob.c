@@ -1,11 +1,12 @@
 /* Streamed layer download:
  *
  *   curl write callback -> sha256 of the compressed bytes
- *                       -> gzip (ISA-L) / zstd (streaming) / none, chosen by
- *                          the stream's magic bytes (as containerd does)
+ *                       -> gzip (ISA-L) / zstd / none, chosen by the stream's
+ *                          magic bytes (as containerd does)
  *                       -> sbx_layer_writer (hashes the diff_id, zstd at rest;
- *                          a zstd blob is kept as sent rather than compressed
- *                          again, when each of its frames has a checksum)
+ *                          a zstd blob goes to it as it is: the writer
+ *                          decompresses it and keeps its bytes as the stored
+ *                          file, rather than compressing the tar again)
  *                       -> and the options' layer tap, when set (pull --unpack:
  *                          the same bytes extracted into the unpacked-layer
  *                          cache, told to keep them only once all is verified)
@@ -19,13 +20,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <isa-l/igzip_lib.h>
-#include <zstd.h>
-#include <zstd_errors.h>
 
 #include "registry_internal.h"
 
 #define OUTBUF (128u << 10)
-#define ZSTD_WINDOWLOG_LIMIT 24 /* 16 MiB: every standard level up to 19 */
 
 typedef struct layer_pipe {
     sbx_store *store;
@@ -41,14 +39,6 @@ typedef struct layer_pipe {
     size_t nhead;
     struct inflate_state z;
     bool z_init, z_end;
-    ZSTD_DCtx *zd;
-    size_t zstd_ret; /* last ZSTD_decompressStream result: 0 = frame complete */
-    bool keep;        /* this zstd blob is the stored form (sbx_layer_writer_keep_stored) */
-    bool recompress;  /* a frame had no checksum: the store compresses this layer itself */
-    bool no_checksum; /* ... found during this attempt */
-    bool at_frame;    /* the next zstd byte starts a frame */
-    unsigned char fh[5]; /* a frame's magic and header descriptor */
-    size_t nfh;
     unsigned char *out;
     uint64_t last_emit_ns;
     uint64_t tar_bytes, tar_max; /* uncompressed so far; the expansion cap */
@@ -79,13 +69,7 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
     p->nhead = 0;
     p->comp = SBX_COMP_AUTO;
     p->z_end = false;
-    p->zstd_ret = 0;
     p->z_init = false;
-    p->keep = p->no_checksum = false;
-    p->at_frame = true;
-    p->nfh = 0;
-    if (p->zd)
-        ZSTD_DCtx_reset(p->zd, ZSTD_reset_session_only);
     sbx__sha256_free(p->h);
     p->h = NULL;
     int rc = sbx__sha256_new(&p->h, err);
@@ -105,21 +89,26 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
     return 0;
 }
 
-static int emit_tar(layer_pipe *p, const void *buf, size_t n)
+/* Each piece of the tar, from our decompressor or (zstd) the writer's. */
+static int on_tar(void *ud, const void *buf, size_t n, sbx_error *err)
 {
+    layer_pipe *p = ud;
     if (n == 0)
         return 0;
     p->tar_bytes += n;
     if (p->tar_bytes > p->tar_max)
-        return sbx_error_set(p->err, SBX_ELIMIT,
+        return sbx_error_set(err, SBX_ELIMIT,
                              "layer '%s' expands beyond %llu bytes from %llu compressed (a "
                              "decompression bomb?  SBX_MAX_EXPANSION, SBX_EXPANSION_FLOOR and "
                              "SBX_MAX_LAYER_BYTES set the limit)", p->desc->digest,
                              (unsigned long long)p->tar_max, (unsigned long long)p->desc->size);
-    int rc = sbx_layer_writer_write(p->w, buf, n, p->err);
-    if (rc == 0 && p->tapped)
-        rc = p->tap->write(p->tapped, buf, n, p->err);
-    return rc;
+    return p->tapped ? p->tap->write(p->tapped, buf, n, err) : 0;
+}
+
+static int emit_tar(layer_pipe *p, const void *buf, size_t n)
+{
+    int rc = on_tar(p, buf, n, p->err);
+    return rc < 0 ? rc : sbx_layer_writer_write(p->w, buf, n, p->err);
 }
 
 static int emit_out(layer_pipe *p, size_t n) { return emit_tar(p, p->out, n); }
@@ -175,74 +164,19 @@ static int feed_gzip(layer_pipe *p, const unsigned char *buf, size_t len)
     return 0;
 }
 
-/* A kept zstd blob must carry zstd's content checksum in every frame: the
- * store's readers rely on it to notice damage.  RFC 8878: a frame starts
- * with its magic number, then a header descriptor whose bit 2 is the
- * Content_Checksum_flag; skippable frames (magic 0x184D2A5?) hold no data.
- * Collects a frame's first 5 bytes across calls. */
-static void peek_frame(layer_pipe *p, const unsigned char *b, size_t n)
-{
-    size_t take = sizeof p->fh - p->nfh < n ? sizeof p->fh - p->nfh : n;
-    memcpy(p->fh + p->nfh, b, take);
-    p->nfh += take;
-    if (p->nfh < sizeof p->fh)
-        return;
-    p->at_frame = false;
-    uint32_t magic = (uint32_t)p->fh[0] | (uint32_t)p->fh[1] << 8 | (uint32_t)p->fh[2] << 16 |
-                     (uint32_t)p->fh[3] << 24;
-    if ((magic & 0xFFFFFFF0u) == 0x184D2A50u || (magic == ZSTD_MAGICNUMBER && (p->fh[4] & 4)))
-        return;
-    p->no_checksum = true;
-}
-
-static int feed_zstd(layer_pipe *p, const unsigned char *buf, size_t len)
-{
-    if (!p->zd) {
-        if (!(p->zd = ZSTD_createDCtx()))
-            return sbx_error_set(p->err, SBX_ENOMEM, "starting zstd decompression");
-        ZSTD_DCtx_setParameter(p->zd, ZSTD_d_windowLogMax, ZSTD_WINDOWLOG_LIMIT);
-    }
-    ZSTD_inBuffer in = {buf, len, 0};
-    while (in.pos < in.size) {
-        if (p->keep && p->at_frame) {
-            peek_frame(p, buf + in.pos, in.size - in.pos);
-            if (p->no_checksum)
-                return sbx_error_set(p->err, SBX_EDIGEST, "layer '%s': a zstd frame without "
-                                     "a checksum", p->desc->digest);
-        }
-        ZSTD_outBuffer out = {p->out, OUTBUF, 0};
-        size_t r = ZSTD_decompressStream(p->zd, &out, &in);
-        if (ZSTD_isError(r)) {
-            if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
-                return sbx_error_set(p->err, SBX_ELIMIT,
-                                     "decompressing layer '%s': zstd window larger than %u MiB",
-                                     p->desc->digest, (1u << ZSTD_WINDOWLOG_LIMIT) >> 20);
-            return sbx_error_set(p->err, SBX_EDIGEST, "decompressing layer '%s': corrupt zstd "
-                                 "data (%s)", p->desc->digest, ZSTD_getErrorName(r));
-        }
-        p->zstd_ret = r;
-        if (r == 0) {
-            p->at_frame = true;
-            p->nfh = 0;
-        }
-        int rc = emit_out(p, out.pos);
-        if (rc < 0)
-            return rc;
-    }
-    return 0;
-}
-
 static int feed(layer_pipe *p, const unsigned char *buf, size_t len)
 {
     switch (p->comp) {
     case SBX_COMP_GZIP: return feed_gzip(p, buf, len);
-    case SBX_COMP_ZSTD: return feed_zstd(p, buf, len);
+    case SBX_COMP_ZSTD: /* the writer decompresses it */
+        if (sbx_layer_writer_write(p->w, buf, len, p->err) < 0)
+            return sbx_error_wrap(p->err, "layer '%s'", p->desc->digest);
+        return 0;
     default: return emit_tar(p, buf, len);
     }
 }
 
-/* Choose the decompressor; a zstd blob becomes the stored form as it is,
- * with nothing to compress again, unless a frame lacked a checksum. */
+/* Choose the decompressor: a zstd blob goes to the writer as it is. */
 static int decide(layer_pipe *p)
 {
     static const unsigned char gz[] = {0x1f, 0x8b}, zs[] = {0x28, 0xb5, 0x2f, 0xfd};
@@ -252,13 +186,7 @@ static int decide(layer_pipe *p)
         p->comp = SBX_COMP_ZSTD;
     else
         p->comp = SBX_COMP_NONE;
-    if (p->comp != SBX_COMP_ZSTD || p->recompress)
-        return 0;
-    p->keep = true;
-    int rc = sbx_layer_writer_keep_stored(p->w, p->err);
-    if (rc == 0)
-        rc = sbx_layer_writer_write_stored(p->w, p->head, p->nhead, p->err);
-    return rc;
+    return p->comp == SBX_COMP_ZSTD ? sbx_layer_writer_zstd_input(p->w, on_tar, p, p->err) : 0;
 }
 
 static int pipe_write(void *ud, const void *vbuf, size_t len)
@@ -286,8 +214,6 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
             return -1;
     }
     if (feed(p, buf, len) < 0)
-        return -1;
-    if (p->keep && sbx_layer_writer_write_stored(p->w, buf, len, p->err) < 0)
         return -1;
     uint64_t now = sbx__now_monotonic_ns();
     if (now - p->last_emit_ns > 100000000ull) {
@@ -321,9 +247,6 @@ static int pipe_finish(layer_pipe *p, sbx_error *err)
     if (p->comp == SBX_COMP_GZIP && !p->z_end)
         return sbx_error_set(err, SBX_EDIGEST, "layer '%s': gzip stream is truncated",
                              p->desc->digest);
-    if (p->comp == SBX_COMP_ZSTD && p->zstd_ret != 0)
-        return sbx_error_set(err, SBX_EDIGEST, "layer '%s': zstd stream is truncated",
-                             p->desc->digest);
     return 0;
 }
 
@@ -332,7 +255,6 @@ static void pipe_free(layer_pipe *p)
     untap(p);
     sbx_layer_writer_abort(p->w);
     sbx__sha256_free(p->h);
-    ZSTD_freeDCtx(p->zd);
     free(p->out);
 }
 
@@ -357,18 +279,6 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
         sbx__progress(p.ctx, progress_id, "download", 0, desc->size);
         reg_sink sink = {.write = pipe_write, .reset = pipe_reset, .ud = &p, .err = err};
         rc = reg_get_blob_stream(c, desc->digest, &sink, err);
-        if (rc < 0 && p.no_checksum) {
-            /* rare (zstd writes checksums by default): fetch it again, and
-             * let the store compress the tar itself */
-            sbx__log(p.ctx, SBX_LOG_INFO, "layer '%s': zstd frames without checksums; "
-                     "downloading it again to store it recompressed", desc->digest);
-            sbx_error_clear(err);
-            p.recompress = true;
-            sink.offset = 0;
-            rc = pipe_start(&p, err);
-            if (rc == 0)
-                rc = reg_get_blob_stream(c, desc->digest, &sink, err);
-        }
     }
     if (rc == 0)
         rc = pipe_finish(&p, err);

@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader (in libzstd.so since 1.3) */
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -23,6 +24,9 @@
 #define LAYER_ZSTD_WORKERS 2 /* at least; one per online CPU up to 8 */
 #define LAYER_WRITEBACK_CHUNK (8u << 20)
 #define LAYER_STAGE (1u << 20)
+/* zstd input: the largest window a frame may need (what the puller allowed
+ * before, and what every standard level up to 19 uses) */
+#define ZIN_WINDOW_LOG 24
 
 /* Hashes one staged buffer at a time, beside the caller. */
 typedef struct hasher {
@@ -104,7 +108,18 @@ struct sbx_layer_writer {
     uint64_t size, stored;
     uint64_t flushed; /* bytes handed to writeback so far (sync_file_range) */
     int failed;       /* a write failed: digests no longer match the file */
-    bool keep_stored; /* the caller gives the zstd stream: the tar is only hashed */
+    /* zstd input (sbx_layer_writer_zstd_input): write() takes a zstd stream,
+     * decompressed here; while keep_stored its bytes are the stored file */
+    bool zin, keep_stored, at_frame;
+    ZSTD_DCtx *dctx;
+    void *dout;
+    unsigned char fh[ZSTD_FRAMEHEADERSIZE_MAX]; /* the start of a frame, to judge it */
+    size_t nfh;
+    size_t dret;        /* last ZSTD_decompressStream result: 0 = a frame ended */
+    uint64_t zin_total; /* stream bytes taken */
+    uint64_t good_end;  /* stream bytes up to the end of the last whole frame */
+    sbx_layer_tar_fn on_tar;
+    void *tar_ud;
     ZSTD_CCtx *cctx;
     void *out;
     size_t outcap;
@@ -123,6 +138,10 @@ struct sbx_layer_reader {
     ZSTD_inBuffer ib;
     int eof;
     size_t last; /* last ZSTD_decompressStream hint: 0 when a frame ended */
+    /* the tar's recorded size, and what came out so far: a file of several
+     * frames (a registry's, kept as sent) cut at a frame's end is still
+     * valid zstd */
+    uint64_t want, produced;
     char diff_id[SBX_DIGEST_BUFSZ];
 };
 
@@ -252,7 +271,8 @@ static int flush_stage(sbx_layer_writer *w, sbx_error *err)
     return 0;
 }
 
-int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
+/* The tar: staged for the hasher (and the compressor). */
+static int stage_tar(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
 {
     const unsigned char *p = buf;
     w->size += len;
@@ -270,25 +290,192 @@ int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx
     return 0;
 }
 
-int sbx_layer_writer_keep_stored(sbx_layer_writer *w, sbx_error *err)
+static int zin_err(sbx_layer_writer *w, size_t r, sbx_error *err)
 {
-    if (w->size || w->stored)
-        return sbx_error_set(err, SBX_EINVAL, "write layer: the stored form is chosen before "
-                             "the first write");
-    w->keep_stored = true;
+    w->failed = 1;
+    if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
+        return sbx_error_set(err, SBX_ELIMIT, "write layer: zstd window larger than %u MiB",
+                             (1u << ZIN_WINDOW_LOG) >> 20);
+    return sbx_error_set(err, SBX_EDIGEST, "write layer: corrupt zstd data (%s)",
+                         ZSTD_getErrorName(r));
+}
+
+static int emit_tar(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
+{
+    if (w->on_tar && w->on_tar(w->tar_ud, buf, len, err) != 0) {
+        w->failed = 1;
+        return err->code ? err->code : sbx_error_set(err, SBX_EINTERNAL, "write layer: the "
+                                                     "tar's consumer failed");
+    }
+    return stage_tar(w, buf, len, err);
+}
+
+/* A frame the stored form cannot keep: the temp file holds the kept frames
+ * (stream bytes 0 to good_end, maybe the start of this one after them).
+ * Their tar, read back from it, is compressed into a new temp file, and
+ * everything from here on is compressed as it comes.  Their tar was hashed
+ * already (the staged rest is handed over first), so it is not again. */
+static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
+{
+    if (flush_stage(w, err) < 0)
+        return err->code;
+    char oldname[sizeof w->tmpname];
+    memcpy(oldname, w->tmpname, sizeof oldname);
+    int oldfd = w->fd;
+    int fd = sbx_store__tmp_entry(w->s, "w", false, false, w->tmpname, sizeof w->tmpname, err);
+    if (fd < 0) {
+        memcpy(w->tmpname, oldname, sizeof oldname);
+        w->failed = 1;
+        return sbx_error_wrap(err, "write layer"), err->code;
+    }
+    w->fd = fd;
+    w->keep_stored = false;
+    w->stored = w->flushed = 0;
+    sbx__sha256_free(w->zhash);
+    w->zhash = NULL;
+    int rc = sbx__sha256_new(&w->zhash, err);
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    size_t incap = 1u << 20;
+    unsigned char *in = malloc(incap);
+    if (rc == 0 && (!d || !in))
+        rc = sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
+    if (rc == 0)
+        ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, ZIN_WINDOW_LOG);
+    for (uint64_t off = 0; rc == 0 && off < w->good_end;) {
+        size_t want = w->good_end - off < incap ? (size_t)(w->good_end - off) : incap;
+        ssize_t n = pread(oldfd, in, want, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? sbx_store__io_err(w->s, err, errno, "write layer: reading back")
+                       : sbx_error_set(err, SBX_EIO, "write layer: its temp file is short");
+            break;
+        }
+        off += (uint64_t)n;
+        ZSTD_inBuffer ib = {in, (size_t)n, 0};
+        size_t r = 1;
+        while (rc == 0 && (ib.pos < ib.size || r != 0)) {
+            ZSTD_outBuffer ob = {w->dout, ZSTD_DStreamOutSize(), 0};
+            r = ZSTD_decompressStream(d, &ob, &ib);
+            if (ZSTD_isError(r)) {
+                rc = zin_err(w, r, err);
+                break;
+            }
+            ZSTD_inBuffer tb = {ob.dst, ob.pos, 0};
+            while (rc == 0 && tb.pos < tb.size) {
+                ZSTD_outBuffer zb = {w->out, w->outcap, 0};
+                size_t zr = ZSTD_compressStream2(w->cctx, &zb, &tb, ZSTD_e_continue);
+                rc = ZSTD_isError(zr) ? zstd_err(err, zr, "write layer") : drain(w, &zb, err);
+            }
+            if (ob.pos == 0 && ib.pos == ib.size)
+                break; /* this chunk is all taken; the frame goes on in the next */
+        }
+    }
+    ZSTD_freeDCtx(d);
+    free(in);
+    close(oldfd);
+    char rel[160];
+    snprintf(rel, sizeof rel, "tmp/%s", oldname);
+    unlinkat(w->s->root_fd, rel, 0);
+    if (rc < 0)
+        w->failed = 1;
+    return rc;
+}
+
+/* At a frame's start, once its header is in: keep the stream only for a
+ * frame with zstd's content checksum, no dictionary and a window the
+ * readers take; skippable frames hold no data.  Anything that is no frame
+ * header at all is left to the decoder to refuse. */
+static int judge_frame(sbx_layer_writer *w, const unsigned char *b, size_t n, sbx_error *err)
+{
+    size_t take = sizeof w->fh - w->nfh < n ? sizeof w->fh - w->nfh : n;
+    memcpy(w->fh + w->nfh, b, take);
+    w->nfh += take;
+    ZSTD_frameHeader h;
+    size_t r = ZSTD_getFrameHeader(&h, w->fh, w->nfh);
+    if (!ZSTD_isError(r) && r > 0 && w->nfh < sizeof w->fh)
+        return 0; /* more of the header in the next write */
+    w->at_frame = false;
+    if (ZSTD_isError(r) || r > 0 || h.frameType == ZSTD_skippableFrame)
+        return 0;
+    if (h.checksumFlag && h.dictID == 0 && h.windowSize <= (1ull << ZIN_WINDOW_LOG))
+        return 0;
+    return recompress_kept(w, err);
+}
+
+static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, sbx_error *err)
+{
+    if (w->failed)
+        return sbx_error_set(err, SBX_EIO, "write layer: an earlier write failed");
+    if (w->keep_stored && put_stored(w, buf, len, err) < 0)
+        return err->code;
+    ZSTD_inBuffer in = {buf, len, 0};
+    while (in.pos < in.size) {
+        if (w->keep_stored && w->at_frame &&
+            judge_frame(w, buf + in.pos, in.size - in.pos, err) < 0)
+            return err->code;
+        ZSTD_outBuffer out = {w->dout, ZSTD_DStreamOutSize(), 0};
+        size_t before = in.pos;
+        size_t r = ZSTD_decompressStream(w->dctx, &out, &in);
+        if (ZSTD_isError(r))
+            return zin_err(w, r, err);
+        w->zin_total += in.pos - before;
+        w->dret = r;
+        if (r == 0) {
+            w->at_frame = true;
+            w->nfh = 0;
+            w->good_end = w->zin_total;
+        }
+        if (out.pos > 0 && emit_tar(w, out.dst, out.pos, err) < 0)
+            return err->code;
+    }
     return 0;
 }
 
-int sbx_layer_writer_write_stored(sbx_layer_writer *w, const void *zbuf, size_t len,
-                                  sbx_error *err)
+/* End of the stream: give out what the decoder still holds; it must have
+ * ended a frame. */
+static int zin_finish(sbx_layer_writer *w, sbx_error *err)
 {
-    if (!w->keep_stored)
-        return sbx_error_set(err, SBX_EINVAL, "write layer: the store compresses this layer "
-                             "itself (sbx_layer_writer_keep_stored not called)");
-    if (w->failed)
-        return sbx_error_set(err, SBX_EIO, "write layer: an earlier write failed");
-    return put_stored(w, zbuf, len, err);
+    while (w->dret != 0) {
+        ZSTD_inBuffer in = {NULL, 0, 0};
+        ZSTD_outBuffer out = {w->dout, ZSTD_DStreamOutSize(), 0};
+        size_t r = ZSTD_decompressStream(w->dctx, &out, &in);
+        if (ZSTD_isError(r))
+            return zin_err(w, r, err);
+        w->dret = r;
+        if (out.pos == 0)
+            break;
+        if (emit_tar(w, out.dst, out.pos, err) < 0)
+            return err->code;
+    }
+    if (w->dret != 0 || w->zin_total == 0)
+        return sbx_error_set(err, SBX_EDIGEST, "write layer: the zstd stream is truncated");
+    return 0;
 }
+
+int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
+{
+    if (w->zin)
+        return zin_write(w, buf, len, err);
+    return stage_tar(w, buf, len, err);
+}
+
+int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on_tar, void *ud,
+                                sbx_error *err)
+{
+    if (w->size || w->stored || w->zin)
+        return sbx_error_set(err, SBX_EINVAL, "write layer: zstd input is chosen before the "
+                             "first write");
+    if (!(w->dctx = ZSTD_createDCtx()) || !(w->dout = malloc(ZSTD_DStreamOutSize())))
+        return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
+    ZSTD_DCtx_setParameter(w->dctx, ZSTD_d_windowLogMax, ZIN_WINDOW_LOG);
+    w->zin = w->keep_stored = w->at_frame = true;
+    w->on_tar = on_tar;
+    w->tar_ud = ud;
+    return 0;
+}
+
+bool sbx_layer_writer_kept(const sbx_layer_writer *w) { return w->zin && w->keep_stored; }
 
 void sbx_layer_writer_abort(sbx_layer_writer *w)
 {
@@ -304,6 +491,8 @@ void sbx_layer_writer_abort(sbx_layer_writer *w)
         unlinkat(w->s->root_fd, rel, 0);
     }
     ZSTD_freeCCtx(w->cctx);
+    ZSTD_freeDCtx(w->dctx);
+    free(w->dout);
     sbx__sha256_free(w->diff);
     sbx__sha256_free(w->zhash);
     free(w->out);
@@ -363,7 +552,7 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
         sbx_layer_writer_abort(w);
         return SBX_EIO;
     }
-    if (flush_stage(w, err) < 0) {
+    if ((w->zin && zin_finish(w, err) < 0) || flush_stage(w, err) < 0) {
         sbx_layer_writer_abort(w);
         return err->code;
     }
@@ -562,6 +751,9 @@ int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_
     r->ib = (ZSTD_inBuffer){r->in, 0, 0};
     r->last = 1;
     snprintf(r->diff_id, sizeof r->diff_id, "%s", diff_id);
+    sbx_layer_info info;
+    sbx_error ignore = SBX_ERROR_INIT;
+    r->want = sbx_store_layer_info(s, diff_id, &info, &ignore) == 0 ? info.size : UINT64_MAX;
     if (!r->in || !r->dctx) {
         sbx_layer_reader_free(r);
         return sbx_error_set(err, SBX_ENOMEM, "open layer: out of memory");
@@ -586,8 +778,16 @@ int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nr
             r->ib = (ZSTD_inBuffer){r->in, (size_t)n, 0};
             r->eof = n == 0;
         }
-        if (r->eof && r->ib.pos == r->ib.size && r->last == 0)
+        if (r->eof && r->ib.pos == r->ib.size && r->last == 0) {
+            if (r->want != UINT64_MAX && r->produced != r->want) {
+                sbx_error_set(err, SBX_EDIGEST, "read layer '%s': stored file is truncated (%llu "
+                              "of %llu bytes); run 'sbx-image fsck'", r->diff_id,
+                              (unsigned long long)r->produced, (unsigned long long)r->want);
+                sbx_error_where(err, "%s", r->diff_id);
+                return SBX_EDIGEST;
+            }
             break; /* end of the last frame */
+        }
         size_t inpos = r->ib.pos;
         size_t zr = ZSTD_decompressStream(r->dctx, &ob, &r->ib);
         if (ZSTD_isError(zr)) {
@@ -609,6 +809,7 @@ int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nr
         }
     }
     *nread = ob.pos;
+    r->produced += ob.pos;
     return 0;
 }
 

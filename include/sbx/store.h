@@ -96,17 +96,22 @@ SBX_API int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t 
 SBX_API int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUFSZ],
                                     sbx_error *err);
 SBX_API void sbx_layer_writer_abort(sbx_layer_writer *w);
-/* Keep a zstd stream the caller already has (a registry's zstd blob) as the
- * stored form instead of compressing the tar again: call before the first
- * write, then give the stream to sbx_layer_writer_write_stored and its
- * decompressed tar to sbx_layer_writer_write (hashed for the diff_id, not
- * compressed).  The caller vouches that the stream decompresses to exactly
- * that tar and that each of its frames carries zstd's content checksum
- * (readers rely on it to catch damage); the commit checks the diff_id and
- * records the stream's own digest and size.  SBX_EINVAL after a write. */
-SBX_API int sbx_layer_writer_keep_stored(sbx_layer_writer *w, sbx_error *err);
-SBX_API int sbx_layer_writer_write_stored(sbx_layer_writer *w, const void *zbuf, size_t len,
-                                          sbx_error *err);
+/* From now on sbx_layer_writer_write takes the layer as a zstd stream (a
+ * registry's zstd blob) instead of its tar.  The writer decompresses it
+ * itself (windows up to 16 MiB: larger is SBX_ELIMIT; damage SBX_EDIGEST),
+ * hashes the tar for the diff_id, and hands the tar to on_tar when set (a
+ * nonzero return, with err set, fails the write).  The stream's bytes become
+ * the stored file as they are, so nothing is compressed again, while every
+ * frame carries zstd's content checksum, names no dictionary and declares a
+ * window of at most 16 MiB; from the first frame that does not, the writer
+ * recompresses what it kept from its own temp file and compresses the rest
+ * itself, so the stored file always has checksums.  The commit also fails
+ * (SBX_EDIGEST) when the stream ended mid-frame.  SBX_EINVAL after a write. */
+typedef int (*sbx_layer_tar_fn)(void *ud, const void *tar, size_t len, sbx_error *err);
+SBX_API int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on_tar, void *ud,
+                                        sbx_error *err);
+/* After sbx_layer_writer_zstd_input: true while the stream is kept as sent. */
+SBX_API bool sbx_layer_writer_kept(const sbx_layer_writer *w);
 
 /* As sbx_store_has_blob, for a layer by diff_id. */
 SBX_API int sbx_store_has_layer(sbx_store *s, const char *diff_id, sbx_error *err);

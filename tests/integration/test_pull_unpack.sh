@@ -94,6 +94,19 @@ grep -q "etc/hard-b .* 2 " "$T/trees-pu" || fail "no hardlink in the trees"
 no_temp
 fsck_clean
 
+case_ "the same image as zstd (kept as sent): the same trees, from the writer's own decompression"
+STORE=$T/store-ref
+ok push "$REF" "$r_HOST/t/zst:1"   # as a build host would: zstd layers
+STORE=$T/store-zst
+ok pull --json --unpack "$r_HOST/t/zst:1"
+assert_eq "$(jq -c '[.layers[].diff_id]' "$T/out")" "$ids" "diff_ids"
+jq -e '[.layers[].media_type] | all(endswith("zstd"))' "$T/out" >/dev/null || fail "not zstd: $(cat "$T/out")"
+cache_trees "$STORE" >"$T/trees-zst"
+diff "$T/trees-ref" "$T/trees-zst" >"$T/trees.diff" || fail "unpacked trees differ: $(head -5 "$T/trees.diff")"
+no_temp
+fsck_clean
+STORE=$T/store-pu
+
 case_ "a later unpack extracts nothing again"
 before=$(stat -c %i "$STORE/unpacked/"* | sort)
 ok unpack "$REF" "$T/root-pu"

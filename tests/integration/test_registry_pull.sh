@@ -143,9 +143,12 @@ assert_eq "$(cat "$T/zstd-root/app/hello.txt")" "hello from the second layer" "a
 cmp -s "$T/zstd-root/bin/busybox" /bin/busybox || fail "busybox unpacked from the stored layer differs"
 fsck_clean
 
-case_ "zstd frames without checksums are recompressed: the store's readers rely on them"
+case_ "zstd frames without checksums are recompressed (the store's readers rely on them), nothing downloaded twice"
 STORE=$T/store-zstd-nocheck
+before=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
 ok pull --json "$R/oci-zstd-nocheck:v1"
+after=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
+assert_eq "$((after - before))" 3 "blob GETs for a config and two layers"
 check_pulled oci-zstd-nocheck
 stored_is oci-zstd-nocheck recompressed
 ok unpack "$R/oci-zstd-nocheck:v1" "$T/nocheck-root"

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader */
 #include <zstd.h>
 
 #include "sbx/store.h"
@@ -287,57 +288,85 @@ static void test_layer_roundtrip(void **state)
     free(buf);
 }
 
-/* A zstd stream the caller has (a registry's blob) kept as the stored form:
- * the file is that stream byte for byte, the recorded digest is its own, the
- * tar is only hashed, and a wrong tar stores nothing. */
-static void test_layer_keep_stored(void **state)
+/* zstd input (a registry's zstd blob): the writer decompresses it itself. */
+typedef struct {
+    unsigned char *buf;
+    size_t len, cap;
+} tar_sink;
+
+static int collect_tar(void *ud, const void *tar, size_t len, sbx_error *err)
 {
-    ts_ctx *t = *state;
-    sbx_error err = SBX_ERROR_INIT;
-    size_t n = 3u << 20;
-    unsigned char *tar = ts_layer_bytes(n, 11);
-    char diff[SBX_DIGEST_BUFSZ], got[SBX_DIGEST_BUFSZ], zd[SBX_DIGEST_BUFSZ];
-    sbx__sha256_buf(tar, n, diff);
-    /* level 1, unlike the store's own level 3: the stored bytes are the caller's */
-    ZSTD_CCtx *c = ZSTD_createCCtx();
-    ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1);
-    ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
-    size_t cap = ZSTD_compressBound(n);
+    (void)err;
+    tar_sink *t = ud;
+    assert_true(t->len + len <= t->cap);
+    memcpy(t->buf + t->len, tar, len);
+    t->len += len;
+    return 0;
+}
+
+static unsigned char *zstd_frames(const unsigned char *tar, size_t n, size_t parts, int checksum_from,
+                                  int level, size_t *zlen)
+{
+    size_t cap = ZSTD_compressBound(n) + parts * 64;
     unsigned char *z = malloc(cap);
-    size_t zlen = ZSTD_compress2(c, z, cap, tar, n);
-    assert_false(ZSTD_isError(zlen));
-    ZSTD_freeCCtx(c);
-    sbx__sha256_buf(z, zlen, zd);
+    *zlen = 0;
+    for (size_t i = 0; i < parts; i++) {
+        size_t from = n * i / parts, to = n * (i + 1) / parts;
+        ZSTD_CCtx *c = ZSTD_createCCtx();
+        ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level);
+        ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, (int)i < checksum_from);
+        size_t r = ZSTD_compress2(c, z + *zlen, cap - *zlen, tar + from, to - from);
+        assert_false(ZSTD_isError(r));
+        *zlen += r;
+        ZSTD_freeCCtx(c);
+    }
+    return z;
+}
 
+/* Write z to a zstd-input writer in pieces of `step`; returns the commit's rc. */
+static int put_zstd(ts_ctx *t, const char *diff, const unsigned char *z, size_t zlen, size_t step,
+                    tar_sink *sink, bool *kept, sbx_error *err)
+{
     sbx_layer_writer *w = NULL;
-    assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, &err), 0);
-    assert_int_equal(sbx_layer_writer_write_stored(w, z, 10, &err), SBX_EINVAL);
-    tu_assert_error(&err, SBX_EINVAL, "compresses this layer itself");
-    assert_int_equal(sbx_layer_writer_keep_stored(w, &err), 0);
-    for (size_t off = 0; off < zlen; off += 65536)
-        assert_int_equal(sbx_layer_writer_write_stored(w, z + off, zlen - off < 65536 ? zlen - off
-                                                                                       : 65536,
-                                                       &err), 0);
-    for (size_t off = 0; off < n; off += 300000)
-        assert_int_equal(sbx_layer_writer_write(w, tar + off, n - off < 300000 ? n - off : 300000,
-                                                &err), 0);
-    assert_int_equal(sbx_layer_writer_keep_stored(w, &err), SBX_EINVAL);
-    tu_assert_error(&err, SBX_EINVAL, "before the first write");
-    assert_int_equal(sbx_layer_writer_commit(w, got, &err), 0);
-    assert_string_equal(got, diff);
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, err), 0);
+    assert_int_equal(sbx_layer_writer_zstd_input(w, collect_tar, sink, err), 0);
+    for (size_t off = 0; off < zlen; off += step) {
+        int rc = sbx_layer_writer_write(w, z + off, zlen - off < step ? zlen - off : step, err);
+        if (rc < 0) {
+            sbx_layer_writer_abort(w);
+            return rc;
+        }
+    }
+    *kept = sbx_layer_writer_kept(w);
+    return sbx_layer_writer_commit(w, NULL, err);
+}
 
+static void assert_stored(ts_ctx *t, const char *diff, const unsigned char *tar, size_t n,
+                          const unsigned char *z, size_t zlen, bool same)
+{
+    sbx_error err = SBX_ERROR_INIT;
     sbx_layer_info info;
     assert_int_equal(sbx_store_layer_info(t->s, diff, &info, &err), 0);
-    assert_string_equal(info.zstd_digest, zd);
-    assert_int_equal(info.stored_size, zlen);
     assert_int_equal(info.size, n);
     char path[4096];
     assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
     char *file = NULL;
     size_t flen = 0;
     assert_int_equal(sbx__read_file(&file, &flen, path, 1 << 30, &err), 0);
-    assert_int_equal(flen, zlen);
-    assert_memory_equal(file, z, zlen);
+    assert_int_equal(flen, info.stored_size);
+    char fd_[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(file, flen, fd_);
+    assert_string_equal(fd_, info.zstd_digest);
+    if (same) {
+        assert_int_equal(flen, zlen);
+        assert_memory_equal(file, z, zlen);
+    } else {
+        assert_false(flen == zlen && memcmp(file, z, zlen) == 0);
+        /* the store's own compression: one frame, with a checksum */
+        ZSTD_frameHeader h;
+        assert_int_equal(ZSTD_getFrameHeader(&h, file, flen), 0);
+        assert_true(h.checksumFlag);
+    }
     free(file);
     sbx_layer_reader *r = NULL;
     assert_int_equal(sbx_store_layer_open(&r, t->s, diff, &err), 0);
@@ -350,20 +379,126 @@ static void test_layer_keep_stored(void **state)
     assert_int_equal(total, n);
     assert_memory_equal(back, tar, n);
     sbx_layer_reader_free(r);
+    free(back);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+}
 
-    /* the stream with a tar it does not decompress to: the diff_id check refuses */
-    tar[n / 2] ^= 1;
+static void test_layer_zstd_input(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    size_t n = 3u << 20;
+    unsigned char *tar = ts_layer_bytes(n, 11);
+    char diff[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(tar, n, diff);
+    tar_sink sink = {malloc(n), 0, n};
+    bool kept;
+
+    /* three frames with checksums, at level 1 (not the store's 3), in odd
+     * pieces: kept byte for byte, the tar handed out whole */
+    size_t zlen;
+    unsigned char *z = zstd_frames(tar, n, 3, 3, 1, &zlen);
+    assert_int_equal(put_zstd(t, diff, z, zlen, 7777, &sink, &kept, &err), 0);
+    assert_true(kept);
+    assert_int_equal(sink.len, n);
+    assert_memory_equal(sink.buf, tar, n);
+    assert_stored(t, diff, tar, n, z, zlen, true);
+    /* cut at a frame's end, the file is still valid zstd: the reader counts
+     * the tar against the record */
+    char path[4096];
+    assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
+    assert_int_equal(truncate(path, (off_t)ZSTD_findFrameCompressedSize(z, zlen)), 0);
+    sbx_layer_reader *r = NULL;
+    assert_int_equal(sbx_store_layer_open(&r, t->s, diff, &err), 0);
+    unsigned char rbuf[65536];
+    size_t got_n;
+    int rc;
+    while ((rc = sbx_layer_reader_read(r, rbuf, sizeof rbuf, &got_n, &err)) == 0 && got_n > 0)
+        ;
+    assert_int_equal(rc, SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "truncated");
+    sbx_layer_reader_free(r);
+    free(z);
+
+    /* a last frame without a checksum: what was kept is recompressed from the
+     * temp file, the rest compressed as it comes; nothing downloaded again */
+    const struct { size_t parts; int from; size_t step; } cases[] = {
+        {3, 2, 65536}, {3, 0, 100000}, {4, 1, 1u << 22}, {2, 1, 5}};
+    for (size_t i = 0; i < SBX_ARRAY_LEN(cases); i++) {
+        size_t tn = cases[i].step == 5 ? 200000 : n;
+        unsigned char *ct = ts_layer_bytes(tn, 20 + (unsigned)i);
+        z = zstd_frames(ct, tn, cases[i].parts, cases[i].from, 3, &zlen);
+        char d[SBX_DIGEST_BUFSZ];
+        sbx__sha256_buf(ct, tn, d);
+        sink.len = 0;
+        assert_int_equal(put_zstd(t, d, z, zlen, cases[i].step, &sink, &kept, &err), 0);
+        assert_false(kept);
+        assert_int_equal(sink.len, tn);
+        assert_memory_equal(sink.buf, ct, tn);
+        assert_stored(t, d, ct, tn, z, zlen, false);
+        free(z);
+        free(ct);
+    }
+
+    /* a frame declaring a 1 GiB window (the rewritten header of a small frame
+     * with a content size and a 1 KiB window, written whole: the decoder
+     * then decodes it in one go, without its window check): never kept */
+    {
+        size_t sn = 60000;
+        unsigned char *st = ts_layer_bytes(sn, 40);
+        ZSTD_CCtx *c = ZSTD_createCCtx();
+        ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+        ZSTD_CCtx_setParameter(c, ZSTD_c_windowLog, 10);
+        z = malloc(ZSTD_compressBound(sn));
+        zlen = ZSTD_compress2(c, z, ZSTD_compressBound(sn), st, sn);
+        ZSTD_freeCCtx(c);
+        assert_false(ZSTD_isError(zlen));
+        assert_int_equal(z[4] & 0x23, 0); /* not single-segment, no dictionary id: */
+        z[5] = (30 - 10) << 3; /* byte 5 is the window descriptor */
+        char d[SBX_DIGEST_BUFSZ];
+        sbx__sha256_buf(st, sn, d);
+        sink.len = 0;
+        rc = put_zstd(t, d, z, zlen, zlen, &sink, &kept, &err);
+        if (rc == 0)
+            assert_stored(t, d, st, sn, z, zlen, false);
+        else
+            assert_int_equal(rc, SBX_ELIMIT);
+        assert_false(kept);
+        free(z);
+        free(st);
+    }
+
+    /* truncated mid-frame: refused at commit; nothing stored */
+    tar[0] ^= 1;
+    sbx__sha256_buf(tar, n, diff);
+    z = zstd_frames(tar, n, 1, 1, 3, &zlen);
+    sink.len = 0;
+    assert_int_equal(put_zstd(t, diff, z, zlen - 3, 65536, &sink, &kept, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "truncated");
+    assert_int_equal(sbx_store_has_layer(t->s, diff, NULL), 0);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    /* not zstd at all */
+    sink.len = 0;
+    assert_int_equal(put_zstd(t, diff, (const unsigned char *)"not zstd at all", 15, 15, &sink,
+                              &kept, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "corrupt zstd");
+    /* chosen after a write: refused */
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, NULL, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, "x", 1, &err), 0);
+    assert_int_equal(sbx_layer_writer_zstd_input(w, NULL, NULL, &err), SBX_EINVAL);
+    tu_assert_error(&err, SBX_EINVAL, "before the first write");
+    sbx_layer_writer_abort(w);
+    /* the stream decides the diff_id: a wrong expected one stores nothing */
+    tar[7] ^= 1;
     char other[SBX_DIGEST_BUFSZ];
     sbx__sha256_buf(tar, n, other);
-    assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, &err), 0);
-    assert_int_equal(sbx_layer_writer_keep_stored(w, &err), 0);
-    assert_int_equal(sbx_layer_writer_write_stored(w, z, zlen, &err), 0);
-    assert_int_equal(sbx_layer_writer_write(w, tar, n, &err), 0);
-    assert_int_equal(sbx_layer_writer_commit(w, NULL, &err), SBX_EDIGEST);
+    sink.len = 0;
+    assert_int_equal(put_zstd(t, other, z, zlen, zlen, &sink, &kept, &err), SBX_EDIGEST);
     assert_int_equal(sbx_store_has_layer(t->s, other, NULL), 0);
     assert_int_equal(ts_count(t, "tmp"), 0);
-    free(back);
     free(z);
+    free(sink.buf);
     free(tar);
 }
 
@@ -946,7 +1081,7 @@ int main(void)
         TS_TEST(test_commit_after_failed_write_stores_nothing),
         TS_TEST(test_blob_read_errors),
         TS_TEST(test_layer_roundtrip),
-        TS_TEST(test_layer_keep_stored),
+        TS_TEST(test_layer_zstd_input),
         TS_TEST(test_layer_memory_is_bounded),
         TS_TEST(test_layer_errors),
         TS_TEST(test_layer_damage_detected_on_read),
