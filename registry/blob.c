@@ -43,6 +43,7 @@ typedef struct layer_pipe {
     uint64_t last_emit_ns;
     uint64_t tar_bytes, tar_max; /* uncompressed so far; the expansion cap */
     sbx_error *err;
+    bool tar_failed; /* on_tar refused (its message names the layer already) */
     const sbx_layer_tap *tap;
     void *tapped; /* the tap's handle for this attempt */
 } layer_pipe;
@@ -96,13 +97,16 @@ static int on_tar(void *ud, const void *buf, size_t n, sbx_error *err)
     if (n == 0)
         return 0;
     p->tar_bytes += n;
+    p->tar_failed = true;
     if (p->tar_bytes > p->tar_max)
         return sbx_error_set(err, SBX_ELIMIT,
                              "layer '%s' expands beyond %llu bytes from %llu compressed (a "
                              "decompression bomb?  SBX_MAX_EXPANSION, SBX_EXPANSION_FLOOR and "
                              "SBX_MAX_LAYER_BYTES set the limit)", p->desc->digest,
                              (unsigned long long)p->tar_max, (unsigned long long)p->desc->size);
-    return p->tapped ? p->tap->write(p->tapped, buf, n, err) : 0;
+    int rc = p->tapped ? p->tap->write(p->tapped, buf, n, err) : 0;
+    p->tar_failed = rc < 0;
+    return rc;
 }
 
 static int emit_tar(layer_pipe *p, const void *buf, size_t n)
@@ -170,7 +174,8 @@ static int feed(layer_pipe *p, const unsigned char *buf, size_t len)
     case SBX_COMP_GZIP: return feed_gzip(p, buf, len);
     case SBX_COMP_ZSTD: /* the writer decompresses it */
         if (sbx_layer_writer_write(p->w, buf, len, p->err) < 0)
-            return sbx_error_wrap(p->err, "layer '%s'", p->desc->digest);
+            return p->tar_failed ? p->err->code
+                                 : sbx_error_wrap(p->err, "layer '%s'", p->desc->digest);
         return 0;
     default: return emit_tar(p, buf, len);
     }
@@ -285,8 +290,13 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
     if (rc == 0) {
         sbx__progress(p.ctx, progress_id, "commit", p.nbytes, desc->size);
         char diff_id[SBX_DIGEST_BUFSZ];
+        if (p.comp == SBX_COMP_ZSTD && !sbx_layer_writer_kept(p.w))
+            sbx__log(p.ctx, SBX_LOG_INFO, "layer '%s': zstd frames without checksums; stored "
+                     "recompressed", desc->digest);
         sbx_layer_writer *w = SBX_STEAL(p.w);
         rc = sbx_layer_writer_commit(w, diff_id, err);
+        if (rc < 0 && p.comp == SBX_COMP_ZSTD)
+            sbx_error_wrap(err, "layer '%s'", desc->digest);
         if (rc == 0)
             rc = sbx_store_layer_add_source(store, diff_id, desc->digest, desc->media_type,
                                             desc->size, err);

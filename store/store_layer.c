@@ -319,6 +319,9 @@ static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
 {
     if (flush_stage(w, err) < 0)
         return err->code;
+    uint64_t hashed = w->size; /* the tar of the kept frames */
+    uint64_t got = 0;
+    size_t r = 0;
     char oldname[sizeof w->tmpname];
     memcpy(oldname, w->tmpname, sizeof oldname);
     int oldfd = w->fd;
@@ -353,7 +356,7 @@ static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
         }
         off += (uint64_t)n;
         ZSTD_inBuffer ib = {in, (size_t)n, 0};
-        size_t r = 1;
+        r = 1;
         while (rc == 0 && (ib.pos < ib.size || r != 0)) {
             ZSTD_outBuffer ob = {w->dout, ZSTD_DStreamOutSize(), 0};
             r = ZSTD_decompressStream(d, &ob, &ib);
@@ -361,6 +364,7 @@ static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
                 rc = zin_err(w, r, err);
                 break;
             }
+            got += ob.pos;
             ZSTD_inBuffer tb = {ob.dst, ob.pos, 0};
             while (rc == 0 && tb.pos < tb.size) {
                 ZSTD_outBuffer zb = {w->out, w->outcap, 0};
@@ -373,6 +377,11 @@ static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
     }
     ZSTD_freeDCtx(d);
     free(in);
+    /* what comes back must be what was hashed, ending at a frame's end */
+    if (rc == 0 && (got != hashed || r != 0))
+        rc = sbx_error_set(err, SBX_EIO, "write layer: its temp file gave back %llu bytes of "
+                           "tar, not the %llu written", (unsigned long long)got,
+                           (unsigned long long)hashed);
     close(oldfd);
     char rel[160];
     snprintf(rel, sizeof rel, "tmp/%s", oldname);
@@ -382,10 +391,13 @@ static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
     return rc;
 }
 
-/* At a frame's start, once its header is in: keep the stream only for a
- * frame with zstd's content checksum, no dictionary and a window the
- * readers take; skippable frames hold no data.  Anything that is no frame
- * header at all is left to the decoder to refuse. */
+/* At each frame's start, once its header is in.  Refused: frames of zstd's
+ * pre-1.0 formats (libzstd still decodes them, without checksums or its
+ * window limit; OCI's zstd is RFC 8878), frames that need a dictionary, and
+ * windows over the limit (refused here, since the decoder skips its own
+ * check for a small frame it decodes in one go).  Kept as sent while each
+ * frame has zstd's content checksum; skippable frames hold no data.  Bytes
+ * that are no frame at all are left to the decoder to refuse. */
 static int judge_frame(sbx_layer_writer *w, const unsigned char *b, size_t n, sbx_error *err)
 {
     size_t take = sizeof w->fh - w->nfh < n ? sizeof w->fh - w->nfh : n;
@@ -396,11 +408,24 @@ static int judge_frame(sbx_layer_writer *w, const unsigned char *b, size_t n, sb
     if (!ZSTD_isError(r) && r > 0 && w->nfh < sizeof w->fh)
         return 0; /* more of the header in the next write */
     w->at_frame = false;
-    if (ZSTD_isError(r) || r > 0 || h.frameType == ZSTD_skippableFrame)
+    if (ZSTD_isError(r) || r > 0) {
+        if (!ZSTD_isFrame(w->fh, w->nfh))
+            return 0;
+        w->failed = 1;
+        return sbx_error_set(err, SBX_EUNSUPPORTED, "write layer: a zstd frame of a pre-1.0 "
+                             "format");
+    }
+    if (h.frameType == ZSTD_skippableFrame)
         return 0;
-    if (h.checksumFlag && h.dictID == 0 && h.windowSize <= (1ull << ZIN_WINDOW_LOG))
-        return 0;
-    return recompress_kept(w, err);
+    w->failed = 1;
+    if (h.dictID != 0)
+        return sbx_error_set(err, SBX_EUNSUPPORTED, "write layer: a zstd frame that needs "
+                             "dictionary %u", h.dictID);
+    if (h.windowSize > (1ull << ZIN_WINDOW_LOG))
+        return sbx_error_set(err, SBX_ELIMIT, "write layer: zstd window larger than %u MiB",
+                             (1u << ZIN_WINDOW_LOG) >> 20);
+    w->failed = 0;
+    return h.checksumFlag || !w->keep_stored ? 0 : recompress_kept(w, err);
 }
 
 static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, sbx_error *err)
@@ -411,8 +436,7 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
         return err->code;
     ZSTD_inBuffer in = {buf, len, 0};
     while (in.pos < in.size) {
-        if (w->keep_stored && w->at_frame &&
-            judge_frame(w, buf + in.pos, in.size - in.pos, err) < 0)
+        if (w->at_frame && judge_frame(w, buf + in.pos, in.size - in.pos, err) < 0)
             return err->code;
         ZSTD_outBuffer out = {w->dout, ZSTD_DStreamOutSize(), 0};
         size_t before = in.pos;

@@ -149,6 +149,7 @@ before=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
 ok pull --json "$R/oci-zstd-nocheck:v1"
 after=$(proxy_reqs p '.method == "GET" and (.path | test("/blobs/"))')
 assert_eq "$((after - before))" 3 "blob GETs for a config and two layers"
+err_has "zstd frames without checksums; stored recompressed"
 check_pulled oci-zstd-nocheck
 stored_is oci-zstd-nocheck recompressed
 ok unpack "$R/oci-zstd-nocheck:v1" "$T/nocheck-root"

@@ -442,7 +442,7 @@ static void test_layer_zstd_input(void **state)
 
     /* a frame declaring a 1 GiB window (the rewritten header of a small frame
      * with a content size and a 1 KiB window, written whole: the decoder
-     * then decodes it in one go, without its window check): never kept */
+     * then decodes it in one go, without its window check): refused */
     {
         size_t sn = 60000;
         unsigned char *st = ts_layer_bytes(sn, 40);
@@ -459,13 +459,46 @@ static void test_layer_zstd_input(void **state)
         sbx__sha256_buf(st, sn, d);
         sink.len = 0;
         rc = put_zstd(t, d, z, zlen, zlen, &sink, &kept, &err);
-        if (rc == 0)
-            assert_stored(t, d, st, sn, z, zlen, false);
-        else
-            assert_int_equal(rc, SBX_ELIMIT);
-        assert_false(kept);
+        assert_int_equal(rc, SBX_ELIMIT);
+        tu_assert_error(&err, SBX_ELIMIT, "window larger than 16 MiB");
+        assert_int_equal(sbx_store_has_layer(t->s, d, NULL), 0);
         free(z);
         free(st);
+    }
+
+    /* a frame of zstd's pre-1.0 format (v0.7: no checksum, one raw block)
+     * after a good one: libzstd still decodes those, but OCI's zstd is RFC
+     * 8878; refused, nothing stored */
+    {
+        size_t n1 = 5000, n2 = 1000;
+        unsigned char *lt = ts_layer_bytes(n1 + n2, 41);
+        ZSTD_CCtx *c = ZSTD_createCCtx();
+        ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1);
+        z = malloc(ZSTD_compressBound(n1) + n2 + 64);
+        zlen = ZSTD_compress2(c, z, ZSTD_compressBound(n1), lt, n1);
+        ZSTD_freeCCtx(c);
+        assert_false(ZSTD_isError(zlen));
+        static const unsigned char v07[] = {0x27, 0xB5, 0x2F, 0xFD, 0x00, 0x40};
+        memcpy(z + zlen, v07, sizeof v07);
+        zlen += sizeof v07;
+        z[zlen++] = 0x40 | ((n2 >> 16) & 7); /* raw block of n2 bytes */
+        z[zlen++] = (n2 >> 8) & 0xff;
+        z[zlen++] = n2 & 0xff;
+        memcpy(z + zlen, lt + n1, n2);
+        zlen += n2;
+        z[zlen++] = 0xC0; /* end of frame */
+        z[zlen++] = 0;
+        z[zlen++] = 0;
+        char d[SBX_DIGEST_BUFSZ];
+        sbx__sha256_buf(lt, n1 + n2, d);
+        sink.len = 0;
+        rc = put_zstd(t, d, z, zlen, zlen, &sink, &kept, &err);
+        assert_int_equal(rc, SBX_EUNSUPPORTED);
+        tu_assert_error(&err, SBX_EUNSUPPORTED, "pre-1.0");
+        assert_int_equal(sbx_store_has_layer(t->s, d, NULL), 0);
+        assert_int_equal(ts_count(t, "tmp"), 0);
+        free(z);
+        free(lt);
     }
 
     /* truncated mid-frame: refused at commit; nothing stored */
