@@ -98,15 +98,16 @@ SBX_API int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DI
 SBX_API void sbx_layer_writer_abort(sbx_layer_writer *w);
 /* From now on sbx_layer_writer_write takes the layer as a zstd stream (a
  * registry's zstd blob) instead of its tar.  The writer decompresses it
- * itself (windows up to 16 MiB: larger is SBX_ELIMIT; damage SBX_EDIGEST),
- * hashes the tar for the diff_id, and hands the tar to on_tar when set (a
- * nonzero return, with err set, fails the write).  The stream's bytes become
- * the stored file as they are, so nothing is compressed again, while every
- * frame carries zstd's content checksum, names no dictionary and declares a
- * window of at most 16 MiB; from the first frame that does not, the writer
- * recompresses what it kept from its own temp file and compresses the rest
- * itself, so the stored file always has checksums.  The commit also fails
- * (SBX_EDIGEST) when the stream ended mid-frame.  SBX_EINVAL after a write. */
+ * itself (windows up to 16 MiB: larger is SBX_ELIMIT; frames that need a
+ * dictionary or of zstd's pre-1.0 formats SBX_EUNSUPPORTED; damage
+ * SBX_EDIGEST), hashes the tar for the diff_id, and hands the tar to on_tar
+ * when set (a nonzero return, with err set, fails the write).  The stream's
+ * bytes become the stored file as they are, so nothing is compressed again,
+ * while every frame carries zstd's content checksum; from the first frame
+ * without one, the writer recompresses what it kept from its own temp file
+ * and compresses the rest itself, so the stored file always has checksums.
+ * The commit also fails (SBX_EDIGEST) when the stream ended mid-frame.
+ * SBX_EINVAL after a write. */
 typedef int (*sbx_layer_tar_fn)(void *ud, const void *tar, size_t len, sbx_error *err);
 SBX_API int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on_tar, void *ud,
                                         sbx_error *err);
