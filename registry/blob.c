@@ -185,9 +185,12 @@ static int feed(layer_pipe *p, const unsigned char *buf, size_t len)
 static int decide(layer_pipe *p)
 {
     static const unsigned char gz[] = {0x1f, 0x8b}, zs[] = {0x28, 0xb5, 0x2f, 0xfd};
+    /* a zstd stream may start with a skippable frame: magic 0x184D2A5? */
+    bool skippable = p->nhead >= 4 && (p->head[0] & 0xF0) == 0x50 && p->head[1] == 0x2a &&
+                     p->head[2] == 0x4d && p->head[3] == 0x18;
     if (p->nhead >= 2 && !memcmp(p->head, gz, 2))
         p->comp = SBX_COMP_GZIP;
-    else if (p->nhead >= 4 && !memcmp(p->head, zs, 4))
+    else if ((p->nhead >= 4 && !memcmp(p->head, zs, 4)) || skippable)
         p->comp = SBX_COMP_ZSTD;
     else
         p->comp = SBX_COMP_NONE;
@@ -204,7 +207,8 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
                       p->desc->digest, (unsigned long long)p->desc->size);
         return -1;
     }
-    sbx__sha256_update(p->h, buf, len);
+    if (p->comp != SBX_COMP_ZSTD) /* a zstd blob is hashed by the writer */
+        sbx__sha256_update(p->h, buf, len);
     p->nbytes += len;
     if (p->comp == SBX_COMP_AUTO) {
         /* collect the magic bytes before choosing the decompressor */
@@ -245,7 +249,12 @@ static int pipe_finish(layer_pipe *p, sbx_error *err)
                              "%llu", p->desc->digest, (unsigned long long)p->nbytes,
                              (unsigned long long)p->desc->size);
     char got[SBX_DIGEST_BUFSZ];
-    sbx__sha256_final(p->h, got);
+    if (p->comp == SBX_COMP_ZSTD) {
+        if (sbx_layer_writer_input_digest(p->w, got, err) < 0)
+            return err->code;
+    } else {
+        sbx__sha256_final(p->h, got);
+    }
     if (strcmp(got, p->desc->digest) != 0)
         return sbx_error_set(err, SBX_EDIGEST, "layer '%s': downloaded content has digest '%s'",
                              p->desc->digest, got);

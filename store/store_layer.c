@@ -118,6 +118,8 @@ struct sbx_layer_writer {
     size_t dret;        /* last ZSTD_decompressStream result: 0 = a frame ended */
     uint64_t zin_total; /* stream bytes taken */
     uint64_t good_end;  /* stream bytes up to the end of the last whole frame */
+    sbx__sha256 *zin_hash; /* of the whole stream (the stored file's while kept) */
+    char zin_digest[SBX_DIGEST_BUFSZ]; /* set by sbx_layer_writer_input_digest */
     sbx_layer_tar_fn on_tar;
     void *tar_ud;
     ZSTD_CCtx *cctx;
@@ -211,12 +213,15 @@ int sbx_store_layer_begin(sbx_layer_writer **out, sbx_store *s, const char *expe
     return 0;
 }
 
-/* Append stored (zstd) bytes to the temp file, hashing them. */
-static int put_stored(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
+/* Append stored (zstd) bytes to the temp file, hashing them unless the
+ * caller's hash already covers them (zstd input kept as sent). */
+static int write_stored(sbx_layer_writer *w, const void *buf, size_t len, bool hash,
+                        sbx_error *err)
 {
     if (len == 0)
         return 0;
-    sbx__sha256_update(w->zhash, buf, len);
+    if (hash)
+        sbx__sha256_update(w->zhash, buf, len);
     w->stored += len;
     const char *b = buf;
     while (len > 0) {
@@ -241,7 +246,7 @@ static int put_stored(sbx_layer_writer *w, const void *buf, size_t len, sbx_erro
 
 static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
 {
-    int rc = put_stored(w, ob->dst, ob->pos, err);
+    int rc = write_stored(w, ob->dst, ob->pos, true, err);
     ob->pos = 0;
     return rc;
 }
@@ -432,7 +437,10 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
 {
     if (w->failed)
         return sbx_error_set(err, SBX_EIO, "write layer: an earlier write failed");
-    if (w->keep_stored && put_stored(w, buf, len, err) < 0)
+    if (w->zin_digest[0])
+        return sbx_error_set(err, SBX_EINVAL, "write layer: the stream's digest was taken");
+    sbx__sha256_update(w->zin_hash, buf, len);
+    if (w->keep_stored && write_stored(w, buf, len, false, err) < 0)
         return err->code;
     ZSTD_inBuffer in = {buf, len, 0};
     while (in.pos < in.size) {
@@ -492,6 +500,8 @@ int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on_tar, vo
                              "first write");
     if (!(w->dctx = ZSTD_createDCtx()) || !(w->dout = malloc(ZSTD_DStreamOutSize())))
         return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
+    if (sbx__sha256_new(&w->zin_hash, err) < 0)
+        return err->code;
     ZSTD_DCtx_setParameter(w->dctx, ZSTD_d_windowLogMax, ZIN_WINDOW_LOG);
     w->zin = w->keep_stored = w->at_frame = true;
     w->on_tar = on_tar;
@@ -500,6 +510,17 @@ int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on_tar, vo
 }
 
 bool sbx_layer_writer_kept(const sbx_layer_writer *w) { return w->zin && w->keep_stored; }
+
+int sbx_layer_writer_input_digest(sbx_layer_writer *w, char out[SBX_DIGEST_BUFSZ],
+                                  sbx_error *err)
+{
+    if (!w->zin)
+        return sbx_error_set(err, SBX_EINVAL, "write layer: no zstd input to digest");
+    if (!w->zin_digest[0])
+        sbx__sha256_final(w->zin_hash, w->zin_digest);
+    memcpy(out, w->zin_digest, SBX_DIGEST_BUFSZ);
+    return 0;
+}
 
 void sbx_layer_writer_abort(sbx_layer_writer *w)
 {
@@ -517,6 +538,7 @@ void sbx_layer_writer_abort(sbx_layer_writer *w)
     ZSTD_freeCCtx(w->cctx);
     ZSTD_freeDCtx(w->dctx);
     free(w->dout);
+    sbx__sha256_free(w->zin_hash);
     sbx__sha256_free(w->diff);
     sbx__sha256_free(w->zhash);
     free(w->out);
@@ -586,7 +608,10 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
     }
     hasher_wait(&w->hs);
     sbx__sha256_final(w->diff, diff_id);
-    sbx__sha256_final(w->zhash, zdigest);
+    if (w->zin && w->keep_stored) /* the file is the stream */
+        sbx_layer_writer_input_digest(w, zdigest, err);
+    else
+        sbx__sha256_final(w->zhash, zdigest);
     if (w->expected[0] && strcmp(diff_id, w->expected) != 0) {
         sbx_error_set(err, SBX_EDIGEST,
                       "write layer: diff_id mismatch: expected '%s', got '%s'", w->expected,

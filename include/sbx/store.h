@@ -113,6 +113,11 @@ SBX_API int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on
                                         sbx_error *err);
 /* After sbx_layer_writer_zstd_input: true while the stream is kept as sent. */
 SBX_API bool sbx_layer_writer_kept(const sbx_layer_writer *w);
+/* After sbx_layer_writer_zstd_input, at the end of the stream: the sha256 of
+ * every byte written (a registry blob's digest, to check before the commit;
+ * hashed once for that and the stored file's record).  No write after it. */
+SBX_API int sbx_layer_writer_input_digest(sbx_layer_writer *w, char out[SBX_DIGEST_BUFSZ],
+                                          sbx_error *err);
 
 /* As sbx_store_has_blob, for a layer by diff_id. */
 SBX_API int sbx_store_has_layer(sbx_store *s, const char *diff_id, sbx_error *err);

@@ -13,7 +13,8 @@ reg_start tr token
 proxy_start p r
 proxy_start tp tr
 blobsrv_start cdn
-fx_push r oci-multi=test/img:v1 oci-index=test/multi:v1
+fx_push r oci-multi=test/img:v1 oci-index=test/multi:v1 oci-zstd=test/zst:v1 \
+    oci-zstd-skip=test/zskip:v1
 fx_push tr oci-multi=private/img:v1
 REF=$p_HOST/test/img:v1
 export SBX_RETRY_MAX=3 SBX_RETRY_BASE_MS=50 SBX_STALL_TIMEOUT=5
@@ -43,6 +44,35 @@ bad=$(last_sent_digest corrupt)
 store_lacks "$bad"
 not_named test/img
 fsck_clean
+
+case_ "wrong bytes in a zstd layer (hashed by the store's writer), every time: refused, nothing stored"
+fresh
+Z1=$(fx oci-zstd '.layers[1].digest')
+proxy_mode p '{"mode":"corrupt","count":-1,"match":"/blobs/'"$Z1"'"}'
+fails pull "$p_HOST/test/zst:v1"
+err_has 'digest|mismatch|checksum|corrupt'
+err_has "${Z1:7:12}"
+bad=$(last_sent_digest corrupt)
+[[ $bad == sha256:* ]] || fail "proxy did not corrupt anything"
+store_lacks "$bad"
+not_named test/zst
+fsck_clean
+
+case_ "a zstd layer whose changed byte still decodes (in a skippable frame): the digest refuses it"
+fresh
+S1=$(fx oci-zstd-skip '.layers[0].digest')
+proxy_mode p '{"mode":"corrupt","count":-1,"match":"/blobs/'"$S1"'"}'
+fails pull "$p_HOST/test/zskip:v1"
+err_has "${S1:7:12}.*(digest|mismatch)"
+bad=$(last_sent_digest corrupt)
+store_lacks "$bad"
+not_named test/zskip
+fsck_clean
+fresh
+ok pull "$p_HOST/test/zskip:v1"    # and untouched, it is stored as sent
+diff_id=$(fx oci-zstd-skip '.layers[0].diff_id')
+cmp -s "$STORE/layers/sha256/${diff_id#sha256:}.zst" "$FX/blobs/sha256/${S1#sha256:}" ||
+    fail "a zstd layer with a skippable frame is not stored as sent"
 
 case_ "wrong bytes once: retried and correct, or a clear error; never stored"
 fresh

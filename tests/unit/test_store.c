@@ -338,6 +338,12 @@ static int put_zstd(ts_ctx *t, const char *diff, const unsigned char *z, size_t 
         }
     }
     *kept = sbx_layer_writer_kept(w);
+    /* the stream's own digest, whether it was kept or not */
+    char in_digest[SBX_DIGEST_BUFSZ], want[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_layer_writer_input_digest(w, in_digest, err), 0);
+    sbx__sha256_buf(z, zlen, want);
+    assert_string_equal(in_digest, want);
+    assert_int_equal(sbx_layer_writer_write(w, z, 1, err), SBX_EINVAL);
     return sbx_layer_writer_commit(w, NULL, err);
 }
 

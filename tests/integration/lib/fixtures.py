@@ -29,6 +29,7 @@ import json
 import os
 import random
 import ssl
+import struct
 import subprocess
 import sys
 import tarfile
@@ -138,6 +139,9 @@ def compress(tar, kind):
     if kind == "zstd-frames":  # two frames: the first with a checksum, the second without
         half = len(tar) // 2
         return zstd(tar[:half]) + zstd(tar[half:], "--no-check")
+    if kind == "zstd-skip":  # a skippable frame (RFC 8878) larger than the data, then the data
+        pad = pseudo_random(256 * 1024, "skippable")
+        return struct.pack("<II", 0x184D2A50, len(pad)) + pad + zstd(tar)
     raise ValueError(kind)
 
 
@@ -256,6 +260,8 @@ def build(root):
     d, f = image(lay, [(bb, "zstd-nocheck"), (app, "zstd-frames")],
                  history_tag="oci-zstd-nocheck")
     name(lay, "oci-zstd-nocheck", d, f)
+    d, f = image(lay, [(app, "zstd-skip")], history_tag="oci-zstd-skip")
+    name(lay, "oci-zstd-skip", d, f)
     d, f = image(lay, [(bb, "tar"), (app, "tar")], history_tag="oci-tar")
     name(lay, "oci-tar", d, f)
     d, f = image(lay, [(bb, "gzip"), (app, "zstd"), (more, "tar")], history_tag="oci-mixed")
