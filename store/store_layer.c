@@ -120,6 +120,7 @@ struct sbx_layer_writer {
     uint64_t good_end;  /* stream bytes up to the end of the last whole frame */
     sbx__sha256 *zin_hash; /* of the whole stream (the stored file's while kept) */
     char zin_digest[SBX_DIGEST_BUFSZ]; /* set by sbx_layer_writer_input_digest */
+    size_t nkept; /* kept bytes gathered in out (the compressor's buffer, idle) */
     sbx_layer_tar_fn on_tar;
     void *tar_ud;
     ZSTD_CCtx *cctx;
@@ -295,6 +296,13 @@ static int stage_tar(sbx_layer_writer *w, const void *buf, size_t len, sbx_error
     return 0;
 }
 
+static int flush_kept(sbx_layer_writer *w, sbx_error *err)
+{
+    int rc = write_stored(w, w->out, w->nkept, false, err);
+    w->nkept = 0;
+    return rc;
+}
+
 static int zin_err(sbx_layer_writer *w, size_t r, sbx_error *err)
 {
     w->failed = 1;
@@ -322,7 +330,7 @@ static int emit_tar(sbx_layer_writer *w, const void *buf, size_t len, sbx_error 
  * already (the staged rest is handed over first), so it is not again. */
 static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
 {
-    if (flush_stage(w, err) < 0)
+    if (flush_stage(w, err) < 0 || flush_kept(w, err) < 0)
         return err->code;
     uint64_t hashed = w->size; /* the tar of the kept frames */
     uint64_t got = 0;
@@ -440,8 +448,16 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
     if (w->zin_digest[0])
         return sbx_error_set(err, SBX_EINVAL, "write layer: the stream's digest was taken");
     sbx__sha256_update(w->zin_hash, buf, len);
-    if (w->keep_stored && write_stored(w, buf, len, false, err) < 0)
-        return err->code;
+    /* kept bytes go out in the compressor's buffer-sized writes, not in the
+     * caller's pieces (a registry's arrive 16 KiB at a time) */
+    for (size_t off = 0; w->keep_stored && off < len;) {
+        size_t n = w->outcap - w->nkept < len - off ? w->outcap - w->nkept : len - off;
+        memcpy((unsigned char *)w->out + w->nkept, buf + off, n);
+        w->nkept += n;
+        off += n;
+        if (w->nkept == w->outcap && flush_kept(w, err) < 0)
+            return err->code;
+    }
     ZSTD_inBuffer in = {buf, len, 0};
     while (in.pos < in.size) {
         if (w->at_frame && judge_frame(w, buf + in.pos, in.size - in.pos, err) < 0)
@@ -598,7 +614,8 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
         sbx_layer_writer_abort(w);
         return SBX_EIO;
     }
-    if ((w->zin && zin_finish(w, err) < 0) || flush_stage(w, err) < 0) {
+    if ((w->zin && (zin_finish(w, err) < 0 || flush_kept(w, err) < 0)) ||
+        flush_stage(w, err) < 0) {
         sbx_layer_writer_abort(w);
         return err->code;
     }
