@@ -73,6 +73,9 @@ ok pull "$p_HOST/test/zskip:v1"    # and untouched, it is stored as sent
 diff_id=$(fx oci-zstd-skip '.layers[0].diff_id')
 cmp -s "$STORE/layers/sha256/${diff_id#sha256:}.zst" "$FX/blobs/sha256/${S1#sha256:}" ||
     fail "a zstd layer with a skippable frame is not stored as sent"
+fsck_clean
+ok unpack "$p_HOST/test/zskip:v1" "$T/zskip-root"
+assert_eq "$(cat "$T/zskip-root/app/hello.txt")" "hello from the second layer" "a file of the kept layer"
 
 case_ "wrong bytes once: retried and correct, or a clear error; never stored"
 fresh
