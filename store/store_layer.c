@@ -27,6 +27,7 @@
 /* zstd input: the largest window a frame may need (what the puller allowed
  * before, and what every standard level up to 19 uses) */
 #define ZIN_WINDOW_LOG 24
+#define KEPT_WRITE (128u << 10)
 
 /* Hashes one staged buffer at a time, beside the caller. */
 typedef struct hasher {
@@ -448,14 +449,16 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
     if (w->zin_digest[0])
         return sbx_error_set(err, SBX_EINVAL, "write layer: the stream's digest was taken");
     sbx__sha256_update(w->zin_hash, buf, len);
-    /* kept bytes go out in the compressor's buffer-sized writes, not in the
-     * caller's pieces (a registry's arrive 16 KiB at a time) */
+    /* kept bytes go out in 128 KiB writes (the compressor's buffer, idle,
+     * holds them), not in the caller's pieces (a registry's arrive 16 KiB at
+     * a time) */
+    size_t cap = w->outcap < KEPT_WRITE ? w->outcap : KEPT_WRITE;
     for (size_t off = 0; w->keep_stored && off < len;) {
-        size_t n = w->outcap - w->nkept < len - off ? w->outcap - w->nkept : len - off;
+        size_t n = cap - w->nkept < len - off ? cap - w->nkept : len - off;
         memcpy((unsigned char *)w->out + w->nkept, buf + off, n);
         w->nkept += n;
         off += n;
-        if (w->nkept == w->outcap && flush_kept(w, err) < 0)
+        if (w->nkept == cap && flush_kept(w, err) < 0)
             return err->code;
     }
     ZSTD_inBuffer in = {buf, len, 0};
@@ -626,7 +629,7 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
     hasher_wait(&w->hs);
     sbx__sha256_final(w->diff, diff_id);
     if (w->zin && w->keep_stored) /* the file is the stream */
-        sbx_layer_writer_input_digest(w, zdigest, err);
+        (void)sbx_layer_writer_input_digest(w, zdigest, err); /* cannot fail: zin */
     else
         sbx__sha256_final(w->zhash, zdigest);
     if (w->expected[0] && strcmp(diff_id, w->expected) != 0) {

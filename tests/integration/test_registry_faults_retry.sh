@@ -10,7 +10,8 @@ t_init
 fx_build
 reg_start r plain
 proxy_start p r
-fx_push r oci-multi=test/img:v1 oci-single=test/one:v1
+fx_push r oci-multi=test/img:v1 oci-single=test/one:v1 oci-zstd=test/zst:v1 \
+    oci-zstd-nocheck=test/zstnc:v1
 REF=$p_HOST/test/img:v1
 export SBX_RETRY_MAX=3 SBX_RETRY_BASE_MS=50 SBX_STALL_TIMEOUT=2
 BIG=$(fx oci-multi '.layers[0].digest')     # busybox, about 1 MB gzip
@@ -112,6 +113,27 @@ fresh
 proxy_mode p '{"mode":"reset","fraction":0.3,"count":2,"match":"/blobs/'"$BIG"'"}'
 ok pull --json "$REF"
 pulled_ok
+
+case_ "zstd layers reset mid-blob and resumed with Range: kept as sent, or recompressed, whole"
+for img in oci-zstd oci-zstd-nocheck; do
+    for on_range in none ignore; do
+        fresh
+        L=$(fx $img '.layers[0].digest')
+        proxy_mode p '{"mode":"reset","fraction":0.5,"on_range":"'"$on_range"'","match":"/blobs/'"$L"'"}'
+        repo=zst; [[ $img == oci-zstd-nocheck ]] && repo=zstnc
+        ok pull --json "$p_HOST/test/$repo:v1"
+        check_pulled $img
+        fsck_clean
+        diff_id=$(fx $img '.layers[0].diff_id')
+        file=$STORE/layers/sha256/${diff_id#sha256:}.zst
+        rec=$("$SBX_BUILD_DIR/tests/sbx_store_tool" "$STORE" layer-info "$diff_id" | cut -d' ' -f4)
+        assert_eq "$rec" "sha256:$(sha256sum <"$file" | cut -d' ' -f1)" "$img ($on_range): recorded digest"
+        if [[ $img == oci-zstd ]]; then
+            cmp -s "$file" "$FX/blobs/sha256/${L#sha256:}" || fail "$img ($on_range): not stored as sent"
+        fi
+    done
+done
+(($(proxy_reqs p '.on_range == "ignore"') >= 1)) || fail "no resume met a server ignoring Range"
 
 case_ "the store is not left holding a partial blob"
 ok images
