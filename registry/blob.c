@@ -1,6 +1,7 @@
 /* Streamed layer download:
  *
- *   curl write callback -> sha256 of the compressed bytes
+ *   curl write callback -> sha256 of the compressed bytes (a zstd blob's by
+ *                          the writer, sbx_layer_writer_input_digest)
  *                       -> gzip (ISA-L) / zstd / none, chosen by the stream's
  *                          magic bytes (as containerd does)
  *                       -> sbx_layer_writer (hashes the diff_id, zstd at rest;

@@ -3,7 +3,9 @@
  * zstd's worker threads compress it and the caller fills the other buffer,
  * and the compressed output is hashed too (zstd_digest).  Memory stays
  * bounded: zstd's job size is pinned, the writer holds two staging buffers
- * and one output buffer. */
+ * and one output buffer.  A layer that comes as zstd (zstd input) is
+ * decompressed here instead, its tar staged and hashed the same way, and
+ * its own bytes kept as the stored file while its frames allow. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
