@@ -258,16 +258,11 @@ static int drain(sbx_layer_writer *w, ZSTD_outBuffer *ob, sbx_error *err)
 /* Hand the staged buffer to the hasher and to zstd (which copies it into
  * its jobs), then switch to the other one: its hash finished before this
  * one was handed over. */
-static int flush_stage(sbx_layer_writer *w, sbx_error *err)
+/* Compress tar bytes into the temp file (zstd copies them into its jobs). */
+static int compress_tar(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
 {
-    if (w->fill == 0)
-        return 0;
-    const unsigned char *b = w->stage[w->cur];
-    hasher_give(&w->hs, b, w->fill);
-    ZSTD_inBuffer ib = {b, w->fill, 0};
-    w->fill = 0;
-    w->cur ^= 1;
-    while (!w->keep_stored && ib.pos < ib.size) {
+    ZSTD_inBuffer ib = {buf, len, 0};
+    while (ib.pos < ib.size) {
         ZSTD_outBuffer ob = {w->out, w->outcap, 0};
         size_t zr = ZSTD_compressStream2(w->cctx, &ob, &ib, ZSTD_e_continue);
         if (ZSTD_isError(zr)) {
@@ -278,6 +273,18 @@ static int flush_stage(sbx_layer_writer *w, sbx_error *err)
             return err->code;
     }
     return 0;
+}
+
+static int flush_stage(sbx_layer_writer *w, sbx_error *err)
+{
+    if (w->fill == 0)
+        return 0;
+    const unsigned char *b = w->stage[w->cur];
+    size_t n = w->fill;
+    hasher_give(&w->hs, b, n);
+    w->fill = 0;
+    w->cur ^= 1;
+    return w->keep_stored ? 0 : compress_tar(w, b, n, err);
 }
 
 /* The tar: staged for the hasher (and the compressor). */
@@ -306,14 +313,29 @@ static int flush_kept(sbx_layer_writer *w, sbx_error *err)
     return rc;
 }
 
-static int zin_err(sbx_layer_writer *w, size_t r, sbx_error *err)
+static int window_err(sbx_layer_writer *w, sbx_error *err)
 {
     w->failed = 1;
+    return sbx_error_set(err, SBX_ELIMIT, "write layer: zstd window larger than %u MiB",
+                         (1u << ZIN_WINDOW_LOG) >> 20);
+}
+
+static int zin_err(sbx_layer_writer *w, size_t r, sbx_error *err)
+{
     if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
-        return sbx_error_set(err, SBX_ELIMIT, "write layer: zstd window larger than %u MiB",
-                             (1u << ZIN_WINDOW_LOG) >> 20);
+        return window_err(w, err);
+    w->failed = 1;
     return sbx_error_set(err, SBX_EDIGEST, "write layer: corrupt zstd data (%s)",
                          ZSTD_getErrorName(r));
+}
+
+/* A decoder for zstd input, with the window limit the readers keep to. */
+static ZSTD_DCtx *zin_dctx(void)
+{
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    if (d)
+        ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, ZIN_WINDOW_LOG);
+    return d;
 }
 
 static int emit_tar(sbx_layer_writer *w, const void *buf, size_t len, sbx_error *err)
@@ -353,13 +375,11 @@ static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
     sbx__sha256_free(w->zhash);
     w->zhash = NULL;
     int rc = sbx__sha256_new(&w->zhash, err);
-    ZSTD_DCtx *d = ZSTD_createDCtx();
+    ZSTD_DCtx *d = zin_dctx();
     size_t incap = 1u << 20;
     unsigned char *in = malloc(incap);
     if (rc == 0 && (!d || !in))
         rc = sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
-    if (rc == 0)
-        ZSTD_DCtx_setParameter(d, ZSTD_d_windowLogMax, ZIN_WINDOW_LOG);
     for (uint64_t off = 0; rc == 0 && off < w->good_end;) {
         size_t want = w->good_end - off < incap ? (size_t)(w->good_end - off) : incap;
         ssize_t n = pread(oldfd, in, want, (off_t)off);
@@ -381,12 +401,7 @@ static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
                 break;
             }
             got += ob.pos;
-            ZSTD_inBuffer tb = {ob.dst, ob.pos, 0};
-            while (rc == 0 && tb.pos < tb.size) {
-                ZSTD_outBuffer zb = {w->out, w->outcap, 0};
-                size_t zr = ZSTD_compressStream2(w->cctx, &zb, &tb, ZSTD_e_continue);
-                rc = ZSTD_isError(zr) ? zstd_err(err, zr, "write layer") : drain(w, &zb, err);
-            }
+            rc = compress_tar(w, ob.dst, ob.pos, err);
             if (ob.pos == 0 && ib.pos == ib.size)
                 break; /* this chunk is all taken; the frame goes on in the next */
         }
@@ -433,14 +448,13 @@ static int judge_frame(sbx_layer_writer *w, const unsigned char *b, size_t n, sb
     }
     if (h.frameType == ZSTD_skippableFrame)
         return 0;
-    w->failed = 1;
-    if (h.dictID != 0)
+    if (h.dictID != 0) {
+        w->failed = 1;
         return sbx_error_set(err, SBX_EUNSUPPORTED, "write layer: a zstd frame that needs "
                              "dictionary %u", h.dictID);
+    }
     if (h.windowSize > (1ull << ZIN_WINDOW_LOG))
-        return sbx_error_set(err, SBX_ELIMIT, "write layer: zstd window larger than %u MiB",
-                             (1u << ZIN_WINDOW_LOG) >> 20);
-    w->failed = 0;
+        return window_err(w, err);
     return h.checksumFlag || !w->keep_stored ? 0 : recompress_kept(w, err);
 }
 
@@ -519,11 +533,10 @@ int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on_tar, vo
     if (w->size || w->stored || w->zin)
         return sbx_error_set(err, SBX_EINVAL, "write layer: zstd input is chosen before the "
                              "first write");
-    if (!(w->dctx = ZSTD_createDCtx()) || !(w->dout = malloc(ZSTD_DStreamOutSize())))
+    if (!(w->dctx = zin_dctx()) || !(w->dout = malloc(ZSTD_DStreamOutSize())))
         return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
     if (sbx__sha256_new(&w->zin_hash, err) < 0)
         return err->code;
-    ZSTD_DCtx_setParameter(w->dctx, ZSTD_d_windowLogMax, ZIN_WINDOW_LOG);
     w->zin = w->keep_stored = w->at_frame = true;
     w->on_tar = on_tar;
     w->tar_ud = ud;
