@@ -32,42 +32,33 @@ last_sent_digest() {
     jq -rs --arg m "$1" 'map(select(.fault == $m)) | last | .sha256' "$p_DIR/proxy.log"
 }
 
+# corrupt_refused REPO LAYER WHY: with one byte of LAYER flipped on every
+# GET, a pull of test/REPO:v1 fails naming the ref and the layer (and WHY,
+# an ERE), and nothing of the bytes sent is stored or named.
+corrupt_refused() {
+    local repo=$1 layer=$2 why=$3 bad
+    fresh
+    proxy_mode p '{"mode":"corrupt","count":-1,"match":"/blobs/'"$layer"'"}'
+    fails pull "$p_HOST/test/$repo:v1"
+    err_has "$why"
+    err_has "$p_HOST/test/$repo"
+    err_has "${layer:7:12}"       # names the layer that failed
+    bad=$(last_sent_digest corrupt)
+    [[ $bad == sha256:* ]] || fail "proxy did not corrupt anything"
+    store_lacks "$bad"
+    not_named "test/$repo"
+    fsck_clean
+}
+
 case_ "wrong bytes in a layer, every time: digest error, nothing stored"
-fresh
-proxy_mode p '{"mode":"corrupt","count":-1,"match":"/blobs/'"$L1"'"}'
-fails pull "$REF"
-err_has 'digest|mismatch|checksum|corrupt'
-err_has "$p_HOST/test/img"
-err_has "${L1:7:12}"          # names the layer that failed
-bad=$(last_sent_digest corrupt)
-[[ $bad == sha256:* ]] || fail "proxy did not corrupt anything"
-store_lacks "$bad"
-not_named test/img
-fsck_clean
+corrupt_refused img "$L1" 'digest|mismatch|checksum|corrupt'
 
 case_ "wrong bytes in a zstd layer (hashed by the store's writer), every time: refused, nothing stored"
-fresh
-Z1=$(fx oci-zstd '.layers[1].digest')
-proxy_mode p '{"mode":"corrupt","count":-1,"match":"/blobs/'"$Z1"'"}'
-fails pull "$p_HOST/test/zst:v1"
-err_has 'digest|mismatch|checksum|corrupt'
-err_has "${Z1:7:12}"
-bad=$(last_sent_digest corrupt)
-[[ $bad == sha256:* ]] || fail "proxy did not corrupt anything"
-store_lacks "$bad"
-not_named test/zst
-fsck_clean
+corrupt_refused zst "$(fx oci-zstd '.layers[1].digest')" 'digest|mismatch|checksum|corrupt'
 
 case_ "a zstd layer whose changed byte still decodes (in a skippable frame): the digest refuses it"
-fresh
 S1=$(fx oci-zstd-skip '.layers[0].digest')
-proxy_mode p '{"mode":"corrupt","count":-1,"match":"/blobs/'"$S1"'"}'
-fails pull "$p_HOST/test/zskip:v1"
-err_has "${S1:7:12}.*(digest|mismatch)"
-bad=$(last_sent_digest corrupt)
-store_lacks "$bad"
-not_named test/zskip
-fsck_clean
+corrupt_refused zskip "$S1" "${S1:7:12}.*(digest|mismatch)"
 fresh
 ok pull "$p_HOST/test/zskip:v1"    # and untouched, it is stored as sent
 diff_id=$(fx oci-zstd-skip '.layers[0].diff_id')
