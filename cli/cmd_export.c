@@ -15,7 +15,7 @@ static void usage(FILE *f)
             "usage: sbx-image export [OPTIONS] IMAGE DIR\n\n"
             "Write an image from the store as an OCI image layout directory (oci-layout,\n"
             "index.json, blobs/sha256/<hex>), for other tools: skopeo copy oci:DIR[:TAG] ...,\n"
-            "umoci unpack --image DIR:TAG (layers are zstd: an umoci that reads zstd).  IMAGE\n"
+            "umoci unpack --image DIR:TAG (zstd layers need an umoci that reads zstd).  IMAGE\n"
             "is a store name (a build --tag), a ref as pulled (node:22), a pinned ref or a\n"
             "manifest digest; it is looked up in the store only, never in a registry (run\n"
             "`sbx-image pull REF` first).\n\n"
@@ -23,13 +23,12 @@ static void usage(FILE *f)
             "existing one.  The layout is built in a temp dir beside DIR, synced and renamed\n"
             "to DIR: DIR appears complete or not at all.  The image is leased in the store\n"
             "while it is read, so gc cannot remove it.\n\n"
-            "Layers are written as the store keeps them, zstd-compressed, each re-hashed\n"
-            "while it is copied.  A built image's manifest already references those zstd\n"
-            "layers, so its manifest bytes and digest are exported unchanged.  A pulled\n"
-            "image's manifest usually references the registry's gzip blobs, which the store\n"
-            "does not keep: export then writes a new OCI manifest (same config, every layer\n"
-            "as application/vnd.oci.image.layer.v1.tar+zstd) whose digest differs from the\n"
-            "stored one, and says so on stderr.\n\n"
+            "Layers are written as the store keeps them (zstd when built, gzip or zstd as\n"
+            "pulled), each re-hashed while it is copied.  A built or pulled image's manifest\n"
+            "references those layers, so its manifest bytes and digest are exported\n"
+            "unchanged.  An image whose layers the store compressed again (pulled as plain\n"
+            "tars, or as zstd without checksums) gets a new OCI manifest (same config, each\n"
+            "layer as stored) whose digest differs from the stored one, said on stderr.\n\n"
             "options:\n"
             "  --tag TAG          name the manifest TAG in index.json (the annotation\n"
             "                     org.opencontainers.image.ref.name): oci:DIR:TAG\n"
@@ -45,7 +44,7 @@ static void usage(FILE *f)
             "  -v, --verbose      debug messages on stderr\n\n"
             "output: the manifest digest in the layout on stdout (or --json: blobs and bytes\n"
             "count the distinct blobs written; recompressed is true when the layers were\n"
-            "re-referenced as zstd and the digest changed); progress on stderr, one line per\n"
+            "re-referenced as stored and the digest changed); progress on stderr, a line per\n"
             "layer.  Exit 1 on error (nothing is left at DIR), 2 on usage errors, 128+N when\n"
             "stopped by signal N (SIGINT, SIGTERM, SIGHUP: what was made is removed first).\n"
             "\n"
@@ -122,7 +121,7 @@ int cmd_export(sbx_cli *cli, int argc, char **argv)
     if (rc < 0)
         return cli_fail(&err);
     if (res.recompressed)
-        fprintf(stderr, "layers re-referenced as zstd: manifest digest changes from %s to %s\n",
+        fprintf(stderr, "layers re-referenced as stored: manifest digest changes from %s to %s\n",
                 res.stored_digest, res.digest);
     if (cli->json)
         return print_json(image, dir, &res);

@@ -17,21 +17,25 @@ static void usage(FILE *f)
           "\n"
           "Push an image from the store to a registry.  IMAGE is a store name, a ref as\n"
           "pulled, a snapshot or a manifest digest; DEST a ref (default: IMAGE's own\n"
-          "name, as docker push does).  Each layer goes as the store keeps it (zstd) and\n"
+          "name, as docker push does).  Each layer goes as the store keeps it and\n"
           "only when the repository lacks it (asked with HEAD first), uploaded or\n"
           "mounted from another repository of the registry this store pushed it to;\n"
           "so does the config, two blobs at once; the manifest last, so the tag never\n"
           "names an image whose blobs are missing.  A blob larger than the chunk size\n"
           "goes in chunks; after a failure the upload goes on from where the registry\n"
-          "says it stands (or from the start when it dropped the upload).  A built\n"
-          "image keeps its manifest digest; a pulled gzip image gets a new manifest\n"
-          "over the zstd layers (said on stderr).\n"
+          "says it stands (or from the start when it dropped the upload).  Layers are\n"
+          "stored as zstd when built, as the registry sent them (gzip or zstd) when\n"
+          "pulled, so a built or pulled image keeps its manifest digest; one whose\n"
+          "layers the store compressed again (plain tars, zstd without checksums) gets\n"
+          "a new manifest over the stored layers (said on stderr).\n"
           "\n"
           "options:\n"
-          "  --compression zstd|gzip  layers as stored (zstd, the default) or gzipped for\n"
-          "                     clients that cannot read zstd: deterministic (level 6, no\n"
-          "                     name or time), so the same image always gets the same\n"
-          "                     digests; the manifest is a new OCI one over them\n"
+          "  --compression zstd|gzip  zstd (the default): layers as stored; gzip: every\n"
+          "                     layer gzip, for clients that cannot read zstd (one stored\n"
+          "                     as gzip goes as it is, the others gzipped\n"
+          "                     deterministically: level 6, no name or time, so the same\n"
+          "                     image always gets the same digests); the manifest is a new\n"
+          "                     OCI one over them\n"
           "  --creds USER:PASSWORD  credentials for DEST's registry (default: the Docker\n"
           "                     config and its credential helpers)\n"
           "  --password-stdin   with --creds USER: the password is stdin's first line\n"
@@ -125,8 +129,8 @@ int cmd_push(sbx_cli *cli, int argc, char **argv)
     if (rc < 0)
         return cli_fail(&err);
     if (r.recompressed)
-        fprintf(stderr, "note: %s was pulled with other compressed layers; pushed a new manifest "
-                "over its zstd layers (%s)\n", image, r.digest);
+        fprintf(stderr, "note: the manifest of %s does not describe its layers as pushed; "
+                "pushed a new manifest over them (%s)\n", image, r.digest);
     if (cli->json)
         return cli_print_json(stdout, json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "ref",
                                                 r.ref, "digest", r.digest, "blobs_pushed",

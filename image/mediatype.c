@@ -58,6 +58,11 @@ static bool ends_with(const char *s, size_t n, const char *suffix)
     return n > k && !strncmp(s + n - k, suffix, k);
 }
 
+const char *sbx_media_stored_layer(sbx_layer_format f)
+{
+    return f == SBX_LAYER_GZIP ? SBX_MT_OCI_LAYER_GZIP : SBX_MT_OCI_LAYER_ZSTD;
+}
+
 sbx_compression sbx_media_layer_compression(const char *mt)
 {
     const sbx_media_type *t = sbx_media_type_find(mt);

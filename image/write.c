@@ -1,7 +1,7 @@
 /* Writing images: a config and the OCI manifest over stored layers.
  *
  * The manifest is compact JSON with sorted keys and describes each layer by
- * its stored zstd form, so the same config bytes always give the same
+ * its stored form (zstd, or a pulled gzip blob kept as sent), so the same config bytes always give the same
  * manifest bytes and digest: build caching and reproducible builds rest on
  * that. */
 #include <jansson.h>
@@ -32,8 +32,8 @@ static int layer_desc(json_t *layers, sbx_store *s, const char *diff_id, size_t 
     if (sbx_store_layer_info(s, diff_id, &info, err) < 0)
         return sbx_error_wrap(err, "describe layer %zu", i + 1);
     if (json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType",
-                                                SBX_MT_OCI_LAYER_ZSTD, "digest",
-                                                info.zstd_digest, "size",
+                                                sbx_media_stored_layer(info.format), "digest",
+                                                info.stored_digest, "size",
                                                 (json_int_t)info.stored_size)) < 0)
         return sbx_error_set(err, SBX_ENOMEM, "writing an image manifest: out of memory");
     return 0;

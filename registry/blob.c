@@ -1,16 +1,18 @@
 /* Streamed layer download:
  *
- *   curl write callback -> sha256 of the compressed bytes (a zstd blob's by
- *                          the writer, sbx_layer_writer_input_digest)
- *                       -> gzip (ISA-L) / zstd / none, chosen by the stream's
- *                          magic bytes (as containerd does)
- *                       -> sbx_layer_writer (hashes the diff_id, zstd at rest;
- *                          a zstd blob goes to it as it is: the writer
- *                          decompresses it and keeps its bytes as the stored
- *                          file, rather than compressing the tar again)
+ *   curl write callback -> gzip / zstd / none, chosen by the stream's magic
+ *                          bytes (as containerd does)
+ *                       -> sbx_layer_writer: a gzip or zstd blob goes to it as
+ *                          it is; the writer hashes it (the blob digest,
+ *                          sbx_layer_writer_input_digest), decompresses it,
+ *                          hashes the tar (diff_id) and keeps the blob's bytes
+ *                          as the stored file rather than compressing the tar
+ *                          again.  A plain tar is hashed here and compressed
+ *                          by the writer.
  *                       -> and the options' layer tap, when set (pull --unpack:
- *                          the same bytes extracted into the unpacked-layer
- *                          cache, told to keep them only once all is verified)
+ *                          the tar from the writer, extracted into the
+ *                          unpacked-layer cache, told to keep it only once all
+ *                          is verified)
  *
  * Nothing is committed until the whole blob has arrived, its size and digest
  * match the descriptor, and the decompressed stream ended cleanly; the
@@ -20,11 +22,8 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
-#include <isa-l/igzip_lib.h>
 
 #include "registry_internal.h"
-
-#define OUTBUF (128u << 10)
 
 typedef struct layer_pipe {
     sbx_store *store;
@@ -38,9 +37,6 @@ typedef struct layer_pipe {
     sbx_compression comp; /* decided from the magic bytes */
     unsigned char head[4];
     size_t nhead;
-    struct inflate_state z;
-    bool z_init, z_end;
-    unsigned char *out;
     uint64_t last_emit_ns;
     uint64_t tar_bytes, tar_max; /* uncompressed so far; the expansion cap */
     sbx_error *err;
@@ -70,8 +66,6 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
     p->tar_bytes = 0;
     p->nhead = 0;
     p->comp = SBX_COMP_AUTO;
-    p->z_end = false;
-    p->z_init = false;
     sbx__sha256_free(p->h);
     p->h = NULL;
     int rc = sbx__sha256_new(&p->h, err);
@@ -91,7 +85,7 @@ static int pipe_start(layer_pipe *p, sbx_error *err)
     return 0;
 }
 
-/* Each piece of the tar, from our decompressor or (zstd) the writer's. */
+/* Each piece of the tar: a plain blob's, or the writer's decompressed. */
 static int on_tar(void *ud, const void *buf, size_t n, sbx_error *err)
 {
     layer_pipe *p = ud;
@@ -116,86 +110,32 @@ static int emit_tar(layer_pipe *p, const void *buf, size_t n)
     return rc < 0 ? rc : sbx_layer_writer_write(p->w, buf, n, p->err);
 }
 
-static int emit_out(layer_pipe *p, size_t n) { return emit_tar(p, p->out, n); }
-
-static const char *isal_reason(int r)
+static bool compressed(const layer_pipe *p)
 {
-    switch (r) {
-    case ISAL_INVALID_BLOCK: return "invalid block";
-    case ISAL_INVALID_SYMBOL: return "invalid symbol";
-    case ISAL_INVALID_LOOKBACK: return "invalid distance";
-    case ISAL_INVALID_WRAPPER: return "not a gzip header";
-    case ISAL_UNSUPPORTED_METHOD: return "unknown compression method";
-    case ISAL_INCORRECT_CHECKSUM: return "incorrect data check";
-    default: return "inflate error";
-    }
-}
-
-/* ISA-L's inflate, one gzip member after another (concatenated gzip is
- * valid); each member's CRC and length are checked by ISA-L. */
-static int feed_gzip(layer_pipe *p, const unsigned char *buf, size_t len)
-{
-    p->z.next_in = (uint8_t *)buf;
-    p->z.avail_in = (uint32_t)len;
-    for (;;) {
-        if (p->z_end && p->z.avail_in == 0)
-            break; /* a member ended with the input: another may follow later */
-        if (!p->z_init || p->z_end) {
-            /* the first member, or another one following */
-            uint8_t *in = p->z.next_in;
-            uint32_t left = p->z.avail_in;
-            isal_inflate_init(&p->z);
-            p->z.crc_flag = ISAL_GZIP;
-            p->z.next_in = in;
-            p->z.avail_in = left;
-            p->z_init = true;
-            p->z_end = false;
-        }
-        p->z.next_out = p->out;
-        p->z.avail_out = OUTBUF;
-        int r = isal_inflate(&p->z);
-        if (r != ISAL_DECOMP_OK && r != ISAL_END_INPUT && r != ISAL_OUT_OVERFLOW)
-            return sbx_error_set(p->err, SBX_EDIGEST, "decompressing layer '%s': corrupt gzip "
-                                 "data (%s)", p->desc->digest, isal_reason(r));
-        size_t made = OUTBUF - p->z.avail_out;
-        int rc = emit_out(p, made);
-        if (rc < 0)
-            return rc;
-        if (p->z.block_state == ISAL_BLOCK_FINISH)
-            p->z_end = true;
-        else if (p->z.avail_in == 0 && p->z.avail_out > 0)
-            break; /* all input taken, all output given: more input needed */
-    }
-    return 0;
+    return p->comp == SBX_COMP_GZIP || p->comp == SBX_COMP_ZSTD;
 }
 
 static int feed(layer_pipe *p, const unsigned char *buf, size_t len)
 {
-    switch (p->comp) {
-    case SBX_COMP_GZIP: return feed_gzip(p, buf, len);
-    case SBX_COMP_ZSTD: /* the writer decompresses it */
-        if (sbx_layer_writer_write(p->w, buf, len, p->err) < 0)
-            return p->tar_failed ? p->err->code
-                                 : sbx_error_wrap(p->err, "layer '%s'", p->desc->digest);
-        return 0;
-    default: return emit_tar(p, buf, len);
-    }
+    if (!compressed(p))
+        return emit_tar(p, buf, len);
+    /* the writer decompresses it */
+    if (sbx_layer_writer_write(p->w, buf, len, p->err) < 0)
+        return p->tar_failed ? p->err->code
+                             : sbx_error_wrap(p->err, "layer '%s'", p->desc->digest);
+    return 0;
 }
 
-/* Choose the decompressor: a zstd blob goes to the writer as it is. */
+/* Choose by the magic bytes: a compressed blob goes to the writer as it is. */
 static int decide(layer_pipe *p)
 {
-    static const unsigned char gz[] = {0x1f, 0x8b}, zs[] = {0x28, 0xb5, 0x2f, 0xfd};
-    /* a zstd stream may start with a skippable frame: magic 0x184D2A5? */
-    bool skippable = p->nhead >= 4 && (p->head[0] & 0xF0) == 0x50 && p->head[1] == 0x2a &&
-                     p->head[2] == 0x4d && p->head[3] == 0x18;
-    if (p->nhead >= 2 && !memcmp(p->head, gz, 2))
-        p->comp = SBX_COMP_GZIP;
-    else if ((p->nhead >= 4 && !memcmp(p->head, zs, 4)) || skippable)
-        p->comp = SBX_COMP_ZSTD;
-    else
-        p->comp = SBX_COMP_NONE;
-    return p->comp == SBX_COMP_ZSTD ? sbx_layer_writer_zstd_input(p->w, on_tar, p, p->err) : 0;
+    int fmt = sbx_layer_sniff(p->head, p->nhead);
+    p->comp = fmt == SBX_LAYER_GZIP ? SBX_COMP_GZIP
+              : fmt == SBX_LAYER_ZSTD ? SBX_COMP_ZSTD
+                                      : SBX_COMP_NONE;
+    return fmt < 0 ? 0
+                   : sbx_layer_writer_compressed_input(p->w, (sbx_layer_format)fmt, on_tar, p,
+                                                       p->err);
 }
 
 static int pipe_write(void *ud, const void *vbuf, size_t len)
@@ -208,7 +148,7 @@ static int pipe_write(void *ud, const void *vbuf, size_t len)
                       p->desc->digest, (unsigned long long)p->desc->size);
         return -1;
     }
-    if (p->comp != SBX_COMP_ZSTD) /* a zstd blob is hashed by the writer */
+    if (!compressed(p)) /* a compressed blob is hashed by the writer */
         sbx__sha256_update(p->h, buf, len);
     p->nbytes += len;
     if (p->comp == SBX_COMP_AUTO) {
@@ -250,7 +190,7 @@ static int pipe_finish(layer_pipe *p, sbx_error *err)
                              "%llu", p->desc->digest, (unsigned long long)p->nbytes,
                              (unsigned long long)p->desc->size);
     char got[SBX_DIGEST_BUFSZ];
-    if (p->comp == SBX_COMP_ZSTD) {
+    if (compressed(p)) {
         if (sbx_layer_writer_input_digest(p->w, got, err) < 0)
             return err->code;
     } else {
@@ -259,9 +199,6 @@ static int pipe_finish(layer_pipe *p, sbx_error *err)
     if (strcmp(got, p->desc->digest) != 0)
         return sbx_error_set(err, SBX_EDIGEST, "layer '%s': downloaded content has digest '%s'",
                              p->desc->digest, got);
-    if (p->comp == SBX_COMP_GZIP && !p->z_end)
-        return sbx_error_set(err, SBX_EDIGEST, "layer '%s': gzip stream is truncated",
-                             p->desc->digest);
     return 0;
 }
 
@@ -270,7 +207,6 @@ static void pipe_free(layer_pipe *p)
     untap(p);
     sbx_layer_writer_abort(p->w);
     sbx__sha256_free(p->h);
-    free(p->out);
 }
 
 int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
@@ -287,8 +223,6 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                              "SBX_MAX_LAYER_BYTES (%lld): not fetched", desc->digest,
                              (unsigned long long)desc->size, (long long)abs_max);
     p.tar_max = sbx__expansion_cap(desc->size, p.ctx);
-    if (!(p.out = malloc(OUTBUF)))
-        return sbx_error_set(err, SBX_ENOMEM, "pulling layer '%s': out of memory", desc->digest);
     int rc = pipe_start(&p, err);
     if (rc == 0) {
         sbx__progress(p.ctx, progress_id, "download", 0, desc->size);
@@ -305,7 +239,7 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                      "recompressed", desc->digest);
         sbx_layer_writer *w = SBX_STEAL(p.w);
         rc = sbx_layer_writer_commit(w, diff_id, err);
-        if (rc < 0 && p.comp == SBX_COMP_ZSTD)
+        if (rc < 0 && compressed(&p))
             sbx_error_wrap(err, "layer '%s'", desc->digest);
         if (rc == 0)
             rc = sbx_store_layer_add_source(store, diff_id, desc->digest, desc->media_type,

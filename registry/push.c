@@ -183,7 +183,7 @@ static int push_blobs(reg_client *c, sbx_store *s, const reg_session *ses, blob_
     return rc;
 }
 
-/* The manifest to push: the image's own when it describes the stored zstd
+/* The manifest to push: the image's own when it describes the stored
  * layers, else a new one over them (stored, so it can be pushed again). */
 static int manifest_for(char **raw, size_t *len, char digest[SBX_DIGEST_BUFSZ],
                         char media_type[128], bool *recompressed, sbx_store *s,
@@ -191,7 +191,7 @@ static int manifest_for(char **raw, size_t *len, char digest[SBX_DIGEST_BUFSZ],
 {
     bool same = true;
     for (size_t i = 0; i < img->nlayers; i++)
-        same = same && !strcmp(img->layers[i].digest, infos[i].zstd_digest) &&
+        same = same && !strcmp(img->layers[i].digest, infos[i].stored_digest) &&
                img->layers[i].size == infos[i].stored_size;
     *recompressed = !same;
     if (same) {
@@ -206,7 +206,7 @@ static int manifest_for(char **raw, size_t *len, char digest[SBX_DIGEST_BUFSZ],
     }
     if (sbx_image_write(digest, s, img->config_raw, img->config_len, err) < 0 ||
         sbx_store_read_blob(s, digest, SBX_MANIFEST_MAX, raw, len, err) < 0)
-        return sbx_error_wrap(err, "pushing: describing the stored zstd layers");
+        return sbx_error_wrap(err, "pushing: describing the stored layers");
     snprintf(media_type, 128, "%s", SBX_MT_OCI_MANIFEST);
     return 0;
 }
@@ -262,6 +262,11 @@ static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_se
             sbx_error_wrap(err, "pushing");
         for (size_t i = 0; rc == 0 && i < img->nlayers; i++) {
             char path[4096], id[96];
+            if (infos[i].format == SBX_LAYER_GZIP) { /* stored as gzip already */
+                memcpy(gz_digest[i], infos[i].stored_digest, SBX_DIGEST_BUFSZ);
+                gz_size[i] = infos[i].stored_size;
+                continue;
+            }
             snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, img->nlayers,
                      img->layers[i].diff_id);
             sbx__progress(ctx, id, "gzip", 0, infos[i].size);
@@ -288,10 +293,10 @@ static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_se
         rc = sbx_error_set(err, SBX_ENOMEM, "pushing: out of memory");
     for (size_t i = 0; rc == 0 && i < img->nlayers; i++) {
         blob_job *j = &jobs[i];
-        j->digest = gz ? gz_digest[i] : infos[i].zstd_digest;
+        j->digest = gz ? gz_digest[i] : infos[i].stored_digest;
         j->len = gz ? gz_size[i] : infos[i].stored_size;
         snprintf(j->id, sizeof j->id, "layer %zu/%zu %.19s", i + 1, img->nlayers, j->digest);
-        if (gz)
+        if (gz && infos[i].format != SBX_LAYER_GZIP)
             snprintf(j->path, sizeof j->path, "%s/%zu.gz", sbx_scratch_path(sc), i);
         else
             rc = sbx_store_layer_path(s, img->layers[i].diff_id, j->path, sizeof j->path, err);

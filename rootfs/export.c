@@ -151,7 +151,7 @@ static int copy_hashed(int src, int dst, const char *id, uint64_t total, exporte
     return 0;
 }
 
-/* Layer i of n as the store keeps it (zstd), verified against its record. */
+/* Layer i of n as the store keeps it (zstd or gzip), verified against its record. */
 static int write_layer(exporter *c, size_t i, size_t n, const sbx_layer_info *li, sbx_error *err)
 {
     char path[4096], id[96], got[SBX_DIGEST_BUFSZ];
@@ -163,22 +163,22 @@ static int write_layer(exporter *c, size_t i, size_t n, const sbx_layer_info *li
         return sbx_error_sys(err, SBX_EIO, errno, "exporting: opening layer '%s' in the store",
                              li->diff_id);
     int dst;
-    if ((r = blob_create(&dst, c, li->zstd_digest, err)) < 0 || dst < 0)
+    if ((r = blob_create(&dst, c, li->stored_digest, err)) < 0 || dst < 0)
         return r;
-    snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, n, li->zstd_digest);
+    snprintf(id, sizeof id, "layer %zu/%zu %.19s", i + 1, n, li->stored_digest);
     uint64_t copied = 0;
     r = copy_hashed(src, dst, id, li->stored_size, c, got, &copied, err);
-    if (r == 0 && (strcmp(got, li->zstd_digest) != 0 || copied != li->stored_size))
-        r = sbx_error_set(err, SBX_EDIGEST, "exporting: layer %zu/%zu '%s': the store's zstd file "
+    if (r == 0 && (strcmp(got, li->stored_digest) != 0 || copied != li->stored_size))
+        r = sbx_error_set(err, SBX_EDIGEST, "exporting: layer %zu/%zu '%s': the store's file "
                           "does not match its record (%s, %llu bytes; recorded %s, %llu bytes; "
                           "run sbx-image fsck)", i + 1, n, li->diff_id, got,
-                          (unsigned long long)copied, li->zstd_digest,
+                          (unsigned long long)copied, li->stored_digest,
                           (unsigned long long)li->stored_size);
     if (r < 0) {
         close(dst);
         return r;
     }
-    return blob_finish(dst, c, li->zstd_digest, copied, err);
+    return blob_finish(dst, c, li->stored_digest, copied, err);
 }
 
 /* ---- manifests and the index ----------------------------------------------- */
@@ -204,7 +204,7 @@ static int layer_infos(sbx_layer_info *infos, bool *same, sbx_store *s, const sb
         int r = sbx_store_layer_info(s, l->diff_id, &infos[i], err);
         if (r < 0)
             return sbx_error_wrap(err, "exporting: layer %zu/%zu", i + 1, in->nlayers);
-        if (strcmp(l->digest, infos[i].zstd_digest) != 0 || l->size != infos[i].stored_size)
+        if (strcmp(l->digest, infos[i].stored_digest) != 0 || l->size != infos[i].stored_size)
             *same = false;
     }
     return 0;
@@ -217,7 +217,7 @@ static int json_oom(json_t *o, sbx_error *err)
 }
 
 /* A new OCI manifest: the same config (as an OCI config), each layer as its
- * stored zstd stream, the old manifest's annotations. */
+ * stored stream, the old manifest's annotations. */
 static int rereference(char **out, size_t *len, const sbx_image *in,
                        const sbx_layer_info *infos, sbx_error *err)
 {
@@ -243,8 +243,9 @@ static int rereference(char **out, size_t *len, const sbx_image *in,
     if (!m)
         return json_oom(NULL, err);
     for (size_t i = 0; i < in->nlayers; i++)
-        if (json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType", SBX_MT_OCI_LAYER_ZSTD,
-                                                    "digest", infos[i].zstd_digest, "size",
+        if (json_array_append_new(layers, json_pack("{s:s, s:s, s:I}", "mediaType",
+                                                    sbx_media_stored_layer(infos[i].format),
+                                                    "digest", infos[i].stored_digest, "size",
                                                     (json_int_t)infos[i].stored_size)) < 0)
             return json_oom(m, err);
     *out = json_dumps(m, JSON_COMPACT | JSON_SORT_KEYS);

@@ -3,8 +3,12 @@
  *
  * Layout under the root (created 0700):
  *   blobs/sha256/<hex>        exact bytes (manifests, configs), named by their sha256
- *   layers/sha256/<hex>.zst   a layer's tar, zstd level 3 with a frame checksum,
- *                             named by the sha256 of the uncompressed tar (diff_id)
+ *   layers/sha256/<hex>.zst   a layer's tar as zstd with frame checksums (the
+ *                             store's own level 3, or a registry's blob kept as
+ *                             sent), named by the sha256 of the tar (diff_id)
+ *   layers/sha256/<hex>.gz    or as gzip: a registry's gzip blob kept as sent
+ *                             (each member has its CRC-32); the record's format
+ *                             says which of the two names a layer has
  *   unpacked/<hex>            opaque directories a consumer fills for a layer;
  *                             removed with the layer
  *   tmp/<kind>.<id>           temp files of writers in flight (w, b, l), unpacked
@@ -39,7 +43,7 @@
  *  - Readers need no lock: files are immutable once linked, and an open fd
  *    survives gc's unlink.
  *  - Trust: files are re-hashed by read_blob and fsck; the layer reader relies
- *    on zstd's frame checksum, fsck re-hashes the diff_id.
+ *    on zstd's frame checksums or gzip's CRC-32s, fsck re-hashes the diff_id.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -72,7 +76,8 @@ static const char *const SCHEMA =
     "CREATE TABLE IF NOT EXISTS blobs(digest TEXT PRIMARY KEY, size INTEGER NOT NULL,"
     " media_type TEXT, is_manifest INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS layers(diff_id TEXT PRIMARY KEY, size INTEGER NOT NULL,"
-    " stored_size INTEGER NOT NULL, zstd_digest TEXT NOT NULL, created INTEGER NOT NULL);"
+    " stored_size INTEGER NOT NULL, zstd_digest TEXT NOT NULL, created INTEGER NOT NULL,"
+    " format INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS layer_sources(blob_digest TEXT PRIMARY KEY,"
     " diff_id TEXT NOT NULL, media_type TEXT, size INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS layer_sources_diff ON layer_sources(diff_id);"
@@ -91,7 +96,7 @@ static const char *const SCHEMA =
     " PRIMARY KEY(lease, digest));"
     MOUNTS_SCHEMA
     ORIGINS_SCHEMA
-    "PRAGMA user_version=4;";
+    "PRAGMA user_version=5;";
 
 /* Version 1 had neither name expiry nor mounts, version 2 no external
  * mounts.  The columns may be there
@@ -103,6 +108,11 @@ static const char *const MIGRATE_1_2_TTL =
     "ALTER TABLE names ADD COLUMN ttl INTEGER NOT NULL DEFAULT 0;";
 static const char *const MIGRATE_TO_3 = MOUNTS_SCHEMA "PRAGMA user_version=3;";
 static const char *const MIGRATE_3_4 = ORIGINS_SCHEMA "PRAGMA user_version=4;";
+/* Version 5: a layer's stored format (sbx_layer_format; zstd_digest is the
+ * stored file's digest, whatever its format).  Until then every layer was
+ * zstd. */
+static const char *const MIGRATE_4_5_FORMAT =
+    "ALTER TABLE layers ADD COLUMN format INTEGER NOT NULL DEFAULT 0;";
 static const char *const MIGRATE_2_3_EXTERNAL =
     "ALTER TABLE mounts ADD COLUMN external INTEGER NOT NULL DEFAULT 0;";
 
@@ -142,19 +152,24 @@ int sbx_store__io_err(sbx_store *s, sbx_error *err, int e, const char *what)
     return sbx_error_sys(err, code, e, "%s in store '%s'", what, s->root);
 }
 
-void sbx_store__obj_relpath(char *buf, size_t len, sbx_obj_kind kind, const char *hex)
+static const char *const LAYER_SUFFIX[] = {[SBX_LAYER_ZSTD] = ".zst", [SBX_LAYER_GZIP] = ".gz"};
+
+void sbx_store__obj_relpath(char *buf, size_t len, sbx_obj_kind kind, const char *hex,
+                            sbx_layer_format fmt)
 {
     if (kind == SBX_OBJ_BLOB)
         snprintf(buf, len, "blobs/sha256/%s", hex);
     else
-        snprintf(buf, len, "layers/sha256/%s.zst", hex);
+        snprintf(buf, len, "layers/sha256/%s%s", hex,
+                 LAYER_SUFFIX[fmt == SBX_LAYER_GZIP ? SBX_LAYER_GZIP : SBX_LAYER_ZSTD]);
 }
 
-char *sbx_store__obj_path(const sbx_store *s, sbx_obj_kind kind, const char *hex)
+int sbx_store__layer_suffix_format(const char *suffix)
 {
-    char rel[128];
-    sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
-    return sbx__strdup_printf("%s/%s", s->root, rel);
+    for (int f = 0; f < (int)(sizeof LAYER_SUFFIX / sizeof *LAYER_SUFFIX); f++)
+        if (strcmp(suffix, LAYER_SUFFIX[f]) == 0)
+            return f;
+    return -1;
 }
 
 int sbx_store__sql_err(sbx_store *s, sbx_error *err, const char *what)
@@ -359,17 +374,17 @@ static int fsync_parent(sbx_store *s, sbx_obj_kind kind, sbx_error *err)
     return 0;
 }
 
-int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpname,
-                             const char *digest, sbx_store__insert_fn insert, void *ud,
-                             sbx_error *err)
+int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt,
+                             const char *tmpname, const char *digest, sbx_store__insert_fn insert,
+                             void *ud, sbx_error *err)
 {
     const char *hex = digest + 7;
     char named[256], rel[128], from[300], to[300];
-    snprintf(named, sizeof named, "%c.%s.%s", kind == SBX_OBJ_LAYER ? 'l' : 'b', hex,
-             tmpname + 2);
+    snprintf(named, sizeof named, "%c.%s.%s",
+             kind == SBX_OBJ_BLOB ? 'b' : fmt == SBX_LAYER_GZIP ? 'g' : 'l', hex, tmpname + 2);
     snprintf(from, sizeof from, "tmp/%s", tmpname);
     snprintf(to, sizeof to, "tmp/%s", named);
-    sbx_store__obj_relpath(rel, sizeof rel, kind, hex);
+    sbx_store__obj_relpath(rel, sizeof rel, kind, hex, fmt);
 
     if (renameat(s->root_fd, from, s->root_fd, to) < 0) {
         int e = errno;
@@ -386,14 +401,18 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpnam
     int linked = 0;
     rc = sbx_store__begin(s, err);
     int present = 0;
+    char had[128]; /* the recorded object's file (a layer's may be in another format) */
+    snprintf(had, sizeof had, "%s", rel);
     if (rc == 0) {
-        present = sbx_store__exists(s,
-                                    kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
-                                                          : "SELECT 1 FROM blobs WHERE digest=?",
-                                    digest, err);
+        sbx_layer_format hf = SBX_LAYER_ZSTD;
+        present = kind == SBX_OBJ_LAYER
+                      ? sbx_store__layer_lookup(s, digest, &hf, err)
+                      : sbx_store__exists(s, "SELECT 1 FROM blobs WHERE digest=?", digest, err);
         rc = present < 0 ? present : 0;
+        if (present && kind == SBX_OBJ_LAYER)
+            sbx_store__obj_relpath(had, sizeof had, kind, hex, hf);
     }
-    if (rc == 0 && present && faccessat(s->root_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (rc == 0 && present && faccessat(s->root_fd, had, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
         /* A record whose file is gone: this write repairs it. */
         rc = drop_record(s, kind, digest, err);
         present = 0;
@@ -520,7 +539,7 @@ static int open_db(sbx_store *s, sbx_error *err)
         sqlite3_step(vst) == SQLITE_ROW)
         version = sqlite3_column_int(vst, 0);
     sqlite3_finalize(vst);
-    if (version == 4)
+    if (version == 5)
         return sbx_store__exec(s, PRAGMAS, err);
     /* Schema and journal mode under the exclusive lock: two first opens at
      * once would otherwise race on the WAL switch. */
@@ -542,11 +561,15 @@ static int open_db(sbx_store *s, sbx_error *err)
             rc = migrate_to_3(s, err);
         if (rc == 0 && version >= 1 && version <= 3)
             rc = sbx_store__exec(s, MIGRATE_3_4, err);
+        if (rc == 0 && version >= 1 && version <= 4 && !has_column(s, "layers", "format"))
+            rc = sbx_store__exec(s, MIGRATE_4_5_FORMAT, err);
+        if (rc == 0 && version >= 1 && version <= 4)
+            rc = sbx_store__exec(s, "PRAGMA user_version=5;", err);
         else if (rc == 0 && version == 0)
             rc = sbx_store__exec(s, SCHEMA, err);
-        else if (rc == 0 && version != 4)
+        else if (rc == 0 && version != 5)
             rc = sbx_error_set(err, SBX_EUNSUPPORTED, "metadata version %d is newer than this "
-                               "sbx-image knows (4)", version);
+                               "sbx-image knows (5)", version);
     }
     if (rc == 0)
         rc = sbx_store__commit(s, err);

@@ -190,7 +190,7 @@ int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ]
     /* The fd stays open through the commit: its flock tells the reaper the
      * temp file (renamed, then linked) is still someone's. */
     blob_insert_ctx ctx = {w, digest};
-    int rc = sbx_store__commit_object(s, SBX_OBJ_BLOB, w->tmpname, digest, blob_insert, &ctx,
+    int rc = sbx_store__commit_object(s, SBX_OBJ_BLOB, 0, w->tmpname, digest, blob_insert, &ctx,
                                       err);
     close(w->fd);
     w->fd = -1;
@@ -253,11 +253,13 @@ int sbx_store__has(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_erro
     const char *sql = kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
                                             : "SELECT 1 FROM blobs WHERE digest=?";
     const char *what = kind == SBX_OBJ_LAYER ? "layer" : "blob";
-    int have = sbx_store__exists(s, sql, digest, err);
+    sbx_layer_format fmt = SBX_LAYER_ZSTD;
+    int have = kind == SBX_OBJ_LAYER ? sbx_store__layer_lookup(s, digest, &fmt, err)
+                                     : sbx_store__exists(s, sql, digest, err);
     if (have < 0)
         return sbx_error_wrap(err, "looking up %s '%s'", what, digest);
     char rel[128];
-    sbx_store__obj_relpath(rel, sizeof rel, kind, digest + 7);
+    sbx_store__obj_relpath(rel, sizeof rel, kind, digest + 7, fmt);
     if (have == 0)
         return 0;
     if (faccessat(s->root_fd, rel, F_OK, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -295,7 +297,7 @@ int sbx_store_read_blob(sbx_store *s, const char *digest, size_t max, char **out
     if (sbx__digest_parse(&hex, digest, err) < 0)
         return sbx_error_wrap(err, "read blob");
     char rel[128];
-    sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_BLOB, hex);
+    sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_BLOB, hex, 0);
     _cleanup_close_ int fd = openat(s->root_fd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno == ENOENT) {

@@ -48,15 +48,16 @@ static int drop_record(sbx_store *s, sbx_obj_kind kind, const char *digest, sbx_
 typedef struct {
     char digest[SBX_DIGEST_BUFSZ];
     uint64_t size, stored;
-    char zstd[SBX_DIGEST_BUFSZ];
+    char zstd[SBX_DIGEST_BUFSZ]; /* the stored file's digest (layers) */
+    sbx_layer_format fmt;
 } rec;
 
 static int load_records(sbx_store *s, sbx_obj_kind kind, rec **out, size_t *n, sbx_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     const char *sql = kind == SBX_OBJ_LAYER
-                          ? "SELECT diff_id, size, stored_size, zstd_digest FROM layers"
-                          : "SELECT digest, size, size, '' FROM blobs";
+                          ? "SELECT diff_id, size, stored_size, zstd_digest, format FROM layers"
+                          : "SELECT digest, size, size, '', 0 FROM blobs";
     if (sbx_store__prepare(s, &st, sql, err) < 0)
         return err->code;
     rec *v = NULL;
@@ -76,6 +77,7 @@ static int load_records(sbx_store *s, sbx_obj_kind kind, rec **out, size_t *n, s
         v[len].size = (uint64_t)sqlite3_column_int64(st, 1);
         v[len].stored = (uint64_t)sqlite3_column_int64(st, 2);
         snprintf(v[len].zstd, sizeof v[len].zstd, "%s", sqlite3_column_text(st, 3));
+        v[len].fmt = sqlite3_column_int(st, 4) == SBX_LAYER_GZIP ? SBX_LAYER_GZIP : SBX_LAYER_ZSTD;
         len++;
     }
     if (rc != SQLITE_DONE) {
@@ -87,18 +89,20 @@ static int load_records(sbx_store *s, sbx_obj_kind kind, rec **out, size_t *n, s
     return 0;
 }
 
-static int fix_layer_record(sbx_store *s, const sbx_store__hash_result *h, sbx_error *err)
+static int fix_layer_record(sbx_store *s, const sbx_store__hash_result *h, sbx_layer_format fmt,
+                            sbx_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st,
                            "INSERT OR REPLACE INTO layers(diff_id, size, stored_size,"
-                           " zstd_digest, created) VALUES(?, ?, ?, ?, ?)",
+                           " zstd_digest, created, format) VALUES(?, ?, ?, ?, ?, ?)",
                            err) < 0)
         return err->code;
+    sqlite3_bind_int(st, 6, (int)fmt);
     sqlite3_bind_text(st, 1, h->digest, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)h->size);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)h->stored_size);
-    sqlite3_bind_text(st, 4, h->zstd_digest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, h->stored_digest, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, sbx__now_unix());
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "repair layer record");
@@ -128,7 +132,7 @@ static int check_record(sbx_store *s, sbx_obj_kind kind, const rec *r, sbx_fsck_
 {
     const char *dir = kind == SBX_OBJ_LAYER ? "layers/sha256" : "blobs/sha256";
     char rel[128];
-    sbx_store__obj_relpath(rel, sizeof rel, kind, r->digest + 7);
+    sbx_store__obj_relpath(rel, sizeof rel, kind, r->digest + 7, r->fmt);
     _cleanup_close_ int fd = openat(s->root_fd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (errno != ENOENT)
@@ -139,7 +143,7 @@ static int check_record(sbx_store *s, sbx_obj_kind kind, const rec *r, sbx_fsck_
     }
     sbx_store__hash_result h;
     sbx_error herr = SBX_ERROR_INIT;
-    int rc = sbx_store__hash_file(s, kind, fd, &h, &herr);
+    int rc = sbx_store__hash_file(s, kind, r->fmt, fd, &h, &herr);
     if (rc == SBX_EIO || rc == SBX_ENOMEM)
         return sbx_error_set(err, rc, "%s", herr.msg);
     if (rc < 0 || strcmp(h.digest, r->digest) != 0) {
@@ -150,10 +154,11 @@ static int check_record(sbx_store *s, sbx_obj_kind kind, const rec *r, sbx_fsck_
         return drop_record(s, kind, r->digest, err);
     }
     if (h.size != r->size || h.stored_size != r->stored ||
-        (kind == SBX_OBJ_LAYER && strcmp(h.zstd_digest, r->zstd) != 0)) {
+        (kind == SBX_OBJ_LAYER && strcmp(h.stored_digest, r->zstd) != 0)) {
         warn("fsck: %s: record did not match its file; record repaired", r->digest);
         rep->dangling_repaired++;
-        return kind == SBX_OBJ_LAYER ? fix_layer_record(s, &h, err) : fix_blob_record(s, &h, err);
+        return kind == SBX_OBJ_LAYER ? fix_layer_record(s, &h, r->fmt, err)
+                                     : fix_blob_record(s, &h, err);
     }
     return 0;
 }
@@ -165,24 +170,37 @@ static int check_unrecorded(sbx_store *s, sbx_obj_kind kind, int dfd, const char
     const char *dir = kind == SBX_OBJ_LAYER ? "layers/sha256" : "blobs/sha256";
     char digest[SBX_DIGEST_BUFSZ + 8];
     snprintf(digest, sizeof digest, "sha256:%.64s", name);
-    int named_ok = sbx__digest_valid(digest) &&
-                   strcmp(name + 64, kind == SBX_OBJ_LAYER ? ".zst" : "") == 0;
+    /* the format its name says (a blob has no suffix) */
+    int named = !sbx__digest_valid(digest)  ? -1
+                : kind == SBX_OBJ_LAYER     ? sbx_store__layer_suffix_format(name + 64)
+                : strcmp(name + 64, "") == 0 ? 0
+                                            : -1;
+    int named_ok = named >= 0;
     if (named_ok) {
-        int have = sbx_store__exists(s,
-                                     kind == SBX_OBJ_LAYER ? "SELECT 1 FROM layers WHERE diff_id=?"
-                                                           : "SELECT 1 FROM blobs WHERE digest=?",
-                                     digest, err);
-        if (have != 0)
-            return have < 0 ? have : 0;
+        sbx_layer_format fmt = SBX_LAYER_ZSTD;
+        int have = kind == SBX_OBJ_LAYER
+                       ? sbx_store__layer_lookup(s, digest, &fmt, err)
+                       : sbx_store__exists(s, "SELECT 1 FROM blobs WHERE digest=?", digest, err);
+        if (have < 0)
+            return have;
+        if (have && (kind == SBX_OBJ_BLOB || (int)fmt == named))
+            return 0;
+        if (have) { /* recorded in the other format: a leftover copy, not its file */
+            warn("fsck: %s/%s: a second stored form of a recorded layer; removed", dir, name);
+            rep->orphans++;
+            unlinkat(dfd, name, 0);
+            return 0;
+        }
     }
     rep->orphans++;
     _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     sbx_store__hash_result h;
     sbx_error herr = SBX_ERROR_INIT;
-    if (named_ok && fd >= 0 && sbx_store__hash_file(s, kind, fd, &h, &herr) == 0 &&
+    if (named_ok && fd >= 0 && sbx_store__hash_file(s, kind, named, fd, &h, &herr) == 0 &&
         strcmp(h.digest, digest) == 0) {
         warn("fsck: %s: file had no record; recorded", digest);
-        return kind == SBX_OBJ_LAYER ? fix_layer_record(s, &h, err) : fix_blob_record(s, &h, err);
+        return kind == SBX_OBJ_LAYER ? fix_layer_record(s, &h, named, err)
+                                     : fix_blob_record(s, &h, err);
     }
     warn("fsck: %s/%s: file with no record does not verify; moved to quarantine", dir, name);
     rep->corrupt++;

@@ -189,12 +189,15 @@ static void sweep_unrecorded(sbx_store *s, sbx_obj_kind kind, sbx_gc_report *rep
         char digest[SBX_DIGEST_BUFSZ + 8];
         snprintf(digest, sizeof digest, "sha256:%.64s", de->d_name);
         sbx_error err = SBX_ERROR_INIT;
-        int have = sbx_store__exists(s,
-                                     kind == SBX_OBJ_LAYER
-                                         ? "SELECT 1 FROM layers WHERE diff_id=?"
-                                         : "SELECT 1 FROM blobs WHERE digest=?",
-                                     digest, &err);
-        if (have != 0)
+        sbx_layer_format fmt = SBX_LAYER_ZSTD;
+        int have = kind == SBX_OBJ_LAYER
+                       ? sbx_store__layer_lookup(s, digest, &fmt, &err)
+                       : sbx_store__exists(s, "SELECT 1 FROM blobs WHERE digest=?", digest, &err);
+        /* a layer recorded in the other format: this file is not its */
+        int named = kind == SBX_OBJ_LAYER && strlen(de->d_name) > 64
+                        ? sbx_store__layer_suffix_format(de->d_name + 64)
+                        : -1;
+        if (have < 0 || (have == 1 && (named < 0 || named == (int)fmt)))
             continue;
         struct stat st;
         if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
@@ -214,8 +217,12 @@ static void unlink_objects(sbx_store *s, sbx_obj_kind kind, const strvec *sv)
 {
     for (size_t i = 0; i < sv->n; i++) {
         char rel[128];
-        sbx_store__obj_relpath(rel, sizeof rel, kind, sv->v[i] + 7);
+        sbx_store__obj_relpath(rel, sizeof rel, kind, sv->v[i] + 7, SBX_LAYER_ZSTD);
         unlinkat(s->root_fd, rel, 0);
+        if (kind == SBX_OBJ_LAYER) { /* its record is gone: either name is dead */
+            sbx_store__obj_relpath(rel, sizeof rel, kind, sv->v[i] + 7, SBX_LAYER_GZIP);
+            unlinkat(s->root_fd, rel, 0);
+        }
     }
 }
 

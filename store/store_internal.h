@@ -25,10 +25,15 @@ struct sbx_store {
 /* Kinds of stored object, also the directory they live in. */
 typedef enum { SBX_OBJ_BLOB = 0, SBX_OBJ_LAYER = 1 } sbx_obj_kind;
 
-/* <root>/blobs/sha256/<hex> or <root>/layers/sha256/<hex>.zst, relative to root_fd. */
-void sbx_store__obj_relpath(char *buf, size_t len, sbx_obj_kind kind, const char *hex);
-/* Absolute path of the same. */
-char *sbx_store__obj_path(const sbx_store *s, sbx_obj_kind kind, const char *hex);
+/* <root>/blobs/sha256/<hex>, or <root>/layers/sha256/<hex>.zst or .gz by
+ * the layer's format (ignored for blobs), relative to root_fd. */
+void sbx_store__obj_relpath(char *buf, size_t len, sbx_obj_kind kind, const char *hex,
+                            sbx_layer_format fmt);
+/* The format a layer file's name ends in after its hex (".zst", ".gz"), or -1. */
+int sbx_store__layer_suffix_format(const char *suffix);
+/* 1 and its format if diff_id is recorded, 0 if not, <0 on a metadata error. */
+int sbx_store__layer_lookup(sbx_store *s, const char *diff_id, sbx_layer_format *fmt,
+                            sbx_error *err);
 
 /* SQLite helpers: every failure becomes an sbx_error naming the store. */
 int sbx_store__sql_err(sbx_store *s, sbx_error *err, const char *what);
@@ -77,11 +82,14 @@ int sbx_store__proc_alive(pid_t pid, int64_t start);
  * IMMEDIATE transaction, link tmp into place unless a record exists, fsync
  * the directory, then run insert (which writes the record) and commit.
  * Unlinks tmp in every case. */
-/* present: a record already existed (the object was not linked again). */
+/* present: a record already existed (the object was not linked again).
+ * fmt: a layer's stored format (0 for blobs); the named temp file is
+ * tmp/<b|l|g>.<hex>.<id>, g for a gzip layer, so the reaper knows the name
+ * it was linked under. */
 typedef int (*sbx_store__insert_fn)(sbx_store *s, void *ud, int present, sbx_error *err);
-int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, const char *tmpname,
-                             const char *digest, sbx_store__insert_fn insert, void *ud,
-                             sbx_error *err);
+int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt,
+                             const char *tmpname, const char *digest, sbx_store__insert_fn insert,
+                             void *ud, sbx_error *err);
 
 /* 1 if recorded, in place and now leased by this handle; 0 if not; <0 on
  * a metadata error (never reported as "absent"). */
@@ -99,13 +107,26 @@ int sbx_store__io_err(sbx_store *s, sbx_error *err, int e, const char *what);
 int sbx_store__unpacked_bytes(sbx_store *s, uint64_t *out, sbx_error *err);
 
 /* Hash a stored object's file: blobs by bytes; layers by decompressing
- * (diff_id, size) and hashing the zstd stream. */
+ * (diff_id, size) and hashing the stored stream. */
 typedef struct {
-    char digest[SBX_DIGEST_BUFSZ];      /* blob digest or diff_id */
-    char zstd_digest[SBX_DIGEST_BUFSZ]; /* layers only */
+    char digest[SBX_DIGEST_BUFSZ];        /* blob digest or diff_id */
+    char stored_digest[SBX_DIGEST_BUFSZ]; /* layers only */
     uint64_t size, stored_size;
 } sbx_store__hash_result;
-int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__hash_result *out,
-                         sbx_error *err);
+int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, int fd,
+                         sbx_store__hash_result *out, sbx_error *err);
+
+/* Streaming gzip decompression (ISA-L): one member after another, each
+ * member's CRC-32 and length checked.  Decompresses in[*ipos..ilen) into
+ * out[*opos..ocap), advancing both; returns 0, or a negative ISA-L code
+ * for damaged data (sbx_store__gz_reason names it).  ended: the last
+ * member so far is complete (with no new one begun). */
+typedef struct sbx_store__gz sbx_store__gz;
+sbx_store__gz *sbx_store__gz_new(void);
+void sbx_store__gz_free(sbx_store__gz *g);
+int sbx_store__gz_step(sbx_store__gz *g, const unsigned char *in, size_t ilen, size_t *ipos,
+                       unsigned char *out, size_t ocap, size_t *opos);
+bool sbx_store__gz_ended(const sbx_store__gz *g);
+const char *sbx_store__gz_reason(int r);
 
 #endif

@@ -1,11 +1,12 @@
 /* Layers: the uncompressed tar streams in and is staged in 1 MiB buffers;
  * each full buffer is hashed (diff_id) by the writer's hasher thread while
  * zstd's worker threads compress it and the caller fills the other buffer,
- * and the compressed output is hashed too (zstd_digest).  Memory stays
+ * and the compressed output is hashed too (the stored digest).  Memory stays
  * bounded: zstd's job size is pinned, the writer holds two staging buffers
- * and one output buffer.  A layer that comes as zstd (zstd input) is
- * decompressed here instead, its tar staged and hashed the same way, and
- * its own bytes kept as the stored file while its frames allow. */
+ * and one output buffer.  A layer that comes compressed (a registry's zstd
+ * or gzip blob) is decompressed here instead, its tar staged and hashed the
+ * same way, and its own bytes kept as the stored file (zstd while its frames
+ * allow, gzip always). */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -111,9 +112,12 @@ struct sbx_layer_writer {
     uint64_t size, stored;
     uint64_t flushed; /* bytes handed to writeback so far (sync_file_range) */
     int failed;       /* a write failed: digests no longer match the file */
-    /* zstd input (sbx_layer_writer_zstd_input): write() takes a zstd stream,
-     * decompressed here; while keep_stored its bytes are the stored file */
+    /* compressed input (sbx_layer_writer_compressed_input): write()
+     * takes a zstd or gzip stream, decompressed here; while keep_stored its
+     * bytes are the stored file (in format fmt) */
     bool zin, keep_stored, at_frame;
+    sbx_layer_format fmt;
+    sbx_store__gz *gz; /* gzip input's decoder */
     ZSTD_DCtx *dctx;
     void *dout;
     unsigned char fh[ZSTD_FRAMEHEADERSIZE_MAX]; /* the start of a frame, to judge it */
@@ -138,7 +142,8 @@ struct sbx_layer_writer {
 
 struct sbx_layer_reader {
     int fd;
-    ZSTD_DCtx *dctx;
+    ZSTD_DCtx *dctx;     /* a zstd file's decoder, or */
+    sbx_store__gz *gz;   /* a gzip file's */
     void *in;
     size_t incap;
     ZSTD_inBuffer ib;
@@ -458,6 +463,27 @@ static int judge_frame(sbx_layer_writer *w, const unsigned char *b, size_t n, sb
     return h.checksumFlag || !w->keep_stored ? 0 : recompress_kept(w, err);
 }
 
+/* Gzip input: decompressed into dout, a piece at a time.  The decoder
+ * returns with its output full (there may be more, even with no input
+ * left) or its input taken. */
+static int gz_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, sbx_error *err)
+{
+    w->zin_total += len;
+    size_t ipos = 0, opos, cap = ZSTD_DStreamOutSize();
+    do {
+        opos = 0;
+        int r = sbx_store__gz_step(w->gz, buf, len, &ipos, w->dout, cap, &opos);
+        if (r < 0) {
+            w->failed = 1;
+            return sbx_error_set(err, SBX_EDIGEST, "write layer: corrupt gzip data (%s)",
+                                 sbx_store__gz_reason(r));
+        }
+        if (opos > 0 && emit_tar(w, w->dout, opos, err) < 0)
+            return err->code;
+    } while (ipos < len || opos == cap);
+    return 0;
+}
+
 static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, sbx_error *err)
 {
     if (w->failed)
@@ -477,6 +503,8 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
         if (w->nkept == cap && flush_kept(w, err) < 0)
             return err->code;
     }
+    if (w->gz)
+        return gz_write(w, buf, len, err);
     ZSTD_inBuffer in = {buf, len, 0};
     while (in.pos < in.size) {
         if (w->at_frame && judge_frame(w, buf + in.pos, in.size - in.pos, err) < 0)
@@ -503,6 +531,11 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
  * ended a frame. */
 static int zin_finish(sbx_layer_writer *w, sbx_error *err)
 {
+    if (w->gz) {
+        if (!sbx_store__gz_ended(w->gz) || w->zin_total == 0)
+            return sbx_error_set(err, SBX_EDIGEST, "write layer: the gzip stream is truncated");
+        return 0;
+    }
     while (w->dret != 0) {
         ZSTD_inBuffer in = {NULL, 0, 0};
         ZSTD_outBuffer out = {w->dout, ZSTD_DStreamOutSize(), 0};
@@ -527,20 +560,40 @@ int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t len, sbx
     return stage_tar(w, buf, len, err);
 }
 
-int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on_tar, void *ud,
-                                sbx_error *err)
+int sbx_layer_writer_compressed_input(sbx_layer_writer *w, sbx_layer_format fmt,
+                                      sbx_layer_tar_fn on_tar, void *ud, sbx_error *err)
 {
+    if (fmt != SBX_LAYER_ZSTD && fmt != SBX_LAYER_GZIP)
+        return sbx_error_set(err, SBX_EINVAL, "write layer: unknown format %d", (int)fmt);
     if (w->size || w->stored || w->zin)
-        return sbx_error_set(err, SBX_EINVAL, "write layer: zstd input is chosen before the "
-                             "first write");
-    if (!(w->dctx = zin_dctx()) || !(w->dout = malloc(ZSTD_DStreamOutSize())))
+        return sbx_error_set(err, SBX_EINVAL, "write layer: compressed input is chosen before "
+                             "the first write");
+    if (fmt == SBX_LAYER_GZIP ? !(w->gz = sbx_store__gz_new()) : !(w->dctx = zin_dctx()))
+        return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
+    if (!(w->dout = malloc(ZSTD_DStreamOutSize())))
         return sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory");
     if (sbx__sha256_new(&w->zin_hash, err) < 0)
         return err->code;
-    w->zin = w->keep_stored = w->at_frame = true;
+    w->zin = w->keep_stored = true;
+    w->at_frame = fmt == SBX_LAYER_ZSTD;
+    w->fmt = fmt;
     w->on_tar = on_tar;
     w->tar_ud = ud;
     return 0;
+}
+
+int sbx_layer_sniff(const unsigned char *h, size_t n)
+{
+    if (n >= 2 && h[0] == 0x1f && h[1] == 0x8b)
+        return SBX_LAYER_GZIP;
+    if (n < 4)
+        return -1;
+    /* a zstd frame (magic 0xFD2FB528, little-endian), or a skippable one
+     * (0x184D2A50 to 0x184D2A5F) */
+    if ((h[0] == 0x28 && h[1] == 0xb5 && h[2] == 0x2f && h[3] == 0xfd) ||
+        ((h[0] & 0xF0) == 0x50 && h[1] == 0x2a && h[2] == 0x4d && h[3] == 0x18))
+        return SBX_LAYER_ZSTD;
+    return -1;
 }
 
 bool sbx_layer_writer_kept(const sbx_layer_writer *w) { return w->zin && w->keep_stored; }
@@ -549,7 +602,7 @@ int sbx_layer_writer_input_digest(sbx_layer_writer *w, char out[SBX_DIGEST_BUFSZ
                                   sbx_error *err)
 {
     if (!w->zin)
-        return sbx_error_set(err, SBX_EINVAL, "write layer: no zstd input to digest");
+        return sbx_error_set(err, SBX_EINVAL, "write layer: no compressed input to digest");
     if (!w->zin_digest[0])
         sbx__sha256_final(w->zin_hash, w->zin_digest);
     memcpy(out, w->zin_digest, SBX_DIGEST_BUFSZ);
@@ -571,6 +624,7 @@ void sbx_layer_writer_abort(sbx_layer_writer *w)
     }
     ZSTD_freeCCtx(w->cctx);
     ZSTD_freeDCtx(w->dctx);
+    sbx_store__gz_free(w->gz);
     free(w->dout);
     sbx__sha256_free(w->zin_hash);
     sbx__sha256_free(w->diff);
@@ -592,8 +646,8 @@ static int layer_insert(sbx_store *s, void *ud, int present, sbx_error *err)
         return 0;
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st,
-                           "INSERT INTO layers(diff_id, size, stored_size, zstd_digest, created)"
-                           " VALUES(?, ?, ?, ?, ?)",
+                           "INSERT INTO layers(diff_id, size, stored_size, zstd_digest, created,"
+                           " format) VALUES(?, ?, ?, ?, ?, ?)",
                            err) < 0)
         return err->code;
     sqlite3_bind_text(st, 1, c->diff_id, -1, SQLITE_STATIC);
@@ -601,6 +655,7 @@ static int layer_insert(sbx_store *s, void *ud, int present, sbx_error *err)
     sqlite3_bind_int64(st, 3, (sqlite3_int64)c->w->stored);
     sqlite3_bind_text(st, 4, c->zdigest, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, sbx__now_unix());
+    sqlite3_bind_int(st, 6, c->w->keep_stored ? (int)c->w->fmt : SBX_LAYER_ZSTD);
     if (sqlite3_step(st) != SQLITE_DONE)
         return sbx_store__sql_err(s, err, "record layer");
     return 0;
@@ -668,8 +723,9 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
     }
     /* Open through the commit: its flock keeps the reaper away. */
     layer_insert_ctx ctx = {w, diff_id, zdigest};
-    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, w->tmpname, diff_id, layer_insert, &ctx,
-                                      err);
+    sbx_layer_format fmt = w->keep_stored ? w->fmt : SBX_LAYER_ZSTD;
+    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, fmt, w->tmpname, diff_id, layer_insert,
+                                      &ctx, err);
     close(w->fd);
     w->fd = -1;
     sbx_layer_writer_abort(w);
@@ -763,7 +819,8 @@ int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
         return sbx_error_wrap(err, "get layer info");
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st,
-                           "SELECT size, stored_size, zstd_digest FROM layers WHERE diff_id=?",
+                           "SELECT size, stored_size, zstd_digest, format FROM layers"
+                           " WHERE diff_id=?",
                            err) < 0)
         return err->code;
     sqlite3_bind_text(st, 1, diff_id, -1, SQLITE_STATIC);
@@ -776,19 +833,49 @@ int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
     snprintf(out->diff_id, sizeof out->diff_id, "%s", diff_id);
     out->size = (uint64_t)sqlite3_column_int64(st, 0);
     out->stored_size = (uint64_t)sqlite3_column_int64(st, 1);
-    snprintf(out->zstd_digest, sizeof out->zstd_digest, "%s",
+    snprintf(out->stored_digest, sizeof out->stored_digest, "%s",
              (const char *)sqlite3_column_text(st, 2));
+    out->format = sqlite3_column_int(st, 3) == SBX_LAYER_GZIP ? SBX_LAYER_GZIP : SBX_LAYER_ZSTD;
+    return 0;
+}
+
+int sbx_store__layer_lookup(sbx_store *s, const char *diff_id, sbx_layer_format *fmt,
+                            sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st, "SELECT format FROM layers WHERE diff_id=?", err) < 0)
+        return err->code;
+    sqlite3_bind_text(st, 1, diff_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return sbx_store__sql_err(s, err, "query metadata");
+    if (fmt)
+        *fmt = sqlite3_column_int(st, 0) == SBX_LAYER_GZIP ? SBX_LAYER_GZIP : SBX_LAYER_ZSTD;
+    return 1;
+}
+
+/* The stored file's path, relative to the root, from the layer's record. */
+static int layer_relpath(sbx_store *s, const char *what, const char *diff_id, char *rel,
+                         size_t len, sbx_layer_info *info, sbx_error *err)
+{
+    if (sbx_store_layer_info(s, diff_id, info, err) < 0)
+        return err->code == SBX_ENOTFOUND ? layer_not_found(s, what, diff_id, err)
+                                          : sbx_error_wrap(err, "%s", what);
+    sbx_store__obj_relpath(rel, len, SBX_OBJ_LAYER, diff_id + 7, info->format);
     return 0;
 }
 
 int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
                          sbx_error *err)
 {
-    const char *hex;
-    if (sbx__digest_parse(&hex, diff_id, err) < 0)
+    if (sbx__digest_parse(NULL, diff_id, err) < 0)
         return sbx_error_wrap(err, "find layer");
     char rel[128];
-    sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_LAYER, hex);
+    sbx_layer_info info;
+    if (layer_relpath(s, "find layer", diff_id, rel, sizeof rel, &info, err) < 0)
+        return err->code;
     if (faccessat(s->root_fd, rel, F_OK, 0) < 0)
         return layer_not_found(s, "find layer", diff_id, err);
     if ((size_t)snprintf(buf, len, "%s/%s", s->root, rel) >= len)
@@ -813,12 +900,13 @@ int sbx_store_layer_unpacked_path(sbx_store *s, const char *diff_id, char *buf, 
 int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_id,
                          sbx_error *err)
 {
-    const char *hex;
     *out = NULL;
-    if (sbx__digest_parse(&hex, diff_id, err) < 0)
+    if (sbx__digest_parse(NULL, diff_id, err) < 0)
         return sbx_error_wrap(err, "open layer");
     char rel[128];
-    sbx_store__obj_relpath(rel, sizeof rel, SBX_OBJ_LAYER, hex);
+    sbx_layer_info info;
+    if (layer_relpath(s, "open layer", diff_id, rel, sizeof rel, &info, err) < 0)
+        return err->code;
     int fd = openat(s->root_fd, rel, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? layer_not_found(s, "open layer", diff_id, err)
@@ -831,14 +919,15 @@ int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_
     r->fd = fd;
     r->incap = ZSTD_DStreamInSize();
     r->in = malloc(r->incap);
-    r->dctx = ZSTD_createDCtx();
+    if (info.format == SBX_LAYER_GZIP)
+        r->gz = sbx_store__gz_new();
+    else
+        r->dctx = ZSTD_createDCtx();
     r->ib = (ZSTD_inBuffer){r->in, 0, 0};
     r->last = 1;
     snprintf(r->diff_id, sizeof r->diff_id, "%s", diff_id);
-    sbx_layer_info info;
-    sbx_error ignore = SBX_ERROR_INIT;
-    r->want = sbx_store_layer_info(s, diff_id, &info, &ignore) == 0 ? info.size : UINT64_MAX;
-    if (!r->in || !r->dctx) {
+    r->want = info.size;
+    if (!r->in || (!r->dctx && !r->gz)) {
         sbx_layer_reader_free(r);
         return sbx_error_set(err, SBX_ENOMEM, "open layer: out of memory");
     }
@@ -846,51 +935,93 @@ int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_
     return 0;
 }
 
+static int reader_refill(sbx_layer_reader *r, sbx_error *err)
+{
+    if (r->ib.pos < r->ib.size || r->eof)
+        return 0;
+    ssize_t n;
+    do
+        n = read(r->fd, r->in, r->incap);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "read layer '%s'", r->diff_id);
+    r->ib = (ZSTD_inBuffer){r->in, (size_t)n, 0};
+    r->eof = n == 0;
+    return 0;
+}
+
+static int reader_damaged(sbx_layer_reader *r, const char *why, sbx_error *err)
+{
+    sbx_error_set(err, SBX_EDIGEST, "read layer '%s': stored file is damaged (%s); run "
+                  "'sbx-image fsck'", r->diff_id, why);
+    sbx_error_where(err, "%s", r->diff_id);
+    return SBX_EDIGEST;
+}
+
+/* At the end of the file, after the last frame or member ended (done) or
+ * not: a file cut at a frame's or member's end is still valid zstd or gzip,
+ * so the tar's recorded size decides. */
+static int reader_end(sbx_layer_reader *r, bool done, sbx_error *err)
+{
+    if (done && r->produced == r->want)
+        return 0;
+    if (done)
+        sbx_error_set(err, SBX_EDIGEST, "read layer '%s': stored file is truncated (%llu of "
+                      "%llu bytes); run 'sbx-image fsck'", r->diff_id,
+                      (unsigned long long)r->produced, (unsigned long long)r->want);
+    else
+        sbx_error_set(err, SBX_EDIGEST, "read layer '%s': stored file is truncated; run "
+                      "'sbx-image fsck'", r->diff_id);
+    sbx_error_where(err, "%s", r->diff_id);
+    return SBX_EDIGEST;
+}
+
+static int gz_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread, sbx_error *err)
+{
+    size_t opos = 0;
+    while (opos == 0) {
+        if (reader_refill(r, err) < 0)
+            return err->code;
+        int zr = sbx_store__gz_step(r->gz, r->in, r->ib.size, &r->ib.pos, buf, len, &opos);
+        if (zr < 0)
+            return reader_damaged(r, sbx_store__gz_reason(zr), err);
+        if (opos == 0 && r->eof && r->ib.pos == r->ib.size) {
+            if (reader_end(r, sbx_store__gz_ended(r->gz), err) < 0)
+                return err->code;
+            break;
+        }
+    }
+    *nread = opos;
+    r->produced += opos;
+    return 0;
+}
+
 int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
                           sbx_error *err)
 {
-    ZSTD_outBuffer ob = {buf, len, 0};
     *nread = 0;
-    while (len > 0) {
-        if (r->ib.pos == r->ib.size && !r->eof) {
-            ssize_t n;
-            do
-                n = read(r->fd, r->in, r->incap);
-            while (n < 0 && errno == EINTR);
-            if (n < 0)
-                return sbx_error_sys(err, SBX_EIO, errno, "read layer '%s'", r->diff_id);
-            r->ib = (ZSTD_inBuffer){r->in, (size_t)n, 0};
-            r->eof = n == 0;
-        }
+    if (len == 0)
+        return 0;
+    if (r->gz)
+        return gz_read(r, buf, len, nread, err);
+    ZSTD_outBuffer ob = {buf, len, 0};
+    for (;;) {
+        if (reader_refill(r, err) < 0)
+            return err->code;
         if (r->eof && r->ib.pos == r->ib.size && r->last == 0) {
-            if (r->want != UINT64_MAX && r->produced != r->want) {
-                sbx_error_set(err, SBX_EDIGEST, "read layer '%s': stored file is truncated (%llu "
-                              "of %llu bytes); run 'sbx-image fsck'", r->diff_id,
-                              (unsigned long long)r->produced, (unsigned long long)r->want);
-                sbx_error_where(err, "%s", r->diff_id);
-                return SBX_EDIGEST;
-            }
+            if (reader_end(r, true, err) < 0)
+                return err->code;
             break; /* end of the last frame */
         }
         size_t inpos = r->ib.pos;
         size_t zr = ZSTD_decompressStream(r->dctx, &ob, &r->ib);
-        if (ZSTD_isError(zr)) {
-            sbx_error_set(err, SBX_EDIGEST,
-                          "read layer '%s': stored file is damaged (%s); run 'sbx-image fsck'",
-                          r->diff_id, ZSTD_getErrorName(zr));
-            sbx_error_where(err, "%s", r->diff_id);
-            return SBX_EDIGEST;
-        }
+        if (ZSTD_isError(zr))
+            return reader_damaged(r, ZSTD_getErrorName(zr), err);
         r->last = zr;
         if (ob.pos > 0)
             break;
-        if (r->eof && r->ib.pos == inpos) {
-            sbx_error_set(err, SBX_EDIGEST,
-                          "read layer '%s': stored file is truncated; run 'sbx-image fsck'",
-                          r->diff_id);
-            sbx_error_where(err, "%s", r->diff_id);
-            return SBX_EDIGEST;
-        }
+        if (r->eof && r->ib.pos == inpos)
+            return reader_end(r, false, err);
     }
     *nread = ob.pos;
     r->produced += ob.pos;
@@ -904,19 +1035,65 @@ void sbx_layer_reader_free(sbx_layer_reader *r)
     if (r->fd >= 0)
         close(r->fd);
     ZSTD_freeDCtx(r->dctx);
+    sbx_store__gz_free(r->gz);
     free(r->in);
     free(r);
 }
 
 /* ---- hashing a stored file (fsck) ------------------------------------------ */
 
-int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__hash_result *out,
-                         sbx_error *err)
+/* A gzip layer's file: its bytes and, decompressed, its tar. */
+static int hash_gzip(sbx_store *s, int fd, sbx_store__hash_result *out, sbx_error *err)
 {
     _cleanup_sha256_ sbx__sha256 *h = NULL, *z = NULL;
     if (sbx__sha256_new(&h, err) < 0 || sbx__sha256_new(&z, err) < 0)
         return err->code;
+    size_t cap = 1u << 20, ocap = 1u << 17;
+    _cleanup_free_ unsigned char *in = malloc(cap);
+    _cleanup_free_ unsigned char *ob = malloc(ocap);
+    sbx_store__gz *g = sbx_store__gz_new();
+    int rc = !in || !ob || !g ? sbx_error_set(err, SBX_ENOMEM, "hash file: out of memory") : 0;
+    while (rc == 0) {
+        ssize_t n = read(fd, in, cap);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            rc = sbx_store__io_err(s, err, errno, "read");
+        if (n <= 0)
+            break;
+        out->stored_size += (uint64_t)n;
+        sbx__sha256_update(z, in, (size_t)n);
+        size_t ipos = 0, opos;
+        do {
+            opos = 0;
+            int zr = sbx_store__gz_step(g, in, (size_t)n, &ipos, ob, ocap, &opos);
+            if (zr < 0) {
+                rc = sbx_error_set(err, SBX_EDIGEST, "decompress: %s", sbx_store__gz_reason(zr));
+                break;
+            }
+            sbx__sha256_update(h, ob, opos);
+            out->size += opos;
+        } while (ipos < (size_t)n || opos == ocap);
+    }
+    if (rc == 0 && !sbx_store__gz_ended(g))
+        rc = sbx_error_set(err, SBX_EDIGEST, "decompress: truncated gzip stream");
+    sbx_store__gz_free(g);
+    if (rc < 0)
+        return rc;
+    sbx__sha256_final(h, out->digest);
+    sbx__sha256_final(z, out->stored_digest);
+    return 0;
+}
+
+int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, int fd,
+                         sbx_store__hash_result *out, sbx_error *err)
+{
     memset(out, 0, sizeof *out);
+    if (kind == SBX_OBJ_LAYER && fmt == SBX_LAYER_GZIP)
+        return hash_gzip(s, fd, out, err);
+    _cleanup_sha256_ sbx__sha256 *h = NULL, *z = NULL;
+    if (sbx__sha256_new(&h, err) < 0 || sbx__sha256_new(&z, err) < 0)
+        return err->code;
     size_t cap = 1 << 20;
     _cleanup_free_ char *in = malloc(cap);
     _cleanup_free_ char *ob = malloc(kind == SBX_OBJ_LAYER ? ZSTD_DStreamOutSize() : 1);
@@ -969,6 +1146,6 @@ int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, int fd, sbx_store__has
         return rc;
     sbx__sha256_final(h, out->digest);
     if (kind == SBX_OBJ_LAYER)
-        sbx__sha256_final(z, out->zstd_digest);
+        sbx__sha256_final(z, out->stored_digest);
     return 0;
 }

@@ -208,8 +208,8 @@ static void undo_half_link(sbx_store *s, char kind, const char *hex, const struc
     sbx_error err = SBX_ERROR_INIT;
     char digest[SBX_DIGEST_BUFSZ], rel[128];
     snprintf(digest, sizeof digest, "sha256:%s", hex);
-    sbx_obj_kind k = kind == 'l' ? SBX_OBJ_LAYER : SBX_OBJ_BLOB;
-    sbx_store__obj_relpath(rel, sizeof rel, k, hex);
+    sbx_obj_kind k = kind == 'b' ? SBX_OBJ_BLOB : SBX_OBJ_LAYER;
+    sbx_store__obj_relpath(rel, sizeof rel, k, hex, kind == 'g' ? SBX_LAYER_GZIP : SBX_LAYER_ZSTD);
     if (sbx_store__begin(s, &err) < 0)
         return;
     int have = sbx_store__exists(s,
@@ -240,7 +240,8 @@ static bool id_valid(const char *id)
 static bool entry_name_valid(const char *kind, const char *rest, char hex[65])
 {
     hex[0] = '\0';
-    if ((!strcmp(kind, "b") || !strcmp(kind, "l")) && strlen(rest) == 64 + 1 + 12 &&
+    if ((!strcmp(kind, "b") || !strcmp(kind, "l") || !strcmp(kind, "g")) &&
+        strlen(rest) == 64 + 1 + 12 &&
         rest[64] == '.') {
         for (size_t i = 0; i < 64; i++)
             if (!((rest[i] >= '0' && rest[i] <= '9') || (rest[i] >= 'a' && rest[i] <= 'f')))

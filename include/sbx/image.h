@@ -123,6 +123,8 @@ SBX_API const sbx_media_type *sbx_media_type_find(const char *media_type);
 SBX_API bool sbx_media_is_index(const char *media_type);
 SBX_API bool sbx_media_is_manifest(const char *media_type);
 SBX_API sbx_compression sbx_media_layer_compression(const char *media_type);
+/* The OCI media type of a layer stored in format f (zstd or gzip). */
+SBX_API const char *sbx_media_stored_layer(sbx_layer_format f);
 
 /* ---- manifests, indexes, configs ------------------------------------------ */
 

@@ -83,7 +83,11 @@ SBX_API int sbx_store_read_blob(sbx_store *s, const char *digest, size_t max, ch
                                 size_t *len,
                                 sbx_error *err);
 
-/* ---- layers: uncompressed tar in, zstd at rest, addressed by diff_id ---- */
+/* ---- layers: uncompressed tar in, compressed at rest, addressed by diff_id ----
+ *
+ * At rest a layer is zstd (the store's own compression, or a registry's
+ * zstd blob kept as sent) or gzip (a registry's gzip blob kept as sent). */
+typedef enum { SBX_LAYER_ZSTD = 0, SBX_LAYER_GZIP = 1 } sbx_layer_format;
 
 /* Start writing a layer from its uncompressed tar stream.  expected_diff_id
  * may be NULL. */
@@ -96,24 +100,35 @@ SBX_API int sbx_layer_writer_write(sbx_layer_writer *w, const void *buf, size_t 
 SBX_API int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUFSZ],
                                     sbx_error *err);
 SBX_API void sbx_layer_writer_abort(sbx_layer_writer *w);
-/* From now on sbx_layer_writer_write takes the layer as a zstd stream (a
- * registry's zstd blob) instead of its tar.  The writer decompresses it
- * itself (windows up to 16 MiB: larger is SBX_ELIMIT; frames that need a
- * dictionary or of zstd's pre-1.0 formats SBX_EUNSUPPORTED; damage
- * SBX_EDIGEST), hashes the tar for the diff_id, and hands the tar to on_tar
- * when set (a nonzero return, with err set, fails the write).  The stream's
- * bytes become the stored file as they are, so nothing is compressed again,
- * while every frame carries zstd's content checksum; from the first frame
- * without one, the writer recompresses what it kept from its own temp file
- * and compresses the rest itself, so the stored file always has checksums.
- * The commit also fails (SBX_EDIGEST) when the stream ended mid-frame.
+/* From now on sbx_layer_writer_write takes the layer as a compressed stream
+ * in format fmt (a registry's blob) instead of its tar.  The writer
+ * decompresses it itself, hashes the tar for the diff_id, and hands the tar
+ * to on_tar when set (a nonzero return, with err set, fails the write).  The
+ * stream's bytes become the stored file as they are, so nothing is
+ * compressed again:
+ *  - zstd (windows up to 16 MiB: larger is SBX_ELIMIT; frames that need a
+ *    dictionary or of zstd's pre-1.0 formats SBX_EUNSUPPORTED; damage
+ *    SBX_EDIGEST): kept while every frame carries zstd's content checksum;
+ *    from the first frame without one, the writer recompresses what it kept
+ *    from its own temp file and compresses the rest itself, so the stored
+ *    file always has checksums.  The commit fails (SBX_EDIGEST) when the
+ *    stream ended mid-frame.
+ *  - gzip (one or more members, each with its CRC-32 and length, which the
+ *    writer checks and the readers rely on): always kept.  Damage, a stream
+ *    that ends mid-member, and bytes after a member that are not another
+ *    one are SBX_EDIGEST.
  * SBX_EINVAL after a write. */
 typedef int (*sbx_layer_tar_fn)(void *ud, const void *tar, size_t len, sbx_error *err);
-SBX_API int sbx_layer_writer_zstd_input(sbx_layer_writer *w, sbx_layer_tar_fn on_tar, void *ud,
-                                        sbx_error *err);
-/* After sbx_layer_writer_zstd_input: true while the stream is kept as sent. */
+SBX_API int sbx_layer_writer_compressed_input(sbx_layer_writer *w, sbx_layer_format fmt,
+                                              sbx_layer_tar_fn on_tar, void *ud,
+                                              sbx_error *err);
+/* The format a stream's first bytes (n of them, 4 decide) say: gzip's or
+ * zstd's magic (also a skippable frame's, which may start a zstd stream), or
+ * -1 for neither (a plain tar, or too few bytes). */
+SBX_API int sbx_layer_sniff(const unsigned char *head, size_t n);
+/* After compressed input: true while the stream is kept as sent. */
 SBX_API bool sbx_layer_writer_kept(const sbx_layer_writer *w);
-/* After sbx_layer_writer_zstd_input, at the end of the stream: the sha256 of
+/* After compressed input, at the end of the stream: the sha256 of
  * every byte written (a registry blob's digest, to check before the commit;
  * hashed once for that and the stored file's record).  No write after it. */
 SBX_API int sbx_layer_writer_input_digest(sbx_layer_writer *w, char out[SBX_DIGEST_BUFSZ],
@@ -133,10 +148,11 @@ SBX_API int sbx_store_layer_by_source(sbx_store *s, const char *blob_digest,
 typedef struct sbx_layer_info {
     char diff_id[SBX_DIGEST_BUFSZ];
     uint64_t size;            /* uncompressed tar bytes */
-    uint64_t stored_size;     /* zstd bytes on disk */
-    /* sha256 of the stored zstd stream: the store's own compression, or the
-     * registry's blob digest when a zstd blob was kept as sent */
-    char zstd_digest[SBX_DIGEST_BUFSZ];
+    uint64_t stored_size;     /* compressed bytes on disk */
+    /* sha256 of the stored file: the store's own zstd, or the registry's
+     * blob digest when its blob was kept as sent */
+    char stored_digest[SBX_DIGEST_BUFSZ];
+    sbx_layer_format format;  /* of the stored file */
 } sbx_layer_info;
 SBX_API int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
                                  sbx_error *err);
@@ -148,7 +164,7 @@ SBX_API int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const cha
 SBX_API int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
                                   sbx_error *err);
 SBX_API void sbx_layer_reader_free(sbx_layer_reader *r);
-/* Path of the stored zstd file (for export/push of the stored form). */
+/* Path of the stored file (for export/push of the stored form). */
 SBX_API int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
                                  sbx_error *err);
 

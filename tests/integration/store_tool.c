@@ -8,7 +8,7 @@
  *   sbx_store_tool STORE put-manifest FILE NAME KIND:DIGEST...
  *                                                      KIND blob|layer|manifest; NAME - for
  *                                                      none; prints the digest
- *   sbx_store_tool STORE layer-info DIFF_ID            diff_id size stored_size zstd_digest
+ *   sbx_store_tool STORE layer-info DIFF_ID            diff_id size stored_size stored_digest
  *   sbx_store_tool STORE read-layer DIFF_ID [OUT]      streams the tar out, checks it
  *   sbx_store_tool STORE verify-all                    every name's image reads back
  *   sbx_store_tool STORE worker ID ROUNDS              concurrency test worker
@@ -308,7 +308,7 @@ int main(int argc, char **argv)
         rc = sbx_store_layer_info(s, argv[3], &li, &err);
         if (rc == 0)
             printf("%s %llu %llu %s\n", li.diff_id, (unsigned long long)li.size,
-                   (unsigned long long)li.stored_size, li.zstd_digest);
+                   (unsigned long long)li.stored_size, li.stored_digest);
     } else if (!strcmp(cmd, "read-layer") && (argc == 4 || argc == 5)) {
         int fd = argc == 5 ? open(argv[4], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644) : -1;
         if (argc == 5 && fd < 0)

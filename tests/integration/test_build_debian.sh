@@ -109,7 +109,7 @@ YAML
 sbx build --network host --secret id=pypi,src="$T/pypi-url" "$ctx/recipe.yaml" >"$T/out" 2>"$T/err" ||
     { tail -n 60 "$T/err"; b_die "debian build failed"; }
 # the token is nowhere: blobs, layers (decompressed), metadata, build logs, events
-for f in $(find "$STORE" -name '*.zst'); do
+for f in $(find "$STORE" -name '*.zst' -o -name '*.gz'); do # zstd(1) reads gzip too
     ! zstd -dc "$f" 2>/dev/null | grep -qaF -- "$TOKEN" || b_die "the index token is in layer $f"
 done
 ! grep -rqaF -- "$TOKEN" "$STORE" || b_die "the index token is in $(grep -rlaF -- "$TOKEN" "$STORE" | head -3)"

@@ -55,7 +55,7 @@ find_secret() { # find_secret DIR: print where the secret is
     grep -rlaF -- "$SECRET" "$1" 2>/dev/null || true
     while IFS= read -r -d '' f; do
         zstd -dc "$f" 2>/dev/null | grep -qaF -- "$SECRET" && echo "$f (decompressed)"
-    done < <(find "$1" -name '*.zst' -print0)
+    done < <(find "$1" \( -name '*.zst' -o -name '*.gz' \) -print0)
     sqlite3 "$1/meta.db" .dump 2>/dev/null | grep -qF -- "$SECRET" && echo "meta.db"
     return 0
 }

@@ -4,8 +4,9 @@
 #    bytes: skopeo reads the same digest, umoci unpacks the same tree as
 #    `sbx-image unpack`, and skopeo copies it to the loopback registry, from
 #    where `sbx-image pull` into a fresh store gets the same diff_ids;
-#  - a pulled gzip image is re-referenced as zstd (new manifest digest,
-#    said on stderr), and reads, unpacks and round-trips the same way;
+#  - a pulled gzip image exports with its own digest (its layers stored as
+#    sent); a pulled plain-tar image is re-referenced as zstd (new manifest
+#    digest, said on stderr), and reads, unpacks and round-trips the same way;
 #  - DIR that exists, an unknown image and bad usage are refused with one
 #    line and nothing written;
 #  - a SIGKILLed export leaves only a temp dir that the next export to the
@@ -107,7 +108,7 @@ ok pull --json "$r1_HOST/x/y:1"
 jq_is .digest "$d1"
 assert_eq "$(diff_ids "$STORE" "$r1_HOST/x/y:1")" "$(diff_ids "$STORE_MAIN" ex:1)" "diff_ids after the round trip"
 
-case_ "a pulled gzip image: layers re-referenced as zstd, the digest changes"
+case_ "a pulled gzip image: its layers stored as sent, exported with its own digest"
 # the same image with gzip layers, as most registries serve them
 skopeo copy -q "oci:$T/lay:latest" "oci:$T/gzsrc:1" --dest-compress-format gzip
 skopeo copy -q "oci:$T/gzsrc:1" "docker://$r1_HOST/x/gz:1" --dest-tls-verify=false
@@ -116,24 +117,41 @@ ok pull --json "$r1_HOST/x/gz:1"
 dgz=$(jq -r .digest "$T/out")
 [[ $(jq -r '.layers[0].media_type' "$T/out") == *gzip ]] || fail "the registry image is not gzip"
 ok export --json --tag gz "$r1_HOST/x/gz:1" "$T/laygz"
-jq_is .recompressed true
-dnew=$(jq -r .digest "$T/out")
-[[ $dnew != "$dgz" ]] || fail "re-referenced manifest kept the digest"
-err_has "^layers re-referenced as zstd: manifest digest changes from $dgz to $dnew\$"
+jq_is .recompressed false
+jq_is .digest "$dgz"
+err_lacks "re-referenced"
 blobs_verified "$T/laygz"
 skopeo inspect --raw "oci:$T/laygz:gz" >"$T/raw"
+assert_eq "sha256:$(sha256sum <"$T/raw" | cut -d' ' -f1)" "$dgz" "skopeo's manifest digest"
+umoci_unpack "$T/laygz" gz "$T/umocigz"
+same_tree "$T/sbxroot" "$T/umocigz/rootfs"
+
+case_ "a pulled plain-tar image: layers re-referenced as the store's zstd, the digest changes"
+fx_build
+fx_push r1 oci-tar=x/tar:1
+STORE=$T/store5
+ok pull --json "$r1_HOST/x/tar:1"
+dtar=$(jq -r .digest "$T/out")
+assert_eq "$dtar" "$(fx oci-tar .digest)" "the plain-tar image's digest"
+ok export --json --tag t "$r1_HOST/x/tar:1" "$T/laytar"
+jq_is .recompressed true
+dnew=$(jq -r .digest "$T/out")
+[[ $dnew != "$dtar" ]] || fail "re-referenced manifest kept the digest"
+err_has "^layers re-referenced as stored: manifest digest changes from $dtar to $dnew\$"
+blobs_verified "$T/laytar"
+skopeo inspect --raw "oci:$T/laytar:t" >"$T/raw"
 assert_eq "sha256:$(sha256sum <"$T/raw" | cut -d' ' -f1)" "$dnew" "skopeo's manifest digest"
 assert_eq "$(jq -r '[.layers[].mediaType] | unique | join(",")' "$T/raw")" \
     application/vnd.oci.image.layer.v1.tar+zstd "layer media types"
-umoci_unpack "$T/laygz" gz "$T/umocigz"
-same_tree "$T/sbxroot" "$T/umocigz/rootfs"
-ok export "$r1_HOST/x/gz:1" "$T/laygz2"
+umoci_unpack "$T/laytar" t "$T/umocitar"
+cmp -s "$T/umocitar/rootfs/bin/busybox" /bin/busybox || fail "umoci's busybox of the re-referenced image differs"
+ok export "$r1_HOST/x/tar:1" "$T/laytar2"
 out_is "$dnew"
-skopeo copy -q "oci:$T/laygz:gz" "docker://$r1_HOST/x/z:1" --dest-tls-verify=false
+skopeo copy -q "oci:$T/laytar:t" "docker://$r1_HOST/x/z:1" --dest-tls-verify=false
 STORE=$T/store4
 ok pull --json "$r1_HOST/x/z:1"
 jq_is .digest "$dnew"
-assert_eq "$(diff_ids "$STORE" "$r1_HOST/x/z:1")" "$(diff_ids "$STORE_MAIN" ex:1)" "diff_ids after the gzip round trip"
+assert_eq "$(diff_ids "$STORE" "$r1_HOST/x/z:1")" "$(diff_ids "$T/store5" "$r1_HOST/x/tar:1")" "diff_ids after the round trip"
 STORE=$STORE_MAIN
 
 case_ "refusals: one line, nothing written"

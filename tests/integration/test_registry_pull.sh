@@ -13,7 +13,7 @@ proxy_start p r            # pass-through, to count what the client fetches
 R=$p_HOST/test
 SINGLE=(oci-single oci-multi oci-zstd oci-tar oci-mixed docker-single docker-multi)
 specs=()
-for i in "${SINGLE[@]}" oci-zstd-nocheck oci-index docker-list bad-diffid; do specs+=("$i=test/$i:v1"); done
+for i in "${SINGLE[@]}" oci-zstd-nocheck oci-gzip-members oci-index docker-list bad-diffid; do specs+=("$i=test/$i:v1"); done
 fx_push r "${specs[@]}"
 
 case $(uname -m) in
@@ -111,21 +111,23 @@ jq_is '[.layers[].present] | all' true
 fsck_clean
 
 # stored_is IMG WHICH: each layer of IMG as stored (layers/sha256/<diff_id>.zst
-# and its recorded digest) is the registry's blob itself (WHICH=blob) or was
-# recompressed by the store (WHICH=recompressed, with zstd's checksum).
+# or .gz, and its recorded digest) is the registry's blob itself (WHICH=blob)
+# or was recompressed by the store (WHICH=recompressed, zstd with checksums).
 STORE_TOOL=$SBX_BUILD_DIR/tests/sbx_store_tool
 stored_is() {
     local img=$1 which=$2 digest diff_id file rec
     for i in $(seq 0 $(($(fx "$img" '.layers | length') - 1))); do
         digest=$(fx "$img" ".layers[$i].digest")
         diff_id=$(fx "$img" ".layers[$i].diff_id")
-        file=$STORE/layers/sha256/${diff_id#sha256:}.zst
+        file=$(compgen -G "$STORE/layers/sha256/${diff_id#sha256:}.*") ||
+            fail "$img layer $i: not stored"
         rec=$("$STORE_TOOL" "$STORE" layer-info "$diff_id" | cut -d' ' -f4)
         assert_eq "$rec" "sha256:$(sha256sum <"$file" | cut -d' ' -f1)" "recorded digest of $file"
         if [[ $which == blob ]]; then
             cmp -s "$file" "$FX/blobs/sha256/${digest#sha256:}" ||
                 fail "$img layer $i: the stored file is not the registry's blob"
         else
+            [[ $file == *.zst ]] || fail "$img layer $i: recompressed, but not as zstd"
             ! cmp -s "$file" "$FX/blobs/sha256/${digest#sha256:}" ||
                 fail "$img layer $i: the stored file is the registry's blob, frames without checksums"
             zstd -lv "$file" 2>&1 | grep -q 'Check: XXH64' || fail "$img layer $i: stored without a checksum"
@@ -142,6 +144,23 @@ ok unpack "$R/oci-zstd:v1" "$T/zstd-root"
 assert_eq "$(cat "$T/zstd-root/app/hello.txt")" "hello from the second layer" "a file of the stored layer"
 cmp -s "$T/zstd-root/bin/busybox" /bin/busybox || fail "busybox unpacked from the stored layer differs"
 fsck_clean
+
+case_ "gzip layers are stored as the registry sent them (one member or several); plain tars compressed"
+STORE=$T/store-gzip
+ok pull --json "$R/oci-multi:v1"
+check_pulled oci-multi
+stored_is oci-multi blob
+fsck_clean
+STORE=$T/store-gzip-members # (its layer is oci-multi's first, in two members)
+ok pull --json "$R/oci-gzip-members:v1"
+check_pulled oci-gzip-members
+stored_is oci-gzip-members blob
+ok unpack "$R/oci-gzip-members:v1" "$T/members-root"
+cmp -s "$T/members-root/bin/busybox" /bin/busybox || fail "busybox of a two-member gzip layer differs"
+fsck_clean
+STORE=$T/store-tar
+ok pull --json "$R/oci-tar:v1"
+stored_is oci-tar recompressed
 
 case_ "zstd frames without checksums are recompressed (the store's readers rely on them), nothing downloaded twice"
 STORE=$T/store-zstd-nocheck

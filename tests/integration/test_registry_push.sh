@@ -1,7 +1,8 @@
 #!/bin/bash
 # sbx-image push against the real docker-registry: a pulled gzip image is
-# pushed with a new manifest over its zstd layers and pulls back into an
-# empty store with the same diff_ids; pushing again sends no blob (HEAD
+# pushed with its own manifest (its layers stored as sent) and pulls back into
+# an empty store with the same diff_ids, while a pulled plain-tar image gets a
+# new manifest over the store's zstd layers; pushing again sends no blob (HEAD
 # first); skopeo reads what was pushed; a pushed image keeps its digest
 # when pushed again elsewhere; token auth asks for push scope, anonymous
 # push is refused, and a refused push sets no tag; htpasswd push; a gzip
@@ -13,19 +14,19 @@ fx_build
 reg_start r plain
 reg_start tr token
 reg_start hr htpasswd
-fx_push r oci-multi=src/img:v1 oci-zstd=src/zst:v1
+fx_push r oci-multi=src/img:v1 oci-zstd=src/zst:v1 oci-tar=src/tar:v1
 R=$r_HOST
 
-case_ "push a pulled gzip image: new manifest over the zstd layers, every blob sent"
+case_ "push a pulled gzip image: its layers stored as sent, its own manifest, every blob sent"
 STORE=$T/store-a
 ok pull "$R/src/img:v1"
 ok push --json "$R/src/img:v1" "$R/dst/img:v2"
 jq_is .blobs_pushed 4
 jq_is .blobs_existing 0
-jq_is .recompressed true
+jq_is .recompressed false
 pushed=$(jq -r .digest "$T/out")
-[[ $pushed != "$(fx oci-multi .digest)" ]] || fail "a recompressed push kept the gzip manifest digest"
-err_has "new manifest over its zstd layers"
+assert_eq "$pushed" "$(fx oci-multi .digest)" "the pushed manifest digest"
+err_lacks "new manifest"
 
 case_ "push again: HEAD finds every blob, none is sent; same digest"
 ok push --json "$R/src/img:v1" "$R/dst/img:v2"
@@ -47,8 +48,8 @@ jq_is .digest "$pushed"
 got=$(jq -c '[.layers[].diff_id]' "$T/out")
 want=$(jq -c '[.layers[].diff_id]' <<<"$(fx oci-multi '{layers: .layers}')")
 assert_eq "$got" "$want" "diff_ids after push and pull"
-jq -e '[.layers[].media_type] | all(. == "application/vnd.oci.image.layer.v1.tar+zstd")' "$T/out" >/dev/null ||
-  fail "pushed layers are not zstd: $(cat "$T/out")"
+jq -e '[.layers[].media_type] | all(. == "application/vnd.oci.image.layer.v1.tar+gzip")' "$T/out" >/dev/null ||
+  fail "pushed layers are not the gzip ones: $(cat "$T/out")"
 skopeo inspect --tls-verify=false --raw "docker://$R/dst/img:v2" | sha256sum | grep -q "${pushed#sha256:}" ||
   fail "skopeo reads another manifest"
 
@@ -132,4 +133,18 @@ jq_is .digest "$(fx oci-zstd .digest)"
 jq_is .blobs_pushed 3
 skopeo inspect --tls-verify=false --raw "docker://$R/copy/zst:v1" | sha256sum | grep -q "$(fx oci-zstd .digest | cut -c8-)" ||
   fail "the copy's manifest is not the original's"
+
+case_ "a pulled plain-tar image: the store compressed its layers, so a new manifest over them"
+STORE=$T/store-tar
+ok pull "$R/src/tar:v1"
+ok push --json "$R/src/tar:v1" "$R/copy/tar:v1"
+jq_is .recompressed true
+tard=$(jq -r .digest "$T/out")
+[[ $tard != "$(fx oci-tar .digest)" ]] || fail "a re-referenced push kept the plain-tar manifest digest"
+err_has "does not describe its layers as pushed; pushed a new manifest over them \\($tard\\)"
+STORE=$T/store-tar2
+ok pull --json "$R/copy/tar:v1"
+jq_is .digest "$tard"
+jq -e '[.layers[].media_type] | all(. == "application/vnd.oci.image.layer.v1.tar+zstd")' "$T/out" >/dev/null ||
+  fail "re-referenced layers are not zstd: $(cat "$T/out")"
 t_pass

@@ -83,7 +83,8 @@ assert_eq "$(up c3b/big '.fault == "status"')" 1 "chunks refused"
 assert_eq "$(up c3b/big '.method == "GET" and .status == 204')" 1 "upload status asked"
 assert_eq "$(bytes_sent c3b/big)" "$total" "bytes the registry took (each once)"
 assert_eq "$(up c3b/big '.method == "POST"')" 5 "upload sessions (one per blob: resumed, not restarted)"
-err_has "resuming at byte 1048576 of"
+at=$(grep -oE "resuming at byte [0-9]+ of" "$T/err" | grep -oE "[0-9]+") || fail "no resume said: $(cat "$T/err")"
+((at > 0 && at % MiB == 0)) || fail "resumed at byte $at, not after a chunk the registry holds"
 pulls_back c3b/big
 proxy_mode p '{"mode":"pass"}'
 

@@ -108,7 +108,7 @@ static void test_commit_roundtrip_and_determinism(void **state)
                         SBX_MT_OCI_LAYER_ZSTD);
     sbx_layer_info info;
     assert_int_equal(sbx_store_layer_info(f->s, l1, &info, &err), 0);
-    assert_string_equal(json_string_value(json_object_get(layer, "digest")), info.zstd_digest);
+    assert_string_equal(json_string_value(json_object_get(layer, "digest")), info.stored_digest);
     json_decref(m);
     free(raw);
 

@@ -246,7 +246,7 @@ static void test_pulled_image_rereferenced(void **state)
     assert_string_equal(jstr(man, "config", "mediaType"), "application/vnd.oci.image.config.v1+json");
     json_t *l = json_array_get(json_object_get(man, "layers"), 0);
     assert_string_equal(jstr(l, "mediaType", NULL), "application/vnd.oci.image.layer.v1.tar+zstd");
-    assert_string_equal(jstr(l, "digest", NULL), li.zstd_digest);
+    assert_string_equal(jstr(l, "digest", NULL), li.stored_digest);
     assert_int_equal(json_integer_value(json_object_get(l, "size")), (json_int_t)li.stored_size);
     json_decref(man);
 

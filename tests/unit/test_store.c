@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #define ZSTD_STATIC_LINKING_ONLY /* ZSTD_getFrameHeader */
+#include <zlib.h>
 #include <zstd.h>
 
 #include "sbx/store.h"
@@ -260,7 +261,7 @@ static void test_layer_roundtrip(void **state)
     assert_int_equal(sbx__read_file(&zbytes, &zlen, path, 1 << 30, &err), 0);
     char zd[SBX_DIGEST_BUFSZ];
     sbx__sha256_buf(zbytes, zlen, zd);
-    assert_string_equal(zd, info.zstd_digest);
+    assert_string_equal(zd, info.stored_digest);
     free(zbytes);
 
     /* Read it back in odd-sized pieces. */
@@ -329,7 +330,7 @@ static int put_zstd(ts_ctx *t, const char *diff, const unsigned char *z, size_t 
 {
     sbx_layer_writer *w = NULL;
     assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, err), 0);
-    assert_int_equal(sbx_layer_writer_zstd_input(w, collect_tar, sink, err), 0);
+    assert_int_equal(sbx_layer_writer_compressed_input(w, SBX_LAYER_ZSTD, collect_tar, sink, err), 0);
     for (size_t off = 0; off < zlen; off += step) {
         int rc = sbx_layer_writer_write(w, z + off, zlen - off < step ? zlen - off : step, err);
         if (rc < 0) {
@@ -362,7 +363,7 @@ static void assert_stored(ts_ctx *t, const char *diff, const unsigned char *tar,
     assert_int_equal(flen, info.stored_size);
     char fd_[SBX_DIGEST_BUFSZ];
     sbx__sha256_buf(file, flen, fd_);
-    assert_string_equal(fd_, info.zstd_digest);
+    assert_string_equal(fd_, info.stored_digest);
     if (same) {
         assert_int_equal(flen, zlen);
         assert_memory_equal(file, z, zlen);
@@ -525,7 +526,7 @@ static void test_layer_zstd_input(void **state)
     sbx_layer_writer *w = NULL;
     assert_int_equal(sbx_store_layer_begin(&w, t->s, NULL, &err), 0);
     assert_int_equal(sbx_layer_writer_write(w, "x", 1, &err), 0);
-    assert_int_equal(sbx_layer_writer_zstd_input(w, NULL, NULL, &err), SBX_EINVAL);
+    assert_int_equal(sbx_layer_writer_compressed_input(w, SBX_LAYER_ZSTD, NULL, NULL, &err), SBX_EINVAL);
     tu_assert_error(&err, SBX_EINVAL, "before the first write");
     sbx_layer_writer_abort(w);
     /* the stream decides the diff_id: a wrong expected one stores nothing */
@@ -537,6 +538,157 @@ static void test_layer_zstd_input(void **state)
     assert_int_equal(sbx_store_has_layer(t->s, other, NULL), 0);
     assert_int_equal(ts_count(t, "tmp"), 0);
     free(z);
+    free(sink.buf);
+    free(tar);
+}
+
+/* tar as `parts` concatenated gzip members (zlib, level 6) */
+static unsigned char *gzip_members(const unsigned char *tar, size_t n, size_t parts, size_t *zlen)
+{
+    size_t cap = n + parts * 1024 + 4096;
+    unsigned char *z = malloc(cap);
+    *zlen = 0;
+    for (size_t i = 0; i < parts; i++) {
+        size_t from = n * i / parts, to = n * (i + 1) / parts;
+        z_stream s = {0};
+        assert_int_equal(deflateInit2(&s, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY),
+                         Z_OK);
+        s.next_in = (unsigned char *)tar + from;
+        s.avail_in = (uInt)(to - from);
+        s.next_out = z + *zlen;
+        s.avail_out = (uInt)(cap - *zlen);
+        assert_int_equal(deflate(&s, Z_FINISH), Z_STREAM_END);
+        *zlen += s.total_out;
+        deflateEnd(&s);
+    }
+    return z;
+}
+
+/* Write z to a gzip-input writer in pieces of `step`; returns the commit's rc. */
+static int put_gzip(ts_ctx *t, const char *diff, const unsigned char *z, size_t zlen, size_t step,
+                    tar_sink *sink, sbx_error *err)
+{
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, err), 0);
+    assert_int_equal(sbx_layer_writer_compressed_input(w, SBX_LAYER_GZIP, collect_tar, sink, err), 0);
+    for (size_t off = 0; off < zlen; off += step) {
+        int rc = sbx_layer_writer_write(w, z + off, zlen - off < step ? zlen - off : step, err);
+        if (rc < 0) {
+            sbx_layer_writer_abort(w);
+            return rc;
+        }
+    }
+    assert_true(sbx_layer_writer_kept(w));
+    char in_digest[SBX_DIGEST_BUFSZ], want[SBX_DIGEST_BUFSZ];
+    assert_int_equal(sbx_layer_writer_input_digest(w, in_digest, err), 0);
+    sbx__sha256_buf(z, zlen, want);
+    assert_string_equal(in_digest, want);
+    return sbx_layer_writer_commit(w, NULL, err);
+}
+
+static int read_all(ts_ctx *t, const char *diff, sbx_error *err)
+{
+    sbx_layer_reader *r = NULL;
+    assert_int_equal(sbx_store_layer_open(&r, t->s, diff, err), 0);
+    unsigned char buf[65536];
+    size_t got;
+    int rc;
+    while ((rc = sbx_layer_reader_read(r, buf, sizeof buf, &got, err)) == 0 && got > 0)
+        ;
+    sbx_layer_reader_free(r);
+    return rc;
+}
+
+static void test_layer_gzip_input(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    size_t n = 3u << 20;
+    unsigned char *tar = ts_layer_bytes(n, 12);
+    char diff[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(tar, n, diff);
+    tar_sink sink = {malloc(n), 0, n};
+
+    /* three members in odd pieces: kept byte for byte as <hex>.gz, the tar
+     * handed out whole, read back, verified by fsck */
+    size_t zlen;
+    unsigned char *z = gzip_members(tar, n, 3, &zlen);
+    assert_int_equal(put_gzip(t, diff, z, zlen, 7777, &sink, &err), 0);
+    assert_int_equal(sink.len, n);
+    assert_memory_equal(sink.buf, tar, n);
+    assert_stored(t, diff, tar, n, z, zlen, true);
+    sbx_layer_info info;
+    assert_int_equal(sbx_store_layer_info(t->s, diff, &info, &err), 0);
+    assert_int_equal(info.format, SBX_LAYER_GZIP);
+    char path[4096];
+    assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
+    assert_string_equal(path + strlen(path) - 3, ".gz");
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
+    assert_int_equal(rep.layers_checked, 1);
+    /* the same layer again, as a tar: it is stored already, in one form */
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, &err), 0);
+    assert_int_equal(sbx_layer_writer_write(w, tar, n, &err), 0);
+    assert_int_equal(sbx_layer_writer_commit(w, NULL, &err), 0);
+    assert_int_equal(ts_count(t, "layers/sha256"), 1);
+    assert_int_equal(read_all(t, diff, &err), 0);
+    /* cut at a member's end, the file is still valid gzip: the reader counts
+     * the tar against the record, fsck quarantines it */
+    size_t first;
+    free(gzip_members(tar, n / 3, 1, &first)); /* the first member's bytes */
+    assert_int_equal(truncate(path, (off_t)first), 0);
+    assert_int_equal(read_all(t, diff, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "truncated");
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), SBX_ECORRUPT);
+    assert_int_equal(rep.corrupt, 1);
+    assert_int_equal(sbx_store_has_layer(t->s, diff, NULL), 0);
+    assert_int_equal(ts_count(t, "layers/sha256"), 0);
+
+    /* header and trailer bytes one at a time */
+    size_t sn = 20000;
+    unsigned char *st = ts_layer_bytes(sn, 13);
+    char sd[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(st, sn, sd);
+    size_t slen;
+    unsigned char *sz = gzip_members(st, sn, 2, &slen);
+    sink.len = 0;
+    assert_int_equal(put_gzip(t, sd, sz, slen, 1, &sink, &err), 0);
+    assert_int_equal(sink.len, sn);
+    assert_stored(t, sd, st, sn, sz, slen, true);
+
+    /* damage: refused at write or commit, nothing stored, no temp files */
+    tar[0] ^= 1;
+    sbx__sha256_buf(tar, n, diff);
+    free(z);
+    z = gzip_members(tar, n, 2, &zlen);
+    const struct { const char *what; size_t len; size_t flip; const char *msg; } bad[] = {
+        {"truncated mid-member", zlen - 3, 0, "truncated"},
+        {"a wrong CRC", zlen, zlen - 6, "corrupt gzip"},
+        {"trailing bytes", zlen + 16, 0, "not a gzip header"},
+    };
+    unsigned char *zz = calloc(1, zlen + 16);
+    for (size_t i = 0; i < SBX_ARRAY_LEN(bad); i++) {
+        memcpy(zz, z, zlen);
+        if (bad[i].flip)
+            zz[bad[i].flip] ^= 0x55;
+        sink.len = 0;
+        int rc = put_gzip(t, diff, zz, bad[i].len, 65536, &sink, &err);
+        print_message("%s: %s\n", bad[i].what, err.msg);
+        assert_int_equal(rc, SBX_EDIGEST);
+        tu_assert_error(&err, SBX_EDIGEST, bad[i].msg);
+        assert_int_equal(sbx_store_has_layer(t->s, diff, NULL), 0);
+        assert_int_equal(ts_count(t, "tmp"), 0);
+    }
+    /* the stream decides the diff_id: a wrong expected one stores nothing */
+    sink.len = 0;
+    assert_int_equal(put_gzip(t, sd, z, zlen, zlen, &sink, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "diff_id mismatch");
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    free(zz);
+    free(z);
+    free(sz);
+    free(st);
     free(sink.buf);
     free(tar);
 }
@@ -1121,6 +1273,7 @@ int main(void)
         TS_TEST(test_blob_read_errors),
         TS_TEST(test_layer_roundtrip),
         TS_TEST(test_layer_zstd_input),
+        TS_TEST(test_layer_gzip_input),
         TS_TEST(test_layer_memory_is_bounded),
         TS_TEST(test_layer_errors),
         TS_TEST(test_layer_damage_detected_on_read),

@@ -808,7 +808,7 @@ static void test_version_1_store_is_migrated(void **state)
               "INSERT INTO n2 SELECT name, digest, created, last_used FROM names;"
               "DROP TABLE names; ALTER TABLE n2 RENAME TO names; PRAGMA user_version=1;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 4);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 5);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM pragma_table_info('mounts')"
                                    " WHERE name='external'"), 1);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM origins"), 0);
@@ -822,20 +822,30 @@ static void test_version_1_store_is_migrated(void **state)
               " boot_id TEXT NOT NULL, read_only INTEGER NOT NULL, state INTEGER NOT NULL,"
               " flat TEXT NOT NULL DEFAULT ''); PRAGMA user_version=2;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 4);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 5);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM pragma_table_info('mounts')"
                                    " WHERE name='external'"), 1);
     /* a version 3 store (no origins) */
     ts_sql(t, "DROP TABLE origins; PRAGMA user_version=3;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 4);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 5);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM origins"), 0);
+    /* a version 4 store (no layer format: every layer zstd) keeps its layers */
+    int layers = ts_sql_int(t, "SELECT count(*) FROM layers");
+    assert_true(layers > 0);
+    ts_sql(t, "ALTER TABLE layers DROP COLUMN format; PRAGMA user_version=4;");
+    ts_reopen(t);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 5);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM layers WHERE format=0"), layers);
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
+    assert_int_equal(rep.layers_checked, (uint64_t)layers);
     /* a newer metadata version is refused, not downgraded */
-    ts_sql(t, "PRAGMA user_version=5");
+    ts_sql(t, "PRAGMA user_version=6");
     sbx_store *h = NULL;
     assert_int_equal(sbx_store_open(&h, t->root, &err), SBX_EUNSUPPORTED);
-    tu_assert_error(&err, SBX_EUNSUPPORTED, "metadata version 5 is newer");
-    ts_sql(t, "PRAGMA user_version=4");
+    tu_assert_error(&err, SBX_EUNSUPPORTED, "metadata version 6 is newer");
+    ts_sql(t, "PRAGMA user_version=5");
 }
 
 int main(void)

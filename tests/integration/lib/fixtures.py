@@ -132,6 +132,10 @@ def compress(tar, kind):
         return tar
     if kind == "gzip":
         return gzip.compress(tar, compresslevel=6, mtime=0)
+    if kind == "gzip-members":  # two gzip members, one after the other (valid gzip)
+        half = len(tar) // 2
+        return gzip.compress(tar[:half], compresslevel=6, mtime=0) + \
+            gzip.compress(tar[half:], compresslevel=1, mtime=0)
     if kind == "zstd":
         return zstd(tar)
     if kind == "zstd-nocheck":  # frames without zstd's content checksum
@@ -262,6 +266,8 @@ def build(root):
     name(lay, "oci-zstd-nocheck", d, f)
     d, f = image(lay, [(app, "zstd-skip")], history_tag="oci-zstd-skip")
     name(lay, "oci-zstd-skip", d, f)
+    d, f = image(lay, [(bb, "gzip-members")], history_tag="oci-gzip-members")
+    name(lay, "oci-gzip-members", d, f)
     d, f = image(lay, [(bb, "tar"), (app, "tar")], history_tag="oci-tar")
     name(lay, "oci-tar", d, f)
     d, f = image(lay, [(bb, "gzip"), (app, "zstd"), (more, "tar")], history_tag="oci-mixed")
