@@ -9,8 +9,10 @@
  * Trust: every blob is checked against its descriptor's digest and size, the
  * config against its digest, and every layer's uncompressed stream against
  * the config's diff_id, all before anything is stored: a bad source is a
- * clear error and the store gets nothing.  Then the layers are stored (zstd,
- * by diff_id, their compressed form recorded as a source), the config, and
+ * clear error and the store gets nothing.  Then the layers are stored (by
+ * diff_id: a gzip or zstd file as it is, which the store's writer
+ * decompresses and checks again, a plain tar compressed as zstd; their
+ * compressed form recorded as a source), the config, and
  * the manifest: an OCI layout's exact manifest bytes (its digest kept), or
  * for a docker-archive, which has no manifest, the OCI manifest
  * sbx_image_write makes over the stored layers. */
@@ -518,6 +520,58 @@ static int verify_layers(const src_image *si, bool check_file_digest, sbx_ctx *c
     return 0;
 }
 
+typedef struct {
+    const char *path;
+    uint64_t n, max;
+} tar_count;
+
+/* The tar of a compressed file being stored: no further than a pulled
+ * layer of its size may expand (verify_layers checked the same file). */
+static int count_tar(void *ud, const void *tar, size_t len, sbx_error *err)
+{
+    (void)tar;
+    tar_count *c = ud;
+    c->n += len;
+    if (c->n > c->max)
+        return sbx_error_set(err, SBX_ELIMIT, "loading: '%s' expands past %llu bytes",
+                             c->path, (unsigned long long)c->max);
+    return 0;
+}
+
+/* A gzip or zstd file goes to the writer as it is (stored as it is); a plain
+ * tar is compressed by it. */
+static int store_layer(sbx_layer_writer *w, const src_layer *l, sbx_ctx *ctx, sbx_error *err)
+{
+    _cleanup_close_ int fd = open(l->path, O_RDONLY | O_CLOEXEC);
+    unsigned char buf[1u << 16];
+    ssize_t n = fd < 0 ? -1 : pread(fd, buf, 4, 0);
+    struct stat st;
+    if (n < 0 || fstat(fd, &st) < 0)
+        return sbx_error_sys(err, SBX_EIO, errno, "loading: reading '%s'", l->path);
+    int fmt = sbx_layer_sniff(buf, (size_t)n);
+    if (fmt < 0)
+        return layer_stream(l->path, NULL, store_chunk, w, ctx, err);
+    tar_count c = {l->path, 0, sbx__expansion_cap((uint64_t)st.st_size, ctx)};
+    if (sbx_layer_writer_compressed_input(w, (sbx_layer_format)fmt, count_tar, &c, err) < 0)
+        return err->code;
+    while ((n = read(fd, buf, sizeof buf)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return sbx_error_sys(err, SBX_EIO, errno, "loading: reading '%s'", l->path);
+        if (sbx__check_cancel(ctx, err) < 0 ||
+            sbx_layer_writer_write(w, buf, (size_t)n, err) < 0)
+            return err->code;
+    }
+    char got[SBX_DIGEST_BUFSZ];
+    if (sbx_layer_writer_input_digest(w, got, err) < 0)
+        return err->code;
+    if (sbx__digest_valid(l->digest) && strcmp(got, l->digest) != 0)
+        return sbx_error_set(err, SBX_EDIGEST, "loading: '%s' changed while it was loaded (it "
+                             "hashes to %s, not %s)", l->path, got, l->digest);
+    return 0;
+}
+
 static int store_image(sbx_load_result *out, sbx_store *s, src_image *si, sbx_ctx *ctx,
                        sbx_error *err)
 {
@@ -533,7 +587,7 @@ static int store_image(sbx_load_result *out, sbx_store *s, src_image *si, sbx_ct
             sbx_layer_writer *w = NULL;
             if (sbx_store_layer_begin(&w, s, l->diff_id, err) < 0)
                 return err->code;
-            if (layer_stream(l->path, NULL, store_chunk, w, ctx, err) < 0) {
+            if (store_layer(w, l, ctx, err) < 0) {
                 sbx_layer_writer_abort(w);
                 return sbx_error_wrap(err, "loading layer %zu/%zu", i + 1, si->nlayers);
             }

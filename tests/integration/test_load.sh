@@ -24,6 +24,16 @@ jq_is .recompressed false
 jq_is .layers 3
 ok unpack img/layout:1 "$T/root-a"
 [[ -x $T/root-a/bin/busybox ]] || fail "the loaded image does not unpack to its files"
+# its gzip layers are stored as they are, so the image keeps its digest on the way out
+for i in 0 1 2; do
+    d=$(fx oci-multi ".layers[$i].digest")
+    cmp -s "$STORE/layers/sha256/$(fx oci-multi ".layers[$i].diff_id" | cut -d: -f2).gz" \
+        "$T/layout/blobs/sha256/${d#sha256:}" || fail "layer $i is not stored as the layout's gzip blob"
+done
+ok export --json img/layout:1 "$T/out-a"
+jq_is .recompressed false
+jq_is .digest "$layout_digest"
+fsck_clean
 
 case_ "an OCI archive"
 STORE=$T/store-b
