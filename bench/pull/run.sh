@@ -24,8 +24,8 @@
 #    --unpack (each layer unpacked into the store's cache while it downloads)
 #    vs skopeo copy, and vs skopeo copy + umoci unpack
 # Times are fork-to-exit of each command; peak RSS is the child's ru_maxrss.  sbx-image does more work in
-# (1): it checks the compressed digest and the uncompressed diff_id, and
-# recompresses every layer to zstd for the store.
+# (1): it checks the compressed digest and also decompresses each layer to
+# check its diff_id (gzip and zstd blobs are then stored as sent).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
