@@ -797,6 +797,66 @@ static void test_mount_records_keep_images_until_dead(void **state)
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM mounts"), 0);
 }
 
+/* A writer killed between linking its named temp file into place and its
+ * record: the reaper removes the unrecorded object under the name that
+ * temp file says (l: <hex>.zst, g: <hex>.gz), and never a recorded one. */
+static void test_reaper_undoes_half_linked_layers(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    static const char *const forms[][2] = {{"l", ".zst"}, {"g", ".gz"}};
+    char hex[65], rel[200];
+    for (size_t i = 0; i < 2; i++) {
+        memset(hex, i ? 'b' : 'a', 64);
+        hex[64] = '\0';
+        snprintf(rel, sizeof rel, "layers/sha256/%s%s", hex, forms[i][1]);
+        char *obj = tu_path(t->root, rel);
+        tu_write_file(obj, "not recorded");
+        snprintf(rel, sizeof rel, "tmp/%s.%s.abcdefghijkl", forms[i][0], hex);
+        char *named = tu_path(t->root, rel);
+        assert_int_equal(link(obj, named), 0);
+        ts_reopen(t); /* open runs the reaper */
+        assert_int_equal(access(obj, F_OK), -1);
+        assert_int_equal(access(named, F_OK), -1);
+        free(obj);
+        free(named);
+    }
+    /* a recorded (zstd) layer: its stale named temp goes, the layer stays;
+     * a gzip file beside it, linked from a g. temp, is not the layer's file:
+     * the reaper leaves it to gc, which removes it */
+    char m[SBX_DIGEST_BUFSZ], diff[SBX_DIGEST_BUFSZ];
+    ts_put_image(t, "kept", 7, m);
+    unsigned char *tar = ts_layer_bytes(20000, 7); /* the image's layer */
+    sbx__sha256_buf(tar, 20000, diff);
+    free(tar);
+    memcpy(hex, diff + 7, 65);
+    snprintf(rel, sizeof rel, "layers/sha256/%s.zst", hex);
+    char *zst = tu_path(t->root, rel);
+    snprintf(rel, sizeof rel, "layers/sha256/%s.gz", hex);
+    char *gz = tu_path(t->root, rel);
+    tu_write_file(gz, "a stray other form");
+    snprintf(rel, sizeof rel, "tmp/l.%s.abcdefghijkm", hex);
+    char *lnamed = tu_path(t->root, rel);
+    snprintf(rel, sizeof rel, "tmp/g.%s.abcdefghijkn", hex);
+    char *gnamed = tu_path(t->root, rel);
+    assert_int_equal(link(zst, lnamed), 0);
+    assert_int_equal(link(gz, gnamed), 0);
+    ts_reopen(t);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    assert_int_equal(access(zst, F_OK), 0);
+    assert_int_equal(access(gz, F_OK), 0);
+    sbx_gc_report rep;
+    assert_int_equal(sbx_store_gc(t->s, NULL, &rep, NULL, &err), 0);
+    assert_int_equal(access(zst, F_OK), 0);
+    assert_int_equal(access(gz, F_OK), -1);
+    sbx_fsck_report fr;
+    assert_int_equal(sbx_store_fsck(t->s, &fr, NULL, &err), 0);
+    free(zst);
+    free(gz);
+    free(lnamed);
+    free(gnamed);
+}
+
 static void test_version_1_store_is_migrated(void **state)
 {
     ts_ctx *t = *state;
@@ -856,6 +916,7 @@ int main(void)
         TS_TEST(test_gc_max_bytes_evicts_lru_never_leased),
         TS_TEST(test_gc_removes_unrecorded_files_and_stale_tmp),
         TS_TEST(test_scratch_dirs_and_the_reaper),
+        TS_TEST(test_reaper_undoes_half_linked_layers),
         TS_TEST(test_gc_unpacked_removes_unleased_dirs_only),
         TS_TEST(test_gc_unpacked_counts_only_bytes_it_frees),
         TS_TEST(test_fsck_clean_store),
