@@ -394,7 +394,12 @@ static void child_extract(int tarfd, const char *dir, const char *boot_id, int e
     /* Confine the extractor to the new dir; without CAP_SYS_CHROOT, fall
      * back to libarchive's per-component symlink checks. */
     bool chrooted = chroot(".") == 0;
-    umask(0);
+    /* Listed entries get their exact modes (ARCHIVE_EXTRACT_PERM); the umask
+     * only shapes the directories a tar does not list, the parents of its
+     * entries, which libarchive makes 0777 & ~umask (at most 0775): 022
+     * makes them 0755, as Docker's unpacker does, so a layer that adds
+     * etc/motd without etc/ does not widen etc/ in the merged root. */
+    umask(022);
     struct archive *in = archive_read_new();
     struct archive *out = archive_write_disk_new();
     if (!in || !out)

@@ -277,6 +277,51 @@ static void store_tar(char diff_id[SBX_DIGEST_BUFSZ], sbx_store *s, const char *
 /* A stored layer whose file was replaced by another valid zstd stream (its
  * frame checksum fine, its content not the layer's) never reaches a
  * sandbox: unpack hashes what it feeds the extractor and refuses it. */
+/* A directory a layer's tar does not list (the parent of one of its
+ * entries) is made 0755, as Docker's unpacker makes it, whatever the
+ * process's umask; every listed entry keeps its exact mode. */
+static void test_unpack_implicit_parents_0755(void **state)
+{
+    (void)state;
+    char *d = tu_tmpdir();
+    char *path = tu_path(d, "in.tar");
+    struct archive *a = archive_write_new();
+    archive_write_set_format_pax_restricted(a);
+    assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+    struct archive_entry *e = archive_entry_new();
+    static const struct { const char *name; mode_t type, perm; } ents[] = {
+        {"implicit/deeper/f", AE_IFREG, 0666}, {"open/", AE_IFDIR, 0777},
+        {"open/f", AE_IFREG, 0777}, {"tight/", AE_IFDIR, 0700}, {"sticky/", AE_IFDIR, 01777}};
+    for (size_t i = 0; i < sizeof ents / sizeof *ents; i++) {
+        archive_entry_clear(e);
+        archive_entry_set_pathname(e, ents[i].name);
+        archive_entry_set_filetype(e, ents[i].type);
+        archive_entry_set_perm(e, ents[i].perm);
+        archive_entry_set_size(e, 0);
+        assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+    }
+    archive_entry_free(e);
+    archive_write_close(a);
+    archive_write_free(a);
+    char *dest = tu_path(d, "out");
+    sbx_error err = SBX_ERROR_INIT;
+    assert_int_equal(unpack_file(path, dest, &err), 0);
+    static const struct { const char *name; mode_t perm; } want[] = {
+        {"implicit", 0755}, {"implicit/deeper", 0755}, {"implicit/deeper/f", 0666},
+        {"open", 0777}, {"open/f", 0777}, {"tight", 0700}, {"sticky", 01777}};
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        char *p = tu_path(dest, want[i].name);
+        struct stat st;
+        assert_int_equal(lstat(p, &st), 0);
+        if ((st.st_mode & 07777) != want[i].perm)
+            fail_msg("%s: mode %o, want %o", want[i].name, st.st_mode & 07777, want[i].perm);
+        free(p);
+    }
+    free(dest);
+    free(path);
+    tu_tmpdir_free(d);
+}
+
 static void test_layer_unpack_checks_diff_id(void **state)
 {
     (void)state;
@@ -322,6 +367,7 @@ int main(void)
         cmocka_unit_test(test_unpack_drops_forged_mark),
         cmocka_unit_test(test_layer_unpack_other_boot_redone),
         cmocka_unit_test(test_layer_unpack_checks_diff_id),
+        cmocka_unit_test(test_unpack_implicit_parents_0755),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
