@@ -15,6 +15,7 @@
 
 #include "sbx/store.h"
 #include "sbx_common.h"
+#include "store_internal.h" /* sbx_store__gz_*: the gzip decoder itself */
 #include "test_store_util.h"
 #include "testutil.h"
 
@@ -665,7 +666,7 @@ static void test_layer_gzip_input(void **state)
     const struct { const char *what; size_t len; size_t flip; const char *msg; } bad[] = {
         {"truncated mid-member", zlen - 3, 0, "truncated"},
         {"a wrong CRC", zlen, zlen - 6, "corrupt gzip"},
-        {"trailing bytes", zlen + 16, 0, "not a gzip header"},
+        {"trailing bytes", zlen + 16, 0, "bytes after the last member"},
     };
     unsigned char *zz = calloc(1, zlen + 16);
     for (size_t i = 0; i < SBX_ARRAY_LEN(bad); i++) {
@@ -690,6 +691,94 @@ static void test_layer_gzip_input(void **state)
     free(sz);
     free(st);
     free(sink.buf);
+    free(tar);
+}
+
+/* One gzip member with every optional header field: FEXTRA, FNAME, FCOMMENT
+ * and FHCRC (zlib's deflateSetHeader). */
+static size_t gzip_fancy(const unsigned char *data, size_t n, unsigned char *out, size_t cap)
+{
+    z_stream s = {0};
+    assert_int_equal(deflateInit2(&s, 6, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY),
+                     Z_OK);
+    static unsigned char extra[300];
+    memset(extra, 'x', sizeof extra);
+    gz_header h = {.extra = extra, .extra_len = sizeof extra, .name = (Bytef *)"layer.tar",
+                   .comment = (Bytef *)"a comment", .hcrc = 1};
+    assert_int_equal(deflateSetHeader(&s, &h), Z_OK);
+    s.next_in = (unsigned char *)data;
+    s.avail_in = (uInt)n;
+    s.next_out = out;
+    s.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&s, Z_FINISH), Z_STREAM_END);
+    size_t len = s.total_out;
+    deflateEnd(&s);
+    return len;
+}
+
+/* Decode z in two pieces cut at k: the tar, whole, and the stream ended. */
+static int gz_two_pieces(const unsigned char *z, size_t zlen, size_t k, const unsigned char *tar,
+                         size_t n)
+{
+    sbx_store__gz *g = sbx_store__gz_new();
+    unsigned char *out = malloc(n + 1);
+    size_t opos = 0;
+    int r = 0;
+    const unsigned char *piece[2] = {z, z + k};
+    size_t plen[2] = {k, zlen - k};
+    for (int p = 0; p < 2 && r == 0; p++) {
+        size_t ipos = 0;
+        do
+            r = sbx_store__gz_step(g, piece[p], plen[p], &ipos, out, n + 1, &opos);
+        while (r == 0 && ipos < plen[p] && opos < n + 1);
+    }
+    if (r == 0 && (opos != n || memcmp(out, tar, n) != 0 || !sbx_store__gz_ended(g)))
+        r = -1;
+    free(out);
+    sbx_store__gz_free(g);
+    return r;
+}
+
+/* Whatever the pieces a gzip stream comes in, it decodes the same: a header
+ * with every optional field cut at each of its bytes (the writer, the
+ * readers and fsck cut the same file at different places). */
+static void test_gzip_headers_in_pieces(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    size_t n = 6000;
+    unsigned char *tar = ts_layer_bytes(n, 14);
+    size_t cap = 2 * n + 4096, zlen;
+    unsigned char *plain = gzip_members(tar, n / 2, 1, &zlen);
+    unsigned char *z = malloc(cap);
+    memcpy(z, plain, zlen);
+    size_t first = zlen;
+    zlen += gzip_fancy(tar + n / 2, n - n / 2, z + zlen, cap - zlen);
+    for (size_t k = 0; k <= zlen; k++)
+        if (gz_two_pieces(z, zlen, k, tar, n) != 0)
+            fail_msg("cut at byte %zu (the second member starts at %zu): not decoded", k, first);
+    /* through the writer a byte at a time, and back through the reader */
+    char diff[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(tar, n, diff);
+    tar_sink sink = {malloc(n), 0, n};
+    assert_int_equal(put_gzip(t, diff, z, zlen, 1, &sink, &err), 0);
+    assert_stored(t, diff, tar, n, z, zlen, true);
+    /* reserved header flags: refused, as gzip(1) and zlib refuse them */
+    memcpy(z, plain, first);
+    z[3] |= 0x20;
+    char d1[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(tar, n / 2, d1);
+    assert_int_equal(put_gzip(t, d1, z, first, first, &sink, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "reserved gzip header flags");
+    /* a wrong length (ISIZE) in the trailer */
+    memcpy(z, plain, first);
+    z[first - 1] ^= 1;
+    assert_int_equal(put_gzip(t, d1, z, first, first, &sink, &err), SBX_EDIGEST);
+    print_message("wrong ISIZE: %s\n", err.msg);
+    assert_int_equal(ts_count(t, "tmp"), 0);
+    free(sink.buf);
+    free(z);
+    free(plain);
     free(tar);
 }
 
@@ -1274,6 +1363,7 @@ int main(void)
         TS_TEST(test_layer_roundtrip),
         TS_TEST(test_layer_zstd_input),
         TS_TEST(test_layer_gzip_input),
+        TS_TEST(test_gzip_headers_in_pieces),
         TS_TEST(test_layer_memory_is_bounded),
         TS_TEST(test_layer_errors),
         TS_TEST(test_layer_damage_detected_on_read),
