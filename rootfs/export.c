@@ -1,17 +1,20 @@
 /* sbx_rootfs_export: an image in the store -> an OCI image layout directory.
  *
  * The image is looked up in the store only and leased for the whole call
- * (as sbx_rootfs_unpack does).  Layers are written as the store keeps them,
- * zstd, read from the store's file and re-hashed while copied: the store is
+ * (as sbx_rootfs_unpack does).  Layers are written as the store keeps them
+ * (zstd, or gzip as pulled), read from the store's file and re-hashed while
+ * copied: the store is
  * a trust boundary, and a blob is only written under a digest it matches.
  * Manifests and configs come from sbx_store_read_blob (re-hashed there) and
  * are hashed again before they are written.
  *
- * If the manifest references exactly the stored zstd streams (digest and
- * size of every layer, as every built image does), its bytes are exported as
- * they are.  Otherwise (a pulled image's gzip blobs, which the store records
- * only as sources of a layer) a new OCI manifest is written over the zstd
- * layers with the same config, and the result says so.
+ * If the manifest is an OCI one and references exactly the stored streams
+ * (digest and size of every layer, as every built image and every image
+ * pulled as gzip or zstd does), its bytes are exported as they are.
+ * Otherwise (a Docker manifest, which an OCI layout does not hold, or
+ * layers the store compressed itself and records the pulled blobs of only
+ * as sources) a new OCI manifest is written over the stored layers with
+ * the same config, and the result says so.
  *
  * The layout is built in ".<name>.sbx-export-<pid>-<n>" beside the
  * destination, flock'ed by its maker, synced and renamed (RENAME_NOREPLACE)
@@ -399,6 +402,8 @@ static int run(sbx_export_result *out, sbx_store *s, const char *image, rfs_outd
     }
     if ((r = layer_infos(infos, &same, s, in, err)) < 0)
         goto done;
+    if (same && !strcmp(in->media_type, SBX_MT_DOCKER_MANIFEST))
+        same = false; /* an OCI layout holds OCI manifests */
     if (same) {
         man = in->manifest_raw;
         man_len = in->manifest_len;

@@ -126,9 +126,24 @@ assert_eq "sha256:$(sha256sum <"$T/raw" | cut -d' ' -f1)" "$dgz" "skopeo's manif
 umoci_unpack "$T/laygz" gz "$T/umocigz"
 same_tree "$T/sbxroot" "$T/umocigz/rootfs"
 
-case_ "a pulled plain-tar image: layers re-referenced as the store's zstd, the digest changes"
+case_ "a pulled Docker image: re-referenced as an OCI manifest (a layout holds OCI ones)"
 fx_build
-fx_push r1 oci-tar=x/tar:1
+fx_push r1 oci-tar=x/tar:1 docker-single=x/d:1
+STORE=$T/store6
+ok pull --json "$r1_HOST/x/d:1"
+dd=$(jq -r .digest "$T/out")
+ok export --json --tag d "$r1_HOST/x/d:1" "$T/layd"
+jq_is .recompressed true
+dnew=$(jq -r .digest "$T/out")
+[[ $dnew != "$dd" ]] || fail "a Docker manifest was exported as it is"
+skopeo inspect --raw "oci:$T/layd:d" >"$T/raw"
+assert_eq "$(jq -r .mediaType "$T/raw")" application/vnd.oci.image.manifest.v1+json "manifest type"
+assert_eq "$(jq -r '[.layers[].mediaType] | unique | join(",")' "$T/raw")" \
+    application/vnd.oci.image.layer.v1.tar+gzip "layer media types (the gzip blob, as stored)"
+umoci_unpack "$T/layd" d "$T/umocid"
+cmp -s "$T/umocid/rootfs/bin/busybox" /bin/busybox || fail "umoci's busybox of the Docker image differs"
+
+case_ "a pulled plain-tar image: layers re-referenced as the store's zstd, the digest changes"
 STORE=$T/store5
 ok pull --json "$r1_HOST/x/tar:1"
 dtar=$(jq -r .digest "$T/out")
