@@ -538,9 +538,10 @@ static int count_tar(void *ud, const void *tar, size_t len, sbx_error *err)
     return 0;
 }
 
-/* A gzip or zstd file goes to the writer as it is (stored as it is); a plain
- * tar is compressed by it. */
-static int store_layer(sbx_layer_writer *w, const src_layer *l, sbx_ctx *ctx, sbx_error *err)
+/* A gzip or zstd file goes to the writer as it is (stored as it is; *kept
+ * says so); a plain tar is compressed by it. */
+static int write_layer(sbx_layer_writer *w, const src_layer *l, bool *kept, sbx_ctx *ctx,
+                       sbx_error *err)
 {
     _cleanup_close_ int fd = open(l->path, O_RDONLY | O_CLOEXEC);
     unsigned char buf[1u << 16];
@@ -548,7 +549,8 @@ static int store_layer(sbx_layer_writer *w, const src_layer *l, sbx_ctx *ctx, sb
     struct stat st;
     if (n < 0 || fstat(fd, &st) < 0)
         return sbx_error_sys(err, SBX_EIO, errno, "loading: reading '%s'", l->path);
-    int fmt = sbx_layer_sniff(buf, (size_t)n);
+    int fmt = *kept ? sbx_layer_sniff(buf, (size_t)n) : -1;
+    *kept = fmt >= 0;
     if (fmt < 0)
         return layer_stream(l->path, NULL, store_chunk, w, ctx, err);
     tar_count c = {l->path, 0, sbx__expansion_cap((uint64_t)st.st_size, ctx)};
@@ -572,6 +574,33 @@ static int store_layer(sbx_layer_writer *w, const src_layer *l, sbx_ctx *ctx, sb
     return 0;
 }
 
+/* Store one verified layer; a file the writer does not keep as it is
+ * (gzip with padding after its last member, which libarchive reads past)
+ * is stored from its tar instead. */
+static int store_layer(sbx_store *s, const src_layer *l, size_t i, size_t n, sbx_ctx *ctx,
+                       sbx_error *err)
+{
+    for (bool keep = true;; keep = false) {
+        sbx_layer_writer *w = NULL;
+        if (sbx_store_layer_begin(&w, s, l->diff_id, err) < 0)
+            return err->code;
+        bool kept = keep;
+        int rc = write_layer(w, l, &kept, ctx, err);
+        if (rc < 0) {
+            sbx_layer_writer_abort(w);
+        } else {
+            rc = sbx_layer_writer_commit(w, NULL, err);
+        }
+        if (rc == SBX_EDIGEST && kept) {
+            sbx__log(ctx, SBX_LOG_INFO, "loading layer %zu/%zu: not stored as it is (%s); "
+                     "storing its tar", i + 1, n, err->msg);
+            sbx_error_clear(err);
+            continue;
+        }
+        return rc < 0 ? sbx_error_wrap(err, "loading layer %zu/%zu", i + 1, n) : 0;
+    }
+}
+
 static int store_image(sbx_load_result *out, sbx_store *s, src_image *si, sbx_ctx *ctx,
                        sbx_error *err)
 {
@@ -583,17 +612,8 @@ static int store_image(sbx_load_result *out, sbx_store *s, src_image *si, sbx_ct
         if (have < 0)
             return have;
         sbx__progress(ctx, id, have ? "present" : "store", 0, 0);
-        if (!have) {
-            sbx_layer_writer *w = NULL;
-            if (sbx_store_layer_begin(&w, s, l->diff_id, err) < 0)
-                return err->code;
-            if (store_layer(w, l, ctx, err) < 0) {
-                sbx_layer_writer_abort(w);
-                return sbx_error_wrap(err, "loading layer %zu/%zu", i + 1, si->nlayers);
-            }
-            if (sbx_layer_writer_commit(w, NULL, err) < 0)
-                return sbx_error_wrap(err, "loading layer %zu/%zu", i + 1, si->nlayers);
-        }
+        if (!have && store_layer(s, l, i, si->nlayers, ctx, err) < 0)
+            return err->code;
         out->layers++;
     }
     char cfg[SBX_DIGEST_BUFSZ];

@@ -63,6 +63,33 @@ ok images --json
 assert_eq "$(cat "$T/out")" "[]" "names after a refused load"
 [[ -z $(ls "$STORE/layers/sha256" 2>/dev/null) ]] || fail "a refused load stored layers"
 
+case_ "a gzip layer padded with zeros after its last member: loaded, stored from its tar"
+# (libarchive reads past the padding; the store keeps only clean gzip as it is)
+cp -a "$T/layout" "$T/pad"
+chmod -R u+w "$T/pad"
+"$PY" - "$T/pad" <<'PY'
+import hashlib, json, os, sys
+root = sys.argv[1]
+def blob(d): return os.path.join(root, "blobs", "sha256", d.split(":")[1])
+def put(b):
+    d = "sha256:" + hashlib.sha256(b).hexdigest()
+    open(blob(d), "wb").write(b)
+    return d, len(b)
+idx = json.load(open(os.path.join(root, "index.json")))
+man = json.load(open(blob(idx["manifests"][0]["digest"])))
+layer = open(blob(man["layers"][0]["digest"]), "rb").read() + b"\0" * 512
+man["layers"][0]["digest"], man["layers"][0]["size"] = put(layer)
+idx["manifests"][0]["digest"], idx["manifests"][0]["size"] = put(json.dumps(man).encode())
+json.dump(idx, open(os.path.join(root, "index.json"), "w"))
+PY
+STORE=$T/store-pad
+ok load --json --tag img/pad:1 "$T/pad"
+jq_is .digest "$(jq -r '.manifests[0].digest' "$T/pad/index.json")"
+err_has "layer 1/3: not stored as it is \\(.*bytes after the last member.*\\); storing its tar"
+ok unpack img/pad:1 "$T/root-pad"
+[[ -x $T/root-pad/bin/busybox ]] || fail "the padded image does not unpack to its files"
+fsck_clean
+
 case_ "a layer that expands past the decompression cap: refused, nothing stored"
 STORE=$T/store-e
 # every layer expands past once the cap is its own compressed size
