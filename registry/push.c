@@ -9,19 +9,21 @@
  * tag never names an image whose blobs are missing.  Tokens are asked for
  * with push scope.
  *
- * The manifest: an image whose manifest describes the stored zstd layers
- * (everything build and commit make) is pushed with its exact bytes, so
- * its digest is the store's.  A pulled image whose manifest describes other
- * compressed forms (gzip) gets the OCI manifest sbx_image_write makes over
- * the stored zstd layers and the same config: a new digest (said in
- * result.recompressed), as export does.
+ * The manifest: an image whose manifest describes the stored layers
+ * (everything build and commit make, and an image pulled as gzip or zstd,
+ * whose blobs the store keeps as sent) is pushed with its exact bytes, so
+ * its digest is the store's.  One whose manifest describes other forms
+ * (layers the store compressed itself) gets the OCI manifest
+ * sbx_image_write makes over the stored layers and the same config: a new
+ * digest (said in result.recompressed), as export does.
  *
- * With push_gzip each layer is gzipped from the stored tar (zlib level 6, no
- * name, mtime 0: the same tar gives the same bytes) into a scratch file
- * while it is hashed, then sent like a stored one; the manifest is an OCI
- * one over those (compact JSON, sorted keys), so pushing the same image
- * twice gives the same digests.  The gzip digest is recorded as a source of
- * the layer. */
+ * With push_gzip a layer stored as gzip goes as it is; each other one is
+ * gzipped from the stored tar (zlib level 6, no name, mtime 0: the same tar
+ * gives the same bytes) into a scratch file while it is hashed, then sent
+ * like a stored one; the manifest is an OCI one over those (compact JSON,
+ * sorted keys), so pushing the same image twice gives the same digests.  The
+ * gzip digest is recorded as a source of the layer.  An image whose layers
+ * are all stored as gzip is pushed as stored, as without push_gzip. */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -250,6 +252,13 @@ static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_se
         if (sbx_store_layer_info(s, img->layers[i].diff_id, &infos[i], err) < 0)
             rc = sbx_error_wrap(err, "pushing layer %zu/%zu (pull the image again)", i + 1,
                                 img->nlayers);
+    /* every layer stored as gzip already: pushed as stored, with its own
+     * manifest when that describes them */
+    bool all_gzip = rc == 0;
+    for (size_t i = 0; all_gzip && i < img->nlayers; i++)
+        all_gzip = infos[i].format == SBX_LAYER_GZIP;
+    if (all_gzip)
+        gz = false;
     char *man = NULL;
     size_t man_len = 0;
     char media_type[128];
