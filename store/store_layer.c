@@ -976,6 +976,18 @@ static int reader_end(sbx_layer_reader *r, bool done, sbx_error *err)
     return SBX_EDIGEST;
 }
 
+/* n bytes of tar out, no more than the record says the layer has: a file
+ * that goes on (a member or frame appended) is damaged, said before any of
+ * the excess is handed out. */
+static int reader_out(sbx_layer_reader *r, size_t n, size_t *nread, sbx_error *err)
+{
+    if (n > r->want - r->produced)
+        return reader_damaged(r, "longer than its record says", err);
+    *nread = n;
+    r->produced += n;
+    return 0;
+}
+
 static int gz_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread, sbx_error *err)
 {
     size_t opos = 0;
@@ -991,9 +1003,7 @@ static int gz_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread, sb
             break;
         }
     }
-    *nread = opos;
-    r->produced += opos;
-    return 0;
+    return reader_out(r, opos, nread, err);
 }
 
 int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
@@ -1023,9 +1033,7 @@ int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nr
         if (r->eof && r->ib.pos == inpos)
             return reader_end(r, false, err);
     }
-    *nread = ob.pos;
-    r->produced += ob.pos;
-    return 0;
+    return reader_out(r, ob.pos, nread, err);
 }
 
 void sbx_layer_reader_free(sbx_layer_reader *r)

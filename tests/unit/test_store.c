@@ -634,6 +634,21 @@ static void test_layer_gzip_input(void **state)
     assert_int_equal(sbx_layer_writer_commit(w, NULL, &err), 0);
     assert_int_equal(ts_count(t, "layers/sha256"), 1);
     assert_int_equal(read_all(t, diff, &err), 0);
+    /* a member appended: still valid gzip, but longer than the record says;
+     * refused before any of the excess is handed out */
+    {
+        size_t xlen;
+        unsigned char *x = gzip_members((const unsigned char *)"more", 4, 1, &xlen);
+        FILE *f = fopen(path, "ab");
+        assert_non_null(f);
+        assert_int_equal(fwrite(x, 1, xlen, f), xlen);
+        fclose(f);
+        free(x);
+        assert_int_equal(read_all(t, diff, &err), SBX_EDIGEST);
+        tu_assert_error(&err, SBX_EDIGEST, "longer than its record says");
+        assert_int_equal(truncate(path, (off_t)zlen), 0);
+        assert_int_equal(read_all(t, diff, &err), 0);
+    }
     /* cut at a member's end, the file is still valid gzip: the reader counts
      * the tar against the record, fsck quarantines it */
     size_t first;
