@@ -251,8 +251,8 @@ SBX_API void sbx_image_close(sbx_image *img);
 SBX_API int sbx_image_readable(sbx_store *s, const char *digest);
 
 /* Store an image whose layers are all in the store: the config bytes as
- * given, and an OCI manifest whose layer descriptors are the stored zstd
- * forms of the config's rootfs.diff_ids.  Same config bytes, same manifest
+ * given, and an OCI manifest whose layer descriptors are the stored forms
+ * (zstd, or gzip as pulled) of the config's rootfs.diff_ids.  Same config bytes, same manifest
  * bytes, same digest.  A manifest already stored is not written again.
  * Errors: SBX_ENOTFOUND (a layer is not stored), SBX_EINVAL (a bad config),
  * store errors. */

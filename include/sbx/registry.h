@@ -184,8 +184,9 @@ typedef struct sbx_push_result {
     size_t blobs_pushed, blobs_existing; /* layers and config: sent, or already there */
     size_t blobs_mounted; /* not sent: mounted from another repository of the registry */
     uint64_t bytes_pushed;
-    /* The manifest was made anew over the stored zstd layers (a pulled gzip
-     * image): its digest differs from the stored one. */
+    /* The manifest was made anew over the stored layers (layers the store
+     * compressed itself, or --compression gzip): its digest differs from the
+     * stored one. */
     bool recompressed;
 } sbx_push_result;
 

@@ -355,11 +355,13 @@ SBX_API int sbx_rootfs_load(sbx_load_result *out, sbx_store *store, const char *
  *    temp directory (".<name>.sbx-export-*", flock'ed while in use), synced
  *    and renamed into place.  A failure removes it; what a killed process
  *    left is removed by the next export into the same directory.
- *  - An image whose manifest references the stored zstd layers (everything
- *    `sbx-image build` makes) is exported with its exact manifest bytes: the
- *    digest is the store's.  A pulled image whose manifest references other
- *    compressed forms (gzip) gets a new OCI manifest pointing at the zstd
- *    layers, with the same config: its digest differs (result.recompressed).
+ *  - An OCI image whose manifest references the stored layers (everything
+ *    `sbx-image build` makes, and images pulled as gzip or zstd, whose blobs
+ *    the store keeps as sent) is exported with its exact manifest bytes: the
+ *    digest is the store's.  A Docker manifest, or one referencing forms the
+ *    store does not keep (layers it compressed itself), gets a new OCI
+ *    manifest pointing at the stored layers, with the same config: its
+ *    digest differs (result.recompressed).
  */
 
 typedef struct sbx_export_options {
@@ -375,8 +377,8 @@ typedef struct sbx_export_options {
 typedef struct sbx_export_result {
     char digest[SBX_DIGEST_BUFSZ];        /* the manifest in the layout */
     char stored_digest[SBX_DIGEST_BUFSZ]; /* the image's manifest in the store */
-    /* The layers were re-referenced as their stored zstd form: the layout's
-     * manifest is new and digest != stored_digest. */
+    /* The layers were re-referenced as stored in a new OCI manifest: the
+     * layout's manifest is new and digest != stored_digest. */
     bool recompressed;
     size_t blobs;   /* distinct blobs written: manifest, config, layers */
     uint64_t bytes; /* their total size */
@@ -386,7 +388,7 @@ typedef struct sbx_export_result {
  * manifest digest: looked up in the store only, as sbx_rootfs_unpack does)
  * as an OCI image layout at `dir`, which must not exist.  Progress on ctx:
  * id "layer N/M sha256:<12 hex>" with phase "copy"
- * (done/total: the stored zstd bytes), then id "layout" with "done".
+ * (done/total: the stored bytes), then id "layout" with "done".
  * Errors: SBX_ENOTFOUND (no such image, or a layer is missing), SBX_EINVAL
  * (dir exists, a bad argument, not an image manifest), SBX_EDIGEST (a store
  * file does not match its digest: run fsck), SBX_ECANCELED, SBX_EIO /

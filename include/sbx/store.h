@@ -1,7 +1,8 @@
 /* sbx-image: the content-addressed store.
  *
  * One root directory holds blobs by the sha256 of their bytes (manifests and
- * configs, kept exactly), image layers zstd-compressed at rest and addressed by
+ * configs, kept exactly), image layers compressed at rest (zstd, or gzip as a
+ * registry sent it) and addressed by
  * the digest of the uncompressed tar (the OCI diff_id), and SQLite metadata.
  *
  * Invariants:
@@ -377,7 +378,7 @@ SBX_API int sbx_store_mount_reap(sbx_store *s, bool full, unsigned *reaped, sbx_
 /* ---- what images cost ------------------------------------------------------ */
 
 typedef struct sbx_image_usage {
-    /* stored bytes (blobs, zstd layers) of everything the manifest reaches */
+    /* stored bytes (blobs, layer files) of everything the manifest reaches */
     uint64_t total_bytes;
     /* of those, the bytes no other name reaches (builder step images,
      * "cache:" names, do not count): what removing this name alone would
@@ -404,7 +405,7 @@ typedef struct sbx_gc_options {
 
 typedef struct sbx_gc_report {
     uint64_t blobs_removed, layers_removed, names_evicted;
-    uint64_t bytes_freed, bytes_after; /* blobs and zstd layers, as df's stored_bytes */
+    uint64_t bytes_freed, bytes_after; /* blobs and layer files, as df's stored_bytes */
     /* Unpacked layer directories removed (with their layer, or by
      * opts.unpacked) and the bytes that frees: st_blocks * 512 of each inode
      * once, counting only inodes with no link left outside them (a tree of
@@ -437,7 +438,7 @@ typedef struct sbx_fsck_report {
 SBX_API int sbx_store_fsck(sbx_store *s, sbx_fsck_report *report, sbx_ctx *ctx, sbx_error *err);
 
 typedef struct sbx_df_report {
-    uint64_t stored_bytes;        /* bytes on disk: blobs + zstd layers */
+    uint64_t stored_bytes;        /* bytes on disk: blobs + layer files */
     uint64_t logical_bytes;       /* what the named images take uncompressed, counted per image */
     uint64_t blobs, layers, names;
     /* bytes on disk under <root>/unpacked (not in stored_bytes): st_blocks *
