@@ -226,7 +226,8 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
     int rc = pipe_start(&p, err);
     if (rc == 0) {
         sbx__progress(p.ctx, progress_id, "download", 0, desc->size);
-        reg_sink sink = {.write = pipe_write, .reset = pipe_reset, .ud = &p, .err = err};
+        reg_sink sink = {.write = pipe_write, .reset = pipe_reset, .ud = &p, .size = desc->size,
+                         .err = err};
         rc = reg_get_blob_stream(c, desc->digest, &sink, err);
     }
     if (rc == 0)

@@ -125,6 +125,7 @@ typedef struct reg_sink {
     int (*reset)(void *ud, sbx_error *err);
     void *ud;
     uint64_t offset;
+    uint64_t size;  /* the whole body's bytes when known (a blob's), else 0 */
     sbx_error *err; /* where write() puts its error */
 } reg_sink;
 
@@ -172,7 +173,9 @@ int reg_get_manifest(reg_client *c, const char *reference, bool head_only, reg_r
  * against digest. */
 int reg_get_blob_small(reg_client *c, const char *digest, size_t max, char **out, size_t *len,
                        sbx_error *err);
-/* Stream a blob into sink, resuming with Range on interruption. */
+/* Stream a blob into sink, resuming with Range on interruption, and asking
+ * again for the rest after a 206 that ends short of sink->size (a server
+ * that limits the length of ranges). */
 int reg_get_blob_stream(reg_client *c, const char *digest, reg_sink *sink, sbx_error *err);
 /* Stream an absolute URL (redirects followed, no credentials) into sink,
  * resuming as blobs do; what names it in messages. */

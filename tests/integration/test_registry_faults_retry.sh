@@ -108,6 +108,13 @@ if ((RC == 0)); then pulled_ok; else ((RC == 1)) || fail "exit $RC"; err_has 'ra
 (($(proxy_reqs p '.on_range == "misalign"') >= 1)) || fail "the client never resumed with Range"
 fsck_clean
 
+case_ "reset, then a server that caps each range (206s shorter than asked): asked again until whole"
+fresh
+proxy_mode p '{"mode":"reset","fraction":0.5,"on_range":"cap","cap":100000,"match":"/blobs/'"$BIG"'"}'
+ok pull --json "$REF"
+pulled_ok
+(($(proxy_reqs p '.on_range == "cap"') >= 3)) || fail "fewer capped range answers than the rest needs"
+
 case_ "connection reset twice: still pulled"
 fresh
 proxy_mode p '{"mode":"reset","fraction":0.3,"count":2,"match":"/blobs/'"$BIG"'"}'

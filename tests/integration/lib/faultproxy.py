@@ -38,8 +38,9 @@ mode.json: {"mode": M, "match": REGEX on the path, "method": "GET", "count": N}
                              location) at TARGET: another origin, same path and query
   accept   accept            forward with the client's Accept replaced (the registry
                              then converts a schema2 manifest to schema1)
-  "on_range": "ignore" | "misalign" (any mode, not counted): a Range request on a
-  matching path is answered 200 with the whole body, or 206 from byte 0
+  "on_range": "ignore" | "misalign" | "cap" (any mode, not counted): a Range request on a
+  matching path is answered 200 with the whole body, or 206 from byte 0, or (cap, with
+  "cap": N) a 206 of at most N bytes from where asked, as servers that limit ranges do
   "headers": {NAME: VALUE} (forwarding modes): added to the answer
   "headers_on": {METHOD: {NAME: VALUE}} (any mode, not counted): added to the
   forwarded answers of that method on a matching path
@@ -215,6 +216,13 @@ class ProxyHandler(httpd.Handler):
             return
         data = r.read()
         conn.close()
+        cr = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", r.getheader("Content-Range") or "")
+        if self.on_range == "cap" and r.status == 206 and cr:
+            data = data[:int((m or {}).get("cap", 65536))]
+            a, total = int(cr.group(1)), cr.group(3)
+            out = [(k, v) for k, v in out if k.lower() != "content-range"]
+            out.append(("Content-Range", "bytes %d-%d/%s" % (a, a + len(data) - 1, total)))
+            entry["on_range"] = "cap"
         if mode == "corrupt" and data:
             b = bytearray(data)
             b[len(b) // 2] ^= 0xFF
