@@ -248,10 +248,16 @@ static int push(sbx_push_result *out, sbx_store *s, const sbx_image *img, reg_se
     if (!infos)
         return sbx_error_set(err, SBX_ENOMEM, "pushing: out of memory");
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < img->nlayers; i++)
-        if (sbx_store_layer_info(s, img->layers[i].diff_id, &infos[i], err) < 0)
+    for (size_t i = 0; rc == 0 && i < img->nlayers; i++) {
+        bool replaced = false;
+        if (sbx_store_layer_shippable(s, img->layers[i].diff_id, &infos[i], &replaced, err) < 0)
             rc = sbx_error_wrap(err, "pushing layer %zu/%zu (pull the image again)", i + 1,
                                 img->nlayers);
+        else if (replaced)
+            sbx__log(ctx, SBX_LOG_WARN, "layer %zu/%zu '%s': its stored gzip blob is one zlib "
+                     "refuses; stored again as zstd, which is what goes", i + 1, img->nlayers,
+                     img->layers[i].diff_id);
+    }
     /* every layer stored as gzip already: pushed as stored, with its own
      * manifest when that describes them */
     bool all_gzip = rc == 0;

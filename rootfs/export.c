@@ -189,7 +189,7 @@ static int write_layer(exporter *c, size_t i, size_t n, const sbx_layer_info *li
 /* The stored form of every layer; *same when the manifest references exactly
  * those streams. */
 static int layer_infos(sbx_layer_info *infos, bool *same, sbx_store *s, const sbx_image *in,
-                       sbx_error *err)
+                       sbx_ctx *ctx, sbx_error *err)
 {
     *same = true;
     for (size_t i = 0; i < in->nlayers; i++) {
@@ -204,9 +204,14 @@ static int layer_infos(sbx_layer_info *infos, bool *same, sbx_store *s, const sb
             return sbx_error_set(err, SBX_ENOTFOUND,
                                  "exporting: layer %zu/%zu '%s' is not in the store (pull the "
                                  "image again: sbx-image pull)", i + 1, in->nlayers, l->diff_id);
-        int r = sbx_store_layer_info(s, l->diff_id, &infos[i], err);
+        bool replaced = false;
+        int r = sbx_store_layer_shippable(s, l->diff_id, &infos[i], &replaced, err);
         if (r < 0)
             return sbx_error_wrap(err, "exporting: layer %zu/%zu", i + 1, in->nlayers);
+        if (replaced)
+            sbx__log(ctx, SBX_LOG_WARN, "layer %zu/%zu '%s': its stored gzip blob is one zlib "
+                     "refuses; stored again as zstd, which is what goes", i + 1, in->nlayers,
+                     l->diff_id);
         if (strcmp(l->digest, infos[i].stored_digest) != 0 || l->size != infos[i].stored_size)
             *same = false;
     }
@@ -400,7 +405,7 @@ static int run(sbx_export_result *out, sbx_store *s, const char *image, rfs_outd
         r = sbx_error_set(err, SBX_ENOMEM, "exporting: out of memory");
         goto done;
     }
-    if ((r = layer_infos(infos, &same, s, in, err)) < 0)
+    if ((r = layer_infos(infos, &same, s, in, d->ctx, err)) < 0)
         goto done;
     if (same && !strcmp(in->media_type, SBX_MT_DOCKER_MANIFEST))
         same = false; /* an OCI layout holds OCI manifests */

@@ -539,9 +539,10 @@ static int count_tar(void *ud, const void *tar, size_t len, sbx_error *err)
 }
 
 /* A gzip or zstd file goes to the writer as it is (stored as it is; *kept
- * says so); a plain tar is compressed by it. */
-static int write_layer(sbx_layer_writer *w, const src_layer *l, bool *kept, sbx_ctx *ctx,
-                       sbx_error *err)
+ * says so, and *refused that the writer's decoder refused it); a plain tar
+ * is compressed by it. */
+static int write_layer(sbx_layer_writer *w, const src_layer *l, bool *kept, bool *refused,
+                       sbx_ctx *ctx, sbx_error *err)
 {
     _cleanup_close_ int fd = open(l->path, O_RDONLY | O_CLOEXEC);
     unsigned char buf[1u << 16];
@@ -561,9 +562,12 @@ static int write_layer(sbx_layer_writer *w, const src_layer *l, bool *kept, sbx_
             continue;
         if (n < 0)
             return sbx_error_sys(err, SBX_EIO, errno, "loading: reading '%s'", l->path);
-        if (sbx__check_cancel(ctx, err) < 0 ||
-            sbx_layer_writer_write(w, buf, (size_t)n, err) < 0)
+        if (sbx__check_cancel(ctx, err) < 0)
             return err->code;
+        if (sbx_layer_writer_write(w, buf, (size_t)n, err) < 0) {
+            *refused = true;
+            return err->code;
+        }
     }
     char got[SBX_DIGEST_BUFSZ];
     if (sbx_layer_writer_input_digest(w, got, err) < 0)
@@ -584,14 +588,17 @@ static int store_layer(sbx_store *s, const src_layer *l, size_t i, size_t n, sbx
         sbx_layer_writer *w = NULL;
         if (sbx_store_layer_begin(&w, s, l->diff_id, err) < 0)
             return err->code;
-        bool kept = keep;
-        int rc = write_layer(w, l, &kept, ctx, err);
+        bool kept = keep, refused = false;
+        int rc = write_layer(w, l, &kept, &refused, ctx, err);
         if (rc < 0) {
             sbx_layer_writer_abort(w);
         } else {
             rc = sbx_layer_writer_commit(w, NULL, err);
+            refused = rc < 0; /* a stream cut short, or not the tar libarchive read */
         }
-        if (rc == SBX_EDIGEST && kept) {
+        /* the writer's own refusal of the stream, not a file that changed
+         * since it was verified */
+        if (rc == SBX_EDIGEST && kept && refused) {
             sbx__log(ctx, SBX_LOG_INFO, "loading layer %zu/%zu: not stored as it is (%s); "
                      "storing its tar", i + 1, n, err->msg);
             sbx_error_clear(err);

@@ -374,7 +374,7 @@ static int fsync_parent(sbx_store *s, sbx_obj_kind kind, sbx_error *err)
     return 0;
 }
 
-int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt,
+int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, bool replace,
                              const char *tmpname, const char *digest, sbx_store__insert_fn insert,
                              void *ud, sbx_error *err)
 {
@@ -417,14 +417,15 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format f
         rc = drop_record(s, kind, digest, err);
         present = 0;
     }
-    if (rc == 0 && !present) {
+    bool swap = rc == 0 && present && replace && strcmp(had, rel) != 0;
+    if (rc == 0 && (!present || swap)) {
         rc = link_into_place(s, named, rel, err);
         linked = rc == 0;
         if (rc == 0)
             rc = fsync_parent(s, kind, err);
     }
     if (rc == 0)
-        rc = insert(s, ud, present, err);
+        rc = insert(s, ud, swap ? 2 : present, err);
     if (rc == 0)
         rc = sbx_store__lease_self(s, digest, err);
     if (rc == 0)
@@ -434,6 +435,11 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format f
         if (linked)
             unlinkat(s->root_fd, rel, 0);
     }
+    /* the replaced file (a reader's open fd keeps it; if this process dies
+     * first, it is a file beside a record of the other format, which gc and
+     * fsck remove) */
+    if (rc == 0 && swap)
+        unlinkat(s->root_fd, had, 0);
     sbx_store__unlock(s);
     unlinkat(s->root_fd, to, 0);
     return rc;

@@ -190,8 +190,8 @@ int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ]
     /* The fd stays open through the commit: its flock tells the reaper the
      * temp file (renamed, then linked) is still someone's. */
     blob_insert_ctx ctx = {w, digest};
-    int rc = sbx_store__commit_object(s, SBX_OBJ_BLOB, 0, w->tmpname, digest, blob_insert, &ctx,
-                                      err);
+    int rc = sbx_store__commit_object(s, SBX_OBJ_BLOB, 0, false, w->tmpname, digest, blob_insert,
+                                      &ctx, err);
     close(w->fd);
     w->fd = -1;
     sbx_blob_writer_abort(w); /* the temp file is gone; frees the writer */

@@ -73,6 +73,10 @@ static int read_header(sbx_store__gz *g, const unsigned char *in, size_t ilen, s
     /* the member's first 4 bytes are always the header's own */
     memcpy(g->head + g->nhead, in + *ipos, take);
     g->nhead += take;
+    /* the magic, judged as it arrives (ISA-L waits for a whole header, so
+     * a few stray bytes at the end would read as a cut-off member) */
+    if ((g->nhead >= 1 && g->head[0] != 0x1f) || (g->nhead >= 2 && g->head[1] != 0x8b))
+        return g->members > 0 ? GZ_TRAILING : ISAL_INVALID_WRAPPER;
     g->z.next_in = (uint8_t *)in + *ipos;
     g->z.avail_in = left > UINT32_MAX ? UINT32_MAX : (uint32_t)left;
     uint32_t ai = g->z.avail_in;

@@ -82,12 +82,14 @@ int sbx_store__proc_alive(pid_t pid, int64_t start);
  * IMMEDIATE transaction, link tmp into place unless a record exists, fsync
  * the directory, then run insert (which writes the record) and commit.
  * Unlinks tmp in every case. */
-/* present: a record already existed (the object was not linked again).
- * fmt: a layer's stored format (0 for blobs); the named temp file is
- * tmp/<b|l|g>.<hex>.<id>, g for a gzip layer, so the reaper knows the name
- * it was linked under. */
+/* present: 0 no record existed; 1 a record exists (the object was not
+ * linked again); 2 (replace) a layer recorded in another format, whose file
+ * the new one replaces: insert updates the record, and the old file is
+ * unlinked once it is committed.  fmt: a layer's stored format (0 for
+ * blobs); the named temp file is tmp/<b|l|g>.<hex>.<id>, g for a gzip
+ * layer, so the reaper knows the name it was linked under. */
 typedef int (*sbx_store__insert_fn)(sbx_store *s, void *ud, int present, sbx_error *err);
-int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt,
+int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, bool replace,
                              const char *tmpname, const char *digest, sbx_store__insert_fn insert,
                              void *ud, sbx_error *err);
 
@@ -115,6 +117,10 @@ typedef struct {
 } sbx_store__hash_result;
 int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, int fd,
                          sbx_store__hash_result *out, sbx_error *err);
+
+/* The writer's commit replaces the layer's file and record when the layer
+ * is stored in another format (store_ship.c). */
+void sbx_store__layer_writer_replace(sbx_layer_writer *w);
 
 /* Streaming gzip decompression (ISA-L): one member after another, each
  * member's CRC-32 and length checked.  Decompresses in[*ipos..ilen) into

@@ -116,6 +116,7 @@ struct sbx_layer_writer {
      * takes a zstd or gzip stream, decompressed here; while keep_stored its
      * bytes are the stored file (in format fmt) */
     bool zin, keep_stored, at_frame;
+    bool replace; /* replaces the layer's file in another format (layer_to_zstd) */
     sbx_layer_format fmt;
     sbx_store__gz *gz; /* gzip input's decoder */
     ZSTD_DCtx *dctx;
@@ -598,6 +599,8 @@ int sbx_layer_sniff(const unsigned char *h, size_t n)
 
 bool sbx_layer_writer_kept(const sbx_layer_writer *w) { return w->zin && w->keep_stored; }
 
+void sbx_store__layer_writer_replace(sbx_layer_writer *w) { w->replace = true; }
+
 int sbx_layer_writer_input_digest(sbx_layer_writer *w, char out[SBX_DIGEST_BUFSZ],
                                   sbx_error *err)
 {
@@ -642,12 +645,14 @@ typedef struct {
 static int layer_insert(sbx_store *s, void *ud, int present, sbx_error *err)
 {
     layer_insert_ctx *c = ud;
-    if (present)
+    if (present == 1)
         return 0;
-    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    _cleanup_stmt_ sqlite3_stmt *st = NULL; /* present 2: the record of the replaced file */
     if (sbx_store__prepare(s, &st,
-                           "INSERT INTO layers(diff_id, size, stored_size, zstd_digest, created,"
-                           " format) VALUES(?, ?, ?, ?, ?, ?)",
+                           present ? "INSERT OR REPLACE INTO layers(diff_id, size, stored_size,"
+                                     " zstd_digest, created, format) VALUES(?, ?, ?, ?, ?, ?)"
+                                   : "INSERT INTO layers(diff_id, size, stored_size, zstd_digest,"
+                                     " created, format) VALUES(?, ?, ?, ?, ?, ?)",
                            err) < 0)
         return err->code;
     sqlite3_bind_text(st, 1, c->diff_id, -1, SQLITE_STATIC);
@@ -724,8 +729,8 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
     /* Open through the commit: its flock keeps the reaper away. */
     layer_insert_ctx ctx = {w, diff_id, zdigest};
     sbx_layer_format fmt = w->keep_stored ? w->fmt : SBX_LAYER_ZSTD;
-    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, fmt, w->tmpname, diff_id, layer_insert,
-                                      &ctx, err);
+    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, fmt, w->replace, w->tmpname, diff_id,
+                                      layer_insert, &ctx, err);
     close(w->fd);
     w->fd = -1;
     sbx_layer_writer_abort(w);

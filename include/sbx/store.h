@@ -158,6 +158,17 @@ typedef struct sbx_layer_info {
 SBX_API int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
                                  sbx_error *err);
 
+/* sbx_store_layer_info for a layer about to leave the store (push,
+ * export): a layer kept as a registry's gzip blob is first read with zlib,
+ * the inflate most tools use (the store reads with ISA-L, which accepts some
+ * streams zlib refuses), once per blob; one zlib refuses, or whose tar is not
+ * the layer's, is replaced in the store by the store's own zstd of the same
+ * tar (*replaced, when not NULL, says so) and *out describes that.  So no
+ * image ships a blob other tools cannot read, whoever stored the layer
+ * first. */
+SBX_API int sbx_store_layer_shippable(sbx_store *s, const char *diff_id, sbx_layer_info *out,
+                                      bool *replaced, sbx_error *err);
+
 /* Stream a stored layer back as its uncompressed tar. */
 SBX_API int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_id,
                                  sbx_error *err);

@@ -682,6 +682,7 @@ static void test_layer_gzip_input(void **state)
         {"truncated mid-member", zlen - 3, 0, "truncated"},
         {"a wrong CRC", zlen, zlen - 6, "corrupt gzip"},
         {"trailing bytes", zlen + 16, 0, "bytes after the last member"},
+        {"a few trailing bytes", zlen + 5, 0, "bytes after the last member"},
     };
     unsigned char *zz = calloc(1, zlen + 16);
     for (size_t i = 0; i < SBX_ARRAY_LEN(bad); i++) {
@@ -794,6 +795,113 @@ static void test_gzip_headers_in_pieces(void **state)
     free(sink.buf);
     free(z);
     free(plain);
+    free(tar);
+}
+
+typedef struct {
+    unsigned char *out;
+    size_t n;
+    uint64_t acc;
+    int nb;
+} bitw;
+
+static void bw_bits(bitw *w, unsigned v, int n)
+{
+    w->acc |= (uint64_t)v << w->nb;
+    w->nb += n;
+    for (; w->nb >= 8; w->nb -= 8, w->acc >>= 8)
+        w->out[w->n++] = (unsigned char)(w->acc & 255);
+}
+
+static void bw_huff(bitw *w, unsigned code, int n) /* Huffman codes go MSB first */
+{
+    unsigned r = 0;
+    for (int i = 0; i < n; i++)
+        r |= ((code >> (n - 1 - i)) & 1u) << i;
+    bw_bits(w, r, n);
+}
+
+/* One gzip member whose dynamic block has an incomplete literal/length code
+ * (257 codes of 9 bits: half the code space; RFC 1951 codes are complete).
+ * ISA-L decodes it; zlib, gzip(1), Go's compress/flate and busybox refuse it. */
+static unsigned char *gzip_incomplete_code(const unsigned char *data, size_t n, size_t *len)
+{
+    bitw w = {malloc(n * 9 / 8 + 256), 0, 0, 0};
+    static const unsigned char hdr[] = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3};
+    memcpy(w.out, hdr, sizeof hdr);
+    w.n = sizeof hdr;
+    bw_bits(&w, 1, 1); /* BFINAL */
+    bw_bits(&w, 2, 2); /* dynamic */
+    bw_bits(&w, 0, 5); /* 257 literal/length codes */
+    bw_bits(&w, 0, 5); /* 1 distance code */
+    static const int order[] = {16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15};
+    bw_bits(&w, 18 - 4, 4); /* code-length codes up to symbol 1 (order[17]) */
+    for (int i = 0; i < 18; i++) /* 0, 1, 9 and 18: 2 bits each, a complete code */
+        bw_bits(&w, order[i] == 0 || order[i] == 1 || order[i] == 9 || order[i] == 18 ? 2 : 0, 3);
+    for (int i = 0; i < 257; i++)
+        bw_huff(&w, 2, 2); /* length 9 (code 10) */
+    bw_huff(&w, 1, 2);     /* the distance code: length 1 (code 01) */
+    for (size_t i = 0; i < n; i++)
+        bw_huff(&w, data[i], 9);
+    bw_huff(&w, 256, 9); /* end of block */
+    if (w.nb)
+        w.out[w.n++] = (unsigned char)(w.acc & 255);
+    uint32_t crc = (uint32_t)crc32(0, data, (uInt)n), isz = (uint32_t)n;
+    for (int i = 0; i < 4; i++)
+        w.out[w.n++] = (unsigned char)(crc >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        w.out[w.n++] = (unsigned char)(isz >> (8 * i));
+    *len = w.n;
+    return w.out;
+}
+
+/* A gzip blob ISA-L reads and zlib refuses is stored (it reads back here),
+ * but never leaves the store as it is: before push or export it is stored
+ * again as zstd.  A standard one is checked once and left as it is. */
+static void test_layer_shippable(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    size_t n = 50000;
+    unsigned char *tar = ts_layer_bytes(n, 15);
+    char diff[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(tar, n, diff);
+    size_t zlen;
+    unsigned char *z = gzip_incomplete_code(tar, n, &zlen);
+    unsigned char *back = malloc(n + 64);
+    uLongf blen = n + 64;
+    assert_int_not_equal(uncompress(back, &blen, z, zlen), Z_OK); /* zlib refuses it */
+    tar_sink sink = {malloc(n), 0, n};
+    assert_int_equal(put_gzip(t, diff, z, zlen, 4096, &sink, &err), 0);
+    assert_stored(t, diff, tar, n, z, zlen, true); /* ISA-L reads it */
+    sbx_layer_info li;
+    bool replaced = false;
+    assert_int_equal(sbx_store_layer_shippable(t->s, diff, &li, &replaced, &err), 0);
+    assert_true(replaced);
+    assert_int_equal(li.format, SBX_LAYER_ZSTD);
+    assert_int_equal(li.size, n);
+    assert_int_equal(ts_count(t, "layers/sha256"), 1); /* the .gz is gone */
+    assert_int_equal(read_all(t, diff, &err), 0);
+    assert_int_equal(sbx_store_layer_shippable(t->s, diff, &li, &replaced, &err), 0);
+    assert_false(replaced);
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
+    /* a standard gzip layer: left as it is, its blob remembered as read */
+    tar[0] ^= 1;
+    sbx__sha256_buf(tar, n, diff);
+    free(z);
+    z = gzip_members(tar, n, 2, &zlen);
+    sink.len = 0;
+    assert_int_equal(put_gzip(t, diff, z, zlen, zlen, &sink, &err), 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(sbx_store_layer_shippable(t->s, diff, &li, &replaced, &err), 0);
+        assert_false(replaced);
+        assert_int_equal(li.format, SBX_LAYER_GZIP);
+    }
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM meta WHERE ns='gzip-standard'"), 1);
+    free(sink.buf);
+    free(back);
+    free(z);
     free(tar);
 }
 
@@ -1379,6 +1487,7 @@ int main(void)
         TS_TEST(test_layer_zstd_input),
         TS_TEST(test_layer_gzip_input),
         TS_TEST(test_gzip_headers_in_pieces),
+        TS_TEST(test_layer_shippable),
         TS_TEST(test_layer_memory_is_bounded),
         TS_TEST(test_layer_errors),
         TS_TEST(test_layer_damage_detected_on_read),

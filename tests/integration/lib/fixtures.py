@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tarfile
 import urllib.parse
+import zlib
 
 MTIME = 1700000000
 BUSYBOX = "/bin/busybox"
@@ -136,6 +137,8 @@ def compress(tar, kind):
         half = len(tar) // 2
         return gzip.compress(tar[:half], compresslevel=6, mtime=0) + \
             gzip.compress(tar[half:], compresslevel=1, mtime=0)
+    if kind == "gzip-incomplete":  # a gzip ISA-L reads and zlib refuses
+        return gzip_incomplete_code(tar)
     if kind == "zstd":
         return zstd(tar)
     if kind == "zstd-nocheck":  # frames without zstd's content checksum
@@ -147,6 +150,44 @@ def compress(tar, kind):
         pad = pseudo_random(256 * 1024, "skippable")
         return struct.pack("<II", 0x184D2A50, len(pad)) + pad + zstd(tar)
     raise ValueError(kind)
+
+
+def gzip_incomplete_code(data):
+    """One gzip member whose dynamic block has an incomplete literal/length
+    code (257 codes of 9 bits: half the code space; RFC 1951 codes are
+    complete).  ISA-L decodes it; zlib, gzip(1), Go and busybox refuse it."""
+    out, acc, nb = bytearray(), 0, 0
+
+    def bits(v, n):
+        nonlocal acc, nb
+        acc |= v << nb
+        nb += n
+        while nb >= 8:
+            out.append(acc & 255)
+            acc >>= 8
+            nb -= 8
+
+    def huff(code, n):  # Huffman codes go MSB first
+        bits(int(format(code, "0%db" % n)[::-1], 2), n)
+
+    bits(1, 1)  # BFINAL
+    bits(2, 2)  # dynamic
+    bits(0, 5)  # 257 literal/length codes
+    bits(0, 5)  # 1 distance code
+    order = [16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15]
+    bits(18 - 4, 4)  # code-length codes up to symbol 1 (order[17])
+    for s in order[:18]:  # 0, 1, 9 and 18: 2 bits each, a complete code
+        bits(2 if s in (0, 1, 9, 18) else 0, 3)
+    for _ in range(257):
+        huff(2, 2)  # length 9
+    huff(1, 2)  # the distance code: length 1
+    for b in data:
+        huff(b, 9)
+    huff(256, 9)  # end of block
+    if nb:
+        out.append(acc & 255)
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + bytes(out) +
+            struct.pack("<II", zlib.crc32(data) & 0xffffffff, len(data) & 0xffffffff))
 
 
 def zstd(data, *opts):
@@ -268,6 +309,8 @@ def build(root):
     name(lay, "oci-zstd-skip", d, f)
     d, f = image(lay, [(bb, "gzip-members")], history_tag="oci-gzip-members")
     name(lay, "oci-gzip-members", d, f)
+    d, f = image(lay, [(bb, "gzip-incomplete")], history_tag="oci-gzip-incomplete")
+    name(lay, "oci-gzip-incomplete", d, f)
     d, f = image(lay, [(bb, "tar"), (app, "tar")], history_tag="oci-tar")
     name(lay, "oci-tar", d, f)
     d, f = image(lay, [(bb, "gzip"), (app, "zstd"), (more, "tar")], history_tag="oci-mixed")
