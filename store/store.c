@@ -11,7 +11,7 @@
  *                             says which of the two names a layer has
  *   unpacked/<hex>            opaque directories a consumer fills for a layer;
  *                             removed with the layer
- *   tmp/<kind>.<id>           temp files of writers in flight (w, b, l), unpacked
+ *   tmp/<kind>.<id>           temp files of writers in flight (w; b, l, g once named), unpacked
  *                             trees gc is removing (u), other modules' scratch
  *                             dirs (run, build, unpack): each flock()ed by its
  *                             maker; store_scratch.c reaps the unlocked ones

@@ -20,6 +20,19 @@
 
 #define STANDARD_NS "gzip-standard" /* blob digest -> "1": zlib read it whole */
 
+/* One inflate call into out, its output hashed and counted; zlib's code. */
+static int inflate_some(z_stream *z, int flush, unsigned char *out, size_t ocap, sbx__sha256 *h,
+                        uint64_t *total, size_t *made)
+{
+    z->next_out = out;
+    z->avail_out = (uInt)ocap;
+    int r = inflate(z, flush);
+    *made = ocap - z->avail_out;
+    sbx__sha256_update(h, out, *made);
+    *total += *made;
+    return r;
+}
+
 /* Whether zlib reads the stored gzip file whole (member after member) and
  * its tar is the layer's (size and diff_id).  <0 only for an I/O error. */
 static int zlib_reads(sbx_store *s, const sbx_layer_info *li, bool *ok, sbx_error *err)
@@ -52,36 +65,22 @@ static int zlib_reads(sbx_store *s, const sbx_layer_info *li, bool *ok, sbx_erro
         z.next_in = in;
         z.avail_in = (uInt)n;
         while (!bad && z.avail_in > 0) {
-            if (ended) { /* another member */
+            if (ended) /* another member */
                 inflateReset(&z);
-                ended = false;
-            }
-            z.next_out = out;
-            z.avail_out = (uInt)ocap;
-            int r = inflate(&z, Z_NO_FLUSH);
-            size_t made = ocap - z.avail_out;
-            sbx__sha256_update(h, out, made);
-            total += made;
-            if (r == Z_STREAM_END)
-                ended = true;
-            else if (r != Z_OK)
-                bad = true;
+            size_t made;
+            int r = inflate_some(&z, Z_NO_FLUSH, out, ocap, h, &total, &made);
+            ended = r == Z_STREAM_END;
+            bad = !ended && r != Z_OK;
         }
         if (bad)
             break;
     }
     /* what is left in zlib's window after the last input */
     while (rc == 0 && !bad && !ended) {
-        z.next_out = out;
-        z.avail_out = (uInt)ocap;
-        int r = inflate(&z, Z_FINISH);
-        size_t made = ocap - z.avail_out;
-        sbx__sha256_update(h, out, made);
-        total += made;
-        if (r == Z_STREAM_END)
-            ended = true;
-        else if (r != Z_BUF_ERROR || made == 0)
-            bad = true; /* truncated, or damaged */
+        size_t made;
+        int r = inflate_some(&z, Z_FINISH, out, ocap, h, &total, &made);
+        ended = r == Z_STREAM_END;
+        bad = !ended && (r != Z_BUF_ERROR || made == 0); /* truncated, or damaged */
     }
     inflateEnd(&z);
     if (rc < 0)
