@@ -14,6 +14,14 @@
  *                          unpacked-layer cache, told to keep it only once all
  *                          is verified)
  *
+ * Without a tap, a gzip blob is kept without being decompressed at all
+ * (sbx_layer_writer_defer_check): its digest is checked here, its tar
+ * against the diff_id at the layer's first read (unpack, mount, push,
+ * export, fsck).  Decompressing and hashing the tar were most of a pull's
+ * CPU, for a check every use of the layer makes anyway.  When another blob
+ * was stored unchecked for the same diff_id, this one is checked now and
+ * replaces it (no image's claim decides what another image's layer holds).
+ *
  * Nothing is committed until the whole blob has arrived, its size and digest
  * match the descriptor, and the decompressed stream ended cleanly; the
  * writer's commit then checks the diff_id.  Any mismatch aborts the writer, so
@@ -41,6 +49,8 @@ typedef struct layer_pipe {
     uint64_t tar_bytes, tar_max; /* uncompressed so far; the expansion cap */
     sbx_error *err;
     bool tar_failed; /* on_tar refused (its message names the layer already) */
+    bool check;      /* decompress and check the diff_id now, even without a tap */
+    bool deferred;   /* kept unchecked: the first read checks it */
     const sbx_layer_tap *tap;
     void *tapped; /* the tap's handle for this attempt */
 } layer_pipe;
@@ -133,9 +143,14 @@ static int decide(layer_pipe *p)
     p->comp = fmt == SBX_LAYER_GZIP ? SBX_COMP_GZIP
               : fmt == SBX_LAYER_ZSTD ? SBX_COMP_ZSTD
                                       : SBX_COMP_NONE;
-    return fmt < 0 ? 0
-                   : sbx_layer_writer_compressed_input(p->w, (sbx_layer_format)fmt, on_tar, p,
-                                                       p->err);
+    if (fmt < 0)
+        return 0;
+    p->deferred = fmt == SBX_LAYER_GZIP && !p->tap && !p->check && p->diff_id;
+    if (p->deferred)
+        return sbx_layer_writer_compressed_input(p->w, SBX_LAYER_GZIP, NULL, NULL, p->err) < 0
+                   ? p->err->code
+                   : sbx_layer_writer_defer_check(p->w, p->err);
+    return sbx_layer_writer_compressed_input(p->w, (sbx_layer_format)fmt, on_tar, p, p->err);
 }
 
 static int pipe_write(void *ud, const void *vbuf, size_t len)
@@ -209,6 +224,41 @@ static void pipe_free(layer_pipe *p)
     sbx__sha256_free(p->h);
 }
 
+/* One download of the layer into a new writer, and its commit. */
+static int pull_attempt(reg_client *c, layer_pipe *p, sbx_error *err)
+{
+    const sbx_descriptor *desc = p->desc;
+    int rc = pipe_start(p, err);
+    if (rc == 0) {
+        sbx__progress(p->ctx, p->pid, "download", 0, desc->size);
+        reg_sink sink = {.write = pipe_write, .reset = pipe_reset, .ud = p, .size = desc->size,
+                         .err = err};
+        rc = reg_get_blob_stream(c, desc->digest, &sink, err);
+    }
+    if (rc == 0)
+        rc = pipe_finish(p, err);
+    if (rc < 0)
+        return rc;
+    sbx__progress(p->ctx, p->pid, "commit", p->nbytes, desc->size);
+    char diff_id[SBX_DIGEST_BUFSZ];
+    if (p->comp == SBX_COMP_ZSTD && !sbx_layer_writer_kept(p->w))
+        sbx__log(p->ctx, SBX_LOG_INFO, "layer '%s': zstd frames without checksums; stored "
+                 "recompressed", desc->digest);
+    sbx_layer_writer *w = SBX_STEAL(p->w);
+    rc = sbx_layer_writer_commit(w, diff_id, err);
+    if (rc < 0 && compressed(p))
+        sbx_error_wrap(err, "layer '%s'", desc->digest);
+    /* a blob kept unchecked is not yet known to be its layer */
+    if (rc == 0 && !p->deferred)
+        rc = sbx_store_layer_add_source(p->store, diff_id, desc->digest, desc->media_type,
+                                        desc->size, err);
+    if (rc == 0 && p->tapped) { /* both digests verified: the tap may keep it */
+        sbx__progress(p->ctx, p->pid, "unpack", p->tar_bytes, p->tar_bytes);
+        rc = p->tap->end(SBX_STEAL(p->tapped), true, err);
+    }
+    return rc;
+}
+
 int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                    const char *expected_diff_id, const char *progress_id, sbx_error *err)
 {
@@ -223,32 +273,19 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
                              "SBX_MAX_LAYER_BYTES (%lld): not fetched", desc->digest,
                              (unsigned long long)desc->size, (long long)abs_max);
     p.tar_max = sbx__expansion_cap(desc->size, p.ctx);
-    int rc = pipe_start(&p, err);
-    if (rc == 0) {
-        sbx__progress(p.ctx, progress_id, "download", 0, desc->size);
-        reg_sink sink = {.write = pipe_write, .reset = pipe_reset, .ud = &p, .size = desc->size,
-                         .err = err};
-        rc = reg_get_blob_stream(c, desc->digest, &sink, err);
-    }
-    if (rc == 0)
-        rc = pipe_finish(&p, err);
-    if (rc == 0) {
-        sbx__progress(p.ctx, progress_id, "commit", p.nbytes, desc->size);
-        char diff_id[SBX_DIGEST_BUFSZ];
-        if (p.comp == SBX_COMP_ZSTD && !sbx_layer_writer_kept(p.w))
-            sbx__log(p.ctx, SBX_LOG_INFO, "layer '%s': zstd frames without checksums; stored "
-                     "recompressed", desc->digest);
-        sbx_layer_writer *w = SBX_STEAL(p.w);
-        rc = sbx_layer_writer_commit(w, diff_id, err);
-        if (rc < 0 && compressed(&p))
-            sbx_error_wrap(err, "layer '%s'", desc->digest);
-        if (rc == 0)
-            rc = sbx_store_layer_add_source(store, diff_id, desc->digest, desc->media_type,
-                                            desc->size, err);
-        if (rc == 0 && p.tapped) { /* both digests verified: the tap may keep it */
-            sbx__progress(p.ctx, progress_id, "unpack", p.tar_bytes, p.tar_bytes);
-            rc = p.tap->end(SBX_STEAL(p.tapped), true, err);
-        }
+    sbx_layer_info have;
+    sbx_error ignore = SBX_ERROR_INIT;
+    p.check = expected_diff_id &&
+              sbx_store_layer_info(store, expected_diff_id, &have, &ignore) == 0 &&
+              !have.verified && strcmp(have.stored_digest, desc->digest) != 0;
+    int rc = pull_attempt(c, &p, err);
+    if (rc == SBX_EBUSY && p.deferred) {
+        /* another blob of this diff_id was stored unchecked meanwhile */
+        sbx__log(p.ctx, SBX_LOG_INFO, "layer '%s': %s; downloading it again to check it",
+                 desc->digest, err->msg);
+        sbx_error_clear(err);
+        p.check = true;
+        rc = pull_attempt(c, &p, err);
     }
     pipe_free(&p);
     if (rc == 0)

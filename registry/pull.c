@@ -107,7 +107,12 @@ static int fetch_config(char **cfg, size_t *cfg_len, sbx_image_config *ic, reg_c
     return 0;
 }
 
-/* Is layer i already stored?  Records the source when found by diff_id. */
+/* Is layer i already stored?  Records the source when found by diff_id.
+ * A layer stored unchecked (another image's blob, not yet read) counts when
+ * it is this very blob, or when it checks out now (read from the store,
+ * cheaper than a download); one that does not is replaced by this image's
+ * blob, downloaded and checked.  So no image's claim of a diff_id decides
+ * what another image gets. */
 static int layer_present(sbx_store *store, const sbx_descriptor *d, const char *diff_id, bool *present,
                          sbx_error *err)
 {
@@ -116,9 +121,20 @@ static int layer_present(sbx_store *store, const sbx_descriptor *d, const char *
     *present = false;
     bool known = sbx_store_layer_by_source(store, d->digest, have, &e) == 0 &&
                  !strcmp(have, diff_id);
-    int r = sbx_store_has_layer(store, diff_id, err);
-    if (r <= 0)
+    sbx_layer_info info;
+    int r = sbx_store_layer_info(store, diff_id, &info, err);
+    if (r == SBX_ENOTFOUND) {
+        sbx_error_clear(err);
+        return 0;
+    }
+    if (r < 0)
         return r;
+    if (!info.verified && strcmp(info.stored_digest, d->digest) == 0) {
+        *present = true; /* this very blob: checked at its first read */
+        return 0;
+    }
+    if (!info.verified && (r = sbx_store_layer_trusted(store, diff_id, err)) <= 0)
+        return r; /* not this layer: this image's blob is downloaded and replaces it */
     *present = true;
     return known ? 0
                  : sbx_store_layer_add_source(store, diff_id, d->digest, d->media_type, d->size,

@@ -77,7 +77,7 @@ static const char *const SCHEMA =
     " media_type TEXT, is_manifest INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS layers(diff_id TEXT PRIMARY KEY, size INTEGER NOT NULL,"
     " stored_size INTEGER NOT NULL, zstd_digest TEXT NOT NULL, created INTEGER NOT NULL,"
-    " format INTEGER NOT NULL DEFAULT 0);"
+    " format INTEGER NOT NULL DEFAULT 0, verified INTEGER NOT NULL DEFAULT 1);"
     "CREATE TABLE IF NOT EXISTS layer_sources(blob_digest TEXT PRIMARY KEY,"
     " diff_id TEXT NOT NULL, media_type TEXT, size INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS layer_sources_diff ON layer_sources(diff_id);"
@@ -96,7 +96,7 @@ static const char *const SCHEMA =
     " PRIMARY KEY(lease, digest));"
     MOUNTS_SCHEMA
     ORIGINS_SCHEMA
-    "PRAGMA user_version=5;";
+    "PRAGMA user_version=6;";
 
 /* Version 1 had neither name expiry nor mounts, version 2 no external
  * mounts.  The columns may be there
@@ -113,6 +113,13 @@ static const char *const MIGRATE_3_4 = ORIGINS_SCHEMA "PRAGMA user_version=4;";
  * zstd. */
 static const char *const MIGRATE_4_5_FORMAT =
     "ALTER TABLE layers ADD COLUMN format INTEGER NOT NULL DEFAULT 0;";
+/* Version 6: whether a layer's tar was checked against its diff_id (a pull
+ * stores a registry's gzip blob checked only against its blob digest; the
+ * first read checks the tar, sbx_layer_info.verified).  Every layer before
+ * was checked when stored.  A version 5 binary must not open it: it would
+ * trust an unchecked layer. */
+static const char *const MIGRATE_5_6_VERIFIED =
+    "ALTER TABLE layers ADD COLUMN verified INTEGER NOT NULL DEFAULT 1;";
 static const char *const MIGRATE_2_3_EXTERNAL =
     "ALTER TABLE mounts ADD COLUMN external INTEGER NOT NULL DEFAULT 0;";
 
@@ -417,8 +424,18 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format f
         rc = drop_record(s, kind, digest, err);
         present = 0;
     }
-    bool swap = rc == 0 && present && replace && strcmp(had, rel) != 0;
-    if (rc == 0 && (!present || swap)) {
+    bool swap = rc == 0 && present && replace;
+    bool in_place = swap && strcmp(had, rel) == 0;
+    if (rc == 0 && in_place) {
+        /* another file of the same name (an unchecked layer's other blob):
+         * renamed over it, so a reader opening it finds one or the other.
+         * Not undone on a failure below: the record then still names the old
+         * file's digest, which the first check (a reader's, fsck's) repairs. */
+        if (renameat(s->root_fd, to, s->root_fd, rel) < 0)
+            rc = sbx_store__io_err(s, err, errno, "replace object");
+        if (rc == 0)
+            rc = fsync_parent(s, kind, err);
+    } else if (rc == 0 && (!present || swap)) {
         rc = link_into_place(s, named, rel, err);
         linked = rc == 0;
         if (rc == 0)
@@ -438,7 +455,7 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format f
     /* the replaced file (a reader's open fd keeps it; if this process dies
      * first, it is a file beside a record of the other format, which gc and
      * fsck remove) */
-    if (rc == 0 && swap)
+    if (rc == 0 && swap && !in_place)
         unlinkat(s->root_fd, had, 0);
     sbx_store__unlock(s);
     unlinkat(s->root_fd, to, 0);
@@ -545,7 +562,7 @@ static int open_db(sbx_store *s, sbx_error *err)
         sqlite3_step(vst) == SQLITE_ROW)
         version = sqlite3_column_int(vst, 0);
     sqlite3_finalize(vst);
-    if (version == 5)
+    if (version == 6)
         return sbx_store__exec(s, PRAGMAS, err);
     /* Schema and journal mode under the exclusive lock: two first opens at
      * once would otherwise race on the WAL switch. */
@@ -569,13 +586,15 @@ static int open_db(sbx_store *s, sbx_error *err)
             rc = sbx_store__exec(s, MIGRATE_3_4, err);
         if (rc == 0 && version >= 1 && version <= 4 && !has_column(s, "layers", "format"))
             rc = sbx_store__exec(s, MIGRATE_4_5_FORMAT, err);
-        if (rc == 0 && version >= 1 && version <= 4)
-            rc = sbx_store__exec(s, "PRAGMA user_version=5;", err);
+        if (rc == 0 && version >= 1 && version <= 5 && !has_column(s, "layers", "verified"))
+            rc = sbx_store__exec(s, MIGRATE_5_6_VERIFIED, err);
+        if (rc == 0 && version >= 1 && version <= 5)
+            rc = sbx_store__exec(s, "PRAGMA user_version=6;", err);
         else if (rc == 0 && version == 0)
             rc = sbx_store__exec(s, SCHEMA, err);
-        else if (rc == 0 && version != 5)
+        else if (rc == 0 && version != 6)
             rc = sbx_error_set(err, SBX_EUNSUPPORTED, "metadata version %d is newer than this "
-                               "sbx-image knows (5)", version);
+                               "sbx-image knows (6)", version);
     }
     if (rc == 0)
         rc = sbx_store__commit(s, err);

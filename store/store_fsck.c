@@ -50,14 +50,16 @@ typedef struct {
     uint64_t size, stored;
     char zstd[SBX_DIGEST_BUFSZ]; /* the stored file's digest (layers) */
     sbx_layer_format fmt;
+    bool verified; /* layers: the tar was checked against the diff_id */
 } rec;
 
 static int load_records(sbx_store *s, sbx_obj_kind kind, rec **out, size_t *n, sbx_error *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     const char *sql = kind == SBX_OBJ_LAYER
-                          ? "SELECT diff_id, size, stored_size, zstd_digest, format FROM layers"
-                          : "SELECT digest, size, size, '', 0 FROM blobs";
+                          ? "SELECT diff_id, size, stored_size, zstd_digest, format, verified"
+                            " FROM layers"
+                          : "SELECT digest, size, size, '', 0, 1 FROM blobs";
     if (sbx_store__prepare(s, &st, sql, err) < 0)
         return err->code;
     rec *v = NULL;
@@ -78,6 +80,7 @@ static int load_records(sbx_store *s, sbx_obj_kind kind, rec **out, size_t *n, s
         v[len].stored = (uint64_t)sqlite3_column_int64(st, 2);
         snprintf(v[len].zstd, sizeof v[len].zstd, "%s", sqlite3_column_text(st, 3));
         v[len].fmt = sqlite3_column_int(st, 4) == SBX_LAYER_GZIP ? SBX_LAYER_GZIP : SBX_LAYER_ZSTD;
+        v[len].verified = sqlite3_column_int(st, 5) != 0;
         len++;
     }
     if (rc != SQLITE_DONE) {
@@ -143,16 +146,23 @@ static int check_record(sbx_store *s, sbx_obj_kind kind, const rec *r, sbx_fsck_
     }
     sbx_store__hash_result h;
     sbx_error herr = SBX_ERROR_INIT;
-    int rc = sbx_store__hash_file(s, kind, r->fmt, fd, &h, &herr);
+    /* an unchecked layer was never expanded: the pull's limit applies */
+    uint64_t max = kind == SBX_OBJ_LAYER && !r->verified ? sbx__expansion_cap(r->stored, NULL) : 0;
+    int rc = sbx_store__hash_file(s, kind, r->fmt, fd, max, &h, &herr);
     if (rc == SBX_EIO || rc == SBX_ENOMEM)
         return sbx_error_set(err, rc, "%s", herr.msg);
     if (rc < 0 || strcmp(h.digest, r->digest) != 0) {
         warn("fsck: %s: file is corrupt (%s); moved to quarantine", r->digest,
-             rc < 0 ? herr.msg : "content does not match its digest");
+             rc < 0          ? herr.msg
+             : !r->verified ? "a registry blob stored unchecked for it, whose tar is not "
+                              "this layer"
+                            : "content does not match its digest");
         rep->corrupt++;
         quarantine(s, dir, strrchr(rel, '/') + 1);
         return drop_record(s, kind, r->digest, err);
     }
+    if (kind == SBX_OBJ_LAYER && !r->verified) /* checked now: recorded so */
+        return fix_layer_record(s, &h, r->fmt, err);
     if (h.size != r->size || h.stored_size != r->stored ||
         (kind == SBX_OBJ_LAYER && strcmp(h.stored_digest, r->zstd) != 0)) {
         warn("fsck: %s: record did not match its file; record repaired", r->digest);
@@ -196,7 +206,7 @@ static int check_unrecorded(sbx_store *s, sbx_obj_kind kind, int dfd, const char
     _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     sbx_store__hash_result h;
     sbx_error herr = SBX_ERROR_INIT;
-    if (named_ok && fd >= 0 && sbx_store__hash_file(s, kind, named, fd, &h, &herr) == 0 &&
+    if (named_ok && fd >= 0 && sbx_store__hash_file(s, kind, named, fd, 0, &h, &herr) == 0 &&
         strcmp(h.digest, digest) == 0) {
         warn("fsck: %s: file had no record; recorded", digest);
         return kind == SBX_OBJ_LAYER ? fix_layer_record(s, &h, named, err)

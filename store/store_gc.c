@@ -535,7 +535,8 @@ static const char *const IMAGE_BYTES_SQL =
     "WITH RECURSIVE r(d) AS (SELECT ?1 UNION SELECT c.child FROM children c"
     " JOIN r ON c.parent = r.d)"
     " SELECT coalesce((SELECT sum(size) FROM blobs WHERE digest IN (SELECT d FROM r)), 0)"
-    " + coalesce((SELECT sum(size) FROM layers WHERE diff_id IN (SELECT d FROM r)), 0)";
+    " + coalesce((SELECT sum(CASE WHEN verified THEN size ELSE stored_size END) FROM layers"
+    " WHERE diff_id IN (SELECT d FROM r)), 0)"; /* unchecked: tar size not known yet */
 
 int sbx_store_df(sbx_store *s, sbx_df_report *out, sbx_error *err)
 {

@@ -32,6 +32,13 @@ void sbx_store__obj_relpath(char *buf, size_t len, sbx_obj_kind kind, const char
 /* The format a layer file's name ends in after its hex (".zst", ".gz"), or -1. */
 int sbx_store__layer_suffix_format(const char *suffix);
 /* 1 and its format if diff_id is recorded, 0 if not, <0 on a metadata error. */
+/* Record an unchecked layer as checked: its tar of size bytes was hashed to
+ * its diff_id, from a file of stored_size bytes hashing to stored_digest.
+ * Only while the record is still unchecked and still says was (another
+ * writer may have replaced it meanwhile).  In the caller's transaction. */
+int sbx_store__layer_mark_verified(sbx_store *s, const char *diff_id, const char *was,
+                                   const char *stored_digest, uint64_t size, uint64_t stored_size,
+                                   sbx_error *err);
 int sbx_store__layer_lookup(sbx_store *s, const char *diff_id, sbx_layer_format *fmt,
                             sbx_error *err);
 
@@ -109,14 +116,16 @@ int sbx_store__io_err(sbx_store *s, sbx_error *err, int e, const char *what);
 int sbx_store__unpacked_bytes(sbx_store *s, uint64_t *out, sbx_error *err);
 
 /* Hash a stored object's file: blobs by bytes; layers by decompressing
- * (diff_id, size) and hashing the stored stream. */
+ * (diff_id, size) and hashing the stored stream.  max_size, when not 0,
+ * limits a gzip layer's tar (SBX_ELIMIT beyond it: an unchecked layer may
+ * be a decompression bomb no pull has expanded). */
 typedef struct {
     char digest[SBX_DIGEST_BUFSZ];        /* blob digest or diff_id */
     char stored_digest[SBX_DIGEST_BUFSZ]; /* layers only */
     uint64_t size, stored_size;
 } sbx_store__hash_result;
 int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, int fd,
-                         sbx_store__hash_result *out, sbx_error *err);
+                         uint64_t max_size, sbx_store__hash_result *out, sbx_error *err);
 
 /* The writer's commit replaces the layer's file and record when the layer
  * is stored in another format (store_ship.c). */

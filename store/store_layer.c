@@ -117,6 +117,7 @@ struct sbx_layer_writer {
      * bytes are the stored file (in format fmt) */
     bool zin, keep_stored, at_frame;
     bool replace; /* replaces the layer's file in another format (layer_to_zstd) */
+    bool deferred; /* gzip kept undecoded, recorded unchecked (sbx_layer_writer_defer_check) */
     sbx_layer_format fmt;
     sbx_store__gz *gz; /* gzip input's decoder */
     ZSTD_DCtx *dctx;
@@ -155,6 +156,14 @@ struct sbx_layer_reader {
      * valid zstd */
     uint64_t want, produced;
     char diff_id[SBX_DIGEST_BUFSZ];
+    /* an unchecked layer (sbx_layer_info.verified false): its tar is hashed
+     * (want is then the expansion cap) and checked at the end, and the file's
+     * bytes hashed for the record the check writes */
+    sbx_store *s;
+    sbx__sha256 *tarh, *fileh;
+    uint64_t file_bytes, stored_size;
+    char was[SBX_DIGEST_BUFSZ]; /* the record's stored digest when opened */
+    bool check, ended, checked;
 };
 
 static int zstd_err(sbx_error *err, size_t rc, const char *what)
@@ -504,6 +513,10 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
         if (w->nkept == cap && flush_kept(w, err) < 0)
             return err->code;
     }
+    if (w->gz && w->deferred) {
+        w->zin_total += len;
+        return 0;
+    }
     if (w->gz)
         return gz_write(w, buf, len, err);
     ZSTD_inBuffer in = {buf, len, 0};
@@ -532,6 +545,8 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
  * ended a frame. */
 static int zin_finish(sbx_layer_writer *w, sbx_error *err)
 {
+    if (w->gz && w->deferred)
+        return w->zin_total ? 0 : sbx_error_set(err, SBX_EDIGEST, "write layer: empty stream");
     if (w->gz) {
         if (!sbx_store__gz_ended(w->gz) || w->zin_total == 0)
             return sbx_error_set(err, SBX_EDIGEST, "write layer: the gzip stream is truncated");
@@ -597,6 +612,18 @@ int sbx_layer_sniff(const unsigned char *h, size_t n)
     return -1;
 }
 
+int sbx_layer_writer_defer_check(sbx_layer_writer *w, sbx_error *err)
+{
+    if (!w->zin || w->fmt != SBX_LAYER_GZIP || w->on_tar || w->zin_total)
+        return sbx_error_set(err, SBX_EINVAL, "write layer: only a gzip stream, before its "
+                             "first write and with no tar consumer, is kept unchecked");
+    if (!w->expected[0])
+        return sbx_error_set(err, SBX_EINVAL, "write layer: a layer kept unchecked needs the "
+                             "diff_id its image claims");
+    w->deferred = true;
+    return 0;
+}
+
 bool sbx_layer_writer_kept(const sbx_layer_writer *w) { return w->zin && w->keep_stored; }
 
 void sbx_store__layer_writer_replace(sbx_layer_writer *w) { w->replace = true; }
@@ -642,19 +669,45 @@ typedef struct {
     const char *zdigest;
 } layer_insert_ctx;
 
+/* A record exists and its file is kept (present 1).  A checked record
+ * stands.  An unchecked one of the same blob stands too, and becomes checked
+ * when this write checked it.  An unchecked one of another blob was stored
+ * after the writer looked (it replaces one it saw, sbx_store__commit_object's
+ * replace): SBX_EBUSY, for the caller to write its layer again. */
+static int layer_keep(sbx_store *s, layer_insert_ctx *c, sbx_error *err)
+{
+    sbx_layer_info have;
+    if (sbx_store_layer_info(s, c->diff_id, &have, err) < 0)
+        return err->code;
+    if (have.verified)
+        return 0;
+    if (strcmp(have.stored_digest, c->zdigest) != 0) {
+        sbx_error_set(err, SBX_EBUSY, "another blob of layer '%s' was stored unchecked at the "
+                      "same time; store it again", c->diff_id);
+        sbx_error_where(err, "%s", c->diff_id);
+        return SBX_EBUSY;
+    }
+    return c->w->deferred ? 0
+                          : sbx_store__layer_mark_verified(s, c->diff_id, have.stored_digest,
+                                                           c->zdigest, c->w->size,
+                                                           have.stored_size, err);
+}
+
 static int layer_insert(sbx_store *s, void *ud, int present, sbx_error *err)
 {
     layer_insert_ctx *c = ud;
     if (present == 1)
-        return 0;
+        return layer_keep(s, c, err);
     _cleanup_stmt_ sqlite3_stmt *st = NULL; /* present 2: the record of the replaced file */
     if (sbx_store__prepare(s, &st,
                            present ? "INSERT OR REPLACE INTO layers(diff_id, size, stored_size,"
-                                     " zstd_digest, created, format) VALUES(?, ?, ?, ?, ?, ?)"
+                                     " zstd_digest, created, format, verified)"
+                                     " VALUES(?, ?, ?, ?, ?, ?, ?)"
                                    : "INSERT INTO layers(diff_id, size, stored_size, zstd_digest,"
-                                     " created, format) VALUES(?, ?, ?, ?, ?, ?)",
+                                     " created, format, verified) VALUES(?, ?, ?, ?, ?, ?, ?)",
                            err) < 0)
         return err->code;
+    sqlite3_bind_int(st, 7, !c->w->deferred);
     sqlite3_bind_text(st, 1, c->diff_id, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)c->w->size);
     sqlite3_bind_int64(st, 3, (sqlite3_int64)c->w->stored);
@@ -707,6 +760,8 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
         (void)sbx_layer_writer_input_digest(w, zdigest, err); /* cannot fail: zin */
     else
         sbx__sha256_final(w->zhash, zdigest);
+    if (w->deferred) /* what the image claims, checked at the first read */
+        memcpy(diff_id, w->expected, sizeof diff_id);
     if (w->expected[0] && strcmp(diff_id, w->expected) != 0) {
         sbx_error_set(err, SBX_EDIGEST,
                       "write layer: diff_id mismatch: expected '%s', got '%s'", w->expected,
@@ -729,7 +784,14 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
     /* Open through the commit: its flock keeps the reaper away. */
     layer_insert_ctx ctx = {w, diff_id, zdigest};
     sbx_layer_format fmt = w->keep_stored ? w->fmt : SBX_LAYER_ZSTD;
-    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, fmt, w->replace, w->tmpname, diff_id,
+    /* a checked layer replaces an unchecked record of another blob (which
+     * may not be this layer at all) */
+    sbx_layer_info have;
+    sbx_error ignore = SBX_ERROR_INIT;
+    bool replace = w->replace || (!w->deferred &&
+                                  sbx_store_layer_info(s, diff_id, &have, &ignore) == 0 &&
+                                  !have.verified && strcmp(have.stored_digest, zdigest) != 0);
+    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, fmt, replace, w->tmpname, diff_id,
                                       layer_insert, &ctx, err);
     close(w->fd);
     w->fd = -1;
@@ -794,7 +856,7 @@ int sbx_store_layer_by_source(sbx_store *s, const char *blob_digest,
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st,
                            "SELECT ls.diff_id FROM layer_sources ls JOIN layers l"
-                           " ON l.diff_id = ls.diff_id WHERE ls.blob_digest=?",
+                           " ON l.diff_id = ls.diff_id WHERE ls.blob_digest=? AND l.verified=1",
                            err) < 0)
         return err->code;
     sqlite3_bind_text(st, 1, blob_digest, -1, SQLITE_STATIC);
@@ -824,7 +886,7 @@ int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
         return sbx_error_wrap(err, "get layer info");
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (sbx_store__prepare(s, &st,
-                           "SELECT size, stored_size, zstd_digest, format FROM layers"
+                           "SELECT size, stored_size, zstd_digest, format, verified FROM layers"
                            " WHERE diff_id=?",
                            err) < 0)
         return err->code;
@@ -841,6 +903,27 @@ int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
     snprintf(out->stored_digest, sizeof out->stored_digest, "%s",
              (const char *)sqlite3_column_text(st, 2));
     out->format = sqlite3_column_int(st, 3) == SBX_LAYER_GZIP ? SBX_LAYER_GZIP : SBX_LAYER_ZSTD;
+    out->verified = sqlite3_column_int(st, 4) != 0;
+    return 0;
+}
+
+int sbx_store__layer_mark_verified(sbx_store *s, const char *diff_id, const char *was,
+                                   const char *stored_digest, uint64_t size, uint64_t stored_size,
+                                   sbx_error *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = NULL;
+    if (sbx_store__prepare(s, &st,
+                           "UPDATE layers SET verified=1, size=?, zstd_digest=?, stored_size=?"
+                           " WHERE diff_id=? AND verified=0 AND zstd_digest=?",
+                           err) < 0)
+        return err->code;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
+    sqlite3_bind_text(st, 2, stored_digest, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)stored_size);
+    sqlite3_bind_text(st, 4, diff_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 5, was, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        return sbx_store__sql_err(s, err, "record layer as checked");
     return 0;
 }
 
@@ -932,6 +1015,17 @@ int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_
     r->last = 1;
     snprintf(r->diff_id, sizeof r->diff_id, "%s", diff_id);
     r->want = info.size;
+    r->s = s;
+    if (!info.verified) {
+        r->check = true;
+        r->want = sbx__expansion_cap(info.stored_size, NULL);
+        r->stored_size = info.stored_size;
+        snprintf(r->was, sizeof r->was, "%s", info.stored_digest);
+        if (sbx__sha256_new(&r->tarh, err) < 0 || sbx__sha256_new(&r->fileh, err) < 0) {
+            sbx_layer_reader_free(r);
+            return err->code;
+        }
+    }
     if (!r->in || (!r->dctx && !r->gz)) {
         sbx_layer_reader_free(r);
         return sbx_error_set(err, SBX_ENOMEM, "open layer: out of memory");
@@ -952,6 +1046,10 @@ static int reader_refill(sbx_layer_reader *r, sbx_error *err)
         return sbx_error_sys(err, SBX_EIO, errno, "read layer '%s'", r->diff_id);
     r->ib = (ZSTD_inBuffer){r->in, (size_t)n, 0};
     r->eof = n == 0;
+    if (r->check) {
+        sbx__sha256_update(r->fileh, r->in, (size_t)n);
+        r->file_bytes += (uint64_t)n;
+    }
     return 0;
 }
 
@@ -968,6 +1066,22 @@ static int reader_damaged(sbx_layer_reader *r, const char *why, sbx_error *err)
  * so the tar's recorded size decides. */
 static int reader_end(sbx_layer_reader *r, bool done, sbx_error *err)
 {
+    if (r->check && done) { /* no record of the size: the diff_id decides */
+        if (r->ended)
+            return 0;
+        r->ended = true;
+        char got[SBX_DIGEST_BUFSZ];
+        sbx__sha256_final(r->tarh, got);
+        if (strcmp(got, r->diff_id) != 0) {
+            sbx_error_set(err, SBX_EDIGEST, "read layer '%s': its tar hashes to '%s': the "
+                          "registry blob stored for it (unchecked, as pulled) is not this "
+                          "layer, so the image that brought it is damaged", r->diff_id, got);
+            sbx_error_where(err, "%s", r->diff_id);
+            return SBX_EDIGEST;
+        }
+        r->checked = true;
+        return 0;
+    }
     if (done && r->produced == r->want)
         return 0;
     if (done)
@@ -984,10 +1098,21 @@ static int reader_end(sbx_layer_reader *r, bool done, sbx_error *err)
 /* n bytes of tar out, no more than the record says the layer has: a file
  * that goes on (a member or frame appended) is damaged, said before any of
  * the excess is handed out. */
-static int reader_out(sbx_layer_reader *r, size_t n, size_t *nread, sbx_error *err)
+static int reader_out(sbx_layer_reader *r, const void *buf, size_t n, size_t *nread,
+                      sbx_error *err)
 {
+    if (n > r->want - r->produced && r->check) {
+        sbx_error_set(err, SBX_ELIMIT, "read layer '%s': expands beyond %llu bytes from %llu "
+                      "compressed (a decompression bomb?  SBX_MAX_EXPANSION, "
+                      "SBX_EXPANSION_FLOOR and SBX_MAX_LAYER_BYTES set the limit)", r->diff_id,
+                      (unsigned long long)r->want, (unsigned long long)r->stored_size);
+        sbx_error_where(err, "%s", r->diff_id);
+        return SBX_ELIMIT;
+    }
     if (n > r->want - r->produced)
         return reader_damaged(r, "longer than its record says", err);
+    if (r->check)
+        sbx__sha256_update(r->tarh, buf, n);
     *nread = n;
     r->produced += n;
     return 0;
@@ -1008,7 +1133,7 @@ static int gz_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread, sb
             break;
         }
     }
-    return reader_out(r, opos, nread, err);
+    return reader_out(r, buf, opos, nread, err);
 }
 
 int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
@@ -1038,13 +1163,33 @@ int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nr
         if (r->eof && r->ib.pos == inpos)
             return reader_end(r, false, err);
     }
-    return reader_out(r, ob.pos, nread, err);
+    return reader_out(r, buf, ob.pos, nread, err);
+}
+
+/* After a read to the end of an unchecked layer that gave its diff_id. */
+static void reader_record_check(sbx_layer_reader *r)
+{
+    char digest[SBX_DIGEST_BUFSZ];
+    sbx__sha256_final(r->fileh, digest);
+    sbx_error e = SBX_ERROR_INIT;
+    if (sbx_store__lock(r->s, 0, &e) < 0)
+        return; /* checked again next time */
+    if (sbx_store__begin(r->s, &e) == 0 &&
+        sbx_store__layer_mark_verified(r->s, r->diff_id, r->was, digest, r->produced,
+                                       r->file_bytes, &e) == 0)
+        sbx_store__commit(r->s, &e);
+    sbx_store__rollback(r->s);
+    sbx_store__unlock(r->s);
 }
 
 void sbx_layer_reader_free(sbx_layer_reader *r)
 {
     if (!r)
         return;
+    if (r->checked)
+        reader_record_check(r);
+    sbx__sha256_free(r->tarh);
+    sbx__sha256_free(r->fileh);
     if (r->fd >= 0)
         close(r->fd);
     ZSTD_freeDCtx(r->dctx);
@@ -1056,7 +1201,8 @@ void sbx_layer_reader_free(sbx_layer_reader *r)
 /* ---- hashing a stored file (fsck) ------------------------------------------ */
 
 /* A gzip layer's file: its bytes and, decompressed, its tar. */
-static int hash_gzip(sbx_store *s, int fd, sbx_store__hash_result *out, sbx_error *err)
+static int hash_gzip(sbx_store *s, int fd, uint64_t max_size, sbx_store__hash_result *out,
+                     sbx_error *err)
 {
     _cleanup_sha256_ sbx__sha256 *h = NULL, *z = NULL;
     if (sbx__sha256_new(&h, err) < 0 || sbx__sha256_new(&z, err) < 0)
@@ -1086,6 +1232,13 @@ static int hash_gzip(sbx_store *s, int fd, sbx_store__hash_result *out, sbx_erro
             }
             sbx__sha256_update(h, ob, opos);
             out->size += opos;
+            if (max_size && out->size > max_size) {
+                rc = sbx_error_set(err, SBX_ELIMIT, "expands beyond %llu bytes from %llu "
+                                   "compressed (a decompression bomb?)",
+                                   (unsigned long long)max_size,
+                                   (unsigned long long)out->stored_size);
+                break;
+            }
         } while (ipos < (size_t)n || opos == ocap);
     }
     if (rc == 0 && !sbx_store__gz_ended(g))
@@ -1099,11 +1252,11 @@ static int hash_gzip(sbx_store *s, int fd, sbx_store__hash_result *out, sbx_erro
 }
 
 int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, int fd,
-                         sbx_store__hash_result *out, sbx_error *err)
+                         uint64_t max_size, sbx_store__hash_result *out, sbx_error *err)
 {
     memset(out, 0, sizeof *out);
     if (kind == SBX_OBJ_LAYER && fmt == SBX_LAYER_GZIP)
-        return hash_gzip(s, fd, out, err);
+        return hash_gzip(s, fd, max_size, out, err);
     _cleanup_sha256_ sbx__sha256 *h = NULL, *z = NULL;
     if (sbx__sha256_new(&h, err) < 0 || sbx__sha256_new(&z, err) < 0)
         return err->code;

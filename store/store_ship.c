@@ -10,7 +10,12 @@
  * must give the diff_id; the answer is remembered by the blob's digest (the
  * bytes, not the layer: the same layer stored again later may be another
  * blob).  A blob zlib refuses is replaced by the store's own zstd of the same
- * tar. */
+ * tar.
+ *
+ * A layer a pull stored unchecked (sbx_layer_writer_defer_check) is first
+ * read in full by the store's reader, which checks its tar against the
+ * diff_id and records it as checked; one that is not its diff_id never
+ * ships. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -92,6 +97,19 @@ static int zlib_reads(sbx_store *s, const sbx_layer_info *li, bool *ok, sbx_erro
     return 0;
 }
 
+/* Read a layer to its end, into w when not NULL. */
+static int pump(sbx_layer_reader *r, sbx_layer_writer *w, sbx_error *err)
+{
+    size_t cap = 1u << 20;
+    unsigned char *buf = malloc(cap);
+    int rc = buf ? 0 : sbx_error_set(err, SBX_ENOMEM, "read layer: out of memory");
+    for (size_t n = 1; rc == 0 && n > 0;)
+        if ((rc = sbx_layer_reader_read(r, buf, cap, &n, err)) == 0 && n > 0 && w)
+            rc = sbx_layer_writer_write(w, buf, n, err);
+    free(buf);
+    return rc;
+}
+
 /* Rewrite a stored layer as the store's own zstd from its tar (read as
  * stored), replacing its file and record in one commit. */
 static int layer_to_zstd(sbx_store *s, const char *diff_id, sbx_error *err)
@@ -105,19 +123,41 @@ static int layer_to_zstd(sbx_store *s, const char *diff_id, sbx_error *err)
         return err->code;
     }
     sbx_store__layer_writer_replace(w);
-    size_t cap = 1u << 20;
-    unsigned char *buf = malloc(cap);
-    int rc = buf ? 0 : sbx_error_set(err, SBX_ENOMEM, "store layer: out of memory");
-    for (size_t n = 1; rc == 0 && n > 0;)
-        if ((rc = sbx_layer_reader_read(r, buf, cap, &n, err)) == 0 && n > 0)
-            rc = sbx_layer_writer_write(w, buf, n, err);
-    free(buf);
+    int rc = pump(r, w, err);
     sbx_layer_reader_free(r);
     if (rc < 0) {
         sbx_layer_writer_abort(w);
         return rc;
     }
     return sbx_layer_writer_commit(w, NULL, err);
+}
+
+int sbx_store_layer_check(sbx_store *s, const char *diff_id, sbx_error *err)
+{
+    sbx_layer_info info;
+    if (sbx_store_layer_info(s, diff_id, &info, err) < 0)
+        return err->code;
+    if (info.verified)
+        return 0;
+    sbx_layer_reader *r = NULL;
+    if (sbx_store_layer_open(&r, s, diff_id, err) < 0)
+        return err->code;
+    int rc = pump(r, NULL, err);
+    sbx_layer_reader_free(r);
+    return rc;
+}
+
+int sbx_store_layer_trusted(sbx_store *s, const char *diff_id, sbx_error *err)
+{
+    sbx_error e = SBX_ERROR_INIT;
+    int r = sbx_store_layer_check(s, diff_id, &e);
+    if (r == 0)
+        return 1;
+    if (r == SBX_ENOTFOUND || r == SBX_EDIGEST || r == SBX_ELIMIT)
+        return 0; /* none, or another image's blob that is not this layer */
+    if (err)
+        *err = e;
+    return r;
 }
 
 int sbx_store_layer_shippable(sbx_store *s, const char *diff_id, sbx_layer_info *out,
@@ -127,6 +167,13 @@ int sbx_store_layer_shippable(sbx_store *s, const char *diff_id, sbx_layer_info 
         *replaced = false;
     if (sbx_store_layer_info(s, diff_id, out, err) < 0)
         return err->code;
+    if (!out->verified &&
+        (sbx_store_layer_check(s, diff_id, err) < 0 ||
+         sbx_store_layer_info(s, diff_id, out, err) < 0))
+        return err->code;
+    if (!out->verified) /* checked, but another process replaced it meanwhile */
+        return sbx_error_set(err, SBX_EBUSY, "layer '%s' changed while it was checked; try "
+                             "again", diff_id);
     if (out->format != SBX_LAYER_GZIP)
         return 0;
     char *v = NULL;

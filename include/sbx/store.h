@@ -127,6 +127,22 @@ SBX_API int sbx_layer_writer_compressed_input(sbx_layer_writer *w, sbx_layer_for
  * zstd's magic (also a skippable frame's, which may start a zstd stream), or
  * -1 for neither (a plain tar, or too few bytes). */
 SBX_API int sbx_layer_sniff(const unsigned char *head, size_t n);
+/* After gzip compressed input (no on_tar), before the first write: keep the
+ * stream as it is without decompressing it, and record the layer as not yet
+ * checked against its diff_id (the writer's expected_diff_id, required).
+ * The caller checks the stream's digest (sbx_layer_writer_input_digest), so
+ * the stored bytes are the registry's blob; whether that blob's tar is the
+ * diff_id the image claims is checked when the layer is first read in
+ * full: a reader (sbx_store_layer_open) hashes the tar of an unchecked
+ * layer and fails at its end when it is not the diff_id, and records the
+ * layer as checked when it is (as do fsck and sbx_store_layer_shippable).
+ * An unchecked layer counts as stored for everything but the choice to
+ * download another blob for it: a blob other than the unchecked one is
+ * downloaded and checked, and replaces it.  The commit is SBX_EBUSY when
+ * another blob was stored unchecked for the same diff_id meanwhile (write
+ * it again, checked).  What a pull saves: decompressing and hashing the
+ * tar, most of its CPU. */
+SBX_API int sbx_layer_writer_defer_check(sbx_layer_writer *w, sbx_error *err);
 /* After compressed input: true while the stream is kept as sent. */
 SBX_API bool sbx_layer_writer_kept(const sbx_layer_writer *w);
 /* After compressed input, at the end of the stream: the sha256 of
@@ -154,6 +170,10 @@ typedef struct sbx_layer_info {
      * blob digest when its blob was kept as sent */
     char stored_digest[SBX_DIGEST_BUFSZ];
     sbx_layer_format format;  /* of the stored file */
+    /* the tar was checked against diff_id; when not (a pull stored the
+     * registry's blob unchecked, sbx_layer_writer_defer_check), size is 0
+     * until the first full read */
+    bool verified;
 } sbx_layer_info;
 SBX_API int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_info *out,
                                  sbx_error *err);
@@ -169,7 +189,25 @@ SBX_API int sbx_store_layer_info(sbx_store *s, const char *diff_id, sbx_layer_in
 SBX_API int sbx_store_layer_shippable(sbx_store *s, const char *diff_id, sbx_layer_info *out,
                                       bool *replaced, sbx_error *err);
 
-/* Stream a stored layer back as its uncompressed tar. */
+/* Check a layer stored unchecked now: read it in full (its tar against its
+ * diff_id, as the first read does), recorded as checked when it is (0);
+ * SBX_EDIGEST when it is not its diff_id.  0 at once for a checked layer. */
+SBX_API int sbx_store_layer_check(sbx_store *s, const char *diff_id, sbx_error *err);
+
+/* Whether the store holds diff_id as a layer to build on instead of
+ * storing one's own copy: 1 for a checked layer (an unchecked one is
+ * checked now, sbx_store_layer_check); 0 when there is none, or the stored
+ * one is another image's blob that is not this layer (not its diff_id,
+ * damaged, or over the expansion limit), which a checked write of the real
+ * layer replaces.  What pull and load ask; an unchecked claim never makes
+ * them skip the real layer. */
+SBX_API int sbx_store_layer_trusted(sbx_store *s, const char *diff_id, sbx_error *err);
+
+/* Stream a stored layer back as its uncompressed tar.  An unchecked layer's
+ * tar is hashed as it goes: the read that reaches its end fails
+ * (SBX_EDIGEST) when it is not the diff_id, and one that expands beyond
+ * sbx__expansion_cap of the stored size fails (SBX_ELIMIT); after a read to
+ * the end, sbx_layer_reader_free records the layer as checked. */
 SBX_API int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const char *diff_id,
                                  sbx_error *err);
 /* Read up to len bytes; *nread 0 means end of stream. */

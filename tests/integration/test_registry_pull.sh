@@ -13,7 +13,7 @@ proxy_start p r            # pass-through, to count what the client fetches
 R=$p_HOST/test
 SINGLE=(oci-single oci-multi oci-zstd oci-tar oci-mixed docker-single docker-multi)
 specs=()
-for i in "${SINGLE[@]}" oci-zstd-nocheck oci-gzip-members oci-index docker-list bad-diffid; do specs+=("$i=test/$i:v1"); done
+for i in "${SINGLE[@]}" oci-zstd-nocheck oci-gzip-members oci-index docker-list bad-diffid squat-diffid; do specs+=("$i=test/$i:v1"); done
 fx_push r "${specs[@]}"
 
 case $(uname -m) in
@@ -214,13 +214,60 @@ for i in 0 1 2 3; do
 done
 fsck_clean
 
-case_ "a config whose diff_id does not match its layer is refused and not named"
+case_ "a config whose diff_id does not match its layer: pull --unpack refuses it and names nothing"
 STORE=$T/store-baddiff
-fails pull "$R/bad-diffid:v1"
+fails pull --unpack "$R/bad-diffid:v1"
 err_has 'diff_?id|uncompressed'
 err_has "bad-diffid"
 ok images
 if grep -q bad-diffid "$T/out"; then fail "the store names an image whose layer failed its diff_id"; fi
+fsck_clean
+
+case_ "a plain pull keeps the gzip blob unchecked; its first use finds the diff_id false"
+# (the blob digest is checked at pull; the tar against the diff_id where it
+# is read anyway: unpack, mount, push, export, fsck)
+STORE=$T/store-baddiff2
+bad_diff=sha256:$(printf 'not the layer' | sha256sum | cut -d' ' -f1) # what its config claims
+ok pull "$R/bad-diffid:v1"
+[[ -f $STORE/layers/sha256/${bad_diff#sha256:}.gz ]] || fail "the blob is not stored as sent"
+assert_eq "$(sqlite3 "$STORE/meta.db" "SELECT verified FROM layers")" 0 "layer recorded unchecked"
+fails unpack "$R/bad-diffid:v1" "$T/bad-root"
+err_has "is not this layer"
+err_has "$bad_diff"
+[[ ! -e $T/bad-root ]] || fail "unpack of a false layer left $T/bad-root"
+[[ -z $(ls "$STORE/unpacked") ]] || fail "a false layer reached the unpacked cache"
+assert_eq "$(sqlite3 "$STORE/meta.db" "SELECT verified FROM layers")" 0 "still unchecked"
+fails export "$R/bad-diffid:v1" "$T/bad-oci"
+err_has "is not this layer"
+if "$SBX_BIN" fsck --store "$STORE" >/dev/null 2>"$T/err"; then fail "fsck found no false layer"; fi
+err_has "not this layer"
+assert_eq "$(sqlite3 "$STORE/meta.db" "SELECT count(*) FROM layers")" 0 "quarantined by fsck"
+# a true claim: checked by its first unpack, recorded as such
+ok pull "$R/oci-single:v1"
+assert_eq "$(sqlite3 "$STORE/meta.db" "SELECT verified FROM layers")" 0 "stored unchecked"
+ok unpack "$R/oci-single:v1" "$T/single-root"
+assert_eq "$(sqlite3 "$STORE/meta.db" "SELECT verified, size > 0 FROM layers")" "1|1" \
+    "checked by its first read"
+fsck_clean
+
+case_ "an image claiming another layer's diff_id decides nothing for other images"
+STORE=$T/store-squat
+bb_diff=$(fx oci-single '.diff_ids[0]')
+ok pull "$R/squat-diffid:v1" # first: its blob stored unchecked under busybox's diff_id
+ok pull "$R/oci-single:v1"   # another blob for that diff_id: downloaded, checked, replaces it
+assert_eq "$(sqlite3 "$STORE/meta.db" "SELECT verified, zstd_digest FROM layers")" \
+    "1|$(fx oci-single '.layers[0].digest')" "the real blob, checked"
+ok unpack "$R/oci-single:v1" "$T/squat-victim"
+[[ -x $T/squat-victim/bin/busybox ]] || fail "the victim's tree is not busybox"
+ok inspect --json "$R/squat-diffid:v1" # the squatter's image reads the real layer now
+fsck_clean
+# the other order: the real layer first; the squatter's pull reuses it
+STORE=$T/store-squat2
+ok pull "$R/oci-single:v1"
+ok unpack "$R/oci-single:v1" "$T/squat-victim2"
+ok pull "$R/squat-diffid:v1"
+assert_eq "$(sqlite3 "$STORE/meta.db" "SELECT verified, zstd_digest FROM layers")" \
+    "1|$(fx oci-single '.layers[0].digest')" "the real blob stays"
 fsck_clean
 
 case_ "exact config bytes: inspect --config"

@@ -595,6 +595,157 @@ static int read_all(ts_ctx *t, const char *diff, sbx_error *err)
     return rc;
 }
 
+/* A gzip blob stored unchecked (sbx_layer_writer_defer_check), as a pull
+ * stores one: claimed diff_id, blob bytes kept, no decompression. */
+static int put_deferred(ts_ctx *t, const char *diff, const unsigned char *z, size_t zlen,
+                        sbx_error *err)
+{
+    sbx_layer_writer *w = NULL;
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, diff, err), 0);
+    assert_int_equal(sbx_layer_writer_compressed_input(w, SBX_LAYER_GZIP, NULL, NULL, err), 0);
+    assert_int_equal(sbx_layer_writer_defer_check(w, err), 0);
+    for (size_t off = 0; off < zlen; off += 5000)
+        assert_int_equal(sbx_layer_writer_write(w, z + off, zlen - off < 5000 ? zlen - off : 5000,
+                                                err), 0);
+    return sbx_layer_writer_commit(w, NULL, err);
+}
+
+static void assert_layer_state(ts_ctx *t, const char *diff, bool verified, uint64_t size,
+                               const unsigned char *z, size_t zlen)
+{
+    sbx_error err = SBX_ERROR_INIT;
+    sbx_layer_info info;
+    assert_int_equal(sbx_store_layer_info(t->s, diff, &info, &err), 0);
+    assert_int_equal(info.verified, verified);
+    assert_int_equal(info.size, size);
+    assert_int_equal(info.stored_size, zlen);
+    char want[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(z, zlen, want);
+    assert_string_equal(info.stored_digest, want);
+    char path[4096];
+    assert_int_equal(sbx_store_layer_path(t->s, diff, path, sizeof path, &err), 0);
+    char *file = NULL;
+    size_t flen = 0;
+    assert_int_equal(sbx__read_file(&file, &flen, path, 1 << 30, &err), 0);
+    assert_int_equal(flen, zlen);
+    assert_memory_equal(file, z, zlen);
+    free(file);
+}
+
+static void test_layer_deferred_check(void **state)
+{
+    ts_ctx *t = *state;
+    sbx_error err = SBX_ERROR_INIT;
+    size_t n = 1u << 20;
+    unsigned char *a = ts_layer_bytes(n, 31), *x = ts_layer_bytes(n, 32), *c = ts_layer_bytes(n, 33);
+    char da[SBX_DIGEST_BUFSZ], dx[SBX_DIGEST_BUFSZ], dc[SBX_DIGEST_BUFSZ];
+    sbx__sha256_buf(a, n, da);
+    sbx__sha256_buf(x, n, dx);
+    sbx__sha256_buf(c, n, dc);
+    size_t za_len, zx_len, zc_len;
+    unsigned char *za = gzip_members(a, n, 2, &za_len), *zx = gzip_members(x, n, 1, &zx_len),
+                  *zc = gzip_members(c, n, 1, &zc_len);
+    sbx_layer_writer *w = NULL;
+
+    /* only gzip input, before a write, with the diff_id it claims */
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, NULL, &err), 0);
+    assert_int_equal(sbx_layer_writer_compressed_input(w, SBX_LAYER_GZIP, NULL, NULL, &err), 0);
+    assert_int_equal(sbx_layer_writer_defer_check(w, &err), SBX_EINVAL);
+    sbx_layer_writer_abort(w);
+    assert_int_equal(sbx_store_layer_begin(&w, t->s, da, &err), 0);
+    assert_int_equal(sbx_layer_writer_compressed_input(w, SBX_LAYER_ZSTD, NULL, NULL, &err), 0);
+    assert_int_equal(sbx_layer_writer_defer_check(w, &err), SBX_EINVAL);
+    sbx_layer_writer_abort(w);
+
+    /* a hostile image claims layer a for blob x: stored unchecked as sent */
+    assert_int_equal(put_deferred(t, da, zx, zx_len, &err), 0);
+    assert_layer_state(t, da, false, 0, zx, zx_len);
+    assert_int_equal(sbx_store_has_layer(t->s, da, &err), 1);
+    /* no one builds on it (pull, load) */
+    assert_int_equal(sbx_store_layer_trusted(t->s, da, &err), 0);
+    /* its first read fails at the end and leaves it unchecked */
+    assert_int_equal(read_all(t, da, &err), SBX_EDIGEST);
+    tu_assert_error(&err, SBX_EDIGEST, "is not this layer");
+    assert_layer_state(t, da, false, 0, zx, zx_len);
+    /* and it never ships */
+    sbx_layer_info info;
+    assert_int_equal(sbx_store_layer_shippable(t->s, da, &info, NULL, &err), SBX_EDIGEST);
+    /* another blob stored unchecked for the same diff_id: refused, to be
+     * written again checked */
+    assert_int_equal(put_deferred(t, da, za, za_len, &err), SBX_EBUSY);
+    tu_assert_error(&err, SBX_EBUSY, "stored unchecked");
+    assert_layer_state(t, da, false, 0, zx, zx_len);
+    /* the real layer, checked as it is written: replaces it, file and record */
+    bool kept = false;
+    tar_sink sink = {malloc(n), 0, n};
+    assert_int_equal(put_stream(t, SBX_LAYER_GZIP, da, za, za_len, 7000, &sink, &kept, &err), 0);
+    assert_layer_state(t, da, true, n, za, za_len);
+    assert_int_equal(read_all(t, da, &err), 0);
+    assert_int_equal(ts_count(t, "layers/sha256"), 1);
+
+    /* a true claim stored unchecked: the same blob again keeps it so; a full
+     * read checks it and records it (size, checked) */
+    assert_int_equal(put_deferred(t, dc, zc, zc_len, &err), 0);
+    assert_int_equal(put_deferred(t, dc, zc, zc_len, &err), 0);
+    assert_layer_state(t, dc, false, 0, zc, zc_len);
+    assert_int_equal(read_all(t, dc, &err), 0);
+    assert_layer_state(t, dc, true, n, zc, zc_len);
+    assert_int_equal(read_all(t, dc, &err), 0);
+    ts_sql(t, "UPDATE layers SET verified=0, size=0 WHERE diff_id='%s'", dc);
+    assert_int_equal(sbx_store_layer_trusted(t->s, dc, &err), 1); /* checked on the way */
+    assert_layer_state(t, dc, true, n, zc, zc_len);
+    assert_int_equal(sbx_store_layer_trusted(t->s, da, &err), 1);
+
+    /* a bomb stored unchecked (a true claim): its reads, the trust check and
+     * fsck all stop at the expansion limit a pull would have applied */
+    {
+        unsigned char *zeros = calloc(1, n);
+        char dz[SBX_DIGEST_BUFSZ];
+        sbx__sha256_buf(zeros, n, dz);
+        size_t zz_len;
+        unsigned char *zz = gzip_members(zeros, n, 1, &zz_len);
+        assert_true(zz_len * 20 < n);
+        setenv("SBX_EXPANSION_FLOOR", "4096", 1);
+        setenv("SBX_MAX_EXPANSION", "20", 1);
+        assert_int_equal(put_deferred(t, dz, zz, zz_len, &err), 0);
+        assert_int_equal(read_all(t, dz, &err), SBX_ELIMIT);
+        tu_assert_error(&err, SBX_ELIMIT, "expands beyond");
+        assert_int_equal(sbx_store_layer_trusted(t->s, dz, &err), 0);
+        sbx_fsck_report brep;
+        assert_int_equal(sbx_store_fsck(t->s, &brep, NULL, &err), SBX_ECORRUPT);
+        assert_int_equal(brep.corrupt, 1);
+        assert_int_equal(sbx_store_has_layer(t->s, dz, NULL), 0);
+        unsetenv("SBX_EXPANSION_FLOOR");
+        unsetenv("SBX_MAX_EXPANSION");
+        free(zz);
+        free(zeros);
+    }
+
+    /* fsck checks what no read has: a true claim is recorded as checked, a
+     * false one quarantined */
+    ts_sql(t, "UPDATE layers SET verified=0, size=0 WHERE diff_id='%s'", dc);
+    assert_int_equal(put_deferred(t, dx, za, za_len, &err), 0); /* blob a claimed as x */
+    sbx_fsck_report rep;
+    assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), SBX_ECORRUPT);
+    assert_int_equal(rep.corrupt, 1);
+    assert_int_equal(rep.dangling_repaired, 0);
+    assert_layer_state(t, dc, true, n, zc, zc_len);
+    assert_int_equal(sbx_store_has_layer(t->s, dx, NULL), 0);
+
+    /* shippable checks an unchecked layer first */
+    assert_int_equal(put_deferred(t, dx, zx, zx_len, &err), 0);
+    assert_int_equal(sbx_store_layer_shippable(t->s, dx, &info, NULL, &err), 0);
+    assert_true(info.verified);
+    assert_int_equal(info.size, n);
+    free(sink.buf);
+    free(za);
+    free(zx);
+    free(zc);
+    free(a);
+    free(x);
+    free(c);
+}
+
 static void test_layer_gzip_input(void **state)
 {
     ts_ctx *t = *state;
@@ -1481,6 +1632,7 @@ int main(void)
         TS_TEST(test_layer_roundtrip),
         TS_TEST(test_layer_zstd_input),
         TS_TEST(test_layer_gzip_input),
+        TS_TEST(test_layer_deferred_check),
         TS_TEST(test_gzip_headers_in_pieces),
         TS_TEST(test_layer_shippable),
         TS_TEST(test_layer_memory_is_bounded),

@@ -639,6 +639,10 @@ static void test_df_counts_each_image(void **state)
     assert_int_equal(df.layers, 1);
     assert_int_equal(df.logical_bytes, cfgman + 100000 + strlen(c) + strlen(man) + 100000);
     assert_true(df.stored_bytes < df.logical_bytes / 2);
+    /* a layer stored unchecked (tar size not known yet) counts its stored size */
+    ts_sql(t, "UPDATE layers SET verified=0, size=0");
+    assert_int_equal(sbx_store_df(t->s, &df, &err), 0);
+    assert_int_equal(df.logical_bytes, cfgman + zst + strlen(c) + strlen(man) + zst);
     free(man);
 }
 
@@ -868,7 +872,7 @@ static void test_version_1_store_is_migrated(void **state)
               "INSERT INTO n2 SELECT name, digest, created, last_used FROM names;"
               "DROP TABLE names; ALTER TABLE n2 RENAME TO names; PRAGMA user_version=1;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 5);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 6);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM pragma_table_info('mounts')"
                                    " WHERE name='external'"), 1);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM origins"), 0);
@@ -882,30 +886,36 @@ static void test_version_1_store_is_migrated(void **state)
               " boot_id TEXT NOT NULL, read_only INTEGER NOT NULL, state INTEGER NOT NULL,"
               " flat TEXT NOT NULL DEFAULT ''); PRAGMA user_version=2;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 5);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 6);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM pragma_table_info('mounts')"
                                    " WHERE name='external'"), 1);
     /* a version 3 store (no origins) */
     ts_sql(t, "DROP TABLE origins; PRAGMA user_version=3;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 5);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 6);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM origins"), 0);
     /* a version 4 store (no layer format: every layer zstd) keeps its layers */
     int layers = ts_sql_int(t, "SELECT count(*) FROM layers");
     assert_true(layers > 0);
-    ts_sql(t, "ALTER TABLE layers DROP COLUMN format; PRAGMA user_version=4;");
+    ts_sql(t, "ALTER TABLE layers DROP COLUMN format; ALTER TABLE layers DROP COLUMN verified;"
+              " PRAGMA user_version=4;");
     ts_reopen(t);
-    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 5);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 6);
     assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM layers WHERE format=0"), layers);
+    /* a version 5 store (no verified column): its layers were all checked when stored */
+    ts_sql(t, "ALTER TABLE layers DROP COLUMN verified; PRAGMA user_version=5;");
+    ts_reopen(t);
+    assert_int_equal(ts_sql_int(t, "PRAGMA user_version"), 6);
+    assert_int_equal(ts_sql_int(t, "SELECT count(*) FROM layers WHERE verified=1"), layers);
     sbx_fsck_report rep;
     assert_int_equal(sbx_store_fsck(t->s, &rep, NULL, &err), 0);
     assert_int_equal(rep.layers_checked, (uint64_t)layers);
     /* a newer metadata version is refused, not downgraded */
-    ts_sql(t, "PRAGMA user_version=6");
+    ts_sql(t, "PRAGMA user_version=7");
     sbx_store *h = NULL;
     assert_int_equal(sbx_store_open(&h, t->root, &err), SBX_EUNSUPPORTED);
-    tu_assert_error(&err, SBX_EUNSUPPORTED, "metadata version 6 is newer");
-    ts_sql(t, "PRAGMA user_version=5");
+    tu_assert_error(&err, SBX_EUNSUPPORTED, "metadata version 7 is newer");
+    ts_sql(t, "PRAGMA user_version=6");
 }
 
 int main(void)

@@ -342,6 +342,11 @@ def build(root):
     d, f = image(lay, [(app, "gzip")], history_tag="bad-diffid",
                  diff_id_override=lambda ids: [sha(b"not the layer")])
     name(lay, "bad-diffid", d, f)
+    # Another layer's blob claiming busybox's diff_id (oci-single's layer): a
+    # hostile image squatting on a layer other images use.
+    d, f = image(lay, [(more, "gzip")], history_tag="squat-diffid",
+                 diff_id_override=lambda ids: [sha(bb)])
+    name(lay, "squat-diffid", d, f)
     lay.finish()
 
 
