@@ -280,12 +280,19 @@ int reg_pull_layer(reg_client *c, sbx_store *store, const sbx_descriptor *desc,
               !have.verified && strcmp(have.stored_digest, desc->digest) != 0;
     int rc = pull_attempt(c, &p, err);
     if (rc == SBX_EBUSY && p.deferred) {
-        /* another blob of this diff_id was stored unchecked meanwhile */
-        sbx__log(p.ctx, SBX_LOG_INFO, "layer '%s': %s; downloading it again to check it",
-                 desc->digest, err->msg);
+        /* another blob of this diff_id was stored unchecked meanwhile: kept
+         * when it is the layer (as if it had been there before), else this
+         * blob is downloaded again, checked, and replaces it */
         sbx_error_clear(err);
-        p.check = true;
-        rc = pull_attempt(c, &p, err);
+        rc = sbx_store_layer_trusted(store, expected_diff_id, err);
+        if (rc == 0) {
+            sbx__log(p.ctx, SBX_LOG_INFO, "layer '%s': another blob stored for its diff_id "
+                     "at the same time is not the layer; downloading it again to check it",
+                     desc->digest);
+            p.check = true;
+            rc = pull_attempt(c, &p, err);
+        }
+        rc = rc > 0 ? 0 : rc;
     }
     pipe_free(&p);
     if (rc == 0)

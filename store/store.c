@@ -381,7 +381,8 @@ static int fsync_parent(sbx_store *s, sbx_obj_kind kind, sbx_error *err)
     return 0;
 }
 
-int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, bool replace,
+int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt,
+                             sbx_store__replace_fn replace,
                              const char *tmpname, const char *digest, sbx_store__insert_fn insert,
                              void *ud, sbx_error *err)
 {
@@ -424,7 +425,7 @@ int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format f
         rc = drop_record(s, kind, digest, err);
         present = 0;
     }
-    bool swap = rc == 0 && present && replace;
+    bool swap = rc == 0 && present && replace && replace(s, ud);
     bool in_place = swap && strcmp(had, rel) == 0;
     if (rc == 0 && in_place) {
         /* another file of the same name (an unchecked layer's other blob):

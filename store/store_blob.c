@@ -190,7 +190,7 @@ int sbx_blob_writer_commit(sbx_blob_writer *w, char digest_out[SBX_DIGEST_BUFSZ]
     /* The fd stays open through the commit: its flock tells the reaper the
      * temp file (renamed, then linked) is still someone's. */
     blob_insert_ctx ctx = {w, digest};
-    int rc = sbx_store__commit_object(s, SBX_OBJ_BLOB, 0, false, w->tmpname, digest, blob_insert,
+    int rc = sbx_store__commit_object(s, SBX_OBJ_BLOB, 0, NULL, w->tmpname, digest, blob_insert,
                                       &ctx, err);
     close(w->fd);
     w->fd = -1;

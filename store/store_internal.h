@@ -90,13 +90,17 @@ int sbx_store__proc_alive(pid_t pid, int64_t start);
  * the directory, then run insert (which writes the record) and commit.
  * Unlinks tmp in every case. */
 /* present: 0 no record existed; 1 a record exists (the object was not
- * linked again); 2 (replace) a layer recorded in another format, whose file
- * the new one replaces: insert updates the record, and the old file is
- * unlinked once it is committed.  fmt: a layer's stored format (0 for
+ * linked again); 2 (replace: asked by replace(s, ud), under the lock, when
+ * a record exists) a layer whose file the new one replaces (recorded in
+ * another format, or an unchecked record of another blob): insert updates
+ * the record, and an old file of another name is unlinked once it is
+ * committed; one of the same name is renamed over.  replace may be NULL.  fmt: a layer's stored format (0 for
  * blobs); the named temp file is tmp/<b|l|g>.<hex>.<id>, g for a gzip
  * layer, so the reaper knows the name it was linked under. */
 typedef int (*sbx_store__insert_fn)(sbx_store *s, void *ud, int present, sbx_error *err);
-int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, bool replace,
+typedef bool (*sbx_store__replace_fn)(sbx_store *s, void *ud);
+int sbx_store__commit_object(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt,
+                             sbx_store__replace_fn replace,
                              const char *tmpname, const char *digest, sbx_store__insert_fn insert,
                              void *ud, sbx_error *err);
 

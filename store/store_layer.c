@@ -669,11 +669,25 @@ typedef struct {
     const char *zdigest;
 } layer_insert_ctx;
 
+/* Under the commit's lock, with a record there: whether this write replaces
+ * it.  A layer stored again in another format (layer_to_zstd) does; so does
+ * a checked write over an unchecked record of another blob (which may not be
+ * this layer at all). */
+static bool layer_wants_replace(sbx_store *s, void *ud)
+{
+    layer_insert_ctx *c = ud;
+    sbx_layer_info have;
+    sbx_error ignore = SBX_ERROR_INIT;
+    return c->w->replace ||
+           (!c->w->deferred && sbx_store_layer_info(s, c->diff_id, &have, &ignore) == 0 &&
+            !have.verified && strcmp(have.stored_digest, c->zdigest) != 0);
+}
+
 /* A record exists and its file is kept (present 1).  A checked record
  * stands.  An unchecked one of the same blob stands too, and becomes checked
- * when this write checked it.  An unchecked one of another blob was stored
- * after the writer looked (it replaces one it saw, sbx_store__commit_object's
- * replace): SBX_EBUSY, for the caller to write its layer again. */
+ * when this write checked it.  An unchecked one of another blob, for an
+ * unchecked write: SBX_EBUSY (neither is known to be the layer; the caller
+ * decides, sbx_store_layer_trusted). */
 static int layer_keep(sbx_store *s, layer_insert_ctx *c, sbx_error *err)
 {
     sbx_layer_info have;
@@ -784,15 +798,8 @@ int sbx_layer_writer_commit(sbx_layer_writer *w, char diff_id_out[SBX_DIGEST_BUF
     /* Open through the commit: its flock keeps the reaper away. */
     layer_insert_ctx ctx = {w, diff_id, zdigest};
     sbx_layer_format fmt = w->keep_stored ? w->fmt : SBX_LAYER_ZSTD;
-    /* a checked layer replaces an unchecked record of another blob (which
-     * may not be this layer at all) */
-    sbx_layer_info have;
-    sbx_error ignore = SBX_ERROR_INIT;
-    bool replace = w->replace || (!w->deferred &&
-                                  sbx_store_layer_info(s, diff_id, &have, &ignore) == 0 &&
-                                  !have.verified && strcmp(have.stored_digest, zdigest) != 0);
-    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, fmt, replace, w->tmpname, diff_id,
-                                      layer_insert, &ctx, err);
+    int rc = sbx_store__commit_object(s, SBX_OBJ_LAYER, fmt, layer_wants_replace, w->tmpname,
+                                      diff_id, layer_insert, &ctx, err);
     close(w->fd);
     w->fd = -1;
     sbx_layer_writer_abort(w);
