@@ -14,10 +14,13 @@
  *                          unpacked-layer cache, told to keep it only once all
  *                          is verified)
  *
- * Without a tap, a gzip blob is kept without being decompressed at all
- * (sbx_layer_writer_defer_check): its digest is checked here, its tar
- * against the diff_id at the layer's first read (unpack, mount, push,
- * export, fsck).  Decompressing and hashing the tar were most of a pull's
+ * Without a tap, a gzip or zstd blob is kept without being decompressed at
+ * all (sbx_layer_writer_defer_check; zstd frames walked by their headers):
+ * its digest is checked here, its tar against the diff_id at the layer's
+ * first read (unpack, mount, push, export, fsck).  A zstd blob with a frame
+ * that has no content checksum is decompressed and checked after all, by the
+ * writer, from what it took so far (the store compresses such frames
+ * itself).  Decompressing and hashing the tar were most of a pull's
  * CPU, for a check every use of the layer makes anyway.  When another blob
  * was stored unchecked for the same diff_id, this one is checked now and
  * replaces it (no image's claim decides what another image's layer holds).
@@ -145,9 +148,10 @@ static int decide(layer_pipe *p)
                                       : SBX_COMP_NONE;
     if (fmt < 0)
         return 0;
-    p->deferred = fmt == SBX_LAYER_GZIP && !p->tap && !p->check && p->diff_id;
+    p->deferred = !p->tap && !p->check && p->diff_id;
     if (p->deferred)
-        return sbx_layer_writer_compressed_input(p->w, SBX_LAYER_GZIP, NULL, NULL, p->err) < 0
+        return sbx_layer_writer_compressed_input(p->w, (sbx_layer_format)fmt, NULL, NULL,
+                                                 p->err) < 0
                    ? p->err->code
                    : sbx_layer_writer_defer_check(p->w, p->err);
     return sbx_layer_writer_compressed_input(p->w, (sbx_layer_format)fmt, on_tar, p, p->err);

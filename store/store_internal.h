@@ -121,7 +121,7 @@ int sbx_store__unpacked_bytes(sbx_store *s, uint64_t *out, sbx_error *err);
 
 /* Hash a stored object's file: blobs by bytes; layers by decompressing
  * (diff_id, size) and hashing the stored stream.  max_size, when not 0,
- * limits a gzip layer's tar (SBX_ELIMIT beyond it: an unchecked layer may
+ * limits a layer's tar (SBX_ELIMIT beyond it: an unchecked layer may
  * be a decompression bomb no pull has expanded). */
 typedef struct {
     char digest[SBX_DIGEST_BUFSZ];        /* blob digest or diff_id */

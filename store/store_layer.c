@@ -117,7 +117,14 @@ struct sbx_layer_writer {
      * bytes are the stored file (in format fmt) */
     bool zin, keep_stored, at_frame;
     bool replace; /* replaces the layer's file in another format (layer_to_zstd) */
-    bool deferred; /* gzip kept undecoded, recorded unchecked (sbx_layer_writer_defer_check) */
+    bool deferred; /* kept undecoded, recorded unchecked (sbx_layer_writer_defer_check) */
+    /* deferred zstd: where the frame walk is (zwalk) */
+    int zw_state;
+    uint64_t zw_left; /* bytes of a block, checksum or skippable frame still to pass */
+    unsigned char zw_bh[3];
+    size_t zw_nbh;
+    bool zw_last, zw_sum;
+    uint64_t zw_frames;
     sbx_layer_format fmt;
     sbx_store__gz *gz; /* gzip input's decoder */
     ZSTD_DCtx *dctx;
@@ -473,6 +480,171 @@ static int judge_frame(sbx_layer_writer *w, const unsigned char *b, size_t n, sb
     return h.checksumFlag || !w->keep_stored ? 0 : recompress_kept(w, err);
 }
 
+/* ---- zstd kept unchecked: frames walked, not decoded ----------------------
+ *
+ * A deferred zstd stream is not decompressed: its frames are walked by their
+ * headers (RFC 8878: a frame header; blocks, each behind a 3-byte header
+ * giving its last flag, type and size; the content checksum) to judge each
+ * frame as judge_frame does and to know that the stream ends at a frame's
+ * end.  What the blocks hold is checked at the layer's first read: the
+ * decoder, the frames' checksums, and the tar against the diff_id. */
+enum { ZW_FRAME, ZW_BLOCK, ZW_BODY, ZW_SUM, ZW_SKIP };
+#define ZW_BLOCK_MAX (128u << 10) /* RFC 8878's Block_Maximum_Size */
+
+static int zw_corrupt(sbx_layer_writer *w, const char *why, sbx_error *err)
+{
+    w->failed = 1;
+    return sbx_error_set(err, SBX_EDIGEST, "write layer: corrupt zstd data (%s)", why);
+}
+
+static int zstd_decode(sbx_layer_writer *w, const unsigned char *buf, size_t len,
+                       sbx_error *err);
+
+/* A deferred stream met a frame the store does not keep as sent (no content
+ * checksum): from here on it is decoded and checked as if it had never been
+ * deferred.  Every byte taken so far, this write's included, is in the temp
+ * file once flushed; it is decoded from there (through a second fd: at the
+ * frame, judge_frame recompresses the frames before it into a new temp file,
+ * as for any such stream, and the rest follows), so nothing is downloaded
+ * again. */
+static int undefer(sbx_layer_writer *w, sbx_error *err)
+{
+    if (flush_kept(w, err) < 0)
+        return err->code;
+    uint64_t end = w->stored;
+    int fd = dup(w->fd);
+    size_t cap = 1u << 20;
+    unsigned char *in = malloc(cap);
+    int rc = fd < 0 ? sbx_store__io_err(w->s, err, errno, "write layer: reading back")
+             : !in  ? sbx_error_set(err, SBX_ENOMEM, "write layer: out of memory")
+                    : 0;
+    w->deferred = false;
+    w->zin_total = w->good_end = 0;
+    w->at_frame = true;
+    w->nfh = 0;
+    for (uint64_t off = 0; rc == 0 && off < end;) {
+        ssize_t n = pread(fd, in, end - off < cap ? (size_t)(end - off) : cap, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            rc = n < 0 ? sbx_store__io_err(w->s, err, errno, "write layer: reading back")
+                       : sbx_error_set(err, SBX_EIO, "write layer: its temp file is short");
+        else
+            rc = zstd_decode(w, in, (size_t)n, err);
+        off += n > 0 ? (uint64_t)n : 0;
+    }
+    if (fd >= 0)
+        close(fd);
+    free(in);
+    if (rc < 0)
+        w->failed = 1;
+    return rc;
+}
+
+/* A whole frame header in w->fh: judged, and the walk set for its body
+ * (1: the stream is decoded from now on, undefer). */
+static int zw_header(sbx_layer_writer *w, const ZSTD_frameHeader *h, sbx_error *err)
+{
+    if (h->frameType == ZSTD_skippableFrame) {
+        w->zw_state = ZW_SKIP;
+        w->zw_left = h->frameContentSize;
+        return 0;
+    }
+    if (h->dictID != 0) {
+        w->failed = 1;
+        return sbx_error_set(err, SBX_EUNSUPPORTED, "write layer: a zstd frame that needs "
+                             "dictionary %u", h->dictID);
+    }
+    if (h->windowSize > (1ull << ZIN_WINDOW_LOG))
+        return window_err(w, err);
+    if (!h->checksumFlag) /* the store keeps frames with checksums only */
+        return undefer(w, err) < 0 ? err->code : 1;
+    w->zw_state = ZW_BLOCK;
+    w->zw_nbh = 0;
+    return 0;
+}
+
+/* The 3-byte block header in w->zw_bh. */
+static int zw_block(sbx_layer_writer *w, sbx_error *err)
+{
+    uint32_t v = w->zw_bh[0] | (uint32_t)w->zw_bh[1] << 8 | (uint32_t)w->zw_bh[2] << 16;
+    unsigned type = (v >> 1) & 3;
+    uint32_t size = v >> 3;
+    if (type == 3)
+        return zw_corrupt(w, "reserved block type", err);
+    if (size > ZW_BLOCK_MAX)
+        return zw_corrupt(w, "block larger than 128 KiB", err);
+    w->zw_last = v & 1;
+    w->zw_left = type == 1 ? 1 : size; /* an RLE block holds one byte */
+    w->zw_state = ZW_BODY;
+    return 0;
+}
+
+/* What follows a part that has been passed (zw_left reached 0). */
+static void zw_passed(sbx_layer_writer *w)
+{
+    if (w->zw_state == ZW_BODY && !w->zw_last) {
+        w->zw_state = ZW_BLOCK;
+        w->zw_nbh = 0;
+    } else if (w->zw_state == ZW_BODY && w->zw_sum) {
+        w->zw_state = ZW_SUM;
+        w->zw_left = 4;
+    } else { /* the frame ended */
+        w->zw_state = ZW_FRAME;
+        w->nfh = 0;
+        w->zw_frames++;
+        w->good_end = w->zin_total;
+    }
+}
+
+static int zwalk(sbx_layer_writer *w, const unsigned char *b, size_t n, sbx_error *err)
+{
+    size_t pos = 0;
+    for (;;) {
+        if (w->zw_state >= ZW_BODY && w->zw_left == 0) {
+            zw_passed(w);
+            continue;
+        }
+        if (pos == n)
+            return 0;
+        if (w->zw_state >= ZW_BODY) {
+            size_t t = w->zw_left < n - pos ? (size_t)w->zw_left : n - pos;
+            w->zw_left -= t;
+            pos += t;
+            w->zin_total += t;
+            continue;
+        }
+        w->zin_total++;
+        if (w->zw_state == ZW_BLOCK) {
+            w->zw_bh[w->zw_nbh++] = b[pos++];
+            if (w->zw_nbh == sizeof w->zw_bh && zw_block(w, err) < 0)
+                return err->code;
+            continue;
+        }
+        /* ZW_FRAME: a byte at a time, until the header is whole */
+        if (w->nfh == sizeof w->fh)
+            return zw_corrupt(w, "frame header too long", err);
+        w->fh[w->nfh++] = b[pos++];
+        ZSTD_frameHeader h;
+        size_t r = ZSTD_getFrameHeader(&h, w->fh, w->nfh);
+        if (ZSTD_isError(r) && w->nfh < 4)
+            continue; /* the magic decides: another frame format, or none */
+        if (ZSTD_isError(r) && ZSTD_isFrame(w->fh, w->nfh)) {
+            w->failed = 1;
+            return sbx_error_set(err, SBX_EUNSUPPORTED, "write layer: a zstd frame of a "
+                                 "pre-1.0 format");
+        }
+        if (ZSTD_isError(r))
+            return zw_corrupt(w, "not a zstd frame", err);
+        if (r == 0) {
+            w->zw_sum = h.checksumFlag;
+            int hr = zw_header(w, &h, err);
+            if (hr != 0)
+                return hr < 0 ? hr : 0; /* 1: decoded from here on, this write included */
+        }
+    }
+}
+
 /* Gzip input: decompressed into dout, a piece at a time.  The decoder
  * returns with its output full (there may be more, even with no input
  * left) or its input taken. */
@@ -517,8 +689,16 @@ static int zin_write(sbx_layer_writer *w, const unsigned char *buf, size_t len, 
         w->zin_total += len;
         return 0;
     }
+    if (w->deferred)
+        return zwalk(w, buf, len, err);
     if (w->gz)
         return gz_write(w, buf, len, err);
+    return zstd_decode(w, buf, len, err);
+}
+
+/* zstd input: each frame judged at its start, decompressed into dout. */
+static int zstd_decode(sbx_layer_writer *w, const unsigned char *buf, size_t len, sbx_error *err)
+{
     ZSTD_inBuffer in = {buf, len, 0};
     while (in.pos < in.size) {
         if (w->at_frame && judge_frame(w, buf + in.pos, in.size - in.pos, err) < 0)
@@ -547,6 +727,10 @@ static int zin_finish(sbx_layer_writer *w, sbx_error *err)
 {
     if (w->gz && w->deferred)
         return w->zin_total ? 0 : sbx_error_set(err, SBX_EDIGEST, "write layer: empty stream");
+    if (w->deferred) /* at a frame's end, after at least one frame */
+        return w->zw_state == ZW_FRAME && w->nfh == 0 && w->zw_frames > 0
+                   ? 0
+                   : sbx_error_set(err, SBX_EDIGEST, "write layer: the zstd stream is truncated");
     if (w->gz) {
         if (!sbx_store__gz_ended(w->gz) || w->zin_total == 0)
             return sbx_error_set(err, SBX_EDIGEST, "write layer: the gzip stream is truncated");
@@ -614,9 +798,9 @@ int sbx_layer_sniff(const unsigned char *h, size_t n)
 
 int sbx_layer_writer_defer_check(sbx_layer_writer *w, sbx_error *err)
 {
-    if (!w->zin || w->fmt != SBX_LAYER_GZIP || w->on_tar || w->zin_total)
-        return sbx_error_set(err, SBX_EINVAL, "write layer: only a gzip stream, before its "
-                             "first write and with no tar consumer, is kept unchecked");
+    if (!w->zin || w->on_tar || w->zin_total)
+        return sbx_error_set(err, SBX_EINVAL, "write layer: only a compressed stream, before "
+                             "its first write and with no tar consumer, is kept unchecked");
     if (!w->expected[0])
         return sbx_error_set(err, SBX_EINVAL, "write layer: a layer kept unchecked needs the "
                              "diff_id its image claims");
@@ -625,6 +809,8 @@ int sbx_layer_writer_defer_check(sbx_layer_writer *w, sbx_error *err)
 }
 
 bool sbx_layer_writer_kept(const sbx_layer_writer *w) { return w->zin && w->keep_stored; }
+
+
 
 void sbx_store__layer_writer_replace(sbx_layer_writer *w) { w->replace = true; }
 
@@ -1207,6 +1393,16 @@ void sbx_layer_reader_free(sbx_layer_reader *r)
 
 /* ---- hashing a stored file (fsck) ------------------------------------------ */
 
+/* A layer's tar past max_size (when not 0): SBX_ELIMIT. */
+static int over_max(const sbx_store__hash_result *out, uint64_t max_size, sbx_error *err)
+{
+    if (!max_size || out->size <= max_size)
+        return 0;
+    return sbx_error_set(err, SBX_ELIMIT, "expands beyond %llu bytes from %llu compressed (a "
+                         "decompression bomb?)", (unsigned long long)max_size,
+                         (unsigned long long)out->stored_size);
+}
+
 /* A gzip layer's file: its bytes and, decompressed, its tar. */
 static int hash_gzip(sbx_store *s, int fd, uint64_t max_size, sbx_store__hash_result *out,
                      sbx_error *err)
@@ -1239,13 +1435,8 @@ static int hash_gzip(sbx_store *s, int fd, uint64_t max_size, sbx_store__hash_re
             }
             sbx__sha256_update(h, ob, opos);
             out->size += opos;
-            if (max_size && out->size > max_size) {
-                rc = sbx_error_set(err, SBX_ELIMIT, "expands beyond %llu bytes from %llu "
-                                   "compressed (a decompression bomb?)",
-                                   (unsigned long long)max_size,
-                                   (unsigned long long)out->stored_size);
+            if ((rc = over_max(out, max_size, err)) < 0)
                 break;
-            }
         } while (ipos < (size_t)n || opos == ocap);
     }
     if (rc == 0 && !sbx_store__gz_ended(g))
@@ -1305,6 +1496,8 @@ int sbx_store__hash_file(sbx_store *s, sbx_obj_kind kind, sbx_layer_format fmt, 
             }
             sbx__sha256_update(h, ob, o.pos);
             out->size += o.pos;
+            if ((rc = over_max(out, max_size, err)) < 0)
+                break;
             /* A full output buffer may hide more output, unless the frame
              * just ended (last == 0): asking again then starts a next frame
              * and returns its header hint, which reads as truncation. */

@@ -127,9 +127,13 @@ SBX_API int sbx_layer_writer_compressed_input(sbx_layer_writer *w, sbx_layer_for
  * zstd's magic (also a skippable frame's, which may start a zstd stream), or
  * -1 for neither (a plain tar, or too few bytes). */
 SBX_API int sbx_layer_sniff(const unsigned char *head, size_t n);
-/* After gzip compressed input (no on_tar), before the first write: keep the
+/* After compressed input (no on_tar), before the first write: keep the
  * stream as it is without decompressing it, and record the layer as not yet
  * checked against its diff_id (the writer's expected_diff_id, required).
+ * A zstd stream's frames are walked by their headers, not decoded: judged as
+ * above, and the stream must end at a frame's end.  From a frame without a
+ * content checksum the writer decodes and checks the stream after all (what
+ * it took so far from its temp file), and recompresses as above.
  * The caller checks the stream's digest (sbx_layer_writer_input_digest), so
  * the stored bytes are the registry's blob; whether that blob's tar is the
  * diff_id the image claims is checked when the layer is first read in
