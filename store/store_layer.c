@@ -124,6 +124,7 @@ struct sbx_layer_writer {
     unsigned char zw_bh[3];
     size_t zw_nbh;
     bool zw_last, zw_sum;
+    uint32_t zw_bmax; /* the frame's largest block: min(window, 128 KiB) */
     uint64_t zw_frames;
     sbx_layer_format fmt;
     sbx_store__gz *gz; /* gzip input's decoder */
@@ -444,6 +445,17 @@ static int recompress_kept(sbx_layer_writer *w, sbx_error *err)
     return rc;
 }
 
+/* A frame header libzstd will not parse though it is a frame: one of zstd's
+ * pre-1.0 formats, or a current frame with its reserved bit set. */
+static int unsupported_frame(const unsigned char *fh, sbx_error *err)
+{
+    static const unsigned char magic[4] = {0x28, 0xb5, 0x2f, 0xfd};
+    return sbx_error_set(err, SBX_EUNSUPPORTED, "write layer: %s",
+                         memcmp(fh, magic, 4) == 0 ? "a zstd frame header with a reserved bit "
+                                                     "set"
+                                                   : "a zstd frame of a pre-1.0 format");
+}
+
 /* At each frame's start, once its header is in.  Refused: frames of zstd's
  * pre-1.0 formats (libzstd still decodes them, without checksums or its
  * window limit; OCI's zstd is RFC 8878), frames that need a dictionary, and
@@ -465,8 +477,7 @@ static int judge_frame(sbx_layer_writer *w, const unsigned char *b, size_t n, sb
         if (!ZSTD_isFrame(w->fh, w->nfh))
             return 0;
         w->failed = 1;
-        return sbx_error_set(err, SBX_EUNSUPPORTED, "write layer: a zstd frame of a pre-1.0 "
-                             "format");
+        return unsupported_frame(w->fh, err);
     }
     if (h.frameType == ZSTD_skippableFrame)
         return 0;
@@ -561,6 +572,7 @@ static int zw_header(sbx_layer_writer *w, const ZSTD_frameHeader *h, sbx_error *
         return undefer(w, err) < 0 ? err->code : 1;
     w->zw_state = ZW_BLOCK;
     w->zw_nbh = 0;
+    w->zw_bmax = h->windowSize < ZW_BLOCK_MAX ? (uint32_t)h->windowSize : ZW_BLOCK_MAX;
     return 0;
 }
 
@@ -572,8 +584,8 @@ static int zw_block(sbx_layer_writer *w, sbx_error *err)
     uint32_t size = v >> 3;
     if (type == 3)
         return zw_corrupt(w, "reserved block type", err);
-    if (size > ZW_BLOCK_MAX)
-        return zw_corrupt(w, "block larger than 128 KiB", err);
+    if (size > w->zw_bmax)
+        return zw_corrupt(w, "block larger than its frame allows", err);
     w->zw_last = v & 1;
     w->zw_left = type == 1 ? 1 : size; /* an RLE block holds one byte */
     w->zw_state = ZW_BODY;
@@ -631,8 +643,7 @@ static int zwalk(sbx_layer_writer *w, const unsigned char *b, size_t n, sbx_erro
             continue; /* the magic decides: another frame format, or none */
         if (ZSTD_isError(r) && ZSTD_isFrame(w->fh, w->nfh)) {
             w->failed = 1;
-            return sbx_error_set(err, SBX_EUNSUPPORTED, "write layer: a zstd frame of a "
-                                 "pre-1.0 format");
+            return unsupported_frame(w->fh, err);
         }
         if (ZSTD_isError(r))
             return zw_corrupt(w, "not a zstd frame", err);

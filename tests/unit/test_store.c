@@ -833,6 +833,28 @@ static void test_layer_deferred_zstd(void **state)
     /* ... and a false claim of such a stream is refused at the commit */
     assert_int_equal(put_deferred_in(t, SBX_LAYER_ZSTD, other, nz, nlen, 4096, &err),
                      SBX_EDIGEST);
+    /* frame headers the walk judges: a block larger than its 1 KiB window
+     * (refused before any read), a reserved header bit (refused, and said
+     * so, deferred or not) */
+    {
+        size_t flen = 6 + 3 + 4000 + 4;
+        unsigned char *f = calloc(1, flen);
+        memcpy(f, "\x28\xb5\x2f\xfd\x04\x00", 6); /* checksum flag; window 1 KiB */
+        uint32_t bh = 1u | (4000u << 3);               /* last, raw, 4000 bytes */
+        f[6] = bh & 0xff, f[7] = (bh >> 8) & 0xff, f[8] = (bh >> 16) & 0xff;
+        assert_int_equal(put_deferred_in(t, SBX_LAYER_ZSTD, diff, f, flen, 3, &err), SBX_EDIGEST);
+        tu_assert_error(&err, SBX_EDIGEST, "block larger than its frame allows");
+        f[4] |= 0x08; /* the reserved bit */
+        assert_int_equal(put_deferred_in(t, SBX_LAYER_ZSTD, diff, f, flen, 3, &err),
+                         SBX_EUNSUPPORTED);
+        tu_assert_error(&err, SBX_EUNSUPPORTED, "reserved bit");
+        bool kept;
+        tar_sink none = {NULL, 0, 0};
+        assert_int_equal(put_stream(t, SBX_LAYER_ZSTD, diff, f, flen, 3, &none, &kept, &err),
+                         SBX_EUNSUPPORTED);
+        tu_assert_error(&err, SBX_EUNSUPPORTED, "reserved bit");
+        free(f);
+    }
     /* bytes that are no frame */
     memset(bad, 0x11, 64);
     assert_int_equal(put_deferred_in(t, SBX_LAYER_ZSTD, diff, bad, 64, 64, &err),
