@@ -1370,6 +1370,8 @@ int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nr
     return reader_out(r, buf, ob.pos, nread, err);
 }
 
+bool sbx_layer_reader_checks(const sbx_layer_reader *r) { return r->check; }
+
 /* After a read to the end of an unchecked layer that gave its diff_id. */
 static void reader_record_check(sbx_layer_reader *r)
 {

@@ -218,6 +218,9 @@ SBX_API int sbx_store_layer_open(sbx_layer_reader **out, sbx_store *s, const cha
 SBX_API int sbx_layer_reader_read(sbx_layer_reader *r, void *buf, size_t len, size_t *nread,
                                   sbx_error *err);
 SBX_API void sbx_layer_reader_free(sbx_layer_reader *r);
+/* Whether the reader checks the tar against the diff_id itself (an
+ * unchecked layer): its read that reaches the end fails on a mismatch. */
+SBX_API bool sbx_layer_reader_checks(const sbx_layer_reader *r);
 /* Path of the stored file (for export/push of the stored form). */
 SBX_API int sbx_store_layer_path(sbx_store *s, const char *diff_id, char *buf, size_t len,
                                  sbx_error *err);
